@@ -1,0 +1,254 @@
+//! The HTTP API (axum).
+//!
+//! - `POST /v1/batches` accepts a batch; `GET /v1/batches/{id}` and
+//!   `GET /v1/batches/{id}/messages` read the ledger; `POST /v1/batches/{id}/{action}`
+//!   pauses, resumes, cancels or retries.
+//! - `POST /send-sms` keeps the seed recipe's request working (`seed`).
+//! - `error` holds the one error type every route answers with.
+
+mod error;
+mod seed;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+pub use self::error::Error;
+use crate::domain::{BatchId, Counts, MessageState, batch_state, format_ms};
+use crate::intake::{BatchRequest, Intake, Submitted};
+use crate::queue::{BatchSummary, Control, MessageQuery, MessageRecord, Queue};
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Messages per page when the caller does not say, and at most.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub intake: Intake,
+    pub queue: Queue,
+}
+
+/// The whole API. `max_body_bytes` bounds every request body.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route("/v1/batches", post(create_batch))
+        .route("/v1/batches/{id}", get(get_batch))
+        .route("/v1/batches/{id}/messages", get(list_messages))
+        .route("/v1/batches/{id}/{action}", post(control_batch))
+        .route("/send-sms", post(seed::send_sms))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Reads the body, turning a too-large or broken body into a JSON error.
+pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Error> {
+    body.map_err(|rejection| {
+        let message = rejection.body_text();
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::TooLarge { field: None, message }
+        } else {
+            Error::Malformed { message, field: None }
+        }
+    })
+}
+
+/// Parses JSON, naming the path of the first field that does not fit.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let field = (path != ".").then_some(path);
+        Error::Malformed { message: inner.to_string(), field }
+    })?;
+    de.end().map_err(|e| Error::Malformed { message: e.to_string(), field: None })?;
+    Ok(parsed)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().map_err(|_| Error::Invalid {
+        field: "Idempotency-Key".into(),
+        message: "must be visible ASCII".into(),
+    })?;
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
+        return Err(Error::Invalid {
+            field: "Idempotency-Key".into(),
+            message: format!("must have 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+        });
+    }
+    Ok(Some(key))
+}
+
+/// `202` with the report; a replay also carries `Idempotent-Replayed: true`.
+pub(crate) fn accepted_response(submitted: Submitted, body: serde_json::Value) -> Response {
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if submitted.replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+async fn create_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let bytes = body_bytes(body)?;
+    let request: BatchRequest = parse_json(&bytes)?;
+    let key = idempotency_key(&headers)?;
+    let submitted = state
+        .intake
+        .submit_request(request, "api", key.map(|k| (k, bytes.as_ref())))
+        .await?;
+    let report = submitted.report.clone();
+    Ok(accepted_response(submitted, report))
+}
+
+/// A batch as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchView {
+    pub id: String,
+    pub channel: String,
+    pub source: String,
+    /// `queued`, `sending`, `paused`, `cancelling`, `cancelled` or `done`.
+    pub state: String,
+    pub priority: i32,
+    pub created_at: String,
+    pub send_at: String,
+    pub counts: Counts,
+}
+
+impl From<BatchSummary> for BatchView {
+    fn from(b: BatchSummary) -> Self {
+        BatchView {
+            id: b.id.to_string(),
+            channel: b.channel.to_string(),
+            source: b.source,
+            state: batch_state(b.control, &b.counts).to_string(),
+            priority: b.priority,
+            created_at: format_ms(b.created_at_ms),
+            send_at: format_ms(b.send_at_ms),
+            counts: b.counts,
+        }
+    }
+}
+
+fn batch_id(raw: &str) -> Result<BatchId, Error> {
+    BatchId::parse(raw).ok_or_else(|| Error::NotFound(format!("no batch has the id `{raw}`")))
+}
+
+fn not_found(id: BatchId) -> Error {
+    Error::NotFound(format!("no batch has the id `{id}`"))
+}
+
+async fn get_batch(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<BatchView>, Error> {
+    let id = batch_id(&id)?;
+    let summary = state.queue.batch(id).await?.ok_or_else(|| not_found(id))?;
+    Ok(Json(summary.into()))
+}
+
+#[derive(Debug, Deserialize)]
+struct MessagesParams {
+    state: Option<String>,
+    after: Option<u32>,
+    limit: Option<u32>,
+}
+
+/// One message as the API shows it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MessageView {
+    pub id: String,
+    pub index: u32,
+    pub to: String,
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub state: MessageState,
+    pub provider: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub sent_at: Option<String>,
+}
+
+impl From<MessageRecord> for MessageView {
+    fn from(m: MessageRecord) -> Self {
+        MessageView {
+            id: m.id,
+            index: m.index,
+            to: m.to,
+            reference: m.reference,
+            state: m.state,
+            provider: m.provider,
+            attempts: m.attempts,
+            last_error: m.last_error,
+            provider_message_id: m.provider_message_id,
+            created_at: format_ms(m.created_at_ms),
+            updated_at: format_ms(m.updated_at_ms),
+            sent_at: m.sent_at_ms.map(format_ms),
+        }
+    }
+}
+
+/// A page of messages; pass `next_after` as `after` for the next page.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MessagePage {
+    pub messages: Vec<MessageView>,
+    pub next_after: Option<u32>,
+}
+
+async fn list_messages(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Result<Query<MessagesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<MessagePage>, Error> {
+    let id = batch_id(&id)?;
+    let Query(params) = params.map_err(|e| Error::Malformed { message: e.body_text(), field: None })?;
+    let state_filter = match params.state.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(MessageState::parse(s).ok_or_else(|| Error::Invalid {
+            field: "state".into(),
+            message: format!("`{s}` is not a state: use pending, sending, sent, failed, cancelled or paused"),
+        })?),
+    };
+    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::Invalid { field: "limit".into(), message: format!("must be between 1 and {MAX_PAGE}") });
+    }
+    if state.queue.batch(id).await?.is_none() {
+        return Err(not_found(id));
+    }
+    let query = MessageQuery { state: state_filter, after: params.after, limit };
+    let records = state.queue.messages(id, query).await?;
+    let next_after = (records.len() == limit as usize).then(|| records.last().map(|m| m.index)).flatten();
+    Ok(Json(MessagePage { messages: records.into_iter().map(MessageView::from).collect(), next_after }))
+}
+
+async fn control_batch(
+    State(state): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<BatchView>, Error> {
+    let action = match action.as_str() {
+        "pause" => Control::Pause,
+        "resume" => Control::Resume,
+        "cancel" => Control::Cancel,
+        "retry" => Control::Retry,
+        other => return Err(Error::NotFound(format!("no action `{other}`: use pause, resume, cancel or retry"))),
+    };
+    let id = batch_id(&id)?;
+    let summary = state.queue.control(id, action).await?.ok_or_else(|| not_found(id))?;
+    Ok(Json(summary.into()))
+}

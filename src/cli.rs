@@ -1,0 +1,292 @@
+//! The command line: `herald serve` runs the service; `herald send` submits a CSV of
+//! recipients through the API and prints the report; `herald status` shows a batch.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value};
+
+use crate::api::BatchView;
+use crate::domain::Channel;
+use crate::intake::{BatchRequest, RecipientSpec, Report, TemplateSpec};
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about = "Asynchronous bulk-messaging dispatcher")]
+pub struct Cli {
+    /// Configuration file [default: ./herald.toml if present].
+    #[arg(long, global = true, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log lines as human-readable text or JSON.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "HERALD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the delivery workers.
+    Serve(ServeArgs),
+    /// Submit a batch from a CSV file (header: to, optional ref, then variables).
+    Send(SendArgs),
+    /// Show a batch's state and counts.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [config: listen; default 127.0.0.1:8080].
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Store directory (or sqlite://DIR) [config: store; default ./herald-data].
+    #[arg(long)]
+    pub store: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServerArg {
+    /// The Herald server to talk to.
+    #[arg(long, env = "HERALD_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[arg(long, value_parser = parse_channel)]
+    pub channel: Channel,
+    /// The message template (minijinja), e.g. 'Hello {{name}}'.
+    #[arg(long)]
+    pub template: String,
+    /// The subject template (e-mail).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// CSV file with a header row: to, optional ref, then one column per variable.
+    #[arg(long)]
+    pub csv: PathBuf,
+    /// Provider name [default: the channel's default].
+    #[arg(long)]
+    pub provider: Option<String>,
+    /// -100 (last) to 100 (first).
+    #[arg(long, allow_hyphen_values = true)]
+    pub priority: Option<i32>,
+    /// Send not before this RFC 3339 time.
+    #[arg(long)]
+    pub send_at: Option<String>,
+    /// Makes a repeated submit return the first batch instead of a second one.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    pub batch_id: String,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+fn parse_channel(s: &str) -> Result<Channel, String> {
+    s.parse()
+}
+
+/// Recipients read from a CSV, with the line each came from (for messages).
+pub struct CsvRecipients {
+    pub recipients: Vec<RecipientSpec>,
+    pub lines: Vec<u64>,
+}
+
+/// Reads recipients from CSV: a header row with `to`, optionally `ref`, and one
+/// column per template variable. Errors name the file and line.
+pub fn read_csv(path: &Path) -> anyhow::Result<CsvRecipients> {
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    parse_csv(file, &path.display().to_string())
+}
+
+fn parse_csv(input: impl std::io::Read, name: &str) -> anyhow::Result<CsvRecipients> {
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input);
+    let headers = reader
+        .headers()
+        .map_err(|e| anyhow::anyhow!("{name} line 1: {}", describe_csv_error(&e)))?
+        .clone();
+    let column = |wanted: &str| headers.iter().position(|h| h.trim_start_matches('\u{feff}').eq_ignore_ascii_case(wanted));
+    let Some(to_col) = column("to") else {
+        bail!("{name} line 1: the header row has no `to` column (found: {})", headers.iter().collect::<Vec<_>>().join(", "));
+    };
+    let ref_col = column("ref");
+    let mut out = CsvRecipients { recipients: Vec::new(), lines: Vec::new() };
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, csv::Position::line);
+            anyhow::anyhow!("{name} line {line}: {}", describe_csv_error(&e))
+        })?;
+        let line = record.position().map_or(0, csv::Position::line);
+        let to = record.get(to_col).unwrap_or_default();
+        if to.is_empty() {
+            bail!("{name} line {line}: the `to` column is empty");
+        }
+        let mut vars = Map::new();
+        for (i, (header, value)) in headers.iter().zip(record.iter()).enumerate() {
+            if i != to_col && Some(i) != ref_col {
+                vars.insert(header.to_string(), Value::String(value.to_string()));
+            }
+        }
+        let reference = ref_col.and_then(|i| record.get(i)).filter(|r| !r.is_empty()).map(String::from);
+        out.recipients.push(RecipientSpec { to: to.to_string(), vars, reference });
+        out.lines.push(line);
+    }
+    if out.recipients.is_empty() {
+        bail!("{name}: no recipients below the header row");
+    }
+    Ok(out)
+}
+
+fn describe_csv_error(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("expected {expected_len} fields like the header, found {len}")
+        }
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8; save the file as UTF-8".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Runs a client command against a Herald server.
+pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Send(args) => send(args).await,
+        Command::Status(args) => status(args).await,
+    }
+}
+
+fn client() -> anyhow::Result<reqwest::Client> {
+    crate::provider::http_client(Duration::from_secs(300)).map_err(anyhow::Error::msg)
+}
+
+/// The server's error message, from its JSON body when it has one.
+fn server_error(status: reqwest::StatusCode, body: &str) -> String {
+    match serde_json::from_str::<Value>(body) {
+        Ok(v) => {
+            let message = v["message"].as_str().unwrap_or(body).to_string();
+            match v["field"].as_str() {
+                Some(field) if !message.starts_with(field) => format!("{message} (field `{field}`)"),
+                _ => message,
+            }
+        }
+        Err(_) => format!("HTTP {status}: {body}"),
+    }
+}
+
+async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let csv = read_csv(&args.csv)?;
+    let request = BatchRequest {
+        channel: args.channel,
+        template: TemplateSpec { body: args.template, subject: args.subject },
+        recipients: csv.recipients,
+        provider: args.provider,
+        priority: args.priority,
+        send_at: args.send_at,
+    };
+    let url = format!("{}/v1/batches", args.server.server.trim_end_matches('/'));
+    let mut post = client()?.post(&url).json(&request);
+    if let Some(key) = &args.idempotency_key {
+        post = post.header("idempotency-key", key);
+    }
+    let response = post.send().await.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.text().await.context("reading the server's answer")?;
+    let line_of = |index: usize| csv.lines.get(index).copied().unwrap_or(0);
+    if !status.is_success() {
+        eprintln!("herald: the batch was not accepted: {}", server_error(status, &body));
+        if let Ok(v) = serde_json::from_str::<Value>(&body)
+            && let Ok(rejected) = serde_json::from_value::<Vec<crate::intake::Rejection>>(v["rejected"].clone())
+        {
+            print_rejections(&args.csv, &rejected, line_of);
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let report: Report = serde_json::from_str(&body).context("the server's answer is not a report")?;
+    println!(
+        "batch {} accepted: {} of {} recipients queued",
+        report.batch_id,
+        report.accepted,
+        report.accepted + report.rejected.len()
+    );
+    print_rejections(&args.csv, &report.rejected, line_of);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_rejections(csv: &Path, rejected: &[crate::intake::Rejection], line_of: impl Fn(usize) -> u64) {
+    for r in rejected {
+        println!("  {} line {} ({}): {}: {}", csv.display(), line_of(r.index), r.to, r.reason, r.detail);
+    }
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let url = format!("{}/v1/batches/{}", args.server.server.trim_end_matches('/'), args.batch_id);
+    let response = client()?.get(&url).send().await.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response.text().await.context("reading the server's answer")?;
+    if !status.is_success() {
+        eprintln!("herald: {}", server_error(status, &body));
+        return Ok(ExitCode::FAILURE);
+    }
+    if args.json {
+        println!("{body}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let batch: BatchView = serde_json::from_str(&body).context("the server's answer is not a batch")?;
+    let c = &batch.counts;
+    println!("batch {}  {}  {} (from {})", batch.id, batch.channel, batch.state, batch.source);
+    println!(
+        "  total {}  pending {}  sending {}  sent {}  failed {}  cancelled {}  paused {}",
+        c.total, c.pending, c.sending, c.sent, c.failed, c.cancelled, c.paused
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_columns_become_to_ref_and_variables() {
+        let csv = "\u{feff}to,ref,name\n+8613800000001,o-1,Li\n+8613800000002,,Wang\n";
+        let r = parse_csv(csv.as_bytes(), "r.csv").unwrap();
+        assert_eq!(r.recipients.len(), 2);
+        assert_eq!(r.recipients[0].reference.as_deref(), Some("o-1"));
+        assert_eq!(r.recipients[1].reference, None);
+        assert_eq!(r.recipients[1].vars["name"], "Wang");
+        assert!(!r.recipients[0].vars.contains_key("ref"));
+        assert_eq!(r.lines, [2, 3]);
+    }
+
+    #[test]
+    fn a_short_row_is_reported_with_its_line() {
+        let csv = "to,name\n+8613800000001,Li\n+8613800000002\n";
+        let err = parse_csv(csv.as_bytes(), "r.csv").err().unwrap().to_string();
+        assert!(err.starts_with("r.csv line 3: expected 2 fields"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_to_and_a_missing_to_column_are_reported() {
+        let err = parse_csv("to,name\n,Li\n".as_bytes(), "r.csv").err().unwrap().to_string();
+        assert_eq!(err, "r.csv line 2: the `to` column is empty");
+        let err = parse_csv("phone,name\n1,Li\n".as_bytes(), "r.csv").err().unwrap().to_string();
+        assert!(err.starts_with("r.csv line 1: the header row has no `to` column"), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_with_its_line() {
+        let err = parse_csv(&b"to,name\n1380000001,\xc0\xc1\n"[..], "r.csv").err().unwrap().to_string();
+        assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
+    }
+}

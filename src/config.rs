@@ -1,0 +1,295 @@
+//! Configuration: one tree of serde structs with defaults, so `herald serve` runs
+//! with no file at all. Layers, later wins: defaults → `herald.toml` (or
+//! `--config FILE`) → environment variables `HERALD_…` (`__` separates levels, e.g.
+//! `HERALD_WORKER__MAX_IN_FLIGHT=64`; `HERALD_PROVIDERS` takes an inline array).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+use crate::domain::Channel;
+
+/// The file read when `--config` is not given; it is fine for it not to exist.
+pub const DEFAULT_FILE: &str = "herald.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// The store: a directory for the embedded SQLite engine, or `sqlite://DIR`.
+    pub store: String,
+    pub worker: WorkerConfig,
+    pub retry: RetryConfig,
+    pub limits: Limits,
+    /// The provider each channel uses when a batch names none.
+    pub defaults: HashMap<Channel, String>,
+    pub providers: Vec<ProviderConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store: "herald-data".into(),
+            worker: WorkerConfig::default(),
+            retry: RetryConfig::default(),
+            limits: Limits::default(),
+            defaults: HashMap::new(),
+            providers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Run delivery workers in this process.
+    pub enabled: bool,
+    /// Messages being sent at once, across all providers.
+    pub max_in_flight: usize,
+    /// How long a claimed message is reserved for its worker; after that another
+    /// worker may claim it again. Must exceed `send_timeout_ms`.
+    pub lease_ms: u64,
+    /// The longest one delivery attempt may take.
+    pub send_timeout_ms: u64,
+    /// How often an idle worker looks for due messages (retries, scheduled sends,
+    /// expired leases); new batches wake it at once.
+    pub poll_interval_ms: u64,
+    /// On shutdown, how long in-flight sends may take to finish.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            enabled: true,
+            max_in_flight: 256,
+            lease_ms: 60_000,
+            send_timeout_ms: 30_000,
+            poll_interval_ms: 250,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included; then the message fails.
+    pub max_attempts: u32,
+    /// The first retry's delay; each further one doubles it, with jitter.
+    pub base_delay_ms: u64,
+    /// The longest delay between attempts, `Retry-After` included.
+    pub max_delay_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig { max_attempts: 5, base_delay_ms: 1_000, max_delay_ms: 600_000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// The most recipients one batch may have.
+    pub max_recipients: usize,
+    /// The largest request body the API reads, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_recipients: 100_000, max_body_bytes: 64 * 1024 * 1024 }
+    }
+}
+
+/// One `[[providers]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderConfig {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: ProviderKind,
+    #[serde(default = "all_channels")]
+    pub channels: Vec<Channel>,
+    /// Messages per second; unlimited when absent.
+    #[serde(default)]
+    pub rate_per_sec: Option<f64>,
+    /// The most messages sent at once under the rate; default a tenth of a second's worth.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl ProviderConfig {
+    /// The built-in log provider, serving every channel without a limit.
+    pub fn log() -> Self {
+        ProviderConfig {
+            name: "log".into(),
+            kind: ProviderKind::Log,
+            channels: all_channels(),
+            rate_per_sec: None,
+            burst: None,
+        }
+    }
+}
+
+fn all_channels() -> Vec<Channel> {
+    Channel::ALL.to_vec()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ProviderKind {
+    Log,
+    Webhook {
+        url: String,
+        /// Signs each body with HMAC-SHA256 when set.
+        #[serde(default)]
+        secret: Option<Secret>,
+    },
+}
+
+/// A secret value: never shown by `Debug` or in logs.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for signing; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (which must exist when given, else `herald.toml`
+    /// if present), then `HERALD_…` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, figment::Error> {
+        let toml = match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(figment::Error::from(format!("config file {} does not exist", path.display())));
+                }
+                Toml::file_exact(path)
+            }
+            None => Toml::file(DEFAULT_FILE),
+        };
+        Self::figment(toml).extract()
+    }
+
+    /// Parses a TOML document (and the environment); for tests and `--config -`.
+    pub fn from_toml(text: &str) -> Result<Config, figment::Error> {
+        Self::figment(Toml::string(text)).extract()
+    }
+
+    fn figment(toml: figment::providers::Data<Toml>) -> Figment {
+        Figment::new()
+            .merge(toml)
+            .merge(Env::prefixed("HERALD_").split("__").ignore(&["server", "log"]))
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.worker.lease_ms)
+    }
+
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.worker.send_timeout_ms)
+    }
+
+    /// Checks relations between settings that serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.worker.max_in_flight == 0 {
+            return Err("worker.max_in_flight must be at least 1".into());
+        }
+        if self.worker.lease_ms <= self.worker.send_timeout_ms {
+            return Err(format!(
+                "worker.lease_ms ({}) must be longer than worker.send_timeout_ms ({}), or a slow send could be claimed twice",
+                self.worker.lease_ms, self.worker.send_timeout_ms
+            ));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err("retry.max_attempts must be at least 1".into());
+        }
+        if self.limits.max_recipients == 0 {
+            return Err("limits.max_recipients must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_file_gives_working_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert!(c.providers.is_empty());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn providers_and_defaults_come_from_toml() {
+        let c = Config::from_toml(
+            r#"
+            [defaults]
+            sms = "hook"
+            [[providers]]
+            name = "hook"
+            kind = "webhook"
+            url = "http://127.0.0.1:9190/sms"
+            channels = ["sms"]
+            rate_per_sec = 500
+            secret = "s3cret"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.defaults[&Channel::Sms], "hook");
+        let p = &c.providers[0];
+        assert_eq!(p.rate_per_sec, Some(500.0));
+        match &p.kind {
+            ProviderKind::Webhook { url, secret } => {
+                assert_eq!(url, "http://127.0.0.1:9190/sms");
+                assert_eq!(secret.as_ref().map(Secret::expose), Some("s3cret"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{c:?}").contains("s3cret"), "the secret leaked into Debug");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("HERALD_WORKER__MAX_IN_FLIGHT", "7");
+            jail.set_env("HERALD_PROVIDERS", r#"[{name="hook", kind="webhook", url="http://127.0.0.1:1/x"}]"#);
+            let c = Config::from_toml("[worker]\nmax_in_flight = 3").unwrap();
+            assert_eq!(c.worker.max_in_flight, 7);
+            assert_eq!(c.providers[0].name, "hook");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_lease_shorter_than_the_send_timeout_is_refused() {
+        let c = Config::from_toml("[worker]\nlease_ms = 1000\nsend_timeout_ms = 2000").unwrap();
+        assert!(c.validate().unwrap_err().contains("lease_ms"));
+    }
+}

@@ -1,0 +1,325 @@
+//! Pure domain types: channels, recipient addresses, identifiers and message states.
+//! Nothing in here does I/O; everything that crosses the API boundary is parsed into
+//! these types first, so the rest of Herald can trust them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The kind of message a batch sends; each recipient address is checked for its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Sms,
+    Email,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 2] = [Channel::Sms, Channel::Email];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Email => "email",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Channel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sms" => Ok(Channel::Sms),
+            "email" => Ok(Channel::Email),
+            other => Err(format!("unknown channel `{other}`: expected `sms` or `email`")),
+        }
+    }
+}
+
+/// A batch identifier: a UUIDv7, so identifiers sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId(uuid::Uuid);
+
+impl BatchId {
+    pub fn new() -> Self {
+        BatchId(uuid::Uuid::now_v7())
+    }
+
+    /// Parses the hyphenated form that the API hands out.
+    pub fn parse(s: &str) -> Option<Self> {
+        uuid::Uuid::try_parse(s).ok().map(BatchId)
+    }
+}
+
+impl Default for BatchId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl Serialize for BatchId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The public identifier of one message: its batch and its index in the submitted
+/// recipient list. It is stable for the life of the message, so it doubles as the
+/// idempotency key sent with every delivery attempt.
+pub fn message_id(batch: BatchId, index: u32) -> String {
+    format!("{batch}-{index}")
+}
+
+/// Where a message is in its life. `Sending` means claimed under a lease by a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageState {
+    Pending,
+    Sending,
+    Sent,
+    Failed,
+    Cancelled,
+    Paused,
+}
+
+impl MessageState {
+    pub const ALL: [MessageState; 6] = [
+        MessageState::Pending,
+        MessageState::Sending,
+        MessageState::Sent,
+        MessageState::Failed,
+        MessageState::Cancelled,
+        MessageState::Paused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageState::Pending => "pending",
+            MessageState::Sending => "sending",
+            MessageState::Sent => "sent",
+            MessageState::Failed => "failed",
+            MessageState::Cancelled => "cancelled",
+            MessageState::Paused => "paused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+}
+
+/// What the sender asked of a batch as a whole; message states follow from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchControl {
+    Active,
+    Paused,
+    Cancelled,
+}
+
+impl BatchControl {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchControl::Active => "active",
+            BatchControl::Paused => "paused",
+            BatchControl::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [BatchControl::Active, BatchControl::Paused, BatchControl::Cancelled]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+}
+
+/// Message counts of one batch, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub total: u64,
+    pub pending: u64,
+    pub sending: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub paused: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, state: MessageState, n: u64) {
+        self.total += n;
+        match state {
+            MessageState::Pending => self.pending += n,
+            MessageState::Sending => self.sending += n,
+            MessageState::Sent => self.sent += n,
+            MessageState::Failed => self.failed += n,
+            MessageState::Cancelled => self.cancelled += n,
+            MessageState::Paused => self.paused += n,
+        }
+    }
+
+    /// True when no message can still change state without the sender acting.
+    pub fn is_finished(&self) -> bool {
+        self.pending == 0 && self.sending == 0 && self.paused == 0
+    }
+}
+
+/// The state of a batch as shown to users, derived from its control and counts.
+pub fn batch_state(control: BatchControl, counts: &Counts) -> &'static str {
+    match control {
+        BatchControl::Cancelled if counts.sending == 0 => "cancelled",
+        BatchControl::Cancelled => "cancelling",
+        BatchControl::Paused => "paused",
+        BatchControl::Active if counts.is_finished() => "done",
+        BatchControl::Active if counts.sent + counts.failed + counts.sending == 0 => "queued",
+        BatchControl::Active => "sending",
+    }
+}
+
+/// Why a recipient address was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidAddress(pub String);
+
+/// A recipient address, checked for its channel. Phone numbers are kept as given
+/// minus spaces and dashes; full E.164 normalisation comes with region rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Address(String);
+
+impl Address {
+    pub fn parse(channel: Channel, raw: &str) -> Result<Self, InvalidAddress> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(InvalidAddress("empty address".into()));
+        }
+        match channel {
+            Channel::Sms => parse_phone(raw),
+            Channel::Email => parse_email(raw),
+        }
+        .map(Address)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+fn parse_phone(raw: &str) -> Result<String, InvalidAddress> {
+    let compact: String = raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+        .collect();
+    let digits = compact.strip_prefix('+').unwrap_or(&compact);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(InvalidAddress(format!("`{raw}` is not a phone number: only digits, an optional leading + and separators are allowed")));
+    }
+    if !(5..=15).contains(&digits.len()) {
+        return Err(InvalidAddress(format!(
+            "`{raw}` is not a phone number: it has {} digits, a number has 5 to 15",
+            digits.len()
+        )));
+    }
+    Ok(compact)
+}
+
+fn parse_email(raw: &str) -> Result<String, InvalidAddress> {
+    let invalid = |why: &str| Err(InvalidAddress(format!("`{raw}` is not an e-mail address: {why}")));
+    if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return invalid("it contains white space or control characters");
+    }
+    let Some((local, domain)) = raw.rsplit_once('@') else {
+        return invalid("it has no @");
+    };
+    if local.is_empty() || local.len() > 64 {
+        return invalid("the part before @ must have 1 to 64 characters");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_alphanumeric() || c == '-')
+    };
+    if labels.len() < 2 || !labels.iter().all(label_ok) {
+        return invalid("the domain must be a name with a dot, such as example.com");
+    }
+    Ok(raw.to_string())
+}
+
+/// Milliseconds since the Unix epoch, the unit every stored timestamp uses.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Formats a stored millisecond timestamp as RFC 3339 for the API.
+pub fn format_ms(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phone_numbers_keep_digits_and_leading_plus() {
+        let a = Address::parse(Channel::Sms, " +86 138-0013-8000 ").unwrap();
+        assert_eq!(a.as_str(), "+8613800138000");
+        assert!(Address::parse(Channel::Sms, "13800138000").is_ok());
+    }
+
+    #[test]
+    fn phone_numbers_with_letters_or_wrong_length_are_refused() {
+        for bad in ["", "+", "12ab567", "1234", "1234567890123456", "++123456"] {
+            assert!(Address::parse(Channel::Sms, bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn email_addresses_need_a_dotted_domain() {
+        assert!(Address::parse(Channel::Email, "li@example.com").is_ok());
+        for bad in ["li", "@example.com", "li@localhost", "li@exa mple.com", "li@-x.com", "li@x..com"] {
+            assert!(Address::parse(Channel::Email, bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn batch_state_follows_control_and_counts() {
+        let mut c = Counts::default();
+        c.add(MessageState::Pending, 2);
+        assert_eq!(batch_state(BatchControl::Active, &c), "queued");
+        c.add(MessageState::Sent, 1);
+        assert_eq!(batch_state(BatchControl::Active, &c), "sending");
+        let mut done = Counts::default();
+        done.add(MessageState::Sent, 3);
+        assert_eq!(batch_state(BatchControl::Active, &done), "done");
+        assert_eq!(batch_state(BatchControl::Cancelled, &done), "cancelled");
+    }
+
+    #[test]
+    fn message_ids_are_stable_for_batch_and_index() {
+        let b = BatchId::new();
+        assert_eq!(message_id(b, 7), message_id(b, 7));
+        assert_ne!(message_id(b, 7), message_id(b, 8));
+        assert_eq!(BatchId::parse(&b.to_string()), Some(b));
+    }
+}

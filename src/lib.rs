@@ -1,0 +1,21 @@
+//! Herald: an asynchronous bulk-messaging dispatcher.
+//!
+//! A batch comes in through [`api`] (or the [`cli`]), is checked and rendered by
+//! [`intake`] with [`template`], and stored whole by [`queue`]. The [`worker`] pool
+//! claims due messages, waits on [`ratelimit`], sends through a [`provider`] and
+//! settles the outcome back in bulk. [`app`] wires it together and owns the
+//! shutdown order; [`config`] and [`telemetry`] set it up; [`domain`] holds the
+//! pure types everything shares.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod intake;
+pub mod provider;
+pub mod queue;
+pub mod ratelimit;
+pub mod telemetry;
+pub mod template;
+pub mod worker;

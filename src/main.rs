@@ -1,0 +1,40 @@
+//! The `herald` binary: parse the command line, start logging, load the
+//! configuration, and hand off to `app` (serve) or `cli` (client commands).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use herald::cli::{Cli, Command};
+use herald::config::Config;
+use herald::{app, cli, telemetry};
+
+fn main() -> ExitCode {
+    let args = Cli::parse();
+    telemetry::init(args.log_format);
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("herald: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match args.command {
+        Command::Serve(serve) => {
+            let mut config = Config::load(args.config.as_deref()).context("loading the configuration")?;
+            if let Some(listen) = serve.listen {
+                config.listen = listen;
+            }
+            if let Some(store) = serve.store {
+                config.store = store;
+            }
+            runtime.block_on(app::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        other => runtime.block_on(cli::run(other)),
+    }
+}

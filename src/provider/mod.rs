@@ -1,0 +1,246 @@
+//! Providers: the services that actually deliver a message.
+//!
+//! - [`Provider`] is the adapter trait: one `send` per message, answering with a
+//!   [`Receipt`] or an [`Error`] that says whether trying again can help.
+//! - `log` writes each message to the log (the default, for trying Herald out).
+//! - `webhook` POSTs each message as signed JSON to a URL.
+//!
+//! Adapters never sleep or retry: the worker decides, from the error's class.
+
+mod log;
+mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use self::log::LogProvider;
+pub use self::webhook::WebhookProvider;
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::domain::{BatchId, Channel};
+use crate::ratelimit::RateLimiter;
+
+/// One message as a provider sees it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Stable across every attempt: providers pass it on as the idempotency key.
+    pub id: String,
+    pub batch_id: BatchId,
+    pub reference: Option<String>,
+    pub channel: Channel,
+    pub to: String,
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+/// What a provider says after accepting a message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The provider's own id for the message, when it gives one.
+    pub provider_message_id: Option<String>,
+}
+
+/// Why a send did not succeed, classified for the retry decision.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Worth trying again: a timeout, a throttle, a server error. `retry_after` is
+    /// the provider's own hint (e.g. `Retry-After`), when it gave one.
+    #[error("{reason}")]
+    Transient { reason: String, retry_after: Option<Duration> },
+    /// Trying again cannot help: the request itself was refused.
+    #[error("{reason}")]
+    Permanent { reason: String },
+}
+
+/// A delivery adapter. Implementations must be cheap to share across tasks.
+#[async_trait]
+pub trait Provider: Send + Sync + 'static {
+    /// Makes one delivery attempt. Must not retry or sleep on its own.
+    async fn send(&self, message: &Message) -> Result<Receipt, Error>;
+}
+
+/// A provider with its name, channels and rate limit, as configured.
+#[derive(Clone)]
+pub struct Route {
+    pub name: String,
+    pub channels: Vec<Channel>,
+    pub provider: Arc<dyn Provider>,
+    pub limiter: Arc<RateLimiter>,
+}
+
+/// Every configured provider by name, and the default one for each channel.
+#[derive(Clone)]
+pub struct Registry {
+    routes: HashMap<String, Route>,
+    defaults: HashMap<Channel, String>,
+}
+
+/// A configuration mistake found while building the providers.
+#[derive(Debug, thiserror::Error)]
+#[error("provider `{name}`: {message}")]
+pub struct ConfigError {
+    pub name: String,
+    pub message: String,
+}
+
+impl Registry {
+    /// Builds every provider from its configuration. The `log` provider always exists
+    /// (unless a provider of that name is configured) and is the default for any
+    /// channel no configured provider serves.
+    pub fn build(
+        providers: &[ProviderConfig],
+        defaults: &HashMap<Channel, String>,
+        send_timeout: Duration,
+    ) -> Result<Registry, ConfigError> {
+        let mut routes = HashMap::new();
+        let mut all = providers.to_vec();
+        if !all.iter().any(|p| p.name == "log") {
+            all.push(ProviderConfig::log());
+        }
+        for config in &all {
+            let err = |message: String| ConfigError { name: config.name.clone(), message };
+            if config.name.is_empty() {
+                return Err(err("the name must not be empty".into()));
+            }
+            let provider: Arc<dyn Provider> = match &config.kind {
+                ProviderKind::Log => Arc::new(LogProvider::new(&config.name)),
+                ProviderKind::Webhook { url, secret } => {
+                    Arc::new(WebhookProvider::new(url, secret.clone(), send_timeout).map_err(err)?)
+                }
+            };
+            let limiter = match config.rate_per_sec {
+                Some(rate) if !(rate > 0.0 && rate.is_finite()) => {
+                    return Err(err(format!("rate_per_sec must be a positive number, not {rate}")));
+                }
+                Some(rate) => RateLimiter::per_second(rate, config.burst),
+                None => RateLimiter::unlimited(),
+            };
+            let route = Route {
+                name: config.name.clone(),
+                channels: config.channels.clone(),
+                provider,
+                limiter: Arc::new(limiter),
+            };
+            if routes.insert(config.name.clone(), route).is_some() {
+                return Err(err("is declared twice".into()));
+            }
+        }
+        let mut chosen = HashMap::new();
+        for channel in Channel::ALL {
+            let name = match defaults.get(&channel) {
+                Some(name) => name.clone(),
+                None => all
+                    .iter()
+                    .find(|p| p.channels.contains(&channel))
+                    .map_or_else(|| "log".to_string(), |p| p.name.clone()),
+            };
+            match routes.get(&name) {
+                None => {
+                    return Err(ConfigError {
+                        name,
+                        message: format!("is the default for {channel} but is not declared in [[providers]]"),
+                    });
+                }
+                Some(route) if !route.channels.contains(&channel) => {
+                    return Err(ConfigError {
+                        name,
+                        message: format!("is the default for {channel} but its channels do not include {channel}"),
+                    });
+                }
+                Some(_) => {}
+            }
+            chosen.insert(channel, name);
+        }
+        Ok(Registry { routes, defaults: chosen })
+    }
+
+    /// Picks the provider for a batch: the one asked for, or the channel's default.
+    /// The error says why the asked-for one cannot be used.
+    pub fn resolve(&self, channel: Channel, asked: Option<&str>) -> Result<&Route, String> {
+        let name = asked.unwrap_or_else(|| &self.defaults[&channel]);
+        let route = self
+            .routes
+            .get(name)
+            .ok_or_else(|| format!("no provider is named `{name}`"))?;
+        if !route.channels.contains(&channel) {
+            return Err(format!("provider `{name}` does not send {channel}"));
+        }
+        Ok(route)
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.values()
+    }
+}
+
+/// An HTTP client for provider adapters: rustls, pooled keep-alive connections,
+/// `timeout` on every request.
+pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+    // reqwest is built without a bundled crypto backend; install ring once.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| format!("cannot build an HTTP client: {e}"))
+}
+
+/// Classifies a non-2xx HTTP answer: 408, 429 and 5xx are transient, other
+/// statuses permanent. The reason quotes the start of the answer's body.
+pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Error {
+    let snippet: String = String::from_utf8_lossy(body).chars().take(200).collect();
+    let reason = if snippet.trim().is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("HTTP {status}: {}", snippet.trim())
+    };
+    if status == 408 || status == 429 || status >= 500 {
+        Error::Transient { reason, retry_after }
+    } else {
+        Error::Permanent { reason }
+    }
+}
+
+/// Parses a `Retry-After` value: delay-seconds or an HTTP-date (a date in the past
+/// means "now").
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(value).ok()?;
+    let delta = at.duration_since(jiff::Timestamp::now());
+    Some(Duration::try_from(delta).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(120);
+        let http_date = jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(&later).unwrap();
+        let d = parse_retry_after(&http_date).unwrap();
+        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn throttles_and_server_errors_are_transient_other_4xx_permanent() {
+        for status in [408, 429, 500, 502, 503] {
+            assert!(matches!(classify_status(status, None, b""), Error::Transient { .. }), "{status}");
+        }
+        for status in [400, 401, 403, 404, 422] {
+            assert!(matches!(classify_status(status, None, b""), Error::Permanent { .. }), "{status}");
+        }
+        let e = classify_status(503, Some(Duration::from_secs(3)), b"busy");
+        assert_eq!(e, Error::Transient { reason: "HTTP 503: busy".into(), retry_after: Some(Duration::from_secs(3)) });
+    }
+}

@@ -1,0 +1,186 @@
+//! Message templates: compiled once per batch, rendered once per recipient with
+//! minijinja in strict mode. A template can neither read files (no loader is set)
+//! nor run for ever (every render has a fuel budget and an output cap).
+
+use std::collections::BTreeSet;
+
+use minijinja::{Environment, UndefinedBehavior, value::Serde};
+use serde_json::{Map, Value};
+
+/// Instructions one render may execute before it is stopped.
+const FUEL: u64 = 100_000;
+/// The largest template source accepted, in bytes.
+pub const MAX_SOURCE_BYTES: usize = 64 * 1024;
+/// The largest rendered subject or body, in bytes.
+pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+
+/// Globals minijinja provides; they are never a recipient's missing variable.
+const BUILTIN_GLOBALS: [&str; 4] = ["range", "dict", "debug", "namespace"];
+
+/// A template that failed to compile; `field` names the part of the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// A recipient whose message could not be rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RenderError {
+    /// The template uses a variable this recipient does not supply.
+    MissingVariable(String),
+    /// Anything else: a type error, a filter failure, fuel or size exhausted.
+    Failed(String),
+}
+
+/// One recipient's rendered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+/// A compiled body template and optional subject template.
+pub struct Template {
+    env: Environment<'static>,
+    has_subject: bool,
+    /// Top-level names the templates read; used to name a missing variable.
+    variables: BTreeSet<String>,
+}
+
+impl Template {
+    /// Compiles `body` (and `subject`, for e-mail). Errors name the failing field.
+    pub fn compile(body: &str, subject: Option<&str>) -> Result<Self, CompileError> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+
+        let mut parts = vec![("template.body", "body", body)];
+        if let Some(subject) = subject {
+            parts.push(("template.subject", "subject", subject));
+        }
+        let mut variables = BTreeSet::new();
+        for (field, name, source) in parts {
+            if source.len() > MAX_SOURCE_BYTES {
+                return Err(CompileError {
+                    field,
+                    message: format!("is {} bytes, the limit is {MAX_SOURCE_BYTES}", source.len()),
+                });
+            }
+            env.add_template_owned(name, source.to_owned())
+                .map_err(|e| CompileError { field, message: e.to_string() })?;
+            let tmpl = env.get_template(name).expect("template was just added");
+            variables.extend(tmpl.undeclared_variables(false));
+        }
+        variables.retain(|v| !BUILTIN_GLOBALS.contains(&v.as_str()));
+        Ok(Template { env, has_subject: subject.is_some(), variables })
+    }
+
+    /// The top-level variables the template reads, sorted.
+    pub fn variables(&self) -> impl Iterator<Item = &str> {
+        self.variables.iter().map(String::as_str)
+    }
+
+    /// Renders one recipient's message from its variables.
+    pub fn render(&self, vars: &Map<String, Value>) -> Result<Rendered, RenderError> {
+        let ctx = minijinja::Value::from(Serde(vars));
+        let body = self.render_one("body", &ctx, vars)?;
+        let subject = if self.has_subject {
+            let subject = self.render_one("subject", &ctx, vars)?;
+            if subject.contains(['\r', '\n']) {
+                return Err(RenderError::Failed("the rendered subject contains a line break".into()));
+            }
+            Some(subject)
+        } else {
+            None
+        };
+        Ok(Rendered { subject, body })
+    }
+
+    fn render_one(
+        &self,
+        name: &str,
+        ctx: &minijinja::Value,
+        vars: &Map<String, Value>,
+    ) -> Result<String, RenderError> {
+        let tmpl = self.env.get_template(name).expect("compiled in Template::compile");
+        let out = tmpl.render(ctx).map_err(|e| self.explain(&e, vars))?;
+        if out.len() > MAX_OUTPUT_BYTES {
+            return Err(RenderError::Failed(format!(
+                "the rendered {name} is {} bytes, the limit is {MAX_OUTPUT_BYTES}",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    fn explain(&self, err: &minijinja::Error, vars: &Map<String, Value>) -> RenderError {
+        if err.kind() == minijinja::ErrorKind::UndefinedError
+            && let Some(missing) = self.variables.iter().find(|v| !vars.contains_key(*v))
+        {
+            return RenderError::MissingVariable(missing.clone());
+        }
+        let mut message = err.kind().to_string();
+        if let Some(detail) = err.detail() {
+            message = format!("{message}: {detail}");
+        }
+        if let Some(line) = err.line() {
+            message = format!("{message} (line {line})");
+        }
+        RenderError::Failed(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vars(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn renders_body_and_subject_per_recipient() {
+        let t = Template::compile("Hello {{name}}, code {{code}}", Some("For {{name}}")).unwrap();
+        let r = t.render(&vars(json!({"name": "Li", "code": 1234}))).unwrap();
+        assert_eq!(r.body, "Hello Li, code 1234");
+        assert_eq!(r.subject.as_deref(), Some("For Li"));
+    }
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        let t = Template::compile("Hello {{name}}, code {{code}}", None).unwrap();
+        let err = t.render(&vars(json!({"name": "Li"}))).unwrap_err();
+        assert_eq!(err, RenderError::MissingVariable("code".into()));
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_field() {
+        let err = Template::compile("ok", Some("{% if %}")).err().unwrap();
+        assert_eq!(err.field, "template.subject");
+    }
+
+    #[test]
+    fn endless_loops_run_out_of_fuel() {
+        let t = Template::compile("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", None)
+            .unwrap();
+        match t.render(&Map::new()) {
+            Err(RenderError::Failed(m)) => assert!(m.contains("fuel"), "{m}"),
+            other => panic!("expected fuel exhaustion, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn templates_cannot_include_files() {
+        let err = Template::compile("{% include '/etc/passwd' %}", None).err().unwrap();
+        assert!(err.message.contains("include"), "{}", err.message);
+    }
+
+    #[test]
+    fn html_is_not_escaped_in_plain_messages() {
+        let t = Template::compile("{{a}}", None).unwrap();
+        assert_eq!(t.render(&vars(json!({"a": "<b>&"}))).unwrap().body, "<b>&");
+    }
+}

@@ -1,0 +1,302 @@
+//! The worker pool: claim → send → settle.
+//!
+//! Each provider has a claimer that takes rate-limit tokens and in-flight slots
+//! first and only then claims that many due messages under a lease, so waiting for
+//! a limit never holds a lease or counts as an attempt. Each claimed message is sent
+//! on its own task; outcomes go to one settler that writes them back in bulk. On
+//! shutdown claimers stop, in-flight sends get a grace period, everything finished
+//! is written, and whatever is left comes back through lease expiry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, RetryConfig};
+use crate::domain::now_ms;
+use crate::provider::{self, Message, Registry, Route};
+use crate::queue::{Claimed, Outcome, Queue, Settlement};
+
+/// Most settlements written in one transaction.
+const SETTLE_CHUNK: usize = 4096;
+/// Most messages claimed in one transaction.
+const CLAIM_CHUNK: usize = 512;
+/// Back-off after the store fails, before trying again.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+/// When to try a failed send again.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl From<&RetryConfig> for RetryPolicy {
+    fn from(c: &RetryConfig) -> Self {
+        RetryPolicy {
+            max_attempts: c.max_attempts,
+            base: Duration::from_millis(c.base_delay_ms),
+            max: Duration::from_millis(c.max_delay_ms),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before the next attempt, after `attempts` attempts have failed:
+    /// the provider's `retry_after` when it gave one, else `base · 2^(attempts-1)`
+    /// with equal jitter (between half and all of it); never more than `max`.
+    pub fn delay(&self, attempts: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
+        if let Some(hint) = retry_after {
+            return hint.min(self.max);
+        }
+        let exp = attempts.saturating_sub(1).min(30);
+        let full = self.base.saturating_mul(1 << exp).min(self.max);
+        full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+    }
+
+    /// What becomes of a message whose attempt number `attempts` failed with `error`.
+    pub fn outcome(&self, attempts: u32, error: &provider::Error, now_ms: i64) -> Outcome {
+        match error {
+            provider::Error::Permanent { reason } => Outcome::Failed { error: reason.clone() },
+            provider::Error::Transient { reason, .. } if attempts >= self.max_attempts => Outcome::Failed {
+                error: format!("{reason} (gave up after {attempts} attempts)"),
+            },
+            provider::Error::Transient { reason, retry_after } => {
+                let delay = self.delay(attempts, *retry_after, fastrand::f64());
+                let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                Outcome::Retry { at_ms: now_ms.saturating_add(delay_ms), error: reason.clone() }
+            }
+        }
+    }
+}
+
+/// Everything the pool needs; cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    queue: Queue,
+    registry: Registry,
+    policy: RetryPolicy,
+    lease: Duration,
+    send_timeout: Duration,
+    poll: Duration,
+    grace: Duration,
+    slots: Arc<Semaphore>,
+}
+
+impl Pool {
+    pub fn new(queue: Queue, registry: Registry, config: &Config) -> Self {
+        Pool {
+            queue,
+            registry,
+            policy: RetryPolicy::from(&config.retry),
+            lease: config.lease(),
+            send_timeout: config.send_timeout(),
+            poll: Duration::from_millis(config.worker.poll_interval_ms),
+            grace: Duration::from_millis(config.worker.shutdown_grace_ms),
+            slots: Arc::new(Semaphore::new(config.worker.max_in_flight)),
+        }
+    }
+
+    /// Delivers until `shutdown` fires, then drains as described in the module docs.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let stop_settler = CancellationToken::new();
+        let settler = tokio::spawn(settle_loop(self.queue.clone(), rx, stop_settler.clone()));
+        let sends = TaskTracker::new();
+        let claimers: Vec<_> = self
+            .registry
+            .routes()
+            .cloned()
+            .map(|route| tokio::spawn(self.clone().claim_loop(route, tx.clone(), sends.clone(), shutdown.clone())))
+            .collect();
+        drop(tx);
+        for claimer in claimers {
+            if let Err(e) = claimer.await {
+                tracing::error!(error = %e, "a claimer task failed");
+            }
+        }
+        sends.close();
+        if tokio::time::timeout(self.grace, sends.wait()).await.is_err() {
+            tracing::warn!(
+                in_flight = sends.len(),
+                "shutdown grace period over; unfinished sends will be retried after their lease expires"
+            );
+        }
+        stop_settler.cancel();
+        if let Err(e) = settler.await {
+            tracing::error!(error = %e, "the settler task failed");
+        }
+    }
+
+    async fn claim_loop(
+        self,
+        route: Route,
+        results: mpsc::UnboundedSender<Settlement>,
+        sends: TaskTracker,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let work = self.queue.work_arrived().notified();
+            tokio::pin!(work);
+            work.as_mut().enable();
+
+            let first = tokio::select! {
+                permit = self.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                () = shutdown.cancelled() => return,
+            };
+            let mut permits = vec![first];
+            while permits.len() < CLAIM_CHUNK {
+                match self.slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let tokens = match route.limiter.take_up_to(permits.len()) {
+                Ok(n) => n,
+                Err(wait) => {
+                    drop(permits);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => continue,
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            permits.truncate(tokens);
+            let claimed = match self.queue.claim(&route.name, tokens, self.lease).await {
+                Ok(claimed) => claimed,
+                Err(e) => {
+                    tracing::error!(provider = %route.name, error = %e, "claiming messages failed");
+                    route.limiter.refund(tokens);
+                    drop(permits);
+                    tokio::select! {
+                        () = tokio::time::sleep(STORE_RETRY) => continue,
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            route.limiter.refund(tokens - claimed.len());
+            permits.truncate(claimed.len());
+            let idle = claimed.is_empty();
+            for (message, permit) in claimed.into_iter().zip(permits.drain(..)) {
+                let send = self.clone().send(route.clone(), message, results.clone());
+                sends.spawn(async move {
+                    send.await;
+                    drop(permit);
+                });
+            }
+            drop(permits);
+            if idle {
+                tokio::select! {
+                    () = &mut work => {}
+                    () = tokio::time::sleep(self.poll) => {}
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+
+    async fn send(self, route: Route, claimed: Claimed, results: mpsc::UnboundedSender<Settlement>) {
+        let attempt = claimed.attempts + 1;
+        let lease = claimed.lease;
+        let message = Message {
+            id: claimed.id,
+            batch_id: claimed.batch_id,
+            reference: claimed.reference,
+            channel: claimed.channel,
+            to: claimed.to,
+            subject: claimed.subject,
+            body: claimed.body,
+        };
+        let result = match tokio::time::timeout(self.send_timeout, route.provider.send(&message)).await {
+            Ok(result) => result,
+            Err(_) => Err(provider::Error::Transient {
+                reason: format!("no answer within {} ms", self.send_timeout.as_millis()),
+                retry_after: None,
+            }),
+        };
+        let outcome = match result {
+            Ok(receipt) => Outcome::Sent { provider_message_id: receipt.provider_message_id },
+            Err(error) => {
+                let outcome = self.policy.outcome(attempt, &error, now_ms());
+                let verdict = if matches!(outcome, Outcome::Failed { .. }) { "failed" } else { "will retry" };
+                tracing::warn!(provider = %route.name, id = %message.id, attempt, error = %error, verdict, "send failed");
+                outcome
+            }
+        };
+        // The settler outlives every send it can receive from; if it is gone the
+        // process is past its grace period and the lease brings the message back.
+        let _ = results.send(Settlement { lease, outcome });
+    }
+}
+
+/// Writes outcomes back in bulk until stopped, then writes what is left once more.
+async fn settle_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Settlement>, stop: CancellationToken) {
+    let mut pending: Vec<Settlement> = Vec::new();
+    loop {
+        if pending.is_empty() {
+            tokio::select! {
+                received = rx.recv_many(&mut pending, SETTLE_CHUNK) => if received == 0 { break },
+                () = stop.cancelled() => break,
+            }
+        } else {
+            while pending.len() < SETTLE_CHUNK && let Ok(s) = rx.try_recv() {
+                pending.push(s);
+            }
+        }
+        if let Err(e) = queue.settle(pending.clone()).await {
+            tracing::error!(error = %e, count = pending.len(), "recording delivery outcomes failed; will try again");
+            tokio::select! {
+                () = tokio::time::sleep(STORE_RETRY) => continue,
+                () = stop.cancelled() => break,
+            }
+        }
+        pending.clear();
+    }
+    while let Ok(s) = rx.try_recv() {
+        pending.push(s);
+    }
+    if let Err(e) = queue.settle(pending).await {
+        tracing::error!(error = %e, "recording the last outcomes failed; those messages will be sent again after their lease");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy { max_attempts: 4, base: Duration::from_secs(1), max: Duration::from_secs(10) }
+    }
+
+    #[test]
+    fn delays_double_with_jitter_and_stop_at_the_maximum() {
+        let p = policy();
+        assert_eq!(p.delay(1, None, 1.0), Duration::from_secs(1));
+        assert_eq!(p.delay(1, None, 0.0), Duration::from_millis(500));
+        assert_eq!(p.delay(3, None, 1.0), Duration::from_secs(4));
+        assert_eq!(p.delay(20, None, 1.0), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn retry_after_wins_but_is_capped() {
+        let p = policy();
+        assert_eq!(p.delay(1, Some(Duration::from_secs(3)), 0.0), Duration::from_secs(3));
+        assert_eq!(p.delay(1, Some(Duration::from_secs(99)), 0.0), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn transient_errors_retry_until_the_last_attempt_permanent_ones_fail_at_once() {
+        let p = policy();
+        let transient = provider::Error::Transient { reason: "HTTP 503".into(), retry_after: Some(Duration::from_secs(2)) };
+        assert!(matches!(p.outcome(1, &transient, 1_000), Outcome::Retry { at_ms: 3_000, .. }));
+        match p.outcome(4, &transient, 0) {
+            Outcome::Failed { error } => assert!(error.contains("after 4 attempts"), "{error}"),
+            other => panic!("{other:?}"),
+        }
+        let permanent = provider::Error::Permanent { reason: "HTTP 400".into() };
+        assert!(matches!(p.outcome(1, &permanent, 0), Outcome::Failed { .. }));
+    }
+}
