@@ -67,7 +67,7 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
     let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let field = (path != ".").then_some(path);
+        let field = (path != "." && path != "?").then_some(path);
         Error::Malformed { message: inner.to_string(), field }
     })?;
     de.end().map_err(|e| Error::Malformed { message: e.to_string(), field: None })?;
