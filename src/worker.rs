@@ -3,14 +3,17 @@
 //! Each provider has a claimer that takes rate-limit tokens and in-flight slots
 //! first and only then claims that many due messages under a lease, so waiting for
 //! a limit never holds a lease or counts as an attempt. Each claimed message is sent
-//! on its own task; outcomes go to one settler that writes them back in bulk. On
+//! on its own task; outcomes go to one settler that writes them back in bulk. A
+//! message holds its in-flight slot until its outcome is committed, so at most
+//! `max_in_flight` messages are ever claimed and unrecorded: that bounds how many a
+//! crash can repeat. On
 //! shutdown claimers stop, in-flight sends get a grace period, everything finished
 //! is written, and whatever is left comes back through lease expiry.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -134,7 +137,7 @@ impl Pool {
     async fn claim_loop(
         self,
         route: Route,
-        results: mpsc::UnboundedSender<Settlement>,
+        results: mpsc::UnboundedSender<Done>,
         sends: TaskTracker,
         shutdown: CancellationToken,
     ) {
@@ -181,11 +184,7 @@ impl Pool {
             permits.truncate(claimed.len());
             let idle = claimed.is_empty();
             for (message, permit) in claimed.into_iter().zip(permits.drain(..)) {
-                let send = self.clone().send(route.clone(), message, results.clone());
-                sends.spawn(async move {
-                    send.await;
-                    drop(permit);
-                });
+                sends.spawn(self.clone().send(route.clone(), message, permit, results.clone()));
             }
             drop(permits);
             if idle {
@@ -198,7 +197,13 @@ impl Pool {
         }
     }
 
-    async fn send(self, route: Route, claimed: Claimed, results: mpsc::UnboundedSender<Settlement>) {
+    async fn send(
+        self,
+        route: Route,
+        claimed: Claimed,
+        permit: OwnedSemaphorePermit,
+        results: mpsc::UnboundedSender<Done>,
+    ) {
         let attempt = claimed.attempts + 1;
         let lease = claimed.lease;
         let message = Message {
@@ -228,13 +233,17 @@ impl Pool {
         };
         // The settler outlives every send it can receive from; if it is gone the
         // process is past its grace period and the lease brings the message back.
-        let _ = results.send(Settlement { lease, outcome });
+        let _ = results.send((Settlement { lease, outcome }, permit));
     }
 }
 
+/// A finished send: its outcome, and the in-flight slot it frees once recorded.
+type Done = (Settlement, OwnedSemaphorePermit);
+
 /// Writes outcomes back in bulk until stopped, then writes what is left once more.
-async fn settle_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Settlement>, stop: CancellationToken) {
-    let mut pending: Vec<Settlement> = Vec::new();
+/// Slots are freed only after their outcomes are committed.
+async fn settle_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Done>, stop: CancellationToken) {
+    let mut pending: Vec<Done> = Vec::new();
     loop {
         if pending.is_empty() {
             tokio::select! {
@@ -246,7 +255,8 @@ async fn settle_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Settlement>, 
                 pending.push(s);
             }
         }
-        if let Err(e) = queue.settle(pending.clone()).await {
+        let settlements = pending.iter().map(|(s, _)| s.clone()).collect();
+        if let Err(e) = queue.settle(settlements).await {
             tracing::error!(error = %e, count = pending.len(), "recording delivery outcomes failed; will try again");
             tokio::select! {
                 () = tokio::time::sleep(STORE_RETRY) => continue,
@@ -258,7 +268,7 @@ async fn settle_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Settlement>, 
     while let Ok(s) = rx.try_recv() {
         pending.push(s);
     }
-    if let Err(e) = queue.settle(pending).await {
+    if let Err(e) = queue.settle(pending.into_iter().map(|(s, _)| s).collect()).await {
         tracing::error!(error = %e, "recording the last outcomes failed; those messages will be sent again after their lease");
     }
 }

@@ -177,7 +177,7 @@ impl Registry {
 
 /// An HTTP client for provider adapters: rustls, pooled keep-alive connections,
 /// `timeout` on every request.
-pub(crate) fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
     // reqwest is built without a bundled crypto backend; install ring once.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()

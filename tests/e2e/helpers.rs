@@ -1,1 +1,233 @@
-//! placeholder
+//! Shared test fixtures: a Herald on port 0 with a temp store, a local webhook
+//! provider server that records what it receives, and waits on real conditions.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use herald::app::{self, Running};
+use herald::config::{Config, ProviderConfig, ProviderKind, Secret};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// How the provider server answers one request.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub delay: Duration,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn ok() -> Self {
+        Reply { status: 200, retry_after: None, delay: Duration::ZERO, body: String::new() }
+    }
+
+    pub fn status(status: u16) -> Self {
+        Reply { status, ..Reply::ok() }
+    }
+
+    pub fn retry_after(mut self, value: &str) -> Self {
+        self.retry_after = Some(value.into());
+        self
+    }
+
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    pub fn body(mut self, body: &str) -> Self {
+        self.body = body.into();
+        self
+    }
+}
+
+/// One request the provider server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The `Idempotency-Key` header.
+    pub key: String,
+    pub signature: Option<String>,
+    pub raw: Bytes,
+    pub json: Value,
+    pub at: Instant,
+}
+
+/// Decides the reply to request number `n` (0-based, across the server's life).
+pub type Behaviour = Arc<dyn Fn(usize, &Value) -> Reply + Send + Sync>;
+
+struct ServerState {
+    received: Mutex<Vec<Received>>,
+    behaviour: Mutex<Behaviour>,
+}
+
+/// A local webhook receiver on 127.0.0.1 that records every request.
+#[derive(Clone)]
+pub struct ProviderServer {
+    pub url: String,
+    state: Arc<ServerState>,
+}
+
+impl ProviderServer {
+    /// Starts a server that answers `200 {"id": "p-<n>"}` until told otherwise.
+    pub async fn start() -> Self {
+        let state = Arc::new(ServerState {
+            received: Mutex::new(Vec::new()),
+            behaviour: Mutex::new(Arc::new(|n, _| Reply::ok().body(&format!(r#"{{"id":"p-{n}"}}"#)))),
+        });
+        let router = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the provider server");
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await.expect("provider server") });
+        ProviderServer { url: format!("http://{addr}/hook"), state }
+    }
+
+    pub fn behave(&self, f: impl Fn(usize, &Value) -> Reply + Send + Sync + 'static) {
+        *self.state.behaviour.lock().unwrap() = Arc::new(f);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+
+    /// A provider entry named `hook` that sends to this server.
+    pub fn provider(&self, secret: Option<&str>) -> ProviderConfig {
+        ProviderConfig {
+            name: "hook".into(),
+            kind: ProviderKind::Webhook { url: self.url.clone(), secret: secret.map(Secret::new) },
+            channels: vec![herald::domain::Channel::Sms, herald::domain::Channel::Email],
+            rate_per_sec: None,
+            burst: None,
+        }
+    }
+}
+
+async fn receive(State(state): State<Arc<ServerState>>, headers: HeaderMap, raw: Bytes) -> Response {
+    let json: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    let (n, behaviour) = {
+        let mut received = state.received.lock().unwrap();
+        received.push(Received {
+            key: header("idempotency-key").unwrap_or_default(),
+            signature: header("x-herald-signature"),
+            raw: raw.clone(),
+            json: json.clone(),
+            at: Instant::now(),
+        });
+        (received.len() - 1, state.behaviour.lock().unwrap().clone())
+    };
+    let reply = behaviour(n, &json);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    if let Some(after) = reply.retry_after {
+        response.headers_mut().insert("retry-after", after.parse().unwrap());
+    }
+    response
+}
+
+/// A configuration for tests: port 0, a temp store, fast polls and retries.
+pub fn test_config(store: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.store = store.display().to_string();
+    config.worker.poll_interval_ms = 20;
+    config.worker.lease_ms = 5_000;
+    config.worker.send_timeout_ms = 2_000;
+    config.worker.shutdown_grace_ms = 5_000;
+    config.retry.base_delay_ms = 20;
+    config.retry.max_delay_ms = 2_000;
+    config
+}
+
+/// A running in-process Herald and what a test needs to talk to it.
+pub struct TestApp {
+    pub url: String,
+    pub client: reqwest::Client,
+    pub running: Option<Running>,
+    pub dir: TempDir,
+}
+
+/// Starts Herald with `test_config`, changed by `tweak`.
+pub async fn spawn_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = test_config(&dir.path().join("store"));
+    tweak(&mut config);
+    let running = app::start(config).await.expect("herald starts");
+    TestApp { url: running.url(), client: client(), running: Some(running), dir }
+}
+
+pub fn client() -> reqwest::Client {
+    herald::provider::http_client(Duration::from_secs(30)).expect("http client")
+}
+
+impl TestApp {
+    /// POSTs JSON to `path`; returns the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self.client.post(format!("{}{path}", self.url)).json(body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.client.get(format!("{}{path}", self.url)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Waits until the batch's state is `done` (or `cancelled`); returns the batch.
+    pub async fn wait_finished(&self, batch_id: &str, within: Duration) -> Value {
+        let path = format!("/v1/batches/{batch_id}");
+        wait_for(within, &format!("batch {batch_id} to finish"), || async {
+            let (_, batch) = self.get(&path).await;
+            matches!(batch["state"].as_str(), Some("done" | "cancelled")).then_some(batch)
+        })
+        .await
+    }
+
+    /// Stops Herald and waits for it to finish shutting down.
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown();
+            running.wait().await.expect("clean shutdown");
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it yields a value; panics naming `what` after `within`.
+pub async fn wait_for<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A batch of `n` SMS recipients with distinct numbers and a `name` variable.
+pub fn sms_batch(n: usize) -> Value {
+    let recipients: Vec<Value> = (0..n)
+        .map(|i| serde_json::json!({"to": format!("+86138{i:08}"), "vars": {"name": format!("n{i}")}, "ref": format!("r{i}")}))
+        .collect();
+    serde_json::json!({"channel": "sms", "template": {"body": "Hello {{name}}"}, "recipients": recipients})
+}
