@@ -474,7 +474,9 @@ fn insert_batch(tx: &Transaction<'_>, batch: &NewBatch) -> Result<()> {
     )
     .map_err(unavailable)?;
     let seq = tx.last_insert_rowid();
-    let available_at = batch.send_at_ms.max(now);
+    // Due order is priority, then send time, then arrival: a send_at in the past
+    // keeps its place ahead of later ones.
+    let available_at = batch.send_at_ms;
     let mut stmt = tx
         .prepare_cached(
             "INSERT INTO messages (batch, idx, provider, state, priority, available_at, to_addr, ref, subject, body,

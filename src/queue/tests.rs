@@ -1,1 +1,281 @@
+//! The engine conformance suite: every test runs against every engine through the
+//! public `Queue` handle, each on a store of its own.
 
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::domain::now_ms;
+
+/// A fresh store for one test; the guard keeps its directory alive.
+async fn stores() -> Vec<(Queue, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = Queue::open(&format!("sqlite://{}", dir.path().join("store").display()))
+        .await
+        .expect("open the SQLite store");
+    vec![(sqlite, dir)]
+}
+
+fn batch(n: u32, priority: i32, send_at_ms: i64) -> NewBatch {
+    NewBatch {
+        id: BatchId::new(),
+        channel: Channel::Sms,
+        source: "test".into(),
+        priority,
+        send_at_ms,
+        idempotency: None,
+        report: json!({"accepted": n}),
+        messages: (0..n)
+            .map(|index| NewMessage {
+                index,
+                provider: "p".into(),
+                to: format!("+8613800{index:06}"),
+                reference: Some(format!("r{index}")),
+                subject: None,
+                body: format!("body {index}"),
+            })
+            .collect(),
+    }
+}
+
+async fn accept(q: &Queue, b: NewBatch) -> BatchId {
+    match q.accept(b).await.expect("accept") {
+        Accepted::New(id) => id,
+        other => panic!("expected a new batch, got {other:?}"),
+    }
+}
+
+async fn counts(q: &Queue, id: BatchId) -> Counts {
+    q.batch(id).await.unwrap().expect("batch exists").counts
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn settle_all(claimed: &[Claimed], outcome: Outcome) -> Vec<Settlement> {
+    claimed.iter().map(|c| Settlement { lease: c.lease, outcome: outcome.clone() }).collect()
+}
+
+#[tokio::test]
+async fn an_accepted_batch_is_stored_whole_and_survives_reopening() {
+    for (q, dir) in stores().await {
+        let id = accept(&q, batch(250, 0, now_ms())).await;
+        drop(q);
+        let reopened = Queue::open(&dir.path().join("store").display().to_string()).await.unwrap();
+        let c = counts(&reopened, id).await;
+        assert_eq!((c.total, c.pending), (250, 250));
+        let page = reopened
+            .messages(id, MessageQuery { state: None, after: None, limit: 1000 })
+            .await
+            .unwrap();
+        let indices: Vec<u32> = page.iter().map(|m| m.index).collect();
+        assert_eq!(indices, (0..250).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_never_hand_out_a_message_twice() {
+    for (q, _dir) in stores().await {
+        accept(&q, batch(1000, 0, now_ms())).await;
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let q = q.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for _ in 0..1000 {
+                    let claimed = q.claim("p", 7, LEASE).await.unwrap();
+                    if claimed.is_empty() {
+                        break;
+                    }
+                    mine.extend(claimed.into_iter().map(|c| c.id));
+                }
+                mine
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let distinct: HashSet<_> = all.iter().collect();
+        assert_eq!(all.len(), 1000, "every message claimed once");
+        assert_eq!(distinct.len(), 1000, "no message claimed twice");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_claimed_again_and_the_old_lease_cannot_settle() {
+    for (q, _dir) in stores().await {
+        let id = accept(&q, batch(3, 0, now_ms())).await;
+        let first = q.claim("p", 10, Duration::from_millis(50)).await.unwrap();
+        assert_eq!(first.len(), 3);
+        assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty(), "leased messages are not due");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let second = loop {
+            let again = q.claim("p", 10, LEASE).await.unwrap();
+            if !again.is_empty() {
+                break again;
+            }
+            assert!(std::time::Instant::now() < deadline, "the lease never expired");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let ids = |c: &[Claimed]| c.iter().map(|m| m.id.clone()).collect::<HashSet<_>>();
+        assert_eq!(ids(&first), ids(&second), "the same messages, with the same ids, come back");
+        q.settle(settle_all(&first, Outcome::Failed { error: "late".into() })).await.unwrap();
+        assert_eq!(counts(&q, id).await.sending, 3, "a stale lease's settlement is ignored");
+        q.settle(settle_all(&second, Outcome::Sent { provider_message_id: Some("x".into()) })).await.unwrap();
+        let c = counts(&q, id).await;
+        assert_eq!((c.sent, c.failed), (3, 0));
+    }
+}
+
+#[tokio::test]
+async fn a_retry_waits_for_its_time_and_counts_an_attempt_a_release_does_not() {
+    for (q, _dir) in stores().await {
+        accept(&q, batch(2, 0, now_ms())).await;
+        let claimed = q.claim("p", 10, LEASE).await.unwrap();
+        let (a, b) = (&claimed[0], &claimed[1]);
+        q.settle(vec![
+            Settlement { lease: a.lease, outcome: Outcome::Retry { at_ms: now_ms() + 60_000, error: "503".into() } },
+            Settlement { lease: b.lease, outcome: Outcome::Release { at_ms: now_ms() } },
+        ])
+        .await
+        .unwrap();
+        let again = q.claim("p", 10, LEASE).await.unwrap();
+        assert_eq!(again.len(), 1, "only the released message is due");
+        assert_eq!(again[0].id, b.id);
+        assert_eq!(again[0].attempts, 0, "a release is not an attempt");
+        q.settle(settle_all(&again, Outcome::Retry { at_ms: now_ms(), error: "503".into() })).await.unwrap();
+        let third = q.claim("p", 10, LEASE).await.unwrap();
+        assert_eq!(third[0].attempts, 1);
+    }
+}
+
+#[tokio::test]
+async fn failures_are_recorded_and_retry_requeues_only_the_failed() {
+    for (q, _dir) in stores().await {
+        let id = accept(&q, batch(4, 0, now_ms())).await;
+        let claimed = q.claim("p", 10, LEASE).await.unwrap();
+        let mut settlements = settle_all(&claimed[..2], Outcome::Failed { error: "HTTP 400: bad number".into() });
+        settlements.extend(settle_all(&claimed[2..], Outcome::Sent { provider_message_id: None }));
+        q.settle(settlements).await.unwrap();
+        let failed = q
+            .messages(id, MessageQuery { state: Some(MessageState::Failed), after: None, limit: 10 })
+            .await
+            .unwrap();
+        assert_eq!(failed.len(), 2);
+        assert_eq!(failed[0].last_error.as_deref(), Some("HTTP 400: bad number"));
+        assert_eq!(failed[0].attempts, 1);
+        let summary = q.control(id, Control::Retry).await.unwrap().unwrap();
+        assert_eq!((summary.counts.pending, summary.counts.sent, summary.counts.failed), (2, 2, 0));
+        let again = q.claim("p", 10, LEASE).await.unwrap();
+        let again_ids: HashSet<_> = again.iter().map(|c| c.id.clone()).collect();
+        let failed_ids: HashSet<_> = failed.iter().map(|m| m.id.clone()).collect();
+        assert_eq!(again_ids, failed_ids);
+        assert!(again.iter().all(|c| c.attempts == 0), "a retried message gets a fresh budget");
+    }
+}
+
+#[tokio::test]
+async fn pause_holds_messages_resume_releases_them_cancel_ends_them() {
+    for (q, _dir) in stores().await {
+        let id = accept(&q, batch(5, 0, now_ms())).await;
+        let in_flight = q.claim("p", 1, LEASE).await.unwrap();
+        let paused = q.control(id, Control::Pause).await.unwrap().unwrap();
+        assert_eq!((paused.counts.paused, paused.counts.sending), (4, 1));
+        assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty(), "a paused batch is not claimed");
+        q.settle(settle_all(&in_flight, Outcome::Retry { at_ms: now_ms(), error: "503".into() })).await.unwrap();
+        assert_eq!(counts(&q, id).await.paused, 5, "a retry inside a paused batch stays paused");
+        let resumed = q.control(id, Control::Resume).await.unwrap().unwrap();
+        assert_eq!(resumed.counts.pending, 5);
+        let two = q.claim("p", 2, LEASE).await.unwrap();
+        let cancelled = q.control(id, Control::Cancel).await.unwrap().unwrap();
+        assert_eq!((cancelled.counts.cancelled, cancelled.counts.sending), (3, 2));
+        assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty());
+        q.settle(settle_all(&two, Outcome::Release { at_ms: now_ms() })).await.unwrap();
+        assert_eq!(counts(&q, id).await.cancelled, 5, "released messages of a cancelled batch are cancelled");
+        assert!(matches!(q.control(id, Control::Resume).await, Err(Error::Conflict(_))));
+        assert!(q.control(BatchId::new(), Control::Pause).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn an_idempotency_key_replays_the_same_request_and_refuses_a_different_one() {
+    for (q, _dir) in stores().await {
+        let keyed = |hash: &str| {
+            let mut b = batch(3, 0, now_ms());
+            b.idempotency = Some(Idempotency { key: "k-1".into(), request_hash: hash.into() });
+            b
+        };
+        let first = keyed("h1");
+        let first_id = first.id;
+        assert_eq!(q.accept(first).await.unwrap(), Accepted::New(first_id));
+        match q.accept(keyed("h1")).await.unwrap() {
+            Accepted::Replayed { id, report } => {
+                assert_eq!(id, first_id);
+                assert_eq!(report, json!({"accepted": 3}));
+            }
+            other => panic!("expected a replay, got {other:?}"),
+        }
+        assert!(matches!(q.accept(keyed("h2")).await, Err(Error::Conflict(_))));
+        assert_eq!(q.claim("p", 100, LEASE).await.unwrap().len(), 3, "nothing was stored twice");
+    }
+}
+
+#[tokio::test]
+async fn claims_go_by_priority_then_send_time_then_arrival() {
+    for (q, _dir) in stores().await {
+        let now = now_ms();
+        let low = accept(&q, batch(1, -5, now - 1_000)).await;
+        let normal_late = accept(&q, batch(1, 0, now - 10)).await;
+        let normal_early = accept(&q, batch(1, 0, now - 500)).await;
+        let normal_early_too = accept(&q, batch(1, 0, now - 500)).await;
+        let high = accept(&q, batch(1, 7, now - 5)).await;
+        let future = accept(&q, batch(1, 100, now + 60_000)).await;
+        let mut order = Vec::new();
+        for _ in 0..6 {
+            // One at a time: the claim's selection is ordered, its RETURNING rows are not.
+            order.extend(q.claim("p", 1, LEASE).await.unwrap().into_iter().map(|c| c.batch_id));
+        }
+        assert_eq!(order, vec![high, normal_early, normal_early_too, normal_late, low]);
+        assert!(!order.contains(&future), "a future send_at is not due yet");
+    }
+}
+
+#[tokio::test]
+async fn claims_only_take_the_named_providers_messages() {
+    for (q, _dir) in stores().await {
+        let mut other = batch(3, 0, now_ms());
+        for m in &mut other.messages {
+            m.provider = "other".into();
+        }
+        accept(&q, other).await;
+        accept(&q, batch(2, 0, now_ms())).await;
+        assert_eq!(q.claim("p", 10, LEASE).await.unwrap().len(), 2);
+        assert_eq!(q.claim("other", 10, LEASE).await.unwrap().len(), 3);
+    }
+}
+
+#[tokio::test]
+async fn ledger_pages_follow_index_order_and_filter_by_state() {
+    for (q, _dir) in stores().await {
+        let id = accept(&q, batch(25, 0, now_ms())).await;
+        let mut after = None;
+        let mut seen = Vec::new();
+        for _ in 0..10 {
+            let page = q.messages(id, MessageQuery { state: None, after, limit: 10 }).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|m| m.index);
+            seen.extend(page.into_iter().map(|m| m.index));
+        }
+        assert_eq!(seen, (0..25).collect::<Vec<_>>());
+        let sent = q
+            .messages(id, MessageQuery { state: Some(MessageState::Sent), after: None, limit: 10 })
+            .await
+            .unwrap();
+        assert!(sent.is_empty());
+        assert!(q.batch(BatchId::new()).await.unwrap().is_none());
+    }
+}
