@@ -42,7 +42,10 @@ impl Running {
 
 /// Starts the API and the workers in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
-    config.validate().map_err(anyhow::Error::msg).context("invalid configuration")?;
+    config
+        .validate()
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration")?;
     let queue = Queue::open(&config.store)
         .await
         .with_context(|| format!("opening the store `{}`", config.store))?;
@@ -54,16 +57,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let addr = listener.local_addr().context("reading the bound address")?;
 
     let state = AppState {
-        intake: Intake::new(queue.clone(), registry.clone(), config.limits.max_recipients),
+        intake: Intake::new(
+            queue.clone(),
+            registry.clone(),
+            config.limits.max_recipients,
+        ),
         queue: queue.clone(),
     };
     let router = api::router(state, config.limits.max_body_bytes);
-    let pool = config.worker.enabled.then(|| Pool::new(queue, registry, &config));
+    let pool = config
+        .worker
+        .enabled
+        .then(|| Pool::new(queue, registry, &config));
     let grace = Duration::from_millis(config.worker.shutdown_grace_ms);
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(run(listener, router, pool, grace, shutdown.clone()));
     tracing::info!(%addr, store = %config.store, workers = config.worker.enabled, "herald listening on http://{addr}");
-    Ok(Running { addr, shutdown, task })
+    Ok(Running {
+        addr,
+        shutdown,
+        task,
+    })
 }
 
 async fn run(
@@ -101,7 +115,9 @@ async fn run(
     if let Some(workers) = workers {
         workers.await.context("the worker pool panicked")?;
     }
-    served.context("the HTTP server panicked")?.context("the HTTP server failed")?;
+    served
+        .context("the HTTP server panicked")?
+        .context("the HTTP server failed")?;
     tracing::info!("herald stopped");
     Ok(())
 }

@@ -15,7 +15,11 @@ use crate::intake::{BatchRequest, RecipientSpec, Report, TemplateSpec};
 use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about = "Asynchronous bulk-messaging dispatcher")]
+#[command(
+    name = "herald",
+    version,
+    about = "Asynchronous bulk-messaging dispatcher"
+)]
 pub struct Cli {
     /// Configuration file [default: ./herald.toml if present].
     #[arg(long, global = true, env = "HERALD_CONFIG")]
@@ -106,22 +110,36 @@ pub struct CsvRecipients {
 /// Reads recipients from CSV: a header row with `to`, optionally `ref`, and one
 /// column per template variable. Errors name the file and line.
 pub fn read_csv(path: &Path) -> anyhow::Result<CsvRecipients> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     parse_csv(file, &path.display().to_string())
 }
 
 fn parse_csv(input: impl std::io::Read, name: &str) -> anyhow::Result<CsvRecipients> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(input);
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(input);
     let headers = reader
         .headers()
         .map_err(|e| anyhow::anyhow!("{name} line 1: {}", describe_csv_error(&e)))?
         .clone();
-    let column = |wanted: &str| headers.iter().position(|h| h.trim_start_matches('\u{feff}').eq_ignore_ascii_case(wanted));
+    let column = |wanted: &str| {
+        headers.iter().position(|h| {
+            h.trim_start_matches('\u{feff}')
+                .eq_ignore_ascii_case(wanted)
+        })
+    };
     let Some(to_col) = column("to") else {
-        bail!("{name} line 1: the header row has no `to` column (found: {})", headers.iter().collect::<Vec<_>>().join(", "));
+        bail!(
+            "{name} line 1: the header row has no `to` column (found: {})",
+            headers.iter().collect::<Vec<_>>().join(", ")
+        );
     };
     let ref_col = column("ref");
-    let mut out = CsvRecipients { recipients: Vec::new(), lines: Vec::new() };
+    let mut out = CsvRecipients {
+        recipients: Vec::new(),
+        lines: Vec::new(),
+    };
     for record in reader.records() {
         let record = record.map_err(|e| {
             let line = e.position().map_or(0, csv::Position::line);
@@ -138,8 +156,15 @@ fn parse_csv(input: impl std::io::Read, name: &str) -> anyhow::Result<CsvRecipie
                 vars.insert(header.to_string(), Value::String(value.to_string()));
             }
         }
-        let reference = ref_col.and_then(|i| record.get(i)).filter(|r| !r.is_empty()).map(String::from);
-        out.recipients.push(RecipientSpec { to: to.to_string(), vars, reference });
+        let reference = ref_col
+            .and_then(|i| record.get(i))
+            .filter(|r| !r.is_empty())
+            .map(String::from);
+        out.recipients.push(RecipientSpec {
+            to: to.to_string(),
+            vars,
+            reference,
+        });
         out.lines.push(line);
     }
     if out.recipients.is_empty() {
@@ -150,7 +175,9 @@ fn parse_csv(input: impl std::io::Read, name: &str) -> anyhow::Result<CsvRecipie
 
 fn describe_csv_error(e: &csv::Error) -> String {
     match e.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
             format!("expected {expected_len} fields like the header, found {len}")
         }
         csv::ErrorKind::Utf8 { .. } => "not valid UTF-8; save the file as UTF-8".into(),
@@ -177,7 +204,9 @@ fn server_error(status: reqwest::StatusCode, body: &str) -> String {
         Ok(v) => {
             let message = v["message"].as_str().unwrap_or(body).to_string();
             match v["field"].as_str() {
-                Some(field) if !message.starts_with(field) => format!("{message} (field `{field}`)"),
+                Some(field) if !message.starts_with(field) => {
+                    format!("{message} (field `{field}`)")
+                }
                 _ => message,
             }
         }
@@ -189,7 +218,10 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let csv = read_csv(&args.csv)?;
     let request = BatchRequest {
         channel: args.channel,
-        template: TemplateSpec { body: args.template, subject: args.subject },
+        template: TemplateSpec {
+            body: args.template,
+            subject: args.subject,
+        },
         recipients: csv.recipients,
         provider: args.provider,
         priority: args.priority,
@@ -200,20 +232,31 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     if let Some(key) = &args.idempotency_key {
         post = post.header("idempotency-key", key);
     }
-    let response = post.send().await.with_context(|| format!("cannot reach {url}"))?;
+    let response = post
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
-    let body = response.text().await.context("reading the server's answer")?;
+    let body = response
+        .text()
+        .await
+        .context("reading the server's answer")?;
     let line_of = |index: usize| csv.lines.get(index).copied().unwrap_or(0);
     if !status.is_success() {
-        eprintln!("herald: the batch was not accepted: {}", server_error(status, &body));
+        eprintln!(
+            "herald: the batch was not accepted: {}",
+            server_error(status, &body)
+        );
         if let Ok(v) = serde_json::from_str::<Value>(&body)
-            && let Ok(rejected) = serde_json::from_value::<Vec<crate::intake::Rejection>>(v["rejected"].clone())
+            && let Ok(rejected) =
+                serde_json::from_value::<Vec<crate::intake::Rejection>>(v["rejected"].clone())
         {
             print_rejections(&args.csv, &rejected, line_of);
         }
         return Ok(ExitCode::FAILURE);
     }
-    let report: Report = serde_json::from_str(&body).context("the server's answer is not a report")?;
+    let report: Report =
+        serde_json::from_str(&body).context("the server's answer is not a report")?;
     println!(
         "batch {} accepted: {} of {} recipients queued",
         report.batch_id,
@@ -224,17 +267,39 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_rejections(csv: &Path, rejected: &[crate::intake::Rejection], line_of: impl Fn(usize) -> u64) {
+fn print_rejections(
+    csv: &Path,
+    rejected: &[crate::intake::Rejection],
+    line_of: impl Fn(usize) -> u64,
+) {
     for r in rejected {
-        println!("  {} line {} ({}): {}: {}", csv.display(), line_of(r.index), r.to, r.reason, r.detail);
+        println!(
+            "  {} line {} ({}): {}: {}",
+            csv.display(),
+            line_of(r.index),
+            r.to,
+            r.reason,
+            r.detail
+        );
     }
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let url = format!("{}/v1/batches/{}", args.server.server.trim_end_matches('/'), args.batch_id);
-    let response = client()?.get(&url).send().await.with_context(|| format!("cannot reach {url}"))?;
+    let url = format!(
+        "{}/v1/batches/{}",
+        args.server.server.trim_end_matches('/'),
+        args.batch_id
+    );
+    let response = client()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
-    let body = response.text().await.context("reading the server's answer")?;
+    let body = response
+        .text()
+        .await
+        .context("reading the server's answer")?;
     if !status.is_success() {
         eprintln!("herald: {}", server_error(status, &body));
         return Ok(ExitCode::FAILURE);
@@ -243,9 +308,13 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("{body}");
         return Ok(ExitCode::SUCCESS);
     }
-    let batch: BatchView = serde_json::from_str(&body).context("the server's answer is not a batch")?;
+    let batch: BatchView =
+        serde_json::from_str(&body).context("the server's answer is not a batch")?;
     let c = &batch.counts;
-    println!("batch {}  {}  {} (from {})", batch.id, batch.channel, batch.state, batch.source);
+    println!(
+        "batch {}  {}  {} (from {})",
+        batch.id, batch.channel, batch.state, batch.source
+    );
     println!(
         "  total {}  pending {}  sending {}  sent {}  failed {}  cancelled {}  paused {}",
         c.total, c.pending, c.sending, c.sent, c.failed, c.cancelled, c.paused
@@ -272,21 +341,36 @@ mod tests {
     #[test]
     fn a_short_row_is_reported_with_its_line() {
         let csv = "to,name\n+8613800000001,Li\n+8613800000002\n";
-        let err = parse_csv(csv.as_bytes(), "r.csv").err().unwrap().to_string();
+        let err = parse_csv(csv.as_bytes(), "r.csv")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.starts_with("r.csv line 3: expected 2 fields"), "{err}");
     }
 
     #[test]
     fn an_empty_to_and_a_missing_to_column_are_reported() {
-        let err = parse_csv("to,name\n,Li\n".as_bytes(), "r.csv").err().unwrap().to_string();
+        let err = parse_csv("to,name\n,Li\n".as_bytes(), "r.csv")
+            .err()
+            .unwrap()
+            .to_string();
         assert_eq!(err, "r.csv line 2: the `to` column is empty");
-        let err = parse_csv("phone,name\n1,Li\n".as_bytes(), "r.csv").err().unwrap().to_string();
-        assert!(err.starts_with("r.csv line 1: the header row has no `to` column"), "{err}");
+        let err = parse_csv("phone,name\n1,Li\n".as_bytes(), "r.csv")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("r.csv line 1: the header row has no `to` column"),
+            "{err}"
+        );
     }
 
     #[test]
     fn invalid_utf8_is_reported_with_its_line() {
-        let err = parse_csv(&b"to,name\n1380000001,\xc0\xc1\n"[..], "r.csv").err().unwrap().to_string();
+        let err = parse_csv(&b"to,name\n1380000001,\xc0\xc1\n"[..], "r.csv")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
     }
 }

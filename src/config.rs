@@ -92,7 +92,11 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        RetryConfig { max_attempts: 5, base_delay_ms: 1_000, max_delay_ms: 600_000 }
+        RetryConfig {
+            max_attempts: 5,
+            base_delay_ms: 1_000,
+            max_delay_ms: 600_000,
+        }
     }
 }
 
@@ -107,7 +111,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_recipients: 100_000, max_body_bytes: 64 * 1024 * 1024 }
+        Limits {
+            max_recipients: 100_000,
+            max_body_bytes: 64 * 1024 * 1024,
+        }
     }
 }
 
@@ -185,7 +192,10 @@ impl Config {
         let toml = match file {
             Some(path) => {
                 if !path.exists() {
-                    return Err(figment::Error::from(format!("config file {} does not exist", path.display())));
+                    return Err(figment::Error::from(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
                 }
                 Toml::file_exact(path)
             }
@@ -200,9 +210,11 @@ impl Config {
     }
 
     fn figment(toml: figment::providers::Data<Toml>) -> Figment {
-        Figment::new()
-            .merge(toml)
-            .merge(Env::prefixed("HERALD_").split("__").ignore(&["server", "log"]))
+        Figment::new().merge(toml).merge(
+            Env::prefixed("HERALD_")
+                .split("__")
+                .ignore(&["server", "log"]),
+        )
     }
 
     pub fn lease(&self) -> Duration {
@@ -272,14 +284,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(!format!("{c:?}").contains("s3cret"), "the secret leaked into Debug");
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "the secret leaked into Debug"
+        );
     }
 
     #[test]
     fn environment_overrides_the_file() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("HERALD_WORKER__MAX_IN_FLIGHT", "7");
-            jail.set_env("HERALD_PROVIDERS", r#"[{name="hook", kind="webhook", url="http://127.0.0.1:1/x"}]"#);
+            jail.set_env(
+                "HERALD_PROVIDERS",
+                r#"[{name="hook", kind="webhook", url="http://127.0.0.1:1/x"}]"#,
+            );
             let c = Config::from_toml("[worker]\nmax_in_flight = 3").unwrap();
             assert_eq!(c.worker.max_in_flight, 7);
             assert_eq!(c.providers[0].name, "hook");

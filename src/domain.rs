@@ -39,7 +39,9 @@ impl FromStr for Channel {
         match s {
             "sms" => Ok(Channel::Sms),
             "email" => Ok(Channel::Email),
-            other => Err(format!("unknown channel `{other}`: expected `sms` or `email`")),
+            other => Err(format!(
+                "unknown channel `{other}`: expected `sms` or `email`"
+            )),
         }
     }
 }
@@ -141,9 +143,13 @@ impl BatchControl {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        [BatchControl::Active, BatchControl::Paused, BatchControl::Cancelled]
-            .into_iter()
-            .find(|c| c.as_str() == s)
+        [
+            BatchControl::Active,
+            BatchControl::Paused,
+            BatchControl::Cancelled,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
     }
 }
 
@@ -228,7 +234,9 @@ fn parse_phone(raw: &str) -> Result<String, InvalidAddress> {
         .collect();
     let digits = compact.strip_prefix('+').unwrap_or(&compact);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(InvalidAddress(format!("`{raw}` is not a phone number: only digits, an optional leading + and separators are allowed")));
+        return Err(InvalidAddress(format!(
+            "`{raw}` is not a phone number: only digits, an optional leading + and separators are allowed"
+        )));
     }
     if !(5..=15).contains(&digits.len()) {
         return Err(InvalidAddress(format!(
@@ -240,7 +248,11 @@ fn parse_phone(raw: &str) -> Result<String, InvalidAddress> {
 }
 
 fn parse_email(raw: &str) -> Result<String, InvalidAddress> {
-    let invalid = |why: &str| Err(InvalidAddress(format!("`{raw}` is not an e-mail address: {why}")));
+    let invalid = |why: &str| {
+        Err(InvalidAddress(format!(
+            "`{raw}` is not an e-mail address: {why}"
+        )))
+    };
     if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return invalid("it contains white space or control characters");
     }
@@ -297,8 +309,18 @@ mod tests {
     #[test]
     fn email_addresses_need_a_dotted_domain() {
         assert!(Address::parse(Channel::Email, "li@example.com").is_ok());
-        for bad in ["li", "@example.com", "li@localhost", "li@exa mple.com", "li@-x.com", "li@x..com"] {
-            assert!(Address::parse(Channel::Email, bad).is_err(), "{bad} accepted");
+        for bad in [
+            "li",
+            "@example.com",
+            "li@localhost",
+            "li@exa mple.com",
+            "li@-x.com",
+            "li@x..com",
+        ] {
+            assert!(
+                Address::parse(Channel::Email, bad).is_err(),
+                "{bad} accepted"
+            );
         }
     }
 

@@ -64,7 +64,7 @@ pub enum Body {
 pub struct Rejection {
     pub index: usize,
     pub to: String,
-    /// `invalid_address`, `missing_variable` or `render_failed`.
+    /// `invalid_address`, `invalid_ref`, `missing_variable` or `render_failed`.
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variable: Option<String>,
@@ -93,7 +93,10 @@ pub enum Error {
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> Error {
-    Error::Invalid { field: field.into(), message: message.into() }
+    Error::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
 }
 
 /// What a successful submit returns.
@@ -126,7 +129,11 @@ pub struct Envelope<'a> {
 
 impl Intake {
     pub fn new(queue: Queue, registry: Registry, max_recipients: usize) -> Self {
-        Intake { queue, registry, max_recipients }
+        Intake {
+            queue,
+            registry,
+            max_recipients,
+        }
     }
 
     /// Checks and stores a batch request from the API.
@@ -144,7 +151,12 @@ impl Intake {
             source,
             idempotency,
         };
-        self.submit(envelope, Body::Template(request.template), request.recipients).await
+        self.submit(
+            envelope,
+            Body::Template(request.template),
+            request.recipients,
+        )
+        .await
     }
 
     /// Checks every recipient, renders every message, and stores the batch whole.
@@ -154,15 +166,30 @@ impl Intake {
         body: Body,
         recipients: Vec<RecipientSpec>,
     ) -> Result<Submitted, Error> {
+        let started = std::time::Instant::now();
         let batch = self.prepare(&envelope, body, recipients)?;
+        let prepared = started.elapsed();
         let report = batch.report.clone();
-        match self.queue.accept(batch).await? {
-            Accepted::New(_) => Ok(Submitted { report, replayed: false }),
-            Accepted::Replayed { report, .. } => Ok(Submitted { report, replayed: true }),
+        let accepted = self.queue.accept(batch).await?;
+        tracing::debug!(?prepared, stored = ?(started.elapsed() - prepared), "batch submitted");
+        match accepted {
+            Accepted::New(_) => Ok(Submitted {
+                report,
+                replayed: false,
+            }),
+            Accepted::Replayed { report, .. } => Ok(Submitted {
+                report,
+                replayed: true,
+            }),
         }
     }
 
-    fn prepare(&self, envelope: &Envelope<'_>, body: Body, recipients: Vec<RecipientSpec>) -> Result<NewBatch, Error> {
+    fn prepare(
+        &self,
+        envelope: &Envelope<'_>,
+        body: Body,
+        recipients: Vec<RecipientSpec>,
+    ) -> Result<NewBatch, Error> {
         let channel = envelope.channel;
         if recipients.is_empty() {
             return Err(invalid("recipients", "must list at least one recipient"));
@@ -183,13 +210,21 @@ impl Intake {
             .map_err(|message| invalid("provider", message))?;
         let priority = envelope.priority.unwrap_or(0);
         if !PRIORITY_RANGE.contains(&priority) {
-            return Err(invalid("priority", format!("must be between -100 and 100, not {priority}")));
+            return Err(invalid(
+                "priority",
+                format!("must be between -100 and 100, not {priority}"),
+            ));
         }
         let send_at_ms = match envelope.send_at {
             None => now_ms(),
             Some(s) => s
                 .parse::<Timestamp>()
-                .map_err(|e| invalid("send_at", format!("`{s}` is not an RFC 3339 time with an offset: {e}")))?
+                .map_err(|e| {
+                    invalid(
+                        "send_at",
+                        format!("`{s}` is not an RFC 3339 time with an offset: {e}"),
+                    )
+                })?
                 .as_millisecond(),
         };
         let renderer = match body {
@@ -204,36 +239,39 @@ impl Intake {
                     .map_err(|e| invalid(e.field, e.message))?;
                 Renderer::Template(template)
             }
-            Body::Literal(text) if text.trim().is_empty() => return Err(invalid("content", "must not be empty")),
+            Body::Literal(text) if text.trim().is_empty() => {
+                return Err(invalid("content", "must not be empty"));
+            }
             Body::Literal(text) => Renderer::Literal(text),
         };
 
         let id = BatchId::new();
         let mut messages = Vec::with_capacity(recipients.len());
         let mut rejected = Vec::new();
-        for (index, recipient) in recipients.into_iter().enumerate() {
-            match check(&renderer, channel, &recipient) {
-                Ok((to, subject, body)) => messages.push(NewMessage {
+        for (index, checked) in check_all(&renderer, channel, recipients)
+            .into_iter()
+            .enumerate()
+        {
+            match checked {
+                Ok(c) => messages.push(NewMessage {
                     index: u32::try_from(index).expect("max_recipients keeps indices small"),
                     provider: route.name.clone(),
-                    to,
-                    reference: recipient.reference,
-                    subject,
-                    body,
+                    to: c.to,
+                    reference: c.reference,
+                    subject: c.subject,
+                    body: c.body,
                 }),
-                Err((reason, variable, detail)) => rejected.push(Rejection {
-                    index,
-                    to: recipient.to,
-                    reason: reason.into(),
-                    variable,
-                    detail,
-                }),
+                Err(r) => rejected.push(Rejection { index, ..r }),
             }
         }
         if messages.is_empty() {
             return Err(Error::NoneAccepted(rejected));
         }
-        let report = Report { batch_id: id.to_string(), accepted: messages.len(), rejected };
+        let report = Report {
+            batch_id: id.to_string(),
+            accepted: messages.len(),
+            rejected,
+        };
         Ok(NewBatch {
             id,
             channel,
@@ -255,26 +293,91 @@ enum Renderer {
     Literal(String),
 }
 
-type Checked = (String, Option<String>, String);
-type Refused = (&'static str, Option<String>, String);
+/// A recipient ready to store.
+struct Checked {
+    to: String,
+    reference: Option<String>,
+    subject: Option<String>,
+    body: String,
+}
 
-fn check(renderer: &Renderer, channel: Channel, recipient: &RecipientSpec) -> Result<Checked, Refused> {
-    let to = Address::parse(channel, &recipient.to).map_err(|e| ("invalid_address", None, e.0))?;
+/// Below this many recipients, checking on one thread is faster than splitting.
+const PARALLEL_FROM: usize = 2_000;
+
+/// Checks and renders every recipient, in order; large batches are split across
+/// the machine's cores (rendering is most of the work).
+fn check_all(
+    renderer: &Renderer,
+    channel: Channel,
+    recipients: Vec<RecipientSpec>,
+) -> Vec<Result<Checked, Rejection>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if recipients.len() < PARALLEL_FROM || threads < 2 {
+        return recipients
+            .into_iter()
+            .map(|r| check(renderer, channel, r))
+            .collect();
+    }
+    let chunk = recipients.len().div_ceil(threads);
+    let mut recipients = recipients.into_iter();
+    let chunks: Vec<Vec<RecipientSpec>> = (0..threads)
+        .map(|_| recipients.by_ref().take(chunk).collect())
+        .collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|part| {
+                scope.spawn(move || {
+                    part.into_iter()
+                        .map(|r| check(renderer, channel, r))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("checking recipients does not panic"))
+            .collect()
+    })
+}
+
+/// Checks one recipient. A rejection's `index` is filled in by the caller.
+fn check(
+    renderer: &Renderer,
+    channel: Channel,
+    recipient: RecipientSpec,
+) -> Result<Checked, Rejection> {
+    let refuse = |reason: &str, variable: Option<String>, detail: String| Rejection {
+        index: 0,
+        to: recipient.to.clone(),
+        reason: reason.into(),
+        variable,
+        detail,
+    };
+    let to =
+        Address::parse(channel, &recipient.to).map_err(|e| refuse("invalid_address", None, e.0))?;
     if let Some(r) = &recipient.reference
         && r.len() > MAX_REF_BYTES
     {
-        return Err(("invalid_ref", None, format!("ref is {} bytes, the limit is {MAX_REF_BYTES}", r.len())));
+        let detail = format!("ref is {} bytes, the limit is {MAX_REF_BYTES}", r.len());
+        return Err(refuse("invalid_ref", None, detail));
     }
     let (subject, body) = match renderer {
         Renderer::Literal(text) => (None, text.clone()),
         Renderer::Template(template) => match template.render(&recipient.vars) {
             Ok(r) => (r.subject, r.body),
             Err(RenderError::MissingVariable(name)) => {
-                let detail = format!("the template uses `{name}`, which this recipient's vars do not set");
-                return Err(("missing_variable", Some(name), detail));
+                let detail =
+                    format!("the template uses `{name}`, which this recipient's vars do not set");
+                return Err(refuse("missing_variable", Some(name), detail));
             }
-            Err(RenderError::Failed(detail)) => return Err(("render_failed", None, detail)),
+            Err(RenderError::Failed(detail)) => return Err(refuse("render_failed", None, detail)),
         },
     };
-    Ok((to.into_string(), subject, body))
+    Ok(Checked {
+        to: to.into_string(),
+        reference: recipient.reference,
+        subject,
+        body,
+    })
 }

@@ -25,7 +25,8 @@ fn run(args: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match args.command {
         Command::Serve(serve) => {
-            let mut config = Config::load(args.config.as_deref()).context("loading the configuration")?;
+            let mut config =
+                Config::load(args.config.as_deref()).context("loading the configuration")?;
             if let Some(listen) = serve.listen {
                 config.listen = listen;
             }

@@ -42,7 +42,10 @@ impl RateLimiter {
             limit: Some(Limit {
                 rate,
                 burst,
-                bucket: Mutex::new(Bucket { tokens: burst, refilled: Instant::now() }),
+                bucket: Mutex::new(Bucket {
+                    tokens: burst,
+                    refilled: Instant::now(),
+                }),
             }),
         }
     }

@@ -69,12 +69,19 @@ impl Template {
                 });
             }
             env.add_template_owned(name, source.to_owned())
-                .map_err(|e| CompileError { field, message: e.to_string() })?;
+                .map_err(|e| CompileError {
+                    field,
+                    message: e.to_string(),
+                })?;
             let tmpl = env.get_template(name).expect("template was just added");
             variables.extend(tmpl.undeclared_variables(false));
         }
         variables.retain(|v| !BUILTIN_GLOBALS.contains(&v.as_str()));
-        Ok(Template { env, has_subject: subject.is_some(), variables })
+        Ok(Template {
+            env,
+            has_subject: subject.is_some(),
+            variables,
+        })
     }
 
     /// The top-level variables the template reads, sorted.
@@ -89,7 +96,9 @@ impl Template {
         let subject = if self.has_subject {
             let subject = self.render_one("subject", &ctx, vars)?;
             if subject.contains(['\r', '\n']) {
-                return Err(RenderError::Failed("the rendered subject contains a line break".into()));
+                return Err(RenderError::Failed(
+                    "the rendered subject contains a line break".into(),
+                ));
             }
             Some(subject)
         } else {
@@ -104,7 +113,10 @@ impl Template {
         ctx: &minijinja::Value,
         vars: &Map<String, Value>,
     ) -> Result<String, RenderError> {
-        let tmpl = self.env.get_template(name).expect("compiled in Template::compile");
+        let tmpl = self
+            .env
+            .get_template(name)
+            .expect("compiled in Template::compile");
         let out = tmpl.render(ctx).map_err(|e| self.explain(&e, vars))?;
         if out.len() > MAX_OUTPUT_BYTES {
             return Err(RenderError::Failed(format!(
@@ -144,7 +156,9 @@ mod tests {
     #[test]
     fn renders_body_and_subject_per_recipient() {
         let t = Template::compile("Hello {{name}}, code {{code}}", Some("For {{name}}")).unwrap();
-        let r = t.render(&vars(json!({"name": "Li", "code": 1234}))).unwrap();
+        let r = t
+            .render(&vars(json!({"name": "Li", "code": 1234})))
+            .unwrap();
         assert_eq!(r.body, "Hello Li, code 1234");
         assert_eq!(r.subject.as_deref(), Some("For Li"));
     }
@@ -164,8 +178,11 @@ mod tests {
 
     #[test]
     fn endless_loops_run_out_of_fuel() {
-        let t = Template::compile("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", None)
-            .unwrap();
+        let t = Template::compile(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            None,
+        )
+        .unwrap();
         match t.render(&Map::new()) {
             Err(RenderError::Failed(m)) => assert!(m.contains("fuel"), "{m}"),
             other => panic!("expected fuel exhaustion, got {other:?}"),
@@ -174,7 +191,9 @@ mod tests {
 
     #[test]
     fn templates_cannot_include_files() {
-        let err = Template::compile("{% include '/etc/passwd' %}", None).err().unwrap();
+        let err = Template::compile("{% include '/etc/passwd' %}", None)
+            .err()
+            .unwrap();
         assert!(err.message.contains("include"), "{}", err.message);
     }
 

@@ -63,14 +63,24 @@ impl RetryPolicy {
     /// What becomes of a message whose attempt number `attempts` failed with `error`.
     pub fn outcome(&self, attempts: u32, error: &provider::Error, now_ms: i64) -> Outcome {
         match error {
-            provider::Error::Permanent { reason } => Outcome::Failed { error: reason.clone() },
-            provider::Error::Transient { reason, .. } if attempts >= self.max_attempts => Outcome::Failed {
-                error: format!("{reason} (gave up after {attempts} attempts)"),
+            provider::Error::Permanent { reason } => Outcome::Failed {
+                error: reason.clone(),
             },
-            provider::Error::Transient { reason, retry_after } => {
+            provider::Error::Transient { reason, .. } if attempts >= self.max_attempts => {
+                Outcome::Failed {
+                    error: format!("{reason} (gave up after {attempts} attempts)"),
+                }
+            }
+            provider::Error::Transient {
+                reason,
+                retry_after,
+            } => {
                 let delay = self.delay(attempts, *retry_after, fastrand::f64());
                 let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-                Outcome::Retry { at_ms: now_ms.saturating_add(delay_ms), error: reason.clone() }
+                Outcome::Retry {
+                    at_ms: now_ms.saturating_add(delay_ms),
+                    error: reason.clone(),
+                }
             }
         }
     }
@@ -113,7 +123,14 @@ impl Pool {
             .registry
             .routes()
             .cloned()
-            .map(|route| tokio::spawn(self.clone().claim_loop(route, tx.clone(), sends.clone(), shutdown.clone())))
+            .map(|route| {
+                tokio::spawn(self.clone().claim_loop(
+                    route,
+                    tx.clone(),
+                    sends.clone(),
+                    shutdown.clone(),
+                ))
+            })
             .collect();
         drop(tx);
         for claimer in claimers {
@@ -122,7 +139,10 @@ impl Pool {
             }
         }
         sends.close();
-        if tokio::time::timeout(self.grace, sends.wait()).await.is_err() {
+        if tokio::time::timeout(self.grace, sends.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 in_flight = sends.len(),
                 "shutdown grace period over; unfinished sends will be retried after their lease expires"
@@ -184,7 +204,10 @@ impl Pool {
             permits.truncate(claimed.len());
             let idle = claimed.is_empty();
             for (message, permit) in claimed.into_iter().zip(permits.drain(..)) {
-                sends.spawn(self.clone().send(route.clone(), message, permit, results.clone()));
+                sends.spawn(
+                    self.clone()
+                        .send(route.clone(), message, permit, results.clone()),
+                );
             }
             drop(permits);
             if idle {
@@ -215,18 +238,25 @@ impl Pool {
             subject: claimed.subject,
             body: claimed.body,
         };
-        let result = match tokio::time::timeout(self.send_timeout, route.provider.send(&message)).await {
-            Ok(result) => result,
-            Err(_) => Err(provider::Error::Transient {
-                reason: format!("no answer within {} ms", self.send_timeout.as_millis()),
-                retry_after: None,
-            }),
-        };
+        let result =
+            match tokio::time::timeout(self.send_timeout, route.provider.send(&message)).await {
+                Ok(result) => result,
+                Err(_) => Err(provider::Error::Transient {
+                    reason: format!("no answer within {} ms", self.send_timeout.as_millis()),
+                    retry_after: None,
+                }),
+            };
         let outcome = match result {
-            Ok(receipt) => Outcome::Sent { provider_message_id: receipt.provider_message_id },
+            Ok(receipt) => Outcome::Sent {
+                provider_message_id: receipt.provider_message_id,
+            },
             Err(error) => {
                 let outcome = self.policy.outcome(attempt, &error, now_ms());
-                let verdict = if matches!(outcome, Outcome::Failed { .. }) { "failed" } else { "will retry" };
+                let verdict = if matches!(outcome, Outcome::Failed { .. }) {
+                    "failed"
+                } else {
+                    "will retry"
+                };
                 tracing::warn!(provider = %route.name, id = %message.id, attempt, error = %error, verdict, "send failed");
                 outcome
             }
@@ -251,7 +281,9 @@ async fn settle_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Done>, stop: 
                 () = stop.cancelled() => break,
             }
         } else {
-            while pending.len() < SETTLE_CHUNK && let Ok(s) = rx.try_recv() {
+            while pending.len() < SETTLE_CHUNK
+                && let Ok(s) = rx.try_recv()
+            {
                 pending.push(s);
             }
         }
@@ -268,7 +300,10 @@ async fn settle_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Done>, stop: 
     while let Ok(s) = rx.try_recv() {
         pending.push(s);
     }
-    if let Err(e) = queue.settle(pending.into_iter().map(|(s, _)| s).collect()).await {
+    if let Err(e) = queue
+        .settle(pending.into_iter().map(|(s, _)| s).collect())
+        .await
+    {
         tracing::error!(error = %e, "recording the last outcomes failed; those messages will be sent again after their lease");
     }
 }
@@ -278,7 +313,11 @@ mod tests {
     use super::*;
 
     fn policy() -> RetryPolicy {
-        RetryPolicy { max_attempts: 4, base: Duration::from_secs(1), max: Duration::from_secs(10) }
+        RetryPolicy {
+            max_attempts: 4,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        }
     }
 
     #[test]
@@ -293,20 +332,37 @@ mod tests {
     #[test]
     fn retry_after_wins_but_is_capped() {
         let p = policy();
-        assert_eq!(p.delay(1, Some(Duration::from_secs(3)), 0.0), Duration::from_secs(3));
-        assert_eq!(p.delay(1, Some(Duration::from_secs(99)), 0.0), Duration::from_secs(10));
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(3)), 0.0),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(99)), 0.0),
+            Duration::from_secs(10)
+        );
     }
 
     #[test]
     fn transient_errors_retry_until_the_last_attempt_permanent_ones_fail_at_once() {
         let p = policy();
-        let transient = provider::Error::Transient { reason: "HTTP 503".into(), retry_after: Some(Duration::from_secs(2)) };
-        assert!(matches!(p.outcome(1, &transient, 1_000), Outcome::Retry { at_ms: 3_000, .. }));
+        let transient = provider::Error::Transient {
+            reason: "HTTP 503".into(),
+            retry_after: Some(Duration::from_secs(2)),
+        };
+        assert!(matches!(
+            p.outcome(1, &transient, 1_000),
+            Outcome::Retry { at_ms: 3_000, .. }
+        ));
         match p.outcome(4, &transient, 0) {
             Outcome::Failed { error } => assert!(error.contains("after 4 attempts"), "{error}"),
             other => panic!("{other:?}"),
         }
-        let permanent = provider::Error::Permanent { reason: "HTTP 400".into() };
-        assert!(matches!(p.outcome(1, &permanent, 0), Outcome::Failed { .. }));
+        let permanent = provider::Error::Permanent {
+            reason: "HTTP 400".into(),
+        };
+        assert!(matches!(
+            p.outcome(1, &permanent, 0),
+            Outcome::Failed { .. }
+        ));
     }
 }

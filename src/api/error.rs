@@ -12,10 +12,19 @@ use crate::queue;
 #[derive(Debug)]
 pub enum Error {
     /// The body is not JSON of the expected shape; `field` is the path, e.g. `recipients[3].to`.
-    Malformed { message: String, field: Option<String> },
+    Malformed {
+        message: String,
+        field: Option<String>,
+    },
     /// A field has a value the API cannot use.
-    Invalid { field: String, message: String },
-    TooLarge { field: Option<String>, message: String },
+    Invalid {
+        field: String,
+        message: String,
+    },
+    TooLarge {
+        field: Option<String>,
+        message: String,
+    },
     NoneAccepted(Vec<Rejection>),
     NotFound(String),
     Conflict(String),
@@ -46,7 +55,9 @@ impl Error {
             Error::Invalid { field, message } => {
                 json!({"error": "invalid_field", "message": format!("{field}: {message}"), "field": field})
             }
-            Error::TooLarge { field, message } => json!({"error": "too_large", "message": message, "field": field}),
+            Error::TooLarge { field, message } => {
+                json!({"error": "too_large", "message": message, "field": field})
+            }
             Error::NoneAccepted(rejected) => json!({
                 "error": "no_valid_recipients",
                 "message": format!("none of the {} recipients can be sent to; see `rejected`", rejected.len()),
@@ -57,13 +68,17 @@ impl Error {
             Error::Unavailable(_) => {
                 json!({"error": "unavailable", "message": "the store is unavailable; try again shortly"})
             }
-            Error::Internal(_) => json!({"error": "internal", "message": "internal error; the cause is in the server log"}),
+            Error::Internal(_) => {
+                json!({"error": "internal", "message": "internal error; the cause is in the server log"})
+            }
         }
     }
 
     fn log(&self) {
         match self {
-            Error::Unavailable(cause) | Error::Internal(cause) => tracing::error!(cause = %cause, "request failed"),
+            Error::Unavailable(cause) | Error::Internal(cause) => {
+                tracing::error!(cause = %cause, "request failed")
+            }
             _ => {}
         }
     }
@@ -90,7 +105,10 @@ impl From<intake::Error> for Error {
     fn from(e: intake::Error) -> Self {
         match e {
             intake::Error::Invalid { field, message } => Error::Invalid { field, message },
-            intake::Error::TooLarge { field, message } => Error::TooLarge { field: Some(field), message },
+            intake::Error::TooLarge { field, message } => Error::TooLarge {
+                field: Some(field),
+                message,
+            },
             intake::Error::NoneAccepted(rejected) => Error::NoneAccepted(rejected),
             intake::Error::Store(e) => e.into(),
         }

@@ -39,7 +39,10 @@ pub struct AppState {
 /// The whole API. `max_body_bytes` bounds every request body.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route("/v1/batches", post(create_batch))
         .route("/v1/batches/{id}", get(get_batch))
         .route("/v1/batches/{id}/messages", get(list_messages))
@@ -54,23 +57,39 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, E
     body.map_err(|rejection| {
         let message = rejection.body_text();
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::TooLarge { field: None, message }
+            Error::TooLarge {
+                field: None,
+                message,
+            }
         } else {
-            Error::Malformed { message, field: None }
+            Error::Malformed {
+                message,
+                field: None,
+            }
         }
     })
 }
 
 /// Parses JSON, naming the path of the first field that does not fit.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    // The fast parse first; only a failed one is parsed again to find the path.
+    if let Ok(parsed) = serde_json::from_slice(bytes) {
+        return Ok(parsed);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let field = (path != "." && path != "?").then_some(path);
-        Error::Malformed { message: inner.to_string(), field }
+        Error::Malformed {
+            message: inner.to_string(),
+            field,
+        }
     })?;
-    de.end().map_err(|e| Error::Malformed { message: e.to_string(), field: None })?;
+    de.end().map_err(|e| Error::Malformed {
+        message: e.to_string(),
+        field: None,
+    })?;
     Ok(parsed)
 }
 
@@ -95,7 +114,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Error> {
 pub(crate) fn accepted_response(submitted: Submitted, body: serde_json::Value) -> Response {
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     if submitted.replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     response
 }
@@ -106,7 +127,9 @@ async fn create_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let bytes = body_bytes(body)?;
+    let started = std::time::Instant::now();
     let request: BatchRequest = parse_json(&bytes)?;
+    tracing::debug!(parsed = ?started.elapsed(), bytes = bytes.len(), "batch request parsed");
     let key = idempotency_key(&headers)?;
     let submitted = state
         .intake
@@ -153,7 +176,10 @@ fn not_found(id: BatchId) -> Error {
     Error::NotFound(format!("no batch has the id `{id}`"))
 }
 
-async fn get_batch(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<BatchView>, Error> {
+async fn get_batch(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<BatchView>, Error> {
     let id = batch_id(&id)?;
     let summary = state.queue.batch(id).await?.ok_or_else(|| not_found(id))?;
     Ok(Json(summary.into()))
@@ -216,25 +242,42 @@ async fn list_messages(
     params: Result<Query<MessagesParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<MessagePage>, Error> {
     let id = batch_id(&id)?;
-    let Query(params) = params.map_err(|e| Error::Malformed { message: e.body_text(), field: None })?;
+    let Query(params) = params.map_err(|e| Error::Malformed {
+        message: e.body_text(),
+        field: None,
+    })?;
     let state_filter = match params.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(MessageState::parse(s).ok_or_else(|| Error::Invalid {
             field: "state".into(),
-            message: format!("`{s}` is not a state: use pending, sending, sent, failed, cancelled or paused"),
+            message: format!(
+                "`{s}` is not a state: use pending, sending, sent, failed, cancelled or paused"
+            ),
         })?),
     };
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Error::Invalid { field: "limit".into(), message: format!("must be between 1 and {MAX_PAGE}") });
+        return Err(Error::Invalid {
+            field: "limit".into(),
+            message: format!("must be between 1 and {MAX_PAGE}"),
+        });
     }
     if state.queue.batch(id).await?.is_none() {
         return Err(not_found(id));
     }
-    let query = MessageQuery { state: state_filter, after: params.after, limit };
+    let query = MessageQuery {
+        state: state_filter,
+        after: params.after,
+        limit,
+    };
     let records = state.queue.messages(id, query).await?;
-    let next_after = (records.len() == limit as usize).then(|| records.last().map(|m| m.index)).flatten();
-    Ok(Json(MessagePage { messages: records.into_iter().map(MessageView::from).collect(), next_after }))
+    let next_after = (records.len() == limit as usize)
+        .then(|| records.last().map(|m| m.index))
+        .flatten();
+    Ok(Json(MessagePage {
+        messages: records.into_iter().map(MessageView::from).collect(),
+        next_after,
+    }))
 }
 
 async fn control_batch(
@@ -246,9 +289,17 @@ async fn control_batch(
         "resume" => Control::Resume,
         "cancel" => Control::Cancel,
         "retry" => Control::Retry,
-        other => return Err(Error::NotFound(format!("no action `{other}`: use pause, resume, cancel or retry"))),
+        other => {
+            return Err(Error::NotFound(format!(
+                "no action `{other}`: use pause, resume, cancel or retry"
+            )));
+        }
     };
     let id = batch_id(&id)?;
-    let summary = state.queue.control(id, action).await?.ok_or_else(|| not_found(id))?;
+    let summary = state
+        .queue
+        .control(id, action)
+        .await?
+        .ok_or_else(|| not_found(id))?;
     Ok(Json(summary.into()))
 }

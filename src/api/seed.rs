@@ -24,7 +24,13 @@ struct SeedRequest {
 }
 
 fn split_mobiles(value: &str, into: &mut Vec<String>) {
-    into.extend(value.split(',').map(str::trim).filter(|m| !m.is_empty()).map(String::from));
+    into.extend(
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(String::from),
+    );
 }
 
 fn parse_form(bytes: &[u8]) -> SeedRequest {
@@ -53,26 +59,43 @@ fn scalar(v: &Value) -> Option<String> {
 fn parse_json_request(bytes: &[u8]) -> Result<SeedRequest, Error> {
     let value: Value = parse_json(bytes)?;
     let Value::Object(map) = value else {
-        return Err(Error::Malformed { message: "expected a JSON object".into(), field: None });
+        return Err(Error::Malformed {
+            message: "expected a JSON object".into(),
+            field: None,
+        });
     };
-    let bad = |field: &str, message: &str| Error::Invalid { field: field.into(), message: message.into() };
+    let bad = |field: &str, message: &str| Error::Invalid {
+        field: field.into(),
+        message: message.into(),
+    };
     let mut request = SeedRequest::default();
     if let Some(v) = map.get("template_id").filter(|v| !v.is_null()) {
-        request.template_id = Some(scalar(v).ok_or_else(|| bad("template_id", "must be a string or a number"))?);
+        request.template_id =
+            Some(scalar(v).ok_or_else(|| bad("template_id", "must be a string or a number"))?);
     }
     if let Some(v) = map.get("content").filter(|v| !v.is_null()) {
-        request.content = Some(v.as_str().ok_or_else(|| bad("content", "must be a string"))?.to_string());
+        request.content = Some(
+            v.as_str()
+                .ok_or_else(|| bad("content", "must be a string"))?
+                .to_string(),
+        );
     }
     match map.get("mobiles") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) => split_mobiles(s, &mut request.mobiles),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                let m = scalar(item).ok_or_else(|| bad(&format!("mobiles[{i}]"), "must be a string or a number"))?;
+                let m = scalar(item)
+                    .ok_or_else(|| bad(&format!("mobiles[{i}]"), "must be a string or a number"))?;
                 request.mobiles.push(m);
             }
         }
-        Some(_) => return Err(bad("mobiles", "must be an array or a comma-separated string")),
+        Some(_) => {
+            return Err(bad(
+                "mobiles",
+                "must be an array or a comma-separated string",
+            ));
+        }
     }
     Ok(request)
 }
@@ -87,17 +110,33 @@ pub(super) async fn send_sms(
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/json"));
-    let request = if is_json { parse_json_request(&bytes)? } else { parse_form(&bytes) };
+    let request = if is_json {
+        parse_json_request(&bytes)?
+    } else {
+        parse_form(&bytes)
+    };
     if request.mobiles.is_empty() {
-        return Err(Error::Invalid { field: "mobiles".into(), message: "must list at least one mobile".into() }.into());
+        return Err(Error::Invalid {
+            field: "mobiles".into(),
+            message: "must list at least one mobile".into(),
+        }
+        .into());
     }
     let Some(content) = request.content else {
-        return Err(Error::Invalid { field: "content".into(), message: "is required".into() }.into());
+        return Err(Error::Invalid {
+            field: "content".into(),
+            message: "is required".into(),
+        }
+        .into());
     };
     let recipients = request
         .mobiles
         .into_iter()
-        .map(|to| RecipientSpec { to, vars: Default::default(), reference: None })
+        .map(|to| RecipientSpec {
+            to,
+            vars: Default::default(),
+            reference: None,
+        })
         .collect();
     let envelope = Envelope {
         channel: Channel::Sms,
@@ -136,7 +175,9 @@ mod tests {
 
     #[test]
     fn jquery_form_arrays_and_comma_lists_are_both_read() {
-        let r = parse_form(b"template_id=7&mobiles%5B%5D=13800000001&mobiles%5B%5D=13800000002&content=Hi%20there");
+        let r = parse_form(
+            b"template_id=7&mobiles%5B%5D=13800000001&mobiles%5B%5D=13800000002&content=Hi%20there",
+        );
         assert_eq!(r.template_id.as_deref(), Some("7"));
         assert_eq!(r.mobiles, ["13800000001", "13800000002"]);
         assert_eq!(r.content.as_deref(), Some("Hi there"));
@@ -146,11 +187,16 @@ mod tests {
 
     #[test]
     fn json_takes_numbers_and_strings_for_mobiles() {
-        let r = parse_json_request(br#"{"template_id": 3, "mobiles": [13800000001, "13800000002"], "content": "x"}"#)
-            .unwrap();
+        let r = parse_json_request(
+            br#"{"template_id": 3, "mobiles": [13800000001, "13800000002"], "content": "x"}"#,
+        )
+        .unwrap();
         assert_eq!(r.template_id.as_deref(), Some("3"));
         assert_eq!(r.mobiles, ["13800000001", "13800000002"]);
         let err = parse_json_request(br#"{"mobiles": [true]}"#).unwrap_err();
-        assert!(matches!(err, Error::Invalid { ref field, .. } if field == "mobiles[0]"), "{err:?}");
+        assert!(
+            matches!(err, Error::Invalid { ref field, .. } if field == "mobiles[0]"),
+            "{err:?}"
+        );
     }
 }

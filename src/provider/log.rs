@@ -14,7 +14,9 @@ pub struct LogProvider {
 
 impl LogProvider {
     pub fn new(name: &str) -> Self {
-        LogProvider { name: name.to_string() }
+        LogProvider {
+            name: name.to_string(),
+        }
     }
 }
 
@@ -32,6 +34,8 @@ impl Provider for LogProvider {
             "message delivered to the log"
         );
         tracing::debug!(id = %message.id, body = %message.body, "full message body");
-        Ok(Receipt { provider_message_id: None })
+        Ok(Receipt {
+            provider_message_id: None,
+        })
     }
 }

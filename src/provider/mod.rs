@@ -48,7 +48,10 @@ pub enum Error {
     /// Worth trying again: a timeout, a throttle, a server error. `retry_after` is
     /// the provider's own hint (e.g. `Retry-After`), when it gave one.
     #[error("{reason}")]
-    Transient { reason: String, retry_after: Option<Duration> },
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// Trying again cannot help: the request itself was refused.
     #[error("{reason}")]
     Permanent { reason: String },
@@ -100,7 +103,10 @@ impl Registry {
             all.push(ProviderConfig::log());
         }
         for config in &all {
-            let err = |message: String| ConfigError { name: config.name.clone(), message };
+            let err = |message: String| ConfigError {
+                name: config.name.clone(),
+                message,
+            };
             if config.name.is_empty() {
                 return Err(err("the name must not be empty".into()));
             }
@@ -112,7 +118,9 @@ impl Registry {
             };
             let limiter = match config.rate_per_sec {
                 Some(rate) if !(rate > 0.0 && rate.is_finite()) => {
-                    return Err(err(format!("rate_per_sec must be a positive number, not {rate}")));
+                    return Err(err(format!(
+                        "rate_per_sec must be a positive number, not {rate}"
+                    )));
                 }
                 Some(rate) => RateLimiter::per_second(rate, config.burst),
                 None => RateLimiter::unlimited(),
@@ -140,20 +148,27 @@ impl Registry {
                 None => {
                     return Err(ConfigError {
                         name,
-                        message: format!("is the default for {channel} but is not declared in [[providers]]"),
+                        message: format!(
+                            "is the default for {channel} but is not declared in [[providers]]"
+                        ),
                     });
                 }
                 Some(route) if !route.channels.contains(&channel) => {
                     return Err(ConfigError {
                         name,
-                        message: format!("is the default for {channel} but its channels do not include {channel}"),
+                        message: format!(
+                            "is the default for {channel} but its channels do not include {channel}"
+                        ),
                     });
                 }
                 Some(_) => {}
             }
             chosen.insert(channel, name);
         }
-        Ok(Registry { routes, defaults: chosen })
+        Ok(Registry {
+            routes,
+            defaults: chosen,
+        })
     }
 
     /// Picks the provider for a batch: the one asked for, or the channel's default.
@@ -199,7 +214,10 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &[u8]) 
         format!("HTTP {status}: {}", snippet.trim())
     };
     if status == 408 || status == 429 || status >= 500 {
-        Error::Transient { reason, retry_after }
+        Error::Transient {
+            reason,
+            retry_after,
+        }
     } else {
         Error::Permanent { reason }
     }
@@ -212,7 +230,9 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = jiff::fmt::rfc2822::DateTimeParser::new().parse_timestamp(value).ok()?;
+    let at = jiff::fmt::rfc2822::DateTimeParser::new()
+        .parse_timestamp(value)
+        .ok()?;
     let delta = at.duration_since(jiff::Timestamp::now());
     Some(Duration::try_from(delta).unwrap_or(Duration::ZERO))
 }
@@ -224,23 +244,43 @@ mod tests {
     #[test]
     fn retry_after_takes_seconds_and_http_dates() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(120);
-        let http_date = jiff::fmt::rfc2822::DateTimePrinter::new().timestamp_to_rfc9110_string(&later).unwrap();
+        let http_date = jiff::fmt::rfc2822::DateTimePrinter::new()
+            .timestamp_to_rfc9110_string(&later)
+            .unwrap();
         let d = parse_retry_after(&http_date).unwrap();
-        assert!(d > Duration::from_secs(100) && d <= Duration::from_secs(120), "{d:?}");
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
     #[test]
     fn throttles_and_server_errors_are_transient_other_4xx_permanent() {
         for status in [408, 429, 500, 502, 503] {
-            assert!(matches!(classify_status(status, None, b""), Error::Transient { .. }), "{status}");
+            assert!(
+                matches!(classify_status(status, None, b""), Error::Transient { .. }),
+                "{status}"
+            );
         }
         for status in [400, 401, 403, 404, 422] {
-            assert!(matches!(classify_status(status, None, b""), Error::Permanent { .. }), "{status}");
+            assert!(
+                matches!(classify_status(status, None, b""), Error::Permanent { .. }),
+                "{status}"
+            );
         }
         let e = classify_status(503, Some(Duration::from_secs(3)), b"busy");
-        assert_eq!(e, Error::Transient { reason: "HTTP 503: busy".into(), retry_after: Some(Duration::from_secs(3)) });
+        assert_eq!(
+            e,
+            Error::Transient {
+                reason: "HTTP 503: busy".into(),
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
     }
 }

@@ -40,7 +40,11 @@ impl WebhookProvider {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("url `{url}` must be http or https"));
         }
-        Ok(WebhookProvider { url, secret, client: http_client(timeout)? })
+        Ok(WebhookProvider {
+            url,
+            secret,
+            client: http_client(timeout)?,
+        })
     }
 }
 
@@ -70,12 +74,19 @@ impl Provider for WebhookProvider {
             .header("content-type", "application/json")
             .header("idempotency-key", &message.id);
         if let Some(secret) = &self.secret {
-            request = request.header(SIGNATURE_HEADER, signature(secret.expose().as_bytes(), &body));
+            request = request.header(
+                SIGNATURE_HEADER,
+                signature(secret.expose().as_bytes(), &body),
+            );
         }
-        let response = request.body(body).send().await.map_err(|e| Error::Transient {
-            reason: format!("webhook request failed: {}", describe(&e)),
-            retry_after: None,
-        })?;
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| Error::Transient {
+                reason: format!("webhook request failed: {}", describe(&e)),
+                retry_after: None,
+            })?;
         let status = response.status();
         let retry_after = response
             .headers()
@@ -89,7 +100,9 @@ impl Provider for WebhookProvider {
         if !status.is_success() {
             return Err(classify_status(status.as_u16(), retry_after, &bytes));
         }
-        Ok(Receipt { provider_message_id: response_id(&bytes) })
+        Ok(Receipt {
+            provider_message_id: response_id(&bytes),
+        })
     }
 }
 

@@ -74,7 +74,10 @@ pub enum Accepted {
     /// Stored now.
     New(BatchId),
     /// The idempotency key was seen before with the same request: nothing stored.
-    Replayed { id: BatchId, report: serde_json::Value },
+    Replayed {
+        id: BatchId,
+        report: serde_json::Value,
+    },
 }
 
 /// Identifies one lease on one message; a settlement for a lease that has since
@@ -105,13 +108,22 @@ pub struct Claimed {
 /// What became of one claimed message.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    Sent { provider_message_id: Option<String> },
+    Sent {
+        provider_message_id: Option<String>,
+    },
     /// Try again at `at_ms`; this attempt counts.
-    Retry { at_ms: i64, error: String },
+    Retry {
+        at_ms: i64,
+        error: String,
+    },
     /// Given up; this attempt counts.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
     /// Not attempted (shutdown, rate limit): back to the queue, no attempt counted.
-    Release { at_ms: i64 },
+    Release {
+        at_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -204,7 +216,10 @@ impl Queue {
                 )));
             }
         };
-        Ok(Queue { engine, accepted: Arc::new(Notify::new()) })
+        Ok(Queue {
+            engine,
+            accepted: Arc::new(Notify::new()),
+        })
     }
 
     /// Stores a whole batch in one transaction, or nothing. Returns once it is on disk.
@@ -216,7 +231,12 @@ impl Queue {
         Ok(accepted)
     }
 
-    pub async fn claim(&self, provider: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
+    pub async fn claim(
+        &self,
+        provider: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>> {
         if limit == 0 {
             return Ok(Vec::new());
         }

@@ -32,12 +32,15 @@ CREATE TABLE batches (
     created_at      INTEGER NOT NULL,
     idempotency_key TEXT UNIQUE,
     request_hash    TEXT,
-    report          TEXT NOT NULL
+    report          TEXT NOT NULL,
+    -- The batch's messages have ids first_row .. first_row + size - 1, in index
+    -- order, so a batch needs no index of its own on messages.
+    first_row       INTEGER NOT NULL,
+    size            INTEGER NOT NULL
 );
 CREATE TABLE messages (
     id                  INTEGER PRIMARY KEY,
     batch               INTEGER NOT NULL REFERENCES batches(seq),
-    idx                 INTEGER NOT NULL,
     provider            TEXT NOT NULL,
     state               TEXT NOT NULL,
     priority            INTEGER NOT NULL,
@@ -57,7 +60,6 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_ready ON messages(provider, priority DESC, available_at, id) WHERE state = 'pending';
 CREATE INDEX messages_leased ON messages(lease_until) WHERE state = 'sending';
-CREATE INDEX messages_batch ON messages(batch, state, idx);
 ";
 
 /// The state a message returns to when it goes back to the queue: its batch's
@@ -68,8 +70,28 @@ const REQUEUED_STATE: &str = "CASE (SELECT control FROM batches WHERE seq = mess
 pub(crate) struct Sqlite {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
-    /// Batch row → (public id, channel); both never change once stored.
-    batches: Arc<Mutex<HashMap<i64, (BatchId, Channel)>>>,
+    /// Batch row → what claims need of it; none of it changes once stored.
+    batches: Arc<Mutex<HashMap<i64, BatchRef>>>,
+}
+
+/// What claims and the ledger need to know of a stored batch.
+#[derive(Debug, Clone, Copy)]
+struct BatchRef {
+    seq: i64,
+    id: BatchId,
+    channel: Channel,
+    first_row: i64,
+    size: i64,
+}
+
+impl BatchRef {
+    fn last_row(&self) -> i64 {
+        self.first_row + self.size - 1
+    }
+
+    fn index_of(&self, row: i64) -> u32 {
+        u32::try_from(row - self.first_row).expect("a message row lies in its batch's range")
+    }
 }
 
 fn unavailable(e: rusqlite::Error) -> Error {
@@ -78,7 +100,8 @@ fn unavailable(e: rusqlite::Error) -> Error {
 
 fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(unavailable)?;
-    conn.busy_timeout(Duration::from_secs(10)).map_err(unavailable)?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(unavailable)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
@@ -95,7 +118,10 @@ impl Sqlite {
         let dir = dir.to_path_buf();
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir).map_err(|e| {
-                Error::Unavailable(format!("cannot create the store directory {}: {e}", dir.display()))
+                Error::Unavailable(format!(
+                    "cannot create the store directory {}: {e}",
+                    dir.display()
+                ))
             })?;
             let path = dir.join("herald.db");
             let writer = connect(&path)?;
@@ -149,7 +175,9 @@ fn migrate(conn: &Connection) -> Result<()> {
         .map_err(unavailable)?;
     match version {
         0 => conn
-            .execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))
+            .execute_batch(&format!(
+                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            ))
             .map_err(unavailable),
         SCHEMA_VERSION => Ok(()),
         newer => Err(Error::Corrupt(format!(
@@ -187,8 +215,10 @@ impl Engine for Sqlite {
                             idem.key
                         )));
                     }
-                    let id = BatchId::parse(&id).ok_or_else(|| Error::Corrupt(format!("bad batch id `{id}`")))?;
-                    let report = serde_json::from_str(&report).map_err(|e| Error::Corrupt(e.to_string()))?;
+                    let id = BatchId::parse(&id)
+                        .ok_or_else(|| Error::Corrupt(format!("bad batch id `{id}`")))?;
+                    let report =
+                        serde_json::from_str(&report).map_err(|e| Error::Corrupt(e.to_string()))?;
                     return Ok(Accepted::Replayed { id, report });
                 }
             }
@@ -221,7 +251,7 @@ impl Engine for Sqlite {
                              SELECT id FROM messages
                              WHERE state = 'pending' AND provider = ?4 AND available_at <= ?3
                              ORDER BY priority DESC, available_at, id LIMIT ?5)
-                         RETURNING id, batch, idx, to_addr, ref, subject, body, attempts",
+                         RETURNING id, batch, to_addr, ref, subject, body, attempts",
                     )
                     .map_err(unavailable)?;
                 let mapped = stmt
@@ -229,12 +259,11 @@ impl Engine for Sqlite {
                         Ok((
                             r.get::<_, i64>(0)?,
                             r.get::<_, i64>(1)?,
-                            r.get::<_, u32>(2)?,
-                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, Option<String>>(3)?,
                             r.get::<_, Option<String>>(4)?,
-                            r.get::<_, Option<String>>(5)?,
-                            r.get::<_, String>(6)?,
-                            r.get::<_, u32>(7)?,
+                            r.get::<_, String>(5)?,
+                            r.get::<_, u32>(6)?,
                         ))
                     })
                     .map_err(unavailable)?;
@@ -245,26 +274,20 @@ impl Engine for Sqlite {
             if cache.len() > 10_000 {
                 cache.clear();
             }
-            for (row, batch, index, to, reference, subject, body, attempts) in rows {
-                let (batch_id, channel) = match cache.get(&batch) {
+            for (row, batch, to, reference, subject, body, attempts) in rows {
+                let known = match cache.get(&batch) {
                     Some(known) => *known,
                     None => {
-                        let (id, channel): (String, String) = tx
-                            .query_row("SELECT id, channel FROM batches WHERE seq = ?1", [batch], |r| {
-                                Ok((r.get(0)?, r.get(1)?))
-                            })
-                            .map_err(unavailable)?;
-                        let id = BatchId::parse(&id).ok_or_else(|| Error::Corrupt(format!("bad batch id `{id}`")))?;
-                        let known = (id, parse_channel(channel)?);
+                        let known = batch_by_seq(&tx, batch)?;
                         cache.insert(batch, known);
                         known
                     }
                 };
                 claimed.push(Claimed {
                     lease: Lease { row, token },
-                    id: message_id(batch_id, index),
-                    batch_id,
-                    channel,
+                    id: message_id(known.id, known.index_of(row)),
+                    batch_id: known.id,
+                    channel: known.channel,
                     provider: provider.clone(),
                     to,
                     reference,
@@ -335,24 +358,24 @@ impl Engine for Sqlite {
 
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         self.read(move |conn| {
-            let Some(seq) = batch_seq(conn, id)? else {
+            let Some(batch) = batch_by_id(conn, id)? else {
                 return Ok(Vec::new());
             };
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT idx, to_addr, ref, state, provider, attempts, last_error, provider_message_id,
+                    "SELECT id, to_addr, ref, state, provider, attempts, last_error, provider_message_id,
                             created_at, updated_at, sent_at
                      FROM messages
-                     WHERE batch = ?1 AND (?2 IS NULL OR state = ?2) AND idx > ?3
-                     ORDER BY idx LIMIT ?4",
+                     WHERE id BETWEEN ?1 AND ?2 AND (?3 IS NULL OR state = ?3)
+                     ORDER BY id LIMIT ?4",
                 )
                 .map_err(unavailable)?;
             let state = query.state.map(MessageState::as_str);
-            let after = query.after.map_or(-1, i64::from);
+            let from = query.after.map_or(batch.first_row, |after| batch.first_row + i64::from(after) + 1);
             let rows = stmt
-                .query_map(params![seq, state, after, query.limit], |r| {
+                .query_map(params![from, batch.last_row(), state, query.limit], |r| {
                     Ok((
-                        r.get::<_, u32>(0)?,
+                        r.get::<_, i64>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, Option<String>>(2)?,
                         r.get::<_, String>(3)?,
@@ -368,8 +391,9 @@ impl Engine for Sqlite {
                 .map_err(unavailable)?;
             let mut out = Vec::new();
             for row in rows {
-                let (index, to, reference, state, provider, attempts, last_error, pid, created, updated, sent) =
+                let (row, to, reference, state, provider, attempts, last_error, pid, created, updated, sent) =
                     row.map_err(unavailable)?;
+                let index = batch.index_of(row);
                 out.push(MessageRecord {
                     id: message_id(id, index),
                     index,
@@ -393,9 +417,10 @@ impl Engine for Sqlite {
     async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>> {
         self.write(move |conn| {
             let tx = conn.transaction().map_err(unavailable)?;
-            let Some(seq) = batch_seq(&tx, id)? else {
+            let Some(batch) = batch_by_id(&tx, id)? else {
                 return Ok(None);
             };
+            let (seq, first, last) = (batch.seq, batch.first_row, batch.last_row());
             let control: String = tx
                 .query_row("SELECT control FROM batches WHERE seq = ?1", [seq], |r| r.get(0))
                 .map_err(unavailable)?;
@@ -403,38 +428,42 @@ impl Engine for Sqlite {
                 return Err(Error::Conflict("the batch is cancelled".into()));
             }
             let now = now_ms();
-            let exec = |sql: &str, p: &[&dyn rusqlite::ToSql]| tx.execute(sql, p).map_err(unavailable);
+            let set_control = |control: BatchControl| {
+                tx.execute("UPDATE batches SET control = ?2 WHERE seq = ?1", params![seq, control.as_str()])
+                    .map_err(unavailable)
+            };
+            let move_messages = |to: &str, from: &str| {
+                tx.execute(
+                    &format!(
+                        "UPDATE messages SET state = {to}, updated_at = ?3
+                         WHERE id BETWEEN ?1 AND ?2 AND state IN ({from})"
+                    ),
+                    params![first, last, now],
+                )
+                .map_err(unavailable)
+            };
             match action {
                 Control::Pause => {
-                    exec("UPDATE batches SET control = 'paused' WHERE seq = ?1", &[&seq])?;
-                    exec(
-                        "UPDATE messages SET state = 'paused', updated_at = ?2 WHERE batch = ?1 AND state = 'pending'",
-                        &[&seq, &now],
-                    )?;
+                    set_control(BatchControl::Paused)?;
+                    move_messages("'paused'", "'pending'")?;
                 }
                 Control::Resume => {
-                    exec("UPDATE batches SET control = 'active' WHERE seq = ?1", &[&seq])?;
-                    exec(
-                        "UPDATE messages SET state = 'pending', updated_at = ?2 WHERE batch = ?1 AND state = 'paused'",
-                        &[&seq, &now],
-                    )?;
+                    set_control(BatchControl::Active)?;
+                    move_messages("'pending'", "'paused'")?;
                 }
                 Control::Cancel => {
-                    exec("UPDATE batches SET control = 'cancelled' WHERE seq = ?1", &[&seq])?;
-                    exec(
-                        "UPDATE messages SET state = 'cancelled', updated_at = ?2
-                         WHERE batch = ?1 AND state IN ('pending', 'paused')",
-                        &[&seq, &now],
-                    )?;
+                    set_control(BatchControl::Cancelled)?;
+                    move_messages("'cancelled'", "'pending', 'paused'")?;
                 }
                 Control::Retry => {
-                    exec(
+                    tx.execute(
                         &format!(
-                            "UPDATE messages SET state = {REQUEUED_STATE}, attempts = 0, available_at = ?2, updated_at = ?2
-                             WHERE batch = ?1 AND state = 'failed'"
+                            "UPDATE messages SET state = {REQUEUED_STATE}, attempts = 0, available_at = ?3, updated_at = ?3
+                             WHERE id BETWEEN ?1 AND ?2 AND state = 'failed'"
                         ),
-                        &[&seq, &now],
-                    )?;
+                        params![first, last, now],
+                    )
+                    .map_err(unavailable)?;
                 }
             }
             let summary = summary(&tx, id)?;
@@ -445,10 +474,39 @@ impl Engine for Sqlite {
     }
 }
 
-fn batch_seq(conn: &Connection, id: BatchId) -> Result<Option<i64>> {
-    conn.prepare_cached("SELECT seq FROM batches WHERE id = ?1")
-        .and_then(|mut s| s.query_row([id.to_string()], |r| r.get(0)).optional())
-        .map_err(unavailable)
+const BATCH_REF: &str = "SELECT seq, id, channel, first_row, size FROM batches";
+
+fn batch_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, i64, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_batch_ref(
+    (seq, id, channel, first_row, size): (i64, String, String, i64, i64),
+) -> Result<BatchRef> {
+    let id = BatchId::parse(&id).ok_or_else(|| Error::Corrupt(format!("bad batch id `{id}`")))?;
+    Ok(BatchRef {
+        seq,
+        id,
+        channel: parse_channel(channel)?,
+        first_row,
+        size,
+    })
+}
+
+fn batch_by_id(conn: &Connection, id: BatchId) -> Result<Option<BatchRef>> {
+    conn.prepare_cached(&format!("{BATCH_REF} WHERE id = ?1"))
+        .and_then(|mut s| s.query_row([id.to_string()], batch_ref).optional())
+        .map_err(unavailable)?
+        .map(to_batch_ref)
+        .transpose()
+}
+
+fn batch_by_seq(conn: &Connection, seq: i64) -> Result<BatchRef> {
+    let row = conn
+        .prepare_cached(&format!("{BATCH_REF} WHERE seq = ?1"))
+        .and_then(|mut s| s.query_row([seq], batch_ref))
+        .map_err(unavailable)?;
+    to_batch_ref(row)
 }
 
 fn insert_batch(tx: &Transaction<'_>, batch: &NewBatch) -> Result<()> {
@@ -457,9 +515,15 @@ fn insert_batch(tx: &Transaction<'_>, batch: &NewBatch) -> Result<()> {
         Some(i) => (Some(i.key.as_str()), Some(i.request_hash.as_str())),
         None => (None, None),
     };
+    let first_row: i64 = tx
+        .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages", [], |r| {
+            r.get(0)
+        })
+        .map_err(unavailable)?;
     tx.execute(
-        "INSERT INTO batches (id, channel, source, priority, send_at, created_at, idempotency_key, request_hash, report)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO batches (id, channel, source, priority, send_at, created_at, idempotency_key, request_hash, report,
+                              first_row, size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             batch.id.to_string(),
             batch.channel.as_str(),
@@ -469,7 +533,9 @@ fn insert_batch(tx: &Transaction<'_>, batch: &NewBatch) -> Result<()> {
             now,
             key,
             hash,
-            batch.report.to_string()
+            batch.report.to_string(),
+            first_row,
+            batch.messages.len() as i64,
         ],
     )
     .map_err(unavailable)?;
@@ -479,15 +545,15 @@ fn insert_batch(tx: &Transaction<'_>, batch: &NewBatch) -> Result<()> {
     let available_at = batch.send_at_ms;
     let mut stmt = tx
         .prepare_cached(
-            "INSERT INTO messages (batch, idx, provider, state, priority, available_at, to_addr, ref, subject, body,
+            "INSERT INTO messages (id, batch, provider, state, priority, available_at, to_addr, ref, subject, body,
                                    created_at, updated_at)
              VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10)",
         )
         .map_err(unavailable)?;
     for m in &batch.messages {
         stmt.execute(params![
+            first_row + i64::from(m.index),
             seq,
-            m.index,
             m.provider,
             batch.priority,
             available_at,
@@ -503,41 +569,45 @@ fn insert_batch(tx: &Transaction<'_>, batch: &NewBatch) -> Result<()> {
 }
 
 fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
-    let row = conn
-        .prepare_cached("SELECT seq, channel, source, control, priority, created_at, send_at FROM batches WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([id.to_string()], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i32>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, i64>(6)?,
-                ))
-            })
-            .optional()
-        })
-        .map_err(unavailable)?;
-    let Some((seq, channel, source, control, priority, created_at_ms, send_at_ms)) = row else {
+    let Some(batch) = batch_by_id(conn, id)? else {
         return Ok(None);
     };
+    let (source, control, priority, created_at_ms, send_at_ms) = conn
+        .prepare_cached(
+            "SELECT source, control, priority, created_at, send_at FROM batches WHERE seq = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([batch.seq], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i32>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+        })
+        .map_err(unavailable)?;
     let mut counts = Counts::default();
     let mut stmt = conn
-        .prepare_cached("SELECT state, COUNT(*) FROM messages WHERE batch = ?1 GROUP BY state")
+        .prepare_cached(
+            "SELECT state, COUNT(*) FROM messages WHERE id BETWEEN ?1 AND ?2 GROUP BY state",
+        )
         .map_err(unavailable)?;
     let rows = stmt
-        .query_map([seq], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .query_map([batch.first_row, batch.last_row()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
         .map_err(unavailable)?;
     for row in rows {
         let (state, n) = row.map_err(unavailable)?;
         counts.add(parse_state(&state)?, n.unsigned_abs());
     }
-    let control = BatchControl::parse(&control).ok_or_else(|| Error::Corrupt(format!("unknown control `{control}`")))?;
+    let control = BatchControl::parse(&control)
+        .ok_or_else(|| Error::Corrupt(format!("unknown control `{control}`")))?;
     Ok(Some(BatchSummary {
         id,
-        channel: parse_channel(channel)?,
+        channel: batch.channel,
         source,
         control,
         priority,

@@ -54,7 +54,13 @@ async fn counts(q: &Queue, id: BatchId) -> Counts {
 const LEASE: Duration = Duration::from_secs(30);
 
 fn settle_all(claimed: &[Claimed], outcome: Outcome) -> Vec<Settlement> {
-    claimed.iter().map(|c| Settlement { lease: c.lease, outcome: outcome.clone() }).collect()
+    claimed
+        .iter()
+        .map(|c| Settlement {
+            lease: c.lease,
+            outcome: outcome.clone(),
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -62,11 +68,20 @@ async fn an_accepted_batch_is_stored_whole_and_survives_reopening() {
     for (q, dir) in stores().await {
         let id = accept(&q, batch(250, 0, now_ms())).await;
         drop(q);
-        let reopened = Queue::open(&dir.path().join("store").display().to_string()).await.unwrap();
+        let reopened = Queue::open(&dir.path().join("store").display().to_string())
+            .await
+            .unwrap();
         let c = counts(&reopened, id).await;
         assert_eq!((c.total, c.pending), (250, 250));
         let page = reopened
-            .messages(id, MessageQuery { state: None, after: None, limit: 1000 })
+            .messages(
+                id,
+                MessageQuery {
+                    state: None,
+                    after: None,
+                    limit: 1000,
+                },
+            )
             .await
             .unwrap();
         let indices: Vec<u32> = page.iter().map(|m| m.index).collect();
@@ -109,21 +124,49 @@ async fn an_expired_lease_is_claimed_again_and_the_old_lease_cannot_settle() {
         let id = accept(&q, batch(3, 0, now_ms())).await;
         let first = q.claim("p", 10, Duration::from_millis(50)).await.unwrap();
         assert_eq!(first.len(), 3);
-        assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty(), "leased messages are not due");
+        assert!(
+            q.claim("p", 10, LEASE).await.unwrap().is_empty(),
+            "leased messages are not due"
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         let second = loop {
             let again = q.claim("p", 10, LEASE).await.unwrap();
             if !again.is_empty() {
                 break again;
             }
-            assert!(std::time::Instant::now() < deadline, "the lease never expired");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lease never expired"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         let ids = |c: &[Claimed]| c.iter().map(|m| m.id.clone()).collect::<HashSet<_>>();
-        assert_eq!(ids(&first), ids(&second), "the same messages, with the same ids, come back");
-        q.settle(settle_all(&first, Outcome::Failed { error: "late".into() })).await.unwrap();
-        assert_eq!(counts(&q, id).await.sending, 3, "a stale lease's settlement is ignored");
-        q.settle(settle_all(&second, Outcome::Sent { provider_message_id: Some("x".into()) })).await.unwrap();
+        assert_eq!(
+            ids(&first),
+            ids(&second),
+            "the same messages, with the same ids, come back"
+        );
+        q.settle(settle_all(
+            &first,
+            Outcome::Failed {
+                error: "late".into(),
+            },
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            counts(&q, id).await.sending,
+            3,
+            "a stale lease's settlement is ignored"
+        );
+        q.settle(settle_all(
+            &second,
+            Outcome::Sent {
+                provider_message_id: Some("x".into()),
+            },
+        ))
+        .await
+        .unwrap();
         let c = counts(&q, id).await;
         assert_eq!((c.sent, c.failed), (3, 0));
     }
@@ -136,8 +179,17 @@ async fn a_retry_waits_for_its_time_and_counts_an_attempt_a_release_does_not() {
         let claimed = q.claim("p", 10, LEASE).await.unwrap();
         let (a, b) = (&claimed[0], &claimed[1]);
         q.settle(vec![
-            Settlement { lease: a.lease, outcome: Outcome::Retry { at_ms: now_ms() + 60_000, error: "503".into() } },
-            Settlement { lease: b.lease, outcome: Outcome::Release { at_ms: now_ms() } },
+            Settlement {
+                lease: a.lease,
+                outcome: Outcome::Retry {
+                    at_ms: now_ms() + 60_000,
+                    error: "503".into(),
+                },
+            },
+            Settlement {
+                lease: b.lease,
+                outcome: Outcome::Release { at_ms: now_ms() },
+            },
         ])
         .await
         .unwrap();
@@ -145,7 +197,15 @@ async fn a_retry_waits_for_its_time_and_counts_an_attempt_a_release_does_not() {
         assert_eq!(again.len(), 1, "only the released message is due");
         assert_eq!(again[0].id, b.id);
         assert_eq!(again[0].attempts, 0, "a release is not an attempt");
-        q.settle(settle_all(&again, Outcome::Retry { at_ms: now_ms(), error: "503".into() })).await.unwrap();
+        q.settle(settle_all(
+            &again,
+            Outcome::Retry {
+                at_ms: now_ms(),
+                error: "503".into(),
+            },
+        ))
+        .await
+        .unwrap();
         let third = q.claim("p", 10, LEASE).await.unwrap();
         assert_eq!(third[0].attempts, 1);
     }
@@ -156,23 +216,53 @@ async fn failures_are_recorded_and_retry_requeues_only_the_failed() {
     for (q, _dir) in stores().await {
         let id = accept(&q, batch(4, 0, now_ms())).await;
         let claimed = q.claim("p", 10, LEASE).await.unwrap();
-        let mut settlements = settle_all(&claimed[..2], Outcome::Failed { error: "HTTP 400: bad number".into() });
-        settlements.extend(settle_all(&claimed[2..], Outcome::Sent { provider_message_id: None }));
+        let mut settlements = settle_all(
+            &claimed[..2],
+            Outcome::Failed {
+                error: "HTTP 400: bad number".into(),
+            },
+        );
+        settlements.extend(settle_all(
+            &claimed[2..],
+            Outcome::Sent {
+                provider_message_id: None,
+            },
+        ));
         q.settle(settlements).await.unwrap();
         let failed = q
-            .messages(id, MessageQuery { state: Some(MessageState::Failed), after: None, limit: 10 })
+            .messages(
+                id,
+                MessageQuery {
+                    state: Some(MessageState::Failed),
+                    after: None,
+                    limit: 10,
+                },
+            )
             .await
             .unwrap();
         assert_eq!(failed.len(), 2);
-        assert_eq!(failed[0].last_error.as_deref(), Some("HTTP 400: bad number"));
+        assert_eq!(
+            failed[0].last_error.as_deref(),
+            Some("HTTP 400: bad number")
+        );
         assert_eq!(failed[0].attempts, 1);
         let summary = q.control(id, Control::Retry).await.unwrap().unwrap();
-        assert_eq!((summary.counts.pending, summary.counts.sent, summary.counts.failed), (2, 2, 0));
+        assert_eq!(
+            (
+                summary.counts.pending,
+                summary.counts.sent,
+                summary.counts.failed
+            ),
+            (2, 2, 0)
+        );
         let again = q.claim("p", 10, LEASE).await.unwrap();
         let again_ids: HashSet<_> = again.iter().map(|c| c.id.clone()).collect();
         let failed_ids: HashSet<_> = failed.iter().map(|m| m.id.clone()).collect();
         assert_eq!(again_ids, failed_ids);
-        assert!(again.iter().all(|c| c.attempts == 0), "a retried message gets a fresh budget");
+        assert!(
+            again.iter().all(|c| c.attempts == 0),
+            "a retried message gets a fresh budget"
+        );
     }
 }
 
@@ -183,19 +273,51 @@ async fn pause_holds_messages_resume_releases_them_cancel_ends_them() {
         let in_flight = q.claim("p", 1, LEASE).await.unwrap();
         let paused = q.control(id, Control::Pause).await.unwrap().unwrap();
         assert_eq!((paused.counts.paused, paused.counts.sending), (4, 1));
-        assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty(), "a paused batch is not claimed");
-        q.settle(settle_all(&in_flight, Outcome::Retry { at_ms: now_ms(), error: "503".into() })).await.unwrap();
-        assert_eq!(counts(&q, id).await.paused, 5, "a retry inside a paused batch stays paused");
+        assert!(
+            q.claim("p", 10, LEASE).await.unwrap().is_empty(),
+            "a paused batch is not claimed"
+        );
+        q.settle(settle_all(
+            &in_flight,
+            Outcome::Retry {
+                at_ms: now_ms(),
+                error: "503".into(),
+            },
+        ))
+        .await
+        .unwrap();
+        assert_eq!(
+            counts(&q, id).await.paused,
+            5,
+            "a retry inside a paused batch stays paused"
+        );
         let resumed = q.control(id, Control::Resume).await.unwrap().unwrap();
         assert_eq!(resumed.counts.pending, 5);
         let two = q.claim("p", 2, LEASE).await.unwrap();
         let cancelled = q.control(id, Control::Cancel).await.unwrap().unwrap();
-        assert_eq!((cancelled.counts.cancelled, cancelled.counts.sending), (3, 2));
+        assert_eq!(
+            (cancelled.counts.cancelled, cancelled.counts.sending),
+            (3, 2)
+        );
         assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty());
-        q.settle(settle_all(&two, Outcome::Release { at_ms: now_ms() })).await.unwrap();
-        assert_eq!(counts(&q, id).await.cancelled, 5, "released messages of a cancelled batch are cancelled");
-        assert!(matches!(q.control(id, Control::Resume).await, Err(Error::Conflict(_))));
-        assert!(q.control(BatchId::new(), Control::Pause).await.unwrap().is_none());
+        q.settle(settle_all(&two, Outcome::Release { at_ms: now_ms() }))
+            .await
+            .unwrap();
+        assert_eq!(
+            counts(&q, id).await.cancelled,
+            5,
+            "released messages of a cancelled batch are cancelled"
+        );
+        assert!(matches!(
+            q.control(id, Control::Resume).await,
+            Err(Error::Conflict(_))
+        ));
+        assert!(
+            q.control(BatchId::new(), Control::Pause)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }
 
@@ -204,7 +326,10 @@ async fn an_idempotency_key_replays_the_same_request_and_refuses_a_different_one
     for (q, _dir) in stores().await {
         let keyed = |hash: &str| {
             let mut b = batch(3, 0, now_ms());
-            b.idempotency = Some(Idempotency { key: "k-1".into(), request_hash: hash.into() });
+            b.idempotency = Some(Idempotency {
+                key: "k-1".into(),
+                request_hash: hash.into(),
+            });
             b
         };
         let first = keyed("h1");
@@ -217,8 +342,15 @@ async fn an_idempotency_key_replays_the_same_request_and_refuses_a_different_one
             }
             other => panic!("expected a replay, got {other:?}"),
         }
-        assert!(matches!(q.accept(keyed("h2")).await, Err(Error::Conflict(_))));
-        assert_eq!(q.claim("p", 100, LEASE).await.unwrap().len(), 3, "nothing was stored twice");
+        assert!(matches!(
+            q.accept(keyed("h2")).await,
+            Err(Error::Conflict(_))
+        ));
+        assert_eq!(
+            q.claim("p", 100, LEASE).await.unwrap().len(),
+            3,
+            "nothing was stored twice"
+        );
     }
 }
 
@@ -235,9 +367,18 @@ async fn claims_go_by_priority_then_send_time_then_arrival() {
         let mut order = Vec::new();
         for _ in 0..6 {
             // One at a time: the claim's selection is ordered, its RETURNING rows are not.
-            order.extend(q.claim("p", 1, LEASE).await.unwrap().into_iter().map(|c| c.batch_id));
+            order.extend(
+                q.claim("p", 1, LEASE)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|c| c.batch_id),
+            );
         }
-        assert_eq!(order, vec![high, normal_early, normal_early_too, normal_late, low]);
+        assert_eq!(
+            order,
+            vec![high, normal_early, normal_early_too, normal_late, low]
+        );
         assert!(!order.contains(&future), "a future send_at is not due yet");
     }
 }
@@ -263,7 +404,17 @@ async fn ledger_pages_follow_index_order_and_filter_by_state() {
         let mut after = None;
         let mut seen = Vec::new();
         for _ in 0..10 {
-            let page = q.messages(id, MessageQuery { state: None, after, limit: 10 }).await.unwrap();
+            let page = q
+                .messages(
+                    id,
+                    MessageQuery {
+                        state: None,
+                        after,
+                        limit: 10,
+                    },
+                )
+                .await
+                .unwrap();
             if page.is_empty() {
                 break;
             }
@@ -272,7 +423,14 @@ async fn ledger_pages_follow_index_order_and_filter_by_state() {
         }
         assert_eq!(seen, (0..25).collect::<Vec<_>>());
         let sent = q
-            .messages(id, MessageQuery { state: Some(MessageState::Sent), after: None, limit: 10 })
+            .messages(
+                id,
+                MessageQuery {
+                    state: Some(MessageState::Sent),
+                    after: None,
+                    limit: 10,
+                },
+            )
             .await
             .unwrap();
         assert!(sent.is_empty());
