@@ -185,28 +185,42 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config file {0} does not exist")]
+    MissingFile(std::path::PathBuf),
+    /// A value of the wrong type, an unknown field, a file that is not TOML; the
+    /// message names the key and where it came from (file or environment).
+    #[error(transparent)]
+    Invalid(Box<figment::Error>),
+}
+
+impl From<figment::Error> for Error {
+    fn from(e: figment::Error) -> Self {
+        Error::Invalid(Box::new(e))
+    }
+}
+
 impl Config {
     /// Loads defaults, then `file` (which must exist when given, else `herald.toml`
     /// if present), then `HERALD_…` environment variables.
-    pub fn load(file: Option<&Path>) -> Result<Config, figment::Error> {
+    pub fn load(file: Option<&Path>) -> Result<Config, Error> {
         let toml = match file {
             Some(path) => {
                 if !path.exists() {
-                    return Err(figment::Error::from(format!(
-                        "config file {} does not exist",
-                        path.display()
-                    )));
+                    return Err(Error::MissingFile(path.to_path_buf()));
                 }
                 Toml::file_exact(path)
             }
             None => Toml::file(DEFAULT_FILE),
         };
-        Self::figment(toml).extract()
+        Ok(Self::figment(toml).extract()?)
     }
 
-    /// Parses a TOML document (and the environment); for tests and `--config -`.
-    pub fn from_toml(text: &str) -> Result<Config, figment::Error> {
-        Self::figment(Toml::string(text)).extract()
+    /// Parses a TOML document, then the environment over it.
+    pub fn from_toml(text: &str) -> Result<Config, Error> {
+        Ok(Self::figment(Toml::string(text)).extract()?)
     }
 
     fn figment(toml: figment::providers::Data<Toml>) -> Figment {
@@ -291,6 +305,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
     fn environment_overrides_the_file() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("HERALD_WORKER__MAX_IN_FLIGHT", "7");

@@ -237,7 +237,7 @@ impl Intake {
                 }
                 let template = Template::compile(&spec.body, spec.subject.as_deref())
                     .map_err(|e| invalid(e.field, e.message))?;
-                Renderer::Template(template)
+                Renderer::Template(Box::new(template))
             }
             Body::Literal(text) if text.trim().is_empty() => {
                 return Err(invalid("content", "must not be empty"));
@@ -289,7 +289,7 @@ impl Intake {
 }
 
 enum Renderer {
-    Template(Template),
+    Template(Box<Template>),
     Literal(String),
 }
 
