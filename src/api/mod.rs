@@ -39,6 +39,7 @@ pub struct AppState {
 /// The whole API. `max_body_bytes` bounds every request body.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
+        .route("/", get(index))
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -50,6 +51,22 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/send-sms", post(seed::send_sms))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// What this server is and where its routes are, for a person or a script landing on `/`.
+async fn index() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "name": "herald",
+        "version": env!("CARGO_PKG_VERSION"),
+        "routes": {
+            "POST /v1/batches": "accept a batch: {channel, template: {body, subject?}, recipients: [{to, vars?, ref?}]}",
+            "GET /v1/batches/{id}": "state and counts",
+            "GET /v1/batches/{id}/messages?state=&after=&limit=": "the per-recipient ledger",
+            "POST /v1/batches/{id}/pause|resume|cancel|retry": "control a batch",
+            "POST /send-sms": "the classic request: template_id, mobiles[], content",
+            "GET /healthz": "liveness",
+        },
+    }))
 }
 
 /// Reads the body, turning a too-large or broken body into a JSON error.
