@@ -166,9 +166,11 @@ impl Pool {
             tokio::pin!(work);
             work.as_mut().enable();
 
+            // Biased: once shutdown is asked for, no further claim may start.
             let first = tokio::select! {
-                permit = self.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                biased;
                 () = shutdown.cancelled() => return,
+                permit = self.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
             let mut permits = vec![first];
             while permits.len() < CLAIM_CHUNK {
