@@ -231,3 +231,70 @@ pub fn sms_batch(n: usize) -> Value {
         .collect();
     serde_json::json!({"channel": "sms", "template": {"body": "Hello {{name}}"}, "recipients": recipients})
 }
+
+/// Sends every channel to `provider`, which replaces the configured providers.
+pub fn route_all_to(config: &mut Config, provider: ProviderConfig) {
+    for channel in herald::domain::Channel::ALL {
+        config.defaults.insert(channel, provider.name.clone());
+    }
+    config.providers = vec![provider];
+}
+
+/// An RFC 3339 time `offset_ms` milliseconds from now (in the past when negative).
+pub fn rfc3339_from_now(offset_ms: i64) -> String {
+    (jiff::Timestamp::now() + jiff::SignedDuration::from_millis(offset_ms)).to_string()
+}
+
+impl TestApp {
+    /// POSTs a batch that must be accepted; returns its id.
+    pub async fn submit(&self, batch: &Value) -> String {
+        let (status, report) = self.post("/v1/batches", batch).await;
+        assert_eq!(status, 202, "the batch was not accepted: {report}");
+        report["batch_id"]
+            .as_str()
+            .expect("an accepted batch has an id")
+            .to_string()
+    }
+
+    /// POSTs `body` as is, with `content_type` and `headers`; returns the status,
+    /// the answer's headers and its JSON (`Null` when it is not JSON).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let json = response.json().await.unwrap_or(Value::Null);
+        (status, headers, json)
+    }
+
+    /// Every message of a batch in index order, read page by page from the ledger.
+    pub async fn messages(&self, batch_id: &str) -> Vec<Value> {
+        let mut messages = Vec::new();
+        let mut after = String::new();
+        for _ in 0..1_000 {
+            let path = format!("/v1/batches/{batch_id}/messages?limit=1000{after}");
+            let (status, page) = self.get(&path).await;
+            assert_eq!(status, 200, "{page}");
+            let page_messages = page["messages"].as_array().expect("a page of messages");
+            messages.extend(page_messages.iter().cloned());
+            match page["next_after"].as_u64() {
+                Some(next) => after = format!("&after={next}"),
+                None => return messages,
+            }
+        }
+        panic!("the ledger of batch {batch_id} never ended");
+    }
+}
