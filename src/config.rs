@@ -264,9 +264,21 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Parses `text` inside figment's jail: the environment is read under a global
+    /// lock, so a test that sets `HERALD_…` variables cannot leak into another.
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn parse(text: &str) -> Config {
+        let mut parsed = None;
+        figment::Jail::expect_with(|_| {
+            parsed = Some(Config::from_toml(text).expect("valid config"));
+            Ok(())
+        });
+        parsed.expect("the jail ran")
+    }
+
     #[test]
     fn no_file_gives_working_defaults() {
-        let c = Config::from_toml("").unwrap();
+        let c = parse("");
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
         assert!(c.providers.is_empty());
         c.validate().unwrap();
@@ -274,7 +286,7 @@ mod tests {
 
     #[test]
     fn providers_and_defaults_come_from_toml() {
-        let c = Config::from_toml(
+        let c = parse(
             r#"
             [defaults]
             sms = "hook"
@@ -286,8 +298,7 @@ mod tests {
             rate_per_sec = 500
             secret = "s3cret"
             "#,
-        )
-        .unwrap();
+        );
         assert_eq!(c.defaults[&Channel::Sms], "hook");
         let p = &c.providers[0];
         assert_eq!(p.rate_per_sec, Some(500.0));
@@ -322,7 +333,7 @@ mod tests {
 
     #[test]
     fn a_lease_shorter_than_the_send_timeout_is_refused() {
-        let c = Config::from_toml("[worker]\nlease_ms = 1000\nsend_timeout_ms = 2000").unwrap();
+        let c = parse("[worker]\nlease_ms = 1000\nsend_timeout_ms = 2000");
         assert!(c.validate().unwrap_err().contains("lease_ms"));
     }
 }

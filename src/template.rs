@@ -128,9 +128,11 @@ impl Template {
     }
 
     fn explain(&self, err: &minijinja::Error, vars: &Map<String, Value>) -> RenderError {
-        if err.kind() == minijinja::ErrorKind::UndefinedError
-            && let Some(missing) = self.variables.iter().find(|v| !vars.contains_key(*v))
-        {
+        // In strict mode a variable the recipient lacks fails the render, as an
+        // undefined error or (inside an expression) an invalid operation: either
+        // way, the absent variable is the cause worth naming.
+        let fuel = err.kind() == minijinja::ErrorKind::OutOfFuel;
+        if !fuel && let Some(missing) = self.variables.iter().find(|v| !vars.contains_key(*v)) {
             return RenderError::MissingVariable(missing.clone());
         }
         let mut message = err.kind().to_string();

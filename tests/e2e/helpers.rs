@@ -26,11 +26,19 @@ pub struct Reply {
 
 impl Reply {
     pub fn ok() -> Self {
-        Reply { status: 200, retry_after: None, delay: Duration::ZERO, body: String::new() }
+        Reply {
+            status: 200,
+            retry_after: None,
+            delay: Duration::ZERO,
+            body: String::new(),
+        }
     }
 
     pub fn status(status: u16) -> Self {
-        Reply { status, ..Reply::ok() }
+        Reply {
+            status,
+            ..Reply::ok()
+        }
     }
 
     pub fn retry_after(mut self, value: &str) -> Self {
@@ -80,15 +88,26 @@ impl ProviderServer {
     pub async fn start() -> Self {
         let state = Arc::new(ServerState {
             received: Mutex::new(Vec::new()),
-            behaviour: Mutex::new(Arc::new(|n, _| Reply::ok().body(&format!(r#"{{"id":"p-{n}"}}"#)))),
+            behaviour: Mutex::new(Arc::new(|n, _| {
+                Reply::ok().body(&format!(r#"{{"id":"p-{n}"}}"#))
+            })),
         });
         let router = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the provider server");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the provider server");
         let addr: SocketAddr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await.expect("provider server") });
-        ProviderServer { url: format!("http://{addr}/hook"), state }
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .await
+                .expect("provider server")
+        });
+        ProviderServer {
+            url: format!("http://{addr}/hook"),
+            state,
+        }
     }
 
     pub fn behave(&self, f: impl Fn(usize, &Value) -> Reply + Send + Sync + 'static) {
@@ -107,7 +126,10 @@ impl ProviderServer {
     pub fn provider(&self, secret: Option<&str>) -> ProviderConfig {
         ProviderConfig {
             name: "hook".into(),
-            kind: ProviderKind::Webhook { url: self.url.clone(), secret: secret.map(Secret::new) },
+            kind: ProviderKind::Webhook {
+                url: self.url.clone(),
+                secret: secret.map(Secret::new),
+            },
             channels: vec![herald::domain::Channel::Sms, herald::domain::Channel::Email],
             rate_per_sec: None,
             burst: None,
@@ -115,9 +137,18 @@ impl ProviderServer {
     }
 }
 
-async fn receive(State(state): State<Arc<ServerState>>, headers: HeaderMap, raw: Bytes) -> Response {
+async fn receive(
+    State(state): State<Arc<ServerState>>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Response {
     let json: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(String::from);
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
     let (n, behaviour) = {
         let mut received = state.received.lock().unwrap();
         received.push(Received {
@@ -135,16 +166,20 @@ async fn receive(State(state): State<Arc<ServerState>>, headers: HeaderMap, raw:
     }
     let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
     if let Some(after) = reply.retry_after {
-        response.headers_mut().insert("retry-after", after.parse().unwrap());
+        response
+            .headers_mut()
+            .insert("retry-after", after.parse().unwrap());
     }
     response
 }
 
 /// A configuration for tests: port 0, a temp store, fast polls and retries.
 pub fn test_config(store: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.store = store.display().to_string();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        store: store.display().to_string(),
+        ..Config::default()
+    };
     config.worker.poll_interval_ms = 20;
     config.worker.lease_ms = 5_000;
     config.worker.send_timeout_ms = 2_000;
@@ -168,7 +203,12 @@ pub async fn spawn_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(&dir.path().join("store"));
     tweak(&mut config);
     let running = app::start(config).await.expect("herald starts");
-    TestApp { url: running.url(), client: client(), running: Some(running), dir }
+    TestApp {
+        url: running.url(),
+        client: client(),
+        running: Some(running),
+        dir,
+    }
 }
 
 pub fn client() -> reqwest::Client {
@@ -178,13 +218,24 @@ pub fn client() -> reqwest::Client {
 impl TestApp {
     /// POSTs JSON to `path`; returns the status and the JSON answer.
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let response = self.client.post(format!("{}{path}", self.url)).json(body).send().await.unwrap();
+        let response = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self.client.get(format!("{}{path}", self.url)).send().await.unwrap();
+        let response = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -219,7 +270,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
