@@ -116,7 +116,11 @@ pub fn read_csv(path: &Path) -> anyhow::Result<CsvRecipients> {
 }
 
 fn parse_csv(input: impl std::io::Read, name: &str) -> anyhow::Result<CsvRecipients> {
+    // Any(\n) rather than the default CRLF handling: the csv crate counts lines
+    // only on \n, so with CRLF files (Excel on Windows) its line numbers would lag
+    // one behind. Trim::All drops the \r left at the end of each last field.
     let mut reader = csv::ReaderBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
         .trim(csv::Trim::All)
         .from_reader(input);
     let headers = reader

@@ -312,7 +312,16 @@ async fn settle_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Done>, stop: 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
     use super::*;
+    use crate::domain::{BatchId, Channel};
+    use crate::queue::{
+        Accepted, BatchSummary, Control, Engine, MessageQuery, MessageRecord, NewBatch, NewMessage,
+    };
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
@@ -366,5 +375,117 @@ mod tests {
             p.outcome(1, &permanent, 0),
             Outcome::Failed { .. }
         ));
+    }
+
+    /// A real SQLite engine whose settlements are slow, counting how many messages
+    /// are claimed and not yet recorded at any moment.
+    struct SlowSettle {
+        inner: Arc<dyn Engine>,
+        unrecorded: Mutex<(usize, usize)>,
+        settled: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Engine for SlowSettle {
+        async fn accept(&self, batch: NewBatch) -> crate::queue::Result<Accepted> {
+            self.inner.accept(batch).await
+        }
+        async fn claim(
+            &self,
+            provider: &str,
+            limit: usize,
+            lease: Duration,
+        ) -> crate::queue::Result<Vec<Claimed>> {
+            let claimed = self.inner.claim(provider, limit, lease).await?;
+            let mut u = self.unrecorded.lock().unwrap();
+            u.0 += claimed.len();
+            u.1 = u.1.max(u.0);
+            Ok(claimed)
+        }
+        async fn settle(&self, settlements: Vec<Settlement>) -> crate::queue::Result<()> {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let n = settlements.len();
+            self.inner.settle(settlements).await?;
+            self.unrecorded.lock().unwrap().0 -= n;
+            self.settled.fetch_add(n, Ordering::SeqCst);
+            Ok(())
+        }
+        async fn batch(&self, id: BatchId) -> crate::queue::Result<Option<BatchSummary>> {
+            self.inner.batch(id).await
+        }
+        async fn messages(
+            &self,
+            id: BatchId,
+            query: MessageQuery,
+        ) -> crate::queue::Result<Vec<MessageRecord>> {
+            self.inner.messages(id, query).await
+        }
+        async fn control(
+            &self,
+            id: BatchId,
+            action: Control,
+        ) -> crate::queue::Result<Option<BatchSummary>> {
+            self.inner.control(id, action).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_more_than_max_in_flight_messages_are_ever_claimed_and_unrecorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = Queue::open(&dir.path().display().to_string())
+            .await
+            .unwrap();
+        let slow = Arc::new(SlowSettle {
+            inner: real.engine(),
+            unrecorded: Mutex::new((0, 0)),
+            settled: AtomicUsize::new(0),
+        });
+        let queue = Queue::from_engine(slow.clone());
+        let messages = (0..300)
+            .map(|index| NewMessage {
+                index,
+                provider: "log".into(),
+                to: format!("+86138{index:08}"),
+                reference: None,
+                subject: None,
+                body: "hi".into(),
+            })
+            .collect();
+        queue
+            .accept(NewBatch {
+                id: BatchId::new(),
+                channel: Channel::Sms,
+                source: "test".into(),
+                priority: 0,
+                send_at_ms: now_ms(),
+                idempotency: None,
+                report: serde_json::json!({}),
+                messages,
+            })
+            .await
+            .unwrap();
+        let mut config = Config::default();
+        config.worker.max_in_flight = 8;
+        config.worker.poll_interval_ms = 5;
+        let registry = Registry::build(&[], &Default::default(), config.send_timeout()).unwrap();
+        let shutdown = CancellationToken::new();
+        let pool = tokio::spawn(Pool::new(queue, registry, &config).run(shutdown.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while slow.settled.load(Ordering::SeqCst) < 300 {
+            assert!(tokio::time::Instant::now() < deadline, "delivery stalled");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        pool.await.unwrap();
+        let (now, peak) = *slow.unrecorded.lock().unwrap();
+        assert_eq!(now, 0);
+        assert!(
+            peak <= 8,
+            "{peak} messages were claimed and unrecorded at once"
+        );
+        assert!(
+            peak >= 2,
+            "the pool never had more than one message in flight"
+        );
     }
 }

@@ -96,7 +96,9 @@ impl From<queue::Error> for Error {
         match e {
             queue::Error::Conflict(why) => Error::Conflict(why),
             queue::Error::Unavailable(_) => Error::Unavailable(e.to_string()),
-            queue::Error::Corrupt(_) => Error::Internal(e.to_string()),
+            queue::Error::Corrupt(_) | queue::Error::Unsupported(_) => {
+                Error::Internal(e.to_string())
+            }
         }
     }
 }

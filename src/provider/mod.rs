@@ -149,7 +149,7 @@ impl Registry {
                     return Err(ConfigError {
                         name,
                         message: format!(
-                            "is the default for {channel} but is not declared in [[providers]]"
+                            "is the default for {channel} (defaults.{channel}) but is not declared in [[providers]]"
                         ),
                     });
                 }
@@ -157,7 +157,7 @@ impl Registry {
                     return Err(ConfigError {
                         name,
                         message: format!(
-                            "is the default for {channel} but its channels do not include {channel}"
+                            "is the default for {channel} (defaults.{channel}) but its channels do not include {channel}"
                         ),
                     });
                 }

@@ -29,6 +29,9 @@ pub enum Error {
     Corrupt(String),
     #[error("{0}")]
     Conflict(String),
+    /// The store's URL names an engine this build does not have.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -211,7 +214,7 @@ impl Queue {
             None => Arc::new(sqlite::Sqlite::open(url.as_ref()).await?),
             Some(("sqlite", path)) => Arc::new(sqlite::Sqlite::open(path.as_ref()).await?),
             Some((scheme, _)) => {
-                return Err(Error::Unavailable(format!(
+                return Err(Error::Unsupported(format!(
                     "unknown store `{scheme}://`: use a directory path or `sqlite://DIR` for the embedded store"
                 )));
             }
@@ -220,6 +223,20 @@ impl Queue {
             engine,
             accepted: Arc::new(Notify::new()),
         })
+    }
+
+    /// A handle over any engine; lets tests wrap a real engine to observe or slow it.
+    #[cfg(test)]
+    pub(crate) fn from_engine(engine: Arc<dyn Engine>) -> Queue {
+        Queue {
+            engine,
+            accepted: Arc::new(Notify::new()),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> Arc<dyn Engine> {
+        self.engine.clone()
     }
 
     /// Stores a whole batch in one transaction, or nothing. Returns once it is on disk.
