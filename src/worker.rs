@@ -86,9 +86,13 @@ impl RetryPolicy {
     }
 }
 
-/// Everything the pool needs; cheap to clone.
+/// The worker pool; cheap to clone (one shared allocation).
 #[derive(Clone)]
 pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     queue: Queue,
     registry: Registry,
     policy: RetryPolicy,
@@ -101,7 +105,7 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(queue: Queue, registry: Registry, config: &Config) -> Self {
-        Pool {
+        let inner = Inner {
             queue,
             registry,
             policy: RetryPolicy::from(&config.retry),
@@ -110,6 +114,9 @@ impl Pool {
             poll: Duration::from_millis(config.worker.poll_interval_ms),
             grace: Duration::from_millis(config.worker.shutdown_grace_ms),
             slots: Arc::new(Semaphore::new(config.worker.max_in_flight)),
+        };
+        Pool {
+            inner: Arc::new(inner),
         }
     }
 
@@ -117,9 +124,14 @@ impl Pool {
     pub async fn run(self, shutdown: CancellationToken) {
         let (tx, rx) = mpsc::unbounded_channel();
         let stop_settler = CancellationToken::new();
-        let settler = tokio::spawn(settle_loop(self.queue.clone(), rx, stop_settler.clone()));
+        let settler = tokio::spawn(settle_loop(
+            self.inner.queue.clone(),
+            rx,
+            stop_settler.clone(),
+        ));
         let sends = TaskTracker::new();
         let claimers: Vec<_> = self
+            .inner
             .registry
             .routes()
             .cloned()
@@ -139,7 +151,7 @@ impl Pool {
             }
         }
         sends.close();
-        if tokio::time::timeout(self.grace, sends.wait())
+        if tokio::time::timeout(self.inner.grace, sends.wait())
             .await
             .is_err()
         {
@@ -162,7 +174,7 @@ impl Pool {
         shutdown: CancellationToken,
     ) {
         loop {
-            let work = self.queue.work_arrived().notified();
+            let work = self.inner.queue.work_arrived().notified();
             tokio::pin!(work);
             work.as_mut().enable();
 
@@ -170,11 +182,11 @@ impl Pool {
             let first = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return,
-                permit = self.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                permit = self.inner.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
             let mut permits = vec![first];
             while permits.len() < CLAIM_CHUNK {
-                match self.slots.clone().try_acquire_owned() {
+                match self.inner.slots.clone().try_acquire_owned() {
                     Ok(p) => permits.push(p),
                     Err(_) => break,
                 }
@@ -190,7 +202,12 @@ impl Pool {
                 }
             };
             permits.truncate(tokens);
-            let claimed = match self.queue.claim(&route.name, tokens, self.lease).await {
+            let claimed = match self
+                .inner
+                .queue
+                .claim(&route.name, tokens, self.inner.lease)
+                .await
+            {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::error!(provider = %route.name, error = %e, "claiming messages failed");
@@ -215,7 +232,7 @@ impl Pool {
             if idle {
                 tokio::select! {
                     () = &mut work => {}
-                    () = tokio::time::sleep(self.poll) => {}
+                    () = tokio::time::sleep(self.inner.poll) => {}
                     () = shutdown.cancelled() => return,
                 }
             }
@@ -240,20 +257,27 @@ impl Pool {
             subject: claimed.subject,
             body: claimed.body,
         };
-        let result =
-            match tokio::time::timeout(self.send_timeout, route.provider.send(&message)).await {
-                Ok(result) => result,
-                Err(_) => Err(provider::Error::Transient {
-                    reason: format!("no answer within {} ms", self.send_timeout.as_millis()),
-                    retry_after: None,
-                }),
-            };
+        let result = match tokio::time::timeout(
+            self.inner.send_timeout,
+            route.provider.send(&message),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(provider::Error::Transient {
+                reason: format!(
+                    "no answer within {} ms",
+                    self.inner.send_timeout.as_millis()
+                ),
+                retry_after: None,
+            }),
+        };
         let outcome = match result {
             Ok(receipt) => Outcome::Sent {
                 provider_message_id: receipt.provider_message_id,
             },
             Err(error) => {
-                let outcome = self.policy.outcome(attempt, &error, now_ms());
+                let outcome = self.inner.policy.outcome(attempt, &error, now_ms());
                 let verdict = if matches!(outcome, Outcome::Failed { .. }) {
                     "failed"
                 } else {
@@ -266,6 +290,15 @@ impl Pool {
         // The settler outlives every send it can receive from; if it is gone the
         // process is past its grace period and the lease brings the message back.
         let _ = results.send((Settlement { lease, outcome }, permit));
+    }
+}
+
+/// Frees the slots of recorded outcomes in one step, so a waiting claimer sees
+/// them all at once and claims them in one transaction rather than a few at a time.
+fn release(done: &mut Vec<Done>) {
+    let mut permits = done.drain(..).map(|(_, permit)| permit);
+    if let Some(mut all) = permits.next() {
+        permits.for_each(|p| all.merge(p));
     }
 }
 
@@ -297,7 +330,7 @@ async fn settle_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Done>, stop: 
                 () = stop.cancelled() => break,
             }
         }
-        pending.clear();
+        release(&mut pending);
     }
     while let Ok(s) = rx.try_recv() {
         pending.push(s);

@@ -200,6 +200,10 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
+        // Providers answer, they do not redirect; and a proxy lookup per request
+        // costs CPU on the hot path.
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
