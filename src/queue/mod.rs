@@ -9,6 +9,8 @@
 //! Delivery is at-least-once: a claimed message carries a lease; if its worker dies,
 //! the lease expires and the message is claimed again with the same message id.
 
+mod postgres;
+mod redis;
 mod sqlite;
 
 use std::sync::Arc;
@@ -213,6 +215,8 @@ impl Queue {
         let engine: Arc<dyn Engine> = match url.split_once("://") {
             None => Arc::new(sqlite::Sqlite::open(url.as_ref()).await?),
             Some(("sqlite", path)) => Arc::new(sqlite::Sqlite::open(path.as_ref()).await?),
+            Some(("postgres" | "postgresql", _)) => postgres::open(url).await?,
+            Some(("redis" | "rediss", _)) => redis::open(url).await?,
             Some((scheme, _)) => {
                 return Err(Error::Unsupported(format!(
                     "unknown store `{scheme}://`: use a directory path or `sqlite://DIR` for the embedded store"

@@ -9,13 +9,23 @@ use serde_json::json;
 use super::*;
 use crate::domain::now_ms;
 
-/// A fresh store for one test; the guard keeps its directory alive.
-async fn stores() -> Vec<(Queue, tempfile::TempDir)> {
+/// A store for one test: the handle, its URL (to open it again) and a guard that
+/// keeps it alive and cleans it up when dropped.
+pub(crate) type TestStore = (Queue, String, Box<dyn std::any::Any + Send>);
+
+/// A fresh store of every engine for one test.
+async fn stores() -> Vec<TestStore> {
+    let mut stores = vec![sqlite_store().await];
+    stores.extend(super::postgres::test_store().await);
+    stores.extend(super::redis::test_store().await);
+    stores
+}
+
+async fn sqlite_store() -> TestStore {
     let dir = tempfile::tempdir().expect("temp dir");
-    let sqlite = Queue::open(&format!("sqlite://{}", dir.path().join("store").display()))
-        .await
-        .expect("open the SQLite store");
-    vec![(sqlite, dir)]
+    let url = format!("sqlite://{}", dir.path().join("store").display());
+    let queue = Queue::open(&url).await.expect("open the SQLite store");
+    (queue, url, Box::new(dir))
 }
 
 fn batch(n: u32, priority: i32, send_at_ms: i64) -> NewBatch {
@@ -65,12 +75,10 @@ fn settle_all(claimed: &[Claimed], outcome: Outcome) -> Vec<Settlement> {
 
 #[tokio::test]
 async fn an_accepted_batch_is_stored_whole_and_survives_reopening() {
-    for (q, dir) in stores().await {
+    for (q, url, _guard) in stores().await {
         let id = accept(&q, batch(250, 0, now_ms())).await;
         drop(q);
-        let reopened = Queue::open(&dir.path().join("store").display().to_string())
-            .await
-            .unwrap();
+        let reopened = Queue::open(&url).await.unwrap();
         let c = counts(&reopened, id).await;
         assert_eq!((c.total, c.pending), (250, 250));
         let page = reopened
@@ -91,7 +99,7 @@ async fn an_accepted_batch_is_stored_whole_and_survives_reopening() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claims_never_hand_out_a_message_twice() {
-    for (q, _dir) in stores().await {
+    for (q, _url, _guard) in stores().await {
         accept(&q, batch(1000, 0, now_ms())).await;
         let mut tasks = Vec::new();
         for _ in 0..8 {
@@ -120,7 +128,7 @@ async fn concurrent_claims_never_hand_out_a_message_twice() {
 
 #[tokio::test]
 async fn an_expired_lease_is_claimed_again_and_the_old_lease_cannot_settle() {
-    for (q, _dir) in stores().await {
+    for (q, _url, _guard) in stores().await {
         let id = accept(&q, batch(3, 0, now_ms())).await;
         let first = q.claim("p", 10, Duration::from_millis(50)).await.unwrap();
         assert_eq!(first.len(), 3);
@@ -174,7 +182,7 @@ async fn an_expired_lease_is_claimed_again_and_the_old_lease_cannot_settle() {
 
 #[tokio::test]
 async fn a_retry_waits_for_its_time_and_counts_an_attempt_a_release_does_not() {
-    for (q, _dir) in stores().await {
+    for (q, _url, _guard) in stores().await {
         accept(&q, batch(2, 0, now_ms())).await;
         let claimed = q.claim("p", 10, LEASE).await.unwrap();
         let (a, b) = (&claimed[0], &claimed[1]);
@@ -213,7 +221,7 @@ async fn a_retry_waits_for_its_time_and_counts_an_attempt_a_release_does_not() {
 
 #[tokio::test]
 async fn failures_are_recorded_and_retry_requeues_only_the_failed() {
-    for (q, _dir) in stores().await {
+    for (q, _url, _guard) in stores().await {
         let id = accept(&q, batch(4, 0, now_ms())).await;
         let claimed = q.claim("p", 10, LEASE).await.unwrap();
         let mut settlements = settle_all(
@@ -268,7 +276,7 @@ async fn failures_are_recorded_and_retry_requeues_only_the_failed() {
 
 #[tokio::test]
 async fn pause_holds_messages_resume_releases_them_cancel_ends_them() {
-    for (q, _dir) in stores().await {
+    for (q, _url, _guard) in stores().await {
         let id = accept(&q, batch(5, 0, now_ms())).await;
         let in_flight = q.claim("p", 1, LEASE).await.unwrap();
         let paused = q.control(id, Control::Pause).await.unwrap().unwrap();
@@ -323,7 +331,7 @@ async fn pause_holds_messages_resume_releases_them_cancel_ends_them() {
 
 #[tokio::test]
 async fn an_idempotency_key_replays_the_same_request_and_refuses_a_different_one() {
-    for (q, _dir) in stores().await {
+    for (q, _url, _guard) in stores().await {
         let keyed = |hash: &str| {
             let mut b = batch(3, 0, now_ms());
             b.idempotency = Some(Idempotency {
@@ -356,7 +364,7 @@ async fn an_idempotency_key_replays_the_same_request_and_refuses_a_different_one
 
 #[tokio::test]
 async fn claims_go_by_priority_then_send_time_then_arrival() {
-    for (q, _dir) in stores().await {
+    for (q, _url, _guard) in stores().await {
         let now = now_ms();
         let low = accept(&q, batch(1, -5, now - 1_000)).await;
         let normal_late = accept(&q, batch(1, 0, now - 10)).await;
@@ -385,7 +393,7 @@ async fn claims_go_by_priority_then_send_time_then_arrival() {
 
 #[tokio::test]
 async fn claims_only_take_the_named_providers_messages() {
-    for (q, _dir) in stores().await {
+    for (q, _url, _guard) in stores().await {
         let mut other = batch(3, 0, now_ms());
         for m in &mut other.messages {
             m.provider = "other".into();
@@ -399,7 +407,7 @@ async fn claims_only_take_the_named_providers_messages() {
 
 #[tokio::test]
 async fn ledger_pages_follow_index_order_and_filter_by_state() {
-    for (q, _dir) in stores().await {
+    for (q, _url, _guard) in stores().await {
         let id = accept(&q, batch(25, 0, now_ms())).await;
         let mut after = None;
         let mut seen = Vec::new();
