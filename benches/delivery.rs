@@ -103,7 +103,11 @@ fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
 
 fn run(smoke: bool) -> anyhow::Result<()> {
     let plan = if smoke {
-        Plan { rounds: 1, messages: BATCH_SIZE, submits: 1 }
+        Plan {
+            rounds: 1,
+            messages: BATCH_SIZE,
+            submits: 1,
+        }
     } else {
         Plan::from_env()?
     };

@@ -17,17 +17,31 @@ use crate::provider::Registry;
 use crate::queue::Queue;
 use crate::worker::Pool;
 
+/// What one Herald process runs. Several processes with different roles can share
+/// one server store (PostgreSQL or Redis): API processes accept and report, worker
+/// processes deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP API and the workers (`herald serve`); workers only if `worker.enabled`.
+    All,
+    /// Only the HTTP API (`herald api`).
+    Api,
+    /// Only the workers, no HTTP listener (`herald worker`).
+    Worker,
+}
+
 /// A started Herald: its address, and the handle to stop it.
 pub struct Running {
-    pub addr: SocketAddr,
+    /// Where the API listens; `None` for a worker-only process.
+    pub addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
-    /// `http://ADDR`, for clients and tests.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+    /// `http://ADDR`, for clients and tests; `None` for a worker-only process.
+    pub fn url(&self) -> Option<String> {
+        self.addr.map(|addr| format!("http://{addr}"))
     }
 
     /// Asks Herald to stop; [`Running::wait`] returns once it has.
@@ -42,6 +56,11 @@ impl Running {
 
 /// Starts the API and the workers in the background.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_as(config, Role::All).await
+}
+
+/// Starts what `role` says in the background.
+pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
     config
         .validate()
         .map_err(anyhow::Error::msg)
@@ -51,10 +70,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("opening the store `{}`", config.store))?;
     let registry = Registry::build(&config.providers, &config.defaults, config.send_timeout())
         .context("invalid provider configuration")?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr().context("reading the bound address")?;
+    let listener = match role {
+        Role::Worker => None,
+        Role::All | Role::Api => Some(
+            tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?,
+        ),
+    };
+    let addr = listener
+        .as_ref()
+        .map(|l| l.local_addr().context("reading the bound address"))
+        .transpose()?;
 
     let state = AppState {
         intake: Intake::new(
@@ -65,14 +92,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         queue: queue.clone(),
     };
     let router = api::router(state, config.limits.max_body_bytes);
-    let pool = config
-        .worker
-        .enabled
-        .then(|| Pool::new(queue, registry, &config));
+    let workers = match role {
+        Role::All => config.worker.enabled,
+        Role::Api => false,
+        Role::Worker => true,
+    };
+    let pool = workers.then(|| Pool::new(queue, registry, &config));
     let grace = Duration::from_millis(config.worker.shutdown_grace_ms);
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(listener, router, pool, grace, shutdown.clone()));
-    tracing::info!(%addr, store = %config.store, workers = config.worker.enabled, "herald listening on http://{addr}");
+    let http = listener.map(|listener| (listener, router));
+    let task = tokio::spawn(run(http, pool, grace, shutdown.clone()));
+    match addr {
+        Some(addr) => {
+            tracing::info!(%addr, store = %config.store, workers, "herald listening on http://{addr}")
+        }
+        None => tracing::info!(store = %config.store, "herald worker started"),
+    }
     Ok(Running {
         addr,
         shutdown,
@@ -81,28 +116,41 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 }
 
 async fn run(
-    listener: tokio::net::TcpListener,
-    router: axum::Router,
+    http: Option<(tokio::net::TcpListener, axum::Router)>,
     pool: Option<Pool>,
     grace: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let workers = pool.map(|pool| tokio::spawn(pool.run(shutdown.clone())));
+    if let Some((listener, router)) = http {
+        serve_http(listener, router, grace, &shutdown).await?;
+    } else {
+        shutdown.cancelled().await;
+    }
+    shutdown.cancel();
+    if let Some(workers) = workers {
+        workers.await.context("the worker pool panicked")?;
+    }
+    tracing::info!("herald stopped");
+    Ok(())
+}
+
+/// Serves HTTP until `shutdown`, then lets requests in progress finish within `grace`.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    grace: Duration,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<()> {
     let stop = shutdown.clone();
     let mut http = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
     });
-
     let served = tokio::select! {
-        served = &mut http => Some(served),
-        () = shutdown.cancelled() => None,
-    };
-    // Requests in progress get the same grace as sends; then they are cut off.
-    let served = match served {
-        Some(served) => served,
-        None => match tokio::time::timeout(grace, &mut http).await {
+        served = &mut http => served,
+        () = shutdown.cancelled() => match tokio::time::timeout(grace, &mut http).await {
             Ok(served) => served,
             Err(_) => {
                 tracing::warn!("HTTP requests still open after the grace period; closing them");
@@ -111,20 +159,16 @@ async fn run(
             }
         },
     };
+    // The server only returns early on an error; stop the workers with it.
     shutdown.cancel();
-    if let Some(workers) = workers {
-        workers.await.context("the worker pool panicked")?;
-    }
     served
         .context("the HTTP server panicked")?
-        .context("the HTTP server failed")?;
-    tracing::info!("herald stopped");
-    Ok(())
+        .context("the HTTP server failed")
 }
 
-/// Runs until SIGINT or SIGTERM, then shuts down in order.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let running = start(config).await?;
+/// Runs `role` until SIGINT or SIGTERM, then shuts down in order.
+pub async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
+    let running = start_as(config, role).await?;
     let shutdown = running.shutdown.clone();
     tokio::spawn(async move {
         signal().await;

@@ -35,6 +35,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP API and the delivery workers.
     Serve(ServeArgs),
+    /// Run only the HTTP API (workers run elsewhere, on a shared store).
+    Api(ServeArgs),
+    /// Run only the delivery workers, against a shared store; no HTTP listener.
+    Worker(ServeArgs),
     /// Submit a batch from a CSV file (header: to, optional ref, then variables).
     Send(SendArgs),
     /// Show a batch's state and counts.
@@ -192,7 +196,9 @@ fn describe_csv_error(e: &csv::Error) -> String {
 /// Runs a client command against a Herald server.
 pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Serve(_) | Command::Api(_) | Command::Worker(_) => {
+            unreachable!("serve, api and worker are handled by main")
+        }
         Command::Send(args) => send(args).await,
         Command::Status(args) => status(args).await,
     }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use herald::app::Role;
 use herald::cli::{Cli, Command};
 use herald::config::Config;
 use herald::{app, cli, telemetry};
@@ -23,19 +24,19 @@ fn main() -> ExitCode {
 
 fn run(args: Cli) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    match args.command {
-        Command::Serve(serve) => {
-            let mut config =
-                Config::load(args.config.as_deref()).context("loading the configuration")?;
-            if let Some(listen) = serve.listen {
-                config.listen = listen;
-            }
-            if let Some(store) = serve.store {
-                config.store = store;
-            }
-            runtime.block_on(app::serve(config))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        other => runtime.block_on(cli::run(other)),
+    let (role, serve) = match args.command {
+        Command::Serve(serve) => (Role::All, serve),
+        Command::Api(serve) => (Role::Api, serve),
+        Command::Worker(serve) => (Role::Worker, serve),
+        other => return runtime.block_on(cli::run(other)),
+    };
+    let mut config = Config::load(args.config.as_deref()).context("loading the configuration")?;
+    if let Some(listen) = serve.listen {
+        config.listen = listen;
     }
+    if let Some(store) = serve.store {
+        config.store = store;
+    }
+    runtime.block_on(app::serve(config, role))?;
+    Ok(ExitCode::SUCCESS)
 }

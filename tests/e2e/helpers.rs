@@ -204,7 +204,7 @@ pub async fn spawn_app(tweak: impl FnOnce(&mut Config)) -> TestApp {
     tweak(&mut config);
     let running = app::start(config).await.expect("herald starts");
     TestApp {
-        url: running.url(),
+        url: running.url().expect("the API runs"),
         client: client(),
         running: Some(running),
         dir,
