@@ -124,8 +124,8 @@ impl Sqlite {
                 ))
             })?;
             let path = dir.join("herald.db");
-            let writer = connect(&path)?;
-            migrate(&writer)?;
+            let mut writer = connect(&path)?;
+            migrate(&mut writer)?;
             // Checkpoints run on their own connection and thread, so a commit never
             // pays for copying the WAL into the database; the writer only does it
             // itself (as a safety net) if the WAL grows past ~80 MB.
@@ -199,21 +199,32 @@ where
     .map_err(|e| Error::Unavailable(format!("store task failed: {e}")))?
 }
 
-fn migrate(conn: &Connection) -> Result<()> {
-    let version: i64 = conn
+/// Begins a write transaction holding the write lock from its first statement: with
+/// several processes on one store, a transaction that read first and then tried to
+/// write could fail at once (SQLITE_BUSY_SNAPSHOT) instead of waiting its turn.
+fn write_transaction(conn: &mut Connection) -> Result<Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(unavailable)
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    // Under the write lock, so processes starting together migrate once.
+    let tx = write_transaction(conn)?;
+    let version: i64 = tx
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(unavailable)?;
     match version {
-        0 => conn
-            .execute_batch(&format!(
-                "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))
-            .map_err(unavailable),
-        SCHEMA_VERSION => Ok(()),
-        newer => Err(Error::Corrupt(format!(
-            "the store has schema version {newer}, this herald knows up to {SCHEMA_VERSION}: upgrade herald"
-        ))),
+        0 => tx
+            .execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
+            .map_err(unavailable)?,
+        SCHEMA_VERSION => {}
+        newer => {
+            return Err(Error::Corrupt(format!(
+                "the store has schema version {newer}, this herald knows up to {SCHEMA_VERSION}: upgrade herald"
+            )));
+        }
     }
+    tx.commit().map_err(unavailable)
 }
 
 fn parse_channel(s: String) -> Result<Channel> {
@@ -228,7 +239,7 @@ fn parse_state(s: &str) -> Result<MessageState> {
 impl Engine for Sqlite {
     async fn accept(&self, batch: NewBatch) -> Result<Accepted> {
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(unavailable)?;
+            let tx = write_transaction(conn)?;
             if let Some(idem) = &batch.idempotency {
                 let seen: Option<(String, Option<String>, String)> = tx
                     .query_row(
@@ -266,7 +277,7 @@ impl Engine for Sqlite {
             let now = now_ms();
             let token = fastrand::i64(..);
             let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
-            let tx = conn.transaction().map_err(unavailable)?;
+            let tx = write_transaction(conn)?;
             tx.prepare_cached(&format!(
                 "UPDATE messages SET state = {REQUEUED_STATE}, lease = NULL, lease_until = NULL, updated_at = ?1
                  WHERE state = 'sending' AND lease_until <= ?1"
@@ -335,7 +346,7 @@ impl Engine for Sqlite {
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<()> {
         self.write(move |conn| {
             let now = now_ms();
-            let tx = conn.transaction().map_err(unavailable)?;
+            let tx = write_transaction(conn)?;
             {
                 let mut sent = tx
                     .prepare_cached(
@@ -446,7 +457,7 @@ impl Engine for Sqlite {
 
     async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>> {
         self.write(move |conn| {
-            let tx = conn.transaction().map_err(unavailable)?;
+            let tx = write_transaction(conn)?;
             let Some(batch) = batch_by_id(&tx, id)? else {
                 return Ok(None);
             };

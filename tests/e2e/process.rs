@@ -123,34 +123,16 @@ impl Herald {
     /// Runs `herald serve --config CONFIG` with `env` on top (the file listens on
     /// port 0), reads the bound address from its JSON log and waits for `/healthz`.
     async fn serve(config: &Path, env: &[(&str, &str)]) -> Herald {
-        let mut child = herald_command()
-            .args(["--log-format", "json", "serve", "--config"])
-            .arg(config)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start herald serve");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let process = Process {
-            child,
-            log: Arc::default(),
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let log = process.log.clone();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(addr) = listening_addr(&line)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(addr);
-                }
-                log.lock().unwrap().push(line);
-            }
-        });
+        Self::start("serve", config, env).await
+    }
+
+    /// The same for `herald api`: the API without workers.
+    async fn api(config: &Path, env: &[(&str, &str)]) -> Herald {
+        Self::start("api", config, env).await
+    }
+
+    async fn start(subcommand: &str, config: &Path, env: &[(&str, &str)]) -> Herald {
+        let (process, rx) = spawn(subcommand, config, env);
         let addr = match tokio::time::timeout(START, rx).await {
             Ok(Ok(addr)) => addr,
             _ => panic!(
@@ -178,6 +160,44 @@ impl Herald {
         self.process.child.kill().expect("SIGKILL herald");
         self.process.child.wait().expect("reap herald");
     }
+}
+
+/// Starts `herald SUBCOMMAND --config CONFIG` with `env` on top, collecting its JSON
+/// log; the receiver yields the address once it logs `herald listening`.
+fn spawn(
+    subcommand: &str,
+    config: &Path,
+    env: &[(&str, &str)],
+) -> (Process, tokio::sync::oneshot::Receiver<SocketAddr>) {
+    let mut child = herald_command()
+        .args(["--log-format", "json", subcommand, "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start herald {subcommand}: {e}"));
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let process = Process {
+        child,
+        log: Arc::default(),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let log = process.log.clone();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(addr) = listening_addr(&line)
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(addr);
+            }
+            log.lock().unwrap().push(line);
+        }
+    });
+    (process, rx)
 }
 
 /// The `addr` of the `herald listening` JSON log line.
@@ -321,6 +341,52 @@ async fn a_kill_9_mid_delivery_loses_no_message_and_repeats_at_most_max_in_fligh
     assert!(
         repeats <= MAX_IN_FLIGHT,
         "{repeats} repeated sends after a crash, more than max_in_flight = {MAX_IN_FLIGHT}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_process_and_worker_processes_share_one_store_and_survive_a_worker_kill() {
+    const TOTAL: usize = 1_500;
+    const MAX_IN_FLIGHT: usize = 16;
+    let server = ProviderServer::start().await;
+    server.behave(|n, _| ok(n).delayed(Duration::from_millis(5)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &server);
+    let max_in_flight = MAX_IN_FLIGHT.to_string();
+    let env = [
+        ("HERALD_WORKER__MAX_IN_FLIGHT", max_in_flight.as_str()),
+        ("HERALD_WORKER__LEASE_MS", "2500"),
+        ("HERALD_WORKER__SEND_TIMEOUT_MS", "2000"),
+    ];
+    let api = Herald::api(&config, &env).await;
+    let (mut doomed, _) = spawn("worker", &config, &env);
+    let (mut survivor, _) = spawn("worker", &config, &env);
+
+    let batch_id = api.api.submit(&sms_batch(TOTAL)).await;
+    received_at_least(&server, 300, FINISH).await;
+    doomed.child.kill().expect("SIGKILL one worker");
+    doomed.child.wait().expect("reap it");
+    let batch = api.api.wait_finished(&batch_id, FINISH).await;
+
+    assert_eq!(batch["counts"]["sent"], TOTAL, "{batch}");
+    let received = server.received();
+    let keys = per_key(&received);
+    let expected: HashSet<String> = (0..TOTAL).map(|i| format!("{batch_id}-{i}")).collect();
+    let delivered: HashSet<String> = keys.keys().cloned().collect();
+    assert!(
+        delivered == expected,
+        "every message reached the provider: {}",
+        difference(&expected, &delivered)
+    );
+    let repeats = received.len() - keys.len();
+    assert!(
+        repeats <= MAX_IN_FLIGHT,
+        "{repeats} repeats after killing one worker, more than its max_in_flight = {MAX_IN_FLIGHT}"
+    );
+    assert!(survivor.running(), "the other worker is still running");
+    assert!(
+        api.process.log().contains("herald listening") && !survivor.log().contains("listening"),
+        "the API process listens, a worker does not"
     );
 }
 
