@@ -208,6 +208,23 @@ fn client() -> anyhow::Result<reqwest::Client> {
     crate::provider::http_client(Duration::from_secs(300)).map_err(anyhow::Error::msg)
 }
 
+/// Sends `request` to `url`; the answer's status and body.
+async fn exchange(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> anyhow::Result<(reqwest::StatusCode, String)> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let body = response
+        .text()
+        .await
+        .context("reading the server's answer")?;
+    Ok((status, body))
+}
+
 /// The server's error message, from its JSON body when it has one.
 fn server_error(status: reqwest::StatusCode, body: &str) -> String {
     match serde_json::from_str::<Value>(body) {
@@ -242,15 +259,7 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     if let Some(key) = &args.idempotency_key {
         post = post.header("idempotency-key", key);
     }
-    let response = post
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let body = response
-        .text()
-        .await
-        .context("reading the server's answer")?;
+    let (status, body) = exchange(post, &url).await?;
     let line_of = |index: usize| csv.lines.get(index).copied().unwrap_or(0);
     if !status.is_success() {
         eprintln!(
@@ -300,16 +309,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         args.server.server.trim_end_matches('/'),
         args.batch_id
     );
-    let response = client()?
-        .get(&url)
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
-    let status = response.status();
-    let body = response
-        .text()
-        .await
-        .context("reading the server's answer")?;
+    let (status, body) = exchange(client()?.get(&url), &url).await?;
     if !status.is_success() {
         eprintln!("herald: {}", server_error(status, &body));
         return Ok(ExitCode::FAILURE);
