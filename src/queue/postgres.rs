@@ -1,19 +1,601 @@
-//! The postgres engine (in progress).
+//! The PostgreSQL engine: Herald's tables in one schema of a PostgreSQL database,
+//! shared by any number of Herald processes. Every engine call is one statement or
+//! one transaction; claims take rows with `FOR UPDATE SKIP LOCKED`, so concurrent
+//! claimers never wait on each other nor take the same message. Finished batches
+//! are pruned in the background after a retention period.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
-use super::{Engine, Error, Result};
+use async_trait::async_trait;
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
-/// Opens the postgres store at `url`.
+use super::{
+    Accepted, BatchSummary, Claimed, Control, Engine, Error, Lease, MessageQuery, MessageRecord,
+    NewBatch, Outcome, Result, Settlement,
+};
+use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
+
+mod location;
+mod sql;
+
+use location::{Location, describe, parse_location};
+use sql::{MIGRATIONS, Sql, quote_ident};
+
+/// Batches removed per prune statement, so no transaction grows large.
+const PRUNE_CHUNK: i64 = 100;
+
+/// When the background pruner first runs after `open`, and how often after that.
+const PRUNE_FIRST: Duration = Duration::from_secs(60);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// What [`Postgres::prune`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Pruned {
+    pub batches: u64,
+    pub messages: u64,
+}
+
+/// The engine: a pool of connections and the statements, filled in for the schema.
+/// Statements are prepared once per connection and cached.
+pub(crate) struct Postgres {
+    pool: Pool,
+    sql: Sql,
+}
+
+/// Opens the PostgreSQL store at `url` (`postgres://user[:password]@host[:port]/db`,
+/// optionally `?schema=NAME&retention_days=N`), applying migrations, and starts the
+/// background pruner unless retention is 0.
 pub(crate) async fn open(url: &str) -> Result<Arc<dyn Engine>> {
-    Err(Error::Unsupported(format!(
-        "`{url}`: the postgres engine is not available in this build yet"
-    )))
+    let location = parse_location(url)?;
+    let engine = Arc::new(Postgres::connect(&location).await?);
+    if let Some(retention) = location.retention {
+        spawn_pruner(Arc::downgrade(&engine), retention);
+    }
+    Ok(engine)
 }
 
-/// A store of this engine for one conformance test, with a guard that cleans it up;
-/// `None` while the engine is not built.
-#[cfg(test)]
-pub(crate) async fn test_store() -> Option<super::tests::TestStore> {
-    None
+impl Postgres {
+    async fn connect(location: &Location) -> Result<Postgres> {
+        let mut config = location.config.clone();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("herald");
+        }
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(15)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| Error::Unavailable(format!("postgres: cannot build the pool: {e}")))?;
+        let where_ = describe(&location.config);
+        let mut client = pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => Error::Unavailable(format!(
+                "cannot connect to PostgreSQL at {where_}: {}: check that the server is running and \
+                 accepts TCP connections there, and the user, password and database in the store URL \
+                 (this build connects without TLS)",
+                cause(&e)
+            )),
+            other => pool_error(other),
+        })?;
+        migrate(&mut client, &location.schema).await?;
+        Ok(Postgres {
+            pool,
+            sql: Sql::new(&location.schema),
+        })
+    }
+
+    async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Removes batches whose messages have all finished (sent, failed or cancelled)
+    /// and were last touched more than `older_than` ago, with their messages. Frees
+    /// their idempotency keys. Runs in short transactions; safe to run from many
+    /// processes at once.
+    pub(crate) async fn prune(&self, older_than: Duration) -> Result<Pruned> {
+        let cutoff = now_ms().saturating_sub(millis(older_than));
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.prune).await.map_err(db)?;
+        let mut pruned = Pruned::default();
+        loop {
+            let row = client
+                .query_one(&stmt, &[&cutoff, &PRUNE_CHUNK])
+                .await
+                .map_err(db)?;
+            let (batches, messages): (i64, i64) = (row.get(0), row.get(1));
+            pruned.batches += batches.unsigned_abs();
+            pruned.messages += messages.unsigned_abs();
+            if batches < PRUNE_CHUNK {
+                return Ok(pruned);
+            }
+        }
+    }
 }
+
+/// Prunes every hour while the engine lives.
+fn spawn_pruner(engine: Weak<Postgres>, retention: Duration) {
+    tokio::spawn(async move {
+        tokio::time::sleep(PRUNE_FIRST).await;
+        loop {
+            let Some(engine) = engine.upgrade() else {
+                return;
+            };
+            match engine.prune(retention).await {
+                Ok(pruned) if pruned.batches > 0 => tracing::info!(
+                    batches = pruned.batches,
+                    messages = pruned.messages,
+                    "pruned finished batches past retention"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning finished batches failed; will try again")
+                }
+            }
+            drop(engine);
+            tokio::time::sleep(PRUNE_EVERY).await;
+        }
+    });
+}
+
+async fn migrate(client: &mut Object, schema: &str) -> Result<()> {
+    let quoted = quote_ident(schema);
+    let tx = client.transaction().await.map_err(db)?;
+    // Concurrent starts take turns, so the schema is created and migrated once.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
+        .await
+        .map_err(db)?;
+    // Only create what is missing: CREATE SCHEMA needs a privilege on the database
+    // that a user of an existing schema need not have.
+    let exists = tx
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await
+        .map_err(db)?
+        .is_some();
+    if !exists {
+        tx.batch_execute(&format!("CREATE SCHEMA {quoted}"))
+            .await
+            .map_err(db)?;
+    }
+    tx.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {quoted}.herald_schema_version (
+             version    INTEGER PRIMARY KEY,
+             applied_at BIGINT NOT NULL
+         )"
+    ))
+    .await
+    .map_err(db)?;
+    let current: i32 = tx
+        .query_one(
+            &format!("SELECT COALESCE(MAX(version), 0) FROM {quoted}.herald_schema_version"),
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    let latest = i32::try_from(MIGRATIONS.len()).expect("a handful of migrations");
+    if current > latest {
+        return Err(Error::Corrupt(format!(
+            "the PostgreSQL schema `{schema}` has version {current}, this herald knows up to {latest}: upgrade herald"
+        )));
+    }
+    for (version, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        tx.batch_execute(&sql.replace("{s}", &quoted))
+            .await
+            .map_err(db)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {quoted}.herald_schema_version (version, applied_at) VALUES ($1, $2)"
+            ),
+            &[&version, &now_ms()],
+        )
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}
+
+#[async_trait]
+impl Engine for Postgres {
+    async fn accept(&self, batch: NewBatch) -> Result<Accepted> {
+        let client = self.client().await?;
+        let insert = client.prepare_cached(&self.sql.accept).await.map_err(db)?;
+        let (key, hash) = match &batch.idempotency {
+            Some(i) => (Some(i.key.as_str()), Some(i.request_hash.as_str())),
+            None => (None, None),
+        };
+        let n = batch.messages.len();
+        let (mut idx, mut provider, mut to, mut reference, mut subject, mut body) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for m in &batch.messages {
+            idx.push(i64::from(m.index));
+            provider.push(m.provider.as_str());
+            to.push(m.to.as_str());
+            reference.push(m.reference.as_deref());
+            subject.push(m.subject.as_deref());
+            body.push(m.body.as_str());
+        }
+        let (id, report) = (batch.id.to_string(), batch.report.to_string());
+        // A replay can race with pruning of the batch it replays: then the key is
+        // free again and the next round stores the batch.
+        for _ in 0..3 {
+            let stored = client
+                .query_opt(
+                    &insert,
+                    &[
+                        &id,
+                        &batch.channel.as_str(),
+                        &batch.source,
+                        &batch.priority,
+                        &batch.send_at_ms,
+                        &now_ms(),
+                        &key,
+                        &hash,
+                        &report,
+                        &idx,
+                        &provider,
+                        &to,
+                        &reference,
+                        &subject,
+                        &body,
+                    ],
+                )
+                .await
+                .map_err(db)?;
+            if stored.is_some() {
+                return Ok(Accepted::New(batch.id));
+            }
+            let (Some(key), Some(hash)) = (key, hash) else {
+                return Err(Error::Corrupt(
+                    "a batch without an idempotency key was not stored".into(),
+                ));
+            };
+            let replay = client.prepare_cached(&self.sql.replay).await.map_err(db)?;
+            let Some(seen) = client.query_opt(&replay, &[&key]).await.map_err(db)? else {
+                continue;
+            };
+            if seen.get::<_, Option<&str>>(1) != Some(hash) {
+                return Err(Error::Conflict(format!(
+                    "the Idempotency-Key `{key}` was used before with a different request"
+                )));
+            }
+            let report = serde_json::from_str(seen.get(2))
+                .map_err(|e| Error::Corrupt(format!("bad stored report: {e}")))?;
+            return Ok(Accepted::Replayed {
+                id: parse_batch_id(seen.get(0))?,
+                report,
+            });
+        }
+        Err(Error::Unavailable(format!(
+            "the Idempotency-Key `{}` keeps being taken and released: try again",
+            key.unwrap_or_default()
+        )))
+    }
+
+    async fn claim(&self, provider: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
+        let client = self.client().await?;
+        let requeue = client.prepare_cached(&self.sql.requeue).await.map_err(db)?;
+        let claim = client.prepare_cached(&self.sql.claim).await.map_err(db)?;
+        let now = now_ms();
+        let token = fastrand::i64(..);
+        let until = now.saturating_add(millis(lease));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // Both statements go out before either answer is awaited (the client
+        // pipelines them), so this is one round trip; each commits on its own, the
+        // requeue first, so the claim sees what it requeued.
+        let requeue_params: [&(dyn ToSql + Sync); 1] = [&now];
+        let claim_params: [&(dyn ToSql + Sync); 5] = [&provider, &now, &limit, &token, &until];
+        let (requeued, rows) = tokio::join!(
+            client.execute(&requeue, &requeue_params),
+            client.query(&claim, &claim_params),
+        );
+        let rows = rows.map_err(db)?;
+        if let Err(e) = requeued {
+            // The claim stands (its rows are leased now); the next claim requeues.
+            tracing::warn!(error = %db(e), "requeueing expired leases failed; will try again");
+        }
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: i64 = row.get(0);
+            let batch_id = parse_batch_id(row.get(8))?;
+            let claim = Claimed {
+                lease: Lease { row: id, token },
+                id: message_id(batch_id, index_of(id)),
+                batch_id,
+                channel: parse_channel(row.get(9))?,
+                provider: provider.to_owned(),
+                to: row.get(3),
+                reference: row.get(4),
+                subject: row.get(5),
+                body: row.get(6),
+                attempts: attempts(row.get(7))?,
+            };
+            let order = (
+                std::cmp::Reverse(row.get::<_, i32>(1)),
+                row.get::<_, i64>(2),
+                id,
+            );
+            claimed.push((order, claim));
+        }
+        // RETURNING rows come in no particular order; hand them out in due order.
+        claimed.sort_unstable_by_key(|(order, _)| *order);
+        Ok(claimed.into_iter().map(|(_, claim)| claim).collect())
+    }
+
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<()> {
+        let n = settlements.len();
+        let (mut ids, mut tokens, mut kinds, mut at, mut errors, mut provider_ids) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for Settlement { lease, outcome } in &settlements {
+            ids.push(lease.row);
+            tokens.push(lease.token);
+            let (kind, when, error, provider_id) = match outcome {
+                Outcome::Sent {
+                    provider_message_id,
+                } => ("sent", None, None, provider_message_id.as_deref()),
+                Outcome::Retry { at_ms, error } => {
+                    ("retry", Some(*at_ms), Some(error.as_str()), None)
+                }
+                Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
+                Outcome::Release { at_ms } => ("release", Some(*at_ms), None, None),
+            };
+            kinds.push(kind);
+            at.push(when);
+            errors.push(error);
+            provider_ids.push(provider_id);
+        }
+        let client = self.client().await?;
+        let settle = client.prepare_cached(&self.sql.settle).await.map_err(db)?;
+        client
+            .execute(
+                &settle,
+                &[
+                    &ids,
+                    &tokens,
+                    &kinds,
+                    &at,
+                    &errors,
+                    &provider_ids,
+                    &now_ms(),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn batch(&self, id: BatchId) -> Result<Option<BatchSummary>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.summary).await.map_err(db)?;
+        let rows = client.query(&stmt, &[&id.to_string()]).await.map_err(db)?;
+        summary(id, &rows)
+    }
+
+    async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.messages)
+            .await
+            .map_err(db)?;
+        let from = query.after.map_or(0, |after| i64::from(after) + 1);
+        let state = query.state.map(MessageState::as_str);
+        let rows = client
+            .query(
+                &stmt,
+                &[&id.to_string(), &from, &state, &i64::from(query.limit)],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let index = index_of(r.get(0));
+                Ok(MessageRecord {
+                    id: message_id(id, index),
+                    index,
+                    to: r.get(1),
+                    reference: r.get(2),
+                    state: parse_state(r.get(3))?,
+                    provider: r.get(4),
+                    attempts: attempts(r.get(5))?,
+                    last_error: r.get(6),
+                    provider_message_id: r.get(7),
+                    created_at_ms: r.get(8),
+                    updated_at_ms: r.get(9),
+                    sent_at_ms: r.get(10),
+                })
+            })
+            .collect()
+    }
+
+    async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>> {
+        let mut client = self.client().await?;
+        let lock = client
+            .prepare_cached(&self.sql.lock_batch)
+            .await
+            .map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        // Locked first: settlements and requeues read the control under a key-share
+        // lock, so none of them can slip a message past this change.
+        let Some(row) = tx.query_opt(&lock, &[&id.to_string()]).await.map_err(db)? else {
+            return Ok(None);
+        };
+        let seq: i64 = row.get(0);
+        let control = parse_control(row.get(1))?;
+        if control == BatchControl::Cancelled && action != Control::Cancel {
+            return Err(Error::Conflict("the batch is cancelled".into()));
+        }
+        let now = now_ms();
+        let moves = match action {
+            Control::Pause => Some((BatchControl::Paused, "paused", &["pending"][..])),
+            Control::Resume => Some((BatchControl::Active, "pending", &["paused"][..])),
+            Control::Cancel => Some((
+                BatchControl::Cancelled,
+                "cancelled",
+                &["pending", "paused"][..],
+            )),
+            Control::Retry => None,
+        };
+        match moves {
+            Some((to_control, to_state, from_states)) => {
+                let stmt = tx.prepare_cached(&self.sql.set_control).await.map_err(db)?;
+                tx.execute(
+                    &stmt,
+                    &[&seq, &to_control.as_str(), &to_state, &now, &from_states],
+                )
+                .await
+                .map_err(db)?;
+            }
+            None => {
+                let to_state = match control {
+                    BatchControl::Paused => "paused",
+                    _ => "pending",
+                };
+                let stmt = tx
+                    .prepare_cached(&self.sql.retry_failed)
+                    .await
+                    .map_err(db)?;
+                tx.execute(&stmt, &[&seq, &to_state, &now])
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        let stmt = tx.prepare_cached(&self.sql.summary).await.map_err(db)?;
+        let rows = tx.query(&stmt, &[&id.to_string()]).await.map_err(db)?;
+        let summary = summary(id, &rows)?;
+        tx.commit().await.map_err(db)?;
+        Ok(summary)
+    }
+}
+
+/// A batch's summary from the rows of the summary statement: one per message state (one with
+/// a NULL state for a batch without messages), none for an unknown batch.
+fn summary(id: BatchId, rows: &[Row]) -> Result<Option<BatchSummary>> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut counts = Counts::default();
+    for row in rows {
+        if let Some(state) = row.get::<_, Option<&str>>(6) {
+            counts.add(parse_state(state)?, row.get::<_, i64>(7).unsigned_abs());
+        }
+    }
+    Ok(Some(BatchSummary {
+        id,
+        channel: parse_channel(first.get(0))?,
+        source: first.get(1),
+        control: parse_control(first.get(2))?,
+        priority: first.get(3),
+        created_at_ms: first.get(4),
+        send_at_ms: first.get(5),
+        counts,
+    }))
+}
+
+/// A message's index in its batch: the low 32 bits of its id.
+fn index_of(id: i64) -> u32 {
+    u32::try_from(id & 0xFFFF_FFFF).expect("masked to 32 bits")
+}
+
+fn attempts(n: i32) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::Corrupt(format!("negative attempt count {n}")))
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn parse_batch_id(s: &str) -> Result<BatchId> {
+    BatchId::parse(s).ok_or_else(|| Error::Corrupt(format!("bad batch id `{s}`")))
+}
+
+fn parse_channel(s: &str) -> Result<Channel> {
+    s.parse().map_err(Error::Corrupt)
+}
+
+fn parse_state(s: &str) -> Result<MessageState> {
+    MessageState::parse(s).ok_or_else(|| Error::Corrupt(format!("unknown message state `{s}`")))
+}
+
+fn parse_control(s: &str) -> Result<BatchControl> {
+    BatchControl::parse(s).ok_or_else(|| Error::Corrupt(format!("unknown control `{s}`")))
+}
+
+/// An error from the server or the connection, with the server's own words.
+fn db(e: tokio_postgres::Error) -> Error {
+    if e.is_closed() {
+        return Error::Unavailable(
+            "postgres: the connection to the server was lost: check that it is running and reachable"
+                .into(),
+        );
+    }
+    Error::Unavailable(format!("postgres: {}", cause(&e)))
+}
+
+fn cause(e: &tokio_postgres::Error) -> String {
+    match (e.as_db_error(), std::error::Error::source(e)) {
+        (Some(db), _) => format!("{} ({})", db.message(), db.code().code()),
+        (None, Some(source)) => format!("{e}: {source}"),
+        (None, None) => e.to_string(),
+    }
+}
+
+fn pool_error(e: PoolError) -> Error {
+    match e {
+        PoolError::Backend(e) if e.as_db_error().is_none() => Error::Unavailable(format!(
+            "postgres: cannot connect: {}: check that the server is running and reachable",
+            cause(&e)
+        )),
+        PoolError::Backend(e) => db(e),
+        PoolError::Timeout(_) => Error::Unavailable(
+            "postgres: timed out waiting for a connection: check that the server is reachable and not \
+             overloaded"
+                .into(),
+        ),
+        other => Error::Unavailable(format!("postgres: {other}")),
+    }
+}
+
+/// The advisory lock that serializes migrations of one schema (FNV-1a, so every
+/// Herald version agrees on it).
+fn lock_key(schema: &str) -> i64 {
+    let hash = format!("herald schema {schema}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) use tests::test_store;

@@ -445,3 +445,146 @@ async fn ledger_pages_follow_index_order_and_filter_by_state() {
         assert!(q.batch(BatchId::new()).await.unwrap().is_none());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_handles_on_one_store_never_claim_the_same_message() {
+    for (q, url, _guard) in stores().await {
+        accept(&q, batch(600, 0, now_ms())).await;
+        // A second handle is what a second process has: nothing shared in memory.
+        let other = Queue::open(&url).await.expect("open the store again");
+        let mut tasks = Vec::new();
+        for handle in [q.clone(), other.clone(), q.clone(), other.clone()] {
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let claimed = handle.claim("p", 5, LEASE).await.unwrap();
+                    if claimed.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(claimed.into_iter().map(|c| c.id));
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let distinct: HashSet<_> = all.iter().collect();
+        assert_eq!(all.len(), 600, "every message claimed once");
+        assert_eq!(distinct.len(), 600, "no message claimed twice");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_accepts_with_one_idempotency_key_store_one_batch() {
+    for (q, _url, _guard) in stores().await {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let q = q.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut b = batch(50, 0, now_ms());
+                b.idempotency = Some(Idempotency {
+                    key: "race".into(),
+                    request_hash: "h".into(),
+                });
+                q.accept(b).await.unwrap()
+            }));
+        }
+        let mut stored = Vec::new();
+        let mut replayed = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Accepted::New(id) => stored.push(id),
+                Accepted::Replayed { id, .. } => replayed.push(id),
+            }
+        }
+        assert_eq!(stored.len(), 1, "exactly one accept stores the batch");
+        assert!(
+            replayed.iter().all(|id| *id == stored[0]),
+            "the others replay it"
+        );
+        assert_eq!(q.claim("p", 1000, LEASE).await.unwrap().len(), 50);
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_in_a_paused_batch_comes_back_paused() {
+    for (q, _url, _guard) in stores().await {
+        let id = accept(&q, batch(2, 0, now_ms())).await;
+        let leased = q.claim("p", 10, Duration::from_millis(30)).await.unwrap();
+        assert_eq!(leased.len(), 2);
+        q.control(id, Control::Pause).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while counts(&q, id).await.paused < 2 {
+            // Engines notice expired leases when claiming.
+            assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the expired leases never came back"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(counts(&q, id).await.sending, 0);
+        q.control(id, Control::Resume).await.unwrap();
+        let again = q.claim("p", 10, LEASE).await.unwrap();
+        assert_eq!(again.len(), 2);
+        assert!(
+            again.iter().all(|c| c.attempts == 0),
+            "an expired lease is not an attempt"
+        );
+    }
+}
+
+#[tokio::test]
+async fn recipients_refused_at_intake_leave_gaps_in_the_indices() {
+    for (q, _url, _guard) in stores().await {
+        let mut b = batch(10, 0, now_ms());
+        b.messages.retain(|m| [0, 2, 9].contains(&m.index));
+        let batch_id = b.id;
+        let id = accept(&q, b).await;
+        assert_eq!(counts(&q, id).await.total, 3);
+        let page = |after| {
+            q.messages(
+                id,
+                MessageQuery {
+                    state: None,
+                    after,
+                    limit: 10,
+                },
+            )
+        };
+        let all = page(None).await.unwrap();
+        assert_eq!(all.iter().map(|m| m.index).collect::<Vec<_>>(), [0, 2, 9]);
+        assert_eq!(all[1].id, crate::domain::message_id(batch_id, 2));
+        assert_eq!(all[1].to, "+8613800000002");
+        let rest = page(Some(2)).await.unwrap();
+        assert_eq!(rest.iter().map(|m| m.index).collect::<Vec<_>>(), [9]);
+        let mut claimed: Vec<String> = q
+            .claim("p", 10, LEASE)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        claimed.sort();
+        let expected: Vec<String> = [0, 2, 9].map(|i| crate::domain::message_id(batch_id, i)).into();
+        assert_eq!(claimed, expected);
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_batch_can_be_cancelled_again_but_not_retried() {
+    for (q, _url, _guard) in stores().await {
+        let id = accept(&q, batch(2, 0, now_ms())).await;
+        q.control(id, Control::Cancel).await.unwrap();
+        let again = q.control(id, Control::Cancel).await.unwrap().unwrap();
+        assert_eq!(again.control, BatchControl::Cancelled);
+        assert_eq!(again.counts.cancelled, 2);
+        for action in [Control::Retry, Control::Pause, Control::Resume] {
+            assert!(
+                matches!(q.control(id, action).await, Err(Error::Conflict(_))),
+                "{action:?} on a cancelled batch"
+            );
+        }
+    }
+}

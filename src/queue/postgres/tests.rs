@@ -1,0 +1,221 @@
+//! Test support for the PostgreSQL engine (a fresh schema per test, dropped after)
+//! and its unit tests.
+
+use std::time::Duration;
+
+use tokio_postgres::{Config, NoTls};
+
+use super::location::parse_location;
+use super::sql::quote_ident;
+use super::*;
+use crate::queue::tests::TestStore;
+use crate::queue::{NewMessage, Queue};
+
+/// The server the conformance suite uses unless `HERALD_TEST_POSTGRES` names another.
+const TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// A store of this engine for one conformance test: a fresh schema in the database
+/// named by `HERALD_TEST_POSTGRES`, dropped by the guard. Panics when the server
+/// cannot be reached: a missing server is a failure, never a skip.
+pub(crate) async fn test_store() -> Option<TestStore> {
+    let (url, guard) = test_schema();
+    let queue = Queue::open(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "the PostgreSQL conformance store is unavailable ({e}). Start PostgreSQL on 127.0.0.1:5432 \
+             (scripts/test does it) or point HERALD_TEST_POSTGRES at a server"
+        )
+    });
+    Some((queue, url, Box::new(guard)))
+}
+
+/// A URL naming a fresh schema on the test server, and a guard that drops it.
+fn test_schema() -> (String, DropSchema) {
+    let server = std::env::var("HERALD_TEST_POSTGRES").unwrap_or_else(|_| TEST_SERVER.into());
+    let schema = format!("herald_test_{:016x}", fastrand::u64(..));
+    let separator = if server.contains('?') { '&' } else { '?' };
+    // Named after the schema, so the guard can find the store's connections.
+    let url = format!("{server}{separator}schema={schema}&application_name={schema}");
+    let config = parse_location(&url)
+        .unwrap_or_else(|e| panic!("HERALD_TEST_POSTGRES is not a PostgreSQL URL: {e}"))
+        .config;
+    (url, DropSchema { config, schema })
+}
+
+/// Drops a test schema when dropped, on a thread of its own (a guard may be dropped
+/// inside or outside a runtime), within a bounded time. The store's own connections
+/// are ended first: on a current-thread runtime they cannot run while we block here,
+/// and one left inside a transaction would hold locks the drop waits for.
+struct DropSchema {
+    config: Config,
+    schema: String,
+}
+
+impl Drop for DropSchema {
+    fn drop(&mut self) {
+        let (mut config, schema) = (self.config.clone(), self.schema.clone());
+        config.connect_timeout(Duration::from_secs(5));
+        let dropped = std::thread::spawn(move || -> std::result::Result<(), String> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let work = async {
+                    let (client, connection) = config.connect(NoTls).await?;
+                    tokio::spawn(connection);
+                    client
+                        .execute(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                            &[&schema],
+                        )
+                        .await?;
+                    client
+                        .batch_execute(&format!(
+                            "DROP SCHEMA IF EXISTS {} CASCADE",
+                            quote_ident(&schema)
+                        ))
+                        .await
+                };
+                match tokio::time::timeout(Duration::from_secs(20), work).await {
+                    Ok(result) => result.map_err(|e| cause(&e)),
+                    Err(_) => Err("timed out".into()),
+                }
+            })
+        })
+        .join();
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("could not drop test schema {}: {e}", self.schema),
+            Err(_) => eprintln!(
+                "could not drop test schema {}: the thread panicked",
+                self.schema
+            ),
+        }
+    }
+}
+
+#[test]
+fn message_ids_carry_the_index_in_the_low_bits() {
+    assert_eq!(index_of((7_i64 << 32) | 4_294_967_295), u32::MAX);
+    assert_eq!(index_of(7_i64 << 32), 0);
+}
+
+async fn engine(url: &str) -> Postgres {
+    Postgres::connect(&parse_location(url).unwrap())
+        .await
+        .expect("the test server is reachable")
+}
+
+fn batch(n: u32) -> NewBatch {
+    NewBatch {
+        id: BatchId::new(),
+        channel: Channel::Email,
+        source: "test".into(),
+        priority: 0,
+        send_at_ms: now_ms(),
+        idempotency: None,
+        report: serde_json::json!({}),
+        messages: (0..n)
+            .map(|index| NewMessage {
+                index,
+                provider: "p".into(),
+                to: format!("user{index}@example.com"),
+                reference: None,
+                subject: Some("hello".into()),
+                body: "x".repeat(160),
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_migrate_a_new_schema_once() {
+    let (url, _guard) = test_schema();
+    let opens: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { Queue::open(&url).await.map(drop) })
+        })
+        .collect();
+    for open in opens {
+        open.await.unwrap().expect("every start succeeds");
+    }
+}
+
+#[tokio::test]
+async fn a_schema_from_a_newer_herald_is_refused_naming_both_versions() {
+    let (url, _guard) = test_schema();
+    let location = parse_location(&url).unwrap();
+    let e = engine(&url).await;
+    let client = e.client().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO {}.herald_schema_version VALUES (99, 0)",
+            quote_ident(&location.schema)
+        ))
+        .await
+        .unwrap();
+    match Queue::open(&url).await {
+        Err(Error::Corrupt(m)) => assert!(m.contains("99") && m.contains('1'), "{m}"),
+        Ok(_) => panic!("a newer schema was accepted"),
+        Err(other) => panic!("expected Corrupt, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn pruning_removes_only_batches_finished_before_the_cutoff() {
+    let (url, _guard) = test_schema();
+    let e = engine(&url).await;
+    let done = e.accept(batch(3)).await.unwrap();
+    let claimed = e.claim("p", 10, Duration::from_secs(30)).await.unwrap();
+    let settlements = claimed
+        .iter()
+        .map(|c| Settlement {
+            lease: c.lease,
+            outcome: Outcome::Sent {
+                provider_message_id: None,
+            },
+        })
+        .collect();
+    e.settle(settlements).await.unwrap();
+    let Accepted::New(waiting) = e.accept(batch(2)).await.unwrap() else {
+        panic!("a new batch")
+    };
+    let Accepted::New(done) = done else {
+        panic!("a new batch")
+    };
+    assert_eq!(
+        e.prune(Duration::from_secs(3600)).await.unwrap(),
+        Pruned::default(),
+        "nothing is older than an hour"
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        e.prune(Duration::ZERO).await.unwrap(),
+        Pruned {
+            batches: 1,
+            messages: 3
+        }
+    );
+    assert!(e.batch(done).await.unwrap().is_none());
+    assert_eq!(e.batch(waiting).await.unwrap().unwrap().counts.pending, 2);
+}
+
+#[tokio::test]
+async fn a_ten_thousand_message_batch_is_accepted_quickly() {
+    let (url, _guard) = test_schema();
+    let e = engine(&url).await;
+    e.accept(batch(10)).await.unwrap(); // warm the connection and statement
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let b = batch(10_000);
+        let started = std::time::Instant::now();
+        e.accept(b).await.unwrap();
+        best = best.min(started.elapsed());
+    }
+    eprintln!("accepting 10,000 messages took {best:?} (best of 5)");
+    // Generous: a debug build on a busy CI machine, well above the ~tens of ms a
+    // release build takes here. It catches a per-row round trip, not drift.
+    assert!(best < Duration::from_secs(2), "took {best:?}");
+}
