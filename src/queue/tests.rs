@@ -567,7 +567,9 @@ async fn recipients_refused_at_intake_leave_gaps_in_the_indices() {
             .map(|c| c.id)
             .collect();
         claimed.sort();
-        let expected: Vec<String> = [0, 2, 9].map(|i| crate::domain::message_id(batch_id, i)).into();
+        let expected: Vec<String> = [0, 2, 9]
+            .map(|i| crate::domain::message_id(batch_id, i))
+            .into();
         assert_eq!(claimed, expected);
     }
 }
