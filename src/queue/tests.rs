@@ -590,3 +590,48 @@ async fn a_cancelled_batch_can_be_cancelled_again_but_not_retried() {
         }
     }
 }
+
+#[tokio::test]
+async fn pause_and_resume_put_each_message_back_in_its_own_providers_queue() {
+    for (q, _url, _guard) in stores().await {
+        let mut b = batch(10, 0, now_ms());
+        // Recipients 0, 3 and 9 were rejected at intake.
+        b.messages.retain(|m| ![0, 3, 9].contains(&m.index));
+        for m in &mut b.messages {
+            if m.index % 2 == 0 {
+                m.provider = "other".into();
+            }
+        }
+        let id = accept(&q, b).await;
+        let page = q
+            .messages(
+                id,
+                MessageQuery {
+                    state: None,
+                    after: Some(1),
+                    limit: 3,
+                },
+            )
+            .await
+            .unwrap();
+        let indices: Vec<u32> = page.iter().map(|m| m.index).collect();
+        assert_eq!(indices, vec![2, 4, 5], "paging skips the gaps");
+        assert_eq!(page[0].id, crate::domain::message_id(id, 2));
+        assert_eq!(counts(&q, id).await.total, 7);
+        q.control(id, Control::Pause).await.unwrap();
+        q.control(id, Control::Resume).await.unwrap();
+        let p: Vec<String> = q
+            .claim("p", 10, LEASE)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        let other = q.claim("other", 10, LEASE).await.unwrap();
+        let expected_p: HashSet<String> =
+            [1, 5, 7].map(|i| crate::domain::message_id(id, i)).into();
+        assert_eq!(p.into_iter().collect::<HashSet<_>>(), expected_p);
+        assert_eq!(other.len(), 4);
+        assert_eq!(counts(&q, id).await.sending, 7);
+    }
+}
