@@ -83,11 +83,20 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         .map(|l| l.local_addr().context("reading the bound address"))
         .transpose()?;
 
+    if listener.is_some() {
+        // Before the first request rather than during it.
+        let phone = config.recipients.rules().phone;
+        tokio::task::spawn_blocking(move || crate::recipient::prepare(&phone))
+            .await
+            .context("preparing the numbering plans")?;
+    }
     let state = AppState {
         intake: Intake::new(
             queue.clone(),
             registry.clone(),
             config.limits.max_recipients,
+            config.recipients.rules(),
+            config.recipients.recent_window(),
         ),
         queue: queue.clone(),
     };

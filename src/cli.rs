@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
 use crate::api::BatchView;
+use crate::csv_input;
 use crate::domain::Channel;
 use crate::intake::{BatchRequest, RecipientSpec, Report, TemplateSpec};
 use crate::telemetry::LogFormat;
@@ -67,14 +68,27 @@ pub struct SendArgs {
     #[arg(long, value_parser = parse_channel)]
     pub channel: Channel,
     /// The message template (minijinja), e.g. 'Hello {{name}}'.
+    #[arg(
+        long,
+        required_unless_present = "template_id",
+        conflicts_with = "template_id"
+    )]
+    pub template: Option<String>,
+    /// A stored template's id, instead of --template.
     #[arg(long)]
-    pub template: String,
+    pub template_id: Option<String>,
     /// The subject template (e-mail).
     #[arg(long)]
     pub subject: Option<String>,
     /// CSV file with a header row: to, optional ref, then one column per variable.
     #[arg(long)]
     pub csv: PathBuf,
+    /// The CSV's encoding (utf-8, gbk, gb18030, …) [default: UTF-8, else GB18030].
+    #[arg(long)]
+    pub encoding: Option<String>,
+    /// Reject recipients sent the same message recently (recipients.recent_window_secs).
+    #[arg(long)]
+    pub reject_recent_duplicates: bool,
     /// Provider name [default: the channel's default].
     #[arg(long)]
     pub provider: Option<String>,
@@ -113,30 +127,22 @@ pub struct CsvRecipients {
 
 /// Reads recipients from CSV: a header row with `to`, optionally `ref`, and one
 /// column per template variable. Errors name the file and line.
-pub fn read_csv(path: &Path) -> anyhow::Result<CsvRecipients> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    parse_csv(file, &path.display().to_string())
+pub fn read_csv(path: &Path, encoding: Option<&str>) -> anyhow::Result<CsvRecipients> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let text = csv_input::decode(&bytes, encoding)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    parse_csv(text.as_bytes(), &path.display().to_string())
 }
 
-fn parse_csv(input: impl std::io::Read, name: &str) -> anyhow::Result<CsvRecipients> {
-    // Any(\n) rather than the default CRLF handling: the csv crate counts lines
-    // only on \n, so with CRLF files (Excel on Windows) its line numbers would lag
-    // one behind. Trim::All drops the \r left at the end of each last field.
-    let mut reader = csv::ReaderBuilder::new()
-        .terminator(csv::Terminator::Any(b'\n'))
-        .trim(csv::Trim::All)
-        .from_reader(input);
+fn parse_csv(text: &[u8], name: &str) -> anyhow::Result<CsvRecipients> {
+    let text = csv_input::without_bom(text);
+    let mut lines = csv_input::Lines::new(text);
+    let mut reader = csv_input::with_header(text);
     let headers = reader
         .headers()
         .map_err(|e| anyhow::anyhow!("{name} line 1: {}", describe_csv_error(&e)))?
         .clone();
-    let column = |wanted: &str| {
-        headers.iter().position(|h| {
-            h.trim_start_matches('\u{feff}')
-                .eq_ignore_ascii_case(wanted)
-        })
-    };
+    let column = |wanted: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(wanted));
     let Some(to_col) = column("to") else {
         bail!(
             "{name} line 1: the header row has no `to` column (found: {})",
@@ -153,7 +159,17 @@ fn parse_csv(input: impl std::io::Read, name: &str) -> anyhow::Result<CsvRecipie
             let line = e.position().map_or(0, csv::Position::line);
             anyhow::anyhow!("{name} line {line}: {}", describe_csv_error(&e))
         })?;
-        let line = record.position().map_or(0, csv::Position::line);
+        if csv_input::is_blank(&record) {
+            continue;
+        }
+        let line = lines.of(&record);
+        if record.len() != headers.len() {
+            bail!(
+                "{name} line {line}: expected {} fields like the header, found {}",
+                headers.len(),
+                record.len()
+            );
+        }
         let to = record.get(to_col).unwrap_or_default();
         if to.is_empty() {
             bail!("{name} line {line}: the `to` column is empty");
@@ -183,11 +199,6 @@ fn parse_csv(input: impl std::io::Read, name: &str) -> anyhow::Result<CsvRecipie
 
 fn describe_csv_error(e: &csv::Error) -> String {
     match e.kind() {
-        csv::ErrorKind::UnequalLengths {
-            expected_len, len, ..
-        } => {
-            format!("expected {expected_len} fields like the header, found {len}")
-        }
         csv::ErrorKind::Utf8 { .. } => "not valid UTF-8; save the file as UTF-8".into(),
         _ => e.to_string(),
     }
@@ -242,17 +253,19 @@ fn server_error(status: reqwest::StatusCode, body: &str) -> String {
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
-    let csv = read_csv(&args.csv)?;
+    let csv = read_csv(&args.csv, args.encoding.as_deref())?;
     let request = BatchRequest {
         channel: args.channel,
-        template: TemplateSpec {
-            body: args.template,
+        template: args.template.map(|body| TemplateSpec {
+            body,
             subject: args.subject,
-        },
+        }),
+        template_id: args.template_id,
         recipients: csv.recipients,
         provider: args.provider,
         priority: args.priority,
         send_at: args.send_at,
+        reject_recent_duplicates: args.reject_recent_duplicates,
     };
     let url = format!("{}/v1/batches", args.server.server.trim_end_matches('/'));
     let mut post = client()?.post(&url).json(&request);
@@ -278,7 +291,7 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         serde_json::from_str(&body).context("the server's answer is not a report")?;
     println!(
         "batch {} accepted: {} of {} recipients queued",
-        report.batch_id,
+        report.batch_id.as_deref().unwrap_or("(none)"),
         report.accepted,
         report.accepted + report.rejected.len()
     );

@@ -14,6 +14,8 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 use crate::domain::Channel;
+use crate::ratelimit::Cap;
+use crate::recipient::{EmailRules, PhoneRules, Region, Rules};
 
 /// The file read when `--config` is not given; it is fine for it not to exist.
 pub const DEFAULT_FILE: &str = "herald.toml";
@@ -28,9 +30,45 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub retry: RetryConfig,
     pub limits: Limits,
+    pub recipients: RecipientsConfig,
     /// The provider each channel uses when a batch names none.
     pub defaults: HashMap<Channel, String>,
     pub providers: Vec<ProviderConfig>,
+}
+
+/// How recipient addresses are read.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecipientsConfig {
+    /// The country of phone numbers written without a country code, e.g. `CN`
+    /// (`13800138000` → `+8613800138000`). Without it, numbers need `+` and a
+    /// country code.
+    pub default_region: Option<Region>,
+    /// Accept e-mail domains without a dot or under names reserved for local use
+    /// (`localhost`, `.local`, `.test`, …), for in-house mail servers.
+    pub allow_local_email: bool,
+    /// How long what each recipient was sent is remembered, for batches that ask to
+    /// `reject_recent_duplicates`; 0 (the default) remembers nothing, sparing every
+    /// submit the extra writes.
+    pub recent_window_secs: u64,
+}
+
+impl RecipientsConfig {
+    /// `None` when recent sends are not remembered.
+    pub fn recent_window(&self) -> Option<Duration> {
+        (self.recent_window_secs > 0).then(|| Duration::from_secs(self.recent_window_secs))
+    }
+
+    pub fn rules(&self) -> Rules {
+        Rules {
+            phone: PhoneRules {
+                default_region: self.default_region,
+            },
+            email: EmailRules {
+                allow_local_domains: self.allow_local_email,
+            },
+        }
+    }
 }
 
 impl Default for Config {
@@ -41,6 +79,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             retry: RetryConfig::default(),
             limits: Limits::default(),
+            recipients: RecipientsConfig::default(),
             defaults: HashMap::new(),
             providers: Vec::new(),
         }
@@ -129,9 +168,49 @@ pub struct ProviderConfig {
     /// Messages per second; unlimited when absent.
     #[serde(default)]
     pub rate_per_sec: Option<f64>,
-    /// The most messages sent at once under the rate; default a tenth of a second's worth.
+    /// The most messages sent at once under the rate; default a twentieth of a second's worth.
     #[serde(default)]
     pub burst: Option<u32>,
+    /// Caps on how often one recipient gets a message through this provider.
+    #[serde(default)]
+    pub per_recipient: PerRecipient,
+    /// What one message costs, for the pre-flight report's estimate.
+    #[serde(default)]
+    pub price_per_message: Option<f64>,
+    /// What one SMS segment costs (a long SMS is billed per segment).
+    #[serde(default)]
+    pub price_per_segment: Option<f64>,
+    /// The prices' currency, e.g. `CNY`; shown with the estimate.
+    #[serde(default)]
+    pub currency: Option<String>,
+}
+
+/// `per_recipient = { per_minute = 1, per_day = 10 }`: each given cap must hold.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PerRecipient {
+    pub per_minute: Option<u32>,
+    pub per_hour: Option<u32>,
+    pub per_day: Option<u32>,
+}
+
+impl PerRecipient {
+    /// The caps, as the store enforces them.
+    pub fn caps(&self) -> Vec<Cap> {
+        [
+            (self.per_minute, 60_000),
+            (self.per_hour, 3_600_000),
+            (self.per_day, 86_400_000),
+        ]
+        .into_iter()
+        .filter_map(|(count, window_ms)| {
+            Some(Cap {
+                count: count?,
+                window_ms,
+            })
+        })
+        .collect()
+    }
 }
 
 impl ProviderConfig {
@@ -143,6 +222,10 @@ impl ProviderConfig {
             channels: all_channels(),
             rate_per_sec: None,
             burst: None,
+            per_recipient: PerRecipient::default(),
+            price_per_message: None,
+            price_per_segment: None,
+            currency: None,
         }
     }
 }
@@ -297,11 +380,25 @@ mod tests {
             channels = ["sms"]
             rate_per_sec = 500
             secret = "s3cret"
+            per_recipient = { per_minute = 1, per_day = 10 }
             "#,
         );
         assert_eq!(c.defaults[&Channel::Sms], "hook");
         let p = &c.providers[0];
         assert_eq!(p.rate_per_sec, Some(500.0));
+        assert_eq!(
+            p.per_recipient.caps(),
+            [
+                Cap {
+                    count: 1,
+                    window_ms: 60_000
+                },
+                Cap {
+                    count: 10,
+                    window_ms: 86_400_000
+                }
+            ]
+        );
         match &p.kind {
             ProviderKind::Webhook { url, secret } => {
                 assert_eq!(url, "http://127.0.0.1:9190/sms");

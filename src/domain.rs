@@ -200,82 +200,6 @@ pub fn batch_state(control: BatchControl, counts: &Counts) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidAddress(pub String);
 
-/// A recipient address, checked for its channel. Phone numbers are kept as given
-/// minus spaces and dashes; full E.164 normalisation comes with region rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Address(String);
-
-impl Address {
-    pub fn parse(channel: Channel, raw: &str) -> Result<Self, InvalidAddress> {
-        let raw = raw.trim();
-        if raw.is_empty() {
-            return Err(InvalidAddress("empty address".into()));
-        }
-        match channel {
-            Channel::Sms => parse_phone(raw),
-            Channel::Email => parse_email(raw),
-        }
-        .map(Address)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn into_string(self) -> String {
-        self.0
-    }
-}
-
-fn parse_phone(raw: &str) -> Result<String, InvalidAddress> {
-    let compact: String = raw
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
-        .collect();
-    let digits = compact.strip_prefix('+').unwrap_or(&compact);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(InvalidAddress(format!(
-            "`{raw}` is not a phone number: only digits, an optional leading + and separators are allowed"
-        )));
-    }
-    if !(5..=15).contains(&digits.len()) {
-        return Err(InvalidAddress(format!(
-            "`{raw}` is not a phone number: it has {} digits, a number has 5 to 15",
-            digits.len()
-        )));
-    }
-    Ok(compact)
-}
-
-fn parse_email(raw: &str) -> Result<String, InvalidAddress> {
-    let invalid = |why: &str| {
-        Err(InvalidAddress(format!(
-            "`{raw}` is not an e-mail address: {why}"
-        )))
-    };
-    if raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return invalid("it contains white space or control characters");
-    }
-    let Some((local, domain)) = raw.rsplit_once('@') else {
-        return invalid("it has no @");
-    };
-    if local.is_empty() || local.len() > 64 {
-        return invalid("the part before @ must have 1 to 64 characters");
-    }
-    let labels: Vec<&str> = domain.split('.').collect();
-    let label_ok = |l: &&str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-            && l.chars().all(|c| c.is_alphanumeric() || c == '-')
-    };
-    if labels.len() < 2 || !labels.iter().all(label_ok) {
-        return invalid("the domain must be a name with a dot, such as example.com");
-    }
-    Ok(raw.to_string())
-}
-
 /// Milliseconds since the Unix epoch, the unit every stored timestamp uses.
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
@@ -291,38 +215,6 @@ pub fn format_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn phone_numbers_keep_digits_and_leading_plus() {
-        let a = Address::parse(Channel::Sms, " +86 138-0013-8000 ").unwrap();
-        assert_eq!(a.as_str(), "+8613800138000");
-        assert!(Address::parse(Channel::Sms, "13800138000").is_ok());
-    }
-
-    #[test]
-    fn phone_numbers_with_letters_or_wrong_length_are_refused() {
-        for bad in ["", "+", "12ab567", "1234", "1234567890123456", "++123456"] {
-            assert!(Address::parse(Channel::Sms, bad).is_err(), "{bad} accepted");
-        }
-    }
-
-    #[test]
-    fn email_addresses_need_a_dotted_domain() {
-        assert!(Address::parse(Channel::Email, "li@example.com").is_ok());
-        for bad in [
-            "li",
-            "@example.com",
-            "li@localhost",
-            "li@exa mple.com",
-            "li@-x.com",
-            "li@x..com",
-        ] {
-            assert!(
-                Address::parse(Channel::Email, bad).is_err(),
-                "{bad} accepted"
-            );
-        }
-    }
 
     #[test]
     fn batch_state_follows_control_and_counts() {

@@ -2,14 +2,19 @@
 //! recipient is checked and rendered before anything is written; the batch is then
 //! stored in one transaction, so a batch is stored whole or not at all.
 
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::domain::{Address, BatchId, Channel, now_ms};
-use crate::provider::Registry;
+use crate::domain::{BatchId, Channel, now_ms};
+use crate::provider::{Registry, Route};
 use crate::queue::{self, Accepted, Idempotency, NewBatch, NewMessage, Queue};
+use crate::recipient::{self, Rules};
+use crate::sms::{self, Encoding, Segments};
 use crate::template::{RenderError, Template};
 
 /// Priorities run from -100 (last) to 100 (first); 0 is the default.
@@ -22,7 +27,11 @@ const MAX_REF_BYTES: usize = 256;
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub channel: Channel,
-    pub template: TemplateSpec,
+    /// The text, inline; or name a stored template with `template_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
     pub recipients: Vec<RecipientSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
@@ -31,6 +40,10 @@ pub struct BatchRequest {
     /// RFC 3339, e.g. `2026-12-01T08:00:00+08:00`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_at: Option<String>,
+    /// Reject recipients who were sent the same message (same subject and body)
+    /// within `recipients.recent_window_secs`, as `recent_duplicate`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reject_recent_duplicates: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -64,19 +77,118 @@ pub enum Body {
 pub struct Rejection {
     pub index: usize,
     pub to: String,
-    /// `invalid_address`, `invalid_ref`, `missing_variable` or `render_failed`.
+    /// `invalid_address`, `invalid_ref`, `missing_variable`, `render_failed`,
+    /// `duplicate`, `suppressed` or `recent_duplicate`.
     pub reason: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variable: Option<String>,
+    /// For a `duplicate`: the index of the recipient's first occurrence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_index: Option<usize>,
     pub detail: String,
 }
 
-/// The answer to a submit: what was stored and what was not.
+/// The answer to a submit: what was (or, on a dry run, would be) stored and what not.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    pub batch_id: String,
+    /// Absent on a dry run: nothing was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     pub accepted: usize,
     pub rejected: Vec<Rejection>,
+    /// The rejections by reason: how many, and which indices.
+    pub rejections: BTreeMap<String, Group>,
+    /// The provider the accepted messages go to.
+    pub provider: String,
+    /// For SMS: the segments the accepted messages cost, by encoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms: Option<SmsSummary>,
+    /// The estimated cost, when the provider has prices configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<Cost>,
+    /// How long sending the accepted messages takes at the provider's rate limit;
+    /// absent when the provider has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta_seconds: Option<f64>,
+}
+
+/// The SMS segments of a batch's accepted messages.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmsSummary {
+    pub segments: usize,
+    pub gsm7: EncodingCount,
+    pub ucs2: EncodingCount,
+}
+
+/// Messages of one encoding and the segments they take.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodingCount {
+    pub messages: usize,
+    pub segments: usize,
+}
+
+impl SmsSummary {
+    fn add(&mut self, s: Segments) {
+        self.segments += s.segments;
+        let count = match s.encoding {
+            Encoding::Gsm7 => &mut self.gsm7,
+            Encoding::Ucs2 => &mut self.ucs2,
+        };
+        count.messages += 1;
+        count.segments += s.segments;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    pub amount: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
+
+/// The recipients rejected for one reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    pub count: usize,
+    pub indices: Vec<usize>,
+}
+
+impl Report {
+    fn new(
+        batch_id: Option<BatchId>,
+        route: &Route,
+        accepted: usize,
+        sms: Option<SmsSummary>,
+        rejected: Vec<Rejection>,
+    ) -> Report {
+        let mut rejections: BTreeMap<String, Group> = BTreeMap::new();
+        for r in &rejected {
+            let group = rejections.entry(r.reason.clone()).or_default();
+            group.count += 1;
+            group.indices.push(r.index);
+        }
+        let segments = sms.as_ref().map_or(0, |s| s.segments);
+        Report {
+            batch_id: batch_id.map(|id| id.to_string()),
+            dry_run: batch_id.is_none(),
+            accepted,
+            rejected,
+            rejections,
+            provider: route.name.clone(),
+            cost: route.price.as_ref().map(|p| Cost {
+                // Rounded to a millionth: prices are given to a few decimals.
+                amount: (p.cost(accepted, segments) * 1e6).round() / 1e6,
+                currency: p.currency.clone(),
+            }),
+            eta_seconds: route
+                .limits
+                .rate
+                .map(|r| ((accepted as f64 / r.per_sec) * 10.0).round() / 10.0),
+            sms,
+        }
+    }
 }
 
 /// Why a batch was not stored. Nothing is stored in any of these cases.
@@ -113,6 +225,10 @@ pub struct Intake {
     queue: Queue,
     registry: Registry,
     max_recipients: usize,
+    rules: Rules,
+    /// How far back `reject_recent_duplicates` looks; `None`: recent sends are not
+    /// remembered.
+    recent_window: Option<std::time::Duration>,
 }
 
 /// A submit's options besides the recipients.
@@ -125,14 +241,26 @@ pub struct Envelope<'a> {
     pub source: &'a str,
     /// The sender's `Idempotency-Key` and the raw request it came with.
     pub idempotency: Option<(&'a str, &'a [u8])>,
+    /// Check and report only; store nothing.
+    pub dry_run: bool,
+    /// Reject recipients sent the same message within `recipients.recent_window_secs`.
+    pub reject_recent_duplicates: bool,
 }
 
 impl Intake {
-    pub fn new(queue: Queue, registry: Registry, max_recipients: usize) -> Self {
+    pub fn new(
+        queue: Queue,
+        registry: Registry,
+        max_recipients: usize,
+        rules: Rules,
+        recent_window: Option<std::time::Duration>,
+    ) -> Self {
         Intake {
             queue,
             registry,
             max_recipients,
+            rules,
+            recent_window,
         }
     }
 
@@ -142,6 +270,7 @@ impl Intake {
         request: BatchRequest,
         source: &str,
         idempotency: Option<(&str, &[u8])>,
+        dry_run: bool,
     ) -> Result<Submitted, Error> {
         let envelope = Envelope {
             channel: request.channel,
@@ -150,13 +279,64 @@ impl Intake {
             send_at: request.send_at.as_deref(),
             source,
             idempotency,
+            dry_run,
+            reject_recent_duplicates: request.reject_recent_duplicates,
         };
-        self.submit(
-            envelope,
-            Body::Template(request.template),
-            request.recipients,
-        )
-        .await
+        let template = match (request.template, request.template_id) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "template_id",
+                    "give either template or template_id, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "template",
+                    "is required, or name a stored template with template_id",
+                ));
+            }
+            (Some(inline), None) => inline,
+            (None, Some(id)) => self
+                .stored_template(request.channel, &id)
+                .await?
+                .ok_or_else(|| invalid("template_id", format!("no stored template `{id}`")))?,
+        };
+        self.submit(envelope, Body::Template(template), request.recipients)
+            .await
+    }
+
+    /// `raw` as a recipient of `channel`, by the same rules as a batch's recipients.
+    pub fn normalize(
+        &self,
+        channel: Channel,
+        raw: &str,
+    ) -> Result<recipient::Recipient, crate::domain::InvalidAddress> {
+        recipient::normalize(channel, raw, &self.rules)
+    }
+
+    /// The stored template `id`, as a batch for `channel` uses it; `None` when there is
+    /// none by that id, an error when it is for another channel.
+    pub async fn stored_template(
+        &self,
+        channel: Channel,
+        id: &str,
+    ) -> Result<Option<TemplateSpec>, Error> {
+        let Some(stored) = self.queue.template(id).await? else {
+            return Ok(None);
+        };
+        if stored.channel != channel {
+            return Err(invalid(
+                "template_id",
+                format!(
+                    "template `{id}` is for {}, this batch is {channel}",
+                    stored.channel
+                ),
+            ));
+        }
+        Ok(Some(TemplateSpec {
+            body: stored.body,
+            subject: stored.subject,
+        }))
     }
 
     /// Checks every recipient, renders every message, and stores the batch whole.
@@ -167,16 +347,43 @@ impl Intake {
         recipients: Vec<RecipientSpec>,
     ) -> Result<Submitted, Error> {
         let started = std::time::Instant::now();
-        let batch = self.prepare(&envelope, body, recipients)?;
+        let draft = self.prepare(&envelope, body, recipients)?;
+        let channel = draft.channel;
+        let suppressed = self.queue.suppressed(channel, &draft.keys).await?;
+        let recent = match (envelope.reject_recent_duplicates, self.recent_window) {
+            (false, _) => HashSet::new(),
+            (true, None) => {
+                return Err(invalid(
+                    "reject_recent_duplicates",
+                    "needs recipients.recent_window_secs set to how far back to look",
+                ));
+            }
+            (true, Some(window)) => {
+                let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+                self.queue
+                    .recently_sent(channel, draft.fingerprints.clone(), since)
+                    .await?
+            }
+        };
+        let (batch, remember) = draft.finish(&envelope, &suppressed, &recent)?;
         let prepared = started.elapsed();
         let report = batch.report.clone();
+        if envelope.dry_run {
+            return Ok(Submitted {
+                report,
+                replayed: false,
+            });
+        }
         let accepted = self.queue.accept(batch).await?;
         tracing::debug!(?prepared, stored = ?(started.elapsed() - prepared), "batch submitted");
         match accepted {
-            Accepted::New(_) => Ok(Submitted {
-                report,
-                replayed: false,
-            }),
+            Accepted::New(_) => {
+                self.remember(channel, remember);
+                Ok(Submitted {
+                    report,
+                    replayed: false,
+                })
+            }
             Accepted::Replayed { report, .. } => Ok(Submitted {
                 report,
                 replayed: true,
@@ -184,12 +391,36 @@ impl Intake {
         }
     }
 
+    /// Records what a stored batch sends, for later batches' `recent_duplicate`
+    /// checks, after the answer: the batch is stored; these records are a courtesy,
+    /// and a crash that loses them only lets a later duplicate through. Records older
+    /// than the window are pruned on the way.
+    fn remember(&self, channel: Channel, fingerprints: Vec<String>) {
+        let Some(window) = self.recent_window else {
+            return;
+        };
+        if fingerprints.is_empty() {
+            return;
+        }
+        let queue = self.queue.clone();
+        tokio::spawn(async move {
+            let now = now_ms();
+            if let Err(e) = queue.remember_sends(channel, fingerprints, now).await {
+                tracing::warn!(error = %e, "recording recent sends failed; they will not count as recent");
+            }
+            let before = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+            if let Err(e) = queue.forget_sends_before(before).await {
+                tracing::warn!(error = %e, "pruning old recent sends failed; will try again");
+            }
+        });
+    }
+
     fn prepare(
         &self,
         envelope: &Envelope<'_>,
         body: Body,
         recipients: Vec<RecipientSpec>,
-    ) -> Result<NewBatch, Error> {
+    ) -> Result<Draft, Error> {
         let channel = envelope.channel;
         if recipients.is_empty() {
             return Err(invalid("recipients", "must list at least one recipient"));
@@ -245,46 +476,166 @@ impl Intake {
             Body::Literal(text) => Renderer::Literal(text),
         };
 
-        let id = BatchId::new();
         let mut messages = Vec::with_capacity(recipients.len());
+        let mut keys = Vec::with_capacity(recipients.len());
         let mut rejected = Vec::new();
-        for (index, checked) in check_all(&renderer, channel, recipients)
+        // Each normalized address's first index: later ones are duplicates.
+        let mut first: HashMap<String, usize> = HashMap::with_capacity(recipients.len());
+        for (index, checked) in check_all(&renderer, channel, &self.rules, recipients)
             .into_iter()
             .enumerate()
         {
-            match checked {
-                Ok(c) => messages.push(NewMessage {
-                    index: u32::try_from(index).expect("max_recipients keeps indices small"),
-                    provider: route.name.clone(),
+            let checked = checked.and_then(|c| match first.entry(c.key.clone()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(index);
+                    Ok(c)
+                }
+                Entry::Occupied(seen) => Err(Rejection {
+                    index,
+                    detail: format!("`{}` is also recipient {}", c.to, seen.get()),
+                    first_index: Some(*seen.get()),
                     to: c.to,
-                    reference: c.reference,
-                    subject: c.subject,
-                    body: c.body,
+                    reason: "duplicate".into(),
+                    variable: None,
                 }),
+            });
+            match checked {
+                Ok(c) => {
+                    keys.push(c.key);
+                    messages.push(NewMessage {
+                        index: u32::try_from(index).expect("max_recipients keeps indices small"),
+                        provider: route.name.clone(),
+                        to: c.to,
+                        reference: c.reference,
+                        subject: c.subject,
+                        body: c.body,
+                    });
+                }
                 Err(r) => rejected.push(Rejection { index, ..r }),
             }
         }
-        if messages.is_empty() {
-            return Err(Error::NoneAccepted(rejected));
-        }
-        let report = Report {
-            batch_id: id.to_string(),
-            accepted: messages.len(),
-            rejected,
+        let fingerprints = if self.recent_window.is_some() {
+            messages
+                .iter()
+                .zip(&keys)
+                .map(|(m, key)| fingerprint(key, m))
+                .collect()
+        } else {
+            Vec::new()
         };
-        Ok(NewBatch {
-            id,
+        Ok(Draft {
             channel,
-            source: envelope.source.to_string(),
+            route: route.clone(),
             priority,
             send_at_ms,
+            messages,
+            keys,
+            fingerprints,
+            rejected,
+        })
+    }
+}
+
+/// A checked batch before the suppression list has had its say.
+struct Draft {
+    channel: Channel,
+    route: Route,
+    priority: i32,
+    send_at_ms: i64,
+    messages: Vec<NewMessage>,
+    /// Each message's recipient key (see [`recipient::Recipient`]).
+    keys: Vec<String>,
+    /// Each message's [`fingerprint`], when recent sends are remembered; else empty.
+    fingerprints: Vec<String>,
+    rejected: Vec<Rejection>,
+}
+
+/// Who got what: the recipient key, subject and body, hashed (128 bits of SHA-256).
+fn fingerprint(key: &str, message: &NewMessage) -> String {
+    let mut hash = Sha256::new();
+    for part in [key, message.subject.as_deref().unwrap_or(""), &message.body] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    hex::encode(&hash.finalize()[..16])
+}
+
+impl Draft {
+    /// Drops the messages to `suppressed` recipients, measures the rest and writes
+    /// the report.
+    fn finish(
+        mut self,
+        envelope: &Envelope<'_>,
+        suppressed: &HashSet<String>,
+        recent: &HashSet<String>,
+    ) -> Result<(NewBatch, Vec<String>), Error> {
+        let mut remember = Vec::with_capacity(self.fingerprints.len());
+        if !suppressed.is_empty() || !recent.is_empty() {
+            let mut kept = Vec::with_capacity(self.messages.len());
+            let mut fingerprints = self.fingerprints.iter();
+            for (message, key) in self.messages.into_iter().zip(&self.keys) {
+                let fingerprint = fingerprints.next();
+                let (reason, detail) = if suppressed.contains(key) {
+                    (
+                        "suppressed",
+                        format!("`{key}` is on the {} suppression list", self.channel),
+                    )
+                } else if fingerprint.is_some_and(|f| recent.contains(f)) {
+                    (
+                        "recent_duplicate",
+                        format!("`{key}` was sent the same message within the last window"),
+                    )
+                } else {
+                    remember.extend(fingerprint.cloned());
+                    kept.push(message);
+                    continue;
+                };
+                self.rejected.push(Rejection {
+                    index: message.index as usize,
+                    detail,
+                    to: message.to,
+                    reason: reason.into(),
+                    variable: None,
+                    first_index: None,
+                });
+            }
+            self.messages = kept;
+            self.rejected.sort_unstable_by_key(|r| r.index);
+        } else {
+            remember = std::mem::take(&mut self.fingerprints);
+        }
+        if self.messages.is_empty() {
+            return Err(Error::NoneAccepted(self.rejected));
+        }
+        let sms = (self.channel == Channel::Sms).then(|| {
+            let mut summary = SmsSummary::default();
+            for m in &self.messages {
+                summary.add(sms::measure(&m.body));
+            }
+            summary
+        });
+        let id = BatchId::new();
+        let report = Report::new(
+            (!envelope.dry_run).then_some(id),
+            &self.route,
+            self.messages.len(),
+            sms,
+            self.rejected,
+        );
+        let batch = NewBatch {
+            id,
+            channel: self.channel,
+            source: envelope.source.to_string(),
+            priority: self.priority,
+            send_at_ms: self.send_at_ms,
             idempotency: envelope.idempotency.map(|(key, request)| Idempotency {
                 key: key.to_string(),
                 request_hash: hex::encode(Sha256::digest(request)),
             }),
             report: serde_json::to_value(&report).expect("a report always serializes"),
-            messages,
-        })
+            messages: self.messages,
+        };
+        Ok((batch, remember))
     }
 }
 
@@ -296,6 +647,8 @@ enum Renderer {
 /// A recipient ready to store.
 struct Checked {
     to: String,
+    /// Who it reaches, for duplicates.
+    key: String,
     reference: Option<String>,
     subject: Option<String>,
     body: String,
@@ -309,13 +662,14 @@ const PARALLEL_FROM: usize = 2_000;
 fn check_all(
     renderer: &Renderer,
     channel: Channel,
+    rules: &Rules,
     recipients: Vec<RecipientSpec>,
 ) -> Vec<Result<Checked, Rejection>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if recipients.len() < PARALLEL_FROM || threads < 2 {
         return recipients
             .into_iter()
-            .map(|r| check(renderer, channel, r))
+            .map(|r| check(renderer, channel, rules, r))
             .collect();
     }
     let chunk = recipients.len().div_ceil(threads);
@@ -329,7 +683,7 @@ fn check_all(
             .map(|part| {
                 scope.spawn(move || {
                     part.into_iter()
-                        .map(|r| check(renderer, channel, r))
+                        .map(|r| check(renderer, channel, rules, r))
                         .collect::<Vec<_>>()
                 })
             })
@@ -345,6 +699,7 @@ fn check_all(
 fn check(
     renderer: &Renderer,
     channel: Channel,
+    rules: &Rules,
     recipient: RecipientSpec,
 ) -> Result<Checked, Rejection> {
     let refuse = |reason: &str, variable: Option<String>, detail: String| Rejection {
@@ -352,10 +707,11 @@ fn check(
         to: recipient.to.clone(),
         reason: reason.into(),
         variable,
+        first_index: None,
         detail,
     };
-    let to =
-        Address::parse(channel, &recipient.to).map_err(|e| refuse("invalid_address", None, e.0))?;
+    let to = recipient::normalize(channel, &recipient.to, rules)
+        .map_err(|e| refuse("invalid_address", None, e.0))?;
     if let Some(r) = &recipient.reference
         && r.len() > MAX_REF_BYTES
     {
@@ -375,7 +731,8 @@ fn check(
         },
     };
     Ok(Checked {
-        to: to.into_string(),
+        to: to.to,
+        key: to.key,
         reference: recipient.reference,
         subject,
         body,

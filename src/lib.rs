@@ -5,17 +5,22 @@
 //! claims due messages, waits on [`ratelimit`], sends through a [`provider`] and
 //! settles the outcome back in bulk. [`app`] wires it together and owns the
 //! shutdown order; [`config`] and [`telemetry`] set it up; [`domain`] holds the
-//! pure types everything shares.
+//! pure types everything shares; [`recipient`] normalises phone numbers and
+//! mailboxes and [`sms`] measures an SMS text's encoding and segments, both pure;
+//! [`csv_input`] reads CSV files as spreadsheets export them.
 
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod csv_input;
 pub mod domain;
 pub mod intake;
 pub mod provider;
 pub mod queue;
 pub mod ratelimit;
+pub mod recipient;
+pub mod sms;
 pub mod telemetry;
 pub mod template;
 pub mod worker;

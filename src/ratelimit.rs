@@ -1,122 +1,347 @@
-//! Per-provider rate limits: a token bucket refilled continuously at the configured
-//! rate. Workers take tokens *before* claiming messages, so waiting for the limit
-//! never holds a lease and never counts as a delivery attempt.
+//! Per-provider rate limits as token buckets kept in the store, so that every worker
+//! process sharing a store draws from the same bucket and a limit holds across all
+//! of them. Each engine keeps one bucket per provider (tokens, and when they were
+//! counted) and updates it in the same transaction that claims messages: tokens
+//! are spent on exactly the messages claimed, so a wait for the limit never holds a
+//! lease and never counts as a delivery attempt.
+//!
+//! Per-recipient caps ("the same number at most once a minute and 10 times a
+//! day") are kept the same way: each engine records when each recipient was last
+//! claimed for, per provider, and a claim defers a capped recipient's message to
+//! the moment the cap allows it (no attempt counted). Claims that check caps take
+//! turns per provider, so two processes never both send a recipient's last allowed
+//! message.
+//!
+//! This module is the arithmetic the SQLite and PostgreSQL engines share; the Redis
+//! engine's claim script does the same in Lua.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-/// A token bucket; `unlimited` never makes anyone wait.
-#[derive(Debug)]
-pub struct RateLimiter {
-    limit: Option<Limit>,
+/// Everything that holds a provider's claims back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Limits {
+    pub rate: Option<Rate>,
+    /// Each cap must hold; empty for none.
+    pub per_recipient: Vec<Cap>,
 }
 
-#[derive(Debug)]
-struct Limit {
-    /// Tokens added per second.
-    rate: f64,
-    /// The most tokens the bucket holds: the largest burst.
-    burst: f64,
-    bucket: Mutex<Bucket>,
+/// At most `count` messages to one recipient within any `window_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cap {
+    pub count: u32,
+    pub window_ms: i64,
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    refilled: Instant,
+/// A provider's limit: `per_sec` messages per second on average, at most `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_sec: f64,
+    pub burst: f64,
 }
 
-impl RateLimiter {
-    pub fn unlimited() -> Self {
-        RateLimiter { limit: None }
+/// A bucket as stored: `tokens` as counted at `at_ms` (the store's clock).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    pub tokens: f64,
+    pub at_ms: i64,
+}
+
+impl Rate {
+    /// `per_sec` messages per second. `burst` (default: a twentieth of a second's
+    /// worth, at least 1) bounds how many may go at once. A small burst keeps every
+    /// one-second window within 5 % of `per_sec`.
+    pub fn new(per_sec: f64, burst: Option<u32>) -> Rate {
+        let burst = burst.map_or((per_sec / 20.0).ceil(), f64::from).max(1.0);
+        Rate { per_sec, burst }
     }
 
-    /// `rate` messages per second. `burst` (default: a tenth of a second's worth,
-    /// at least 1) bounds how many may go at once; a small burst keeps every
-    /// one-second window close to `rate`.
-    pub fn per_second(rate: f64, burst: Option<u32>) -> Self {
-        let burst = burst.map_or((rate / 10.0).ceil(), f64::from).max(1.0);
-        RateLimiter {
-            limit: Some(Limit {
-                rate,
-                burst,
-                bucket: Mutex::new(Bucket {
-                    tokens: burst,
-                    refilled: Instant::now(),
-                }),
-            }),
+    /// The bucket as it stands at `now_ms`: refilled for the time since it was last
+    /// counted, never above `burst`; a provider without a bucket yet starts full. A
+    /// clock that went backwards refills nothing until it has caught up.
+    pub fn refill(&self, bucket: Option<Bucket>, now_ms: i64) -> Bucket {
+        match bucket {
+            None => Bucket {
+                tokens: self.burst,
+                at_ms: now_ms,
+            },
+            Some(b) => {
+                let elapsed = now_ms.saturating_sub(b.at_ms).max(0) as f64 / 1000.0;
+                Bucket {
+                    tokens: (b.tokens + elapsed * self.per_sec).min(self.burst),
+                    at_ms: now_ms.max(b.at_ms),
+                }
+            }
         }
     }
 
-    /// Takes up to `want` tokens. `Ok(n)` with `1 <= n <= want` when any are
-    /// available; otherwise `Err(wait)`: how long until one is.
-    pub fn take_up_to(&self, want: usize) -> Result<usize, Duration> {
-        let Some(limit) = &self.limit else {
-            return Ok(want);
-        };
-        let mut bucket = limit.bucket.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * limit.rate).min(limit.burst);
-        bucket.refilled = now;
-        if bucket.tokens < 1.0 {
-            return Err(Duration::from_secs_f64((1.0 - bucket.tokens) / limit.rate));
-        }
-        let n = (bucket.tokens.floor() as usize).min(want);
-        bucket.tokens -= n as f64;
-        Ok(n)
+    /// The stored bucket refilled to `now_ms`, and how many of `want` messages a
+    /// claim may take from it (at least 1; spend what is claimed); or, when it holds
+    /// too few tokens, how long to wait.
+    pub fn take(
+        &self,
+        stored: Option<Bucket>,
+        now_ms: i64,
+        want: usize,
+    ) -> Result<(usize, Bucket), Duration> {
+        let bucket = self.refill(stored, now_ms);
+        self.allowance(&bucket, want).map(|n| (n, bucket))
     }
 
-    /// Returns tokens that were taken but not used.
-    pub fn refund(&self, n: usize) {
-        if let Some(limit) = &self.limit {
-            let mut bucket = limit.bucket.lock().unwrap_or_else(|p| p.into_inner());
-            bucket.tokens = (bucket.tokens + n as f64).min(limit.burst);
+    /// How many of `want` messages a claim may take from `bucket` (already refilled),
+    /// or how long to wait. Claims wait until a chunk of up to half the burst is
+    /// there, so that workers sharing a slow limit claim a handful at a time rather
+    /// than one each per token.
+    pub fn allowance(&self, bucket: &Bucket, want: usize) -> Result<usize, Duration> {
+        let chunk = (want as f64).min((self.burst / 2.0).ceil()).max(1.0);
+        if bucket.tokens >= chunk {
+            // `tokens` is at most `burst`, a u32, so the cast is exact.
+            Ok((bucket.tokens.floor() as usize).min(want))
+        } else {
+            let secs = (chunk - bucket.tokens) / self.per_sec;
+            Err(Duration::from_secs_f64(secs).max(Duration::from_millis(1)))
         }
     }
+}
+
+impl Bucket {
+    /// The bucket after `n` messages were claimed from it.
+    pub fn spend(self, n: usize) -> Bucket {
+        Bucket {
+            tokens: self.tokens - n as f64,
+            ..self
+        }
+    }
+}
+
+/// The longest window of `caps`: sends older than that no longer matter.
+pub fn longest_window(caps: &[Cap]) -> i64 {
+    caps.iter().map(|c| c.window_ms).max().unwrap_or(0)
+}
+
+/// A message that may be claimed, as a capped claim sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate<K> {
+    pub key: K,
+    pub to: String,
+}
+
+/// What a capped claim does with its candidates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Picked<K> {
+    /// Claim these, in this order; record a send to each one's recipient at `now`.
+    pub claim: Vec<Candidate<K>>,
+    /// Put these back until the given time (ms), when their recipient's caps allow.
+    pub defer: Vec<(K, i64)>,
+}
+
+/// Goes through `candidates` in due order: a message whose recipient is within
+/// every cap, counting `recent` (each recipient's earlier sends, any order) and the
+/// messages picked before it, is claimed; any other is deferred.
+pub fn pick<K>(
+    caps: &[Cap],
+    candidates: Vec<Candidate<K>>,
+    mut recent: HashMap<String, Vec<i64>>,
+    now_ms: i64,
+) -> Picked<K> {
+    let mut picked = Picked {
+        claim: Vec::with_capacity(candidates.len()),
+        defer: Vec::new(),
+    };
+    for candidate in candidates {
+        let sends = recent.entry(candidate.to.clone()).or_default();
+        match allowed_at(caps, sends, now_ms) {
+            None => {
+                sends.push(now_ms);
+                picked.claim.push(candidate);
+            }
+            Some(at) => picked.defer.push((candidate.key, at)),
+        }
+    }
+    picked
+}
+
+/// `None` when one more send at `now_ms` keeps every cap; otherwise the earliest
+/// time one would.
+fn allowed_at(caps: &[Cap], sends: &mut [i64], now_ms: i64) -> Option<i64> {
+    sends.sort_unstable_by(|a, b| b.cmp(a));
+    caps.iter()
+        .filter_map(|cap| {
+            let from = now_ms - cap.window_ms;
+            let within = sends.iter().take_while(|&&at| at > from).count();
+            // The oldest send that must leave the window first.
+            (within >= cap.count as usize).then(|| sends[cap.count as usize - 1] + cap.window_ms)
+        })
+        .max()
+        .map(|at| at.max(now_ms + 1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_limit_admits_its_rate_over_time_and_no_more() {
-        let limiter = RateLimiter::per_second(100.0, None);
-        let start = Instant::now();
-        let mut sent = 0;
-        while Instant::now() - start < Duration::from_secs(10) {
-            match limiter.take_up_to(64) {
-                Ok(n) => sent += n,
-                Err(wait) => tokio::time::advance(wait).await,
+    /// Claims greedily for `secs` of simulated time, waiting as told; returns how
+    /// many were claimed and the most in any window of one second.
+    fn simulate(rate: Rate, want: usize, secs: i64) -> (usize, usize) {
+        let mut bucket = None;
+        let mut now = 0;
+        let mut claims: Vec<(i64, usize)> = Vec::new();
+        for _ in 0..1_000_000 {
+            if now >= secs * 1000 {
+                break;
+            }
+            match rate.take(bucket, now, want) {
+                Ok((n, b)) => {
+                    claims.push((now, n));
+                    bucket = Some(b.spend(n));
+                }
+                Err(wait) => {
+                    bucket = Some(rate.refill(bucket, now));
+                    now += i64::try_from(wait.as_millis()).unwrap().max(1);
+                }
             }
         }
-        // 10 s at 100/s plus the initial burst of 10.
-        assert!((1000..=1010).contains(&sent), "{sent}");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn waiting_time_is_what_one_token_needs() {
-        let limiter = RateLimiter::per_second(4.0, Some(1));
-        assert_eq!(limiter.take_up_to(5), Ok(1));
-        let wait = limiter.take_up_to(5).unwrap_err();
-        assert!((wait.as_secs_f64() - 0.25).abs() < 1e-6, "{wait:?}");
-        tokio::time::advance(wait).await;
-        assert_eq!(limiter.take_up_to(5), Ok(1));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn refunded_tokens_can_be_taken_again() {
-        let limiter = RateLimiter::per_second(10.0, Some(5));
-        assert_eq!(limiter.take_up_to(5), Ok(5));
-        limiter.refund(3);
-        assert_eq!(limiter.take_up_to(5), Ok(3));
+        let total = claims.iter().map(|c| c.1).sum();
+        let worst = claims
+            .iter()
+            .map(|&(start, _)| {
+                claims
+                    .iter()
+                    .filter(|c| c.0 >= start && c.0 < start + 1000)
+                    .map(|c| c.1)
+                    .sum()
+            })
+            .max()
+            .unwrap_or(0);
+        (total, worst)
     }
 
     #[test]
-    fn unlimited_never_waits() {
-        assert_eq!(RateLimiter::unlimited().take_up_to(1000), Ok(1000));
+    fn a_limit_admits_its_rate_over_time_and_no_more() {
+        let (total, worst) = simulate(Rate::new(200.0, None), 512, 10);
+        // 10 s at 200/s plus the initial burst of 10.
+        assert!((1990..=2010).contains(&total), "{total}");
+        assert!(worst <= 210, "{worst} in one second");
+    }
+
+    #[test]
+    fn a_slow_limit_admits_one_at_a_time() {
+        let (total, worst) = simulate(Rate::new(2.0, None), 64, 10);
+        assert!((20..=21).contains(&total), "{total}");
+        assert!(worst <= 3, "{worst}");
+    }
+
+    #[test]
+    fn a_new_bucket_is_full_and_refills_to_burst_only() {
+        let rate = Rate::new(100.0, Some(8));
+        assert_eq!(rate.refill(None, 5).tokens, 8.0);
+        let empty = Bucket {
+            tokens: 0.0,
+            at_ms: 0,
+        };
+        assert_eq!(rate.refill(Some(empty), 50).tokens, 5.0);
+        assert_eq!(rate.refill(Some(empty), 60_000).tokens, 8.0);
+    }
+
+    #[test]
+    fn a_clock_that_went_backwards_refills_nothing() {
+        let rate = Rate::new(100.0, Some(8));
+        let b = Bucket {
+            tokens: 2.0,
+            at_ms: 1_000,
+        };
+        assert_eq!(rate.refill(Some(b), 900), b);
+        assert_eq!(rate.refill(Some(b), 1_100).tokens, 8.0);
+    }
+
+    #[test]
+    fn claims_wait_for_a_chunk_of_half_the_burst() {
+        let rate = Rate::new(100.0, Some(20));
+        let b = Bucket {
+            tokens: 4.0,
+            at_ms: 0,
+        };
+        // 10 tokens are wanted for a chunk; 6 more take 60 ms.
+        assert_eq!(rate.allowance(&b, 500), Err(Duration::from_millis(60)));
+        // Wanting fewer than a chunk, those few may go.
+        assert_eq!(rate.allowance(&b, 3), Ok(3));
+        let full = Bucket {
+            tokens: 20.0,
+            at_ms: 0,
+        };
+        assert_eq!(rate.allowance(&full, 500), Ok(20));
+    }
+
+    #[test]
+    fn the_default_burst_is_a_twentieth_of_a_second() {
+        assert_eq!(Rate::new(500.0, None).burst, 25.0);
+        assert_eq!(Rate::new(3.0, None).burst, 1.0);
+        assert_eq!(Rate::new(3.0, Some(7)).burst, 7.0);
+    }
+}
+
+#[cfg(test)]
+mod cap_tests {
+    use super::*;
+
+    const MINUTE: i64 = 60_000;
+
+    fn candidates(tos: &[&str]) -> Vec<Candidate<usize>> {
+        tos.iter()
+            .enumerate()
+            .map(|(key, to)| Candidate {
+                key,
+                to: (*to).to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_recipient_gets_its_cap_and_the_rest_wait_for_the_window() {
+        let caps = [Cap {
+            count: 1,
+            window_ms: MINUTE,
+        }];
+        let picked = pick(
+            &caps,
+            candidates(&["a", "b", "a", "a"]),
+            HashMap::new(),
+            1_000,
+        );
+        let claimed: Vec<usize> = picked.claim.iter().map(|c| c.key).collect();
+        assert_eq!(claimed, [0, 1]);
+        assert_eq!(picked.defer, [(2, 1_000 + MINUTE), (3, 1_000 + MINUTE)]);
+    }
+
+    #[test]
+    fn earlier_sends_count_and_the_strictest_cap_decides() {
+        let caps = [
+            Cap {
+                count: 2,
+                window_ms: MINUTE,
+            },
+            Cap {
+                count: 3,
+                window_ms: 60 * MINUTE,
+            },
+        ];
+        let now = 100 * MINUTE;
+        // "a": two in the last hour, one of them in the last minute: one more fits
+        // both caps, then the hourly cap is full until its oldest send is an hour old.
+        let recent = HashMap::from([
+            ("a".to_owned(), vec![now - 30 * MINUTE, now - 1_000]),
+            ("b".to_owned(), vec![now - 61 * MINUTE, now - 2 * MINUTE]),
+        ]);
+        let picked = pick(&caps, candidates(&["a", "a", "b"]), recent, now);
+        let claimed: Vec<usize> = picked.claim.iter().map(|c| c.key).collect();
+        assert_eq!(claimed, [0, 2]);
+        assert_eq!(picked.defer, [(1, now - 30 * MINUTE + 60 * MINUTE)]);
+    }
+
+    #[test]
+    fn no_caps_claims_everything() {
+        let picked = pick(&[], candidates(&["a", "a"]), HashMap::new(), 0);
+        assert_eq!(picked.claim.len(), 2);
+        assert!(picked.defer.is_empty());
     }
 }

@@ -1,8 +1,9 @@
 //! The worker pool: claim → send → settle.
 //!
-//! Each provider has a claimer that takes rate-limit tokens and in-flight slots
-//! first and only then claims that many due messages under a lease, so waiting for
-//! a limit never holds a lease or counts as an attempt. Each claimed message is sent
+//! Each provider has a claimer that takes in-flight slots first and then claims up
+//! to that many due messages under a lease, within the provider's rate limit (a
+//! token bucket in the store, shared by every process), so waiting for a limit
+//! never holds a lease or counts as an attempt. Each claimed message is sent
 //! on its own task; outcomes go to one settler that writes them back in bulk. A
 //! message holds its in-flight slot until its outcome is committed, so at most
 //! `max_in_flight` messages are ever claimed and unrecorded: that bounds how many a
@@ -20,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, RetryConfig};
 use crate::domain::now_ms;
 use crate::provider::{self, Message, Registry, Route};
-use crate::queue::{Claimed, Outcome, Queue, Settlement};
+use crate::queue::{Claim, Claimed, Outcome, Queue, Settlement};
 
 /// Most settlements written in one transaction.
 const SETTLE_CHUNK: usize = 4096;
@@ -191,27 +192,22 @@ impl Pool {
                     Err(_) => break,
                 }
             }
-            let tokens = match route.limiter.take_up_to(permits.len()) {
-                Ok(n) => n,
-                Err(wait) => {
+            let claimed = match self
+                .inner
+                .queue
+                .claim_within(&route.name, permits.len(), self.inner.lease, &route.limits)
+                .await
+            {
+                Ok(Claim::Messages(claimed)) => claimed,
+                Ok(Claim::Wait(wait)) => {
                     drop(permits);
                     tokio::select! {
                         () = tokio::time::sleep(wait) => continue,
                         () = shutdown.cancelled() => return,
                     }
                 }
-            };
-            permits.truncate(tokens);
-            let claimed = match self
-                .inner
-                .queue
-                .claim(&route.name, tokens, self.inner.lease)
-                .await
-            {
-                Ok(claimed) => claimed,
                 Err(e) => {
                     tracing::error!(provider = %route.name, error = %e, "claiming messages failed");
-                    route.limiter.refund(tokens);
                     drop(permits);
                     tokio::select! {
                         () = tokio::time::sleep(STORE_RETRY) => continue,
@@ -219,7 +215,6 @@ impl Pool {
                     }
                 }
             };
-            route.limiter.refund(tokens - claimed.len());
             permits.truncate(claimed.len());
             let idle = claimed.is_empty();
             for (message, permit) in claimed.into_iter().zip(permits.drain(..)) {
@@ -355,6 +350,7 @@ mod tests {
     use crate::queue::{
         Accepted, BatchSummary, Control, Engine, MessageQuery, MessageRecord, NewBatch, NewMessage,
     };
+    use crate::ratelimit::Limits;
 
     fn policy() -> RetryPolicy {
         RetryPolicy {
@@ -428,12 +424,15 @@ mod tests {
             provider: &str,
             limit: usize,
             lease: Duration,
-        ) -> crate::queue::Result<Vec<Claimed>> {
-            let claimed = self.inner.claim(provider, limit, lease).await?;
-            let mut u = self.unrecorded.lock().unwrap();
-            u.0 += claimed.len();
-            u.1 = u.1.max(u.0);
-            Ok(claimed)
+            limits: &Limits,
+        ) -> crate::queue::Result<Claim> {
+            let claim = self.inner.claim(provider, limit, lease, limits).await?;
+            if let Claim::Messages(claimed) = &claim {
+                let mut u = self.unrecorded.lock().unwrap();
+                u.0 += claimed.len();
+                u.1 = u.1.max(u.0);
+            }
+            Ok(claim)
         }
         async fn settle(&self, settlements: Vec<Settlement>) -> crate::queue::Result<()> {
             tokio::time::sleep(Duration::from_millis(30)).await;

@@ -8,6 +8,8 @@
 
 mod error;
 mod seed;
+mod suppressions;
+mod templates;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -48,6 +50,22 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/batches/{id}", get(get_batch))
         .route("/v1/batches/{id}/messages", get(list_messages))
         .route("/v1/batches/{id}/{action}", post(control_batch))
+        .route(
+            "/v1/templates",
+            post(templates::create).get(templates::list),
+        )
+        .route(
+            "/v1/templates/{id}",
+            get(templates::get)
+                .put(templates::replace)
+                .delete(templates::delete),
+        )
+        .route(
+            "/v1/suppressions",
+            post(suppressions::add)
+                .get(suppressions::list)
+                .delete(suppressions::remove),
+        )
         .route("/send-sms", post(seed::send_sms))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -67,6 +85,19 @@ async fn index() -> Json<serde_json::Value> {
             "GET /healthz": "liveness",
         },
     }))
+}
+
+/// A listing's `limit`: `DEFAULT_PAGE` when absent, at most `MAX_PAGE`.
+pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, Error> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if (1..=MAX_PAGE).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Error::Invalid {
+            field: "limit".into(),
+            message: format!("must be between 1 and {MAX_PAGE}, not {limit}"),
+        })
+    }
 }
 
 /// Reads the body, turning a too-large or broken body into a JSON error.
@@ -138,11 +169,23 @@ pub(crate) fn accepted_response(submitted: Submitted, body: serde_json::Value) -
     response
 }
 
+/// `POST /v1/batches?dry_run=true` checks and reports without storing.
+#[derive(Debug, Deserialize)]
+struct SubmitParams {
+    #[serde(default)]
+    dry_run: bool,
+}
+
 async fn create_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
+    params: Result<Query<SubmitParams>, axum::extract::rejection::QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
+    let Query(params) = params.map_err(|e| Error::Invalid {
+        field: "dry_run".into(),
+        message: format!("{}: use dry_run=true or dry_run=false", e.body_text()),
+    })?;
     let bytes = body_bytes(body)?;
     let started = std::time::Instant::now();
     let request: BatchRequest = parse_json(&bytes)?;
@@ -150,9 +193,17 @@ async fn create_batch(
     let key = idempotency_key(&headers)?;
     let submitted = state
         .intake
-        .submit_request(request, "api", key.map(|k| (k, bytes.as_ref())))
+        .submit_request(
+            request,
+            "api",
+            key.map(|k| (k, bytes.as_ref())),
+            params.dry_run,
+        )
         .await?;
     let report = submitted.report.clone();
+    if params.dry_run {
+        return Ok((StatusCode::OK, Json(report)).into_response());
+    }
     Ok(accepted_response(submitted, report))
 }
 
@@ -272,13 +323,7 @@ async fn list_messages(
             ),
         })?),
     };
-    let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(Error::Invalid {
-            field: "limit".into(),
-            message: format!("must be between 1 and {MAX_PAGE}"),
-        });
-    }
+    let limit = page_limit(params.limit)?;
     if state.queue.batch(id).await?.is_none() {
         return Err(not_found(id));
     }

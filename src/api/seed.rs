@@ -122,19 +122,39 @@ pub(super) async fn send_sms(
         }
         .into());
     }
-    let Some(content) = request.content else {
-        return Err(Error::Invalid {
-            field: "content".into(),
-            message: "is required".into(),
+    // A stored template of that id wins (with the request's `content` as the
+    // variable `content`); otherwise `content` is the text, as the seed sent it.
+    let stored = match request.template_id.as_deref() {
+        Some(id) => state
+            .intake
+            .stored_template(Channel::Sms, id)
+            .await
+            .map_err(Error::from)?,
+        None => None,
+    };
+    let mut vars = serde_json::Map::new();
+    let body = match (stored, request.content) {
+        (Some(template), content) => {
+            if let Some(content) = content {
+                vars.insert("content".into(), content.into());
+            }
+            Body::Template(template)
         }
-        .into());
+        (None, Some(content)) => Body::Literal(content),
+        (None, None) => {
+            return Err(Error::Invalid {
+                field: "content".into(),
+                message: "is required unless template_id names a stored template".into(),
+            }
+            .into());
+        }
     };
     let recipients = request
         .mobiles
         .into_iter()
         .map(|to| RecipientSpec {
             to,
-            vars: Default::default(),
+            vars: vars.clone(),
             reference: None,
         })
         .collect();
@@ -145,10 +165,12 @@ pub(super) async fn send_sms(
         send_at: None,
         source: "send-sms",
         idempotency: None,
+        dry_run: false,
+        reject_recent_duplicates: false,
     };
     let submitted = state
         .intake
-        .submit(envelope, Body::Literal(content), recipients)
+        .submit(envelope, body, recipients)
         .await
         .map_err(Error::from)?;
     let report = &submitted.report;

@@ -20,7 +20,7 @@ pub use self::log::LogProvider;
 pub use self::webhook::WebhookProvider;
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::domain::{BatchId, Channel};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{Limits, Rate};
 
 /// One message as a provider sees it.
 #[derive(Debug, Clone)]
@@ -70,7 +70,47 @@ pub struct Route {
     pub name: String,
     pub channels: Vec<Channel>,
     pub provider: Arc<dyn Provider>,
-    pub limiter: Arc<RateLimiter>,
+    /// The provider's rate limit and per-recipient caps, kept in the store and
+    /// shared by every process.
+    pub limits: Limits,
+    /// What sending through it costs, when configured.
+    pub price: Option<Price>,
+}
+
+/// A provider's prices, per message and per SMS segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Price {
+    pub per_message: f64,
+    pub per_segment: f64,
+    pub currency: Option<String>,
+}
+
+impl Price {
+    fn from_config(config: &ProviderConfig) -> Result<Option<Price>, String> {
+        for (name, value) in [
+            ("price_per_message", config.price_per_message),
+            ("price_per_segment", config.price_per_segment),
+        ] {
+            if let Some(v) = value
+                && !(v >= 0.0 && v.is_finite())
+            {
+                return Err(format!("{name} must be zero or more, not {v}"));
+            }
+        }
+        if config.price_per_message.is_none() && config.price_per_segment.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Price {
+            per_message: config.price_per_message.unwrap_or(0.0),
+            per_segment: config.price_per_segment.unwrap_or(0.0),
+            currency: config.currency.clone(),
+        }))
+    }
+
+    /// The cost of `messages` messages of `segments` SMS segments in all.
+    pub fn cost(&self, messages: usize, segments: usize) -> f64 {
+        self.per_message * messages as f64 + self.per_segment * segments as f64
+    }
 }
 
 /// Every configured provider by name, and the default one for each channel.
@@ -116,20 +156,31 @@ impl Registry {
                     Arc::new(WebhookProvider::new(url, secret.clone(), send_timeout).map_err(err)?)
                 }
             };
-            let limiter = match config.rate_per_sec {
+            let rate = match config.rate_per_sec {
                 Some(rate) if !(rate > 0.0 && rate.is_finite()) => {
                     return Err(err(format!(
                         "rate_per_sec must be a positive number, not {rate}"
                     )));
                 }
-                Some(rate) => RateLimiter::per_second(rate, config.burst),
-                None => RateLimiter::unlimited(),
+                Some(rate) => Some(Rate::new(rate, config.burst)),
+                None => None,
             };
+            let per_recipient = config.per_recipient.caps();
+            if per_recipient.iter().any(|cap| cap.count == 0) {
+                return Err(err(
+                    "a per_recipient cap must allow at least 1 message (leave it out for no cap)"
+                        .into(),
+                ));
+            }
             let route = Route {
                 name: config.name.clone(),
                 channels: config.channels.clone(),
                 provider,
-                limiter: Arc::new(limiter),
+                limits: Limits {
+                    rate,
+                    per_recipient,
+                },
+                price: Price::from_config(config).map_err(err)?,
             };
             if routes.insert(config.name.clone(), route).is_some() {
                 return Err(err("is declared twice".into()));

@@ -4,7 +4,10 @@
 //! - [`Engine`] is the small crate-private trait each storage engine implements:
 //!   accept a whole batch atomically, claim under a lease, settle in bulk, read the
 //!   ledger, control a batch.
-//! - `sqlite` is the embedded engine (the default: a directory on local disk).
+//! - [`Records`] is the other one: the stored templates, the suppression list and
+//!   the fingerprints of recent sends.
+//! - `sqlite` is the embedded engine (the default: a directory on local disk);
+//!   `postgres` and `redis` keep the store on a server shared by many processes.
 //!
 //! Delivery is at-least-once: a claimed message carries a lease; if its worker dies,
 //! the lease expires and the message is claimed again with the same message id.
@@ -13,14 +16,17 @@ mod postgres;
 mod redis;
 mod sqlite;
 
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState};
+use crate::ratelimit::Limits;
 
 /// What went wrong in the store. Engine-specific causes are kept in the message.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +116,15 @@ pub struct Claimed {
     pub attempts: u32,
 }
 
+/// The answer to a rate-limited claim.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// Leased now (possibly none: nothing was due); the provider's bucket paid for them.
+    Messages(Vec<Claimed>),
+    /// The provider's bucket is short: nothing claimed, ask again after this long.
+    Wait(Duration),
+}
+
 /// What became of one claimed message.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -175,6 +190,46 @@ pub struct MessageQuery {
     pub limit: u32,
 }
 
+/// A message template kept in the store, to be rendered into batches at intake.
+/// Accepted batches hold their own rendered copies: changing or deleting a
+/// template never touches them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Template {
+    /// Chosen by the user; the API layer validates it.
+    pub id: String,
+    pub channel: Channel,
+    pub subject: Option<String>,
+    pub body: String,
+    /// Per provider name: the provider's own pre-approved template code and sign name.
+    pub providers: BTreeMap<String, ProviderTemplate>,
+    /// 1 when created, one more on every replace. Set by the store.
+    pub version: u32,
+    /// Set by the store (ms since the epoch).
+    pub created_at_ms: i64,
+    /// Set by the store (ms since the epoch); equals `created_at_ms` until replaced.
+    pub updated_at_ms: i64,
+}
+
+/// What a provider needs of a template it has approved on its side.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_name: Option<String>,
+}
+
+/// A recipient that must not be messaged on a channel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Suppression {
+    pub channel: Channel,
+    /// The address as stored and compared: exact bytes, no normalisation here.
+    pub address: String,
+    pub reason: String,
+    /// When the address was first suppressed (ms since the epoch); set by the store.
+    pub created_at_ms: i64,
+}
+
 /// What the sender can do to a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
@@ -190,8 +245,17 @@ pub enum Control {
 pub(crate) trait Engine: Send + Sync + 'static {
     async fn accept(&self, batch: NewBatch) -> Result<Accepted>;
     /// Claims up to `limit` due messages for `provider`, best priority first, under
-    /// a lease of `lease`; messages whose lease has expired are due again.
-    async fn claim(&self, provider: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>>;
+    /// a lease of `lease`; messages whose lease has expired are due again. Within
+    /// `limits` (see [`crate::ratelimit`]), in the same transaction: the provider's
+    /// token bucket bounds the claim and pays for it, and a message whose recipient
+    /// is at a cap is deferred to when the cap allows it.
+    async fn claim(
+        &self,
+        provider: &str,
+        limit: usize,
+        lease: Duration,
+        limits: &Limits,
+    ) -> Result<Claim>;
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<()>;
     async fn batch(&self, id: BatchId) -> Result<Option<BatchSummary>>;
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>>;
@@ -200,23 +264,94 @@ pub(crate) trait Engine: Send + Sync + 'static {
     async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>>;
 }
 
+/// What every engine keeps beside the queue: the stored templates, the suppression
+/// list and the fingerprints of recent sends. A trait of its own so that the queue
+/// seam stays small and a test can wrap an engine's queue alone. Every change is one
+/// transaction.
+#[async_trait]
+pub(crate) trait Records: Send + Sync + 'static {
+    /// Stores `template` as version 1, created and updated now (its own version and
+    /// times are ignored); `Ok(None)` when the id is taken.
+    async fn create_template(&self, template: Template) -> Result<Option<Template>>;
+    /// Replaces the channel, subject, body and providers of the template with
+    /// `template.id`, one version up and updated now; `Ok(None)` when there is none.
+    async fn replace_template(&self, template: Template) -> Result<Option<Template>>;
+    async fn template(&self, id: &str) -> Result<Option<Template>>;
+    /// Up to `limit` templates with ids after `after`, in id (byte) order.
+    async fn templates(&self, after: Option<String>, limit: u32) -> Result<Vec<Template>>;
+    async fn delete_template(&self, id: &str) -> Result<bool>;
+    /// Adds `entries` (no two with the same channel and address), or takes their
+    /// reasons for ones already there, which keep their creation time; returns how
+    /// many were new.
+    async fn suppress(&self, entries: Vec<Suppression>) -> Result<usize>;
+    /// Removes those of `addresses` that are suppressed on `channel`; returns how many.
+    async fn unsuppress(&self, channel: Channel, addresses: Vec<String>) -> Result<usize>;
+    /// Which of `addresses` are suppressed on `channel`. Runs on every submitted
+    /// batch: one round trip per large chunk of addresses, never one per address
+    /// (chunks may be read at different moments).
+    async fn suppressed(&self, channel: Channel, addresses: &[String]) -> Result<HashSet<String>>;
+    /// Up to `limit` suppressions, on `channel` or on any, after `after`, in
+    /// (channel, address) byte order.
+    async fn suppressions(
+        &self,
+        channel: Option<Channel>,
+        after: Option<(Channel, String)>,
+        limit: u32,
+    ) -> Result<Vec<Suppression>>;
+    /// Records each of `fingerprints` (no two alike) as sent on `channel` at `at_ms`;
+    /// one already there keeps the later of its time and `at_ms`.
+    async fn remember_sends(
+        &self,
+        channel: Channel,
+        fingerprints: Vec<String>,
+        at_ms: i64,
+    ) -> Result<()>;
+    /// Which of `fingerprints` were remembered on `channel` at or after `since_ms`.
+    /// Runs on every submitted batch: one indexed probe when the channel has none
+    /// that recent, else one round trip per large chunk (chunks may be read at
+    /// different moments).
+    async fn recently_sent(
+        &self,
+        channel: Channel,
+        fingerprints: Vec<String>,
+        since_ms: i64,
+    ) -> Result<HashSet<String>>;
+    /// Deletes up to `limit` of `channel`'s fingerprints remembered before
+    /// `before_ms`, in one statement; returns how many.
+    async fn forget_sends(&self, channel: Channel, before_ms: i64, limit: u32) -> Result<u64>;
+}
+
+/// Fingerprints deleted per statement by [`Queue::forget_sends_before`], so that no
+/// transaction grows large and other writers get the store between statements.
+const FORGET_CHUNK: u32 = 10_000;
+
+/// Statements per [`Queue::forget_sends_before`] call, over all channels: a call
+/// removes at most `FORGET_CHUNK * FORGET_ROUNDS` fingerprints.
+const FORGET_ROUNDS: u32 = 100;
+
 /// The handle to the store that the API and the workers share.
 #[derive(Clone)]
 pub struct Queue {
     engine: Arc<dyn Engine>,
+    records: Arc<dyn Records>,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
+}
+
+/// One engine as both of its seams.
+fn seams<E: Engine + Records>(engine: Arc<E>) -> (Arc<dyn Engine>, Arc<dyn Records>) {
+    (engine.clone(), engine)
 }
 
 impl Queue {
     /// Opens the store named by `url`: a directory path or `sqlite://path` for the
     /// embedded engine.
     pub async fn open(url: &str) -> Result<Queue> {
-        let engine: Arc<dyn Engine> = match url.split_once("://") {
-            None => Arc::new(sqlite::Sqlite::open(url.as_ref()).await?),
-            Some(("sqlite", path)) => Arc::new(sqlite::Sqlite::open(path.as_ref()).await?),
-            Some(("postgres" | "postgresql", _)) => postgres::open(url).await?,
-            Some(("redis" | "rediss", _)) => redis::open(url).await?,
+        let (engine, records) = match url.split_once("://") {
+            None => seams(Arc::new(sqlite::Sqlite::open(url.as_ref()).await?)),
+            Some(("sqlite", path)) => seams(Arc::new(sqlite::Sqlite::open(path.as_ref()).await?)),
+            Some(("postgres" | "postgresql", _)) => seams(postgres::open(url).await?),
+            Some(("redis" | "rediss", _)) => seams(redis::open(url).await?),
             Some((scheme, _)) => {
                 return Err(Error::Unsupported(format!(
                     "unknown store `{scheme}://`: use a directory path or `sqlite://DIR` for the embedded store"
@@ -225,15 +360,18 @@ impl Queue {
         };
         Ok(Queue {
             engine,
+            records,
             accepted: Arc::new(Notify::new()),
         })
     }
 
     /// A handle over any engine; lets tests wrap a real engine to observe or slow it.
+    /// It keeps no records: those calls fail.
     #[cfg(test)]
     pub(crate) fn from_engine(engine: Arc<dyn Engine>) -> Queue {
         Queue {
             engine,
+            records: Arc::new(tests::NoRecords),
             accepted: Arc::new(Notify::new()),
         }
     }
@@ -252,16 +390,36 @@ impl Queue {
         Ok(accepted)
     }
 
+    /// Claims up to `limit` due messages for `provider`, regardless of its rate.
     pub async fn claim(
         &self,
         provider: &str,
         limit: usize,
         lease: Duration,
     ) -> Result<Vec<Claimed>> {
-        if limit == 0 {
-            return Ok(Vec::new());
+        match self
+            .claim_within(provider, limit, lease, &Limits::default())
+            .await?
+        {
+            Claim::Messages(claimed) => Ok(claimed),
+            // Only a rate makes an engine wait; none was given.
+            Claim::Wait(_) => Ok(Vec::new()),
         }
-        self.engine.claim(provider, limit, lease).await
+    }
+
+    /// Claims up to `limit` due messages for `provider` within its `limits`, which
+    /// hold across every process on this store.
+    pub async fn claim_within(
+        &self,
+        provider: &str,
+        limit: usize,
+        lease: Duration,
+        limits: &Limits,
+    ) -> Result<Claim> {
+        if limit == 0 {
+            return Ok(Claim::Messages(Vec::new()));
+        }
+        self.engine.claim(provider, limit, lease, limits).await
     }
 
     pub async fn settle(&self, settlements: Vec<Settlement>) -> Result<()> {
@@ -287,10 +445,202 @@ impl Queue {
         Ok(summary)
     }
 
+    /// Stores a new template as version 1; its version and times are set by the
+    /// store. `Error::Conflict` when a template with its id already exists.
+    pub async fn create_template(&self, template: Template) -> Result<Template> {
+        let id = template.id.clone();
+        self.records
+            .create_template(template)
+            .await?
+            .ok_or_else(|| Error::Conflict(format!("a template `{id}` already exists")))
+    }
+
+    /// Replaces a template's channel, subject, body and providers, one version up;
+    /// `Ok(None)` when there is no template with its id.
+    pub async fn replace_template(&self, template: Template) -> Result<Option<Template>> {
+        self.records.replace_template(template).await
+    }
+
+    pub async fn template(&self, id: &str) -> Result<Option<Template>> {
+        self.records.template(id).await
+    }
+
+    /// One page of templates: up to `limit` with ids after `after`, in id order.
+    pub async fn templates(&self, after: Option<String>, limit: u32) -> Result<Vec<Template>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.records.templates(after, limit).await
+    }
+
+    /// Deletes a template; `false` when there was none. Batches already accepted
+    /// from it keep their rendered messages.
+    pub async fn delete_template(&self, id: &str) -> Result<bool> {
+        self.records.delete_template(id).await
+    }
+
+    /// Adds `entries` to the suppression list in one transaction. An address already
+    /// suppressed on the channel keeps its creation time and takes the new reason
+    /// (the last one, if it appears more than once). Returns how many were new.
+    pub async fn suppress(&self, entries: Vec<Suppression>) -> Result<usize> {
+        let entries = last_of_each(entries);
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        self.records.suppress(entries).await
+    }
+
+    /// Removes `addresses` from `channel`'s suppression list; returns how many were on it.
+    pub async fn unsuppress(&self, channel: Channel, addresses: Vec<String>) -> Result<usize> {
+        if addresses.is_empty() {
+            return Ok(0);
+        }
+        self.records.unsuppress(channel, addresses).await
+    }
+
+    /// Which of `addresses` are suppressed on `channel` (exact match).
+    pub async fn suppressed(
+        &self,
+        channel: Channel,
+        addresses: &[String],
+    ) -> Result<HashSet<String>> {
+        if addresses.is_empty() {
+            return Ok(HashSet::new());
+        }
+        self.records.suppressed(channel, addresses).await
+    }
+
+    /// One page of the suppression list, on `channel` or on every channel: up to
+    /// `limit` entries after `after`, in (channel, address) order.
+    pub async fn suppressions(
+        &self,
+        channel: Option<Channel>,
+        after: Option<(Channel, String)>,
+        limit: u32,
+    ) -> Result<Vec<Suppression>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.records.suppressions(channel, after, limit).await
+    }
+
+    /// Remembers that each of `fingerprints` was accepted for sending on `channel` at
+    /// `at_ms` (ms since the epoch), so that [`Queue::recently_sent`] finds it until
+    /// it is forgotten. A fingerprint is an opaque ASCII string of at most 64 bytes
+    /// naming a (recipient, content) pair; the store compares them as bytes. One
+    /// already remembered keeps the later of its time and `at_ms`. One transaction.
+    pub async fn remember_sends(
+        &self,
+        channel: Channel,
+        mut fingerprints: Vec<String>,
+        at_ms: i64,
+    ) -> Result<()> {
+        // Deduplicated, as an upsert may not touch a row twice; sorted, so that
+        // concurrent calls lock rows in the same order and never deadlock.
+        fingerprints.sort_unstable();
+        fingerprints.dedup();
+        if fingerprints.is_empty() {
+            return Ok(());
+        }
+        self.records
+            .remember_sends(channel, fingerprints, at_ms)
+            .await
+    }
+
+    /// Which of `fingerprints` were remembered on `channel` at or after `since_ms`
+    /// (ms since the epoch): the recipients of a batch that already got the same
+    /// content within a window. Cheap when the channel has none that recent.
+    pub async fn recently_sent(
+        &self,
+        channel: Channel,
+        fingerprints: Vec<String>,
+        since_ms: i64,
+    ) -> Result<HashSet<String>> {
+        if fingerprints.is_empty() {
+            return Ok(HashSet::new());
+        }
+        self.records
+            .recently_sent(channel, fingerprints, since_ms)
+            .await
+    }
+
+    /// Forgets the fingerprints remembered before `before_ms` (ms since the epoch),
+    /// on every channel; returns how many went. The work is bounded: at most
+    /// 1,000,000 go per call, 10,000 per statement, so a call that returns that many
+    /// may have left some for the next one.
+    pub async fn forget_sends_before(&self, before_ms: i64) -> Result<u64> {
+        let mut forgotten = 0;
+        let mut rounds = 0;
+        for channel in Channel::ALL {
+            while rounds < FORGET_ROUNDS {
+                rounds += 1;
+                let n = self
+                    .records
+                    .forget_sends(channel, before_ms, FORGET_CHUNK)
+                    .await?;
+                forgotten += n;
+                if n < u64::from(FORGET_CHUNK) {
+                    break;
+                }
+            }
+        }
+        Ok(forgotten)
+    }
+
     /// Resolves when work may have arrived in this process (a batch accepted or resumed).
     pub fn work_arrived(&self) -> &Notify {
         &self.accepted
     }
+}
+
+/// A template's providers as every engine stores them: one JSON object.
+fn providers_json(providers: &BTreeMap<String, ProviderTemplate>) -> String {
+    serde_json::to_string(providers).expect("string keys and string values serialize")
+}
+
+fn parse_providers(json: &str) -> Result<BTreeMap<String, ProviderTemplate>> {
+    serde_json::from_str(json)
+        .map_err(|e| Error::Corrupt(format!("a stored template's providers are not valid: {e}")))
+}
+
+/// The channels a page of suppressions reads, in page order, each with the address
+/// to read after (`None`: from the channel's first address). Pages go by the
+/// channel's name, then the address, both in byte order, on every engine.
+fn suppression_ranges(
+    channel: Option<Channel>,
+    after: Option<(Channel, String)>,
+) -> Vec<(Channel, Option<String>)> {
+    let mut channels = Channel::ALL.to_vec();
+    channels.sort_by_key(|c| c.as_str());
+    channels
+        .into_iter()
+        .filter(|c| channel.is_none_or(|only| only == *c))
+        .filter_map(|c| match &after {
+            None => Some((c, None)),
+            Some((at, address)) => match c.as_str().cmp(at.as_str()) {
+                std::cmp::Ordering::Less => None,
+                std::cmp::Ordering::Equal => Some((c, Some(address.clone()))),
+                std::cmp::Ordering::Greater => Some((c, None)),
+            },
+        })
+        .collect()
+}
+
+/// One entry per channel and address, in first-seen order, with the last reason:
+/// what upserting them one after another would leave.
+fn last_of_each(entries: Vec<Suppression>) -> Vec<Suppression> {
+    let mut at: HashMap<(Channel, String), usize> = HashMap::with_capacity(entries.len());
+    let mut unique: Vec<Suppression> = Vec::with_capacity(entries.len());
+    for entry in entries {
+        match at.entry((entry.channel, entry.address.clone())) {
+            Entry::Occupied(seen) => unique[*seen.get()].reason = entry.reason,
+            Entry::Vacant(slot) => {
+                slot.insert(unique.len());
+                unique.push(entry);
+            }
+        }
+    }
+    unique
 }
 
 #[cfg(test)]

@@ -4,23 +4,26 @@
 //! claimers never wait on each other nor take the same message. Finished batches
 //! are pruned in the background after a retention period.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, Transaction,
 };
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    Accepted, BatchSummary, Claimed, Control, Engine, Error, Lease, MessageQuery, MessageRecord,
-    NewBatch, Outcome, Result, Settlement,
+    Accepted, BatchSummary, Claim, Claimed, Control, Engine, Error, Lease, MessageQuery,
+    MessageRecord, NewBatch, Outcome, Result, Settlement,
 };
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
+use crate::ratelimit::{Bucket, Candidate, Cap, Limits, Rate, longest_window, pick};
 
 mod location;
+mod records;
 mod sql;
 
 use location::{Location, describe, parse_location};
@@ -50,7 +53,7 @@ pub(crate) struct Postgres {
 /// Opens the PostgreSQL store at `url` (`postgres://user[:password]@host[:port]/db`,
 /// optionally `?schema=NAME&retention_days=N`), applying migrations, and starts the
 /// background pruner unless retention is 0.
-pub(crate) async fn open(url: &str) -> Result<Arc<dyn Engine>> {
+pub(crate) async fn open(url: &str) -> Result<Arc<Postgres>> {
     let location = parse_location(url)?;
     let engine = Arc::new(Postgres::connect(&location).await?);
     if let Some(retention) = location.retention {
@@ -101,6 +104,89 @@ impl Postgres {
 
     async fn client(&self) -> Result<Object> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Locks and refills `provider`'s bucket on the server's clock: `Ok` with how
+    /// many of `want` may be claimed and the bucket to spend them from, or `Err`
+    /// with how long to wait.
+    async fn take_tokens(
+        &self,
+        tx: &Transaction<'_>,
+        provider: &str,
+        rate: &Rate,
+        want: usize,
+    ) -> Result<std::result::Result<(usize, Bucket), Duration>> {
+        let take = tx.prepare_cached(&self.sql.take_bucket).await.map_err(db)?;
+        let row = tx
+            .query_one(&take, &[&provider, &rate.burst])
+            .await
+            .map_err(db)?;
+        let stored = Bucket {
+            tokens: row.get(0),
+            at_ms: row.get(1),
+        };
+        Ok(rate.take(Some(stored), row.get(2), want))
+    }
+
+    /// The ids of up to `limit` due messages of `provider` that their recipients'
+    /// caps allow, locked, in due order. Defers the others to when their caps allow
+    /// and records a send to each chosen recipient.
+    async fn pick_capped(
+        &self,
+        tx: &Transaction<'_>,
+        provider: &str,
+        caps: &[Cap],
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<i64>> {
+        let lock = tx.prepare_cached(&self.sql.lock_caps).await.map_err(db)?;
+        tx.execute(&lock, &[&provider]).await.map_err(db)?;
+        let candidates = tx.prepare_cached(&self.sql.candidates).await.map_err(db)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let candidates: Vec<Candidate<i64>> = tx
+            .query(&candidates, &[&provider, &now, &limit])
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| Candidate {
+                key: r.get(0),
+                to: r.get(1),
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let since = now - longest_window(caps);
+        let tos: Vec<&str> = candidates.iter().map(|c| c.to.as_str()).collect();
+        let recent_sends = tx
+            .prepare_cached(&self.sql.recent_sends)
+            .await
+            .map_err(db)?;
+        let mut recent: HashMap<String, Vec<i64>> = HashMap::new();
+        for row in tx
+            .query(&recent_sends, &[&provider, &since, &tos])
+            .await
+            .map_err(db)?
+        {
+            recent.entry(row.get(0)).or_default().push(row.get(1));
+        }
+        let picked = pick(caps, candidates, recent, now);
+        let (deferred, until): (Vec<i64>, Vec<i64>) = picked.defer.iter().copied().unzip();
+        let chosen: Vec<&str> = picked.claim.iter().map(|c| c.to.as_str()).collect();
+        let defer = tx.prepare_cached(&self.sql.defer).await.map_err(db)?;
+        let record = tx
+            .prepare_cached(&self.sql.record_sends)
+            .await
+            .map_err(db)?;
+        let prune = tx.prepare_cached(&self.sql.prune_sends).await.map_err(db)?;
+        tx.execute(&defer, &[&deferred, &until, &now])
+            .await
+            .map_err(db)?;
+        tx.execute(&record, &[&provider, &now, &chosen])
+            .await
+            .map_err(db)?;
+        tx.execute(&prune, &[&provider, &since]).await.map_err(db)?;
+        Ok(picked.claim.into_iter().map(|c| c.key).collect())
     }
 
     /// Removes batches whose messages have all finished (sent, failed or cancelled)
@@ -295,28 +381,85 @@ impl Engine for Postgres {
         )))
     }
 
-    async fn claim(&self, provider: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
-        let client = self.client().await?;
-        let requeue = client.prepare_cached(&self.sql.requeue).await.map_err(db)?;
-        let claim = client.prepare_cached(&self.sql.claim).await.map_err(db)?;
+    async fn claim(
+        &self,
+        provider: &str,
+        limit: usize,
+        lease: Duration,
+        limits: &Limits,
+    ) -> Result<Claim> {
+        let mut client = self.client().await?;
         let now = now_ms();
         let token = fastrand::i64(..);
         let until = now.saturating_add(millis(lease));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        // Both statements go out before either answer is awaited (the client
-        // pipelines them), so this is one round trip; each commits on its own, the
-        // requeue first, so the claim sees what it requeued.
-        let requeue_params: [&(dyn ToSql + Sync); 1] = [&now];
-        let claim_params: [&(dyn ToSql + Sync); 5] = [&provider, &now, &limit, &token, &until];
-        let (requeued, rows) = tokio::join!(
-            client.execute(&requeue, &requeue_params),
-            client.query(&claim, &claim_params),
-        );
-        let rows = rows.map_err(db)?;
-        if let Err(e) = requeued {
-            // The claim stands (its rows are leased now); the next claim requeues.
-            tracing::warn!(error = %db(e), "requeueing expired leases failed; will try again");
-        }
+        let rows = match limits.rate {
+            None if limits.per_recipient.is_empty() => {
+                let requeue = client.prepare_cached(&self.sql.requeue).await.map_err(db)?;
+                let claim = client.prepare_cached(&self.sql.claim).await.map_err(db)?;
+                // Both statements go out before either answer is awaited (the client
+                // pipelines them), so this is one round trip; each commits on its own,
+                // the requeue first, so the claim sees what it requeued.
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let requeue_params: [&(dyn ToSql + Sync); 1] = [&now];
+                let claim_params: [&(dyn ToSql + Sync); 5] =
+                    [&provider, &now, &limit, &token, &until];
+                let (requeued, rows) = tokio::join!(
+                    client.execute(&requeue, &requeue_params),
+                    client.query(&claim, &claim_params),
+                );
+                if let Err(e) = requeued {
+                    // The claim stands (its rows are leased now); the next claim requeues.
+                    tracing::warn!(error = %db(e), "requeueing expired leases failed; will try again");
+                }
+                rows.map_err(db)?
+            }
+            _ => {
+                // Limited claims for one provider take turns: the bucket's row lock
+                // and the caps' advisory lock are held to the end of the transaction,
+                // across every process on the store.
+                let tx = client.transaction().await.map_err(db)?;
+                let requeue = tx.prepare_cached(&self.sql.requeue).await.map_err(db)?;
+                tx.execute(&requeue, &[&now]).await.map_err(db)?;
+                let (limit, bucket) = match &limits.rate {
+                    None => (limit, None),
+                    Some(rate) => match self.take_tokens(&tx, provider, rate, limit).await? {
+                        Ok((n, bucket)) => (n, Some(bucket)),
+                        Err(wait) => {
+                            // The requeue stands.
+                            tx.commit().await.map_err(db)?;
+                            return Ok(Claim::Wait(wait));
+                        }
+                    },
+                };
+                let rows = if limits.per_recipient.is_empty() {
+                    let claim = tx.prepare_cached(&self.sql.claim).await.map_err(db)?;
+                    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                    tx.query(&claim, &[&provider, &now, &limit, &token, &until])
+                        .await
+                        .map_err(db)?
+                } else {
+                    let ids = self
+                        .pick_capped(&tx, provider, &limits.per_recipient, limit, now)
+                        .await?;
+                    let claim = tx.prepare_cached(&self.sql.claim_ids).await.map_err(db)?;
+                    tx.query(&claim, &[&ids, &token, &until, &now])
+                        .await
+                        .map_err(db)?
+                };
+                if let Some(bucket) = bucket {
+                    let spent = bucket.spend(rows.len());
+                    let store = tx
+                        .prepare_cached(&self.sql.store_bucket)
+                        .await
+                        .map_err(db)?;
+                    tx.execute(&store, &[&provider, &spent.tokens, &spent.at_ms])
+                        .await
+                        .map_err(db)?;
+                }
+                tx.commit().await.map_err(db)?;
+                rows
+            }
+        };
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: i64 = row.get(0);
@@ -342,7 +485,9 @@ impl Engine for Postgres {
         }
         // RETURNING rows come in no particular order; hand them out in due order.
         claimed.sort_unstable_by_key(|(order, _)| *order);
-        Ok(claimed.into_iter().map(|(_, claim)| claim).collect())
+        Ok(Claim::Messages(
+            claimed.into_iter().map(|(_, claim)| claim).collect(),
+        ))
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<()> {

@@ -1,7 +1,7 @@
 //! The Redis engine: the queue and ledger in one Redis server (standalone or a
 //! primary with replicas; not Redis Cluster). Every change of state is one Lua
 //! script, so readers and other workers never see half of one. Accepting a batch
-//! first writes its message hashes (pipelined, 1,000 per round trip) under keys that
+//! first writes its message hashes (by script, 1,000 per call, the calls sent together) under keys that
 //! nothing refers to yet, then one script publishes it: the batch record, the
 //! idempotency key and the ready-set entries. A batch whose writer died between the
 //! two is recorded in `staging` and swept after ten minutes.
@@ -29,11 +29,30 @@
 //!   scored by `-priority`, so claims walk them best first.
 //! - `leased:{provider}` sorted set: the messages out under a lease, scored by expiry.
 //! - `idem:{key}` hash: an idempotency key's batch and request hash.
+//! - `rate:{provider}` hash: a rate-limited provider's token bucket (`tokens`, `at`).
+//! - `sent:{provider}:{to}` sorted set: a capped recipient's recent sends, scored by
+//!   time; it expires after the provider's longest cap window.
 //! - `seq` counter; `staging` sorted set of batches being written, scored by the
 //!   time after which they count as abandoned; `version` of this layout.
+//! - `template:{id}` hash: a stored template (`channel`, `subject` if it has one,
+//!   `body`, `providers` as JSON, `version`, `created_at`, `updated_at`).
+//! - `templates` sorted set: every template id, all scored 0 so that they sort by
+//!   bytes and page with `ZRANGEBYLEX`.
+//! - `suppressed:{channel}` sorted set: the addresses suppressed on the channel, all
+//!   scored 0. A sorted set rather than a set or a hash because it does both jobs:
+//!   `ZMSCORE` answers membership for thousands of addresses per command (as
+//!   `SMISMEMBER` would), and `ZRANGEBYLEX` pages the list in byte order after a
+//!   given address, which `SSCAN`/`HSCAN` cannot.
+//! - `suppression:{channel}` hash: address → `{created_at}:{reason}`, what a listing
+//!   shows; every change keeps it in step with `suppressed:{channel}`.
+//! - `fingerprints:{channel}` sorted set: the fingerprints of recent sends on the
+//!   channel, scored by when each was last remembered (ms). `ZMSCORE` answers
+//!   membership and time at once, and the oldest are the lowest ranks to remove.
 //!
 //! A message is in `ready:…` exactly when pending and in `leased:…` exactly when
-//! sending; every script keeps that and the batch counts in step.
+//! sending; every script keeps that and the batch counts in step. Keys added to the
+//! layout that older builds never read (templates, suppressions, fingerprints) leave
+//! its version alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -41,13 +60,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisError, Script, Value};
+use redis::{RedisError, Value};
 
 use super::{
-    Accepted, BatchSummary, Claimed, Control, Engine, Error, Lease, MessageQuery, MessageRecord,
-    NewBatch, Outcome, Result, Settlement,
+    Accepted, BatchSummary, Claim, Claimed, Control, Engine, Error, Lease, MessageQuery,
+    MessageRecord, NewBatch, Outcome, Result, Settlement,
 };
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
+use crate::ratelimit::Limits;
+
+mod records;
+mod scripts;
+
+use scripts::{PRELUDE, Scripts};
 
 /// The key layout this build reads and writes.
 const LAYOUT_VERSION: &str = "1";
@@ -83,313 +108,6 @@ const SUMMARY_FIELDS: [&str; 12] = [
     "cancelled",
     "paused",
 ];
-
-/// Shared by every script. `ARGV[1]` is the key prefix (with its `:`), `ARGV[2]` the
-/// caller's clock in ms: scripts never read Redis's clock, so engines agree on time.
-const PRELUDE: &str = r"
-local P = ARGV[1]
-local now = ARGV[2]
-local batches = {}
-local function batch_of(id)
-  local b = batches[id]
-  if b == nil then
-    local key = P .. 'b:' .. id
-    local f = redis.call('HMGET', key, 'control', 'priority', 'channel')
-    b = { key = key, control = f[1], priority = f[2], channel = f[3], delta = {} }
-    batches[id] = b
-  end
-  return b
-end
--- Counts change in memory and are written once per batch at the end.
-local function count(b, from, to)
-  b.delta[from] = (b.delta[from] or 0) - 1
-  b.delta[to] = (b.delta[to] or 0) + 1
-end
-local function flush_counts()
-  for _, b in pairs(batches) do
-    for state, n in pairs(b.delta) do
-      if n ~= 0 then redis.call('HINCRBY', b.key, state, n) end
-    end
-  end
-end
--- A message going back to the queue takes its batch's pause or cancel.
-local function requeued_state(b)
-  if b.control == 'paused' or b.control == 'cancelled' then return b.control end
-  return 'pending'
-end
-local indexed = {}
-local function make_ready(b, provider, member, at)
-  local ready = P .. 'ready:' .. b.priority .. ':' .. provider
-  redis.call('ZADD', ready, at, member)
-  if indexed[ready] == nil then
-    redis.call('ZADD', P .. 'prios:' .. provider, -tonumber(b.priority), b.priority)
-    indexed[ready] = true
-  end
-end
-local function unready(b, provider, member)
-  redis.call('ZREM', P .. 'ready:' .. b.priority .. ':' .. provider, member)
-end
--- Lua's unpack is limited to a few thousand values.
-local function zrem_all(key, members)
-  for i = 1, #members, 1000 do
-    redis.call('ZREM', key, unpack(members, i, math.min(i + 999, #members)))
-  end
-end
-local function member_of(seq, index)
-  return seq .. ':' .. string.format('%010d', index)
-end
-";
-
-/// Allocates a batch's arrival number and records it as staging.
-/// ARGV: P, now, deadline, span.
-const RESERVE: &str = r"
-local seq = string.format('%010d', redis.call('INCR', P .. 'seq'))
-redis.call('ZADD', P .. 'staging', ARGV[3], seq .. ':' .. ARGV[4])
-return seq
-";
-
-/// An idempotency key's earlier batch: `{batch id, request hash, report}` or `{}`.
-/// ARGV: P, now, key.
-const LOOKUP: &str = r"
-local seen = redis.call('HMGET', P .. 'idem:' .. ARGV[3], 'batch', 'request_hash')
-if not seen[1] then return {} end
-return { seen[1], seen[2], redis.call('HGET', P .. 'b:' .. seen[1], 'report') }
-";
-
-/// Makes a staged batch visible, all at once: the batch record, the idempotency key,
-/// and its members in the ready sets.
-/// ARGV: P, now, id, channel, source, priority, send_at, report, seq, span, total,
-/// idempotency key (or ''), request hash, then per provider: name, n, n members.
-const COMMIT: &str = r"
-local id, prio, send_at, seq, span, idem = ARGV[3], ARGV[6], ARGV[7], ARGV[9], ARGV[10], ARGV[12]
-if idem ~= '' then
-  local seen = redis.call('HMGET', P .. 'idem:' .. idem, 'batch', 'request_hash')
-  if seen[1] then
-    return { 'seen', seen[1], seen[2], redis.call('HGET', P .. 'b:' .. seen[1], 'report') }
-  end
-end
-local bkey = P .. 'b:' .. id
-if redis.call('EXISTS', bkey) == 1 then return { 'exists' } end
-if redis.call('ZREM', P .. 'staging', seq .. ':' .. span) == 0 then return { 'expired' } end
-redis.call('HSET', bkey, 'seq', seq, 'span', span, 'channel', ARGV[4], 'source', ARGV[5],
-  'control', 'active', 'priority', prio, 'send_at', send_at, 'created_at', now, 'report', ARGV[8],
-  'pending', ARGV[11], 'sending', 0, 'sent', 0, 'failed', 0, 'cancelled', 0, 'paused', 0)
-if idem ~= '' then
-  redis.call('HSET', P .. 'idem:' .. idem, 'batch', id, 'request_hash', ARGV[13])
-  redis.call('HSET', bkey, 'idempotency_key', idem)
-end
-local i = 14
-while i <= #ARGV do
-  local provider, n = ARGV[i], tonumber(ARGV[i + 1])
-  local ready = P .. 'ready:' .. prio .. ':' .. provider
-  local first = i + 2
-  for j = 0, n - 1, 1000 do
-    local args = {}
-    for x = 0, math.min(999, n - 1 - j) do
-      args[2 * x + 1] = send_at
-      args[2 * x + 2] = ARGV[first + j + x]
-    end
-    redis.call('ZADD', ready, unpack(args))
-  end
-  if n > 0 then redis.call('ZADD', P .. 'prios:' .. provider, -tonumber(prio), prio) end
-  i = first + n
-end
-return { 'new' }
-";
-
-/// Requeues the provider's expired leases, then leases up to `limit` due messages,
-/// best priority first, then earliest `available_at`, then arrival. Returns 8 values
-/// per message: member, batch, channel, to, ref, subject, body, attempts.
-/// ARGV: P, now, provider, limit, lease until, token.
-const CLAIM: &str = r"
-local provider, want, lease_until, token = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
-local leased = P .. 'leased:' .. provider
-local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now)
-for _, member in ipairs(expired) do
-  local key = P .. 'm:' .. member
-  local m = redis.call('HMGET', key, 'state', 'batch', 'available_at')
-  if m[1] == 'sending' then
-    local b = batch_of(m[2])
-    local state = requeued_state(b)
-    redis.call('HSET', key, 'state', state, 'updated_at', now)
-    redis.call('HDEL', key, 'lease', 'lease_until')
-    count(b, 'sending', state)
-    if state == 'pending' then make_ready(b, provider, member, m[3]) end
-  end
-end
-zrem_all(leased, expired)
-local out = {}
-local prios = P .. 'prios:' .. provider
-for _, prio in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
-  if want <= 0 then break end
-  local ready = P .. 'ready:' .. prio .. ':' .. provider
-  local members = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', 0, want)
-  for _, member in ipairs(members) do
-    local key = P .. 'm:' .. member
-    local m = redis.call('HMGET', key, 'state', 'batch', 'to', 'ref', 'subject', 'body', 'attempts')
-    if m[1] == 'pending' then
-      local b = batch_of(m[2])
-      redis.call('HSET', key, 'state', 'sending', 'lease', token, 'lease_until', lease_until,
-        'updated_at', now)
-      redis.call('ZADD', leased, lease_until, member)
-      count(b, 'pending', 'sending')
-      local n = #out
-      out[n + 1] = member
-      out[n + 2] = m[2]
-      out[n + 3] = b.channel
-      out[n + 4] = m[3]
-      out[n + 5] = m[4]
-      out[n + 6] = m[5]
-      out[n + 7] = m[6]
-      out[n + 8] = m[7]
-      want = want - 1
-    end
-  end
-  zrem_all(ready, members)
-  if want > 0 and redis.call('ZCARD', ready) == 0 then redis.call('ZREM', prios, prio) end
-end
-flush_counts()
-return out
-";
-
-/// Settles leased messages; a settlement whose lease is no longer current is ignored.
-/// ARGV: P, now, then per settlement: member, token, kind (sent, retry, release,
-/// failed), at, has text ('1' or '0'), text (error or provider message id).
-const SETTLE: &str = r"
-for i = 3, #ARGV, 6 do
-  local member, token, kind, at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local has_text, text = ARGV[i + 4] == '1', ARGV[i + 5]
-  local key = P .. 'm:' .. member
-  local m = redis.call('HMGET', key, 'state', 'lease', 'provider', 'batch')
-  if m[1] == 'sending' and m[2] == token then
-    local b = batch_of(m[4])
-    redis.call('ZREM', P .. 'leased:' .. m[3], member)
-    redis.call('HDEL', key, 'lease', 'lease_until')
-    local state
-    if kind == 'sent' then
-      state = 'sent'
-      redis.call('HSET', key, 'state', state, 'sent_at', now, 'updated_at', now)
-      redis.call('HDEL', key, 'error')
-      if has_text then
-        redis.call('HSET', key, 'provider_message_id', text)
-      else
-        redis.call('HDEL', key, 'provider_message_id')
-      end
-    elseif kind == 'failed' then
-      state = 'failed'
-      redis.call('HSET', key, 'state', state, 'error', text, 'updated_at', now)
-    else
-      state = requeued_state(b)
-      redis.call('HSET', key, 'state', state, 'available_at', at, 'updated_at', now)
-      if kind == 'retry' then redis.call('HSET', key, 'error', text) end
-      if state == 'pending' then make_ready(b, m[3], member, at) end
-    end
-    if kind ~= 'release' then redis.call('HINCRBY', key, 'attempts', 1) end
-    count(b, 'sending', state)
-  end
-end
-flush_counts()
-return 1
-";
-
-/// Pauses, resumes, cancels or retries a batch: `{'none'}`, `{'conflict'}`, or
-/// `{'ok', <summary fields>}`. ARGV: P, now, batch id, action.
-const CONTROL: &str = r"
-local action = ARGV[4]
-local b = batch_of(ARGV[3])
-if not b.control then return { 'none' } end
-if b.control == 'cancelled' and action ~= 'cancel' then return { 'conflict' } end
-local f = redis.call('HMGET', b.key, 'seq', 'span')
-local seq, span = f[1], tonumber(f[2])
-local control = ({ pause = 'paused', resume = 'active', cancel = 'cancelled' })[action]
-if control then
-  redis.call('HSET', b.key, 'control', control)
-  b.control = control
-end
-for i = 0, span - 1 do
-  local member = member_of(seq, i)
-  local key = P .. 'm:' .. member
-  local m = redis.call('HMGET', key, 'state', 'provider', 'available_at')
-  local from, provider, to = m[1], m[2], nil
-  if action == 'pause' and from == 'pending' then to = 'paused'
-  elseif action == 'resume' and from == 'paused' then to = 'pending'
-  elseif action == 'cancel' and (from == 'pending' or from == 'paused') then to = 'cancelled'
-  elseif action == 'retry' and from == 'failed' then to = requeued_state(b)
-  end
-  if to then
-    if from == 'pending' then unready(b, provider, member) end
-    redis.call('HSET', key, 'state', to, 'updated_at', now)
-    local at = m[3]
-    if action == 'retry' then
-      at = now
-      redis.call('HSET', key, 'attempts', 0, 'available_at', at)
-    end
-    if to == 'pending' then make_ready(b, provider, member, at) end
-    count(b, from, to)
-  end
-end
-flush_counts()
-local out = redis.call('HMGET', b.key, SUMMARY_FIELDS)
-table.insert(out, 1, 'ok')
-return out
-";
-
-/// One page of a batch's ledger: 11 values per message (index, to, ref, state,
-/// provider, attempts, error, provider message id, created, updated, sent).
-/// ARGV: P, now, batch id, first index, limit, state ('' for any).
-const MESSAGES: &str = r"
-local f = redis.call('HMGET', P .. 'b:' .. ARGV[3], 'seq', 'span')
-if not f[1] then return {} end
-local seq, span, limit, want = f[1], tonumber(f[2]), tonumber(ARGV[5]), ARGV[6]
-local out, n, i = {}, 0, tonumber(ARGV[4])
-while i < span and n < limit do
-  local m = redis.call('HMGET', P .. 'm:' .. member_of(seq, i), 'state', 'to', 'ref', 'provider',
-    'attempts', 'error', 'provider_message_id', 'created_at', 'updated_at', 'sent_at')
-  if m[1] and (want == '' or m[1] == want) then
-    n = n + 1
-    local k = #out
-    out[k + 1] = i
-    out[k + 2] = m[2]
-    out[k + 3] = m[3]
-    out[k + 4] = m[1]
-    for j = 4, 10 do out[k + j + 1] = m[j] end
-  end
-  i = i + 1
-end
-return out
-";
-
-/// The Lua scripts, each with the prelude; loaded into the server on first use.
-struct Scripts {
-    reserve: Script,
-    lookup: Script,
-    commit: Script,
-    claim: Script,
-    settle: Script,
-    control: Script,
-    messages: Script,
-}
-
-impl Scripts {
-    fn new() -> Scripts {
-        let fields = SUMMARY_FIELDS.map(|f| format!("'{f}'")).join(", ");
-        let script = |body: &str| {
-            Script::new(&format!(
-                "{PRELUDE}{}",
-                body.replace("SUMMARY_FIELDS", &fields)
-            ))
-        };
-        Scripts {
-            reserve: script(RESERVE),
-            lookup: script(LOOKUP),
-            commit: script(COMMIT),
-            claim: script(CLAIM),
-            settle: script(SETTLE),
-            control: script(CONTROL),
-            messages: script(MESSAGES),
-        }
-    }
-}
 
 /// The parts of a store URL: what the redis crate connects to, the key prefix, and
 /// where it is for messages (no user name or password).
@@ -495,12 +213,13 @@ pub(crate) struct Redis {
     /// `host:port/db`, for messages.
     place: String,
     scripts: Scripts,
+    records: records::Scripts,
     /// When `accept` next sweeps abandoned staging (ms since the epoch).
     next_sweep_ms: AtomicI64,
 }
 
 /// Opens the redis store at `url`.
-pub(crate) async fn open(url: &str) -> Result<Arc<dyn Engine>> {
+pub(crate) async fn open(url: &str) -> Result<Arc<Redis>> {
     Ok(Arc::new(Redis::open(url).await?))
 }
 
@@ -532,6 +251,7 @@ impl Redis {
             prefix: target.prefix,
             place,
             scripts: Scripts::new(),
+            records: records::Scripts::new(),
             next_sweep_ms: AtomicI64::new(0),
         };
         store.check_layout().await?;
@@ -687,53 +407,39 @@ impl Redis {
         }
     }
 
-    /// Writes the batch's message hashes under keys nothing refers to yet.
+    /// Writes the batch's message hashes under keys nothing refers to yet. The
+    /// chunks go out together on the multiplexed connection, so Redis runs them back
+    /// to back instead of waiting a round trip between them.
     async fn stage(&self, batch: &NewBatch, seq: u32, now: i64) -> Result<()> {
         let id = batch.id.to_string();
-        for chunk in batch.messages.chunks(STAGE_CHUNK) {
-            let mut pipe = redis::pipe();
+        let calls = batch.messages.chunks(STAGE_CHUNK).map(|chunk| {
+            let mut call = self.scripts.stage.prepare_invoke();
+            call.arg(&self.prefix)
+                .arg(now)
+                .arg(&id)
+                .arg(batch.send_at_ms);
             for m in chunk {
-                let key = self.key(&format!(
-                    "m:{}",
+                let has = u8::from(m.reference.is_some()) + 2 * u8::from(m.subject.is_some());
+                call.arg(
                     Slot {
                         seq,
-                        index: m.index
+                        index: m.index,
                     }
-                    .member()
-                ));
-                let cmd = pipe
-                    .cmd("HSET")
-                    .arg(key)
-                    .arg("batch")
-                    .arg(&id)
-                    .arg("provider")
-                    .arg(&m.provider)
-                    .arg("state")
-                    .arg(MessageState::Pending.as_str())
-                    .arg("attempts")
-                    .arg(0)
-                    .arg("to")
-                    .arg(&m.to)
-                    .arg("body")
-                    .arg(&m.body)
-                    .arg("available_at")
-                    .arg(batch.send_at_ms)
-                    .arg("created_at")
-                    .arg(now)
-                    .arg("updated_at")
-                    .arg(now);
-                if let Some(reference) = &m.reference {
-                    cmd.arg("ref").arg(reference);
-                }
-                if let Some(subject) = &m.subject {
-                    cmd.arg("subject").arg(subject);
-                }
-                cmd.ignore();
+                    .member(),
+                )
+                .arg(&m.provider)
+                .arg(&m.to)
+                .arg(&m.body)
+                .arg(has)
+                .arg(m.reference.as_deref().unwrap_or(""))
+                .arg(m.subject.as_deref().unwrap_or(""));
             }
-            pipe.query_async::<()>(&mut self.conn())
-                .await
-                .map_err(|e| self.fail(e))?;
-        }
+            let mut conn = self.conn();
+            async move { call.invoke_async::<()>(&mut conn).await }
+        });
+        futures_util::future::try_join_all(calls)
+            .await
+            .map_err(|e| self.fail(e))?;
         Ok(())
     }
 
@@ -779,8 +485,11 @@ impl Redis {
     /// Stages and commits a batch; the caller discards the staging on failure.
     async fn store(&self, batch: &NewBatch, seq: u32, span: u32) -> Result<Accepted> {
         let now = now_ms();
+        let started = std::time::Instant::now();
         self.stage(batch, seq, now).await?;
+        let staged = started.elapsed();
         let reply = self.commit(batch, seq, span, now).await?;
+        tracing::debug!(?staged, committed = ?(started.elapsed() - staged), "batch stored in redis");
         match reply.first().map(text).transpose()?.flatten().as_deref() {
             Some("new") => Ok(Accepted::New(batch.id)),
             Some("seen") => match (reply.get(1), reply.get(2), reply.get(3)) {
@@ -1073,23 +782,43 @@ impl Engine for Redis {
         stored
     }
 
-    async fn claim(&self, provider: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
+    async fn claim(
+        &self,
+        provider: &str,
+        limit: usize,
+        lease: Duration,
+        limits: &Limits,
+    ) -> Result<Claim> {
         let now = now_ms();
         let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let token = fastrand::i64(..);
-        let reply: Vec<Value> = self
-            .scripts
-            .claim
-            .arg(&self.prefix)
+        let (per_sec, burst) = limits.rate.map_or((String::new(), String::new()), |r| {
+            (r.per_sec.to_string(), r.burst.to_string())
+        });
+        let mut call = self.scripts.claim.prepare_invoke();
+        call.arg(&self.prefix)
             .arg(now)
             .arg(provider)
             .arg(limit)
             .arg(until)
             .arg(token)
+            .arg(per_sec)
+            .arg(burst)
+            .arg(limits.per_recipient.len());
+        for cap in &limits.per_recipient {
+            call.arg(cap.count).arg(cap.window_ms);
+        }
+        let reply: Vec<Value> = call
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.fail(e))?;
-        parse_claimed(provider, token, &reply)
+        let Some((wait, messages)) = reply.split_first() else {
+            return Err(unexpected("a claim"));
+        };
+        match number::<u64>(wait, "rate wait")? {
+            0 => Ok(Claim::Messages(parse_claimed(provider, token, messages)?)),
+            ms => Ok(Claim::Wait(Duration::from_millis(ms))),
+        }
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<()> {

@@ -13,14 +13,17 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    Accepted, BatchSummary, Claimed, Control, Engine, Error, Lease, MessageQuery, MessageRecord,
-    NewBatch, Outcome, Result, Settlement,
+    Accepted, BatchSummary, Claim, Claimed, Control, Engine, Error, Lease, MessageQuery,
+    MessageRecord, NewBatch, Outcome, Result, Settlement,
 };
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
+use crate::ratelimit::{Bucket, Candidate, Cap, Limits, Rate, longest_window, pick};
 
-const SCHEMA_VERSION: i64 = 1;
+mod records;
 
-const SCHEMA: &str = "
+/// Versioned migrations, applied in order; a store's `user_version` is how many it
+/// has had. Never edit one that has shipped: add one.
+const MIGRATIONS: &[&str] = &["
 CREATE TABLE batches (
     seq             INTEGER PRIMARY KEY,
     id              TEXT NOT NULL UNIQUE,
@@ -60,7 +63,56 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_ready ON messages(provider, priority DESC, available_at, id) WHERE state = 'pending';
 CREATE INDEX messages_leased ON messages(lease_until) WHERE state = 'sending';
-";
+", "
+-- One token bucket per rate-limited provider, shared by every process on the store.
+CREATE TABLE rate_buckets (
+    provider TEXT PRIMARY KEY,
+    tokens   REAL NOT NULL,
+    at       INTEGER NOT NULL
+);
+-- When each recipient was claimed for, per provider with per-recipient caps; rows
+-- older than the provider's longest cap window are pruned by its claims.
+CREATE TABLE recipient_sends (
+    provider TEXT NOT NULL,
+    to_addr  TEXT NOT NULL,
+    at       INTEGER NOT NULL
+);
+CREATE INDEX recipient_sends_to ON recipient_sends(provider, to_addr, at);
+CREATE INDEX recipient_sends_at ON recipient_sends(provider, at);
+", "
+-- Message templates by the id their user chose. `providers` is a JSON object:
+-- provider name → that provider's template code and sign name.
+CREATE TABLE templates (
+    id         TEXT PRIMARY KEY,
+    channel    TEXT NOT NULL,
+    subject    TEXT,
+    body       TEXT NOT NULL,
+    providers  TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+-- Recipients that must not be messaged, per channel. Every submitted batch looks
+-- its recipients up here by the primary key.
+CREATE TABLE suppressions (
+    channel    TEXT NOT NULL,
+    address    TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (channel, address)
+) WITHOUT ROWID;
+", "
+-- Fingerprints of (recipient, content) pairs accepted recently, per channel, with
+-- when. A batch looks its recipients up by the primary key; the (channel, at) index
+-- tells whether a channel has any recent ones and finds the old ones to forget.
+CREATE TABLE send_fingerprints (
+    channel     TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (channel, fingerprint)
+) WITHOUT ROWID;
+CREATE INDEX send_fingerprints_at ON send_fingerprints(channel, at);
+"];
 
 /// The state a message returns to when it goes back to the queue: its batch's
 /// pause or cancel wins over `pending`.
@@ -213,18 +265,146 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = tx
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(unavailable)?;
-    match version {
-        0 => tx
-            .execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};"))
-            .map_err(unavailable)?,
-        SCHEMA_VERSION => {}
-        newer => {
-            return Err(Error::Corrupt(format!(
-                "the store has schema version {newer}, this herald knows up to {SCHEMA_VERSION}: upgrade herald"
-            )));
-        }
+    let latest = MIGRATIONS.len() as i64;
+    if version > latest {
+        return Err(Error::Corrupt(format!(
+            "the store has schema version {version}, this herald knows up to {latest}: upgrade herald"
+        )));
+    }
+    for (applied, migration) in (version.max(0)..).zip(&MIGRATIONS[version.max(0) as usize..]) {
+        tx.execute_batch(&format!(
+            "{migration} PRAGMA user_version = {};",
+            applied + 1
+        ))
+        .map_err(unavailable)?;
     }
     tx.commit().map_err(unavailable)
+}
+
+/// A claimed message as the claim statements return it.
+type ClaimedRow = (
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    String,
+    u32,
+);
+
+fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+/// Refills `provider`'s bucket: `Ok` with how many of `want` may be claimed and the
+/// bucket to spend them from, or `Err` with how long to wait.
+fn take_tokens(
+    tx: &Transaction<'_>,
+    provider: &str,
+    rate: &Rate,
+    want: usize,
+    now: i64,
+) -> Result<std::result::Result<(usize, Bucket), Duration>> {
+    let stored = tx
+        .prepare_cached("SELECT tokens, at FROM rate_buckets WHERE provider = ?1")
+        .and_then(|mut s| {
+            s.query_row([provider], |r| {
+                Ok(Bucket {
+                    tokens: r.get(0)?,
+                    at_ms: r.get(1)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(unavailable)?;
+    Ok(rate.take(stored, now, want))
+}
+
+/// The rows of up to `limit` due messages of `provider` that their recipients' caps
+/// allow, in due order. Defers the others to when their caps allow and records a
+/// send to each chosen recipient. The caller's write transaction makes capped
+/// claims take turns.
+fn pick_capped(
+    tx: &Transaction<'_>,
+    provider: &str,
+    caps: &[Cap],
+    limit: usize,
+    now: i64,
+) -> Result<Vec<i64>> {
+    let candidates = tx
+        .prepare_cached(
+            "SELECT id, to_addr FROM messages
+             WHERE state = 'pending' AND provider = ?1 AND available_at <= ?2
+             ORDER BY priority DESC, available_at, id LIMIT ?3",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![provider, now, limit as i64], |r| {
+                Ok(Candidate {
+                    key: r.get::<_, i64>(0)?,
+                    to: r.get(1)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(unavailable)?;
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let since = now - longest_window(caps);
+    let tos = serde_json::to_string(&candidates.iter().map(|c| &c.to).collect::<Vec<_>>())
+        .map_err(|e| Error::Corrupt(e.to_string()))?;
+    let mut recent: HashMap<String, Vec<i64>> = HashMap::new();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "SELECT to_addr, at FROM recipient_sends
+                 WHERE provider = ?1 AND at > ?2 AND to_addr IN (SELECT value FROM json_each(?3))",
+            )
+            .map_err(unavailable)?;
+        let rows = stmt
+            .query_map(params![provider, since, tos], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(unavailable)?;
+        for row in rows {
+            let (to, at) = row.map_err(unavailable)?;
+            recent.entry(to).or_default().push(at);
+        }
+    }
+    let picked = pick(caps, candidates, recent, now);
+    {
+        let mut defer = tx
+            .prepare_cached("UPDATE messages SET available_at = ?2, updated_at = ?3 WHERE id = ?1")
+            .map_err(unavailable)?;
+        for (id, at) in &picked.defer {
+            defer.execute(params![id, at, now]).map_err(unavailable)?;
+        }
+        let mut record = tx
+            .prepare_cached(
+                "INSERT INTO recipient_sends (provider, to_addr, at) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(unavailable)?;
+        for chosen in &picked.claim {
+            record
+                .execute(params![provider, chosen.to, now])
+                .map_err(unavailable)?;
+        }
+    }
+    tx.prepare_cached(
+        "DELETE FROM recipient_sends WHERE rowid IN (
+             SELECT rowid FROM recipient_sends WHERE provider = ?1 AND at <= ?2 LIMIT 1000)",
+    )
+    .and_then(|mut s| s.execute(params![provider, since]))
+    .map_err(unavailable)?;
+    Ok(picked.claim.into_iter().map(|c| c.key).collect())
 }
 
 fn parse_channel(s: String) -> Result<Channel> {
@@ -270,8 +450,15 @@ impl Engine for Sqlite {
         .await
     }
 
-    async fn claim(&self, provider: &str, limit: usize, lease: Duration) -> Result<Vec<Claimed>> {
+    async fn claim(
+        &self,
+        provider: &str,
+        limit: usize,
+        lease: Duration,
+        limits: &Limits,
+    ) -> Result<Claim> {
         let provider = provider.to_owned();
+        let limits = limits.clone();
         let cache = self.batches.clone();
         self.write(move |conn| {
             let now = now_ms();
@@ -284,7 +471,18 @@ impl Engine for Sqlite {
             ))
             .and_then(|mut s| s.execute([now]))
             .map_err(unavailable)?;
-            let rows = {
+            let (limit, bucket) = match &limits.rate {
+                None => (limit, None),
+                Some(rate) => match take_tokens(&tx, &provider, rate, limit, now)? {
+                    Ok((n, bucket)) => (n, Some(bucket)),
+                    Err(wait) => {
+                        // The requeue above stands.
+                        tx.commit().map_err(unavailable)?;
+                        return Ok(Claim::Wait(wait));
+                    }
+                },
+            };
+            let rows = if limits.per_recipient.is_empty() {
                 let mut stmt = tx
                     .prepare_cached(
                         "UPDATE messages SET state = 'sending', lease = ?1, lease_until = ?2, updated_at = ?3
@@ -295,20 +493,29 @@ impl Engine for Sqlite {
                          RETURNING id, batch, to_addr, ref, subject, body, attempts",
                     )
                     .map_err(unavailable)?;
-                let mapped = stmt
-                    .query_map(params![token, until, now, provider, limit as i64], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, Option<String>>(3)?,
-                            r.get::<_, Option<String>>(4)?,
-                            r.get::<_, String>(5)?,
-                            r.get::<_, u32>(6)?,
-                        ))
-                    })
+                let rows = stmt
+                    .query_map(params![token, until, now, provider, limit as i64], claimed_row)
                     .map_err(unavailable)?;
-                mapped.collect::<rusqlite::Result<Vec<_>>>().map_err(unavailable)?
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(unavailable)?
+            } else {
+                let ids = pick_capped(&tx, &provider, &limits.per_recipient, limit, now)?;
+                let order: HashMap<i64, usize> =
+                    ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE messages SET state = 'sending', lease = ?1, lease_until = ?2, updated_at = ?3
+                         WHERE id IN (SELECT value FROM json_each(?4))
+                         RETURNING id, batch, to_addr, ref, subject, body, attempts",
+                    )
+                    .map_err(unavailable)?;
+                let ids = serde_json::to_string(&ids).map_err(|e| Error::Corrupt(e.to_string()))?;
+                let mut rows = stmt
+                    .query_map(params![token, until, now, ids], claimed_row)
+                    .map_err(unavailable)?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(unavailable)?;
+                rows.sort_unstable_by_key(|r| order.get(&r.0).copied());
+                rows
             };
             let mut claimed = Vec::with_capacity(rows.len());
             let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -337,8 +544,17 @@ impl Engine for Sqlite {
                     attempts,
                 });
             }
+            if let Some(bucket) = bucket {
+                let Bucket { tokens, at_ms } = bucket.spend(claimed.len());
+                tx.prepare_cached(
+                    "INSERT INTO rate_buckets (provider, tokens, at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (provider) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+                )
+                .and_then(|mut s| s.execute(params![provider, tokens, at_ms]))
+                .map_err(unavailable)?;
+            }
             tx.commit().map_err(unavailable)?;
-            Ok(claimed)
+            Ok(Claim::Messages(claimed))
         })
         .await
     }
@@ -682,4 +898,65 @@ fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
         send_at_ms,
         counts,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user_version(path: &Path) -> i64 {
+        Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_older_store_is_migrated_and_a_newer_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let db = store.join("herald.db");
+        drop(Sqlite::open(&store).await.unwrap());
+        let latest = MIGRATIONS.len() as i64;
+        assert_eq!(user_version(&db), latest);
+
+        // A store of the first version: the tables of later ones are missing.
+        let later = [
+            "rate_buckets",
+            "recipient_sends",
+            "templates",
+            "suppressions",
+            "send_fingerprints",
+        ];
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch(&format!(
+                "{} PRAGMA user_version = 1;",
+                later.map(|t| format!("DROP TABLE {t};")).join(" ")
+            ))
+            .unwrap();
+        drop(Sqlite::open(&store).await.unwrap());
+        assert_eq!(user_version(&db), latest);
+        for table in later {
+            let tables: i64 = Connection::open(&db)
+                .unwrap()
+                .query_row(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name = ?1",
+                    [table],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(tables, 1, "{table}");
+        }
+
+        Connection::open(&db)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 99;")
+            .unwrap();
+        match Sqlite::open(&store).await {
+            Err(Error::Corrupt(m)) => assert!(m.contains("99"), "{m}"),
+            Ok(_) => panic!("a newer schema was accepted"),
+            Err(other) => panic!("expected Corrupt, got {other}"),
+        }
+    }
 }

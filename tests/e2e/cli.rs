@@ -336,3 +336,35 @@ async fn a_repeated_send_with_the_same_idempotency_key_returns_the_same_batch() 
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gbk_csv_from_excel_is_read_and_an_undecodable_one_is_refused() {
+    let server = ProviderServer::start().await;
+    let app = app_sending_to(&server).await;
+    let text = "to,name\r\n+8613800000001,李雷\r\n\r\n+8613800000002,韩梅梅\r\n";
+    let (gbk, _, _) = encoding_rs::GBK.encode(text);
+    let path = app.dir.path().join("gbk.csv");
+    std::fs::write(&path, &gbk).unwrap();
+    let csv = path.display().to_string();
+
+    let run = send(&app, "{{name}}，您好", &csv, &[]).await;
+    assert!(
+        run.success,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let batch = app.wait_finished(&accepted_batch(&run), FINISH).await;
+    assert_eq!(batch["counts"]["sent"], 2, "{batch}");
+    let received = by_recipient(&server);
+    assert_eq!(received["+8613800000001"].0, "李雷，您好");
+    assert_eq!(received["+8613800000002"].0, "韩梅梅，您好");
+
+    // Told it is UTF-8, the same file is refused, naming the file.
+    let run = send(&app, "{{name}}", &csv, &["--encoding", "utf-8"]).await;
+    assert!(!run.success);
+    assert!(
+        run.stderr.contains("gbk.csv") && run.stderr.contains("not valid UTF-8"),
+        "{}",
+        run.stderr
+    );
+}

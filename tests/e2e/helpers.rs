@@ -118,6 +118,22 @@ impl ProviderServer {
         self.state.received.lock().unwrap().clone()
     }
 
+    /// Each request's `to` and `body`, sorted.
+    pub fn sent(&self) -> Vec<(String, String)> {
+        let mut sent: Vec<(String, String)> = self
+            .received()
+            .iter()
+            .map(|r| {
+                (
+                    r.json["to"].as_str().unwrap_or_default().into(),
+                    r.json["body"].as_str().unwrap_or_default().into(),
+                )
+            })
+            .collect();
+        sent.sort();
+        sent
+    }
+
     pub fn count(&self) -> usize {
         self.state.received.lock().unwrap().len()
     }
@@ -133,6 +149,10 @@ impl ProviderServer {
             channels: vec![herald::domain::Channel::Sms, herald::domain::Channel::Email],
             rate_per_sec: None,
             burst: None,
+            per_recipient: Default::default(),
+            price_per_message: None,
+            price_per_segment: None,
+            currency: None,
         }
     }
 }
@@ -230,12 +250,22 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path}", self.url))
-            .send()
+        self.send(self.client.get(format!("{}{path}", self.url)))
             .await
-            .unwrap();
+    }
+
+    /// `method` with a JSON body: the status and the JSON answer (`Null` if none).
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: &Value) -> (u16, Value) {
+        self.send(
+            self.client
+                .request(method, format!("{}{path}", self.url))
+                .json(body),
+        )
+        .await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, Value) {
+        let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }

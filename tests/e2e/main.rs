@@ -1,9 +1,12 @@
 //! End-to-end tests: one binary, real Herald instances (in-process on port 0, or
-//! the `herald` executable), a real SQLite store in a temp dir, and local HTTP
-//! provider servers on 127.0.0.1.
+//! the `herald` executable), a real SQLite store in a temp dir (PostgreSQL and
+//! Redis stores on loopback for the multi-process tests), and local HTTP provider
+//! servers on 127.0.0.1.
 
 mod api;
 mod cli;
 mod delivery;
 mod helpers;
+mod preflight;
 mod process;
+mod store;

@@ -46,7 +46,71 @@ CREATE INDEX messages_ready ON {s}.messages (provider, priority DESC, available_
 -- `state = 'sending'` so that a settlement's `state = 'sending'` guard cannot lure
 -- the planner into scanning this index instead of looking each row up by id.
 CREATE INDEX messages_leased ON {s}.messages (lease_until) WHERE lease_until IS NOT NULL;
+", "
+-- One token bucket per rate-limited provider, shared by every process on the store.
+CREATE TABLE {s}.rate_buckets (
+    provider TEXT PRIMARY KEY,
+    tokens   DOUBLE PRECISION NOT NULL,
+    at       BIGINT NOT NULL
+);
+-- When each recipient was claimed for, per provider with per-recipient caps; rows
+-- older than the provider's longest cap window are pruned by its claims.
+CREATE TABLE {s}.recipient_sends (
+    provider TEXT NOT NULL,
+    to_addr  TEXT NOT NULL,
+    at       BIGINT NOT NULL
+);
+CREATE INDEX recipient_sends_to ON {s}.recipient_sends (provider, to_addr, at);
+CREATE INDEX recipient_sends_at ON {s}.recipient_sends (provider, at);
+", "
+-- Message templates by the id their user chose. `providers` is a JSON object:
+-- provider name → that provider's template code and sign name. Ids, channels and
+-- addresses compare as bytes (\"C\"), so pages come in the same order on every engine
+-- and whatever the database's collation.
+CREATE TABLE {s}.templates (
+    id         TEXT COLLATE \"C\" PRIMARY KEY,
+    channel    TEXT NOT NULL,
+    subject    TEXT,
+    body       TEXT NOT NULL,
+    providers  TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+-- Recipients that must not be messaged, per channel. Every submitted batch looks
+-- its recipients up here by the primary key.
+CREATE TABLE {s}.suppressions (
+    channel    TEXT COLLATE \"C\" NOT NULL,
+    address    TEXT COLLATE \"C\" NOT NULL,
+    reason     TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (channel, address)
+);
+", "
+-- Fingerprints of (recipient, content) pairs accepted recently, per channel, with
+-- when. A batch looks its recipients up by the primary key; the (channel, at) index
+-- tells whether a channel has any recent ones and finds the old ones to forget.
+CREATE TABLE {s}.send_fingerprints (
+    channel     TEXT COLLATE \"C\" NOT NULL,
+    fingerprint TEXT COLLATE \"C\" NOT NULL,
+    at          BIGINT NOT NULL,
+    PRIMARY KEY (channel, fingerprint)
+);
+CREATE INDEX send_fingerprints_at ON {s}.send_fingerprints (channel, at);
 "];
+
+/// The server's clock in ms: rate buckets are counted on one clock, whichever
+/// machine claims.
+const CLOCK: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+/// Locks provider `$1`'s bucket until the transaction ends (creating it full, with
+/// `$2` tokens, if it is new) and returns it with the server's clock.
+const TAKE_BUCKET: &str = "
+INSERT INTO {s}.rate_buckets AS r (provider, tokens, at) VALUES ($1, $2, {clock})
+ON CONFLICT (provider) DO UPDATE SET provider = r.provider
+RETURNING r.tokens, r.at, {clock}";
+
+const STORE_BUCKET: &str = "UPDATE {s}.rate_buckets SET tokens = $2, at = $3 WHERE provider = $1";
 
 /// The state a message `m` returns to when it goes back to the queue: its batch's
 /// pause or cancel wins over `pending`. The key-share lock makes a concurrent
@@ -100,6 +164,45 @@ WITH claimed AS (
         ORDER BY priority DESC, available_at, id
         LIMIT $3
         FOR UPDATE SKIP LOCKED))
+    RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts
+)
+SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel
+FROM claimed c
+CROSS JOIN LATERAL (SELECT id, channel FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1) b";
+
+/// Makes capped claims for provider `$1` take turns until the transaction ends.
+const LOCK_CAPS: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended({schema} || ':recipient caps:' || $1, 0))";
+
+/// Up to `$3` due messages of provider `$1`, in due order, locked for this claim.
+const CANDIDATES: &str = "
+SELECT id, to_addr FROM {s}.messages
+WHERE state = 'pending' AND provider = $1 AND available_at <= $2
+ORDER BY priority DESC, available_at, id
+LIMIT $3
+FOR UPDATE SKIP LOCKED";
+
+const RECENT_SENDS: &str = "
+SELECT to_addr, at FROM {s}.recipient_sends
+WHERE provider = $1 AND at > $2 AND to_addr = ANY($3::text[])";
+
+const DEFER: &str = "
+UPDATE {s}.messages m SET available_at = d.at, updated_at = $3
+FROM UNNEST($1::bigint[], $2::bigint[]) AS d(id, at)
+WHERE m.id = d.id";
+
+const RECORD_SENDS: &str = "
+INSERT INTO {s}.recipient_sends (provider, to_addr, at) SELECT $1, t, $2 FROM UNNEST($3::text[]) AS t";
+
+const PRUNE_SENDS: &str = "
+DELETE FROM {s}.recipient_sends WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM {s}.recipient_sends WHERE provider = $1 AND at <= $2 LIMIT 1000))";
+
+/// Leases the messages `$1` (locked by [`CANDIDATES`] in this transaction).
+const CLAIM_IDS: &str = "
+WITH claimed AS (
+    UPDATE {s}.messages m SET state = 'sending', lease = $2, lease_until = $3, updated_at = $4
+    WHERE m.id = ANY($1::bigint[]) AND m.state = 'pending'
     RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts
 )
 SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel
@@ -172,12 +275,100 @@ WITH doomed AS (
 )
 SELECT (SELECT COUNT(*) FROM batches), (SELECT COUNT(*) FROM messages)";
 
+/// Both take the template as `$1`…`$5`, the time as `$6`, and return the stored
+/// version and creation time, or no row (create: the id is taken; replace: there is
+/// no such template).
+const CREATE_TEMPLATE: &str = "
+INSERT INTO {s}.templates (id, channel, subject, body, providers, version, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, 1, $6, $6)
+ON CONFLICT (id) DO NOTHING
+RETURNING version, created_at";
+
+const REPLACE_TEMPLATE: &str = "
+UPDATE {s}.templates SET channel = $2, subject = $3, body = $4, providers = $5,
+    version = version + 1, updated_at = $6
+WHERE id = $1
+RETURNING version, created_at";
+
+/// What `{template}` stands for in the statements that read templates.
+const SELECT_TEMPLATE: &str = "SELECT id, channel, subject, body, providers, version, created_at, updated_at FROM {s}.templates";
+
+const TEMPLATE: &str = "{template} WHERE id = $1";
+
+const TEMPLATES: &str = "{template} ORDER BY id LIMIT $1";
+
+const TEMPLATES_AFTER: &str = "{template} WHERE id > $1 ORDER BY id LIMIT $2";
+
+const DELETE_TEMPLATE: &str = "DELETE FROM {s}.templates WHERE id = $1";
+
+/// Upserts the entries `($1, $2, $3)[i]` (no two alike) and counts the new ones:
+/// a row whose `xmax` is 0 was inserted by this statement, not updated. A reason
+/// that did not change is not rewritten.
+const SUPPRESS: &str = "
+WITH upserted AS (
+    INSERT INTO {s}.suppressions AS x (channel, address, reason, created_at)
+    SELECT e.channel, e.address, e.reason, $4
+    FROM UNNEST($1::text[], $2::text[], $3::text[]) AS e(channel, address, reason)
+    ON CONFLICT (channel, address) DO UPDATE SET reason = EXCLUDED.reason
+        WHERE x.reason <> EXCLUDED.reason
+    RETURNING x.xmax = 0 AS new
+)
+SELECT COUNT(*) FILTER (WHERE new) FROM upserted";
+
+const UNSUPPRESS: &str =
+    "DELETE FROM {s}.suppressions WHERE channel = $1 AND address = ANY($2::text[])";
+
+const ANY_SUPPRESSED: &str = "SELECT EXISTS (SELECT 1 FROM {s}.suppressions WHERE channel = $1)";
+
+const SUPPRESSED: &str =
+    "SELECT address FROM {s}.suppressions WHERE channel = $1 AND address = ANY($2::text[])";
+
+const SUPPRESSIONS: &str = "
+SELECT address, reason, created_at FROM {s}.suppressions
+WHERE channel = $1
+ORDER BY address LIMIT $2";
+
+const SUPPRESSIONS_AFTER: &str = "
+SELECT address, reason, created_at FROM {s}.suppressions
+WHERE channel = $1 AND address > $2
+ORDER BY address LIMIT $3";
+
+/// Upserts the fingerprints `$2` (no two alike) of channel `$1` at `$3`; one already
+/// there keeps the later time, and is not rewritten when that is its own.
+const REMEMBER_SENDS: &str = "
+INSERT INTO {s}.send_fingerprints AS x (channel, fingerprint, at)
+SELECT $1, f, $3 FROM UNNEST($2::text[]) AS f
+ON CONFLICT (channel, fingerprint) DO UPDATE SET at = EXCLUDED.at
+    WHERE x.at < EXCLUDED.at";
+
+const ANY_RECENTLY_SENT: &str =
+    "SELECT EXISTS (SELECT 1 FROM {s}.send_fingerprints WHERE channel = $1 AND at >= $2)";
+
+const RECENTLY_SENT: &str = "
+SELECT fingerprint FROM {s}.send_fingerprints
+WHERE channel = $1 AND at >= $2 AND fingerprint = ANY($3::text[])";
+
+/// Deletes up to `$3` fingerprints of channel `$1` remembered before `$2`. One
+/// upserted meanwhile has a new row version, which the `ctid` no longer matches.
+const FORGET_SENDS: &str = "
+DELETE FROM {s}.send_fingerprints WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM {s}.send_fingerprints WHERE channel = $1 AND at < $2 LIMIT $3))";
+
 /// The SQL of every statement, with the schema filled in.
 pub(super) struct Sql {
     pub(super) accept: String,
     pub(super) replay: String,
     pub(super) requeue: String,
     pub(super) claim: String,
+    pub(super) take_bucket: String,
+    pub(super) store_bucket: String,
+    pub(super) lock_caps: String,
+    pub(super) candidates: String,
+    pub(super) recent_sends: String,
+    pub(super) defer: String,
+    pub(super) record_sends: String,
+    pub(super) prune_sends: String,
+    pub(super) claim_ids: String,
     pub(super) settle: String,
     pub(super) summary: String,
     pub(super) messages: String,
@@ -185,6 +376,22 @@ pub(super) struct Sql {
     pub(super) set_control: String,
     pub(super) retry_failed: String,
     pub(super) prune: String,
+    pub(super) create_template: String,
+    pub(super) replace_template: String,
+    pub(super) template: String,
+    pub(super) templates: String,
+    pub(super) templates_after: String,
+    pub(super) delete_template: String,
+    pub(super) suppress: String,
+    pub(super) unsuppress: String,
+    pub(super) any_suppressed: String,
+    pub(super) suppressed: String,
+    pub(super) suppressions: String,
+    pub(super) suppressions_after: String,
+    pub(super) remember_sends: String,
+    pub(super) any_recently_sent: String,
+    pub(super) recently_sent: String,
+    pub(super) forget_sends: String,
 }
 
 impl Sql {
@@ -192,6 +399,9 @@ impl Sql {
         let quoted = quote_ident(schema);
         let fill = |sql: &str| {
             sql.replace("{requeued}", REQUEUED_STATE)
+                .replace("{template}", SELECT_TEMPLATE)
+                .replace("{clock}", CLOCK)
+                .replace("{schema}", &quote_literal(schema))
                 .replace("{s}", &quoted)
         };
         Sql {
@@ -199,6 +409,15 @@ impl Sql {
             replay: fill(REPLAY),
             requeue: fill(REQUEUE),
             claim: fill(CLAIM),
+            take_bucket: fill(TAKE_BUCKET),
+            store_bucket: fill(STORE_BUCKET),
+            lock_caps: fill(LOCK_CAPS),
+            candidates: fill(CANDIDATES),
+            recent_sends: fill(RECENT_SENDS),
+            defer: fill(DEFER),
+            record_sends: fill(RECORD_SENDS),
+            prune_sends: fill(PRUNE_SENDS),
+            claim_ids: fill(CLAIM_IDS),
             settle: fill(SETTLE),
             summary: fill(SUMMARY),
             messages: fill(MESSAGES),
@@ -206,8 +425,29 @@ impl Sql {
             set_control: fill(SET_CONTROL),
             retry_failed: fill(RETRY_FAILED),
             prune: fill(PRUNE),
+            create_template: fill(CREATE_TEMPLATE),
+            replace_template: fill(REPLACE_TEMPLATE),
+            template: fill(TEMPLATE),
+            templates: fill(TEMPLATES),
+            templates_after: fill(TEMPLATES_AFTER),
+            delete_template: fill(DELETE_TEMPLATE),
+            suppress: fill(SUPPRESS),
+            unsuppress: fill(UNSUPPRESS),
+            any_suppressed: fill(ANY_SUPPRESSED),
+            suppressed: fill(SUPPRESSED),
+            suppressions: fill(SUPPRESSIONS),
+            suppressions_after: fill(SUPPRESSIONS_AFTER),
+            remember_sends: fill(REMEMBER_SENDS),
+            any_recently_sent: fill(ANY_RECENTLY_SENT),
+            recently_sent: fill(RECENTLY_SENT),
+            forget_sends: fill(FORGET_SENDS),
         }
     }
+}
+
+/// `text` as an SQL string literal.
+fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// `name` as an SQL identifier, case preserved.

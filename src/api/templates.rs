@@ -1,0 +1,219 @@
+//! Stored templates: `POST /v1/templates`, `GET /v1/templates`,
+//! `GET|PUT|DELETE /v1/templates/{id}`. A batch (or the seed's `/send-sms`) names one
+//! by `template_id` instead of sending its text.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{AppState, Error, body_bytes, page_limit, parse_json};
+use crate::domain::{Channel, format_ms};
+use crate::queue::{ProviderTemplate, Template};
+
+/// The longest template id.
+const MAX_ID: usize = 64;
+
+/// A template as the API takes it; `id` only on `POST`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateRequest {
+    #[serde(default)]
+    id: Option<String>,
+    channel: Channel,
+    #[serde(default)]
+    subject: Option<String>,
+    body: String,
+    /// Per provider: its pre-approved template code and sign name.
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderTemplate>,
+}
+
+/// A template as the API shows it.
+#[derive(Debug, Serialize)]
+pub(super) struct TemplateView {
+    id: String,
+    channel: Channel,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    body: String,
+    providers: BTreeMap<String, ProviderTemplate>,
+    version: u32,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<Template> for TemplateView {
+    fn from(t: Template) -> Self {
+        TemplateView {
+            id: t.id,
+            channel: t.channel,
+            subject: t.subject,
+            body: t.body,
+            providers: t.providers,
+            version: t.version,
+            created_at: format_ms(t.created_at_ms),
+            updated_at: format_ms(t.updated_at_ms),
+        }
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> Error {
+    Error::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Checks an id: 1 to 64 letters, digits, `_`, `-` or `.`.
+fn check_id(id: &str) -> Result<(), Error> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(
+            "id",
+            format!(
+                "`{id}` is not a template id: use 1 to {MAX_ID} letters, digits, `_`, `-` or `.`"
+            ),
+        ))
+    }
+}
+
+/// Checks a request's text the way a batch's inline template is checked, so a
+/// stored template that is accepted here always compiles when a batch uses it.
+fn checked(id: String, request: TemplateRequest) -> Result<Template, Error> {
+    check_id(&id)?;
+    if request.body.trim().is_empty() {
+        return Err(invalid("body", "must not be empty"));
+    }
+    if request.channel == Channel::Email && request.subject.is_none() {
+        return Err(invalid("subject", "is required for e-mail"));
+    }
+    crate::template::Template::compile(&request.body, request.subject.as_deref()).map_err(|e| {
+        // The compiler names `template.body` / `template.subject`; here they stand alone.
+        let field = e.field.trim_start_matches("template.");
+        invalid(field, e.message)
+    })?;
+    for name in request.providers.keys() {
+        if name.is_empty() {
+            return Err(invalid("providers", "a provider name must not be empty"));
+        }
+    }
+    Ok(Template {
+        id,
+        channel: request.channel,
+        subject: request.subject,
+        body: request.body,
+        providers: request.providers,
+        version: 0,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    })
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let mut request: TemplateRequest = parse_json(&body_bytes(body)?)?;
+    let id = request
+        .id
+        .take()
+        .ok_or_else(|| invalid("id", "is required"))?;
+    let template = checked(id, request)?;
+    let stored = state.queue.create_template(template).await?;
+    Ok((StatusCode::CREATED, Json(TemplateView::from(stored))).into_response())
+}
+
+pub(super) async fn replace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TemplateView>, Error> {
+    let mut request: TemplateRequest = parse_json(&body_bytes(body)?)?;
+    if let Some(named) = request.id.take()
+        && named != id
+    {
+        return Err(invalid(
+            "id",
+            format!("the body names `{named}` but the path `{id}`: a template's id cannot change"),
+        ));
+    }
+    let template = checked(id.clone(), request)?;
+    let stored = state
+        .queue
+        .replace_template(template)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(stored.into()))
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TemplateView>, Error> {
+    let template = state
+        .queue
+        .template(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    Ok(Json(template.into()))
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Error> {
+    if state.queue.delete_template(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found(&id))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ListParams {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct TemplatePage {
+    templates: Vec<TemplateView>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_after: Option<String>,
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<TemplatePage>, Error> {
+    let Query(params) = params.map_err(|e| Error::Malformed {
+        message: e.body_text(),
+        field: None,
+    })?;
+    let limit = page_limit(params.limit)?;
+    let templates = state.queue.templates(params.after, limit).await?;
+    let next_after = (templates.len() == limit as usize)
+        .then(|| templates.last().map(|t| t.id.clone()))
+        .flatten();
+    Ok(Json(TemplatePage {
+        templates: templates.into_iter().map(TemplateView::from).collect(),
+        next_after,
+    }))
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("no template `{id}`"))
+}

@@ -1,0 +1,292 @@
+//! Stored templates, the suppression list and the fingerprints of recent sends in
+//! the PostgreSQL engine: each change is one statement; lists of addresses and
+//! fingerprints go as arrays, so a bulk upsert or lookup is one round trip per chunk.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use tokio_postgres::Row;
+
+use super::{Postgres, db, parse_channel};
+use crate::domain::{Channel, now_ms};
+use crate::queue::{
+    Error, Records, Result, Suppression, Template, parse_providers, providers_json,
+    suppression_ranges,
+};
+
+/// Addresses or fingerprints looked up per statement: one round trip each, and a bounded message
+/// size however many recipients a batch has.
+const LOOKUP_CHUNK: usize = 50_000;
+
+fn template(row: &Row) -> Result<Template> {
+    Ok(Template {
+        id: row.get(0),
+        channel: parse_channel(row.get(1))?,
+        subject: row.get(2),
+        body: row.get(3),
+        providers: parse_providers(row.get(4))?,
+        version: version(row.get(5))?,
+        created_at_ms: row.get(6),
+        updated_at_ms: row.get(7),
+    })
+}
+
+fn version(n: i32) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::Corrupt(format!("negative template version {n}")))
+}
+
+impl Postgres {
+    /// Runs the create or replace statement `sql` (see `sql::CREATE_TEMPLATE`).
+    async fn save_template(&self, sql: &str, template: Template) -> Result<Option<Template>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(sql).await.map_err(db)?;
+        let now = now_ms();
+        let Some(row) = client
+            .query_opt(
+                &stmt,
+                &[
+                    &template.id,
+                    &template.channel.as_str(),
+                    &template.subject,
+                    &template.body,
+                    &providers_json(&template.providers),
+                    &now,
+                ],
+            )
+            .await
+            .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Template {
+            version: version(row.get(0))?,
+            created_at_ms: row.get(1),
+            updated_at_ms: now,
+            ..template
+        }))
+    }
+}
+
+#[async_trait]
+impl Records for Postgres {
+    async fn create_template(&self, template: Template) -> Result<Option<Template>> {
+        self.save_template(&self.sql.create_template, template)
+            .await
+    }
+
+    async fn replace_template(&self, template: Template) -> Result<Option<Template>> {
+        self.save_template(&self.sql.replace_template, template)
+            .await
+    }
+
+    async fn template(&self, id: &str) -> Result<Option<Template>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.template)
+            .await
+            .map_err(db)?;
+        client
+            .query_opt(&stmt, &[&id])
+            .await
+            .map_err(db)?
+            .as_ref()
+            .map(template)
+            .transpose()
+    }
+
+    async fn templates(&self, after: Option<String>, limit: u32) -> Result<Vec<Template>> {
+        let client = self.client().await?;
+        let limit = i64::from(limit);
+        let rows = match &after {
+            None => {
+                let stmt = client
+                    .prepare_cached(&self.sql.templates)
+                    .await
+                    .map_err(db)?;
+                client.query(&stmt, &[&limit]).await
+            }
+            Some(after) => {
+                let stmt = client
+                    .prepare_cached(&self.sql.templates_after)
+                    .await
+                    .map_err(db)?;
+                client.query(&stmt, &[after, &limit]).await
+            }
+        }
+        .map_err(db)?;
+        rows.iter().map(template).collect()
+    }
+
+    async fn delete_template(&self, id: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.delete_template)
+            .await
+            .map_err(db)?;
+        Ok(client.execute(&stmt, &[&id]).await.map_err(db)? > 0)
+    }
+
+    async fn suppress(&self, entries: Vec<Suppression>) -> Result<usize> {
+        let channels: Vec<&str> = entries.iter().map(|e| e.channel.as_str()).collect();
+        let addresses: Vec<&str> = entries.iter().map(|e| e.address.as_str()).collect();
+        let reasons: Vec<&str> = entries.iter().map(|e| e.reason.as_str()).collect();
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.suppress)
+            .await
+            .map_err(db)?;
+        let new: i64 = client
+            .query_one(&stmt, &[&channels, &addresses, &reasons, &now_ms()])
+            .await
+            .map_err(db)?
+            .get(0);
+        Ok(usize::try_from(new).expect("a count is not negative"))
+    }
+
+    async fn unsuppress(&self, channel: Channel, addresses: Vec<String>) -> Result<usize> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.unsuppress)
+            .await
+            .map_err(db)?;
+        let removed = client
+            .execute(&stmt, &[&channel.as_str(), &addresses])
+            .await
+            .map_err(db)?;
+        Ok(usize::try_from(removed).unwrap_or(usize::MAX))
+    }
+
+    async fn suppressed(&self, channel: Channel, addresses: &[String]) -> Result<HashSet<String>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.suppressed)
+            .await
+            .map_err(db)?;
+        let mut found = HashSet::new();
+        // Most channels' lists are empty: one indexed probe saves the lookup.
+        let any = client
+            .prepare_cached(&self.sql.any_suppressed)
+            .await
+            .map_err(db)?;
+        let listed: bool = client
+            .query_one(&any, &[&channel.as_str()])
+            .await
+            .map_err(db)?
+            .get(0);
+        if !listed {
+            return Ok(found);
+        }
+        for chunk in addresses.chunks(LOOKUP_CHUNK) {
+            let rows = client
+                .query(&stmt, &[&channel.as_str(), &chunk])
+                .await
+                .map_err(db)?;
+            found.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+        }
+        Ok(found)
+    }
+
+    async fn suppressions(
+        &self,
+        channel: Option<Channel>,
+        after: Option<(Channel, String)>,
+        limit: u32,
+    ) -> Result<Vec<Suppression>> {
+        let client = self.client().await?;
+        let from_start = client
+            .prepare_cached(&self.sql.suppressions)
+            .await
+            .map_err(db)?;
+        let from_after = client
+            .prepare_cached(&self.sql.suppressions_after)
+            .await
+            .map_err(db)?;
+        let mut page = Vec::new();
+        for (channel, after) in suppression_ranges(channel, after) {
+            let want = i64::from(limit) - page.len() as i64;
+            if want <= 0 {
+                break;
+            }
+            let rows = match &after {
+                None => client.query(&from_start, &[&channel.as_str(), &want]).await,
+                Some(after) => {
+                    client
+                        .query(&from_after, &[&channel.as_str(), after, &want])
+                        .await
+                }
+            }
+            .map_err(db)?;
+            page.extend(rows.iter().map(|r| Suppression {
+                channel,
+                address: r.get(0),
+                reason: r.get(1),
+                created_at_ms: r.get(2),
+            }));
+        }
+        Ok(page)
+    }
+
+    async fn remember_sends(
+        &self,
+        channel: Channel,
+        fingerprints: Vec<String>,
+        at_ms: i64,
+    ) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.remember_sends)
+            .await
+            .map_err(db)?;
+        client
+            .execute(&stmt, &[&channel.as_str(), &fingerprints, &at_ms])
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn recently_sent(
+        &self,
+        channel: Channel,
+        fingerprints: Vec<String>,
+        since_ms: i64,
+    ) -> Result<HashSet<String>> {
+        let client = self.client().await?;
+        let any = client
+            .prepare_cached(&self.sql.any_recently_sent)
+            .await
+            .map_err(db)?;
+        let mut found = HashSet::new();
+        let recent: bool = client
+            .query_one(&any, &[&channel.as_str(), &since_ms])
+            .await
+            .map_err(db)?
+            .get(0);
+        if !recent {
+            return Ok(found);
+        }
+        let stmt = client
+            .prepare_cached(&self.sql.recently_sent)
+            .await
+            .map_err(db)?;
+        for chunk in fingerprints.chunks(LOOKUP_CHUNK) {
+            let rows = client
+                .query(&stmt, &[&channel.as_str(), &since_ms, &chunk])
+                .await
+                .map_err(db)?;
+            found.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+        }
+        Ok(found)
+    }
+
+    async fn forget_sends(&self, channel: Channel, before_ms: i64, limit: u32) -> Result<u64> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.forget_sends)
+            .await
+            .map_err(db)?;
+        client
+            .execute(&stmt, &[&channel.as_str(), &before_ms, &i64::from(limit)])
+            .await
+            .map_err(db)
+    }
+}

@@ -1,0 +1,432 @@
+//! The Redis engine's Lua scripts. Every change of state is one script, so readers
+//! and other workers never see half of one; each starts with [`PRELUDE`].
+
+use redis::Script;
+
+use super::SUMMARY_FIELDS;
+
+/// Shared by every script. `ARGV[1]` is the key prefix (with its `:`), `ARGV[2]` the
+/// caller's clock in ms: scripts never read Redis's clock, so engines agree on time.
+pub(super) const PRELUDE: &str = r"
+local P = ARGV[1]
+local now = ARGV[2]
+local batches = {}
+local function batch_of(id)
+  local b = batches[id]
+  if b == nil then
+    local key = P .. 'b:' .. id
+    local f = redis.call('HMGET', key, 'control', 'priority', 'channel')
+    b = { key = key, control = f[1], priority = f[2], channel = f[3], delta = {} }
+    batches[id] = b
+  end
+  return b
+end
+-- Counts change in memory and are written once per batch at the end.
+local function count(b, from, to)
+  b.delta[from] = (b.delta[from] or 0) - 1
+  b.delta[to] = (b.delta[to] or 0) + 1
+end
+local function flush_counts()
+  for _, b in pairs(batches) do
+    for state, n in pairs(b.delta) do
+      if n ~= 0 then redis.call('HINCRBY', b.key, state, n) end
+    end
+  end
+end
+-- A message going back to the queue takes its batch's pause or cancel.
+local function requeued_state(b)
+  if b.control == 'paused' or b.control == 'cancelled' then return b.control end
+  return 'pending'
+end
+local indexed = {}
+local function make_ready(b, provider, member, at)
+  local ready = P .. 'ready:' .. b.priority .. ':' .. provider
+  redis.call('ZADD', ready, at, member)
+  if indexed[ready] == nil then
+    redis.call('ZADD', P .. 'prios:' .. provider, -tonumber(b.priority), b.priority)
+    indexed[ready] = true
+  end
+end
+local function unready(b, provider, member)
+  redis.call('ZREM', P .. 'ready:' .. b.priority .. ':' .. provider, member)
+end
+-- Lua's unpack is limited to a few thousand values.
+local function zrem_all(key, members)
+  for i = 1, #members, 1000 do
+    redis.call('ZREM', key, unpack(members, i, math.min(i + 999, #members)))
+  end
+end
+local function member_of(seq, index)
+  return seq .. ':' .. string.format('%010d', index)
+end
+";
+
+/// Allocates a batch's arrival number and records it as staging.
+/// ARGV: P, now, deadline, span.
+const RESERVE: &str = r"
+local seq = string.format('%010d', redis.call('INCR', P .. 'seq'))
+redis.call('ZADD', P .. 'staging', ARGV[3], seq .. ':' .. ARGV[4])
+return seq
+";
+
+/// An idempotency key's earlier batch: `{batch id, request hash, report}` or `{}`.
+/// ARGV: P, now, key.
+const LOOKUP: &str = r"
+local seen = redis.call('HMGET', P .. 'idem:' .. ARGV[3], 'batch', 'request_hash')
+if not seen[1] then return {} end
+return { seen[1], seen[2], redis.call('HGET', P .. 'b:' .. seen[1], 'report') }
+";
+
+/// Writes message hashes of a batch being staged, under keys nothing refers to yet.
+/// One script rather than a pipeline of HSETs: with `appendfsync always` Redis
+/// fsyncs once per event-loop pass, and a large pipeline is read (and fsynced) in
+/// many small pieces, while a script's request is executed, and fsynced, once.
+/// ARGV: P, now, batch id, send_at, then per message: member, provider, to, body,
+/// which optional fields follow (0: none, 1: ref, 2: subject, 3: both), ref, subject.
+const STAGE: &str = r"
+local batch, send_at = ARGV[3], ARGV[4]
+for i = 5, #ARGV, 7 do
+  local has = tonumber(ARGV[i + 4])
+  local fields = { P .. 'm:' .. ARGV[i], 'batch', batch, 'provider', ARGV[i + 1], 'state', 'pending',
+    'attempts', 0, 'to', ARGV[i + 2], 'body', ARGV[i + 3], 'available_at', send_at,
+    'created_at', now, 'updated_at', now }
+  if has == 1 or has == 3 then
+    fields[#fields + 1] = 'ref'
+    fields[#fields + 1] = ARGV[i + 5]
+  end
+  if has == 2 or has == 3 then
+    fields[#fields + 1] = 'subject'
+    fields[#fields + 1] = ARGV[i + 6]
+  end
+  redis.call('HSET', unpack(fields))
+end
+return 1
+";
+
+/// Makes a staged batch visible, all at once: the batch record, the idempotency key,
+/// and its members in the ready sets.
+/// ARGV: P, now, id, channel, source, priority, send_at, report, seq, span, total,
+/// idempotency key (or ''), request hash, then per provider: name, n, n members.
+const COMMIT: &str = r"
+local id, prio, send_at, seq, span, idem = ARGV[3], ARGV[6], ARGV[7], ARGV[9], ARGV[10], ARGV[12]
+if idem ~= '' then
+  local seen = redis.call('HMGET', P .. 'idem:' .. idem, 'batch', 'request_hash')
+  if seen[1] then
+    return { 'seen', seen[1], seen[2], redis.call('HGET', P .. 'b:' .. seen[1], 'report') }
+  end
+end
+local bkey = P .. 'b:' .. id
+if redis.call('EXISTS', bkey) == 1 then return { 'exists' } end
+if redis.call('ZREM', P .. 'staging', seq .. ':' .. span) == 0 then return { 'expired' } end
+redis.call('HSET', bkey, 'seq', seq, 'span', span, 'channel', ARGV[4], 'source', ARGV[5],
+  'control', 'active', 'priority', prio, 'send_at', send_at, 'created_at', now, 'report', ARGV[8],
+  'pending', ARGV[11], 'sending', 0, 'sent', 0, 'failed', 0, 'cancelled', 0, 'paused', 0)
+if idem ~= '' then
+  redis.call('HSET', P .. 'idem:' .. idem, 'batch', id, 'request_hash', ARGV[13])
+  redis.call('HSET', bkey, 'idempotency_key', idem)
+end
+local i = 14
+while i <= #ARGV do
+  local provider, n = ARGV[i], tonumber(ARGV[i + 1])
+  local ready = P .. 'ready:' .. prio .. ':' .. provider
+  local first = i + 2
+  for j = 0, n - 1, 1000 do
+    local args = {}
+    for x = 0, math.min(999, n - 1 - j) do
+      args[2 * x + 1] = send_at
+      args[2 * x + 2] = ARGV[first + j + x]
+    end
+    redis.call('ZADD', ready, unpack(args))
+  end
+  if n > 0 then redis.call('ZADD', P .. 'prios:' .. provider, -tonumber(prio), prio) end
+  i = first + n
+end
+return { 'new' }
+";
+
+/// Requeues the provider's expired leases, then leases up to `limit` due messages,
+/// best priority first, then earliest `available_at`, then arrival. With a rate, the
+/// provider's token bucket (the arithmetic of `crate::ratelimit`, on Redis's own
+/// clock so that every machine counts alike) bounds the claim and pays for it.
+/// A message whose recipient is at one of the per-recipient caps is put back until
+/// the cap allows it. Returns how long to wait for the rate in ms (0: no wait), then
+/// 8 values per message: member, batch, channel, to, ref, subject, body, attempts.
+/// ARGV: P, now, provider, limit, lease until, token, rate per second and burst
+/// (both empty for no limit), the number of caps, then each cap's count and window
+/// in ms.
+const CLAIM: &str = r"
+local provider, want, lease_until, token = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
+local per_sec, burst = tonumber(ARGV[7]), tonumber(ARGV[8])
+local caps, longest = {}, 0
+for i = 10, 9 + 2 * tonumber(ARGV[9]), 2 do
+  local cap = { tonumber(ARGV[i]), tonumber(ARGV[i + 1]) }
+  caps[#caps + 1] = cap
+  longest = math.max(longest, cap[2])
+end
+local leased = P .. 'leased:' .. provider
+local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now)
+for _, member in ipairs(expired) do
+  local key = P .. 'm:' .. member
+  local m = redis.call('HMGET', key, 'state', 'batch', 'available_at')
+  if m[1] == 'sending' then
+    local b = batch_of(m[2])
+    local state = requeued_state(b)
+    redis.call('HSET', key, 'state', state, 'updated_at', now)
+    redis.call('HDEL', key, 'lease', 'lease_until')
+    count(b, 'sending', state)
+    if state == 'pending' then make_ready(b, provider, member, m[3]) end
+  end
+end
+zrem_all(leased, expired)
+local bucket, tokens, clock
+if per_sec or #caps > 0 then
+  local t = redis.call('TIME')
+  clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+if per_sec then
+  bucket = P .. 'rate:' .. provider
+  local b = redis.call('HMGET', bucket, 'tokens', 'at')
+  if b[1] then
+    local at = tonumber(b[2])
+    tokens = math.min(burst, tonumber(b[1]) + math.max(0, clock - at) * per_sec / 1000)
+    clock = math.max(clock, at)
+  else
+    tokens = burst
+  end
+  local chunk = math.max(1, math.min(want, math.ceil(burst / 2)))
+  if tokens < chunk then
+    flush_counts()
+    return { math.max(1, math.ceil((chunk - tokens) * 1000 / per_sec)) }
+  end
+  want = math.min(want, math.floor(tokens))
+end
+-- When a recipient's caps next allow a send (nil: now). `sent:{provider}:{to}`
+-- holds the recipient's sends, scored by time, and expires after the longest window.
+local function capped_until(to)
+  local key = P .. 'sent:' .. provider .. ':' .. to
+  local at
+  for _, cap in ipairs(caps) do
+    local recent = redis.call('ZREVRANGEBYSCORE', key, '+inf', '(' .. (clock - cap[2]),
+      'WITHSCORES', 'LIMIT', 0, cap[1])
+    if #recent >= 2 * cap[1] then
+      local free = tonumber(recent[2 * cap[1]]) + cap[2]
+      if at == nil or free > at then at = free end
+    end
+  end
+  if at ~= nil then return math.max(at, clock + 1) end
+  return nil
+end
+local function record_send(to, member)
+  local key = P .. 'sent:' .. provider .. ':' .. to
+  redis.call('ZADD', key, clock, token .. ':' .. member)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', clock - longest)
+  redis.call('PEXPIRE', key, longest)
+end
+local out = { 0 }
+local taken = 0
+local lease_args = {}
+local prios = P .. 'prios:' .. provider
+for _, prio in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
+  if want <= 0 then break end
+  local ready = P .. 'ready:' .. prio .. ':' .. provider
+  local members = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', 0, want)
+  local deferred = {}
+  for _, member in ipairs(members) do
+    local key = P .. 'm:' .. member
+    local m = redis.call('HMGET', key, 'state', 'batch', 'to', 'ref', 'subject', 'body', 'attempts')
+    local until_ = nil
+    if m[1] == 'pending' and #caps > 0 then until_ = capped_until(m[3]) end
+    if until_ ~= nil then
+      redis.call('HSET', key, 'available_at', until_, 'updated_at', now)
+      deferred[#deferred + 1] = { member, until_ }
+    elseif m[1] == 'pending' then
+      if #caps > 0 then record_send(m[3], member) end
+      local b = batch_of(m[2])
+      redis.call('HSET', key, 'state', 'sending', 'lease', token, 'lease_until', lease_until,
+        'updated_at', now)
+      lease_args[#lease_args + 1] = lease_until
+      lease_args[#lease_args + 1] = member
+      count(b, 'pending', 'sending')
+      local n = #out
+      out[n + 1] = member
+      out[n + 2] = m[2]
+      out[n + 3] = b.channel
+      out[n + 4] = m[3]
+      out[n + 5] = m[4]
+      out[n + 6] = m[5]
+      out[n + 7] = m[6]
+      out[n + 8] = m[7]
+      want = want - 1
+      taken = taken + 1
+    end
+  end
+  zrem_all(ready, members)
+  for _, d in ipairs(deferred) do redis.call('ZADD', ready, d[2], d[1]) end
+  if want > 0 and redis.call('ZCARD', ready) == 0 then redis.call('ZREM', prios, prio) end
+end
+for i = 1, #lease_args, 2000 do
+  redis.call('ZADD', leased, unpack(lease_args, i, math.min(i + 1999, #lease_args)))
+end
+if bucket then redis.call('HSET', bucket, 'tokens', tokens - taken, 'at', clock) end
+flush_counts()
+return out
+";
+
+/// Settles leased messages; a settlement whose lease is no longer current is ignored.
+/// ARGV: P, now, then per settlement: member, token, kind (sent, retry, release,
+/// failed), at, has text ('1' or '0'), text (error or provider message id).
+const SETTLE: &str = r"
+local done = {}
+for i = 3, #ARGV, 6 do
+  local member, token, kind, at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local has_text, text = ARGV[i + 4] == '1', ARGV[i + 5]
+  local key = P .. 'm:' .. member
+  local m = redis.call('HMGET', key, 'state', 'lease', 'provider', 'batch', 'attempts')
+  if m[1] == 'sending' and m[2] == token then
+    local b = batch_of(m[4])
+    local leased = P .. 'leased:' .. m[3]
+    local members = done[leased]
+    if members == nil then
+      members = {}
+      done[leased] = members
+    end
+    members[#members + 1] = member
+    -- A release is no attempt; the rest count one, written with the state.
+    local attempts = tonumber(m[5])
+    if kind ~= 'release' then attempts = attempts + 1 end
+    local state
+    if kind == 'sent' then
+      state = 'sent'
+      -- An earlier attempt may have left an error; a first one has none to clear.
+      if tonumber(m[5]) > 0 then redis.call('HDEL', key, 'error') end
+      if has_text then
+        redis.call('HSET', key, 'state', state, 'attempts', attempts, 'sent_at', now,
+          'updated_at', now, 'provider_message_id', text)
+      else
+        redis.call('HSET', key, 'state', state, 'attempts', attempts, 'sent_at', now,
+          'updated_at', now)
+      end
+    elseif kind == 'failed' then
+      state = 'failed'
+      redis.call('HSET', key, 'state', state, 'attempts', attempts, 'error', text,
+        'updated_at', now)
+    else
+      state = requeued_state(b)
+      if kind == 'retry' then
+        redis.call('HSET', key, 'state', state, 'attempts', attempts, 'available_at', at,
+          'updated_at', now, 'error', text)
+      else
+        redis.call('HSET', key, 'state', state, 'available_at', at, 'updated_at', now)
+      end
+      if state == 'pending' then make_ready(b, m[3], member, at) end
+    end
+    -- The lease fields stay until the next claim overwrites them: a settlement only
+    -- ever matches a message whose state is 'sending'.
+    count(b, 'sending', state)
+  end
+end
+for leased, members in pairs(done) do zrem_all(leased, members) end
+flush_counts()
+return 1
+";
+
+/// Pauses, resumes, cancels or retries a batch: `{'none'}`, `{'conflict'}`, or
+/// `{'ok', <summary fields>}`. ARGV: P, now, batch id, action.
+const CONTROL: &str = r"
+local action = ARGV[4]
+local b = batch_of(ARGV[3])
+if not b.control then return { 'none' } end
+if b.control == 'cancelled' and action ~= 'cancel' then return { 'conflict' } end
+local f = redis.call('HMGET', b.key, 'seq', 'span')
+local seq, span = f[1], tonumber(f[2])
+local control = ({ pause = 'paused', resume = 'active', cancel = 'cancelled' })[action]
+if control then
+  redis.call('HSET', b.key, 'control', control)
+  b.control = control
+end
+for i = 0, span - 1 do
+  local member = member_of(seq, i)
+  local key = P .. 'm:' .. member
+  local m = redis.call('HMGET', key, 'state', 'provider', 'available_at')
+  local from, provider, to = m[1], m[2], nil
+  if action == 'pause' and from == 'pending' then to = 'paused'
+  elseif action == 'resume' and from == 'paused' then to = 'pending'
+  elseif action == 'cancel' and (from == 'pending' or from == 'paused') then to = 'cancelled'
+  elseif action == 'retry' and from == 'failed' then to = requeued_state(b)
+  end
+  if to then
+    if from == 'pending' then unready(b, provider, member) end
+    redis.call('HSET', key, 'state', to, 'updated_at', now)
+    local at = m[3]
+    if action == 'retry' then
+      at = now
+      redis.call('HSET', key, 'attempts', 0, 'available_at', at)
+    end
+    if to == 'pending' then make_ready(b, provider, member, at) end
+    count(b, from, to)
+  end
+end
+flush_counts()
+local out = redis.call('HMGET', b.key, SUMMARY_FIELDS)
+table.insert(out, 1, 'ok')
+return out
+";
+
+/// One page of a batch's ledger: 11 values per message (index, to, ref, state,
+/// provider, attempts, error, provider message id, created, updated, sent).
+/// ARGV: P, now, batch id, first index, limit, state ('' for any).
+const MESSAGES: &str = r"
+local f = redis.call('HMGET', P .. 'b:' .. ARGV[3], 'seq', 'span')
+if not f[1] then return {} end
+local seq, span, limit, want = f[1], tonumber(f[2]), tonumber(ARGV[5]), ARGV[6]
+local out, n, i = {}, 0, tonumber(ARGV[4])
+while i < span and n < limit do
+  local m = redis.call('HMGET', P .. 'm:' .. member_of(seq, i), 'state', 'to', 'ref', 'provider',
+    'attempts', 'error', 'provider_message_id', 'created_at', 'updated_at', 'sent_at')
+  if m[1] and (want == '' or m[1] == want) then
+    n = n + 1
+    local k = #out
+    out[k + 1] = i
+    out[k + 2] = m[2]
+    out[k + 3] = m[3]
+    out[k + 4] = m[1]
+    for j = 4, 10 do out[k + j + 1] = m[j] end
+  end
+  i = i + 1
+end
+return out
+";
+
+/// The Lua scripts, each with the prelude; loaded into the server on first use.
+pub(super) struct Scripts {
+    pub(super) reserve: Script,
+    pub(super) lookup: Script,
+    pub(super) stage: Script,
+    pub(super) commit: Script,
+    pub(super) claim: Script,
+    pub(super) settle: Script,
+    pub(super) control: Script,
+    pub(super) messages: Script,
+}
+
+impl Scripts {
+    pub(super) fn new() -> Scripts {
+        let fields = SUMMARY_FIELDS.map(|f| format!("'{f}'")).join(", ");
+        let script = |body: &str| {
+            Script::new(&format!(
+                "{PRELUDE}{}",
+                body.replace("SUMMARY_FIELDS", &fields)
+            ))
+        };
+        Scripts {
+            reserve: script(RESERVE),
+            lookup: script(LOOKUP),
+            stage: script(STAGE),
+            commit: script(COMMIT),
+            claim: script(CLAIM),
+            settle: script(SETTLE),
+            control: script(CONTROL),
+            messages: script(MESSAGES),
+        }
+    }
+}
