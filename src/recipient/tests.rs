@@ -65,7 +65,10 @@ fn every_non_geographic_country_code_is_known() {
     let none = PhoneRules::default();
     assert_eq!(phone("+800 1234 5678", &none), "+80012345678");
     assert_eq!(phone("+888 0000 0000 001", &none), "+88800000000001");
-    assert_eq!(phone("00 888 0000 0000 001", &region("IT")), "+88800000000001");
+    assert_eq!(
+        phone("00 888 0000 0000 001", &region("IT")),
+        "+88800000000001"
+    );
     assert_eq!(phone("+870 301 234 567", &none), "+870301234567");
 }
 
