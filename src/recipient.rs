@@ -73,6 +73,20 @@ pub fn normalize(channel: Channel, raw: &str, rules: &Rules) -> Result<Recipient
     }
 }
 
+/// The key of an address Herald stored as a message's `to` (already normalised):
+/// the number itself for SMS, the bare address of the mailbox for e-mail.
+pub fn address_key(channel: Channel, to: &str) -> String {
+    let lenient = EmailRules {
+        allow_local_domains: true,
+    };
+    match channel {
+        Channel::Sms => to.to_string(),
+        Channel::Email => {
+            Mailbox::parse(to, &lenient).map_or_else(|_| to.to_string(), |m| m.address)
+        }
+    }
+}
+
 /// Loads the numbering-plan metadata and compiles the default region's plans
 /// (about 90 ms and 8 MB, once per process), so that the first batch's submit does
 /// not pay for them. Other country codes are still compiled on first use.

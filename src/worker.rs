@@ -21,7 +21,8 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, RetryConfig};
 use crate::domain::now_ms;
 use crate::provider::{self, Message, Registry, Route};
-use crate::queue::{Claim, Claimed, Outcome, Queue, Settlement};
+use crate::queue::{Claim, Claimed, Outcome, Queue, Settlement, Suppression};
+use crate::recipient;
 
 /// Most settlements written in one transaction.
 const SETTLE_CHUNK: usize = 4096;
@@ -64,9 +65,11 @@ impl RetryPolicy {
     /// What becomes of a message whose attempt number `attempts` failed with `error`.
     pub fn outcome(&self, attempts: u32, error: &provider::Error, now_ms: i64) -> Outcome {
         match error {
-            provider::Error::Permanent { reason } => Outcome::Failed {
-                error: reason.clone(),
-            },
+            provider::Error::Permanent { reason } | provider::Error::Undeliverable { reason } => {
+                Outcome::Failed {
+                    error: reason.clone(),
+                }
+            }
             provider::Error::Transient { reason, .. } if attempts >= self.max_attempts => {
                 Outcome::Failed {
                     error: format!("{reason} (gave up after {attempts} attempts)"),
@@ -251,6 +254,8 @@ impl Pool {
             to: claimed.to,
             subject: claimed.subject,
             body: claimed.body,
+            vars: None,
+            template: None,
         };
         let result = match tokio::time::timeout(
             self.inner.send_timeout,
@@ -272,6 +277,9 @@ impl Pool {
                 provider_message_id: receipt.provider_message_id,
             },
             Err(error) => {
+                if let provider::Error::Undeliverable { reason } = &error {
+                    self.suppress(&route, &message, reason).await;
+                }
                 let outcome = self.inner.policy.outcome(attempt, &error, now_ms());
                 let verdict = if matches!(outcome, Outcome::Failed { .. }) {
                     "failed"
@@ -285,6 +293,27 @@ impl Pool {
         // The settler outlives every send it can receive from; if it is gone the
         // process is past its grace period and the lease brings the message back.
         let _ = results.send((Settlement { lease, outcome }, permit));
+    }
+}
+
+impl Pool {
+    /// Adds the recipient of a message the provider called undeliverable to the
+    /// channel's suppression list, so later batches reject it as `suppressed`.
+    async fn suppress(&self, route: &Route, message: &Message, reason: &str) {
+        let entry = Suppression {
+            channel: message.channel,
+            address: recipient::address_key(message.channel, &message.to),
+            reason: format!("{}: {reason}", route.name),
+            created_at_ms: 0,
+        };
+        match self.inner.queue.suppress(vec![entry]).await {
+            Ok(_) => {
+                tracing::info!(provider = %route.name, id = %message.id, "recipient suppressed: the provider called it undeliverable");
+            }
+            Err(e) => {
+                tracing::error!(provider = %route.name, id = %message.id, error = %e, "suppressing an undeliverable recipient failed");
+            }
+        }
     }
 }
 

@@ -20,6 +20,7 @@ pub use self::log::LogProvider;
 pub use self::webhook::WebhookProvider;
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::domain::{BatchId, Channel};
+use crate::queue::ProviderTemplate;
 use crate::ratelimit::{Limits, Rate};
 
 /// One message as a provider sees it.
@@ -33,6 +34,12 @@ pub struct Message {
     pub to: String,
     pub subject: Option<String>,
     pub body: String,
+    /// The recipient's template variables, for providers that render pre-approved
+    /// templates on their side (Aliyun, Tencent Cloud); `None` when not stored.
+    pub vars: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// The stored template's code and sign name at this provider, when the batch
+    /// used a stored template that has them.
+    pub template: Option<ProviderTemplate>,
 }
 
 /// What a provider says after accepting a message.
@@ -55,6 +62,11 @@ pub enum Error {
     /// Trying again cannot help: the request itself was refused.
     #[error("{reason}")]
     Permanent { reason: String },
+    /// Trying again cannot help because of the recipient: an invalid or
+    /// unassigned number, a mailbox that does not exist (a hard bounce). Besides
+    /// failing the message, the worker adds the address to the suppression list.
+    #[error("{reason}")]
+    Undeliverable { reason: String },
 }
 
 /// A delivery adapter. Implementations must be cheap to share across tasks.
@@ -62,6 +74,19 @@ pub enum Error {
 pub trait Provider: Send + Sync + 'static {
     /// Makes one delivery attempt. Must not retry or sleep on its own.
     async fn send(&self, message: &Message) -> Result<Receipt, Error>;
+
+    /// The most messages one [`Provider::send_many`] call takes: more than 1 for
+    /// providers with a batch API (one request for many numbers).
+    fn batch_limit(&self) -> usize {
+        1
+    }
+
+    /// Makes one delivery attempt for each of `messages` (at most
+    /// [`Provider::batch_limit`]), in as few requests as the provider allows, and
+    /// answers one result per message, in order.
+    async fn send_many(&self, messages: &[Message]) -> Vec<Result<Receipt, Error>> {
+        futures_util::future::join_all(messages.iter().map(|m| self.send(m))).await
+    }
 }
 
 /// A provider with its name, channels and rate limit, as configured.

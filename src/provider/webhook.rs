@@ -1,6 +1,8 @@
 //! The webhook provider: POSTs each message as JSON to a configured URL, with the
 //! message id as `Idempotency-Key` and, when a secret is set, an HMAC-SHA256 of the
-//! body in `X-Herald-Signature: sha256=<hex>`. Any 2xx means sent.
+//! body in `X-Herald-Signature: sha256=<hex>`. Any 2xx means sent; a 4xx whose JSON
+//! body is `{"error": "invalid_recipient", …}` fails the message and suppresses its
+//! recipient, other answers are classified by [`classify_status`].
 
 use std::time::Duration;
 
@@ -98,7 +100,14 @@ impl Provider for WebhookProvider {
             retry_after: None,
         })?;
         if !status.is_success() {
-            return Err(classify_status(status.as_u16(), retry_after, &bytes));
+            return Err(
+                match classify_status(status.as_u16(), retry_after, &bytes) {
+                    Error::Permanent { reason } if names_the_recipient(&bytes) => {
+                        Error::Undeliverable { reason }
+                    }
+                    error => error,
+                },
+            );
         }
         Ok(Receipt {
             provider_message_id: response_id(&bytes),
@@ -115,6 +124,16 @@ fn describe(e: &reqwest::Error) -> String {
         e.to_string()
     }
 }
+
+/// Whether a refusal's JSON body says the recipient cannot receive messages:
+/// `{"error": "invalid_recipient"}`.
+fn names_the_recipient(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v.get("error").and_then(|e| e.as_str()) == Some(INVALID_RECIPIENT))
+}
+
+/// The `error` of a webhook's 4xx answer that marks the recipient undeliverable.
+pub const INVALID_RECIPIENT: &str = "invalid_recipient";
 
 /// The `id` (or `message_id`) of a JSON answer, if it has one.
 fn response_id(body: &[u8]) -> Option<String> {
@@ -137,6 +156,15 @@ mod tests {
             signature(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    #[test]
+    fn only_a_refusal_naming_the_recipient_marks_it_undeliverable() {
+        assert!(names_the_recipient(
+            br#"{"error":"invalid_recipient","detail":"no such number"}"#
+        ));
+        assert!(!names_the_recipient(br#"{"error":"bad_request"}"#));
+        assert!(!names_the_recipient(b"invalid_recipient"));
     }
 
     #[test]
