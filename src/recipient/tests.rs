@@ -549,3 +549,16 @@ proptest! {
         prop_assert_eq!(Mailbox::parse(&original.to_string(), &EmailRules::default()), Ok(original));
     }
 }
+
+#[test]
+fn the_key_of_a_stored_address_is_the_number_or_the_bare_mailbox() {
+    assert_eq!(
+        address_key(Channel::Sms, "+8613800138000"),
+        "+8613800138000"
+    );
+    assert_eq!(
+        address_key(Channel::Email, "Li Lei <li@shop.example>"),
+        "li@shop.example"
+    );
+    assert_eq!(address_key(Channel::Email, "ops@mailhost"), "ops@mailhost");
+}

@@ -185,6 +185,49 @@ async fn a_permanent_refusal_fails_at_once_with_the_providers_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_the_provider_calls_invalid_is_suppressed_for_later_batches() {
+    let server = ProviderServer::start().await;
+    // The second recipient of `sms_batch` is the one the provider refuses.
+    server.behave(|_, message| {
+        if message["to"] == "+8613800000001" {
+            Reply::status(422).body(r#"{"error":"invalid_recipient","detail":"unassigned number"}"#)
+        } else {
+            Reply::ok()
+        }
+    });
+    let app = app_sending_to(&server, |_| {}).await;
+
+    let messages = deliver(&app, &sms_batch(3)).await;
+
+    let states: Vec<&str> = messages
+        .iter()
+        .map(|m| m["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["sent", "failed", "sent"], "{messages:?}");
+    assert_eq!(messages[1]["attempts"], 1, "{}", messages[1]);
+    let (_, list) = app.get("/v1/suppressions?channel=sms").await;
+    let entries = list["suppressions"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{list}");
+    assert_eq!(entries[0]["address"], "+8613800000001", "{list}");
+    let reason = entries[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("unassigned number"), "{reason}");
+
+    // The next batch to that number is refused before anything is sent.
+    let sent_before = server.count();
+    let (status, report) = app.post("/v1/batches", &sms_batch(2)).await;
+    assert_eq!(status, 202, "{report}");
+    assert_eq!(report["accepted"], 1, "{report}");
+    assert_eq!(
+        report["rejections"]["suppressed"]["indices"],
+        json!([1]),
+        "{report}"
+    );
+    let batch_id = report["batch_id"].as_str().unwrap();
+    app.wait_finished(batch_id, FINISH).await;
+    assert_eq!(server.count(), sent_before + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_errors_fail_the_message_after_max_attempts() {
     let server = ProviderServer::start().await;
     server.behave(|_, _| Reply::status(500).body("down"));
