@@ -259,6 +259,7 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         template: args.template.map(|body| TemplateSpec {
             body,
             subject: args.subject,
+            stored_id: None,
         }),
         template_id: args.template_id,
         recipients: csv.recipients,

@@ -52,6 +52,10 @@ pub struct TemplateSpec {
     pub body: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// The stored template this is, when it is one: its id is kept with the batch
+    /// and each recipient's vars with its message, for providers that render it.
+    #[serde(skip)]
+    pub stored_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -336,6 +340,7 @@ impl Intake {
         Ok(Some(TemplateSpec {
             body: stored.body,
             subject: stored.subject,
+            stored_id: Some(stored.id),
         }))
     }
 
@@ -458,6 +463,10 @@ impl Intake {
                 })?
                 .as_millisecond(),
         };
+        let template_id = match &body {
+            Body::Template(spec) => spec.stored_id.clone(),
+            Body::Literal(_) => None,
+        };
         let renderer = match body {
             Body::Template(spec) => {
                 if channel == Channel::Email && spec.subject.is_none() {
@@ -468,7 +477,10 @@ impl Intake {
                 }
                 let template = Template::compile(&spec.body, spec.subject.as_deref())
                     .map_err(|e| invalid(e.field, e.message))?;
-                Renderer::Template(Box::new(template))
+                Renderer::Template {
+                    template: Box::new(template),
+                    keep_vars: template_id.is_some(),
+                }
             }
             Body::Literal(text) if text.trim().is_empty() => {
                 return Err(invalid("content", "must not be empty"));
@@ -509,6 +521,9 @@ impl Intake {
                         reference: c.reference,
                         subject: c.subject,
                         body: c.body,
+                        // Measured with the rest of the pre-flight, once suppressions are out.
+                        segments: 1,
+                        vars: c.vars,
                     });
                 }
                 Err(r) => rejected.push(Rejection { index, ..r }),
@@ -525,6 +540,7 @@ impl Intake {
         };
         Ok(Draft {
             channel,
+            template_id,
             route: route.clone(),
             priority,
             send_at_ms,
@@ -539,6 +555,7 @@ impl Intake {
 /// A checked batch before the suppression list has had its say.
 struct Draft {
     channel: Channel,
+    template_id: Option<String>,
     route: Route,
     priority: i32,
     send_at_ms: i64,
@@ -609,8 +626,10 @@ impl Draft {
         }
         let sms = (self.channel == Channel::Sms).then(|| {
             let mut summary = SmsSummary::default();
-            for m in &self.messages {
-                summary.add(sms::measure(&m.body));
+            for m in &mut self.messages {
+                let measured = sms::measure(&m.body);
+                m.segments = u32::try_from(measured.segments).unwrap_or(u32::MAX);
+                summary.add(measured);
             }
             summary
         });
@@ -633,6 +652,7 @@ impl Draft {
                 request_hash: hex::encode(Sha256::digest(request)),
             }),
             report: serde_json::to_value(&report).expect("a report always serializes"),
+            template_id: self.template_id,
             messages: self.messages,
         };
         Ok((batch, remember))
@@ -640,7 +660,12 @@ impl Draft {
 }
 
 enum Renderer {
-    Template(Box<Template>),
+    Template {
+        template: Box<Template>,
+        /// Keep each recipient's vars with its message (a stored template, which
+        /// some providers render on their side).
+        keep_vars: bool,
+    },
     Literal(String),
 }
 
@@ -652,6 +677,7 @@ struct Checked {
     reference: Option<String>,
     subject: Option<String>,
     body: String,
+    vars: Option<String>,
 }
 
 /// Below this many recipients, checking on one thread is faster than splitting.
@@ -720,7 +746,7 @@ fn check(
     }
     let (subject, body) = match renderer {
         Renderer::Literal(text) => (None, text.clone()),
-        Renderer::Template(template) => match template.render(&recipient.vars) {
+        Renderer::Template { template, .. } => match template.render(&recipient.vars) {
             Ok(r) => (r.subject, r.body),
             Err(RenderError::MissingVariable(name)) => {
                 let detail =
@@ -730,11 +756,20 @@ fn check(
             Err(RenderError::Failed(detail)) => return Err(refuse("render_failed", None, detail)),
         },
     };
+    let vars = matches!(
+        renderer,
+        Renderer::Template {
+            keep_vars: true,
+            ..
+        }
+    )
+    .then(|| Value::Object(recipient.vars).to_string());
     Ok(Checked {
         to: to.to,
         key: to.key,
         reference: recipient.reference,
         subject,
         body,
+        vars,
     })
 }

@@ -11,8 +11,9 @@
 //! shutdown claimers stop, in-flight sends get a grace period, everything finished
 //! is written, and whatever is left comes back through lease expiry.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -21,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{Config, RetryConfig};
 use crate::domain::now_ms;
 use crate::provider::{self, Message, Registry, Route};
-use crate::queue::{Claim, Claimed, Outcome, Queue, Settlement, Suppression};
+use crate::queue::{Claim, Claimed, Outcome, ProviderTemplate, Queue, Settlement, Suppression};
 use crate::recipient;
 
 /// Most settlements written in one transaction.
@@ -105,6 +106,7 @@ struct Inner {
     poll: Duration,
     grace: Duration,
     slots: Arc<Semaphore>,
+    templates: TemplateCodes,
 }
 
 impl Pool {
@@ -118,6 +120,7 @@ impl Pool {
             poll: Duration::from_millis(config.worker.poll_interval_ms),
             grace: Duration::from_millis(config.worker.shutdown_grace_ms),
             slots: Arc::new(Semaphore::new(config.worker.max_in_flight)),
+            templates: TemplateCodes::default(),
         };
         Pool {
             inner: Arc::new(inner),
@@ -246,6 +249,15 @@ impl Pool {
     ) {
         let attempt = claimed.attempts + 1;
         let lease = claimed.lease;
+        let template = match &claimed.template_id {
+            Some(id) => {
+                self.inner
+                    .templates
+                    .code(&self.inner.queue, id, &route.name)
+                    .await
+            }
+            None => Ok(None),
+        };
         let message = Message {
             id: claimed.id,
             batch_id: claimed.batch_id,
@@ -254,23 +266,25 @@ impl Pool {
             to: claimed.to,
             subject: claimed.subject,
             body: claimed.body,
-            vars: None,
-            template: None,
+            vars: claimed.vars.as_deref().and_then(parse_vars),
+            template: template.as_ref().ok().cloned().flatten(),
         };
-        let result = match tokio::time::timeout(
-            self.inner.send_timeout,
-            route.provider.send(&message),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(provider::Error::Transient {
-                reason: format!(
-                    "no answer within {} ms",
-                    self.inner.send_timeout.as_millis()
-                ),
-                retry_after: None,
-            }),
+        let result = match template {
+            Err(error) => Err(error),
+            Ok(_) => {
+                match tokio::time::timeout(self.inner.send_timeout, route.provider.send(&message))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(provider::Error::Transient {
+                        reason: format!(
+                            "no answer within {} ms",
+                            self.inner.send_timeout.as_millis()
+                        ),
+                        retry_after: None,
+                    }),
+                }
+            }
         };
         let outcome = match result {
             Ok(receipt) => Outcome::Sent {
@@ -314,6 +328,60 @@ impl Pool {
                 tracing::error!(provider = %route.name, id = %message.id, error = %e, "suppressing an undeliverable recipient failed");
             }
         }
+    }
+}
+
+/// A recipient's stored vars, as providers that render templates take them.
+fn parse_vars(json: &str) -> Option<Arc<serde_json::Map<String, serde_json::Value>>> {
+    serde_json::from_str(json).ok().map(Arc::new)
+}
+
+/// How long a stored template's provider codes are reused before being read again,
+/// so that a replaced template reaches the workers soon without a read per message.
+const TEMPLATE_CODES_FOR: Duration = Duration::from_secs(10);
+
+/// A stored template's code and sign name per provider.
+type Codes = BTreeMap<String, ProviderTemplate>;
+
+/// The provider codes of stored templates, read from the store and kept briefly.
+#[derive(Default)]
+struct TemplateCodes {
+    read: std::sync::Mutex<HashMap<String, (Instant, Codes)>>,
+}
+
+impl TemplateCodes {
+    /// Template `id`'s code and sign at `provider`, if it has them. A store that
+    /// cannot answer is a transient failure of the send; a deleted template has no
+    /// codes (the provider decides whether it can send without).
+    async fn code(
+        &self,
+        queue: &Queue,
+        id: &str,
+        provider: &str,
+    ) -> Result<Option<ProviderTemplate>, provider::Error> {
+        let fresh = |read: &Instant| read.elapsed() < TEMPLATE_CODES_FOR;
+        {
+            let read = self.read.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, codes)) = read.get(id)
+                && fresh(at)
+            {
+                return Ok(codes.get(provider).cloned());
+            }
+        }
+        let codes = match queue.template(id).await {
+            Ok(template) => template.map(|t| t.providers).unwrap_or_default(),
+            Err(e) => {
+                return Err(provider::Error::Transient {
+                    reason: format!("cannot read template `{id}`: {e}"),
+                    retry_after: None,
+                });
+            }
+        };
+        let found = codes.get(provider).cloned();
+        let mut read = self.read.lock().unwrap_or_else(|p| p.into_inner());
+        read.retain(|_, (at, _)| fresh(at));
+        read.insert(id.to_string(), (Instant::now(), codes));
+        Ok(found)
     }
 }
 
@@ -510,6 +578,8 @@ mod tests {
                 reference: None,
                 subject: None,
                 body: "hi".into(),
+                segments: 1,
+                vars: None,
             })
             .collect();
         queue
@@ -521,6 +591,7 @@ mod tests {
                 send_at_ms: now_ms(),
                 idempotency: None,
                 report: serde_json::json!({}),
+                template_id: None,
                 messages,
             })
             .await

@@ -13,6 +13,7 @@ use sha2::Sha256;
 
 use super::{Error, Message, Provider, Receipt, classify_status, http_client, parse_retry_after};
 use crate::config::Secret;
+use crate::queue::ProviderTemplate;
 
 /// The signature header's name.
 pub const SIGNATURE_HEADER: &str = "X-Herald-Signature";
@@ -33,6 +34,12 @@ struct Payload<'a> {
     to: &'a str,
     subject: Option<&'a str>,
     body: &'a str,
+    /// For receivers that render a stored template themselves: the recipient's
+    /// vars and the template's code and sign name at this provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vars: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    template: Option<&'a ProviderTemplate>,
 }
 
 impl WebhookProvider {
@@ -68,6 +75,8 @@ impl Provider for WebhookProvider {
             to: &message.to,
             subject: message.subject.as_deref(),
             body: &message.body,
+            vars: message.vars.as_deref(),
+            template: message.template.as_ref(),
         })
         .expect("a payload of strings always serializes");
         let mut request = self

@@ -58,6 +58,9 @@ pub struct NewBatch {
     pub idempotency: Option<Idempotency>,
     /// The accept report, stored so an idempotent replay answers the same.
     pub report: serde_json::Value,
+    /// The stored template the batch was rendered from, if any: providers that only
+    /// send their own pre-approved templates look up their code in it.
+    pub template_id: Option<String>,
     pub messages: Vec<NewMessage>,
 }
 
@@ -77,6 +80,11 @@ pub struct NewMessage {
     pub reference: Option<String>,
     pub subject: Option<String>,
     pub body: String,
+    /// SMS segments of the body (1 for e-mail): what a per-segment rate limit counts.
+    pub segments: u32,
+    /// The recipient's variables as a JSON object, kept for providers that render
+    /// a stored template on their side; `None` for batches with an inline template.
+    pub vars: Option<String>,
 }
 
 /// The answer to [`Queue::accept`].
@@ -112,6 +120,10 @@ pub struct Claimed {
     pub reference: Option<String>,
     pub subject: Option<String>,
     pub body: String,
+    pub segments: u32,
+    /// The batch's stored template, and the recipient's variables (JSON) for it.
+    pub template_id: Option<String>,
+    pub vars: Option<String>,
     /// Delivery attempts made before this claim.
     pub attempts: u32,
 }

@@ -316,6 +316,7 @@ impl Engine for Postgres {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let (mut segments, mut vars) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for m in &batch.messages {
             idx.push(i64::from(m.index));
             provider.push(m.provider.as_str());
@@ -323,6 +324,8 @@ impl Engine for Postgres {
             reference.push(m.reference.as_deref());
             subject.push(m.subject.as_deref());
             body.push(m.body.as_str());
+            segments.push(i32::try_from(m.segments).unwrap_or(i32::MAX));
+            vars.push(m.vars.as_deref());
         }
         let (id, report) = (batch.id.to_string(), batch.report.to_string());
         // A replay can race with pruning of the batch it replays: then the key is
@@ -347,6 +350,9 @@ impl Engine for Postgres {
                         &reference,
                         &subject,
                         &body,
+                        &segments,
+                        &vars,
+                        &batch.template_id,
                     ],
                 )
                 .await
@@ -475,6 +481,9 @@ impl Engine for Postgres {
                 subject: row.get(5),
                 body: row.get(6),
                 attempts: attempts(row.get(7))?,
+                segments: u32::try_from(row.get::<_, i32>(10)).unwrap_or(1),
+                template_id: row.get(11),
+                vars: row.get(12),
             };
             let order = (
                 std::cmp::Reverse(row.get::<_, i32>(1)),

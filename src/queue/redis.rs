@@ -417,9 +417,12 @@ impl Redis {
             call.arg(&self.prefix)
                 .arg(now)
                 .arg(&id)
-                .arg(batch.send_at_ms);
+                .arg(batch.send_at_ms)
+                .arg(batch.template_id.as_deref().unwrap_or(""));
             for m in chunk {
-                let has = u8::from(m.reference.is_some()) + 2 * u8::from(m.subject.is_some());
+                let has = u8::from(m.reference.is_some())
+                    + 2 * u8::from(m.subject.is_some())
+                    + 4 * u8::from(m.vars.is_some());
                 call.arg(
                     Slot {
                         seq,
@@ -430,9 +433,11 @@ impl Redis {
                 .arg(&m.provider)
                 .arg(&m.to)
                 .arg(&m.body)
+                .arg(m.segments)
                 .arg(has)
                 .arg(m.reference.as_deref().unwrap_or(""))
-                .arg(m.subject.as_deref().unwrap_or(""));
+                .arg(m.subject.as_deref().unwrap_or(""))
+                .arg(m.vars.as_deref().unwrap_or(""));
             }
             let mut conn = self.conn();
             async move { call.invoke_async::<()>(&mut conn).await }
@@ -678,11 +683,11 @@ fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
 }
 
 fn parse_claimed(provider: &str, token: i64, reply: &[Value]) -> Result<Vec<Claimed>> {
-    if !reply.len().is_multiple_of(8) {
+    if !reply.len().is_multiple_of(11) {
         return Err(unexpected("a claim"));
     }
     reply
-        .chunks_exact(8)
+        .chunks_exact(11)
         .map(|m| {
             let member = required(&m[0], "message member")?;
             let slot = Slot::parse_member(&member)
@@ -704,6 +709,11 @@ fn parse_claimed(provider: &str, token: i64, reply: &[Value]) -> Result<Vec<Clai
                 subject: text(&m[5])?,
                 body: required(&m[6], "message body")?,
                 attempts: number(&m[7], "attempt count")?,
+                // Messages staged before segments were stored count as one.
+                segments: optional_number(&m[8], "segment count")?
+                    .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
+                template_id: text(&m[9])?,
+                vars: text(&m[10])?,
             })
         })
         .collect()
@@ -1118,6 +1128,7 @@ mod tests {
             send_at_ms: now_ms(),
             idempotency: None,
             report: serde_json::json!({"accepted": n}),
+            template_id: None,
             messages: (0..n)
                 .map(|index| NewMessage {
                     index,
@@ -1126,6 +1137,8 @@ mod tests {
                     reference: Some(format!("r{index}")),
                     subject: None,
                     body: format!("Your code is {index:06}. It expires in 10 minutes."),
+                    segments: 1,
+                    vars: None,
                 })
                 .collect(),
         }

@@ -112,6 +112,12 @@ CREATE TABLE send_fingerprints (
     PRIMARY KEY (channel, fingerprint)
 ) WITHOUT ROWID;
 CREATE INDEX send_fingerprints_at ON send_fingerprints(channel, at);
+", "
+-- What per-segment rate limits count, and what providers that render a stored
+-- template on their side need: its id and the recipient's variables (JSON).
+ALTER TABLE messages ADD COLUMN segments INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE messages ADD COLUMN template TEXT;
+ALTER TABLE messages ADD COLUMN vars TEXT;
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's
@@ -282,26 +288,32 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 }
 
 /// A claimed message as the claim statements return it.
-type ClaimedRow = (
-    i64,
-    i64,
-    String,
-    Option<String>,
-    Option<String>,
-    String,
-    u32,
-);
+struct ClaimedRow {
+    row: i64,
+    batch: i64,
+    to: String,
+    reference: Option<String>,
+    subject: Option<String>,
+    body: String,
+    attempts: u32,
+    segments: u32,
+    template: Option<String>,
+    vars: Option<String>,
+}
 
 fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    Ok(ClaimedRow {
+        row: r.get(0)?,
+        batch: r.get(1)?,
+        to: r.get(2)?,
+        reference: r.get(3)?,
+        subject: r.get(4)?,
+        body: r.get(5)?,
+        attempts: r.get(6)?,
+        segments: r.get(7)?,
+        template: r.get(8)?,
+        vars: r.get(9)?,
+    })
 }
 
 /// Refills `provider`'s bucket: `Ok` with how many of `want` may be claimed and the
@@ -490,7 +502,7 @@ impl Engine for Sqlite {
                              SELECT id FROM messages
                              WHERE state = 'pending' AND provider = ?4 AND available_at <= ?3
                              ORDER BY priority DESC, available_at, id LIMIT ?5)
-                         RETURNING id, batch, to_addr, ref, subject, body, attempts",
+                         RETURNING id, batch, to_addr, ref, subject, body, attempts, segments, template, vars",
                     )
                     .map_err(unavailable)?;
                 let rows = stmt
@@ -505,7 +517,7 @@ impl Engine for Sqlite {
                     .prepare_cached(
                         "UPDATE messages SET state = 'sending', lease = ?1, lease_until = ?2, updated_at = ?3
                          WHERE id IN (SELECT value FROM json_each(?4))
-                         RETURNING id, batch, to_addr, ref, subject, body, attempts",
+                         RETURNING id, batch, to_addr, ref, subject, body, attempts, segments, template, vars",
                     )
                     .map_err(unavailable)?;
                 let ids = serde_json::to_string(&ids).map_err(|e| Error::Corrupt(e.to_string()))?;
@@ -514,7 +526,7 @@ impl Engine for Sqlite {
                     .map_err(unavailable)?
                     .collect::<rusqlite::Result<Vec<_>>>()
                     .map_err(unavailable)?;
-                rows.sort_unstable_by_key(|r| order.get(&r.0).copied());
+                rows.sort_unstable_by_key(|r| order.get(&r.row).copied());
                 rows
             };
             let mut claimed = Vec::with_capacity(rows.len());
@@ -522,26 +534,29 @@ impl Engine for Sqlite {
             if cache.len() > 10_000 {
                 cache.clear();
             }
-            for (row, batch, to, reference, subject, body, attempts) in rows {
-                let known = match cache.get(&batch) {
+            for r in rows {
+                let known = match cache.get(&r.batch) {
                     Some(known) => *known,
                     None => {
-                        let known = batch_by_seq(&tx, batch)?;
-                        cache.insert(batch, known);
+                        let known = batch_by_seq(&tx, r.batch)?;
+                        cache.insert(r.batch, known);
                         known
                     }
                 };
                 claimed.push(Claimed {
-                    lease: Lease { row, token },
-                    id: message_id(known.id, known.index_of(row)),
+                    lease: Lease { row: r.row, token },
+                    id: message_id(known.id, known.index_of(r.row)),
                     batch_id: known.id,
                     channel: known.channel,
                     provider: provider.clone(),
-                    to,
-                    reference,
-                    subject,
-                    body,
-                    attempts,
+                    to: r.to,
+                    reference: r.reference,
+                    subject: r.subject,
+                    body: r.body,
+                    segments: r.segments,
+                    template_id: r.template,
+                    vars: r.vars,
+                    attempts: r.attempts,
                 });
             }
             if let Some(bucket) = bucket {
@@ -769,12 +784,12 @@ fn batch_by_seq(conn: &Connection, seq: i64) -> Result<BatchRef> {
 /// Messages inserted by one statement.
 const ROWS_PER_INSERT: usize = 100;
 
-/// `INSERT INTO messages … VALUES (…), (…), …` for `rows` rows of 11 parameters.
+/// `INSERT INTO messages … VALUES (…), (…), …` for `rows` rows of 14 parameters.
 fn insert_sql(rows: usize) -> String {
-    let row = "(?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)";
+    let row = "(?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     format!(
         "INSERT INTO messages (id, batch, provider, state, priority, available_at, to_addr, ref, subject, body,
-                               created_at, updated_at)
+                               segments, template, vars, created_at, updated_at)
          VALUES {}",
         vec![row; rows].join(", ")
     )
@@ -830,7 +845,7 @@ fn insert_batch(tx: &Transaction<'_>, batch: &NewBatch) -> Result<()> {
         let mut stmt = tx
             .prepare_cached(&insert_sql(messages.len()))
             .map_err(unavailable)?;
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(messages.len() * 11);
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(messages.len() * 14);
         for (m, id) in messages.iter().zip(ids) {
             values.extend([
                 id as &dyn rusqlite::ToSql,
@@ -842,6 +857,9 @@ fn insert_batch(tx: &Transaction<'_>, batch: &NewBatch) -> Result<()> {
                 &m.reference,
                 &m.subject,
                 &m.body,
+                &m.segments,
+                &batch.template_id,
+                &m.vars,
                 &now,
                 &now,
             ]);
@@ -920,26 +938,32 @@ mod tests {
         let latest = MIGRATIONS.len() as i64;
         assert_eq!(user_version(&db), latest);
 
-        // A store of the first version: the tables of later ones are missing.
-        let later = [
+        // A store of the first version, with a message in it.
+        let old = dir.path().join("old");
+        std::fs::create_dir_all(&old).unwrap();
+        let old_db = old.join("herald.db");
+        Connection::open(&old_db)
+            .unwrap()
+            .execute_batch(&format!(
+                "{} PRAGMA user_version = 1;
+                 INSERT INTO batches (id, channel, source, priority, send_at, created_at, report, first_row, size)
+                 VALUES ('0190a0a0-0000-7000-8000-000000000000', 'sms', 'api', 0, 0, 0, '{{}}', 1, 1);
+                 INSERT INTO messages (id, batch, provider, state, priority, available_at, to_addr, body, created_at, updated_at)
+                 VALUES (1, 1, 'log', 'pending', 0, 0, '+8613800138000', 'hi', 0, 0);",
+                MIGRATIONS[0]
+            ))
+            .unwrap();
+        drop(Sqlite::open(&old).await.unwrap());
+        assert_eq!(user_version(&old_db), latest);
+        let conn = Connection::open(&old_db).unwrap();
+        for table in [
             "rate_buckets",
             "recipient_sends",
             "templates",
             "suppressions",
             "send_fingerprints",
-        ];
-        Connection::open(&db)
-            .unwrap()
-            .execute_batch(&format!(
-                "{} PRAGMA user_version = 1;",
-                later.map(|t| format!("DROP TABLE {t};")).join(" ")
-            ))
-            .unwrap();
-        drop(Sqlite::open(&store).await.unwrap());
-        assert_eq!(user_version(&db), latest);
-        for table in later {
-            let tables: i64 = Connection::open(&db)
-                .unwrap()
+        ] {
+            let tables: i64 = conn
                 .query_row(
                     "SELECT COUNT(*) FROM sqlite_master WHERE name = ?1",
                     [table],
@@ -948,6 +972,15 @@ mod tests {
                 .unwrap();
             assert_eq!(tables, 1, "{table}");
         }
+        // The message kept its place, with the defaults of the later columns.
+        let (segments, template): (u32, Option<String>) = conn
+            .query_row(
+                "SELECT segments, template FROM messages WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((segments, template), (1, None));
 
         Connection::open(&db)
             .unwrap()

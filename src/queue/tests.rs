@@ -93,6 +93,7 @@ fn batch(n: u32, priority: i32, send_at_ms: i64) -> NewBatch {
         send_at_ms,
         idempotency: None,
         report: json!({"accepted": n}),
+        template_id: None,
         messages: (0..n)
             .map(|index| NewMessage {
                 index,
@@ -101,6 +102,8 @@ fn batch(n: u32, priority: i32, send_at_ms: i64) -> NewBatch {
                 reference: Some(format!("r{index}")),
                 subject: None,
                 body: format!("body {index}"),
+                segments: 1,
+                vars: None,
             })
             .collect(),
     }
@@ -150,6 +153,50 @@ async fn an_accepted_batch_is_stored_whole_and_survives_reopening() {
             .unwrap();
         let indices: Vec<u32> = page.iter().map(|m| m.index).collect();
         assert_eq!(indices, (0..250).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test]
+async fn a_claim_carries_the_segments_template_and_vars_stored_with_the_message() {
+    for (q, _url, _guard) in stores().await {
+        let mut b = batch(2, 0, now_ms());
+        b.template_id = Some("shipped".into());
+        b.messages[0].segments = 3;
+        b.messages[0].vars = Some(r#"{"name":"Li"}"#.into());
+        b.messages[1].subject = Some("Hi".into());
+        b.messages[1].reference = None;
+        accept(&q, b).await;
+        let mut plain = batch(1, 0, now_ms());
+        plain.messages[0].to = "+8613900000000".into();
+        accept(&q, plain).await;
+
+        let claimed = q.claim("p", 10, LEASE).await.unwrap();
+        let got: Vec<_> = claimed
+            .iter()
+            .map(|c| {
+                (
+                    c.segments,
+                    c.template_id.as_deref(),
+                    c.vars.as_deref(),
+                    c.subject.as_deref(),
+                    c.reference.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    3,
+                    Some("shipped"),
+                    Some(r#"{"name":"Li"}"#),
+                    None,
+                    Some("r0")
+                ),
+                (1, Some("shipped"), None, Some("Hi"), None),
+                (1, None, None, None, Some("r0")),
+            ]
+        );
     }
 }
 

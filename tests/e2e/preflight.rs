@@ -211,7 +211,10 @@ async fn a_stored_template_serves_batches_and_the_seed_request() {
         "id": "shipped",
         "channel": "sms",
         "body": "{{ name | default('Customer') }}: {{ content }}",
-        "providers": {"aliyun": {"code": "SMS_123", "sign_name": "Shop"}},
+        "providers": {
+            "aliyun": {"code": "SMS_123", "sign_name": "Shop"},
+            "hook": {"code": "H_7"},
+        },
     });
     let (status, created) = app.post("/v1/templates", &template).await;
     assert_eq!(status, 201, "{created}");
@@ -261,6 +264,15 @@ async fn a_stored_template_serves_batches_and_the_seed_request() {
             ),
         ]
     );
+    // Providers that render the template themselves get its code and the vars.
+    let received = server.received();
+    assert_eq!(received[0].json["template"], json!({"code": "H_7"}));
+    assert_eq!(
+        received[0].json["vars"],
+        json!({"name": "Li", "content": "on its way"})
+    );
+    assert_eq!(received[1].json["template"], json!({"code": "H_7"}));
+    assert_eq!(received[1].json["vars"]["content"], "shipped today");
 
     let (status, replaced) = app
         .call(

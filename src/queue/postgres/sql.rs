@@ -97,6 +97,13 @@ CREATE TABLE {s}.send_fingerprints (
     PRIMARY KEY (channel, fingerprint)
 );
 CREATE INDEX send_fingerprints_at ON {s}.send_fingerprints (channel, at);
+", "
+-- What per-segment rate limits count, and what providers that render a stored
+-- template on their side need: the batch's template id and each recipient's
+-- variables (JSON).
+ALTER TABLE {s}.batches ADD COLUMN template TEXT;
+ALTER TABLE {s}.messages ADD COLUMN segments INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE {s}.messages ADD COLUMN vars TEXT;
 "];
 
 /// The server's clock in ms: rate buckets are counted on one clock, whichever
@@ -125,17 +132,18 @@ const REQUEUED_STATE: &str = "(SELECT CASE b.control WHEN 'paused' THEN 'paused'
 const ACCEPT: &str = "
 WITH batch AS (
     INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
-                             request_hash, report)
-    VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, $9)
+                             request_hash, report, template)
+    VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, $9, $18)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING seq
 ), inserted AS (
     INSERT INTO {s}.messages (id, provider, state, priority, available_at, to_addr, ref, subject, body,
-                              created_at, updated_at)
+                              segments, vars, created_at, updated_at)
     SELECT (batch.seq << 32) | m.idx, m.provider, 'pending', $4, $5, m.to_addr, m.ref, m.subject, m.body,
-           $6, $6
-    FROM batch, UNNEST($10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
-         AS m(idx, provider, to_addr, ref, subject, body)
+           m.segments, m.vars, $6, $6
+    FROM batch, UNNEST($10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                       $16::integer[], $17::text[])
+         AS m(idx, provider, to_addr, ref, subject, body, segments, vars)
 )
 SELECT seq FROM batch";
 
@@ -164,11 +172,13 @@ WITH claimed AS (
         ORDER BY priority DESC, available_at, id
         LIMIT $3
         FOR UPDATE SKIP LOCKED))
-    RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts
+    RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts,
+              m.segments, m.vars
 )
-SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel
+SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel,
+       c.segments, b.template, c.vars
 FROM claimed c
-CROSS JOIN LATERAL (SELECT id, channel FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1) b";
+CROSS JOIN LATERAL (SELECT id, channel, template FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1) b";
 
 /// Makes capped claims for provider `$1` take turns until the transaction ends.
 const LOCK_CAPS: &str =
@@ -203,11 +213,13 @@ const CLAIM_IDS: &str = "
 WITH claimed AS (
     UPDATE {s}.messages m SET state = 'sending', lease = $2, lease_until = $3, updated_at = $4
     WHERE m.id = ANY($1::bigint[]) AND m.state = 'pending'
-    RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts
+    RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts,
+              m.segments, m.vars
 )
-SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel
+SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel,
+       c.segments, b.template, c.vars
 FROM claimed c
-CROSS JOIN LATERAL (SELECT id, channel FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1) b";
+CROSS JOIN LATERAL (SELECT id, channel, template FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1) b";
 
 const SETTLE: &str = "
 UPDATE {s}.messages m SET

@@ -116,6 +116,7 @@ fn batch(n: u32) -> NewBatch {
         send_at_ms: now_ms(),
         idempotency: None,
         report: serde_json::json!({}),
+        template_id: None,
         messages: (0..n)
             .map(|index| NewMessage {
                 index,
@@ -124,6 +125,8 @@ fn batch(n: u32) -> NewBatch {
                 reference: None,
                 subject: Some("hello".into()),
                 body: "x".repeat(160),
+                segments: 1,
+                vars: None,
             })
             .collect(),
     }

@@ -81,22 +81,31 @@ return { seen[1], seen[2], redis.call('HGET', P .. 'b:' .. seen[1], 'report') }
 /// One script rather than a pipeline of HSETs: with `appendfsync always` Redis
 /// fsyncs once per event-loop pass, and a large pipeline is read (and fsynced) in
 /// many small pieces, while a script's request is executed, and fsynced, once.
-/// ARGV: P, now, batch id, send_at, then per message: member, provider, to, body,
-/// which optional fields follow (0: none, 1: ref, 2: subject, 3: both), ref, subject.
+/// ARGV: P, now, batch id, send_at, the batch's stored template (or ''), then per
+/// message: member, provider, to, body, segments, which optional fields follow (a
+/// sum of 1: ref, 2: subject, 4: vars), ref, subject, vars.
 const STAGE: &str = r"
-local batch, send_at = ARGV[3], ARGV[4]
-for i = 5, #ARGV, 7 do
-  local has = tonumber(ARGV[i + 4])
+local batch, send_at, template = ARGV[3], ARGV[4], ARGV[5]
+for i = 6, #ARGV, 9 do
+  local has = tonumber(ARGV[i + 5])
   local fields = { P .. 'm:' .. ARGV[i], 'batch', batch, 'provider', ARGV[i + 1], 'state', 'pending',
-    'attempts', 0, 'to', ARGV[i + 2], 'body', ARGV[i + 3], 'available_at', send_at,
-    'created_at', now, 'updated_at', now }
-  if has == 1 or has == 3 then
+    'attempts', 0, 'to', ARGV[i + 2], 'body', ARGV[i + 3], 'segments', ARGV[i + 4],
+    'available_at', send_at, 'created_at', now, 'updated_at', now }
+  if has % 2 == 1 then
     fields[#fields + 1] = 'ref'
-    fields[#fields + 1] = ARGV[i + 5]
-  end
-  if has == 2 or has == 3 then
-    fields[#fields + 1] = 'subject'
     fields[#fields + 1] = ARGV[i + 6]
+  end
+  if math.floor(has / 2) % 2 == 1 then
+    fields[#fields + 1] = 'subject'
+    fields[#fields + 1] = ARGV[i + 7]
+  end
+  if has >= 4 then
+    fields[#fields + 1] = 'vars'
+    fields[#fields + 1] = ARGV[i + 8]
+  end
+  if template ~= '' then
+    fields[#fields + 1] = 'template'
+    fields[#fields + 1] = template
   end
   redis.call('HSET', unpack(fields))
 end
@@ -150,7 +159,8 @@ return { 'new' }
 /// clock so that every machine counts alike) bounds the claim and pays for it.
 /// A message whose recipient is at one of the per-recipient caps is put back until
 /// the cap allows it. Returns how long to wait for the rate in ms (0: no wait), then
-/// 8 values per message: member, batch, channel, to, ref, subject, body, attempts.
+/// 11 values per message: member, batch, channel, to, ref, subject, body, attempts,
+/// segments, template, vars.
 /// ARGV: P, now, provider, limit, lease until, token, rate per second and burst
 /// (both empty for no limit), the number of caps, then each cap's count and window
 /// in ms.
@@ -233,7 +243,8 @@ for _, prio in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
   local deferred = {}
   for _, member in ipairs(members) do
     local key = P .. 'm:' .. member
-    local m = redis.call('HMGET', key, 'state', 'batch', 'to', 'ref', 'subject', 'body', 'attempts')
+    local m = redis.call('HMGET', key, 'state', 'batch', 'to', 'ref', 'subject', 'body', 'attempts',
+      'segments', 'template', 'vars')
     local until_ = nil
     if m[1] == 'pending' and #caps > 0 then until_ = capped_until(m[3]) end
     if until_ ~= nil then
@@ -256,6 +267,9 @@ for _, prio in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
       out[n + 6] = m[5]
       out[n + 7] = m[6]
       out[n + 8] = m[7]
+      out[n + 9] = m[8]
+      out[n + 10] = m[9]
+      out[n + 11] = m[10]
       want = want - 1
       taken = taken + 1
     end
