@@ -171,6 +171,13 @@ pub struct ProviderConfig {
     /// The most messages sent at once under the rate; default a twentieth of a second's worth.
     #[serde(default)]
     pub burst: Option<u32>,
+    /// SMS segments per second (a 3-segment message counts 3), on top of
+    /// `rate_per_sec`; unlimited when absent.
+    #[serde(default)]
+    pub segments_per_sec: Option<f64>,
+    /// The most segments sent at once; default a twentieth of a second's worth.
+    #[serde(default)]
+    pub segment_burst: Option<u32>,
     /// Caps on how often one recipient gets a message through this provider.
     #[serde(default)]
     pub per_recipient: PerRecipient,
@@ -222,6 +229,8 @@ impl ProviderConfig {
             channels: all_channels(),
             rate_per_sec: None,
             burst: None,
+            segments_per_sec: None,
+            segment_burst: None,
             per_recipient: PerRecipient::default(),
             price_per_message: None,
             price_per_segment: None,

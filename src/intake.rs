@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::domain::{BatchId, Channel, now_ms};
 use crate::provider::{Registry, Route};
 use crate::queue::{self, Accepted, Idempotency, NewBatch, NewMessage, Queue};
+use crate::ratelimit::Limits;
 use crate::recipient::{self, Rules};
 use crate::sms::{self, Encoding, Segments};
 use crate::template::{RenderError, Template};
@@ -186,13 +187,22 @@ impl Report {
                 amount: (p.cost(accepted, segments) * 1e6).round() / 1e6,
                 currency: p.currency.clone(),
             }),
-            eta_seconds: route
-                .limits
-                .rate
-                .map(|r| ((accepted as f64 / r.per_sec) * 10.0).round() / 10.0),
+            eta_seconds: eta_seconds(&route.limits, accepted, segments),
             sms,
         }
     }
+}
+
+/// How long the provider's rates take to let `messages` messages of `segments`
+/// SMS segments through (to a tenth of a second); `None` without a rate.
+fn eta_seconds(limits: &Limits, messages: usize, segments: usize) -> Option<f64> {
+    let by_messages = limits.rate.map(|r| messages as f64 / r.per_sec);
+    let by_segments = limits.segments.map(|r| segments as f64 / r.per_sec);
+    let slowest = match (by_messages, by_segments) {
+        (Some(a), Some(b)) => a.max(b),
+        (a, b) => a.or(b)?,
+    };
+    Some((slowest * 10.0).round() / 10.0)
 }
 
 /// Why a batch was not stored. Nothing is stored in any of these cases.
@@ -772,4 +782,32 @@ fn check(
         body,
         vars,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::Rate;
+
+    #[test]
+    fn the_eta_is_the_slower_of_the_message_and_segment_rates() {
+        let messages = Limits {
+            rate: Some(Rate::new(100.0, None)),
+            ..Limits::default()
+        };
+        let segments = Limits {
+            segments: Some(Rate::new(50.0, None)),
+            ..Limits::default()
+        };
+        let both = Limits {
+            rate: Some(Rate::new(100.0, None)),
+            segments: Some(Rate::new(50.0, None)),
+            ..Limits::default()
+        };
+        assert_eq!(eta_seconds(&messages, 1000, 3000), Some(10.0));
+        assert_eq!(eta_seconds(&segments, 1000, 3000), Some(60.0));
+        assert_eq!(eta_seconds(&both, 1000, 3000), Some(60.0));
+        assert_eq!(eta_seconds(&both, 1000, 1000), Some(20.0));
+        assert_eq!(eta_seconds(&Limits::default(), 1000, 3000), None);
+    }
 }

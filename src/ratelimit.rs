@@ -22,6 +22,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limits {
     pub rate: Option<Rate>,
+    /// A rate in SMS segments rather than messages: a 3-segment message costs 3.
+    pub segments: Option<Rate>,
     /// Each cap must hold; empty for none.
     pub per_recipient: Vec<Cap>,
 }
@@ -104,6 +106,37 @@ impl Rate {
     }
 }
 
+impl Rate {
+    /// How many of the due messages a claim may take from `bucket` (already
+    /// refilled) when each costs what `costs` says, in due order (their SMS
+    /// segments); or how long to wait. Like [`Rate::allowance`], a claim waits for a
+    /// chunk of up to half the burst; then it takes the longest run of messages that
+    /// the tokens pay for. A message costing more than the whole burst goes alone,
+    /// once the bucket is full, and leaves it in debt, so the average still holds.
+    pub fn fit(&self, bucket: &Bucket, costs: &[u32]) -> Result<usize, Duration> {
+        let Some(&first) = costs.first() else {
+            return Ok(0);
+        };
+        let total: f64 = costs.iter().map(|&c| f64::from(c)).sum();
+        let chunk = total
+            .min((self.burst / 2.0).ceil())
+            .max(f64::from(first).min(self.burst));
+        if bucket.tokens < chunk {
+            let secs = (chunk - bucket.tokens) / self.per_sec;
+            return Err(Duration::from_secs_f64(secs).max(Duration::from_millis(1)));
+        }
+        let mut spent = 0.0;
+        let fitting = costs
+            .iter()
+            .take_while(|&&c| {
+                spent += f64::from(c);
+                spent <= bucket.tokens
+            })
+            .count();
+        Ok(fitting.max(1))
+    }
+}
+
 impl Bucket {
     /// The bucket after `n` messages were claimed from it.
     pub fn spend(self, n: usize) -> Bucket {
@@ -112,6 +145,12 @@ impl Bucket {
             ..self
         }
     }
+}
+
+/// The name under which a provider's segment bucket is stored, beside its message
+/// bucket (stored under the provider's name).
+pub fn segment_bucket_key(provider: &str) -> String {
+    format!("{provider}#segments")
 }
 
 /// The longest window of `caps`: sends older than that no longer matter.
@@ -270,6 +309,52 @@ mod tests {
             at_ms: 0,
         };
         assert_eq!(rate.allowance(&full, 500), Ok(20));
+    }
+
+    #[test]
+    fn a_segment_rate_takes_the_messages_its_tokens_pay_for() {
+        let rate = Rate::new(10.0, Some(10));
+        let full = Bucket {
+            tokens: 10.0,
+            at_ms: 0,
+        };
+        assert_eq!(rate.fit(&full, &[4, 4, 4]), Ok(2));
+        assert_eq!(rate.fit(&full, &[1; 20]), Ok(10));
+        assert_eq!(rate.fit(&full, &[]), Ok(0));
+        // Short of a chunk (half the burst, or all that is wanted): wait for it.
+        let low = Bucket {
+            tokens: 2.0,
+            at_ms: 0,
+        };
+        assert_eq!(rate.fit(&low, &[4]), Err(Duration::from_millis(200)));
+        assert_eq!(rate.fit(&low, &[1, 1]), Ok(2));
+        // A message longer than the burst goes alone when the bucket is full.
+        assert_eq!(rate.fit(&full, &[12, 1]), Ok(1));
+        let nine = Bucket {
+            tokens: 9.0,
+            at_ms: 0,
+        };
+        assert_eq!(rate.fit(&nine, &[12]), Err(Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn segment_claims_admit_the_segment_rate_over_time() {
+        // 3-segment messages under 30 segments a second: 10 messages a second.
+        let rate = Rate::new(30.0, None);
+        let mut stored = None;
+        let mut segments = 0;
+        for tick in 0..10_000_i64 {
+            let bucket = rate.refill(stored, tick);
+            match rate.fit(&bucket, &[3; 64]) {
+                Ok(n) => {
+                    segments += 3 * n;
+                    stored = Some(bucket.spend(3 * n));
+                }
+                Err(_) => stored = Some(bucket),
+            }
+        }
+        // Ten seconds at 30 a second, plus the burst the bucket starts with.
+        assert!((300..=302).contains(&segments), "{segments}");
     }
 
     #[test]

@@ -181,15 +181,14 @@ impl Registry {
                     Arc::new(WebhookProvider::new(url, secret.clone(), send_timeout).map_err(err)?)
                 }
             };
-            let rate = match config.rate_per_sec {
-                Some(rate) if !(rate > 0.0 && rate.is_finite()) => {
-                    return Err(err(format!(
-                        "rate_per_sec must be a positive number, not {rate}"
-                    )));
-                }
-                Some(rate) => Some(Rate::new(rate, config.burst)),
-                None => None,
-            };
+            let segments = checked_rate(
+                "segments_per_sec",
+                config.segments_per_sec,
+                config.segment_burst,
+            )
+            .map_err(err)?;
+            let rate =
+                checked_rate("rate_per_sec", config.rate_per_sec, config.burst).map_err(err)?;
             let per_recipient = config.per_recipient.caps();
             if per_recipient.iter().any(|cap| cap.count == 0) {
                 return Err(err(
@@ -203,6 +202,7 @@ impl Registry {
                 provider,
                 limits: Limits {
                     rate,
+                    segments,
                     per_recipient,
                 },
                 price: Price::from_config(config).map_err(err)?,
@@ -263,6 +263,21 @@ impl Registry {
 
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
         self.routes.values()
+    }
+}
+
+/// A configured rate (`name` is its key, for the error), checked.
+fn checked_rate(
+    name: &str,
+    per_sec: Option<f64>,
+    burst: Option<u32>,
+) -> Result<Option<Rate>, String> {
+    match per_sec {
+        Some(rate) if !(rate > 0.0 && rate.is_finite()) => {
+            Err(format!("{name} must be a positive number, not {rate}"))
+        }
+        Some(rate) => Ok(Some(Rate::new(rate, burst))),
+        None => Ok(None),
     }
 }
 

@@ -20,7 +20,7 @@ use super::{
     MessageRecord, NewBatch, Outcome, Result, Settlement,
 };
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
-use crate::ratelimit::{Bucket, Candidate, Cap, Limits, Rate, longest_window, pick};
+use crate::ratelimit::{Bucket, Candidate, Cap, Limits, longest_window, pick, segment_bucket_key};
 
 mod location;
 mod records;
@@ -106,26 +106,55 @@ impl Postgres {
         self.pool.get().await.map_err(pool_error)
     }
 
-    /// Locks and refills `provider`'s bucket on the server's clock: `Ok` with how
-    /// many of `want` may be claimed and the bucket to spend them from, or `Err`
-    /// with how long to wait.
-    async fn take_tokens(
+    /// Locks the bucket stored under `key` (creating it full, with `burst` tokens),
+    /// and reads it with the server's clock.
+    async fn lock_bucket(
         &self,
         tx: &Transaction<'_>,
-        provider: &str,
-        rate: &Rate,
-        want: usize,
-    ) -> Result<std::result::Result<(usize, Bucket), Duration>> {
+        key: &str,
+        burst: f64,
+    ) -> Result<(Bucket, i64)> {
         let take = tx.prepare_cached(&self.sql.take_bucket).await.map_err(db)?;
-        let row = tx
-            .query_one(&take, &[&provider, &rate.burst])
-            .await
-            .map_err(db)?;
+        let row = tx.query_one(&take, &[&key, &burst]).await.map_err(db)?;
         let stored = Bucket {
             tokens: row.get(0),
             at_ms: row.get(1),
         };
-        Ok(rate.take(Some(stored), row.get(2), want))
+        Ok((stored, row.get(2)))
+    }
+
+    async fn store_bucket(&self, tx: &Transaction<'_>, key: &str, bucket: Bucket) -> Result<()> {
+        let store = tx
+            .prepare_cached(&self.sql.store_bucket)
+            .await
+            .map_err(db)?;
+        tx.execute(&store, &[&key, &bucket.tokens, &bucket.at_ms])
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// The segments of up to `limit` due messages of `provider`, in due order.
+    async fn due_segments(
+        &self,
+        tx: &Transaction<'_>,
+        provider: &str,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<u32>> {
+        let due = tx
+            .prepare_cached(&self.sql.due_segments)
+            .await
+            .map_err(db)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = tx
+            .query(&due, &[&provider, &now, &limit])
+            .await
+            .map_err(db)?;
+        Ok(rows
+            .iter()
+            .map(|r| u32::try_from(r.get::<_, i32>(0)).unwrap_or(1))
+            .collect())
     }
 
     /// The ids of up to `limit` due messages of `provider` that their recipients'
@@ -399,7 +428,7 @@ impl Engine for Postgres {
         let token = fastrand::i64(..);
         let until = now.saturating_add(millis(lease));
         let rows = match limits.rate {
-            None if limits.per_recipient.is_empty() => {
+            None if limits.per_recipient.is_empty() && limits.segments.is_none() => {
                 let requeue = client.prepare_cached(&self.sql.requeue).await.map_err(db)?;
                 let claim = client.prepare_cached(&self.sql.claim).await.map_err(db)?;
                 // Both statements go out before either answer is awaited (the client
@@ -428,14 +457,34 @@ impl Engine for Postgres {
                 tx.execute(&requeue, &[&now]).await.map_err(db)?;
                 let (limit, bucket) = match &limits.rate {
                     None => (limit, None),
-                    Some(rate) => match self.take_tokens(&tx, provider, rate, limit).await? {
-                        Ok((n, bucket)) => (n, Some(bucket)),
-                        Err(wait) => {
-                            // The requeue stands.
-                            tx.commit().await.map_err(db)?;
-                            return Ok(Claim::Wait(wait));
+                    Some(rate) => {
+                        let (stored, clock) = self.lock_bucket(&tx, provider, rate.burst).await?;
+                        match rate.take(Some(stored), clock, limit) {
+                            Ok((n, bucket)) => (n, Some(bucket)),
+                            Err(wait) => {
+                                // The requeue stands.
+                                tx.commit().await.map_err(db)?;
+                                return Ok(Claim::Wait(wait));
+                            }
                         }
-                    },
+                    }
+                };
+                let segment_key = segment_bucket_key(provider);
+                let (limit, segment_bucket) = match &limits.segments {
+                    None => (limit, None),
+                    Some(rate) => {
+                        let (stored, clock) =
+                            self.lock_bucket(&tx, &segment_key, rate.burst).await?;
+                        let bucket = rate.refill(Some(stored), clock);
+                        let costs = self.due_segments(&tx, provider, limit, now).await?;
+                        match rate.fit(&bucket, &costs) {
+                            Ok(n) => (n, Some(bucket)),
+                            Err(wait) => {
+                                tx.commit().await.map_err(db)?;
+                                return Ok(Claim::Wait(wait));
+                            }
+                        }
+                    }
                 };
                 let rows = if limits.per_recipient.is_empty() {
                     let claim = tx.prepare_cached(&self.sql.claim).await.map_err(db)?;
@@ -453,14 +502,16 @@ impl Engine for Postgres {
                         .map_err(db)?
                 };
                 if let Some(bucket) = bucket {
-                    let spent = bucket.spend(rows.len());
-                    let store = tx
-                        .prepare_cached(&self.sql.store_bucket)
-                        .await
-                        .map_err(db)?;
-                    tx.execute(&store, &[&provider, &spent.tokens, &spent.at_ms])
-                        .await
-                        .map_err(db)?;
+                    self.store_bucket(&tx, provider, bucket.spend(rows.len()))
+                        .await?;
+                }
+                if let Some(bucket) = segment_bucket {
+                    let segments = rows
+                        .iter()
+                        .map(|r| usize::try_from(r.get::<_, i32>(10)).unwrap_or(1))
+                        .sum();
+                    self.store_bucket(&tx, &segment_key, bucket.spend(segments))
+                        .await?;
                 }
                 tx.commit().await.map_err(db)?;
                 rows

@@ -818,6 +818,10 @@ impl Engine for Redis {
         for cap in &limits.per_recipient {
             call.arg(cap.count).arg(cap.window_ms);
         }
+        match limits.segments {
+            Some(rate) => call.arg(rate.per_sec).arg(rate.burst),
+            None => call.arg("").arg(""),
+        };
         let reply: Vec<Value> = call
             .invoke_async(&mut self.conn())
             .await

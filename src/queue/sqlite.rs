@@ -17,7 +17,7 @@ use super::{
     MessageRecord, NewBatch, Outcome, Result, Settlement,
 };
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
-use crate::ratelimit::{Bucket, Candidate, Cap, Limits, Rate, longest_window, pick};
+use crate::ratelimit::{Bucket, Candidate, Cap, Limits, longest_window, pick, segment_bucket_key};
 
 mod records;
 
@@ -316,19 +316,11 @@ fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
     })
 }
 
-/// Refills `provider`'s bucket: `Ok` with how many of `want` may be claimed and the
-/// bucket to spend them from, or `Err` with how long to wait.
-fn take_tokens(
-    tx: &Transaction<'_>,
-    provider: &str,
-    rate: &Rate,
-    want: usize,
-    now: i64,
-) -> Result<std::result::Result<(usize, Bucket), Duration>> {
-    let stored = tx
-        .prepare_cached("SELECT tokens, at FROM rate_buckets WHERE provider = ?1")
+/// The bucket stored under `key`, if there is one yet.
+fn stored_bucket(tx: &Transaction<'_>, key: &str) -> Result<Option<Bucket>> {
+    tx.prepare_cached("SELECT tokens, at FROM rate_buckets WHERE provider = ?1")
         .and_then(|mut s| {
-            s.query_row([provider], |r| {
+            s.query_row([key], |r| {
                 Ok(Bucket {
                     tokens: r.get(0)?,
                     at_ms: r.get(1)?,
@@ -336,8 +328,32 @@ fn take_tokens(
             })
             .optional()
         })
-        .map_err(unavailable)?;
-    Ok(rate.take(stored, now, want))
+        .map_err(unavailable)
+}
+
+fn store_bucket(tx: &Transaction<'_>, key: &str, bucket: Bucket) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO rate_buckets (provider, tokens, at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (provider) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+    )
+    .and_then(|mut s| s.execute(params![key, bucket.tokens, bucket.at_ms]))
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+/// The segments of up to `limit` due messages of `provider`, in due order: what a
+/// claim of them would cost under a segment rate.
+fn due_segments(tx: &Transaction<'_>, provider: &str, limit: usize, now: i64) -> Result<Vec<u32>> {
+    tx.prepare_cached(
+        "SELECT segments FROM messages
+         WHERE state = 'pending' AND provider = ?1 AND available_at <= ?2
+         ORDER BY priority DESC, available_at, id LIMIT ?3",
+    )
+    .and_then(|mut s| {
+        s.query_map(params![provider, now, limit as i64], |r| r.get(0))?
+            .collect()
+    })
+    .map_err(unavailable)
 }
 
 /// The rows of up to `limit` due messages of `provider` that their recipients' caps
@@ -485,7 +501,7 @@ impl Engine for Sqlite {
             .map_err(unavailable)?;
             let (limit, bucket) = match &limits.rate {
                 None => (limit, None),
-                Some(rate) => match take_tokens(&tx, &provider, rate, limit, now)? {
+                Some(rate) => match rate.take(stored_bucket(&tx, &provider)?, now, limit) {
                     Ok((n, bucket)) => (n, Some(bucket)),
                     Err(wait) => {
                         // The requeue above stands.
@@ -493,6 +509,20 @@ impl Engine for Sqlite {
                         return Ok(Claim::Wait(wait));
                     }
                 },
+            };
+            let segment_key = segment_bucket_key(&provider);
+            let (limit, segment_bucket) = match &limits.segments {
+                None => (limit, None),
+                Some(rate) => {
+                    let bucket = rate.refill(stored_bucket(&tx, &segment_key)?, now);
+                    match rate.fit(&bucket, &due_segments(&tx, &provider, limit, now)?) {
+                        Ok(n) => (n, Some(bucket)),
+                        Err(wait) => {
+                            tx.commit().map_err(unavailable)?;
+                            return Ok(Claim::Wait(wait));
+                        }
+                    }
+                }
             };
             let rows = if limits.per_recipient.is_empty() {
                 let mut stmt = tx
@@ -560,13 +590,11 @@ impl Engine for Sqlite {
                 });
             }
             if let Some(bucket) = bucket {
-                let Bucket { tokens, at_ms } = bucket.spend(claimed.len());
-                tx.prepare_cached(
-                    "INSERT INTO rate_buckets (provider, tokens, at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (provider) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
-                )
-                .and_then(|mut s| s.execute(params![provider, tokens, at_ms]))
-                .map_err(unavailable)?;
+                store_bucket(&tx, &provider, bucket.spend(claimed.len()))?;
+            }
+            if let Some(bucket) = segment_bucket {
+                let segments = claimed.iter().map(|c| c.segments as usize).sum();
+                store_bucket(&tx, &segment_key, bucket.spend(segments))?;
             }
             tx.commit().map_err(unavailable)?;
             Ok(Claim::Messages(claimed))

@@ -742,7 +742,7 @@ async fn pause_and_resume_put_each_message_back_in_its_own_providers_queue() {
 fn limited(rate: Rate) -> Limits {
     Limits {
         rate: Some(rate),
-        per_recipient: Vec::new(),
+        ..Limits::default()
     }
 }
 
@@ -769,6 +769,48 @@ async fn claim_within_rate(
         }
     }
     claims
+}
+
+#[tokio::test]
+async fn a_segment_rate_pays_for_each_messages_segments() {
+    // 10 segments a second, burst 10; six messages of 4 segments and one of 12.
+    let limits = Limits {
+        segments: Some(Rate::new(10.0, Some(10))),
+        ..Limits::default()
+    };
+    for (q, _url, _guard) in stores().await {
+        let mut b = batch(7, 0, now_ms());
+        for m in &mut b.messages {
+            m.segments = 4;
+        }
+        b.messages[6].segments = 12;
+        accept(&q, b).await;
+        let start = std::time::Instant::now();
+        let mut claims = Vec::new();
+        for _ in 0..200 {
+            match q.claim_within("p", 64, LEASE, &limits).await.unwrap() {
+                Claim::Messages(claimed) if claimed.is_empty() => break,
+                Claim::Messages(claimed) => {
+                    claims.push(claimed.iter().map(|c| c.segments).collect::<Vec<_>>());
+                }
+                Claim::Wait(wait) => {
+                    assert!(wait <= Duration::from_secs(2), "{wait:?}");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+        let elapsed = start.elapsed();
+        // A full bucket pays for two 4-segment messages, never three; the 12-segment
+        // message goes alone.
+        assert_eq!(claims.first(), Some(&vec![4, 4]), "{claims:?}");
+        for claim in &claims {
+            let segments: u32 = claim.iter().sum();
+            assert!(segments <= 10 || claim == &[12], "{claims:?}");
+        }
+        assert_eq!(claims.iter().flatten().sum::<u32>(), 36, "{claims:?}");
+        // 36 segments with 10 up front take at least 2.6 s at 10 a second.
+        assert!(elapsed >= Duration::from_millis(2_400), "{elapsed:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -876,11 +918,11 @@ fn batch_to(tos: &[&str]) -> NewBatch {
 async fn a_recipient_cap_holds_across_handles_and_defers_the_rest() {
     // At most 2 per minute to one recipient.
     let capped = Limits {
-        rate: None,
         per_recipient: vec![Cap {
             count: 2,
             window_ms: 60_000,
         }],
+        ..Limits::default()
     };
     for (q, url, _guard) in stores().await {
         // Five to "a", three to "b", one to "c", interleaved.

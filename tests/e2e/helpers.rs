@@ -149,6 +149,8 @@ impl ProviderServer {
             channels: vec![herald::domain::Channel::Sms, herald::domain::Channel::Email],
             rate_per_sec: None,
             burst: None,
+            segments_per_sec: None,
+            segment_burst: None,
             per_recipient: Default::default(),
             price_per_message: None,
             price_per_segment: None,

@@ -99,7 +99,7 @@ async fn a_dry_run_reports_like_a_submit_and_stores_nothing() {
     assert_eq!(refused["field"], "dry_run", "{refused}");
 }
 
-/// Herald with Chinese numbers without a country code, prices and a rate on the
+/// Herald with Chinese numbers without a country code, prices and rates on the
 /// log provider, and no workers (nothing is sent).
 async fn priced_app() -> TestApp {
     spawn_app(|config| {
@@ -107,6 +107,7 @@ async fn priced_app() -> TestApp {
         config.recipients.default_region = Some("CN".parse().unwrap());
         let mut log = herald::config::ProviderConfig::log();
         log.rate_per_sec = Some(100.0);
+        log.segments_per_sec = Some(2.0);
         log.price_per_message = Some(0.01);
         log.price_per_segment = Some(0.04);
         log.currency = Some("CNY".into());
@@ -146,8 +147,8 @@ async fn the_report_counts_segments_by_encoding_and_estimates_cost_and_time() {
     );
     // 3 messages × 0.01 + 4 segments × 0.04.
     assert_eq!(report["cost"], json!({"amount": 0.19, "currency": "CNY"}));
-    // 3 messages at 100/s.
-    assert_eq!(report["eta_seconds"], 0.0, "{report}");
+    // 3 messages at 100/s take 0.03 s, but 4 segments at 2/s take 2 s.
+    assert_eq!(report["eta_seconds"], 2.0, "{report}");
     assert_eq!(report["provider"], "log");
 }
 

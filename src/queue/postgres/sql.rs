@@ -180,6 +180,13 @@ SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.
 FROM claimed c
 CROSS JOIN LATERAL (SELECT id, channel, template FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1) b";
 
+/// The segments of up to `$3` due messages of provider `$1`, in due order.
+const DUE_SEGMENTS: &str = "
+SELECT segments FROM {s}.messages
+WHERE state = 'pending' AND provider = $1 AND available_at <= $2
+ORDER BY priority DESC, available_at, id
+LIMIT $3";
+
 /// Makes capped claims for provider `$1` take turns until the transaction ends.
 const LOCK_CAPS: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended({schema} || ':recipient caps:' || $1, 0))";
@@ -381,6 +388,7 @@ pub(super) struct Sql {
     pub(super) record_sends: String,
     pub(super) prune_sends: String,
     pub(super) claim_ids: String,
+    pub(super) due_segments: String,
     pub(super) settle: String,
     pub(super) summary: String,
     pub(super) messages: String,
@@ -430,6 +438,7 @@ impl Sql {
             record_sends: fill(RECORD_SENDS),
             prune_sends: fill(PRUNE_SENDS),
             claim_ids: fill(CLAIM_IDS),
+            due_segments: fill(DUE_SEGMENTS),
             settle: fill(SETTLE),
             summary: fill(SUMMARY),
             messages: fill(MESSAGES),

@@ -158,12 +158,15 @@ return { 'new' }
 /// provider's token bucket (the arithmetic of `crate::ratelimit`, on Redis's own
 /// clock so that every machine counts alike) bounds the claim and pays for it.
 /// A message whose recipient is at one of the per-recipient caps is put back until
-/// the cap allows it. Returns how long to wait for the rate in ms (0: no wait), then
+/// the cap allows it. With a segment rate, a second bucket (`segrate:{provider}`)
+/// pays for the messages' SMS segments: the claim takes the due messages in order
+/// while its tokens last (a message costing more than the burst goes alone from a
+/// full bucket). Returns how long to wait for a rate in ms (0: no wait), then
 /// 11 values per message: member, batch, channel, to, ref, subject, body, attempts,
 /// segments, template, vars.
 /// ARGV: P, now, provider, limit, lease until, token, rate per second and burst
 /// (both empty for no limit), the number of caps, then each cap's count and window
-/// in ms.
+/// in ms, then the segment rate per second and burst (both empty for none).
 const CLAIM: &str = r"
 local provider, want, lease_until, token = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local per_sec, burst = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -173,6 +176,8 @@ for i = 10, 9 + 2 * tonumber(ARGV[9]), 2 do
   caps[#caps + 1] = cap
   longest = math.max(longest, cap[2])
 end
+local seg_per_sec = tonumber(ARGV[10 + 2 * #caps])
+local seg_burst = tonumber(ARGV[11 + 2 * #caps])
 local leased = P .. 'leased:' .. provider
 local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now)
 for _, member in ipairs(expired) do
@@ -189,20 +194,22 @@ for _, member in ipairs(expired) do
 end
 zrem_all(leased, expired)
 local bucket, tokens, clock
-if per_sec or #caps > 0 then
+if per_sec or #caps > 0 or seg_per_sec then
   local t = redis.call('TIME')
   clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+-- The bucket at `key` refilled to `clock` at `rate` a second, never above `burst`
+-- (full when new), and the time it is now counted at (a clock that went backwards
+-- refills nothing until it has caught up).
+local function refill(key, rate, most)
+  local b = redis.call('HMGET', key, 'tokens', 'at')
+  if not b[1] then return most, clock end
+  local at = tonumber(b[2])
+  return math.min(most, tonumber(b[1]) + math.max(0, clock - at) * rate / 1000), math.max(clock, at)
+end
 if per_sec then
   bucket = P .. 'rate:' .. provider
-  local b = redis.call('HMGET', bucket, 'tokens', 'at')
-  if b[1] then
-    local at = tonumber(b[2])
-    tokens = math.min(burst, tonumber(b[1]) + math.max(0, clock - at) * per_sec / 1000)
-    clock = math.max(clock, at)
-  else
-    tokens = burst
-  end
+  tokens, clock = refill(bucket, per_sec, burst)
   local chunk = math.max(1, math.min(want, math.ceil(burst / 2)))
   if tokens < chunk then
     flush_counts()
@@ -210,6 +217,12 @@ if per_sec then
   end
   want = math.min(want, math.floor(tokens))
 end
+local seg_bucket, seg_tokens, seg_at
+if seg_per_sec then
+  seg_bucket = P .. 'segrate:' .. provider
+  seg_tokens, seg_at = refill(seg_bucket, seg_per_sec, seg_burst)
+end
+local seg_taken, seg_short = 0, nil
 -- When a recipient's caps next allow a send (nil: now). `sent:{provider}:{to}`
 -- holds the recipient's sends, scored by time, and expires after the longest window.
 local function capped_until(to)
@@ -240,11 +253,19 @@ for _, prio in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
   if want <= 0 then break end
   local ready = P .. 'ready:' .. prio .. ':' .. provider
   local members = redis.call('ZRANGEBYSCORE', ready, '-inf', now, 'LIMIT', 0, want)
-  local deferred = {}
+  local deferred, done = {}, {}
   for _, member in ipairs(members) do
     local key = P .. 'm:' .. member
     local m = redis.call('HMGET', key, 'state', 'batch', 'to', 'ref', 'subject', 'body', 'attempts',
       'segments', 'template', 'vars')
+    local cost = tonumber(m[8]) or 1
+    if m[1] == 'pending' and seg_bucket and seg_taken + cost > seg_tokens
+      and not (seg_taken == 0 and seg_tokens >= seg_burst) then
+      -- Out of segment tokens: this and the rest stay ready.
+      seg_short = cost
+      break
+    end
+    done[#done + 1] = member
     local until_ = nil
     if m[1] == 'pending' and #caps > 0 then until_ = capped_until(m[3]) end
     if until_ ~= nil then
@@ -272,11 +293,22 @@ for _, prio in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
       out[n + 11] = m[10]
       want = want - 1
       taken = taken + 1
+      seg_taken = seg_taken + cost
     end
   end
-  zrem_all(ready, members)
+  zrem_all(ready, done)
   for _, d in ipairs(deferred) do redis.call('ZADD', ready, d[2], d[1]) end
   if want > 0 and redis.call('ZCARD', ready) == 0 then redis.call('ZREM', prios, prio) end
+  if seg_short then break end
+end
+if seg_bucket then
+  redis.call('HSET', seg_bucket, 'tokens', seg_tokens - seg_taken, 'at', seg_at)
+  if taken == 0 and seg_short then
+    if bucket then redis.call('HSET', bucket, 'tokens', tokens, 'at', clock) end
+    flush_counts()
+    local need = math.min(seg_short, seg_burst)
+    return { math.max(1, math.ceil((need - seg_tokens) * 1000 / seg_per_sec)) }
+  end
 end
 for i = 1, #lease_args, 2000 do
   redis.call('ZADD', leased, unpack(lease_args, i, math.min(i + 1999, #lease_args)))
