@@ -46,7 +46,8 @@ pub struct TwilioProvider {
 
 impl TwilioProvider {
     /// Checks the configuration: an alphanumeric account SID, credentials, a sender,
-    /// http(s) URLs, and `channels` holding SMS alone. `timeout` bounds each request
+    /// http(s) URLs, the auth token when callbacks are asked for (it verifies
+    /// them), and `channels` holding SMS alone. `timeout` bounds each request
     /// from connect to the last byte of the answer.
     pub fn new(
         config: &TwilioConfig,
@@ -90,6 +91,12 @@ impl TwilioProvider {
             .extend(["2010-04-01", "Accounts", sid, "Messages.json"]);
         if let Some(url) = &config.status_callback_url {
             http_url("status_callback_url", url)?;
+            if config.auth_token.is_none() {
+                return Err(
+                    "status_callback_url needs auth_token: Twilio signs its callbacks with it"
+                        .into(),
+                );
+            }
         }
         Ok(TwilioProvider {
             messages_url,

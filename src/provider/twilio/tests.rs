@@ -251,6 +251,16 @@ fn configuration_mistakes_are_named() {
         sms,
         "status_callback_url",
     );
+    check(
+        |c| {
+            c.status_callback_url = Some("https://herald.example/v1/receipts/twilio".into());
+            c.auth_token = None;
+            c.api_key_sid = Some("SK1".into());
+            c.api_key_secret = Some(Secret::new("key-secret"));
+        },
+        sms,
+        "status_callback_url needs auth_token",
+    );
 }
 
 /// One request the local Twilio received.
