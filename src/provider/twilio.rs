@@ -32,6 +32,8 @@ pub const THROTTLED: &str = "throttled";
 
 const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 
+/// Sends SMS through one Twilio account, one request a message (Twilio has no
+/// batch send).
 pub struct TwilioProvider {
     messages_url: reqwest::Url,
     username: String,
