@@ -253,6 +253,33 @@ pub enum ProviderKind {
         #[serde(default)]
         secret: Option<Secret>,
     },
+    Twilio(TwilioConfig),
+}
+
+/// `kind = "twilio"`: Twilio's Messages API. Requests authenticate with
+/// `api_key_sid`/`api_key_secret` when both are set, else with `account_sid` and
+/// `auth_token`; status callbacks are signed with the auth token.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TwilioConfig {
+    pub account_sid: String,
+    #[serde(default)]
+    pub auth_token: Option<Secret>,
+    #[serde(default)]
+    pub api_key_sid: Option<String>,
+    #[serde(default)]
+    pub api_key_secret: Option<Secret>,
+    /// The sending number (E.164), short code or alphanumeric sender id.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// A Messaging Service that picks the sender; used with or instead of `from`.
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+    /// Default `https://api.twilio.com`; tests point it at a local server.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Where Twilio POSTs delivery status, e.g. `https://herald.example/v1/receipts/twilio`.
+    #[serde(default)]
+    pub status_callback_url: Option<String>,
 }
 
 /// A secret value: never shown by `Debug` or in logs.

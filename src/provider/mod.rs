@@ -4,10 +4,14 @@
 //!   [`Receipt`] or an [`Error`] that says whether trying again can help.
 //! - `log` writes each message to the log (the default, for trying Herald out).
 //! - `webhook` POSTs each message as signed JSON to a URL.
+//! - `twilio` sends SMS through Twilio's Messages API.
+//! - `report` is the [`DeliveryReport`] that providers' delivery callbacks parse into.
 //!
 //! Adapters never sleep or retry: the worker decides, from the error's class.
 
 mod log;
+mod report;
+mod twilio;
 mod webhook;
 
 use std::collections::HashMap;
@@ -17,7 +21,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use self::log::LogProvider;
-pub use self::webhook::WebhookProvider;
+pub use self::report::DeliveryReport;
+pub use self::twilio::{
+    SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER, THROTTLED, TwilioProvider,
+    code_names_the_recipient as twilio_code_names_the_recipient, parse_twilio_callback,
+    verify_twilio_signature,
+};
+pub use self::webhook::{
+    SIGNATURE_HEADER as WEBHOOK_SIGNATURE_HEADER, WebhookProvider, parse_webhook_receipts,
+    verify_webhook_signature,
+};
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::domain::{BatchId, Channel};
 use crate::queue::ProviderTemplate;
@@ -180,6 +193,9 @@ impl Registry {
                 ProviderKind::Webhook { url, secret } => {
                     Arc::new(WebhookProvider::new(url, secret.clone(), send_timeout).map_err(err)?)
                 }
+                ProviderKind::Twilio(twilio) => Arc::new(
+                    TwilioProvider::new(twilio, &config.channels, send_timeout).map_err(err)?,
+                ),
             };
             let segments = checked_rate(
                 "segments_per_sec",
@@ -316,6 +332,52 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &[u8]) 
     } else {
         Error::Permanent { reason }
     }
+}
+
+/// A provider's HTTP answer, read to the end.
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    /// The `Retry-After` header, parsed.
+    pub retry_after: Option<Duration>,
+    pub body: Vec<u8>,
+}
+
+/// Sends `request` and reads the whole answer, whatever its status. A request that
+/// could not be made or whose answer was cut off is [`Error::Transient`], with a
+/// reason that starts with `who` (the provider, e.g. `Twilio`).
+pub async fn exchange(request: reqwest::RequestBuilder, who: &str) -> Result<Answer, Error> {
+    let transient = |what: &str, e: reqwest::Error| {
+        let cause = if e.is_timeout() {
+            "timed out".to_string()
+        } else if e.is_connect() {
+            "could not connect".to_string()
+        } else {
+            e.to_string()
+        };
+        Error::Transient {
+            reason: format!("{who} {what}: {cause}"),
+            retry_after: None,
+        }
+    };
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transient("request failed", e))?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| transient("answer was cut off", e))?;
+    Ok(Answer {
+        status,
+        retry_after,
+        body: body.into(),
+    })
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP-date (a date in the past

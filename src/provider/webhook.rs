@@ -2,16 +2,20 @@
 //! message id as `Idempotency-Key` and, when a secret is set, an HMAC-SHA256 of the
 //! body in `X-Herald-Signature: sha256=<hex>`. Any 2xx means sent; a 4xx whose JSON
 //! body is `{"error": "invalid_recipient", …}` fails the message and suppresses its
-//! recipient, other answers are classified by [`classify_status`].
+//! recipient, other answers are classified by [`classify_status`]. The receiver
+//! reports delivery back with receipts signed the same way
+//! ([`verify_webhook_signature`], [`parse_webhook_receipts`]).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::{Error, Message, Provider, Receipt, classify_status, http_client, parse_retry_after};
+use super::{
+    DeliveryReport, Error, Message, Provider, Receipt, classify_status, exchange, http_client,
+};
 use crate::config::Secret;
 use crate::queue::ProviderTemplate;
 
@@ -59,9 +63,16 @@ impl WebhookProvider {
 
 /// `sha256=<hex of HMAC-SHA256(secret, body)>`, the value of [`SIGNATURE_HEADER`].
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(mac(secret, body).finalize().into_bytes())
+    )
+}
+
+fn mac(secret: &[u8], body: &[u8]) -> Hmac<Sha256> {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    mac
 }
 
 #[async_trait]
@@ -90,27 +101,11 @@ impl Provider for WebhookProvider {
                 signature(secret.expose().as_bytes(), &body),
             );
         }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Error::Transient {
-                reason: format!("webhook request failed: {}", describe(&e)),
-                retry_after: None,
-            })?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let bytes = response.bytes().await.map_err(|e| Error::Transient {
-            reason: format!("webhook answer was cut off: {}", describe(&e)),
-            retry_after: None,
-        })?;
-        if !status.is_success() {
+        let answer = exchange(request.body(body), "webhook").await?;
+        let bytes = answer.body;
+        if !answer.status.is_success() {
             return Err(
-                match classify_status(status.as_u16(), retry_after, &bytes) {
+                match classify_status(answer.status.as_u16(), answer.retry_after, &bytes) {
                     Error::Permanent { reason } if names_the_recipient(&bytes) => {
                         Error::Undeliverable { reason }
                     }
@@ -121,16 +116,6 @@ impl Provider for WebhookProvider {
         Ok(Receipt {
             provider_message_id: response_id(&bytes),
         })
-    }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        "could not connect".into()
-    } else {
-        e.to_string()
     }
 }
 
@@ -152,6 +137,85 @@ fn response_id(body: &[u8]) -> Option<String> {
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// Whether `header` is [`signature`]`(secret, body)`: how a webhook receiver's
+/// delivery receipts (`POST /v1/receipts/{name}`) prove they come from it. Compares
+/// the MAC in constant time; a header not of the form `sha256=<hex>` is false.
+pub fn verify_webhook_signature(secret: &[u8], body: &[u8], header: &str) -> bool {
+    let Some(Ok(expected)) = header.trim().strip_prefix("sha256=").map(hex::decode) else {
+        return false;
+    };
+    mac(secret, body).verify_slice(&expected).is_ok()
+}
+
+/// One delivery receipt from a webhook receiver.
+#[derive(Deserialize)]
+struct WireReceipt {
+    /// The `id` the receiver's answer to the send gave, else Herald's message id
+    /// (the `id` Herald posted): whatever Herald recorded as the provider's id.
+    id: String,
+    status: WireStatus,
+    #[serde(default)]
+    code: Option<serde_json::Value>,
+    /// RFC 3339, e.g. `2025-06-01T08:30:00Z`.
+    #[serde(default)]
+    at: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum WireStatus {
+    Delivered,
+    Undelivered,
+}
+
+/// Parses a webhook receiver's delivery receipts: one JSON object or an array of
+/// them, each `{"id": "…", "status": "delivered" | "undelivered", "code": "…",
+/// "at": "<RFC 3339>", "to": "…"}` with `code`, `at` and `to` optional. The error
+/// names the receipt (by index, in an array) and the field that is wrong.
+pub fn parse_webhook_receipts(body: &[u8]) -> Result<Vec<DeliveryReport>, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    match value {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| receipt(item).map_err(|e| format!("receipt {i}: {e}")))
+            .collect(),
+        item @ serde_json::Value::Object(_) => Ok(vec![receipt(item)?]),
+        _ => Err("the body must be a receipt object or an array of receipts".into()),
+    }
+}
+
+fn receipt(item: serde_json::Value) -> Result<DeliveryReport, String> {
+    let wire: WireReceipt = serde_json::from_value(item).map_err(|e| e.to_string())?;
+    if wire.id.trim().is_empty() {
+        return Err("`id` must not be empty".into());
+    }
+    let code = match wire.code {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(code)) => Some(code),
+        Some(serde_json::Value::Number(code)) => Some(code.to_string()),
+        Some(other) => return Err(format!("`code` must be a string or a number, not {other}")),
+    };
+    let at_ms = match wire.at {
+        None => None,
+        Some(at) => Some(
+            at.parse::<jiff::Timestamp>()
+                .map_err(|e| format!("`at` {at:?} is not an RFC 3339 time: {e}"))?
+                .as_millisecond(),
+        ),
+    };
+    Ok(DeliveryReport {
+        provider_message_id: wire.id,
+        to: wire.to,
+        delivered: matches!(wire.status, WireStatus::Delivered),
+        code,
+        at_ms,
+    })
 }
 
 #[cfg(test)]
@@ -181,5 +245,82 @@ mod tests {
         assert_eq!(response_id(br#"{"id":"abc"}"#).as_deref(), Some("abc"));
         assert_eq!(response_id(br#"{"message_id":42}"#).as_deref(), Some("42"));
         assert_eq!(response_id(b"ok"), None);
+    }
+
+    #[test]
+    fn a_receipt_signature_verifies_only_for_its_secret_and_body() {
+        let body = br#"{"id":"p-1","status":"delivered"}"#;
+        let header = signature(b"s3cret", body);
+        assert!(verify_webhook_signature(b"s3cret", body, &header));
+        assert!(verify_webhook_signature(
+            b"s3cret",
+            body,
+            &format!(" {header} ")
+        ));
+        assert!(!verify_webhook_signature(b"other", body, &header));
+        assert!(!verify_webhook_signature(b"s3cret", b"{}", &header));
+        assert!(!verify_webhook_signature(
+            b"s3cret",
+            body,
+            header.trim_start_matches("sha256=")
+        ));
+        assert!(!verify_webhook_signature(b"s3cret", body, "sha256=zz"));
+        assert!(!verify_webhook_signature(
+            b"s3cret",
+            body,
+            &header[..header.len() - 2]
+        ));
+    }
+
+    #[test]
+    fn receipts_come_as_one_object_or_an_array() {
+        let one = parse_webhook_receipts(
+            br#"{"id":"p-1","status":"delivered","at":"2025-06-01T08:30:00Z","to":"+8613800000000"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            one,
+            [DeliveryReport {
+                provider_message_id: "p-1".into(),
+                to: Some("+8613800000000".into()),
+                delivered: true,
+                code: None,
+                at_ms: Some(1_748_766_600_000),
+            }]
+        );
+        let many = parse_webhook_receipts(
+            br#"[{"id":"p-1","status":"delivered"},
+                 {"id":"p-2","status":"undelivered","code":"UNKNOWN_SUBSCRIBER","at":"2025-06-01T16:30:00+08:00"},
+                 {"id":"p-3","status":"undelivered","code":404}]"#,
+        )
+        .unwrap();
+        assert_eq!(many.len(), 3);
+        assert!(many[0].delivered);
+        assert!(!many[1].delivered);
+        assert_eq!(many[1].code.as_deref(), Some("UNKNOWN_SUBSCRIBER"));
+        assert_eq!(many[1].at_ms, Some(1_748_766_600_000));
+        assert_eq!(many[2].code.as_deref(), Some("404"));
+        assert_eq!(parse_webhook_receipts(b"[]").unwrap(), []);
+    }
+
+    #[test]
+    fn a_wrong_receipt_is_named_with_its_field() {
+        let err = |body: &[u8]| parse_webhook_receipts(body).unwrap_err();
+        assert!(err(b"delivered").starts_with("the body is not JSON"));
+        assert!(err(b"\"p-1\"").contains("object or an array"));
+        let e = err(br#"[{"id":"p-1","status":"delivered"},{"id":"p-2","status":"sent"}]"#);
+        assert!(
+            e.starts_with("receipt 1: ") && e.contains("unknown variant `sent`"),
+            "{e}"
+        );
+        assert!(err(br#"{"status":"delivered"}"#).contains("missing field `id`"));
+        assert!(err(br#"{"id":" ","status":"delivered"}"#).contains("`id` must not be empty"));
+        let e = err(br#"{"id":"p-1","status":"delivered","at":"yesterday"}"#);
+        assert!(
+            e.contains("`at` \"yesterday\" is not an RFC 3339 time"),
+            "{e}"
+        );
+        let e = err(br#"{"id":"p-1","status":"undelivered","code":["x"]}"#);
+        assert!(e.contains("`code` must be a string or a number"), "{e}");
     }
 }

@@ -1,0 +1,331 @@
+//! The Twilio provider: sends each SMS through Twilio's Messages API
+//! (`POST {base_url}/2010-04-01/Accounts/{AccountSid}/Messages.json`, form-encoded,
+//! HTTP basic auth), classifies Twilio's error codes, and verifies and parses the
+//! status callbacks Twilio POSTs to `status_callback_url`.
+//!
+//! Twilio's Messages API documents no idempotency key (the `I-Twilio-Idempotency-Token`
+//! header is one Twilio *sends* on its webhooks), so a retry after a timeout in which
+//! Twilio had in fact accepted the message can deliver it twice.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha1::Sha1;
+
+use super::{
+    DeliveryReport, Error, Message, Provider, Receipt, classify_status, exchange, http_client,
+};
+use crate::config::{Secret, TwilioConfig};
+use crate::domain::Channel;
+
+/// The header that carries Twilio's signature of a callback.
+pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
+
+/// How the reason of a [`Error::Transient`] starts when Twilio refused the request
+/// for going too fast (HTTP 429, error 20429), as opposed to any other passing
+/// failure: a caller that slows a provider down on throttling looks for it.
+pub const THROTTLED: &str = "throttled";
+
+const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
+
+/// Sends SMS through one Twilio account, one request a message (Twilio has no
+/// batch send).
+pub struct TwilioProvider {
+    messages_url: reqwest::Url,
+    username: String,
+    password: Secret,
+    from: Option<String>,
+    messaging_service_sid: Option<String>,
+    /// Sent as configured, not normalized: Twilio signs its callbacks over this
+    /// exact string, so the receipt route must verify against the same one.
+    status_callback: Option<String>,
+    client: reqwest::Client,
+}
+
+impl TwilioProvider {
+    /// Checks the configuration: an alphanumeric account SID, credentials, a sender,
+    /// http(s) URLs, the auth token when callbacks are asked for (it verifies
+    /// them), and `channels` holding SMS alone. `timeout` bounds each request
+    /// from connect to the last byte of the answer.
+    pub fn new(
+        config: &TwilioConfig,
+        channels: &[Channel],
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        if channels != [Channel::Sms] {
+            return Err("Twilio sends SMS only: set channels = [\"sms\"]".into());
+        }
+        let sid = config.account_sid.trim();
+        if sid.is_empty() || !sid.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(format!(
+                "account_sid `{sid}` must be Twilio's account SID (AC followed by 32 hex digits)"
+            ));
+        }
+        let (username, password) = match (
+            &config.api_key_sid,
+            &config.api_key_secret,
+            &config.auth_token,
+        ) {
+            (Some(key), Some(secret), _) => (key.clone(), secret.clone()),
+            (Some(_), None, _) | (None, Some(_), _) => {
+                return Err("api_key_sid and api_key_secret must be set together".into());
+            }
+            (None, None, Some(token)) => (sid.to_string(), token.clone()),
+            (None, None, None) => {
+                return Err("needs auth_token (or api_key_sid and api_key_secret)".into());
+            }
+        };
+        if config.from.is_none() && config.messaging_service_sid.is_none() {
+            return Err("needs a sender: from or messaging_service_sid".into());
+        }
+        let mut messages_url = http_url(
+            "base_url",
+            config.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL),
+        )?;
+        messages_url
+            .path_segments_mut()
+            .expect("an http(s) URL has a path")
+            .pop_if_empty()
+            .extend(["2010-04-01", "Accounts", sid, "Messages.json"]);
+        if let Some(url) = &config.status_callback_url {
+            http_url("status_callback_url", url)?;
+            if config.auth_token.is_none() {
+                return Err(
+                    "status_callback_url needs auth_token: Twilio signs its callbacks with it"
+                        .into(),
+                );
+            }
+        }
+        Ok(TwilioProvider {
+            messages_url,
+            username,
+            password,
+            from: config.from.clone(),
+            messaging_service_sid: config.messaging_service_sid.clone(),
+            status_callback: config.status_callback_url.clone(),
+            client: http_client(timeout)?,
+        })
+    }
+
+    fn form(&self, message: &Message) -> String {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        form.append_pair("To", &message.to);
+        if let Some(from) = &self.from {
+            form.append_pair("From", from);
+        }
+        if let Some(sid) = &self.messaging_service_sid {
+            form.append_pair("MessagingServiceSid", sid);
+        }
+        form.append_pair("Body", &message.body);
+        if let Some(url) = &self.status_callback {
+            form.append_pair("StatusCallback", url);
+        }
+        form.finish()
+    }
+}
+
+fn http_url(key: &str, value: &str) -> Result<reqwest::Url, String> {
+    let url =
+        reqwest::Url::parse(value).map_err(|e| format!("{key} `{value}` is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("{key} `{value}` must be http or https"));
+    }
+    Ok(url)
+}
+
+/// The part of Twilio's answer to a created message that Herald keeps.
+#[derive(Deserialize)]
+struct Created {
+    sid: Option<String>,
+}
+
+/// Twilio's error answer: `{"code": 21211, "message": "…", "more_info": "…", "status": 400}`.
+#[derive(Deserialize)]
+struct Refusal {
+    code: Option<u32>,
+    message: Option<String>,
+}
+
+#[async_trait]
+impl Provider for TwilioProvider {
+    async fn send(&self, message: &Message) -> Result<Receipt, Error> {
+        let request = self
+            .client
+            .post(self.messages_url.clone())
+            .basic_auth(&self.username, Some(self.password.expose()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(self.form(message));
+        let answer = exchange(request, "Twilio").await?;
+        if !answer.status.is_success() {
+            return Err(classify(
+                answer.status.as_u16(),
+                answer.retry_after,
+                &answer.body,
+            ));
+        }
+        // A 2xx means Twilio took the message: even without a readable sid, trying
+        // again would send it twice.
+        Ok(Receipt {
+            provider_message_id: serde_json::from_slice::<Created>(&answer.body)
+                .ok()
+                .and_then(|created| created.sid),
+        })
+    }
+}
+
+/// What a Twilio error code says about retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Too many requests: wait and try again.
+    Throttled,
+    /// The recipient cannot get SMS (invalid, not mobile, opted out): suppress it.
+    Recipient,
+    /// The account or sender cannot send this: no retry, the recipient is fine.
+    Refused,
+}
+
+/// Twilio's documented codes that Herald treats specially; other codes are
+/// classified by their HTTP status.
+fn class_of(code: u32) -> Option<Class> {
+    match code {
+        20429 => Some(Class::Throttled),
+        // 21211 invalid 'To' number, 21610 recipient replied STOP, 21614 'To' is not
+        // a mobile number, 21635 'To' is a landline, 30005 unknown handset, 30006
+        // landline or unreachable carrier. (30003, an unreachable handset, is often
+        // a phone switched off: not a reason to stop writing to the number.)
+        21211 | 21610 | 21614 | 21635 | 30005 | 30006 => Some(Class::Recipient),
+        // 20003 authentication, 21408 region not enabled, 21606 / 21659 'From' not a
+        // usable Twilio sender, 21612 this 'To' and 'From' combination cannot be
+        // routed (another sender may reach the number).
+        20003 | 21408 | 21606 | 21612 | 21659 => Some(Class::Refused),
+        _ => None,
+    }
+}
+
+/// Whether a Twilio error code (as in a status callback's `ErrorCode`) means the
+/// number itself cannot receive SMS, so that it should be suppressed.
+pub fn code_names_the_recipient(code: &str) -> bool {
+    code.trim()
+        .parse()
+        .is_ok_and(|code| class_of(code) == Some(Class::Recipient))
+}
+
+/// Classifies a non-2xx answer by Twilio's error code, else by its HTTP status.
+/// Throttling, by code or by status 429, gets a reason starting with [`THROTTLED`].
+fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Error {
+    let Some(Refusal {
+        code: Some(code),
+        message,
+    }) = serde_json::from_slice(body).ok()
+    else {
+        // Not Twilio's JSON (a proxy's error page, say): the status alone decides.
+        return match classify_status(status, retry_after, body) {
+            Error::Transient {
+                reason,
+                retry_after,
+            } if status == 429 => throttled(reason, retry_after),
+            error => error,
+        };
+    };
+    let reason = format!(
+        "Twilio error {code}: {} (HTTP {status})",
+        message.as_deref().unwrap_or("no message").trim()
+    );
+    match class_of(code) {
+        Some(Class::Throttled) => throttled(reason, retry_after),
+        _ if status == 429 => throttled(reason, retry_after),
+        Some(Class::Recipient) => Error::Undeliverable { reason },
+        Some(Class::Refused) => Error::Permanent { reason },
+        None => match classify_status(status, retry_after, b"") {
+            Error::Transient { retry_after, .. } => Error::Transient {
+                reason,
+                retry_after,
+            },
+            _ => Error::Permanent { reason },
+        },
+    }
+}
+
+fn throttled(reason: String, retry_after: Option<Duration>) -> Error {
+    Error::Transient {
+        reason: format!("{THROTTLED}: {reason}"),
+        retry_after,
+    }
+}
+
+/// Whether `header` (the [`SIGNATURE_HEADER`] value) is Twilio's signature of a
+/// callback: base64 of HMAC-SHA1, keyed with the account's auth token, over
+/// `full_url` followed by every form parameter's name and value, sorted by name.
+/// `full_url` must be the URL exactly as Twilio called it (scheme, host, path and
+/// query) — the configured `status_callback_url`, not what a proxy passed on.
+/// Compares in constant time.
+pub fn verify_twilio_signature(
+    auth_token: &str,
+    full_url: &str,
+    params: &[(String, String)],
+    header: &str,
+) -> bool {
+    let Ok(signature) = BASE64.decode(header.trim()) else {
+        return false;
+    };
+    twilio_mac(auth_token, full_url, params)
+        .verify_slice(&signature)
+        .is_ok()
+}
+
+fn twilio_mac(auth_token: &str, full_url: &str, params: &[(String, String)]) -> Hmac<Sha1> {
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    // By name, then by value for a repeated name: Twilio's order for both.
+    sorted.sort();
+    let mut mac =
+        Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).expect("HMAC takes keys of any length");
+    mac.update(full_url.as_bytes());
+    for (name, value) in sorted {
+        mac.update(name.as_bytes());
+        mac.update(value.as_bytes());
+    }
+    mac
+}
+
+/// Reads a Twilio status callback's form parameters. Only `delivered`,
+/// `undelivered` and `failed` are final and give a report (`failed`/`undelivered`
+/// with Twilio's `ErrorCode`); the intermediate statuses (`queued`, `sending`,
+/// `sent`, …) give `Ok(None)`: answer them 200 and wait for the final one. An
+/// error means the parameters are not a status callback at all.
+pub fn parse_twilio_callback(
+    params: &[(String, String)],
+) -> Result<Option<DeliveryReport>, String> {
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.trim())
+            .filter(|value| !value.is_empty())
+    };
+    let sid = get("MessageSid")
+        .or_else(|| get("SmsSid"))
+        .ok_or("a Twilio status callback must have MessageSid")?;
+    let status = get("MessageStatus")
+        .or_else(|| get("SmsStatus"))
+        .ok_or("a Twilio status callback must have MessageStatus")?;
+    let delivered = match status {
+        "delivered" => true,
+        "undelivered" | "failed" => false,
+        _ => return Ok(None),
+    };
+    Ok(Some(DeliveryReport {
+        provider_message_id: sid.to_string(),
+        to: get("To").map(str::to_string),
+        delivered,
+        code: get("ErrorCode").map(str::to_string),
+        // Twilio's status callbacks carry no time of the event.
+        at_ms: None,
+    }))
+}
+
+#[cfg(test)]
+mod tests;
