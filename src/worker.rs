@@ -516,6 +516,9 @@ mod tests {
         async fn accept(&self, batch: NewBatch) -> crate::queue::Result<Accepted> {
             self.inner.accept(batch).await
         }
+        async fn begin(&self, batch: NewBatch) -> crate::queue::Result<crate::queue::Staged> {
+            self.inner.begin(batch).await
+        }
         async fn claim(
             &self,
             provider: &str,

@@ -256,6 +256,10 @@ pub enum Control {
 #[async_trait]
 pub(crate) trait Engine: Send + Sync + 'static {
     async fn accept(&self, batch: NewBatch) -> Result<Accepted>;
+    /// Starts storing `batch` (its messages, if any, are ignored) in chunks, for a
+    /// batch too big to hold in memory: nothing of it can be claimed or seen until
+    /// [`Staging::commit`]. Answers at once when its idempotency key was used.
+    async fn begin(&self, batch: NewBatch) -> Result<Staged>;
     /// Claims up to `limit` due messages for `provider`, best priority first, under
     /// a lease of `lease`; messages whose lease has expired are due again. Within
     /// `limits` (see [`crate::ratelimit`]), in the same transaction: the provider's
@@ -274,6 +278,55 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// `Ok(None)` when there is no such batch; `Error::Conflict` when the batch's
     /// state does not allow the action.
     async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>>;
+}
+
+/// The answer to [`Queue::begin`].
+pub enum Begun {
+    /// Nothing to store: the batch's idempotency key was used before.
+    Answered(Accepted),
+    /// Add the messages, then commit.
+    Staging(Staging),
+}
+
+/// A batch being stored in chunks. Dropping it without [`Staging::commit`] leaves
+/// nothing visible; what was written is removed by [`Staging::discard`], or by the
+/// engine's sweep of abandoned staging.
+pub struct Staging {
+    engine: Box<dyn StagingEngine>,
+    accepted: Arc<Notify>,
+}
+
+impl Staging {
+    /// Writes `messages` (in index order, after those added before) durably, but
+    /// invisibly.
+    pub async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()> {
+        self.engine.add(messages).await
+    }
+
+    /// Makes the batch visible and claimable, all at once, with its `report` and
+    /// `span` (one more than its highest message index).
+    pub async fn commit(self, report: serde_json::Value, span: u32) -> Result<Accepted> {
+        let accepted = self.engine.commit(report, span).await?;
+        self.accepted.notify_waiters();
+        Ok(accepted)
+    }
+
+    pub async fn discard(self) {
+        self.engine.discard().await;
+    }
+}
+
+/// An engine's answer to [`Engine::begin`].
+pub(crate) enum Staged {
+    Answered(Accepted),
+    Staging(Box<dyn StagingEngine>),
+}
+
+#[async_trait]
+pub(crate) trait StagingEngine: Send {
+    async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()>;
+    async fn commit(self: Box<Self>, report: serde_json::Value, span: u32) -> Result<Accepted>;
+    async fn discard(self: Box<Self>);
 }
 
 /// What every engine keeps beside the queue: the stored templates, the suppression
@@ -403,6 +456,17 @@ impl Queue {
     }
 
     /// Claims up to `limit` due messages for `provider`, regardless of its rate.
+    /// Starts storing a batch in chunks (see [`Engine::begin`]).
+    pub async fn begin(&self, batch: NewBatch) -> Result<Begun> {
+        Ok(match self.engine.begin(batch).await? {
+            Staged::Answered(accepted) => Begun::Answered(accepted),
+            Staged::Staging(engine) => Begun::Staging(Staging {
+                engine,
+                accepted: self.accepted.clone(),
+            }),
+        })
+    }
+
     pub async fn claim(
         &self,
         provider: &str,

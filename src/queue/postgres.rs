@@ -17,7 +17,7 @@ use tokio_postgres::{NoTls, Row};
 
 use super::{
     Accepted, BatchSummary, Claim, Claimed, Control, Engine, Error, Lease, MessageQuery,
-    MessageRecord, NewBatch, Outcome, Result, Settlement,
+    MessageRecord, NewBatch, NewMessage, Outcome, Result, Settlement, Staged, StagingEngine,
 };
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
 use crate::ratelimit::{Bucket, Candidate, Cap, Limits, longest_window, pick, segment_bucket_key};
@@ -47,7 +47,9 @@ pub(crate) struct Pruned {
 /// Statements are prepared once per connection and cached.
 pub(crate) struct Postgres {
     pool: Pool,
-    sql: Sql,
+    sql: Arc<Sql>,
+    /// Where to open the connection of each batch stored in chunks.
+    config: tokio_postgres::Config,
 }
 
 /// Opens the PostgreSQL store at `url` (`postgres://user[:password]@host[:port]/db`,
@@ -71,6 +73,7 @@ impl Postgres {
         if config.get_application_name().is_none() {
             config.application_name("herald");
         }
+        let staging_config = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -98,12 +101,33 @@ impl Postgres {
         migrate(&mut client, &location.schema).await?;
         Ok(Postgres {
             pool,
-            sql: Sql::new(&location.schema),
+            sql: Arc::new(Sql::new(&location.schema)),
+            config: staging_config,
         })
     }
 
     async fn client(&self) -> Result<Object> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// The stored answer for an idempotency key and the hash of its request, if the
+    /// key is taken: the same request replays it, another is a conflict.
+    async fn replayed(&self, client: &Object, key: &str, hash: &str) -> Result<Option<Accepted>> {
+        let replay = client.prepare_cached(&self.sql.replay).await.map_err(db)?;
+        let Some(seen) = client.query_opt(&replay, &[&key]).await.map_err(db)? else {
+            return Ok(None);
+        };
+        if seen.get::<_, Option<&str>>(1) != Some(hash) {
+            return Err(Error::Conflict(format!(
+                "the Idempotency-Key `{key}` was used before with a different request"
+            )));
+        }
+        let report = serde_json::from_str(seen.get(2))
+            .map_err(|e| Error::Corrupt(format!("bad stored report: {e}")))?;
+        Ok(Some(Accepted::Replayed {
+            id: parse_batch_id(seen.get(0))?,
+            report,
+        }))
     }
 
     /// Locks the bucket stored under `key` (creating it full, with `burst` tokens),
@@ -336,56 +360,17 @@ impl Engine for Postgres {
             Some(i) => (Some(i.key.as_str()), Some(i.request_hash.as_str())),
             None => (None, None),
         };
-        let n = batch.messages.len();
-        let (mut idx, mut provider, mut to, mut reference, mut subject, mut body) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut segments, mut vars) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for m in &batch.messages {
-            idx.push(i64::from(m.index));
-            provider.push(m.provider.as_str());
-            to.push(m.to.as_str());
-            reference.push(m.reference.as_deref());
-            subject.push(m.subject.as_deref());
-            body.push(m.body.as_str());
-            segments.push(i32::try_from(m.segments).unwrap_or(i32::MAX));
-            vars.push(m.vars.as_deref());
-        }
-        let (id, report) = (batch.id.to_string(), batch.report.to_string());
+        let columns = Columns::of(&batch.messages);
+        let report = batch.report.to_string();
         // A replay can race with pruning of the batch it replays: then the key is
         // free again and the next round stores the batch.
         for _ in 0..3 {
-            let stored = client
-                .query_opt(
-                    &insert,
-                    &[
-                        &id,
-                        &batch.channel.as_str(),
-                        &batch.source,
-                        &batch.priority,
-                        &batch.send_at_ms,
-                        &now_ms(),
-                        &key,
-                        &hash,
-                        &report,
-                        &idx,
-                        &provider,
-                        &to,
-                        &reference,
-                        &subject,
-                        &body,
-                        &segments,
-                        &vars,
-                        &batch.template_id,
-                    ],
-                )
-                .await
-                .map_err(db)?;
+            let head = BatchHead::of(&batch);
+            let mut params = head.params(&batch);
+            params.push(&report);
+            params.extend(columns.params());
+            params.push(&batch.template_id);
+            let stored = client.query_opt(&insert, &params).await.map_err(db)?;
             if stored.is_some() {
                 return Ok(Accepted::New(batch.id));
             }
@@ -394,26 +379,58 @@ impl Engine for Postgres {
                     "a batch without an idempotency key was not stored".into(),
                 ));
             };
-            let replay = client.prepare_cached(&self.sql.replay).await.map_err(db)?;
-            let Some(seen) = client.query_opt(&replay, &[&key]).await.map_err(db)? else {
-                continue;
-            };
-            if seen.get::<_, Option<&str>>(1) != Some(hash) {
-                return Err(Error::Conflict(format!(
-                    "the Idempotency-Key `{key}` was used before with a different request"
-                )));
+            if let Some(replayed) = self.replayed(&client, key, hash).await? {
+                return Ok(replayed);
             }
-            let report = serde_json::from_str(seen.get(2))
-                .map_err(|e| Error::Corrupt(format!("bad stored report: {e}")))?;
-            return Ok(Accepted::Replayed {
-                id: parse_batch_id(seen.get(0))?,
-                report,
-            });
         }
         Err(Error::Unavailable(format!(
             "the Idempotency-Key `{}` keeps being taken and released: try again",
             key.unwrap_or_default()
         )))
+    }
+
+    async fn begin(&self, batch: NewBatch) -> Result<Staged> {
+        // A connection of its own, outside the pool, holding one transaction from
+        // the batch row to the last chunk: if this process dies or gives up, the
+        // connection closes and the server rolls everything back.
+        let (client, connection) = self.config.connect(NoTls).await.map_err(db)?;
+        let connection = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "a staging connection to PostgreSQL ended");
+            }
+        });
+        client.batch_execute("BEGIN").await.map_err(db)?;
+        let (key, hash) = match &batch.idempotency {
+            Some(i) => (Some(i.key.as_str()), Some(i.request_hash.as_str())),
+            None => (None, None),
+        };
+        let head = BatchHead::of(&batch);
+        let mut params = head.params(&batch);
+        params.push(&batch.template_id);
+        let row = client
+            .query_opt(&self.sql.stage_batch, &params)
+            .await
+            .map_err(db)?;
+        let Some(row) = row else {
+            // The key is taken (a batch with it committed while we waited).
+            let (Some(key), Some(hash)) = (key, hash) else {
+                return Err(Error::Corrupt("a batch row was not stored".into()));
+            };
+            let pooled = self.client().await?;
+            return match self.replayed(&pooled, key, hash).await? {
+                Some(replayed) => Ok(Staged::Answered(replayed)),
+                None => Err(Error::Unavailable(format!(
+                    "the Idempotency-Key `{key}` was taken and released: try again"
+                ))),
+            };
+        };
+        Ok(Staged::Staging(Box::new(PgStaging {
+            client,
+            connection,
+            sql: self.sql.clone(),
+            seq: row.get(0),
+            batch,
+        })))
     }
 
     async fn claim(
@@ -755,6 +772,143 @@ fn parse_control(s: &str) -> Result<BatchControl> {
 }
 
 /// An error from the server or the connection, with the server's own words.
+/// The values of a batch row that the statements storing it take first, as text
+/// and numbers.
+struct BatchHead<'a> {
+    id: String,
+    channel: &'a str,
+    now: i64,
+    key: Option<&'a str>,
+    hash: Option<&'a str>,
+}
+
+impl<'a> BatchHead<'a> {
+    fn of(batch: &'a NewBatch) -> Self {
+        BatchHead {
+            id: batch.id.to_string(),
+            channel: batch.channel.as_str(),
+            now: now_ms(),
+            key: batch.idempotency.as_ref().map(|i| i.key.as_str()),
+            hash: batch.idempotency.as_ref().map(|i| i.request_hash.as_str()),
+        }
+    }
+
+    /// `$1` … `$8`: id, channel, source, priority, send_at, created_at, idempotency
+    /// key and request hash.
+    fn params(&'a self, batch: &'a NewBatch) -> Vec<&'a (dyn ToSql + Sync)> {
+        vec![
+            &self.id,
+            &self.channel,
+            &batch.source,
+            &batch.priority,
+            &batch.send_at_ms,
+            &self.now,
+            &self.key,
+            &self.hash,
+        ]
+    }
+}
+
+/// Messages as the columns that `UNNEST` turns back into rows.
+struct Columns<'a> {
+    idx: Vec<i64>,
+    provider: Vec<&'a str>,
+    to: Vec<&'a str>,
+    reference: Vec<Option<&'a str>>,
+    subject: Vec<Option<&'a str>>,
+    body: Vec<&'a str>,
+    segments: Vec<i32>,
+    vars: Vec<Option<&'a str>>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(messages: &'a [NewMessage]) -> Self {
+        let n = messages.len();
+        let mut c = Columns {
+            idx: Vec::with_capacity(n),
+            provider: Vec::with_capacity(n),
+            to: Vec::with_capacity(n),
+            reference: Vec::with_capacity(n),
+            subject: Vec::with_capacity(n),
+            body: Vec::with_capacity(n),
+            segments: Vec::with_capacity(n),
+            vars: Vec::with_capacity(n),
+        };
+        for m in messages {
+            c.idx.push(i64::from(m.index));
+            c.provider.push(&m.provider);
+            c.to.push(&m.to);
+            c.reference.push(m.reference.as_deref());
+            c.subject.push(m.subject.as_deref());
+            c.body.push(&m.body);
+            c.segments
+                .push(i32::try_from(m.segments).unwrap_or(i32::MAX));
+            c.vars.push(m.vars.as_deref());
+        }
+        c
+    }
+
+    /// The columns in the order the statements take them.
+    fn params(&self) -> [&(dyn ToSql + Sync); 8] {
+        [
+            &self.idx,
+            &self.provider,
+            &self.to,
+            &self.reference,
+            &self.subject,
+            &self.body,
+            &self.segments,
+            &self.vars,
+        ]
+    }
+}
+
+/// A batch being stored in chunks: one open transaction on a connection of its own.
+struct PgStaging {
+    client: tokio_postgres::Client,
+    connection: tokio::task::JoinHandle<()>,
+    sql: Arc<Sql>,
+    seq: i64,
+    batch: NewBatch,
+}
+
+#[async_trait]
+impl StagingEngine for PgStaging {
+    async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()> {
+        let columns = Columns::of(&messages);
+        let now = now_ms();
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &self.seq,
+            &self.batch.priority,
+            &self.batch.send_at_ms,
+            &now,
+        ];
+        params.extend(columns.params());
+        self.client
+            .execute(&self.sql.stage_messages, &params)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>, report: serde_json::Value, _span: u32) -> Result<Accepted> {
+        self.client
+            .execute(&self.sql.stage_report, &[&self.seq, &report.to_string()])
+            .await
+            .map_err(db)?;
+        self.client.batch_execute("COMMIT").await.map_err(db)?;
+        drop(self.client);
+        let _ = self.connection.await;
+        Ok(Accepted::New(self.batch.id))
+    }
+
+    async fn discard(self: Box<Self>) {
+        // Closing the connection rolls the transaction back.
+        drop(self.client);
+        let _ = self.connection.await;
+    }
+}
+
 fn db(e: tokio_postgres::Error) -> Error {
     if e.is_closed() {
         return Error::Unavailable(

@@ -64,7 +64,7 @@ use redis::{RedisError, Value};
 
 use super::{
     Accepted, BatchSummary, Claim, Claimed, Control, Engine, Error, Lease, MessageQuery,
-    MessageRecord, NewBatch, Outcome, Result, Settlement,
+    MessageRecord, NewBatch, NewMessage, Outcome, Result, Settlement, Staged, StagingEngine,
 };
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
 use crate::ratelimit::Limits;
@@ -206,6 +206,7 @@ impl Slot {
 }
 
 /// The engine: one multiplexed connection (reconnecting on failure) and the scripts.
+#[derive(Clone)]
 pub(crate) struct Redis {
     conn: ConnectionManager,
     /// The key prefix, with its trailing `:`.
@@ -215,7 +216,7 @@ pub(crate) struct Redis {
     scripts: Scripts,
     records: records::Scripts,
     /// When `accept` next sweeps abandoned staging (ms since the epoch).
-    next_sweep_ms: AtomicI64,
+    next_sweep_ms: Arc<AtomicI64>,
 }
 
 /// Opens the redis store at `url`.
@@ -252,7 +253,7 @@ impl Redis {
             place,
             scripts: Scripts::new(),
             records: records::Scripts::new(),
-            next_sweep_ms: AtomicI64::new(0),
+            next_sweep_ms: Arc::new(AtomicI64::new(0)),
         };
         store.check_layout().await?;
         store.check_durability().await;
@@ -410,9 +411,15 @@ impl Redis {
     /// Writes the batch's message hashes under keys nothing refers to yet. The
     /// chunks go out together on the multiplexed connection, so Redis runs them back
     /// to back instead of waiting a round trip between them.
-    async fn stage(&self, batch: &NewBatch, seq: u32, now: i64) -> Result<()> {
+    async fn stage(
+        &self,
+        batch: &NewBatch,
+        messages: &[NewMessage],
+        seq: u32,
+        now: i64,
+    ) -> Result<()> {
         let id = batch.id.to_string();
-        let calls = batch.messages.chunks(STAGE_CHUNK).map(|chunk| {
+        let calls = messages.chunks(STAGE_CHUNK).map(|chunk| {
             let mut call = self.scripts.stage.prepare_invoke();
             call.arg(&self.prefix)
                 .arg(now)
@@ -448,58 +455,42 @@ impl Redis {
         Ok(())
     }
 
-    async fn commit(&self, batch: &NewBatch, seq: u32, span: u32, now: i64) -> Result<Vec<Value>> {
-        let mut by_provider: Vec<(&str, Vec<String>)> = Vec::new();
-        for m in &batch.messages {
-            let member = Slot {
-                seq,
-                index: m.index,
-            }
-            .member();
-            match by_provider.iter_mut().find(|(p, _)| *p == m.provider) {
-                Some((_, members)) => members.push(member),
-                None => by_provider.push((&m.provider, vec![member])),
-            }
-        }
+    /// Makes a staged batch visible (the commit script), with `runs` of message
+    /// indices per provider, and reads the script's answer.
+    async fn commit(&self, batch: &NewBatch, staged: &Layout, report: &str) -> Result<Accepted> {
         let (key, hash) = match &batch.idempotency {
             Some(i) => (i.key.as_str(), i.request_hash.as_str()),
             None => ("", ""),
         };
         let mut call = self.scripts.commit.prepare_invoke();
         call.arg(&self.prefix)
-            .arg(now)
+            .arg(now_ms())
             .arg(batch.id.to_string())
             .arg(batch.channel.as_str())
             .arg(&batch.source)
             .arg(batch.priority)
             .arg(batch.send_at_ms)
-            .arg(batch.report.to_string())
-            .arg(format!("{seq:010}"))
-            .arg(span)
-            .arg(batch.messages.len())
+            .arg(report)
+            .arg(format!("{:010}", staged.seq))
+            .arg(staged.span)
+            .arg(staged.total)
             .arg(key)
-            .arg(hash);
-        for (provider, members) in &by_provider {
-            call.arg(*provider).arg(members.len()).arg(members);
+            .arg(hash)
+            .arg(staged.reserved);
+        for (provider, runs) in &staged.runs {
+            call.arg(provider).arg(runs.len());
+            for (from, to) in runs {
+                call.arg(from).arg(to);
+            }
         }
-        call.invoke_async(&mut self.conn())
+        let reply: Vec<Value> = call
+            .invoke_async(&mut self.conn())
             .await
-            .map_err(|e| self.fail(e))
-    }
-
-    /// Stages and commits a batch; the caller discards the staging on failure.
-    async fn store(&self, batch: &NewBatch, seq: u32, span: u32) -> Result<Accepted> {
-        let now = now_ms();
-        let started = std::time::Instant::now();
-        self.stage(batch, seq, now).await?;
-        let staged = started.elapsed();
-        let reply = self.commit(batch, seq, span, now).await?;
-        tracing::debug!(?staged, committed = ?(started.elapsed() - staged), "batch stored in redis");
+            .map_err(|e| self.fail(e))?;
         match reply.first().map(text).transpose()?.flatten().as_deref() {
             Some("new") => Ok(Accepted::New(batch.id)),
             Some("seen") => match (reply.get(1), reply.get(2), reply.get(3)) {
                 (Some(id), Some(hash), Some(report)) => {
-                    let key = batch.idempotency.as_ref().map_or("", |i| i.key.as_str());
                     let report = text(report)?.unwrap_or_else(|| "null".into());
                     replay(key, batch_id(id)?, text(hash)?, &report, batch)
                 }
@@ -516,6 +507,146 @@ impl Redis {
             ))),
             _ => Err(unexpected("a batch commit")),
         }
+    }
+
+    /// Allocates a batch's arrival number, recording it as staging up to `span`.
+    async fn reserve(&self, span: u32) -> Result<u32> {
+        let seq: String = self
+            .scripts
+            .reserve
+            .arg(&self.prefix)
+            .arg(now_ms())
+            .arg(now_ms() + STAGING_DEADLINE_MS)
+            .arg(span)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        seq.parse::<u32>()
+            .ok()
+            .filter(|&s| u64::from(s) <= Slot::MAX_SEQ)
+            .ok_or_else(|| {
+                Error::Corrupt(format!(
+                    "the batch sequence of the redis store at {} is exhausted or bad (`{seq}`)",
+                    self.place
+                ))
+            })
+    }
+
+    /// Sweeps abandoned staging when it is time, and answers a used idempotency key.
+    async fn prepare_accept(&self, batch: &NewBatch) -> Result<Option<Accepted>> {
+        if now_ms() >= self.next_sweep_ms.load(Ordering::Relaxed)
+            && let Err(e) = self.sweep_staging().await
+        {
+            tracing::warn!(error = %e, "sweeping abandoned batch staging failed; will try again");
+        }
+        if let Some(idem) = &batch.idempotency
+            && let Some((id, hash, report)) = self.lookup(&idem.key).await?
+        {
+            return replay(&idem.key, id, hash, &report, batch).map(Some);
+        }
+        Ok(None)
+    }
+}
+
+/// Where a batch's messages are: its arrival number, the span of its indices, the
+/// span its staging entry records, how many messages, and the runs of consecutive
+/// indices of each provider (rejected recipients leave gaps).
+#[derive(Debug, Default)]
+struct Layout {
+    seq: u32,
+    span: u32,
+    reserved: u32,
+    total: usize,
+    runs: Vec<(String, Vec<(u32, u32)>)>,
+}
+
+impl Layout {
+    /// Counts `m` in; messages come in index order.
+    fn add(&mut self, m: &NewMessage) {
+        self.span = m.index + 1;
+        self.total += 1;
+        let runs = match self.runs.iter_mut().find(|(p, _)| *p == m.provider) {
+            Some((_, runs)) => runs,
+            None => {
+                self.runs.push((m.provider.clone(), Vec::new()));
+                &mut self.runs.last_mut().expect("just pushed").1
+            }
+        };
+        match runs.last_mut() {
+            Some((_, to)) if *to == m.index => *to += 1,
+            _ => runs.push((m.index, m.index + 1)),
+        }
+    }
+}
+
+/// A batch being stored in chunks: its message hashes are written under keys
+/// nothing refers to, recorded in the staging set so an abandoned one is swept,
+/// and the commit script publishes them all at once.
+struct RedisStaging {
+    redis: Redis,
+    batch: NewBatch,
+    layout: Layout,
+}
+
+impl Redis {
+    async fn discard_or_leave(&self, layout: &Layout) {
+        if let Err(e) = self.discard_staged(layout.seq, layout.reserved).await {
+            tracing::warn!(error = %e, "cannot discard a staged batch now; a later sweep will");
+        }
+    }
+}
+
+#[async_trait]
+impl StagingEngine for RedisStaging {
+    async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()> {
+        let Some(last) = messages.last() else {
+            return Ok(());
+        };
+        let span = last.index + 1;
+        // The staging entry covers the new messages before they are written.
+        let extended: i64 = self
+            .redis
+            .scripts
+            .extend
+            .arg(&self.redis.prefix)
+            .arg(now_ms())
+            .arg(format!("{:010}", self.layout.seq))
+            .arg(self.layout.reserved)
+            .arg(span)
+            .arg(now_ms() + STAGING_DEADLINE_MS)
+            .invoke_async(&mut self.redis.conn())
+            .await
+            .map_err(|e| self.redis.fail(e))?;
+        if extended == 0 {
+            return Err(Error::Unavailable(format!(
+                "redis at {}: storing the batch took longer than {} minutes and was abandoned; submit it again",
+                self.redis.place,
+                STAGING_DEADLINE_MS / 60_000
+            )));
+        }
+        self.layout.reserved = span;
+        self.redis
+            .stage(&self.batch, &messages, self.layout.seq, now_ms())
+            .await?;
+        for m in &messages {
+            self.layout.add(m);
+        }
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>, report: serde_json::Value, _span: u32) -> Result<Accepted> {
+        let stored = self
+            .redis
+            .commit(&self.batch, &self.layout, &report.to_string())
+            .await;
+        if !matches!(stored, Ok(Accepted::New(_))) {
+            self.redis.discard_or_leave(&self.layout).await;
+        }
+        stored
+    }
+
+    async fn discard(self: Box<Self>) {
+        self.redis.discard_or_leave(&self.layout).await;
     }
 }
 
@@ -750,46 +881,42 @@ fn parse_records(id: BatchId, reply: &[Value]) -> Result<Vec<MessageRecord>> {
 #[async_trait]
 impl Engine for Redis {
     async fn accept(&self, batch: NewBatch) -> Result<Accepted> {
-        if now_ms() >= self.next_sweep_ms.load(Ordering::Relaxed)
-            && let Err(e) = self.sweep_staging().await
-        {
-            tracing::warn!(error = %e, "sweeping abandoned batch staging failed; will try again");
+        if let Some(replayed) = self.prepare_accept(&batch).await? {
+            return Ok(replayed);
         }
-        if let Some(idem) = &batch.idempotency
-            && let Some((id, hash, report)) = self.lookup(&idem.key).await?
-        {
-            return replay(&idem.key, id, hash, &report, &batch);
+        let mut layout = Layout::default();
+        for m in &batch.messages {
+            layout.add(m);
         }
-        // The span of indices, not the count: rejected recipients leave gaps.
-        let span = batch.messages.last().map_or(0, |m| m.index + 1);
-        let seq: String = self
-            .scripts
-            .reserve
-            .arg(&self.prefix)
-            .arg(now_ms())
-            .arg(now_ms() + STAGING_DEADLINE_MS)
-            .arg(span)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.fail(e))?;
-        let seq = seq
-            .parse::<u32>()
-            .ok()
-            .filter(|&s| u64::from(s) <= Slot::MAX_SEQ)
-            .ok_or_else(|| {
-                Error::Corrupt(format!(
-                    "the batch sequence of the redis store at {} is exhausted or bad (`{seq}`)",
-                    self.place
-                ))
-            })?;
-        let stored = self.store(&batch, seq, span).await;
+        layout.seq = self.reserve(layout.span).await?;
+        layout.reserved = layout.span;
+        let stored = async {
+            self.stage(&batch, &batch.messages, layout.seq, now_ms())
+                .await?;
+            self.commit(&batch, &layout, &batch.report.to_string())
+                .await
+        }
+        .await;
         if !matches!(stored, Ok(Accepted::New(_))) {
             // Anything not committed goes; if this fails too, the sweep will do it.
-            if let Err(e) = self.discard_staged(seq, span).await {
-                tracing::warn!(error = %e, "cannot discard a staged batch now; a later sweep will");
-            }
+            self.discard_or_leave(&layout).await;
         }
         stored
+    }
+
+    async fn begin(&self, batch: NewBatch) -> Result<Staged> {
+        if let Some(replayed) = self.prepare_accept(&batch).await? {
+            return Ok(Staged::Answered(replayed));
+        }
+        let layout = Layout {
+            seq: self.reserve(0).await?,
+            ..Layout::default()
+        };
+        Ok(Staged::Staging(Box::new(RedisStaging {
+            redis: self.clone(),
+            batch,
+            layout,
+        })))
     }
 
     async fn claim(
@@ -1182,7 +1309,10 @@ mod tests {
             .await
             .unwrap();
         let seq: u32 = seq.parse().unwrap();
-        store.stage(&batch, seq, now_ms()).await.unwrap();
+        store
+            .stage(&batch, &batch.messages, seq, now_ms())
+            .await
+            .unwrap();
         let staged = store.key(&format!("m:{}", Slot { seq, index: 0 }.member()));
         let exists = |store: &Redis| {
             let staged = staged.clone();
@@ -1198,8 +1328,16 @@ mod tests {
         assert_eq!(exists(&store).await, 1);
         store.sweep_staging().await.unwrap();
         assert_eq!(exists(&store).await, 0, "the staged messages are gone");
-        let reply = store.commit(&batch, seq, 3, now_ms()).await.unwrap();
-        assert_eq!(text(&reply[0]).unwrap().as_deref(), Some("expired"));
+        let mut layout = Layout::default();
+        for m in &batch.messages {
+            layout.add(m);
+        }
+        layout.seq = seq;
+        layout.reserved = 3;
+        match store.commit(&batch, &layout, "{}").await {
+            Err(Error::Unavailable(m)) => assert!(m.contains("abandoned"), "{m}"),
+            other => panic!("expected a refused commit, got {other:?}"),
+        }
         assert!(store.batch(batch.id).await.unwrap().is_none());
     }
 }

@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
     Accepted, BatchSummary, Claim, Claimed, Control, Engine, Error, Lease, MessageQuery,
-    MessageRecord, NewBatch, Outcome, Result, Settlement,
+    MessageRecord, NewBatch, NewMessage, Outcome, Result, Settlement, Staged, StagingEngine,
 };
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
 use crate::ratelimit::{Bucket, Candidate, Cap, Limits, longest_window, pick, segment_bucket_key};
@@ -125,6 +125,7 @@ ALTER TABLE messages ADD COLUMN vars TEXT;
 const REQUEUED_STATE: &str = "CASE (SELECT control FROM batches WHERE seq = messages.batch)
     WHEN 'paused' THEN 'paused' WHEN 'cancelled' THEN 'cancelled' ELSE 'pending' END";
 
+#[derive(Clone)]
 pub(crate) struct Sqlite {
     writer: Arc<Mutex<Connection>>,
     reader: Arc<Mutex<Connection>>,
@@ -448,32 +449,32 @@ impl Engine for Sqlite {
     async fn accept(&self, batch: NewBatch) -> Result<Accepted> {
         self.write(move |conn| {
             let tx = write_transaction(conn)?;
-            if let Some(idem) = &batch.idempotency {
-                let seen: Option<(String, Option<String>, String)> = tx
-                    .query_row(
-                        "SELECT id, request_hash, report FROM batches WHERE idempotency_key = ?1",
-                        [&idem.key],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .optional()
-                    .map_err(unavailable)?;
-                if let Some((id, hash, report)) = seen {
-                    if hash.as_deref() != Some(idem.request_hash.as_str()) {
-                        return Err(Error::Conflict(format!(
-                            "the Idempotency-Key `{}` was used before with a different request",
-                            idem.key
-                        )));
-                    }
-                    let id = BatchId::parse(&id)
-                        .ok_or_else(|| Error::Corrupt(format!("bad batch id `{id}`")))?;
-                    let report =
-                        serde_json::from_str(&report).map_err(|e| Error::Corrupt(e.to_string()))?;
-                    return Ok(Accepted::Replayed { id, report });
-                }
+            if let Some(replayed) = replay(&tx, &batch)? {
+                return Ok(replayed);
             }
             insert_batch(&tx, &batch)?;
             tx.commit().map_err(unavailable)?;
             Ok(Accepted::New(batch.id))
+        })
+        .await
+    }
+
+    async fn begin(&self, batch: NewBatch) -> Result<Staged> {
+        let store = self.clone();
+        self.write(move |conn| {
+            let tx = write_transaction(conn)?;
+            let now = now_ms();
+            sweep_staging(&tx, now)?;
+            if let Some(replayed) = replay(&tx, &batch)? {
+                return Ok(Staged::Answered(replayed));
+            }
+            let head = insert_batch_row(&tx, &batch, "staging", STAGING_SPAN)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(Staged::Staging(Box::new(SqliteStaging {
+                store,
+                batch,
+                head,
+            })))
         })
         .await
     }
@@ -793,12 +794,15 @@ fn to_batch_ref(
     })
 }
 
+/// A stored batch; one still being staged is not there yet.
 fn batch_by_id(conn: &Connection, id: BatchId) -> Result<Option<BatchRef>> {
-    conn.prepare_cached(&format!("{BATCH_REF} WHERE id = ?1"))
-        .and_then(|mut s| s.query_row([id.to_string()], batch_ref).optional())
-        .map_err(unavailable)?
-        .map(to_batch_ref)
-        .transpose()
+    conn.prepare_cached(&format!(
+        "{BATCH_REF} WHERE id = ?1 AND control != 'staging'"
+    ))
+    .and_then(|mut s| s.query_row([id.to_string()], batch_ref).optional())
+    .map_err(unavailable)?
+    .map(to_batch_ref)
+    .transpose()
 }
 
 fn batch_by_seq(conn: &Connection, seq: i64) -> Result<BatchRef> {
@@ -812,9 +816,9 @@ fn batch_by_seq(conn: &Connection, seq: i64) -> Result<BatchRef> {
 /// Messages inserted by one statement.
 const ROWS_PER_INSERT: usize = 100;
 
-/// `INSERT INTO messages … VALUES (…), (…), …` for `rows` rows of 14 parameters.
+/// `INSERT INTO messages … VALUES (…), (…), …` for `rows` rows of 15 parameters.
 fn insert_sql(rows: usize) -> String {
-    let row = "(?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
     format!(
         "INSERT INTO messages (id, batch, provider, state, priority, available_at, to_addr, ref, subject, body,
                                segments, template, vars, created_at, updated_at)
@@ -824,61 +828,131 @@ fn insert_sql(rows: usize) -> String {
 }
 
 fn insert_batch(tx: &Transaction<'_>, batch: &NewBatch) -> Result<()> {
-    let now = now_ms();
+    // The span of indices, not the count: rejected recipients leave gaps.
+    let span = batch.messages.last().map_or(0, |m| i64::from(m.index) + 1);
+    let head = insert_batch_row(tx, batch, "active", span)?;
+    insert_messages(tx, batch, head, &batch.messages, "pending")
+}
+
+/// The answer stored for the batch's idempotency key, if it was used before: the
+/// same request replays it, another is a conflict, and so is a batch with that key
+/// still being staged.
+fn replay(tx: &Transaction<'_>, batch: &NewBatch) -> Result<Option<Accepted>> {
+    let Some(idem) = &batch.idempotency else {
+        return Ok(None);
+    };
+    let seen: Option<(String, Option<String>, String, String)> = tx
+        .query_row(
+            "SELECT id, request_hash, report, control FROM batches WHERE idempotency_key = ?1",
+            [&idem.key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    let Some((id, hash, report, control)) = seen else {
+        return Ok(None);
+    };
+    if hash.as_deref() != Some(idem.request_hash.as_str()) {
+        return Err(Error::Conflict(format!(
+            "the Idempotency-Key `{}` was used before with a different request",
+            idem.key
+        )));
+    }
+    if control == "staging" {
+        return Err(Error::Conflict(format!(
+            "a batch with the Idempotency-Key `{}` is still being stored; ask again when it is",
+            idem.key
+        )));
+    }
+    let id = BatchId::parse(&id).ok_or_else(|| Error::Corrupt(format!("bad batch id `{id}`")))?;
+    let report = serde_json::from_str(&report).map_err(|e| Error::Corrupt(e.to_string()))?;
+    Ok(Some(Accepted::Replayed { id, report }))
+}
+
+/// Where a batch's rows are: its batch row and the id of its message of index 0.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    seq: i64,
+    first_row: i64,
+}
+
+/// Inserts the batch row, with `control` and `size` (the span of message ids it
+/// owns from `first_row`), after every id in use or reserved by a batch being staged.
+fn insert_batch_row(
+    tx: &Transaction<'_>,
+    batch: &NewBatch,
+    control: &str,
+    size: i64,
+) -> Result<Head> {
     let (key, hash) = match &batch.idempotency {
         Some(i) => (Some(i.key.as_str()), Some(i.request_hash.as_str())),
         None => (None, None),
     };
     let first_row: i64 = tx
-        .query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM messages", [], |r| {
-            r.get(0)
-        })
+        .prepare_cached(
+            "SELECT MAX((SELECT COALESCE(MAX(id), 0) FROM messages),
+                        (SELECT COALESCE(MAX(first_row + size - 1), 0) FROM batches WHERE control = 'staging')) + 1",
+        )
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(unavailable)?;
     tx.execute(
-        "INSERT INTO batches (id, channel, source, priority, send_at, created_at, idempotency_key, request_hash, report,
-                              first_row, size)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO batches (id, channel, source, control, priority, send_at, created_at, idempotency_key,
+                              request_hash, report, first_row, size)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         params![
             batch.id.to_string(),
             batch.channel.as_str(),
             batch.source,
+            control,
             batch.priority,
             batch.send_at_ms,
-            now,
+            now_ms(),
             key,
             hash,
             batch.report.to_string(),
             first_row,
-            // The span of indices, not the count: rejected recipients leave gaps.
-            batch.messages.last().map_or(0, |m| i64::from(m.index) + 1),
+            size,
         ],
     )
     .map_err(unavailable)?;
-    let seq = tx.last_insert_rowid();
+    Ok(Head {
+        seq: tx.last_insert_rowid(),
+        first_row,
+    })
+}
+
+/// Inserts `messages` of `batch` in `state`.
+fn insert_messages(
+    tx: &Transaction<'_>,
+    batch: &NewBatch,
+    head: Head,
+    messages: &[NewMessage],
+    state: &str,
+) -> Result<()> {
+    let now = now_ms();
     // Due order is priority, then send time, then arrival: a send_at in the past
     // keeps its place ahead of later ones.
     let available_at = batch.send_at_ms;
     // Many rows per INSERT: binding is the same work, but statement steps are far
     // fewer (about a quarter off the insert time of a 10,000-message batch).
-    let ids: Vec<i64> = batch
-        .messages
+    let ids: Vec<i64> = messages
         .iter()
-        .map(|m| first_row + i64::from(m.index))
+        .map(|m| head.first_row + i64::from(m.index))
         .collect();
-    for (messages, ids) in batch
-        .messages
+    for (messages, ids) in messages
         .chunks(ROWS_PER_INSERT)
         .zip(ids.chunks(ROWS_PER_INSERT))
     {
         let mut stmt = tx
             .prepare_cached(&insert_sql(messages.len()))
             .map_err(unavailable)?;
-        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(messages.len() * 14);
+        let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(messages.len() * 15);
         for (m, id) in messages.iter().zip(ids) {
             values.extend([
                 id as &dyn rusqlite::ToSql,
-                &seq,
+                &head.seq,
                 &m.provider,
+                &state,
                 &batch.priority,
                 &available_at,
                 &m.to,
@@ -895,6 +969,132 @@ fn insert_batch(tx: &Transaction<'_>, batch: &NewBatch) -> Result<()> {
         stmt.execute(values.as_slice()).map_err(unavailable)?;
     }
     Ok(())
+}
+
+/// The message ids a batch being staged reserves: more than any batch can span.
+const STAGING_SPAN: i64 = 1 << 32;
+
+/// A staged batch not committed within this time is abandoned and swept.
+const STAGING_DEADLINE_MS: i64 = 10 * 60 * 1000;
+
+/// A batch being stored in chunks: its rows exist, in state `staged` under a batch
+/// row whose control is `staging`, invisible to claims and the ledger until
+/// `commit` makes them `pending` in one transaction. Each chunk is a short write
+/// transaction of its own, so a big upload never holds the store's one writer.
+struct SqliteStaging {
+    store: Sqlite,
+    batch: NewBatch,
+    head: Head,
+}
+
+/// Removes batches left in staging longer than the deadline (their process died or
+/// gave up), with their messages.
+fn sweep_staging(tx: &Transaction<'_>, now: i64) -> Result<usize> {
+    let old: Vec<Head> = tx
+        .prepare_cached(
+            "SELECT seq, first_row FROM batches WHERE control = 'staging' AND created_at < ?1",
+        )
+        .and_then(|mut s| {
+            s.query_map([now - STAGING_DEADLINE_MS], |r| {
+                Ok(Head {
+                    seq: r.get(0)?,
+                    first_row: r.get(1)?,
+                })
+            })?
+            .collect()
+        })
+        .map_err(unavailable)?;
+    for head in &old {
+        discard_rows(tx, *head)?;
+    }
+    Ok(old.len())
+}
+
+/// Fails unless the batch is still being staged: a sweep may have removed it, and
+/// its row number and message ids may since belong to another batch.
+fn still_staging(tx: &Transaction<'_>, batch: &NewBatch, head: Head) -> Result<()> {
+    let staging: bool = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM batches WHERE seq = ?1 AND id = ?2 AND control = 'staging')",
+        )
+        .and_then(|mut s| s.query_row(params![head.seq, batch.id.to_string()], |r| r.get(0)))
+        .map_err(unavailable)?;
+    if staging {
+        Ok(())
+    } else {
+        Err(Error::Unavailable(format!(
+            "storing the batch took longer than {} minutes and was abandoned; submit it again",
+            STAGING_DEADLINE_MS / 60_000
+        )))
+    }
+}
+
+fn discard_rows(tx: &Transaction<'_>, head: Head) -> Result<()> {
+    tx.execute(
+        "DELETE FROM messages WHERE id BETWEEN ?1 AND ?2",
+        params![head.first_row, head.first_row + STAGING_SPAN - 1],
+    )
+    .and_then(|_| {
+        tx.execute(
+            "DELETE FROM batches WHERE seq = ?1 AND control = 'staging'",
+            [head.seq],
+        )
+    })
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+#[async_trait]
+impl StagingEngine for SqliteStaging {
+    async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()> {
+        let (batch, head) = (self.batch.clone(), self.head);
+        self.store
+            .write(move |conn| {
+                let tx = write_transaction(conn)?;
+                still_staging(&tx, &batch, head)?;
+                insert_messages(&tx, &batch, head, &messages, "staged")?;
+                tx.commit().map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn commit(self: Box<Self>, report: serde_json::Value, span: u32) -> Result<Accepted> {
+        let SqliteStaging { store, batch, head } = *self;
+        store
+            .write(move |conn| {
+                let tx = write_transaction(conn)?;
+                still_staging(&tx, &batch, head)?;
+                tx.execute(
+                    "UPDATE batches SET control = 'active', report = ?2, size = ?3 WHERE seq = ?1",
+                    params![head.seq, report.to_string(), i64::from(span)],
+                )
+                .map_err(unavailable)?;
+                tx.execute(
+                    "UPDATE messages SET state = 'pending' WHERE id BETWEEN ?1 AND ?2 AND state = 'staged'",
+                    params![head.first_row, head.first_row + i64::from(span) - 1],
+                )
+                .map_err(unavailable)?;
+                tx.commit().map_err(unavailable)?;
+                Ok(Accepted::New(batch.id))
+            })
+            .await
+    }
+
+    async fn discard(self: Box<Self>) {
+        let SqliteStaging { store, batch, head } = *self;
+        let discarded = store
+            .write(move |conn| {
+                let tx = write_transaction(conn)?;
+                if still_staging(&tx, &batch, head).is_ok() {
+                    discard_rows(&tx, head)?;
+                }
+                tx.commit().map_err(unavailable)
+            })
+            .await;
+        if let Err(e) = discarded {
+            tracing::warn!(error = %e, "cannot discard a staged batch now; a later sweep will");
+        }
+    }
 }
 
 fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
@@ -949,6 +1149,47 @@ fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::{Begun, Queue};
+
+    #[tokio::test]
+    async fn a_staging_abandoned_past_its_deadline_is_swept_by_the_next_begin() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let queue = Queue::open(&format!("sqlite://{}", store.display()))
+            .await
+            .unwrap();
+        let new_batch = || crate::queue::tests::batch(0, 0, now_ms());
+        let message = crate::queue::tests::batch(1, 0, now_ms())
+            .messages
+            .remove(0);
+        let Begun::Staging(mut abandoned) = queue.begin(new_batch()).await.unwrap() else {
+            panic!("a new batch");
+        };
+        abandoned.add(vec![message]).await.unwrap();
+        // As if its process had died long ago.
+        let db = Connection::open(store.join("herald.db")).unwrap();
+        db.execute(
+            "UPDATE batches SET created_at = ?1 WHERE control = 'staging'",
+            [now_ms() - STAGING_DEADLINE_MS - 1],
+        )
+        .unwrap();
+        let Begun::Staging(next) = queue.begin(new_batch()).await.unwrap() else {
+            panic!("a new batch");
+        };
+        let left: (i64, i64) = db
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM messages), (SELECT COUNT(*) FROM batches)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(left, (0, 1), "only the new staging is left");
+        match abandoned.commit(serde_json::json!({}), 1).await {
+            Err(Error::Unavailable(m)) => assert!(m.contains("abandoned"), "{m}"),
+            other => panic!("expected a refused commit, got {other:?}"),
+        }
+        next.discard().await;
+    }
 
     fn user_version(path: &Path) -> i64 {
         Connection::open(path)

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::*;
-use crate::domain::now_ms;
+use crate::domain::{message_id, now_ms};
 use crate::ratelimit::{Cap, Limits, Rate};
 
 /// A store for one test: the handle, its URL (to open it again) and a guard that
@@ -84,7 +84,8 @@ async fn sqlite_store() -> TestStore {
     (queue, url, Box::new(dir))
 }
 
-fn batch(n: u32, priority: i32, send_at_ms: i64) -> NewBatch {
+/// A batch of `n` SMS messages for provider "p".
+pub(crate) fn batch(n: u32, priority: i32, send_at_ms: i64) -> NewBatch {
     NewBatch {
         id: BatchId::new(),
         channel: Channel::Sms,
@@ -197,6 +198,103 @@ async fn a_claim_carries_the_segments_template_and_vars_stored_with_the_message(
                 (1, None, None, None, Some("r0")),
             ]
         );
+    }
+}
+
+/// Starts staging `b`, which must be new.
+async fn begin(q: &Queue, b: NewBatch) -> Staging {
+    match q.begin(b).await.expect("begin") {
+        Begun::Staging(staging) => staging,
+        Begun::Answered(answer) => panic!("expected to stage, got {answer:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_stored_in_chunks_is_invisible_until_committed_then_whole() {
+    for (q, url, _guard) in stores().await {
+        let mut whole = batch(2_500, 0, now_ms());
+        // Index 7 was rejected: a gap in the indices.
+        whole.messages.remove(7);
+        let messages = std::mem::take(&mut whole.messages);
+        let id = whole.id;
+        let mut staging = begin(&q, whole).await;
+        for chunk in messages.chunks(1_000) {
+            staging.add(chunk.to_vec()).await.unwrap();
+        }
+        // Staged messages are neither claimable nor in the ledger.
+        assert!(q.claim("p", 100, LEASE).await.unwrap().is_empty());
+        assert!(q.batch(id).await.unwrap().is_none());
+
+        let accepted = staging
+            .commit(json!({"accepted": 2_499}), 2_500)
+            .await
+            .unwrap();
+        assert_eq!(accepted, Accepted::New(id));
+        let reopened = Queue::open(&url).await.unwrap();
+        let c = counts(&reopened, id).await;
+        assert_eq!((c.total, c.pending), (2_499, 2_499));
+        let mut claimed = Vec::new();
+        for _ in 0..10 {
+            let more = reopened.claim("p", 1_000, LEASE).await.unwrap();
+            if more.is_empty() {
+                break;
+            }
+            claimed.extend(more);
+        }
+        let mut ids: Vec<String> = claimed.iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 2_499);
+        assert!(!ids.contains(&message_id(id, 7)));
+    }
+}
+
+#[tokio::test]
+async fn a_discarded_staging_leaves_nothing_and_the_next_batch_is_unaffected() {
+    for (q, _url, _guard) in stores().await {
+        let mut first = batch(50, 0, now_ms());
+        let messages = std::mem::take(&mut first.messages);
+        let abandoned = first.id;
+        let mut staging = begin(&q, first).await;
+        staging.add(messages).await.unwrap();
+        staging.discard().await;
+        let kept = accept(&q, batch(5, 0, now_ms())).await;
+        assert!(q.batch(abandoned).await.unwrap().is_none());
+        assert_eq!(q.claim("p", 100, LEASE).await.unwrap().len(), 5);
+        assert_eq!(counts(&q, kept).await.sending, 5);
+    }
+}
+
+#[tokio::test]
+async fn staging_with_a_used_idempotency_key_answers_with_the_first_batch() {
+    for (q, _url, _guard) in stores().await {
+        let idem = || Idempotency {
+            key: "k-1".into(),
+            request_hash: "h".into(),
+        };
+        let mut first = batch(3, 0, now_ms());
+        first.idempotency = Some(idem());
+        let messages = std::mem::take(&mut first.messages);
+        let id = first.id;
+        let mut staging = begin(&q, first).await;
+        staging.add(messages).await.unwrap();
+        staging.commit(json!({"accepted": 3}), 3).await.unwrap();
+
+        let mut again = batch(3, 0, now_ms());
+        again.idempotency = Some(idem());
+        match q.begin(again).await.unwrap() {
+            Begun::Answered(Accepted::Replayed { id: seen, report }) => {
+                assert_eq!(seen, id);
+                assert_eq!(report, json!({"accepted": 3}));
+            }
+            _ => panic!("expected the first batch's answer"),
+        }
+        let mut other = batch(3, 0, now_ms());
+        other.idempotency = Some(Idempotency {
+            key: "k-1".into(),
+            request_hash: "another".into(),
+        });
+        assert!(matches!(q.begin(other).await, Err(Error::Conflict(_))));
     }
 }
 

@@ -147,6 +147,27 @@ WITH batch AS (
 )
 SELECT seq FROM batch";
 
+/// The batch row of a batch stored in chunks (in one transaction of its own
+/// connection); its report is set at the end by [`STAGE_REPORT`].
+const STAGE_BATCH: &str = "
+INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
+                         request_hash, report, template)
+VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, '{}', $9)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING seq";
+
+/// One chunk of a batch being stored in chunks.
+const STAGE_MESSAGES: &str = "
+INSERT INTO {s}.messages (id, provider, state, priority, available_at, to_addr, ref, subject, body,
+                          segments, vars, created_at, updated_at)
+SELECT ($1::bigint << 32) | m.idx, m.provider, 'pending', $2::integer, $3::bigint, m.to_addr, m.ref,
+       m.subject, m.body, m.segments, m.vars, $4::bigint, $4::bigint
+FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+            $11::integer[], $12::text[])
+     AS m(idx, provider, to_addr, ref, subject, body, segments, vars)";
+
+const STAGE_REPORT: &str = "UPDATE {s}.batches SET report = $2 WHERE seq = $1";
+
 const REPLAY: &str = "SELECT id, request_hash, report FROM {s}.batches WHERE idempotency_key = $1";
 
 /// Expired leases back to the queue. `SKIP LOCKED`: a row being settled right now is
@@ -389,6 +410,9 @@ pub(super) struct Sql {
     pub(super) prune_sends: String,
     pub(super) claim_ids: String,
     pub(super) due_segments: String,
+    pub(super) stage_batch: String,
+    pub(super) stage_messages: String,
+    pub(super) stage_report: String,
     pub(super) settle: String,
     pub(super) summary: String,
     pub(super) messages: String,
@@ -439,6 +463,9 @@ impl Sql {
             prune_sends: fill(PRUNE_SENDS),
             claim_ids: fill(CLAIM_IDS),
             due_segments: fill(DUE_SEGMENTS),
+            stage_batch: fill(STAGE_BATCH),
+            stage_messages: fill(STAGE_MESSAGES),
+            stage_report: fill(STAGE_REPORT),
             settle: fill(SETTLE),
             summary: fill(SUMMARY),
             messages: fill(MESSAGES),

@@ -126,6 +126,7 @@ return n
 ";
 
 /// The scripts of this module, each with the engine's prelude.
+#[derive(Clone)]
 pub(super) struct Scripts {
     save_template: Script,
     templates: Script,

@@ -115,7 +115,9 @@ return 1
 /// Makes a staged batch visible, all at once: the batch record, the idempotency key,
 /// and its members in the ready sets.
 /// ARGV: P, now, id, channel, source, priority, send_at, report, seq, span, total,
-/// idempotency key (or ''), request hash, then per provider: name, n, n members.
+/// idempotency key (or ''), request hash, the span its staging entry records, then
+/// per provider: name, the number of runs, and each run of its message indices as
+/// `from` and `to` (exclusive).
 const COMMIT: &str = r"
 local id, prio, send_at, seq, span, idem = ARGV[3], ARGV[6], ARGV[7], ARGV[9], ARGV[10], ARGV[12]
 if idem ~= '' then
@@ -126,7 +128,7 @@ if idem ~= '' then
 end
 local bkey = P .. 'b:' .. id
 if redis.call('EXISTS', bkey) == 1 then return { 'exists' } end
-if redis.call('ZREM', P .. 'staging', seq .. ':' .. span) == 0 then return { 'expired' } end
+if redis.call('ZREM', P .. 'staging', seq .. ':' .. ARGV[14]) == 0 then return { 'expired' } end
 redis.call('HSET', bkey, 'seq', seq, 'span', span, 'channel', ARGV[4], 'source', ARGV[5],
   'control', 'active', 'priority', prio, 'send_at', send_at, 'created_at', now, 'report', ARGV[8],
   'pending', ARGV[11], 'sending', 0, 'sent', 0, 'failed', 0, 'cancelled', 0, 'paused', 0)
@@ -134,23 +136,35 @@ if idem ~= '' then
   redis.call('HSET', P .. 'idem:' .. idem, 'batch', id, 'request_hash', ARGV[13])
   redis.call('HSET', bkey, 'idempotency_key', idem)
 end
-local i = 14
+local i = 15
 while i <= #ARGV do
-  local provider, n = ARGV[i], tonumber(ARGV[i + 1])
+  local provider, runs = ARGV[i], tonumber(ARGV[i + 1])
   local ready = P .. 'ready:' .. prio .. ':' .. provider
-  local first = i + 2
-  for j = 0, n - 1, 1000 do
-    local args = {}
-    for x = 0, math.min(999, n - 1 - j) do
-      args[2 * x + 1] = send_at
-      args[2 * x + 2] = ARGV[first + j + x]
+  local args = {}
+  for r = 0, runs - 1 do
+    for index = tonumber(ARGV[i + 2 + 2 * r]), tonumber(ARGV[i + 3 + 2 * r]) - 1 do
+      args[#args + 1] = send_at
+      args[#args + 1] = member_of(seq, index)
+      if #args >= 2000 then
+        redis.call('ZADD', ready, unpack(args))
+        args = {}
+      end
     end
-    redis.call('ZADD', ready, unpack(args))
   end
-  if n > 0 then redis.call('ZADD', P .. 'prios:' .. provider, -tonumber(prio), prio) end
-  i = first + n
+  if #args > 0 then redis.call('ZADD', ready, unpack(args)) end
+  if runs > 0 then redis.call('ZADD', P .. 'prios:' .. provider, -tonumber(prio), prio) end
+  i = i + 2 + 2 * runs
 end
 return { 'new' }
+";
+
+/// Moves a staging entry to a larger span, before messages up to it are written,
+/// so that a sweep of an abandoned staging removes them all. 0 when the staging
+/// was swept already. ARGV: P, now, seq, old span, new span, deadline.
+const EXTEND: &str = r"
+if redis.call('ZREM', P .. 'staging', ARGV[3] .. ':' .. ARGV[4]) == 0 then return 0 end
+redis.call('ZADD', P .. 'staging', ARGV[6], ARGV[3] .. ':' .. ARGV[5])
+return 1
 ";
 
 /// Requeues the provider's expired leases, then leases up to `limit` due messages,
@@ -444,11 +458,13 @@ return out
 ";
 
 /// The Lua scripts, each with the prelude; loaded into the server on first use.
+#[derive(Clone)]
 pub(super) struct Scripts {
     pub(super) reserve: Script,
     pub(super) lookup: Script,
     pub(super) stage: Script,
     pub(super) commit: Script,
+    pub(super) extend: Script,
     pub(super) claim: Script,
     pub(super) settle: Script,
     pub(super) control: Script,
@@ -469,6 +485,7 @@ impl Scripts {
             lookup: script(LOOKUP),
             stage: script(STAGE),
             commit: script(COMMIT),
+            extend: script(EXTEND),
             claim: script(CLAIM),
             settle: script(SETTLE),
             control: script(CONTROL),
