@@ -244,6 +244,8 @@ pub enum ProviderKind {
         #[serde(default)]
         secret: Option<Secret>,
     },
+    /// An SMTP server; its keys are in [`crate::provider::SmtpConfig`].
+    Smtp(crate::provider::SmtpConfig),
 }
 
 /// A secret value: never shown by `Debug` or in logs.

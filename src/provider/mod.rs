@@ -4,10 +4,12 @@
 //!   [`Receipt`] or an [`Error`] that says whether trying again can help.
 //! - `log` writes each message to the log (the default, for trying Herald out).
 //! - `webhook` POSTs each message as signed JSON to a URL.
+//! - `smtp` hands each e-mail to a mail server over SMTP.
 //!
 //! Adapters never sleep or retry: the worker decides, from the error's class.
 
 mod log;
+mod smtp;
 mod webhook;
 
 use std::collections::HashMap;
@@ -17,6 +19,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use self::log::LogProvider;
+pub use self::smtp::{SmtpConfig, SmtpProvider};
 pub use self::webhook::WebhookProvider;
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::domain::{BatchId, Channel};
@@ -179,6 +182,9 @@ impl Registry {
                 ProviderKind::Log => Arc::new(LogProvider::new(&config.name)),
                 ProviderKind::Webhook { url, secret } => {
                     Arc::new(WebhookProvider::new(url, secret.clone(), send_timeout).map_err(err)?)
+                }
+                ProviderKind::Smtp(smtp) => {
+                    Arc::new(SmtpProvider::new(smtp, send_timeout).map_err(err)?)
                 }
             };
             let rate = match config.rate_per_sec {
