@@ -177,9 +177,9 @@ impl SmtpProvider {
         format!("{}@{}", message.id, self.from.email.domain())
     }
 
-    /// The message as it goes on the wire. Refuses, naming the field, what would
-    /// let a value break out of its header.
-    fn compose(&self, message: &Message) -> Result<Vec<u8>, Error> {
+    /// The e-mail and its envelope. Refuses, naming the field, what would let a
+    /// value break out of its header.
+    fn compose(&self, message: &Message) -> Result<lettre::Message, Error> {
         let permanent = |reason: String| Error::Permanent { reason };
         for (field, value) in [
             ("to", Some(message.to.as_str())),
@@ -205,7 +205,7 @@ impl SmtpProvider {
         if let Some(unsubscribe) = &self.unsubscribe {
             builder = builder.raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str("List-Unsubscribe"),
-                unsubscribe.header(&to.email.to_string()),
+                unsubscribe.header(to.email.as_ref()),
             ));
             if unsubscribe.one_click {
                 // RFC 8058: mailbox providers may then unsubscribe with one POST.
@@ -215,16 +215,15 @@ impl SmtpProvider {
                 ));
             }
         }
-        // `SinglePart::plain` picks 7bit, quoted-printable or base64, so the message
-        // is ASCII and needs no 8BITMIME from the server.
-        let email = builder
+        // lettre encodes the body as 7bit, quoted-printable or base64, whichever is
+        // shortest, so the message is ASCII and needs no 8BITMIME from the server.
+        builder
             .singlepart(
                 SinglePart::builder()
                     .header(ContentType::TEXT_PLAIN)
                     .body(message.body.clone()),
             )
-            .map_err(|e| permanent(format!("the message cannot be built: {e}")))?;
-        Ok(email.formatted())
+            .map_err(|e| permanent(format!("the message cannot be built: {e}")))
     }
 
     /// One transaction on a pooled connection. The connection is owned by this
@@ -304,12 +303,8 @@ impl SmtpProvider {
 impl Provider for SmtpProvider {
     async fn send(&self, message: &Message) -> Result<Receipt, Error> {
         let email = self.compose(message)?;
-        let envelope = lettre::address::Envelope::new(
-            Some(self.from.email.clone()),
-            vec![mailbox(&message.to).expect("compose parsed it").email],
-        )
-        .expect("an envelope with a recipient is valid");
-        match tokio::time::timeout(self.timeout, self.deliver(&envelope, &email)).await {
+        let bytes = email.formatted();
+        match tokio::time::timeout(self.timeout, self.deliver(email.envelope(), &bytes)).await {
             Ok(Ok(())) => Ok(Receipt {
                 provider_message_id: Some(self.message_id(message)),
             }),
@@ -479,7 +474,15 @@ fn classify(stage: Stage, error: &lettre::transport::smtp::Error) -> Error {
         Stage::Auth => "AUTH",
         Stage::Transaction => "sending",
     };
-    let reason = format!("SMTP {what}: {}", one_line(&error.to_string()));
+    // lettre nests errors of one kind, each saying its kind: keep one of each.
+    let mut parts: Vec<&str> = Vec::new();
+    let full = error.to_string();
+    for part in full.split(": ") {
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+    }
+    let reason = format!("SMTP {what}: {}", one_line(&parts.join(": ")));
     if error.is_client() {
         Error::Permanent { reason }
     } else {

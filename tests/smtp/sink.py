@@ -115,7 +115,7 @@ class Sink:
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "peer_port": session.peer[1],
-            "tls": session.ssl is not None,
+            "tls": server.transport.get_extra_info("ssl_object") is not None,
             "auth_user": session.auth_data.login.decode() if session.authenticated else None,
             "raw": raw.decode("utf-8", "replace"),
             "raw_is_ascii": raw.isascii(),

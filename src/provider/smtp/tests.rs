@@ -138,7 +138,18 @@ fn the_message_is_ascii_mime_with_a_stable_message_id() {
         "reply_to = \"Support <help@shop.example>\"\nlist_unsubscribe = \"https://shop.example/u/{{to}}\"",
     );
     let m = message("\"Wei, Li\" <li@shop.test>", "订单 Bestätigung ✓");
-    let raw = String::from_utf8(p.compose(&m).unwrap()).unwrap();
+    let email = p.compose(&m).unwrap();
+    assert_eq!(
+        email.envelope().from().map(|a| a.to_string()).as_deref(),
+        Some("noreply@shop.example")
+    );
+    assert_eq!(
+        email.envelope().to()[0].to_string(),
+        "li@shop.test",
+        "Reply-To is no recipient"
+    );
+    assert_eq!(email.envelope().to().len(), 1);
+    let raw = String::from_utf8(email.formatted()).unwrap();
     assert!(raw.is_ascii(), "{raw}");
     for expected in [
         "Message-ID: <0190c3a2-7b1e-7cc0-8f00-4d2b1c9e5a10-3@shop.example>\r\n",
@@ -159,7 +170,7 @@ fn the_message_is_ascii_mime_with_a_stable_message_id() {
         p.message_id(&m),
         "0190c3a2-7b1e-7cc0-8f00-4d2b1c9e5a10-3@shop.example"
     );
-    let again = String::from_utf8(p.compose(&m).unwrap()).unwrap();
+    let again = String::from_utf8(p.compose(&m).unwrap().formatted()).unwrap();
     let message_id = |raw: &str| {
         raw.lines()
             .find(|l| l.starts_with("Message-ID:"))
@@ -177,8 +188,8 @@ fn line_breaks_in_the_subject_or_address_are_refused_by_name() {
     let p = provider("");
     let injected = message("li@shop.test", "Hi\r\nBcc: all@shop.test");
     assert_eq!(
-        p.compose(&injected),
-        Err(Error::Permanent {
+        p.compose(&injected).err(),
+        Some(Error::Permanent {
             reason: "subject contains a line break (CR or LF), which could inject mail headers"
                 .into()
         })
