@@ -30,6 +30,7 @@ pub struct SmtpConfig {
     /// Default: 587 for `starttls`, 465 for `tls`, 25 for `none`.
     #[serde(default)]
     pub port: Option<u16>,
+    /// Default `starttls`.
     #[serde(default)]
     pub security: Security,
     /// Log in with AUTH PLAIN or LOGIN; needs `password`.
@@ -82,7 +83,7 @@ pub enum OneOrMany {
     Many(Vec<String>),
 }
 
-/// Connections of the pool.
+/// How many connections a provider keeps open at most, unless `pool_size` says.
 const DEFAULT_POOL_SIZE: usize = 4;
 /// An idle connection older than this is closed rather than reused: servers drop
 /// idle clients after a few minutes (RFC 5321 asks them to wait at least 5).
@@ -94,6 +95,9 @@ const CHECK_IDLE_AFTER: Duration = Duration::from_secs(2);
 /// The placeholder in `list_unsubscribe` for the recipient's address.
 const TO_PLACEHOLDER: &str = "{{to}}";
 
+/// Sends through one SMTP server. Cheap to share: sends on many tasks draw on its
+/// pool of at most `pool_size` connections; it introduces itself (EHLO) with the
+/// machine's host name.
 pub struct SmtpProvider {
     host: String,
     port: u16,
