@@ -254,6 +254,8 @@ pub enum ProviderKind {
         secret: Option<Secret>,
     },
     Twilio(TwilioConfig),
+    /// An SMTP server; its keys are in [`crate::provider::SmtpConfig`].
+    Smtp(crate::provider::SmtpConfig),
 }
 
 /// `kind = "twilio"`: Twilio's Messages API. Requests authenticate with

@@ -6,12 +6,14 @@
 //! - `webhook` POSTs each message as signed JSON to a URL.
 //! - `twilio` sends SMS through Twilio's Messages API.
 //! - `report` is the [`DeliveryReport`] that providers' delivery callbacks parse into.
+//! - `smtp` hands each e-mail to a mail server over SMTP.
 //!
 //! Adapters never sleep or retry: the worker decides, from the error's class.
 
 mod log;
 mod report;
 mod twilio;
+mod smtp;
 mod webhook;
 
 use std::collections::HashMap;
@@ -31,6 +33,7 @@ pub use self::webhook::{
     SIGNATURE_HEADER as WEBHOOK_SIGNATURE_HEADER, WebhookProvider, parse_webhook_receipts,
     verify_webhook_signature,
 };
+pub use self::smtp::{SmtpConfig, SmtpProvider};
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::domain::{BatchId, Channel};
 use crate::queue::ProviderTemplate;
@@ -196,6 +199,9 @@ impl Registry {
                 ProviderKind::Twilio(twilio) => Arc::new(
                     TwilioProvider::new(twilio, &config.channels, send_timeout).map_err(err)?,
                 ),
+                ProviderKind::Smtp(smtp) => {
+                    Arc::new(SmtpProvider::new(smtp, send_timeout).map_err(err)?)
+                }
             };
             let segments = checked_rate(
                 "segments_per_sec",

@@ -9,4 +9,5 @@ mod delivery;
 mod helpers;
 mod preflight;
 mod process;
+mod smtp;
 mod store;
