@@ -244,6 +244,10 @@ pub enum ProviderKind {
         #[serde(default)]
         secret: Option<Secret>,
     },
+    /// Aliyun SMS (Dysmsapi): provider-approved templates.
+    Aliyun(crate::provider::AliyunConfig),
+    /// Tencent Cloud SMS: provider-approved templates.
+    Tencent(crate::provider::TencentConfig),
 }
 
 /// A secret value: never shown by `Debug` or in logs.

@@ -4,10 +4,17 @@
 //!   [`Receipt`] or an [`Error`] that says whether trying again can help.
 //! - `log` writes each message to the log (the default, for trying Herald out).
 //! - `webhook` POSTs each message as signed JSON to a URL.
+//! - `aliyun` and `tencent` send provider-approved SMS templates through Aliyun
+//!   and Tencent Cloud, many numbers per request (`call` holds what they share);
+//!   `receipt` reads their delivery reports.
 //!
 //! Adapters never sleep or retry: the worker decides, from the error's class.
 
+mod aliyun;
+mod call;
 mod log;
+pub mod receipt;
+mod tencent;
 mod webhook;
 
 use std::collections::HashMap;
@@ -16,7 +23,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use self::aliyun::{AliyunConfig, AliyunProvider};
 pub use self::log::LogProvider;
+pub use self::tencent::{TencentConfig, TencentProvider};
 pub use self::webhook::WebhookProvider;
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::domain::{BatchId, Channel};
@@ -67,6 +76,27 @@ pub enum Error {
     /// failing the message, the worker adds the address to the suppression list.
     #[error("{reason}")]
     Undeliverable { reason: String },
+}
+
+/// How a throttle's reason starts: see [`Error::throttled`].
+pub const THROTTLED: &str = "throttled: ";
+
+impl Error {
+    /// A transient error that says the provider is throttling this account (too
+    /// many requests, a quota for the whole account), as opposed to one recipient's
+    /// limit or a failure: sending slower helps. Marked by the reason starting
+    /// with [`THROTTLED`], so the variants stay as they are.
+    pub fn throttled(reason: impl std::fmt::Display, retry_after: Option<Duration>) -> Error {
+        Error::Transient {
+            reason: format!("{THROTTLED}{reason}"),
+            retry_after,
+        }
+    }
+
+    /// Whether this is a throttle made by [`Error::throttled`].
+    pub fn is_throttle(&self) -> bool {
+        matches!(self, Error::Transient { reason, .. } if reason.starts_with(THROTTLED))
+    }
 }
 
 /// A delivery adapter. Implementations must be cheap to share across tasks.
@@ -180,6 +210,14 @@ impl Registry {
                 ProviderKind::Webhook { url, secret } => {
                     Arc::new(WebhookProvider::new(url, secret.clone(), send_timeout).map_err(err)?)
                 }
+                ProviderKind::Aliyun(aliyun) => Arc::new(
+                    AliyunProvider::new(&config.name, aliyun, &config.channels, send_timeout)
+                        .map_err(err)?,
+                ),
+                ProviderKind::Tencent(tencent) => Arc::new(
+                    TencentProvider::new(&config.name, tencent, &config.channels, send_timeout)
+                        .map_err(err)?,
+                ),
             };
             let rate = match config.rate_per_sec {
                 Some(rate) if !(rate > 0.0 && rate.is_finite()) => {
