@@ -99,12 +99,12 @@ impl AliyunProvider {
     }
 
     /// Makes one request and answers for each of its messages.
-    async fn run(
-        &self,
-        request: &Request,
-        prepared: &[Option<Prepared<'_>>],
-    ) -> Outcomes {
-        let get = |i: usize| prepared[i].as_ref().expect("requests hold prepared messages");
+    async fn run(&self, request: &Request, prepared: &[Option<Prepared<'_>>]) -> Outcomes {
+        let get = |i: usize| {
+            prepared[i]
+                .as_ref()
+                .expect("requests hold prepared messages")
+        };
         let indices = request.indices();
         let group: Vec<&Prepared> = indices.iter().map(|&i| get(i)).collect();
         let outcome = match request {
@@ -170,7 +170,10 @@ impl AliyunProvider {
     async fn send_batch_sms(&self, all: &[&Prepared<'_>]) -> Result<Option<String>, Refusal> {
         let json = |values: Vec<&str>| serde_json::to_string(&values).expect("strings serialize");
         let mut params = BTreeMap::from([
-            ("PhoneNumberJson", json(all.iter().map(|p| p.number.as_str()).collect())),
+            (
+                "PhoneNumberJson",
+                json(all.iter().map(|p| p.number.as_str()).collect()),
+            ),
             ("SignNameJson", json(all.iter().map(|p| p.sign).collect())),
             ("TemplateCode", all[0].code.to_string()),
         ]);
@@ -220,10 +223,7 @@ impl AliyunProvider {
 #[async_trait]
 impl Provider for AliyunProvider {
     async fn send(&self, message: &Message) -> Result<Receipt, Error> {
-        self.send_many(std::slice::from_ref(message))
-            .await
-            .pop()
-            .expect("send_many answers once per message")
+        call::send_one(self, message).await
     }
 
     fn batch_limit(&self) -> usize {
@@ -460,7 +460,11 @@ fn canonicalize(params: &BTreeMap<&str, String>) -> String {
 
 /// `METHOD&%2F&` and the percent-encoded canonicalized query string.
 fn string_to_sign(method: &str, canonical: &str) -> String {
-    format!("{method}&{}&{}", percent_encode("/"), percent_encode(canonical))
+    format!(
+        "{method}&{}&{}",
+        percent_encode("/"),
+        percent_encode(canonical)
+    )
 }
 
 /// Base64 of HMAC-SHA1 keyed with the secret and `&`.

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::{Error, Message, Receipt, classify_status, parse_retry_after};
+use super::webhook::describe;
+use super::{Error, Message, Provider, Receipt, classify_status, parse_retry_after};
 use crate::domain::Channel;
 
 /// Requests one `send_many` makes at once when it falls back to one request per
@@ -42,7 +43,10 @@ pub(super) fn sms_only(provider: &str, channels: &[Channel]) -> Result<(), Strin
 pub(super) fn template_code<'a>(message: &'a Message, provider: &str) -> Result<&'a str, Error> {
     if message.channel != Channel::Sms {
         return Err(Error::Permanent {
-            reason: format!("provider `{provider}` sends SMS only, not {}", message.channel),
+            reason: format!(
+                "provider `{provider}` sends SMS only, not {}",
+                message.channel
+            ),
         });
     }
     message
@@ -102,28 +106,44 @@ pub(super) fn group<K: Ord + Clone>(
     items: impl IntoIterator<Item = (K, usize, String)>,
     max: usize,
 ) -> Vec<(K, Vec<usize>)> {
-    let mut by_key: BTreeMap<K, Vec<(Vec<usize>, HashSet<String>)>> = BTreeMap::new();
+    /// A request being filled: its messages and their numbers.
+    #[derive(Default)]
+    struct Filling {
+        indices: Vec<usize>,
+        numbers: HashSet<String>,
+    }
+    let mut by_key: BTreeMap<K, Vec<Filling>> = BTreeMap::new();
     for (key, index, number) in items {
         let requests = by_key.entry(key).or_default();
-        match requests
-            .iter_mut()
-            .find(|(indices, numbers)| indices.len() < max && !numbers.contains(&number))
-        {
-            Some((indices, numbers)) => {
-                indices.push(index);
-                numbers.insert(number);
+        let fits = requests
+            .iter()
+            .position(|r| r.indices.len() < max && !r.numbers.contains(&number));
+        let request = match fits {
+            Some(i) => &mut requests[i],
+            None => {
+                requests.push(Filling::default());
+                requests.last_mut().expect("just pushed")
             }
-            None => requests.push((vec![index], HashSet::from([number]))),
-        }
+        };
+        request.indices.push(index);
+        request.numbers.insert(number);
     }
     by_key
         .into_iter()
-        .flat_map(|(key, requests)| {
-            requests
-                .into_iter()
-                .map(move |(indices, _)| (key.clone(), indices))
-        })
+        .flat_map(|(key, requests)| requests.into_iter().map(move |r| (key.clone(), r.indices)))
         .collect()
+}
+
+/// `send` of a provider whose `send_many` does the work.
+pub(super) async fn send_one<P: Provider>(
+    provider: &P,
+    message: &Message,
+) -> Result<Receipt, Error> {
+    provider
+        .send_many(std::slice::from_ref(message))
+        .await
+        .pop()
+        .expect("send_many answers once per message")
 }
 
 /// The outcome of one request for each of its messages, by message index.
@@ -169,18 +189,9 @@ pub(super) async fn exchange(
     provider: &str,
     request: reqwest::RequestBuilder,
 ) -> Result<Answer, Error> {
-    let failed = |e: reqwest::Error| {
-        let what = if e.is_timeout() {
-            "timed out".to_string()
-        } else if e.is_connect() {
-            "could not connect".to_string()
-        } else {
-            e.to_string()
-        };
-        Error::Transient {
-            reason: format!("{provider} request failed: {what}"),
-            retry_after: None,
-        }
+    let failed = |e: reqwest::Error| Error::Transient {
+        reason: format!("{provider} request failed: {}", describe(&e)),
+        retry_after: None,
     };
     let response = request.send().await.map_err(failed)?;
     let status = response.status().as_u16();
@@ -238,7 +249,7 @@ pub(super) fn china_time_ms(text: &str) -> Option<i64> {
 pub(super) mod harness {
     use std::sync::{Arc, Mutex};
 
-    use super::super::Message;
+    use super::super::{Error, Message};
     use crate::domain::{BatchId, Channel};
     use crate::queue::ProviderTemplate;
 
@@ -263,13 +274,52 @@ pub(super) mod harness {
         }
     }
 
+    /// `count` SMS to distinct mainland numbers, all alike.
+    pub fn alike(count: usize, code: &str, vars: serde_json::Value) -> Vec<Message> {
+        (0..count)
+            .map(|i| sms(&format!("+86138{i:08}"), Some(code), vars.clone()))
+            .collect()
+    }
+
+    /// A transient error as its reason, its hint in seconds and whether it is a
+    /// throttle; anything else fails the test.
+    pub fn transient(error: &Error) -> (&str, Option<u64>, bool) {
+        match error {
+            Error::Transient {
+                reason,
+                retry_after,
+            } => (
+                reason,
+                retry_after.map(|d| d.as_secs()),
+                error.is_throttle(),
+            ),
+            other => panic!("not transient: {other:?}"),
+        }
+    }
+
+    /// The kind of the first `[[providers]]` entry of `toml`, read as Herald reads
+    /// its configuration file. Its secret, `s3cret`, must not show in `Debug`.
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    pub fn configured(toml: &str) -> crate::config::ProviderKind {
+        let mut kind = None;
+        figment::Jail::expect_with(|_| {
+            let config = crate::config::Config::from_toml(toml).expect("a valid configuration");
+            assert!(!format!("{config:?}").contains("s3cret"), "a secret leaked");
+            kind = Some(config.providers[0].kind.clone());
+            Ok(())
+        });
+        kind.expect("the jail ran")
+    }
+
     /// Serves `app` on 127.0.0.1 (a free port) until the test's runtime ends, and
     /// answers its base URL.
     pub async fn serve(app: axum::Router) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a free local port");
-        let addr = listener.local_addr().expect("a bound listener has an address");
+        let addr = listener
+            .local_addr()
+            .expect("a bound listener has an address");
         tokio::spawn(async move { axum::serve(listener, app).await });
         format!("http://{addr}")
     }
@@ -333,7 +383,10 @@ mod tests {
     fn long_messages_are_cut_in_reasons() {
         let long = "x".repeat(500);
         let r = reason("aliyun", "isv.X", &long);
-        assert!(r.starts_with("aliyun isv.X: xxx") && r.ends_with('…'), "{r}");
+        assert!(
+            r.starts_with("aliyun isv.X: xxx") && r.ends_with('…'),
+            "{r}"
+        );
         assert_eq!(reason("tencent", "Code", " "), "tencent Code");
     }
 

@@ -107,12 +107,7 @@ impl TencentProvider {
     }
 
     /// Makes one request for the messages at `indices` and answers for each.
-    async fn run(
-        &self,
-        key: &Key<'_>,
-        indices: &[usize],
-        messages: &[Message],
-    ) -> Outcomes {
+    async fn run(&self, key: &Key<'_>, indices: &[usize], messages: &[Message]) -> Outcomes {
         let numbers: Vec<&str> = indices.iter().map(|&i| messages[i].to.as_str()).collect();
         let request = SendSms {
             phone_number_set: &numbers,
@@ -176,10 +171,7 @@ impl TencentProvider {
 #[async_trait]
 impl Provider for TencentProvider {
     async fn send(&self, message: &Message) -> Result<Receipt, Error> {
-        self.send_many(std::slice::from_ref(message))
-            .await
-            .pop()
-            .expect("send_many answers once per message")
+        call::send_one(self, message).await
     }
 
     fn batch_limit(&self) -> usize {
@@ -316,7 +308,8 @@ fn classify(code: &str, message: &str, now: jiff::Timestamp) -> Error {
             wait(Duration::from_secs(30))
         }
         "LimitExceeded.PhoneNumberOneHourLimit" => wait(Duration::from_secs(3600)),
-        "LimitExceeded.PhoneNumberDailyLimit" | "LimitExceeded.PhoneNumberSameContentDailyLimit" => {
+        "LimitExceeded.PhoneNumberDailyLimit"
+        | "LimitExceeded.PhoneNumberSameContentDailyLimit" => {
             wait(call::until_midnight_in_china(now))
         }
         // Daily quotas of the whole application.
@@ -354,7 +347,10 @@ fn template_params(
         .into_iter()
         .flatten()
         .filter_map(|(name, value)| {
-            let n = name.parse::<usize>().ok().filter(|n| *n > 0 && !name.starts_with('0'))?;
+            let n = name
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0 && !name.starts_with('0'))?;
             Some((n, name, value))
         })
         .collect();
@@ -375,16 +371,10 @@ fn template_params(
     Ok(params)
 }
 
-/// The `Authorization` header of a TC3-HMAC-SHA256 signed `POST /` without a query:
-/// `headers` are the signed headers as sent (name and value, any case and order).
-fn authorization(
-    secret_id: &str,
-    secret_key: &str,
-    service: &str,
-    timestamp: i64,
-    headers: &[(&str, &str)],
-    payload: &[u8],
-) -> String {
+/// The canonical request of a `POST /` without a query, and the names of its signed
+/// headers: `headers` are the signed headers as sent (name and value, any case and
+/// order).
+fn canonical_request(headers: &[(&str, &str)], payload: &[u8]) -> (String, String) {
     let mut signed: Vec<(String, String)> = headers
         .iter()
         .map(|(name, value)| (name.to_ascii_lowercase(), value.trim().to_ascii_lowercase()))
@@ -399,10 +389,23 @@ fn authorization(
         .map(|(name, _)| name.as_str())
         .collect::<Vec<_>>()
         .join(";");
-    let canonical_request = format!(
+    let canonical = format!(
         "POST\n/\n\n{canonical_headers}\n{signed_headers}\n{}",
         hex::encode(Sha256::digest(payload))
     );
+    (canonical, signed_headers)
+}
+
+/// The `Authorization` header of a TC3-HMAC-SHA256 signed `POST /` without a query.
+fn authorization(
+    secret_id: &str,
+    secret_key: &str,
+    service: &str,
+    timestamp: i64,
+    headers: &[(&str, &str)],
+    payload: &[u8],
+) -> String {
+    let (canonical_request, signed_headers) = canonical_request(headers, payload);
     // The date is UTC's, whatever the local time zone.
     let date = jiff::Timestamp::from_second(timestamp)
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH)

@@ -115,7 +115,8 @@ impl Provider for WebhookProvider {
     }
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// What went wrong with a request, in a few words for an error's reason.
+pub(super) fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
