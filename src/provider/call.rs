@@ -177,9 +177,16 @@ pub(super) struct Answer {
 }
 
 impl Answer {
-    /// The error for an answer the provider's own error format did not explain.
+    /// The error for an answer the provider's own error format did not explain: by
+    /// its status, where `429 Too Many Requests` is a throttle.
     pub fn unexplained(&self) -> Error {
-        classify_status(self.status, self.retry_after, &self.body)
+        match classify_status(self.status, self.retry_after, &self.body) {
+            Error::Transient {
+                reason,
+                retry_after,
+            } if self.status == 429 => Error::throttled(reason, retry_after),
+            error => error,
+        }
     }
 }
 
@@ -388,6 +395,19 @@ mod tests {
             "{r}"
         );
         assert_eq!(reason("tencent", "Code", " "), "tencent Code");
+    }
+
+    #[test]
+    fn too_many_requests_without_an_explanation_is_a_throttle() {
+        let answer = |status| Answer {
+            status,
+            retry_after: Some(Duration::from_secs(2)),
+            body: b"slow down".to_vec(),
+        };
+        let e = answer(429).unexplained();
+        assert!(e.is_throttle(), "{e:?}");
+        assert_eq!(e.to_string(), "throttled: HTTP 429: slow down");
+        assert!(!answer(503).unexplained().is_throttle());
     }
 
     #[test]
