@@ -256,6 +256,10 @@ pub enum ProviderKind {
     Twilio(TwilioConfig),
     /// An SMTP server; its keys are in [`crate::provider::SmtpConfig`].
     Smtp(crate::provider::SmtpConfig),
+    /// Aliyun SMS (Dysmsapi): provider-approved templates.
+    Aliyun(crate::provider::AliyunConfig),
+    /// Tencent Cloud SMS: provider-approved templates.
+    Tencent(crate::provider::TencentConfig),
 }
 
 /// `kind = "twilio"`: Twilio's Messages API. Requests authenticate with

@@ -5,15 +5,20 @@
 //! - `log` writes each message to the log (the default, for trying Herald out).
 //! - `webhook` POSTs each message as signed JSON to a URL.
 //! - `twilio` sends SMS through Twilio's Messages API.
-//! - `report` is the [`DeliveryReport`] that providers' delivery callbacks parse into.
 //! - `smtp` hands each e-mail to a mail server over SMTP.
+//! - `aliyun` and `tencent` send provider-approved SMS templates through Aliyun
+//!   and Tencent Cloud, many numbers per request (`call` holds what they share);
+//!   `receipt` reads their delivery reports.
 //!
 //! Adapters never sleep or retry: the worker decides, from the error's class.
 
+mod aliyun;
+mod call;
 mod log;
-mod report;
-mod twilio;
+pub mod receipt;
 mod smtp;
+mod tencent;
+mod twilio;
 mod webhook;
 
 use std::collections::HashMap;
@@ -22,10 +27,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub use self::aliyun::{AliyunConfig, AliyunProvider};
 pub use self::log::LogProvider;
-pub use self::report::DeliveryReport;
+pub use self::receipt::DeliveryReport;
+pub use self::smtp::{SmtpConfig, SmtpProvider};
+pub use self::tencent::{TencentConfig, TencentProvider};
 pub use self::twilio::{
-    SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER, THROTTLED, TwilioProvider,
+    SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER, TwilioProvider,
     code_names_the_recipient as twilio_code_names_the_recipient, parse_twilio_callback,
     verify_twilio_signature,
 };
@@ -33,7 +41,6 @@ pub use self::webhook::{
     SIGNATURE_HEADER as WEBHOOK_SIGNATURE_HEADER, WebhookProvider, parse_webhook_receipts,
     verify_webhook_signature,
 };
-pub use self::smtp::{SmtpConfig, SmtpProvider};
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::domain::{BatchId, Channel};
 use crate::queue::ProviderTemplate;
@@ -83,6 +90,27 @@ pub enum Error {
     /// failing the message, the worker adds the address to the suppression list.
     #[error("{reason}")]
     Undeliverable { reason: String },
+}
+
+/// How a throttle's reason starts: see [`Error::throttled`].
+pub const THROTTLED: &str = "throttled: ";
+
+impl Error {
+    /// A transient error that says the provider is throttling this account (too
+    /// many requests, a quota for the whole account), as opposed to one recipient's
+    /// limit or a failure: sending slower helps. Marked by the reason starting
+    /// with [`THROTTLED`], so the variants stay as they are.
+    pub fn throttled(reason: impl std::fmt::Display, retry_after: Option<Duration>) -> Error {
+        Error::Transient {
+            reason: format!("{THROTTLED}{reason}"),
+            retry_after,
+        }
+    }
+
+    /// Whether this is a throttle made by [`Error::throttled`].
+    pub fn is_throttle(&self) -> bool {
+        matches!(self, Error::Transient { reason, .. } if reason.starts_with(THROTTLED))
+    }
 }
 
 /// A delivery adapter. Implementations must be cheap to share across tasks.
@@ -202,6 +230,14 @@ impl Registry {
                 ProviderKind::Smtp(smtp) => {
                     Arc::new(SmtpProvider::new(smtp, send_timeout).map_err(err)?)
                 }
+                ProviderKind::Aliyun(aliyun) => Arc::new(
+                    AliyunProvider::new(&config.name, aliyun, &config.channels, send_timeout)
+                        .map_err(err)?,
+                ),
+                ProviderKind::Tencent(tencent) => Arc::new(
+                    TencentProvider::new(&config.name, tencent, &config.channels, send_timeout)
+                        .map_err(err)?,
+                ),
             };
             let segments = checked_rate(
                 "segments_per_sec",
@@ -321,8 +357,9 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build an HTTP client: {e}"))
 }
 
-/// Classifies a non-2xx HTTP answer: 408, 429 and 5xx are transient, other
-/// statuses permanent. The reason quotes the start of the answer's body.
+/// Classifies a non-2xx HTTP answer: 429 is a throttle ([`Error::throttled`]), 408
+/// and 5xx are transient, other statuses permanent. The reason quotes the start of
+/// the answer's body.
 pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Error {
     let snippet: String = String::from_utf8_lossy(body).chars().take(200).collect();
     let reason = if snippet.trim().is_empty() {
@@ -330,7 +367,9 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &[u8]) 
     } else {
         format!("HTTP {status}: {}", snippet.trim())
     };
-    if status == 408 || status == 429 || status >= 500 {
+    if status == 429 {
+        Error::throttled(reason, retry_after)
+    } else if status == 408 || status >= 500 {
         Error::Transient {
             reason,
             retry_after,

@@ -510,12 +510,10 @@ fn classify_reply(stage: Stage, code: u16, text: &str) -> Error {
         Stage::Auth => format!("SMTP AUTH refused: {code} {text}"),
         _ => format!("SMTP {code} {text}"),
     };
+    if matches!(code, 421 | 454) {
+        return Error::throttled(reason, None);
+    }
     if (400..500).contains(&code) {
-        let reason = if matches!(code, 421 | 454) {
-            format!("throttled: {reason}")
-        } else {
-            reason
-        };
         return Error::Transient {
             reason,
             retry_after: None,

@@ -25,11 +25,6 @@ use crate::domain::Channel;
 /// The header that carries Twilio's signature of a callback.
 pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
 
-/// How the reason of a [`Error::Transient`] starts when Twilio refused the request
-/// for going too fast (HTTP 429, error 20429), as opposed to any other passing
-/// failure: a caller that slows a provider down on throttling looks for it.
-pub const THROTTLED: &str = "throttled";
-
 const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
 
 /// Sends SMS through one Twilio account, one request a message (Twilio has no
@@ -215,7 +210,7 @@ pub fn code_names_the_recipient(code: &str) -> bool {
 }
 
 /// Classifies a non-2xx answer by Twilio's error code, else by its HTTP status.
-/// Throttling, by code or by status 429, gets a reason starting with [`THROTTLED`].
+/// Throttling, by code or by status 429, is an [`Error::throttled`].
 fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Error {
     let Some(Refusal {
         code: Some(code),
@@ -227,7 +222,7 @@ fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Error {
             Error::Transient {
                 reason,
                 retry_after,
-            } if status == 429 => throttled(reason, retry_after),
+            } if status == 429 => Error::throttled(reason, retry_after),
             error => error,
         };
     };
@@ -236,8 +231,8 @@ fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Error {
         message.as_deref().unwrap_or("no message").trim()
     );
     match class_of(code) {
-        Some(Class::Throttled) => throttled(reason, retry_after),
-        _ if status == 429 => throttled(reason, retry_after),
+        Some(Class::Throttled) => Error::throttled(reason, retry_after),
+        _ if status == 429 => Error::throttled(reason, retry_after),
         Some(Class::Recipient) => Error::Undeliverable { reason },
         Some(Class::Refused) => Error::Permanent { reason },
         None => match classify_status(status, retry_after, b"") {
@@ -247,13 +242,6 @@ fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Error {
             },
             _ => Error::Permanent { reason },
         },
-    }
-}
-
-fn throttled(reason: String, retry_after: Option<Duration>) -> Error {
-    Error::Transient {
-        reason: format!("{THROTTLED}: {reason}"),
-        retry_after,
     }
 }
 

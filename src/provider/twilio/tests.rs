@@ -122,7 +122,7 @@ fn throttling_is_transient_and_marked_however_it_is_said() {
                 reason,
                 retry_after,
             } => {
-                assert!(reason.starts_with(THROTTLED), "{reason}");
+                assert!(reason.starts_with(crate::provider::THROTTLED), "{reason}");
                 assert_eq!(retry_after, wait);
             }
             other => panic!("{other:?}"),
@@ -133,7 +133,7 @@ fn throttling_is_transient_and_marked_however_it_is_said() {
             reason,
             retry_after,
         } => {
-            assert!(!reason.starts_with(THROTTLED), "{reason}");
+            assert!(!reason.starts_with(crate::provider::THROTTLED), "{reason}");
             assert_eq!(retry_after, wait);
         }
         other => panic!("{other:?}"),
