@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, RetryConfig};
 use crate::domain::now_ms;
-use crate::provider::{self, Message, Registry, Route};
+use crate::provider::{self, Message, Receipt, Registry, Route};
 use crate::queue::{Claim, Claimed, Outcome, ProviderTemplate, Queue, Settlement, Suppression};
 use crate::recipient;
 
@@ -223,13 +223,14 @@ impl Pool {
             };
             permits.truncate(claimed.len());
             let idle = claimed.is_empty();
-            for (message, permit) in claimed.into_iter().zip(permits.drain(..)) {
-                sends.spawn(
-                    self.clone()
-                        .send(route.clone(), message, permit, results.clone()),
-                );
+            // One task per message, or per request for providers that take many
+            // messages in one (`batch_limit`).
+            let per_task = route.provider.batch_limit().max(1);
+            let mut claimed = claimed.into_iter().zip(permits).peekable();
+            while claimed.peek().is_some() {
+                let group: Vec<_> = claimed.by_ref().take(per_task).collect();
+                sends.spawn(self.clone().send(route.clone(), group, results.clone()));
             }
-            drop(permits);
             if idle {
                 tokio::select! {
                     () = &mut work => {}
@@ -240,74 +241,134 @@ impl Pool {
         }
     }
 
+    /// Sends a group of claimed messages (one, or up to the provider's
+    /// `batch_limit`) in one attempt each, and hands each outcome to the settler.
     async fn send(
         self,
         route: Route,
-        claimed: Claimed,
-        permit: OwnedSemaphorePermit,
+        group: Vec<(Claimed, OwnedSemaphorePermit)>,
         results: mpsc::UnboundedSender<Done>,
     ) {
-        let attempt = claimed.attempts + 1;
-        let lease = claimed.lease;
-        let template = match &claimed.template_id {
-            Some(id) => {
-                self.inner
-                    .templates
-                    .code(&self.inner.queue, id, &route.name)
-                    .await
-            }
-            None => Ok(None),
-        };
-        let message = Message {
-            id: claimed.id,
-            batch_id: claimed.batch_id,
-            reference: claimed.reference,
-            channel: claimed.channel,
-            to: claimed.to,
-            subject: claimed.subject,
-            body: claimed.body,
-            vars: claimed.vars.as_deref().and_then(parse_vars),
-            template: template.as_ref().ok().cloned().flatten(),
-        };
-        let result = match template {
-            Err(error) => Err(error),
-            Ok(_) => {
-                match tokio::time::timeout(self.inner.send_timeout, route.provider.send(&message))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(provider::Error::Transient {
-                        reason: format!(
-                            "no answer within {} ms",
-                            self.inner.send_timeout.as_millis()
-                        ),
-                        retry_after: None,
-                    }),
+        let mut messages = Vec::with_capacity(group.len());
+        let mut slots = Vec::with_capacity(group.len());
+        for (claimed, permit) in group {
+            let attempt = Attempt {
+                number: claimed.attempts + 1,
+                lease: claimed.lease,
+                permit,
+            };
+            let template = match &claimed.template_id {
+                Some(id) => {
+                    self.inner
+                        .templates
+                        .code(&self.inner.queue, id, &route.name)
+                        .await
+                }
+                None => Ok(None),
+            };
+            let message = Message {
+                id: claimed.id,
+                batch_id: claimed.batch_id,
+                reference: claimed.reference,
+                channel: claimed.channel,
+                to: claimed.to,
+                subject: claimed.subject,
+                body: claimed.body,
+                vars: claimed.vars.as_deref().and_then(parse_vars),
+                template: template.as_ref().ok().cloned().flatten(),
+            };
+            match template {
+                Err(error) => {
+                    self.finish(&route, &message, attempt, Err(error), &results)
+                        .await
+                }
+                Ok(_) => {
+                    messages.push(message);
+                    slots.push(attempt);
                 }
             }
+        }
+        if messages.is_empty() {
+            return;
+        }
+        let timeout = self.inner.send_timeout;
+        let answers = match tokio::time::timeout(timeout, async {
+            match messages.as_slice() {
+                [one] => vec![route.provider.send(one).await],
+                many => route.provider.send_many(many).await,
+            }
+        })
+        .await
+        {
+            Ok(answers) if answers.len() == messages.len() => answers,
+            Ok(answers) => {
+                let error = provider::Error::Transient {
+                    reason: format!(
+                        "the provider answered {} results for {} messages",
+                        answers.len(),
+                        messages.len()
+                    ),
+                    retry_after: None,
+                };
+                messages.iter().map(|_| Err(error.clone())).collect()
+            }
+            Err(_) => {
+                let error = provider::Error::Transient {
+                    reason: format!("no answer within {} ms", timeout.as_millis()),
+                    retry_after: None,
+                };
+                messages.iter().map(|_| Err(error.clone())).collect()
+            }
         };
-        let outcome = match result {
+        for ((message, attempt), answer) in messages.iter().zip(slots).zip(answers) {
+            self.finish(&route, message, attempt, answer, &results)
+                .await;
+        }
+    }
+
+    /// Turns one attempt's answer into the message's outcome (suppressing an
+    /// undeliverable recipient) and hands it to the settler.
+    async fn finish(
+        &self,
+        route: &Route,
+        message: &Message,
+        attempt: Attempt,
+        answer: Result<Receipt, provider::Error>,
+        results: &mpsc::UnboundedSender<Done>,
+    ) {
+        let outcome = match answer {
             Ok(receipt) => Outcome::Sent {
                 provider_message_id: receipt.provider_message_id,
             },
             Err(error) => {
                 if let provider::Error::Undeliverable { reason } = &error {
-                    self.suppress(&route, &message, reason).await;
+                    self.suppress(route, message, reason).await;
                 }
-                let outcome = self.inner.policy.outcome(attempt, &error, now_ms());
+                let outcome = self.inner.policy.outcome(attempt.number, &error, now_ms());
                 let verdict = if matches!(outcome, Outcome::Failed { .. }) {
                     "failed"
                 } else {
                     "will retry"
                 };
-                tracing::warn!(provider = %route.name, id = %message.id, attempt, error = %error, verdict, "send failed");
+                tracing::warn!(provider = %route.name, id = %message.id, attempt = attempt.number, error = %error, verdict, "send failed");
                 outcome
             }
         };
+        let settlement = Settlement {
+            lease: attempt.lease,
+            outcome,
+        };
         // The settler outlives every send it can receive from; if it is gone the
         // process is past its grace period and the lease brings the message back.
-        let _ = results.send((Settlement { lease, outcome }, permit));
+        let _ = results.send((settlement, attempt.permit));
     }
+}
+
+/// One claimed message's attempt: its number, its lease, and its in-flight slot.
+struct Attempt {
+    number: u32,
+    lease: crate::queue::Lease,
+    permit: OwnedSemaphorePermit,
 }
 
 impl Pool {

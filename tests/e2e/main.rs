@@ -11,3 +11,4 @@ mod preflight;
 mod process;
 mod smtp;
 mod store;
+mod template_sms;
