@@ -5,6 +5,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use futures_util::{Stream, StreamExt};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -12,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{BatchId, Channel, now_ms};
 use crate::provider::{Registry, Route};
-use crate::queue::{self, Accepted, Idempotency, NewBatch, NewMessage, Queue};
+use crate::queue::{self, Accepted, Begun, Idempotency, NewBatch, NewMessage, Queue};
 use crate::ratelimit::Limits;
 use crate::recipient::{self, Rules};
 use crate::sms::{self, Encoding, Segments};
@@ -361,49 +362,101 @@ impl Intake {
         body: Body,
         recipients: Vec<RecipientSpec>,
     ) -> Result<Submitted, Error> {
-        let started = std::time::Instant::now();
-        let draft = self.prepare(&envelope, body, recipients)?;
-        let channel = draft.channel;
-        let suppressed = self.queue.suppressed(channel, &draft.keys).await?;
-        let recent = match (envelope.reject_recent_duplicates, self.recent_window) {
-            (false, _) => HashSet::new(),
-            (true, None) => {
-                return Err(invalid(
-                    "reject_recent_duplicates",
-                    "needs recipients.recent_window_secs set to how far back to look",
-                ));
-            }
-            (true, Some(window)) => {
-                let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-                self.queue
-                    .recently_sent(channel, draft.fingerprints.clone(), since)
-                    .await?
-            }
-        };
-        let (batch, remember) = draft.finish(&envelope, &suppressed, &recent)?;
-        let prepared = started.elapsed();
-        let report = batch.report.clone();
-        if envelope.dry_run {
-            return Ok(Submitted {
-                report,
-                replayed: false,
-            });
+        let mut intaking = self.plan(&envelope, body)?;
+        if recipients.is_empty() {
+            return Err(invalid("recipients", "must list at least one recipient"));
         }
+        self.store_whole(&envelope, &mut intaking, recipients).await
+    }
+
+    /// Checks, renders and stores a batch whose recipients arrive in `chunks`, in
+    /// order, holding one chunk at a time: a batch of a single chunk is stored
+    /// whole; a bigger one is staged chunk by chunk and committed at the end, so
+    /// memory does not grow with the batch (beyond 20 bytes a recipient to find
+    /// duplicates). A chunk that fails (bad input, the store) discards what was
+    /// staged: nothing of the batch is stored.
+    pub async fn submit_chunks<S>(
+        &self,
+        envelope: Envelope<'_>,
+        body: Body,
+        mut chunks: S,
+    ) -> Result<Submitted, Error>
+    where
+        S: Stream<Item = Result<Vec<RecipientSpec>, Error>> + Send + Unpin,
+    {
+        let mut intaking = self.plan(&envelope, body)?;
+        let first = chunks.next().await.transpose()?.unwrap_or_default();
+        if first.is_empty() {
+            return Err(invalid("recipients", "must list at least one recipient"));
+        }
+        let Some(second) = chunks.next().await.transpose()? else {
+            return self.store_whole(&envelope, &mut intaking, first).await;
+        };
+        let id = BatchId::new();
+        let mut staging = None;
+        if !envelope.dry_run {
+            match self.queue.begin(intaking.batch(id, &envelope, Vec::new())).await? {
+                Begun::Staging(s) => staging = Some(s),
+                Begun::Answered(accepted) => return Ok(answered(accepted, Value::Null)),
+            }
+        }
+        let staged = async {
+            let mut chunk = Some(first);
+            let mut next = Some(second);
+            while let Some(recipients) = chunk.take() {
+                let messages = intaking.take(self, &envelope, recipients).await?;
+                if let Some(staging) = &mut staging {
+                    staging.add(messages).await?;
+                }
+                chunk = match next.take() {
+                    Some(later) => Some(later),
+                    None => chunks.next().await.transpose()?,
+                };
+            }
+            intaking.report((!envelope.dry_run).then_some(id))
+        }
+        .await;
+        let (report, staging) = match (staged, staging) {
+            (Ok(report), staging) => (report, staging),
+            (Err(e), Some(staging)) => {
+                staging.discard().await;
+                return Err(e);
+            }
+            (Err(e), None) => return Err(e),
+        };
+        let Some(staging) = staging else {
+            return Ok(answered(Accepted::New(id), report));
+        };
+        let accepted = staging.commit(report.clone(), intaking.span()).await?;
+        if matches!(accepted, Accepted::New(_)) {
+            self.remember(envelope.channel, std::mem::take(&mut intaking.remember));
+        }
+        Ok(answered(accepted, report))
+    }
+
+    /// Checks `recipients` (all of them) and stores them in one transaction.
+    async fn store_whole(
+        &self,
+        envelope: &Envelope<'_>,
+        intaking: &mut Intaking,
+        recipients: Vec<RecipientSpec>,
+    ) -> Result<Submitted, Error> {
+        let started = std::time::Instant::now();
+        let messages = intaking.take(self, envelope, recipients).await?;
+        let id = BatchId::new();
+        let report = intaking.report((!envelope.dry_run).then_some(id))?;
+        let prepared = started.elapsed();
+        if envelope.dry_run {
+            return Ok(answered(Accepted::New(id), report));
+        }
+        let mut batch = intaking.batch(id, envelope, messages);
+        batch.report = report.clone();
         let accepted = self.queue.accept(batch).await?;
         tracing::debug!(?prepared, stored = ?(started.elapsed() - prepared), "batch submitted");
-        match accepted {
-            Accepted::New(_) => {
-                self.remember(channel, remember);
-                Ok(Submitted {
-                    report,
-                    replayed: false,
-                })
-            }
-            Accepted::Replayed { report, .. } => Ok(Submitted {
-                report,
-                replayed: true,
-            }),
+        if matches!(accepted, Accepted::New(_)) {
+            self.remember(envelope.channel, std::mem::take(&mut intaking.remember));
         }
+        Ok(answered(accepted, report))
     }
 
     /// Records what a stored batch sends, for later batches' `recent_duplicate`
@@ -430,25 +483,14 @@ impl Intake {
         });
     }
 
-    fn prepare(
-        &self,
-        envelope: &Envelope<'_>,
-        body: Body,
-        recipients: Vec<RecipientSpec>,
-    ) -> Result<Draft, Error> {
+    /// Checks a batch's options and template, before any recipient.
+    fn plan(&self, envelope: &Envelope<'_>, body: Body) -> Result<Intaking, Error> {
         let channel = envelope.channel;
-        if recipients.is_empty() {
-            return Err(invalid("recipients", "must list at least one recipient"));
-        }
-        if recipients.len() > self.max_recipients {
-            return Err(Error::TooLarge {
-                field: "recipients".into(),
-                message: format!(
-                    "has {} recipients, the limit is {} per batch: split the batch",
-                    recipients.len(),
-                    self.max_recipients
-                ),
-            });
+        if envelope.reject_recent_duplicates && self.recent_window.is_none() {
+            return Err(invalid(
+                "reject_recent_duplicates",
+                "needs recipients.recent_window_secs set to how far back to look",
+            ));
         }
         let route = self
             .registry
@@ -497,25 +539,111 @@ impl Intake {
             }
             Body::Literal(text) => Renderer::Literal(text),
         };
+        Ok(Intaking {
+            channel,
+            template_id,
+            route: route.clone(),
+            priority,
+            send_at_ms,
+            renderer,
+            max_recipients: self.max_recipients,
+            seen: 0,
+            first: HashMap::new(),
+            rejected: Vec::new(),
+            accepted: 0,
+            last_index: None,
+            sms: (channel == Channel::Sms).then(SmsSummary::default),
+            remember: Vec::new(),
+        })
+    }
+}
 
+/// The answer to a submit from what the store said.
+fn answered(accepted: Accepted, report: Value) -> Submitted {
+    match accepted {
+        Accepted::New(_) => Submitted {
+            report,
+            replayed: false,
+        },
+        Accepted::Replayed { report, .. } => Submitted {
+            report,
+            replayed: true,
+        },
+    }
+}
+
+/// A batch being taken in: its plan, and what its recipients so far add up to.
+struct Intaking {
+    channel: Channel,
+    template_id: Option<String>,
+    route: Route,
+    priority: i32,
+    send_at_ms: i64,
+    renderer: Renderer,
+    max_recipients: usize,
+    /// Recipients taken so far: the next one's index.
+    seen: usize,
+    /// Each recipient key's first index, by a 128-bit hash of the key: later ones
+    /// are duplicates. (A hash, not the key, so a million recipients take 20 MB.)
+    first: HashMap<u128, u32>,
+    rejected: Vec<Rejection>,
+    accepted: usize,
+    last_index: Option<u32>,
+    sms: Option<SmsSummary>,
+    /// Fingerprints of what the accepted messages send, when recent sends are
+    /// remembered.
+    remember: Vec<String>,
+}
+
+/// A 128-bit hash of a recipient key, for finding duplicates.
+fn key_hash(key: &str) -> u128 {
+    use std::hash::{BuildHasher, Hasher};
+    static SEEDS: std::sync::LazyLock<(std::hash::RandomState, std::hash::RandomState)> =
+        std::sync::LazyLock::new(|| (std::hash::RandomState::new(), std::hash::RandomState::new()));
+    let half = |state: &std::hash::RandomState| {
+        let mut h = state.build_hasher();
+        h.write(key.as_bytes());
+        h.finish()
+    };
+    (u128::from(half(&SEEDS.0)) << 64) | u128::from(half(&SEEDS.1))
+}
+
+impl Intaking {
+    /// Checks and renders the next `recipients`, rejects duplicates (of these and
+    /// all before), suppressed addresses and recent duplicates, measures the rest
+    /// and answers them as messages to store.
+    async fn take(
+        &mut self,
+        intake: &Intake,
+        envelope: &Envelope<'_>,
+        recipients: Vec<RecipientSpec>,
+    ) -> Result<Vec<NewMessage>, Error> {
+        let offset = self.seen;
+        self.seen += recipients.len();
+        if self.seen > self.max_recipients {
+            return Err(Error::TooLarge {
+                field: "recipients".into(),
+                message: format!(
+                    "has more than {} recipients, the limit per batch: split the batch",
+                    self.max_recipients
+                ),
+            });
+        }
         let mut messages = Vec::with_capacity(recipients.len());
         let mut keys = Vec::with_capacity(recipients.len());
+        let checked = check_all(&self.renderer, self.channel, &intake.rules, recipients);
         let mut rejected = Vec::new();
-        // Each normalized address's first index: later ones are duplicates.
-        let mut first: HashMap<String, usize> = HashMap::with_capacity(recipients.len());
-        for (index, checked) in check_all(&renderer, channel, &self.rules, recipients)
-            .into_iter()
-            .enumerate()
-        {
-            let checked = checked.and_then(|c| match first.entry(c.key.clone()) {
+        for (index, checked) in (offset..).zip(checked) {
+            let index32 = u32::try_from(index).expect("max_recipients keeps indices small");
+            let checked = checked.and_then(|c| match self.first.entry(key_hash(&c.key)) {
                 Entry::Vacant(slot) => {
-                    slot.insert(index);
+                    slot.insert(index32);
                     Ok(c)
                 }
                 Entry::Occupied(seen) => Err(Rejection {
                     index,
                     detail: format!("`{}` is also recipient {}", c.to, seen.get()),
-                    first_index: Some(*seen.get()),
+                    first_index: Some(*seen.get() as usize),
                     to: c.to,
                     reason: "duplicate".into(),
                     variable: None,
@@ -525,13 +653,13 @@ impl Intake {
                 Ok(c) => {
                     keys.push(c.key);
                     messages.push(NewMessage {
-                        index: u32::try_from(index).expect("max_recipients keeps indices small"),
-                        provider: route.name.clone(),
+                        index: index32,
+                        provider: self.route.name.clone(),
                         to: c.to,
                         reference: c.reference,
                         subject: c.subject,
                         body: c.body,
-                        // Measured with the rest of the pre-flight, once suppressions are out.
+                        // Measured below, once suppressions are out.
                         segments: 1,
                         vars: c.vars,
                     });
@@ -539,7 +667,7 @@ impl Intake {
                 Err(r) => rejected.push(Rejection { index, ..r }),
             }
         }
-        let fingerprints = if self.recent_window.is_some() {
+        let fingerprints: Vec<String> = if intake.recent_window.is_some() {
             messages
                 .iter()
                 .zip(&keys)
@@ -548,33 +676,92 @@ impl Intake {
         } else {
             Vec::new()
         };
-        Ok(Draft {
-            channel,
-            template_id,
-            route: route.clone(),
-            priority,
-            send_at_ms,
-            messages,
-            keys,
-            fingerprints,
-            rejected,
-        })
+        let suppressed = intake.queue.suppressed(self.channel, &keys).await?;
+        let recent = match intake.recent_window {
+            Some(window) if envelope.reject_recent_duplicates => {
+                let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+                intake
+                    .queue
+                    .recently_sent(self.channel, fingerprints.clone(), since)
+                    .await?
+            }
+            _ => HashSet::new(),
+        };
+        let mut kept = Vec::with_capacity(messages.len());
+        let mut fingerprints = fingerprints.into_iter();
+        for (mut message, key) in messages.into_iter().zip(keys) {
+            let fingerprint = fingerprints.next();
+            let refusal = if suppressed.contains(&key) {
+                Some((
+                    "suppressed",
+                    format!("`{key}` is on the {} suppression list", self.channel),
+                ))
+            } else if fingerprint.as_ref().is_some_and(|f| recent.contains(f)) {
+                Some((
+                    "recent_duplicate",
+                    format!("`{key}` was sent the same message within the last window"),
+                ))
+            } else {
+                None
+            };
+            if let Some((reason, detail)) = refusal {
+                rejected.push(Rejection {
+                    index: message.index as usize,
+                    detail,
+                    to: message.to,
+                    reason: reason.into(),
+                    variable: None,
+                    first_index: None,
+                });
+                continue;
+            }
+            if let Some(summary) = &mut self.sms {
+                let measured = sms::measure(&message.body);
+                message.segments = u32::try_from(measured.segments).unwrap_or(u32::MAX);
+                summary.add(measured);
+            }
+            self.remember.extend(fingerprint);
+            self.last_index = Some(message.index);
+            kept.push(message);
+        }
+        rejected.sort_unstable_by_key(|r| r.index);
+        self.rejected.extend(rejected);
+        self.accepted += kept.len();
+        Ok(kept)
     }
-}
 
-/// A checked batch before the suppression list has had its say.
-struct Draft {
-    channel: Channel,
-    template_id: Option<String>,
-    route: Route,
-    priority: i32,
-    send_at_ms: i64,
-    messages: Vec<NewMessage>,
-    /// Each message's recipient key (see [`recipient::Recipient`]).
-    keys: Vec<String>,
-    /// Each message's [`fingerprint`], when recent sends are remembered; else empty.
-    fingerprints: Vec<String>,
-    rejected: Vec<Rejection>,
+    /// One more than the highest index of an accepted message.
+    fn span(&self) -> u32 {
+        self.last_index.map_or(0, |i| i + 1)
+    }
+
+    /// The report of everything taken, as JSON; an error when nothing was accepted.
+    fn report(&mut self, id: Option<BatchId>) -> Result<Value, Error> {
+        let rejected = std::mem::take(&mut self.rejected);
+        if self.accepted == 0 {
+            return Err(Error::NoneAccepted(rejected));
+        }
+        let report = Report::new(id, &self.route, self.accepted, self.sms.clone(), rejected);
+        Ok(serde_json::to_value(&report).expect("a report always serializes"))
+    }
+
+    /// The batch to store, with `messages` (none when they are staged).
+    fn batch(&self, id: BatchId, envelope: &Envelope<'_>, messages: Vec<NewMessage>) -> NewBatch {
+        NewBatch {
+            id,
+            channel: self.channel,
+            source: envelope.source.to_string(),
+            priority: self.priority,
+            send_at_ms: self.send_at_ms,
+            idempotency: envelope.idempotency.map(|(key, request)| Idempotency {
+                key: key.to_string(),
+                request_hash: hex::encode(Sha256::digest(request)),
+            }),
+            report: Value::Null,
+            template_id: self.template_id.clone(),
+            messages,
+        }
+    }
 }
 
 /// Who got what: the recipient key, subject and body, hashed (128 bits of SHA-256).
@@ -585,88 +772,6 @@ fn fingerprint(key: &str, message: &NewMessage) -> String {
         hash.update([0]);
     }
     hex::encode(&hash.finalize()[..16])
-}
-
-impl Draft {
-    /// Drops the messages to `suppressed` recipients, measures the rest and writes
-    /// the report.
-    fn finish(
-        mut self,
-        envelope: &Envelope<'_>,
-        suppressed: &HashSet<String>,
-        recent: &HashSet<String>,
-    ) -> Result<(NewBatch, Vec<String>), Error> {
-        let mut remember = Vec::with_capacity(self.fingerprints.len());
-        if !suppressed.is_empty() || !recent.is_empty() {
-            let mut kept = Vec::with_capacity(self.messages.len());
-            let mut fingerprints = self.fingerprints.iter();
-            for (message, key) in self.messages.into_iter().zip(&self.keys) {
-                let fingerprint = fingerprints.next();
-                let (reason, detail) = if suppressed.contains(key) {
-                    (
-                        "suppressed",
-                        format!("`{key}` is on the {} suppression list", self.channel),
-                    )
-                } else if fingerprint.is_some_and(|f| recent.contains(f)) {
-                    (
-                        "recent_duplicate",
-                        format!("`{key}` was sent the same message within the last window"),
-                    )
-                } else {
-                    remember.extend(fingerprint.cloned());
-                    kept.push(message);
-                    continue;
-                };
-                self.rejected.push(Rejection {
-                    index: message.index as usize,
-                    detail,
-                    to: message.to,
-                    reason: reason.into(),
-                    variable: None,
-                    first_index: None,
-                });
-            }
-            self.messages = kept;
-            self.rejected.sort_unstable_by_key(|r| r.index);
-        } else {
-            remember = std::mem::take(&mut self.fingerprints);
-        }
-        if self.messages.is_empty() {
-            return Err(Error::NoneAccepted(self.rejected));
-        }
-        let sms = (self.channel == Channel::Sms).then(|| {
-            let mut summary = SmsSummary::default();
-            for m in &mut self.messages {
-                let measured = sms::measure(&m.body);
-                m.segments = u32::try_from(measured.segments).unwrap_or(u32::MAX);
-                summary.add(measured);
-            }
-            summary
-        });
-        let id = BatchId::new();
-        let report = Report::new(
-            (!envelope.dry_run).then_some(id),
-            &self.route,
-            self.messages.len(),
-            sms,
-            self.rejected,
-        );
-        let batch = NewBatch {
-            id,
-            channel: self.channel,
-            source: envelope.source.to_string(),
-            priority: self.priority,
-            send_at_ms: self.send_at_ms,
-            idempotency: envelope.idempotency.map(|(key, request)| Idempotency {
-                key: key.to_string(),
-                request_hash: hex::encode(Sha256::digest(request)),
-            }),
-            report: serde_json::to_value(&report).expect("a report always serializes"),
-            template_id: self.template_id,
-            messages: self.messages,
-        };
-        Ok((batch, remember))
-    }
 }
 
 enum Renderer {
