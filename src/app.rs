@@ -99,6 +99,7 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
             config.recipients.recent_window(),
         ),
         queue: queue.clone(),
+        max_body_bytes: config.limits.max_body_bytes,
     };
     let router = api::router(state, config.limits.max_body_bytes);
     let workers = match role {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::api::BatchView;
 use crate::csv_input;
@@ -142,14 +142,8 @@ fn parse_csv(text: &[u8], name: &str) -> anyhow::Result<CsvRecipients> {
         .headers()
         .map_err(|e| anyhow::anyhow!("{name} line 1: {}", describe_csv_error(&e)))?
         .clone();
-    let column = |wanted: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(wanted));
-    let Some(to_col) = column("to") else {
-        bail!(
-            "{name} line 1: the header row has no `to` column (found: {})",
-            headers.iter().collect::<Vec<_>>().join(", ")
-        );
-    };
-    let ref_col = column("ref");
+    let columns = csv_input::RecipientColumns::from_header(&headers)
+        .map_err(|e| anyhow::anyhow!("{name} line 1: {e}"))?;
     let mut out = CsvRecipients {
         recipients: Vec::new(),
         lines: Vec::new(),
@@ -163,32 +157,10 @@ fn parse_csv(text: &[u8], name: &str) -> anyhow::Result<CsvRecipients> {
             continue;
         }
         let line = lines.of(&record);
-        if record.len() != headers.len() {
-            bail!(
-                "{name} line {line}: expected {} fields like the header, found {}",
-                headers.len(),
-                record.len()
-            );
-        }
-        let to = record.get(to_col).unwrap_or_default();
-        if to.is_empty() {
-            bail!("{name} line {line}: the `to` column is empty");
-        }
-        let mut vars = Map::new();
-        for (i, (header, value)) in headers.iter().zip(record.iter()).enumerate() {
-            if i != to_col && Some(i) != ref_col {
-                vars.insert(header.to_string(), Value::String(value.to_string()));
-            }
-        }
-        let reference = ref_col
-            .and_then(|i| record.get(i))
-            .filter(|r| !r.is_empty())
-            .map(String::from);
-        out.recipients.push(RecipientSpec {
-            to: to.to_string(),
-            vars,
-            reference,
-        });
+        let recipient = columns
+            .recipient(&record)
+            .map_err(|e| anyhow::anyhow!("{name} line {line}: {e}"))?;
+        out.recipients.push(recipient);
         out.lines.push(line);
     }
     if out.recipients.is_empty() {

@@ -5,29 +5,43 @@
 use std::borrow::Cow;
 use std::io::Read;
 
+use serde_json::{Map, Value};
+
+use crate::intake::RecipientSpec;
+
 /// The text of a CSV file: UTF-8 (a byte-order mark, as Excel writes, is dropped);
 /// or, when it is not UTF-8, GB18030 — the superset of GBK that Excel on Chinese
 /// Windows saves "CSV" in. `label` (`utf-8`, `gbk`, `gb18030`, `big5`, … as the
 /// WHATWG Encoding Standard names them) says which instead of guessing.
 pub fn decode<'a>(bytes: &'a [u8], label: Option<&str>) -> Result<Cow<'a, str>, String> {
+    decode_as(bytes, label.map(encoding).transpose()?)
+}
+
+/// The encoding a WHATWG `label` names.
+pub fn encoding(label: &str) -> Result<&'static encoding_rs::Encoding, String> {
+    encoding_rs::Encoding::for_label_no_replacement(label.as_bytes()).ok_or_else(|| {
+        format!("unknown encoding `{label}`: use utf-8, gbk, gb18030 or another WHATWG label")
+    })
+}
+
+/// [`decode`] with the encoding already looked up.
+pub fn decode_as<'a>(
+    bytes: &'a [u8],
+    encoding: Option<&'static encoding_rs::Encoding>,
+) -> Result<Cow<'a, str>, String> {
     let bytes = without_bom(bytes);
-    let encoding = match label {
-        Some(label) => encoding_rs::Encoding::for_label_no_replacement(label.as_bytes())
-            .ok_or_else(|| {
-                format!(
-                    "unknown encoding `{label}`: use utf-8, gbk, gb18030 or another WHATWG label"
-                )
-            })?,
+    let chosen = match encoding {
+        Some(encoding) => encoding,
         None => match std::str::from_utf8(bytes) {
             Ok(text) => return Ok(Cow::Borrowed(text)),
             Err(_) => encoding_rs::GB18030,
         },
     };
-    encoding
+    chosen
         .decode_without_bom_handling_and_without_replacement(bytes)
-        .ok_or_else(|| match label {
-            Some(_) => format!("the file is not valid {}", encoding.name()),
-            None => "the file is neither UTF-8 nor GB18030/GBK: name its encoding".to_owned(),
+        .ok_or_else(|| match encoding {
+            Some(_) => format!("not valid {}", chosen.name()),
+            None => "neither UTF-8 nor GB18030/GBK: name its encoding".to_owned(),
         })
 }
 
@@ -90,6 +104,68 @@ impl<'a> Lines<'a> {
             self.at = byte;
         }
         self.line
+    }
+}
+
+/// Which columns of a recipient file's header row hold what: `to` (required),
+/// `ref` (optional), and every other column is a template variable of that name.
+#[derive(Debug, Clone)]
+pub struct RecipientColumns {
+    headers: Vec<String>,
+    to: usize,
+    reference: Option<usize>,
+}
+
+impl RecipientColumns {
+    /// Reads the header row; an error says what is missing.
+    pub fn from_header(header: &csv::StringRecord) -> Result<Self, String> {
+        let headers: Vec<String> = header.iter().map(str::to_string).collect();
+        let column = |wanted: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(wanted));
+        let Some(to) = column("to") else {
+            return Err(format!(
+                "the header row has no `to` column (found: {})",
+                headers.join(", ")
+            ));
+        };
+        let reference = column("ref");
+        Ok(RecipientColumns {
+            headers,
+            to,
+            reference,
+        })
+    }
+
+    /// One recipient from a (non-blank) record; an error says what is wrong with it.
+    pub fn recipient(&self, record: &csv::StringRecord) -> Result<RecipientSpec, String> {
+        if record.len() != self.headers.len() {
+            return Err(format!(
+                "expected {} fields like the header, found {}",
+                self.headers.len(),
+                record.len()
+            ));
+        }
+        let to = record.get(self.to).unwrap_or_default();
+        if to.is_empty() {
+            return Err("the `to` column is empty".into());
+        }
+        let vars: Map<String, Value> = self
+            .headers
+            .iter()
+            .zip(record.iter())
+            .enumerate()
+            .filter(|(i, _)| *i != self.to && Some(*i) != self.reference)
+            .map(|(_, (header, value))| (header.clone(), Value::String(value.to_string())))
+            .collect();
+        let reference = self
+            .reference
+            .and_then(|i| record.get(i))
+            .filter(|r| !r.is_empty())
+            .map(String::from);
+        Ok(RecipientSpec {
+            to: to.to_string(),
+            vars,
+            reference,
+        })
     }
 }
 

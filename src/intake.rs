@@ -34,6 +34,8 @@ pub struct BatchRequest {
     pub template: Option<TemplateSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template_id: Option<String>,
+    /// Absent in an upload's options, whose recipients come apart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recipients: Vec<RecipientSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
@@ -282,11 +284,48 @@ impl Intake {
     /// Checks and stores a batch request from the API.
     pub async fn submit_request(
         &self,
-        request: BatchRequest,
+        mut request: BatchRequest,
         source: &str,
         idempotency: Option<(&str, &[u8])>,
         dry_run: bool,
     ) -> Result<Submitted, Error> {
+        let recipients = std::mem::take(&mut request.recipients);
+        let (envelope, body) = self
+            .envelope(&request, source, idempotency, dry_run)
+            .await?;
+        self.submit(envelope, body, recipients).await
+    }
+
+    /// Checks and stores an uploaded batch: its options in `request` (without
+    /// recipients), its recipients from `chunks` (see [`Intake::submit_chunks`]).
+    /// `idempotency` hashes the options, not the recipients, which have not
+    /// arrived yet: a key names the upload.
+    pub async fn submit_upload<S>(
+        &self,
+        request: BatchRequest,
+        source: &str,
+        idempotency: Option<(&str, &[u8])>,
+        dry_run: bool,
+        chunks: S,
+    ) -> Result<Submitted, Error>
+    where
+        S: Stream<Item = Result<Vec<RecipientSpec>, Error>> + Send + Unpin,
+    {
+        let (envelope, body) = self
+            .envelope(&request, source, idempotency, dry_run)
+            .await?;
+        self.submit_chunks(envelope, body, chunks).await
+    }
+
+    /// A request's options and how its messages are made, with its stored template
+    /// read.
+    async fn envelope<'a>(
+        &self,
+        request: &'a BatchRequest,
+        source: &'a str,
+        idempotency: Option<(&'a str, &'a [u8])>,
+        dry_run: bool,
+    ) -> Result<(Envelope<'a>, Body), Error> {
         let envelope = Envelope {
             channel: request.channel,
             provider: request.provider.as_deref(),
@@ -297,7 +336,7 @@ impl Intake {
             dry_run,
             reject_recent_duplicates: request.reject_recent_duplicates,
         };
-        let template = match (request.template, request.template_id) {
+        let template = match (request.template.clone(), &request.template_id) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
                     "template_id",
@@ -312,12 +351,11 @@ impl Intake {
             }
             (Some(inline), None) => inline,
             (None, Some(id)) => self
-                .stored_template(request.channel, &id)
+                .stored_template(request.channel, id)
                 .await?
                 .ok_or_else(|| invalid("template_id", format!("no stored template `{id}`")))?,
         };
-        self.submit(envelope, Body::Template(template), request.recipients)
-            .await
+        Ok((envelope, Body::Template(template)))
     }
 
     /// `raw` as a recipient of `channel`, by the same rules as a batch's recipients.
@@ -395,7 +433,11 @@ impl Intake {
         let id = BatchId::new();
         let mut staging = None;
         if !envelope.dry_run {
-            match self.queue.begin(intaking.batch(id, &envelope, Vec::new())).await? {
+            match self
+                .queue
+                .begin(intaking.batch(id, &envelope, Vec::new()))
+                .await?
+            {
                 Begun::Staging(s) => staging = Some(s),
                 Begun::Answered(accepted) => return Ok(answered(accepted, Value::Null)),
             }

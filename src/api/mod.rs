@@ -10,6 +10,7 @@ mod error;
 mod seed;
 mod suppressions;
 mod templates;
+mod upload;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -36,6 +37,9 @@ const MAX_PAGE: u32 = 1000;
 pub struct AppState {
     pub intake: Intake,
     pub queue: Queue,
+    /// The largest JSON body read whole; uploads stream and are bounded by the
+    /// number of recipients instead.
+    pub max_body_bytes: usize,
 }
 
 /// The whole API. `max_body_bytes` bounds every request body.
@@ -118,6 +122,24 @@ pub(crate) fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, E
     })
 }
 
+/// The media type of the request's content type, in lower case, without parameters.
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get("content-type")?.to_str().ok()?;
+    let media = content_type.split(';').next()?.trim();
+    Some(media.to_ascii_lowercase())
+}
+
+/// The `charset` parameter of the content type, if any.
+pub(crate) fn charset(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get("content-type")?.to_str().ok()?;
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_owned())
+    })
+}
+
 /// Parses JSON, naming the path of the first field that does not fit.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     // The fast parse first; only a failed one is parsed again to find the path.
@@ -179,32 +201,102 @@ struct SubmitParams {
 async fn create_batch(
     State(state): State<AppState>,
     headers: HeaderMap,
-    params: Result<Query<SubmitParams>, axum::extract::rejection::QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    query: axum::extract::RawQuery,
+    body: axum::body::Body,
 ) -> Result<Response, Error> {
-    let Query(params) = params.map_err(|e| Error::Invalid {
-        field: "dry_run".into(),
-        message: format!("{}: use dry_run=true or dry_run=false", e.body_text()),
-    })?;
-    let bytes = body_bytes(body)?;
-    let started = std::time::Instant::now();
-    let request: BatchRequest = parse_json(&bytes)?;
-    tracing::debug!(parsed = ?started.elapsed(), bytes = bytes.len(), "batch request parsed");
+    let query = query.0.unwrap_or_default();
     let key = idempotency_key(&headers)?;
-    let submitted = state
-        .intake
-        .submit_request(
-            request,
-            "api",
-            key.map(|k| (k, bytes.as_ref())),
-            params.dry_run,
-        )
-        .await?;
+    let mut body = Some(body);
+    let mut take_body = || body.take().expect("the body is read once");
+    let upload = match media_type(&headers).as_deref() {
+        Some("application/x-ndjson" | "application/jsonl") => {
+            let dry_run = submit_params(&query)?.dry_run;
+            let mut lines = upload::Lines::new(take_body());
+            let (request, options) = upload::ndjson_options(&mut lines).await?;
+            let chunks: upload::Chunks = Box::pin(upload::ndjson_recipients(lines));
+            Some((
+                request,
+                upload_identity(&headers, &options),
+                dry_run,
+                chunks,
+            ))
+        }
+        Some("text/csv") => {
+            let options: upload::CsvOptions =
+                serde_urlencoded::from_str(&query).map_err(|e| Error::Invalid {
+                    field: "query".into(),
+                    message: format!(
+                        "{e}: a CSV upload takes the batch's options in the query string \
+                         (channel, template or template_id, subject, provider, priority, send_at, \
+                         reject_recent_duplicates, dry_run)"
+                    ),
+                })?;
+            let charset = charset(&headers).map(|c| upload::charset(&c)).transpose()?;
+            let dry_run = options.dry_run;
+            let chunks: upload::Chunks =
+                Box::pin(upload::csv_recipients(upload::Lines::new(take_body()), charset).await?);
+            let identity = upload_identity(&headers, query.as_bytes());
+            Some((options.request(), identity, dry_run, chunks))
+        }
+        _ => None,
+    };
+    let (submitted, dry_run) = match upload {
+        Some((request, identity, dry_run, chunks)) => {
+            let submitted = state
+                .intake
+                .submit_upload(
+                    request,
+                    "api",
+                    key.map(|k| (k, identity.as_slice())),
+                    dry_run,
+                    chunks,
+                )
+                .await?;
+            (submitted, dry_run)
+        }
+        None => {
+            let dry_run = submit_params(&query)?.dry_run;
+            let bytes = axum::body::to_bytes(take_body(), state.max_body_bytes)
+                .await
+                .map_err(|e| Error::TooLarge {
+                    field: None,
+                    message: format!(
+                        "{e}: a JSON body may have {} bytes; upload bigger batches as NDJSON or CSV",
+                        state.max_body_bytes
+                    ),
+                })?;
+            let started = std::time::Instant::now();
+            let request: BatchRequest = parse_json(&bytes)?;
+            tracing::debug!(parsed = ?started.elapsed(), bytes = bytes.len(), "batch request parsed");
+            let submitted = state
+                .intake
+                .submit_request(request, "api", key.map(|k| (k, bytes.as_ref())), dry_run)
+                .await?;
+            (submitted, dry_run)
+        }
+    };
     let report = submitted.report.clone();
-    if params.dry_run {
+    if dry_run {
         return Ok((StatusCode::OK, Json(report)).into_response());
     }
     Ok(accepted_response(submitted, report))
+}
+
+fn submit_params(query: &str) -> Result<SubmitParams, Error> {
+    serde_urlencoded::from_str(query).map_err(|e| Error::Invalid {
+        field: "dry_run".into(),
+        message: format!("{e}: use dry_run=true or dry_run=false"),
+    })
+}
+
+/// What an upload's idempotency key is checked against: its options and its
+/// declared length (its recipients have not arrived when the key is checked).
+fn upload_identity(headers: &HeaderMap, options: &[u8]) -> Vec<u8> {
+    let length = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    [options, b"\n", length.as_bytes()].concat()
 }
 
 /// A batch as the API shows it.

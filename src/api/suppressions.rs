@@ -72,24 +72,6 @@ fn params(params: Result<Query<Params>, QueryRejection>) -> Result<Params, Error
     })
 }
 
-/// The `charset` parameter of the content type, if any.
-fn charset(headers: &HeaderMap) -> Option<String> {
-    let content_type = headers.get("content-type")?.to_str().ok()?;
-    content_type.split(';').skip(1).find_map(|param| {
-        let (name, value) = param.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("charset")
-            .then(|| value.trim().trim_matches('"').to_owned())
-    })
-}
-
-fn is_csv(headers: &HeaderMap) -> bool {
-    headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("text/csv"))
-}
-
 pub(super) async fn add(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -99,30 +81,31 @@ pub(super) async fn add(
     let query = params(query)?;
     let bytes = body_bytes(body)?;
     // (where it was, the address as given, its reason)
-    let (channel, rows): (Channel, Vec<(Place, String, String)>) = if is_csv(&headers) {
-        let channel = query.channel.ok_or_else(|| Error::Invalid {
-            field: "channel".into(),
-            message: "is required for a CSV upload: ?channel=sms or ?channel=email".into(),
-        })?;
-        let reason = query.reason.unwrap_or_else(|| DEFAULT_REASON.into());
-        let text = csv_input::decode(&bytes, charset(&headers).as_deref()).map_err(|message| {
-            Error::Invalid {
-                field: "charset".into(),
-                message,
-            }
-        })?;
-        (channel, csv_rows(text.as_bytes(), &reason)?)
-    } else {
-        let request: AddRequest = parse_json(&bytes)?;
-        let reason = request.reason.unwrap_or_else(|| DEFAULT_REASON.into());
-        let rows = request
-            .addresses
-            .into_iter()
-            .enumerate()
-            .map(|(i, a)| (Place::Index(i), a, reason.clone()))
-            .collect();
-        (request.channel, rows)
-    };
+    let (channel, rows): (Channel, Vec<(Place, String, String)>) =
+        if super::media_type(&headers).as_deref() == Some("text/csv") {
+            let channel = query.channel.ok_or_else(|| Error::Invalid {
+                field: "channel".into(),
+                message: "is required for a CSV upload: ?channel=sms or ?channel=email".into(),
+            })?;
+            let reason = query.reason.unwrap_or_else(|| DEFAULT_REASON.into());
+            let text = csv_input::decode(&bytes, super::charset(&headers).as_deref()).map_err(
+                |message| Error::Invalid {
+                    field: "charset".into(),
+                    message,
+                },
+            )?;
+            (channel, csv_rows(text.as_bytes(), &reason)?)
+        } else {
+            let request: AddRequest = parse_json(&bytes)?;
+            let reason = request.reason.unwrap_or_else(|| DEFAULT_REASON.into());
+            let rows = request
+                .addresses
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| (Place::Index(i), a, reason.clone()))
+                .collect();
+            (request.channel, rows)
+        };
     let mut entries = Vec::with_capacity(rows.len());
     let mut invalid = Vec::new();
     for (place, raw, reason) in rows {

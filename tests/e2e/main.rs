@@ -12,3 +12,4 @@ mod process;
 mod smtp;
 mod store;
 mod template_sms;
+mod upload;

@@ -1,0 +1,324 @@
+//! Batch uploads that stream, for batches too big to send as one JSON document:
+//!
+//! - NDJSON (`content-type: application/x-ndjson`): a first line with the batch's
+//!   options (the JSON of `POST /v1/batches` without `recipients`), then one
+//!   recipient object per line.
+//! - CSV (`content-type: text/csv`, `; charset=gbk` for a GBK file): the options in
+//!   the query string, then a header row (`to`, optional `ref`, one column per
+//!   template variable) and one recipient per line.
+//!
+//! Lines are read as they arrive and handed to the intake in chunks of
+//! [`CHUNK`] recipients, so a million-recipient upload is never in memory whole.
+//! A bad line fails the upload with its line number, and nothing is stored.
+
+use axum::body::{Body, BodyDataStream};
+use futures_util::{Stream, StreamExt};
+use serde::Deserialize;
+
+use super::Error;
+use crate::csv_input::RecipientColumns;
+use crate::domain::Channel;
+use crate::intake::{self, BatchRequest, RecipientSpec, TemplateSpec};
+
+/// An upload's recipients, chunk by chunk.
+pub type Chunks =
+    std::pin::Pin<Box<dyn Stream<Item = Result<Vec<RecipientSpec>, intake::Error>> + Send>>;
+
+/// Recipients handed to the intake at a time.
+pub const CHUNK: usize = 10_000;
+
+/// The longest line an upload may have.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Lines of a streamed body, with their numbers (from 1); a final line without a
+/// newline counts. `\r\n` endings lose their `\r`.
+pub struct Lines {
+    body: BodyDataStream,
+    buffer: Vec<u8>,
+    /// Where the next line starts in `buffer`.
+    start: usize,
+    line: u64,
+    ended: bool,
+}
+
+impl Lines {
+    pub fn new(body: Body) -> Self {
+        Lines {
+            body: body.into_data_stream(),
+            buffer: Vec::new(),
+            start: 0,
+            line: 0,
+            ended: false,
+        }
+    }
+
+    /// The next line and its number; `None` at the end of the body.
+    pub async fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, intake::Error> {
+        loop {
+            if let Some(at) = self.buffer[self.start..].iter().position(|&b| b == b'\n') {
+                let end = self.start + at;
+                let mut line = self.buffer[self.start..end].to_vec();
+                self.start = end + 1;
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                self.line += 1;
+                return Ok(Some((self.line, line)));
+            }
+            if self.buffer.len() - self.start > MAX_LINE_BYTES {
+                return Err(line_error(
+                    self.line + 1,
+                    format!("is longer than {MAX_LINE_BYTES} bytes"),
+                ));
+            }
+            if self.ended {
+                if self.start == self.buffer.len() {
+                    return Ok(None);
+                }
+                let line = self.buffer[self.start..].to_vec();
+                self.start = self.buffer.len();
+                self.line += 1;
+                return Ok(Some((self.line, line)));
+            }
+            // Keep only the unfinished line before reading on.
+            self.buffer.drain(..self.start);
+            self.start = 0;
+            match self.body.next().await {
+                Some(Ok(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Some(Err(e)) => {
+                    return Err(intake::Error::Invalid {
+                        field: "body".into(),
+                        message: format!("the upload broke off: {e}"),
+                    });
+                }
+                None => self.ended = true,
+            }
+        }
+    }
+
+    /// The next line that is not blank.
+    async fn next_filled(&mut self) -> Result<Option<(u64, Vec<u8>)>, intake::Error> {
+        while let Some((number, line)) = self.next().await? {
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Some((number, line)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn line_error(line: u64, message: impl Into<String>) -> intake::Error {
+    intake::Error::Invalid {
+        field: format!("line {line}"),
+        message: message.into(),
+    }
+}
+
+/// How the lines of an upload become recipients.
+trait Parse: Send {
+    /// The recipient a line completes, `None` when the line is part of a record
+    /// that goes on, or what is wrong with it.
+    fn line(&mut self, line: &[u8]) -> Result<Option<RecipientSpec>, String>;
+
+    /// What is wrong with the end of the upload, if anything.
+    fn end(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Recipients parsed from lines, in chunks of [`CHUNK`]; the stream ends after the
+/// first error.
+fn chunks<P: Parse>(
+    lines: Lines,
+    parse: P,
+) -> impl Stream<Item = Result<Vec<RecipientSpec>, intake::Error>> {
+    futures_util::stream::unfold(Some((lines, parse)), |state| async move {
+        let (mut lines, mut parse) = state?;
+        let mut chunk = Vec::new();
+        while chunk.len() < CHUNK {
+            match lines.next_filled().await {
+                Ok(Some((number, line))) => match parse.line(&line) {
+                    Ok(Some(recipient)) => chunk.push(recipient),
+                    Ok(None) => {}
+                    Err(message) => return Some((Err(line_error(number, message)), None)),
+                },
+                Ok(None) => {
+                    if let Err(message) = parse.end() {
+                        return Some((Err(line_error(lines.line, message)), None));
+                    }
+                    return if chunk.is_empty() {
+                        None
+                    } else {
+                        Some((Ok(chunk), None))
+                    };
+                }
+                Err(e) => return Some((Err(e), None)),
+            }
+        }
+        Some((Ok(chunk), Some((lines, parse))))
+    })
+}
+
+/// Reads an NDJSON upload's first line: the batch's options. The rest of `lines`
+/// are its recipients.
+pub async fn ndjson_options(lines: &mut Lines) -> Result<(BatchRequest, Vec<u8>), Error> {
+    let Some((number, line)) = lines.next_filled().await? else {
+        return Err(Error::Invalid {
+            field: "line 1".into(),
+            message: "the upload is empty: the first line holds the batch's options".into(),
+        });
+    };
+    let request: BatchRequest = serde_json::from_slice(&line).map_err(|e| Error::Invalid {
+        field: format!("line {number}"),
+        message: format!("the batch's options: {e}"),
+    })?;
+    if !request.recipients.is_empty() {
+        return Err(Error::Invalid {
+            field: format!("line {number}"),
+            message: "put the recipients on the lines after the options, one per line".into(),
+        });
+    }
+    Ok((request, line))
+}
+
+/// The recipients of an NDJSON upload, after its first line.
+pub fn ndjson_recipients(
+    lines: Lines,
+) -> impl Stream<Item = Result<Vec<RecipientSpec>, intake::Error>> {
+    chunks(lines, Ndjson)
+}
+
+struct Ndjson;
+
+impl Parse for Ndjson {
+    fn line(&mut self, line: &[u8]) -> Result<Option<RecipientSpec>, String> {
+        serde_json::from_slice(line)
+            .map(Some)
+            .map_err(|e| format!("a recipient: {e}"))
+    }
+}
+
+/// A CSV upload's options, from the query string.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvOptions {
+    channel: Channel,
+    /// An inline template's body (and `subject`, for e-mail).
+    #[serde(default)]
+    template: Option<String>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    template_id: Option<String>,
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    priority: Option<i32>,
+    #[serde(default)]
+    send_at: Option<String>,
+    #[serde(default)]
+    reject_recent_duplicates: bool,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+impl CsvOptions {
+    pub fn request(self) -> BatchRequest {
+        BatchRequest {
+            channel: self.channel,
+            template: self.template.map(|body| TemplateSpec {
+                body,
+                subject: self.subject,
+                stored_id: None,
+            }),
+            template_id: self.template_id,
+            recipients: Vec::new(),
+            provider: self.provider,
+            priority: self.priority,
+            send_at: self.send_at,
+            reject_recent_duplicates: self.reject_recent_duplicates,
+        }
+    }
+}
+
+/// One CSV record of a line.
+fn record(text: &str) -> Result<csv::StringRecord, String> {
+    let mut reader = crate::csv_input::loose(text.as_bytes());
+    match reader.records().next() {
+        Some(Ok(record)) => Ok(record),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Ok(csv::StringRecord::new()),
+    }
+}
+
+/// The encoding a `charset` names. Lines are decoded one by one: UTF-8 and
+/// GB18030 never hold a newline byte inside a character.
+pub fn charset(label: &str) -> Result<&'static encoding_rs::Encoding, Error> {
+    crate::csv_input::encoding(label).map_err(|message| Error::Invalid {
+        field: "content-type".into(),
+        message,
+    })
+}
+
+/// Reads a CSV upload's header row and answers its recipients. A quoted field
+/// may run over several lines.
+pub async fn csv_recipients(
+    mut lines: Lines,
+    charset: Option<&'static encoding_rs::Encoding>,
+) -> Result<impl Stream<Item = Result<Vec<RecipientSpec>, intake::Error>>, Error> {
+    let Some((number, header)) = lines.next_filled().await? else {
+        return Err(Error::Invalid {
+            field: "line 1".into(),
+            message: "the upload is empty: it needs a header row and recipients".into(),
+        });
+    };
+    let header = crate::csv_input::decode_as(&header, charset)
+        .and_then(|text| record(&text))
+        .and_then(|record| RecipientColumns::from_header(&record))
+        .map_err(|message| Error::Invalid {
+            field: format!("line {number}"),
+            message,
+        })?;
+    Ok(chunks(
+        lines,
+        Csv {
+            columns: header,
+            charset,
+            open: None,
+        },
+    ))
+}
+
+struct Csv {
+    columns: RecipientColumns,
+    charset: Option<&'static encoding_rs::Encoding>,
+    /// A record whose quoted field is still open (an odd number of quotes so far):
+    /// it goes on on the next line.
+    open: Option<String>,
+}
+
+impl Parse for Csv {
+    fn line(&mut self, line: &[u8]) -> Result<Option<RecipientSpec>, String> {
+        let text = crate::csv_input::decode_as(line, self.charset)?;
+        let text = match self.open.take() {
+            Some(mut open) => {
+                open.push('\n');
+                open.push_str(&text);
+                open
+            }
+            None => text.into_owned(),
+        };
+        if text.matches('"').count() % 2 == 1 {
+            self.open = Some(text);
+            return Ok(None);
+        }
+        self.columns.recipient(&record(&text)?).map(Some)
+    }
+
+    fn end(&mut self) -> Result<(), String> {
+        match self.open {
+            Some(_) => Err("a quoted field is not closed by the end of the upload".into()),
+            None => Ok(()),
+        }
+    }
+}
