@@ -226,7 +226,7 @@ fn server_error(status: reqwest::StatusCode, body: &str) -> String {
 
 async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let csv = read_csv(&args.csv, args.encoding.as_deref())?;
-    let request = BatchRequest {
+    let options = BatchRequest {
         channel: args.channel,
         template: args.template.map(|body| TemplateSpec {
             body,
@@ -234,18 +234,26 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             stored_id: None,
         }),
         template_id: args.template_id,
-        recipients: csv.recipients,
+        recipients: Vec::new(),
         provider: args.provider,
         priority: args.priority,
         send_at: args.send_at,
         reject_recent_duplicates: args.reject_recent_duplicates,
     };
     let url = format!("{}/v1/batches", args.server.server.trim_end_matches('/'));
-    let mut post = client()?.post(&url).json(&request);
+    let bar = upload_bar(csv.recipients.len() as u64);
+    let (digest, body) = ndjson_upload(&options, csv.recipients, bar.clone())?;
+    let mut post = client()?
+        .post(&url)
+        .header("content-type", "application/x-ndjson")
+        .header("content-digest", digest)
+        .body(body);
     if let Some(key) = &args.idempotency_key {
         post = post.header("idempotency-key", key);
     }
-    let (status, body) = exchange(post, &url).await?;
+    let answer = exchange(post, &url).await;
+    bar.finish_and_clear();
+    let (status, body) = answer?;
     let line_of = |index: usize| csv.lines.get(index).copied().unwrap_or(0);
     if !status.is_success() {
         eprintln!(
@@ -270,6 +278,75 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     );
     print_rejections(&args.csv, &report.rejected, line_of);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Recipients sent in one piece of the upload body.
+const UPLOAD_PIECE: usize = 1_000;
+
+/// A progress bar of recipients sent, on standard error when it is a terminal.
+fn upload_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} recipients sent ({per_sec}) {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The batch as an NDJSON upload — the options line, then one recipient per line —
+/// and its `Content-Digest` (which makes an idempotency key stand for these
+/// recipients). The body is made piece by piece as the server reads it, ticking
+/// `bar`; the digest is taken in a first pass over the same pieces.
+fn ndjson_upload(
+    options: &BatchRequest,
+    recipients: Vec<RecipientSpec>,
+    bar: indicatif::ProgressBar,
+) -> anyhow::Result<(String, reqwest::Body)> {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+
+    let mut head = serde_json::to_vec(options).context("encoding the batch's options")?;
+    head.push(b'\n');
+    let mut hash = Sha256::new();
+    hash.update(&head);
+    for piece in recipients.chunks(UPLOAD_PIECE) {
+        hash.update(ndjson_lines(piece));
+    }
+    let digest = format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(hash.finalize())
+    );
+    let mut rest = recipients.into_iter();
+    let pieces = std::iter::from_fn(move || {
+        let piece: Vec<RecipientSpec> = rest.by_ref().take(UPLOAD_PIECE).collect();
+        if piece.is_empty() {
+            bar.set_message("the server is storing the batch…");
+            return None;
+        }
+        bar.inc(piece.len() as u64);
+        Some(Ok::<_, std::io::Error>(ndjson_lines(&piece)))
+    });
+    let body = std::iter::once(Ok(head)).chain(pieces);
+    Ok((
+        digest,
+        reqwest::Body::wrap_stream(futures_util::stream::iter(body)),
+    ))
+}
+
+/// Recipients as NDJSON lines.
+fn ndjson_lines(recipients: &[RecipientSpec]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(recipients.len() * 64);
+    for recipient in recipients {
+        // A recipient of strings and JSON values always encodes.
+        if serde_json::to_writer(&mut bytes, recipient).is_ok() {
+            bytes.push(b'\n');
+        }
+    }
+    bytes
 }
 
 fn print_rejections(

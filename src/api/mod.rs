@@ -206,12 +206,16 @@ async fn create_batch(
 ) -> Result<Response, Error> {
     let query = query.0.unwrap_or_default();
     let key = idempotency_key(&headers)?;
+    let digest = headers
+        .get("content-digest")
+        .map(|v| upload::content_digest(v.to_str().unwrap_or("")))
+        .transpose()?;
     let mut body = Some(body);
     let mut take_body = || body.take().expect("the body is read once");
     let upload = match media_type(&headers).as_deref() {
         Some("application/x-ndjson" | "application/jsonl") => {
             let dry_run = submit_params(&query)?.dry_run;
-            let mut lines = upload::Lines::new(take_body());
+            let mut lines = upload::Lines::new(take_body(), digest.clone());
             let (request, options) = upload::ndjson_options(&mut lines).await?;
             let chunks: upload::Chunks = Box::pin(upload::ndjson_recipients(lines));
             Some((
@@ -233,8 +237,10 @@ async fn create_batch(
                 })?;
             let charset = charset(&headers).map(|c| upload::charset(&c)).transpose()?;
             let dry_run = options.dry_run;
-            let chunks: upload::Chunks =
-                Box::pin(upload::csv_recipients(upload::Lines::new(take_body()), charset).await?);
+            let chunks: upload::Chunks = Box::pin(
+                upload::csv_recipients(upload::Lines::new(take_body(), digest.clone()), charset)
+                    .await?,
+            );
             let identity = upload_identity(&headers, query.as_bytes());
             Some((options.request(), identity, dry_run, chunks))
         }
@@ -290,13 +296,25 @@ fn submit_params(query: &str) -> Result<SubmitParams, Error> {
 }
 
 /// What an upload's idempotency key is checked against: its options and its
-/// declared length (its recipients have not arrived when the key is checked).
+/// declared length and digest (its recipients have not arrived when the key is
+/// checked; the digest, which is checked at the end, stands for them).
 fn upload_identity(headers: &HeaderMap, options: &[u8]) -> Vec<u8> {
-    let length = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    [options, b"\n", length.as_bytes()].concat()
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .as_bytes()
+            .to_vec()
+    };
+    [
+        options,
+        b"\n",
+        &header("content-length"),
+        b"\n",
+        &header("content-digest"),
+    ]
+    .concat()
 }
 
 /// A batch as the API shows it.

@@ -14,6 +14,7 @@
 use axum::body::{Body, BodyDataStream};
 use futures_util::{Stream, StreamExt};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use super::Error;
 use crate::csv_input::RecipientColumns;
@@ -39,16 +40,20 @@ pub struct Lines {
     start: usize,
     line: u64,
     ended: bool,
+    /// The SHA-256 the body must have (its `Content-Digest`), and the hash so far.
+    digest: Option<(Vec<u8>, Sha256)>,
 }
 
 impl Lines {
-    pub fn new(body: Body) -> Self {
+    /// The lines of `body`, which must have the SHA-256 `digest` when one is given.
+    pub fn new(body: Body, digest: Option<Vec<u8>>) -> Self {
         Lines {
             body: body.into_data_stream(),
             buffer: Vec::new(),
             start: 0,
             line: 0,
             ended: false,
+            digest: digest.map(|d| (d, Sha256::new())),
         }
     }
 
@@ -84,14 +89,31 @@ impl Lines {
             self.buffer.drain(..self.start);
             self.start = 0;
             match self.body.next().await {
-                Some(Ok(bytes)) => self.buffer.extend_from_slice(&bytes),
+                Some(Ok(bytes)) => {
+                    if let Some((_, hash)) = &mut self.digest {
+                        hash.update(&bytes);
+                    }
+                    self.buffer.extend_from_slice(&bytes);
+                }
                 Some(Err(e)) => {
                     return Err(intake::Error::Invalid {
                         field: "body".into(),
                         message: format!("the upload broke off: {e}"),
                     });
                 }
-                None => self.ended = true,
+                None => {
+                    self.ended = true;
+                    if let Some((expected, hash)) = self.digest.take()
+                        && hash.finalize().as_slice() != expected.as_slice()
+                    {
+                        return Err(intake::Error::Invalid {
+                            field: "content-digest".into(),
+                            message: "the body's SHA-256 is not the one its Content-Digest \
+                                      declares: it changed or broke off on the way"
+                                .into(),
+                        });
+                    }
+                }
             }
         }
     }
@@ -104,6 +126,27 @@ impl Lines {
             }
         }
         Ok(None)
+    }
+}
+
+/// The SHA-256 a `Content-Digest: sha-256=:<base64>:` header (RFC 9530) declares.
+pub fn content_digest(value: &str) -> Result<Vec<u8>, Error> {
+    use base64::Engine;
+    let invalid = || Error::Invalid {
+        field: "content-digest".into(),
+        message: format!("`{value}` is not `sha-256=:<base64 of the body's SHA-256>:`"),
+    };
+    let encoded = value
+        .split(',')
+        .find_map(|item| item.trim().strip_prefix("sha-256=:")?.strip_suffix(':'))
+        .ok_or_else(invalid)?;
+    let digest = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| invalid())?;
+    if digest.len() == 32 {
+        Ok(digest)
+    } else {
+        Err(invalid())
     }
 }
 

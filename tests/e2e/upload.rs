@@ -203,3 +203,40 @@ async fn csv_upload_errors_name_the_line_or_the_option() {
     assert_eq!(error["field"], "content-type", "{error}");
     assert_eq!(stored(&app), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_does_not_match_its_content_digest_is_refused_and_not_stored() {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+    let app = app().await;
+    let body = ndjson(12_000);
+    let digest = |bytes: &[u8]| {
+        format!(
+            "sha-256=:{}:",
+            base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
+        )
+    };
+    let wrong = digest(b"something else");
+    let (status, _, error) = app
+        .post_raw(
+            "/v1/batches",
+            NDJSON,
+            &[("content-digest", &wrong)],
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["field"], "content-digest", "{error}");
+    assert_eq!(stored(&app), (0, 0));
+
+    let right = digest(body.as_bytes());
+    let (status, _, report) = app
+        .post_raw("/v1/batches", NDJSON, &[("content-digest", &right)], body)
+        .await;
+    assert_eq!(status, 202, "{report}");
+    let (status, _, error) = app
+        .post_raw("/v1/batches", NDJSON, &[("content-digest", "md5=:x:")], "")
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["field"], "content-digest", "{error}");
+}
