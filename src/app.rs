@@ -100,6 +100,7 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         ),
         queue: queue.clone(),
         max_body_bytes: config.limits.max_body_bytes,
+        max_upload_bytes: config.limits.max_upload_bytes,
     };
     let router = api::router(state, config.limits.max_body_bytes);
     let workers = match role {

@@ -144,15 +144,19 @@ impl Default for RetryConfig {
 pub struct Limits {
     /// The most recipients one batch may have.
     pub max_recipients: usize,
-    /// The largest request body the API reads, in bytes.
+    /// The largest request body the API reads into memory, in bytes. A bigger
+    /// batch JSON is spooled to a temporary file and read from there.
     pub max_body_bytes: usize,
+    /// The largest batch upload (JSON, NDJSON or CSV), in bytes.
+    pub max_upload_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_recipients: 100_000,
+            max_recipients: 1_000_000,
             max_body_bytes: 64 * 1024 * 1024,
+            max_upload_bytes: 1024 * 1024 * 1024,
         }
     }
 }

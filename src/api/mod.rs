@@ -37,9 +37,11 @@ const MAX_PAGE: u32 = 1000;
 pub struct AppState {
     pub intake: Intake,
     pub queue: Queue,
-    /// The largest JSON body read whole; uploads stream and are bounded by the
-    /// number of recipients instead.
+    /// The largest JSON body read whole into memory; a bigger one is spooled to
+    /// a temporary file.
     pub max_body_bytes: usize,
+    /// The largest upload of any kind.
+    pub max_upload_bytes: u64,
 }
 
 /// The whole API. `max_body_bytes` bounds every request body.
@@ -212,18 +214,18 @@ async fn create_batch(
         .transpose()?;
     let mut body = Some(body);
     let mut take_body = || body.take().expect("the body is read once");
-    let upload = match media_type(&headers).as_deref() {
+    let (request, identity, dry_run, chunks) = match media_type(&headers).as_deref() {
         Some("application/x-ndjson" | "application/jsonl") => {
             let dry_run = submit_params(&query)?.dry_run;
-            let mut lines = upload::Lines::new(take_body(), digest.clone());
+            let mut lines = upload::Lines::new(take_body(), digest.clone(), state.max_upload_bytes);
             let (request, options) = upload::ndjson_options(&mut lines).await?;
             let chunks: upload::Chunks = Box::pin(upload::ndjson_recipients(lines));
-            Some((
+            (
                 request,
                 upload_identity(&headers, &options),
                 dry_run,
                 chunks,
-            ))
+            )
         }
         Some("text/csv") => {
             let options: upload::CsvOptions =
@@ -238,54 +240,58 @@ async fn create_batch(
             let charset = charset(&headers).map(|c| upload::charset(&c)).transpose()?;
             let dry_run = options.dry_run;
             let chunks: upload::Chunks = Box::pin(
-                upload::csv_recipients(upload::Lines::new(take_body(), digest.clone()), charset)
-                    .await?,
+                upload::csv_recipients(
+                    upload::Lines::new(take_body(), digest.clone(), state.max_upload_bytes),
+                    charset,
+                )
+                .await?,
             );
             let identity = upload_identity(&headers, query.as_bytes());
-            Some((options.request(), identity, dry_run, chunks))
+            (options.request(), identity, dry_run, chunks)
         }
-        _ => None,
-    };
-    let (submitted, dry_run) = match upload {
-        Some((request, identity, dry_run, chunks)) => {
-            let submitted = state
-                .intake
-                .submit_upload(
-                    request,
-                    "api",
-                    key.map(|k| (k, identity.as_slice())),
-                    dry_run,
-                    chunks,
-                )
-                .await?;
-            (submitted, dry_run)
-        }
-        None => {
+        _ => {
             let dry_run = submit_params(&query)?.dry_run;
-            let bytes = axum::body::to_bytes(take_body(), state.max_body_bytes)
-                .await
-                .map_err(|e| Error::TooLarge {
-                    field: None,
-                    message: format!(
-                        "{e}: a JSON body may have {} bytes; upload bigger batches as NDJSON or CSV",
-                        state.max_body_bytes
-                    ),
-                })?;
-            let started = std::time::Instant::now();
-            let request: BatchRequest = parse_json(&bytes)?;
-            tracing::debug!(parsed = ?started.elapsed(), bytes = bytes.len(), "batch request parsed");
-            let submitted = state
-                .intake
-                .submit_request(request, "api", key.map(|k| (k, bytes.as_ref())), dry_run)
-                .await?;
-            (submitted, dry_run)
+            match upload::read_json(take_body(), state.max_body_bytes, state.max_upload_bytes)
+                .await?
+            {
+                upload::JsonBody::Whole(bytes) => {
+                    let started = std::time::Instant::now();
+                    let request: BatchRequest = parse_json(&bytes)?;
+                    tracing::debug!(parsed = ?started.elapsed(), bytes = bytes.len(), "batch request parsed");
+                    let submitted = state
+                        .intake
+                        .submit_request(request, "api", key.map(|k| (k, bytes.as_ref())), dry_run)
+                        .await?;
+                    return Ok(answer(submitted, dry_run));
+                }
+                upload::JsonBody::Spooled(spool) => {
+                    let request = upload::json_options(&spool).await?;
+                    let identity = spool.sha256.clone();
+                    (request, identity, dry_run, upload::json_recipients(spool))
+                }
+            }
         }
     };
+    let submitted = state
+        .intake
+        .submit_upload(
+            request,
+            "api",
+            key.map(|k| (k, identity.as_slice())),
+            dry_run,
+            chunks,
+        )
+        .await?;
+    Ok(answer(submitted, dry_run))
+}
+
+/// `200` with the report for a dry run, else `202`.
+fn answer(submitted: Submitted, dry_run: bool) -> Response {
     let report = submitted.report.clone();
     if dry_run {
-        return Ok((StatusCode::OK, Json(report)).into_response());
+        return (StatusCode::OK, Json(report)).into_response();
     }
-    Ok(accepted_response(submitted, report))
+    accepted_response(submitted, report)
 }
 
 fn submit_params(query: &str) -> Result<SubmitParams, Error> {

@@ -42,11 +42,15 @@ pub struct Lines {
     ended: bool,
     /// The SHA-256 the body must have (its `Content-Digest`), and the hash so far.
     digest: Option<(Vec<u8>, Sha256)>,
+    /// Bytes read, and the most allowed.
+    read: u64,
+    limit: u64,
 }
 
 impl Lines {
-    /// The lines of `body`, which must have the SHA-256 `digest` when one is given.
-    pub fn new(body: Body, digest: Option<Vec<u8>>) -> Self {
+    /// The lines of `body`, of at most `limit` bytes, which must have the SHA-256
+    /// `digest` when one is given.
+    pub fn new(body: Body, digest: Option<Vec<u8>>, limit: u64) -> Self {
         Lines {
             body: body.into_data_stream(),
             buffer: Vec::new(),
@@ -54,6 +58,8 @@ impl Lines {
             line: 0,
             ended: false,
             digest: digest.map(|d| (d, Sha256::new())),
+            read: 0,
+            limit,
         }
     }
 
@@ -90,6 +96,10 @@ impl Lines {
             self.start = 0;
             match self.body.next().await {
                 Some(Ok(bytes)) => {
+                    self.read += bytes.len() as u64;
+                    if self.read > self.limit {
+                        return Err(too_large(self.limit));
+                    }
                     if let Some((_, hash)) = &mut self.digest {
                         hash.update(&bytes);
                     }
@@ -147,6 +157,13 @@ pub fn content_digest(value: &str) -> Result<Vec<u8>, Error> {
         Ok(digest)
     } else {
         Err(invalid())
+    }
+}
+
+fn too_large(limit: u64) -> intake::Error {
+    intake::Error::TooLarge {
+        field: "body".into(),
+        message: format!("an upload may have {limit} bytes (limits.max_upload_bytes)"),
     }
 }
 
@@ -363,5 +380,227 @@ impl Parse for Csv {
             Some(_) => Err("a quoted field is not closed by the end of the upload".into()),
             None => Ok(()),
         }
+    }
+}
+
+/// A batch's JSON body: in memory when it is small, else in a temporary file.
+pub enum JsonBody {
+    Whole(axum::body::Bytes),
+    Spooled(Spool),
+}
+
+/// A body written to a temporary file, removed when this is dropped, and the
+/// SHA-256 of its bytes.
+pub struct Spool {
+    path: std::path::PathBuf,
+    pub sha256: Vec<u8>,
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Reads a JSON body: whole into memory up to `in_memory` bytes; past that into a
+/// temporary file, up to `limit` bytes.
+pub async fn read_json(body: Body, in_memory: usize, limit: u64) -> Result<JsonBody, Error> {
+    use tokio::io::AsyncWriteExt;
+    let mut data = body.into_data_stream();
+    let mut buffer = Vec::new();
+    let mut file: Option<(tokio::fs::File, Spool)> = None;
+    let mut hash = Sha256::new();
+    let mut read = 0u64;
+    let io = |e: std::io::Error| Error::Unavailable(format!("cannot spool the upload: {e}"));
+    while let Some(bytes) = data.next().await {
+        let bytes = bytes.map_err(|e| Error::Malformed {
+            message: format!("the body broke off: {e}"),
+            field: None,
+        })?;
+        read += bytes.len() as u64;
+        if read > limit {
+            return Err(too_large(limit).into());
+        }
+        hash.update(&bytes);
+        match &mut file {
+            Some((file, _)) => file.write_all(&bytes).await.map_err(io)?,
+            None if buffer.len() + bytes.len() <= in_memory => buffer.extend_from_slice(&bytes),
+            None => {
+                let path = std::env::temp_dir()
+                    .join(format!("herald-upload-{}.json", uuid::Uuid::now_v7()));
+                let spool = Spool {
+                    path: path.clone(),
+                    sha256: Vec::new(),
+                };
+                let mut created = tokio::fs::File::create(&path).await.map_err(io)?;
+                created.write_all(&buffer).await.map_err(io)?;
+                created.write_all(&bytes).await.map_err(io)?;
+                buffer = Vec::new();
+                file = Some((created, spool));
+            }
+        }
+    }
+    match file {
+        None => Ok(JsonBody::Whole(buffer.into())),
+        Some((mut written, mut spool)) => {
+            written.flush().await.map_err(io)?;
+            spool.sha256 = hash.finalize().to_vec();
+            Ok(JsonBody::Spooled(spool))
+        }
+    }
+}
+
+/// A spooled batch's options: every field but `recipients`, read in a first pass
+/// (so they may come in any order).
+pub async fn json_options(spool: &Spool) -> Result<BatchRequest, Error> {
+    let path = spool.path.clone();
+    tokio::task::spawn_blocking(move || -> Result<BatchRequest, Error> {
+        let reader = open(&path)?;
+        let mut de = serde_json::Deserializer::from_reader(reader);
+        let options =
+            serde::Deserializer::deserialize_map(&mut de, Options).map_err(|e| malformed(&e))?;
+        super::parse_json(&serde_json::to_vec(&options).unwrap_or_default())
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("reading the upload failed: {e}")))?
+}
+
+fn open(path: &std::path::Path) -> Result<std::io::BufReader<std::fs::File>, Error> {
+    std::fs::File::open(path)
+        .map(|f| std::io::BufReader::with_capacity(256 * 1024, f))
+        .map_err(|e| Error::Unavailable(format!("cannot read the spooled upload: {e}")))
+}
+
+fn malformed(e: &serde_json::Error) -> Error {
+    Error::Malformed {
+        message: e.to_string(),
+        field: None,
+    }
+}
+
+/// Collects the top-level fields other than `recipients`.
+struct Options;
+
+impl<'de> serde::de::Visitor<'de> for Options {
+    type Value = serde_json::Map<String, serde_json::Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a batch object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut options = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "recipients" {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            } else {
+                let value = map.next_value()?;
+                options.insert(key, value);
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// A spooled batch's recipients, read in a second pass on a blocking thread and
+/// handed over in chunks of [`CHUNK`].
+pub fn json_recipients(spool: Spool) -> Chunks {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    tokio::task::spawn_blocking(move || {
+        let recipients = (|| {
+            let reader = open(&spool.path).map_err(|e| intake::Error::Invalid {
+                field: "body".into(),
+                message: format!("{e:?}"),
+            })?;
+            let mut de = serde_json::Deserializer::from_reader(reader);
+            serde::Deserializer::deserialize_map(&mut de, Recipients { tx: &tx }).map_err(|e| {
+                intake::Error::Invalid {
+                    field: "recipients".into(),
+                    message: e.to_string(),
+                }
+            })
+        })();
+        if let Err(e) = recipients {
+            // The first error wins: a failed element already sent its own.
+            let _ = tx.blocking_send(Err(e));
+        }
+        drop(spool);
+    });
+    Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+type ChunkSender = tokio::sync::mpsc::Sender<Result<Vec<RecipientSpec>, intake::Error>>;
+
+/// Finds `recipients` and sends its elements on, chunk by chunk.
+struct Recipients<'a> {
+    tx: &'a ChunkSender,
+}
+
+impl<'de> serde::de::Visitor<'de> for Recipients<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a batch object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "recipients" {
+                map.next_value_seed(Elements { tx: self.tx })?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+struct Elements<'a> {
+    tx: &'a ChunkSender,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Elements<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Elements<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a list of recipients")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        use serde::de::Error as _;
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut index = 0usize;
+        loop {
+            match seq.next_element::<RecipientSpec>() {
+                Ok(Some(recipient)) => chunk.push(recipient),
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = self.tx.blocking_send(Err(intake::Error::Invalid {
+                        field: format!("recipients[{index}]"),
+                        message: e.to_string(),
+                    }));
+                    return Err(A::Error::custom("a recipient is malformed"));
+                }
+            }
+            index += 1;
+            if chunk.len() == CHUNK {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                if self.tx.blocking_send(Ok(full)).is_err() {
+                    return Err(A::Error::custom("the intake stopped reading"));
+                }
+            }
+        }
+        if !chunk.is_empty() && self.tx.blocking_send(Ok(chunk)).is_err() {
+            return Err(A::Error::custom("the intake stopped reading"));
+        }
+        Ok(())
     }
 }

@@ -22,6 +22,7 @@ async fn app_sending_to(server: &ProviderServer) -> TestApp {
         config.recipients.default_region = Some("CN".parse().unwrap());
         config.limits.max_recipients = 30;
         config.limits.max_body_bytes = 16 * 1024;
+        config.limits.max_upload_bytes = 16 * 1024;
     })
     .await
 }
@@ -295,7 +296,7 @@ fn refused_requests() -> Vec<Refused> {
         idempotency_key: None,
         status: 413,
         error: "too_large",
-        field: None,
+        field: Some("body"),
     });
     cases.push(Refused {
         what: "an idempotency key that is too long",

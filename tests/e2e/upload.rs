@@ -3,10 +3,11 @@
 //! number and leaves nothing stored.
 
 use std::fmt::Write;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, wait_for};
 
 const NDJSON: &str = "application/x-ndjson";
 
@@ -239,4 +240,70 @@ async fn a_body_that_does_not_match_its_content_digest_is_refused_and_not_stored
         .await;
     assert_eq!(status, 422, "{error}");
     assert_eq!(error["field"], "content-digest", "{error}");
+}
+
+/// Spooled uploads left in the temporary directory.
+fn spooled() -> usize {
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("herald-upload-")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_batch_bigger_than_memory_allows_is_spooled_and_read_in_chunks() {
+    let app = spawn_app(|config| {
+        config.worker.enabled = false;
+        config.recipients.default_region = Some("CN".parse().unwrap());
+        config.limits.max_body_bytes = 64 * 1024;
+    })
+    .await;
+    let n = 25_001;
+    let recipients: Vec<Value> = (0..n)
+        .map(|i| json!({"to": format!("138{:08}", if i == n - 1 { 0 } else { i }), "vars": {"name": "x"}}))
+        .collect();
+    // The options come after the recipients: the first pass reads them anyway.
+    let body =
+        json!({"recipients": recipients, "channel": "sms", "template": {"body": "Hi {{ name }}"}})
+            .to_string();
+    assert!(body.len() > 1_000_000);
+    let key = [("idempotency-key", "big-json")];
+    let (status, _, report) = app
+        .post_raw("/v1/batches", "application/json", &key, body.clone())
+        .await;
+    assert_eq!(status, 202, "{report}");
+    assert_eq!(report["accepted"], n - 1, "{report}");
+    assert_eq!(report["rejected"][0]["first_index"], 0, "{report}");
+    let (status, headers, again) = app
+        .post_raw("/v1/batches", "application/json", &key, body)
+        .await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(again["batch_id"], report["batch_id"]);
+    assert_eq!(stored(&app), (1, n as i64 - 1));
+
+    let mut broken: Vec<Value> = (0..20_000)
+        .map(|i| json!({"to": format!("139{i:08}")}))
+        .collect();
+    broken[15_000] = json!({"to": "13900000001", "vars": [1]});
+    let body =
+        json!({"channel": "sms", "template": {"body": "x"}, "recipients": broken}).to_string();
+    let (status, _, error) = app
+        .post_raw("/v1/batches", "application/json", &[], body)
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["field"], "recipients[15000]", "{error}");
+    assert_eq!(stored(&app), (1, n as i64 - 1), "nothing of it is stored");
+    // The file goes when its reader, on a blocking thread, is done.
+    wait_for(
+        Duration::from_secs(5),
+        "the spooled bodies to be removed",
+        || async { (spooled() == 0).then_some(()) },
+    )
+    .await;
 }
