@@ -78,6 +78,10 @@ const PREFLIGHT_SIZE: usize = 100_000;
 const PREFLIGHT_SMOKE_SIZE: usize = 2_000;
 /// Pre-flight submits made and thrown away before the timed ones.
 const PREFLIGHT_WARMUP: usize = 1;
+/// Recipients of the streamed uploads whose time and memory are measured.
+const UPLOAD_SIZES: [usize; 2] = [100_000, 1_000_000];
+const UPLOAD_SMOKE_SIZE: usize = 25_000;
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(600);
 /// Numbers put on the suppression list before the pre-flight submits.
 const SUPPRESSED: usize = 1_000;
 /// The pre-flight provider's limit and prices, so the report estimates an ETA and a cost.
@@ -130,6 +134,8 @@ struct Plan {
     /// Timed pre-flight submits, and the recipients in each.
     big_submits: usize,
     preflight_size: usize,
+    /// Recipients of each streamed upload (`BENCH_UPLOADS`, comma-separated).
+    uploads: Vec<usize>,
 }
 
 impl Plan {
@@ -151,6 +157,14 @@ impl Plan {
             submits: env_usize("BENCH_SUBMITS", 15)?,
             big_submits: env_usize("BENCH_BIG_SUBMITS", 5)?,
             preflight_size: PREFLIGHT_SIZE,
+            uploads: match std::env::var("BENCH_UPLOADS") {
+                Ok(list) => list
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| anyhow::anyhow!("BENCH_UPLOADS: {e}"))?,
+                Err(_) => UPLOAD_SIZES.to_vec(),
+            },
         };
         ensure!(
             plan.rounds >= 1 && plan.submits >= 1 && plan.big_submits >= 1,
@@ -184,6 +198,7 @@ fn run(smoke: bool) -> anyhow::Result<()> {
             submits: 1,
             big_submits: 1,
             preflight_size: PREFLIGHT_SMOKE_SIZE,
+            uploads: vec![UPLOAD_SMOKE_SIZE],
         }
     } else {
         Plan::from_env()?
@@ -254,6 +269,20 @@ async fn bench(plan: Plan) -> anyhow::Result<()> {
         median(&big.latencies_ms),
         big.cpu.herald
     );
+    let mut uploads = Vec::with_capacity(plan.uploads.len());
+    for &size in &plan.uploads {
+        let upload = upload_phase(&client, size, &passed, engine)
+            .await
+            .with_context(|| format!("upload of {size} recipients ({engine})"))?;
+        eprintln!(
+            "upload of {} recipients: {:.2} s to the 202; peak RSS {:.1} MB (idle {:.1} MB)",
+            thousands(size as f64),
+            upload.secs,
+            upload.rss_mb,
+            upload.idle_rss_mb
+        );
+        uploads.push(upload);
+    }
     print!(
         "{}",
         report(
@@ -266,7 +295,103 @@ async fn bench(plan: Plan) -> anyhow::Result<()> {
             started.elapsed()
         )
     );
+    print!("{}", upload_report(&uploads));
     Ok(())
+}
+
+/// One streamed upload: how long until its 202, and herald's peak RSS before and
+/// after it.
+struct Upload {
+    size: usize,
+    secs: f64,
+    idle_rss_mb: f64,
+    rss_mb: f64,
+}
+
+/// A herald without workers takes one NDJSON upload of `size` recipients, made
+/// piece by piece as it is sent; the answer must accept every recipient.
+async fn upload_phase(
+    client: &reqwest::Client,
+    size: usize,
+    passed: &[(String, String)],
+    engine: &Engine,
+) -> anyhow::Result<Upload> {
+    let herald = Herald::start(
+        passed,
+        &[
+            ("HERALD_WORKER__ENABLED", "false".into()),
+            ("HERALD_RECIPIENTS__DEFAULT_REGION", "CN".into()),
+            ("HERALD_LIMITS__MAX_RECIPIENTS", size.to_string()),
+        ],
+        engine,
+    )
+    .await?;
+    herald.wait_ready(client).await?;
+    let idle_rss_mb = herald.peak_rss_mb()?;
+    let head = json!({"channel": "sms", "template": {"body": TEMPLATE}}).to_string() + "\n";
+    let pieces = (0..size.div_ceil(10_000)).map(move |piece| {
+        let mut lines = String::with_capacity(10_000 * 80);
+        for i in piece * 10_000..((piece + 1) * 10_000).min(size) {
+            let _ = writeln!(
+                lines,
+                r#"{{"to":"139{i:08}","vars":{{"name":"n{i}","code":"{:04}"}}}}"#,
+                i % 10_000
+            );
+        }
+        Ok::<_, std::io::Error>(lines)
+    });
+    let body = std::iter::once(Ok(head)).chain(pieces);
+    let started = Instant::now();
+    let response = tokio::time::timeout(
+        UPLOAD_TIMEOUT,
+        client
+            .post(format!("{}/v1/batches", herald.url))
+            .header("content-type", "application/x-ndjson")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(body)))
+            .send(),
+    )
+    .await
+    .context("the upload timed out")??;
+    let status = response.status();
+    let answer = response.text().await?;
+    let secs = started.elapsed().as_secs_f64();
+    let report: Value = serde_json::from_str(&answer).unwrap_or(Value::String(answer));
+    ensure!(
+        status == StatusCode::ACCEPTED && report["accepted"] == size,
+        "the upload was answered {status}: {}",
+        shorten(&report)
+    );
+    Ok(Upload {
+        size,
+        secs,
+        idle_rss_mb,
+        rss_mb: herald.peak_rss_mb()?,
+    })
+}
+
+/// The uploads as a markdown table.
+fn upload_report(uploads: &[Upload]) -> String {
+    let mut out = String::new();
+    if uploads.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n| streamed NDJSON upload | to the 202 | recipients / s | herald peak RSS | before it |"
+    );
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
+    for u in uploads {
+        let _ = writeln!(
+            out,
+            "| {} recipients | {:.2} s | {} | {:.1} MB | {:.1} MB |",
+            thousands(u.size as f64),
+            u.secs,
+            thousands((u.size as f64 / u.secs).round()),
+            u.rss_mb,
+            u.idle_rss_mb
+        );
+    }
+    out
 }
 
 /// `{"channel":"sms","template":…,"recipients":[…]}` with [`BATCH_SIZE`] distinct

@@ -590,7 +590,7 @@ impl Intake {
             renderer,
             max_recipients: self.max_recipients,
             seen: 0,
-            first: HashMap::new(),
+            first: FirstSeen::default(),
             rejected: Vec::new(),
             accepted: 0,
             last_index: None,
@@ -625,9 +625,8 @@ struct Intaking {
     max_recipients: usize,
     /// Recipients taken so far: the next one's index.
     seen: usize,
-    /// Each recipient key's first index, by a 128-bit hash of the key: later ones
-    /// are duplicates. (A hash, not the key, so a million recipients take 20 MB.)
-    first: HashMap<u128, u32>,
+    /// Each recipient key's first index: later ones are duplicates.
+    first: FirstSeen,
     rejected: Vec<Rejection>,
     accepted: usize,
     last_index: Option<u32>,
@@ -635,6 +634,43 @@ struct Intaking {
     /// Fingerprints of what the accepted messages send, when recent sends are
     /// remembered.
     remember: Vec<String>,
+}
+
+/// The first index of each recipient key, found by a hash of the key rather than
+/// the key (16 bytes a recipient, so a million take about 32 MB): 64 bits of it
+/// address the map and 32 more must match too; keys whose first 64 bits collide
+/// with another's (about one pair in 10^7 batches of a million) are told apart by
+/// all 128 bits in a side map.
+#[derive(Default)]
+struct FirstSeen {
+    main: HashMap<u64, (u32, u32)>,
+    collided: HashMap<u128, u32>,
+}
+
+impl FirstSeen {
+    /// The index of the first recipient with `key`; `None` when this is the first,
+    /// and `index` is recorded as it.
+    fn first(&mut self, key: &str, index: u32) -> Option<u32> {
+        self.first_of_hash(key_hash(key), index)
+    }
+
+    fn first_of_hash(&mut self, hash: u128, index: u32) -> Option<u32> {
+        let (high, low) = ((hash >> 64) as u64, hash as u32);
+        match self.main.entry(high) {
+            Entry::Vacant(slot) => {
+                slot.insert((low, index));
+                None
+            }
+            Entry::Occupied(seen) if seen.get().0 == low => Some(seen.get().1),
+            Entry::Occupied(_) => match self.collided.entry(hash) {
+                Entry::Vacant(slot) => {
+                    slot.insert(index);
+                    None
+                }
+                Entry::Occupied(seen) => Some(*seen.get()),
+            },
+        }
+    }
 }
 
 /// A 128-bit hash of a recipient key, for finding duplicates.
@@ -677,15 +713,12 @@ impl Intaking {
         let mut rejected = Vec::new();
         for (index, checked) in (offset..).zip(checked) {
             let index32 = u32::try_from(index).expect("max_recipients keeps indices small");
-            let checked = checked.and_then(|c| match self.first.entry(key_hash(&c.key)) {
-                Entry::Vacant(slot) => {
-                    slot.insert(index32);
-                    Ok(c)
-                }
-                Entry::Occupied(seen) => Err(Rejection {
+            let checked = checked.and_then(|c| match self.first.first(&c.key, index32) {
+                None => Ok(c),
+                Some(first) => Err(Rejection {
                     index,
-                    detail: format!("`{}` is also recipient {}", c.to, seen.get()),
-                    first_index: Some(*seen.get() as usize),
+                    detail: format!("`{}` is also recipient {first}", c.to),
+                    first_index: Some(first as usize),
                     to: c.to,
                     reason: "duplicate".into(),
                     variable: None,
@@ -935,6 +968,21 @@ fn check(
 mod tests {
     use super::*;
     use crate::ratelimit::Rate;
+
+    #[test]
+    fn duplicates_are_found_by_hash_and_colliding_hashes_told_apart() {
+        let mut seen = FirstSeen::default();
+        assert_eq!(seen.first("+8613800000000", 0), None);
+        assert_eq!(seen.first("+8613800000001", 1), None);
+        assert_eq!(seen.first("+8613800000000", 2), Some(0));
+        // Two hashes alike in their first 64 bits, different after.
+        let a = (7u128 << 64) | 1;
+        let b = (7u128 << 64) | 2;
+        assert_eq!(seen.first_of_hash(a, 10), None);
+        assert_eq!(seen.first_of_hash(b, 11), None);
+        assert_eq!(seen.first_of_hash(b, 12), Some(11));
+        assert_eq!(seen.first_of_hash(a, 13), Some(10));
+    }
 
     #[test]
     fn the_eta_is_the_slower_of_the_message_and_segment_rates() {

@@ -977,6 +977,9 @@ const STAGING_SPAN: i64 = 1 << 32;
 /// A staged batch not committed within this time is abandoned and swept.
 const STAGING_DEADLINE_MS: i64 = 10 * 60 * 1000;
 
+/// Message ids a committing batch publishes per statement.
+const PUBLISH_SLICE: usize = 10_000;
+
 /// A batch being stored in chunks: its rows exist, in state `staged` under a batch
 /// row whose control is `staging`, invisible to claims and the ledger until
 /// `commit` makes them `pending` in one transaction. Each chunk is a short write
@@ -1069,11 +1072,20 @@ impl StagingEngine for SqliteStaging {
                     params![head.seq, report.to_string(), i64::from(span)],
                 )
                 .map_err(unavailable)?;
-                tx.execute(
-                    "UPDATE messages SET state = 'pending' WHERE id BETWEEN ?1 AND ?2 AND state = 'staged'",
-                    params![head.first_row, head.first_row + i64::from(span) - 1],
-                )
-                .map_err(unavailable)?;
+                // In slices: SQLite keeps each statement's journal in memory
+                // (temp_store), so one statement over a million rows would hold
+                // a hundred megabytes until it ends.
+                let last = head.first_row + i64::from(span) - 1;
+                let mut publish = tx
+                    .prepare_cached(
+                        "UPDATE messages SET state = 'pending' WHERE id BETWEEN ?1 AND ?2 AND state = 'staged'",
+                    )
+                    .map_err(unavailable)?;
+                for from in (head.first_row..=last).step_by(PUBLISH_SLICE) {
+                    let to = (from + PUBLISH_SLICE as i64 - 1).min(last);
+                    publish.execute(params![from, to]).map_err(unavailable)?;
+                }
+                drop(publish);
                 tx.commit().map_err(unavailable)?;
                 Ok(Accepted::New(batch.id))
             })
