@@ -153,6 +153,135 @@ pub fn segment_bucket_key(provider: &str) -> String {
     format!("{provider}#segments")
 }
 
+/// How fast one process sends through a provider that has throttled it (HTTP 429,
+/// `Throttling`, SMTP 421): additive increase, multiplicative decrease. Unthrottled,
+/// a provider gets what its configured limits allow. At a throttle the pace drops
+/// to half the rate the process was sending at (at most once per [`CUT_EVERY_MS`],
+/// and only for sends made since the last cut, as one burst brings many throttles),
+/// then grows by a tenth of that each second without a throttle, and lifts once it is back at the configured
+/// rate (or at four times the rate it was last cut to, without one). So a limit set too
+/// high converges on what the provider takes instead of failing messages.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    /// The configured rate, if any: the pace never exceeds it and lifts at it.
+    ceiling: Option<f64>,
+    /// The paced rate and its growth per second; `None` while unthrottled.
+    paced: Option<(Rate, f64)>,
+    bucket: Option<Bucket>,
+    /// When the pace last changed or grew (ms).
+    at_ms: i64,
+    last_cut_ms: Option<i64>,
+    /// Sends in the current and the previous whole second, for the rate sent at.
+    second: i64,
+    sent: [u32; 2],
+}
+
+/// The shortest time between two cuts of a pace.
+pub const CUT_EVERY_MS: i64 = 1_000;
+
+impl Pace {
+    pub fn new(ceiling: Option<f64>) -> Pace {
+        Pace {
+            ceiling,
+            paced: None,
+            bucket: None,
+            at_ms: 0,
+            last_cut_ms: None,
+            second: 0,
+            sent: [0, 0],
+        }
+    }
+
+    /// The paced rate now, if the provider has throttled this process.
+    pub fn rate(&self) -> Option<f64> {
+        self.paced.map(|(rate, _)| rate.per_sec)
+    }
+
+    /// `n` messages go out now.
+    pub fn sending(&mut self, n: usize, now_ms: i64) {
+        self.roll(now_ms);
+        self.sent[1] = self.sent[1].saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    /// The provider throttled a send made at `sent_ms`: halve the rate sent at. A
+    /// send made before the last cut tells nothing of the pace since.
+    pub fn throttled(&mut self, sent_ms: i64, now_ms: i64) {
+        if self
+            .last_cut_ms
+            .is_some_and(|at| sent_ms < at || now_ms.saturating_sub(at) < CUT_EVERY_MS)
+        {
+            return;
+        }
+        self.roll(now_ms);
+        let sending = match self.paced {
+            Some((rate, _)) => rate.per_sec,
+            // The rate sent at: the busier of this second and the last one.
+            None => f64::from(self.sent[0].max(self.sent[1])).max(1.0),
+        };
+        let per_sec = (sending / 2.0).max(1.0);
+        let rate = Rate::new(per_sec, None);
+        self.paced = Some((rate, per_sec / 10.0));
+        self.bucket = Some(Bucket {
+            tokens: self.bucket.map_or(0.0, |b| b.tokens.min(rate.burst)),
+            at_ms: now_ms,
+        });
+        self.at_ms = now_ms;
+        self.last_cut_ms = Some(now_ms);
+    }
+
+    /// How many of `want` messages may be claimed now (spent at once), or how
+    /// long to wait.
+    pub fn take(&mut self, want: usize, now_ms: i64) -> Result<usize, Duration> {
+        self.grow(now_ms);
+        let Some((rate, _)) = self.paced else {
+            return Ok(want);
+        };
+        let (n, bucket) = rate.take(self.bucket, now_ms, want)?;
+        self.bucket = Some(bucket.spend(n));
+        Ok(n)
+    }
+
+    /// Gives back tokens taken for messages that were not there to claim.
+    pub fn refund(&mut self, unused: usize) {
+        if let (Some(bucket), Some((rate, _))) = (&mut self.bucket, self.paced) {
+            bucket.tokens = (bucket.tokens + unused as f64).min(rate.burst);
+        }
+    }
+
+    fn grow(&mut self, now_ms: i64) {
+        let Some((rate, step)) = self.paced else {
+            return;
+        };
+        let elapsed = now_ms.saturating_sub(self.at_ms).max(0) as f64 / 1000.0;
+        let per_sec = rate.per_sec + step * elapsed;
+        self.at_ms = now_ms.max(self.at_ms);
+        // `step` is a tenth of the rate of the last cut.
+        let lift = self.ceiling.unwrap_or(step * 10.0 * 4.0);
+        if per_sec >= lift {
+            self.paced = None;
+            self.bucket = None;
+        } else {
+            self.paced = Some((Rate::new(per_sec, None), step));
+        }
+    }
+
+    /// Moves the success counts on to the second of `now_ms`.
+    fn roll(&mut self, now_ms: i64) {
+        let second = now_ms.div_euclid(1000);
+        match second - self.second {
+            0 => {}
+            1 => {
+                self.sent = [self.sent[1], 0];
+                self.second = second;
+            }
+            _ => {
+                self.sent = [0, 0];
+                self.second = second;
+            }
+        }
+    }
+}
+
 /// The longest window of `caps`: sends older than that no longer matter.
 pub fn longest_window(caps: &[Cap]) -> i64 {
     caps.iter().map(|c| c.window_ms).max().unwrap_or(0)
@@ -355,6 +484,59 @@ mod tests {
         }
         // Ten seconds at 30 a second, plus the burst the bucket starts with.
         assert!((300..=302).contains(&segments), "{segments}");
+    }
+
+    #[test]
+    fn a_throttle_halves_the_rate_sent_at_and_quiet_seconds_grow_it_back() {
+        let mut pace = Pace::new(Some(1_000.0));
+        assert_eq!(pace.take(500, 0), Ok(500), "unthrottled: the limits decide");
+        // 400 sent in the second before the throttle.
+        for ms in 1_000..1_400 {
+            pace.sending(1, ms);
+        }
+        pace.throttled(2_000);
+        assert_eq!(pace.rate(), Some(200.0));
+        // Many throttles from one burst cut once.
+        pace.throttled(2_010);
+        pace.throttled(2_500);
+        assert_eq!(pace.rate(), Some(200.0));
+        pace.throttled(3_000);
+        assert_eq!(pace.rate(), Some(100.0));
+        // A twentieth of the cut rate more each second: 10 s to double.
+        assert!(pace.take(1, 13_000).is_ok());
+        assert!(
+            (pace.rate().unwrap() - 150.0).abs() < 1e-6,
+            "{:?}",
+            pace.rate()
+        );
+        // Back at the configured rate, the pace lifts.
+        assert!(pace.take(1, 200_000).is_ok());
+        assert_eq!(pace.rate(), None);
+    }
+
+    #[test]
+    fn a_paced_provider_gets_its_rate_over_time_and_no_more() {
+        let mut pace = Pace::new(None);
+        pace.sending(100, 0);
+        pace.throttled(99, 100);
+        assert_eq!(pace.rate(), Some(50.0));
+        let mut claimed = 0;
+        for ms in 100..2_100 {
+            if let Ok(n) = pace.take(10, ms) {
+                claimed += n;
+            }
+        }
+        // Two seconds from 50/s, growing 5/s: about 110, plus the burst.
+        assert!((105..=115).contains(&claimed), "{claimed}");
+        // Spent to the last token, then 3 not used after all.
+        while pace.take(1, 2_100).is_ok() {}
+        assert!(pace.take(3, 2_100).is_err());
+        pace.refund(3);
+        assert_eq!(
+            pace.take(3, 2_100),
+            Ok(3),
+            "refunded tokens are there again"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! is written, and whatever is left comes back through lease expiry.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -23,6 +23,7 @@ use crate::config::{Config, RetryConfig};
 use crate::domain::now_ms;
 use crate::provider::{self, Message, Receipt, Registry, Route};
 use crate::queue::{Claim, Claimed, Outcome, ProviderTemplate, Queue, Settlement, Suppression};
+use crate::ratelimit::Pace;
 use crate::recipient;
 
 /// Most settlements written in one transaction.
@@ -107,10 +108,19 @@ struct Inner {
     grace: Duration,
     slots: Arc<Semaphore>,
     templates: TemplateCodes,
+    /// Each provider's pace after it throttled this process (see [`Pace`]).
+    paces: HashMap<String, Mutex<Pace>>,
 }
 
 impl Pool {
     pub fn new(queue: Queue, registry: Registry, config: &Config) -> Self {
+        let paces = registry
+            .routes()
+            .map(|r| {
+                let ceiling = r.limits.rate.map(|rate| rate.per_sec);
+                (r.name.clone(), Mutex::new(Pace::new(ceiling)))
+            })
+            .collect();
         let inner = Inner {
             queue,
             registry,
@@ -121,6 +131,7 @@ impl Pool {
             grace: Duration::from_millis(config.worker.shutdown_grace_ms),
             slots: Arc::new(Semaphore::new(config.worker.max_in_flight)),
             templates: TemplateCodes::default(),
+            paces,
         };
         Pool {
             inner: Arc::new(inner),
@@ -198,6 +209,19 @@ impl Pool {
                     Err(_) => break,
                 }
             }
+            // A provider that throttled this process is paced first.
+            match self.pace(&route.name, |pace| pace.take(permits.len(), now_ms())) {
+                Some(Err(wait)) => {
+                    drop(permits);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => continue,
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+                Some(Ok(allowed)) => permits.truncate(allowed),
+                None => {}
+            }
+            let asked = permits.len();
             let claimed = match self
                 .inner
                 .queue
@@ -222,6 +246,10 @@ impl Pool {
                 }
             };
             permits.truncate(claimed.len());
+            self.pace(&route.name, |pace| {
+                pace.refund(asked - claimed.len());
+                pace.sending(claimed.len(), now_ms());
+            });
             let idle = claimed.is_empty();
             // One task per message, or per request for providers that take many
             // messages in one (`batch_limit`).
@@ -256,6 +284,7 @@ impl Pool {
                 number: claimed.attempts + 1,
                 lease: claimed.lease,
                 permit,
+                sent_ms: now_ms(),
             };
             let template = match &claimed.template_id {
                 Some(id) => {
@@ -336,6 +365,19 @@ impl Pool {
         answer: Result<Receipt, provider::Error>,
         results: &mpsc::UnboundedSender<Done>,
     ) {
+        match &answer {
+            Err(error) if error.is_throttle() => {
+                let paced = self.pace(&route.name, |pace| {
+                    let before = pace.rate();
+                    pace.throttled(attempt.sent_ms, now_ms());
+                    (before != pace.rate()).then(|| pace.rate()).flatten()
+                });
+                if let Some(Some(rate)) = paced {
+                    tracing::info!(provider = %route.name, rate_per_sec = rate, "the provider throttles: sending slower");
+                }
+            }
+            _ => {}
+        }
         let outcome = match answer {
             Ok(receipt) => Outcome::Sent {
                 provider_message_id: receipt.provider_message_id,
@@ -369,9 +411,17 @@ struct Attempt {
     number: u32,
     lease: crate::queue::Lease,
     permit: OwnedSemaphorePermit,
+    /// When it was handed to the provider (ms).
+    sent_ms: i64,
 }
 
 impl Pool {
+    /// Runs `f` on the pace of provider `name`.
+    fn pace<T>(&self, name: &str, f: impl FnOnce(&mut Pace) -> T) -> Option<T> {
+        let pace = self.inner.paces.get(name)?;
+        Some(f(&mut pace.lock().unwrap_or_else(|p| p.into_inner())))
+    }
+
     /// Adds the recipient of a message the provider called undeliverable to the
     /// channel's suppression list, so later batches reject it as `suppressed`.
     async fn suppress(&self, route: &Route, message: &Message, reason: &str) {

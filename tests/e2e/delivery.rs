@@ -2,7 +2,8 @@
 //! provider answer is retried or failed, the rate limit, delivery order, scheduled
 //! sends, and many batches at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -163,6 +164,63 @@ async fn a_429_with_retry_after_delays_the_next_attempt_that_long() {
         "retried after {gap:?}, before Retry-After"
     );
     assert!(gap < Duration::from_secs(3), "retried after {gap:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_throttles_is_paced_down_instead_of_failing_messages() {
+    // The provider takes 100 a second (in any sliding second) and answers 429,
+    // without Retry-After, to the rest; Herald has no rate configured.
+    const TAKES: usize = 100;
+    let server = ProviderServer::start().await;
+    let started = Instant::now();
+    let answers: Arc<Mutex<Vec<(Duration, bool)>>> = Arc::default();
+    let taken: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
+    {
+        let answers = answers.clone();
+        server.behave(move |_, _| {
+            let now = Instant::now();
+            let mut taken = taken.lock().unwrap();
+            while taken
+                .front()
+                .is_some_and(|t| now - *t >= Duration::from_secs(1))
+            {
+                taken.pop_front();
+            }
+            let ok = taken.len() < TAKES;
+            if ok {
+                taken.push_back(now);
+            }
+            answers.lock().unwrap().push((now - started, ok));
+            if ok {
+                Reply::ok()
+            } else {
+                Reply::status(429).body("slow down")
+            }
+        });
+    }
+    let app = app_sending_to(&server, |config| config.retry.max_attempts = 30).await;
+
+    let batch_id = app.submit(&sms_batch(500)).await;
+    app.wait_finished(&batch_id, Duration::from_secs(30)).await;
+
+    let messages = app.messages(&batch_id).await;
+    assert!(
+        messages.iter().all(|m| m["state"] == "sent"),
+        "every message is sent"
+    );
+    let answers = answers.lock().unwrap().clone();
+    // The first burst is refused by the hundreds; two halvings later the pace is
+    // under the provider's rate and throttles are rare (a few at each probe past
+    // it), not a stream of retries.
+    let refused_late = answers
+        .iter()
+        .filter(|(at, ok)| !ok && *at > Duration::from_secs(3))
+        .count();
+    assert!(
+        refused_late <= 20,
+        "{refused_late} throttled after the first 3 s; {} requests in all",
+        answers.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
