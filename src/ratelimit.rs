@@ -494,16 +494,16 @@ mod tests {
         for ms in 1_000..1_400 {
             pace.sending(1, ms);
         }
-        pace.throttled(2_000);
+        pace.throttled(1_900, 2_000);
         assert_eq!(pace.rate(), Some(200.0));
-        // Many throttles from one burst cut once.
-        pace.throttled(2_010);
-        pace.throttled(2_500);
+        // Many throttles from one burst cut once; sends made before the cut, never.
+        pace.throttled(2_005, 2_010);
+        pace.throttled(1_990, 3_500);
         assert_eq!(pace.rate(), Some(200.0));
-        pace.throttled(3_000);
+        pace.throttled(2_900, 3_000);
         assert_eq!(pace.rate(), Some(100.0));
-        // A twentieth of the cut rate more each second: 10 s to double.
-        assert!(pace.take(1, 13_000).is_ok());
+        // A tenth of the cut rate more each second: 10 s to double.
+        assert!(pace.take(1, 8_000).is_ok());
         assert!(
             (pace.rate().unwrap() - 150.0).abs() < 1e-6,
             "{:?}",
