@@ -251,8 +251,17 @@ async fn create_batch(
         }
         _ => {
             let dry_run = submit_params(&query)?.dry_run;
-            match upload::read_json(take_body(), state.max_body_bytes, state.max_upload_bytes)
-                .await?
+            let length = headers
+                .get("content-length")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            match upload::read_json(
+                take_body(),
+                length,
+                state.max_body_bytes,
+                state.max_upload_bytes,
+            )
+            .await?
             {
                 upload::JsonBody::Whole(bytes) => {
                     let started = std::time::Instant::now();

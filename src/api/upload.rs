@@ -402,12 +402,19 @@ impl Drop for Spool {
     }
 }
 
-/// Reads a JSON body: whole into memory up to `in_memory` bytes; past that into a
-/// temporary file, up to `limit` bytes.
-pub async fn read_json(body: Body, in_memory: usize, limit: u64) -> Result<JsonBody, Error> {
+/// Reads a JSON body of `length` bytes (its `Content-Length`, when it has one):
+/// whole into memory up to `in_memory` bytes; past that into a temporary file, up
+/// to `limit` bytes.
+pub async fn read_json(
+    body: Body,
+    length: Option<u64>,
+    in_memory: usize,
+    limit: u64,
+) -> Result<JsonBody, Error> {
     use tokio::io::AsyncWriteExt;
     let mut data = body.into_data_stream();
-    let mut buffer = Vec::new();
+    let expected = length.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    let mut buffer = Vec::with_capacity(expected.min(in_memory));
     let mut file: Option<(tokio::fs::File, Spool)> = None;
     let mut hash = Sha256::new();
     let mut read = 0u64;
@@ -421,11 +428,17 @@ pub async fn read_json(body: Body, in_memory: usize, limit: u64) -> Result<JsonB
         if read > limit {
             return Err(too_large(limit).into());
         }
-        hash.update(&bytes);
+        // Only a spooled body needs its hash here (a body in memory is hashed where
+        // its idempotency key is checked).
         match &mut file {
-            Some((file, _)) => file.write_all(&bytes).await.map_err(io)?,
+            Some((file, _)) => {
+                hash.update(&bytes);
+                file.write_all(&bytes).await.map_err(io)?;
+            }
             None if buffer.len() + bytes.len() <= in_memory => buffer.extend_from_slice(&bytes),
             None => {
+                hash.update(&buffer);
+                hash.update(&bytes);
                 let path = std::env::temp_dir()
                     .join(format!("herald-upload-{}.json", uuid::Uuid::now_v7()));
                 let spool = Spool {
