@@ -185,6 +185,17 @@ impl Sqlite {
             let path = dir.join("herald.db");
             let mut writer = connect(&path)?;
             migrate(&mut writer)?;
+            // Uploads a dead process left in staging go now, not only at the next
+            // upload (other processes' live ones are younger than the deadline).
+            let tx = write_transaction(&mut writer)?;
+            let swept = sweep_staging(&tx, now_ms())?;
+            tx.commit().map_err(unavailable)?;
+            if swept > 0 {
+                tracing::info!(
+                    batches = swept,
+                    "removed batches abandoned while being stored"
+                );
+            }
             // Checkpoints run on their own connection and thread, so a commit never
             // pays for copying the WAL into the database; the writer only does it
             // itself (as a safety net) if the WAL grows past ~80 MB.
@@ -1196,6 +1207,17 @@ mod tests {
             )
             .unwrap();
         assert_eq!(left, (0, 1), "only the new staging is left");
+        // Opening the store sweeps too.
+        db.execute(
+            "UPDATE batches SET created_at = ?1 WHERE control = 'staging'",
+            [now_ms() - STAGING_DEADLINE_MS - 1],
+        )
+        .unwrap();
+        drop(Sqlite::open(&store).await.unwrap());
+        let batches: i64 = db
+            .query_row("SELECT COUNT(*) FROM batches", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(batches, 0, "the store's open swept the abandoned staging");
         match abandoned.commit(serde_json::json!({}), 1).await {
             Err(Error::Unavailable(m)) => assert!(m.contains("abandoned"), "{m}"),
             other => panic!("expected a refused commit, got {other:?}"),
