@@ -414,6 +414,8 @@ pub async fn read_json(
     use tokio::io::AsyncWriteExt;
     let mut data = body.into_data_stream();
     let expected = length.map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    // A body declared bigger than memory allows goes to the file from its first byte.
+    let in_memory = if expected > in_memory { 0 } else { in_memory };
     let mut buffer = Vec::with_capacity(expected.min(in_memory));
     let mut file: Option<(tokio::fs::File, Spool)> = None;
     let mut hash = Sha256::new();
