@@ -19,7 +19,8 @@ use regex::{Regex, RegexBuilder};
 use super::Refusal;
 
 /// The longest national significant number the parser accepts, and the shortest.
-const MAX_NSN: usize = 17;
+/// (libphonenumber allows 17 digits; this parser refuses 17 as too long.)
+const MAX_NSN: usize = 16;
 const MIN_NSN: usize = 2;
 
 /// The digits after the international call prefix of `region` (`00` in China, `011`

@@ -60,6 +60,18 @@ fn international_numbers_need_no_default_region() {
 }
 
 #[test]
+fn national_significant_numbers_of_17_digits_are_too_long_as_the_parser_says() {
+    // Japan's toll-free plan has numbers of up to 17 digits, which the parser
+    // refuses all the same.
+    let jp = region("JP");
+    assert_eq!(phone("8000000000000000", &jp), "+818000000000000000");
+    assert!(phone_refusal("80000000000000000", &jp).contains("too many digits"));
+    assert!(
+        phone_refusal("+81 80000000000000000", &PhoneRules::default()).contains("too many digits")
+    );
+}
+
+#[test]
 fn every_non_geographic_country_code_is_known() {
     // They share the region id `001`; each has its own numbering plan.
     let none = PhoneRules::default();
