@@ -17,7 +17,8 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha1::Sha1;
 
-use super::call::{self, Answer, BALANCE_WAIT, FAN_OUT, Outcomes, THROTTLE_WAIT};
+use super::Answer;
+use super::call::{self, BALANCE_WAIT, FAN_OUT, Outcomes, THROTTLE_WAIT};
 use super::{Error, Message, Provider, Receipt, http_client};
 use crate::config::Secret;
 use crate::domain::Channel;
@@ -213,7 +214,7 @@ impl AliyunProvider {
             .post(self.url.clone())
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body);
-        let answer = call::exchange("aliyun", request)
+        let answer = super::exchange(request, "aliyun")
             .await
             .map_err(|error| Refusal { code: None, error })?;
         read_answer(&answer, now)
@@ -337,12 +338,12 @@ fn read_answer(answer: &Answer, now: jiff::Timestamp) -> Result<Option<String>, 
             error: answer.unexplained(),
         });
     };
-    if code == "OK" && (200..300).contains(&answer.status) {
+    if code == "OK" && answer.status.is_success() {
         return Ok(biz_id);
     }
-    let error = if answer.status >= 500 {
+    let error = if answer.status.is_server_error() {
         Error::Transient {
-            reason: call::reason("aliyun", &code, &format!("HTTP {}", answer.status)),
+            reason: call::reason("aliyun", &code, &format!("HTTP {}", answer.status.as_u16())),
             retry_after: answer.retry_after,
         }
     } else {

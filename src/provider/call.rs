@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
-use super::{Error, Message, Provider, Receipt, classify_status};
+use super::{Error, Message, Provider, Receipt};
 use crate::domain::Channel;
 
 /// Requests one `send_many` makes at once when it falls back to one request per
@@ -166,34 +166,6 @@ pub(super) async fn settle(
         .into_iter()
         .map(|r| r.expect("every message is refused or in a request"))
         .collect()
-}
-
-/// A provider's answer to one request.
-pub(super) struct Answer {
-    pub status: u16,
-    pub retry_after: Option<Duration>,
-    pub body: Vec<u8>,
-}
-
-impl Answer {
-    /// The error for an answer the provider's own error format did not explain: by
-    /// its status (see [`classify_status`]).
-    pub fn unexplained(&self) -> Error {
-        classify_status(self.status, self.retry_after, &self.body)
-    }
-}
-
-/// Sends one request and reads the whole answer (see [`super::exchange`]).
-pub(super) async fn exchange(
-    provider: &str,
-    request: reqwest::RequestBuilder,
-) -> Result<Answer, Error> {
-    let answer = super::exchange(request, provider).await?;
-    Ok(Answer {
-        status: answer.status.as_u16(),
-        retry_after: answer.retry_after,
-        body: answer.body,
-    })
 }
 
 /// `"{provider} {code}: {message}"`, the message cut to a readable length.
@@ -376,19 +348,6 @@ mod tests {
             "{r}"
         );
         assert_eq!(reason("tencent", "Code", " "), "tencent Code");
-    }
-
-    #[test]
-    fn too_many_requests_without_an_explanation_is_a_throttle() {
-        let answer = |status| Answer {
-            status,
-            retry_after: Some(Duration::from_secs(2)),
-            body: b"slow down".to_vec(),
-        };
-        let e = answer(429).unexplained();
-        assert!(e.is_throttle(), "{e:?}");
-        assert_eq!(e.to_string(), "throttled: HTTP 429: slow down");
-        assert!(!answer(503).unexplained().is_throttle());
     }
 
     #[test]

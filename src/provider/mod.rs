@@ -387,6 +387,14 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+impl Answer {
+    /// The error of an answer the provider's own error format did not explain, by
+    /// its status (see [`classify_status`]).
+    pub fn unexplained(&self) -> Error {
+        classify_status(self.status.as_u16(), self.retry_after, &self.body)
+    }
+}
+
 /// Sends `request` and reads the whole answer, whatever its status. A request that
 /// could not be made or whose answer was cut off is [`Error::Transient`], with a
 /// reason that starts with `who` (the provider, e.g. `Twilio`).
@@ -476,6 +484,10 @@ mod tests {
                 "{status}"
             );
         }
+        let throttle = classify_status(429, Some(Duration::from_secs(2)), b"slow down");
+        assert!(throttle.is_throttle(), "{throttle:?}");
+        assert_eq!(throttle.to_string(), "throttled: HTTP 429: slow down");
+        assert!(!classify_status(503, None, b"").is_throttle());
         let e = classify_status(503, Some(Duration::from_secs(3)), b"busy");
         assert_eq!(
             e,

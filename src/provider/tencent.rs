@@ -15,7 +15,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::call::{self, Answer, BALANCE_WAIT, Outcomes, THROTTLE_WAIT};
+use super::Answer;
+use super::call::{self, BALANCE_WAIT, Outcomes, THROTTLE_WAIT};
 use super::{Error, Message, Provider, Receipt, http_client};
 use crate::config::Secret;
 use crate::domain::Channel;
@@ -164,7 +165,7 @@ impl TencentProvider {
             .header("x-tc-timestamp", timestamp.to_string())
             .header("x-tc-region", &self.config.region)
             .body(body);
-        call::exchange("tencent", request).await
+        super::exchange(request, "tencent").await
     }
 }
 
@@ -267,7 +268,7 @@ fn read_answer(
         return Err(answer.unexplained());
     };
     if let Some(refusal) = response.error {
-        if answer.status >= 500 {
+        if answer.status.is_server_error() {
             return Err(Error::Transient {
                 reason: call::reason("tencent", &refusal.code, &refusal.message),
                 retry_after: answer.retry_after,
@@ -275,7 +276,7 @@ fn read_answer(
         }
         return Err(classify(&refusal.code, &refusal.message, now));
     }
-    if !(200..300).contains(&answer.status) {
+    if !answer.status.is_success() {
         return Err(answer.unexplained());
     }
     Ok(response

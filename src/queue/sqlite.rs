@@ -118,6 +118,9 @@ CREATE INDEX send_fingerprints_at ON send_fingerprints(channel, at);
 ALTER TABLE messages ADD COLUMN segments INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE messages ADD COLUMN template TEXT;
 ALTER TABLE messages ADD COLUMN vars TEXT;
+-- The batches being stored in chunks: every accept finds the ids they reserve, and
+-- the sweep the abandoned ones, without reading every batch.
+CREATE INDEX batches_staging ON batches(first_row) WHERE control = 'staging';
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's
