@@ -158,10 +158,16 @@ pub enum Outcome {
     },
 }
 
+/// One claimed message's outcome, for [`Queue::settle`].
 #[derive(Debug, Clone)]
 pub struct Settlement {
     pub lease: Lease,
     pub outcome: Outcome,
+    /// The provider that made the attempt, when it is not the message's own (the
+    /// message failed over to it). A sent message records it as its provider, so
+    /// the ledger names the provider that sent it; other outcomes leave the
+    /// message with its own provider, whose queue it waits in.
+    pub sent_by: Option<String>,
 }
 
 /// A batch's row in the ledger.
