@@ -195,6 +195,27 @@ async fn receive(
     response
 }
 
+/// Serves `app` on 127.0.0.1 (a free port) for the rest of the test; answers its
+/// base URL.
+pub async fn serve_local(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a local server");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// An SMS-only provider `name` of `kind`, without limits.
+pub fn sms_provider(name: &str, kind: ProviderKind) -> ProviderConfig {
+    ProviderConfig {
+        name: name.into(),
+        kind,
+        channels: vec![herald::domain::Channel::Sms],
+        ..ProviderConfig::log()
+    }
+}
+
 /// A configuration for tests: port 0, a temp store, fast polls and retries.
 pub fn test_config(store: &std::path::Path) -> Config {
     let mut config = Config {
