@@ -519,6 +519,35 @@ mod tests {
     }
 
     #[test]
+    fn failover_lists_and_circuit_settings_come_from_toml() {
+        let c = parse(
+            r#"
+            [failover]
+            sms = ["ali", "tc"]
+            [circuit]
+            failures = 3
+            cooldown_ms = 1000
+            "#,
+        );
+        assert_eq!(c.failover[&Channel::Sms], ["ali", "tc"]);
+        assert_eq!(
+            (
+                c.circuit.failures,
+                c.circuit.cooldown_ms,
+                c.circuit.max_cooldown_ms
+            ),
+            (3, 1_000, 600_000)
+        );
+        c.validate().unwrap();
+        let e = parse("[circuit]\nfailures = 0").validate().unwrap_err();
+        assert!(e.contains("circuit.failures"), "{e}");
+        let e = parse("[circuit]\ncooldown_ms = 700000")
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("max_cooldown_ms"), "{e}");
+    }
+
+    #[test]
     fn a_lease_shorter_than_the_send_timeout_is_refused() {
         let c = parse("[worker]\nlease_ms = 1000\nsend_timeout_ms = 2000");
         assert!(c.validate().unwrap_err().contains("lease_ms"));
