@@ -253,7 +253,9 @@ impl Pool {
                     }
                 }
             };
-            if via.name != last_via {
+            // A probe of the own provider is no change of route yet.
+            let probing_own = probe.is_some() && via.name == route.name;
+            if via.name != last_via && !probing_own {
                 if via.name == route.name {
                     tracing::info!(provider = %route.name, "sending the provider's messages through it again");
                 } else {

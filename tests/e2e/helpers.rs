@@ -216,7 +216,8 @@ pub fn sms_provider(name: &str, kind: ProviderKind) -> ProviderConfig {
     }
 }
 
-/// A configuration for tests: port 0, a temp store, fast polls and retries.
+/// A configuration for tests: port 0, a temp store, fast polls, retries and
+/// circuit cool-downs.
 pub fn test_config(store: &std::path::Path) -> Config {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -229,6 +230,10 @@ pub fn test_config(store: &std::path::Path) -> Config {
     config.worker.shutdown_grace_ms = 5_000;
     config.retry.base_delay_ms = 20;
     config.retry.max_delay_ms = 2_000;
+    // A provider failing repeatedly is probed again soon, as tests' providers
+    // recover at once.
+    config.circuit.cooldown_ms = 20;
+    config.circuit.max_cooldown_ms = 200;
     config
 }
 
