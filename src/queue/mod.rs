@@ -268,9 +268,10 @@ pub(crate) trait Engine: Send + Sync + 'static {
     async fn begin(&self, batch: NewBatch) -> Result<Staged>;
     /// Claims up to `limit` due messages for `provider`, best priority first, under
     /// a lease of `lease`; messages whose lease has expired are due again. Within
-    /// `limits` (see [`crate::ratelimit`]), in the same transaction: the provider's
-    /// token bucket bounds the claim and pays for it, and a message whose recipient
-    /// is at a cap is deferred to when the cap allows it.
+    /// `limits` (see [`crate::ratelimit`]), in the same transaction: the token
+    /// bucket of the limits' owner (`provider` itself unless [`Limits::owner`] names
+    /// another) bounds the claim and pays for it, and a message whose recipient is at
+    /// one of the owner's caps is deferred to when the cap allows it.
     async fn claim(
         &self,
         provider: &str,
@@ -489,8 +490,9 @@ impl Queue {
         }
     }
 
-    /// Claims up to `limit` due messages for `provider` within its `limits`, which
-    /// hold across every process on this store.
+    /// Claims up to `limit` due messages for `provider` within `limits` (its own, or
+    /// those of the provider they fail over to), which hold across every process on
+    /// this store.
     pub async fn claim_within(
         &self,
         provider: &str,
