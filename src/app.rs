@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::circuit::Circuits;
 use crate::config::Config;
 use crate::intake::Intake;
 use crate::provider::Registry;
@@ -34,6 +35,7 @@ pub enum Role {
 pub struct Running {
     /// Where the API listens; `None` for a worker-only process.
     pub addr: Option<SocketAddr>,
+    circuits: Circuits,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -42,6 +44,12 @@ impl Running {
     /// `http://ADDR`, for clients and tests; `None` for a worker-only process.
     pub fn url(&self) -> Option<String> {
         self.addr.map(|addr| format!("http://{addr}"))
+    }
+
+    /// The providers' circuit breakers of this process's workers (all closed in
+    /// a process without workers).
+    pub fn circuits(&self) -> &Circuits {
+        &self.circuits
     }
 
     /// Asks Herald to stop; [`Running::wait`] returns once it has.
@@ -68,8 +76,14 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
     let queue = Queue::open(&config.store)
         .await
         .with_context(|| format!("opening the store `{}`", config.store))?;
-    let registry = Registry::build(&config.providers, &config.defaults, config.send_timeout())
-        .context("invalid provider configuration")?;
+    let registry = Registry::build(
+        &config.providers,
+        &config.defaults,
+        &config.failover,
+        config.send_timeout(),
+    )
+    .context("invalid provider configuration")?;
+    let circuits = Circuits::new(registry.routes().map(|r| r.name.clone()), &config.circuit);
     let listener = match role {
         Role::Worker => None,
         Role::All | Role::Api => Some(
@@ -108,7 +122,7 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         Role::Api => false,
         Role::Worker => true,
     };
-    let pool = workers.then(|| Pool::new(queue, registry, &config));
+    let pool = workers.then(|| Pool::new(queue, registry, circuits.clone(), &config));
     let grace = Duration::from_millis(config.worker.shutdown_grace_ms);
     let shutdown = CancellationToken::new();
     let http = listener.map(|listener| (listener, router));
@@ -121,6 +135,7 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
     }
     Ok(Running {
         addr,
+        circuits,
         shutdown,
         task,
     })

@@ -33,7 +33,39 @@ pub struct Config {
     pub recipients: RecipientsConfig,
     /// The provider each channel uses when a batch names none.
     pub defaults: HashMap<Channel, String>,
+    /// Per channel, providers in order of preference: the first is the channel's
+    /// default, and a provider whose circuit is open hands its messages to the next
+    /// one of the list whose circuit is closed.
+    pub failover: HashMap<Channel, Vec<String>>,
+    /// When a provider's circuit opens and how it closes again.
+    pub circuit: CircuitConfig,
     pub providers: Vec<ProviderConfig>,
+}
+
+/// `[circuit]`: each worker process keeps a circuit breaker per provider. It opens
+/// after `failures` transient failures in a row (throttles and a recipient's
+/// frequency cap do not count), stays open `cooldown_ms`, then lets one probe
+/// message through: its success closes the circuit, its failure opens it again
+/// for twice as long, up to `max_cooldown_ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Transient failures in a row that open a provider's circuit; at least 1.
+    pub failures: u32,
+    /// How long a circuit first stays open before a probe, in ms.
+    pub cooldown_ms: u64,
+    /// The longest a circuit stays open before a probe, in ms.
+    pub max_cooldown_ms: u64,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            failures: 5,
+            cooldown_ms: 30_000,
+            max_cooldown_ms: 600_000,
+        }
+    }
 }
 
 /// How recipient addresses are read.
@@ -81,6 +113,8 @@ impl Default for Config {
             limits: Limits::default(),
             recipients: RecipientsConfig::default(),
             defaults: HashMap::new(),
+            failover: HashMap::new(),
+            circuit: CircuitConfig::default(),
             providers: Vec::new(),
         }
     }
@@ -385,6 +419,16 @@ impl Config {
         if self.limits.max_recipients == 0 {
             return Err("limits.max_recipients must be at least 1".into());
         }
+        if self.circuit.failures == 0 {
+            return Err("circuit.failures must be at least 1".into());
+        }
+        if self.circuit.cooldown_ms == 0 || self.circuit.max_cooldown_ms < self.circuit.cooldown_ms
+        {
+            return Err(format!(
+                "circuit.cooldown_ms ({}) must be at least 1 and at most circuit.max_cooldown_ms ({})",
+                self.circuit.cooldown_ms, self.circuit.max_cooldown_ms
+            ));
+        }
         Ok(())
     }
 }
@@ -472,6 +516,35 @@ mod tests {
             assert_eq!(c.providers[0].name, "hook");
             Ok(())
         });
+    }
+
+    #[test]
+    fn failover_lists_and_circuit_settings_come_from_toml() {
+        let c = parse(
+            r#"
+            [failover]
+            sms = ["ali", "tc"]
+            [circuit]
+            failures = 3
+            cooldown_ms = 1000
+            "#,
+        );
+        assert_eq!(c.failover[&Channel::Sms], ["ali", "tc"]);
+        assert_eq!(
+            (
+                c.circuit.failures,
+                c.circuit.cooldown_ms,
+                c.circuit.max_cooldown_ms
+            ),
+            (3, 1_000, 600_000)
+        );
+        c.validate().unwrap();
+        let e = parse("[circuit]\nfailures = 0").validate().unwrap_err();
+        assert!(e.contains("circuit.failures"), "{e}");
+        let e = parse("[circuit]\ncooldown_ms = 700000")
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("max_cooldown_ms"), "{e}");
     }
 
     #[test]

@@ -158,10 +158,16 @@ pub enum Outcome {
     },
 }
 
+/// One claimed message's outcome, for [`Queue::settle`].
 #[derive(Debug, Clone)]
 pub struct Settlement {
     pub lease: Lease,
     pub outcome: Outcome,
+    /// The provider that made the attempt, when it is not the message's own (the
+    /// message failed over to it). A sent message records it as its provider, so
+    /// the ledger names the provider that sent it; other outcomes leave the
+    /// message with its own provider, whose queue it waits in.
+    pub sent_by: Option<String>,
 }
 
 /// A batch's row in the ledger.
@@ -270,9 +276,10 @@ pub(crate) trait Engine: Send + Sync + 'static {
     }
     /// Claims up to `limit` due messages for `provider`, best priority first, under
     /// a lease of `lease`; messages whose lease has expired are due again. Within
-    /// `limits` (see [`crate::ratelimit`]), in the same transaction: the provider's
-    /// token bucket bounds the claim and pays for it, and a message whose recipient
-    /// is at a cap is deferred to when the cap allows it.
+    /// `limits` (see [`crate::ratelimit`]), in the same transaction: the token
+    /// bucket of the limits' owner (`provider` itself unless [`Limits::owner`] names
+    /// another) bounds the claim and pays for it, and a message whose recipient is at
+    /// one of the owner's caps is deferred to when the cap allows it.
     async fn claim(
         &self,
         provider: &str,
@@ -507,8 +514,9 @@ impl Queue {
         }
     }
 
-    /// Claims up to `limit` due messages for `provider` within its `limits`, which
-    /// hold across every process on this store.
+    /// Claims up to `limit` due messages for `provider` within `limits` (its own, or
+    /// those of the provider they fail over to), which hold across every process on
+    /// this store.
     pub async fn claim_within(
         &self,
         provider: &str,

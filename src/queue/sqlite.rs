@@ -372,12 +372,13 @@ fn due_segments(tx: &Transaction<'_>, provider: &str, limit: usize, now: i64) ->
 }
 
 /// The rows of up to `limit` due messages of `provider` that their recipients' caps
-/// allow, in due order. Defers the others to when their caps allow and records a
-/// send to each chosen recipient. The caller's write transaction makes capped
-/// claims take turns.
+/// at `owner` allow (see [`Limits::owner`]), in due order. Defers the others to when
+/// their caps allow and records a send to each chosen recipient. The caller's write
+/// transaction makes capped claims take turns.
 fn pick_capped(
     tx: &Transaction<'_>,
     provider: &str,
+    owner: &str,
     caps: &[Cap],
     limit: usize,
     now: i64,
@@ -413,7 +414,7 @@ fn pick_capped(
             )
             .map_err(unavailable)?;
         let rows = stmt
-            .query_map(params![provider, since, tos], |r| {
+            .query_map(params![owner, since, tos], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })
             .map_err(unavailable)?;
@@ -437,7 +438,7 @@ fn pick_capped(
             .map_err(unavailable)?;
         for chosen in &picked.claim {
             record
-                .execute(params![provider, chosen.to, now])
+                .execute(params![owner, chosen.to, now])
                 .map_err(unavailable)?;
         }
     }
@@ -445,7 +446,7 @@ fn pick_capped(
         "DELETE FROM recipient_sends WHERE rowid IN (
              SELECT rowid FROM recipient_sends WHERE provider = ?1 AND at <= ?2 LIMIT 1000)",
     )
-    .and_then(|mut s| s.execute(params![provider, since]))
+    .and_then(|mut s| s.execute(params![owner, since]))
     .map_err(unavailable)?;
     Ok(picked.claim.into_iter().map(|c| c.key).collect())
 }
@@ -524,6 +525,7 @@ impl Engine for Sqlite {
         lease: Duration,
         limits: &Limits,
     ) -> Result<Claim> {
+        let owner = limits.owner_or(provider).to_owned();
         let provider = provider.to_owned();
         let limits = limits.clone();
         let cache = self.batches.clone();
@@ -540,7 +542,7 @@ impl Engine for Sqlite {
             .map_err(unavailable)?;
             let (limit, bucket) = match &limits.rate {
                 None => (limit, None),
-                Some(rate) => match rate.take(stored_bucket(&tx, &provider)?, now, limit) {
+                Some(rate) => match rate.take(stored_bucket(&tx, &owner)?, now, limit) {
                     Ok((n, bucket)) => (n, Some(bucket)),
                     Err(wait) => {
                         // The requeue above stands.
@@ -549,7 +551,7 @@ impl Engine for Sqlite {
                     }
                 },
             };
-            let segment_key = segment_bucket_key(&provider);
+            let segment_key = segment_bucket_key(&owner);
             let (limit, segment_bucket) = match &limits.segments {
                 None => (limit, None),
                 Some(rate) => {
@@ -579,7 +581,7 @@ impl Engine for Sqlite {
                     .map_err(unavailable)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>().map_err(unavailable)?
             } else {
-                let ids = pick_capped(&tx, &provider, &limits.per_recipient, limit, now)?;
+                let ids = pick_capped(&tx, &provider, &owner, &limits.per_recipient, limit, now)?;
                 let order: HashMap<i64, usize> =
                     ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
                 let mut stmt = tx
@@ -629,7 +631,7 @@ impl Engine for Sqlite {
                 });
             }
             if let Some(bucket) = bucket {
-                store_bucket(&tx, &provider, bucket.spend(claimed.len()))?;
+                store_bucket(&tx, &owner, bucket.spend(claimed.len()))?;
             }
             if let Some(bucket) = segment_bucket {
                 let segments = claimed.iter().map(|c| c.segments as usize).sum();
@@ -649,7 +651,8 @@ impl Engine for Sqlite {
                 let mut sent = tx
                     .prepare_cached(
                         "UPDATE messages SET state = 'sent', attempts = attempts + 1, provider_message_id = ?3,
-                             last_error = NULL, sent_at = ?4, updated_at = ?4, lease = NULL, lease_until = NULL
+                             last_error = NULL, sent_at = ?4, updated_at = ?4, lease = NULL, lease_until = NULL,
+                             provider = COALESCE(?5, provider)
                          WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
                     )
                     .map_err(unavailable)?;
@@ -667,10 +670,12 @@ impl Engine for Sqlite {
                          WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
                     )
                     .map_err(unavailable)?;
-                for Settlement { lease, outcome } in &settlements {
+                for Settlement { lease, outcome, sent_by } in &settlements {
                     let (row, token) = (lease.row, lease.token);
                     match outcome {
-                        Outcome::Sent { provider_message_id } => sent.execute(params![row, token, provider_message_id, now]),
+                        Outcome::Sent { provider_message_id } => {
+                            sent.execute(params![row, token, provider_message_id, now, sent_by])
+                        }
                         Outcome::Retry { at_ms, error } => retry.execute(params![row, token, at_ms, now, 1, error]),
                         Outcome::Release { at_ms } => {
                             retry.execute(params![row, token, at_ms, now, 0, Option::<String>::None])

@@ -6,6 +6,7 @@
 mod api;
 mod cli;
 mod delivery;
+mod failover;
 mod helpers;
 mod preflight;
 mod process;
