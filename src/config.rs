@@ -34,6 +34,8 @@ pub struct Config {
     /// The provider each channel uses when a batch names none.
     pub defaults: HashMap<Channel, String>,
     pub providers: Vec<ProviderConfig>,
+    /// Queues of an existing application that Herald takes jobs from (`[[ingest]]`).
+    pub ingest: Vec<IngestConfig>,
 }
 
 /// How recipient addresses are read.
@@ -82,6 +84,7 @@ impl Default for Config {
             recipients: RecipientsConfig::default(),
             defaults: HashMap::new(),
             providers: Vec::new(),
+            ingest: Vec::new(),
         }
     }
 }
@@ -292,6 +295,64 @@ pub struct TwilioConfig {
     pub status_callback_url: Option<String>,
 }
 
+/// One `[[ingest]]` block: a queue that an existing application pushes jobs onto,
+/// which Herald consumes in place of the application's old worker.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngestConfig {
+    /// Names the source: its batches show `ingest:{name}` as their source.
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: IngestKind,
+    /// The channel the queue carries: its classic jobs are read as this channel's,
+    /// and batches of another channel are dead-lettered. Absent: told apart by
+    /// their fields (`mobiles` SMS, `to_email` e-mail).
+    #[serde(default)]
+    pub channel: Option<Channel>,
+    /// The provider for jobs that name none; default the channel's default.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// A stored template for jobs that name none, rendered with the job's
+    /// `content` (and for e-mail `title`) as variables.
+    #[serde(default)]
+    pub template_id: Option<String>,
+}
+
+/// Where an ingest source's jobs come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum IngestKind {
+    /// A Redis list producers `LPUSH` onto (`kind = "redis-list"`).
+    RedisList {
+        /// `redis://[:password@]host:port/db`.
+        url: Secret,
+        /// The list, e.g. `sms_queue`.
+        key: String,
+        /// Where items are held while they become a batch; default `{key}:processing`.
+        #[serde(default)]
+        processing_key: Option<String>,
+        /// Where items that cannot become a batch go, with the reason; default `{key}:dead`.
+        #[serde(default)]
+        dead_letter_key: Option<String>,
+    },
+    /// An AMQP 0-9-1 queue, as RabbitMQ serves it (`kind = "amqp"`).
+    Amqp {
+        /// `amqp://user:password@host:port/vhost`.
+        url: Secret,
+        queue: String,
+        /// Where items that cannot become a batch are published, with the reason
+        /// in the header `x-herald-reason`; default `{queue}.dead`, declared durable.
+        #[serde(default)]
+        dead_letter_queue: Option<String>,
+        /// Messages the broker sends ahead, unacknowledged (basic.qos); 1 to 1000.
+        #[serde(default = "default_prefetch")]
+        prefetch: u16,
+    },
+}
+
+fn default_prefetch() -> u16 {
+    16
+}
+
 /// A secret value: never shown by `Debug` or in logs.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -384,6 +445,23 @@ impl Config {
         }
         if self.limits.max_recipients == 0 {
             return Err("limits.max_recipients must be at least 1".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        for ingest in &self.ingest {
+            if ingest.name.is_empty() || !names.insert(ingest.name.as_str()) {
+                return Err(format!(
+                    "ingest names must be unique and not empty: `{}`",
+                    ingest.name
+                ));
+            }
+            if let IngestKind::Amqp { prefetch, .. } = ingest.kind
+                && !(1..=1000).contains(&prefetch)
+            {
+                return Err(format!(
+                    "ingest `{}`: prefetch must be between 1 and 1000, not {prefetch}",
+                    ingest.name
+                ));
+            }
         }
         Ok(())
     }
