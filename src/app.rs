@@ -35,6 +35,7 @@ pub enum Role {
 pub struct Running {
     /// Where the API listens; `None` for a worker-only process.
     pub addr: Option<SocketAddr>,
+    ingest_metrics: crate::ingest::Metrics,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -43,6 +44,11 @@ impl Running {
     /// `http://ADDR`, for clients and tests; `None` for a worker-only process.
     pub fn url(&self) -> Option<String> {
         self.addr.map(|addr| format!("http://{addr}"))
+    }
+
+    /// What the `[[ingest]]` sources have taken so far.
+    pub fn ingest_metrics(&self) -> &crate::ingest::Metrics {
+        &self.ingest_metrics
     }
 
     /// Asks Herald to stop; [`Running::wait`] returns once it has.
@@ -120,6 +126,7 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         Role::Worker => true,
     };
     let pool = workers.then(|| Pool::new(queue, registry, &config));
+    let ingest_metrics = ingest.as_ref().map(Ingest::metrics).unwrap_or_default();
     let grace = Duration::from_millis(config.worker.shutdown_grace_ms);
     let http = listener.map(|listener| (listener, router));
     let task = tokio::spawn(run(http, ingest, pool, grace, shutdown.clone()));
@@ -131,6 +138,7 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
     }
     Ok(Running {
         addr,
+        ingest_metrics,
         shutdown,
         task,
     })
