@@ -407,6 +407,79 @@ async fn a_kill_9_during_redis_ingest_loses_no_item_and_makes_no_duplicate_batch
     assert!(keys.dead_letters().await.is_empty());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_a_crash_left_in_processing_are_taken_again_without_a_second_batch() {
+    let keys = RedisKeys::new("crash");
+    let server = ProviderServer::start().await;
+    let mut app = herald_with(&server, vec![keys.source("crash")]).await;
+    let first = json!({"mobiles": ["13800000031"], "content": "first"}).to_string();
+    keys.lpush(std::slice::from_ref(&first));
+    delivered_to(&server, &["+8613800000031"]).await;
+    app.stop().await;
+
+    // The state a crash leaves between committing an item's batch and removing
+    // the item: the item still numbered. And between BLMOVE and numbering: an
+    // item in the processing list.
+    let store = app.dir.path().join("store");
+    let db = rusqlite::Connection::open(store.join("herald.db")).unwrap();
+    let key: String = db
+        .query_row(
+            "SELECT idempotency_key FROM batches WHERE source = 'ingest:crash'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    let number = key
+        .strip_prefix("ingest:crash:")
+        .expect("the key is the item's number");
+    let mut conn = keys.conn().await;
+    let [_, processing, numbered, _] = keys.all();
+    let second = json!({"mobiles": ["13800000032"], "content": "second"}).to_string();
+    let _: () = conn
+        .lpush(&numbered, format!("{number}:{first}"))
+        .await
+        .unwrap();
+    let _: () = conn.lpush(&processing, &second).await.unwrap();
+
+    let mut config = crate::helpers::test_config(&store);
+    route_all_to(&mut config, server.provider(None));
+    config.recipients.default_region = Some("CN".parse().unwrap());
+    config.ingest = vec![keys.source("crash")];
+    let running = herald::app::start(config)
+        .await
+        .expect("herald starts again");
+    delivered_to(&server, &["+8613800000032"]).await;
+    let counts = wait_for(WITHIN, "both items to be taken", || {
+        let counts = running.ingest_metrics().counts("ingest:crash").unwrap();
+        std::future::ready((counts.ingested == 2).then_some(counts))
+    })
+    .await;
+    assert_eq!(counts.dead_lettered, 0);
+    running.shutdown();
+    running.wait().await.unwrap();
+
+    for key in [processing, numbered] {
+        assert_eq!(keys.len(&key).await, 0, "{key} is empty");
+    }
+    let batches: i64 = db
+        .query_row(
+            "SELECT count(*) FROM batches WHERE source = 'ingest:crash'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        batches, 2,
+        "the item taken again is answered with its batch"
+    );
+    let first_sends = server
+        .received()
+        .iter()
+        .filter(|r| r.json["to"] == "+8613800000031")
+        .count();
+    assert_eq!(first_sends, 1);
+}
+
 /// A RabbitMQ queue of the test's own and its dead-letter queue, deleted when dropped.
 struct AmqpQueue {
     name: String,
