@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{IngestConfig, IngestKind, ProviderConfig, ProviderKind};
 use crate::domain::Channel;
-use crate::intake::{self, Envelope, Intake, Rejection, Submitted};
+use crate::intake::{self, Body, Envelope, Intake, RecipientSpec, Rejection, Submitted};
 use crate::queue;
 use job::Job;
 
@@ -282,14 +282,11 @@ impl Handler {
                     .await
             }
             Job::Sms(sms) => {
-                let envelope = self.envelope(Channel::Sms, self.provider.as_deref(), idempotency);
-                match sms
+                let parts = sms
                     .submission(&self.intake, self.template_id.as_deref())
+                    .await;
+                self.submit(Channel::Sms, self.provider.as_deref(), idempotency, parts)
                     .await
-                {
-                    Ok((body, recipients)) => self.intake.submit(envelope, body, recipients).await,
-                    Err(e) => Err(e),
-                }
             }
             Job::Email(email) => {
                 let provider = match self.email_provider(email.from_email.as_deref()) {
@@ -301,26 +298,26 @@ impl Handler {
                         });
                     }
                 };
-                let envelope = self.envelope(Channel::Email, provider, idempotency);
-                match email
+                let parts = email
                     .submission(&self.intake, self.template_id.as_deref())
+                    .await;
+                self.submit(Channel::Email, provider, idempotency, parts)
                     .await
-                {
-                    Ok((body, recipients)) => self.intake.submit(envelope, body, recipients).await,
-                    Err(e) => Err(e),
-                }
             }
         };
         outcome(submitted)
     }
 
-    fn envelope<'a>(
-        &'a self,
+    /// Stores a classic job's messages, once they could be made.
+    async fn submit(
+        &self,
         channel: Channel,
-        provider: Option<&'a str>,
-        idempotency: Option<(&'a str, &'a [u8])>,
-    ) -> Envelope<'a> {
-        Envelope {
+        provider: Option<&str>,
+        idempotency: Option<(&str, &[u8])>,
+        parts: Result<(Body, Vec<RecipientSpec>), intake::Error>,
+    ) -> Result<Submitted, intake::Error> {
+        let (body, recipients) = parts?;
+        let envelope = Envelope {
             channel,
             provider,
             priority: None,
@@ -329,7 +326,8 @@ impl Handler {
             idempotency,
             dry_run: false,
             reject_recent_duplicates: false,
-        }
+        };
+        self.intake.submit(envelope, body, recipients).await
     }
 
     /// The provider an e-mail job goes through. A batch has no sender of its own:
