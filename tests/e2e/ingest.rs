@@ -27,6 +27,12 @@ fn redis_url() -> String {
     std::env::var("HERALD_TEST_REDIS").unwrap_or("redis://127.0.0.1:6379/0".into())
 }
 
+/// Short leases: what the killed process had claimed is sent again within the test.
+const KILL_ENV: [(&str, &str); 2] = [
+    ("HERALD_WORKER__LEASE_MS", "2500"),
+    ("HERALD_WORKER__SEND_TIMEOUT_MS", "2000"),
+];
+
 /// The RabbitMQ server: `HERALD_TEST_AMQP`, by default guest on 127.0.0.1:5672.
 fn amqp_url() -> String {
     std::env::var("HERALD_TEST_AMQP").unwrap_or("amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -350,7 +356,7 @@ async fn a_kill_9_during_redis_ingest_loses_no_item_and_makes_no_duplicate_batch
     items.extend(std::iter::repeat_n(same, 10));
     keys.lpush(&items);
 
-    let herald = Herald::serve(&config, &[]).await;
+    let herald = Herald::serve(&config, &KILL_ENV).await;
     wait_for(WITHIN, "ingestion to be under way", || async {
         (keys.len(&keys.key).await < ITEMS - 40).then_some(())
     })
@@ -362,7 +368,7 @@ async fn a_kill_9_during_redis_ingest_loses_no_item_and_makes_no_duplicate_batch
         "every item was taken before the kill; the test needs the kill to interrupt ingestion"
     );
 
-    let herald = Herald::serve(&config, &[]).await;
+    let herald = Herald::serve(&config, &KILL_ENV).await;
     wait_for(WITHIN, "every item to be ingested", || async {
         let mut pending = 0;
         for key in &keys.all()[..3] {
@@ -549,6 +555,20 @@ impl AmqpQueue {
         }
     }
 
+    /// How many messages wait in the queue (not those delivered and unacknowledged).
+    async fn waiting(&self) -> u32 {
+        let declared = self
+            .channel
+            .queue_declare(
+                QueueDeclareArguments::new(&self.name)
+                    .passive(true)
+                    .finish(),
+            )
+            .await
+            .unwrap();
+        declared.map_or(0, |(_, count, _)| count)
+    }
+
     /// The next message of the dead-letter queue: its body and `x-herald-reason`.
     async fn next_dead(&self) -> Option<(String, String)> {
         let (_, properties, body) = self
@@ -689,5 +709,78 @@ async fn amqp_ingest_reconnects_after_the_broker_closes_its_connection() {
         .await;
     let by_to = delivered_to(&server, &["+8613800000022"]).await;
     assert_eq!(by_to["+8613800000022"][0]["body"], "after");
+    queue.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_during_amqp_ingest_loses_no_message_and_doubles_none_with_message_ids() {
+    const MESSAGES: usize = 300;
+    let queue = AmqpQueue::new("kill").await;
+    let server = ProviderServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &server);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[ingest]]\nname = \"amqp-kill\"\nkind = \"amqp\"\nurl = {:?}\nqueue = {:?}\nprefetch = 32\n",
+        amqp_url(),
+        queue.name
+    ));
+    std::fs::write(&config, text).unwrap();
+    for i in 0..MESSAGES {
+        let job = json!({"mobiles": [format!("+86137{i:08}")], "content": format!("message {i}")});
+        queue
+            .publish(&job.to_string(), Some(&format!("m-{i}")))
+            .await;
+    }
+
+    let herald = Herald::serve(&config, &KILL_ENV).await;
+    wait_for(WITHIN, "ingestion to be under way", || {
+        std::future::ready((server.count() >= 30).then_some(()))
+    })
+    .await;
+    herald.kill();
+    let waiting = wait_for(
+        WITHIN,
+        "the broker to take back the unacknowledged messages",
+        || async {
+            let waiting = queue.waiting().await;
+            (waiting > 0).then_some(waiting)
+        },
+    )
+    .await;
+    assert!(
+        waiting < MESSAGES as u32,
+        "nothing was ingested before the kill"
+    );
+
+    let herald = Herald::serve(&config, &KILL_ENV).await;
+    let expected: HashSet<String> = (0..MESSAGES).map(|i| format!("+86137{i:08}")).collect();
+    wait_for(WITHIN, "every message to reach the provider", || {
+        let to: HashSet<String> = server
+            .received()
+            .iter()
+            .map(|r| r.json["to"].as_str().unwrap_or_default().to_string())
+            .collect();
+        std::future::ready((to == expected).then_some(()))
+    })
+    .await;
+    wait_for(WITHIN, "the queue to be drained", || async {
+        (queue.waiting().await == 0).then_some(())
+    })
+    .await;
+    herald.kill();
+
+    let db = rusqlite::Connection::open(dir.path().join("store").join("herald.db")).unwrap();
+    let batches: i64 = db
+        .query_row(
+            "SELECT count(*) FROM batches WHERE source = 'ingest:amqp-kill'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        batches, MESSAGES as i64,
+        "one batch per message, none lost, none doubled"
+    );
     queue.delete().await;
 }
