@@ -553,6 +553,62 @@ mod tests {
     }
 
     #[test]
+    fn ingest_sources_are_read_with_their_kind_and_defaults() {
+        let c = parse(
+            r#"
+            [[ingest]]
+            name = "legacy"
+            kind = "redis-list"
+            url = "redis://:pw@127.0.0.1:6379/0"
+            key = "sms_queue"
+            channel = "sms"
+            provider = "ali"
+            [[ingest]]
+            name = "mq"
+            kind = "amqp"
+            url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+            queue = "sms_queue"
+            "#,
+        );
+        c.validate().unwrap();
+        let legacy = &c.ingest[0];
+        assert_eq!(legacy.channel, Some(Channel::Sms));
+        assert_eq!(legacy.provider.as_deref(), Some("ali"));
+        match &legacy.kind {
+            IngestKind::RedisList {
+                key,
+                processing_key,
+                ..
+            } => {
+                assert_eq!(key, "sms_queue");
+                assert_eq!(processing_key, &None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(c.ingest[1].kind, IngestKind::Amqp { prefetch: 16, .. }),
+            "{:?}",
+            c.ingest[1]
+        );
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "the URL leaked into Debug"
+        );
+    }
+
+    #[test]
+    fn an_ingest_prefetch_of_zero_and_a_repeated_name_are_refused() {
+        let c = parse(
+            "[[ingest]]\nname = \"mq\"\nkind = \"amqp\"\nurl = \"amqp://h\"\nqueue = \"q\"\nprefetch = 0",
+        );
+        assert!(c.validate().unwrap_err().contains("prefetch"));
+        let source =
+            "[[ingest]]\nname = \"a\"\nkind = \"redis-list\"\nurl = \"redis://h\"\nkey = \"k\"\n";
+        let c = parse(&format!("{source}{source}"));
+        assert!(c.validate().unwrap_err().contains("unique"));
+    }
+
+    #[test]
     fn a_lease_shorter_than_the_send_timeout_is_refused() {
         let c = parse("[worker]\nlease_ms = 1000\nsend_timeout_ms = 2000");
         assert!(c.validate().unwrap_err().contains("lease_ms"));
