@@ -77,8 +77,12 @@ pub struct RecipientSpec {
 pub enum Body {
     /// Rendered per recipient.
     Template(TemplateSpec),
-    /// The same text for everyone, sent as is (the seed's `/send-sms` `content`).
-    Literal(String),
+    /// The same text for everyone, sent as is (the classic jobs' `content`, and
+    /// for e-mail their `title` as the subject).
+    Literal {
+        subject: Option<String>,
+        body: String,
+    },
 }
 
 /// One recipient that will not be sent to, and why.
@@ -589,7 +593,7 @@ impl Intake {
         };
         let template_id = match &body {
             Body::Template(spec) => spec.stored_id.clone(),
-            Body::Literal(_) => None,
+            Body::Literal { .. } => None,
         };
         let renderer = match body {
             Body::Template(spec) => {
@@ -606,10 +610,16 @@ impl Intake {
                     keep_vars: template_id.is_some(),
                 }
             }
-            Body::Literal(text) if text.trim().is_empty() => {
+            Body::Literal { body, .. } if body.trim().is_empty() => {
                 return Err(invalid("content", "must not be empty"));
             }
-            Body::Literal(text) => Renderer::Literal(text),
+            Body::Literal { subject, .. }
+                if channel == Channel::Email
+                    && subject.as_deref().is_none_or(|s| s.trim().is_empty()) =>
+            {
+                return Err(invalid("title", "is required for e-mail"));
+            }
+            Body::Literal { subject, body } => Renderer::Literal { subject, body },
         };
         Ok(Intaking {
             channel,
@@ -908,7 +918,10 @@ enum Renderer {
         /// some providers render on their side).
         keep_vars: bool,
     },
-    Literal(String),
+    Literal {
+        subject: Option<String>,
+        body: String,
+    },
 }
 
 /// A recipient ready to store.
@@ -992,7 +1005,7 @@ fn check(
     }
     let vars = Arc::new(Vars(recipient.vars));
     let (subject, body) = match renderer {
-        Renderer::Literal(text) => (None, text.clone()),
+        Renderer::Literal { subject, body } => (subject.clone(), body.clone()),
         Renderer::Template { template, .. } => match template.render(&vars) {
             Ok(r) => (r.subject, r.body),
             Err(RenderError::MissingVariable(name)) => {

@@ -8,7 +8,8 @@
 //! shutdown order; [`config`] and [`telemetry`] set it up; [`domain`] holds the
 //! pure types everything shares; [`recipient`] normalises phone numbers and
 //! mailboxes and [`sms`] measures an SMS text's encoding and segments, both pure;
-//! [`csv_input`] reads CSV files as spreadsheets export them.
+//! [`csv_input`] reads CSV files as spreadsheets export them; [`ingest`] takes jobs
+//! from an existing application's Redis list or AMQP queue into [`intake`].
 
 pub mod api;
 pub mod app;
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod csv_input;
 pub mod domain;
+pub mod ingest;
 pub mod intake;
 pub mod provider;
 pub mod queue;

@@ -8,6 +8,7 @@ mod cli;
 mod delivery;
 mod failover;
 mod helpers;
+mod ingest;
 mod preflight;
 mod process;
 mod smtp;
