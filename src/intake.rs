@@ -471,16 +471,20 @@ impl Intake {
             let mut chunk = Some(first);
             let mut next = Some(second);
             while let Some(recipients) = chunk.take() {
+                let started = std::time::Instant::now();
                 let messages = intaking.take(self, &envelope, recipients).await?;
+                let taken = started.elapsed();
                 match &mut sink {
                     Sink::Staging(staging) => staging.add(messages).await?,
                     Sink::Whole(batch) => batch.messages.extend(messages),
                     Sink::Nothing => {}
                 }
+                let handed = started.elapsed();
                 chunk = match next.take() {
                     Some(later) => Some(later),
                     None => chunks.next().await.transpose()?,
                 };
+                tracing::debug!(?taken, ?handed, waited = ?(started.elapsed() - handed), "chunk taken");
             }
             intaking.report((!envelope.dry_run).then_some(id))
         }
@@ -496,6 +500,7 @@ impl Intake {
             }
             (Err(e), _) => return Err(e),
         };
+        let committing = std::time::Instant::now();
         let accepted = match sink {
             Sink::Nothing => return Ok(answered(Accepted::New(id), report)),
             Sink::Staging(staging) => staging.commit(report.clone(), intaking.span()).await?,
@@ -504,6 +509,7 @@ impl Intake {
                 self.queue.accept(batch).await?
             }
         };
+        tracing::debug!(committed = ?committing.elapsed(), "batch stored");
         if matches!(accepted, Accepted::New(_)) {
             self.remember(envelope.channel, std::mem::take(&mut intaking.remember));
         }

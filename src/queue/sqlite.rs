@@ -1076,7 +1076,11 @@ fn store_whole(
     };
     while let Some(whole) = incoming.blocking_recv() {
         match whole {
-            Whole::Add(messages) => insert_messages(&tx, batch, head, &messages, "pending")?,
+            Whole::Add(messages) => {
+                let started = std::time::Instant::now();
+                insert_messages(&tx, batch, head, &messages, "pending")?;
+                tracing::debug!(rows = messages.len(), took = ?started.elapsed(), "chunk written");
+            }
             Whole::Commit { report, span } => {
                 tx.execute(
                     "UPDATE batches SET report = ?2, size = ?3 WHERE seq = ?1",
