@@ -670,6 +670,14 @@ mod tests {
         ) -> crate::queue::Result<Option<BatchSummary>> {
             self.inner.control(id, action).await
         }
+        async fn apply_receipts(
+            &self,
+            provider: &str,
+            reports: Vec<crate::domain::DeliveryReport>,
+            now_ms: i64,
+        ) -> crate::queue::Result<Vec<crate::queue::ReceiptEffect>> {
+            self.inner.apply_receipts(provider, reports, now_ms).await
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,23 +14,7 @@ pub const ALIYUN_ANSWER: &str = r#"{"code":0,"msg":"接收成功"}"#;
 /// What Tencent Cloud expects back from a status callback: `result` 0 is success.
 pub const TENCENT_ANSWER: &str = r#"{"result":0,"errmsg":"OK"}"#;
 
-/// One message's final fate, as its provider reports it after the send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryReport {
-    /// The id the provider answered the send with (the [`super::Receipt`]'s
-    /// `provider_message_id`): Aliyun's `BizId` (shared by every number of one
-    /// request, so match on `to` as well), Tencent's `SerialNo`, Twilio's
-    /// `MessageSid`; or Herald's message id when the provider gave none.
-    pub provider_message_id: String,
-    /// The recipient in E.164, when the report names a whole number.
-    pub to: Option<String>,
-    /// Reached the recipient (`true`), or the provider gave up (`false`).
-    pub delivered: bool,
-    /// The provider's or carrier's status code, as written, e.g. `DELIVRD`, `30003`.
-    pub code: Option<String>,
-    /// When the report says it happened (ms since the epoch).
-    pub at_ms: Option<i64>,
-}
+pub use crate::domain::DeliveryReport;
 
 #[derive(Deserialize)]
 struct AliyunReport {

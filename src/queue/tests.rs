@@ -1099,4 +1099,5 @@ async fn a_recipient_cap_holds_across_handles_and_defers_the_rest() {
     }
 }
 
+mod receipts;
 mod records;
