@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, RetryConfig};
 use crate::domain::now_ms;
-use crate::provider::{self, Message, Receipt, Registry, Route};
+use crate::provider::{self, Lookup, Message, Receipt, Registry, Route};
 use crate::queue::{Claim, Claimed, Outcome, ProviderTemplate, Queue, Settlement, Suppression};
 use crate::ratelimit::Pace;
 use crate::recipient;
@@ -65,8 +65,25 @@ impl RetryPolicy {
     }
 
     /// What becomes of a message whose attempt number `attempts` failed with `error`.
+    /// An unknown outcome waits like a retry, but as `unknown`: the provider is
+    /// asked about it before the next attempt.
     pub fn outcome(&self, attempts: u32, error: &provider::Error, now_ms: i64) -> Outcome {
         match error {
+            provider::Error::Unknown { reason } if attempts >= self.max_attempts => {
+                Outcome::Failed {
+                    error: format!(
+                        "{reason} (gave up after {attempts} attempts; whether the last reached the provider is unknown)"
+                    ),
+                }
+            }
+            provider::Error::Unknown { reason } => {
+                let delay = self.delay(attempts, None, fastrand::f64());
+                let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+                Outcome::Unknown {
+                    at_ms: now_ms.saturating_add(delay_ms),
+                    error: reason.clone(),
+                }
+            }
             provider::Error::Permanent { reason } | provider::Error::Undeliverable { reason } => {
                 Outcome::Failed {
                     error: reason.clone(),
@@ -285,6 +302,7 @@ impl Pool {
                 lease: claimed.lease,
                 permit,
                 sent_ms: now_ms(),
+                unknown_since_ms: claimed.unknown_since_ms,
             };
             let template = match &claimed.template_id {
                 Some(id) => {
@@ -317,6 +335,7 @@ impl Pool {
                 }
             }
         }
+        let (messages, slots) = self.settle_known(&route, messages, slots, &results).await;
         if messages.is_empty() {
             return;
         }
@@ -341,10 +360,10 @@ impl Pool {
                 };
                 messages.iter().map(|_| Err(error.clone())).collect()
             }
+            // The requests were made: they may have reached the provider.
             Err(_) => {
-                let error = provider::Error::Transient {
+                let error = provider::Error::Unknown {
                     reason: format!("no answer within {} ms", timeout.as_millis()),
-                    retry_after: None,
                 };
                 messages.iter().map(|_| Err(error.clone())).collect()
             }
@@ -353,6 +372,59 @@ impl Pool {
             self.finish(&route, message, attempt, answer, &results)
                 .await;
         }
+    }
+
+    /// Asks the provider about the messages whose earlier attempt had an unknown
+    /// outcome, all at once within the send timeout. Those it says it has are
+    /// settled as sent (no attempt counted); the rest are returned, to be sent.
+    async fn settle_known(
+        &self,
+        route: &Route,
+        messages: Vec<Message>,
+        slots: Vec<Attempt>,
+        results: &mpsc::UnboundedSender<Done>,
+    ) -> (Vec<Message>, Vec<Attempt>) {
+        if slots.iter().all(|a| a.unknown_since_ms.is_none()) {
+            return (messages, slots);
+        }
+        let asked = futures_util::future::join_all(messages.iter().zip(&slots).map(
+            |(message, attempt)| async move {
+                let since = attempt.unknown_since_ms?;
+                let lookup = tokio::time::timeout(
+                    self.inner.send_timeout,
+                    route.provider.query(message, since),
+                )
+                .await
+                .unwrap_or_else(|_| Lookup::CannotTell("the status query timed out".into()));
+                Some(lookup)
+            },
+        ))
+        .await;
+        let mut to_send = (Vec::new(), Vec::new());
+        for ((message, attempt), lookup) in messages.into_iter().zip(slots).zip(asked) {
+            match lookup {
+                Some(Lookup::Sent {
+                    provider_message_id,
+                }) => {
+                    tracing::info!(provider = %route.name, id = %message.id, "the provider has the message whose outcome was unknown: not sent again");
+                    record(
+                        attempt,
+                        Outcome::Confirmed {
+                            provider_message_id,
+                        },
+                        results,
+                    );
+                }
+                other => {
+                    if let Some(Lookup::CannotTell(why)) = &other {
+                        tracing::debug!(provider = %route.name, id = %message.id, why = %why, "cannot tell whether an attempt whose outcome was unknown arrived: sending again");
+                    }
+                    to_send.0.push(message);
+                    to_send.1.push(attempt);
+                }
+            }
+        }
+        to_send
     }
 
     /// Turns one attempt's answer into the message's outcome (suppressing an
@@ -387,23 +459,28 @@ impl Pool {
                     self.suppress(route, message, reason).await;
                 }
                 let outcome = self.inner.policy.outcome(attempt.number, &error, now_ms());
-                let verdict = if matches!(outcome, Outcome::Failed { .. }) {
-                    "failed"
-                } else {
-                    "will retry"
+                let verdict = match outcome {
+                    Outcome::Failed { .. } => "failed",
+                    Outcome::Unknown { .. } => "outcome unknown; will ask the provider, then retry",
+                    _ => "will retry",
                 };
                 tracing::warn!(provider = %route.name, id = %message.id, attempt = attempt.number, error = %error, verdict, "send failed");
                 outcome
             }
         };
-        let settlement = Settlement {
-            lease: attempt.lease,
-            outcome,
-        };
-        // The settler outlives every send it can receive from; if it is gone the
-        // process is past its grace period and the lease brings the message back.
-        let _ = results.send((settlement, attempt.permit));
+        record(attempt, outcome, results);
     }
+}
+
+/// Hands an attempt's outcome to the settler.
+fn record(attempt: Attempt, outcome: Outcome, results: &mpsc::UnboundedSender<Done>) {
+    let settlement = Settlement {
+        lease: attempt.lease,
+        outcome,
+    };
+    // The settler outlives every send it can receive from; if it is gone the
+    // process is past its grace period and the lease brings the message back.
+    let _ = results.send((settlement, attempt.permit));
 }
 
 /// One claimed message's attempt: its number, its lease, and its in-flight slot.
@@ -413,6 +490,8 @@ struct Attempt {
     permit: OwnedSemaphorePermit,
     /// When it was handed to the provider (ms).
     sent_ms: i64,
+    /// When an earlier attempt's outcome became unknown, if one did (ms).
+    unknown_since_ms: Option<i64>,
 }
 
 impl Pool {
@@ -612,6 +691,25 @@ mod tests {
             p.outcome(1, &permanent, 0),
             Outcome::Failed { .. }
         ));
+    }
+
+    #[test]
+    fn an_unknown_outcome_waits_as_unknown_until_the_last_attempt_fails_it() {
+        let p = policy();
+        let unknown = provider::Error::Unknown {
+            reason: "no answer within 30000 ms".into(),
+        };
+        match p.outcome(1, &unknown, 1_000) {
+            Outcome::Unknown { at_ms, error } => {
+                assert!((1_500..=2_000).contains(&at_ms), "{at_ms}");
+                assert_eq!(error, "no answer within 30000 ms");
+            }
+            other => panic!("{other:?}"),
+        }
+        match p.outcome(4, &unknown, 0) {
+            Outcome::Failed { error } => assert!(error.contains("unknown"), "{error}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A real SQLite engine whose settlements are slow, counting how many messages
