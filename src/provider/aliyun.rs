@@ -22,7 +22,10 @@ use sha1::Sha1;
 
 use super::Answer;
 use super::call::{self, BALANCE_WAIT, FAN_OUT, Outcomes, THROTTLE_WAIT};
-use super::{Error, Lookup, Message, Provider, Receipt, http_client};
+use super::{
+    Error, Lookup, Message, Provider, Receipt, ReceiptError, ReceiptRequest, Receipts, http_client,
+    receipt,
+};
 use crate::config::Secret;
 use crate::domain::Channel;
 
@@ -373,6 +376,11 @@ impl Provider for AliyunProvider {
             }
         }
         Lookup::NotSent
+    }
+
+    /// Aliyun's `SmsReport` push (a JSON array, unsigned).
+    fn read_receipts(&self, request: &ReceiptRequest<'_>) -> Result<Receipts, ReceiptError> {
+        receipt::read_pushed(request, receipt::parse_aliyun, receipt::ALIYUN_ANSWER)
     }
 
     async fn send_many(&self, messages: &[Message]) -> Vec<Result<Receipt, Error>> {

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 
 pub use self::aliyun::{AliyunConfig, AliyunProvider};
 pub use self::log::LogProvider;
-pub use self::receipt::DeliveryReport;
+pub use self::receipt::{DeliveryReport, ReceiptAnswer, ReceiptError, ReceiptRequest, Receipts};
 pub use self::smtp::{SmtpConfig, SmtpProvider};
 pub use self::tencent::{TencentConfig, TencentProvider};
 pub use self::twilio::{
@@ -159,6 +159,24 @@ pub trait Provider: Send + Sync + 'static {
     async fn query(&self, message: &Message, since_ms: i64) -> Lookup {
         let _ = (message, since_ms);
         Lookup::CannotTell("the provider has no status query".into())
+    }
+
+    /// Reads a delivery-receipt request the provider made to
+    /// `POST /v1/receipts/{name}`: checks that it comes from the provider, and
+    /// parses its reports. By default the provider sends none.
+    fn read_receipts(&self, request: &ReceiptRequest<'_>) -> Result<Receipts, ReceiptError> {
+        let _ = request;
+        Err(ReceiptError::NotTaken(
+            "this kind of provider sends no delivery receipts".into(),
+        ))
+    }
+
+    /// Whether a receipt's `undelivered` code says the recipient itself cannot
+    /// receive messages (so the address is suppressed, as for
+    /// [`Error::Undeliverable`]). By default no code does.
+    fn receipt_names_the_recipient(&self, code: &str) -> bool {
+        let _ = code;
+        false
     }
 }
 
@@ -346,6 +364,11 @@ impl Registry {
             return Err(format!("provider `{name}` does not send {channel}"));
         }
         Ok(route)
+    }
+
+    /// The provider configured under `name`.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.get(name)
     }
 
     pub fn routes(&self) -> impl Iterator<Item = &Route> {

@@ -20,7 +20,10 @@ use sha2::{Digest, Sha256};
 
 use super::Answer;
 use super::call::{self, BALANCE_WAIT, Outcomes, THROTTLE_WAIT};
-use super::{Error, Lookup, Message, Provider, Receipt, http_client};
+use super::{
+    Error, Lookup, Message, Provider, Receipt, ReceiptError, ReceiptRequest, Receipts, http_client,
+    receipt,
+};
 use crate::config::Secret;
 use crate::domain::Channel;
 
@@ -227,6 +230,11 @@ impl Provider for TencentProvider {
 
     fn batch_limit(&self) -> usize {
         BATCH_LIMIT
+    }
+
+    /// Tencent Cloud's status callback (a JSON array, unsigned).
+    fn read_receipts(&self, request: &ReceiptRequest<'_>) -> Result<Receipts, ReceiptError> {
+        receipt::read_pushed(request, receipt::parse_tencent, receipt::TENCENT_ANSWER)
     }
 
     async fn send_many(&self, messages: &[Message]) -> Vec<Result<Receipt, Error>> {

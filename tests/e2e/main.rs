@@ -9,6 +9,7 @@ mod delivery;
 mod helpers;
 mod preflight;
 mod process;
+mod receipts;
 mod smtp;
 mod store;
 mod template_sms;
