@@ -114,8 +114,10 @@ impl Provider for WebhookProvider {
                 },
             );
         }
+        // Without an id of the receiver's, Herald's own names the message: the
+        // receiver's delivery receipts can then use it.
         Ok(Receipt {
-            provider_message_id: response_id(&bytes),
+            provider_message_id: response_id(&bytes).or_else(|| Some(message.id.clone())),
         })
     }
 

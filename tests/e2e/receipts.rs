@@ -33,6 +33,14 @@ fn sms_through(config: &mut herald::config::Config, provider: ProviderConfig) {
     config.providers = vec![provider];
 }
 
+/// The provider's id of message `i` of a ledger.
+fn provider_id(ledger: &[Value], i: usize) -> String {
+    ledger[i]["provider_message_id"]
+        .as_str()
+        .expect("a sent message has the provider's id")
+        .to_string()
+}
+
 impl TestApp {
     async fn counts(&self, batch_id: &str) -> Value {
         let (status, batch) = self.get(&format!("/v1/batches/{batch_id}")).await;
@@ -50,12 +58,7 @@ async fn signed_webhook_receipts_move_the_batch_counts_once_each() {
         .wait_finished(&batch_id, Duration::from_secs(10))
         .await;
     let ledger = herald.messages(&batch_id).await;
-    let id = |i: usize| {
-        ledger[i]["provider_message_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let id = |i: usize| provider_id(&ledger, i);
 
     let body = json!([
         {"id": id(0), "status": "delivered", "code": "DELIVRD", "at": "2025-06-01T08:30:00Z"},
@@ -246,12 +249,7 @@ async fn aliyun_receipt_pushes_are_matched_by_biz_id_and_number_and_answered_as_
         .wait_finished(&batch_id, Duration::from_secs(10))
         .await;
     let ledger = herald.messages(&batch_id).await;
-    let biz = |i: usize| {
-        ledger[i]["provider_message_id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
+    let biz = |i: usize| provider_id(&ledger, i);
     // Aliyun's SmsReport push: numbers without +86, China time.
     let push = json!([
         {"phone_number": "13800000000", "send_time": "2025-06-01 16:30:00",
@@ -483,4 +481,28 @@ async fn twilio_status_callbacks_are_verified_and_only_final_statuses_count() {
         )
         .await;
     assert_eq!(code, 401, "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_receiver_that_answers_without_an_id_names_messages_by_their_herald_id() {
+    let server = ProviderServer::start().await;
+    server.behave(|_, _| crate::helpers::Reply::ok().body("ok"));
+    let herald = spawn_app(|config| route_all_to(config, server.provider(Some(SECRET)))).await;
+    let batch_id = herald.submit(&sms_batch(1)).await;
+    herald
+        .wait_finished(&batch_id, Duration::from_secs(10))
+        .await;
+    let ledger = herald.messages(&batch_id).await;
+    assert_eq!(ledger[0]["provider_message_id"], ledger[0]["id"]);
+    let body = json!({"id": ledger[0]["id"], "status": "delivered"}).to_string();
+    let (status, _, answer) = herald
+        .post_raw(
+            "/v1/receipts/hook",
+            "application/json",
+            &[("x-herald-signature", &signed(&body))],
+            body,
+        )
+        .await;
+    assert_eq!((status, &answer["applied"]), (200, &json!(1)), "{answer}");
+    assert_eq!(herald.counts(&batch_id).await["delivered"], 1);
 }

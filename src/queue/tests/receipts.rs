@@ -18,20 +18,21 @@ fn report(id: &str, to: Option<&str>, delivered: bool, code: &str) -> DeliveryRe
 /// `id_of(index)`.
 async fn send_all(q: &Queue, id_of: impl Fn(u32) -> String) -> Vec<Claimed> {
     let claimed = q.claim("p", 100, LEASE).await.unwrap();
-    q.settle(
-        claimed
-            .iter()
-            .map(|c| Settlement {
-                lease: c.lease,
-                outcome: Outcome::Sent {
-                    provider_message_id: Some(id_of(index_of(c))),
-                },
-            })
-            .collect(),
-    )
-    .await
-    .unwrap();
+    q.settle(sent_as(&claimed, id_of)).await.unwrap();
     claimed
+}
+
+/// Settlements of `claimed` as sent, each with the id `id_of(index)`.
+fn sent_as(claimed: &[Claimed], id_of: impl Fn(u32) -> String) -> Vec<Settlement> {
+    claimed
+        .iter()
+        .map(|c| Settlement {
+            lease: c.lease,
+            outcome: Outcome::Sent {
+                provider_message_id: Some(id_of(index_of(c))),
+            },
+        })
+        .collect()
 }
 
 fn index_of(c: &Claimed) -> u32 {
@@ -161,19 +162,9 @@ async fn a_receipt_before_the_send_is_recorded_is_held_and_applied_by_the_settle
             .unwrap();
         assert_eq!(early, [ReceiptEffect::Held, ReceiptEffect::Held]);
         assert_eq!(counts(&q, id).await.sending, 2);
-        q.settle(
-            claimed
-                .iter()
-                .map(|c| Settlement {
-                    lease: c.lease,
-                    outcome: Outcome::Sent {
-                        provider_message_id: Some(format!("SM{}", index_of(c))),
-                    },
-                })
-                .collect(),
-        )
-        .await
-        .unwrap();
+        q.settle(sent_as(&claimed, |i| format!("SM{i}")))
+            .await
+            .unwrap();
         let c = counts(&q, id).await;
         assert_eq!(
             (c.sent, c.delivered, c.undelivered),
