@@ -8,8 +8,9 @@
 //! - `twilio` sends SMS through Twilio's Messages API.
 //! - `smtp` hands each e-mail to a mail server over SMTP.
 //! - `aliyun` and `tencent` send provider-approved SMS templates through Aliyun
-//!   and Tencent Cloud, many numbers per request (`call` holds what they share);
-//!   `receipt` reads their delivery reports.
+//!   and Tencent Cloud, many numbers per request (`call` holds what they share).
+//! - `receipt` holds what a delivery receipt request reads into
+//!   ([`Provider::read_receipts`]) and Aliyun's and Tencent's push parsers.
 //!
 //! Adapters never sleep or retry: the worker decides, from the error's class.
 

@@ -20,7 +20,9 @@ pub use crate::domain::DeliveryReport;
 
 /// A delivery-receipt request as it reached Herald.
 pub struct ReceiptRequest<'a> {
+    /// Where the provider's signature is, for those that sign.
     pub headers: &'a reqwest::header::HeaderMap,
+    /// The raw body: signatures cover it byte for byte.
     pub body: &'a [u8],
 }
 
@@ -29,6 +31,7 @@ pub struct ReceiptRequest<'a> {
 pub struct Receipts {
     /// The final reports it carries (none, for an intermediate status).
     pub reports: Vec<DeliveryReport>,
+    /// What the provider expects back once they are applied.
     pub answer: ReceiptAnswer,
 }
 

@@ -3,7 +3,7 @@
 //! - [`Queue`] is the cheap-to-clone handle the API and the workers share.
 //! - [`Engine`] is the small crate-private trait each storage engine implements:
 //!   accept a whole batch atomically, claim under a lease, settle in bulk, read the
-//!   ledger, control a batch.
+//!   ledger, control a batch, apply delivery receipts.
 //! - [`Records`] is the other one: the stored templates, the suppression list and
 //!   the fingerprints of recent sends.
 //! - `sqlite` is the embedded engine (the default: a directory on local disk);

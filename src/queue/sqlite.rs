@@ -1488,6 +1488,7 @@ mod tests {
             "templates",
             "suppressions",
             "send_fingerprints",
+            "early_receipts",
         ] {
             let tables: i64 = conn
                 .query_row(

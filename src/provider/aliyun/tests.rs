@@ -151,6 +151,32 @@ fn alike_messages_share_send_sms_and_the_others_of_a_template_send_batch_sms() {
 }
 
 #[test]
+fn messages_of_two_batches_never_share_a_request() {
+    let of_batch = |batch: &str, params: &str, number: &str| {
+        prepared("A", params, number).map(|mut p| {
+            p.batch = batch.into();
+            p
+        })
+    };
+    let all = vec![
+        of_batch("b1", "{}", "1"),
+        of_batch("b2", "{}", "2"),
+        of_batch("b1", "{}", "3"),
+        of_batch("b1", "{\"x\":\"1\"}", "4"),
+        of_batch("b2", "{\"x\":\"2\"}", "5"),
+    ];
+    assert_eq!(
+        plan(&all),
+        // b1's alike pair, b1's other one alone, b2's two in their own request.
+        vec![
+            Request::Same(vec![0, 2]),
+            Request::Same(vec![3]),
+            Request::Varied(vec![4, 1]),
+        ]
+    );
+}
+
+#[test]
 fn error_codes_are_classified_as_documented() {
     let now = now();
     assert!(matches!(
