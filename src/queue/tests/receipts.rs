@@ -303,3 +303,32 @@ async fn an_unknown_outcome_in_a_cancelled_batch_ends_cancelled() {
         assert_eq!((c.cancelled, c.unknown), (1, 0), "{c:?}");
     }
 }
+
+#[tokio::test]
+async fn held_receipts_expire_after_a_day() {
+    for (q, _url, _guard) in stores().await {
+        let id = accept(&q, batch(2, 0, now_ms())).await;
+        let claimed = q.claim("p", 10, LEASE).await.unwrap();
+        let long_ago = now_ms() - EARLY_RECEIPT_TTL_MS - 1_000;
+        let held = q
+            .engine()
+            .apply_receipts("p", vec![report("SM0", None, true, "DELIVRD")], long_ago)
+            .await
+            .unwrap();
+        assert_eq!(held, [ReceiptEffect::Held]);
+        // Holding another report now sweeps the one past its time.
+        q.apply_receipts("p", vec![report("SM1", None, true, "DELIVRD")])
+            .await
+            .unwrap();
+        q.settle(sent_as(&claimed, |i| format!("SM{i}")))
+            .await
+            .unwrap();
+        let c = counts(&q, id).await;
+        assert_eq!(
+            (c.sent, c.delivered),
+            (1, 1),
+            "only the fresh one applied: {c:?}"
+        );
+        assert_eq!(message(&q, id, 1).await.state, MessageState::Delivered);
+    }
+}
