@@ -10,6 +10,18 @@
 //! crash can repeat. On
 //! shutdown claimers stop, in-flight sends get a grace period, everything finished
 //! is written, and whatever is left comes back through lease expiry.
+//!
+//! Failover: while a provider's circuit is open (see [`crate::circuit`]), its
+//! claimer claims its messages within the limits of the next provider of the
+//! channel's failover list whose circuit lets it send, and sends them through that
+//! one, with that provider's template code and sign; the ledger records who sent.
+//! When every circuit of the list is open, the claimer waits.
+//!
+//! Unknown outcomes: a send that got no answer counts against the circuit of the
+//! provider it went through, and the message waits as `unknown`. Before its next
+//! attempt, its own provider and those it may have failed over to are asked
+//! whether they have it (the ledger does not keep which one the unknown attempt
+//! went through); one that has it settles it as sent by that provider.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::circuit::{Admission, Circuits, Probe, Verdict};
 use crate::config::{Config, RetryConfig};
 use crate::domain::now_ms;
 use crate::provider::{self, Lookup, Message, Receipt, Registry, Route};
@@ -32,6 +45,12 @@ const SETTLE_CHUNK: usize = 4096;
 const CLAIM_CHUNK: usize = 512;
 /// Back-off after the store fails, before trying again.
 const STORE_RETRY: Duration = Duration::from_millis(500);
+/// The longest a message over a recipient's frequency cap at the provider waits
+/// (the caps' windows end by the next midnight).
+const CAPPED_WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The least a failed-over message the fallback cannot carry waits for its own
+/// provider, so that it is not claimed again and again while a probe is out.
+const HOLD_AT_LEAST: Duration = Duration::from_secs(1);
 
 /// When to try a failed send again.
 #[derive(Debug, Clone)]
@@ -65,10 +84,18 @@ impl RetryPolicy {
     }
 
     /// What becomes of a message whose attempt number `attempts` failed with `error`.
-    /// An unknown outcome waits like a retry, but as `unknown`: the provider is
-    /// asked about it before the next attempt.
+    /// A recipient over the provider's frequency cap waits for the cap's window, and
+    /// the attempt does not count: nothing was sent. An unknown outcome waits like a
+    /// retry, but as `unknown`: the provider is asked about it before the next
+    /// attempt.
     pub fn outcome(&self, attempts: u32, error: &provider::Error, now_ms: i64) -> Outcome {
         match error {
+            provider::Error::Transient { retry_after, .. } if error.is_recipient_capped() => {
+                let wait = retry_after.unwrap_or(self.base).min(CAPPED_WAIT_MAX);
+                Outcome::Release {
+                    at_ms: now_ms.saturating_add(millis(wait)),
+                }
+            }
             provider::Error::Unknown { reason } if attempts >= self.max_attempts => {
                 Outcome::Failed {
                     error: format!(
@@ -78,9 +105,8 @@ impl RetryPolicy {
             }
             provider::Error::Unknown { reason } => {
                 let delay = self.delay(attempts, None, fastrand::f64());
-                let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
                 Outcome::Unknown {
-                    at_ms: now_ms.saturating_add(delay_ms),
+                    at_ms: now_ms.saturating_add(millis(delay)),
                     error: reason.clone(),
                 }
             }
@@ -99,9 +125,8 @@ impl RetryPolicy {
                 retry_after,
             } => {
                 let delay = self.delay(attempts, *retry_after, fastrand::f64());
-                let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
                 Outcome::Retry {
-                    at_ms: now_ms.saturating_add(delay_ms),
+                    at_ms: now_ms.saturating_add(millis(delay)),
                     error: reason.clone(),
                 }
             }
@@ -127,15 +152,27 @@ struct Inner {
     templates: TemplateCodes,
     /// Each provider's pace after it throttled this process (see [`Pace`]).
     paces: HashMap<String, Mutex<Pace>>,
+    circuits: Circuits,
+    /// Per provider, where its messages go while its circuit is open, in order.
+    fallbacks: HashMap<String, Vec<Route>>,
 }
 
 impl Pool {
-    pub fn new(queue: Queue, registry: Registry, config: &Config) -> Self {
+    /// A pool delivering `queue`'s messages through `registry`'s providers, each
+    /// behind its circuit in `circuits`.
+    pub fn new(queue: Queue, registry: Registry, circuits: Circuits, config: &Config) -> Self {
         let paces = registry
             .routes()
             .map(|r| {
                 let ceiling = r.limits.rate.map(|rate| rate.per_sec);
                 (r.name.clone(), Mutex::new(Pace::new(ceiling)))
+            })
+            .collect();
+        let fallbacks = registry
+            .routes()
+            .map(|r| {
+                let next = registry.fallbacks(&r.name).into_iter().cloned().collect();
+                (r.name.clone(), next)
             })
             .collect();
         let inner = Inner {
@@ -149,10 +186,17 @@ impl Pool {
             slots: Arc::new(Semaphore::new(config.worker.max_in_flight)),
             templates: TemplateCodes::default(),
             paces,
+            circuits,
+            fallbacks,
         };
         Pool {
             inner: Arc::new(inner),
         }
+    }
+
+    /// The providers' circuit breakers, as this pool keeps them.
+    pub fn circuits(&self) -> &Circuits {
+        &self.inner.circuits
     }
 
     /// Delivers until `shutdown` fires, then drains as described in the module docs.
@@ -208,6 +252,8 @@ impl Pool {
         sends: TaskTracker,
         shutdown: CancellationToken,
     ) {
+        // The provider this loop sent through last time, to log a change once.
+        let mut last_via = route.name.clone();
         loop {
             let work = self.inner.queue.work_arrived().notified();
             tokio::pin!(work);
@@ -219,15 +265,37 @@ impl Pool {
                 () = shutdown.cancelled() => return,
                 permit = self.inner.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
+            let (via, mut probe) = match self.choose(&route) {
+                Choice::Send { via, probe } => (via, probe),
+                Choice::Wait(wait) => {
+                    drop(first);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait.min(self.inner.poll)) => continue,
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            // A probe of the own provider is no change of route yet.
+            let probing_own = probe.is_some() && via.name == route.name;
+            if via.name != last_via && !probing_own {
+                if via.name == route.name {
+                    tracing::info!(provider = %route.name, "sending the provider's messages through it again");
+                } else {
+                    tracing::warn!(provider = %route.name, via = %via.name, "the provider's circuit is open: sending its messages through another provider");
+                }
+                last_via.clone_from(&via.name);
+            }
+            // A probe is one message.
+            let most = if probe.is_some() { 1 } else { CLAIM_CHUNK };
             let mut permits = vec![first];
-            while permits.len() < CLAIM_CHUNK {
+            while permits.len() < most {
                 match self.inner.slots.clone().try_acquire_owned() {
                     Ok(p) => permits.push(p),
                     Err(_) => break,
                 }
             }
             // A provider that throttled this process is paced first.
-            match self.pace(&route.name, |pace| pace.take(permits.len(), now_ms())) {
+            match self.pace(&via.name, |pace| pace.take(permits.len(), now_ms())) {
                 Some(Err(wait)) => {
                     drop(permits);
                     tokio::select! {
@@ -242,7 +310,7 @@ impl Pool {
             let claimed = match self
                 .inner
                 .queue
-                .claim_within(&route.name, permits.len(), self.inner.lease, &route.limits)
+                .claim_within(&route.name, permits.len(), self.inner.lease, &via.limits)
                 .await
             {
                 Ok(Claim::Messages(claimed)) => claimed,
@@ -263,18 +331,25 @@ impl Pool {
                 }
             };
             permits.truncate(claimed.len());
-            self.pace(&route.name, |pace| {
+            self.pace(&via.name, |pace| {
                 pace.refund(asked - claimed.len());
                 pace.sending(claimed.len(), now_ms());
             });
             let idle = claimed.is_empty();
             // One task per message, or per request for providers that take many
             // messages in one (`batch_limit`).
-            let per_task = route.provider.batch_limit().max(1);
+            let per_task = via.provider.batch_limit().max(1);
             let mut claimed = claimed.into_iter().zip(permits).peekable();
             while claimed.peek().is_some() {
                 let group: Vec<_> = claimed.by_ref().take(per_task).collect();
-                sends.spawn(self.clone().send(route.clone(), group, results.clone()));
+                let path = Path {
+                    own: route.clone(),
+                    via: via.clone(),
+                };
+                sends.spawn(
+                    self.clone()
+                        .send(path, probe.take(), group, results.clone()),
+                );
             }
             if idle {
                 tokio::select! {
@@ -286,11 +361,67 @@ impl Pool {
         }
     }
 
+    /// Where `own`'s messages go now: through `own` while its circuit admits
+    /// sends, else through the first of its fallbacks whose circuit does; or, when
+    /// none does, how long to wait.
+    fn choose<'a>(&'a self, own: &'a Route) -> Choice<'a> {
+        let fallbacks = self
+            .inner
+            .fallbacks
+            .get(&own.name)
+            .map_or(&[][..], Vec::as_slice);
+        let mut wait = self.inner.poll;
+        for route in std::iter::once(own).chain(fallbacks) {
+            match self.inner.circuits.admit(&route.name) {
+                Admission::Closed => {
+                    return Choice::Send {
+                        via: route,
+                        probe: None,
+                    };
+                }
+                Admission::Probe(probe) => {
+                    return Choice::Send {
+                        via: route,
+                        probe: Some(probe),
+                    };
+                }
+                Admission::Refused { until } => {
+                    if let Some(until) = until {
+                        let left = until.saturating_duration_since(tokio::time::Instant::now());
+                        wait = wait.min(left.max(Duration::from_millis(1)));
+                    }
+                }
+            }
+        }
+        Choice::Wait(wait)
+    }
+
+    /// Whether `message`, of `path.own`, may go through `path.via`: always when
+    /// that is its own provider; else when both are on its channel's failover list
+    /// and the fallback has what it needs (its code for a stored template).
+    fn can_carry(&self, path: &Path, message: &Message) -> bool {
+        let Path { own, via } = path;
+        if own.name == via.name {
+            return true;
+        }
+        let has_code = message.template.as_ref().is_some_and(|t| t.code.is_some());
+        via.channels.contains(&message.channel)
+            && self
+                .inner
+                .registry
+                .fails_over(message.channel, &own.name, &via.name)
+            && (has_code || !via.provider.needs_template_code())
+    }
+
     /// Sends a group of claimed messages (one, or up to the provider's
-    /// `batch_limit`) in one attempt each, and hands each outcome to the settler.
+    /// `batch_limit`) in one attempt each through `path.via`, and hands each
+    /// outcome to the settler. Messages the fallback cannot carry go back to wait
+    /// for their own provider, unattempted. The request's verdict goes to the
+    /// circuit of the provider it went through, with the probe if it was one.
     async fn send(
         self,
-        route: Route,
+        path: Path,
+        probe: Option<Probe>,
         group: Vec<(Claimed, OwnedSemaphorePermit)>,
         results: mpsc::UnboundedSender<Done>,
     ) {
@@ -308,7 +439,7 @@ impl Pool {
                 Some(id) => {
                     self.inner
                         .templates
-                        .code(&self.inner.queue, id, &route.name)
+                        .code(&self.inner.queue, id, &path.via.name)
                         .await
                 }
                 None => Ok(None),
@@ -326,8 +457,20 @@ impl Pool {
             };
             match template {
                 Err(error) => {
-                    self.finish(&route, &message, attempt, Err(error), &results)
+                    self.finish(&path, &message, attempt, Err(error), &results)
                         .await
+                }
+                Ok(_) if !self.can_carry(&path, &message) => {
+                    let wait = self
+                        .inner
+                        .circuits
+                        .opens_in(&path.own.name)
+                        .max(HOLD_AT_LEAST);
+                    let outcome = Outcome::Release {
+                        at_ms: now_ms().saturating_add(millis(wait)),
+                    };
+                    tracing::debug!(provider = %path.own.name, via = %path.via.name, id = %message.id, "the fallback cannot send this message: it waits for its own provider");
+                    settle(attempt, outcome, None, &results);
                 }
                 Ok(_) => {
                     messages.push(message);
@@ -335,10 +478,13 @@ impl Pool {
                 }
             }
         }
-        let (messages, slots) = self.settle_known(&route, messages, slots, &results).await;
+        let (messages, slots) = self
+            .settle_known(&path.own, messages, slots, &results)
+            .await;
         if messages.is_empty() {
             return;
         }
+        let route = &path.via;
         let timeout = self.inner.send_timeout;
         let answers = match tokio::time::timeout(timeout, async {
             match messages.as_slice() {
@@ -368,18 +514,20 @@ impl Pool {
                 messages.iter().map(|_| Err(error.clone())).collect()
             }
         };
+        if let Some(verdict) = Verdict::of(&answers) {
+            self.inner.circuits.record(&route.name, verdict, probe);
+        }
         for ((message, attempt), answer) in messages.iter().zip(slots).zip(answers) {
-            self.finish(&route, message, attempt, answer, &results)
-                .await;
+            self.finish(&path, message, attempt, answer, &results).await;
         }
     }
 
-    /// Asks the provider about the messages whose earlier attempt had an unknown
-    /// outcome, all at once within the send timeout. Those it says it has are
-    /// settled as sent (no attempt counted); the rest are returned, to be sent.
+    /// Asks about the messages whose earlier attempt had an unknown outcome, all at
+    /// once within the send timeout. Those a provider says it has are settled as
+    /// sent by it (no attempt counted); the rest are returned, to be sent.
     async fn settle_known(
         &self,
-        route: &Route,
+        own: &Route,
         messages: Vec<Message>,
         slots: Vec<Attempt>,
         results: &mpsc::UnboundedSender<Done>,
@@ -390,34 +538,29 @@ impl Pool {
         let asked = futures_util::future::join_all(messages.iter().zip(&slots).map(
             |(message, attempt)| async move {
                 let since = attempt.unknown_since_ms?;
-                let lookup = tokio::time::timeout(
-                    self.inner.send_timeout,
-                    route.provider.query(message, since),
-                )
-                .await
-                .unwrap_or_else(|_| Lookup::CannotTell("the status query timed out".into()));
-                Some(lookup)
+                Some(self.look_up(own, message, since).await)
             },
         ))
         .await;
         let mut to_send = (Vec::new(), Vec::new());
         for ((message, attempt), lookup) in messages.into_iter().zip(slots).zip(asked) {
             match lookup {
-                Some(Lookup::Sent {
-                    provider_message_id,
-                }) => {
-                    tracing::info!(provider = %route.name, id = %message.id, "the provider has the message whose outcome was unknown: not sent again");
-                    record(
-                        attempt,
-                        Outcome::Confirmed {
-                            provider_message_id,
-                        },
-                        results,
-                    );
+                Some((
+                    Lookup::Sent {
+                        provider_message_id,
+                    },
+                    by,
+                )) => {
+                    tracing::info!(provider = %own.name, by = %by.name, id = %message.id, "the provider has the message whose outcome was unknown: not sent again");
+                    let sent_by = (by.name != own.name).then(|| by.name.clone());
+                    let outcome = Outcome::Confirmed {
+                        provider_message_id,
+                    };
+                    settle(attempt, outcome, sent_by, results);
                 }
                 other => {
-                    if let Some(Lookup::CannotTell(why)) = &other {
-                        tracing::debug!(provider = %route.name, id = %message.id, why = %why, "cannot tell whether an attempt whose outcome was unknown arrived: sending again");
+                    if let Some((Lookup::CannotTell(why), by)) = &other {
+                        tracing::debug!(provider = %own.name, by = %by.name, id = %message.id, why = %why, "cannot tell whether an attempt whose outcome was unknown arrived: sending again");
                     }
                     to_send.0.push(message);
                     to_send.1.push(attempt);
@@ -427,16 +570,57 @@ impl Pool {
         to_send
     }
 
+    /// Asks every provider that may have made the unknown attempt at `message`
+    /// made at `since_ms` or later — its own provider `own` and those its channel
+    /// fails over to from it, as the attempt may have gone through any of them —
+    /// at once, each within the send timeout. Answers the first that has it, else
+    /// the first that cannot tell, else `NotSent` from `own`.
+    async fn look_up<'a>(
+        &'a self,
+        own: &'a Route,
+        message: &Message,
+        since_ms: i64,
+    ) -> (Lookup, &'a Route) {
+        let fallbacks = self.inner.fallbacks.get(&own.name).into_iter().flatten();
+        let asked: Vec<&Route> = std::iter::once(own)
+            .chain(fallbacks.filter(|via| {
+                self.inner
+                    .registry
+                    .fails_over(message.channel, &own.name, &via.name)
+            }))
+            .collect();
+        let answers = futures_util::future::join_all(asked.iter().map(|route| {
+            let query = route.provider.query(message, since_ms);
+            async move {
+                tokio::time::timeout(self.inner.send_timeout, query)
+                    .await
+                    .unwrap_or_else(|_| Lookup::CannotTell("the status query timed out".into()))
+            }
+        }))
+        .await;
+        let mut found = (Lookup::NotSent, own);
+        for (route, lookup) in asked.into_iter().zip(answers) {
+            match lookup {
+                Lookup::Sent { .. } => return (lookup, route),
+                Lookup::CannotTell(_) if found.0 == Lookup::NotSent => found = (lookup, route),
+                _ => {}
+            }
+        }
+        found
+    }
+
     /// Turns one attempt's answer into the message's outcome (suppressing an
     /// undeliverable recipient) and hands it to the settler.
     async fn finish(
         &self,
-        route: &Route,
+        path: &Path,
         message: &Message,
         attempt: Attempt,
         answer: Result<Receipt, provider::Error>,
         results: &mpsc::UnboundedSender<Done>,
     ) {
+        let route = &path.via;
+        let failed_over = (path.own.name != route.name).then_some(path.own.name.as_str());
         match &answer {
             Err(error) if error.is_throttle() => {
                 let paced = self.pace(&route.name, |pace| {
@@ -462,25 +646,69 @@ impl Pool {
                 let verdict = match outcome {
                     Outcome::Failed { .. } => "failed",
                     Outcome::Unknown { .. } => "outcome unknown; will ask the provider, then retry",
+                    Outcome::Release { .. } => "waits for the recipient's cap",
                     _ => "will retry",
                 };
-                tracing::warn!(provider = %route.name, id = %message.id, attempt = attempt.number, error = %error, verdict, "send failed");
-                outcome
+                tracing::warn!(provider = %route.name, failed_over_from = failed_over, id = %message.id, attempt = attempt.number, error = %error, verdict, "send failed");
+                match (failed_over, outcome) {
+                    (Some(_), Outcome::Retry { at_ms, error }) => Outcome::Retry {
+                        at_ms,
+                        error: format!("via {}: {error}", route.name),
+                    },
+                    (Some(_), Outcome::Failed { error }) => Outcome::Failed {
+                        error: format!("via {}: {error}", route.name),
+                    },
+                    (Some(_), Outcome::Unknown { at_ms, error }) => Outcome::Unknown {
+                        at_ms,
+                        error: format!("via {}: {error}", route.name),
+                    },
+                    (_, outcome) => outcome,
+                }
             }
         };
-        record(attempt, outcome, results);
+        let sent_by = failed_over.map(|_| route.name.clone());
+        settle(attempt, outcome, sent_by, results);
     }
 }
 
-/// Hands an attempt's outcome to the settler.
-fn record(attempt: Attempt, outcome: Outcome, results: &mpsc::UnboundedSender<Done>) {
+/// Hands one attempt's outcome to the settler.
+fn settle(
+    attempt: Attempt,
+    outcome: Outcome,
+    sent_by: Option<String>,
+    results: &mpsc::UnboundedSender<Done>,
+) {
     let settlement = Settlement {
         lease: attempt.lease,
         outcome,
+        sent_by,
     };
     // The settler outlives every send it can receive from; if it is gone the
     // process is past its grace period and the lease brings the message back.
     let _ = results.send((settlement, attempt.permit));
+}
+
+/// Whose messages a send carries, and which provider it goes through: the same
+/// one, or a fallback while the own provider's circuit is open.
+struct Path {
+    own: Route,
+    via: Route,
+}
+
+/// Where a claimer's messages go this time round.
+enum Choice<'a> {
+    /// Through `via`, holding its circuit's probe when it is half-open.
+    Send {
+        via: &'a Route,
+        probe: Option<Probe>,
+    },
+    /// Every circuit on the way is open: look again after this long.
+    Wait(Duration),
+}
+
+/// A duration in ms, as the store counts time.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// One claimed message's attempt: its number, its lease, and its in-flight slot.
@@ -626,218 +854,4 @@ async fn settle_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Done>, stop: 
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use async_trait::async_trait;
-
-    use super::*;
-    use crate::domain::{BatchId, Channel};
-    use crate::queue::{
-        Accepted, BatchSummary, Control, Engine, MessageQuery, MessageRecord, NewBatch, NewMessage,
-    };
-    use crate::ratelimit::Limits;
-
-    fn policy() -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 4,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(10),
-        }
-    }
-
-    #[test]
-    fn delays_double_with_jitter_and_stop_at_the_maximum() {
-        let p = policy();
-        assert_eq!(p.delay(1, None, 1.0), Duration::from_secs(1));
-        assert_eq!(p.delay(1, None, 0.0), Duration::from_millis(500));
-        assert_eq!(p.delay(3, None, 1.0), Duration::from_secs(4));
-        assert_eq!(p.delay(20, None, 1.0), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn retry_after_wins_but_is_capped() {
-        let p = policy();
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(3)), 0.0),
-            Duration::from_secs(3)
-        );
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(99)), 0.0),
-            Duration::from_secs(10)
-        );
-    }
-
-    #[test]
-    fn transient_errors_retry_until_the_last_attempt_permanent_ones_fail_at_once() {
-        let p = policy();
-        let transient = provider::Error::Transient {
-            reason: "HTTP 503".into(),
-            retry_after: Some(Duration::from_secs(2)),
-        };
-        assert!(matches!(
-            p.outcome(1, &transient, 1_000),
-            Outcome::Retry { at_ms: 3_000, .. }
-        ));
-        match p.outcome(4, &transient, 0) {
-            Outcome::Failed { error } => assert!(error.contains("after 4 attempts"), "{error}"),
-            other => panic!("{other:?}"),
-        }
-        let permanent = provider::Error::Permanent {
-            reason: "HTTP 400".into(),
-        };
-        assert!(matches!(
-            p.outcome(1, &permanent, 0),
-            Outcome::Failed { .. }
-        ));
-    }
-
-    #[test]
-    fn an_unknown_outcome_waits_as_unknown_until_the_last_attempt_fails_it() {
-        let p = policy();
-        let unknown = provider::Error::Unknown {
-            reason: "no answer within 30000 ms".into(),
-        };
-        match p.outcome(1, &unknown, 1_000) {
-            Outcome::Unknown { at_ms, error } => {
-                assert!((1_500..=2_000).contains(&at_ms), "{at_ms}");
-                assert_eq!(error, "no answer within 30000 ms");
-            }
-            other => panic!("{other:?}"),
-        }
-        match p.outcome(4, &unknown, 0) {
-            Outcome::Failed { error } => assert!(error.contains("unknown"), "{error}"),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    /// A real SQLite engine whose settlements are slow, counting how many messages
-    /// are claimed and not yet recorded at any moment.
-    struct SlowSettle {
-        inner: Arc<dyn Engine>,
-        unrecorded: Mutex<(usize, usize)>,
-        settled: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl Engine for SlowSettle {
-        async fn accept(&self, batch: NewBatch) -> crate::queue::Result<Accepted> {
-            self.inner.accept(batch).await
-        }
-        async fn begin(&self, batch: NewBatch) -> crate::queue::Result<crate::queue::Staged> {
-            self.inner.begin(batch).await
-        }
-        async fn claim(
-            &self,
-            provider: &str,
-            limit: usize,
-            lease: Duration,
-            limits: &Limits,
-        ) -> crate::queue::Result<Claim> {
-            let claim = self.inner.claim(provider, limit, lease, limits).await?;
-            if let Claim::Messages(claimed) = &claim {
-                let mut u = self.unrecorded.lock().unwrap();
-                u.0 += claimed.len();
-                u.1 = u.1.max(u.0);
-            }
-            Ok(claim)
-        }
-        async fn settle(&self, settlements: Vec<Settlement>) -> crate::queue::Result<()> {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            let n = settlements.len();
-            self.inner.settle(settlements).await?;
-            self.unrecorded.lock().unwrap().0 -= n;
-            self.settled.fetch_add(n, Ordering::SeqCst);
-            Ok(())
-        }
-        async fn batch(&self, id: BatchId) -> crate::queue::Result<Option<BatchSummary>> {
-            self.inner.batch(id).await
-        }
-        async fn messages(
-            &self,
-            id: BatchId,
-            query: MessageQuery,
-        ) -> crate::queue::Result<Vec<MessageRecord>> {
-            self.inner.messages(id, query).await
-        }
-        async fn control(
-            &self,
-            id: BatchId,
-            action: Control,
-        ) -> crate::queue::Result<Option<BatchSummary>> {
-            self.inner.control(id, action).await
-        }
-        async fn apply_receipts(
-            &self,
-            provider: &str,
-            reports: Vec<crate::domain::DeliveryReport>,
-            now_ms: i64,
-        ) -> crate::queue::Result<Vec<crate::queue::ReceiptEffect>> {
-            self.inner.apply_receipts(provider, reports, now_ms).await
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn no_more_than_max_in_flight_messages_are_ever_claimed_and_unrecorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let real = Queue::open(&dir.path().display().to_string())
-            .await
-            .unwrap();
-        let slow = Arc::new(SlowSettle {
-            inner: real.engine(),
-            unrecorded: Mutex::new((0, 0)),
-            settled: AtomicUsize::new(0),
-        });
-        let queue = Queue::from_engine(slow.clone());
-        let messages = (0..300)
-            .map(|index| NewMessage {
-                index,
-                provider: "log".into(),
-                to: format!("+86138{index:08}"),
-                reference: None,
-                subject: None,
-                body: "hi".into(),
-                segments: 1,
-                vars: None,
-            })
-            .collect();
-        queue
-            .accept(NewBatch {
-                id: BatchId::new(),
-                channel: Channel::Sms,
-                source: "test".into(),
-                priority: 0,
-                send_at_ms: now_ms(),
-                idempotency: None,
-                report: serde_json::json!({}),
-                template_id: None,
-                messages,
-            })
-            .await
-            .unwrap();
-        let mut config = Config::default();
-        config.worker.max_in_flight = 8;
-        config.worker.poll_interval_ms = 5;
-        let registry = Registry::build(&[], &Default::default(), config.send_timeout()).unwrap();
-        let shutdown = CancellationToken::new();
-        let pool = tokio::spawn(Pool::new(queue, registry, &config).run(shutdown.clone()));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while slow.settled.load(Ordering::SeqCst) < 300 {
-            assert!(tokio::time::Instant::now() < deadline, "delivery stalled");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        shutdown.cancel();
-        pool.await.unwrap();
-        let (now, peak) = *slow.unrecorded.lock().unwrap();
-        assert_eq!(now, 0);
-        assert!(
-            peak <= 8,
-            "{peak} messages were claimed and unrecorded at once"
-        );
-        assert!(
-            peak >= 2,
-            "the pool never had more than one message in flight"
-        );
-    }
-}
+mod tests;

@@ -6,7 +6,9 @@
 mod api;
 mod cli;
 mod delivery;
+mod failover;
 mod helpers;
+mod ingest;
 mod preflight;
 mod process;
 mod receipts;

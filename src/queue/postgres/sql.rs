@@ -280,7 +280,9 @@ FROM claimed c
 CROSS JOIN LATERAL (SELECT id, channel, template FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1) b";
 
 /// Settles leased messages (`confirmed` is `sent` without an attempt) and returns the
-/// provider and id of each message now sent with one, for held receipts.
+/// provider and id of each message now sent with one, for held receipts. A message
+/// sent by another provider than its own (`sent_by`, failover) records that one,
+/// which `RETURNING` then names.
 const SETTLE: &str = "
 UPDATE {s}.messages m SET
     state = CASE s.kind WHEN 'sent' THEN 'sent' WHEN 'confirmed' THEN 'sent' WHEN 'failed' THEN 'failed'
@@ -293,9 +295,11 @@ UPDATE {s}.messages m SET
     sent_at = CASE WHEN s.kind IN ('sent', 'confirmed') THEN $7 ELSE m.sent_at END,
     unknown_since = CASE WHEN s.kind IN ('sent', 'confirmed') THEN NULL
         WHEN s.kind = 'unknown' THEN COALESCE(m.unknown_since, $7) ELSE m.unknown_since END,
+    provider = CASE WHEN s.kind IN ('sent', 'confirmed') THEN COALESCE(s.sent_by, m.provider)
+        ELSE m.provider END,
     lease = NULL, lease_until = NULL, updated_at = $7
-FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[])
-     AS s(id, token, kind, at, error, provider_message_id)
+FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $8::text[])
+     AS s(id, token, kind, at, error, provider_message_id, sent_by)
 WHERE m.id = s.id AND m.lease = s.token AND m.state = 'sending'
 RETURNING CASE WHEN s.kind IN ('sent', 'confirmed') THEN m.provider END, s.provider_message_id";
 

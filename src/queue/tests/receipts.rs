@@ -31,8 +31,22 @@ fn sent_as(claimed: &[Claimed], id_of: impl Fn(u32) -> String) -> Vec<Settlement
             outcome: Outcome::Sent {
                 provider_message_id: Some(id_of(index_of(c))),
             },
+            sent_by: None,
         })
         .collect()
+}
+
+/// Claims provider "p"'s messages once some are due again (within 5 s).
+async fn claim_when_due(q: &Queue) -> Vec<Claimed> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = q.claim("p", 10, LEASE).await.unwrap();
+        if !again.is_empty() {
+            return again;
+        }
+        assert!(std::time::Instant::now() < deadline, "never due again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn index_of(c: &Claimed) -> u32 {
@@ -181,6 +195,80 @@ async fn a_receipt_before_the_send_is_recorded_is_held_and_applied_by_the_settle
 }
 
 #[tokio::test]
+async fn a_message_sent_or_confirmed_through_another_provider_takes_that_providers_receipts() {
+    for (q, _url, _guard) in stores().await {
+        let id = accept(&q, batch(2, 0, now_ms())).await;
+        let claimed = q.claim("p", 10, LEASE).await.unwrap();
+        // Receipts from "q" that arrive before its sends are recorded, and one from
+        // "p" with the same id, which names no message of "p".
+        let early = q
+            .apply_receipts(
+                "q",
+                vec![
+                    report("Q0", None, true, "DELIVRD"),
+                    report("Q1", None, false, "UNDELIV"),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(early, [ReceiptEffect::Held, ReceiptEffect::Held]);
+        q.apply_receipts("p", vec![report("Q1", None, true, "DELIVRD")])
+            .await
+            .unwrap();
+        q.settle(vec![
+            Settlement {
+                lease: claimed[0].lease,
+                outcome: Outcome::Sent {
+                    provider_message_id: Some("Q0".into()),
+                },
+                sent_by: Some("q".into()),
+            },
+            Settlement {
+                lease: claimed[1].lease,
+                outcome: Outcome::Unknown {
+                    at_ms: now_ms(),
+                    error: "via q: no answer within 10 ms".into(),
+                },
+                sent_by: Some("q".into()),
+            },
+        ])
+        .await
+        .unwrap();
+        let first = message(&q, id, 0).await;
+        assert_eq!(
+            (first.provider.as_str(), first.state),
+            ("q", MessageState::Delivered),
+            "the ledger names the provider that sent it, whose held receipt applies"
+        );
+        let second = message(&q, id, 1).await;
+        assert_eq!(
+            (second.provider.as_str(), second.state),
+            ("p", MessageState::Unknown),
+            "an unknown outcome waits with its own provider"
+        );
+        let again = claim_when_due(&q).await;
+        q.settle(vec![Settlement {
+            lease: again[0].lease,
+            outcome: Outcome::Confirmed {
+                provider_message_id: Some("Q1".into()),
+            },
+            sent_by: Some("q".into()),
+        }])
+        .await
+        .unwrap();
+        let second = message(&q, id, 1).await;
+        assert_eq!(
+            (second.provider.as_str(), second.state, second.attempts),
+            ("q", MessageState::Undelivered, 1),
+            "confirmed at q, with q's held receipt and not p's"
+        );
+        assert_eq!(second.receipt_code.as_deref(), Some("UNDELIV"));
+        let c = counts(&q, id).await;
+        assert_eq!((c.delivered, c.undelivered, c.unknown), (1, 1, 0), "{c:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_provider_id_shared_by_a_request_is_told_apart_by_the_recipient() {
     for (q, _url, _guard) in stores().await {
         let id = accept(&q, batch(3, 0, now_ms())).await;
@@ -244,15 +332,7 @@ async fn an_unknown_outcome_waits_then_comes_back_marked_and_a_confirmation_is_n
             q.claim("p", 10, LEASE).await.unwrap().is_empty(),
             "not yet due"
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let again = loop {
-            let again = q.claim("p", 10, LEASE).await.unwrap();
-            if !again.is_empty() {
-                break again;
-            }
-            assert!(std::time::Instant::now() < deadline, "never due again");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
+        let again = claim_when_due(&q).await;
         assert_eq!(again[0].attempts, 1);
         let since = again[0].unknown_since_ms.expect("marked as unknown before");
         assert!(since >= before && since <= now_ms(), "{since}");
