@@ -2,7 +2,7 @@
 //! servers that speak the webhook's, Aliyun's and Twilio's wire formats, then the
 //! providers' receipts POSTed to `/v1/receipts/{name}` as each provider sends them,
 //! and a send whose answer never comes that Herald asks Aliyun about instead of
-//! sending twice.
+//! sending twice, also when the send went through a fallback.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -204,26 +204,39 @@ async fn dysmsapi(State(server): State<Arc<Dysmsapi>>, body: String) -> String {
     }
 }
 
-async fn aliyun_herald(server: Arc<Dysmsapi>) -> TestApp {
+/// Starts `server` on loopback; answers the provider "ali" sending SMS through it.
+async fn aliyun_provider(server: Arc<Dysmsapi>) -> ProviderConfig {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let app = Router::new().route("/", post(dysmsapi)).with_state(server);
     tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut ali = ProviderConfig::log();
+    ali.name = "ali".into();
+    ali.kind = ProviderKind::Aliyun(AliyunConfig {
+        access_key_id: "LTAI-e2e".into(),
+        access_key_secret: Secret::new("e2e-secret"),
+        sign_name: Some("Herald".into()),
+        region_id: "cn-hangzhou".into(),
+        endpoint,
+    });
+    ali.channels = vec![Channel::Sms];
+    ali
+}
+
+/// A Herald sending SMS through `server` alone, with the template "hi".
+async fn aliyun_herald(server: Arc<Dysmsapi>) -> TestApp {
+    let ali = aliyun_provider(server).await;
     let herald = spawn_app(|config| {
-        let mut ali = ProviderConfig::log();
-        ali.name = "ali".into();
-        ali.kind = ProviderKind::Aliyun(AliyunConfig {
-            access_key_id: "LTAI-e2e".into(),
-            access_key_secret: Secret::new("e2e-secret"),
-            sign_name: Some("Herald".into()),
-            region_id: "cn-hangzhou".into(),
-            endpoint,
-        });
-        ali.channels = vec![Channel::Sms];
         sms_through(config, ali);
         config.worker.send_timeout_ms = 300;
     })
     .await;
+    store_hi(&herald).await;
+    herald
+}
+
+/// Stores the template "hi", whose code at "ali" is `SMS_1`.
+async fn store_hi(herald: &TestApp) {
     let (status, created) = herald
         .post(
             "/v1/templates",
@@ -232,7 +245,6 @@ async fn aliyun_herald(server: Arc<Dysmsapi>) -> TestApp {
         )
         .await;
     assert_eq!(status, 201, "{created}");
-    herald
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -292,13 +304,10 @@ async fn aliyun_receipt_pushes_are_matched_by_biz_id_and_number_and_answered_as_
     assert_eq!(answer["field"], "[0].biz_id", "{answer}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_send_without_an_answer_is_asked_about_and_not_sent_twice() {
-    let server = Arc::new(Dysmsapi {
-        stall_first: true,
-        ..Dysmsapi::default()
-    });
-    let herald = aliyun_herald(server.clone()).await;
+/// Sends the template "hi" to one number, whose first send `server` takes without
+/// answering; checks that it ends sent, with one send and Aliyun asked about it.
+/// Answers the batch id and the ledger.
+async fn send_hi_once(herald: &TestApp, server: &Dysmsapi) -> (String, Vec<Value>) {
     let batch_id = herald
         .submit(&json!({"channel": "sms", "template_id": "hi",
                         "recipients": [{"to": "+8613800000000"}]}))
@@ -307,20 +316,68 @@ async fn a_send_without_an_answer_is_asked_about_and_not_sent_twice() {
         .wait_finished(&batch_id, Duration::from_secs(10))
         .await;
     assert_eq!(batch["counts"]["sent"], 1, "{batch}");
+    assert_eq!(server.sends.lock().unwrap().len(), 1, "sent once");
+    assert!(*server.queries.lock().unwrap() >= 1, "asked about");
     let ledger = herald.messages(&batch_id).await;
+    (batch_id, ledger)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_without_an_answer_is_asked_about_and_not_sent_twice() {
+    let server = Arc::new(Dysmsapi {
+        stall_first: true,
+        ..Dysmsapi::default()
+    });
+    let herald = aliyun_herald(server.clone()).await;
+    let (batch_id, ledger) = send_hi_once(&herald, &server).await;
     assert_eq!(ledger[0]["state"], "sent", "{}", ledger[0]);
     assert_eq!(
         ledger[0]["attempts"], 1,
         "asking is not an attempt: {}",
         ledger[0]
     );
-    assert_eq!(server.sends.lock().unwrap().len(), 1, "sent once");
     assert_eq!(
         server.sends.lock().unwrap()[0].1,
         batch_id,
         "OutId is the batch"
     );
-    assert!(*server.queries.lock().unwrap() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_without_an_answer_through_a_fallback_is_asked_of_the_fallback_and_not_sent_twice() {
+    let first = ProviderServer::start().await;
+    first.behave(|_, _| crate::helpers::Reply::status(503));
+    let server = Arc::new(Dysmsapi {
+        stall_first: true,
+        ..Dysmsapi::default()
+    });
+    let ali = aliyun_provider(server.clone()).await;
+    let herald = spawn_app(|config| {
+        let mut hook = first.provider(None);
+        hook.name = "first".into();
+        hook.channels = vec![Channel::Sms];
+        config.providers = vec![hook, ali];
+        config
+            .failover
+            .insert(Channel::Sms, vec!["first".into(), "ali".into()]);
+        config.worker.send_timeout_ms = 300;
+        config.retry.base_delay_ms = 50;
+        config.retry.max_attempts = 10;
+        config.circuit.failures = 2;
+        config.circuit.cooldown_ms = 1_000;
+        config.circuit.max_cooldown_ms = 1_000;
+    })
+    .await;
+    store_hi(&herald).await;
+    // `first` fails twice and its circuit opens; the message goes through "ali",
+    // which takes it but never answers. Before the next attempt, `first` (the
+    // message's own provider, which cannot tell) and "ali" are asked: "ali" has it.
+    let (_, ledger) = send_hi_once(&herald, &server).await;
+    assert_eq!(ledger[0]["provider"], "ali", "{}", ledger[0]);
+    assert!(
+        first.count() >= 2,
+        "`first` is tried until its circuit opens"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
