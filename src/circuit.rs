@@ -58,12 +58,20 @@ pub enum Verdict {
 
 impl Verdict {
     /// The verdict on one request's answers: up when any message got an answer
-    /// from the provider, down when every one failed transiently (throttles and
-    /// recipients' frequency caps count as answers); `None` for no answers.
+    /// from the provider, down when every one failed transiently or got no answer
+    /// at all (an unknown outcome: a timeout, a connection lost mid-way — the
+    /// provider failed to answer, whatever became of the message); throttles and
+    /// recipients' frequency caps count as answers. `None` for no answers.
     pub fn of(answers: &[Result<provider::Receipt, provider::Error>]) -> Option<Verdict> {
-        let down = |a: &Result<_, provider::Error>| {
-            matches!(a, Err(e @ provider::Error::Transient { .. })
-                if !e.is_throttle() && !e.is_recipient_capped())
+        let down = |a: &Result<_, provider::Error>| match a {
+            Err(e @ provider::Error::Transient { .. }) => {
+                !e.is_throttle() && !e.is_recipient_capped()
+            }
+            Err(provider::Error::Unknown { .. }) => true,
+            Ok(_)
+            | Err(provider::Error::Permanent { .. } | provider::Error::Undeliverable { .. }) => {
+                false
+            }
         };
         match answers {
             [] => None,
@@ -418,6 +426,16 @@ mod tests {
             Verdict::of(&[Err(transient("HTTP 503")), ok()]),
             Some(Verdict::Up)
         );
+        let unknown = || {
+            Err(provider::Error::Unknown {
+                reason: "no answer within 30000 ms".into(),
+            })
+        };
+        assert_eq!(
+            Verdict::of(&[unknown(), Err(transient("HTTP 503"))]),
+            Some(Verdict::Down)
+        );
+        assert_eq!(Verdict::of(&[unknown(), ok()]), Some(Verdict::Up));
         assert_eq!(
             Verdict::of(&[Err(provider::Error::throttled("HTTP 429", None))]),
             Some(Verdict::Up)

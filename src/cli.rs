@@ -392,6 +392,13 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         "  total {}  pending {}  sending {}  sent {}  failed {}  cancelled {}  paused {}",
         c.total, c.pending, c.sending, c.sent, c.failed, c.cancelled, c.paused
     );
+    // Only once receipts or unknown outcomes make them matter.
+    if c.delivered + c.undelivered + c.unknown > 0 {
+        println!(
+            "  delivered {}  undelivered {}  unknown {}",
+            c.delivered, c.undelivered, c.unknown
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -87,6 +87,10 @@ pub fn message_id(batch: BatchId, index: u32) -> String {
 }
 
 /// Where a message is in its life. `Sending` means claimed under a lease by a worker.
+/// `Sent` means the provider accepted it; a delivery receipt then moves it on to
+/// `Delivered` or `Undelivered`. `Unknown` means the last attempt's request may have
+/// reached the provider but no answer came back: it is tried again later, after
+/// asking the provider when it can say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageState {
@@ -96,16 +100,22 @@ pub enum MessageState {
     Failed,
     Cancelled,
     Paused,
+    Delivered,
+    Undelivered,
+    Unknown,
 }
 
 impl MessageState {
-    pub const ALL: [MessageState; 6] = [
+    pub const ALL: [MessageState; 9] = [
         MessageState::Pending,
         MessageState::Sending,
         MessageState::Sent,
         MessageState::Failed,
         MessageState::Cancelled,
         MessageState::Paused,
+        MessageState::Delivered,
+        MessageState::Undelivered,
+        MessageState::Unknown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -116,6 +126,9 @@ impl MessageState {
             MessageState::Failed => "failed",
             MessageState::Cancelled => "cancelled",
             MessageState::Paused => "paused",
+            MessageState::Delivered => "delivered",
+            MessageState::Undelivered => "undelivered",
+            MessageState::Unknown => "unknown",
         }
     }
 
@@ -153,7 +166,8 @@ impl BatchControl {
     }
 }
 
-/// Message counts of one batch, by state.
+/// Message counts of one batch, by state: each message counts once, in the state
+/// it is in (a delivered message is in `delivered`, no longer in `sent`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub total: u64,
@@ -163,6 +177,12 @@ pub struct Counts {
     pub failed: u64,
     pub cancelled: u64,
     pub paused: u64,
+    #[serde(default)]
+    pub delivered: u64,
+    #[serde(default)]
+    pub undelivered: u64,
+    #[serde(default)]
+    pub unknown: u64,
 }
 
 impl Counts {
@@ -175,25 +195,55 @@ impl Counts {
             MessageState::Failed => self.failed += n,
             MessageState::Cancelled => self.cancelled += n,
             MessageState::Paused => self.paused += n,
+            MessageState::Delivered => self.delivered += n,
+            MessageState::Undelivered => self.undelivered += n,
+            MessageState::Unknown => self.unknown += n,
         }
     }
 
-    /// True when no message can still change state without the sender acting.
+    /// True when no message can still change state without the sender acting
+    /// (delivery receipts aside: they move `sent` messages on at any time).
     pub fn is_finished(&self) -> bool {
-        self.pending == 0 && self.sending == 0 && self.paused == 0
+        self.pending == 0 && self.sending == 0 && self.paused == 0 && self.unknown == 0
+    }
+
+    /// Messages that have been handed to a provider at least once, as far as
+    /// Herald knows: everything past `pending` and `paused` but `cancelled`.
+    fn attempted(&self) -> u64 {
+        self.sending + self.sent + self.failed + self.delivered + self.undelivered + self.unknown
     }
 }
 
 /// The state of a batch as shown to users, derived from its control and counts.
 pub fn batch_state(control: BatchControl, counts: &Counts) -> &'static str {
     match control {
-        BatchControl::Cancelled if counts.sending == 0 => "cancelled",
+        // An unknown outcome is still in flight: it is asked about and settled.
+        BatchControl::Cancelled if counts.sending == 0 && counts.unknown == 0 => "cancelled",
         BatchControl::Cancelled => "cancelling",
         BatchControl::Paused => "paused",
         BatchControl::Active if counts.is_finished() => "done",
-        BatchControl::Active if counts.sent + counts.failed + counts.sending == 0 => "queued",
+        BatchControl::Active if counts.attempted() == 0 => "queued",
         BatchControl::Active => "sending",
     }
+}
+
+/// One message's final fate, as its provider reports it after the send (a delivery
+/// receipt, or a status query's answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// The id the provider answered the send with (the message's
+    /// `provider_message_id`): Aliyun's `BizId` (shared by every number of one
+    /// request, so matched on `to` as well), Tencent's `SerialNo`, Twilio's
+    /// `MessageSid`; or Herald's message id when the provider gave none.
+    pub provider_message_id: String,
+    /// The recipient in E.164, when the report names a whole number.
+    pub to: Option<String>,
+    /// Reached the recipient (`true`), or the provider gave up (`false`).
+    pub delivered: bool,
+    /// The provider's or carrier's status code, as written, e.g. `DELIVRD`, `30003`.
+    pub code: Option<String>,
+    /// When the report says it happened (ms since the epoch).
+    pub at_ms: Option<i64>,
 }
 
 /// Why a recipient address was refused.

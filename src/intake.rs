@@ -293,6 +293,11 @@ impl Intake {
         }
     }
 
+    /// The configured providers.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Checks and stores a batch request from the API.
     pub async fn submit_request(
         &self,

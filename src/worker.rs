@@ -16,6 +16,12 @@
 //! channel's failover list whose circuit lets it send, and sends them through that
 //! one, with that provider's template code and sign; the ledger records who sent.
 //! When every circuit of the list is open, the claimer waits.
+//!
+//! Unknown outcomes: a send that got no answer counts against the circuit of the
+//! provider it went through, and the message waits as `unknown`. Before its next
+//! attempt, its own provider and those it may have failed over to are asked
+//! whether they have it (the ledger does not keep which one the unknown attempt
+//! went through); one that has it settles it as sent by that provider.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -28,7 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::circuit::{Admission, Circuits, Probe, Verdict};
 use crate::config::{Config, RetryConfig};
 use crate::domain::now_ms;
-use crate::provider::{self, Message, Receipt, Registry, Route};
+use crate::provider::{self, Lookup, Message, Receipt, Registry, Route};
 use crate::queue::{Claim, Claimed, Outcome, ProviderTemplate, Queue, Settlement, Suppression};
 use crate::ratelimit::Pace;
 use crate::recipient;
@@ -79,13 +85,29 @@ impl RetryPolicy {
 
     /// What becomes of a message whose attempt number `attempts` failed with `error`.
     /// A recipient over the provider's frequency cap waits for the cap's window, and
-    /// the attempt does not count: nothing was sent.
+    /// the attempt does not count: nothing was sent. An unknown outcome waits like a
+    /// retry, but as `unknown`: the provider is asked about it before the next
+    /// attempt.
     pub fn outcome(&self, attempts: u32, error: &provider::Error, now_ms: i64) -> Outcome {
         match error {
             provider::Error::Transient { retry_after, .. } if error.is_recipient_capped() => {
                 let wait = retry_after.unwrap_or(self.base).min(CAPPED_WAIT_MAX);
                 Outcome::Release {
                     at_ms: now_ms.saturating_add(millis(wait)),
+                }
+            }
+            provider::Error::Unknown { reason } if attempts >= self.max_attempts => {
+                Outcome::Failed {
+                    error: format!(
+                        "{reason} (gave up after {attempts} attempts; whether the last reached the provider is unknown)"
+                    ),
+                }
+            }
+            provider::Error::Unknown { reason } => {
+                let delay = self.delay(attempts, None, fastrand::f64());
+                Outcome::Unknown {
+                    at_ms: now_ms.saturating_add(millis(delay)),
+                    error: reason.clone(),
                 }
             }
             provider::Error::Permanent { reason } | provider::Error::Undeliverable { reason } => {
@@ -411,6 +433,7 @@ impl Pool {
                 lease: claimed.lease,
                 permit,
                 sent_ms: now_ms(),
+                unknown_since_ms: claimed.unknown_since_ms,
             };
             let template = match &claimed.template_id {
                 Some(id) => {
@@ -455,6 +478,9 @@ impl Pool {
                 }
             }
         }
+        let (messages, slots) = self
+            .settle_known(&path.own, messages, slots, &results)
+            .await;
         if messages.is_empty() {
             return;
         }
@@ -480,10 +506,10 @@ impl Pool {
                 };
                 messages.iter().map(|_| Err(error.clone())).collect()
             }
+            // The requests were made: they may have reached the provider.
             Err(_) => {
-                let error = provider::Error::Transient {
+                let error = provider::Error::Unknown {
                     reason: format!("no answer within {} ms", timeout.as_millis()),
-                    retry_after: None,
                 };
                 messages.iter().map(|_| Err(error.clone())).collect()
             }
@@ -494,6 +520,93 @@ impl Pool {
         for ((message, attempt), answer) in messages.iter().zip(slots).zip(answers) {
             self.finish(&path, message, attempt, answer, &results).await;
         }
+    }
+
+    /// Asks about the messages whose earlier attempt had an unknown outcome, all at
+    /// once within the send timeout. Those a provider says it has are settled as
+    /// sent by it (no attempt counted); the rest are returned, to be sent.
+    async fn settle_known(
+        &self,
+        own: &Route,
+        messages: Vec<Message>,
+        slots: Vec<Attempt>,
+        results: &mpsc::UnboundedSender<Done>,
+    ) -> (Vec<Message>, Vec<Attempt>) {
+        if slots.iter().all(|a| a.unknown_since_ms.is_none()) {
+            return (messages, slots);
+        }
+        let asked = futures_util::future::join_all(messages.iter().zip(&slots).map(
+            |(message, attempt)| async move {
+                let since = attempt.unknown_since_ms?;
+                Some(self.look_up(own, message, since).await)
+            },
+        ))
+        .await;
+        let mut to_send = (Vec::new(), Vec::new());
+        for ((message, attempt), lookup) in messages.into_iter().zip(slots).zip(asked) {
+            match lookup {
+                Some((
+                    Lookup::Sent {
+                        provider_message_id,
+                    },
+                    by,
+                )) => {
+                    tracing::info!(provider = %own.name, by = %by.name, id = %message.id, "the provider has the message whose outcome was unknown: not sent again");
+                    let sent_by = (by.name != own.name).then(|| by.name.clone());
+                    let outcome = Outcome::Confirmed {
+                        provider_message_id,
+                    };
+                    settle(attempt, outcome, sent_by, results);
+                }
+                other => {
+                    if let Some((Lookup::CannotTell(why), by)) = &other {
+                        tracing::debug!(provider = %own.name, by = %by.name, id = %message.id, why = %why, "cannot tell whether an attempt whose outcome was unknown arrived: sending again");
+                    }
+                    to_send.0.push(message);
+                    to_send.1.push(attempt);
+                }
+            }
+        }
+        to_send
+    }
+
+    /// Asks every provider that may have made the unknown attempt at `message`
+    /// made at `since_ms` or later — its own provider `own` and those its channel
+    /// fails over to from it, as the attempt may have gone through any of them —
+    /// at once, each within the send timeout. Answers the first that has it, else
+    /// the first that cannot tell, else `NotSent` from `own`.
+    async fn look_up<'a>(
+        &'a self,
+        own: &'a Route,
+        message: &Message,
+        since_ms: i64,
+    ) -> (Lookup, &'a Route) {
+        let fallbacks = self.inner.fallbacks.get(&own.name).into_iter().flatten();
+        let asked: Vec<&Route> = std::iter::once(own)
+            .chain(fallbacks.filter(|via| {
+                self.inner
+                    .registry
+                    .fails_over(message.channel, &own.name, &via.name)
+            }))
+            .collect();
+        let answers = futures_util::future::join_all(asked.iter().map(|route| {
+            let query = route.provider.query(message, since_ms);
+            async move {
+                tokio::time::timeout(self.inner.send_timeout, query)
+                    .await
+                    .unwrap_or_else(|_| Lookup::CannotTell("the status query timed out".into()))
+            }
+        }))
+        .await;
+        let mut found = (Lookup::NotSent, own);
+        for (route, lookup) in asked.into_iter().zip(answers) {
+            match lookup {
+                Lookup::Sent { .. } => return (lookup, route),
+                Lookup::CannotTell(_) if found.0 == Lookup::NotSent => found = (lookup, route),
+                _ => {}
+            }
+        }
+        found
     }
 
     /// Turns one attempt's answer into the message's outcome (suppressing an
@@ -532,6 +645,7 @@ impl Pool {
                 let outcome = self.inner.policy.outcome(attempt.number, &error, now_ms());
                 let verdict = match outcome {
                     Outcome::Failed { .. } => "failed",
+                    Outcome::Unknown { .. } => "outcome unknown; will ask the provider, then retry",
                     Outcome::Release { .. } => "waits for the recipient's cap",
                     _ => "will retry",
                 };
@@ -542,6 +656,10 @@ impl Pool {
                         error: format!("via {}: {error}", route.name),
                     },
                     (Some(_), Outcome::Failed { error }) => Outcome::Failed {
+                        error: format!("via {}: {error}", route.name),
+                    },
+                    (Some(_), Outcome::Unknown { at_ms, error }) => Outcome::Unknown {
+                        at_ms,
                         error: format!("via {}: {error}", route.name),
                     },
                     (_, outcome) => outcome,
@@ -600,6 +718,8 @@ struct Attempt {
     permit: OwnedSemaphorePermit,
     /// When it was handed to the provider (ms).
     sent_ms: i64,
+    /// When an earlier attempt's outcome became unknown, if one did (ms).
+    unknown_since_ms: Option<i64>,
 }
 
 impl Pool {

@@ -27,6 +27,8 @@ pub enum Error {
     },
     NoneAccepted(Vec<Rejection>),
     NotFound(String),
+    /// The request does not prove who sent it (a missing or wrong signature).
+    Unauthorized(String),
     Conflict(String),
     /// The store did not answer; the request may be retried.
     Unavailable(String),
@@ -40,6 +42,7 @@ impl Error {
             Error::Invalid { .. } | Error::NoneAccepted(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -64,6 +67,7 @@ impl Error {
                 "rejected": rejected,
             }),
             Error::NotFound(what) => json!({"error": "not_found", "message": what}),
+            Error::Unauthorized(why) => json!({"error": "unauthorized", "message": why}),
             Error::Conflict(why) => json!({"error": "conflict", "message": why}),
             Error::Unavailable(_) => {
                 json!({"error": "unavailable", "message": "the store is unavailable; try again shortly"})

@@ -4,9 +4,11 @@
 //!   `GET /v1/batches/{id}/messages` read the ledger; `POST /v1/batches/{id}/{action}`
 //!   pauses, resumes, cancels or retries.
 //! - `POST /send-sms` keeps the seed recipe's request working (`seed`).
+//! - `POST /v1/receipts/{provider}` takes the providers' delivery receipts (`receipts`).
 //! - `error` holds the one error type every route answers with.
 
 mod error;
+mod receipts;
 mod seed;
 mod suppressions;
 mod templates;
@@ -73,6 +75,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
                 .delete(suppressions::remove),
         )
         .route("/send-sms", post(seed::send_sms))
+        .route("/v1/receipts/{provider}", post(receipts::receive))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -88,6 +91,7 @@ async fn index() -> Json<serde_json::Value> {
             "GET /v1/batches/{id}/messages?state=&after=&limit=": "the per-recipient ledger",
             "POST /v1/batches/{id}/pause|resume|cancel|retry": "control a batch",
             "POST /send-sms": "the classic request: template_id, mobiles[], content",
+            "POST /v1/receipts/{provider}": "delivery receipts from a configured provider",
             "GET /healthz": "liveness",
         },
     }))
@@ -414,6 +418,12 @@ pub struct MessageView {
     pub created_at: String,
     pub updated_at: String,
     pub sent_at: Option<String>,
+    /// The code of the delivery receipt that set `delivered` / `undelivered`, and
+    /// when it says that happened.
+    #[serde(default)]
+    pub receipt_code: Option<String>,
+    #[serde(default)]
+    pub receipt_at: Option<String>,
 }
 
 impl From<MessageRecord> for MessageView {
@@ -431,6 +441,8 @@ impl From<MessageRecord> for MessageView {
             created_at: format_ms(m.created_at_ms),
             updated_at: format_ms(m.updated_at_ms),
             sent_at: m.sent_at_ms.map(format_ms),
+            receipt_code: m.receipt_code,
+            receipt_at: m.receipt_at_ms.map(format_ms),
         }
     }
 }
@@ -457,7 +469,7 @@ async fn list_messages(
         Some(s) => Some(MessageState::parse(s).ok_or_else(|| Error::Invalid {
             field: "state".into(),
             message: format!(
-                "`{s}` is not a state: use pending, sending, sent, failed, cancelled or paused"
+                "`{s}` is not a state: use pending, sending, sent, delivered, undelivered, unknown, failed, cancelled or paused"
             ),
         })?),
     };

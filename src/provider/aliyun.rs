@@ -2,10 +2,13 @@
 //! approved in the Aliyun console. Requests are `POST`ed as forms and signed with
 //! Aliyun's RPC signature (HMAC-SHA1 over the canonicalized parameters).
 //!
-//! `send_many` groups messages: those with one template, sign and parameters share a
-//! `SendSms` request (up to 1,000 numbers); the others of one template share a
-//! `SendBatchSms` request (up to 100, each with its own sign and parameters). Aliyun
-//! answers per request: one `Code` and one `BizId` for all its numbers.
+//! `send_many` groups the messages of one batch: those with one template, sign and
+//! parameters share a `SendSms` request (up to 1,000 numbers); the others of one
+//! template share a `SendBatchSms` request (up to 100, each with its own sign and
+//! parameters). Aliyun answers per request: one `Code` and one `BizId` for all its
+//! numbers. Every request carries its batch id as `OutId`, so that `query`
+//! (`QuerySendDetails`) can tell whether an attempt whose outcome was unknown
+//! reached Aliyun: a batch has each number once.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -19,7 +22,10 @@ use sha1::Sha1;
 
 use super::Answer;
 use super::call::{self, BALANCE_WAIT, FAN_OUT, Outcomes, THROTTLE_WAIT};
-use super::{Error, Message, Provider, Receipt, http_client};
+use super::{
+    Error, Lookup, Message, Provider, Receipt, ReceiptError, ReceiptRequest, Receipts, http_client,
+    receipt,
+};
 use crate::config::Secret;
 use crate::domain::Channel;
 
@@ -96,6 +102,7 @@ impl AliyunProvider {
             })?,
             number: aliyun_number(&message.to)?,
             params: template_param(message.vars.as_deref())?,
+            batch: message.batch_id.to_string(),
         })
     }
 
@@ -160,6 +167,7 @@ impl AliyunProvider {
             ("PhoneNumbers", numbers.join(",")),
             ("SignName", first.sign.to_string()),
             ("TemplateCode", first.code.to_string()),
+            ("OutId", first.batch.clone()),
         ]);
         if first.params != "{}" {
             params.insert("TemplateParam", first.params.clone());
@@ -177,6 +185,7 @@ impl AliyunProvider {
             ),
             ("SignNameJson", json(all.iter().map(|p| p.sign).collect())),
             ("TemplateCode", all[0].code.to_string()),
+            ("OutId", all[0].batch.clone()),
         ]);
         if all.iter().any(|p| p.params != "{}") {
             let objects: Vec<&str> = all.iter().map(|p| p.params.as_str()).collect();
@@ -185,13 +194,27 @@ impl AliyunProvider {
         self.call("SendBatchSms", params).await
     }
 
-    /// Signs and makes one request; answers the `BizId`, or why Aliyun refused.
+    /// Signs and makes one send request; answers the `BizId`, or why Aliyun refused.
     async fn call(
         &self,
         action: &str,
-        mut params: BTreeMap<&str, String>,
+        params: BTreeMap<&str, String>,
     ) -> Result<Option<String>, Refusal> {
         let now = jiff::Timestamp::now();
+        let answer = self
+            .request(action, params, now)
+            .await
+            .map_err(|error| Refusal { code: None, error })?;
+        read_answer(&answer, now)
+    }
+
+    /// Signs and makes one request of `action` with `params`, at `now`.
+    async fn request(
+        &self,
+        action: &str,
+        mut params: BTreeMap<&str, String>,
+        now: jiff::Timestamp,
+    ) -> Result<Answer, Error> {
         params.extend([
             ("AccessKeyId", self.config.access_key_id.clone()),
             ("Action", action.to_string()),
@@ -214,11 +237,97 @@ impl AliyunProvider {
             .post(self.url.clone())
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body);
-        let answer = super::exchange(request, "aliyun")
-            .await
-            .map_err(|error| Refusal { code: None, error })?;
-        read_answer(&answer, now)
+        super::exchange(request, "aliyun").await
     }
+
+    /// One page of `QuerySendDetails`: the records of `number` on `date`
+    /// (`yyyyMMdd`, China time), and how many there are in all.
+    async fn details(
+        &self,
+        number: &str,
+        date: &str,
+        page: u32,
+    ) -> Result<(Vec<SendDetail>, u64), String> {
+        let params = BTreeMap::from([
+            ("PhoneNumber", number.to_string()),
+            ("SendDate", date.to_string()),
+            ("PageSize", DETAILS_PER_PAGE.to_string()),
+            ("CurrentPage", page.to_string()),
+        ]);
+        let answer = self
+            .request("QuerySendDetails", params, jiff::Timestamp::now())
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply: DetailsReply =
+            serde_json::from_slice(&answer.body).map_err(|_| answer.unexplained().to_string())?;
+        if reply.code != "OK" || !answer.status.is_success() {
+            return Err(call::reason("aliyun", &reply.code, &reply.message));
+        }
+        Ok((reply.details.detail, reply.total_count.unwrap_or(0)))
+    }
+}
+
+/// Records asked for per `QuerySendDetails` page (its most).
+const DETAILS_PER_PAGE: u32 = 50;
+/// Pages read per day: a number gets few messages a day, and a query must end.
+const DETAILS_PAGES: u32 = 4;
+/// Days looked at, from the unknown attempt's to today (Aliyun keeps 30).
+const DETAILS_DAYS: usize = 3;
+
+/// The answer of `QuerySendDetails`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DetailsReply {
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default, deserialize_with = "total_count")]
+    total_count: Option<u64>,
+    #[serde(default, rename = "SmsSendDetailDTOs")]
+    details: Details,
+}
+
+#[derive(Default, Deserialize)]
+struct Details {
+    #[serde(default, rename = "SmsSendDetailDTO")]
+    detail: Vec<SendDetail>,
+}
+
+/// One record of a message to the number: `OutId` is the batch id Herald sent.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SendDetail {
+    #[serde(default)]
+    out_id: Option<String>,
+}
+
+/// `TotalCount`, which Aliyun writes as a number or as a string of digits.
+fn total_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    })
+}
+
+/// The days (`yyyyMMdd`, China time) from `since_ms` to `now`, the latest first,
+/// at most [`DETAILS_DAYS`].
+fn send_dates(since_ms: i64, now: jiff::Timestamp) -> Vec<String> {
+    let china = jiff::tz::TimeZone::fixed(jiff::tz::offset(8));
+    let first = jiff::Timestamp::from_millisecond(since_ms)
+        .unwrap_or(now)
+        .to_zoned(china.clone())
+        .date();
+    let mut day = now.to_zoned(china).date();
+    let mut dates = Vec::new();
+    while dates.len() < DETAILS_DAYS {
+        dates.push(day.strftime("%Y%m%d").to_string());
+        match day.yesterday() {
+            Ok(before) if day > first => day = before,
+            _ => break,
+        }
+    }
+    dates
 }
 
 #[async_trait]
@@ -229,6 +338,49 @@ impl Provider for AliyunProvider {
 
     fn batch_limit(&self) -> usize {
         SEND_SMS_NUMBERS
+    }
+
+    /// Looks for the number's records (`QuerySendDetails`) on the days from the
+    /// unknown attempt to today: one whose `OutId` is the message's batch means the
+    /// attempt reached Aliyun (its `BizId` is not in the records). Aliyun lists a
+    /// message as soon as it takes it, waiting for its receipt or not, so none
+    /// means it never arrived.
+    async fn query(&self, message: &Message, since_ms: i64) -> Lookup {
+        let Ok(number) = aliyun_number(&message.to) else {
+            return Lookup::CannotTell(format!("`{}` is not a number Aliyun takes", message.to));
+        };
+        let batch = message.batch_id.to_string();
+        for date in send_dates(since_ms, jiff::Timestamp::now()) {
+            for page in 1..=DETAILS_PAGES {
+                let (records, total) = match self.details(&number, &date, page).await {
+                    Ok(found) => found,
+                    Err(why) => return Lookup::CannotTell(why),
+                };
+                if records
+                    .iter()
+                    .any(|r| r.out_id.as_deref() == Some(batch.as_str()))
+                {
+                    return Lookup::Sent {
+                        provider_message_id: None,
+                    };
+                }
+                let seen = u64::from(page * DETAILS_PER_PAGE);
+                if records.is_empty() || seen >= total {
+                    break;
+                }
+                if page == DETAILS_PAGES {
+                    return Lookup::CannotTell(format!(
+                        "the number has more than {seen} records on {date}"
+                    ));
+                }
+            }
+        }
+        Lookup::NotSent
+    }
+
+    /// Aliyun's `SmsReport` push (a JSON array, unsigned).
+    fn read_receipts(&self, request: &ReceiptRequest<'_>) -> Result<Receipts, ReceiptError> {
+        receipt::read_pushed(request, receipt::parse_aliyun, receipt::ALIYUN_ANSWER)
     }
 
     fn needs_template_code(&self) -> bool {
@@ -262,6 +414,8 @@ struct Prepared<'a> {
     number: String,
     /// The `TemplateParam` JSON object; `{}` when the template takes none.
     params: String,
+    /// The message's batch id, sent as `OutId`: a request holds one batch's messages.
+    batch: String,
 }
 
 /// One request to make, by message index.
@@ -287,24 +441,29 @@ struct Refusal {
     error: Error,
 }
 
-/// Groups the prepared messages into requests: messages that are alike share a
-/// `SendSms`; the rest of each template share `SendBatchSms` requests, which Aliyun
-/// delivers a little later (it says so), so alike messages are never put there.
+/// Groups the prepared messages into requests, each of one batch: messages that
+/// are alike share a `SendSms`; the rest of each template share `SendBatchSms`
+/// requests, which Aliyun delivers a little later (it says so), so alike messages
+/// are never put there.
 fn plan(prepared: &[Option<Prepared>]) -> Vec<Request> {
     let alike = call::group(
         prepared.iter().enumerate().filter_map(|(i, p)| {
             let p = p.as_ref()?;
-            Some(((p.code, p.sign, p.params.as_str()), i, p.number.clone()))
+            Some((
+                (p.batch.as_str(), p.code, p.sign, p.params.as_str()),
+                i,
+                p.number.clone(),
+            ))
         }),
         SEND_SMS_NUMBERS,
     );
     let mut requests = Vec::new();
-    let mut lone: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for ((code, _, _), indices) in alike {
+    let mut lone: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for ((batch, code, _, _), indices) in alike {
         if indices.len() > 1 {
             requests.push(Request::Same(indices));
         } else {
-            lone.entry(code).or_default().extend(indices);
+            lone.entry((batch, code)).or_default().extend(indices);
         }
     }
     for indices in lone.into_values() {

@@ -220,7 +220,7 @@ pub(super) mod harness {
         };
         Message {
             id: format!("m-{to}"),
-            batch_id: BatchId::new(),
+            batch_id: batch(),
             reference: None,
             channel: Channel::Sms,
             to: to.to_string(),
@@ -232,6 +232,11 @@ pub(super) mod harness {
                 sign_name: None,
             }),
         }
+    }
+
+    /// The batch every test message belongs to: requests hold one batch's messages.
+    pub fn batch() -> BatchId {
+        BatchId::parse("0190a0a0-0000-7000-8000-000000000001").expect("a valid batch id")
     }
 
     /// `count` SMS to distinct mainland numbers, all alike.

@@ -1,14 +1,16 @@
 //! Providers: the services that actually deliver a message.
 //!
 //! - [`Provider`] is the adapter trait: one `send` per message, answering with a
-//!   [`Receipt`] or an [`Error`] that says whether trying again can help.
+//!   [`Receipt`] or an [`Error`] that says whether trying again can help (or that
+//!   the outcome is unknown), and a `query` that asks about an unknown outcome.
 //! - `log` writes each message to the log (the default, for trying Herald out).
 //! - `webhook` POSTs each message as signed JSON to a URL.
 //! - `twilio` sends SMS through Twilio's Messages API.
 //! - `smtp` hands each e-mail to a mail server over SMTP.
 //! - `aliyun` and `tencent` send provider-approved SMS templates through Aliyun
-//!   and Tencent Cloud, many numbers per request (`call` holds what they share);
-//!   `receipt` reads their delivery reports.
+//!   and Tencent Cloud, many numbers per request (`call` holds what they share).
+//! - `receipt` holds what a delivery receipt request reads into
+//!   ([`Provider::read_receipts`]) and Aliyun's and Tencent's push parsers.
 //!
 //! Adapters never sleep or retry: the worker decides, from the error's class.
 
@@ -29,7 +31,7 @@ use async_trait::async_trait;
 
 pub use self::aliyun::{AliyunConfig, AliyunProvider};
 pub use self::log::LogProvider;
-pub use self::receipt::DeliveryReport;
+pub use self::receipt::{DeliveryReport, ReceiptAnswer, ReceiptError, ReceiptRequest, Receipts};
 pub use self::smtp::{SmtpConfig, SmtpProvider};
 pub use self::tencent::{TencentConfig, TencentProvider};
 pub use self::twilio::{
@@ -90,6 +92,26 @@ pub enum Error {
     /// failing the message, the worker adds the address to the suppression list.
     #[error("{reason}")]
     Undeliverable { reason: String },
+    /// The request may have reached the provider but no answer came back (a
+    /// timeout after it was written, a connection lost before the answer): the
+    /// message may have been sent. The worker marks it `unknown` and, before trying
+    /// again, asks the provider about it ([`Provider::query`]).
+    #[error("{reason}")]
+    Unknown { reason: String },
+}
+
+/// What a provider says about an earlier attempt whose outcome was unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// The attempt reached the provider: the message is sent, with the id the
+    /// provider gave it when it says.
+    Sent { provider_message_id: Option<String> },
+    /// The provider has no record of it: sending again is safe.
+    NotSent,
+    /// The provider cannot say (it has no status query, the query failed, or its
+    /// records lag): the next attempt goes ahead, and the idempotency key, for
+    /// providers that take one, is what keeps it from being sent twice.
+    CannotTell(String),
 }
 
 /// How a throttle's reason starts: see [`Error::throttled`].
@@ -151,6 +173,32 @@ pub trait Provider: Send + Sync + 'static {
     /// answers one result per message, in order.
     async fn send_many(&self, messages: &[Message]) -> Vec<Result<Receipt, Error>> {
         futures_util::future::join_all(messages.iter().map(|m| self.send(m))).await
+    }
+
+    /// Asks the provider whether an attempt at `message` made at `since_ms` (ms
+    /// since the epoch) or later, whose outcome was unknown, reached it. Must not
+    /// retry or sleep; by default the provider cannot tell.
+    async fn query(&self, message: &Message, since_ms: i64) -> Lookup {
+        let _ = (message, since_ms);
+        Lookup::CannotTell("the provider has no status query".into())
+    }
+
+    /// Reads a delivery-receipt request the provider made to
+    /// `POST /v1/receipts/{name}`: checks that it comes from the provider, and
+    /// parses its reports. By default the provider sends none.
+    fn read_receipts(&self, request: &ReceiptRequest<'_>) -> Result<Receipts, ReceiptError> {
+        let _ = request;
+        Err(ReceiptError::NotTaken(
+            "this kind of provider sends no delivery receipts".into(),
+        ))
+    }
+
+    /// Whether a receipt's `undelivered` code says the recipient itself cannot
+    /// receive messages (so the address is suppressed, as for
+    /// [`Error::Undeliverable`]). By default no code does.
+    fn receipt_names_the_recipient(&self, code: &str) -> bool {
+        let _ = code;
+        false
     }
 
     /// Whether it sends only its own approved templates, so that a message needs
@@ -486,21 +534,27 @@ impl Answer {
     }
 }
 
-/// Sends `request` and reads the whole answer, whatever its status. A request that
-/// could not be made or whose answer was cut off is [`Error::Transient`], with a
-/// reason that starts with `who` (the provider, e.g. `Twilio`).
+/// Sends `request` and reads the whole answer, whatever its status, with errors
+/// whose reason starts with `who` (the provider, e.g. `Twilio`). A request that
+/// could not connect (refused, no route, a name that does not resolve, a connect
+/// timeout) was never written: [`Error::Transient`]. Any later failure — a timeout
+/// waiting for the answer, a connection lost mid-way, an answer cut off — may
+/// follow a request the provider received: [`Error::Unknown`].
 pub async fn exchange(request: reqwest::RequestBuilder, who: &str) -> Result<Answer, Error> {
     let transient = |what: &str, e: reqwest::Error| {
+        if e.is_connect() {
+            return Error::Transient {
+                reason: format!("{who} {what}: could not connect: {}", cause(&e)),
+                retry_after: None,
+            };
+        }
         let cause = if e.is_timeout() {
             "timed out".to_string()
-        } else if e.is_connect() {
-            "could not connect".to_string()
         } else {
-            e.to_string()
+            cause(&e)
         };
-        Error::Transient {
+        Error::Unknown {
             reason: format!("{who} {what}: {cause}"),
-            retry_after: None,
         }
     };
     let response = request
@@ -522,6 +576,16 @@ pub async fn exchange(request: reqwest::RequestBuilder, who: &str) -> Result<Ans
         retry_after,
         body: body.into(),
     })
+}
+
+/// What an HTTP client error comes down to: its innermost cause (reqwest's own
+/// message is only "error sending request for url …").
+fn cause(e: &reqwest::Error) -> String {
+    let mut innermost: &dyn std::error::Error = e;
+    while let Some(inner) = innermost.source() {
+        innermost = inner;
+    }
+    innermost.to_string()
 }
 
 /// Parses a `Retry-After` value: delay-seconds or an HTTP-date (a date in the past

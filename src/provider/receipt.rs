@@ -1,6 +1,8 @@
-//! Delivery reports pushed by the SMS providers, read into one shape. Parsing only:
-//! the HTTP routes that receive them (`/v1/receipts/aliyun`, `/v1/receipts/tencent`)
-//! answer each provider with [`ALIYUN_ANSWER`] or [`TENCENT_ANSWER`].
+//! Delivery receipts: what a provider's receipt request reads into
+//! ([`Receipts`]), why one is refused ([`ReceiptError`]), and the parsers of Aliyun's
+//! and Tencent Cloud's pushes. The route `POST /v1/receipts/{name}` hands each
+//! request to its provider's [`super::Provider::read_receipts`] and answers Aliyun
+//! with [`ALIYUN_ANSWER`] and Tencent with [`TENCENT_ANSWER`].
 
 use serde::Deserialize;
 
@@ -14,22 +16,77 @@ pub const ALIYUN_ANSWER: &str = r#"{"code":0,"msg":"接收成功"}"#;
 /// What Tencent Cloud expects back from a status callback: `result` 0 is success.
 pub const TENCENT_ANSWER: &str = r#"{"result":0,"errmsg":"OK"}"#;
 
-/// One message's final fate, as its provider reports it after the send.
+pub use crate::domain::DeliveryReport;
+
+/// A delivery-receipt request as it reached Herald.
+pub struct ReceiptRequest<'a> {
+    /// Where the provider's signature is, for those that sign.
+    pub headers: &'a reqwest::header::HeaderMap,
+    /// The raw body: signatures cover it byte for byte.
+    pub body: &'a [u8],
+}
+
+/// What a receipt request says, and how to answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryReport {
-    /// The id the provider answered the send with (the [`super::Receipt`]'s
-    /// `provider_message_id`): Aliyun's `BizId` (shared by every number of one
-    /// request, so match on `to` as well), Tencent's `SerialNo`, Twilio's
-    /// `MessageSid`; or Herald's message id when the provider gave none.
-    pub provider_message_id: String,
-    /// The recipient in E.164, when the report names a whole number.
-    pub to: Option<String>,
-    /// Reached the recipient (`true`), or the provider gave up (`false`).
-    pub delivered: bool,
-    /// The provider's or carrier's status code, as written, e.g. `DELIVRD`, `30003`.
-    pub code: Option<String>,
-    /// When the report says it happened (ms since the epoch).
-    pub at_ms: Option<i64>,
+pub struct Receipts {
+    /// The final reports it carries (none, for an intermediate status).
+    pub reports: Vec<DeliveryReport>,
+    /// What the provider expects back once they are applied.
+    pub answer: ReceiptAnswer,
+}
+
+/// The answer a provider expects to a receipt request it made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptAnswer {
+    /// 200 with this JSON body: Aliyun's and Tencent's acknowledgements.
+    Json(&'static str),
+    /// 204, no body: Twilio reads only the status.
+    Empty,
+    /// 200 with what was done to each report, in counts: for the webhook's receivers.
+    Tally,
+}
+
+/// Why a receipt request is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// The provider sends no receipts, or is not configured to have them checked.
+    #[error("{0}")]
+    NotTaken(String),
+    /// The request does not prove it comes from the provider (a missing or wrong
+    /// signature).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The body is not the provider's receipt format; `field` says where.
+    #[error("{message}")]
+    Malformed {
+        field: Option<String>,
+        message: String,
+    },
+}
+
+impl ReceiptError {
+    /// A malformed body, the field at fault taken from a parser's error
+    /// (`at `path`` in it, when it names one).
+    pub fn malformed(message: String) -> ReceiptError {
+        let field = message
+            .split_once("(at `")
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(path, _)| path.to_string())
+            .filter(|path| !path.is_empty());
+        ReceiptError::Malformed { field, message }
+    }
+}
+
+/// Reads a JSON push of Aliyun or Tencent (neither signs it).
+pub(super) fn read_pushed(
+    request: &ReceiptRequest<'_>,
+    parse: fn(&[u8]) -> Result<Vec<DeliveryReport>, String>,
+    answer: &'static str,
+) -> Result<Receipts, ReceiptError> {
+    Ok(Receipts {
+        reports: parse(request.body).map_err(ReceiptError::malformed)?,
+        answer: ReceiptAnswer::Json(answer),
+    })
 }
 
 #[derive(Deserialize)]

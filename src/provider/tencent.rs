@@ -3,9 +3,12 @@
 //!
 //! Tencent templates take positional parameters `{1}`, `{2}`, …: they are filled
 //! from the recipient's variables named `"1"`, `"2"`, … (other variables are left
-//! out). `send_many` puts messages with one template, sign and parameters in one
-//! request of up to 200 numbers, mainland China and other numbers apart as Tencent
-//! requires, and reads the answer per number.
+//! out). `send_many` puts messages of one batch with one template, sign and
+//! parameters in one request of up to 200 numbers, mainland China and other numbers
+//! apart as Tencent requires, and reads the answer per number. Each request carries
+//! its batch id as `SessionContext`, which Tencent hands back in its status
+//! records, so that `query` (`PullSmsSendStatusByPhoneNumber`) can find an attempt
+//! whose outcome was unknown.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,7 +20,10 @@ use sha2::{Digest, Sha256};
 
 use super::Answer;
 use super::call::{self, BALANCE_WAIT, Outcomes, THROTTLE_WAIT};
-use super::{Error, Message, Provider, Receipt, http_client};
+use super::{
+    Error, Lookup, Message, Provider, Receipt, ReceiptError, ReceiptRequest, Receipts, http_client,
+    receipt,
+};
 use crate::config::Secret;
 use crate::domain::Channel;
 
@@ -98,6 +104,7 @@ impl TencentProvider {
         call::e164_digits(&message.to)?;
         Ok(Prepared {
             key: Key {
+                batch: message.batch_id.to_string(),
                 mainland: message.to.starts_with("+86"),
                 template_id,
                 sign: call::sign_name(message, self.config.sign_name.as_deref()),
@@ -116,8 +123,10 @@ impl TencentProvider {
             template_id: key.template_id,
             sign_name: key.sign,
             template_param_set: &key.params,
+            session_context: &key.batch,
         };
-        let answered = match self.call(&request).await {
+        let body = serde_json::to_vec(&request).expect("a request of strings serializes");
+        let answered = match self.call("SendSms", body).await {
             Ok(answer) => read_answer(&answer, jiff::Timestamp::now()),
             Err(error) => Err(error),
         };
@@ -139,9 +148,8 @@ impl TencentProvider {
         }
     }
 
-    /// Signs and sends one `SendSms` request.
-    async fn call(&self, request: &SendSms<'_>) -> Result<Answer, Error> {
-        let body = serde_json::to_vec(request).expect("a request of strings serializes");
+    /// Signs and makes one request of `action` with the JSON `body`.
+    async fn call(&self, action: &str, body: Vec<u8>) -> Result<Answer, Error> {
         let timestamp = jiff::Timestamp::now().as_second();
         let authorization = authorization(
             &self.config.secret_id,
@@ -151,7 +159,7 @@ impl TencentProvider {
             &[
                 ("content-type", CONTENT_TYPE),
                 ("host", &self.host),
-                ("x-tc-action", "SendSms"),
+                ("x-tc-action", action),
             ],
             &body,
         );
@@ -160,7 +168,7 @@ impl TencentProvider {
             .post(self.url.clone())
             .header("authorization", authorization)
             .header("content-type", CONTENT_TYPE)
-            .header("x-tc-action", "SendSms")
+            .header("x-tc-action", action)
             .header("x-tc-version", VERSION)
             .header("x-tc-timestamp", timestamp.to_string())
             .header("x-tc-region", &self.config.region)
@@ -175,8 +183,58 @@ impl Provider for TencentProvider {
         call::send_one(self, message).await
     }
 
+    /// Pulls the number's status records since the unknown attempt
+    /// (`PullSmsSendStatusByPhoneNumber`): one whose `SessionContext` is the
+    /// message's batch means the attempt reached Tencent, with its `SerialNo`.
+    /// Tencent lists a message only once its status report is back, so finding
+    /// none cannot tell.
+    async fn query(&self, message: &Message, since_ms: i64) -> Lookup {
+        let now = jiff::Timestamp::now().as_second();
+        // A minute early: the two clocks need not agree to the second.
+        let begin = (since_ms / 1000 - 60).max(now - PULL_WINDOW_SECS);
+        let request = PullStatus {
+            begin_time: begin,
+            end_time: now,
+            offset: 0,
+            limit: PULL_LIMIT,
+            phone_number: &message.to,
+            sms_sdk_app_id: &self.config.sdk_app_id,
+        };
+        let body = serde_json::to_vec(&request).expect("a request of strings serializes");
+        let answer = match self.call("PullSmsSendStatusByPhoneNumber", body).await {
+            Ok(answer) => answer,
+            Err(e) => return Lookup::CannotTell(e.to_string()),
+        };
+        let Ok(Envelope { response }) = serde_json::from_slice::<Envelope<Pulled>>(&answer.body)
+        else {
+            return Lookup::CannotTell(answer.unexplained().to_string());
+        };
+        if let Some(refusal) = response.error {
+            return Lookup::CannotTell(call::reason("tencent", &refusal.code, &refusal.message));
+        }
+        let batch = message.batch_id.to_string();
+        match response
+            .pull_sms_send_status_set
+            .into_iter()
+            .find(|s| s.session_context.as_deref() == Some(batch.as_str()))
+        {
+            Some(status) => Lookup::Sent {
+                provider_message_id: Some(status.serial_no).filter(|id| !id.is_empty()),
+            },
+            None => Lookup::CannotTell(
+                "no status record yet: Tencent lists a message once its status report is back"
+                    .into(),
+            ),
+        }
+    }
+
     fn batch_limit(&self) -> usize {
         BATCH_LIMIT
+    }
+
+    /// Tencent Cloud's status callback (a JSON array, unsigned).
+    fn read_receipts(&self, request: &ReceiptRequest<'_>) -> Result<Receipts, ReceiptError> {
+        receipt::read_pushed(request, receipt::parse_tencent, receipt::TENCENT_ANSWER)
     }
 
     fn needs_template_code(&self) -> bool {
@@ -206,6 +264,8 @@ impl Provider for TencentProvider {
 /// What messages must share to share a request.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Key<'a> {
+    /// Sent as `SessionContext`: a request holds one batch's messages.
+    batch: String,
     /// Tencent refuses requests that mix mainland China and other numbers.
     mainland: bool,
     template_id: &'a str,
@@ -228,12 +288,49 @@ struct SendSms<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     sign_name: Option<&'a str>,
     template_param_set: &'a [String],
+    session_context: &'a str,
+}
+
+/// Status records pulled per query (Tencent's most).
+const PULL_LIMIT: u32 = 100;
+/// How far back a pull reaches: Tencent keeps seven days.
+const PULL_WINDOW_SECS: i64 = 7 * 24 * 3600;
+
+/// The `PullSmsSendStatusByPhoneNumber` request body.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct PullStatus<'a> {
+    begin_time: i64,
+    end_time: i64,
+    offset: u32,
+    limit: u32,
+    phone_number: &'a str,
+    sms_sdk_app_id: &'a str,
+}
+
+/// Tencent's answer: `{"Response": {…}}`.
+#[derive(Deserialize)]
+struct Envelope<T = Reply> {
+    #[serde(rename = "Response")]
+    response: T,
+}
+
+/// The answer to `PullSmsSendStatusByPhoneNumber`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Pulled {
+    error: Option<Refusal>,
+    #[serde(default)]
+    pull_sms_send_status_set: Vec<PulledStatus>,
 }
 
 #[derive(Deserialize)]
-struct Envelope {
-    #[serde(rename = "Response")]
-    response: Reply,
+#[serde(rename_all = "PascalCase")]
+struct PulledStatus {
+    #[serde(default)]
+    serial_no: String,
+    #[serde(default)]
+    session_context: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -17,7 +17,8 @@ use serde::Deserialize;
 use sha1::Sha1;
 
 use super::{
-    DeliveryReport, Error, Message, Provider, Receipt, classify_status, exchange, http_client,
+    DeliveryReport, Error, Message, Provider, Receipt, ReceiptAnswer, ReceiptError, ReceiptRequest,
+    Receipts, classify_status, exchange, http_client,
 };
 use crate::config::{Secret, TwilioConfig};
 use crate::domain::Channel;
@@ -38,6 +39,8 @@ pub struct TwilioProvider {
     /// Sent as configured, not normalized: Twilio signs its callbacks over this
     /// exact string, so the receipt route must verify against the same one.
     status_callback: Option<String>,
+    /// What Twilio signs its callbacks with.
+    auth_token: Option<Secret>,
     client: reqwest::Client,
 }
 
@@ -102,6 +105,7 @@ impl TwilioProvider {
             from: config.from.clone(),
             messaging_service_sid: config.messaging_service_sid.clone(),
             status_callback: config.status_callback_url.clone(),
+            auth_token: config.auth_token.clone(),
             client: http_client(timeout)?,
         })
     }
@@ -169,6 +173,44 @@ impl Provider for TwilioProvider {
                 .ok()
                 .and_then(|created| created.sid),
         })
+    }
+
+    /// A status callback: form parameters signed in `X-Twilio-Signature` over the
+    /// configured `status_callback_url`. Intermediate statuses carry no report.
+    fn read_receipts(&self, request: &ReceiptRequest<'_>) -> Result<Receipts, ReceiptError> {
+        let (Some(url), Some(token)) = (&self.status_callback, &self.auth_token) else {
+            return Err(ReceiptError::NotTaken(
+                "set status_callback_url (and auth_token) on this provider to take Twilio's status callbacks"
+                    .into(),
+            ));
+        };
+        let params: Vec<(String, String)> =
+            form_urlencoded::parse(request.body).into_owned().collect();
+        let signature = request
+            .headers
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ReceiptError::Unauthorized(format!("no {SIGNATURE_HEADER} header")))?;
+        if !verify_twilio_signature(token.expose(), url, &params, signature) {
+            return Err(ReceiptError::Unauthorized(format!(
+                "{SIGNATURE_HEADER} does not match the body and status_callback_url `{url}`"
+            )));
+        }
+        let report = parse_twilio_callback(&params).map_err(|message| {
+            let field = ["MessageSid", "MessageStatus"]
+                .into_iter()
+                .find(|f| message.contains(f))
+                .map(str::to_string);
+            ReceiptError::Malformed { field, message }
+        })?;
+        Ok(Receipts {
+            reports: report.into_iter().collect(),
+            answer: ReceiptAnswer::Empty,
+        })
+    }
+
+    fn receipt_names_the_recipient(&self, code: &str) -> bool {
+        code_names_the_recipient(code)
     }
 }
 

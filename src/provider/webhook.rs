@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::{
-    DeliveryReport, Error, Message, Provider, Receipt, classify_status, exchange, http_client,
+    DeliveryReport, Error, Message, Provider, Receipt, ReceiptAnswer, ReceiptError, ReceiptRequest,
+    Receipts, classify_status, exchange, http_client,
 };
 use crate::config::Secret;
 use crate::queue::ProviderTemplate;
@@ -113,10 +114,63 @@ impl Provider for WebhookProvider {
                 },
             );
         }
+        // Without an id of the receiver's, Herald's own names the message: the
+        // receiver's delivery receipts can then use it.
         Ok(Receipt {
-            provider_message_id: response_id(&bytes),
+            provider_message_id: response_id(&bytes).or_else(|| Some(message.id.clone())),
         })
     }
+
+    /// Receipts signed like the sends: `X-Herald-Signature` over the raw body,
+    /// with the provider's `secret` (required: unsigned receipts are refused).
+    fn read_receipts(&self, request: &ReceiptRequest<'_>) -> Result<Receipts, ReceiptError> {
+        let Some(secret) = &self.secret else {
+            return Err(ReceiptError::NotTaken(
+                "set `secret` on this provider to take its receipts: they must be signed".into(),
+            ));
+        };
+        let signature = request
+            .headers
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ReceiptError::Unauthorized(format!("no {SIGNATURE_HEADER} header")))?;
+        if !verify_webhook_signature(secret.expose().as_bytes(), request.body, signature) {
+            return Err(ReceiptError::Unauthorized(format!(
+                "{SIGNATURE_HEADER} is not the body's HMAC-SHA256 with the provider's secret"
+            )));
+        }
+        Ok(Receipts {
+            reports: parse_webhook_receipts(request.body).map_err(receipt_field)?,
+            answer: ReceiptAnswer::Tally,
+        })
+    }
+
+    fn receipt_names_the_recipient(&self, code: &str) -> bool {
+        code == INVALID_RECIPIENT
+    }
+}
+
+/// A receipt parse error with the field it names: `receipts[i].field` for one of
+/// an array, `field` for a lone one.
+fn receipt_field(message: String) -> ReceiptError {
+    let (index, rest) = match message.strip_prefix("receipt ") {
+        Some(rest) => match rest.split_once(": ") {
+            Some((i, rest)) => (Some(i), rest),
+            None => (None, message.as_str()),
+        },
+        None => (None, message.as_str()),
+    };
+    let name = ["id", "status", "code", "at", "to"]
+        .into_iter()
+        .find(|name| {
+            rest.contains(&format!("`{name}`")) || rest.contains(&format!("field `{name}`"))
+        });
+    let field = match (index, name) {
+        (Some(i), Some(name)) => Some(format!("receipts[{i}].{name}")),
+        (Some(i), None) => Some(format!("receipts[{i}]")),
+        (None, name) => name.map(str::to_string),
+    };
+    ReceiptError::Malformed { field, message }
 }
 
 /// Whether a refusal's JSON body says the recipient cannot receive messages:
@@ -191,7 +245,14 @@ pub fn parse_webhook_receipts(body: &[u8]) -> Result<Vec<DeliveryReport>, String
 }
 
 fn receipt(item: serde_json::Value) -> Result<DeliveryReport, String> {
-    let wire: WireReceipt = serde_json::from_value(item).map_err(|e| e.to_string())?;
+    let wire: WireReceipt = serde_path_to_error::deserialize(item).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("`{path}`: {}", e.inner())
+        }
+    })?;
     if wire.id.trim().is_empty() {
         return Err("`id` must not be empty".into());
     }

@@ -3,7 +3,7 @@
 //! - [`Queue`] is the cheap-to-clone handle the API and the workers share.
 //! - [`Engine`] is the small crate-private trait each storage engine implements:
 //!   accept a whole batch atomically, claim under a lease, settle in bulk, read the
-//!   ledger, control a batch.
+//!   ledger, control a batch, apply delivery receipts.
 //! - [`Records`] is the other one: the stored templates, the suppression list and
 //!   the fingerprints of recent sends.
 //! - `sqlite` is the embedded engine (the default: a directory on local disk);
@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState};
+use crate::domain::{BatchControl, BatchId, Channel, Counts, DeliveryReport, MessageState};
 use crate::ratelimit::Limits;
 
 /// What went wrong in the store. Engine-specific causes are kept in the message.
@@ -126,6 +126,10 @@ pub struct Claimed {
     pub vars: Option<String>,
     /// Delivery attempts made before this claim.
     pub attempts: u32,
+    /// When an earlier attempt's outcome became unknown (ms since the epoch; the
+    /// first such attempt's), until an outcome settles it: the worker asks the
+    /// provider about that attempt before making this one.
+    pub unknown_since_ms: Option<i64>,
 }
 
 /// The answer to a rate-limited claim.
@@ -142,6 +146,17 @@ pub enum Claim {
 pub enum Outcome {
     Sent {
         provider_message_id: Option<String>,
+    },
+    /// The provider says an earlier attempt, whose outcome was unknown, reached it:
+    /// sent, with the id it gave that attempt. No attempt is counted (asking is none).
+    Confirmed {
+        provider_message_id: Option<String>,
+    },
+    /// The request may have reached the provider but no answer came back: the
+    /// message is `unknown` until `at_ms`, then due again; this attempt counts.
+    Unknown {
+        at_ms: i64,
+        error: String,
     },
     /// Try again at `at_ms`; this attempt counts.
     Retry {
@@ -183,6 +198,28 @@ pub struct BatchSummary {
     pub counts: Counts,
 }
 
+/// What applying one delivery report did (see [`Queue::apply_receipts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptEffect {
+    /// The message moved to `delivered` or `undelivered`; its recipient and channel.
+    Applied { to: String, channel: Channel },
+    /// The message had this outcome already, or a final one (`delivered` stays).
+    Unchanged,
+    /// No message has the provider's id yet (its send is not recorded, or the id is
+    /// unknown): kept, and applied when a send settles with that id, for at most
+    /// [`EARLY_RECEIPT_TTL_MS`].
+    Held,
+    /// Several messages share the id (one Aliyun request) and the report names no
+    /// recipient that tells them apart: not applied.
+    Ambiguous,
+}
+
+/// How long a delivery report that matches no message yet is kept (a day).
+pub const EARLY_RECEIPT_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The most early delivery reports a store keeps; beyond it the oldest go first.
+pub const EARLY_RECEIPTS_MAX: i64 = 100_000;
+
 /// One message's row in the ledger.
 #[derive(Debug, Clone, Serialize)]
 pub struct MessageRecord {
@@ -198,6 +235,10 @@ pub struct MessageRecord {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub sent_at_ms: Option<i64>,
+    /// The code of the delivery receipt that set `delivered` / `undelivered`.
+    pub receipt_code: Option<String>,
+    /// When that receipt says it happened, or when it came (ms since the epoch).
+    pub receipt_at_ms: Option<i64>,
 }
 
 /// Which page of a batch's messages to read: indices after `after`, in index order.
@@ -293,6 +334,14 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// `Ok(None)` when there is no such batch; `Error::Conflict` when the batch's
     /// state does not allow the action.
     async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>>;
+    /// Applies delivery reports of provider `provider` (its configured name), in
+    /// order, as [`Queue::apply_receipts`] describes; one effect per report.
+    async fn apply_receipts(
+        &self,
+        provider: &str,
+        reports: Vec<DeliveryReport>,
+        now_ms: i64,
+    ) -> Result<Vec<ReceiptEffect>>;
 }
 
 /// The answer to [`Queue::begin`].
@@ -545,6 +594,28 @@ impl Queue {
         self.engine.messages(id, query).await
     }
 
+    /// Applies delivery reports that provider `provider` (its configured name) sent,
+    /// in one transaction. A report matches the messages of that provider whose
+    /// `provider_message_id` is its id and, when it names a recipient, whose `to`
+    /// is that recipient. A `sent` message moves to `delivered` or `undelivered`
+    /// with the report's code; an `undelivered` one can still become `delivered`
+    /// (a carrier's later success), while `delivered` is final: a report that
+    /// arrives twice, or late, changes nothing and counts nothing twice. A report
+    /// that matches no message yet is held, bounded in time and number, and
+    /// applied when a send settles with its id.
+    pub async fn apply_receipts(
+        &self,
+        provider: &str,
+        reports: Vec<DeliveryReport>,
+    ) -> Result<Vec<ReceiptEffect>> {
+        if reports.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.engine
+            .apply_receipts(provider, reports, crate::domain::now_ms())
+            .await
+    }
+
     pub async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>> {
         let summary = self.engine.control(id, action).await?;
         if matches!(action, Control::Resume | Control::Retry) {
@@ -698,6 +769,45 @@ impl Queue {
     /// Resolves when work may have arrived in this process (a batch accepted or resumed).
     pub fn work_arrived(&self) -> &Notify {
         &self.accepted
+    }
+}
+
+/// Which of the messages that share a delivery report's provider id the report is
+/// about, by position among `tos` (their recipients).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReceiptTarget {
+    /// None of them (or there are none yet): the report is held.
+    None,
+    One(usize),
+    Ambiguous,
+}
+
+/// Picks the message a report names: the one whose recipient is the report's, when
+/// it names one; else the only one.
+pub(crate) fn receipt_target<'a>(
+    tos: impl IntoIterator<Item = &'a str>,
+    report_to: Option<&str>,
+) -> ReceiptTarget {
+    let mut found = ReceiptTarget::None;
+    for (i, to) in tos.into_iter().enumerate() {
+        if report_to.is_some_and(|want| want != to) {
+            continue;
+        }
+        found = match found {
+            ReceiptTarget::None => ReceiptTarget::One(i),
+            _ => return ReceiptTarget::Ambiguous,
+        };
+    }
+    found
+}
+
+/// The state a message in `current` moves to on a report, if it moves: `sent` to
+/// either outcome, `undelivered` to `delivered`; `delivered` is final.
+pub(crate) fn receipt_state(current: MessageState, delivered: bool) -> Option<MessageState> {
+    match (current, delivered) {
+        (MessageState::Sent | MessageState::Undelivered, true) => Some(MessageState::Delivered),
+        (MessageState::Sent, false) => Some(MessageState::Undelivered),
+        _ => None,
     }
 }
 

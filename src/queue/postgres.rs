@@ -16,10 +16,14 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    Accepted, BatchSummary, Claim, Claimed, Control, Engine, Error, Lease, MessageQuery,
-    MessageRecord, NewBatch, NewMessage, Outcome, Result, Settlement, Staged, StagingEngine,
+    Accepted, BatchSummary, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX,
+    Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome,
+    ReceiptEffect, ReceiptTarget, Result, Settlement, Staged, StagingEngine, receipt_state,
+    receipt_target,
 };
-use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
+use crate::domain::{
+    BatchControl, BatchId, Channel, Counts, DeliveryReport, MessageState, message_id, now_ms,
+};
 use crate::ratelimit::{Bucket, Candidate, Cap, Limits, longest_window, pick, segment_bucket_key};
 
 mod location;
@@ -242,6 +246,58 @@ impl Postgres {
             .map_err(db)?;
         tx.execute(&prune, &[&owner, &since]).await.map_err(db)?;
         Ok(picked.claim.into_iter().map(|c| c.key).collect())
+    }
+
+    /// Applies one delivery report to the message it names; `None` when it names
+    /// none (yet).
+    async fn apply_receipt(
+        &self,
+        tx: &Transaction<'_>,
+        provider: &str,
+        report: &DeliveryReport,
+        now: i64,
+    ) -> Result<Option<ReceiptEffect>> {
+        let candidates = tx
+            .prepare_cached(&self.sql.receipt_candidates)
+            .await
+            .map_err(db)?;
+        let rows = tx
+            .query(&candidates, &[&provider, &report.provider_message_id])
+            .await
+            .map_err(db)?;
+        let row = match receipt_target(
+            rows.iter().map(|r| r.get::<_, &str>(2)),
+            report.to.as_deref(),
+        ) {
+            ReceiptTarget::None => return Ok(None),
+            ReceiptTarget::Ambiguous => return Ok(Some(ReceiptEffect::Ambiguous)),
+            ReceiptTarget::One(i) => &rows[i],
+        };
+        let state: &str = row.get(1);
+        let Some(next) = receipt_state(parse_state(state)?, report.delivered) else {
+            return Ok(Some(ReceiptEffect::Unchanged));
+        };
+        let apply = tx
+            .prepare_cached(&self.sql.apply_receipt)
+            .await
+            .map_err(db)?;
+        tx.execute(
+            &apply,
+            &[
+                &row.get::<_, i64>(0),
+                &next.as_str(),
+                &report.code,
+                &report.at_ms.unwrap_or(now),
+                &now,
+                &state,
+            ],
+        )
+        .await
+        .map_err(db)?;
+        Ok(Some(ReceiptEffect::Applied {
+            to: row.get(2),
+            channel: parse_channel(row.get(3))?,
+        }))
     }
 
     /// Removes batches whose messages have all finished (sent, failed or cancelled)
@@ -555,6 +611,7 @@ impl Engine for Postgres {
                 segments: u32::try_from(row.get::<_, i32>(10)).unwrap_or(1),
                 template_id: row.get(11),
                 vars: row.get(12),
+                unknown_since_ms: row.get(13),
             };
             let order = (
                 std::cmp::Reverse(row.get::<_, i32>(1)),
@@ -594,8 +651,14 @@ impl Engine for Postgres {
                 Outcome::Sent {
                     provider_message_id,
                 } => ("sent", None, None, provider_message_id.as_deref()),
+                Outcome::Confirmed {
+                    provider_message_id,
+                } => ("confirmed", None, None, provider_message_id.as_deref()),
                 Outcome::Retry { at_ms, error } => {
                     ("retry", Some(*at_ms), Some(error.as_str()), None)
+                }
+                Outcome::Unknown { at_ms, error } => {
+                    ("unknown", Some(*at_ms), Some(error.as_str()), None)
                 }
                 Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
                 Outcome::Release { at_ms } => ("release", Some(*at_ms), None, None),
@@ -605,10 +668,17 @@ impl Engine for Postgres {
             errors.push(error);
             provider_ids.push(provider_id);
         }
-        let client = self.client().await?;
-        let settle = client.prepare_cached(&self.sql.settle).await.map_err(db)?;
-        client
-            .execute(
+        let now = now_ms();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let lock = tx
+            .prepare_cached(&self.sql.lock_receipts_shared)
+            .await
+            .map_err(db)?;
+        let settle = tx.prepare_cached(&self.sql.settle).await.map_err(db)?;
+        tx.execute(&lock, &[]).await.map_err(db)?;
+        let rows = tx
+            .query(
                 &settle,
                 &[
                     &ids,
@@ -617,13 +687,108 @@ impl Engine for Postgres {
                     &at,
                     &errors,
                     &provider_ids,
-                    &now_ms(),
+                    &now,
                     &sent_by,
                 ],
             )
             .await
             .map_err(db)?;
-        Ok(())
+        let (providers, sent_ids): (Vec<&str>, Vec<&str>) = rows
+            .iter()
+            .filter_map(|r| Some((r.get::<_, Option<&str>>(0)?, r.get::<_, Option<&str>>(1)?)))
+            .unzip();
+        if !providers.is_empty() {
+            let held = tx
+                .prepare_cached(&self.sql.held_receipts)
+                .await
+                .map_err(db)?;
+            let forget = tx
+                .prepare_cached(&self.sql.forget_receipt)
+                .await
+                .map_err(db)?;
+            for row in tx
+                .query(&held, &[&providers, &sent_ids])
+                .await
+                .map_err(db)?
+            {
+                let report = DeliveryReport {
+                    provider_message_id: row.get(2),
+                    to: row.get(3),
+                    delivered: row.get(4),
+                    code: row.get(5),
+                    at_ms: row.get(6),
+                };
+                if self
+                    .apply_receipt(&tx, row.get(1), &report, now)
+                    .await?
+                    .is_some()
+                {
+                    tx.execute(&forget, &[&row.get::<_, i64>(0)])
+                        .await
+                        .map_err(db)?;
+                }
+            }
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn apply_receipts(
+        &self,
+        provider: &str,
+        reports: Vec<DeliveryReport>,
+        now: i64,
+    ) -> Result<Vec<ReceiptEffect>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let lock = tx
+            .prepare_cached(&self.sql.lock_receipts)
+            .await
+            .map_err(db)?;
+        tx.execute(&lock, &[]).await.map_err(db)?;
+        let hold = tx
+            .prepare_cached(&self.sql.hold_receipt)
+            .await
+            .map_err(db)?;
+        let mut effects = Vec::with_capacity(reports.len());
+        let mut held = false;
+        for report in &reports {
+            let effect = match self.apply_receipt(&tx, provider, report, now).await? {
+                Some(effect) => effect,
+                None => {
+                    tx.execute(
+                        &hold,
+                        &[
+                            &provider,
+                            &report.provider_message_id,
+                            &report.to,
+                            &report.delivered,
+                            &report.code,
+                            &report.at_ms,
+                            &now,
+                        ],
+                    )
+                    .await
+                    .map_err(db)?;
+                    held = true;
+                    ReceiptEffect::Held
+                }
+            };
+            effects.push(effect);
+        }
+        if held {
+            let expire = tx
+                .prepare_cached(&self.sql.expire_receipts)
+                .await
+                .map_err(db)?;
+            tx.execute(
+                &expire,
+                &[&(now - EARLY_RECEIPT_TTL_MS), &EARLY_RECEIPTS_MAX],
+            )
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(effects)
     }
 
     async fn batch(&self, id: BatchId) -> Result<Option<BatchSummary>> {
@@ -664,6 +829,8 @@ impl Engine for Postgres {
                     created_at_ms: r.get(8),
                     updated_at_ms: r.get(9),
                     sent_at_ms: r.get(10),
+                    receipt_code: r.get(11),
+                    receipt_at_ms: r.get(12),
                 })
             })
             .collect()

@@ -27,7 +27,11 @@
 //!   scored by `available_at` (ms); equal scores sort by member, i.e. arrival.
 //! - `prios:{provider}` sorted set: that provider's priorities with ready messages,
 //!   scored by `-priority`, so claims walk them best first.
-//! - `leased:{provider}` sorted set: the messages out under a lease, scored by expiry.
+//! - `leased:{provider}` sorted set: the messages out under a lease, scored by expiry,
+//!   and those whose last outcome is unknown, scored by when they are due again.
+//! - `pids:{provider}` hash: the provider's message ids → message, for delivery
+//!   receipts; `early:{provider}` hash and `early-at` sorted set: receipts that came
+//!   before their send was recorded (see `scripts.rs`).
 //! - `idem:{key}` hash: an idempotency key's batch and request hash.
 //! - `rate:{provider}` hash: a rate-limited provider's token bucket (`tokens`, `at`).
 //! - `sent:{provider}:{to}` sorted set: a capped recipient's recent sends, scored by
@@ -50,9 +54,9 @@
 //!   membership and time at once, and the oldest are the lowest ranks to remove.
 //!
 //! A message is in `ready:…` exactly when pending and in `leased:…` exactly when
-//! sending; every script keeps that and the batch counts in step. Keys added to the
-//! layout that older builds never read (templates, suppressions, fingerprints) leave
-//! its version alone.
+//! sending or unknown; every script keeps that and the batch counts in step. Keys
+//! and fields added to the layout that older builds never read (templates,
+//! suppressions, fingerprints, receipts) leave its version alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -63,10 +67,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Value};
 
 use super::{
-    Accepted, BatchSummary, Claim, Claimed, Control, Engine, Error, Lease, MessageQuery,
-    MessageRecord, NewBatch, NewMessage, Outcome, Result, Settlement, Staged, StagingEngine,
+    Accepted, BatchSummary, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX,
+    Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome,
+    ReceiptEffect, Result, Settlement, Staged, StagingEngine,
 };
-use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
+use crate::domain::{
+    BatchControl, BatchId, Channel, Counts, DeliveryReport, MessageState, message_id, now_ms,
+};
 use crate::ratelimit::Limits;
 
 mod records;
@@ -94,7 +101,7 @@ const STAGING_DEADLINE_MS: i64 = 10 * 60 * 1000;
 const SWEEP_EVERY_MS: i64 = 60 * 1000;
 
 /// The batch hash fields a summary reads, in this order (scripts use the same list).
-const SUMMARY_FIELDS: [&str; 12] = [
+const SUMMARY_FIELDS: [&str; 15] = [
     "channel",
     "source",
     "control",
@@ -107,6 +114,9 @@ const SUMMARY_FIELDS: [&str; 12] = [
     "failed",
     "cancelled",
     "paused",
+    "delivered",
+    "undelivered",
+    "unknown",
 ];
 
 /// The parts of a store URL: what the redis crate connects to, the key prefix, and
@@ -779,6 +789,9 @@ fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
         failed,
         cancelled,
         paused,
+        delivered,
+        undelivered,
+        unknown,
     ] = f
     else {
         return Err(unexpected("a batch summary"));
@@ -800,6 +813,15 @@ fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
         count(cancelled, "cancelled count")?,
     );
     counts.add(MessageState::Paused, count(paused, "paused count")?);
+    counts.add(
+        MessageState::Delivered,
+        count(delivered, "delivered count")?,
+    );
+    counts.add(
+        MessageState::Undelivered,
+        count(undelivered, "undelivered count")?,
+    );
+    counts.add(MessageState::Unknown, count(unknown, "unknown count")?);
     Ok(Some(BatchSummary {
         id,
         channel: channel.parse::<Channel>().map_err(Error::Corrupt)?,
@@ -814,11 +836,11 @@ fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
 }
 
 fn parse_claimed(provider: &str, token: i64, reply: &[Value]) -> Result<Vec<Claimed>> {
-    if !reply.len().is_multiple_of(11) {
+    if !reply.len().is_multiple_of(12) {
         return Err(unexpected("a claim"));
     }
     reply
-        .chunks_exact(11)
+        .chunks_exact(12)
         .map(|m| {
             let member = required(&m[0], "message member")?;
             let slot = Slot::parse_member(&member)
@@ -845,17 +867,18 @@ fn parse_claimed(provider: &str, token: i64, reply: &[Value]) -> Result<Vec<Clai
                     .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX)),
                 template_id: text(&m[9])?,
                 vars: text(&m[10])?,
+                unknown_since_ms: optional_number(&m[11], "unknown outcome time")?,
             })
         })
         .collect()
 }
 
 fn parse_records(id: BatchId, reply: &[Value]) -> Result<Vec<MessageRecord>> {
-    if !reply.len().is_multiple_of(11) {
+    if !reply.len().is_multiple_of(13) {
         return Err(unexpected("a ledger page"));
     }
     reply
-        .chunks_exact(11)
+        .chunks_exact(13)
         .map(|m| {
             let index: u32 = number(&m[0], "message index")?;
             let state = required(&m[3], "message state")?;
@@ -873,6 +896,8 @@ fn parse_records(id: BatchId, reply: &[Value]) -> Result<Vec<MessageRecord>> {
                 created_at_ms: number(&m[8], "message creation time")?,
                 updated_at_ms: number(&m[9], "message update time")?,
                 sent_at_ms: optional_number(&m[10], "message sent time")?,
+                receipt_code: text(&m[11])?,
+                receipt_at_ms: optional_number(&m[12], "receipt time")?,
             })
         })
         .collect()
@@ -979,7 +1004,11 @@ impl Engine for Redis {
                 Outcome::Sent {
                     provider_message_id,
                 } => ("sent", 0, provider_message_id.as_deref()),
+                Outcome::Confirmed {
+                    provider_message_id,
+                } => ("confirmed", 0, provider_message_id.as_deref()),
                 Outcome::Retry { at_ms, error } => ("retry", *at_ms, Some(error.as_str())),
+                Outcome::Unknown { at_ms, error } => ("unknown", *at_ms, Some(error.as_str())),
                 Outcome::Release { at_ms } => ("release", *at_ms, None),
                 Outcome::Failed { error } => ("failed", 0, Some(error.as_str())),
             };
@@ -994,6 +1023,51 @@ impl Engine for Redis {
         call.invoke_async::<()>(&mut self.conn())
             .await
             .map_err(|e| self.fail(e))
+    }
+
+    async fn apply_receipts(
+        &self,
+        provider: &str,
+        reports: Vec<DeliveryReport>,
+        now: i64,
+    ) -> Result<Vec<ReceiptEffect>> {
+        let mut call = self.scripts.apply_receipts.prepare_invoke();
+        call.arg(&self.prefix)
+            .arg(now)
+            .arg(provider)
+            .arg(EARLY_RECEIPT_TTL_MS)
+            .arg(EARLY_RECEIPTS_MAX);
+        for r in &reports {
+            call.arg(&r.provider_message_id)
+                .arg(r.to.as_deref().unwrap_or(""))
+                .arg(if r.delivered { "1" } else { "0" })
+                .arg(r.code.as_deref().unwrap_or(""))
+                .arg(r.at_ms.map(|at| at.to_string()).unwrap_or_default());
+        }
+        let reply: Vec<Value> = call
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        if reply.len() != 3 * reports.len() {
+            return Err(unexpected("applying receipts"));
+        }
+        reply
+            .chunks_exact(3)
+            .map(|r| {
+                Ok(match required(&r[0], "receipt effect")?.as_str() {
+                    "applied" => ReceiptEffect::Applied {
+                        to: required(&r[1], "recipient")?,
+                        channel: required(&r[2], "batch channel")?
+                            .parse()
+                            .map_err(Error::Corrupt)?,
+                    },
+                    "same" => ReceiptEffect::Unchanged,
+                    "ambiguous" => ReceiptEffect::Ambiguous,
+                    "held" => ReceiptEffect::Held,
+                    _ => return Err(unexpected("applying receipts")),
+                })
+            })
+            .collect()
     }
 
     async fn batch(&self, id: BatchId) -> Result<Option<BatchSummary>> {

@@ -13,10 +13,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    Accepted, BatchSummary, Claim, Claimed, Control, Engine, Error, Lease, MessageQuery,
-    MessageRecord, NewBatch, NewMessage, Outcome, Result, Settlement, Staged, StagingEngine,
+    Accepted, BatchSummary, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX,
+    Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome,
+    ReceiptEffect, ReceiptTarget, Result, Settlement, Staged, StagingEngine, receipt_state,
+    receipt_target,
 };
-use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
+use crate::domain::{
+    BatchControl, BatchId, Channel, Counts, DeliveryReport, MessageState, message_id, now_ms,
+};
 use crate::ratelimit::{Bucket, Candidate, Cap, Limits, longest_window, pick, segment_bucket_key};
 
 mod records;
@@ -121,6 +125,30 @@ ALTER TABLE messages ADD COLUMN vars TEXT;
 -- The batches being stored in chunks: every accept finds the ids they reserve, and
 -- the sweep the abandoned ones, without reading every batch.
 CREATE INDEX batches_staging ON batches(first_row) WHERE control = 'staging';
+", "
+-- Delivery receipts: the code and time of the receipt that set a message's
+-- delivered / undelivered, receipts looking messages up by the provider's id, and
+-- the receipts that came before their send was recorded (kept a day at most).
+ALTER TABLE messages ADD COLUMN receipt_code TEXT;
+ALTER TABLE messages ADD COLUMN receipt_at INTEGER;
+CREATE INDEX messages_provider_id ON messages(provider, provider_message_id)
+    WHERE provider_message_id IS NOT NULL;
+CREATE TABLE early_receipts (
+    provider            TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL,
+    to_addr             TEXT,
+    delivered           INTEGER NOT NULL,
+    code                TEXT,
+    at                  INTEGER,
+    received_at         INTEGER NOT NULL
+);
+CREATE INDEX early_receipts_id ON early_receipts(provider, provider_message_id);
+CREATE INDEX early_receipts_received ON early_receipts(received_at);
+-- Unknown outcomes: when the first attempt whose outcome is unknown was made
+-- (cleared once the message is sent), and the unknown messages by when they are
+-- due again.
+ALTER TABLE messages ADD COLUMN unknown_since INTEGER;
+CREATE INDEX messages_unknown ON messages(available_at) WHERE state = 'unknown';
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's
@@ -314,6 +342,7 @@ struct ClaimedRow {
     segments: u32,
     template: Option<String>,
     vars: Option<String>,
+    unknown_since: Option<i64>,
 }
 
 fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
@@ -328,6 +357,7 @@ fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
         segments: r.get(7)?,
         template: r.get(8)?,
         vars: r.get(9)?,
+        unknown_since: r.get(10)?,
     })
 }
 
@@ -540,6 +570,13 @@ impl Engine for Sqlite {
             ))
             .and_then(|mut s| s.execute([now]))
             .map_err(unavailable)?;
+            // Unknown outcomes whose time has come are due again, like a lapsed lease.
+            tx.prepare_cached(&format!(
+                "UPDATE messages SET state = {REQUEUED_STATE}, updated_at = ?1
+                 WHERE state = 'unknown' AND available_at <= ?1"
+            ))
+            .and_then(|mut s| s.execute([now]))
+            .map_err(unavailable)?;
             let (limit, bucket) = match &limits.rate {
                 None => (limit, None),
                 Some(rate) => match rate.take(stored_bucket(&tx, &owner)?, now, limit) {
@@ -573,7 +610,7 @@ impl Engine for Sqlite {
                              SELECT id FROM messages
                              WHERE state = 'pending' AND provider = ?4 AND available_at <= ?3
                              ORDER BY priority DESC, available_at, id LIMIT ?5)
-                         RETURNING id, batch, to_addr, ref, subject, body, attempts, segments, template, vars",
+                         RETURNING id, batch, to_addr, ref, subject, body, attempts, segments, template, vars, unknown_since",
                     )
                     .map_err(unavailable)?;
                 let rows = stmt
@@ -588,7 +625,7 @@ impl Engine for Sqlite {
                     .prepare_cached(
                         "UPDATE messages SET state = 'sending', lease = ?1, lease_until = ?2, updated_at = ?3
                          WHERE id IN (SELECT value FROM json_each(?4))
-                         RETURNING id, batch, to_addr, ref, subject, body, attempts, segments, template, vars",
+                         RETURNING id, batch, to_addr, ref, subject, body, attempts, segments, template, vars, unknown_since",
                     )
                     .map_err(unavailable)?;
                 let ids = serde_json::to_string(&ids).map_err(|e| Error::Corrupt(e.to_string()))?;
@@ -628,6 +665,7 @@ impl Engine for Sqlite {
                     template_id: r.template,
                     vars: r.vars,
                     attempts: r.attempts,
+                    unknown_since_ms: r.unknown_since,
                 });
             }
             if let Some(bucket) = bucket {
@@ -647,12 +685,13 @@ impl Engine for Sqlite {
         self.write(move |conn| {
             let now = now_ms();
             let tx = write_transaction(conn)?;
+            let mut identified = Vec::new();
             {
                 let mut sent = tx
                     .prepare_cached(
-                        "UPDATE messages SET state = 'sent', attempts = attempts + 1, provider_message_id = ?3,
+                        "UPDATE messages SET state = 'sent', attempts = attempts + ?5, provider_message_id = ?3,
                              last_error = NULL, sent_at = ?4, updated_at = ?4, lease = NULL, lease_until = NULL,
-                             provider = COALESCE(?5, provider)
+                             unknown_since = NULL, provider = COALESCE(?6, provider)
                          WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
                     )
                     .map_err(unavailable)?;
@@ -663,6 +702,14 @@ impl Engine for Sqlite {
                          WHERE id = ?1 AND lease = ?2 AND state = 'sending'"
                     ))
                     .map_err(unavailable)?;
+                let mut unknown = tx
+                    .prepare_cached(
+                        "UPDATE messages SET state = 'unknown', attempts = attempts + 1, available_at = ?3,
+                             last_error = ?5, unknown_since = COALESCE(unknown_since, ?4), updated_at = ?4,
+                             lease = NULL, lease_until = NULL
+                         WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
+                    )
+                    .map_err(unavailable)?;
                 let mut failed = tx
                     .prepare_cached(
                         "UPDATE messages SET state = 'failed', attempts = attempts + 1, last_error = ?3,
@@ -672,20 +719,91 @@ impl Engine for Sqlite {
                     .map_err(unavailable)?;
                 for Settlement { lease, outcome, sent_by } in &settlements {
                     let (row, token) = (lease.row, lease.token);
-                    match outcome {
+                    let changed = match outcome {
                         Outcome::Sent { provider_message_id } => {
-                            sent.execute(params![row, token, provider_message_id, now, sent_by])
+                            sent.execute(params![row, token, provider_message_id, now, 1, sent_by])
+                        }
+                        Outcome::Confirmed { provider_message_id } => {
+                            sent.execute(params![row, token, provider_message_id, now, 0, sent_by])
                         }
                         Outcome::Retry { at_ms, error } => retry.execute(params![row, token, at_ms, now, 1, error]),
                         Outcome::Release { at_ms } => {
                             retry.execute(params![row, token, at_ms, now, 0, Option::<String>::None])
                         }
+                        Outcome::Unknown { at_ms, error } => unknown.execute(params![row, token, at_ms, now, error]),
                         Outcome::Failed { error } => failed.execute(params![row, token, error, now]),
                     }
                     .map_err(unavailable)?;
+                    if changed > 0
+                        && matches!(
+                            outcome,
+                            Outcome::Sent { provider_message_id: Some(_) }
+                                | Outcome::Confirmed { provider_message_id: Some(_) }
+                        )
+                    {
+                        identified.push(row);
+                    }
                 }
             }
+            apply_held_receipts(&tx, &identified, now)?;
             tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn apply_receipts(
+        &self,
+        provider: &str,
+        reports: Vec<DeliveryReport>,
+        now: i64,
+    ) -> Result<Vec<ReceiptEffect>> {
+        let provider = provider.to_owned();
+        self.write(move |conn| {
+            let tx = write_transaction(conn)?;
+            let mut effects = Vec::with_capacity(reports.len());
+            let mut held = false;
+            for report in &reports {
+                let effect = match apply_receipt(&tx, &provider, report, now)? {
+                    Some(effect) => effect,
+                    None => {
+                        tx.prepare_cached(
+                            "INSERT INTO early_receipts (provider, provider_message_id, to_addr, delivered, code, at, received_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        )
+                        .and_then(|mut s| {
+                            s.execute(params![
+                                provider,
+                                report.provider_message_id,
+                                report.to,
+                                report.delivered,
+                                report.code,
+                                report.at_ms,
+                                now
+                            ])
+                        })
+                        .map_err(unavailable)?;
+                        held = true;
+                        ReceiptEffect::Held
+                    }
+                };
+                effects.push(effect);
+            }
+            if held {
+                tx.execute(
+                    "DELETE FROM early_receipts WHERE received_at < ?1",
+                    [now - EARLY_RECEIPT_TTL_MS],
+                )
+                .and_then(|_| {
+                    tx.execute(
+                        "DELETE FROM early_receipts WHERE rowid IN (
+                             SELECT rowid FROM early_receipts ORDER BY received_at DESC LIMIT -1 OFFSET ?1)",
+                        [EARLY_RECEIPTS_MAX],
+                    )
+                })
+                .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(effects)
         })
         .await
     }
@@ -708,7 +826,7 @@ impl Engine for Sqlite {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT id, to_addr, ref, state, provider, attempts, last_error, provider_message_id,
-                            created_at, updated_at, sent_at
+                            created_at, updated_at, sent_at, receipt_code, receipt_at
                      FROM messages
                      WHERE id BETWEEN ?1 AND ?2 AND (?3 IS NULL OR state = ?3)
                      ORDER BY id LIMIT ?4",
@@ -730,12 +848,13 @@ impl Engine for Sqlite {
                         r.get::<_, i64>(8)?,
                         r.get::<_, i64>(9)?,
                         r.get::<_, Option<i64>>(10)?,
+                        (r.get::<_, Option<String>>(11)?, r.get::<_, Option<i64>>(12)?),
                     ))
                 })
                 .map_err(unavailable)?;
             let mut out = Vec::new();
             for row in rows {
-                let (row, to, reference, state, provider, attempts, last_error, pid, created, updated, sent) =
+                let (row, to, reference, state, provider, attempts, last_error, pid, created, updated, sent, receipt) =
                     row.map_err(unavailable)?;
                 let index = batch.index_of(row);
                 out.push(MessageRecord {
@@ -751,6 +870,8 @@ impl Engine for Sqlite {
                     created_at_ms: created,
                     updated_at_ms: updated,
                     sent_at_ms: sent,
+                    receipt_code: receipt.0,
+                    receipt_at_ms: receipt.1,
                 });
             }
             Ok(out)
@@ -816,6 +937,104 @@ impl Engine for Sqlite {
         })
         .await
     }
+}
+
+/// Applies one delivery report to the message it names; `None` when it names none
+/// (yet).
+fn apply_receipt(
+    tx: &Transaction<'_>,
+    provider: &str,
+    report: &DeliveryReport,
+    now: i64,
+) -> Result<Option<ReceiptEffect>> {
+    let candidates: Vec<(i64, String, String, String)> = tx
+        .prepare_cached(
+            "SELECT m.id, m.state, m.to_addr, b.channel FROM messages m JOIN batches b ON b.seq = m.batch
+             WHERE m.provider = ?1 AND m.provider_message_id = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![provider, report.provider_message_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect()
+        })
+        .map_err(unavailable)?;
+    let (id, state, to, channel) = match receipt_target(
+        candidates.iter().map(|c| c.2.as_str()),
+        report.to.as_deref(),
+    ) {
+        ReceiptTarget::None => return Ok(None),
+        ReceiptTarget::Ambiguous => return Ok(Some(ReceiptEffect::Ambiguous)),
+        ReceiptTarget::One(i) => &candidates[i],
+    };
+    let Some(next) = receipt_state(parse_state(state)?, report.delivered) else {
+        return Ok(Some(ReceiptEffect::Unchanged));
+    };
+    tx.prepare_cached(
+        "UPDATE messages SET state = ?2, receipt_code = ?3, receipt_at = ?4, updated_at = ?5
+         WHERE id = ?1 AND state = ?6",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            id,
+            next.as_str(),
+            report.code,
+            report.at_ms.unwrap_or(now),
+            now,
+            state
+        ])
+    })
+    .map_err(unavailable)?;
+    Ok(Some(ReceiptEffect::Applied {
+        to: to.clone(),
+        channel: parse_channel(channel.clone())?,
+    }))
+}
+
+/// Applies the held delivery reports that name the just-sent messages `rows` by
+/// their provider id, and forgets them; those that still match nothing stay held.
+fn apply_held_receipts(tx: &Transaction<'_>, rows: &[i64], now: i64) -> Result<()> {
+    let any: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM early_receipts)")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(unavailable)?;
+    if !any || rows.is_empty() {
+        return Ok(());
+    }
+    for row in rows {
+        let held: Vec<(i64, String, DeliveryReport)> = tx
+            .prepare_cached(
+                "SELECT e.rowid, e.provider, e.provider_message_id, e.to_addr, e.delivered, e.code, e.at
+                 FROM messages m JOIN early_receipts e
+                   ON e.provider = m.provider AND e.provider_message_id = m.provider_message_id
+                 WHERE m.id = ?1
+                 ORDER BY e.received_at",
+            )
+            .and_then(|mut s| {
+                s.query_map([row], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        DeliveryReport {
+                            provider_message_id: r.get(2)?,
+                            to: r.get(3)?,
+                            delivered: r.get(4)?,
+                            code: r.get(5)?,
+                            at_ms: r.get(6)?,
+                        },
+                    ))
+                })?
+                .collect()
+            })
+            .map_err(unavailable)?;
+        for (rowid, provider, report) in held {
+            if apply_receipt(tx, &provider, &report, now)?.is_some() {
+                tx.execute("DELETE FROM early_receipts WHERE rowid = ?1", [rowid])
+                    .map_err(unavailable)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 const BATCH_REF: &str = "SELECT seq, id, channel, first_row, size FROM batches";
@@ -1497,6 +1716,7 @@ mod tests {
             "templates",
             "suppressions",
             "send_fingerprints",
+            "early_receipts",
         ] {
             let tables: i64 = conn
                 .query_row(

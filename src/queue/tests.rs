@@ -1103,4 +1103,5 @@ async fn a_recipient_cap_holds_across_handles_and_defers_the_rest() {
 }
 
 mod failover;
+mod receipts;
 mod records;

@@ -81,6 +81,25 @@ fn a_recipients_frequency_cap_waits_its_whole_window_without_counting_an_attempt
     }
 }
 
+#[test]
+fn an_unknown_outcome_waits_as_unknown_until_the_last_attempt_fails_it() {
+    let p = policy();
+    let unknown = provider::Error::Unknown {
+        reason: "no answer within 30000 ms".into(),
+    };
+    match p.outcome(1, &unknown, 1_000) {
+        Outcome::Unknown { at_ms, error } => {
+            assert!((1_500..=2_000).contains(&at_ms), "{at_ms}");
+            assert_eq!(error, "no answer within 30000 ms");
+        }
+        other => panic!("{other:?}"),
+    }
+    match p.outcome(4, &unknown, 0) {
+        Outcome::Failed { error } => assert!(error.contains("unknown"), "{error}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A real SQLite engine whose settlements are slow, counting how many messages
 /// are claimed and not yet recorded at any moment.
 struct SlowSettle {
@@ -136,6 +155,14 @@ impl Engine for SlowSettle {
         action: Control,
     ) -> crate::queue::Result<Option<BatchSummary>> {
         self.inner.control(id, action).await
+    }
+    async fn apply_receipts(
+        &self,
+        provider: &str,
+        reports: Vec<crate::domain::DeliveryReport>,
+        now_ms: i64,
+    ) -> crate::queue::Result<Vec<crate::queue::ReceiptEffect>> {
+        self.inner.apply_receipts(provider, reports, now_ms).await
     }
 }
 

@@ -11,6 +11,7 @@ mod helpers;
 mod ingest;
 mod preflight;
 mod process;
+mod receipts;
 mod smtp;
 mod store;
 mod template_sms;

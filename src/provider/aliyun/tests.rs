@@ -123,6 +123,7 @@ fn prepared<'a>(code: &'a str, params: &str, number: &str) -> Option<Prepared<'a
         sign: DEFAULT_SIGN,
         number: number.into(),
         params: params.into(),
+        batch: "batch-1".into(),
     })
 }
 
@@ -147,6 +148,32 @@ fn alike_messages_share_send_sms_and_the_others_of_a_template_send_batch_sms() {
     all.extend((0..250).map(|n| prepared("C", &format!("{{\"n\":\"{n}\"}}"), "9")));
     let sizes: Vec<usize> = plan(&all).iter().map(|r| r.indices().len()).collect();
     assert_eq!(sizes, vec![2, 2, 1, 100, 100, 50]);
+}
+
+#[test]
+fn messages_of_two_batches_never_share_a_request() {
+    let of_batch = |batch: &str, params: &str, number: &str| {
+        prepared("A", params, number).map(|mut p| {
+            p.batch = batch.into();
+            p
+        })
+    };
+    let all = vec![
+        of_batch("b1", "{}", "1"),
+        of_batch("b2", "{}", "2"),
+        of_batch("b1", "{}", "3"),
+        of_batch("b1", "{\"x\":\"1\"}", "4"),
+        of_batch("b2", "{\"x\":\"2\"}", "5"),
+    ];
+    assert_eq!(
+        plan(&all),
+        // b1's alike pair, b1's other one alone, b2's two in their own request.
+        vec![
+            Request::Same(vec![0, 2]),
+            Request::Same(vec![3]),
+            Request::Varied(vec![4, 1]),
+        ]
+    );
 }
 
 #[test]
@@ -651,4 +678,90 @@ async fn a_template_without_a_code_is_refused_before_any_request() {
     );
     assert!(matches!(&results[1], Err(Error::Undeliverable { .. })));
     assert_eq!(server.hits.load(Ordering::SeqCst), 0);
+}
+
+/// Aliyun's `QuerySendDetails` answer (its documented sample's shape) listing
+/// `records` as (phone, OutId).
+fn details(records: &[(&str, &str)]) -> (StatusCode, Value) {
+    let dtos: Vec<Value> = records
+        .iter()
+        .map(|(phone, out_id)| {
+            json!({"ErrCode": "DELIVERED", "TemplateCode": "SMS_1", "OutId": out_id,
+                   "ReceiveDate": "2024-03-01 12:00:03", "SendDate": "2024-03-01 12:00:00",
+                   "PhoneNum": phone, "Content": "【Herald】Your code is 1234", "SendStatus": 3})
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        json!({"Code": "OK", "Message": "OK", "RequestId": "819BE656-D2E0-4858-8B21-B2E47708500B",
+               "TotalCount": dtos.len(), "SmsSendDetailDTOs": {"SmsSendDetailDTO": dtos}}),
+    )
+}
+
+fn china_today() -> String {
+    jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
+        .strftime("%Y%m%d")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_send_carries_its_batch_as_out_id_and_a_query_finds_it_by_out_id() {
+    let message = sms("+8613800138000", Some("SMS_1"), json!({}));
+    let batch = message.batch_id.to_string();
+    let listed = batch.clone();
+    let (provider, server) =
+        dysmsapi_server(SECRET, move |params| match params["Action"].as_str() {
+            "SendSms" => accepted(params),
+            _ => details(&[("13800138000", "another-batch"), ("13800138000", &listed)]),
+        })
+        .await;
+    provider.send(&message).await.expect("accepted");
+    let lookup = provider.query(&message, now_ms()).await;
+    assert_eq!(
+        lookup,
+        Lookup::Sent {
+            provider_message_id: None
+        }
+    );
+    let requests = seen(&server);
+    assert_eq!(requests[0]["OutId"], batch);
+    let query = &requests[1];
+    assert_eq!(query["Action"], "QuerySendDetails");
+    assert_eq!(query["PhoneNumber"], "13800138000");
+    assert_eq!(query["SendDate"], china_today());
+    assert_eq!(query["PageSize"], "50");
+    assert_eq!(query["CurrentPage"], "1");
+}
+
+#[tokio::test]
+async fn a_query_without_the_batchs_record_says_not_sent_after_each_day_since() {
+    let (provider, server) =
+        dysmsapi_server(SECRET, |_| details(&[("13800138000", "another-batch")])).await;
+    let message = sms("+8613800138000", Some("SMS_1"), json!({}));
+    let two_days_ago = now_ms() - 2 * 24 * 3600 * 1000;
+    assert_eq!(
+        provider.query(&message, two_days_ago).await,
+        Lookup::NotSent
+    );
+    let dates: Vec<String> = seen(&server)
+        .iter()
+        .map(|p| p["SendDate"].clone())
+        .collect();
+    assert_eq!(dates.len(), 3, "{dates:?}");
+    assert_eq!(dates[0], china_today());
+}
+
+#[tokio::test]
+async fn a_refused_query_cannot_tell() {
+    let (provider, _server) = dysmsapi_server("a-wrong-secret", accepted).await;
+    let message = sms("+8613800138000", Some("SMS_1"), json!({}));
+    match provider.query(&message, now_ms()).await {
+        Lookup::CannotTell(why) => assert!(why.contains("SignatureDoesNotMatch"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn now_ms() -> i64 {
+    crate::domain::now_ms()
 }

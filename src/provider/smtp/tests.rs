@@ -43,6 +43,7 @@ fn replies_are_classified_by_code_and_enhanced_status() {
         Error::Transient { reason, .. } => ("transient", reason),
         Error::Permanent { reason } => ("permanent", reason),
         Error::Undeliverable { reason } => ("undeliverable", reason),
+        Error::Unknown { reason } => ("unknown", reason),
     };
     assert_eq!(
         class(T, 451, "4.3.0 try later"),

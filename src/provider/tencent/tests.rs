@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -220,6 +220,8 @@ struct Sms {
     mode: Mode,
     /// The body of every request that passed the checks.
     seen: Seen<Value>,
+    /// The status records `PullSmsSendStatusByPhoneNumber` finds.
+    statuses: Mutex<Vec<Value>>,
 }
 
 fn hmac(key: &[u8], data: &str) -> Vec<u8> {
@@ -228,8 +230,9 @@ fn hmac(key: &[u8], data: &str) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-/// Checks the request as Tencent does; `Err` is the error code to answer.
-fn check(headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
+/// Checks the request as Tencent does and answers its action; `Err` is the error
+/// code to answer.
+fn check(headers: &HeaderMap, body: &[u8]) -> Result<String, &'static str> {
     let header = |name: &str| {
         headers
             .get(name)
@@ -289,7 +292,6 @@ fn check(headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
         return Err("AuthFailure.SignatureFailure");
     }
     let expected = [
-        ("x-tc-action", "SendSms"),
         ("x-tc-version", "2021-01-11"),
         ("x-tc-region", "ap-guangzhou"),
         ("content-type", "application/json; charset=utf-8"),
@@ -297,7 +299,10 @@ fn check(headers: &HeaderMap, body: &[u8]) -> Result<(), &'static str> {
     if expected.iter().any(|(name, value)| header(name) != *value) {
         return Err("InvalidParameter");
     }
-    Ok(())
+    match header("x-tc-action") {
+        action @ ("SendSms" | "PullSmsSendStatusByPhoneNumber") => Ok(action.to_string()),
+        _ => Err("InvalidAction"),
+    }
 }
 
 fn reply(response: Value) -> (StatusCode, String) {
@@ -316,12 +321,16 @@ async fn send_sms(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
-    if let Err(code) = check(&headers, &body) {
-        return refused(code);
-    }
+    let action = match check(&headers, &body) {
+        Ok(action) => action,
+        Err(code) => return refused(code),
+    };
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return refused("FailedOperation.FailResolvePacket");
     };
+    if action == "PullSmsSendStatusByPhoneNumber" {
+        return pull_status(&server, request);
+    }
     let numbers: Vec<String> = request["PhoneNumberSet"]
         .as_array()
         .map(|a| {
@@ -370,6 +379,36 @@ async fn send_sms(
     }
 }
 
+/// `PullSmsSendStatusByPhoneNumber`: the records of the number, as documented.
+fn pull_status(server: &Sms, request: Value) -> (StatusCode, String) {
+    for field in ["BeginTime", "Offset", "Limit"] {
+        if !request[field].is_i64() {
+            return refused("MissingParameter");
+        }
+    }
+    if request["SmsSdkAppId"] != APP_ID {
+        return refused("UnauthorizedOperation.SmsSdkAppIdVerifyFail");
+    }
+    server.seen.lock().unwrap().push(request.clone());
+    let set: Vec<Value> = server
+        .statuses
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s["PhoneNumber"] == request["PhoneNumber"])
+        .cloned()
+        .collect();
+    reply(json!({"PullSmsSendStatusSet": set, "RequestId": "b5b2f9d4-5bb0-4e0a-9d7e-7a3f4e2b1c11"}))
+}
+
+/// A status record as Tencent's pull lists it.
+fn status_record(number: &str, session_context: &str) -> Value {
+    json!({"UserReceiveTime": 1_620_734_188, "CountryCode": "86",
+           "SubscriberNumber": number.trim_start_matches("+86"), "PhoneNumber": number,
+           "SerialNo": serial(number), "ReportStatus": "SUCCESS", "Description": "DELIVRD",
+           "SessionContext": session_context})
+}
+
 fn serial(number: &str) -> String {
     format!("2028:{}", number.trim_start_matches('+'))
 }
@@ -378,6 +417,7 @@ async fn sms_server(secret_key: &str, mode: Mode) -> (TencentProvider, Arc<Sms>)
     let server = Arc::new(Sms {
         mode,
         seen: Seen::default(),
+        statuses: Mutex::default(),
     });
     let app = axum::Router::new()
         .route("/", axum::routing::post(send_sms))
@@ -422,6 +462,7 @@ async fn one_message_is_one_signed_request() {
             "PhoneNumberSet": ["+8613800138000"],
             "SmsSdkAppId": APP_ID,
             "TemplateId": "1110",
+            "SessionContext": message.batch_id.to_string(),
             "SignName": DEFAULT_SIGN,
             "TemplateParamSet": ["4370", "5"],
         })]
@@ -553,4 +594,46 @@ async fn messages_without_a_template_code_or_a_number_make_no_request() {
     assert!(matches!(&results[1], Err(Error::Undeliverable { .. })));
     assert!(matches!(&results[2], Err(Error::Permanent { .. })));
     assert!(seen(&server).is_empty());
+}
+
+#[tokio::test]
+async fn a_query_finds_the_attempt_by_its_batch_in_the_pulled_status_records() {
+    let (provider, server) = sms_server(SECRET_KEY, Mode::PerNumber(all_ok)).await;
+    let message = sms("+8613800138000", Some("1110"), json!({"1": "4370"}));
+    let batch = message.batch_id.to_string();
+    server.statuses.lock().unwrap().extend([
+        status_record("+8613800138000", "another batch"),
+        status_record("+8613800138001", &batch),
+    ]);
+    let since = jiff::Timestamp::now().as_millisecond() - 5_000;
+    assert!(matches!(
+        provider.query(&message, since).await,
+        Lookup::CannotTell(_)
+    ));
+    server
+        .statuses
+        .lock()
+        .unwrap()
+        .push(status_record("+8613800138000", &batch));
+    assert_eq!(
+        provider.query(&message, since).await,
+        Lookup::Sent {
+            provider_message_id: Some("2028:8613800138000".into())
+        }
+    );
+    let pulled = &seen(&server)[1];
+    assert_eq!(pulled["PhoneNumber"], "+8613800138000");
+    assert_eq!(pulled["Limit"], 100);
+    assert_eq!(pulled["Offset"], 0);
+    assert_eq!(pulled["BeginTime"], since / 1000 - 60);
+}
+
+#[tokio::test]
+async fn a_refused_pull_cannot_tell() {
+    let (provider, _server) = sms_server("a-wrong-key", Mode::PerNumber(all_ok)).await;
+    let message = sms("+8613800138000", Some("1110"), json!({}));
+    match provider.query(&message, 0).await {
+        Lookup::CannotTell(why) => assert!(why.contains("AuthFailure"), "{why}"),
+        other => panic!("{other:?}"),
+    }
 }

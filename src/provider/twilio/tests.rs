@@ -563,14 +563,17 @@ async fn a_refused_connection_is_transient() {
         TwilioProvider::new(&config, &[Channel::Sms], Duration::from_millis(500)).unwrap();
     match provider.send(&message("hi")).await {
         Err(Error::Transient { reason, .. }) => {
-            assert_eq!(reason, "Twilio request failed: could not connect")
+            assert!(
+                reason.starts_with("Twilio request failed: could not connect: "),
+                "{reason}"
+            )
         }
         other => panic!("{other:?}"),
     }
 }
 
 #[tokio::test]
-async fn a_stalled_answer_is_transient_within_the_timeout() {
+async fn a_stalled_answer_is_an_unknown_outcome_within_the_timeout() {
     let mut answer = created("SM1");
     answer.stall = Duration::from_secs(30);
     let twilio = LocalTwilio::start(answer).await;
@@ -581,8 +584,9 @@ async fn a_stalled_answer_is_transient_within_the_timeout() {
         .await
         .expect("the send's own timeout ends it first");
 
+    // The request was written: Twilio may have taken it.
     match outcome {
-        Err(Error::Transient { reason, .. }) => {
+        Err(Error::Unknown { reason }) => {
             assert_eq!(reason, "Twilio request failed: timed out")
         }
         other => panic!("{other:?}"),

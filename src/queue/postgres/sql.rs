@@ -104,6 +104,31 @@ CREATE INDEX send_fingerprints_at ON {s}.send_fingerprints (channel, at);
 ALTER TABLE {s}.batches ADD COLUMN template TEXT;
 ALTER TABLE {s}.messages ADD COLUMN segments INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE {s}.messages ADD COLUMN vars TEXT;
+", "
+-- Delivery receipts: the code and time of the receipt that set a message's
+-- delivered / undelivered, receipts looking messages up by the provider's id, and
+-- the receipts that came before their send was recorded (kept a day at most).
+ALTER TABLE {s}.messages ADD COLUMN receipt_code TEXT;
+ALTER TABLE {s}.messages ADD COLUMN receipt_at BIGINT;
+CREATE INDEX messages_provider_id ON {s}.messages (provider, provider_message_id)
+    WHERE provider_message_id IS NOT NULL;
+CREATE TABLE {s}.early_receipts (
+    id                  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    provider            TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL,
+    to_addr             TEXT,
+    delivered           BOOLEAN NOT NULL,
+    code                TEXT,
+    at                  BIGINT,
+    received_at         BIGINT NOT NULL
+);
+CREATE INDEX early_receipts_id ON {s}.early_receipts (provider, provider_message_id);
+CREATE INDEX early_receipts_received ON {s}.early_receipts (received_at);
+-- Unknown outcomes: when the first attempt whose outcome is unknown was made
+-- (cleared once the message is sent), and the unknown messages by when they are
+-- due again.
+ALTER TABLE {s}.messages ADD COLUMN unknown_since BIGINT;
+CREATE INDEX messages_unknown ON {s}.messages (available_at) WHERE state = 'unknown';
 "];
 
 /// The server's clock in ms: rate buckets are counted on one clock, whichever
@@ -170,15 +195,20 @@ const STAGE_REPORT: &str = "UPDATE {s}.batches SET report = $2 WHERE seq = $1";
 
 const REPLAY: &str = "SELECT id, request_hash, report FROM {s}.batches WHERE idempotency_key = $1";
 
-/// Expired leases back to the queue. `SKIP LOCKED`: a row being settled right now is
-/// left to its settlement, and concurrent claimers never queue up behind each other.
-/// (`= ANY(ARRAY(…))` here and in [`CLAIM`] keeps the plan an index lookup by id
-/// whatever the row estimates of a generic plan.)
+/// Expired leases, and unknown outcomes whose time has come, back to the queue.
+/// `SKIP LOCKED`: a row being settled right now is left to its settlement, and
+/// concurrent claimers never queue up behind each other. (`= ANY(ARRAY(…))` here
+/// and in [`CLAIM`] keeps the plan an index lookup by id whatever the row estimates
+/// of a generic plan.)
 const REQUEUE: &str = "
 UPDATE {s}.messages m SET state = {requeued}, lease = NULL, lease_until = NULL, updated_at = $1
 WHERE m.id = ANY(ARRAY(
     SELECT id FROM {s}.messages
     WHERE lease_until <= $1 AND state = 'sending'
+    LIMIT 1000
+    FOR UPDATE SKIP LOCKED) || ARRAY(
+    SELECT id FROM {s}.messages
+    WHERE state = 'unknown' AND available_at <= $1
     LIMIT 1000
     FOR UPDATE SKIP LOCKED))";
 
@@ -194,10 +224,10 @@ WITH claimed AS (
         LIMIT $3
         FOR UPDATE SKIP LOCKED))
     RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts,
-              m.segments, m.vars
+              m.segments, m.vars, m.unknown_since
 )
 SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel,
-       c.segments, b.template, c.vars
+       c.segments, b.template, c.vars, c.unknown_since
 FROM claimed c
 CROSS JOIN LATERAL (SELECT id, channel, template FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1) b";
 
@@ -242,26 +272,73 @@ WITH claimed AS (
     UPDATE {s}.messages m SET state = 'sending', lease = $2, lease_until = $3, updated_at = $4
     WHERE m.id = ANY($1::bigint[]) AND m.state = 'pending'
     RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts,
-              m.segments, m.vars
+              m.segments, m.vars, m.unknown_since
 )
 SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel,
-       c.segments, b.template, c.vars
+       c.segments, b.template, c.vars, c.unknown_since
 FROM claimed c
 CROSS JOIN LATERAL (SELECT id, channel, template FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1) b";
 
+/// Settles leased messages (`confirmed` is `sent` without an attempt) and returns the
+/// provider and id of each message now sent with one, for held receipts. A message
+/// sent by another provider than its own (`sent_by`, failover) records that one,
+/// which `RETURNING` then names.
 const SETTLE: &str = "
 UPDATE {s}.messages m SET
-    state = CASE s.kind WHEN 'sent' THEN 'sent' WHEN 'failed' THEN 'failed' ELSE {requeued} END,
-    attempts = m.attempts + CASE s.kind WHEN 'release' THEN 0 ELSE 1 END,
+    state = CASE s.kind WHEN 'sent' THEN 'sent' WHEN 'confirmed' THEN 'sent' WHEN 'failed' THEN 'failed'
+        WHEN 'unknown' THEN 'unknown' ELSE {requeued} END,
+    attempts = m.attempts + CASE s.kind WHEN 'release' THEN 0 WHEN 'confirmed' THEN 0 ELSE 1 END,
     available_at = COALESCE(s.at, m.available_at),
-    last_error = CASE s.kind WHEN 'sent' THEN NULL ELSE COALESCE(s.error, m.last_error) END,
-    provider_message_id = CASE s.kind WHEN 'sent' THEN s.provider_message_id ELSE m.provider_message_id END,
-    sent_at = CASE s.kind WHEN 'sent' THEN $7 ELSE m.sent_at END,
-    provider = CASE s.kind WHEN 'sent' THEN COALESCE(s.sent_by, m.provider) ELSE m.provider END,
+    last_error = CASE WHEN s.kind IN ('sent', 'confirmed') THEN NULL ELSE COALESCE(s.error, m.last_error) END,
+    provider_message_id = CASE WHEN s.kind IN ('sent', 'confirmed') THEN s.provider_message_id
+        ELSE m.provider_message_id END,
+    sent_at = CASE WHEN s.kind IN ('sent', 'confirmed') THEN $7 ELSE m.sent_at END,
+    unknown_since = CASE WHEN s.kind IN ('sent', 'confirmed') THEN NULL
+        WHEN s.kind = 'unknown' THEN COALESCE(m.unknown_since, $7) ELSE m.unknown_since END,
+    provider = CASE WHEN s.kind IN ('sent', 'confirmed') THEN COALESCE(s.sent_by, m.provider)
+        ELSE m.provider END,
     lease = NULL, lease_until = NULL, updated_at = $7
 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $8::text[])
      AS s(id, token, kind, at, error, provider_message_id, sent_by)
-WHERE m.id = s.id AND m.lease = s.token AND m.state = 'sending'";
+WHERE m.id = s.id AND m.lease = s.token AND m.state = 'sending'
+RETURNING CASE WHEN s.kind IN ('sent', 'confirmed') THEN m.provider END, s.provider_message_id";
+
+/// Receipts and settlements that record provider ids take turns on this lock (the
+/// receipts alone, settlements shared), so that a receipt that finds no message is
+/// held before a settlement looks for held receipts, or sees its id.
+const LOCK_RECEIPTS: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended({schema} || ':receipts', 0))";
+const LOCK_RECEIPTS_SHARED: &str =
+    "SELECT pg_advisory_xact_lock_shared(hashtextextended({schema} || ':receipts', 0))";
+
+/// The messages of provider `$1` with the provider id `$2`, with their batch's channel.
+const RECEIPT_CANDIDATES: &str = "
+SELECT m.id, m.state, m.to_addr, b.channel FROM {s}.messages m
+CROSS JOIN LATERAL (SELECT channel FROM {s}.batches WHERE seq = m.id >> 32 LIMIT 1) b
+WHERE m.provider = $1 AND m.provider_message_id = $2";
+
+const APPLY_RECEIPT: &str = "
+UPDATE {s}.messages SET state = $2, receipt_code = $3, receipt_at = $4, updated_at = $5
+WHERE id = $1 AND state = $6";
+
+const HOLD_RECEIPT: &str = "
+INSERT INTO {s}.early_receipts (provider, provider_message_id, to_addr, delivered, code, at, received_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// Held receipts past their time (`$1`), and all but the newest `$2`.
+const EXPIRE_RECEIPTS: &str = "
+DELETE FROM {s}.early_receipts WHERE received_at < $1 OR id = ANY(ARRAY(
+    SELECT id FROM {s}.early_receipts ORDER BY received_at DESC OFFSET $2))";
+
+/// The held receipts of the (provider, id) pairs `$1`, `$2`, oldest first.
+const HELD_RECEIPTS: &str = "
+SELECT e.id, e.provider, e.provider_message_id, e.to_addr, e.delivered, e.code, e.at
+FROM {s}.early_receipts e
+JOIN UNNEST($1::text[], $2::text[]) AS k(provider, provider_message_id)
+  ON e.provider = k.provider AND e.provider_message_id = k.provider_message_id
+ORDER BY e.received_at, e.id";
+
+const FORGET_RECEIPT: &str = "DELETE FROM {s}.early_receipts WHERE id = $1";
 
 const SUMMARY: &str = "
 SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, c.state, c.n
@@ -275,7 +352,7 @@ WHERE b.id = $1";
 
 const MESSAGES: &str = "
 SELECT m.id, m.to_addr, m.ref, m.state, m.provider, m.attempts, m.last_error, m.provider_message_id,
-       m.created_at, m.updated_at, m.sent_at
+       m.created_at, m.updated_at, m.sent_at, m.receipt_code, m.receipt_at
 FROM {s}.batches b
 JOIN {s}.messages m ON m.id >= (b.seq << 32) + $2 AND m.id < (b.seq + 1) << 32
 WHERE b.id = $1 AND ($3::text IS NULL OR m.state = $3)
@@ -303,7 +380,7 @@ WITH doomed AS (
       AND NOT EXISTS (
           SELECT 1 FROM {s}.messages m
           WHERE m.id >= b.seq << 32 AND m.id < (b.seq + 1) << 32
-            AND (m.state IN ('pending', 'sending', 'paused') OR m.updated_at >= $1))
+            AND (m.state IN ('pending', 'sending', 'paused', 'unknown') OR m.updated_at >= $1))
     ORDER BY b.seq
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -415,6 +492,14 @@ pub(super) struct Sql {
     pub(super) stage_messages: String,
     pub(super) stage_report: String,
     pub(super) settle: String,
+    pub(super) lock_receipts: String,
+    pub(super) lock_receipts_shared: String,
+    pub(super) receipt_candidates: String,
+    pub(super) apply_receipt: String,
+    pub(super) hold_receipt: String,
+    pub(super) expire_receipts: String,
+    pub(super) held_receipts: String,
+    pub(super) forget_receipt: String,
     pub(super) summary: String,
     pub(super) messages: String,
     pub(super) lock_batch: String,
@@ -468,6 +553,14 @@ impl Sql {
             stage_messages: fill(STAGE_MESSAGES),
             stage_report: fill(STAGE_REPORT),
             settle: fill(SETTLE),
+            lock_receipts: fill(LOCK_RECEIPTS),
+            lock_receipts_shared: fill(LOCK_RECEIPTS_SHARED),
+            receipt_candidates: fill(RECEIPT_CANDIDATES),
+            apply_receipt: fill(APPLY_RECEIPT),
+            hold_receipt: fill(HOLD_RECEIPT),
+            expire_receipts: fill(EXPIRE_RECEIPTS),
+            held_receipts: fill(HELD_RECEIPTS),
+            forget_receipt: fill(FORGET_RECEIPT),
             summary: fill(SUMMARY),
             messages: fill(MESSAGES),
             lock_batch: fill(LOCK_BATCH),
