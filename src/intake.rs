@@ -23,6 +23,8 @@ use crate::template::{RenderError, Template};
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
 /// The longest `ref` kept for a recipient, in bytes.
 const MAX_REF_BYTES: usize = 256;
+/// Rendered messages a dry run's report shows.
+pub const PREVIEW_MESSAGES: usize = 5;
 
 /// A batch as the API takes it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -120,6 +122,29 @@ pub struct Report {
     /// absent when the provider has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<f64>,
+    /// On a dry run: the first [`PREVIEW_MESSAGES`] accepted messages as they
+    /// would be sent. Absent from a stored batch's report, which would otherwise
+    /// keep message bodies in every idempotent replay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preview: Vec<Preview>,
+}
+
+/// One accepted message as it would be sent, for a dry run's preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    /// The recipient's index in the batch.
+    pub index: usize,
+    /// The normalized address.
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub body: String,
+    /// For SMS: `gsm7` or `ucs2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+    /// For SMS: the segments the message is billed as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<usize>,
 }
 
 /// The SMS segments of a batch's accepted messages.
@@ -170,6 +195,7 @@ impl Report {
         accepted: usize,
         sms: Option<SmsSummary>,
         rejected: Vec<Rejection>,
+        preview: Vec<Preview>,
     ) -> Report {
         let mut rejections: BTreeMap<String, Group> = BTreeMap::new();
         for r in &rejected {
@@ -192,6 +218,11 @@ impl Report {
             }),
             eta_seconds: eta_seconds(&route.limits, accepted, segments),
             sms,
+            preview: if batch_id.is_none() {
+                preview
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -596,6 +627,7 @@ impl Intake {
             last_index: None,
             sms: (channel == Channel::Sms).then(SmsSummary::default),
             remember: Vec::new(),
+            preview: Vec::new(),
         })
     }
 }
@@ -634,6 +666,8 @@ struct Intaking {
     /// Fingerprints of what the accepted messages send, when recent sends are
     /// remembered.
     remember: Vec<String>,
+    /// The first accepted messages, for a dry run's report.
+    preview: Vec<Preview>,
 }
 
 /// The first index of each recipient key, found by a hash of the key rather than
@@ -790,10 +824,21 @@ impl Intaking {
                 });
                 continue;
             }
-            if let Some(summary) = &mut self.sms {
+            let measured = self.sms.as_mut().map(|summary| {
                 let measured = sms::measure(&message.body);
                 message.segments = u32::try_from(measured.segments).unwrap_or(u32::MAX);
                 summary.add(measured);
+                measured
+            });
+            if envelope.dry_run && self.preview.len() < PREVIEW_MESSAGES {
+                self.preview.push(Preview {
+                    index: message.index as usize,
+                    to: message.to.clone(),
+                    subject: message.subject.clone(),
+                    body: message.body.clone(),
+                    encoding: measured.map(|m| m.encoding),
+                    segments: measured.map(|m| m.segments),
+                });
             }
             self.remember.extend(fingerprint);
             self.last_index = Some(message.index);
@@ -816,7 +861,15 @@ impl Intaking {
         if self.accepted == 0 {
             return Err(Error::NoneAccepted(rejected));
         }
-        let report = Report::new(id, &self.route, self.accepted, self.sms.clone(), rejected);
+        let preview = std::mem::take(&mut self.preview);
+        let report = Report::new(
+            id,
+            &self.route,
+            self.accepted,
+            self.sms.clone(),
+            rejected,
+            preview,
+        );
         Ok(serde_json::to_value(&report).expect("a report always serializes"))
     }
 

@@ -7,7 +7,8 @@
 //! shutdown order; [`config`] and [`telemetry`] set it up; [`domain`] holds the
 //! pure types everything shares; [`recipient`] normalises phone numbers and
 //! mailboxes and [`sms`] measures an SMS text's encoding and segments, both pure;
-//! [`csv_input`] reads CSV files as spreadsheets export them.
+//! [`csv_input`] reads CSV files as spreadsheets export them. [`web`] is the page
+//! served at `/`, which drives the API from a browser.
 
 pub mod api;
 pub mod app;
@@ -23,4 +24,5 @@ pub mod recipient;
 pub mod sms;
 pub mod telemetry;
 pub mod template;
+pub mod web;
 pub mod worker;

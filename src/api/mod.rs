@@ -47,7 +47,8 @@ pub struct AppState {
 /// The whole API. `max_body_bytes` bounds every request body.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
-        .route("/", get(index))
+        .merge(crate::web::routes())
+        .route("/v1", get(index))
         .route(
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -77,7 +78,8 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-/// What this server is and where its routes are, for a person or a script landing on `/`.
+/// What this server is and where its routes are, for a script exploring the API
+/// (`/` is the web page).
 async fn index() -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "name": "herald",
