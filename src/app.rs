@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::intake::Intake;
 use crate::provider::Registry;
 use crate::queue::Queue;
 use crate::worker::Pool;
@@ -90,18 +89,7 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
             .await
             .context("preparing the numbering plans")?;
     }
-    let state = AppState {
-        intake: Intake::new(
-            queue.clone(),
-            registry.clone(),
-            config.limits.max_recipients,
-            config.recipients.rules(),
-            config.recipients.recent_window(),
-        ),
-        queue: queue.clone(),
-        max_body_bytes: config.limits.max_body_bytes,
-        max_upload_bytes: config.limits.max_upload_bytes,
-    };
+    let state = AppState::new(queue.clone(), registry.clone(), &config);
     let router = api::router(state, config.limits.max_body_bytes);
     let workers = match role {
         Role::All => config.worker.enabled,

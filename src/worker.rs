@@ -656,6 +656,13 @@ mod tests {
         async fn batch(&self, id: BatchId) -> crate::queue::Result<Option<BatchSummary>> {
             self.inner.batch(id).await
         }
+        async fn batches(
+            &self,
+            before: Option<BatchId>,
+            limit: u32,
+        ) -> crate::queue::Result<Vec<BatchSummary>> {
+            self.inner.batches(before, limit).await
+        }
         async fn messages(
             &self,
             id: BatchId,

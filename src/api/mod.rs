@@ -13,7 +13,7 @@ mod templates;
 mod upload;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,8 +22,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 pub use self::error::Error;
+use crate::config::Config;
 use crate::domain::{BatchId, Counts, MessageState, batch_state, format_ms};
 use crate::intake::{BatchRequest, Intake, Submitted};
+use crate::provider::Registry;
 use crate::queue::{BatchSummary, Control, MessageQuery, MessageRecord, Queue};
 
 /// The longest `Idempotency-Key` accepted.
@@ -31,6 +33,10 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Messages per page when the caller does not say, and at most.
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
+/// Batches per page when the caller does not say, and at most: each one listed
+/// counts its messages.
+const DEFAULT_BATCH_PAGE: u32 = 20;
+const MAX_BATCH_PAGE: u32 = 100;
 
 /// What every handler shares; cheap to clone.
 #[derive(Clone)]
@@ -44,6 +50,24 @@ pub struct AppState {
     pub max_upload_bytes: u64,
 }
 
+impl AppState {
+    /// The state of an API over `queue`, sending through `registry`, as `config` says.
+    pub fn new(queue: Queue, registry: Registry, config: &Config) -> AppState {
+        AppState {
+            intake: Intake::new(
+                queue.clone(),
+                registry,
+                config.limits.max_recipients,
+                config.recipients.rules(),
+                config.recipients.recent_window(),
+            ),
+            queue,
+            max_body_bytes: config.limits.max_body_bytes,
+            max_upload_bytes: config.limits.max_upload_bytes,
+        }
+    }
+}
+
 /// The whole API. `max_body_bytes` bounds every request body.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
@@ -53,7 +77,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/healthz",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
         )
-        .route("/v1/batches", post(create_batch))
+        .route("/v1/batches", post(create_batch).get(list_batches))
         .route("/v1/batches/{id}", get(get_batch))
         .route("/v1/batches/{id}/messages", get(list_messages))
         .route("/v1/batches/{id}/{action}", post(control_batch))
@@ -97,15 +121,30 @@ async fn index() -> Json<serde_json::Value> {
 
 /// A listing's `limit`: `DEFAULT_PAGE` when absent, at most `MAX_PAGE`.
 pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, Error> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE);
-    if (1..=MAX_PAGE).contains(&limit) {
+    limit_within(limit, DEFAULT_PAGE, MAX_PAGE)
+}
+
+/// `limit`, or `default` when absent; an error naming the field unless 1 to `max`.
+fn limit_within(limit: Option<u32>, default: u32, max: u32) -> Result<u32, Error> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
         Ok(limit)
     } else {
         Err(Error::Invalid {
             field: "limit".into(),
-            message: format!("must be between 1 and {MAX_PAGE}, not {limit}"),
+            message: format!("must be between 1 and {max}, not {limit}"),
         })
     }
+}
+
+/// A query string parsed into `T`; a bad one is a `400` naming the problem.
+pub(crate) fn query_params<T>(params: Result<Query<T>, QueryRejection>) -> Result<T, Error> {
+    params
+        .map(|Query(params)| params)
+        .map_err(|e| Error::Malformed {
+            message: e.body_text(),
+            field: None,
+        })
 }
 
 /// Reads the body, turning a too-large or broken body into a JSON error.
@@ -371,6 +410,43 @@ fn not_found(id: BatchId) -> Error {
     Error::NotFound(format!("no batch has the id `{id}`"))
 }
 
+#[derive(Debug, Deserialize)]
+struct BatchesParams {
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+/// A page of batches, newest first; pass `next_before` as `before` for the next
+/// page (`null` on the last).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchPage {
+    pub batches: Vec<BatchView>,
+    pub next_before: Option<String>,
+}
+
+async fn list_batches(
+    State(state): State<AppState>,
+    params: Result<Query<BatchesParams>, QueryRejection>,
+) -> Result<Json<BatchPage>, Error> {
+    let params = query_params(params)?;
+    let limit = limit_within(params.limit, DEFAULT_BATCH_PAGE, MAX_BATCH_PAGE)?;
+    let before = match params.before.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(BatchId::parse(raw).ok_or_else(|| Error::Invalid {
+            field: "before".into(),
+            message: format!("`{raw}` is not a batch id: pass a page's `next_before`"),
+        })?),
+    };
+    let summaries = state.queue.batches(before, limit).await?;
+    let next_before = (summaries.len() == limit as usize)
+        .then(|| summaries.last().map(|b| b.id.to_string()))
+        .flatten();
+    Ok(Json(BatchPage {
+        batches: summaries.into_iter().map(BatchView::from).collect(),
+        next_before,
+    }))
+}
+
 async fn get_batch(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -434,13 +510,10 @@ pub struct MessagePage {
 async fn list_messages(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    params: Result<Query<MessagesParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<MessagesParams>, QueryRejection>,
 ) -> Result<Json<MessagePage>, Error> {
     let id = batch_id(&id)?;
-    let Query(params) = params.map_err(|e| Error::Malformed {
-        message: e.body_text(),
-        field: None,
-    })?;
+    let params = query_params(params)?;
     let state_filter = match params.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(MessageState::parse(s).ok_or_else(|| Error::Invalid {
@@ -492,3 +565,6 @@ async fn control_batch(
         .ok_or_else(|| not_found(id))?;
     Ok(Json(summary.into()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -274,6 +274,10 @@ pub(crate) trait Engine: Send + Sync + 'static {
     ) -> Result<Claim>;
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<()>;
     async fn batch(&self, id: BatchId) -> Result<Option<BatchSummary>>;
+    /// Up to `limit` batches with ids below `before` (all when `None`), newest
+    /// first: batch ids are UUIDv7, so id order is creation order. Batches being
+    /// staged are not listed. One summary per batch, each read as [`Engine::batch`].
+    async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>>;
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>>;
     /// `Ok(None)` when there is no such batch; `Error::Conflict` when the batch's
     /// state does not allow the action.
@@ -509,6 +513,16 @@ impl Queue {
         self.engine.batch(id).await
     }
 
+    /// One page of the stored batches, newest first: up to `limit` with ids below
+    /// `before`. Each summary counts its batch's messages, so a page costs what
+    /// `limit` calls of [`Queue::batch`] do.
+    pub async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.engine.batches(before, limit).await
+    }
+
     pub async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         self.engine.messages(id, query).await
     }
@@ -667,6 +681,11 @@ impl Queue {
     pub fn work_arrived(&self) -> &Notify {
         &self.accepted
     }
+}
+
+/// A batch id read back from the store, where every engine keeps its hyphenated form.
+fn parse_batch_id(s: &str) -> Result<BatchId> {
+    BatchId::parse(s).ok_or_else(|| Error::Corrupt(format!("bad batch id `{s}`")))
 }
 
 /// A template's providers as every engine stores them: one JSON object.

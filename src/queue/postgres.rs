@@ -18,6 +18,7 @@ use tokio_postgres::{NoTls, Row};
 use super::{
     Accepted, BatchSummary, Claim, Claimed, Control, Engine, Error, Lease, MessageQuery,
     MessageRecord, NewBatch, NewMessage, Outcome, Result, Settlement, Staged, StagingEngine,
+    parse_batch_id,
 };
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
 use crate::ratelimit::{Bucket, Candidate, Cap, Limits, longest_window, pick, segment_bucket_key};
@@ -622,6 +623,20 @@ impl Engine for Postgres {
         summary(id, &rows)
     }
 
+    async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.batches).await.map_err(db)?;
+        let rows = client
+            .query(&stmt, &[&before.map(|b| b.to_string()), &i64::from(limit)])
+            .await
+            .map_err(db)?;
+        let mut summaries = Vec::with_capacity(rows.len());
+        for rows in rows.chunk_by(|a, b| a.get::<_, &str>(8) == b.get::<_, &str>(8)) {
+            summaries.extend(summary(parse_batch_id(rows[0].get(8))?, rows)?);
+        }
+        Ok(summaries)
+    }
+
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         let client = self.client().await?;
         let stmt = client
@@ -753,10 +768,6 @@ fn attempts(n: i32) -> Result<u32> {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn parse_batch_id(s: &str) -> Result<BatchId> {
-    BatchId::parse(s).ok_or_else(|| Error::Corrupt(format!("bad batch id `{s}`")))
 }
 
 fn parse_channel(s: &str) -> Result<Channel> {

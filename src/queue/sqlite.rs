@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::{
     Accepted, BatchSummary, Claim, Claimed, Control, Engine, Error, Lease, MessageQuery,
     MessageRecord, NewBatch, NewMessage, Outcome, Result, Settlement, Staged, StagingEngine,
+    parse_batch_id,
 };
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
 use crate::ratelimit::{Bucket, Candidate, Cap, Limits, longest_window, pick, segment_bucket_key};
@@ -671,6 +672,33 @@ impl Engine for Sqlite {
         .await
     }
 
+    async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>> {
+        self.read(move |conn| {
+            let tx = conn.transaction().map_err(unavailable)?;
+            // Ids are stored in their canonical hyphenated form, whose byte order is
+            // the UUIDs' order; the unique index on `id` reads them backwards.
+            let ids = tx
+                .prepare_cached(
+                    "SELECT id FROM batches WHERE control != 'staging' AND (?1 IS NULL OR id < ?1)
+                     ORDER BY id DESC LIMIT ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![before.map(|b| b.to_string()), limit], |r| {
+                        r.get::<_, String>(0)
+                    })?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+                })
+                .map_err(unavailable)?;
+            let mut summaries = Vec::with_capacity(ids.len());
+            for id in ids {
+                summaries.extend(summary(&tx, parse_batch_id(&id)?)?);
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(summaries)
+        })
+        .await
+    }
+
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         self.read(move |conn| {
             let Some(batch) = batch_by_id(conn, id)? else {
@@ -798,7 +826,7 @@ fn batch_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, i6
 fn to_batch_ref(
     (seq, id, channel, first_row, size): (i64, String, String, i64, i64),
 ) -> Result<BatchRef> {
-    let id = BatchId::parse(&id).ok_or_else(|| Error::Corrupt(format!("bad batch id `{id}`")))?;
+    let id = parse_batch_id(&id)?;
     Ok(BatchRef {
         seq,
         id,
@@ -878,7 +906,7 @@ fn replay(tx: &Transaction<'_>, batch: &NewBatch) -> Result<Option<Accepted>> {
             idem.key
         )));
     }
-    let id = BatchId::parse(&id).ok_or_else(|| Error::Corrupt(format!("bad batch id `{id}`")))?;
+    let id = parse_batch_id(&id)?;
     let report = serde_json::from_str(&report).map_err(|e| Error::Corrupt(e.to_string()))?;
     Ok(Some(Accepted::Replayed { id, report }))
 }

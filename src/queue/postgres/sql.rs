@@ -272,6 +272,22 @@ LEFT JOIN LATERAL (
 ) c ON true
 WHERE b.id = $1";
 
+/// A page of batches, newest first, as the rows of [`SUMMARY`] with the batch id
+/// last. Ids are canonical hyphenated UUIDs: every collation orders them as their
+/// bytes (digits before letters, hyphens in the same places), so the unique index
+/// on `id` serves the order.
+const BATCHES: &str = "
+SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, c.state, c.n, b.id
+FROM (
+    SELECT * FROM {s}.batches WHERE $1::text IS NULL OR id < $1 ORDER BY id DESC LIMIT $2
+) b
+LEFT JOIN LATERAL (
+    SELECT state, COUNT(*) AS n FROM {s}.messages
+    WHERE id >= b.seq << 32 AND id < (b.seq + 1) << 32
+    GROUP BY state
+) c ON true
+ORDER BY b.id DESC";
+
 const MESSAGES: &str = "
 SELECT m.id, m.to_addr, m.ref, m.state, m.provider, m.attempts, m.last_error, m.provider_message_id,
        m.created_at, m.updated_at, m.sent_at
@@ -415,6 +431,7 @@ pub(super) struct Sql {
     pub(super) stage_report: String,
     pub(super) settle: String,
     pub(super) summary: String,
+    pub(super) batches: String,
     pub(super) messages: String,
     pub(super) lock_batch: String,
     pub(super) set_control: String,
@@ -468,6 +485,7 @@ impl Sql {
             stage_report: fill(STAGE_REPORT),
             settle: fill(SETTLE),
             summary: fill(SUMMARY),
+            batches: fill(BATCHES),
             messages: fill(MESSAGES),
             lock_batch: fill(LOCK_BATCH),
             set_control: fill(SET_CONTROL),
