@@ -164,7 +164,7 @@ function h(tag, props = {}, ...children) {
     else if (key.startsWith('data-') || key.startsWith('aria-')) element.setAttribute(key, value);
     else element[key] = value;
   }
-  element.append(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  element.append(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
   return element;
 }
 
@@ -301,7 +301,10 @@ function csvHeaders(csv) {
 function schedulePreview() {
   clearTimeout(compose.previewTimer);
   compose.previewTimer = setTimeout(preview, PREVIEW_DELAY_MS);
-  if (!compose.sending) $('#send').disabled = false;
+  if (!compose.sending) {
+    $('#send').disabled = false;
+    clearError($('#send-error'));
+  }
 }
 
 async function preview() {

@@ -7,6 +7,7 @@ mod api;
 mod cli;
 mod delivery;
 mod helpers;
+mod page;
 mod preflight;
 mod process;
 mod smtp;
