@@ -89,7 +89,8 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
             .await
             .context("preparing the numbering plans")?;
     }
-    let state = AppState::new(queue.clone(), registry.clone(), &config);
+    let shutdown = CancellationToken::new();
+    let state = AppState::new(queue.clone(), registry.clone(), &config, shutdown.clone());
     let router = api::router(state, config.limits.max_body_bytes);
     let workers = match role {
         Role::All => config.worker.enabled,
@@ -98,7 +99,6 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
     };
     let pool = workers.then(|| Pool::new(queue, registry, &config));
     let grace = Duration::from_millis(config.worker.shutdown_grace_ms);
-    let shutdown = CancellationToken::new();
     let http = listener.map(|listener| (listener, router));
     let task = tokio::spawn(run(http, pool, grace, shutdown.clone()));
     match addr {

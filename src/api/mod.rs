@@ -2,11 +2,13 @@
 //!
 //! - `POST /v1/batches` accepts a batch; `GET /v1/batches/{id}` and
 //!   `GET /v1/batches/{id}/messages` read the ledger; `POST /v1/batches/{id}/{action}`
-//!   pauses, resumes, cancels or retries.
+//!   pauses, resumes, cancels or retries; `GET /v1/batches` lists batches and
+//!   `GET /v1/batches/{id}/events` streams one's progress (`events`).
 //! - `POST /send-sms` keeps the seed recipe's request working (`seed`).
 //! - `error` holds the one error type every route answers with.
 
 mod error;
+mod events;
 mod seed;
 mod suppressions;
 mod templates;
@@ -20,8 +22,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 pub use self::error::Error;
+pub use self::events::Progress;
 use crate::config::Config;
 use crate::domain::{BatchId, Counts, MessageState, batch_state, format_ms};
 use crate::intake::{BatchRequest, Intake, Submitted};
@@ -48,11 +52,20 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The largest upload of any kind.
     pub max_upload_bytes: u64,
+    /// Cancelled when the server shuts down: long-lived responses (event streams)
+    /// end then, so that they do not hold the shutdown up.
+    pub stop: CancellationToken,
 }
 
 impl AppState {
-    /// The state of an API over `queue`, sending through `registry`, as `config` says.
-    pub fn new(queue: Queue, registry: Registry, config: &Config) -> AppState {
+    /// The state of an API over `queue`, sending through `registry`, as `config`
+    /// says, until `stop`.
+    pub fn new(
+        queue: Queue,
+        registry: Registry,
+        config: &Config,
+        stop: CancellationToken,
+    ) -> AppState {
         AppState {
             intake: Intake::new(
                 queue.clone(),
@@ -64,6 +77,7 @@ impl AppState {
             queue,
             max_body_bytes: config.limits.max_body_bytes,
             max_upload_bytes: config.limits.max_upload_bytes,
+            stop,
         }
     }
 }
@@ -80,6 +94,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/batches", post(create_batch).get(list_batches))
         .route("/v1/batches/{id}", get(get_batch))
         .route("/v1/batches/{id}/messages", get(list_messages))
+        .route("/v1/batches/{id}/events", get(events::batch_events))
         .route("/v1/batches/{id}/{action}", post(control_batch))
         .route(
             "/v1/templates",

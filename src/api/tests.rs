@@ -4,6 +4,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::*;
@@ -18,7 +19,10 @@ pub(crate) async fn test_state() -> (AppState, tempfile::TempDir) {
     let config = Config::default();
     let registry = Registry::build(&config.providers, &config.defaults, config.send_timeout())
         .expect("the built-in log provider");
-    (AppState::new(queue, registry, &config), dir)
+    (
+        AppState::new(queue, registry, &config, CancellationToken::new()),
+        dir,
+    )
 }
 
 /// Sends `request` through the router; the status and the JSON answer (`Null` if none).
@@ -116,4 +120,104 @@ async fn a_bad_page_of_batches_is_refused_naming_the_field() {
     let (got, body) = call(&router, get("/v1/batches?limit=many")).await;
     assert_eq!(got, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "malformed_request");
+}
+
+/// The events of an event stream as (event, data as JSON), read until it closes
+/// or `max` events came, each within 5 s.
+pub(crate) async fn read_events(body: Body, max: usize) -> Vec<(String, Value)> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut text = String::new();
+    let mut events = Vec::new();
+    while events.len() < max {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+            .await
+            .expect("an event within 5 s");
+        let Some(chunk) = chunk else { break };
+        text.push_str(std::str::from_utf8(&chunk.expect("a chunk")).expect("UTF-8"));
+        while let Some((block, rest)) = text.split_once("\n\n") {
+            let mut name = String::new();
+            let mut data = Value::Null;
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("event: ") {
+                    name = value.to_owned();
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(value).expect("one line of JSON");
+                }
+            }
+            if !name.is_empty() {
+                events.push((name, data));
+            }
+            text = rest.to_owned();
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn the_event_stream_sends_progress_at_once_then_end_when_the_batch_is_finished() {
+    let (state, _dir) = test_state().await;
+    let router = router(state, 1 << 20);
+    let id = submit(&router, 3).await;
+    let response = router
+        .clone()
+        .oneshot(get(&format!("/v1/batches/{id}/events")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let cancel = router.clone();
+    let cancelled = id.clone();
+    let events = tokio::spawn(async move { read_events(response.into_body(), 10).await });
+    let (status, _) = call(
+        &cancel,
+        post_json(&format!("/v1/batches/{cancelled}/cancel"), &json!({})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let events = events.await.unwrap();
+    let (first, data) = &events[0];
+    assert_eq!(first, "progress");
+    assert_eq!(data["id"], id.as_str());
+    assert_eq!(data["counts"]["total"], 3);
+    assert_eq!(data["rate_per_sec"], 0.0);
+    assert_eq!(data["eta_seconds"], Value::Null);
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "end", "{events:?}");
+    assert_eq!(data["state"], "cancelled");
+    assert_eq!(data["counts"]["cancelled"], 3);
+    assert!(
+        events[..events.len() - 1]
+            .iter()
+            .all(|(e, _)| e == "progress")
+    );
+}
+
+#[tokio::test]
+async fn the_event_stream_of_an_unknown_batch_is_a_404() {
+    let (state, _dir) = test_state().await;
+    let router = router(state, 1 << 20);
+    let unknown = crate::domain::BatchId::new();
+    let (status, body) = call(&router, get(&format!("/v1/batches/{unknown}/events"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"], "not_found");
+}
+
+#[tokio::test]
+async fn the_event_stream_closes_when_the_server_stops() {
+    let (state, _dir) = test_state().await;
+    let stop = state.stop.clone();
+    let router = router(state, 1 << 20);
+    let id = submit(&router, 1).await;
+    let response = router
+        .oneshot(get(&format!("/v1/batches/{id}/events")))
+        .await
+        .unwrap();
+    stop.cancel();
+    let events = read_events(response.into_body(), 10).await;
+    assert_eq!(
+        events.len(),
+        1,
+        "the first progress, then closed: {events:?}"
+    );
 }

@@ -6,6 +6,7 @@
 mod api;
 mod cli;
 mod delivery;
+mod events;
 mod helpers;
 mod page;
 mod preflight;
