@@ -20,6 +20,9 @@ const REFUSED = 20; // the numbers ending in 7
 const WAIT = { timeout: 30_000 };
 
 const step = (what) => console.log(`- ${what}`);
+// PAGE_SCREENSHOTS=<dir> keeps a picture of each screen, to look at the layout.
+const shot = (page, name) =>
+  process.env.PAGE_SCREENSHOTS ? page.screenshot({ path: `${process.env.PAGE_SCREENSHOTS}/${name}.png`, fullPage: true }) : null;
 const text = (page, selector) => page.locator(selector).innerText();
 
 function recipientsCsv(n) {
@@ -87,6 +90,7 @@ try {
   assert.match(first, /1 segment/, first);
   assert.match(first, /Hello n0/, first);
   assert.match(await text(page, '#preview-summary'), /Segments\s+200/);
+  await shot(page, 'compose');
 
   step('Send answers at once, then the bar climbs to 100 %');
   // Every value the bar shows, from before the click on.
@@ -115,6 +119,7 @@ try {
   assert.match(counts, new RegExp(`sent ${RECIPIENTS - REFUSED}\\b`), counts);
   assert.match(counts, new RegExp(`failed ${REFUSED}\\b`), counts);
   assert.equal(await composeBar.getAttribute('aria-valuenow'), '100');
+  await shot(page, 'sent');
 
   step('the batch has its own page with its failed messages');
   await page.getByRole('link', { name: 'Open the batch' }).click();
@@ -124,6 +129,7 @@ try {
   const failedRow = await page.locator('#failed-body tr').first().innerText();
   assert.match(failedRow, /7\b/, failedRow);
   assert.match(await text(page, '#batch-facts'), /State\s+done/);
+  await shot(page, 'batch-failed');
   assert.ok(await page.getByRole('button', { name: 'Pause' }).isDisabled(), 'a finished batch cannot be paused');
 
   step('Retry failed sends the failed messages again and the page follows');
@@ -142,16 +148,20 @@ try {
   const newest = await page.locator('#batches-body tr').first().innerText();
   assert.ok(newest.includes(batchId), newest);
   assert.match(newest, /done/, newest);
+  await shot(page, 'batches');
 
   step('a phone-sized screen gets one column and no sideways scrolling');
   const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
   const small = await phone.newPage();
   small.on('pageerror', (e) => problems.push(`phone page error: ${e.message}`));
   await small.goto(`${base}/`);
-  await small.locator('#recipients').fill(recipientsCsv(3) + ',a very long variable that goes on and on and on without end, and further still');
-  await small.getByLabel('Body').fill('Hello {{name}}');
+  // Long unbroken words, which must wrap or scroll inside their own boxes.
+  const long = 'Lixiaolong'.repeat(12);
+  await small.locator('#recipients').fill(`to,name\n+8613800000001,${long}\n+8613800000002,Li\n+8613800000003,Wang`);
+  await small.getByLabel('Body').fill(`Hello {{name}}, see https://shop.example/${'a'.repeat(120)}`);
   await small.waitForFunction(() => document.querySelector('#preview-status').textContent.startsWith('3 messages ready'), null, WAIT);
   await assertNoOverflow(small, 'compose');
+  await shot(small, 'phone-compose');
   const form = await small.locator('#compose').boundingBox();
   const pane = await small.locator('#preview-title').boundingBox();
   assert.ok(pane.y >= form.y + form.height, 'the preview comes below the form');
@@ -159,6 +169,7 @@ try {
     await small.goto(`${base}/${path}`);
     await small.locator('tbody tr, #failed-status:has-text("No failed")').first().waitFor(WAIT);
     await assertNoOverflow(small, path);
+    await shot(small, `phone-${path.split('/')[1]}${path.split('/').length > 2 ? '-one' : ''}`);
   }
   await phone.close();
   await context.close();
