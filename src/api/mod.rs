@@ -130,6 +130,7 @@ async fn index() -> Json<serde_json::Value> {
             "POST /v1/batches/{id}/pause|resume|cancel|retry": "control a batch",
             "POST /send-sms": "the classic request: template_id, mobiles[], content",
             "GET /healthz": "liveness",
+            "GET /": "the web page",
         },
     }))
 }

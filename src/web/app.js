@@ -233,6 +233,7 @@ const COUNT_ORDER = ['sent', 'delivered', 'failed', 'undelivered', 'unknown', 'c
 function progressWidget(container) {
   const widget = $('#progress-template').content.firstElementChild.cloneNode(true);
   container.replaceChildren(widget);
+  let announced = null;
   return {
     update(batch, finished) {
       const counts = batch.counts;
@@ -255,6 +256,12 @@ function progressWidget(container) {
         if (typeof batch.eta_seconds === 'number') rate += ` · about ${duration(batch.eta_seconds)} left`;
       }
       $('.progress-rate', widget).textContent = rate;
+      // Screen readers hear every tenth and the end, not each of up to four updates a second.
+      const step = rate.startsWith('Finished') ? 'end' : Math.floor(percent / 10);
+      if (step !== announced) {
+        announced = step;
+        $('.announce', widget).textContent = `${percent} % of the messages settled. ${rate}`;
+      }
     },
   };
 }

@@ -60,3 +60,28 @@ async fn the_page_sends_200_shows_the_bar_reach_100_and_retries_the_failures_in_
     assert_eq!(batches[0]["counts"]["failed"], 0, "{page}");
     assert_eq!(server.count(), 220);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_serves_the_page_and_v1_describes_the_api() {
+    let app = spawn_app(|_| {}).await;
+    let page = app.client.get(&app.url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
+    assert!(page.text().await.unwrap().contains("/assets/app.js"));
+    let script = app
+        .client
+        .get(format!("{}/assets/app.js", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), 200);
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+
+    let (status, index) = app.get("/v1").await;
+    assert_eq!(status, 200, "{index}");
+    assert_eq!(index["name"], "herald", "{index}");
+    assert!(index["routes"]["POST /v1/batches"].is_string(), "{index}");
+}
