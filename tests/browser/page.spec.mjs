@@ -150,6 +150,34 @@ try {
   assert.match(newest, /done/, newest);
   await shot(page, 'batches');
 
+  step('a scheduled batch is paused, resumed and cancelled from its page');
+  const scheduled = await fetch(`${base}/v1/batches`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      channel: 'sms',
+      template: { body: 'Later, {{name}}' },
+      send_at: new Date(Date.now() + 3_600_000).toISOString(),
+      recipients: [{ to: '+8613900000001', vars: { name: 'Li' } }, { to: '+8613900000002', vars: { name: 'Wang' } }],
+    }),
+  });
+  assert.equal(scheduled.status, 202);
+  const later = (await scheduled.json()).batch_id;
+  await page.goto(`${base}/#/batches/${later}`);
+  const state = (name) => page.waitForFunction((s) => /State\s+(\S+)/.exec(document.querySelector('#batch-facts').innerText)?.[1] === s, name, WAIT);
+  await state('queued');
+  assert.ok(await page.getByRole('button', { name: 'Resume' }).isDisabled(), 'a queued batch cannot be resumed');
+  await page.getByRole('button', { name: 'Pause' }).click();
+  await state('paused');
+  assert.ok(await page.getByRole('button', { name: 'Pause' }).isDisabled(), 'a paused batch cannot be paused again');
+  await page.getByRole('button', { name: 'Resume' }).click();
+  await state('queued');
+  await page.getByRole('button', { name: 'Cancel' }).click();
+  await state('cancelled');
+  await page.waitForFunction(() => document.querySelector('#batch-progress .bar').getAttribute('aria-valuenow') === '100', null, WAIT);
+  assert.match(await text(page, '#batch-progress .counts'), /cancelled 2\b/);
+  assert.match(await text(page, '#batch-action-status'), /The batch is cancelled/);
+
   step('a phone-sized screen gets one column and no sideways scrolling');
   const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
   const small = await phone.newPage();

@@ -13,7 +13,8 @@ use crate::helpers::{ProviderServer, Reply, route_all_to, spawn_app};
 const BROWSER_RUN: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_page_sends_200_shows_the_bar_reach_100_and_retries_the_failures_in_chromium() {
+async fn the_page_sends_200_shows_the_bar_reach_100_retries_failures_and_controls_a_batch_in_chromium()
+ {
     let server = ProviderServer::start().await;
     let refused = Arc::new(Mutex::new(HashSet::new()));
     server.behave(move |n, message| {
@@ -51,13 +52,16 @@ async fn the_page_sends_200_shows_the_bar_reach_100_and_retries_the_failures_in_
     );
 
     // What the browser did reached the provider: 200 messages, the 20 refused
-    // ones twice.
+    // ones twice; the scheduled batch it cancelled sent nothing, and the refused
+    // batch was not stored.
     let (status, page) = app.get("/v1/batches?limit=10").await;
     assert_eq!(status, 200, "{page}");
     let batches = page["batches"].as_array().unwrap();
-    assert_eq!(batches.len(), 1, "the refused batch stored nothing: {page}");
-    assert_eq!(batches[0]["counts"]["sent"], 200, "{page}");
-    assert_eq!(batches[0]["counts"]["failed"], 0, "{page}");
+    assert_eq!(batches.len(), 2, "{page}");
+    assert_eq!(batches[0]["state"], "cancelled", "{page}");
+    assert_eq!(batches[0]["counts"]["cancelled"], 2, "{page}");
+    assert_eq!(batches[1]["counts"]["sent"], 200, "{page}");
+    assert_eq!(batches[1]["counts"]["failed"], 0, "{page}");
     assert_eq!(server.count(), 220);
 }
 
