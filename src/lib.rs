@@ -7,10 +7,12 @@
 //! shutdown order; [`config`] and [`telemetry`] set it up; [`domain`] holds the
 //! pure types everything shares; [`recipient`] normalises phone numbers and
 //! mailboxes and [`sms`] measures an SMS text's encoding and segments, both pure;
-//! [`csv_input`] reads CSV files as spreadsheets export them.
+//! [`csv_input`] reads CSV files as spreadsheets export them; [`auth`] makes and
+//! checks API tokens.
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod csv_input;
