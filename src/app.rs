@@ -71,11 +71,12 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         .context("invalid provider configuration")?;
     let listener = match role {
         Role::Worker => None,
-        Role::All | Role::Api => Some(
+        Role::All | Role::Api => Some({
+            config.check_listen().map_err(anyhow::Error::msg)?;
             tokio::net::TcpListener::bind(config.listen)
                 .await
-                .with_context(|| format!("binding {}", config.listen))?,
-        ),
+                .with_context(|| format!("binding {}", config.listen))?
+        }),
     };
     let addr = listener
         .as_ref()
@@ -103,7 +104,12 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
     let task = tokio::spawn(run(http, pool, grace, shutdown.clone()));
     match addr {
         Some(addr) => {
-            tracing::info!(%addr, store = %config.store, workers, "herald listening on http://{addr}")
+            tracing::info!(%addr, store = %config.store, workers, "herald listening on http://{addr}");
+            if config.auth.tokens.is_empty() {
+                tracing::info!(
+                    "no API tokens configured ([auth] tokens): serving loopback only, and asking for no token"
+                );
+            }
         }
         None => tracing::info!(store = %config.store, "herald worker started"),
     }

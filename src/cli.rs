@@ -44,6 +44,9 @@ pub enum Command {
     Send(SendArgs),
     /// Show a batch's state and counts.
     Status(StatusArgs),
+    /// Make a new API token: prints the token, for clients, and its hash, for the
+    /// server's `[auth] tokens`.
+    Token,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +64,26 @@ pub struct ServerArg {
     /// The Herald server to talk to.
     #[arg(long, env = "HERALD_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// The API token, for a server with `[auth] tokens`.
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ServerArg {
+    /// A request to `path` on the server, with the token when there is one.
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> (reqwest::RequestBuilder, String) {
+        let url = format!("{}{path}", self.server.trim_end_matches('/'));
+        let mut request = client.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        (request, url)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -184,7 +207,20 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Send(args) => send(args).await,
         Command::Status(args) => status(args).await,
+        Command::Token => token(),
     }
+}
+
+fn token() -> anyhow::Result<ExitCode> {
+    let (token, hash) = crate::auth::new_token().context("reading the system's random numbers")?;
+    println!("token: {token}");
+    println!("hash:  {hash}");
+    eprintln!(
+        "Add the hash to the server's configuration, under [auth]: tokens = [\"{hash}\"], \
+         and give the token to its clients (Authorization: Bearer <token>; herald's commands take \
+         --token or HERALD_TOKEN). The token is shown only now; the server keeps only its hash."
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
@@ -240,11 +276,12 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         send_at: args.send_at,
         reject_recent_duplicates: args.reject_recent_duplicates,
     };
-    let url = format!("{}/v1/batches", args.server.server.trim_end_matches('/'));
     let bar = upload_bar(csv.recipients.len() as u64);
     let (digest, body) = ndjson_upload(&options, csv.recipients, bar.clone())?;
-    let mut post = client()?
-        .post(&url)
+    let (post, url) = args
+        .server
+        .request(&client()?, reqwest::Method::POST, "/v1/batches");
+    let mut post = post
         .header("content-type", "application/x-ndjson")
         .header("content-digest", digest)
         .body(body);
@@ -367,12 +404,12 @@ fn print_rejections(
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let url = format!(
-        "{}/v1/batches/{}",
-        args.server.server.trim_end_matches('/'),
-        args.batch_id
+    let (request, url) = args.server.request(
+        &client()?,
+        reqwest::Method::GET,
+        &format!("/v1/batches/{}", args.batch_id),
     );
-    let (status, body) = exchange(client()?.get(&url), &url).await?;
+    let (status, body) = exchange(request, &url).await?;
     if !status.is_success() {
         eprintln!("herald: {}", server_error(status, &body));
         return Ok(ExitCode::FAILURE);

@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+use crate::auth::TokenHash;
 use crate::domain::Channel;
 use crate::ratelimit::Cap;
 use crate::recipient::{EmailRules, PhoneRules, Region, Rules};
@@ -34,6 +35,18 @@ pub struct Config {
     /// The provider each channel uses when a batch names none.
     pub defaults: HashMap<Channel, String>,
     pub providers: Vec<ProviderConfig>,
+    pub auth: AuthConfig,
+}
+
+/// Who may call the API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The hashes of the API tokens accepted (`sha256:<hex>`, printed by
+    /// `herald token`). When there are any, every `/v1` route, `/send-sms` and
+    /// `/metrics` need `Authorization: Bearer <token>`; when there are none, Herald
+    /// asks for no token and listens on loopback addresses only.
+    pub tokens: Vec<TokenHash>,
 }
 
 /// How recipient addresses are read.
@@ -82,6 +95,7 @@ impl Default for Config {
             recipients: RecipientsConfig::default(),
             defaults: HashMap::new(),
             providers: Vec::new(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -356,7 +370,7 @@ impl Config {
         Figment::new().merge(toml).merge(
             Env::prefixed("HERALD_")
                 .split("__")
-                .ignore(&["server", "log"]),
+                .ignore(&["server", "log", "token"]),
         )
     }
 
@@ -384,6 +398,19 @@ impl Config {
         }
         if self.limits.max_recipients == 0 {
             return Err("limits.max_recipients must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Checks that the API may listen on `listen`: without API tokens, only on a
+    /// loopback address, which no other machine can reach.
+    pub fn check_listen(&self) -> Result<(), String> {
+        if self.auth.tokens.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {} without API tokens: anyone who can reach it could send messages. \
+                 Add [auth] tokens (make one with `herald token`), or listen on 127.0.0.1",
+                self.listen
+            ));
         }
         Ok(())
     }
@@ -472,6 +499,39 @@ mod tests {
             assert_eq!(c.providers[0].name, "hook");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_public_address_without_tokens_is_refused_and_with_one_allowed() {
+        let c = parse("listen = \"0.0.0.0:8080\"");
+        c.validate().unwrap();
+        let err = c.check_listen().unwrap_err();
+        assert!(
+            err.contains("0.0.0.0:8080") && err.contains("herald token"),
+            "{err}"
+        );
+        let hash = crate::auth::TokenHash::of("t").to_string();
+        let c = parse(&format!(
+            "listen = \"0.0.0.0:8080\"\n[auth]\ntokens = [\"{hash}\"]"
+        ));
+        c.check_listen().unwrap();
+        assert_eq!(c.auth.tokens[0].to_string(), hash);
+        parse("listen = \"[::1]:8080\"").check_listen().unwrap();
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn a_malformed_token_hash_is_refused_naming_the_key() {
+        let mut err = None;
+        figment::Jail::expect_with(|_| {
+            err = Config::from_toml("[auth]\ntokens = [\"abc\"]").err();
+            Ok(())
+        });
+        let err = err.expect("refused").to_string();
+        assert!(
+            err.contains("auth.tokens") && err.contains("sha256:"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,11 +7,13 @@
 //! shutdown order; [`config`] and [`telemetry`] set it up; [`domain`] holds the
 //! pure types everything shares; [`recipient`] normalises phone numbers and
 //! mailboxes and [`sms`] measures an SMS text's encoding and segments, both pure;
-//! [`csv_input`] reads CSV files as spreadsheets export them. [`web`] is the page
-//! served at `/`, which drives the API from a browser.
+//! [`csv_input`] reads CSV files as spreadsheets export them; [`auth`] makes and
+//! checks API tokens. [`web`] is the page served at `/`, which drives the API
+//! from a browser.
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod csv_input;

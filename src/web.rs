@@ -5,7 +5,6 @@
 
 use std::sync::LazyLock;
 
-use axum::Router;
 use axum::extract::Path;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, IF_NONE_MATCH,
@@ -13,7 +12,6 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use sha2::{Digest, Sha256};
 
 /// One embedded file and how it is served.
@@ -48,17 +46,13 @@ const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
      form-action 'self'";
 
-/// The page's routes, `/` and `/assets/{name}`, for any router state.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/",
-            get(|headers: HeaderMap| async move { serve(&INDEX, &headers) }),
-        )
-        .route("/assets/{name}", get(asset))
+/// `GET /`: the page.
+pub async fn page(headers: HeaderMap) -> Response {
+    serve(&INDEX, &headers)
 }
 
-async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
+/// `GET /assets/{name}`: the page's script and stylesheet; `404` for any other name.
+pub async fn asset(Path(name): Path<String>, headers: HeaderMap) -> Response {
     match ASSETS.iter().find(|a| a.name == name) {
         Some(asset) => serve(asset, &headers),
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
@@ -120,7 +114,9 @@ mod tests {
         if let Some(tag) = if_none_match {
             request = request.header(IF_NONE_MATCH, tag);
         }
-        routes::<()>()
+        axum::Router::new()
+            .route("/", axum::routing::get(page))
+            .route("/assets/{name}", axum::routing::get(asset))
             .oneshot(request.body(Body::empty()).unwrap())
             .await
             .unwrap()

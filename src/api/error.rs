@@ -28,6 +28,8 @@ pub enum Error {
     NoneAccepted(Vec<Rejection>),
     NotFound(String),
     Conflict(String),
+    /// No API token, or not one of the server's.
+    Unauthorized(String),
     /// The store did not answer; the request may be retried.
     Unavailable(String),
     Internal(String),
@@ -40,6 +42,7 @@ impl Error {
             Error::Invalid { .. } | Error::NoneAccepted(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -65,6 +68,7 @@ impl Error {
             }),
             Error::NotFound(what) => json!({"error": "not_found", "message": what}),
             Error::Conflict(why) => json!({"error": "conflict", "message": why}),
+            Error::Unauthorized(why) => json!({"error": "unauthorized", "message": why}),
             Error::Unavailable(_) => {
                 json!({"error": "unavailable", "message": "the store is unavailable; try again shortly"})
             }
@@ -87,7 +91,14 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         self.log();
-        (self.status(), Json(self.body())).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if matches!(self, Error::Unauthorized(_)) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 

@@ -19,13 +19,14 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 pub use self::error::Error;
 pub use self::events::Progress;
+use crate::auth::Tokens;
 use crate::config::Config;
 use crate::domain::{BatchId, Counts, MessageState, batch_state, format_ms};
 use crate::intake::{BatchRequest, Intake, Submitted};
@@ -52,6 +53,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The largest upload of any kind.
     pub max_upload_bytes: u64,
+    /// The API tokens accepted; none asked for when empty.
+    pub tokens: Tokens,
     /// Cancelled when the server shuts down: long-lived responses (event streams)
     /// end then, so that they do not hold the shutdown up.
     pub stop: CancellationToken,
@@ -77,44 +80,107 @@ impl AppState {
             queue,
             max_body_bytes: config.limits.max_body_bytes,
             max_upload_bytes: config.limits.max_upload_bytes,
+            tokens: Tokens::new(&config.auth.tokens),
             stop,
         }
     }
 }
 
-/// The whole API. `max_body_bytes` bounds every request body.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .merge(crate::web::routes())
-        .route("/v1", get(index))
-        .route(
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Anyone: the route shows nothing of the store.
+    Public,
+    /// With API tokens configured, only a caller presenting one.
+    Token,
+}
+
+/// Every route: its path, who may call it and its handlers. [`router`] serves
+/// exactly these, and tests hold the OpenAPI document and the token check to them.
+pub(crate) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
+    use Access::{Public, Token};
+    vec![
+        ("/", Public, get(crate::web::page)),
+        ("/assets/{name}", Public, get(crate::web::asset)),
+        ("/v1", Public, get(index)),
+        (
             "/healthz",
+            Public,
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/v1/batches", post(create_batch).get(list_batches))
-        .route("/v1/batches/{id}", get(get_batch))
-        .route("/v1/batches/{id}/messages", get(list_messages))
-        .route("/v1/batches/{id}/events", get(events::batch_events))
-        .route("/v1/batches/{id}/{action}", post(control_batch))
-        .route(
+        ),
+        ("/v1/batches", Token, post(create_batch).get(list_batches)),
+        ("/v1/batches/{id}", Token, get(get_batch)),
+        ("/v1/batches/{id}/messages", Token, get(list_messages)),
+        ("/v1/batches/{id}/events", Token, get(events::batch_events)),
+        ("/v1/batches/{id}/{action}", Token, post(control_batch)),
+        (
             "/v1/templates",
+            Token,
             post(templates::create).get(templates::list),
-        )
-        .route(
+        ),
+        (
             "/v1/templates/{id}",
+            Token,
             get(templates::get)
                 .put(templates::replace)
                 .delete(templates::delete),
-        )
-        .route(
+        ),
+        (
             "/v1/suppressions",
+            Token,
             post(suppressions::add)
                 .get(suppressions::list)
                 .delete(suppressions::remove),
-        )
-        .route("/send-sms", post(seed::send_sms))
+        ),
+        ("/send-sms", Token, post(seed::send_sms)),
+    ]
+}
+
+/// The whole API. `max_body_bytes` bounds every request body. With API tokens
+/// configured, every route of [`Access::Token`] needs one.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let check = axum::middleware::from_fn_with_state(state.tokens.clone(), require_token);
+    let mut router = Router::new();
+    for (path, access, handlers) in routes() {
+        router = router.route(
+            path,
+            match access {
+                Access::Public => handlers,
+                Access::Token => handlers.route_layer(check.clone()),
+            },
+        );
+    }
+    router
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// Lets the request through when it carries one of `tokens` as
+/// `Authorization: Bearer <token>`, or when there are none; else `401`.
+async fn require_token(
+    State(tokens): State<Tokens>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match presented {
+        Some(token) if tokens.accept(token) => next.run(request).await,
+        Some(_) => Error::Unauthorized("the API token is not one this server accepts".into())
+            .into_response(),
+        None => Error::Unauthorized(
+            "this server needs an API token: send `Authorization: Bearer <token>`".into(),
+        )
+        .into_response(),
+    }
 }
 
 /// What this server is and where its routes are, for a script exploring the API

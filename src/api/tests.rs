@@ -2,7 +2,9 @@
 //! to a real store in a temp dir.
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{Method, Request, StatusCode};
+
+use crate::auth::Tokens;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -220,4 +222,91 @@ async fn the_event_stream_closes_when_the_server_stops() {
         1,
         "the first progress, then closed: {events:?}"
     );
+}
+
+/// Methods probed on every route.
+const METHODS: [Method; 5] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+];
+
+/// A concrete path for a route's template: a fresh batch id, the action `pause`.
+pub(crate) fn concrete(path: &str) -> String {
+    path.replace("{id}", &crate::domain::BatchId::new().to_string())
+        .replace("{action}", "pause")
+}
+
+/// Every route with its access and the methods it answers (those not answered
+/// `405`), found by asking a router of that route alone.
+pub(crate) async fn served() -> Vec<(&'static str, Access, Vec<Method>)> {
+    let (state, _dir) = test_state().await;
+    let mut served = Vec::new();
+    for (path, access, handlers) in routes() {
+        let alone = Router::new()
+            .route(path, handlers)
+            .with_state(state.clone());
+        let mut methods = Vec::new();
+        for method in METHODS {
+            let request = Request::builder()
+                .method(method.clone())
+                .uri(concrete(path))
+                .body(Body::empty())
+                .unwrap();
+            let response = alone.clone().oneshot(request).await.unwrap();
+            if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+                methods.push(method);
+            }
+        }
+        assert!(!methods.is_empty(), "{path} answers no method");
+        served.push((path, access, methods));
+    }
+    served
+}
+
+#[tokio::test]
+async fn every_protected_route_answers_401_without_a_right_token_and_serves_with_one() {
+    let (mut state, _dir) = test_state().await;
+    let (token, hash) = crate::auth::new_token().unwrap();
+    state.tokens = Tokens::new(&[hash]);
+    let router = router(state, 1 << 20);
+    let mut protected = 0;
+    for (path, access, methods) in served().await {
+        for method in methods {
+            let uri = concrete(path);
+            let request = |authorization: Option<&str>| {
+                let mut request = Request::builder().method(method.clone()).uri(&uri);
+                if let Some(value) = authorization {
+                    request = request.header("authorization", value);
+                }
+                request.body(Body::empty()).unwrap()
+            };
+            let (without, body) = call(&router, request(None)).await;
+            let (wrong, _) = call(&router, request(Some("Bearer herald_nope"))).await;
+            let (right, _) = call(&router, request(Some(&format!("bearer {token}")))).await;
+            assert_ne!(right, StatusCode::UNAUTHORIZED, "{method} {path}");
+            match access {
+                Access::Public => assert_ne!(without, StatusCode::UNAUTHORIZED, "{method} {path}"),
+                Access::Token => {
+                    protected += 1;
+                    assert_eq!(without, StatusCode::UNAUTHORIZED, "{method} {path}");
+                    assert_eq!(wrong, StatusCode::UNAUTHORIZED, "{method} {path}");
+                    assert_eq!(body["error"], "unauthorized", "{method} {path}");
+                    assert!(body["message"].as_str().unwrap().contains("Bearer"));
+                }
+            }
+        }
+    }
+    // Every route of the batches, templates and suppressions, and /send-sms.
+    assert!(protected >= 14, "{protected}");
+}
+
+#[tokio::test]
+async fn without_configured_tokens_no_route_asks_for_one() {
+    let (state, _dir) = test_state().await;
+    let router = router(state, 1 << 20);
+    let (status, body) = call(&router, get("/v1/batches")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

@@ -4,6 +4,7 @@
 //! servers on 127.0.0.1.
 
 mod api;
+mod auth;
 mod cli;
 mod delivery;
 mod events;
