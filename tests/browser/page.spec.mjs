@@ -1,18 +1,19 @@
 // Herald's web page in a real browser: headless Chromium driven by Playwright.
 //
-//   node tests/browser/page.spec.mjs <herald base url>
+//   node tests/browser/page.spec.mjs <herald base url> [<API token>]
 //
 // Run by the end-to-end test `the_page_…` (tests/e2e/page.rs), which starts a
-// Herald whose provider refuses numbers ending in 7 on their first attempt.
+// Herald whose provider refuses numbers ending in 7 on their first attempt. With a
+// token, Herald is expected to ask for it, and the page to ask the user once.
 // Exits 0 when every check passes; otherwise prints what failed and exits 1.
 // Chromium is Debian's (`apt-get install chromium`); CHROMIUM_PATH names another.
 
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 
-const base = process.argv[2];
+const [base, token] = process.argv.slice(2);
 if (!base) {
-  console.error('usage: node page.spec.mjs <herald base url>');
+  console.error('usage: node page.spec.mjs <herald base url> [<API token>]');
   process.exit(2);
 }
 const RECIPIENTS = 200;
@@ -58,6 +59,19 @@ try {
   await page.goto(`${base}/`);
   await page.getByRole('heading', { name: 'New batch' }).waitFor(WAIT);
   assert.equal(await page.title(), 'New batch · Herald');
+
+  if (token) {
+    step('the page asks for the API token, and again when one is refused');
+    const dialog = page.getByRole('dialog', { name: 'API token' });
+    await dialog.waitFor(WAIT);
+    await page.getByLabel('Token', { exact: true }).fill('herald_not_a_token');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.locator('#token-error').waitFor(WAIT);
+    assert.match(await text(page, '#token-error'), /refused/);
+    await page.getByLabel('Token', { exact: true }).fill(token);
+    await page.getByRole('button', { name: 'Save' }).click();
+    await dialog.waitFor({ state: 'hidden', ...WAIT });
+  }
 
   step('an error the API answers names the field');
   await page.getByLabel('Body').fill('Hello {{ name');
@@ -153,7 +167,7 @@ try {
   step('a scheduled batch is paused, resumed and cancelled from its page');
   const scheduled = await fetch(`${base}/v1/batches`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
     body: JSON.stringify({
       channel: 'sms',
       template: { body: 'Later, {{name}}' },
@@ -180,6 +194,8 @@ try {
 
   step('a phone-sized screen gets one column and no sideways scrolling');
   const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
+  // A new browser profile: give it the token the first one saved.
+  if (token) await phone.addInitScript((t) => localStorage.setItem('herald.token', t), token);
   const small = await phone.newPage();
   small.on('pageerror', (e) => problems.push(`phone page error: ${e.message}`));
   await small.goto(`${base}/`);

@@ -1,6 +1,7 @@
 //! The web page in a real browser: `tests/browser/page.spec.mjs` drives headless
-//! Chromium through Playwright against a Herald whose provider refuses the numbers
-//! ending in 7 on their first attempt, so the page has failures to show and retry.
+//! Chromium through Playwright against a Herald that asks for an API token and
+//! whose provider refuses the numbers ending in 7 on their first attempt, so the
+//! page has failures to show and retry.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -25,7 +26,9 @@ async fn the_page_sends_200_shows_the_bar_reach_100_retries_failures_and_control
             Reply::ok().body(&format!(r#"{{"id":"p-{n}"}}"#))
         }
     });
+    let (token, hash) = herald::auth::new_token().unwrap();
     let app = spawn_app(|config| {
+        config.auth.tokens = vec![hash];
         let mut provider = server.provider(None);
         // Slow enough (about 2 s for the batch) for the bar to be seen on its way.
         provider.rate_per_sec = Some(100.0);
@@ -37,6 +40,7 @@ async fn the_page_sends_200_shows_the_bar_reach_100_retries_failures_and_control
     let run = tokio::process::Command::new("node")
         .arg(&script)
         .arg(&app.url)
+        .arg(&token)
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(BROWSER_RUN, run)
@@ -54,8 +58,15 @@ async fn the_page_sends_200_shows_the_bar_reach_100_retries_failures_and_control
     // What the browser did reached the provider: 200 messages, the 20 refused
     // ones twice; the scheduled batch it cancelled sent nothing, and the refused
     // batch was not stored.
-    let (status, page) = app.get("/v1/batches?limit=10").await;
-    assert_eq!(status, 200, "{page}");
+    let listed = app
+        .client
+        .get(format!("{}/v1/batches?limit=10", app.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let page: serde_json::Value = listed.json().await.unwrap();
     let batches = page["batches"].as_array().unwrap();
     assert_eq!(batches.len(), 2, "{page}");
     assert_eq!(batches[0]["state"], "cancelled", "{page}");
