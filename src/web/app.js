@@ -309,6 +309,7 @@ function csvHeaders(csv) {
 function schedulePreview() {
   clearTimeout(compose.previewTimer);
   compose.previewTimer = setTimeout(preview, PREVIEW_DELAY_MS);
+  $('#preview-pane').setAttribute('aria-busy', 'true');
   if (!compose.sending) {
     $('#send').disabled = false;
     clearError($('#send-error'));
@@ -321,6 +322,7 @@ async function preview() {
   const batch = composed();
   if (batch.missing) {
     status.textContent = batch.missing;
+    $('#preview-pane').setAttribute('aria-busy', 'false');
     $('#preview-summary').replaceChildren();
     $('#preview-list').replaceChildren();
     $('#preview-rejected').replaceChildren();
@@ -335,8 +337,10 @@ async function preview() {
       method: 'POST', headers: csvHeaders(batch.csv), body: batch.csv, signal: abort.signal,
     });
     renderPreview(report);
+    $('#preview-pane').setAttribute('aria-busy', 'false');
   } catch (e) {
     if (e.name === 'AbortError') return;
+    $('#preview-pane').setAttribute('aria-busy', 'false');
     const box = h('div', { class: 'error', id: 'preview-error' });
     showError(box, e);
     status.textContent = 'This batch cannot be sent as it is:';
@@ -460,6 +464,8 @@ function setUpCompose() {
   form.addEventListener('submit', send);
   form.addEventListener('input', schedulePreview);
   form.addEventListener('change', (event) => {
+    // Stored templates are read again on choosing one: they may have changed since.
+    if (event.target.matches('input[name="source"]') && source() === 'stored') loadTemplates();
     if (event.target.matches('#channel, input[name="source"]')) fitChannel();
     if (event.target.matches('#template-id')) showTemplateText();
     if (event.target.matches('#csv-file')) $('#file-note').hidden = !$('#csv-file').files.length;

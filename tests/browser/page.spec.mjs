@@ -16,6 +16,7 @@ if (!base) {
   console.error('usage: node page.spec.mjs <herald base url> [<API token>]');
   process.exit(2);
 }
+const auth = token ? { authorization: `Bearer ${token}` } : {};
 const RECIPIENTS = 200;
 const REFUSED = 20; // the numbers ending in 7
 const WAIT = { timeout: 30_000 };
@@ -30,6 +31,17 @@ function recipientsCsv(n) {
   const lines = ['to,name'];
   for (let i = 0; i < n; i++) lines.push(`+8613800000${String(i).padStart(3, '0')},n${i}`);
   return lines.join('\n');
+}
+
+/** Waits until the preview answers the form as it is (the pane is busy until then). */
+const previewDone = (page) =>
+  page.waitForFunction(() => document.querySelector('#preview-pane').getAttribute('aria-busy') === 'false', null, WAIT);
+
+/** Waits for the preview and checks that it has `n` messages ready. */
+async function previewReady(page, n) {
+  await previewDone(page);
+  const status = await text(page, '#preview-status');
+  assert.ok(status.startsWith(`${n} ${n === 1 ? 'message' : 'messages'} ready`), status);
 }
 
 /** No horizontal scrolling: the document is no wider than the viewport. */
@@ -76,7 +88,7 @@ try {
   step('an error the API answers names the field');
   await page.getByLabel('Body').fill('Hello {{ name');
   await page.locator('#recipients').fill('to,name\n+8613800000001,Li');
-  await page.locator('#preview-summary .error').waitFor(WAIT);
+  await previewDone(page);
   const templateError = await text(page, '#preview-summary .error');
   assert.match(templateError, /template\.body/, templateError);
   assert.equal(await page.locator('#body').getAttribute('aria-invalid'), 'true');
@@ -92,9 +104,52 @@ try {
   assert.match(refusal, /index 1: \+86123: invalid address/, refusal);
   assert.ok(await page.getByRole('button', { name: 'Send' }).isEnabled(), 'Send works again after a refusal');
 
+  const previewed = () => previewDone(page);
+  const ready = (n) => previewReady(page, n);
+
+  step('a CSV file is sent instead of the pasted lines');
+  await page.locator('#csv-file').setInputFiles({
+    name: 'recipients.csv',
+    mimeType: 'text/csv',
+    buffer: Buffer.from('\ufeffto,name\r\n+8613700000001,Zhang\r\n+8613700000002,Zhao\r\n'),
+  });
+  await ready(2);
+  assert.match(await text(page, '#preview-list'), /Hello Zhang[\s\S]*Hello Zhao/);
+  await page.getByRole('button', { name: 'Use the pasted lines' }).click();
+  // Back to the two pasted lines, neither of them a number.
+  await previewed();
+  assert.match(await text(page, '#preview-summary'), /none of the 2/);
+
+  step('a stored template of the channel can be chosen');
+  const stored = await fetch(`${base}/v1/templates`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...auth },
+    body: JSON.stringify({ id: 'greeting', channel: 'sms', body: 'Welcome, {{name}}!' }),
+  });
+  assert.equal(stored.status, 201, await stored.text());
+  await page.getByLabel('Use a stored template').check();
+  await page.locator('#template-id option[value="greeting"]').waitFor({ state: 'attached', ...WAIT });
+  await page.getByLabel('Template', { exact: true }).selectOption('greeting');
+  await page.locator('#recipients').fill('to,name\n+8613800000001,Li');
+  await ready(1);
+  assert.match(await text(page, '#preview-list'), /Welcome, Li!/);
+  assert.match(await text(page, '#template-text'), /Welcome, \{\{name\}\}!/);
+  await page.getByLabel('Write it here').check();
+
+  step('an e-mail needs a subject and previews it');
+  await page.getByLabel('Channel').selectOption('email');
+  await page.getByLabel('Subject').fill('For {{name}}');
+  await page.locator('#recipients').fill('to,name\nLi Wei <li@example.com>,Li');
+  await ready(1);
+  const mail = await text(page, '#preview-list');
+  assert.match(mail, /For Li/, mail);
+  assert.doesNotMatch(mail, /GSM-7|segment/, mail);
+  await page.getByLabel('Channel').selectOption('sms');
+  assert.ok(await page.getByLabel('Subject').isHidden(), 'SMS has no subject');
+
   step(`composing ${RECIPIENTS} recipients previews the first messages`);
   await page.locator('#recipients').fill(recipientsCsv(RECIPIENTS));
-  await page.waitForFunction((n) => document.querySelector('#preview-status').textContent.startsWith(`${n} messages ready`), RECIPIENTS, WAIT);
+  await previewReady(page, RECIPIENTS);
   assert.equal(await page.locator('#send-error').isVisible(), false, 'the old error is gone once the form changes');
   const previews = page.locator('#preview-list li');
   assert.equal(await previews.count(), 5);
@@ -167,7 +222,7 @@ try {
   step('a scheduled batch is paused, resumed and cancelled from its page');
   const scheduled = await fetch(`${base}/v1/batches`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    headers: { 'content-type': 'application/json', ...auth },
     body: JSON.stringify({
       channel: 'sms',
       template: { body: 'Later, {{name}}' },
@@ -203,7 +258,7 @@ try {
   const long = 'Lixiaolong'.repeat(12);
   await small.locator('#recipients').fill(`to,name\n+8613800000001,${long}\n+8613800000002,Li\n+8613800000003,Wang`);
   await small.getByLabel('Body').fill(`Hello {{name}}, see https://shop.example/${'a'.repeat(120)}`);
-  await small.waitForFunction(() => document.querySelector('#preview-status').textContent.startsWith('3 messages ready'), null, WAIT);
+  await previewReady(small, 3);
   await assertNoOverflow(small, 'compose');
   await shot(small, 'phone-compose');
   const form = await small.locator('#compose').boundingBox();
