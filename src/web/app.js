@@ -583,6 +583,7 @@ async function loadFailed(more) {
     view.failedAfter = page.next_after;
     $('#failed-more').hidden = page.next_after === null || page.next_after === undefined;
     $('#failed-status').textContent = body.children.length ? '' : 'No failed messages.';
+    body.closest('.table-wrap').hidden = !body.children.length;
   } catch (e) {
     if (e.name !== 'AbortError') showError($('#batch-error'), e);
   }
