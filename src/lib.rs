@@ -8,7 +8,7 @@
 //! pure types everything shares; [`recipient`] normalises phone numbers and
 //! mailboxes and [`sms`] measures an SMS text's encoding and segments, both pure;
 //! [`csv_input`] reads CSV files as spreadsheets export them; [`auth`] makes and
-//! checks API tokens.
+//! checks API tokens; [`metrics`] counts what the API and the workers do.
 
 pub mod api;
 pub mod app;
@@ -18,6 +18,7 @@ pub mod config;
 pub mod csv_input;
 pub mod domain;
 pub mod intake;
+pub mod metrics;
 pub mod provider;
 pub mod queue;
 pub mod ratelimit;
