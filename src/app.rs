@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::provider::Registry;
 use crate::queue::Queue;
 use crate::worker::Pool;
@@ -66,7 +67,7 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         .context("invalid configuration")?;
     let queue = Queue::open(&config.store)
         .await
-        .with_context(|| format!("opening the store `{}`", config.store))?;
+        .with_context(|| format!("opening the store `{}`", config.store_for_display()))?;
     let registry = Registry::build(&config.providers, &config.defaults, config.send_timeout())
         .context("invalid provider configuration")?;
     let listener = match role {
@@ -91,27 +92,38 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
             .context("preparing the numbering plans")?;
     }
     let shutdown = CancellationToken::new();
-    let state = AppState::new(queue.clone(), registry.clone(), &config, shutdown.clone());
+    let metrics = Metrics::new(
+        registry
+            .routes()
+            .map(|r| (r.name.as_str(), r.channels.as_slice())),
+    );
+    let state = AppState::new(
+        queue.clone(),
+        registry.clone(),
+        &config,
+        metrics.clone(),
+        shutdown.clone(),
+    );
     let router = api::router(state, config.limits.max_body_bytes);
     let workers = match role {
         Role::All => config.worker.enabled,
         Role::Api => false,
         Role::Worker => true,
     };
-    let pool = workers.then(|| Pool::new(queue, registry, &config));
+    let pool = workers.then(|| Pool::new(queue, registry, &config, metrics));
     let grace = Duration::from_millis(config.worker.shutdown_grace_ms);
     let http = listener.map(|listener| (listener, router));
     let task = tokio::spawn(run(http, pool, grace, shutdown.clone()));
     match addr {
         Some(addr) => {
-            tracing::info!(%addr, store = %config.store, workers, "herald listening on http://{addr}");
+            tracing::info!(%addr, store = %config.store_for_display(), workers, "herald listening on http://{addr}");
             if config.auth.tokens.is_empty() {
                 tracing::info!(
                     "no API tokens configured ([auth] tokens): serving loopback only, and asking for no token"
                 );
             }
         }
-        None => tracing::info!(store = %config.store, "herald worker started"),
+        None => tracing::info!(store = %config.store_for_display(), "herald worker started"),
     }
     Ok(Running {
         addr,

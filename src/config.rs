@@ -374,6 +374,22 @@ impl Config {
         )
     }
 
+    /// The store's URL as logs and messages show it: a password in it replaced by
+    /// `***`.
+    pub fn store_for_display(&self) -> String {
+        let Some((scheme, rest)) = self.store.split_once("://") else {
+            return self.store.clone();
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}{path}")
+            }
+            _ => self.store.clone(),
+        }
+    }
+
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.worker.lease_ms)
     }
@@ -532,6 +548,27 @@ mod tests {
             err.contains("auth.tokens") && err.contains("sha256:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_store_password_is_hidden_when_the_store_is_shown() {
+        let shown = |store: &str| {
+            Config {
+                store: store.into(),
+                ..Config::default()
+            }
+            .store_for_display()
+        };
+        assert_eq!(
+            shown("postgres://herald:pa:ss@db.example:5432/herald?sslmode=disable"),
+            "postgres://herald:***@db.example:5432/herald?sslmode=disable"
+        );
+        assert_eq!(
+            shown("redis://:secret@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(shown("postgres://herald@db/x"), "postgres://herald@db/x");
+        assert_eq!(shown("herald-data"), "herald-data");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{BatchId, Channel, now_ms};
+use crate::metrics::Metrics;
 use crate::provider::{Registry, Route};
 use crate::queue::{self, Accepted, Begun, Idempotency, NewBatch, NewMessage, Queue};
 use crate::ratelimit::Limits;
@@ -277,6 +278,8 @@ pub struct Intake {
     /// How far back `reject_recent_duplicates` looks; `None`: recent sends are not
     /// remembered.
     recent_window: Option<std::time::Duration>,
+    /// Counts the messages of every batch stored.
+    metrics: Metrics,
 }
 
 /// A submit's options besides the recipients.
@@ -302,6 +305,7 @@ impl Intake {
         max_recipients: usize,
         rules: Rules,
         recent_window: Option<std::time::Duration>,
+        metrics: Metrics,
     ) -> Self {
         Intake {
             queue,
@@ -309,6 +313,7 @@ impl Intake {
             max_recipients,
             rules,
             recent_window,
+            metrics,
         }
     }
 
@@ -501,9 +506,7 @@ impl Intake {
             return Ok(answered(Accepted::New(id), report));
         };
         let accepted = staging.commit(report.clone(), intaking.span()).await?;
-        if matches!(accepted, Accepted::New(_)) {
-            self.remember(envelope.channel, std::mem::take(&mut intaking.remember));
-        }
+        self.stored(&accepted, &mut intaking);
         Ok(answered(accepted, report))
     }
 
@@ -526,10 +529,22 @@ impl Intake {
         batch.report = report.clone();
         let accepted = self.queue.accept(batch).await?;
         tracing::debug!(?prepared, stored = ?(started.elapsed() - prepared), "batch submitted");
-        if matches!(accepted, Accepted::New(_)) {
-            self.remember(envelope.channel, std::mem::take(&mut intaking.remember));
-        }
+        self.stored(&accepted, intaking);
         Ok(answered(accepted, report))
+    }
+
+    /// After the store answered: a batch stored now (not a replay) is counted, and
+    /// what it sends remembered.
+    fn stored(&self, accepted: &Accepted, intaking: &mut Intaking) {
+        if !matches!(accepted, Accepted::New(_)) {
+            return;
+        }
+        self.metrics.accepted(
+            &intaking.route.name,
+            intaking.channel,
+            intaking.accepted as u64,
+        );
+        self.remember(intaking.channel, std::mem::take(&mut intaking.remember));
     }
 
     /// Records what a stored batch sends, for later batches' `recent_duplicate`

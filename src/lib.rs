@@ -8,8 +8,8 @@
 //! pure types everything shares; [`recipient`] normalises phone numbers and
 //! mailboxes and [`sms`] measures an SMS text's encoding and segments, both pure;
 //! [`csv_input`] reads CSV files as spreadsheets export them; [`auth`] makes and
-//! checks API tokens. [`web`] is the page served at `/`, which drives the API
-//! from a browser.
+//! checks API tokens; [`metrics`] counts what the API and the workers do. [`web`] is
+//! the page served at `/`, which drives the API from a browser.
 
 pub mod api;
 pub mod app;
@@ -19,6 +19,7 @@ pub mod config;
 pub mod csv_input;
 pub mod domain;
 pub mod intake;
+pub mod metrics;
 pub mod provider;
 pub mod queue;
 pub mod ratelimit;

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, RetryConfig};
 use crate::domain::now_ms;
+use crate::metrics::Metrics;
 use crate::provider::{self, Message, Receipt, Registry, Route};
 use crate::queue::{Claim, Claimed, Outcome, ProviderTemplate, Queue, Settlement, Suppression};
 use crate::ratelimit::Pace;
@@ -110,10 +111,13 @@ struct Inner {
     templates: TemplateCodes,
     /// Each provider's pace after it throttled this process (see [`Pace`]).
     paces: HashMap<String, Mutex<Pace>>,
+    metrics: Metrics,
 }
 
 impl Pool {
-    pub fn new(queue: Queue, registry: Registry, config: &Config) -> Self {
+    /// A pool delivering `queue`'s messages through `registry`, counting each
+    /// attempt in `metrics`.
+    pub fn new(queue: Queue, registry: Registry, config: &Config, metrics: Metrics) -> Self {
         let paces = registry
             .routes()
             .map(|r| {
@@ -132,6 +136,7 @@ impl Pool {
             slots: Arc::new(Semaphore::new(config.worker.max_in_flight)),
             templates: TemplateCodes::default(),
             paces,
+            metrics,
         };
         Pool {
             inner: Arc::new(inner),
@@ -396,6 +401,10 @@ impl Pool {
                 outcome
             }
         };
+        let took = Duration::from_millis(now_ms().saturating_sub(attempt.sent_ms).unsigned_abs());
+        self.inner
+            .metrics
+            .attempted(&route.name, message.channel, &outcome, took);
         let settlement = Settlement {
             lease: attempt.lease,
             outcome,
@@ -670,6 +679,9 @@ mod tests {
         ) -> crate::queue::Result<Vec<MessageRecord>> {
             self.inner.messages(id, query).await
         }
+        async fn pending(&self, provider: &str, cap: u64) -> crate::queue::Result<u64> {
+            self.inner.pending(provider, cap).await
+        }
         async fn control(
             &self,
             id: BatchId,
@@ -722,7 +734,9 @@ mod tests {
         config.worker.poll_interval_ms = 5;
         let registry = Registry::build(&[], &Default::default(), config.send_timeout()).unwrap();
         let shutdown = CancellationToken::new();
-        let pool = tokio::spawn(Pool::new(queue, registry, &config).run(shutdown.clone()));
+        let pool = tokio::spawn(
+            Pool::new(queue, registry, &config, Metrics::default()).run(shutdown.clone()),
+        );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while slow.settled.load(Ordering::SeqCst) < 300 {
             assert!(tokio::time::Instant::now() < deadline, "delivery stalled");

@@ -30,6 +30,7 @@ use crate::auth::Tokens;
 use crate::config::Config;
 use crate::domain::{BatchId, Counts, MessageState, batch_state, format_ms};
 use crate::intake::{BatchRequest, Intake, Submitted};
+use crate::metrics::Metrics;
 use crate::provider::Registry;
 use crate::queue::{BatchSummary, Control, MessageQuery, MessageRecord, Queue};
 
@@ -55,6 +56,8 @@ pub struct AppState {
     pub max_upload_bytes: u64,
     /// The API tokens accepted; none asked for when empty.
     pub tokens: Tokens,
+    /// What `/metrics` shows; shared with the workers.
+    pub metrics: Metrics,
     /// Cancelled when the server shuts down: long-lived responses (event streams)
     /// end then, so that they do not hold the shutdown up.
     pub stop: CancellationToken,
@@ -62,11 +65,12 @@ pub struct AppState {
 
 impl AppState {
     /// The state of an API over `queue`, sending through `registry`, as `config`
-    /// says, until `stop`.
+    /// says, counting in `metrics`, until `stop`.
     pub fn new(
         queue: Queue,
         registry: Registry,
         config: &Config,
+        metrics: Metrics,
         stop: CancellationToken,
     ) -> AppState {
         AppState {
@@ -76,7 +80,9 @@ impl AppState {
                 config.limits.max_recipients,
                 config.recipients.rules(),
                 config.recipients.recent_window(),
+                metrics.clone(),
             ),
+            metrics,
             queue,
             max_body_bytes: config.limits.max_body_bytes,
             max_upload_bytes: config.limits.max_upload_bytes,
@@ -133,6 +139,7 @@ pub(crate) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
                 .delete(suppressions::remove),
         ),
         ("/send-sms", Token, post(seed::send_sms)),
+        ("/metrics", Token, get(metrics)),
     ]
 }
 
@@ -181,6 +188,19 @@ async fn require_token(
         )
         .into_response(),
     }
+}
+
+/// `GET /metrics`: Prometheus's text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(&state.queue).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// What this server is and where its routes are, for a script exploring the API

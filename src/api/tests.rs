@@ -21,8 +21,13 @@ pub(crate) async fn test_state() -> (AppState, tempfile::TempDir) {
     let config = Config::default();
     let registry = Registry::build(&config.providers, &config.defaults, config.send_timeout())
         .expect("the built-in log provider");
+    let metrics = crate::metrics::Metrics::new(
+        registry
+            .routes()
+            .map(|r| (r.name.as_str(), r.channels.as_slice())),
+    );
     (
-        AppState::new(queue, registry, &config, CancellationToken::new()),
+        AppState::new(queue, registry, &config, metrics, CancellationToken::new()),
         dir,
     )
 }
@@ -309,4 +314,85 @@ async fn without_configured_tokens_no_route_asks_for_one() {
     let router = router(state, 1 << 20);
     let (status, body) = call(&router, get("/v1/batches")).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Checks `text` is Prometheus's text format as far as Herald writes it: every
+/// sample belongs to a family declared by `# TYPE` before it, and its value is a
+/// number. Returns the samples by name and labels.
+pub(crate) fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    let mut families = std::collections::HashSet::new();
+    let mut samples = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(declared) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = declared.split_once(' ').expect("a name and a type");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            families.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample and its value");
+        let name = series.split('{').next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| families.contains(*base))
+            .unwrap_or(name);
+        assert!(families.contains(family), "no # TYPE before {line}");
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{line}"));
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
+
+struct Circuits;
+
+impl crate::metrics::Section for Circuits {
+    fn write(&self, out: &mut String) {
+        out.push_str("# TYPE herald_provider_circuit_open gauge\n");
+        out.push_str("herald_provider_circuit_open{provider=\"log\"} 0\n");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_accepted_messages_and_read_the_queue_depth_and_extra_sections() {
+    let (state, _dir) = test_state().await;
+    state.metrics.add_section(std::sync::Arc::new(Circuits));
+    let router = router(state, 1 << 20);
+    submit(&router, 3).await;
+    let response = router.clone().oneshot(get("/metrics")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let samples = parse_metrics(std::str::from_utf8(&bytes).unwrap());
+    let at = |series: &str| {
+        samples
+            .get(series)
+            .copied()
+            .unwrap_or_else(|| panic!("no {series}"))
+    };
+    assert_eq!(
+        at(r#"herald_messages_accepted_total{provider="log",channel="sms"}"#),
+        3.0
+    );
+    assert_eq!(
+        at(r#"herald_messages_accepted_total{provider="log",channel="email"}"#),
+        0.0
+    );
+    assert_eq!(
+        at(r#"herald_messages_sent_total{provider="log",channel="sms"}"#),
+        0.0
+    );
+    assert_eq!(at(r#"herald_queue_depth{provider="log"}"#), 3.0);
+    assert_eq!(at(r#"herald_provider_circuit_open{provider="log"}"#), 0.0);
+    assert_eq!(
+        at(r#"herald_send_duration_seconds_bucket{provider="log",channel="sms",le="+Inf"}"#),
+        0.0
+    );
 }

@@ -279,6 +279,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// staged are not listed. One summary per batch, each read as [`Engine::batch`].
     async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>>;
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>>;
+    /// How many messages for `provider` are pending (due now or later), counting no
+    /// further than `cap`: the work is bounded by `cap`, whatever the queue holds.
+    async fn pending(&self, provider: &str, cap: u64) -> Result<u64>;
     /// `Ok(None)` when there is no such batch; `Error::Conflict` when the batch's
     /// state does not allow the action.
     async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>>;
@@ -525,6 +528,15 @@ impl Queue {
 
     pub async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         self.engine.messages(id, query).await
+    }
+
+    /// How many messages wait for `provider` (pending, due now or later), or `cap`
+    /// when at least that many do: what a metrics scrape reads, bounded by `cap`.
+    pub async fn pending(&self, provider: &str, cap: u64) -> Result<u64> {
+        if cap == 0 {
+            return Ok(0);
+        }
+        self.engine.pending(provider, cap).await
     }
 
     pub async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>> {

@@ -637,6 +637,17 @@ impl Engine for Postgres {
         Ok(summaries)
     }
 
+    async fn pending(&self, provider: &str, cap: u64) -> Result<u64> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.pending).await.map_err(db)?;
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let row = client
+            .query_one(&stmt, &[&provider, &cap])
+            .await
+            .map_err(db)?;
+        Ok(row.get::<_, i64>(0).unsigned_abs())
+    }
+
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         let client = self.client().await?;
         let stmt = client

@@ -1101,6 +1101,31 @@ impl Engine for Redis {
         Ok(summaries)
     }
 
+    async fn pending(&self, provider: &str, cap: u64) -> Result<u64> {
+        // The ready sets hold exactly the pending messages, one per priority: as
+        // many commands as priorities in use, whatever their sizes.
+        let priorities: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.key(&format!("prios:{provider}")))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        if priorities.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for priority in &priorities {
+            pipe.cmd("ZCARD")
+                .arg(self.key(&format!("ready:{priority}:{provider}")));
+        }
+        let sizes: Vec<u64> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(sizes.iter().sum::<u64>().min(cap))
+    }
+
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         if query.limit == 0 {
             return Ok(Vec::new());

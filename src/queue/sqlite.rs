@@ -699,6 +699,21 @@ impl Engine for Sqlite {
         .await
     }
 
+    async fn pending(&self, provider: &str, cap: u64) -> Result<u64> {
+        let provider = provider.to_owned();
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            // The ready index holds exactly the pending messages, by provider first.
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE provider = ?1 AND state = 'pending' LIMIT ?2)",
+            )
+            .and_then(|mut s| s.query_row(params![provider, cap], |r| r.get::<_, i64>(0)))
+            .map(i64::unsigned_abs)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         self.read(move |conn| {
             let Some(batch) = batch_by_id(conn, id)? else {

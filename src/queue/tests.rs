@@ -255,6 +255,22 @@ async fn batches_are_listed_newest_first_in_pages_without_those_being_staged() {
 }
 
 #[tokio::test]
+async fn pending_counts_a_providers_waiting_messages_up_to_the_cap() {
+    for (q, url, _guard) in stores().await {
+        assert_eq!(q.pending("p", 100).await.unwrap(), 0, "{url}");
+        accept(&q, batch(4, 0, now_ms())).await;
+        // Not due yet, and of another priority: pending all the same.
+        accept(&q, batch(3, 7, now_ms() + 3_600_000)).await;
+        let claimed = q.claim("p", 2, LEASE).await.unwrap();
+        assert_eq!(claimed.len(), 2, "{url}");
+        assert_eq!(q.pending("p", 100).await.unwrap(), 5, "{url}");
+        assert_eq!(q.pending("p", 3).await.unwrap(), 3, "{url}");
+        assert_eq!(q.pending("p", 0).await.unwrap(), 0, "{url}");
+        assert_eq!(q.pending("other", 100).await.unwrap(), 0, "{url}");
+    }
+}
+
+#[tokio::test]
 async fn a_batch_stored_in_chunks_is_invisible_until_committed_then_whole() {
     for (q, url, _guard) in stores().await {
         let mut whole = batch(2_500, 0, now_ms());

@@ -1,5 +1,5 @@
-//! The event stream of a batch over a real socket: a batch delivered through the
-//! built-in log provider streams progress until `end`.
+//! The event stream and the metrics over a real socket: a batch delivered through the
+//! built-in log provider streams progress until `end`, and is counted in `/metrics`.
 
 use std::time::Duration;
 
@@ -60,4 +60,42 @@ async fn a_batch_sent_through_the_log_provider_streams_progress_until_end() {
             .all(|(name, data)| name == "progress" && data["id"] == id),
         "{events:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_workers_sent_and_how_long_it_took() {
+    let app = spawn_app(|_| {}).await;
+    let (status, report) = app.post("/v1/batches", &sms_batch(20)).await;
+    assert_eq!(status, 202, "{report}");
+    app.wait_finished(
+        report["batch_id"].as_str().unwrap(),
+        Duration::from_secs(10),
+    )
+    .await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .to_owned()
+    };
+    let labels = r#"{provider="log",channel="sms"}"#;
+    assert_eq!(
+        sample(&format!("herald_messages_accepted_total{labels}")),
+        "20"
+    );
+    assert_eq!(sample(&format!("herald_messages_sent_total{labels}")), "20");
+    assert_eq!(
+        sample(&format!("herald_send_duration_seconds_count{labels}")),
+        "20"
+    );
+    assert_eq!(sample(r#"herald_queue_depth{provider="log"}"#), "0");
 }

@@ -9,6 +9,7 @@ mod cli;
 mod delivery;
 mod events;
 mod helpers;
+mod logs;
 mod page;
 mod preflight;
 mod process;

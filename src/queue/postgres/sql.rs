@@ -288,6 +288,13 @@ LEFT JOIN LATERAL (
 ) c ON true
 ORDER BY b.id DESC";
 
+/// Provider `$1`'s pending messages, counted no further than `$2`, from the ready
+/// index (which holds exactly the pending ones).
+const PENDING: &str = "
+SELECT COUNT(*) FROM (
+    SELECT 1 FROM {s}.messages WHERE provider = $1 AND state = 'pending' LIMIT $2
+) p";
+
 const MESSAGES: &str = "
 SELECT m.id, m.to_addr, m.ref, m.state, m.provider, m.attempts, m.last_error, m.provider_message_id,
        m.created_at, m.updated_at, m.sent_at
@@ -432,6 +439,7 @@ pub(super) struct Sql {
     pub(super) settle: String,
     pub(super) summary: String,
     pub(super) batches: String,
+    pub(super) pending: String,
     pub(super) messages: String,
     pub(super) lock_batch: String,
     pub(super) set_control: String,
@@ -486,6 +494,7 @@ impl Sql {
             settle: fill(SETTLE),
             summary: fill(SUMMARY),
             batches: fill(BATCHES),
+            pending: fill(PENDING),
             messages: fill(MESSAGES),
             lock_batch: fill(LOCK_BATCH),
             set_control: fill(SET_CONTROL),
