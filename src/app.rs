@@ -11,7 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
+use crate::circuit::Circuits;
 use crate::config::Config;
+use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::provider::Registry;
 use crate::queue::Queue;
@@ -34,6 +36,8 @@ pub enum Role {
 pub struct Running {
     /// Where the API listens; `None` for a worker-only process.
     pub addr: Option<SocketAddr>,
+    circuits: Circuits,
+    ingest_metrics: crate::ingest::Metrics,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -42,6 +46,17 @@ impl Running {
     /// `http://ADDR`, for clients and tests; `None` for a worker-only process.
     pub fn url(&self) -> Option<String> {
         self.addr.map(|addr| format!("http://{addr}"))
+    }
+
+    /// The providers' circuit breakers of this process's workers (all closed in
+    /// a process without workers).
+    pub fn circuits(&self) -> &Circuits {
+        &self.circuits
+    }
+
+    /// What the `[[ingest]]` sources have taken so far.
+    pub fn ingest_metrics(&self) -> &crate::ingest::Metrics {
+        &self.ingest_metrics
     }
 
     /// Asks Herald to stop; [`Running::wait`] returns once it has.
@@ -68,8 +83,14 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
     let queue = Queue::open(&config.store)
         .await
         .with_context(|| format!("opening the store `{}`", config.store_for_display()))?;
-    let registry = Registry::build(&config.providers, &config.defaults, config.send_timeout())
-        .context("invalid provider configuration")?;
+    let registry = Registry::build(
+        &config.providers,
+        &config.defaults,
+        &config.failover,
+        config.send_timeout(),
+    )
+    .context("invalid provider configuration")?;
+    let circuits = Circuits::new(registry.routes().map(|r| r.name.clone()), &config.circuit);
     let listener = match role {
         Role::Worker => None,
         Role::All | Role::Api => Some({
@@ -104,16 +125,25 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         metrics.clone(),
         shutdown.clone(),
     );
+    // Ingest feeds intake, as the API does: not in a worker-only process.
+    let ingest = match role {
+        Role::Worker => None,
+        Role::All | Role::Api => Some(
+            Ingest::start(&config.ingest, &state.intake, &config.providers, &shutdown)
+                .context("invalid ingest configuration")?,
+        ),
+    };
     let router = api::router(state, config.limits.max_body_bytes);
     let workers = match role {
         Role::All => config.worker.enabled,
         Role::Api => false,
         Role::Worker => true,
     };
-    let pool = workers.then(|| Pool::new(queue, registry, &config, metrics));
+    let pool = workers.then(|| Pool::new(queue, registry, circuits.clone(), &config, metrics));
+    let ingest_metrics = ingest.as_ref().map(Ingest::metrics).unwrap_or_default();
     let grace = Duration::from_millis(config.worker.shutdown_grace_ms);
     let http = listener.map(|listener| (listener, router));
-    let task = tokio::spawn(run(http, pool, grace, shutdown.clone()));
+    let task = tokio::spawn(run(http, ingest, pool, grace, shutdown.clone()));
     match addr {
         Some(addr) => {
             tracing::info!(%addr, store = %config.store_for_display(), workers, "herald listening on http://{addr}");
@@ -127,6 +157,8 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
     }
     Ok(Running {
         addr,
+        circuits,
+        ingest_metrics,
         shutdown,
         task,
     })
@@ -134,6 +166,7 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
 
 async fn run(
     http: Option<(tokio::net::TcpListener, axum::Router)>,
+    ingest: Option<Ingest>,
     pool: Option<Pool>,
     grace: Duration,
     shutdown: CancellationToken,
@@ -145,6 +178,11 @@ async fn run(
         shutdown.cancelled().await;
     }
     shutdown.cancel();
+    // Ingest stops taking items at the same signal; its last items are stored (or
+    // left in their queue) before the workers go.
+    if let Some(ingest) = ingest {
+        ingest.stop().await;
+    }
     if let Some(workers) = workers {
         workers.await.context("the worker pool panicked")?;
     }

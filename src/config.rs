@@ -34,7 +34,16 @@ pub struct Config {
     pub recipients: RecipientsConfig,
     /// The provider each channel uses when a batch names none.
     pub defaults: HashMap<Channel, String>,
+    /// Per channel, providers in order of preference: the first is the channel's
+    /// default, and a provider whose circuit is open hands its messages to the next
+    /// one of the list whose circuit is closed.
+    pub failover: HashMap<Channel, Vec<String>>,
+    /// When a provider's circuit opens and how it closes again.
+    pub circuit: CircuitConfig,
     pub providers: Vec<ProviderConfig>,
+    /// Queues of an existing application that Herald takes jobs from (`[[ingest]]`).
+    pub ingest: Vec<IngestConfig>,
+    /// Who may call the API (`[auth]`).
     pub auth: AuthConfig,
 }
 
@@ -47,6 +56,32 @@ pub struct AuthConfig {
     /// `/metrics` need `Authorization: Bearer <token>`; when there are none, Herald
     /// asks for no token and listens on loopback addresses only.
     pub tokens: Vec<TokenHash>,
+}
+
+/// `[circuit]`: each worker process keeps a circuit breaker per provider. It opens
+/// after `failures` transient failures in a row (throttles and a recipient's
+/// frequency cap do not count), stays open `cooldown_ms`, then lets one probe
+/// message through: its success closes the circuit, its failure opens it again
+/// for twice as long, up to `max_cooldown_ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CircuitConfig {
+    /// Transient failures in a row that open a provider's circuit; at least 1.
+    pub failures: u32,
+    /// How long a circuit first stays open before a probe, in ms.
+    pub cooldown_ms: u64,
+    /// The longest a circuit stays open before a probe, in ms.
+    pub max_cooldown_ms: u64,
+}
+
+impl Default for CircuitConfig {
+    fn default() -> Self {
+        CircuitConfig {
+            failures: 5,
+            cooldown_ms: 30_000,
+            max_cooldown_ms: 600_000,
+        }
+    }
 }
 
 /// How recipient addresses are read.
@@ -94,7 +129,10 @@ impl Default for Config {
             limits: Limits::default(),
             recipients: RecipientsConfig::default(),
             defaults: HashMap::new(),
+            failover: HashMap::new(),
+            circuit: CircuitConfig::default(),
             providers: Vec::new(),
+            ingest: Vec::new(),
             auth: AuthConfig::default(),
         }
     }
@@ -306,6 +344,64 @@ pub struct TwilioConfig {
     pub status_callback_url: Option<String>,
 }
 
+/// One `[[ingest]]` block: a queue that an existing application pushes jobs onto,
+/// which Herald consumes in place of the application's old worker.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IngestConfig {
+    /// Names the source: its batches show `ingest:{name}` as their source.
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: IngestKind,
+    /// The channel the queue carries: its classic jobs are read as this channel's,
+    /// and batches of another channel are dead-lettered. Absent: told apart by
+    /// their fields (`mobiles` SMS, `to_email` e-mail).
+    #[serde(default)]
+    pub channel: Option<Channel>,
+    /// The provider for jobs that name none; default the channel's default.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// A stored template for jobs that name none, rendered with the job's
+    /// `content` (and for e-mail `title`) as variables.
+    #[serde(default)]
+    pub template_id: Option<String>,
+}
+
+/// Where an ingest source's jobs come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum IngestKind {
+    /// A Redis list producers `LPUSH` onto (`kind = "redis-list"`).
+    RedisList {
+        /// `redis://[:password@]host:port/db`.
+        url: Secret,
+        /// The list, e.g. `sms_queue`.
+        key: String,
+        /// Where items are held while they become a batch; default `{key}:processing`.
+        #[serde(default)]
+        processing_key: Option<String>,
+        /// Where items that cannot become a batch go, with the reason; default `{key}:dead`.
+        #[serde(default)]
+        dead_letter_key: Option<String>,
+    },
+    /// An AMQP 0-9-1 queue, as RabbitMQ serves it (`kind = "amqp"`).
+    Amqp {
+        /// `amqp://user:password@host:port/vhost`.
+        url: Secret,
+        queue: String,
+        /// Where items that cannot become a batch are published, with the reason
+        /// in the header `x-herald-reason`; default `{queue}.dead`, declared durable.
+        #[serde(default)]
+        dead_letter_queue: Option<String>,
+        /// Messages the broker sends ahead, unacknowledged (basic.qos); 1 to 1000.
+        #[serde(default = "default_prefetch")]
+        prefetch: u16,
+    },
+}
+
+fn default_prefetch() -> u16 {
+    16
+}
+
 /// A secret value: never shown by `Debug` or in logs.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -414,6 +510,33 @@ impl Config {
         }
         if self.limits.max_recipients == 0 {
             return Err("limits.max_recipients must be at least 1".into());
+        }
+        if self.circuit.failures == 0 {
+            return Err("circuit.failures must be at least 1".into());
+        }
+        if self.circuit.cooldown_ms == 0 || self.circuit.max_cooldown_ms < self.circuit.cooldown_ms
+        {
+            return Err(format!(
+                "circuit.cooldown_ms ({}) must be at least 1 and at most circuit.max_cooldown_ms ({})",
+                self.circuit.cooldown_ms, self.circuit.max_cooldown_ms
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for ingest in &self.ingest {
+            if ingest.name.is_empty() || !names.insert(ingest.name.as_str()) {
+                return Err(format!(
+                    "ingest names must be unique and not empty: `{}`",
+                    ingest.name
+                ));
+            }
+            if let IngestKind::Amqp { prefetch, .. } = ingest.kind
+                && !(1..=1000).contains(&prefetch)
+            {
+                return Err(format!(
+                    "ingest `{}`: prefetch must be between 1 and 1000, not {prefetch}",
+                    ingest.name
+                ));
+            }
         }
         Ok(())
     }
@@ -569,6 +692,91 @@ mod tests {
         );
         assert_eq!(shown("postgres://herald@db/x"), "postgres://herald@db/x");
         assert_eq!(shown("herald-data"), "herald-data");
+    }
+
+    #[test]
+    fn failover_lists_and_circuit_settings_come_from_toml() {
+        let c = parse(
+            r#"
+            [failover]
+            sms = ["ali", "tc"]
+            [circuit]
+            failures = 3
+            cooldown_ms = 1000
+            "#,
+        );
+        assert_eq!(c.failover[&Channel::Sms], ["ali", "tc"]);
+        assert_eq!(
+            (
+                c.circuit.failures,
+                c.circuit.cooldown_ms,
+                c.circuit.max_cooldown_ms
+            ),
+            (3, 1_000, 600_000)
+        );
+        c.validate().unwrap();
+        let e = parse("[circuit]\nfailures = 0").validate().unwrap_err();
+        assert!(e.contains("circuit.failures"), "{e}");
+        let e = parse("[circuit]\ncooldown_ms = 700000")
+            .validate()
+            .unwrap_err();
+        assert!(e.contains("max_cooldown_ms"), "{e}");
+    }
+
+    #[test]
+    fn ingest_sources_are_read_with_their_kind_and_defaults() {
+        let c = parse(
+            r#"
+            [[ingest]]
+            name = "legacy"
+            kind = "redis-list"
+            url = "redis://:pw@127.0.0.1:6379/0"
+            key = "sms_queue"
+            channel = "sms"
+            provider = "ali"
+            [[ingest]]
+            name = "mq"
+            kind = "amqp"
+            url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+            queue = "sms_queue"
+            "#,
+        );
+        c.validate().unwrap();
+        let legacy = &c.ingest[0];
+        assert_eq!(legacy.channel, Some(Channel::Sms));
+        assert_eq!(legacy.provider.as_deref(), Some("ali"));
+        match &legacy.kind {
+            IngestKind::RedisList {
+                key,
+                processing_key,
+                ..
+            } => {
+                assert_eq!(key, "sms_queue");
+                assert_eq!(processing_key, &None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(c.ingest[1].kind, IngestKind::Amqp { prefetch: 16, .. }),
+            "{:?}",
+            c.ingest[1]
+        );
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "the URL leaked into Debug"
+        );
+    }
+
+    #[test]
+    fn an_ingest_prefetch_of_zero_and_a_repeated_name_are_refused() {
+        let c = parse(
+            "[[ingest]]\nname = \"mq\"\nkind = \"amqp\"\nurl = \"amqp://h\"\nqueue = \"q\"\nprefetch = 0",
+        );
+        assert!(c.validate().unwrap_err().contains("prefetch"));
+        let source =
+            "[[ingest]]\nname = \"a\"\nkind = \"redis-list\"\nurl = \"redis://h\"\nkey = \"k\"\n";
+        let c = parse(&format!("{source}{source}"));
+        assert!(c.validate().unwrap_err().contains("unique"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use futures_util::{Stream, StreamExt};
 use jiff::Timestamp;
@@ -14,11 +15,11 @@ use sha2::{Digest, Sha256};
 use crate::domain::{BatchId, Channel, now_ms};
 use crate::metrics::Metrics;
 use crate::provider::{Registry, Route};
-use crate::queue::{self, Accepted, Begun, Idempotency, NewBatch, NewMessage, Queue};
+use crate::queue::{self, Accepted, Begun, Idempotency, NewBatch, NewMessage, Queue, Staging};
 use crate::ratelimit::Limits;
 use crate::recipient::{self, Rules};
 use crate::sms::{self, Encoding, Segments};
-use crate::template::{RenderError, Template};
+use crate::template::{RenderError, Template, Vars};
 
 /// Priorities run from -100 (last) to 100 (first); 0 is the default.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
@@ -79,8 +80,12 @@ pub struct RecipientSpec {
 pub enum Body {
     /// Rendered per recipient.
     Template(TemplateSpec),
-    /// The same text for everyone, sent as is (the seed's `/send-sms` `content`).
-    Literal(String),
+    /// The same text for everyone, sent as is (the classic jobs' `content`, and
+    /// for e-mail their `title` as the subject).
+    Literal {
+        subject: Option<String>,
+        body: String,
+    },
 }
 
 /// One recipient that will not be sent to, and why.
@@ -245,6 +250,13 @@ fn eta_seconds(limits: &Limits, messages: usize, segments: usize) -> Option<f64>
 pub enum Error {
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// The request is not the JSON it should be; `field` is the path to the first
+    /// part that does not fit, when known.
+    #[error("{message}")]
+    Malformed {
+        field: Option<String>,
+        message: String,
+    },
     #[error("{field}: {message}")]
     TooLarge { field: String, message: String },
     #[error("none of the {} recipients can be sent to", .0.len())]
@@ -335,7 +347,8 @@ impl Intake {
     /// Checks and stores an uploaded batch: its options in `request` (without
     /// recipients), its recipients from `chunks` (see [`Intake::submit_chunks`]).
     /// `idempotency` hashes the options, not the recipients, which have not
-    /// arrived yet: a key names the upload.
+    /// arrived yet: a key names the upload. `at_hand`: the chunks come from memory
+    /// or local disk, never waiting on a client (see [`Arrival`]).
     pub async fn submit_upload<S>(
         &self,
         request: BatchRequest,
@@ -343,6 +356,7 @@ impl Intake {
         idempotency: Option<(&str, &[u8])>,
         dry_run: bool,
         chunks: S,
+        arrival: Arrival,
     ) -> Result<Submitted, Error>
     where
         S: Stream<Item = Result<Vec<RecipientSpec>, Error>> + Send + Unpin,
@@ -350,7 +364,7 @@ impl Intake {
         let (envelope, body) = self
             .envelope(&request, source, idempotency, dry_run)
             .await?;
-        self.submit_chunks(envelope, body, chunks).await
+        self.submit_chunks(envelope, body, chunks, arrival).await
     }
 
     /// A request's options and how its messages are made, with its stored template
@@ -445,15 +459,18 @@ impl Intake {
 
     /// Checks, renders and stores a batch whose recipients arrive in `chunks`, in
     /// order, holding one chunk at a time: a batch of a single chunk is stored
-    /// whole; a bigger one is staged chunk by chunk and committed at the end, so
-    /// memory does not grow with the batch (beyond 20 bytes a recipient to find
-    /// duplicates). A chunk that fails (bad input, the store) discards what was
-    /// staged: nothing of the batch is stored.
+    /// whole. A bigger one that streams from a client is staged chunk by chunk and
+    /// committed at the end, so memory does not grow with the batch (beyond 20
+    /// bytes a recipient to find duplicates); one whose chunks are
+    /// [`Arrival::AtHand`] is written in one transaction while its next chunk is
+    /// checked, where the store can. A chunk that fails (bad input, the store)
+    /// discards what was written: nothing of the batch is stored.
     pub async fn submit_chunks<S>(
         &self,
         envelope: Envelope<'_>,
         body: Body,
         mut chunks: S,
+        arrival: Arrival,
     ) -> Result<Submitted, Error>
     where
         S: Stream<Item = Result<Vec<RecipientSpec>, Error>> + Send + Unpin,
@@ -467,24 +484,34 @@ impl Intake {
             return self.store_whole(&envelope, &mut intaking, first).await;
         };
         let id = BatchId::new();
-        let mut staging = None;
-        if !envelope.dry_run {
-            match self
-                .queue
-                .begin(intaking.batch(id, &envelope, Vec::new()))
-                .await?
-            {
-                Begun::Staging(s) => staging = Some(s),
-                Begun::Answered(accepted) => return Ok(answered(accepted, Value::Null)),
+        let mut sink = if envelope.dry_run {
+            Sink::Nothing
+        } else {
+            let batch = intaking.batch(id, &envelope, Vec::new());
+            let begun = match arrival {
+                Arrival::AtHand => self.queue.begin_whole(&batch).await?,
+                Arrival::Streamed => None,
+            };
+            match begun {
+                Some(Begun::Staging(staging)) => Sink::Staging(staging),
+                Some(Begun::Answered(accepted)) => return Ok(answered(accepted, Value::Null)),
+                // At hand, on an engine without a whole mode: as one batch.
+                None if arrival == Arrival::AtHand => Sink::Whole(batch),
+                None => match self.queue.begin(batch).await? {
+                    Begun::Staging(staging) => Sink::Staging(staging),
+                    Begun::Answered(accepted) => return Ok(answered(accepted, Value::Null)),
+                },
             }
-        }
-        let staged = async {
+        };
+        let taken = async {
             let mut chunk = Some(first);
             let mut next = Some(second);
             while let Some(recipients) = chunk.take() {
                 let messages = intaking.take(self, &envelope, recipients).await?;
-                if let Some(staging) = &mut staging {
-                    staging.add(messages).await?;
+                match &mut sink {
+                    Sink::Staging(staging) => staging.add(messages).await?,
+                    Sink::Whole(batch) => batch.messages.extend(messages),
+                    Sink::Nothing => {}
                 }
                 chunk = match next.take() {
                     Some(later) => Some(later),
@@ -494,18 +521,25 @@ impl Intake {
             intaking.report((!envelope.dry_run).then_some(id))
         }
         .await;
-        let (report, staging) = match (staged, staging) {
-            (Ok(report), staging) => (report, staging),
-            (Err(e), Some(staging)) => {
+        let report = match (taken, sink) {
+            (Ok(report), kept) => {
+                sink = kept;
+                report
+            }
+            (Err(e), Sink::Staging(staging)) => {
                 staging.discard().await;
                 return Err(e);
             }
-            (Err(e), None) => return Err(e),
+            (Err(e), _) => return Err(e),
         };
-        let Some(staging) = staging else {
-            return Ok(answered(Accepted::New(id), report));
+        let accepted = match sink {
+            Sink::Nothing => return Ok(answered(Accepted::New(id), report)),
+            Sink::Staging(staging) => staging.commit(report.clone(), intaking.span()).await?,
+            Sink::Whole(mut batch) => {
+                batch.report = report.clone();
+                self.queue.accept(batch).await?
+            }
         };
-        let accepted = staging.commit(report.clone(), intaking.span()).await?;
         self.stored(&accepted, &mut intaking);
         Ok(answered(accepted, report))
     }
@@ -605,7 +639,7 @@ impl Intake {
         };
         let template_id = match &body {
             Body::Template(spec) => spec.stored_id.clone(),
-            Body::Literal(_) => None,
+            Body::Literal { .. } => None,
         };
         let renderer = match body {
             Body::Template(spec) => {
@@ -622,10 +656,16 @@ impl Intake {
                     keep_vars: template_id.is_some(),
                 }
             }
-            Body::Literal(text) if text.trim().is_empty() => {
+            Body::Literal { body, .. } if body.trim().is_empty() => {
                 return Err(invalid("content", "must not be empty"));
             }
-            Body::Literal(text) => Renderer::Literal(text),
+            Body::Literal { subject, .. }
+                if channel == Channel::Email
+                    && subject.as_deref().is_none_or(|s| s.trim().is_empty()) =>
+            {
+                return Err(invalid("title", "is required for e-mail"));
+            }
+            Body::Literal { subject, body } => Renderer::Literal { subject, body },
         };
         Ok(Intaking {
             channel,
@@ -645,6 +685,26 @@ impl Intake {
             preview: Vec::new(),
         })
     }
+}
+
+/// Where a batch's chunks come from, which decides how the store takes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// From memory or local disk, as fast as they can be checked: the store may
+    /// hold its writer for the batch.
+    AtHand,
+    /// From a client, at the client's pace: staged, so that a slow upload never
+    /// holds the store.
+    Streamed,
+}
+
+/// Where the messages of a batch taken in chunks go.
+enum Sink {
+    /// A dry run: nowhere.
+    Nothing,
+    Staging(Staging),
+    /// Gathered, to be stored in one accept.
+    Whole(NewBatch),
 }
 
 /// The answer to a submit from what the store said.
@@ -699,6 +759,7 @@ struct FirstSeen {
 impl FirstSeen {
     /// The index of the first recipient with `key`; `None` when this is the first,
     /// and `index` is recorded as it.
+    #[cfg(test)]
     fn first(&mut self, key: &str, index: u32) -> Option<u32> {
         self.first_of_hash(key_hash(key), index)
     }
@@ -758,11 +819,12 @@ impl Intaking {
         }
         let mut messages = Vec::with_capacity(recipients.len());
         let mut keys = Vec::with_capacity(recipients.len());
+        let mut measures = Vec::with_capacity(recipients.len());
         let checked = check_all(&self.renderer, self.channel, &intake.rules, recipients);
         let mut rejected = Vec::new();
         for (index, checked) in (offset..).zip(checked) {
             let index32 = u32::try_from(index).expect("max_recipients keeps indices small");
-            let checked = checked.and_then(|c| match self.first.first(&c.key, index32) {
+            let checked = checked.and_then(|c| match self.first.first_of_hash(c.hash, index32) {
                 None => Ok(c),
                 Some(first) => Err(Rejection {
                     index,
@@ -776,6 +838,7 @@ impl Intaking {
             match checked {
                 Ok(c) => {
                     keys.push(c.key);
+                    measures.push(c.segments);
                     messages.push(NewMessage {
                         index: index32,
                         provider: self.route.name.clone(),
@@ -783,8 +846,9 @@ impl Intaking {
                         reference: c.reference,
                         subject: c.subject,
                         body: c.body,
-                        // Measured below, once suppressions are out.
-                        segments: 1,
+                        segments: c
+                            .segments
+                            .map_or(1, |m| u32::try_from(m.segments).unwrap_or(u32::MAX)),
                         vars: c.vars,
                     });
                 }
@@ -813,7 +877,7 @@ impl Intaking {
         };
         let mut kept = Vec::with_capacity(messages.len());
         let mut fingerprints = fingerprints.into_iter();
-        for (mut message, key) in messages.into_iter().zip(keys) {
+        for ((message, key), measured) in messages.into_iter().zip(keys).zip(measures) {
             let fingerprint = fingerprints.next();
             let refusal = if suppressed.contains(&key) {
                 Some((
@@ -839,12 +903,9 @@ impl Intaking {
                 });
                 continue;
             }
-            let measured = self.sms.as_mut().map(|summary| {
-                let measured = sms::measure(&message.body);
-                message.segments = u32::try_from(measured.segments).unwrap_or(u32::MAX);
+            if let (Some(summary), Some(measured)) = (&mut self.sms, measured) {
                 summary.add(measured);
-                measured
-            });
+            }
             if envelope.dry_run && self.preview.len() < PREVIEW_MESSAGES {
                 self.preview.push(Preview {
                     index: message.index as usize,
@@ -924,7 +985,10 @@ enum Renderer {
         /// some providers render on their side).
         keep_vars: bool,
     },
-    Literal(String),
+    Literal {
+        subject: Option<String>,
+        body: String,
+    },
 }
 
 /// A recipient ready to store.
@@ -932,6 +996,10 @@ struct Checked {
     to: String,
     /// Who it reaches, for duplicates.
     key: String,
+    /// [`key_hash`] of `key`.
+    hash: u128,
+    /// The SMS body's encoding and segments (`None` for e-mail).
+    segments: Option<Segments>,
     reference: Option<String>,
     subject: Option<String>,
     body: String,
@@ -1002,9 +1070,10 @@ fn check(
         let detail = format!("ref is {} bytes, the limit is {MAX_REF_BYTES}", r.len());
         return Err(refuse("invalid_ref", None, detail));
     }
+    let vars = Arc::new(Vars(recipient.vars));
     let (subject, body) = match renderer {
-        Renderer::Literal(text) => (None, text.clone()),
-        Renderer::Template { template, .. } => match template.render(&recipient.vars) {
+        Renderer::Literal { subject, body } => (subject.clone(), body.clone()),
+        Renderer::Template { template, .. } => match template.render(&vars) {
             Ok(r) => (r.subject, r.body),
             Err(RenderError::MissingVariable(name)) => {
                 let detail =
@@ -1021,8 +1090,10 @@ fn check(
             ..
         }
     )
-    .then(|| Value::Object(recipient.vars).to_string());
+    .then(|| serde_json::to_string(&vars.0).expect("JSON values serialize"));
     Ok(Checked {
+        segments: (channel == Channel::Sms).then(|| sms::measure(&body)),
+        hash: key_hash(&to.key),
         to: to.to,
         key: to.key,
         reference: recipient.reference,

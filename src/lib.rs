@@ -2,22 +2,26 @@
 //!
 //! A batch comes in through [`api`] (or the [`cli`]), is checked and rendered by
 //! [`intake`] with [`template`], and stored whole by [`queue`]. The [`worker`] pool
-//! claims due messages, waits on [`ratelimit`], sends through a [`provider`] and
+//! claims due messages, waits on [`ratelimit`], sends through a [`provider`] (or,
+//! while its [`circuit`] is open, the next one of the channel's failover list) and
 //! settles the outcome back in bulk. [`app`] wires it together and owns the
 //! shutdown order; [`config`] and [`telemetry`] set it up; [`domain`] holds the
 //! pure types everything shares; [`recipient`] normalises phone numbers and
 //! mailboxes and [`sms`] measures an SMS text's encoding and segments, both pure;
-//! [`csv_input`] reads CSV files as spreadsheets export them; [`auth`] makes and
-//! checks API tokens; [`metrics`] counts what the API and the workers do. [`web`] is
-//! the page served at `/`, which drives the API from a browser.
+//! [`csv_input`] reads CSV files as spreadsheets export them; [`ingest`] takes jobs
+//! from an existing application's Redis list or AMQP queue into [`intake`]; [`auth`]
+//! makes and checks API tokens; [`metrics`] counts what the API and the workers do.
+//! [`web`] is the page served at `/`, which drives the API from a browser.
 
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod circuit;
 pub mod cli;
 pub mod config;
 pub mod csv_input;
 pub mod domain;
+pub mod ingest;
 pub mod intake;
 pub mod metrics;
 pub mod provider;

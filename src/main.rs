@@ -10,6 +10,12 @@ use herald::cli::{Cli, Command};
 use herald::config::Config;
 use herald::{app, cli, telemetry};
 
+/// mimalloc rather than the system allocator: a batch's intake allocates and
+/// frees millions of small strings across threads, where glibc's malloc spends a
+/// quarter of the time (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Cli::parse();
     telemetry::init(args.log_format);

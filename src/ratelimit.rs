@@ -26,6 +26,18 @@ pub struct Limits {
     pub segments: Option<Rate>,
     /// Each cap must hold; empty for none.
     pub per_recipient: Vec<Cap>,
+    /// The provider these limits are of: a claim pays from its token buckets and
+    /// checks and records its per-recipient caps, whichever provider's messages it
+    /// claims (another's, when they fail over to this one). `None`: the claiming
+    /// provider's own.
+    pub owner: Option<String>,
+}
+
+impl Limits {
+    /// Whose buckets and caps a claim of `provider`'s messages uses.
+    pub fn owner_or<'a>(&'a self, provider: &'a str) -> &'a str {
+        self.owner.as_deref().unwrap_or(provider)
+    }
 }
 
 /// At most `count` messages to one recipient within any `window_ms`.

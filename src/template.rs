@@ -3,8 +3,10 @@
 //! nor run for ever (every render has a fuel budget and an output cap).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
-use minijinja::{Environment, UndefinedBehavior, value::Serde};
+use minijinja::value::{Enumerator, Object, ObjectExt, Serde};
+use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Map, Value};
 
 /// Instructions one render may execute before it is stopped.
@@ -90,8 +92,9 @@ impl Template {
     }
 
     /// Renders one recipient's message from its variables.
-    pub fn render(&self, vars: &Map<String, Value>) -> Result<Rendered, RenderError> {
-        let ctx = minijinja::Value::from(Serde(vars));
+    pub fn render(&self, vars: &Arc<Vars>) -> Result<Rendered, RenderError> {
+        let ctx = minijinja::Value::from_dyn_object(vars.clone());
+        let vars = &vars.0;
         let body = self.render_one("body", &ctx, vars)?;
         let subject = if self.has_subject {
             let subject = self.render_one("subject", &ctx, vars)?;
@@ -146,13 +149,33 @@ impl Template {
     }
 }
 
+/// One recipient's variables as a template reads them: a variable is converted
+/// to a template value when the template reads it, and only then (a recipient's
+/// vars may hold many the template never uses).
+#[derive(Debug)]
+pub struct Vars(pub Map<String, Value>);
+
+impl Object for Vars {
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        self.0
+            .get(key.as_str()?)
+            .map(|v| minijinja::Value::from(Serde(v)))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        self.mapped_enumerator(|vars| {
+            Box::new(vars.0.keys().map(|k| minijinja::Value::from(k.as_str())))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn vars(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap()
+    fn vars(v: Value) -> Arc<Vars> {
+        Arc::new(Vars(v.as_object().cloned().unwrap()))
     }
 
     #[test]
@@ -185,7 +208,7 @@ mod tests {
             None,
         )
         .unwrap();
-        match t.render(&Map::new()) {
+        match t.render(&Arc::new(Vars(Map::new()))) {
             Err(RenderError::Failed(m)) => assert!(m.contains("fuel"), "{m}"),
             other => panic!("expected fuel exhaustion, got {other:?}"),
         }

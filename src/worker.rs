@@ -10,6 +10,12 @@
 //! crash can repeat. On
 //! shutdown claimers stop, in-flight sends get a grace period, everything finished
 //! is written, and whatever is left comes back through lease expiry.
+//!
+//! Failover: while a provider's circuit is open (see [`crate::circuit`]), its
+//! claimer claims its messages within the limits of the next provider of the
+//! channel's failover list whose circuit lets it send, and sends them through that
+//! one, with that provider's template code and sign; the ledger records who sent.
+//! When every circuit of the list is open, the claimer waits.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,6 +25,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::circuit::{Admission, Circuits, Probe, Verdict};
 use crate::config::{Config, RetryConfig};
 use crate::domain::now_ms;
 use crate::metrics::Metrics;
@@ -33,6 +40,12 @@ const SETTLE_CHUNK: usize = 4096;
 const CLAIM_CHUNK: usize = 512;
 /// Back-off after the store fails, before trying again.
 const STORE_RETRY: Duration = Duration::from_millis(500);
+/// The longest a message over a recipient's frequency cap at the provider waits
+/// (the caps' windows end by the next midnight).
+const CAPPED_WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
+/// The least a failed-over message the fallback cannot carry waits for its own
+/// provider, so that it is not claimed again and again while a probe is out.
+const HOLD_AT_LEAST: Duration = Duration::from_secs(1);
 
 /// When to try a failed send again.
 #[derive(Debug, Clone)]
@@ -66,8 +79,16 @@ impl RetryPolicy {
     }
 
     /// What becomes of a message whose attempt number `attempts` failed with `error`.
+    /// A recipient over the provider's frequency cap waits for the cap's window, and
+    /// the attempt does not count: nothing was sent.
     pub fn outcome(&self, attempts: u32, error: &provider::Error, now_ms: i64) -> Outcome {
         match error {
+            provider::Error::Transient { retry_after, .. } if error.is_recipient_capped() => {
+                let wait = retry_after.unwrap_or(self.base).min(CAPPED_WAIT_MAX);
+                Outcome::Release {
+                    at_ms: now_ms.saturating_add(millis(wait)),
+                }
+            }
             provider::Error::Permanent { reason } | provider::Error::Undeliverable { reason } => {
                 Outcome::Failed {
                     error: reason.clone(),
@@ -83,9 +104,8 @@ impl RetryPolicy {
                 retry_after,
             } => {
                 let delay = self.delay(attempts, *retry_after, fastrand::f64());
-                let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
                 Outcome::Retry {
-                    at_ms: now_ms.saturating_add(delay_ms),
+                    at_ms: now_ms.saturating_add(millis(delay)),
                     error: reason.clone(),
                 }
             }
@@ -112,17 +132,33 @@ struct Inner {
     /// Each provider's pace after it throttled this process (see [`Pace`]).
     paces: HashMap<String, Mutex<Pace>>,
     metrics: Metrics,
+    circuits: Circuits,
+    /// Per provider, where its messages go while its circuit is open, in order.
+    fallbacks: HashMap<String, Vec<Route>>,
 }
 
 impl Pool {
-    /// A pool delivering `queue`'s messages through `registry`, counting each
-    /// attempt in `metrics`.
-    pub fn new(queue: Queue, registry: Registry, config: &Config, metrics: Metrics) -> Self {
+    /// A pool delivering `queue`'s messages through `registry`'s providers, each
+    /// behind its circuit in `circuits`, counting each attempt in `metrics`.
+    pub fn new(
+        queue: Queue,
+        registry: Registry,
+        circuits: Circuits,
+        config: &Config,
+        metrics: Metrics,
+    ) -> Self {
         let paces = registry
             .routes()
             .map(|r| {
                 let ceiling = r.limits.rate.map(|rate| rate.per_sec);
                 (r.name.clone(), Mutex::new(Pace::new(ceiling)))
+            })
+            .collect();
+        let fallbacks = registry
+            .routes()
+            .map(|r| {
+                let next = registry.fallbacks(&r.name).into_iter().cloned().collect();
+                (r.name.clone(), next)
             })
             .collect();
         let inner = Inner {
@@ -137,10 +173,17 @@ impl Pool {
             templates: TemplateCodes::default(),
             paces,
             metrics,
+            circuits,
+            fallbacks,
         };
         Pool {
             inner: Arc::new(inner),
         }
+    }
+
+    /// The providers' circuit breakers, as this pool keeps them.
+    pub fn circuits(&self) -> &Circuits {
+        &self.inner.circuits
     }
 
     /// Delivers until `shutdown` fires, then drains as described in the module docs.
@@ -196,6 +239,8 @@ impl Pool {
         sends: TaskTracker,
         shutdown: CancellationToken,
     ) {
+        // The provider this loop sent through last time, to log a change once.
+        let mut last_via = route.name.clone();
         loop {
             let work = self.inner.queue.work_arrived().notified();
             tokio::pin!(work);
@@ -207,15 +252,37 @@ impl Pool {
                 () = shutdown.cancelled() => return,
                 permit = self.inner.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
             };
+            let (via, mut probe) = match self.choose(&route) {
+                Choice::Send { via, probe } => (via, probe),
+                Choice::Wait(wait) => {
+                    drop(first);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait.min(self.inner.poll)) => continue,
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            };
+            // A probe of the own provider is no change of route yet.
+            let probing_own = probe.is_some() && via.name == route.name;
+            if via.name != last_via && !probing_own {
+                if via.name == route.name {
+                    tracing::info!(provider = %route.name, "sending the provider's messages through it again");
+                } else {
+                    tracing::warn!(provider = %route.name, via = %via.name, "the provider's circuit is open: sending its messages through another provider");
+                }
+                last_via.clone_from(&via.name);
+            }
+            // A probe is one message.
+            let most = if probe.is_some() { 1 } else { CLAIM_CHUNK };
             let mut permits = vec![first];
-            while permits.len() < CLAIM_CHUNK {
+            while permits.len() < most {
                 match self.inner.slots.clone().try_acquire_owned() {
                     Ok(p) => permits.push(p),
                     Err(_) => break,
                 }
             }
             // A provider that throttled this process is paced first.
-            match self.pace(&route.name, |pace| pace.take(permits.len(), now_ms())) {
+            match self.pace(&via.name, |pace| pace.take(permits.len(), now_ms())) {
                 Some(Err(wait)) => {
                     drop(permits);
                     tokio::select! {
@@ -230,7 +297,7 @@ impl Pool {
             let claimed = match self
                 .inner
                 .queue
-                .claim_within(&route.name, permits.len(), self.inner.lease, &route.limits)
+                .claim_within(&route.name, permits.len(), self.inner.lease, &via.limits)
                 .await
             {
                 Ok(Claim::Messages(claimed)) => claimed,
@@ -251,18 +318,25 @@ impl Pool {
                 }
             };
             permits.truncate(claimed.len());
-            self.pace(&route.name, |pace| {
+            self.pace(&via.name, |pace| {
                 pace.refund(asked - claimed.len());
                 pace.sending(claimed.len(), now_ms());
             });
             let idle = claimed.is_empty();
             // One task per message, or per request for providers that take many
             // messages in one (`batch_limit`).
-            let per_task = route.provider.batch_limit().max(1);
+            let per_task = via.provider.batch_limit().max(1);
             let mut claimed = claimed.into_iter().zip(permits).peekable();
             while claimed.peek().is_some() {
                 let group: Vec<_> = claimed.by_ref().take(per_task).collect();
-                sends.spawn(self.clone().send(route.clone(), group, results.clone()));
+                let path = Path {
+                    own: route.clone(),
+                    via: via.clone(),
+                };
+                sends.spawn(
+                    self.clone()
+                        .send(path, probe.take(), group, results.clone()),
+                );
             }
             if idle {
                 tokio::select! {
@@ -274,11 +348,67 @@ impl Pool {
         }
     }
 
+    /// Where `own`'s messages go now: through `own` while its circuit admits
+    /// sends, else through the first of its fallbacks whose circuit does; or, when
+    /// none does, how long to wait.
+    fn choose<'a>(&'a self, own: &'a Route) -> Choice<'a> {
+        let fallbacks = self
+            .inner
+            .fallbacks
+            .get(&own.name)
+            .map_or(&[][..], Vec::as_slice);
+        let mut wait = self.inner.poll;
+        for route in std::iter::once(own).chain(fallbacks) {
+            match self.inner.circuits.admit(&route.name) {
+                Admission::Closed => {
+                    return Choice::Send {
+                        via: route,
+                        probe: None,
+                    };
+                }
+                Admission::Probe(probe) => {
+                    return Choice::Send {
+                        via: route,
+                        probe: Some(probe),
+                    };
+                }
+                Admission::Refused { until } => {
+                    if let Some(until) = until {
+                        let left = until.saturating_duration_since(tokio::time::Instant::now());
+                        wait = wait.min(left.max(Duration::from_millis(1)));
+                    }
+                }
+            }
+        }
+        Choice::Wait(wait)
+    }
+
+    /// Whether `message`, of `path.own`, may go through `path.via`: always when
+    /// that is its own provider; else when both are on its channel's failover list
+    /// and the fallback has what it needs (its code for a stored template).
+    fn can_carry(&self, path: &Path, message: &Message) -> bool {
+        let Path { own, via } = path;
+        if own.name == via.name {
+            return true;
+        }
+        let has_code = message.template.as_ref().is_some_and(|t| t.code.is_some());
+        via.channels.contains(&message.channel)
+            && self
+                .inner
+                .registry
+                .fails_over(message.channel, &own.name, &via.name)
+            && (has_code || !via.provider.needs_template_code())
+    }
+
     /// Sends a group of claimed messages (one, or up to the provider's
-    /// `batch_limit`) in one attempt each, and hands each outcome to the settler.
+    /// `batch_limit`) in one attempt each through `path.via`, and hands each
+    /// outcome to the settler. Messages the fallback cannot carry go back to wait
+    /// for their own provider, unattempted. The request's verdict goes to the
+    /// circuit of the provider it went through, with the probe if it was one.
     async fn send(
         self,
-        route: Route,
+        path: Path,
+        probe: Option<Probe>,
         group: Vec<(Claimed, OwnedSemaphorePermit)>,
         results: mpsc::UnboundedSender<Done>,
     ) {
@@ -295,7 +425,7 @@ impl Pool {
                 Some(id) => {
                     self.inner
                         .templates
-                        .code(&self.inner.queue, id, &route.name)
+                        .code(&self.inner.queue, id, &path.via.name)
                         .await
                 }
                 None => Ok(None),
@@ -313,8 +443,20 @@ impl Pool {
             };
             match template {
                 Err(error) => {
-                    self.finish(&route, &message, attempt, Err(error), &results)
+                    self.finish(&path, &message, attempt, Err(error), &results)
                         .await
+                }
+                Ok(_) if !self.can_carry(&path, &message) => {
+                    let wait = self
+                        .inner
+                        .circuits
+                        .opens_in(&path.own.name)
+                        .max(HOLD_AT_LEAST);
+                    let outcome = Outcome::Release {
+                        at_ms: now_ms().saturating_add(millis(wait)),
+                    };
+                    tracing::debug!(provider = %path.own.name, via = %path.via.name, id = %message.id, "the fallback cannot send this message: it waits for its own provider");
+                    settle(attempt, outcome, None, &results);
                 }
                 Ok(_) => {
                     messages.push(message);
@@ -325,6 +467,7 @@ impl Pool {
         if messages.is_empty() {
             return;
         }
+        let route = &path.via;
         let timeout = self.inner.send_timeout;
         let answers = match tokio::time::timeout(timeout, async {
             match messages.as_slice() {
@@ -354,9 +497,11 @@ impl Pool {
                 messages.iter().map(|_| Err(error.clone())).collect()
             }
         };
+        if let Some(verdict) = Verdict::of(&answers) {
+            self.inner.circuits.record(&route.name, verdict, probe);
+        }
         for ((message, attempt), answer) in messages.iter().zip(slots).zip(answers) {
-            self.finish(&route, message, attempt, answer, &results)
-                .await;
+            self.finish(&path, message, attempt, answer, &results).await;
         }
     }
 
@@ -364,12 +509,14 @@ impl Pool {
     /// undeliverable recipient) and hands it to the settler.
     async fn finish(
         &self,
-        route: &Route,
+        path: &Path,
         message: &Message,
         attempt: Attempt,
         answer: Result<Receipt, provider::Error>,
         results: &mpsc::UnboundedSender<Done>,
     ) {
+        let route = &path.via;
+        let failed_over = (path.own.name != route.name).then_some(path.own.name.as_str());
         match &answer {
             Err(error) if error.is_throttle() => {
                 let paced = self.pace(&route.name, |pace| {
@@ -392,27 +539,71 @@ impl Pool {
                     self.suppress(route, message, reason).await;
                 }
                 let outcome = self.inner.policy.outcome(attempt.number, &error, now_ms());
-                let verdict = if matches!(outcome, Outcome::Failed { .. }) {
-                    "failed"
-                } else {
-                    "will retry"
+                let verdict = match outcome {
+                    Outcome::Failed { .. } => "failed",
+                    Outcome::Release { .. } => "waits for the recipient's cap",
+                    _ => "will retry",
                 };
-                tracing::warn!(provider = %route.name, id = %message.id, attempt = attempt.number, error = %error, verdict, "send failed");
-                outcome
+                tracing::warn!(provider = %route.name, failed_over_from = failed_over, id = %message.id, attempt = attempt.number, error = %error, verdict, "send failed");
+                match (failed_over, outcome) {
+                    (Some(_), Outcome::Retry { at_ms, error }) => Outcome::Retry {
+                        at_ms,
+                        error: format!("via {}: {error}", route.name),
+                    },
+                    (Some(_), Outcome::Failed { error }) => Outcome::Failed {
+                        error: format!("via {}: {error}", route.name),
+                    },
+                    (_, outcome) => outcome,
+                }
             }
         };
         let took = Duration::from_millis(now_ms().saturating_sub(attempt.sent_ms).unsigned_abs());
         self.inner
             .metrics
             .attempted(&route.name, message.channel, &outcome, took);
-        let settlement = Settlement {
-            lease: attempt.lease,
-            outcome,
-        };
-        // The settler outlives every send it can receive from; if it is gone the
-        // process is past its grace period and the lease brings the message back.
-        let _ = results.send((settlement, attempt.permit));
+        let sent_by = failed_over.map(|_| route.name.clone());
+        settle(attempt, outcome, sent_by, results);
     }
+}
+
+/// Hands one attempt's outcome to the settler.
+fn settle(
+    attempt: Attempt,
+    outcome: Outcome,
+    sent_by: Option<String>,
+    results: &mpsc::UnboundedSender<Done>,
+) {
+    let settlement = Settlement {
+        lease: attempt.lease,
+        outcome,
+        sent_by,
+    };
+    // The settler outlives every send it can receive from; if it is gone the
+    // process is past its grace period and the lease brings the message back.
+    let _ = results.send((settlement, attempt.permit));
+}
+
+/// Whose messages a send carries, and which provider it goes through: the same
+/// one, or a fallback while the own provider's circuit is open.
+struct Path {
+    own: Route,
+    via: Route,
+}
+
+/// Where a claimer's messages go this time round.
+enum Choice<'a> {
+    /// Through `via`, holding its circuit's probe when it is half-open.
+    Send {
+        via: &'a Route,
+        probe: Option<Probe>,
+    },
+    /// Every circuit on the way is open: look again after this long.
+    Wait(Duration),
+}
+
+/// A duration in ms, as the store counts time.
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// One claimed message's attempt: its number, its lease, and its in-flight slot.
@@ -556,203 +747,4 @@ async fn settle_loop(queue: Queue, mut rx: mpsc::UnboundedReceiver<Done>, stop: 
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use async_trait::async_trait;
-
-    use super::*;
-    use crate::domain::{BatchId, Channel};
-    use crate::queue::{
-        Accepted, BatchSummary, Control, Engine, MessageQuery, MessageRecord, NewBatch, NewMessage,
-    };
-    use crate::ratelimit::Limits;
-
-    fn policy() -> RetryPolicy {
-        RetryPolicy {
-            max_attempts: 4,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(10),
-        }
-    }
-
-    #[test]
-    fn delays_double_with_jitter_and_stop_at_the_maximum() {
-        let p = policy();
-        assert_eq!(p.delay(1, None, 1.0), Duration::from_secs(1));
-        assert_eq!(p.delay(1, None, 0.0), Duration::from_millis(500));
-        assert_eq!(p.delay(3, None, 1.0), Duration::from_secs(4));
-        assert_eq!(p.delay(20, None, 1.0), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn retry_after_wins_but_is_capped() {
-        let p = policy();
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(3)), 0.0),
-            Duration::from_secs(3)
-        );
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(99)), 0.0),
-            Duration::from_secs(10)
-        );
-    }
-
-    #[test]
-    fn transient_errors_retry_until_the_last_attempt_permanent_ones_fail_at_once() {
-        let p = policy();
-        let transient = provider::Error::Transient {
-            reason: "HTTP 503".into(),
-            retry_after: Some(Duration::from_secs(2)),
-        };
-        assert!(matches!(
-            p.outcome(1, &transient, 1_000),
-            Outcome::Retry { at_ms: 3_000, .. }
-        ));
-        match p.outcome(4, &transient, 0) {
-            Outcome::Failed { error } => assert!(error.contains("after 4 attempts"), "{error}"),
-            other => panic!("{other:?}"),
-        }
-        let permanent = provider::Error::Permanent {
-            reason: "HTTP 400".into(),
-        };
-        assert!(matches!(
-            p.outcome(1, &permanent, 0),
-            Outcome::Failed { .. }
-        ));
-    }
-
-    /// A real SQLite engine whose settlements are slow, counting how many messages
-    /// are claimed and not yet recorded at any moment.
-    struct SlowSettle {
-        inner: Arc<dyn Engine>,
-        unrecorded: Mutex<(usize, usize)>,
-        settled: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl Engine for SlowSettle {
-        async fn accept(&self, batch: NewBatch) -> crate::queue::Result<Accepted> {
-            self.inner.accept(batch).await
-        }
-        async fn begin(&self, batch: NewBatch) -> crate::queue::Result<crate::queue::Staged> {
-            self.inner.begin(batch).await
-        }
-        async fn claim(
-            &self,
-            provider: &str,
-            limit: usize,
-            lease: Duration,
-            limits: &Limits,
-        ) -> crate::queue::Result<Claim> {
-            let claim = self.inner.claim(provider, limit, lease, limits).await?;
-            if let Claim::Messages(claimed) = &claim {
-                let mut u = self.unrecorded.lock().unwrap();
-                u.0 += claimed.len();
-                u.1 = u.1.max(u.0);
-            }
-            Ok(claim)
-        }
-        async fn settle(&self, settlements: Vec<Settlement>) -> crate::queue::Result<()> {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            let n = settlements.len();
-            self.inner.settle(settlements).await?;
-            self.unrecorded.lock().unwrap().0 -= n;
-            self.settled.fetch_add(n, Ordering::SeqCst);
-            Ok(())
-        }
-        async fn batch(&self, id: BatchId) -> crate::queue::Result<Option<BatchSummary>> {
-            self.inner.batch(id).await
-        }
-        async fn batches(
-            &self,
-            before: Option<BatchId>,
-            limit: u32,
-        ) -> crate::queue::Result<Vec<BatchSummary>> {
-            self.inner.batches(before, limit).await
-        }
-        async fn messages(
-            &self,
-            id: BatchId,
-            query: MessageQuery,
-        ) -> crate::queue::Result<Vec<MessageRecord>> {
-            self.inner.messages(id, query).await
-        }
-        async fn pending(&self, provider: &str, cap: u64) -> crate::queue::Result<u64> {
-            self.inner.pending(provider, cap).await
-        }
-        async fn control(
-            &self,
-            id: BatchId,
-            action: Control,
-        ) -> crate::queue::Result<Option<BatchSummary>> {
-            self.inner.control(id, action).await
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn no_more_than_max_in_flight_messages_are_ever_claimed_and_unrecorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let real = Queue::open(&dir.path().display().to_string())
-            .await
-            .unwrap();
-        let slow = Arc::new(SlowSettle {
-            inner: real.engine(),
-            unrecorded: Mutex::new((0, 0)),
-            settled: AtomicUsize::new(0),
-        });
-        let queue = Queue::from_engine(slow.clone());
-        let messages = (0..300)
-            .map(|index| NewMessage {
-                index,
-                provider: "log".into(),
-                to: format!("+86138{index:08}"),
-                reference: None,
-                subject: None,
-                body: "hi".into(),
-                segments: 1,
-                vars: None,
-            })
-            .collect();
-        queue
-            .accept(NewBatch {
-                id: BatchId::new(),
-                channel: Channel::Sms,
-                source: "test".into(),
-                priority: 0,
-                send_at_ms: now_ms(),
-                idempotency: None,
-                report: serde_json::json!({}),
-                template_id: None,
-                messages,
-            })
-            .await
-            .unwrap();
-        let mut config = Config::default();
-        config.worker.max_in_flight = 8;
-        config.worker.poll_interval_ms = 5;
-        let registry = Registry::build(&[], &Default::default(), config.send_timeout()).unwrap();
-        let shutdown = CancellationToken::new();
-        let pool = tokio::spawn(
-            Pool::new(queue, registry, &config, Metrics::default()).run(shutdown.clone()),
-        );
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        while slow.settled.load(Ordering::SeqCst) < 300 {
-            assert!(tokio::time::Instant::now() < deadline, "delivery stalled");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        shutdown.cancel();
-        pool.await.unwrap();
-        let (now, peak) = *slow.unrecorded.lock().unwrap();
-        assert_eq!(now, 0);
-        assert!(
-            peak <= 8,
-            "{peak} messages were claimed and unrecorded at once"
-        );
-        assert!(
-            peak >= 2,
-            "the pool never had more than one message in flight"
-        );
-    }
-}
+mod tests;

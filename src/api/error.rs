@@ -118,6 +118,7 @@ impl From<intake::Error> for Error {
     fn from(e: intake::Error) -> Self {
         match e {
             intake::Error::Invalid { field, message } => Error::Invalid { field, message },
+            intake::Error::Malformed { field, message } => Error::Malformed { field, message },
             intake::Error::TooLarge { field, message } => Error::TooLarge {
                 field: Some(field),
                 message,

@@ -29,7 +29,7 @@ pub use self::events::Progress;
 use crate::auth::Tokens;
 use crate::config::Config;
 use crate::domain::{BatchId, Counts, MessageState, batch_state, format_ms};
-use crate::intake::{BatchRequest, Intake, Submitted};
+use crate::intake::{Arrival, BatchRequest, Intake, Submitted};
 use crate::metrics::Metrics;
 use crate::provider::Registry;
 use crate::queue::{BatchSummary, Control, MessageQuery, MessageRecord, Queue};
@@ -357,18 +357,14 @@ async fn create_batch(
         .transpose()?;
     let mut body = Some(body);
     let mut take_body = || body.take().expect("the body is read once");
-    let (request, identity, dry_run, chunks) = match media_type(&headers).as_deref() {
+    let (request, identity, dry_run, chunks, arrival) = match media_type(&headers).as_deref() {
         Some("application/x-ndjson" | "application/jsonl") => {
             let dry_run = submit_params(&query)?.dry_run;
             let mut lines = upload::Lines::new(take_body(), digest.clone(), state.max_upload_bytes);
             let (request, options) = upload::ndjson_options(&mut lines).await?;
             let chunks: upload::Chunks = Box::pin(upload::ndjson_recipients(lines));
-            (
-                request,
-                upload_identity(&headers, &options),
-                dry_run,
-                chunks,
-            )
+            let identity = Bytes::from(upload_identity(&headers, &options));
+            (request, identity, dry_run, chunks, Arrival::Streamed)
         }
         Some("text/csv") => {
             let options: upload::CsvOptions =
@@ -389,8 +385,14 @@ async fn create_batch(
                 )
                 .await?,
             );
-            let identity = upload_identity(&headers, query.as_bytes());
-            (options.request(), identity, dry_run, chunks)
+            let identity = Bytes::from(upload_identity(&headers, query.as_bytes()));
+            (
+                options.request(),
+                identity,
+                dry_run,
+                chunks,
+                Arrival::Streamed,
+            )
         }
         _ => {
             let dry_run = submit_params(&query)?.dry_run;
@@ -406,6 +408,11 @@ async fn create_batch(
             )
             .await?
             {
+                upload::JsonBody::Whole(bytes) if bytes.len() > PARSE_WHOLE_UP_TO => {
+                    let request = upload::json_options_in(&bytes)?;
+                    let chunks = upload::json_recipients(upload::JsonSource::Memory(bytes.clone()));
+                    (request, bytes, dry_run, chunks, Arrival::AtHand)
+                }
                 upload::JsonBody::Whole(bytes) => {
                     let started = std::time::Instant::now();
                     let request: BatchRequest = parse_json(&bytes)?;
@@ -418,8 +425,9 @@ async fn create_batch(
                 }
                 upload::JsonBody::Spooled(spool) => {
                     let request = upload::json_options(&spool).await?;
-                    let identity = spool.sha256.clone();
-                    (request, identity, dry_run, upload::json_recipients(spool))
+                    let identity = Bytes::from(spool.sha256.clone());
+                    let chunks = upload::json_recipients(upload::JsonSource::Spooled(spool));
+                    (request, identity, dry_run, chunks, Arrival::Streamed)
                 }
             }
         }
@@ -429,13 +437,18 @@ async fn create_batch(
         .submit_upload(
             request,
             "api",
-            key.map(|k| (k, identity.as_slice())),
+            key.map(|k| (k, identity.as_ref())),
             dry_run,
             chunks,
+            arrival,
         )
         .await?;
     Ok(answer(submitted, dry_run))
 }
+
+/// JSON bodies up to this size are parsed whole; bigger ones in chunks, each
+/// checked while the next is parsed (their errors name the recipient the same way).
+const PARSE_WHOLE_UP_TO: usize = 1 << 20;
 
 /// `200` with the report for a dry run, else `202`.
 fn answer(submitted: Submitted, dry_run: bool) -> Response {

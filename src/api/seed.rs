@@ -13,50 +13,10 @@ use serde_json::{Value, json};
 use super::error::{Error, SeedError};
 use super::{AppState, accepted_response, body_bytes, parse_json};
 use crate::domain::Channel;
-use crate::intake::{Body, Envelope, RecipientSpec};
+use crate::ingest::job::SmsJob;
+use crate::intake::Envelope;
 
-/// The seed request, whichever encoding it came in.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct SeedRequest {
-    template_id: Option<String>,
-    mobiles: Vec<String>,
-    content: Option<String>,
-}
-
-fn split_mobiles(value: &str, into: &mut Vec<String>) {
-    into.extend(
-        value
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(String::from),
-    );
-}
-
-fn parse_form(bytes: &[u8]) -> SeedRequest {
-    let mut request = SeedRequest::default();
-    for (key, value) in form_urlencoded::parse(bytes) {
-        match key.as_ref() {
-            "template_id" => request.template_id = Some(value.into_owned()),
-            "content" => request.content = Some(value.into_owned()),
-            k if k == "mobiles" || (k.starts_with("mobiles[") && k.ends_with(']')) => {
-                split_mobiles(&value, &mut request.mobiles)
-            }
-            _ => {}
-        }
-    }
-    request
-}
-
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn parse_json_request(bytes: &[u8]) -> Result<SeedRequest, Error> {
+fn parse_json_request(bytes: &[u8]) -> Result<SmsJob, Error> {
     let value: Value = parse_json(bytes)?;
     let Value::Object(map) = value else {
         return Err(Error::Malformed {
@@ -64,40 +24,7 @@ fn parse_json_request(bytes: &[u8]) -> Result<SeedRequest, Error> {
             field: None,
         });
     };
-    let bad = |field: &str, message: &str| Error::Invalid {
-        field: field.into(),
-        message: message.into(),
-    };
-    let mut request = SeedRequest::default();
-    if let Some(v) = map.get("template_id").filter(|v| !v.is_null()) {
-        request.template_id =
-            Some(scalar(v).ok_or_else(|| bad("template_id", "must be a string or a number"))?);
-    }
-    if let Some(v) = map.get("content").filter(|v| !v.is_null()) {
-        request.content = Some(
-            v.as_str()
-                .ok_or_else(|| bad("content", "must be a string"))?
-                .to_string(),
-        );
-    }
-    match map.get("mobiles") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => split_mobiles(s, &mut request.mobiles),
-        Some(Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                let m = scalar(item)
-                    .ok_or_else(|| bad(&format!("mobiles[{i}]"), "must be a string or a number"))?;
-                request.mobiles.push(m);
-            }
-        }
-        Some(_) => {
-            return Err(bad(
-                "mobiles",
-                "must be an array or a comma-separated string",
-            ));
-        }
-    }
-    Ok(request)
+    Ok(SmsJob::from_json(&map)?)
 }
 
 pub(super) async fn send_sms(
@@ -113,51 +40,13 @@ pub(super) async fn send_sms(
     let request = if is_json {
         parse_json_request(&bytes)?
     } else {
-        parse_form(&bytes)
+        SmsJob::from_form(&bytes)
     };
-    if request.mobiles.is_empty() {
-        return Err(Error::Invalid {
-            field: "mobiles".into(),
-            message: "must list at least one mobile".into(),
-        }
-        .into());
-    }
-    // A stored template of that id wins (with the request's `content` as the
-    // variable `content`); otherwise `content` is the text, as the seed sent it.
-    let stored = match request.template_id.as_deref() {
-        Some(id) => state
-            .intake
-            .stored_template(Channel::Sms, id)
-            .await
-            .map_err(Error::from)?,
-        None => None,
-    };
-    let mut vars = serde_json::Map::new();
-    let body = match (stored, request.content) {
-        (Some(template), content) => {
-            if let Some(content) = content {
-                vars.insert("content".into(), content.into());
-            }
-            Body::Template(template)
-        }
-        (None, Some(content)) => Body::Literal(content),
-        (None, None) => {
-            return Err(Error::Invalid {
-                field: "content".into(),
-                message: "is required unless template_id names a stored template".into(),
-            }
-            .into());
-        }
-    };
-    let recipients = request
-        .mobiles
-        .into_iter()
-        .map(|to| RecipientSpec {
-            to,
-            vars: vars.clone(),
-            reference: None,
-        })
-        .collect();
+    let template_id = request.template_id.clone();
+    let (body, recipients) = request
+        .submission(&state.intake, None)
+        .await
+        .map_err(Error::from)?;
     let envelope = Envelope {
         channel: Channel::Sms,
         provider: None,
@@ -185,7 +74,7 @@ pub(super) async fn send_sms(
         "success": true,
         "message": message,
         "batch_id": report["batch_id"],
-        "template_id": request.template_id,
+        "template_id": template_id,
         "rejected": rejected,
     });
     Ok(accepted_response(submitted, body))
@@ -194,18 +83,6 @@ pub(super) async fn send_sms(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jquery_form_arrays_and_comma_lists_are_both_read() {
-        let r = parse_form(
-            b"template_id=7&mobiles%5B%5D=13800000001&mobiles%5B%5D=13800000002&content=Hi%20there",
-        );
-        assert_eq!(r.template_id.as_deref(), Some("7"));
-        assert_eq!(r.mobiles, ["13800000001", "13800000002"]);
-        assert_eq!(r.content.as_deref(), Some("Hi there"));
-        let r = parse_form(b"mobiles=1380000001,%201380000002&content=x");
-        assert_eq!(r.mobiles, ["1380000001", "1380000002"]);
-    }
 
     #[test]
     fn json_takes_numbers_and_strings_for_mobiles() {

@@ -19,8 +19,13 @@ pub(crate) async fn test_state() -> (AppState, tempfile::TempDir) {
         .await
         .expect("open the store");
     let config = Config::default();
-    let registry = Registry::build(&config.providers, &config.defaults, config.send_timeout())
-        .expect("the built-in log provider");
+    let registry = Registry::build(
+        &config.providers,
+        &config.defaults,
+        &config.failover,
+        config.send_timeout(),
+    )
+    .expect("the built-in log provider");
     let metrics = crate::metrics::Metrics::new(
         registry
             .routes()

@@ -478,14 +478,23 @@ pub async fn read_json(
 pub async fn json_options(spool: &Spool) -> Result<BatchRequest, Error> {
     let path = spool.path.clone();
     tokio::task::spawn_blocking(move || -> Result<BatchRequest, Error> {
-        let reader = open(&path)?;
-        let mut de = serde_json::Deserializer::from_reader(reader);
-        let options =
-            serde::Deserializer::deserialize_map(&mut de, Options).map_err(|e| malformed(&e))?;
-        super::parse_json(&serde_json::to_vec(&options).unwrap_or_default())
+        let mut de = serde_json::Deserializer::from_reader(open(&path)?);
+        options_of(&mut de)
     })
     .await
     .map_err(|e| Error::Internal(format!("reading the upload failed: {e}")))?
+}
+
+/// The options of a batch held in memory, as [`json_options`] reads a spooled one.
+pub fn json_options_in(bytes: &[u8]) -> Result<BatchRequest, Error> {
+    options_of(&mut serde_json::Deserializer::from_slice(bytes))
+}
+
+fn options_of<'de, R: serde_json::de::Read<'de>>(
+    de: &mut serde_json::Deserializer<R>,
+) -> Result<BatchRequest, Error> {
+    let options = serde::Deserializer::deserialize_map(de, Options).map_err(|e| malformed(&e))?;
+    super::parse_json(&serde_json::to_vec(&options).unwrap_or_default())
 }
 
 fn open(path: &std::path::Path) -> Result<std::io::BufReader<std::fs::File>, Error> {
@@ -525,29 +534,64 @@ impl<'de> serde::de::Visitor<'de> for Options {
     }
 }
 
-/// A spooled batch's recipients, read in a second pass on a blocking thread and
-/// handed over in chunks of [`CHUNK`].
-pub fn json_recipients(spool: Spool) -> Chunks {
+/// Where a JSON batch too big to parse in one go is read from.
+pub enum JsonSource {
+    Spooled(Spool),
+    Memory(axum::body::Bytes),
+}
+
+/// A JSON batch's recipients, read in a second pass on a blocking thread (after
+/// [`json_options`]) and handed over in chunks of [`CHUNK`], so that checking a
+/// chunk overlaps parsing the next.
+pub fn json_recipients(source: JsonSource) -> Chunks {
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     tokio::task::spawn_blocking(move || {
-        let recipients = (|| {
-            let reader = open(&spool.path).map_err(|e| intake::Error::Invalid {
+        // A body in memory is parsed again on an error, to name the field as a
+        // body parsed whole does; a spooled one names the recipient.
+        let elements = Recipients {
+            tx: &tx,
+            name_errors: matches!(source, JsonSource::Spooled(_)),
+        };
+        let read = match &source {
+            JsonSource::Spooled(spool) => open(&spool.path).map(|reader| {
+                let mut de = serde_json::Deserializer::from_reader(reader);
+                serde::Deserializer::deserialize_map(&mut de, elements)
+            }),
+            JsonSource::Memory(bytes) => {
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                Ok(serde::Deserializer::deserialize_map(&mut de, elements))
+            }
+        };
+        let failed = match read {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) if !elements.name_errors => {
+                let JsonSource::Memory(bytes) = &source else {
+                    unreachable!("only a spooled body names its errors as it goes")
+                };
+                Some(match super::parse_json::<BatchRequest>(bytes) {
+                    Err(Error::Malformed { field, message }) => {
+                        intake::Error::Malformed { field, message }
+                    }
+                    _ => intake::Error::Malformed {
+                        field: Some("recipients".into()),
+                        message: "a recipient is malformed".into(),
+                    },
+                })
+            }
+            Ok(Err(e)) => Some(intake::Error::Invalid {
+                field: "recipients".into(),
+                message: e.to_string(),
+            }),
+            Err(e) => Some(intake::Error::Invalid {
                 field: "body".into(),
                 message: format!("{e:?}"),
-            })?;
-            let mut de = serde_json::Deserializer::from_reader(reader);
-            serde::Deserializer::deserialize_map(&mut de, Recipients { tx: &tx }).map_err(|e| {
-                intake::Error::Invalid {
-                    field: "recipients".into(),
-                    message: e.to_string(),
-                }
-            })
-        })();
-        if let Err(e) = recipients {
+            }),
+        };
+        if let Some(e) = failed {
             // The first error wins: a failed element already sent its own.
             let _ = tx.blocking_send(Err(e));
         }
-        drop(spool);
+        drop(source);
     });
     Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
 }
@@ -555,8 +599,11 @@ pub fn json_recipients(spool: Spool) -> Chunks {
 type ChunkSender = tokio::sync::mpsc::Sender<Result<Vec<RecipientSpec>, intake::Error>>;
 
 /// Finds `recipients` and sends its elements on, chunk by chunk.
+#[derive(Clone, Copy)]
 struct Recipients<'a> {
     tx: &'a ChunkSender,
+    /// Send the error of a malformed recipient, naming its index.
+    name_errors: bool,
 }
 
 impl<'de> serde::de::Visitor<'de> for Recipients<'_> {
@@ -569,7 +616,10 @@ impl<'de> serde::de::Visitor<'de> for Recipients<'_> {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<String>()? {
             if key == "recipients" {
-                map.next_value_seed(Elements { tx: self.tx })?;
+                map.next_value_seed(Elements {
+                    tx: self.tx,
+                    name_errors: self.name_errors,
+                })?;
             } else {
                 map.next_value::<serde::de::IgnoredAny>()?;
             }
@@ -580,6 +630,7 @@ impl<'de> serde::de::Visitor<'de> for Recipients<'_> {
 
 struct Elements<'a> {
     tx: &'a ChunkSender,
+    name_errors: bool,
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for Elements<'_> {
@@ -605,6 +656,7 @@ impl<'de> serde::de::Visitor<'de> for Elements<'_> {
             match seq.next_element::<RecipientSpec>() {
                 Ok(Some(recipient)) => chunk.push(recipient),
                 Ok(None) => break,
+                Err(e) if !self.name_errors => return Err(e),
                 Err(e) => {
                     let _ = self.tx.blocking_send(Err(intake::Error::Invalid {
                         field: format!("recipients[{index}]"),

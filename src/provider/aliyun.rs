@@ -231,6 +231,10 @@ impl Provider for AliyunProvider {
         SEND_SMS_NUMBERS
     }
 
+    fn needs_template_code(&self) -> bool {
+        true
+    }
+
     async fn send_many(&self, messages: &[Message]) -> Vec<Result<Receipt, Error>> {
         let mut results: Vec<Option<Result<Receipt, Error>>> = vec![None; messages.len()];
         let prepared: Vec<Option<Prepared>> = messages
@@ -377,10 +381,9 @@ fn classify(code: &str, message: &str, now: jiff::Timestamp) -> Error {
         "isv.MOBILE_NUMBER_ILLEGAL" => Error::Undeliverable { reason },
         // The number's own frequency cap (by default 1 a minute, 5 an hour and 10 a
         // day per sign for verification codes); the message says which was hit.
-        "isv.BUSINESS_LIMIT_CONTROL" => Error::Transient {
-            reason,
-            retry_after: Some(business_limit_wait(message, now)),
-        },
+        "isv.BUSINESS_LIMIT_CONTROL" => {
+            Error::recipient_capped(reason, business_limit_wait(message, now))
+        }
         // Quotas for the whole account, set in the console.
         "isv.DAY_LIMIT_CONTROL" | "isv.MONTH_LIMIT_CONTROL" => {
             Error::throttled(reason, Some(call::until_midnight_in_china(now)))

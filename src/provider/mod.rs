@@ -95,6 +95,9 @@ pub enum Error {
 /// How a throttle's reason starts: see [`Error::throttled`].
 pub const THROTTLED: &str = "throttled: ";
 
+/// How a recipient's frequency cap's reason starts: see [`Error::recipient_capped`].
+pub const RECIPIENT_CAPPED: &str = "recipient capped: ";
+
 impl Error {
     /// A transient error that says the provider is throttling this account (too
     /// many requests, a quota for the whole account), as opposed to one recipient's
@@ -110,6 +113,24 @@ impl Error {
     /// Whether this is a throttle made by [`Error::throttled`].
     pub fn is_throttle(&self) -> bool {
         matches!(self, Error::Transient { reason, .. } if reason.starts_with(THROTTLED))
+    }
+
+    /// A transient error that says the recipient is over the provider's frequency
+    /// cap for one number (Aliyun `isv.BUSINESS_LIMIT_CONTROL`, Tencent
+    /// `LimitExceeded.PhoneNumber…`): nothing was sent, and the message can go once
+    /// the cap's window has passed, `wait` from now. Neither a throttle nor a
+    /// failure of the provider. Marked by the reason starting with
+    /// [`RECIPIENT_CAPPED`].
+    pub fn recipient_capped(reason: impl std::fmt::Display, wait: Duration) -> Error {
+        Error::Transient {
+            reason: format!("{RECIPIENT_CAPPED}{reason}"),
+            retry_after: Some(wait),
+        }
+    }
+
+    /// Whether this is a recipient's frequency cap made by [`Error::recipient_capped`].
+    pub fn is_recipient_capped(&self) -> bool {
+        matches!(self, Error::Transient { reason, .. } if reason.starts_with(RECIPIENT_CAPPED))
     }
 }
 
@@ -130,6 +151,12 @@ pub trait Provider: Send + Sync + 'static {
     /// answers one result per message, in order.
     async fn send_many(&self, messages: &[Message]) -> Vec<Result<Receipt, Error>> {
         futures_util::future::join_all(messages.iter().map(|m| self.send(m))).await
+    }
+
+    /// Whether it sends only its own approved templates, so that a message needs
+    /// the stored template's code at this provider ([`Message::template`]).
+    fn needs_template_code(&self) -> bool {
+        false
     }
 }
 
@@ -182,11 +209,12 @@ impl Price {
     }
 }
 
-/// Every configured provider by name, and the default one for each channel.
+/// Every configured provider by name, and each channel's providers in order of
+/// preference (the first is the default; most channels have only it).
 #[derive(Clone)]
 pub struct Registry {
     routes: HashMap<String, Route>,
-    defaults: HashMap<Channel, String>,
+    failover: HashMap<Channel, Vec<String>>,
 }
 
 /// A configuration mistake found while building the providers.
@@ -200,10 +228,12 @@ pub struct ConfigError {
 impl Registry {
     /// Builds every provider from its configuration. The `log` provider always exists
     /// (unless a provider of that name is configured) and is the default for any
-    /// channel no configured provider serves.
+    /// channel no configured provider serves. A channel's `failover` list, when
+    /// given, starts with its default.
     pub fn build(
         providers: &[ProviderConfig],
         defaults: &HashMap<Channel, String>,
+        failover: &HashMap<Channel, Vec<String>>,
         send_timeout: Duration,
     ) -> Result<Registry, ConfigError> {
         let mut routes = HashMap::new();
@@ -262,6 +292,7 @@ impl Registry {
                     rate,
                     segments,
                     per_recipient,
+                    owner: Some(config.name.clone()),
                 },
                 price: Price::from_config(config).map_err(err)?,
             };
@@ -271,44 +302,67 @@ impl Registry {
         }
         let mut chosen = HashMap::new();
         for channel in Channel::ALL {
-            let name = match defaults.get(&channel) {
-                Some(name) => name.clone(),
-                None => all
+            let listed = failover.get(&channel);
+            let first = listed.and_then(|names| names.first());
+            if listed.is_some() && first.is_none() {
+                return Err(ConfigError {
+                    name: format!("failover.{channel}"),
+                    message: "must list at least one provider".into(),
+                });
+            }
+            let name = match (defaults.get(&channel), first) {
+                (Some(default), Some(first)) if default != first => {
+                    return Err(ConfigError {
+                        name: default.clone(),
+                        message: format!(
+                            "is the default for {channel} (defaults.{channel}) but failover.{channel} starts with `{first}`: leave out defaults.{channel}, or make them agree"
+                        ),
+                    });
+                }
+                (Some(name), _) | (None, Some(name)) => name.clone(),
+                (None, None) => all
                     .iter()
                     .find(|p| p.channels.contains(&channel))
                     .map_or_else(|| "log".to_string(), |p| p.name.clone()),
             };
-            match routes.get(&name) {
-                None => {
-                    return Err(ConfigError {
-                        name,
-                        message: format!(
-                            "is the default for {channel} (defaults.{channel}) but is not declared in [[providers]]"
-                        ),
-                    });
+            let names = listed.cloned().unwrap_or_else(|| vec![name]);
+            for (i, name) in names.iter().enumerate() {
+                let role = if listed.is_some() {
+                    format!("is in failover.{channel}")
+                } else {
+                    format!("is the default for {channel} (defaults.{channel})")
+                };
+                let err = |message: String| ConfigError {
+                    name: name.clone(),
+                    message,
+                };
+                match routes.get(name) {
+                    None => {
+                        return Err(err(format!("{role} but is not declared in [[providers]]")));
+                    }
+                    Some(route) if !route.channels.contains(&channel) => {
+                        return Err(err(format!(
+                            "{role} but its channels do not include {channel}"
+                        )));
+                    }
+                    Some(_) if names[..i].contains(name) => {
+                        return Err(err(format!("is listed twice in failover.{channel}")));
+                    }
+                    Some(_) => {}
                 }
-                Some(route) if !route.channels.contains(&channel) => {
-                    return Err(ConfigError {
-                        name,
-                        message: format!(
-                            "is the default for {channel} (defaults.{channel}) but its channels do not include {channel}"
-                        ),
-                    });
-                }
-                Some(_) => {}
             }
-            chosen.insert(channel, name);
+            chosen.insert(channel, names);
         }
         Ok(Registry {
             routes,
-            defaults: chosen,
+            failover: chosen,
         })
     }
 
     /// Picks the provider for a batch: the one asked for, or the channel's default.
     /// The error says why the asked-for one cannot be used.
     pub fn resolve(&self, channel: Channel, asked: Option<&str>) -> Result<&Route, String> {
-        let name = asked.unwrap_or_else(|| &self.defaults[&channel]);
+        let name = asked.unwrap_or_else(|| &self.failover[&channel][0]);
         let route = self
             .routes
             .get(name)
@@ -319,8 +373,45 @@ impl Registry {
         Ok(route)
     }
 
+    /// Every provider.
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
         self.routes.values()
+    }
+
+    /// The provider named `name`, if it is configured.
+    pub fn route(&self, name: &str) -> Option<&Route> {
+        self.routes.get(name)
+    }
+
+    /// `channel`'s providers in order of preference; the first is its default.
+    pub fn failover(&self, channel: Channel) -> &[String] {
+        self.failover.get(&channel).map_or(&[], Vec::as_slice)
+    }
+
+    /// Where `provider`'s messages may go when its circuit is open: the other
+    /// providers of every failover list it is on, in list order (channels in
+    /// [`Channel::ALL`] order), each once. Empty for a provider on no list but its
+    /// own.
+    pub fn fallbacks(&self, provider: &str) -> Vec<&Route> {
+        let mut names: Vec<&str> = Vec::new();
+        for channel in Channel::ALL {
+            let list = self.failover(channel);
+            if list.iter().any(|n| n == provider) {
+                for name in list {
+                    if name != provider && !names.contains(&name.as_str()) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        names.into_iter().filter_map(|n| self.route(n)).collect()
+    }
+
+    /// Whether a message of `channel` for provider `from` may be sent through `to`
+    /// instead: both are on the channel's failover list.
+    pub fn fails_over(&self, channel: Channel, from: &str, to: &str) -> bool {
+        let list = self.failover(channel);
+        list.iter().any(|n| n == from) && list.iter().any(|n| n == to)
     }
 }
 
@@ -468,6 +559,77 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    fn hook(name: &str, channels: &[Channel]) -> ProviderConfig {
+        ProviderConfig {
+            name: name.into(),
+            kind: ProviderKind::Webhook {
+                url: "http://127.0.0.1:1/hook".into(),
+                secret: None,
+            },
+            channels: channels.to_vec(),
+            ..ProviderConfig::log()
+        }
+    }
+
+    fn build(
+        failover: &[(Channel, &[&str])],
+        defaults: &[(Channel, &str)],
+    ) -> Result<Registry, ConfigError> {
+        let providers = [
+            hook("a", &[Channel::Sms]),
+            hook("b", &[Channel::Sms, Channel::Email]),
+            hook("c", &[Channel::Sms]),
+            hook("m", &[Channel::Email]),
+        ];
+        let failover = failover
+            .iter()
+            .map(|(c, names)| (*c, names.iter().map(|n| n.to_string()).collect()))
+            .collect();
+        let defaults = defaults.iter().map(|(c, n)| (*c, n.to_string())).collect();
+        Registry::build(&providers, &defaults, &failover, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_failover_list_sets_the_default_and_each_providers_fallbacks_in_order() {
+        let r = build(
+            &[
+                (Channel::Sms, &["a", "b", "c"]),
+                (Channel::Email, &["m", "b"]),
+            ],
+            &[(Channel::Sms, "a")],
+        )
+        .unwrap();
+        assert_eq!(r.resolve(Channel::Sms, None).unwrap().name, "a");
+        assert_eq!(r.resolve(Channel::Email, None).unwrap().name, "m");
+        let names =
+            |p: &str| -> Vec<String> { r.fallbacks(p).iter().map(|r| r.name.clone()).collect() };
+        assert_eq!(names("a"), ["b", "c"]);
+        assert_eq!(names("b"), ["a", "c", "m"]);
+        assert!(names("log").is_empty());
+        assert!(r.fails_over(Channel::Email, "m", "b"));
+        assert!(!r.fails_over(Channel::Email, "b", "a"));
+    }
+
+    #[test]
+    fn a_failover_list_naming_an_unfit_provider_or_disagreeing_with_the_default_is_refused() {
+        let error = |failover: &[(Channel, &[&str])], defaults: &[(Channel, &str)]| {
+            build(failover, defaults)
+                .err()
+                .expect("refused")
+                .to_string()
+        };
+        let e = error(&[(Channel::Sms, &["a", "x"])], &[]);
+        assert!(e.contains("`x`") && e.contains("not declared"), "{e}");
+        let e = error(&[(Channel::Sms, &["a", "m"])], &[]);
+        assert!(e.contains("`m`") && e.contains("do not include sms"), "{e}");
+        let e = error(&[(Channel::Sms, &["a", "b", "a"])], &[]);
+        assert!(e.contains("twice"), "{e}");
+        let e = error(&[(Channel::Sms, &[])], &[]);
+        assert!(e.contains("failover.sms"), "{e}");
+        let e = error(&[(Channel::Sms, &["a", "b"])], &[(Channel::Sms, "b")]);
+        assert!(e.contains("starts with `a`"), "{e}");
     }
 
     #[test]

@@ -179,6 +179,10 @@ impl Provider for TencentProvider {
         BATCH_LIMIT
     }
 
+    fn needs_template_code(&self) -> bool {
+        true
+    }
+
     async fn send_many(&self, messages: &[Message]) -> Vec<Result<Receipt, Error>> {
         let mut results: Vec<Option<Result<Receipt, Error>>> = vec![None; messages.len()];
         let mut items = Vec::new();
@@ -303,15 +307,16 @@ fn classify(code: &str, message: &str, now: jiff::Timestamp) -> Error {
         reason: reason.clone(),
         retry_after: Some(d),
     };
+    let capped = |d: Duration| Error::recipient_capped(&reason, d);
     match code {
         // One number's frequency caps, set in the console's frequency policy.
         "LimitExceeded.PhoneNumberThirtySecondLimit" | "LimitExceeded.DeliveryFrequencyLimit" => {
-            wait(Duration::from_secs(30))
+            capped(Duration::from_secs(30))
         }
-        "LimitExceeded.PhoneNumberOneHourLimit" => wait(Duration::from_secs(3600)),
+        "LimitExceeded.PhoneNumberOneHourLimit" => capped(Duration::from_secs(3600)),
         "LimitExceeded.PhoneNumberDailyLimit"
         | "LimitExceeded.PhoneNumberSameContentDailyLimit" => {
-            wait(call::until_midnight_in_china(now))
+            capped(call::until_midnight_in_china(now))
         }
         // Daily quotas of the whole application.
         "LimitExceeded.AppDailyLimit"

@@ -158,10 +158,16 @@ pub enum Outcome {
     },
 }
 
+/// One claimed message's outcome, for [`Queue::settle`].
 #[derive(Debug, Clone)]
 pub struct Settlement {
     pub lease: Lease,
     pub outcome: Outcome,
+    /// The provider that made the attempt, when it is not the message's own (the
+    /// message failed over to it). A sent message records it as its provider, so
+    /// the ledger names the provider that sent it; other outcomes leave the
+    /// message with its own provider, whose queue it waits in.
+    pub sent_by: Option<String>,
 }
 
 /// A batch's row in the ledger.
@@ -260,11 +266,20 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// batch too big to hold in memory: nothing of it can be claimed or seen until
     /// [`Staging::commit`]. Answers at once when its idempotency key was used.
     async fn begin(&self, batch: NewBatch) -> Result<Staged>;
+    /// Starts storing `batch` in chunks that are all at hand (made as fast as the
+    /// machine goes, never waiting on a client), in one transaction: the engine may
+    /// hold its writer for the whole batch and write each chunk while the next is
+    /// being made. `None`: the engine has no such mode, and the caller stores the
+    /// batch whole with [`Engine::accept`].
+    async fn begin_whole(&self, _batch: &NewBatch) -> Result<Option<Staged>> {
+        Ok(None)
+    }
     /// Claims up to `limit` due messages for `provider`, best priority first, under
     /// a lease of `lease`; messages whose lease has expired are due again. Within
-    /// `limits` (see [`crate::ratelimit`]), in the same transaction: the provider's
-    /// token bucket bounds the claim and pays for it, and a message whose recipient
-    /// is at a cap is deferred to when the cap allows it.
+    /// `limits` (see [`crate::ratelimit`]), in the same transaction: the token
+    /// bucket of the limits' owner (`provider` itself unless [`Limits::owner`] names
+    /// another) bounds the claim and pays for it, and a message whose recipient is at
+    /// one of the owner's caps is deferred to when the cap allows it.
     async fn claim(
         &self,
         provider: &str,
@@ -462,18 +477,34 @@ impl Queue {
         Ok(accepted)
     }
 
-    /// Claims up to `limit` due messages for `provider`, regardless of its rate.
     /// Starts storing a batch in chunks (see [`Engine::begin`]).
     pub async fn begin(&self, batch: NewBatch) -> Result<Begun> {
-        Ok(match self.engine.begin(batch).await? {
+        Ok(self.begun(self.engine.begin(batch).await?))
+    }
+
+    /// Starts storing a batch whose chunks are all at hand in one transaction,
+    /// writing each chunk while the next is made (see [`Engine::begin_whole`]);
+    /// `None` when the engine cannot, and the batch is to be stored with
+    /// [`Queue::accept`].
+    pub async fn begin_whole(&self, batch: &NewBatch) -> Result<Option<Begun>> {
+        Ok(self
+            .engine
+            .begin_whole(batch)
+            .await?
+            .map(|staged| self.begun(staged)))
+    }
+
+    fn begun(&self, staged: Staged) -> Begun {
+        match staged {
             Staged::Answered(accepted) => Begun::Answered(accepted),
             Staged::Staging(engine) => Begun::Staging(Staging {
                 engine,
                 accepted: self.accepted.clone(),
             }),
-        })
+        }
     }
 
+    /// Claims up to `limit` due messages for `provider`, regardless of its rate.
     pub async fn claim(
         &self,
         provider: &str,
@@ -490,8 +521,9 @@ impl Queue {
         }
     }
 
-    /// Claims up to `limit` due messages for `provider` within its `limits`, which
-    /// hold across every process on this store.
+    /// Claims up to `limit` due messages for `provider` within `limits` (its own, or
+    /// those of the provider they fail over to), which hold across every process on
+    /// this store.
     pub async fn claim_within(
         &self,
         provider: &str,

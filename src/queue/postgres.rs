@@ -183,18 +183,20 @@ impl Postgres {
     }
 
     /// The ids of up to `limit` due messages of `provider` that their recipients'
-    /// caps allow, locked, in due order. Defers the others to when their caps allow
-    /// and records a send to each chosen recipient.
+    /// caps at `owner` allow (see [`Limits::owner`]), locked, in due order. Defers
+    /// the others to when their caps allow and records a send to each chosen
+    /// recipient.
     async fn pick_capped(
         &self,
         tx: &Transaction<'_>,
         provider: &str,
+        owner: &str,
         caps: &[Cap],
         limit: usize,
         now: i64,
     ) -> Result<Vec<i64>> {
         let lock = tx.prepare_cached(&self.sql.lock_caps).await.map_err(db)?;
-        tx.execute(&lock, &[&provider]).await.map_err(db)?;
+        tx.execute(&lock, &[&owner]).await.map_err(db)?;
         let candidates = tx.prepare_cached(&self.sql.candidates).await.map_err(db)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let candidates: Vec<Candidate<i64>> = tx
@@ -218,7 +220,7 @@ impl Postgres {
             .map_err(db)?;
         let mut recent: HashMap<String, Vec<i64>> = HashMap::new();
         for row in tx
-            .query(&recent_sends, &[&provider, &since, &tos])
+            .query(&recent_sends, &[&owner, &since, &tos])
             .await
             .map_err(db)?
         {
@@ -236,10 +238,10 @@ impl Postgres {
         tx.execute(&defer, &[&deferred, &until, &now])
             .await
             .map_err(db)?;
-        tx.execute(&record, &[&provider, &now, &chosen])
+        tx.execute(&record, &[&owner, &now, &chosen])
             .await
             .map_err(db)?;
-        tx.execute(&prune, &[&provider, &since]).await.map_err(db)?;
+        tx.execute(&prune, &[&owner, &since]).await.map_err(db)?;
         Ok(picked.claim.into_iter().map(|c| c.key).collect())
     }
 
@@ -441,6 +443,7 @@ impl Engine for Postgres {
         lease: Duration,
         limits: &Limits,
     ) -> Result<Claim> {
+        let owner = limits.owner_or(provider);
         let mut client = self.client().await?;
         let now = now_ms();
         let token = fastrand::i64(..);
@@ -476,7 +479,7 @@ impl Engine for Postgres {
                 let (limit, bucket) = match &limits.rate {
                     None => (limit, None),
                     Some(rate) => {
-                        let (stored, clock) = self.lock_bucket(&tx, provider, rate.burst).await?;
+                        let (stored, clock) = self.lock_bucket(&tx, owner, rate.burst).await?;
                         match rate.take(Some(stored), clock, limit) {
                             Ok((n, bucket)) => (n, Some(bucket)),
                             Err(wait) => {
@@ -487,7 +490,7 @@ impl Engine for Postgres {
                         }
                     }
                 };
-                let segment_key = segment_bucket_key(provider);
+                let segment_key = segment_bucket_key(owner);
                 let (limit, segment_bucket) = match &limits.segments {
                     None => (limit, None),
                     Some(rate) => {
@@ -512,7 +515,7 @@ impl Engine for Postgres {
                         .map_err(db)?
                 } else {
                     let ids = self
-                        .pick_capped(&tx, provider, &limits.per_recipient, limit, now)
+                        .pick_capped(&tx, provider, owner, &limits.per_recipient, limit, now)
                         .await?;
                     let claim = tx.prepare_cached(&self.sql.claim_ids).await.map_err(db)?;
                     tx.query(&claim, &[&ids, &token, &until, &now])
@@ -520,7 +523,7 @@ impl Engine for Postgres {
                         .map_err(db)?
                 };
                 if let Some(bucket) = bucket {
-                    self.store_bucket(&tx, provider, bucket.spend(rows.len()))
+                    self.store_bucket(&tx, owner, bucket.spend(rows.len()))
                         .await?;
                 }
                 if let Some(bucket) = segment_bucket {
@@ -578,7 +581,14 @@ impl Engine for Postgres {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for Settlement { lease, outcome } in &settlements {
+        let mut sent_by = Vec::with_capacity(n);
+        for Settlement {
+            lease,
+            outcome,
+            sent_by: by,
+        } in &settlements
+        {
+            sent_by.push(by.as_deref());
             ids.push(lease.row);
             tokens.push(lease.token);
             let (kind, when, error, provider_id) = match outcome {
@@ -609,6 +619,7 @@ impl Engine for Postgres {
                     &errors,
                     &provider_ids,
                     &now_ms(),
+                    &sent_by,
                 ],
             )
             .await

@@ -1020,6 +1020,7 @@ impl Engine for Redis {
             Some(rate) => call.arg(rate.per_sec).arg(rate.burst),
             None => call.arg("").arg(""),
         };
+        call.arg(limits.owner_or(provider));
         let reply: Vec<Value> = call
             .invoke_async(&mut self.conn())
             .await
@@ -1036,7 +1037,12 @@ impl Engine for Redis {
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<()> {
         let mut call = self.scripts.settle.prepare_invoke();
         call.arg(&self.prefix).arg(now_ms());
-        for Settlement { lease, outcome } in &settlements {
+        for Settlement {
+            lease,
+            outcome,
+            sent_by,
+        } in &settlements
+        {
             let Some(slot) = Slot::from_row(lease.row) else {
                 continue;
             };
@@ -1053,7 +1059,8 @@ impl Engine for Redis {
                 .arg(kind)
                 .arg(at)
                 .arg(if text.is_some() { "1" } else { "0" })
-                .arg(text.unwrap_or(""));
+                .arg(text.unwrap_or(""))
+                .arg(sent_by.as_deref().unwrap_or(""));
         }
         call.invoke_async::<()>(&mut self.conn())
             .await

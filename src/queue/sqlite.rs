@@ -373,12 +373,13 @@ fn due_segments(tx: &Transaction<'_>, provider: &str, limit: usize, now: i64) ->
 }
 
 /// The rows of up to `limit` due messages of `provider` that their recipients' caps
-/// allow, in due order. Defers the others to when their caps allow and records a
-/// send to each chosen recipient. The caller's write transaction makes capped
-/// claims take turns.
+/// at `owner` allow (see [`Limits::owner`]), in due order. Defers the others to when
+/// their caps allow and records a send to each chosen recipient. The caller's write
+/// transaction makes capped claims take turns.
 fn pick_capped(
     tx: &Transaction<'_>,
     provider: &str,
+    owner: &str,
     caps: &[Cap],
     limit: usize,
     now: i64,
@@ -414,7 +415,7 @@ fn pick_capped(
             )
             .map_err(unavailable)?;
         let rows = stmt
-            .query_map(params![provider, since, tos], |r| {
+            .query_map(params![owner, since, tos], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
             })
             .map_err(unavailable)?;
@@ -438,7 +439,7 @@ fn pick_capped(
             .map_err(unavailable)?;
         for chosen in &picked.claim {
             record
-                .execute(params![provider, chosen.to, now])
+                .execute(params![owner, chosen.to, now])
                 .map_err(unavailable)?;
         }
     }
@@ -446,7 +447,7 @@ fn pick_capped(
         "DELETE FROM recipient_sends WHERE rowid IN (
              SELECT rowid FROM recipient_sends WHERE provider = ?1 AND at <= ?2 LIMIT 1000)",
     )
-    .and_then(|mut s| s.execute(params![provider, since]))
+    .and_then(|mut s| s.execute(params![owner, since]))
     .map_err(unavailable)?;
     Ok(picked.claim.into_iter().map(|c| c.key).collect())
 }
@@ -494,6 +495,30 @@ impl Engine for Sqlite {
         .await
     }
 
+    async fn begin_whole(&self, batch: &NewBatch) -> Result<Option<Staged>> {
+        let (chunks, incoming) = tokio::sync::mpsc::channel(1);
+        let (begun_tx, begun) = tokio::sync::oneshot::channel();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let writer = self.writer.clone();
+        let batch = batch.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            let stored = store_whole(&mut conn, &batch, begun_tx, incoming);
+            let _ = done_tx.send(stored);
+        });
+        match begun.await {
+            Ok(Ok(None)) => Ok(Some(Staged::Staging(Box::new(SqliteWhole {
+                chunks,
+                done: Some(done),
+            })))),
+            Ok(Ok(Some(replayed))) => Ok(Some(Staged::Answered(replayed))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Unavailable(
+                "the store's writer thread stopped".into(),
+            )),
+        }
+    }
+
     async fn claim(
         &self,
         provider: &str,
@@ -501,6 +526,7 @@ impl Engine for Sqlite {
         lease: Duration,
         limits: &Limits,
     ) -> Result<Claim> {
+        let owner = limits.owner_or(provider).to_owned();
         let provider = provider.to_owned();
         let limits = limits.clone();
         let cache = self.batches.clone();
@@ -517,7 +543,7 @@ impl Engine for Sqlite {
             .map_err(unavailable)?;
             let (limit, bucket) = match &limits.rate {
                 None => (limit, None),
-                Some(rate) => match rate.take(stored_bucket(&tx, &provider)?, now, limit) {
+                Some(rate) => match rate.take(stored_bucket(&tx, &owner)?, now, limit) {
                     Ok((n, bucket)) => (n, Some(bucket)),
                     Err(wait) => {
                         // The requeue above stands.
@@ -526,7 +552,7 @@ impl Engine for Sqlite {
                     }
                 },
             };
-            let segment_key = segment_bucket_key(&provider);
+            let segment_key = segment_bucket_key(&owner);
             let (limit, segment_bucket) = match &limits.segments {
                 None => (limit, None),
                 Some(rate) => {
@@ -556,7 +582,7 @@ impl Engine for Sqlite {
                     .map_err(unavailable)?;
                 rows.collect::<rusqlite::Result<Vec<_>>>().map_err(unavailable)?
             } else {
-                let ids = pick_capped(&tx, &provider, &limits.per_recipient, limit, now)?;
+                let ids = pick_capped(&tx, &provider, &owner, &limits.per_recipient, limit, now)?;
                 let order: HashMap<i64, usize> =
                     ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
                 let mut stmt = tx
@@ -606,7 +632,7 @@ impl Engine for Sqlite {
                 });
             }
             if let Some(bucket) = bucket {
-                store_bucket(&tx, &provider, bucket.spend(claimed.len()))?;
+                store_bucket(&tx, &owner, bucket.spend(claimed.len()))?;
             }
             if let Some(bucket) = segment_bucket {
                 let segments = claimed.iter().map(|c| c.segments as usize).sum();
@@ -626,7 +652,8 @@ impl Engine for Sqlite {
                 let mut sent = tx
                     .prepare_cached(
                         "UPDATE messages SET state = 'sent', attempts = attempts + 1, provider_message_id = ?3,
-                             last_error = NULL, sent_at = ?4, updated_at = ?4, lease = NULL, lease_until = NULL
+                             last_error = NULL, sent_at = ?4, updated_at = ?4, lease = NULL, lease_until = NULL,
+                             provider = COALESCE(?5, provider)
                          WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
                     )
                     .map_err(unavailable)?;
@@ -644,10 +671,12 @@ impl Engine for Sqlite {
                          WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
                     )
                     .map_err(unavailable)?;
-                for Settlement { lease, outcome } in &settlements {
+                for Settlement { lease, outcome, sent_by } in &settlements {
                     let (row, token) = (lease.row, lease.token);
                     match outcome {
-                        Outcome::Sent { provider_message_id } => sent.execute(params![row, token, provider_message_id, now]),
+                        Outcome::Sent { provider_message_id } => {
+                            sent.execute(params![row, token, provider_message_id, now, sent_by])
+                        }
                         Outcome::Retry { at_ms, error } => retry.execute(params![row, token, at_ms, now, 1, error]),
                         Outcome::Release { at_ms } => {
                             retry.execute(params![row, token, at_ms, now, 0, Option::<String>::None])
@@ -1047,6 +1076,128 @@ struct SqliteStaging {
     head: Head,
 }
 
+/// A batch stored whole by one transaction on the writer, which a blocking thread
+/// holds while the intake hands it chunks: each is written while the next is
+/// being made. Dropped without a commit, the transaction rolls back.
+struct SqliteWhole {
+    chunks: tokio::sync::mpsc::Sender<Whole>,
+    /// What the writer thread ended with; taken once.
+    done: Option<tokio::sync::oneshot::Receiver<Result<Accepted>>>,
+}
+
+enum Whole {
+    Add(Vec<NewMessage>),
+    Commit {
+        report: serde_json::Value,
+        span: u32,
+    },
+}
+
+/// The writer thread's side of [`SqliteWhole`]: answers `begun` (with the replayed
+/// batch, if its idempotency key was used), then writes what arrives until the
+/// commit. Everything is one transaction: nothing is visible before it commits.
+fn store_whole(
+    conn: &mut Connection,
+    batch: &NewBatch,
+    begun: tokio::sync::oneshot::Sender<Result<Option<Accepted>>>,
+    mut incoming: tokio::sync::mpsc::Receiver<Whole>,
+) -> Result<Accepted> {
+    let started = open_whole(conn, batch);
+    let (tx, head) = match started {
+        Ok(Ok(begun_here)) => {
+            let _ = begun.send(Ok(None));
+            begun_here
+        }
+        Ok(Err(replayed)) => {
+            let _ = begun.send(Ok(Some(replayed.clone())));
+            return Ok(replayed);
+        }
+        Err(e) => {
+            let _ = begun.send(Err(e));
+            return Err(Error::Unavailable("the batch was not begun".into()));
+        }
+    };
+    while let Some(whole) = incoming.blocking_recv() {
+        match whole {
+            Whole::Add(messages) => insert_messages(&tx, batch, head, &messages, "pending")?,
+            Whole::Commit { report, span } => {
+                tx.execute(
+                    "UPDATE batches SET report = ?2, size = ?3 WHERE seq = ?1",
+                    params![head.seq, report.to_string(), i64::from(span)],
+                )
+                .map_err(unavailable)?;
+                tx.commit().map_err(unavailable)?;
+                return Ok(Accepted::New(batch.id));
+            }
+        }
+    }
+    Err(Error::Unavailable(
+        "the batch was abandoned before its commit".into(),
+    ))
+}
+
+/// The transaction of a batch stored whole, with its batch row written; or the
+/// batch stored before under its idempotency key.
+fn open_whole<'c>(
+    conn: &'c mut Connection,
+    batch: &NewBatch,
+) -> Result<std::result::Result<(Transaction<'c>, Head), Accepted>> {
+    let tx = write_transaction(conn)?;
+    if let Some(replayed) = replay(&tx, batch)? {
+        return Ok(Err(replayed));
+    }
+    // No other writer runs until this commits, so the span can be set then.
+    let head = insert_batch_row(&tx, batch, "active", STAGING_SPAN)?;
+    Ok(Ok((tx, head)))
+}
+
+impl SqliteWhole {
+    /// Why the writer thread stopped before the commit.
+    async fn stopped(&mut self) -> Error {
+        let stopped = || Error::Unavailable("the store's writer thread stopped".into());
+        match self.done.take() {
+            Some(done) => match done.await {
+                Ok(Err(e)) => e,
+                Ok(Ok(_)) => {
+                    Error::Unavailable("the batch was committed before all its chunks".into())
+                }
+                Err(_) => stopped(),
+            },
+            None => stopped(),
+        }
+    }
+}
+
+#[async_trait]
+impl StagingEngine for SqliteWhole {
+    async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()> {
+        match self.chunks.send(Whole::Add(messages)).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(self.stopped().await),
+        }
+    }
+
+    async fn commit(mut self: Box<Self>, report: serde_json::Value, span: u32) -> Result<Accepted> {
+        // A failed send means the writer already stopped; its error is the answer.
+        let _ = self.chunks.send(Whole::Commit { report, span }).await;
+        match self.done.take() {
+            Some(done) => done
+                .await
+                .map_err(|_| Error::Unavailable("the store's writer thread stopped".into()))?,
+            None => Err(self.stopped().await),
+        }
+    }
+
+    async fn discard(self: Box<Self>) {
+        let SqliteWhole { chunks, done } = *self;
+        // Closing the channel rolls the transaction back; wait for the writer.
+        drop(chunks);
+        if let Some(done) = done {
+            let _ = done.await;
+        }
+    }
+}
+
 /// Removes batches left in staging longer than the deadline (their process died or
 /// gave up), with their messages.
 fn sweep_staging(tx: &Transaction<'_>, now: i64) -> Result<usize> {
@@ -1218,7 +1369,7 @@ fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{Begun, Queue};
+    use crate::queue::{Accepted, Begun, Queue};
 
     #[tokio::test]
     async fn a_staging_abandoned_past_its_deadline_is_swept_by_the_next_begin() {
@@ -1269,6 +1420,80 @@ mod tests {
             other => panic!("expected a refused commit, got {other:?}"),
         }
         next.discard().await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_stored_whole_appears_at_its_commit_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&format!("sqlite://{}", dir.path().display()))
+            .await
+            .unwrap();
+        let whole = |key: &str| {
+            let mut batch = crate::queue::tests::batch(3, 0, now_ms());
+            batch.idempotency = Some(crate::queue::Idempotency {
+                key: key.into(),
+                request_hash: "h".into(),
+            });
+            let messages = std::mem::take(&mut batch.messages);
+            (batch, messages)
+        };
+
+        let (batch, mut messages) = whole("a");
+        let Some(Begun::Staging(mut staging)) = queue.begin_whole(&batch).await.unwrap() else {
+            panic!("SQLite stores a batch whole");
+        };
+        let last = messages.split_off(1);
+        staging.add(messages).await.unwrap();
+        staging.add(last).await.unwrap();
+        // The writer holds the transaction; readers see nothing of it yet.
+        assert!(queue.batch(batch.id).await.unwrap().is_none());
+        let accepted = staging.commit(serde_json::json!({"accepted": 3}), 3).await;
+        assert_eq!(accepted.unwrap(), Accepted::New(batch.id));
+        let summary = queue.batch(batch.id).await.unwrap().expect("committed");
+        assert_eq!((summary.counts.total, summary.counts.pending), (3, 3));
+        assert_eq!(
+            queue
+                .claim("p", 10, Duration::from_secs(60))
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+
+        // The same key again is answered from the store, with the stored report.
+        match queue.begin_whole(&whole("a").0).await.unwrap() {
+            Some(Begun::Answered(Accepted::Replayed { id, report })) => {
+                assert_eq!((id, report), (batch.id, serde_json::json!({"accepted": 3})));
+            }
+            _ => panic!("a replay"),
+        }
+
+        // Discarded, or dropped half-way: nothing stays, and the writer is free.
+        let (discarded, messages) = whole("b");
+        let Some(Begun::Staging(mut staging)) = queue.begin_whole(&discarded).await.unwrap() else {
+            panic!("a new batch");
+        };
+        staging.add(messages).await.unwrap();
+        staging.discard().await;
+        let (dropped, messages) = whole("c");
+        let Some(Begun::Staging(mut staging)) = queue.begin_whole(&dropped).await.unwrap() else {
+            panic!("a new batch");
+        };
+        staging.add(messages).await.unwrap();
+        drop(staging);
+        let next = crate::queue::tests::batch(1, 0, now_ms());
+        assert_eq!(
+            queue.accept(next.clone()).await.unwrap(),
+            Accepted::New(next.id)
+        );
+        for gone in [discarded.id, dropped.id] {
+            assert!(queue.batch(gone).await.unwrap().is_none());
+        }
+        let db = Connection::open(dir.path().join("herald.db")).unwrap();
+        let rows: i64 = db
+            .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 4, "the committed batch's 3 and the next one's 1");
     }
 
     fn user_version(path: &Path) -> i64 {

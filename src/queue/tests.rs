@@ -129,6 +129,7 @@ fn settle_all(claimed: &[Claimed], outcome: Outcome) -> Vec<Settlement> {
         .map(|c| Settlement {
             lease: c.lease,
             outcome: outcome.clone(),
+            sent_by: None,
         })
         .collect()
 }
@@ -455,10 +456,12 @@ async fn a_retry_waits_for_its_time_and_counts_an_attempt_a_release_does_not() {
                     at_ms: now_ms() + 60_000,
                     error: "503".into(),
                 },
+                sent_by: None,
             },
             Settlement {
                 lease: b.lease,
                 outcome: Outcome::Release { at_ms: now_ms() },
+                sent_by: None,
             },
         ])
         .await
@@ -1160,4 +1163,5 @@ async fn a_recipient_cap_holds_across_handles_and_defers_the_rest() {
     }
 }
 
+mod failover;
 mod records;

@@ -195,7 +195,29 @@ async fn receive(
     response
 }
 
-/// A configuration for tests: port 0, a temp store, fast polls and retries.
+/// Serves `app` on 127.0.0.1 (a free port) for the rest of the test; answers its
+/// base URL.
+pub async fn serve_local(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a local server");
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// An SMS-only provider `name` of `kind`, without limits.
+pub fn sms_provider(name: &str, kind: ProviderKind) -> ProviderConfig {
+    ProviderConfig {
+        name: name.into(),
+        kind,
+        channels: vec![herald::domain::Channel::Sms],
+        ..ProviderConfig::log()
+    }
+}
+
+/// A configuration for tests: port 0, a temp store, fast polls, retries and
+/// circuit cool-downs.
 pub fn test_config(store: &std::path::Path) -> Config {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -208,6 +230,10 @@ pub fn test_config(store: &std::path::Path) -> Config {
     config.worker.shutdown_grace_ms = 5_000;
     config.retry.base_delay_ms = 20;
     config.retry.max_delay_ms = 2_000;
+    // A provider failing repeatedly is probed again soon, as tests' providers
+    // recover at once.
+    config.circuit.cooldown_ms = 20;
+    config.circuit.max_cooldown_ms = 200;
     config
 }
 

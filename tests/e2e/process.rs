@@ -113,18 +113,18 @@ impl Drop for Process {
 }
 
 /// A running `herald serve`.
-struct Herald {
+pub(crate) struct Herald {
     process: Process,
     addr: SocketAddr,
     /// [`TestApp`]'s request helpers aimed at the process; its `running` is `None`
     /// and its temp dir unused (the store lives in the test's own dir, across restarts).
-    api: TestApp,
+    pub(crate) api: TestApp,
 }
 
 impl Herald {
     /// Runs `herald serve --config CONFIG` with `env` on top (the file listens on
     /// port 0), reads the bound address from its JSON log and waits for `/healthz`.
-    async fn serve(config: &Path, env: &[(&str, &str)]) -> Herald {
+    pub(crate) async fn serve(config: &Path, env: &[(&str, &str)]) -> Herald {
         Self::start("serve", config, env).await
     }
 
@@ -158,7 +158,7 @@ impl Herald {
     }
 
     /// SIGKILL: no shutdown code runs.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         self.process.child.kill().expect("SIGKILL herald");
         self.process.child.wait().expect("reap herald");
     }
@@ -214,7 +214,7 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
 
 /// Writes `DIR/herald.toml`: port 0, the store in `DIR/store`, SMS to `server`,
 /// fast polls and retries. Each test sets its worker limits through `HERALD_…`.
-fn write_config(dir: &Path, server: &ProviderServer) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, server: &ProviderServer) -> PathBuf {
     let store = dir.join("store");
     let text = format!(
         r#"listen = "127.0.0.1:0"

@@ -12,14 +12,17 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{serve_local, sms_provider, spawn_app};
 use herald::config::{ProviderConfig, ProviderKind, Secret};
 use herald::domain::Channel;
 use herald::provider::TencentConfig;
 
 /// Every `SendSms` request the server received, as JSON.
-type Seen = Arc<Mutex<Vec<Value>>>;
+pub type Seen = Arc<Mutex<Vec<Value>>>;
 
+/// Tencent Cloud's `SendSms`, as a local server answers it: each number sent,
+/// with serial number `serial-<number>`, when the request is signed with secret id
+/// `AKIDe2e` (see [`tencent`]).
 async fn send_sms(State(seen): State<Seen>, headers: HeaderMap, body: String) -> String {
     let header = |name: &str| {
         headers
@@ -48,29 +51,27 @@ async fn send_sms(State(seen): State<Seen>, headers: HeaderMap, body: String) ->
     json!({"Response": {"SendStatusSet": statuses, "RequestId": "r"}}).to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stored_templates_code_and_vars_reach_the_provider_many_numbers_a_request() {
+/// A local Tencent Cloud SMS server, and a provider `name` sending to it.
+pub async fn tencent(name: &str) -> (ProviderConfig, Seen) {
     let seen: Seen = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let app = Router::new()
         .route("/", post(send_sms))
         .with_state(seen.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
     let kind = ProviderKind::Tencent(TencentConfig {
         secret_id: "AKIDe2e".into(),
         secret_key: Secret::new("e2e-secret"),
         sdk_app_id: "1400000001".into(),
         sign_name: None,
         region: "ap-guangzhou".into(),
-        endpoint,
+        endpoint: serve_local(app).await,
     });
+    (sms_provider(name, kind), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_templates_code_and_vars_reach_the_provider_many_numbers_a_request() {
+    let (tx, seen) = tencent("tx").await;
     let herald = spawn_app(|config| {
-        let mut tx = ProviderConfig::log();
-        tx.name = "tx".into();
-        tx.kind = kind;
-        tx.channels = vec![Channel::Sms];
         config.providers = vec![tx];
         config.defaults.insert(Channel::Sms, "tx".into());
     })

@@ -593,6 +593,7 @@ async fn a_numbers_frequency_cap_is_transient_with_its_window() {
         .unwrap_err();
     assert_eq!(transient(&error).1, Some(3600));
     assert!(!error.is_throttle());
+    assert!(error.is_recipient_capped(), "{error:?}");
 }
 
 #[tokio::test]

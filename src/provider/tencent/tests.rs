@@ -499,6 +499,7 @@ async fn per_number_errors_reach_their_own_messages() {
     );
     let (_, wait, throttle) = transient(results[2].as_ref().unwrap_err());
     assert_eq!((wait, throttle), (Some(30), false));
+    assert!(results[2].as_ref().unwrap_err().is_recipient_capped());
     assert!(
         matches!(&results[3], Err(Error::Undeliverable { reason }) if reason.contains("PhoneNumberInBlacklist"))
     );

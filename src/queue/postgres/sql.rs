@@ -257,9 +257,10 @@ UPDATE {s}.messages m SET
     last_error = CASE s.kind WHEN 'sent' THEN NULL ELSE COALESCE(s.error, m.last_error) END,
     provider_message_id = CASE s.kind WHEN 'sent' THEN s.provider_message_id ELSE m.provider_message_id END,
     sent_at = CASE s.kind WHEN 'sent' THEN $7 ELSE m.sent_at END,
+    provider = CASE s.kind WHEN 'sent' THEN COALESCE(s.sent_by, m.provider) ELSE m.provider END,
     lease = NULL, lease_until = NULL, updated_at = $7
-FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[])
-     AS s(id, token, kind, at, error, provider_message_id)
+FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $8::text[])
+     AS s(id, token, kind, at, error, provider_message_id, sent_by)
 WHERE m.id = s.id AND m.lease = s.token AND m.state = 'sending'";
 
 const SUMMARY: &str = "

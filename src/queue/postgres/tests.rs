@@ -191,6 +191,7 @@ async fn pruning_removes_only_batches_finished_before_the_cutoff() {
             outcome: Outcome::Sent {
                 provider_message_id: None,
             },
+            sent_by: None,
         })
         .collect();
     e.settle(settlements).await.unwrap();

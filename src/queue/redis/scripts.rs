@@ -179,9 +179,12 @@ return 1
 /// full bucket). Returns how long to wait for a rate in ms (0: no wait), then
 /// 11 values per message: member, batch, channel, to, ref, subject, body, attempts,
 /// segments, template, vars.
+/// The buckets and the recipients' sends are those of the limits' owner (the
+/// provider the messages will be sent through, see `Limits::owner`).
 /// ARGV: P, now, provider, limit, lease until, token, rate per second and burst
 /// (both empty for no limit), the number of caps, then each cap's count and window
-/// in ms, then the segment rate per second and burst (both empty for none).
+/// in ms, then the segment rate per second and burst (both empty for none), then
+/// the owner.
 const CLAIM: &str = r"
 local provider, want, lease_until, token = ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6]
 local per_sec, burst = tonumber(ARGV[7]), tonumber(ARGV[8])
@@ -193,6 +196,7 @@ for i = 10, 9 + 2 * tonumber(ARGV[9]), 2 do
 end
 local seg_per_sec = tonumber(ARGV[10 + 2 * #caps])
 local seg_burst = tonumber(ARGV[11 + 2 * #caps])
+local owner = ARGV[12 + 2 * #caps]
 local leased = P .. 'leased:' .. provider
 local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now)
 for _, member in ipairs(expired) do
@@ -223,7 +227,7 @@ local function refill(key, rate, most)
   return math.min(most, tonumber(b[1]) + math.max(0, clock - at) * rate / 1000), math.max(clock, at)
 end
 if per_sec then
-  bucket = P .. 'rate:' .. provider
+  bucket = P .. 'rate:' .. owner
   tokens, clock = refill(bucket, per_sec, burst)
   local chunk = math.max(1, math.min(want, math.ceil(burst / 2)))
   if tokens < chunk then
@@ -234,14 +238,14 @@ if per_sec then
 end
 local seg_bucket, seg_tokens, seg_at
 if seg_per_sec then
-  seg_bucket = P .. 'segrate:' .. provider
+  seg_bucket = P .. 'segrate:' .. owner
   seg_tokens, seg_at = refill(seg_bucket, seg_per_sec, seg_burst)
 end
 local seg_taken, seg_short = 0, nil
--- When a recipient's caps next allow a send (nil: now). `sent:{provider}:{to}`
+-- When a recipient's caps next allow a send (nil: now). `sent:{owner}:{to}`
 -- holds the recipient's sends, scored by time, and expires after the longest window.
 local function capped_until(to)
-  local key = P .. 'sent:' .. provider .. ':' .. to
+  local key = P .. 'sent:' .. owner .. ':' .. to
   local at
   for _, cap in ipairs(caps) do
     local recent = redis.call('ZREVRANGEBYSCORE', key, '+inf', '(' .. (clock - cap[2]),
@@ -255,7 +259,7 @@ local function capped_until(to)
   return nil
 end
 local function record_send(to, member)
-  local key = P .. 'sent:' .. provider .. ':' .. to
+  local key = P .. 'sent:' .. owner .. ':' .. to
   redis.call('ZADD', key, clock, token .. ':' .. member)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', clock - longest)
   redis.call('PEXPIRE', key, longest)
@@ -335,12 +339,13 @@ return out
 
 /// Settles leased messages; a settlement whose lease is no longer current is ignored.
 /// ARGV: P, now, then per settlement: member, token, kind (sent, retry, release,
-/// failed), at, has text ('1' or '0'), text (error or provider message id).
+/// failed), at, has text ('1' or '0'), text (error or provider message id), the
+/// provider that sent it when not its own (else empty).
 const SETTLE: &str = r"
 local done = {}
-for i = 3, #ARGV, 6 do
+for i = 3, #ARGV, 7 do
   local member, token, kind, at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local has_text, text = ARGV[i + 4] == '1', ARGV[i + 5]
+  local has_text, text, sent_by = ARGV[i + 4] == '1', ARGV[i + 5], ARGV[i + 6]
   local key = P .. 'm:' .. member
   local m = redis.call('HMGET', key, 'state', 'lease', 'provider', 'batch', 'attempts')
   if m[1] == 'sending' and m[2] == token then
@@ -360,6 +365,7 @@ for i = 3, #ARGV, 6 do
       state = 'sent'
       -- An earlier attempt may have left an error; a first one has none to clear.
       if tonumber(m[5]) > 0 then redis.call('HDEL', key, 'error') end
+      if sent_by ~= '' then redis.call('HSET', key, 'provider', sent_by) end
       if has_text then
         redis.call('HSET', key, 'state', state, 'attempts', attempts, 'sent_at', now,
           'updated_at', now, 'provider_message_id', text)

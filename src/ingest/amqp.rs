@@ -1,0 +1,305 @@
+//! An AMQP 0-9-1 queue (RabbitMQ) as an ingest source.
+//!
+//! Messages are consumed with manual acknowledgements and at most `prefetch`
+//! unacknowledged at once (`basic.qos`). The channel is transactional
+//! (`tx.select`): a message is acknowledged only after its batch is committed, and
+//! the acknowledgement is confirmed by `tx.commit`; a dead-lettered message is
+//! published to the dead-letter queue and acknowledged in one transaction, so it
+//! is in exactly one of the two queues. When the broker closes the connection or
+//! restarts, the source reconnects with backoff; the messages it had not
+//! acknowledged are delivered again, flagged `redelivered`.
+//!
+//! **Idempotency.** A message with a `message_id` property is stored under the
+//! key `ingest:{name}:id:{message_id}`: delivered again, it is answered with the
+//! batch already stored, and a different body under the same id is
+//! dead-lettered. A message without one cannot be told from an identical message
+//! published on purpose, so its first delivery gets a fresh key. When the
+//! acknowledgement of a committed message is lost with the connection, this
+//! process remembers the message's key by the hash of its body, and its
+//! redelivery reuses that key. What stays open without a `message_id`: Herald
+//! itself being killed between committing a batch and the broker taking the
+//! acknowledgement makes the redelivered message a second batch.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use amqprs::channel::{
+    BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
+    QueueDeclareArguments,
+};
+use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::{BasicProperties, FieldTable, FieldValue};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::{Backoff, Handler, Outcome};
+
+/// The most message keys remembered for redeliveries whose acknowledgement was lost.
+const MAX_UNCONFIRMED: usize = 10_000;
+
+/// One `kind = "amqp"` source.
+pub(super) struct AmqpQueue {
+    handler: Handler,
+    connect: OpenConnectionArguments,
+    /// Where the broker is, for logs (no credentials).
+    broker: String,
+    queue: String,
+    dead: String,
+    prefetch: u16,
+    /// Keys of messages whose batch is stored but whose acknowledgement may not
+    /// have reached the broker, by the SHA-256 of the body.
+    unconfirmed: HashMap<[u8; 32], String>,
+}
+
+/// Why a session with the broker ended, other than a shutdown.
+type Failure = String;
+
+impl AmqpQueue {
+    /// Reads `amqp://user:password@host:port/vhost` (user and password default
+    /// to `guest`, the port to 5672, the vhost to `/`); nothing connects until
+    /// [`AmqpQueue::run`].
+    pub(super) fn new(
+        handler: Handler,
+        url: &str,
+        queue: &str,
+        dead: Option<&str>,
+        prefetch: u16,
+    ) -> Result<Self, String> {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("url: {e}"))?;
+        if parsed.scheme() != "amqp" {
+            return Err(format!(
+                "url: the scheme must be amqp, not `{}` (TLS is not supported)",
+                parsed.scheme()
+            ));
+        }
+        let host = parsed
+            .host_str()
+            .ok_or("url: names no host")?
+            .trim_matches(['[', ']']);
+        let port = parsed.port().unwrap_or(5672);
+        let decode = |s: &str| {
+            percent_decode(s).map_err(|()| "url: a bad %-escape in the user, password or vhost")
+        };
+        let user = match parsed.username() {
+            "" => "guest".to_string(),
+            user => decode(user)?,
+        };
+        let password = match parsed.password() {
+            None => "guest".to_string(),
+            Some(password) => decode(password)?,
+        };
+        let vhost = match parsed.path().strip_prefix('/').unwrap_or("") {
+            "" => "/".to_string(),
+            vhost => decode(vhost)?,
+        };
+        if queue.is_empty() {
+            return Err("queue must not be empty".into());
+        }
+        let dead = dead.map_or_else(|| format!("{queue}.dead"), String::from);
+        if dead == queue {
+            return Err("dead_letter_queue must differ from queue".into());
+        }
+        let mut connect = OpenConnectionArguments::new(host, port, &user, &password);
+        connect
+            .virtual_host(&vhost)
+            .heartbeat(10)
+            .connection_name(&format!("herald {}", handler.source));
+        Ok(AmqpQueue {
+            broker: format!("{host}:{port}{vhost}"),
+            handler,
+            connect,
+            queue: queue.to_string(),
+            dead,
+            prefetch,
+            unconfirmed: HashMap::new(),
+        })
+    }
+
+    /// Consumes the queue until `shutdown`, reconnecting with backoff whenever the
+    /// connection is lost or cannot be made.
+    pub(super) async fn run(mut self, shutdown: CancellationToken) {
+        let mut backoff = Backoff::new();
+        tracing::info!(source = %self.handler.source, broker = %self.broker, queue = %self.queue, "ingesting from an AMQP queue");
+        while !shutdown.is_cancelled() {
+            match self.session(&shutdown, &mut backoff).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(source = %self.handler.source, broker = %self.broker, error = %e, "AMQP ingest interrupted; reconnecting");
+                    if !backoff.wait(&shutdown).await {
+                        break;
+                    }
+                }
+            }
+        }
+        tracing::info!(source = %self.handler.source, "AMQP ingest stopped");
+    }
+
+    /// One connection: consumes until `shutdown` (`Ok`) or the connection fails.
+    async fn session(
+        &mut self,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<(), Failure> {
+        let fail = |what: &str| {
+            let what = what.to_string();
+            move |e: amqprs::error::Error| format!("{what}: {e}")
+        };
+        let connection = Connection::open(&self.connect)
+            .await
+            .map_err(fail("connecting"))?;
+        let channel = connection
+            .open_channel(None)
+            .await
+            .map_err(fail("opening a channel"))?;
+        channel
+            .queue_declare(QueueDeclareArguments::durable_client_named(&self.dead))
+            .await
+            .map_err(fail("declaring the dead-letter queue"))?;
+        channel
+            .basic_qos(BasicQosArguments::new(0, self.prefetch, false))
+            .await
+            .map_err(fail("setting the prefetch"))?;
+        channel.tx_select().await.map_err(fail("tx.select"))?;
+        let tag = format!("herald-{}-{}", self.handler.source, uuid::Uuid::now_v7());
+        let (_, mut deliveries) = channel
+            .basic_consume_rx(
+                BasicConsumeArguments::new(&self.queue, &tag)
+                    .manual_ack(true)
+                    .finish(),
+            )
+            .await
+            .map_err(fail(&format!("consuming from `{}`", self.queue)))?;
+        backoff.reset();
+        tracing::info!(source = %self.handler.source, queue = %self.queue, "connected to the AMQP broker");
+        let ended = loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break Ok(()),
+                delivery = deliveries.recv() => match delivery {
+                    Some(message) => {
+                        match self.delivery(&channel, message, shutdown).await {
+                            Ok(true) => {}
+                            Ok(false) => break Ok(()),
+                            Err(e) => break Err(e),
+                        }
+                    }
+                    None => break Err("the broker ended the consumer".to_string()),
+                },
+                // The consumer's channel is not always closed with the connection:
+                // look now and then.
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if !connection.is_open() || !channel.is_open() {
+                        break Err("the connection was closed".to_string());
+                    }
+                }
+            }
+        };
+        // Unacknowledged messages go back to the queue when the connection closes.
+        if connection.is_open() {
+            let _ = channel.close().await;
+            let _ = connection.close().await;
+        }
+        ended
+    }
+
+    /// Turns one delivery into a batch (retrying while the store is down) and
+    /// acknowledges it; `Ok(false)` when `shutdown` came first, the message left
+    /// unacknowledged for the broker to deliver again.
+    async fn delivery(
+        &mut self,
+        channel: &Channel,
+        message: amqprs::channel::ConsumerMessage,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, Failure> {
+        let (Some(deliver), Some(body)) = (message.deliver, message.content) else {
+            return Err("a delivery without its method or body".into());
+        };
+        let message_id = message
+            .basic_properties
+            .as_ref()
+            .and_then(BasicProperties::message_id)
+            .filter(|id| !id.is_empty());
+        let hash: [u8; 32] = Sha256::digest(&body).into();
+        let key = match message_id {
+            Some(id) => format!("{}:id:{id}", self.handler.source),
+            None => match self.unconfirmed.get(&hash) {
+                Some(key) if deliver.redelivered() => key.clone(),
+                _ => format!("{}:{}", self.handler.source, uuid::Uuid::now_v7()),
+            },
+        };
+        let mut backoff = Backoff::new();
+        let outcome = loop {
+            match self.handler.handle(&body, &key).await {
+                Ok(outcome) => break outcome,
+                Err(e) => {
+                    tracing::warn!(source = %self.handler.source, error = %e, "the store failed; the message stays unacknowledged and is tried again");
+                    if !backoff.wait(shutdown).await {
+                        return Ok(false);
+                    }
+                }
+            }
+        };
+        let ack = BasicAckArguments::new(deliver.delivery_tag(), false);
+        match outcome {
+            Outcome::Stored { batch_id, replayed } => {
+                let acked = async {
+                    channel.basic_ack(ack).await?;
+                    channel.tx_commit().await
+                }
+                .await;
+                if let Err(e) = acked {
+                    if self.unconfirmed.len() < MAX_UNCONFIRMED {
+                        self.unconfirmed.insert(hash, key);
+                    }
+                    return Err(format!("acknowledging a stored message: {e}"));
+                }
+                self.unconfirmed.remove(&hash);
+                self.handler.stored(&batch_id, replayed);
+            }
+            Outcome::Dead { reason, rejected } => {
+                let mut headers = FieldTable::new();
+                for (name, value) in [
+                    ("x-herald-reason", reason.as_str()),
+                    ("x-herald-source", self.handler.source.as_str()),
+                ] {
+                    headers.insert(
+                        name.try_into().expect("a short header name"),
+                        FieldValue::S(value.try_into().expect("a reason shorter than 4 GB")),
+                    );
+                }
+                let mut properties = message.basic_properties.unwrap_or_default();
+                properties.with_headers(headers).with_persistence(true);
+                let moved = async {
+                    channel
+                        .basic_publish(properties, body, BasicPublishArguments::new("", &self.dead))
+                        .await?;
+                    channel.basic_ack(ack).await?;
+                    channel.tx_commit().await
+                }
+                .await;
+                moved.map_err(|e| format!("dead-lettering a message: {e}"))?;
+                self.handler.dead_lettered(&reason, rejected);
+            }
+        }
+        Ok(!shutdown.is_cancelled())
+    }
+}
+
+/// `%XX` escapes decoded, as URLs write user names, passwords and vhosts (`%2F` is `/`).
+fn percent_decode(s: &str) -> Result<String, ()> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .map(String::from)
+        .map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_escapes_in_a_url_are_decoded() {
+        assert_eq!(percent_decode("%2Fprod").unwrap(), "/prod");
+        assert_eq!(percent_decode("p%40ss").unwrap(), "p@ss");
+        assert!(percent_decode("%ff").is_err());
+    }
+}

@@ -1,0 +1,381 @@
+//! The jobs an ingest queue carries, as the classic "push it on a list, a worker
+//! pops it" recipe writes them: the SMS job (`template_id`, `mobiles`, `content`),
+//! the e-mail job (`from_email`, `to_email`, `title`, `content`), and Herald's own
+//! batch JSON. Each is read here and turned into what [`Intake`] takes;
+//! `POST /send-sms` reads its request as an [`SmsJob`] too.
+
+use serde_json::{Map, Value};
+
+use crate::domain::Channel;
+use crate::intake::{self, BatchRequest, Body, Intake, RecipientSpec, TemplateSpec};
+
+/// The classic SMS job: one text to many mobiles.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SmsJob {
+    /// A stored SMS template's id; any other value is the producer's own label and
+    /// `content` is then the text.
+    pub template_id: Option<String>,
+    /// As written: normalized (and refused one by one) by intake.
+    pub mobiles: Vec<String>,
+    pub content: Option<String>,
+}
+
+/// The classic e-mail job: one subject and text to one or several addresses.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct EmailJob {
+    /// The sender the producer asked for; it picks the provider (see `ingest`).
+    pub from_email: Option<String>,
+    pub to_email: Vec<String>,
+    pub title: Option<String>,
+    pub content: Option<String>,
+}
+
+/// One queue item, understood.
+#[derive(Debug, Clone)]
+pub enum Job {
+    Sms(SmsJob),
+    Email(EmailJob),
+    /// Herald's own batch, as `POST /v1/batches` takes it.
+    Batch(Box<BatchRequest>),
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> intake::Error {
+    intake::Error::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A string or a number as text (PHP's `json_encode` writes ids and mobiles as either).
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Appends the comma-separated parts of `value`, trimmed, empty ones skipped.
+pub fn split_list(value: &str, into: &mut Vec<String>) {
+    into.extend(
+        value
+            .split(',')
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(String::from),
+    );
+}
+
+/// An optional string field; `null` is absent.
+fn optional_string(map: &Map<String, Value>, field: &str) -> Result<Option<String>, intake::Error> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid(field, "must be a string")),
+    }
+}
+
+/// A list field: an array of strings (or numbers), or one comma-separated string.
+fn list(map: &Map<String, Value>, field: &str) -> Result<Vec<String>, intake::Error> {
+    let mut items = Vec::new();
+    match map.get(field) {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) => split_list(s, &mut items),
+        Some(Value::Array(values)) => {
+            for (i, value) in values.iter().enumerate() {
+                let item = scalar(value).ok_or_else(|| {
+                    invalid(&format!("{field}[{i}]"), "must be a string or a number")
+                })?;
+                items.push(item);
+            }
+        }
+        Some(_) => {
+            return Err(invalid(
+                field,
+                "must be an array or a comma-separated string",
+            ));
+        }
+    }
+    Ok(items)
+}
+
+impl SmsJob {
+    /// Reads the job from a JSON object.
+    pub fn from_json(map: &Map<String, Value>) -> Result<SmsJob, intake::Error> {
+        let template_id = match map.get("template_id") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                scalar(v).ok_or_else(|| invalid("template_id", "must be a string or a number"))?,
+            ),
+        };
+        Ok(SmsJob {
+            template_id,
+            mobiles: list(map, "mobiles")?,
+            content: optional_string(map, "content")?,
+        })
+    }
+
+    /// Reads the job from a form body as jQuery posts it: `mobiles[]=…` repeated,
+    /// or `mobiles=a,b`.
+    pub fn from_form(bytes: &[u8]) -> SmsJob {
+        let mut job = SmsJob::default();
+        for (key, value) in form_urlencoded::parse(bytes) {
+            match key.as_ref() {
+                "template_id" => job.template_id = Some(value.into_owned()),
+                "content" => job.content = Some(value.into_owned()),
+                k if k == "mobiles" || (k.starts_with("mobiles[") && k.ends_with(']')) => {
+                    split_list(&value, &mut job.mobiles)
+                }
+                _ => {}
+            }
+        }
+        job
+    }
+
+    /// How its messages are made, and to whom. A `template_id` naming a stored SMS
+    /// template (or, when the job names none, `fallback_template`, which must be
+    /// stored) is rendered with `content` as its variable `content`; otherwise
+    /// `content` is the text.
+    pub async fn submission(
+        self,
+        intake: &Intake,
+        fallback_template: Option<&str>,
+    ) -> Result<(Body, Vec<RecipientSpec>), intake::Error> {
+        if self.mobiles.is_empty() {
+            return Err(invalid("mobiles", "must list at least one mobile"));
+        }
+        let stored = match self.template_id.as_deref() {
+            Some(id) => intake.stored_template(Channel::Sms, id).await?,
+            None => fallback(intake, Channel::Sms, fallback_template).await?,
+        };
+        let mut vars = Map::new();
+        let body = match (stored, self.content) {
+            (Some(template), content) => {
+                if let Some(content) = content {
+                    vars.insert("content".into(), content.into());
+                }
+                Body::Template(template)
+            }
+            (None, Some(body)) => Body::Literal {
+                subject: None,
+                body,
+            },
+            (None, None) => {
+                return Err(invalid(
+                    "content",
+                    "is required unless template_id names a stored template",
+                ));
+            }
+        };
+        Ok((body, recipients(self.mobiles, &vars)))
+    }
+}
+
+impl EmailJob {
+    /// Reads the job from a JSON object. `to_email` is one address, several
+    /// separated by commas, or an array.
+    pub fn from_json(map: &Map<String, Value>) -> Result<EmailJob, intake::Error> {
+        Ok(EmailJob {
+            from_email: optional_string(map, "from_email")?,
+            to_email: list(map, "to_email")?,
+            title: optional_string(map, "title")?,
+            content: optional_string(map, "content")?,
+        })
+    }
+
+    /// How its messages are made, and to whom: `fallback_template` (a stored
+    /// e-mail template) rendered with the variables `title` and `content` when
+    /// given; otherwise `title` is the subject and `content` the text.
+    pub async fn submission(
+        self,
+        intake: &Intake,
+        fallback_template: Option<&str>,
+    ) -> Result<(Body, Vec<RecipientSpec>), intake::Error> {
+        if self.to_email.is_empty() {
+            return Err(invalid("to_email", "must name at least one address"));
+        }
+        let mut vars = Map::new();
+        let body = match fallback(intake, Channel::Email, fallback_template).await? {
+            Some(template) => {
+                for (name, value) in [("title", self.title), ("content", self.content)] {
+                    if let Some(value) = value {
+                        vars.insert(name.into(), value.into());
+                    }
+                }
+                Body::Template(template)
+            }
+            None => Body::Literal {
+                subject: self.title,
+                body: self
+                    .content
+                    .ok_or_else(|| invalid("content", "is required"))?,
+            },
+        };
+        Ok((body, recipients(self.to_email, &vars)))
+    }
+}
+
+/// The stored template `id` of `channel`, which must exist when named.
+async fn fallback(
+    intake: &Intake,
+    channel: Channel,
+    id: Option<&str>,
+) -> Result<Option<TemplateSpec>, intake::Error> {
+    let Some(id) = id else { return Ok(None) };
+    let template = intake.stored_template(channel, id).await?;
+    template.map(Some).ok_or_else(|| {
+        invalid(
+            "template_id",
+            format!("no stored {channel} template `{id}`"),
+        )
+    })
+}
+
+fn recipients(addresses: Vec<String>, vars: &Map<String, Value>) -> Vec<RecipientSpec> {
+    addresses
+        .into_iter()
+        .map(|to| RecipientSpec {
+            to,
+            vars: vars.clone(),
+            reference: None,
+        })
+        .collect()
+}
+
+impl Job {
+    /// Reads one queue item: a JSON object that is Herald's batch (it has
+    /// `recipients`), an SMS job (`mobiles`) or an e-mail job (`to_email`). With
+    /// `channel` set, the queue carries only that channel: a classic job is read as
+    /// that channel's, and a batch of another channel is refused. The error says
+    /// what is wrong, for the dead-letter entry.
+    pub fn parse(item: &[u8], channel: Option<Channel>) -> Result<Job, String> {
+        let value: Value = serde_json::from_slice(item).map_err(|e| format!("not JSON: {e}"))?;
+        let Value::Object(map) = value else {
+            return Err("not a JSON object".into());
+        };
+        if map.contains_key("recipients") {
+            let batch: BatchRequest = serde_json::from_value(Value::Object(map))
+                .map_err(|e| format!("not a Herald batch: {e}"))?;
+            if let Some(channel) = channel
+                && batch.channel != channel
+            {
+                return Err(format!(
+                    "channel: this queue carries {channel}, the batch is {}",
+                    batch.channel
+                ));
+            }
+            return Ok(Job::Batch(Box::new(batch)));
+        }
+        let kind = match channel {
+            Some(channel) => channel,
+            None if map.contains_key("mobiles") => Channel::Sms,
+            None if map.contains_key("to_email") => Channel::Email,
+            None => {
+                return Err(
+                    "neither an SMS job (`mobiles`), an e-mail job (`to_email`) nor a Herald batch (`recipients`)"
+                        .into(),
+                );
+            }
+        };
+        let job = match kind {
+            Channel::Sms => SmsJob::from_json(&map).map(Job::Sms),
+            Channel::Email => EmailJob::from_json(&map).map(Job::Email),
+        };
+        job.map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(item: &str, channel: Option<Channel>) -> Result<Job, String> {
+        Job::parse(item.as_bytes(), channel)
+    }
+
+    #[test]
+    fn jquery_form_arrays_and_comma_lists_are_both_read() {
+        let r = SmsJob::from_form(
+            b"template_id=7&mobiles%5B%5D=13800000001&mobiles%5B%5D=13800000002&content=Hi%20there",
+        );
+        assert_eq!(r.template_id.as_deref(), Some("7"));
+        assert_eq!(r.mobiles, ["13800000001", "13800000002"]);
+        assert_eq!(r.content.as_deref(), Some("Hi there"));
+        let r = SmsJob::from_form(b"mobiles=1380000001,%201380000002&content=x");
+        assert_eq!(r.mobiles, ["1380000001", "1380000002"]);
+    }
+
+    #[test]
+    fn the_php_sms_job_is_read_with_numbers_or_strings_and_either_list_form() {
+        let Ok(Job::Sms(job)) = parse(
+            r#"{"template_id": 3, "mobiles": [13800000001, "13800000002"], "content": "x"}"#,
+            None,
+        ) else {
+            panic!("an SMS job")
+        };
+        assert_eq!(job.template_id.as_deref(), Some("3"));
+        assert_eq!(job.mobiles, ["13800000001", "13800000002"]);
+        let Ok(Job::Sms(job)) = parse(
+            r#"{"mobiles": "1380000001, 1380000002", "content": "x"}"#,
+            None,
+        ) else {
+            panic!("an SMS job")
+        };
+        assert_eq!(job.mobiles, ["1380000001", "1380000002"]);
+    }
+
+    #[test]
+    fn a_bad_mobile_names_its_index() {
+        let err = parse(r#"{"mobiles": ["1", true]}"#, None).unwrap_err();
+        assert_eq!(err, "mobiles[1]: must be a string or a number");
+    }
+
+    #[test]
+    fn the_email_job_takes_one_address_or_a_list() {
+        let Ok(Job::Email(job)) = parse(
+            r#"{"from_email": "shop@example.com", "to_email": "li@example.com", "title": "Hi", "content": "Body"}"#,
+            None,
+        ) else {
+            panic!("an e-mail job")
+        };
+        assert_eq!(job.to_email, ["li@example.com"]);
+        assert_eq!(job.from_email.as_deref(), Some("shop@example.com"));
+        assert_eq!(job.title.as_deref(), Some("Hi"));
+        let Ok(Job::Email(job)) =
+            parse(r#"{"to_email": ["a@example.com", "b@example.com"]}"#, None)
+        else {
+            panic!("an e-mail job")
+        };
+        assert_eq!(job.to_email.len(), 2);
+    }
+
+    #[test]
+    fn a_herald_batch_is_read_and_must_match_the_queues_channel() {
+        let batch = r#"{"channel": "sms", "template": {"body": "Hi"}, "recipients": [{"to": "+8613800000001"}]}"#;
+        assert!(matches!(parse(batch, None), Ok(Job::Batch(_))));
+        assert!(matches!(
+            parse(batch, Some(Channel::Sms)),
+            Ok(Job::Batch(_))
+        ));
+        let err = parse(batch, Some(Channel::Email)).unwrap_err();
+        assert!(err.starts_with("channel:"), "{err}");
+        let err = parse(r#"{"channel": "sms", "recipients": [], "colour": 1}"#, None).unwrap_err();
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn items_that_are_no_job_say_why() {
+        assert!(parse("not json", None).unwrap_err().starts_with("not JSON"));
+        assert_eq!(parse("[1]", None).unwrap_err(), "not a JSON object");
+        assert!(
+            parse(r#"{"mobile": "1"}"#, None)
+                .unwrap_err()
+                .starts_with("neither")
+        );
+        // A queue of one channel reads every classic job as that channel's.
+        let Ok(Job::Sms(job)) = parse(r#"{"mobile": "1"}"#, Some(Channel::Sms)) else {
+            panic!("read as an SMS job")
+        };
+        assert!(job.mobiles.is_empty());
+    }
+}
