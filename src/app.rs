@@ -4,6 +4,7 @@
 //! write their outcomes. Anything abandoned comes back through lease expiry.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -139,8 +140,14 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         Role::Api => false,
         Role::Worker => true,
     };
-    let pool = workers.then(|| Pool::new(queue, registry, circuits.clone(), &config, metrics));
     let ingest_metrics = ingest.as_ref().map(Ingest::metrics).unwrap_or_default();
+    // The circuits are those of this process's workers: a process without
+    // workers has none worth showing (they would all read closed).
+    if workers {
+        metrics.add_section(Arc::new(circuits.clone()));
+    }
+    metrics.add_section(Arc::new(ingest_metrics.clone()));
+    let pool = workers.then(|| Pool::new(queue, registry, circuits.clone(), &config, metrics));
     let grace = Duration::from_millis(config.worker.shutdown_grace_ms);
     let http = listener.map(|listener| (listener, router));
     let task = tokio::spawn(run(http, ingest, pool, grace, shutdown.clone()));

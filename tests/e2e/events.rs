@@ -72,21 +72,8 @@ async fn metrics_count_what_the_workers_sent_and_how_long_it_took() {
         Duration::from_secs(10),
     )
     .await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sample = |series: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-            .to_owned()
-    };
+    let metrics = app.metrics().await;
+    let sample = |series: &str| metrics.sample(series).to_owned();
     let labels = r#"{provider="log",channel="sms"}"#;
     assert_eq!(
         sample(&format!("herald_messages_accepted_total{labels}")),
@@ -98,4 +85,8 @@ async fn metrics_count_what_the_workers_sent_and_how_long_it_took() {
         "20"
     );
     assert_eq!(sample(r#"herald_queue_depth{provider="log"}"#), "0");
+    assert_eq!(
+        sample(r#"herald_provider_circuit_state{provider="log",state="closed"}"#),
+        "1"
+    );
 }
