@@ -4,6 +4,7 @@
 //! write their outcomes. Anything abandoned comes back through lease expiry.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,7 +15,7 @@ use crate::api::{self, AppState};
 use crate::circuit::Circuits;
 use crate::config::Config;
 use crate::ingest::Ingest;
-use crate::intake::Intake;
+use crate::metrics::Metrics;
 use crate::provider::Registry;
 use crate::queue::Queue;
 use crate::worker::Pool;
@@ -82,7 +83,7 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         .context("invalid configuration")?;
     let queue = Queue::open(&config.store)
         .await
-        .with_context(|| format!("opening the store `{}`", config.store))?;
+        .with_context(|| format!("opening the store `{}`", config.store_for_display()))?;
     let registry = Registry::build(
         &config.providers,
         &config.defaults,
@@ -93,11 +94,12 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
     let circuits = Circuits::new(registry.routes().map(|r| r.name.clone()), &config.circuit);
     let listener = match role {
         Role::Worker => None,
-        Role::All | Role::Api => Some(
+        Role::All | Role::Api => Some({
+            config.check_listen().map_err(anyhow::Error::msg)?;
             tokio::net::TcpListener::bind(config.listen)
                 .await
-                .with_context(|| format!("binding {}", config.listen))?,
-        ),
+                .with_context(|| format!("binding {}", config.listen))?
+        }),
     };
     let addr = listener
         .as_ref()
@@ -111,27 +113,26 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
             .await
             .context("preparing the numbering plans")?;
     }
-    let intake = Intake::new(
+    let shutdown = CancellationToken::new();
+    let metrics = Metrics::new(
+        registry
+            .routes()
+            .map(|r| (r.name.as_str(), r.channels.as_slice())),
+    );
+    let state = AppState::new(
         queue.clone(),
         registry.clone(),
-        config.limits.max_recipients,
-        config.recipients.rules(),
-        config.recipients.recent_window(),
+        &config,
+        metrics.clone(),
+        shutdown.clone(),
     );
-    let shutdown = CancellationToken::new();
     // Ingest feeds intake, as the API does: not in a worker-only process.
     let ingest = match role {
         Role::Worker => None,
         Role::All | Role::Api => Some(
-            Ingest::start(&config.ingest, &intake, &config.providers, &shutdown)
+            Ingest::start(&config.ingest, &state.intake, &config.providers, &shutdown)
                 .context("invalid ingest configuration")?,
         ),
-    };
-    let state = AppState {
-        intake,
-        queue: queue.clone(),
-        max_body_bytes: config.limits.max_body_bytes,
-        max_upload_bytes: config.limits.max_upload_bytes,
     };
     let router = api::router(state, config.limits.max_body_bytes);
     let workers = match role {
@@ -139,16 +140,27 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         Role::Api => false,
         Role::Worker => true,
     };
-    let pool = workers.then(|| Pool::new(queue, registry, circuits.clone(), &config));
     let ingest_metrics = ingest.as_ref().map(Ingest::metrics).unwrap_or_default();
+    // The circuits are those of this process's workers: a process without
+    // workers has none worth showing (they would all read closed).
+    if workers {
+        metrics.add_section(Arc::new(circuits.clone()));
+    }
+    metrics.add_section(Arc::new(ingest_metrics.clone()));
+    let pool = workers.then(|| Pool::new(queue, registry, circuits.clone(), &config, metrics));
     let grace = Duration::from_millis(config.worker.shutdown_grace_ms);
     let http = listener.map(|listener| (listener, router));
     let task = tokio::spawn(run(http, ingest, pool, grace, shutdown.clone()));
     match addr {
         Some(addr) => {
-            tracing::info!(%addr, store = %config.store, workers, "herald listening on http://{addr}")
+            tracing::info!(%addr, store = %config.store_for_display(), workers, "herald listening on http://{addr}");
+            if config.auth.tokens.is_empty() {
+                tracing::info!(
+                    "no API tokens configured ([auth] tokens): serving loopback only, and asking for no token"
+                );
+            }
         }
-        None => tracing::info!(store = %config.store, "herald worker started"),
+        None => tracing::info!(store = %config.store_for_display(), "herald worker started"),
     }
     Ok(Running {
         addr,

@@ -11,12 +11,14 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::config::CircuitConfig;
+use crate::metrics::{self, Section};
 use crate::provider;
 
 /// Where a provider's circuit stands.
@@ -297,6 +299,33 @@ fn lock(breaker: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
     breaker.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The circuits in a scrape of `/metrics`, one series per provider and state:
+/// `herald_provider_circuit_state{provider="…",state="closed|open|half_open"}`,
+/// 1 for the state the circuit is in and 0 for the other two, so that a query
+/// for `state="open"` finds every provider, open or not.
+impl Section for Circuits {
+    fn write(&self, out: &mut String) {
+        out.push_str(
+            "# HELP herald_provider_circuit_state The state of each provider's circuit breaker in this process's workers (1 for the current state).\n\
+             # TYPE herald_provider_circuit_state gauge\n",
+        );
+        for (provider, current) in self.states() {
+            let provider = metrics::escape(&provider);
+            for state in [
+                CircuitState::Closed,
+                CircuitState::Open,
+                CircuitState::HalfOpen,
+            ] {
+                let _ = writeln!(
+                    out,
+                    "herald_provider_circuit_state{{provider=\"{provider}\",state=\"{state}\"}} {}",
+                    u8::from(state == current)
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,6 +481,38 @@ mod tests {
                 reason: "HTTP 400".into()
             })]),
             Some(Verdict::Up)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn metrics_show_each_providers_circuit_as_one_series_per_state() {
+        let c = circuits();
+        down(&c, "a", 3);
+        let mut text = String::new();
+        c.write(&mut text);
+        assert!(
+            text.starts_with("# HELP herald_provider_circuit_state "),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE herald_provider_circuit_state gauge\n"));
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            samples,
+            [
+                r#"herald_provider_circuit_state{provider="a",state="closed"} 0"#,
+                r#"herald_provider_circuit_state{provider="a",state="open"} 1"#,
+                r#"herald_provider_circuit_state{provider="a",state="half_open"} 0"#,
+                r#"herald_provider_circuit_state{provider="b",state="closed"} 1"#,
+                r#"herald_provider_circuit_state{provider="b",state="open"} 0"#,
+                r#"herald_provider_circuit_state{provider="b",state="half_open"} 0"#,
+            ]
+        );
+        tokio::time::advance(Duration::from_millis(1_000)).await;
+        text.clear();
+        c.write(&mut text);
+        assert!(
+            text.contains(r#"herald_provider_circuit_state{provider="a",state="half_open"} 1"#),
+            "{text}"
         );
     }
 }

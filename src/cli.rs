@@ -1,5 +1,10 @@
 //! The command line: `herald serve` runs the service; `herald send` submits a CSV of
-//! recipients through the API and prints the report; `herald status` shows a batch.
+//! recipients through the API and prints the report (with `--wait`, follows the
+//! batch to its end: `watch`); `herald status` shows a batch, `herald batches` lists
+//! them, `herald retry`, `cancel`, `pause` and `resume` control one; `herald token`
+//! makes an API token.
+
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +19,8 @@ use crate::csv_input;
 use crate::domain::Channel;
 use crate::intake::{BatchRequest, RecipientSpec, Report, TemplateSpec};
 use crate::telemetry::LogFormat;
+
+pub use self::watch::{EventReader, ServerEvent};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +51,19 @@ pub enum Command {
     Send(SendArgs),
     /// Show a batch's state and counts.
     Status(StatusArgs),
+    /// List the batches, newest first.
+    Batches(BatchesArgs),
+    /// Send a batch's failed messages again.
+    Retry(ControlArgs),
+    /// Stop a batch: its unsent messages are not sent.
+    Cancel(ControlArgs),
+    /// Hold a batch's unsent messages.
+    Pause(ControlArgs),
+    /// Release a paused batch.
+    Resume(ControlArgs),
+    /// Make a new API token: prints the token, for clients, and its hash, for the
+    /// server's `[auth] tokens`.
+    Token,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +81,26 @@ pub struct ServerArg {
     /// The Herald server to talk to.
     #[arg(long, env = "HERALD_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
+    /// The API token, for a server with `[auth] tokens`.
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ServerArg {
+    /// A request to `path` on the server, with the token when there is one.
+    fn request(
+        &self,
+        client: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> (reqwest::RequestBuilder, String) {
+        let url = format!("{}{path}", self.server.trim_end_matches('/'));
+        let mut request = client.request(method, &url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        (request, url)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +141,32 @@ pub struct SendArgs {
     /// Makes a repeated submit return the first batch instead of a second one.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Follow the batch with a progress bar until it is finished; exit with 1 if
+    /// any message failed.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(Debug, Args)]
+pub struct BatchesArgs {
+    /// How many batches, 1 to 100.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Only batches older than this one (the `next page` hint gives it).
+    #[arg(long)]
+    pub before: Option<String>,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    pub batch_id: String,
     #[command(flatten)]
     pub server: ServerArg,
 }
@@ -184,7 +250,25 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Send(args) => send(args).await,
         Command::Status(args) => status(args).await,
+        Command::Batches(args) => batches(args).await,
+        Command::Retry(args) => control(args, "retry").await,
+        Command::Cancel(args) => control(args, "cancel").await,
+        Command::Pause(args) => control(args, "pause").await,
+        Command::Resume(args) => control(args, "resume").await,
+        Command::Token => token(),
     }
+}
+
+fn token() -> anyhow::Result<ExitCode> {
+    let (token, hash) = crate::auth::new_token().context("reading the system's random numbers")?;
+    println!("token: {token}");
+    println!("hash:  {hash}");
+    eprintln!(
+        "Add the hash to the server's configuration, under [auth]: tokens = [\"{hash}\"], \
+         and give the token to its clients (Authorization: Bearer <token>; herald's commands take \
+         --token or HERALD_TOKEN). The token is shown only now; the server keeps only its hash."
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn client() -> anyhow::Result<reqwest::Client> {
@@ -240,11 +324,12 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         send_at: args.send_at,
         reject_recent_duplicates: args.reject_recent_duplicates,
     };
-    let url = format!("{}/v1/batches", args.server.server.trim_end_matches('/'));
     let bar = upload_bar(csv.recipients.len() as u64);
     let (digest, body) = ndjson_upload(&options, csv.recipients, bar.clone())?;
-    let mut post = client()?
-        .post(&url)
+    let (post, url) = args
+        .server
+        .request(&client()?, reqwest::Method::POST, "/v1/batches");
+    let mut post = post
         .header("content-type", "application/x-ndjson")
         .header("content-digest", digest)
         .body(body);
@@ -270,13 +355,33 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     }
     let report: Report =
         serde_json::from_str(&body).context("the server's answer is not a report")?;
+    let batch_id = report.batch_id.as_deref().unwrap_or("(none)");
     println!(
-        "batch {} accepted: {} of {} recipients queued",
-        report.batch_id.as_deref().unwrap_or("(none)"),
+        "batch {batch_id} accepted: {} of {} recipients queued",
         report.accepted,
         report.accepted + report.rejected.len()
     );
     print_rejections(&args.csv, &report.rejected, line_of);
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let finished = watch::wait(&args.server, batch_id).await?;
+    let count = |state: &str| finished.batch["counts"][state].as_u64().unwrap_or(0);
+    println!(
+        "batch {batch_id} {}: {} sent, {} failed, {} cancelled of {}",
+        finished.batch["state"].as_str().unwrap_or("finished"),
+        count("sent"),
+        count("failed"),
+        count("cancelled"),
+        count("total")
+    );
+    if finished.failed() > 0 {
+        eprintln!(
+            "herald: {} messages were not delivered; `herald retry {batch_id}` sends them again",
+            finished.failed()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -367,22 +472,111 @@ fn print_rejections(
 }
 
 async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let url = format!(
-        "{}/v1/batches/{}",
-        args.server.server.trim_end_matches('/'),
-        args.batch_id
-    );
-    let (status, body) = exchange(client()?.get(&url), &url).await?;
-    if !status.is_success() {
-        eprintln!("herald: {}", server_error(status, &body));
+    let path = format!("/v1/batches/{}", args.batch_id);
+    let Some(body) = call(&args.server, reqwest::Method::GET, &path).await? else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
     if args.json {
         println!("{body}");
         return Ok(ExitCode::SUCCESS);
     }
-    let batch: BatchView =
-        serde_json::from_str(&body).context("the server's answer is not a batch")?;
+    print_batch(&serde_json::from_str(&body).context("the server's answer is not a batch")?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `POST /v1/batches/{id}/{action}`, then the batch as it is now.
+async fn control(args: ControlArgs, action: &str) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/batches/{}/{action}", args.batch_id);
+    let Some(body) = call(&args.server, reqwest::Method::POST, &path).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    print_batch(&serde_json::from_str(&body).context("the server's answer is not a batch")?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn batches(args: BatchesArgs) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/v1/batches?limit={}", args.limit);
+    if let Some(before) = &args.before {
+        path.push_str(&format!("&before={before}"));
+    }
+    let Some(body) = call(&args.server, reqwest::Method::GET, &path).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    if args.json {
+        println!("{body}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let page: crate::api::BatchPage =
+        serde_json::from_str(&body).context("the server's answer is not a page of batches")?;
+    print!("{}", batch_table(&page.batches));
+    if let Some(next) = page.next_before {
+        println!("next page: herald batches --before {next}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The batches as a table, one line each, columns aligned.
+fn batch_table(batches: &[BatchView]) -> String {
+    let mut rows = vec![
+        [
+            "ID", "CREATED", "CHANNEL", "STATE", "TOTAL", "SENT", "FAILED", "PENDING",
+        ]
+        .map(String::from),
+    ];
+    for b in batches {
+        let c = &b.counts;
+        rows.push([
+            b.id.clone(),
+            b.created_at.clone(),
+            b.channel.clone(),
+            b.state.clone(),
+            c.total.to_string(),
+            c.sent.to_string(),
+            c.failed.to_string(),
+            (c.pending + c.sending + c.paused).to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut table = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, &width))| {
+                // Counts line up on the right, words on the left.
+                if i >= 4 {
+                    format!("{cell:>width$}")
+                } else {
+                    format!("{cell:<width$}")
+                }
+            })
+            .collect();
+        table.push_str(cells.join("  ").trim_end());
+        table.push('\n');
+    }
+    table
+}
+
+/// Calls `path` on the server: the answer's body when it succeeded; `None`
+/// (with the server's message printed) when it did not.
+async fn call(
+    server: &ServerArg,
+    method: reqwest::Method,
+    path: &str,
+) -> anyhow::Result<Option<String>> {
+    let (request, url) = server.request(&client()?, method, path);
+    let (status, body) = exchange(request, &url).await?;
+    if !status.is_success() {
+        eprintln!("herald: {}", server_error(status, &body));
+        return Ok(None);
+    }
+    Ok(Some(body))
+}
+
+fn print_batch(batch: &BatchView) {
     let c = &batch.counts;
     println!(
         "batch {}  {}  {} (from {})",
@@ -399,7 +593,6 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             c.delivered, c.undelivered, c.unknown
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

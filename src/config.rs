@@ -13,6 +13,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+use crate::auth::TokenHash;
 use crate::domain::Channel;
 use crate::ratelimit::Cap;
 use crate::recipient::{EmailRules, PhoneRules, Region, Rules};
@@ -42,6 +43,19 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Queues of an existing application that Herald takes jobs from (`[[ingest]]`).
     pub ingest: Vec<IngestConfig>,
+    /// Who may call the API (`[auth]`).
+    pub auth: AuthConfig,
+}
+
+/// Who may call the API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The hashes of the API tokens accepted (`sha256:<hex>`, printed by
+    /// `herald token`). When there are any, every `/v1` route, `/send-sms` and
+    /// `/metrics` need `Authorization: Bearer <token>`; when there are none, Herald
+    /// asks for no token and listens on loopback addresses only.
+    pub tokens: Vec<TokenHash>,
 }
 
 /// `[circuit]`: each worker process keeps a circuit breaker per provider. It opens
@@ -119,6 +133,7 @@ impl Default for Config {
             circuit: CircuitConfig::default(),
             providers: Vec::new(),
             ingest: Vec::new(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -451,8 +466,24 @@ impl Config {
         Figment::new().merge(toml).merge(
             Env::prefixed("HERALD_")
                 .split("__")
-                .ignore(&["server", "log"]),
+                .ignore(&["server", "log", "token"]),
         )
+    }
+
+    /// The store's URL as logs and messages show it: a password in it replaced by
+    /// `***`.
+    pub fn store_for_display(&self) -> String {
+        let Some((scheme, rest)) = self.store.split_once("://") else {
+            return self.store.clone();
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}{path}")
+            }
+            _ => self.store.clone(),
+        }
     }
 
     pub fn lease(&self) -> Duration {
@@ -506,6 +537,19 @@ impl Config {
                     ingest.name
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks that the API may listen on `listen`: without API tokens, only on a
+    /// loopback address, which no other machine can reach.
+    pub fn check_listen(&self) -> Result<(), String> {
+        if self.auth.tokens.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {} without API tokens: anyone who can reach it could send messages. \
+                 Add [auth] tokens (make one with `herald token`), or listen on 127.0.0.1",
+                self.listen
+            ));
         }
         Ok(())
     }
@@ -594,6 +638,60 @@ mod tests {
             assert_eq!(c.providers[0].name, "hook");
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_public_address_without_tokens_is_refused_and_with_one_allowed() {
+        let c = parse("listen = \"0.0.0.0:8080\"");
+        c.validate().unwrap();
+        let err = c.check_listen().unwrap_err();
+        assert!(
+            err.contains("0.0.0.0:8080") && err.contains("herald token"),
+            "{err}"
+        );
+        let hash = crate::auth::TokenHash::of("t").to_string();
+        let c = parse(&format!(
+            "listen = \"0.0.0.0:8080\"\n[auth]\ntokens = [\"{hash}\"]"
+        ));
+        c.check_listen().unwrap();
+        assert_eq!(c.auth.tokens[0].to_string(), hash);
+        parse("listen = \"[::1]:8080\"").check_listen().unwrap();
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn a_malformed_token_hash_is_refused_naming_the_key() {
+        let mut err = None;
+        figment::Jail::expect_with(|_| {
+            err = Config::from_toml("[auth]\ntokens = [\"abc\"]").err();
+            Ok(())
+        });
+        let err = err.expect("refused").to_string();
+        assert!(
+            err.contains("auth.tokens") && err.contains("sha256:"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_store_password_is_hidden_when_the_store_is_shown() {
+        let shown = |store: &str| {
+            Config {
+                store: store.into(),
+                ..Config::default()
+            }
+            .store_for_display()
+        };
+        assert_eq!(
+            shown("postgres://herald:pa:ss@db.example:5432/herald?sslmode=disable"),
+            "postgres://herald:***@db.example:5432/herald?sslmode=disable"
+        );
+        assert_eq!(
+            shown("redis://:secret@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(shown("postgres://herald@db/x"), "postgres://herald@db/x");
+        assert_eq!(shown("herald-data"), "herald-data");
     }
 
     #[test]

@@ -133,6 +133,14 @@ impl Ingest {
 #[derive(Clone, Default)]
 pub struct Metrics(Arc<Vec<(String, Arc<Counters>)>>);
 
+/// The counters in a scrape of `/metrics`, as [`Metrics::write_prometheus`]
+/// writes them.
+impl crate::metrics::Section for Metrics {
+    fn write(&self, out: &mut String) {
+        self.write_prometheus(out);
+    }
+}
+
 /// One source's item counts.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -186,7 +194,7 @@ impl Metrics {
         );
         for (source, counters) in self.0.iter() {
             let counts = counters.snapshot();
-            let source = label_value(source);
+            let source = crate::metrics::escape(source);
             for (result, n) in [
                 ("ingested", counts.ingested),
                 ("rejected", counts.rejected),
@@ -199,14 +207,6 @@ impl Metrics {
             }
         }
     }
-}
-
-/// A Prometheus label value with `\`, `"` and line feeds escaped.
-fn label_value(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// The e-mail providers by the address they send from (lower case): an e-mail job's

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{BatchId, Channel, now_ms};
+use crate::metrics::Metrics;
 use crate::provider::{Registry, Route};
 use crate::queue::{self, Accepted, Begun, Idempotency, NewBatch, NewMessage, Queue, Staging};
 use crate::ratelimit::Limits;
@@ -24,6 +25,8 @@ use crate::template::{RenderError, Template, Vars};
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
 /// The longest `ref` kept for a recipient, in bytes.
 const MAX_REF_BYTES: usize = 256;
+/// Rendered messages a dry run's report shows.
+pub const PREVIEW_MESSAGES: usize = 5;
 
 /// A batch as the API takes it.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -125,6 +128,29 @@ pub struct Report {
     /// absent when the provider has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<f64>,
+    /// On a dry run: the first [`PREVIEW_MESSAGES`] accepted messages as they
+    /// would be sent. Absent from a stored batch's report, which would otherwise
+    /// keep message bodies in every idempotent replay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preview: Vec<Preview>,
+}
+
+/// One accepted message as it would be sent, for a dry run's preview.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preview {
+    /// The recipient's index in the batch.
+    pub index: usize,
+    /// The normalized address.
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub body: String,
+    /// For SMS: `gsm7` or `ucs2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+    /// For SMS: the segments the message is billed as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<usize>,
 }
 
 /// The SMS segments of a batch's accepted messages.
@@ -175,6 +201,7 @@ impl Report {
         accepted: usize,
         sms: Option<SmsSummary>,
         rejected: Vec<Rejection>,
+        preview: Vec<Preview>,
     ) -> Report {
         let mut rejections: BTreeMap<String, Group> = BTreeMap::new();
         for r in &rejected {
@@ -197,6 +224,11 @@ impl Report {
             }),
             eta_seconds: eta_seconds(&route.limits, accepted, segments),
             sms,
+            preview: if batch_id.is_none() {
+                preview
+            } else {
+                Vec::new()
+            },
         }
     }
 }
@@ -258,6 +290,8 @@ pub struct Intake {
     /// How far back `reject_recent_duplicates` looks; `None`: recent sends are not
     /// remembered.
     recent_window: Option<std::time::Duration>,
+    /// Counts the messages of every batch stored.
+    metrics: Metrics,
 }
 
 /// A submit's options besides the recipients.
@@ -283,6 +317,7 @@ impl Intake {
         max_recipients: usize,
         rules: Rules,
         recent_window: Option<std::time::Duration>,
+        metrics: Metrics,
     ) -> Self {
         Intake {
             queue,
@@ -290,6 +325,7 @@ impl Intake {
             max_recipients,
             rules,
             recent_window,
+            metrics,
         }
     }
 
@@ -515,9 +551,7 @@ impl Intake {
             }
         };
         tracing::debug!(committed = ?committing.elapsed(), "batch stored");
-        if matches!(accepted, Accepted::New(_)) {
-            self.remember(envelope.channel, std::mem::take(&mut intaking.remember));
-        }
+        self.stored(&accepted, &mut intaking);
         Ok(answered(accepted, report))
     }
 
@@ -540,10 +574,22 @@ impl Intake {
         batch.report = report.clone();
         let accepted = self.queue.accept(batch).await?;
         tracing::debug!(?prepared, stored = ?(started.elapsed() - prepared), "batch submitted");
-        if matches!(accepted, Accepted::New(_)) {
-            self.remember(envelope.channel, std::mem::take(&mut intaking.remember));
-        }
+        self.stored(&accepted, intaking);
         Ok(answered(accepted, report))
+    }
+
+    /// After the store answered: a batch stored now (not a replay) is counted, and
+    /// what it sends remembered.
+    fn stored(&self, accepted: &Accepted, intaking: &mut Intaking) {
+        if !matches!(accepted, Accepted::New(_)) {
+            return;
+        }
+        self.metrics.accepted(
+            &intaking.route.name,
+            intaking.channel,
+            intaking.accepted as u64,
+        );
+        self.remember(intaking.channel, std::mem::take(&mut intaking.remember));
     }
 
     /// Records what a stored batch sends, for later batches' `recent_duplicate`
@@ -647,6 +693,7 @@ impl Intake {
             last_index: None,
             sms: (channel == Channel::Sms).then(SmsSummary::default),
             remember: Vec::new(),
+            preview: Vec::new(),
         })
     }
 }
@@ -705,6 +752,8 @@ struct Intaking {
     /// Fingerprints of what the accepted messages send, when recent sends are
     /// remembered.
     remember: Vec<String>,
+    /// The first accepted messages, for a dry run's report.
+    preview: Vec<Preview>,
 }
 
 /// The first index of each recipient key, found by a hash of the key rather than
@@ -868,6 +917,16 @@ impl Intaking {
             if let (Some(summary), Some(measured)) = (&mut self.sms, measured) {
                 summary.add(measured);
             }
+            if envelope.dry_run && self.preview.len() < PREVIEW_MESSAGES {
+                self.preview.push(Preview {
+                    index: message.index as usize,
+                    to: message.to.clone(),
+                    subject: message.subject.clone(),
+                    body: message.body.clone(),
+                    encoding: measured.map(|m| m.encoding),
+                    segments: measured.map(|m| m.segments),
+                });
+            }
             self.remember.extend(fingerprint);
             self.last_index = Some(message.index);
             kept.push(message);
@@ -889,7 +948,15 @@ impl Intaking {
         if self.accepted == 0 {
             return Err(Error::NoneAccepted(rejected));
         }
-        let report = Report::new(id, &self.route, self.accepted, self.sms.clone(), rejected);
+        let preview = std::mem::take(&mut self.preview);
+        let report = Report::new(
+            id,
+            &self.route,
+            self.accepted,
+            self.sms.clone(),
+            rejected,
+            preview,
+        );
         Ok(serde_json::to_value(&report).expect("a report always serializes"))
     }
 

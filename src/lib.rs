@@ -9,10 +9,13 @@
 //! pure types everything shares; [`recipient`] normalises phone numbers and
 //! mailboxes and [`sms`] measures an SMS text's encoding and segments, both pure;
 //! [`csv_input`] reads CSV files as spreadsheets export them; [`ingest`] takes jobs
-//! from an existing application's Redis list or AMQP queue into [`intake`].
+//! from an existing application's Redis list or AMQP queue into [`intake`]; [`auth`]
+//! makes and checks API tokens; [`metrics`] counts what the API and the workers do.
+//! [`web`] is the page served at `/`, which drives the API from a browser.
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod circuit;
 pub mod cli;
 pub mod config;
@@ -20,6 +23,7 @@ pub mod csv_input;
 pub mod domain;
 pub mod ingest;
 pub mod intake;
+pub mod metrics;
 pub mod provider;
 pub mod queue;
 pub mod ratelimit;
@@ -27,4 +31,5 @@ pub mod recipient;
 pub mod sms;
 pub mod telemetry;
 pub mod template;
+pub mod web;
 pub mod worker;

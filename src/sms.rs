@@ -2,10 +2,10 @@
 //! many concatenated segments it costs. Pure and allocation-free, because the
 //! pre-flight report measures every rendered message of a batch.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The alphabet an SMS is sent in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// The GSM 03.38 default alphabet with its extension table, 7 bits a character.

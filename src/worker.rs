@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 use crate::circuit::{Admission, Circuits, Probe, Verdict};
 use crate::config::{Config, RetryConfig};
 use crate::domain::now_ms;
+use crate::metrics::Metrics;
 use crate::provider::{self, Lookup, Message, Receipt, Registry, Route};
 use crate::queue::{Claim, Claimed, Outcome, ProviderTemplate, Queue, Settlement, Suppression};
 use crate::ratelimit::Pace;
@@ -152,6 +153,7 @@ struct Inner {
     templates: TemplateCodes,
     /// Each provider's pace after it throttled this process (see [`Pace`]).
     paces: HashMap<String, Mutex<Pace>>,
+    metrics: Metrics,
     circuits: Circuits,
     /// Per provider, where its messages go while its circuit is open, in order.
     fallbacks: HashMap<String, Vec<Route>>,
@@ -159,8 +161,14 @@ struct Inner {
 
 impl Pool {
     /// A pool delivering `queue`'s messages through `registry`'s providers, each
-    /// behind its circuit in `circuits`.
-    pub fn new(queue: Queue, registry: Registry, circuits: Circuits, config: &Config) -> Self {
+    /// behind its circuit in `circuits`, counting each attempt in `metrics`.
+    pub fn new(
+        queue: Queue,
+        registry: Registry,
+        circuits: Circuits,
+        config: &Config,
+        metrics: Metrics,
+    ) -> Self {
         let paces = registry
             .routes()
             .map(|r| {
@@ -186,6 +194,7 @@ impl Pool {
             slots: Arc::new(Semaphore::new(config.worker.max_in_flight)),
             templates: TemplateCodes::default(),
             paces,
+            metrics,
             circuits,
             fallbacks,
         };
@@ -666,6 +675,10 @@ impl Pool {
                 }
             }
         };
+        let took = Duration::from_millis(now_ms().saturating_sub(attempt.sent_ms).unsigned_abs());
+        self.inner
+            .metrics
+            .attempted(&route.name, message.channel, &outcome, took);
         let sent_by = failed_over.map(|_| route.name.clone());
         settle(attempt, outcome, sent_by, results);
     }

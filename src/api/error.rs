@@ -27,9 +27,10 @@ pub enum Error {
     },
     NoneAccepted(Vec<Rejection>),
     NotFound(String),
-    /// The request does not prove who sent it (a missing or wrong signature).
-    Unauthorized(String),
     Conflict(String),
+    /// The request does not prove who sent it: no API token, or not one of the
+    /// server's; a provider's receipt without its signature, or a wrong one.
+    Unauthorized(String),
     /// The store did not answer; the request may be retried.
     Unavailable(String),
     Internal(String),
@@ -67,8 +68,8 @@ impl Error {
                 "rejected": rejected,
             }),
             Error::NotFound(what) => json!({"error": "not_found", "message": what}),
-            Error::Unauthorized(why) => json!({"error": "unauthorized", "message": why}),
             Error::Conflict(why) => json!({"error": "conflict", "message": why}),
+            Error::Unauthorized(why) => json!({"error": "unauthorized", "message": why}),
             Error::Unavailable(_) => {
                 json!({"error": "unavailable", "message": "the store is unavailable; try again shortly"})
             }
@@ -91,7 +92,14 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         self.log();
-        (self.status(), Json(self.body())).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        if matches!(self, Error::Unauthorized(_)) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 

@@ -2,12 +2,14 @@
 //!
 //! - `POST /v1/batches` accepts a batch; `GET /v1/batches/{id}` and
 //!   `GET /v1/batches/{id}/messages` read the ledger; `POST /v1/batches/{id}/{action}`
-//!   pauses, resumes, cancels or retries.
+//!   pauses, resumes, cancels or retries; `GET /v1/batches` lists batches and
+//!   `GET /v1/batches/{id}/events` streams one's progress (`events`).
 //! - `POST /send-sms` keeps the seed recipe's request working (`seed`).
 //! - `POST /v1/receipts/{provider}` takes the providers' delivery receipts (`receipts`).
 //! - `error` holds the one error type every route answers with.
 
 mod error;
+mod events;
 mod receipts;
 mod seed;
 mod suppressions;
@@ -15,17 +17,23 @@ mod templates;
 mod upload;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 pub use self::error::Error;
+pub use self::events::Progress;
+use crate::auth::Tokens;
+use crate::config::Config;
 use crate::domain::{BatchId, Counts, MessageState, batch_state, format_ms};
 use crate::intake::{Arrival, BatchRequest, Intake, Submitted};
+use crate::metrics::Metrics;
+use crate::provider::Registry;
 use crate::queue::{BatchSummary, Control, MessageQuery, MessageRecord, Queue};
 
 /// The longest `Idempotency-Key` accepted.
@@ -33,6 +41,10 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// Messages per page when the caller does not say, and at most.
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
+/// Batches per page when the caller does not say, and at most: each one listed
+/// counts its messages.
+const DEFAULT_BATCH_PAGE: u32 = 20;
+const MAX_BATCH_PAGE: u32 = 100;
 
 /// What every handler shares; cheap to clone.
 #[derive(Clone)]
@@ -44,43 +56,160 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// The largest upload of any kind.
     pub max_upload_bytes: u64,
+    /// The API tokens accepted; none asked for when empty.
+    pub tokens: Tokens,
+    /// What `/metrics` shows; shared with the workers.
+    pub metrics: Metrics,
+    /// Cancelled when the server shuts down: long-lived responses (event streams)
+    /// end then, so that they do not hold the shutdown up.
+    pub stop: CancellationToken,
 }
 
-/// The whole API. `max_body_bytes` bounds every request body.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route(
+impl AppState {
+    /// The state of an API over `queue`, sending through `registry`, as `config`
+    /// says, counting in `metrics`, until `stop`.
+    pub fn new(
+        queue: Queue,
+        registry: Registry,
+        config: &Config,
+        metrics: Metrics,
+        stop: CancellationToken,
+    ) -> AppState {
+        AppState {
+            intake: Intake::new(
+                queue.clone(),
+                registry,
+                config.limits.max_recipients,
+                config.recipients.rules(),
+                config.recipients.recent_window(),
+                metrics.clone(),
+            ),
+            metrics,
+            queue,
+            max_body_bytes: config.limits.max_body_bytes,
+            max_upload_bytes: config.limits.max_upload_bytes,
+            tokens: Tokens::new(&config.auth.tokens),
+            stop,
+        }
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Anyone: the route shows nothing of the store.
+    Public,
+    /// With API tokens configured, only a caller presenting one.
+    Token,
+}
+
+/// Every route: its path, who may call it and its handlers. [`router`] serves
+/// exactly these, and tests hold the OpenAPI document and the token check to them.
+pub(crate) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
+    use Access::{Public, Token};
+    vec![
+        ("/", Public, get(crate::web::page)),
+        ("/assets/{name}", Public, get(crate::web::asset)),
+        ("/v1", Public, get(index)),
+        (
             "/healthz",
+            Public,
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
-        )
-        .route("/v1/batches", post(create_batch))
-        .route("/v1/batches/{id}", get(get_batch))
-        .route("/v1/batches/{id}/messages", get(list_messages))
-        .route("/v1/batches/{id}/{action}", post(control_batch))
-        .route(
+        ),
+        ("/v1/batches", Token, post(create_batch).get(list_batches)),
+        ("/v1/batches/{id}", Token, get(get_batch)),
+        ("/v1/batches/{id}/messages", Token, get(list_messages)),
+        ("/v1/batches/{id}/events", Token, get(events::batch_events)),
+        ("/v1/batches/{id}/{action}", Token, post(control_batch)),
+        (
             "/v1/templates",
+            Token,
             post(templates::create).get(templates::list),
-        )
-        .route(
+        ),
+        (
             "/v1/templates/{id}",
+            Token,
             get(templates::get)
                 .put(templates::replace)
                 .delete(templates::delete),
-        )
-        .route(
+        ),
+        (
             "/v1/suppressions",
+            Token,
             post(suppressions::add)
                 .get(suppressions::list)
                 .delete(suppressions::remove),
-        )
-        .route("/send-sms", post(seed::send_sms))
-        .route("/v1/receipts/{provider}", post(receipts::receive))
+        ),
+        ("/send-sms", Token, post(seed::send_sms)),
+        // Providers cannot present a bearer token: each request is checked by the
+        // provider's own signature where it has one (see the README).
+        ("/v1/receipts/{provider}", Public, post(receipts::receive)),
+        ("/metrics", Token, get(metrics)),
+    ]
+}
+
+/// The whole API. `max_body_bytes` bounds every request body. With API tokens
+/// configured, every route of [`Access::Token`] needs one.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let check = axum::middleware::from_fn_with_state(state.tokens.clone(), require_token);
+    let mut router = Router::new();
+    for (path, access, handlers) in routes() {
+        router = router.route(
+            path,
+            match access {
+                Access::Public => handlers,
+                Access::Token => handlers.route_layer(check.clone()),
+            },
+        );
+    }
+    router
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
 
-/// What this server is and where its routes are, for a person or a script landing on `/`.
+/// Lets the request through when it carries one of `tokens` as
+/// `Authorization: Bearer <token>`, or when there are none; else `401`.
+async fn require_token(
+    State(tokens): State<Tokens>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match presented {
+        Some(token) if tokens.accept(token) => next.run(request).await,
+        Some(_) => Error::Unauthorized("the API token is not one this server accepts".into())
+            .into_response(),
+        None => Error::Unauthorized(
+            "this server needs an API token: send `Authorization: Bearer <token>`".into(),
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus's text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(&state.queue).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// What this server is and where its routes are, for a script exploring the API
+/// (`/` is the web page).
 async fn index() -> Json<serde_json::Value> {
     Json(serde_json::json!({
         "name": "herald",
@@ -93,21 +222,37 @@ async fn index() -> Json<serde_json::Value> {
             "POST /send-sms": "the classic request: template_id, mobiles[], content",
             "POST /v1/receipts/{provider}": "delivery receipts from a configured provider",
             "GET /healthz": "liveness",
+            "GET /": "the web page",
         },
     }))
 }
 
 /// A listing's `limit`: `DEFAULT_PAGE` when absent, at most `MAX_PAGE`.
 pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, Error> {
-    let limit = limit.unwrap_or(DEFAULT_PAGE);
-    if (1..=MAX_PAGE).contains(&limit) {
+    limit_within(limit, DEFAULT_PAGE, MAX_PAGE)
+}
+
+/// `limit`, or `default` when absent; an error naming the field unless 1 to `max`.
+fn limit_within(limit: Option<u32>, default: u32, max: u32) -> Result<u32, Error> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
         Ok(limit)
     } else {
         Err(Error::Invalid {
             field: "limit".into(),
-            message: format!("must be between 1 and {MAX_PAGE}, not {limit}"),
+            message: format!("must be between 1 and {max}, not {limit}"),
         })
     }
+}
+
+/// A query string parsed into `T`; a bad one is a `400` naming the problem.
+pub(crate) fn query_params<T>(params: Result<Query<T>, QueryRejection>) -> Result<T, Error> {
+    params
+        .map(|Query(params)| params)
+        .map_err(|e| Error::Malformed {
+            message: e.body_text(),
+            field: None,
+        })
 }
 
 /// Reads the body, turning a too-large or broken body into a JSON error.
@@ -386,6 +531,43 @@ fn not_found(id: BatchId) -> Error {
     Error::NotFound(format!("no batch has the id `{id}`"))
 }
 
+#[derive(Debug, Deserialize)]
+struct BatchesParams {
+    before: Option<String>,
+    limit: Option<u32>,
+}
+
+/// A page of batches, newest first; pass `next_before` as `before` for the next
+/// page (`null` on the last).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchPage {
+    pub batches: Vec<BatchView>,
+    pub next_before: Option<String>,
+}
+
+async fn list_batches(
+    State(state): State<AppState>,
+    params: Result<Query<BatchesParams>, QueryRejection>,
+) -> Result<Json<BatchPage>, Error> {
+    let params = query_params(params)?;
+    let limit = limit_within(params.limit, DEFAULT_BATCH_PAGE, MAX_BATCH_PAGE)?;
+    let before = match params.before.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(BatchId::parse(raw).ok_or_else(|| Error::Invalid {
+            field: "before".into(),
+            message: format!("`{raw}` is not a batch id: pass a page's `next_before`"),
+        })?),
+    };
+    let summaries = state.queue.batches(before, limit).await?;
+    let next_before = (summaries.len() == limit as usize)
+        .then(|| summaries.last().map(|b| b.id.to_string()))
+        .flatten();
+    Ok(Json(BatchPage {
+        batches: summaries.into_iter().map(BatchView::from).collect(),
+        next_before,
+    }))
+}
+
 async fn get_batch(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -457,13 +639,10 @@ pub struct MessagePage {
 async fn list_messages(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    params: Result<Query<MessagesParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<MessagesParams>, QueryRejection>,
 ) -> Result<Json<MessagePage>, Error> {
     let id = batch_id(&id)?;
-    let Query(params) = params.map_err(|e| Error::Malformed {
-        message: e.body_text(),
-        field: None,
-    })?;
+    let params = query_params(params)?;
     let state_filter = match params.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(MessageState::parse(s).ok_or_else(|| Error::Invalid {
@@ -515,3 +694,6 @@ async fn control_batch(
         .ok_or_else(|| not_found(id))?;
     Ok(Json(summary.into()))
 }
+
+#[cfg(test)]
+mod tests;

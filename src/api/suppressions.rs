@@ -11,7 +11,7 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, Error, body_bytes, page_limit, parse_json};
+use super::{AppState, Error, body_bytes, page_limit, parse_json, query_params};
 use crate::csv_input;
 use crate::domain::{Channel, format_ms};
 use crate::queue::Suppression;
@@ -65,20 +65,13 @@ pub(super) struct Added {
     invalid: Vec<Refused>,
 }
 
-fn params(params: Result<Query<Params>, QueryRejection>) -> Result<Params, Error> {
-    params.map(|Query(p)| p).map_err(|e| Error::Malformed {
-        message: e.body_text(),
-        field: None,
-    })
-}
-
 pub(super) async fn add(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<Params>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Added>, Error> {
-    let query = params(query)?;
+    let query = query_params(query)?;
     let bytes = body_bytes(body)?;
     // (where it was, the address as given, its reason)
     let (channel, rows): (Channel, Vec<(Place, String, String)>) =
@@ -227,7 +220,7 @@ pub(super) async fn list(
     State(state): State<AppState>,
     query: Result<Query<Params>, QueryRejection>,
 ) -> Result<Json<Page>, Error> {
-    let query = params(query)?;
+    let query = query_params(query)?;
     let channel = query.channel.ok_or_else(|| Error::Invalid {
         field: "channel".into(),
         message: "is required: ?channel=sms or ?channel=email".into(),

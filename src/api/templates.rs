@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, Error, body_bytes, page_limit, parse_json};
+use super::{AppState, Error, body_bytes, page_limit, parse_json, query_params};
 use crate::domain::{Channel, format_ms};
 use crate::queue::{ProviderTemplate, Template};
 
@@ -199,10 +199,7 @@ pub(super) async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<TemplatePage>, Error> {
-    let Query(params) = params.map_err(|e| Error::Malformed {
-        message: e.body_text(),
-        field: None,
-    })?;
+    let params = query_params(params)?;
     let limit = page_limit(params.limit)?;
     let templates = state.queue.templates(params.after, limit).await?;
     let next_after = (templates.len() == limit as usize)

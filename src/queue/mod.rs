@@ -330,7 +330,14 @@ pub(crate) trait Engine: Send + Sync + 'static {
     ) -> Result<Claim>;
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<()>;
     async fn batch(&self, id: BatchId) -> Result<Option<BatchSummary>>;
+    /// Up to `limit` batches with ids below `before` (all when `None`), newest
+    /// first: batch ids are UUIDv7, so id order is creation order. Batches being
+    /// staged are not listed. One summary per batch, each read as [`Engine::batch`].
+    async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>>;
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>>;
+    /// How many messages for `provider` are pending (due now or later), counting no
+    /// further than `cap`: the work is bounded by `cap`, whatever the queue holds.
+    async fn pending(&self, provider: &str, cap: u64) -> Result<u64>;
     /// `Ok(None)` when there is no such batch; `Error::Conflict` when the batch's
     /// state does not allow the action.
     async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>>;
@@ -590,6 +597,16 @@ impl Queue {
         self.engine.batch(id).await
     }
 
+    /// One page of the stored batches, newest first: up to `limit` with ids below
+    /// `before`. Each summary counts its batch's messages, so a page costs what
+    /// `limit` calls of [`Queue::batch`] do.
+    pub async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.engine.batches(before, limit).await
+    }
+
     pub async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         self.engine.messages(id, query).await
     }
@@ -614,6 +631,15 @@ impl Queue {
         self.engine
             .apply_receipts(provider, reports, crate::domain::now_ms())
             .await
+    }
+
+    /// How many messages wait for `provider` (pending, due now or later), or `cap`
+    /// when at least that many do: what a metrics scrape reads, bounded by `cap`.
+    pub async fn pending(&self, provider: &str, cap: u64) -> Result<u64> {
+        if cap == 0 {
+            return Ok(0);
+        }
+        self.engine.pending(provider, cap).await
     }
 
     pub async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>> {
@@ -809,6 +835,11 @@ pub(crate) fn receipt_state(current: MessageState, delivered: bool) -> Option<Me
         (MessageState::Sent, false) => Some(MessageState::Undelivered),
         _ => None,
     }
+}
+
+/// A batch id read back from the store, where every engine keeps its hyphenated form.
+fn parse_batch_id(s: &str) -> Result<BatchId> {
+    BatchId::parse(s).ok_or_else(|| Error::Corrupt(format!("bad batch id `{s}`")))
 }
 
 /// A template's providers as every engine stores them: one JSON object.

@@ -18,8 +18,8 @@ use tokio_postgres::{NoTls, Row};
 use super::{
     Accepted, BatchSummary, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX,
     Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome,
-    ReceiptEffect, ReceiptTarget, Result, Settlement, Staged, StagingEngine, receipt_state,
-    receipt_target,
+    ReceiptEffect, ReceiptTarget, Result, Settlement, Staged, StagingEngine, parse_batch_id,
+    receipt_state, receipt_target,
 };
 use crate::domain::{
     BatchControl, BatchId, Channel, Counts, DeliveryReport, MessageState, message_id, now_ms,
@@ -798,6 +798,31 @@ impl Engine for Postgres {
         summary(id, &rows)
     }
 
+    async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.batches).await.map_err(db)?;
+        let rows = client
+            .query(&stmt, &[&before.map(|b| b.to_string()), &i64::from(limit)])
+            .await
+            .map_err(db)?;
+        let mut summaries = Vec::with_capacity(rows.len());
+        for rows in rows.chunk_by(|a, b| a.get::<_, &str>(8) == b.get::<_, &str>(8)) {
+            summaries.extend(summary(parse_batch_id(rows[0].get(8))?, rows)?);
+        }
+        Ok(summaries)
+    }
+
+    async fn pending(&self, provider: &str, cap: u64) -> Result<u64> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.pending).await.map_err(db)?;
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let row = client
+            .query_one(&stmt, &[&provider, &cap])
+            .await
+            .map_err(db)?;
+        Ok(row.get::<_, i64>(0).unsigned_abs())
+    }
+
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         let client = self.client().await?;
         let stmt = client
@@ -931,10 +956,6 @@ fn attempts(n: i32) -> Result<u32> {
 
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn parse_batch_id(s: &str) -> Result<BatchId> {
-    BatchId::parse(s).ok_or_else(|| Error::Corrupt(format!("bad batch id `{s}`")))
 }
 
 fn parse_channel(s: &str) -> Result<Channel> {

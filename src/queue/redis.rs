@@ -36,6 +36,9 @@
 //! - `rate:{provider}` hash: a rate-limited provider's token bucket (`tokens`, `at`).
 //! - `sent:{provider}:{to}` sorted set: a capped recipient's recent sends, scored by
 //!   time; it expires after the provider's longest cap window.
+//! - `batches` sorted set: every committed batch's id, all scored 0, so that they
+//!   sort by bytes — for UUIDv7 ids, by creation — and page with `ZREVRANGEBYLEX`.
+//!   `batches-indexed` says it holds the batches stored before it existed too.
 //! - `seq` counter; `staging` sorted set of batches being written, scored by the
 //!   time after which they count as abandoned; `version` of this layout.
 //! - `template:{id}` hash: a stored template (`channel`, `subject` if it has one,
@@ -69,7 +72,7 @@ use redis::{RedisError, Value};
 use super::{
     Accepted, BatchSummary, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX,
     Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome,
-    ReceiptEffect, Result, Settlement, Staged, StagingEngine,
+    ReceiptEffect, Result, Settlement, Staged, StagingEngine, parse_batch_id,
 };
 use crate::domain::{
     BatchControl, BatchId, Channel, Counts, DeliveryReport, MessageState, message_id, now_ms,
@@ -118,6 +121,18 @@ const SUMMARY_FIELDS: [&str; 15] = [
     "undelivered",
     "unknown",
 ];
+
+/// `text` as a `SCAN MATCH` pattern that matches only itself.
+fn glob_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
 
 /// The parts of a store URL: what the redis crate connects to, the key prefix, and
 /// where it is for messages (no user name or password).
@@ -266,6 +281,7 @@ impl Redis {
             next_sweep_ms: Arc::new(AtomicI64::new(0)),
         };
         store.check_layout().await?;
+        store.index_batches().await?;
         store.check_durability().await;
         store.sweep_staging().await?;
         Ok(store)
@@ -306,6 +322,61 @@ impl Redis {
                 other.unwrap_or("none"),
             ))),
         }
+    }
+
+    /// Adds the batches stored before the `batches` index existed to it, once per
+    /// store: their hashes are found by `SCAN`. Batches committed meanwhile add
+    /// themselves.
+    async fn index_batches(&self) -> Result<()> {
+        let marker = self.key("batches-indexed");
+        let indexed: bool = redis::cmd("EXISTS")
+            .arg(&marker)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        if indexed {
+            return Ok(());
+        }
+        let head = self.key("b:");
+        let pattern = format!("{}*", glob_escape(&head));
+        let mut cursor = 0u64;
+        // SCAN ends after one pass over the keyspace, about COUNT keys a step.
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut self.conn())
+                .await
+                .map_err(|e| self.fail(e))?;
+            let ids: Vec<&str> = keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(&head))
+                .filter(|id| BatchId::parse(id).is_some())
+                .collect();
+            if !ids.is_empty() {
+                let mut zadd = redis::cmd("ZADD");
+                zadd.arg(self.key("batches"));
+                for id in ids {
+                    zadd.arg(0).arg(id);
+                }
+                zadd.query_async::<()>(&mut self.conn())
+                    .await
+                    .map_err(|e| self.fail(e))?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        redis::cmd("SET")
+            .arg(&marker)
+            .arg(1)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     /// Warns, saying what to set, when the server would lose acknowledged writes.
@@ -754,8 +825,7 @@ fn optional_number(v: &Value, what: &str) -> Result<Option<i64>> {
 }
 
 fn batch_id(v: &Value) -> Result<BatchId> {
-    let s = required(v, "batch id")?;
-    BatchId::parse(&s).ok_or_else(|| Error::Corrupt(format!("bad batch id `{s}`")))
+    parse_batch_id(&required(v, "batch id")?)
 }
 
 fn replay(
@@ -1080,6 +1150,62 @@ impl Engine for Redis {
         parse_summary(id, &fields)
     }
 
+    async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>> {
+        let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+            .arg(self.key("batches"))
+            .arg(before.map_or_else(|| "+".to_owned(), |b| format!("({b}")))
+            .arg("-")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET")
+                .arg(self.key(&format!("b:{id}")))
+                .arg(&SUMMARY_FIELDS[..]);
+        }
+        let replies: Vec<Vec<Value>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        let mut summaries = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.iter().zip(&replies) {
+            summaries.extend(parse_summary(parse_batch_id(id)?, fields)?);
+        }
+        Ok(summaries)
+    }
+
+    async fn pending(&self, provider: &str, cap: u64) -> Result<u64> {
+        // The ready sets hold exactly the pending messages, one per priority: as
+        // many commands as priorities in use, whatever their sizes.
+        let priorities: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.key(&format!("prios:{provider}")))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        if priorities.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for priority in &priorities {
+            pipe.cmd("ZCARD")
+                .arg(self.key(&format!("ready:{priority}:{provider}")));
+        }
+        let sizes: Vec<u64> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(sizes.iter().sum::<u64>().min(cap))
+    }
+
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         if query.limit == 0 {
             return Ok(Vec::new());
@@ -1370,6 +1496,35 @@ mod tests {
         assert!(took < Duration::from_secs(2), "took {took:?}");
         let counts = queue.batch(id).await.unwrap().unwrap().counts;
         assert_eq!((counts.total, counts.pending), (10_000, 10_000));
+    }
+
+    #[tokio::test]
+    async fn batches_stored_before_the_batch_index_existed_are_indexed_on_open() {
+        let (queue, url, _guard) = test_store().await.expect("a redis store");
+        let first = big_batch(2);
+        let second = big_batch(1);
+        let ids = [second.id, first.id];
+        queue.accept(first).await.unwrap();
+        queue.accept(second).await.unwrap();
+        drop(queue);
+        let store = Redis::open(&url).await.unwrap();
+        // As a store written by a build without the index.
+        redis::cmd("DEL")
+            .arg(store.key("batches"))
+            .arg(store.key("batches-indexed"))
+            .query_async::<()>(&mut store.conn())
+            .await
+            .unwrap();
+        assert!(store.batches(None, 10).await.unwrap().is_empty());
+        let reopened = Redis::open(&url).await.unwrap();
+        let listed: Vec<BatchId> = reopened
+            .batches(None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.id)
+            .collect();
+        assert_eq!(listed, ids);
     }
 
     #[tokio::test]

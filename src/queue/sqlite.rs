@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use super::{
     Accepted, BatchSummary, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX,
     Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome,
-    ReceiptEffect, ReceiptTarget, Result, Settlement, Staged, StagingEngine, receipt_state,
-    receipt_target,
+    ReceiptEffect, ReceiptTarget, Result, Settlement, Staged, StagingEngine, parse_batch_id,
+    receipt_state, receipt_target,
 };
 use crate::domain::{
     BatchControl, BatchId, Channel, Counts, DeliveryReport, MessageState, message_id, now_ms,
@@ -818,6 +818,48 @@ impl Engine for Sqlite {
         .await
     }
 
+    async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>> {
+        self.read(move |conn| {
+            let tx = conn.transaction().map_err(unavailable)?;
+            // Ids are stored in their canonical hyphenated form, whose byte order is
+            // the UUIDs' order; the unique index on `id` reads them backwards.
+            let ids = tx
+                .prepare_cached(
+                    "SELECT id FROM batches WHERE control != 'staging' AND (?1 IS NULL OR id < ?1)
+                     ORDER BY id DESC LIMIT ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![before.map(|b| b.to_string()), limit], |r| {
+                        r.get::<_, String>(0)
+                    })?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+                })
+                .map_err(unavailable)?;
+            let mut summaries = Vec::with_capacity(ids.len());
+            for id in ids {
+                summaries.extend(summary(&tx, parse_batch_id(&id)?)?);
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(summaries)
+        })
+        .await
+    }
+
+    async fn pending(&self, provider: &str, cap: u64) -> Result<u64> {
+        let provider = provider.to_owned();
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            // The ready index holds exactly the pending messages, by provider first.
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE provider = ?1 AND state = 'pending' LIMIT ?2)",
+            )
+            .and_then(|mut s| s.query_row(params![provider, cap], |r| r.get::<_, i64>(0)))
+            .map(i64::unsigned_abs)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         self.read(move |conn| {
             let Some(batch) = batch_by_id(conn, id)? else {
@@ -1046,7 +1088,7 @@ fn batch_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, i6
 fn to_batch_ref(
     (seq, id, channel, first_row, size): (i64, String, String, i64, i64),
 ) -> Result<BatchRef> {
-    let id = BatchId::parse(&id).ok_or_else(|| Error::Corrupt(format!("bad batch id `{id}`")))?;
+    let id = parse_batch_id(&id)?;
     Ok(BatchRef {
         seq,
         id,
@@ -1126,7 +1168,7 @@ fn replay(tx: &Transaction<'_>, batch: &NewBatch) -> Result<Option<Accepted>> {
             idem.key
         )));
     }
-    let id = BatchId::parse(&id).ok_or_else(|| Error::Corrupt(format!("bad batch id `{id}`")))?;
+    let id = parse_batch_id(&id)?;
     let report = serde_json::from_str(&report).map_err(|e| Error::Corrupt(e.to_string()))?;
     Ok(Some(Accepted::Replayed { id, report }))
 }

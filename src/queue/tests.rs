@@ -211,6 +211,67 @@ async fn begin(q: &Queue, b: NewBatch) -> Staging {
 }
 
 #[tokio::test]
+async fn batches_are_listed_newest_first_in_pages_without_those_being_staged() {
+    for (q, url, _guard) in stores().await {
+        let oldest = accept(&q, batch(3, 0, now_ms())).await;
+        let middle = accept(&q, batch(1, 5, now_ms())).await;
+        let newest = accept(&q, batch(2, 0, now_ms())).await;
+        let claimed = q.claim("p", 1, LEASE).await.unwrap();
+        q.settle(settle_all(
+            &claimed,
+            Outcome::Sent {
+                provider_message_id: None,
+            },
+        ))
+        .await
+        .unwrap();
+        let staged = begin(&q, batch(0, 0, now_ms())).await;
+
+        let ids = |page: &[BatchSummary]| page.iter().map(|b| b.id).collect::<Vec<_>>();
+        let first = q.batches(None, 2).await.unwrap();
+        assert_eq!(ids(&first), [newest, middle], "{url}");
+        let rest = q.batches(Some(middle), 2).await.unwrap();
+        assert_eq!(ids(&rest), [oldest], "{url}");
+        assert!(
+            q.batches(Some(oldest), 2).await.unwrap().is_empty(),
+            "{url}"
+        );
+        assert!(q.batches(None, 0).await.unwrap().is_empty(), "{url}");
+
+        // Each summary is what the batch's own read says.
+        for summary in q.batches(None, 10).await.unwrap() {
+            let alone = q
+                .batch(summary.id)
+                .await
+                .unwrap()
+                .expect("listed, so stored");
+            assert_eq!(summary.counts, alone.counts, "{url}");
+            assert_eq!(summary.priority, alone.priority, "{url}");
+        }
+        // Claims take the best priority first: the message sent was the middle one's.
+        let middle_counts = q.batch(middle).await.unwrap().unwrap().counts;
+        assert_eq!((middle_counts.total, middle_counts.sent), (1, 1), "{url}");
+        staged.discard().await;
+    }
+}
+
+#[tokio::test]
+async fn pending_counts_a_providers_waiting_messages_up_to_the_cap() {
+    for (q, url, _guard) in stores().await {
+        assert_eq!(q.pending("p", 100).await.unwrap(), 0, "{url}");
+        accept(&q, batch(4, 0, now_ms())).await;
+        // Not due yet, and of another priority: pending all the same.
+        accept(&q, batch(3, 7, now_ms() + 3_600_000)).await;
+        let claimed = q.claim("p", 2, LEASE).await.unwrap();
+        assert_eq!(claimed.len(), 2, "{url}");
+        assert_eq!(q.pending("p", 100).await.unwrap(), 5, "{url}");
+        assert_eq!(q.pending("p", 3).await.unwrap(), 3, "{url}");
+        assert_eq!(q.pending("p", 0).await.unwrap(), 0, "{url}");
+        assert_eq!(q.pending("other", 100).await.unwrap(), 0, "{url}");
+    }
+}
+
+#[tokio::test]
 async fn a_batch_stored_in_chunks_is_invisible_until_committed_then_whole() {
     for (q, url, _guard) in stores().await {
         let mut whole = batch(2_500, 0, now_ms());

@@ -142,12 +142,22 @@ impl Engine for SlowSettle {
     async fn batch(&self, id: BatchId) -> crate::queue::Result<Option<BatchSummary>> {
         self.inner.batch(id).await
     }
+    async fn batches(
+        &self,
+        before: Option<BatchId>,
+        limit: u32,
+    ) -> crate::queue::Result<Vec<BatchSummary>> {
+        self.inner.batches(before, limit).await
+    }
     async fn messages(
         &self,
         id: BatchId,
         query: MessageQuery,
     ) -> crate::queue::Result<Vec<MessageRecord>> {
         self.inner.messages(id, query).await
+    }
+    async fn pending(&self, provider: &str, cap: u64) -> crate::queue::Result<u64> {
+        self.inner.pending(provider, cap).await
     }
     async fn control(
         &self,
@@ -216,7 +226,9 @@ async fn no_more_than_max_in_flight_messages_are_ever_claimed_and_unrecorded() {
     .unwrap();
     let circuits = Circuits::new(["log"], &config.circuit);
     let shutdown = CancellationToken::new();
-    let pool = tokio::spawn(Pool::new(queue, registry, circuits, &config).run(shutdown.clone()));
+    let pool = tokio::spawn(
+        Pool::new(queue, registry, circuits, &config, Metrics::default()).run(shutdown.clone()),
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while slow.settled.load(Ordering::SeqCst) < 300 {
         assert!(tokio::time::Instant::now() < deadline, "delivery stalled");

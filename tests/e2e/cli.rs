@@ -1,6 +1,7 @@
-//! The `herald send` and `herald status` commands, run as the real executable
-//! against an in-process Herald: the report they print, the CSV line numbers in
-//! their messages, their exit codes, and what reaches the provider.
+//! The client commands (`herald send` with and without `--wait`, `status`,
+//! `batches`, `retry`, `cancel`, `token`), run as the real executable against an
+//! in-process Herald: what they print, the CSV line numbers in their messages,
+//! their exit codes, and what reaches the provider.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{ProviderServer, TestApp, route_all_to, sms_batch, spawn_app};
+use crate::helpers::{ProviderServer, Reply, TestApp, route_all_to, sms_batch, spawn_app};
 use crate::process::{herald_command, output_within};
 
 const FINISH: Duration = Duration::from_secs(10);
@@ -367,4 +368,145 @@ async fn a_gbk_csv_from_excel_is_read_and_an_undecodable_one_is_refused() {
         "{}",
         run.stderr
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_wait_follows_the_batch_to_its_end_and_exits_0_when_all_were_sent() {
+    let server = ProviderServer::start().await;
+    let app = app_sending_to(&server).await;
+    let csv = write_csv(
+        &app,
+        "people.csv",
+        "to,name\n+8613800000001,Li\n+8613800000002,Wang\n+8613800000003,Zhao\n",
+    );
+
+    let run = send(&app, "Hi {{name}}", &csv, &["--wait"]).await;
+
+    assert!(
+        run.success,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let batch_id = accepted_batch(&run);
+    assert_eq!(
+        run.stdout.lines().last(),
+        Some(format!("batch {batch_id} done: 3 sent, 0 failed, 0 cancelled of 3").as_str()),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(server.count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_wait_exits_1_when_a_message_failed_and_retry_sends_it_again() {
+    let server = ProviderServer::start().await;
+    server.behave(|_, json| match json["to"].as_str() {
+        Some("+8613800000002") => Reply::status(400).body("no such number"),
+        _ => Reply::ok(),
+    });
+    let app = app_sending_to(&server).await;
+    let csv = write_csv(
+        &app,
+        "people.csv",
+        "to,name\n+8613800000001,Li\n+8613800000002,Wang\n",
+    );
+
+    let run = send(&app, "Hi {{name}}", &csv, &["--wait"]).await;
+
+    assert!(!run.success, "stdout:\n{}", run.stdout);
+    let batch_id = accepted_batch(&run);
+    assert!(
+        run.stdout.ends_with(&format!(
+            "batch {batch_id} done: 1 sent, 1 failed, 0 cancelled of 2\n"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains(&format!("herald retry {batch_id}")),
+        "{}",
+        run.stderr
+    );
+
+    server.behave(|_, _| Reply::ok());
+    let retried = herald(&["retry", &batch_id, "--server", &app.url], &[]).await;
+    assert!(retried.success, "{}", retried.stderr);
+    assert!(
+        retried
+            .stdout
+            .starts_with(&format!("batch {batch_id}  sms")),
+        "{}",
+        retried.stdout
+    );
+    let batch = app.wait_finished(&batch_id, FINISH).await;
+    assert_eq!(batch["counts"]["sent"], 2, "{batch}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_lists_newest_first_and_cancel_stops_a_scheduled_batch() {
+    let server = ProviderServer::start().await;
+    let app = app_sending_to(&server).await;
+    let csv = write_csv(&app, "one.csv", "to\n+8613800000001\n");
+    let first = accepted_batch(&send(&app, "Hi", &csv, &[]).await);
+    let later = crate::helpers::rfc3339_from_now(3_600_000);
+    let scheduled = accepted_batch(&send(&app, "Later", &csv, &["--send-at", &later]).await);
+
+    let cancelled = herald(&["cancel", &scheduled, "--server", &app.url], &[]).await;
+    assert!(cancelled.success, "{}", cancelled.stderr);
+    assert!(
+        cancelled.stdout.contains(" cancelled "),
+        "{}",
+        cancelled.stdout
+    );
+
+    let listed = herald(&["batches", "--server", &app.url], &[]).await;
+    assert!(listed.success, "{}", listed.stderr);
+    let lines: Vec<&str> = listed.stdout.lines().collect();
+    assert!(lines[0].starts_with("ID "), "{}", listed.stdout);
+    assert!(
+        lines[1].starts_with(&scheduled) && lines[1].contains(" cancelled "),
+        "{}",
+        listed.stdout
+    );
+    assert!(lines[2].starts_with(&first), "{}", listed.stdout);
+
+    let page = herald(&["batches", "--limit", "1", "--server", &app.url], &[]).await;
+    assert!(
+        page.stdout
+            .ends_with(&format!("next page: herald batches --before {scheduled}\n")),
+        "{}",
+        page.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_send_the_token_from_herald_token() {
+    let made = herald(&["token"], &[]).await;
+    assert!(made.success, "{}", made.stderr);
+    let field = |name: &str| {
+        made.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_else(|| panic!("no `{name}` in {}", made.stdout))
+    };
+    let (token, hash) = (field("token:"), field("hash:"));
+    let hash = herald::auth::TokenHash::parse(&hash).expect("a hash herald token printed");
+    let app = spawn_app(|config| config.auth.tokens = vec![hash]).await;
+
+    let refused = herald(&["batches", "--server", &app.url], &[]).await;
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("needs an API token"),
+        "{}",
+        refused.stderr
+    );
+    let allowed = herald(
+        &["batches", "--server", &app.url],
+        &[("HERALD_TOKEN", &token)],
+    )
+    .await;
+    assert!(allowed.success, "{}", allowed.stderr);
+    let flag = herald(&["batches", "--server", &app.url, "--token", &token], &[]).await;
+    assert!(flag.success, "{}", flag.stderr);
 }

@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ProviderServer, Reply, TestApp, serve_local, sms_batch, sms_provider, spawn_app, wait_for,
+    Metrics, ProviderServer, Reply, TestApp, serve_local, sms_batch, sms_provider, spawn_app,
+    wait_for,
 };
 use crate::template_sms::tencent;
 use herald::circuit::CircuitState;
@@ -42,6 +43,13 @@ fn circuit(herald: &TestApp, provider: &str) -> CircuitState {
         .find(|(name, _)| name == provider)
         .map(|(_, state)| state)
         .expect("every provider has a circuit")
+}
+
+/// The sample of `provider`'s circuit `state` in a scrape of `/metrics`: 1 or 0.
+fn scraped_circuit(metrics: &Metrics, provider: &str, state: &str) -> u8 {
+    let series =
+        format!(r#"herald_provider_circuit_state{{provider="{provider}",state="{state}"}}"#);
+    metrics.sample(&series).parse().expect("a 0 or 1")
 }
 
 /// The ledger's provider of each message of a finished batch, all of them sent.
@@ -85,6 +93,16 @@ async fn a_failing_provider_fails_over_to_the_next_and_gets_its_traffic_back_aft
     );
     assert_ne!(circuit(&herald, "first"), CircuitState::Closed);
     assert_eq!(circuit(&herald, "second"), CircuitState::Closed);
+    // /metrics shows it (open, or half-open once the cool-down is over); nothing is
+    // left to send, so no probe can close it meanwhile.
+    let metrics = herald.metrics().await;
+    assert_eq!(scraped_circuit(&metrics, "first", "closed"), 0);
+    assert_eq!(
+        scraped_circuit(&metrics, "first", "open")
+            + scraped_circuit(&metrics, "first", "half_open"),
+        1
+    );
+    assert_eq!(scraped_circuit(&metrics, "second", "closed"), 1);
 
     // `first` recovers. Once its cool-down is over, one probe message goes through
     // it (the rest of the batch meanwhile through `second`); its success closes
@@ -97,6 +115,8 @@ async fn a_failing_provider_fails_over_to_the_next_and_gets_its_traffic_back_aft
     let sent_by = senders(&herald, &sms_batch(20)).await;
     assert!(sent_by.iter().any(|p| p == "first"), "{sent_by:?}");
     assert_eq!(circuit(&herald, "first"), CircuitState::Closed);
+    let metrics = herald.metrics().await;
+    assert_eq!(scraped_circuit(&metrics, "first", "closed"), 1);
 
     // With the circuit closed, traffic is back on `first`.
     let before = second.count();

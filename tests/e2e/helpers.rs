@@ -237,6 +237,20 @@ pub fn test_config(store: &std::path::Path) -> Config {
     config
 }
 
+/// The text of one scrape of `/metrics`.
+pub struct Metrics(pub String);
+
+impl Metrics {
+    /// The value of the sample `series` (name and labels, as written); panics
+    /// showing the scrape when there is none.
+    pub fn sample(&self, series: &str) -> &str {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{}", self.0))
+    }
+}
+
 /// A running in-process Herald and what a test needs to talk to it.
 pub struct TestApp {
     pub url: String,
@@ -296,6 +310,18 @@ impl TestApp {
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A scrape of `GET /metrics`: Prometheus's text format.
+    pub async fn metrics(&self) -> Metrics {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET /metrics");
+        Metrics(response.text().await.unwrap())
     }
 
     /// Waits until the batch's state is `done` (or `cancelled`); returns the batch.

@@ -330,6 +330,12 @@ async fn malformed_items_land_in_the_dead_letter_list_with_the_reason_and_ingest
         text.contains(r#"herald_ingest_items_total{source="ingest:dl",result="dead_lettered"} 3"#),
         "{text}"
     );
+    let scraped = app.metrics().await;
+    for (result, n) in [("ingested", "1"), ("rejected", "1"), ("dead_lettered", "3")] {
+        let series =
+            format!(r#"herald_ingest_items_total{{source="ingest:dl",result="{result}"}}"#);
+        assert_eq!(scraped.sample(&series), n);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,11 +4,15 @@
 //! servers on 127.0.0.1.
 
 mod api;
+mod auth;
 mod cli;
 mod delivery;
+mod events;
 mod failover;
 mod helpers;
 mod ingest;
+mod logs;
+mod page;
 mod preflight;
 mod process;
 mod receipts;

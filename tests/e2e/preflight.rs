@@ -101,6 +101,44 @@ async fn a_dry_run_reports_like_a_submit_and_stores_nothing() {
 
 /// Herald with Chinese numbers without a country code, prices and rates on the
 /// log provider, and no workers (nothing is sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_previews_its_first_five_messages_as_sent_and_a_submit_does_not() {
+    let app = app().await;
+    let names = ["Li", "王", "Wang", "Zhao", "Qian", "Sun", "Zhou"];
+    let batch = json!({
+        "channel": "sms",
+        "template": {"body": "Hi {{ name }}, {{ note }}"},
+        "recipients": names.iter().enumerate().map(|(i, name)| {
+            // The first lacks `note`: the preview lists accepted messages only.
+            let vars = if i == 0 { json!({"name": name}) } else { json!({"name": name, "note": "x".repeat(160)}) };
+            json!({"to": format!("+86138000000{i:02}"), "vars": vars})
+        }).collect::<Vec<_>>(),
+    });
+    let (status, dry) = app.post("/v1/batches?dry_run=true", &batch).await;
+    assert_eq!(status, 200, "{dry}");
+    let preview = dry["preview"].as_array().expect("a preview");
+    assert_eq!(preview.len(), 5, "{dry}");
+    let indices: Vec<u64> = preview
+        .iter()
+        .map(|m| m["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indices, [1, 2, 3, 4, 5]);
+    assert_eq!(preview[0]["to"], "+8613800000001");
+    assert_eq!(preview[0]["body"], format!("Hi 王, {}", "x".repeat(160)));
+    assert_eq!(preview[0]["encoding"], "ucs2");
+    assert_eq!(preview[0]["segments"], 3);
+    assert_eq!(preview[1]["encoding"], "gsm7");
+    assert_eq!(preview[1]["segments"], 2);
+    assert!(preview[0].get("subject").is_none(), "{dry}");
+
+    let (status, real) = app.post("/v1/batches", &batch).await;
+    assert_eq!(status, 202, "{real}");
+    assert!(
+        real.get("preview").is_none(),
+        "a stored batch's report keeps no bodies: {real}"
+    );
+}
+
 async fn priced_app() -> TestApp {
     spawn_app(|config| {
         config.worker.enabled = false;

@@ -350,6 +350,29 @@ LEFT JOIN LATERAL (
 ) c ON true
 WHERE b.id = $1";
 
+/// A page of batches, newest first, as the rows of [`SUMMARY`] with the batch id
+/// last. Ids are canonical hyphenated UUIDs: every collation orders them as their
+/// bytes (digits before letters, hyphens in the same places), so the unique index
+/// on `id` serves the order.
+const BATCHES: &str = "
+SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, c.state, c.n, b.id
+FROM (
+    SELECT * FROM {s}.batches WHERE $1::text IS NULL OR id < $1 ORDER BY id DESC LIMIT $2
+) b
+LEFT JOIN LATERAL (
+    SELECT state, COUNT(*) AS n FROM {s}.messages
+    WHERE id >= b.seq << 32 AND id < (b.seq + 1) << 32
+    GROUP BY state
+) c ON true
+ORDER BY b.id DESC";
+
+/// Provider `$1`'s pending messages, counted no further than `$2`, from the ready
+/// index (which holds exactly the pending ones).
+const PENDING: &str = "
+SELECT COUNT(*) FROM (
+    SELECT 1 FROM {s}.messages WHERE provider = $1 AND state = 'pending' LIMIT $2
+) p";
+
 const MESSAGES: &str = "
 SELECT m.id, m.to_addr, m.ref, m.state, m.provider, m.attempts, m.last_error, m.provider_message_id,
        m.created_at, m.updated_at, m.sent_at, m.receipt_code, m.receipt_at
@@ -501,6 +524,8 @@ pub(super) struct Sql {
     pub(super) held_receipts: String,
     pub(super) forget_receipt: String,
     pub(super) summary: String,
+    pub(super) batches: String,
+    pub(super) pending: String,
     pub(super) messages: String,
     pub(super) lock_batch: String,
     pub(super) set_control: String,
@@ -562,6 +587,8 @@ impl Sql {
             held_receipts: fill(HELD_RECEIPTS),
             forget_receipt: fill(FORGET_RECEIPT),
             summary: fill(SUMMARY),
+            batches: fill(BATCHES),
+            pending: fill(PENDING),
             messages: fill(MESSAGES),
             lock_batch: fill(LOCK_BATCH),
             set_control: fill(SET_CONTROL),

@@ -113,7 +113,7 @@ return 1
 ";
 
 /// Makes a staged batch visible, all at once: the batch record, the idempotency key,
-/// and its members in the ready sets.
+/// its entry in the list of batches, and its members in the ready sets.
 /// ARGV: P, now, id, channel, source, priority, send_at, report, seq, span, total,
 /// idempotency key (or ''), request hash, the span its staging entry records, then
 /// per provider: name, the number of runs, and each run of its message indices as
@@ -136,6 +136,7 @@ if idem ~= '' then
   redis.call('HSET', P .. 'idem:' .. idem, 'batch', id, 'request_hash', ARGV[13])
   redis.call('HSET', bkey, 'idempotency_key', idem)
 end
+redis.call('ZADD', P .. 'batches', 0, id)
 local i = 15
 while i <= #ARGV do
   local provider, runs = ARGV[i], tonumber(ARGV[i + 1])
