@@ -5,10 +5,12 @@
 //!   pauses, resumes, cancels or retries; `GET /v1/batches` lists batches and
 //!   `GET /v1/batches/{id}/events` streams one's progress (`events`).
 //! - `POST /send-sms` keeps the seed recipe's request working (`seed`).
+//! - `GET /metrics` (Prometheus) and `GET /openapi.json` (`openapi`) describe it.
 //! - `error` holds the one error type every route answers with.
 
 mod error;
 mod events;
+mod openapi;
 mod seed;
 mod suppressions;
 mod templates;
@@ -138,6 +140,7 @@ pub(crate) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
         ),
         ("/send-sms", Token, post(seed::send_sms)),
         ("/metrics", Token, get(metrics)),
+        ("/openapi.json", Public, get(openapi::document)),
     ]
 }
 
