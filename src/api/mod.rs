@@ -211,11 +211,15 @@ async fn index() -> Json<serde_json::Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "routes": {
             "POST /v1/batches": "accept a batch: {channel, template: {body, subject?}, recipients: [{to, vars?, ref?}]}",
+            "GET /v1/batches?limit=&before=": "the batches, newest first",
             "GET /v1/batches/{id}": "state and counts",
+            "GET /v1/batches/{id}/events": "progress as server-sent events, until the batch is finished",
             "GET /v1/batches/{id}/messages?state=&after=&limit=": "the per-recipient ledger",
             "POST /v1/batches/{id}/pause|resume|cancel|retry": "control a batch",
             "POST /send-sms": "the classic request: template_id, mobiles[], content",
             "GET /healthz": "liveness",
+            "GET /metrics": "Prometheus metrics",
+            "GET /openapi.json": "every route, in OpenAPI 3.1",
         },
     }))
 }
