@@ -99,6 +99,7 @@ impl Watch {
                     }
                     match self.read().await {
                         Some(summary) => summary,
+                        None if self.ended => return None,
                         None => continue,
                     }
                 }

@@ -6,10 +6,12 @@
 //!   `GET /v1/batches/{id}/events` streams one's progress (`events`).
 //! - `POST /send-sms` keeps the seed recipe's request working (`seed`).
 //! - `POST /v1/receipts/{provider}` takes the providers' delivery receipts (`receipts`).
+//! - `GET /metrics` (Prometheus) and `GET /openapi.json` (`openapi`) describe it.
 //! - `error` holds the one error type every route answers with.
 
 mod error;
 mod events;
+mod openapi;
 mod receipts;
 mod seed;
 mod suppressions;
@@ -145,6 +147,7 @@ pub(crate) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
         // provider's own signature where it has one (see the README).
         ("/v1/receipts/{provider}", Public, post(receipts::receive)),
         ("/metrics", Token, get(metrics)),
+        ("/openapi.json", Public, get(openapi::document)),
     ]
 }
 
@@ -216,13 +219,17 @@ async fn index() -> Json<serde_json::Value> {
         "version": env!("CARGO_PKG_VERSION"),
         "routes": {
             "POST /v1/batches": "accept a batch: {channel, template: {body, subject?}, recipients: [{to, vars?, ref?}]}",
+            "GET /v1/batches?limit=&before=": "the batches, newest first",
             "GET /v1/batches/{id}": "state and counts",
+            "GET /v1/batches/{id}/events": "progress as server-sent events, until the batch is finished",
             "GET /v1/batches/{id}/messages?state=&after=&limit=": "the per-recipient ledger",
             "POST /v1/batches/{id}/pause|resume|cancel|retry": "control a batch",
             "POST /send-sms": "the classic request: template_id, mobiles[], content",
             "POST /v1/receipts/{provider}": "delivery receipts from a configured provider",
             "GET /healthz": "liveness",
             "GET /": "the web page",
+            "GET /metrics": "Prometheus metrics",
+            "GET /openapi.json": "every route, in OpenAPI 3.1",
         },
     }))
 }

@@ -139,28 +139,16 @@ async fn a_bad_page_of_batches_is_refused_naming_the_field() {
 pub(crate) async fn read_events(body: Body, max: usize) -> Vec<(String, Value)> {
     use futures_util::StreamExt;
     let mut stream = body.into_data_stream();
-    let mut text = String::new();
+    let mut reader = crate::cli::EventReader::default();
     let mut events = Vec::new();
     while events.len() < max {
         let chunk = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
             .await
             .expect("an event within 5 s");
         let Some(chunk) = chunk else { break };
-        text.push_str(std::str::from_utf8(&chunk.expect("a chunk")).expect("UTF-8"));
-        while let Some((block, rest)) = text.split_once("\n\n") {
-            let mut name = String::new();
-            let mut data = Value::Null;
-            for line in block.lines() {
-                if let Some(value) = line.strip_prefix("event: ") {
-                    name = value.to_owned();
-                } else if let Some(value) = line.strip_prefix("data: ") {
-                    data = serde_json::from_str(value).expect("one line of JSON");
-                }
-            }
-            if !name.is_empty() {
-                events.push((name, data));
-            }
-            text = rest.to_owned();
+        for event in reader.push(&chunk.expect("a chunk")) {
+            let data = serde_json::from_str(&event.data).expect("one line of JSON");
+            events.push((event.name, data));
         }
     }
     events

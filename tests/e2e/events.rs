@@ -19,18 +19,13 @@ pub async fn events_until_closed(
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.bytes_stream();
-    let mut text = String::new();
+    let mut reader = herald::cli::EventReader::default();
     let mut events = Vec::new();
     let read = async {
         while let Some(chunk) = body.next().await {
-            text.push_str(std::str::from_utf8(&chunk.expect("a chunk")).expect("UTF-8"));
-            while let Some((block, rest)) = text.split_once("\n\n") {
-                let name = block.lines().find_map(|l| l.strip_prefix("event: "));
-                let data = block.lines().find_map(|l| l.strip_prefix("data: "));
-                if let (Some(name), Some(data)) = (name, data) {
-                    events.push((name.to_owned(), serde_json::from_str(data).expect("JSON")));
-                }
-                text = rest.to_owned();
+            for event in reader.push(&chunk.expect("a chunk")) {
+                let data = serde_json::from_str(&event.data).expect("JSON");
+                events.push((event.name, data));
             }
         }
     };

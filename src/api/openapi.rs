@@ -1,0 +1,318 @@
+//! `GET /openapi.json`: the API described in OpenAPI 3.1. The document is kept by
+//! hand in `openapi.json` beside this file, and tests hold it to the code: it
+//! describes every route and method the router serves and no other, each route's
+//! security is its access, and real answers of every operation fit the schema it
+//! documents for their status.
+
+use axum::response::{IntoResponse, Response};
+
+/// The document, with `"VERSION"` standing for the package version.
+const DOCUMENT: &str = include_str!("openapi.json");
+
+pub(super) async fn document() -> Response {
+    let document = DOCUMENT.replacen(
+        "\"VERSION\"",
+        &format!("\"{}\"", env!("CARGO_PKG_VERSION")),
+        1,
+    );
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use axum::body::Body;
+    use axum::http::{Method, Request, StatusCode};
+    use serde_json::{Value, json};
+    use tower::ServiceExt;
+
+    use super::super::tests::{call, concrete, get, post_json, read_events, served, test_state};
+    use super::super::{Access, Router, router};
+
+    fn document() -> Value {
+        serde_json::from_str(super::DOCUMENT).expect("openapi.json is JSON")
+    }
+
+    #[tokio::test]
+    async fn the_document_describes_every_route_and_method_served_and_no_other() {
+        let doc = document();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut served_operations = BTreeSet::new();
+        for (path, access, methods) in served().await {
+            for method in methods {
+                let operation = &doc["paths"][path][method.as_str().to_lowercase()];
+                assert!(
+                    operation.is_object(),
+                    "{method} {path} is not in openapi.json"
+                );
+                assert!(operation["responses"].is_object(), "{method} {path}");
+                // Protected operations take the document's bearer security; public
+                // ones say they need none.
+                match access {
+                    Access::Public => {
+                        assert_eq!(operation["security"], json!([]), "{method} {path}")
+                    }
+                    Access::Token => {
+                        assert!(operation.get("security").is_none(), "{method} {path}")
+                    }
+                }
+                served_operations.insert((path.to_owned(), method.as_str().to_lowercase()));
+            }
+        }
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                if method != "parameters" {
+                    documented.insert((path.clone(), method.clone()));
+                }
+            }
+        }
+        assert_eq!(
+            documented, served_operations,
+            "documented but not served, or the reverse"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_document_is_served_with_the_version() {
+        let (state, _dir) = test_state().await;
+        let (status, doc) = call(&router(state, 1 << 20), get("/openapi.json")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+    }
+
+    /// Checks `value` against `schema` as far as the document uses JSON Schema.
+    fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+        if let Some(reference) = schema["$ref"].as_str() {
+            let name = reference.trim_start_matches("#/components/schemas/");
+            return check(doc, &doc["components"]["schemas"][name], value, at);
+        }
+        if let Some(types) = schema.get("type") {
+            let types: Vec<&str> = match types {
+                Value::String(one) => vec![one.as_str()],
+                many => many
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect(),
+            };
+            let fits = types.iter().any(|t| match *t {
+                "object" => value.is_object(),
+                "array" => value.is_array(),
+                "string" => value.is_string(),
+                "integer" => value.is_i64() || value.is_u64(),
+                "number" => value.is_number(),
+                "boolean" => value.is_boolean(),
+                "null" => value.is_null(),
+                other => panic!("unknown type {other}"),
+            });
+            if !fits {
+                return Err(format!("{at}: {value} is not {types:?}"));
+            }
+        }
+        if let Some(allowed) = schema["enum"].as_array()
+            && !allowed.contains(value)
+        {
+            return Err(format!("{at}: {value} is not one of {allowed:?}"));
+        }
+        if let Some(object) = value.as_object() {
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let name = required.as_str().unwrap();
+                if !object.contains_key(name) {
+                    return Err(format!("{at}: `{name}` is missing"));
+                }
+            }
+            for (key, field) in object {
+                let at = format!("{at}.{key}");
+                match (&schema["properties"][key], &schema["additionalProperties"]) {
+                    (Value::Null, Value::Bool(false)) => {
+                        return Err(format!("{at} is not in the schema"));
+                    }
+                    (Value::Null, Value::Object(_)) => {
+                        check(doc, &schema["additionalProperties"], field, &at)?
+                    }
+                    (Value::Null, _) => {}
+                    (property, _) => check(doc, property, field, &at)?,
+                }
+            }
+        }
+        if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
+            for (i, item) in array.iter().enumerate() {
+                check(doc, items, item, &format!("{at}[{i}]"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `request` (to an operation of route `path`) and checks the answer fits
+    /// the JSON schema the document gives for its status; the answer.
+    async fn fits(router: &Router, path: &str, request: Request<Body>) -> Value {
+        let doc = document();
+        let method = request.method().as_str().to_lowercase();
+        let (status, body) = call(router, request).await;
+        let mut response = &doc["paths"][path][&method]["responses"][status.as_str()];
+        if let Some(reference) = response["$ref"].as_str() {
+            response = &doc["components"]["responses"]
+                [reference.trim_start_matches("#/components/responses/")];
+        }
+        assert!(
+            response.is_object(),
+            "{method} {path} answers {status}, which is not documented: {body}"
+        );
+        if let Some(schema) = response["content"]
+            .get("application/json")
+            .map(|c| &c["schema"])
+        {
+            check(&doc, schema, &body, "answer")
+                .unwrap_or_else(|e| panic!("{method} {path} {status}: {e}"));
+        }
+        body
+    }
+
+    fn request(method: Method, uri: &str, body: Value) -> Request<Body> {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn real_answers_fit_the_documented_schemas() {
+        let (state, _dir) = test_state().await;
+        let router = router(state, 1 << 20);
+        let batch = json!({
+            "channel": "sms",
+            "template": {"body": "Hi {{name}}"},
+            "recipients": [{"to": "+8613800000001", "vars": {"name": "Li"}, "ref": "a"}, {"to": "12ab"}],
+        });
+        let report = fits(&router, "/v1/batches", post_json("/v1/batches", &batch)).await;
+        fits(
+            &router,
+            "/v1/batches",
+            post_json("/v1/batches?dry_run=true", &batch),
+        )
+        .await;
+        fits(
+            &router,
+            "/v1/batches",
+            post_json("/v1/batches", &json!({"channel": "fax"})),
+        )
+        .await;
+        let id = report["batch_id"].as_str().unwrap();
+        fits(&router, "/v1/batches", get("/v1/batches?limit=1")).await;
+        fits(&router, "/v1/batches", get("/v1/batches?before=x")).await;
+        fits(
+            &router,
+            "/v1/batches/{id}",
+            get(&format!("/v1/batches/{id}")),
+        )
+        .await;
+        fits(
+            &router,
+            "/v1/batches/{id}",
+            get(&concrete("/v1/batches/{id}")),
+        )
+        .await;
+        fits(
+            &router,
+            "/v1/batches/{id}/messages",
+            get(&format!("/v1/batches/{id}/messages")),
+        )
+        .await;
+        fits(
+            &router,
+            "/v1/batches/{id}/{action}",
+            post_json(&format!("/v1/batches/{id}/cancel"), &json!({})),
+        )
+        .await;
+        fits(
+            &router,
+            "/v1/batches/{id}/{action}",
+            post_json(&format!("/v1/batches/{id}/pause"), &json!({})),
+        )
+        .await;
+
+        let stream = router
+            .clone()
+            .oneshot(get(&format!("/v1/batches/{id}/events")))
+            .await
+            .unwrap();
+        let events = read_events(stream.into_body(), 1).await;
+        let doc = document();
+        let progress = &doc["paths"]["/v1/batches/{id}/events"]["get"]["responses"]["200"]["content"]
+            ["text/event-stream"]["schema"];
+        check(&doc, progress, &events[0].1, "event").unwrap();
+
+        let template = json!({"id": "hello", "channel": "sms", "body": "Hi {{name}}", "providers": {"ali": {"code": "SMS_1"}}});
+        fits(
+            &router,
+            "/v1/templates",
+            post_json("/v1/templates", &template),
+        )
+        .await;
+        fits(
+            &router,
+            "/v1/templates",
+            post_json("/v1/templates", &template),
+        )
+        .await;
+        fits(&router, "/v1/templates", get("/v1/templates")).await;
+        fits(&router, "/v1/templates/{id}", get("/v1/templates/hello")).await;
+        fits(
+            &router,
+            "/v1/templates/{id}",
+            request(
+                Method::PUT,
+                "/v1/templates/hello",
+                json!({"channel": "email", "subject": "S", "body": "B"}),
+            ),
+        )
+        .await;
+        fits(
+            &router,
+            "/v1/templates/{id}",
+            request(Method::DELETE, "/v1/templates/hello", Value::Null),
+        )
+        .await;
+        fits(&router, "/v1/templates/{id}", get("/v1/templates/hello")).await;
+
+        let addresses = json!({"channel": "sms", "addresses": ["+8613800000009", "nope"], "reason": "opted out"});
+        fits(
+            &router,
+            "/v1/suppressions",
+            post_json("/v1/suppressions", &addresses),
+        )
+        .await;
+        fits(
+            &router,
+            "/v1/suppressions",
+            get("/v1/suppressions?channel=sms"),
+        )
+        .await;
+        fits(
+            &router,
+            "/v1/suppressions",
+            request(
+                Method::DELETE,
+                "/v1/suppressions",
+                json!({"channel": "sms", "addresses": ["+8613800000009"]}),
+            ),
+        )
+        .await;
+
+        let seed = Request::post("/send-sms")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("mobiles[]=%2B8613800000002&content=Hello"))
+            .unwrap();
+        fits(&router, "/send-sms", seed).await;
+        fits(&router, "/healthz", get("/healthz")).await;
+    }
+}
