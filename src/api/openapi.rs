@@ -31,7 +31,9 @@ mod tests {
     use serde_json::{Value, json};
     use tower::ServiceExt;
 
-    use super::super::tests::{call, concrete, get, post_json, read_events, served, test_state};
+    use super::super::tests::{
+        call, concrete, get, post_json, read_events, served, test_state, test_state_with,
+    };
     use super::super::{Access, Router, router};
 
     fn document() -> Value {
@@ -91,6 +93,24 @@ mod tests {
         if let Some(reference) = schema["$ref"].as_str() {
             let name = reference.trim_start_matches("#/components/schemas/");
             return check(doc, &doc["components"]["schemas"][name], value, at);
+        }
+        if let Some(alternatives) = schema["oneOf"].as_array() {
+            let fitting = alternatives
+                .iter()
+                .filter(|alternative| check(doc, alternative, value, at).is_ok())
+                .count();
+            if fitting != 1 {
+                return Err(format!(
+                    "{at}: {value} fits {fitting} of the oneOf alternatives, not one"
+                ));
+            }
+        }
+        if let Some(alternatives) = schema["anyOf"].as_array()
+            && !alternatives
+                .iter()
+                .any(|alternative| check(doc, alternative, value, at).is_ok())
+        {
+            return Err(format!("{at}: {value} fits none of the anyOf alternatives"));
         }
         if let Some(types) = schema.get("type") {
             let types: Vec<&str> = match types {
@@ -314,5 +334,92 @@ mod tests {
             .unwrap();
         fits(&router, "/send-sms", seed).await;
         fits(&router, "/healthz", get("/healthz")).await;
+        fits(&router, "/v1", get("/v1")).await;
+        fits(&router, "/", get("/")).await;
+        fits(&router, "/assets/{name}", get("/assets/app.js")).await;
+        fits(&router, "/assets/{name}", get("/assets/app.css")).await;
+        fits(&router, "/assets/{name}", get("/assets/nothing.txt")).await;
+        fits(
+            &router,
+            "/v1/receipts/{provider}",
+            post_json("/v1/receipts/nobody", &json!([])),
+        )
+        .await;
+        fits(
+            &router,
+            "/v1/receipts/{provider}",
+            post_json("/v1/receipts/log", &json!([])),
+        )
+        .await;
+    }
+
+    /// A provider config from its JSON form (as `herald.toml` would give it).
+    fn provider(config: Value) -> crate::config::ProviderConfig {
+        serde_json::from_value(config).expect("a provider's configuration")
+    }
+
+    /// `X-Herald-Signature` of `body` with the secret `s3cret`, as a receiver signs.
+    fn webhook_signature(body: &str) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(body.as_bytes());
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    #[tokio::test]
+    async fn receipt_answers_fit_the_documented_schemas() {
+        // Never sent to: these routers have no workers.
+        let providers = vec![
+            provider(json!({
+                "name": "hook", "kind": "webhook", "url": "http://127.0.0.1:9/", "secret": "s3cret",
+            })),
+            provider(json!({
+                "name": "ali", "kind": "aliyun", "channels": ["sms"],
+                "access_key_id": "LTAI", "access_key_secret": "k", "endpoint": "http://127.0.0.1:9",
+            })),
+            provider(json!({
+                "name": "tc", "kind": "tencent", "channels": ["sms"], "secret_id": "AKID",
+                "secret_key": "k", "sdk_app_id": "1400000000", "endpoint": "http://127.0.0.1:9",
+            })),
+            provider(json!({
+                "name": "twilio", "kind": "twilio", "channels": ["sms"], "account_sid": "AC1",
+                "auth_token": "t", "from": "+15005550001", "base_url": "http://127.0.0.1:9",
+                "status_callback_url": "https://herald.example/v1/receipts/twilio",
+            })),
+        ];
+        let config = crate::config::Config {
+            providers,
+            ..crate::config::Config::default()
+        };
+        let (state, _dir) = test_state_with(config).await;
+        let router = router(state, 1 << 20);
+        let path = "/v1/receipts/{provider}";
+        let signed = |body: &str, signature: &str| {
+            Request::post("/v1/receipts/hook")
+                .header("content-type", "application/json")
+                .header("x-herald-signature", signature)
+                .body(Body::from(body.to_owned()))
+                .unwrap()
+        };
+        let body = json!([{"id": "p-1", "status": "delivered", "code": "DELIVRD"}]).to_string();
+        let signature = webhook_signature(&body);
+        let tally = fits(&router, path, signed(&body, &signature)).await;
+        assert_eq!(tally["held"], 1, "{tally}");
+        fits(&router, path, signed(&body, "sha256=00")).await;
+        let bad = r#"{"id": "p-1", "status": "sent"}"#;
+        let signature = webhook_signature(bad);
+        fits(&router, path, signed(bad, &signature)).await;
+
+        let aliyun = json!([{"phone_number": "13800138000", "success": true, "err_code": "DELIVERED", "biz_id": "1^0"}]);
+        let answer = fits(&router, path, post_json("/v1/receipts/ali", &aliyun)).await;
+        assert_eq!(answer["code"], 0, "{answer}");
+        let tencent = json!([{"nationcode": "86", "mobile": "13800138000", "report_status": "SUCCESS", "errmsg": "DELIVRD", "sid": "5000:1"}]);
+        let answer = fits(&router, path, post_json("/v1/receipts/tc", &tencent)).await;
+        assert_eq!(answer["result"], 0, "{answer}");
+        let unsigned = Request::post("/v1/receipts/twilio")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("MessageSid=SM1&MessageStatus=delivered"))
+            .unwrap();
+        fits(&router, path, unsigned).await;
     }
 }

@@ -14,11 +14,15 @@ use super::*;
 /// The API over a fresh embedded store (its directory lives as long as the guard),
 /// with no workers: batches stay where intake put them.
 pub(crate) async fn test_state() -> (AppState, tempfile::TempDir) {
+    test_state_with(Config::default()).await
+}
+
+/// [`test_state`] with `config`'s providers, defaults and limits.
+pub(crate) async fn test_state_with(config: Config) -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let queue = Queue::open(&dir.path().join("store").display().to_string())
         .await
         .expect("open the store");
-    let config = Config::default();
     let registry = Registry::build(
         &config.providers,
         &config.defaults,
