@@ -367,17 +367,30 @@ async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     }
     let finished = watch::wait(&args.server, batch_id).await?;
     let count = |state: &str| finished.batch["counts"][state].as_u64().unwrap_or(0);
+    // Receipts that came in while the batch went out are named once there are any.
+    let receipts = match (count("delivered"), count("undelivered")) {
+        (0, 0) => String::new(),
+        (delivered, undelivered) => {
+            format!(" ({delivered} delivered, {undelivered} undelivered of them)")
+        }
+    };
     println!(
-        "batch {batch_id} {}: {} sent, {} failed, {} cancelled of {}",
+        "batch {batch_id} {}: {} sent{receipts}, {} failed, {} cancelled of {}",
         finished.batch["state"].as_str().unwrap_or("finished"),
-        count("sent"),
+        watch::sent(&finished.batch["counts"]),
         count("failed"),
         count("cancelled"),
         count("total")
     );
     if finished.failed() > 0 {
+        // `retry` requeues failed messages only: an undelivered one reached the
+        // provider, which gave up on it.
+        let again = match count("failed") {
+            0 => String::new(),
+            failed => format!("; `herald retry {batch_id}` sends the {failed} failed again"),
+        };
         eprintln!(
-            "herald: {} messages were not delivered; `herald retry {batch_id}` sends them again",
+            "herald: {} messages were not delivered{again}",
             finished.failed()
         );
         return Ok(ExitCode::FAILURE);

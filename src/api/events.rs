@@ -38,11 +38,11 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub struct Progress {
     #[serde(flatten)]
     pub batch: BatchView,
-    /// Messages settled (sent, failed or cancelled) per second over the last few
-    /// seconds, to one decimal.
+    /// Messages settled (sent, delivered, undelivered, failed or cancelled) per
+    /// second over the last few seconds, to one decimal.
     pub rate_per_sec: f64,
-    /// Seconds until nothing is left pending or sending at that rate; `null` when
-    /// the batch is paused or nothing has settled lately.
+    /// Seconds until nothing is left pending, sending or of unknown outcome at that
+    /// rate; `null` when the batch is paused or nothing has settled lately.
     pub eta_seconds: Option<f64>,
 }
 
@@ -155,7 +155,7 @@ impl Rate {
         let counts = summary.counts;
         let paused = matches!(summary.control, crate::domain::BatchControl::Paused);
         let rate = self.observe(at, settled(&counts));
-        let left = counts.pending + counts.sending;
+        let left = counts.pending + counts.sending + counts.unknown;
         let eta_seconds = match left {
             0 => Some(0.0),
             _ if paused || rate <= 0.0 => None,
@@ -188,11 +188,13 @@ impl Rate {
     }
 }
 
-/// Messages that will not change again unless the sender acts.
+/// Messages that will not change again unless the sender acts (delivery receipts
+/// aside). A message of unknown outcome is not settled: it is asked about and sent
+/// again.
 fn settled(counts: &Counts) -> u64 {
     counts
         .total
-        .saturating_sub(counts.pending + counts.sending + counts.paused)
+        .saturating_sub(counts.pending + counts.sending + counts.paused + counts.unknown)
 }
 
 #[cfg(test)]
@@ -234,6 +236,20 @@ mod tests {
         let done = rate.progress(at(12_000), summary(0, 100, BatchControl::Active));
         assert_eq!(done.eta_seconds, Some(0.0));
         assert_eq!(done.batch.state, "done");
+    }
+
+    #[test]
+    fn unknown_outcomes_are_left_to_settle_and_receipts_settle_nothing_more() {
+        let start = Instant::now();
+        let mut rate = Rate::default();
+        rate.progress(start, summary(10, 0, BatchControl::Active));
+        let mut later = summary(0, 4, BatchControl::Active);
+        later.counts.add(MessageState::Delivered, 4);
+        later.counts.add(MessageState::Unknown, 2);
+        let p = rate.progress(start + Duration::from_secs(1), later);
+        // Eight settled in a second; the two unknown ones are still to go.
+        assert_eq!((p.rate_per_sec, p.eta_seconds), (8.0, Some(1.0)));
+        assert_eq!(p.batch.state, "sending");
     }
 
     #[test]

@@ -153,11 +153,21 @@ async fn follow(
     }
 }
 
+/// Messages of `counts` the provider took: `sent`, and those a delivery receipt
+/// has since moved on to `delivered` or `undelivered`.
+pub(super) fn sent(counts: &Value) -> u64 {
+    ["sent", "delivered", "undelivered"]
+        .iter()
+        .filter_map(|state| counts[state].as_u64())
+        .sum()
+}
+
 /// Puts a progress event on the bar: settled of total, counts, rate and ETA.
 fn show(bar: &indicatif::ProgressBar, batch: &Value) {
     let count = |state: &str| batch["counts"][state].as_u64().unwrap_or(0);
     let total = count("total");
-    let unsettled = count("pending") + count("sending") + count("paused");
+    // An unknown outcome is asked about and sent again: not settled yet.
+    let unsettled = count("pending") + count("sending") + count("paused") + count("unknown");
     bar.set_length(total);
     bar.set_position(total.saturating_sub(unsettled));
     let rate = batch["rate_per_sec"].as_f64().unwrap_or(0.0);
@@ -171,7 +181,7 @@ fn show(bar: &indicatif::ProgressBar, batch: &Value) {
     bar.set_message(format!(
         "{} · sent {} · failed {} · {rate:.1}/s · {eta}",
         batch["state"].as_str().unwrap_or("?"),
-        count("sent"),
+        sent(&batch["counts"]),
         count("failed"),
     ));
 }
@@ -241,6 +251,15 @@ mod tests {
         assert_eq!(
             finished(serde_json::json!({"failed": 2, "undelivered": 1})).failed(),
             3
+        );
+    }
+
+    #[test]
+    fn sent_counts_what_receipts_moved_on_too() {
+        assert_eq!(sent(&serde_json::json!({"sent": 3, "failed": 1})), 3);
+        assert_eq!(
+            sent(&serde_json::json!({"sent": 1, "delivered": 4, "undelivered": 2, "unknown": 5})),
+            7
         );
     }
 }

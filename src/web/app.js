@@ -222,9 +222,18 @@ function rejectionList(rejected) {
   return list;
 }
 
-/** Messages no longer waiting to go: sent, failed, cancelled (and any later state). */
+/**
+ * Messages no longer waiting to go: sent, delivered, undelivered, failed, cancelled.
+ * Pending, sending, paused and unknown ones (whose send is asked about, then tried
+ * again) are still to go.
+ */
 function settled(counts) {
-  return counts.total - counts.pending - counts.sending - (counts.paused || 0);
+  return counts.total - counts.pending - counts.sending - (counts.paused || 0) - (counts.unknown || 0);
+}
+
+/** Messages the provider took: sent, and those a receipt has since said more of. */
+function sentCount(counts) {
+  return counts.sent + (counts.delivered || 0) + (counts.undelivered || 0);
 }
 
 const COUNT_ORDER = ['sent', 'delivered', 'failed', 'undelivered', 'unknown', 'cancelled', 'paused', 'sending', 'pending'];
@@ -501,7 +510,7 @@ async function loadBatches(more) {
       h('td', {}, when(b.created_at)),
       h('td', {}, b.channel),
       h('td', {}, b.state),
-      h('td', { class: 'num' }, number.format(b.counts.sent)),
+      h('td', { class: 'num' }, number.format(sentCount(b.counts))),
       h('td', { class: 'num' }, number.format(b.counts.failed)),
       h('td', { class: 'num' }, number.format(b.counts.total)))));
     list.before = page.next_before;
