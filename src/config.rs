@@ -52,7 +52,8 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// The hashes of the API tokens accepted (`sha256:<hex>`, printed by
-    /// `herald token`). When there are any, every `/v1` route, `/send-sms` and
+    /// `herald token`). When there are any, every `/v1/…` route (but the providers'
+    /// `/v1/receipts/{provider}`, checked by their signatures), `/send-sms` and
     /// `/metrics` need `Authorization: Bearer <token>`; when there are none, Herald
     /// asks for no token and listens on loopback addresses only.
     pub tokens: Vec<TokenHash>,
