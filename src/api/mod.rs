@@ -4,7 +4,11 @@
 //!   `GET /v1/batches/{id}/messages` read the ledger; `POST /v1/batches/{id}/{action}`
 //!   pauses, resumes, cancels or retries; `GET /v1/batches` lists batches and
 //!   `GET /v1/batches/{id}/events` streams one's progress (`events`).
+//! - `/v1/templates` (`templates`) and `/v1/suppressions` (`suppressions`) keep
+//!   stored templates and the addresses never to message.
 //! - `POST /send-sms` keeps the seed recipe's request working (`seed`).
+//! - `GET /` and `/assets/{name}` serve the web page (`crate::web`); `GET /v1` is
+//!   an index of the routes.
 //! - `POST /v1/receipts/{provider}` takes the providers' delivery receipts (`receipts`).
 //! - `GET /metrics` (Prometheus) and `GET /openapi.json` (`openapi`) describe it.
 //! - `error` holds the one error type every route answers with.
