@@ -10,6 +10,13 @@ use herald::cli::{Cli, Command};
 use herald::config::Config;
 use herald::{app, cli, telemetry};
 
+/// mimalloc rather than the system allocator: a big batch's intake allocates on
+/// one thread and frees on another millions of times, where glibc's malloc
+/// contends and fragments (docs/BENCHMARKS.md). Built without transparent huge
+/// pages, which would make each touched 2 MB of the heap resident.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Cli::parse();
     telemetry::init(args.log_format);
