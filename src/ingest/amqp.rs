@@ -225,8 +225,8 @@ impl AmqpQueue {
             .and_then(BasicProperties::message_id)
             .filter(|id| !id.is_empty());
         let source = &self.handler.source;
-        let marker = match message_id {
-            Some(_) => None,
+        let (marker, key) = match message_id {
+            Some(id) => (None, format!("{source}:id:{id}")),
             None => {
                 let hash = hex::encode(Sha256::digest(&body));
                 let redelivered = deliver.redelivered();
@@ -236,12 +236,9 @@ impl AmqpQueue {
                     return Ok(false);
                 };
                 self.held.insert(marker.key.clone());
-                Some(marker)
+                let key = marker.key.clone();
+                (Some(marker), key)
             }
-        };
-        let key = match (&marker, message_id) {
-            (Some(marker), _) => marker.key.clone(),
-            (None, id) => format!("{source}:id:{}", id.map_or("", |id| id.as_str())),
         };
         let Some(outcome) = retry(source, shutdown, || self.handler.handle(&body, &key)).await
         else {
