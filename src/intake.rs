@@ -329,6 +329,11 @@ impl Intake {
         }
     }
 
+    /// The store batches go to.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
     /// The configured providers.
     pub fn registry(&self) -> &Registry {
         &self.registry

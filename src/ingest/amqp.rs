@@ -13,14 +13,17 @@
 //! key `ingest:{name}:id:{message_id}`: delivered again, it is answered with the
 //! batch already stored, and a different body under the same id is
 //! dead-lettered. A message without one cannot be told from an identical message
-//! published on purpose, so its first delivery gets a fresh key. When the
-//! acknowledgement of a committed message is lost with the connection, this
-//! process remembers the message's key by the hash of its body, and its
-//! redelivery reuses that key. What stays open without a `message_id`: Herald
-//! itself being killed between committing a batch and the broker taking the
-//! acknowledgement makes the redelivered message a second batch.
+//! published on purpose, so its first delivery gets a fresh key, and before its
+//! batch is stored the store gets a marker (source, SHA-256 of the body, key),
+//! deleted once the broker has confirmed the acknowledgement. A delivery flagged
+//! `redelivered` without a `message_id` takes the key of a marker of the same
+//! body that no message in this process holds, and so is answered with the batch
+//! already stored, however Herald stopped (a lost connection or a SIGKILL). Each
+//! marker serves one redelivery: two identical messages left unacknowledged are
+//! two markers and two batches. Markers are kept a day.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::future::Future;
 use std::time::Duration;
 
 use amqprs::channel::{
@@ -33,9 +36,12 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::{Backoff, Handler, Outcome};
+use crate::domain::now_ms;
+use crate::queue::{self, Unacked};
 
-/// The most message keys remembered for redeliveries whose acknowledgement was lost.
-const MAX_UNCONFIRMED: usize = 10_000;
+/// The most markers of one body read to find one for a redelivery: more than can
+/// be unacknowledged at once (`prefetch` is a `u16`).
+const MARKERS_READ: u32 = 70_000;
 
 /// One `kind = "amqp"` source.
 pub(super) struct AmqpQueue {
@@ -46,9 +52,9 @@ pub(super) struct AmqpQueue {
     queue: String,
     dead: String,
     prefetch: u16,
-    /// Keys of messages whose batch is stored but whose acknowledgement may not
-    /// have reached the broker, by the SHA-256 of the body.
-    unconfirmed: HashMap<[u8; 32], String>,
+    /// The keys of the markers held by messages of this process not yet
+    /// acknowledged, which a redelivery of another message must not take.
+    held: HashSet<String>,
 }
 
 /// Why a session with the broker ended, other than a shutdown.
@@ -111,7 +117,7 @@ impl AmqpQueue {
             queue: queue.to_string(),
             dead,
             prefetch,
-            unconfirmed: HashMap::new(),
+            held: HashSet::new(),
         })
     }
 
@@ -218,25 +224,25 @@ impl AmqpQueue {
             .as_ref()
             .and_then(BasicProperties::message_id)
             .filter(|id| !id.is_empty());
-        let hash: [u8; 32] = Sha256::digest(&body).into();
-        let key = match message_id {
-            Some(id) => format!("{}:id:{id}", self.handler.source),
-            None => match self.unconfirmed.get(&hash) {
-                Some(key) if deliver.redelivered() => key.clone(),
-                _ => format!("{}:{}", self.handler.source, uuid::Uuid::now_v7()),
-            },
-        };
-        let mut backoff = Backoff::new();
-        let outcome = loop {
-            match self.handler.handle(&body, &key).await {
-                Ok(outcome) => break outcome,
-                Err(e) => {
-                    tracing::warn!(source = %self.handler.source, error = %e, "the store failed; the message stays unacknowledged and is tried again");
-                    if !backoff.wait(shutdown).await {
-                        return Ok(false);
-                    }
-                }
+        let source = &self.handler.source;
+        let (marker, key) = match message_id {
+            Some(id) => (None, format!("{source}:id:{id}")),
+            None => {
+                let hash = hex::encode(Sha256::digest(&body));
+                let redelivered = deliver.redelivered();
+                let Some(marker) =
+                    retry(source, shutdown, || self.marker(hash.clone(), redelivered)).await
+                else {
+                    return Ok(false);
+                };
+                self.held.insert(marker.key.clone());
+                let key = marker.key.clone();
+                (Some(marker), key)
             }
+        };
+        let Some(outcome) = retry(source, shutdown, || self.handler.handle(&body, &key)).await
+        else {
+            return Ok(false);
         };
         let ack = BasicAckArguments::new(deliver.delivery_tag(), false);
         match outcome {
@@ -247,12 +253,11 @@ impl AmqpQueue {
                 }
                 .await;
                 if let Err(e) = acked {
-                    if self.unconfirmed.len() < MAX_UNCONFIRMED {
-                        self.unconfirmed.insert(hash, key);
-                    }
+                    // The marker stays for the redelivery to take.
+                    self.held.remove(&key);
                     return Err(format!("acknowledging a stored message: {e}"));
                 }
-                self.unconfirmed.remove(&hash);
+                self.unmark(marker).await;
                 self.handler.stored(&batch_id, replayed);
             }
             Outcome::Dead { reason, rejected } => {
@@ -276,11 +281,69 @@ impl AmqpQueue {
                     channel.tx_commit().await
                 }
                 .await;
-                moved.map_err(|e| format!("dead-lettering a message: {e}"))?;
+                if let Err(e) = moved {
+                    self.held.remove(&key);
+                    return Err(format!("dead-lettering a message: {e}"));
+                }
+                self.unmark(marker).await;
                 self.handler.dead_lettered(&reason, rejected);
             }
         }
         Ok(!shutdown.is_cancelled())
+    }
+}
+
+impl AmqpQueue {
+    /// The marker of a message without `message_id`: for a redelivery, one of the
+    /// same body that no message of this process holds (its batch may be stored);
+    /// otherwise, or when there is none, a new one with a fresh key, stored.
+    async fn marker(&self, hash: String, redelivered: bool) -> Result<Unacked, queue::Error> {
+        let queue = self.handler.intake.queue();
+        let source = self.handler.source.clone();
+        if redelivered {
+            let keys = queue
+                .unacked(&source, &hash, now_ms(), MARKERS_READ)
+                .await?;
+            if let Some(key) = keys.into_iter().find(|key| !self.held.contains(key)) {
+                return Ok(Unacked { source, hash, key });
+            }
+        }
+        let key = format!("{source}:{}", uuid::Uuid::now_v7());
+        let marker = Unacked { source, hash, key };
+        queue.mark_unacked(&marker, now_ms()).await?;
+        Ok(marker)
+    }
+
+    /// Deletes the marker of a message the broker has taken the acknowledgement
+    /// of. Best effort: one left behind is deleted within a day.
+    async fn unmark(&mut self, marker: Option<Unacked>) {
+        let Some(marker) = marker else { return };
+        self.held.remove(&marker.key);
+        if let Err(e) = self.handler.intake.queue().unmark_unacked(&marker).await {
+            tracing::warn!(source = %self.handler.source, error = %e, "could not delete the marker of an acknowledged message");
+        }
+    }
+}
+
+/// `step` until it succeeds, with backoff while the store fails; `None` when
+/// `shutdown` came first (the message stays unacknowledged for the broker to
+/// deliver again).
+async fn retry<T, F, Fut>(source: &str, shutdown: &CancellationToken, mut step: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, queue::Error>>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        match step().await {
+            Ok(value) => return Some(value),
+            Err(e) => {
+                tracing::warn!(source, error = %e, "the store failed; the message stays unacknowledged and is tried again");
+                if !backoff.wait(shutdown).await {
+                    return None;
+                }
+            }
+        }
     }
 }
 

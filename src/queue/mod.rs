@@ -455,7 +455,38 @@ pub(crate) trait Records: Send + Sync + 'static {
     /// Deletes up to `limit` of `channel`'s fingerprints remembered before
     /// `before_ms`, in one statement; returns how many.
     async fn forget_sends(&self, channel: Channel, before_ms: i64, limit: u32) -> Result<u64>;
+    /// Marks `marker` as stored under its idempotency key but maybe not yet
+    /// acknowledged to its broker, at `at_ms`; one already there is left alone.
+    /// Deletes a bounded number of markers marked before `stale_before_ms`.
+    async fn mark_unacked(&self, marker: &Unacked, at_ms: i64, stale_before_ms: i64) -> Result<()>;
+    /// The keys of up to `limit` markers of `source` and `hash` marked at or after
+    /// `since_ms`, oldest first.
+    async fn unacked(
+        &self,
+        source: &str,
+        hash: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<String>>;
+    /// Deletes `marker`, if it is there.
+    async fn unmark_unacked(&self, marker: &Unacked) -> Result<()>;
 }
+
+/// A message an ingest source stored as a batch, perhaps without its broker having
+/// taken the acknowledgement: found again when the broker delivers it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unacked {
+    /// The ingest source, `ingest:{name}`.
+    pub source: String,
+    /// The hex SHA-256 of the message's body.
+    pub hash: String,
+    /// The idempotency key its batch is stored under.
+    pub key: String,
+}
+
+/// How long an unacknowledged-message marker is kept: a redelivery comes when
+/// Herald is back, well within a day.
+const UNACKED_FOR_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// Fingerprints deleted per statement by [`Queue::forget_sends_before`], so that no
 /// transaction grows large and other writers get the store between statements.
@@ -767,6 +798,34 @@ impl Queue {
         self.records
             .recently_sent(channel, fingerprints, since_ms)
             .await
+    }
+
+    /// Marks a message an ingest source is about to store (or has stored) under
+    /// `marker.key` as not yet acknowledged to its broker, at `at_ms`; markers older
+    /// than a day are deleted a few at a time as new ones come.
+    pub async fn mark_unacked(&self, marker: &Unacked, at_ms: i64) -> Result<()> {
+        self.records
+            .mark_unacked(marker, at_ms, at_ms - UNACKED_FOR_MS)
+            .await
+    }
+
+    /// The keys of up to `limit` markers of `source` with body hash `hash` left
+    /// within the last day as of `now_ms`, oldest first.
+    pub async fn unacked(
+        &self,
+        source: &str,
+        hash: &str,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        self.records
+            .unacked(source, hash, now_ms - UNACKED_FOR_MS, limit)
+            .await
+    }
+
+    /// Deletes `marker` once its broker has taken the acknowledgement.
+    pub async fn unmark_unacked(&self, marker: &Unacked) -> Result<()> {
+        self.records.unmark_unacked(marker).await
     }
 
     /// Forgets the fingerprints remembered before `before_ms` (ms since the epoch),

@@ -55,6 +55,9 @@
 //! - `fingerprints:{channel}` sorted set: the fingerprints of recent sends on the
 //!   channel, scored by when each was last remembered (ms). `ZMSCORE` answers
 //!   membership and time at once, and the oldest are the lowest ranks to remove.
+//! - `unacked:{source}:{hash}` sorted set: the idempotency keys of messages an
+//!   ingest source stored but may not have acknowledged, scored by when (ms);
+//!   expires a day after its last marker.
 //!
 //! A message is in `ready:…` exactly when pending and in `leased:…` exactly when
 //! sending or unknown; every script keeps that and the batch counts in step. Keys

@@ -149,6 +149,17 @@ CREATE INDEX early_receipts_received ON early_receipts(received_at);
 -- due again.
 ALTER TABLE messages ADD COLUMN unknown_since INTEGER;
 CREATE INDEX messages_unknown ON messages(available_at) WHERE state = 'unknown';
+", "
+-- Migration 7: messages an ingest source stored as batches whose acknowledgement
+-- its broker may not have taken, by source and body hash.
+CREATE TABLE ingest_unacked (
+    source TEXT NOT NULL,
+    hash   TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    at     INTEGER NOT NULL,
+    PRIMARY KEY (source, hash, key)
+);
+CREATE INDEX ingest_unacked_at ON ingest_unacked(at);
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's

@@ -67,6 +67,15 @@ impl Records for NoRecords {
     async fn forget_sends(&self, _: Channel, _: i64, _: u32) -> Result<u64> {
         no_records()
     }
+    async fn mark_unacked(&self, _: &super::Unacked, _: i64, _: i64) -> Result<()> {
+        no_records()
+    }
+    async fn unacked(&self, _: &str, _: &str, _: i64, _: u32) -> Result<Vec<String>> {
+        no_records()
+    }
+    async fn unmark_unacked(&self, _: &super::Unacked) -> Result<()> {
+        no_records()
+    }
 }
 
 /// A fresh store of every engine for one test.

@@ -7,6 +7,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use amqprs::channel::{
@@ -18,6 +20,7 @@ use herald::config::{Config, IngestConfig, IngestKind, Secret};
 use herald::domain::Channel as MessageChannel;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{ProviderServer, TestApp, route_all_to, spawn_app, wait_for};
 use crate::process::{Herald, write_config};
@@ -776,17 +779,156 @@ async fn a_kill_9_during_amqp_ingest_loses_no_message_and_doubles_none_with_mess
     .await;
     herald.kill();
 
-    let db = rusqlite::Connection::open(dir.path().join("store").join("herald.db")).unwrap();
-    let batches: i64 = db
-        .query_row(
-            "SELECT count(*) FROM batches WHERE source = 'ingest:amqp-kill'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
     assert_eq!(
-        batches, MESSAGES as i64,
+        batches_of(dir.path(), "ingest:amqp-kill"),
+        MESSAGES as i64,
         "one batch per message, none lost, none doubled"
+    );
+    queue.delete().await;
+}
+
+/// How many batches of `source` the store under `dir` holds.
+fn batches_of(dir: &std::path::Path, source: &str) -> i64 {
+    let db = rusqlite::Connection::open(dir.join("store").join("herald.db")).unwrap();
+    db.query_row(
+        "SELECT count(*) FROM batches WHERE source = ?1",
+        [source],
+        |row| row.get(0),
+    )
+    .unwrap()
+}
+
+/// A TCP proxy on 127.0.0.1 to the AMQP broker that can be told to stop passing
+/// what the client sends (the broker's frames still reach the client): the
+/// acknowledgement of whatever Herald is storing then never reaches the broker.
+struct FreezingProxy {
+    url: String,
+    frozen: Arc<AtomicBool>,
+}
+
+impl FreezingProxy {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let broker = reqwest::Url::parse(&amqp_url()).unwrap();
+        let upstream = format!(
+            "{}:{}",
+            broker.host_str().unwrap(),
+            broker.port().unwrap_or(5672)
+        );
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                        if flag.load(Ordering::SeqCst) {
+                            continue;
+                        }
+                        if server_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+            }
+        });
+        let mut url = broker;
+        url.set_host(Some("127.0.0.1")).unwrap();
+        url.set_port(Some(port)).unwrap();
+        FreezingProxy {
+            url: url.to_string(),
+            frozen,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_before_the_broker_takes_an_ack_makes_no_second_batch_of_a_message_without_id() {
+    const MESSAGES: usize = 100;
+    let queue = AmqpQueue::new("kill-noid").await;
+    let proxy = FreezingProxy::start().await;
+    let server = ProviderServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &server);
+    let base = std::fs::read_to_string(&config).unwrap();
+    let with_url = |url: &str| {
+        format!(
+            "{base}\n[[ingest]]\nname = \"noid\"\nkind = \"amqp\"\nurl = {url:?}\nqueue = {:?}\nprefetch = 8\n",
+            queue.name
+        )
+    };
+    std::fs::write(&config, with_url(&proxy.url)).unwrap();
+    let job =
+        |i: usize| json!({"mobiles": [format!("+86138{i:08}")], "content": format!("message {i}")});
+    for i in 0..MESSAGES {
+        queue.publish(&job(i).to_string(), None).await;
+    }
+    // The same message published twice on purpose is two batches.
+    queue.publish(&job(0).to_string(), None).await;
+
+    let herald = Herald::serve(&config, &KILL_ENV).await;
+    wait_for(WITHIN, "ingestion to be under way", || {
+        std::future::ready((batches_of(dir.path(), "ingest:noid") >= 10).then_some(()))
+    })
+    .await;
+    proxy.frozen.store(true, Ordering::SeqCst);
+    // Herald stores at most one more batch, then waits for the broker's answer to
+    // its acknowledgement, which never comes.
+    let mut last = -1;
+    wait_for(
+        WITHIN,
+        "ingestion to stop at the frozen acknowledgement",
+        || {
+            let now = batches_of(dir.path(), "ingest:noid");
+            let settled = now == last;
+            last = now;
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                settled.then_some(())
+            }
+        },
+    )
+    .await;
+    herald.kill();
+    wait_for(
+        WITHIN,
+        "the broker to take back the unacknowledged messages",
+        || async { (queue.waiting().await > 0).then_some(()) },
+    )
+    .await;
+
+    std::fs::write(&config, with_url(&amqp_url())).unwrap();
+    let herald = Herald::serve(&config, &KILL_ENV).await;
+    wait_for(WITHIN, "the queue to be drained", || async {
+        (queue.waiting().await == 0 && batches_of(dir.path(), "ingest:noid") > MESSAGES as i64)
+            .then_some(())
+    })
+    .await;
+    let expected: HashSet<String> = (0..MESSAGES).map(|i| format!("+86138{i:08}")).collect();
+    wait_for(WITHIN, "every message to reach the provider", || {
+        let to: HashSet<String> = server
+            .received()
+            .iter()
+            .map(|r| r.json["to"].as_str().unwrap_or_default().to_string())
+            .collect();
+        std::future::ready((to == expected).then_some(()))
+    })
+    .await;
+    herald.kill();
+    assert_eq!(
+        batches_of(dir.path(), "ingest:noid"),
+        MESSAGES as i64 + 1,
+        "one batch per message published, the one stored before the kill not doubled"
     );
     queue.delete().await;
 }

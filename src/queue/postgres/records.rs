@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use super::{Postgres, db, parse_channel};
 use crate::domain::{Channel, now_ms};
 use crate::queue::{
-    Error, Records, Result, Suppression, Template, parse_providers, providers_json,
+    Error, Records, Result, Suppression, Template, Unacked, parse_providers, providers_json,
     suppression_ranges,
 };
 
@@ -288,5 +288,55 @@ impl Records for Postgres {
             .execute(&stmt, &[&channel.as_str(), &before_ms, &i64::from(limit)])
             .await
             .map_err(db)
+    }
+
+    async fn mark_unacked(&self, marker: &Unacked, at_ms: i64, stale_before_ms: i64) -> Result<()> {
+        let client = self.client().await?;
+        let expire = client
+            .prepare_cached(&self.sql.expire_unacked)
+            .await
+            .map_err(db)?;
+        client
+            .execute(&expire, &[&stale_before_ms])
+            .await
+            .map_err(db)?;
+        let mark = client
+            .prepare_cached(&self.sql.mark_unacked)
+            .await
+            .map_err(db)?;
+        client
+            .execute(&mark, &[&marker.source, &marker.hash, &marker.key, &at_ms])
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn unacked(
+        &self,
+        source: &str,
+        hash: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.unacked).await.map_err(db)?;
+        let rows = client
+            .query(&stmt, &[&source, &hash, &since_ms, &i64::from(limit)])
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn unmark_unacked(&self, marker: &Unacked) -> Result<()> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.unmark_unacked)
+            .await
+            .map_err(db)?;
+        client
+            .execute(&stmt, &[&marker.source, &marker.hash, &marker.key])
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 }

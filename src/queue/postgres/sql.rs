@@ -129,6 +129,17 @@ CREATE INDEX early_receipts_received ON {s}.early_receipts (received_at);
 -- due again.
 ALTER TABLE {s}.messages ADD COLUMN unknown_since BIGINT;
 CREATE INDEX messages_unknown ON {s}.messages (available_at) WHERE state = 'unknown';
+", "
+-- Migration 7: messages an ingest source stored as batches whose acknowledgement
+-- its broker may not have taken, by source and body hash.
+CREATE TABLE {s}.ingest_unacked (
+    source TEXT NOT NULL,
+    hash   TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    at     BIGINT NOT NULL,
+    PRIMARY KEY (source, hash, key)
+);
+CREATE INDEX ingest_unacked_at ON {s}.ingest_unacked (at);
 "];
 
 /// The server's clock in ms: rate buckets are counted on one clock, whichever
@@ -495,6 +506,22 @@ const FORGET_SENDS: &str = "
 DELETE FROM {s}.send_fingerprints WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM {s}.send_fingerprints WHERE channel = $1 AND at < $2 LIMIT $3))";
 
+/// Deletes up to 100 markers marked before `$1`.
+const EXPIRE_UNACKED: &str = "
+DELETE FROM {s}.ingest_unacked WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM {s}.ingest_unacked WHERE at < $1 LIMIT 100))";
+
+const MARK_UNACKED: &str = "
+INSERT INTO {s}.ingest_unacked (source, hash, key, at) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING";
+
+const UNACKED: &str = "
+SELECT key FROM {s}.ingest_unacked WHERE source = $1 AND hash = $2 AND at >= $3
+ORDER BY at, key LIMIT $4";
+
+const UNMARK_UNACKED: &str =
+    "DELETE FROM {s}.ingest_unacked WHERE source = $1 AND hash = $2 AND key = $3";
+
 /// The SQL of every statement, with the schema filled in.
 pub(super) struct Sql {
     pub(super) accept: String,
@@ -547,6 +574,10 @@ pub(super) struct Sql {
     pub(super) any_recently_sent: String,
     pub(super) recently_sent: String,
     pub(super) forget_sends: String,
+    pub(super) expire_unacked: String,
+    pub(super) mark_unacked: String,
+    pub(super) unacked: String,
+    pub(super) unmark_unacked: String,
 }
 
 impl Sql {
@@ -610,6 +641,10 @@ impl Sql {
             any_recently_sent: fill(ANY_RECENTLY_SENT),
             recently_sent: fill(RECENTLY_SENT),
             forget_sends: fill(FORGET_SENDS),
+            expire_unacked: fill(EXPIRE_UNACKED),
+            mark_unacked: fill(MARK_UNACKED),
+            unacked: fill(UNACKED),
+            unmark_unacked: fill(UNMARK_UNACKED),
         }
     }
 }

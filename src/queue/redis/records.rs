@@ -12,7 +12,7 @@ use redis::{Script, Value};
 use super::{PRELUDE, Redis, number, required, text, unexpected};
 use crate::domain::{Channel, now_ms};
 use crate::queue::{
-    Error, Records, Result, Suppression, Template, parse_providers, providers_json,
+    Error, Records, Result, Suppression, Template, Unacked, parse_providers, providers_json,
     suppression_ranges,
 };
 
@@ -440,6 +440,63 @@ impl Records for Redis {
             .arg(before_ms)
             .arg(limit)
             .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    async fn mark_unacked(&self, marker: &Unacked, at_ms: i64, stale_before_ms: i64) -> Result<()> {
+        let set = self.key(&format!("unacked:{}:{}", marker.source, marker.hash));
+        // One sorted set per source and body, kept a day after its last marker:
+        // Redis expires what is left, so nothing needs sweeping.
+        redis::pipe()
+            .atomic()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&set)
+            .arg("-inf")
+            .arg(format!("({stale_before_ms}"))
+            .ignore()
+            .cmd("ZADD")
+            .arg(&set)
+            .arg("NX")
+            .arg(at_ms)
+            .arg(&marker.key)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&set)
+            .arg((at_ms - stale_before_ms).max(1))
+            .ignore()
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    async fn unacked(
+        &self,
+        source: &str,
+        hash: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let set = self.key(&format!("unacked:{source}:{hash}"));
+        redis::cmd("ZRANGE")
+            .arg(&set)
+            .arg(since_ms)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    async fn unmark_unacked(&self, marker: &Unacked) -> Result<()> {
+        let set = self.key(&format!("unacked:{}:{}", marker.source, marker.hash));
+        redis::cmd("ZREM")
+            .arg(&set)
+            .arg(&marker.key)
+            .query_async::<()>(&mut self.conn())
             .await
             .map_err(|e| self.fail(e))
     }

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Sqlite, parse_channel, unavailable, write_transaction};
 use crate::domain::{Channel, now_ms};
 use crate::queue::{
-    Error, Records, Result, Suppression, Template, parse_providers, providers_json,
+    Error, Records, Result, Suppression, Template, Unacked, parse_providers, providers_json,
     suppression_ranges,
 };
 
@@ -377,6 +377,62 @@ impl Records for Sqlite {
                 .and_then(|mut s| s.execute(params![channel.as_str(), before_ms, limit]))
                 .map_err(unavailable)?;
             Ok(deleted as u64)
+        })
+        .await
+    }
+
+    async fn mark_unacked(&self, marker: &Unacked, at_ms: i64, stale_before_ms: i64) -> Result<()> {
+        let Unacked { source, hash, key } = marker.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM ingest_unacked WHERE rowid IN
+                     (SELECT rowid FROM ingest_unacked WHERE at < ?1 LIMIT 100)",
+            )
+            .and_then(|mut s| s.execute(params![stale_before_ms]))
+            .and_then(|_| {
+                conn.prepare_cached(
+                    "INSERT INTO ingest_unacked (source, hash, key, at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                )
+            })
+            .and_then(|mut s| s.execute(params![source, hash, key, at_ms]))
+            .map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn unacked(
+        &self,
+        source: &str,
+        hash: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        let (source, hash) = (source.to_owned(), hash.to_owned());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT key FROM ingest_unacked WHERE source = ?1 AND hash = ?2 AND at >= ?3
+                 ORDER BY at, key LIMIT ?4",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![source, hash, since_ms, limit], |r| r.get(0))?
+                    .collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn unmark_unacked(&self, marker: &Unacked) -> Result<()> {
+        let Unacked { source, hash, key } = marker.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "DELETE FROM ingest_unacked WHERE source = ?1 AND hash = ?2 AND key = ?3",
+            )
+            .and_then(|mut s| s.execute(params![source, hash, key]))
+            .map_err(unavailable)?;
+            Ok(())
         })
         .await
     }
