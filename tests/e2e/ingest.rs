@@ -6,6 +6,7 @@
 //! the connection is reconnected to.
 
 use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -341,20 +342,30 @@ async fn malformed_items_land_in_the_dead_letter_list_with_the_reason_and_ingest
     }
 }
 
+/// The config file of a herald process (see [`write_config`]) with one
+/// `[[ingest]]` block of `fields`.
+fn config_with_ingest(dir: &Path, server: &ProviderServer, fields: &str) -> PathBuf {
+    let config = write_config(dir, server);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[[ingest]]\n{fields}\n")).unwrap();
+    config
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_during_redis_ingest_loses_no_item_and_makes_no_duplicate_batch() {
     const ITEMS: usize = 400;
     let keys = RedisKeys::new("kill");
     let server = ProviderServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[ingest]]\nname = \"kill\"\nkind = \"redis-list\"\nurl = {:?}\nkey = {:?}\nchannel = \"sms\"\n",
-        redis_url(),
-        keys.key
-    ));
-    std::fs::write(&config, text).unwrap();
+    let config = config_with_ingest(
+        dir.path(),
+        &server,
+        &format!(
+            "name = \"kill\"\nkind = \"redis-list\"\nurl = {:?}\nkey = {:?}\nchannel = \"sms\"",
+            redis_url(),
+            keys.key
+        ),
+    );
     // Each item a job of its own; the last ten are the same job, pushed ten times.
     let mut items: Vec<String> = (0..ITEMS - 10)
         .map(|i| {
@@ -727,14 +738,15 @@ async fn a_kill_9_during_amqp_ingest_loses_no_message_and_doubles_none_with_mess
     let queue = AmqpQueue::new("kill").await;
     let server = ProviderServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server);
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!(
-        "\n[[ingest]]\nname = \"amqp-kill\"\nkind = \"amqp\"\nurl = {:?}\nqueue = {:?}\nprefetch = 32\n",
-        amqp_url(),
-        queue.name
-    ));
-    std::fs::write(&config, text).unwrap();
+    let config = config_with_ingest(
+        dir.path(),
+        &server,
+        &format!(
+            "name = \"amqp-kill\"\nkind = \"amqp\"\nurl = {:?}\nqueue = {:?}\nprefetch = 32",
+            amqp_url(),
+            queue.name
+        ),
+    );
     for i in 0..MESSAGES {
         let job = json!({"mobiles": [format!("+86137{i:08}")], "content": format!("message {i}")});
         queue
