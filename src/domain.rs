@@ -5,10 +5,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The kind of message a batch sends; each recipient address is checked for its channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Sms,
@@ -91,7 +92,7 @@ pub fn message_id(batch: BatchId, index: u32) -> String {
 /// `Delivered` or `Undelivered`. `Unknown` means the last attempt's request may have
 /// reached the provider but no answer came back: it is tried again later, after
 /// asking the provider when it can say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageState {
     Pending,
@@ -168,7 +169,7 @@ impl BatchControl {
 
 /// Message counts of one batch, by state: each message counts once, in the state
 /// it is in (a delivered message is in `delivered`, no longer in `sent`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Counts {
     pub total: u64,
     pub pending: u64,

@@ -29,7 +29,7 @@ const MAX_REF_BYTES: usize = 256;
 pub const PREVIEW_MESSAGES: usize = 5;
 
 /// A batch as the API takes it.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     pub channel: Channel,
@@ -44,9 +44,11 @@ pub struct BatchRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = *PRIORITY_RANGE.start(), max = *PRIORITY_RANGE.end()))]
     pub priority: Option<i32>,
     /// RFC 3339, e.g. `2026-12-01T08:00:00+08:00`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
     pub send_at: Option<String>,
     /// Reject recipients who were sent the same message (same subject and body)
     /// within `recipients.recent_window_secs`, as `recent_duplicate`.
@@ -54,7 +56,7 @@ pub struct BatchRequest {
     pub reject_recent_duplicates: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateSpec {
     pub body: String,
@@ -66,7 +68,7 @@ pub struct TemplateSpec {
     pub stored_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientSpec {
     pub to: String,
@@ -89,7 +91,7 @@ pub enum Body {
 }
 
 /// One recipient that will not be sent to, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Rejection {
     pub index: usize,
     pub to: String,
@@ -105,10 +107,11 @@ pub struct Rejection {
 }
 
 /// The answer to a submit: what was (or, on a dry run, would be) stored and what not.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Report {
     /// Absent on a dry run: nothing was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "uuid"))]
     pub batch_id: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -136,7 +139,7 @@ pub struct Report {
 }
 
 /// One accepted message as it would be sent, for a dry run's preview.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Preview {
     /// The recipient's index in the batch.
     pub index: usize,
@@ -154,7 +157,7 @@ pub struct Preview {
 }
 
 /// The SMS segments of a batch's accepted messages.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SmsSummary {
     pub segments: usize,
     pub gsm7: EncodingCount,
@@ -162,7 +165,7 @@ pub struct SmsSummary {
 }
 
 /// Messages of one encoding and the segments they take.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EncodingCount {
     pub messages: usize,
     pub segments: usize,
@@ -180,7 +183,7 @@ impl SmsSummary {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Cost {
     pub amount: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -188,7 +191,7 @@ pub struct Cost {
 }
 
 /// The recipients rejected for one reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Group {
     pub count: usize,
     pub indices: Vec<usize>,

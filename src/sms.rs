@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The alphabet an SMS is sent in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// The GSM 03.38 default alphabet with its extension table, 7 bits a character.

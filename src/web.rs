@@ -41,6 +41,14 @@ const ASSETS: [Asset; 2] = [
     },
 ];
 
+/// The names `/assets/{name}` serves, each with its media type (without parameters).
+pub(crate) fn assets() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ASSETS.iter().map(|a| {
+        let media = a.content_type.split(';').next().unwrap_or(a.content_type);
+        (a.name, media)
+    })
+}
+
 /// Only this origin's own files and API: the page loads nothing from elsewhere.
 const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \

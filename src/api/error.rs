@@ -4,7 +4,8 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::intake::{self, Rejection};
 use crate::queue;
@@ -51,31 +52,54 @@ impl Error {
     }
 
     /// The JSON body: `error` (a stable code), `message`, and where it applies.
-    pub fn body(&self) -> Value {
-        match self {
-            Error::Malformed { message, field } => {
-                json!({"error": "malformed_request", "message": message, "field": field})
-            }
-            Error::Invalid { field, message } => {
-                json!({"error": "invalid_field", "message": format!("{field}: {message}"), "field": field})
-            }
+    pub fn body(&self) -> ErrorBody {
+        let (error, message, field, rejected) = match self {
+            Error::Malformed { message, field } => (
+                Code::MalformedRequest,
+                message.clone(),
+                Some(field.clone()),
+                None,
+            ),
+            Error::Invalid { field, message } => (
+                Code::InvalidField,
+                format!("{field}: {message}"),
+                Some(Some(field.clone())),
+                None,
+            ),
             Error::TooLarge { field, message } => {
-                json!({"error": "too_large", "message": message, "field": field})
+                (Code::TooLarge, message.clone(), Some(field.clone()), None)
             }
-            Error::NoneAccepted(rejected) => json!({
-                "error": "no_valid_recipients",
-                "message": format!("none of the {} recipients can be sent to; see `rejected`", rejected.len()),
-                "rejected": rejected,
-            }),
-            Error::NotFound(what) => json!({"error": "not_found", "message": what}),
-            Error::Conflict(why) => json!({"error": "conflict", "message": why}),
-            Error::Unauthorized(why) => json!({"error": "unauthorized", "message": why}),
-            Error::Unavailable(_) => {
-                json!({"error": "unavailable", "message": "the store is unavailable; try again shortly"})
-            }
-            Error::Internal(_) => {
-                json!({"error": "internal", "message": "internal error; the cause is in the server log"})
-            }
+            Error::NoneAccepted(rejected) => (
+                Code::NoValidRecipients,
+                format!(
+                    "none of the {} recipients can be sent to; see `rejected`",
+                    rejected.len()
+                ),
+                None,
+                Some(rejected.clone()),
+            ),
+            Error::NotFound(what) => (Code::NotFound, what.clone(), None, None),
+            Error::Conflict(why) => (Code::Conflict, why.clone(), None, None),
+            Error::Unauthorized(why) => (Code::Unauthorized, why.clone(), None, None),
+            Error::Unavailable(_) => (
+                Code::Unavailable,
+                "the store is unavailable; try again shortly".into(),
+                None,
+                None,
+            ),
+            Error::Internal(_) => (
+                Code::Internal,
+                "internal error; the cause is in the server log".into(),
+                None,
+                None,
+            ),
+        };
+        ErrorBody {
+            error,
+            message,
+            field,
+            rejected,
+            success: None,
         }
     }
 
@@ -87,6 +111,40 @@ impl Error {
             _ => {}
         }
     }
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Error")]
+pub struct ErrorBody {
+    pub error: Code,
+    pub message: String,
+    /// The field, recipient (`recipients[3].to`) or line (`line 12`) at fault:
+    /// present (perhaps `null`) on `malformed_request`, `invalid_field` and
+    /// `too_large`, absent on the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<Option<String>>,
+    /// On `no_valid_recipients`: every recipient, and why it was refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<Vec<Rejection>>,
+    /// On `/send-sms`: `false`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success: Option<bool>,
+}
+
+/// An error's stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    MalformedRequest,
+    InvalidField,
+    TooLarge,
+    NoValidRecipients,
+    NotFound,
+    Conflict,
+    Unauthorized,
+    Unavailable,
+    Internal,
 }
 
 impl IntoResponse for Error {
@@ -137,7 +195,7 @@ impl IntoResponse for SeedError {
     fn into_response(self) -> Response {
         self.0.log();
         let mut body = self.0.body();
-        body["success"] = json!(false);
+        body.success = Some(false);
         (self.0.status(), Json(body)).into_response()
     }
 }

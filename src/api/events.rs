@@ -34,7 +34,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// One event's data: the batch, how fast its messages are settling and when the
 /// rest should be.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Progress {
     #[serde(flatten)]
     pub batch: BatchView,

@@ -10,7 +10,8 @@
 //! - `GET /` and `/assets/{name}` serve the web page (`crate::web`); `GET /v1` is
 //!   an index of the routes.
 //! - `POST /v1/receipts/{provider}` takes the providers' delivery receipts (`receipts`).
-//! - `GET /metrics` (Prometheus) and `GET /openapi.json` (`openapi`) describe it.
+//! - `GET /metrics` (Prometheus) and `GET /openapi.json` (`openapi`, built from
+//!   [`routes`] and the handlers' types) describe it.
 //! - `error` holds the one error type every route answers with.
 
 mod error;
@@ -22,6 +23,8 @@ mod suppressions;
 mod templates;
 mod upload;
 
+use std::collections::BTreeMap;
+
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -29,6 +32,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -110,7 +114,8 @@ pub(crate) enum Access {
 }
 
 /// Every route: its path, who may call it and its handlers. [`router`] serves
-/// exactly these, and tests hold the OpenAPI document and the token check to them.
+/// exactly these, the OpenAPI document lists exactly these paths with the
+/// security of their access, and tests hold the token check to them.
 pub(crate) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
     use Access::{Public, Token};
     vec![
@@ -120,7 +125,7 @@ pub(crate) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
         (
             "/healthz",
             Public,
-            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+            get(|| async { Json(Health { status: "ok" }) }),
         ),
         ("/v1/batches", Token, post(create_batch).get(list_batches)),
         ("/v1/batches/{id}", Token, get(get_batch)),
@@ -215,30 +220,77 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// `GET /healthz`'s answer: the server is up.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// `GET /v1`'s answer: what this server is and where its main routes are.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct Index {
+    /// `herald`.
+    name: &'static str,
+    version: &'static str,
+    /// `METHOD path` to what it does.
+    routes: BTreeMap<&'static str, &'static str>,
+}
+
 /// What this server is and where its routes are, for a script exploring the API
 /// (`/` is the web page).
-async fn index() -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "name": "herald",
-        "version": env!("CARGO_PKG_VERSION"),
-        "routes": {
-            "POST /v1/batches": "accept a batch: {channel, template: {body, subject?}, recipients: [{to, vars?, ref?}]}",
-            "GET /v1/batches?limit=&before=": "the batches, newest first",
-            "GET /v1/batches/{id}": "state and counts",
-            "GET /v1/batches/{id}/events": "progress as server-sent events, until the batch is finished",
-            "GET /v1/batches/{id}/messages?state=&after=&limit=": "the per-recipient ledger",
-            "POST /v1/batches/{id}/pause|resume|cancel|retry": "control a batch",
-            "POST /v1/templates, GET /v1/templates?after=&limit=": "store a template, list them",
-            "GET|PUT|DELETE /v1/templates/{id}": "read, replace or delete a template",
-            "POST|GET|DELETE /v1/suppressions": "add, list or remove recipients who must not be messaged",
-            "POST /send-sms": "the classic request: template_id, mobiles[], content",
-            "POST /v1/receipts/{provider}": "delivery receipts from a configured provider",
-            "GET /healthz": "liveness",
-            "GET /": "the web page",
-            "GET /metrics": "Prometheus metrics",
-            "GET /openapi.json": "every route, in OpenAPI 3.1",
-        },
-    }))
+async fn index() -> Json<Index> {
+    Json(Index {
+        name: "herald",
+        version: env!("CARGO_PKG_VERSION"),
+        routes: BTreeMap::from([
+            (
+                "POST /v1/batches",
+                "accept a batch: {channel, template: {body, subject?}, recipients: [{to, vars?, ref?}]}",
+            ),
+            (
+                "GET /v1/batches?limit=&before=",
+                "the batches, newest first",
+            ),
+            ("GET /v1/batches/{id}", "state and counts"),
+            (
+                "GET /v1/batches/{id}/events",
+                "progress as server-sent events, until the batch is finished",
+            ),
+            (
+                "GET /v1/batches/{id}/messages?state=&after=&limit=",
+                "the per-recipient ledger",
+            ),
+            (
+                "POST /v1/batches/{id}/pause|resume|cancel|retry",
+                "control a batch",
+            ),
+            (
+                "POST /v1/templates, GET /v1/templates?after=&limit=",
+                "store a template, list them",
+            ),
+            (
+                "GET|PUT|DELETE /v1/templates/{id}",
+                "read, replace or delete a template",
+            ),
+            (
+                "POST|GET|DELETE /v1/suppressions",
+                "add, list or remove recipients who must not be messaged",
+            ),
+            (
+                "POST /send-sms",
+                "the classic request: template_id, mobiles[], content",
+            ),
+            (
+                "POST /v1/receipts/{provider}",
+                "delivery receipts from a configured provider",
+            ),
+            ("GET /healthz", "liveness"),
+            ("GET /", "the web page"),
+            ("GET /metrics", "Prometheus metrics"),
+            ("GET /openapi.json", "every route, in OpenAPI 3.1"),
+        ]),
+    })
 }
 
 /// A listing's `limit`: `DEFAULT_PAGE` when absent, at most `MAX_PAGE`.
@@ -346,7 +398,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Error> {
 }
 
 /// `202` with the report; a replay also carries `Idempotent-Replayed: true`.
-pub(crate) fn accepted_response(submitted: Submitted, body: serde_json::Value) -> Response {
+pub(crate) fn accepted_response(submitted: Submitted, body: impl Serialize) -> Response {
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     if submitted.replayed {
         response
@@ -357,8 +409,9 @@ pub(crate) fn accepted_response(submitted: Submitted, body: serde_json::Value) -
 }
 
 /// `POST /v1/batches?dry_run=true` checks and reports without storing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 struct SubmitParams {
+    /// Check and report only; store nothing (`200`).
     #[serde(default)]
     dry_run: bool,
 }
@@ -509,15 +562,22 @@ fn upload_identity(headers: &HeaderMap, options: &[u8]) -> Vec<u8> {
 }
 
 /// A batch as the API shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Batch")]
 pub struct BatchView {
+    #[schemars(extend("format" = "uuid"))]
     pub id: String,
+    #[schemars(with = "crate::domain::Channel")]
     pub channel: String,
+    /// Where the batch came from: `api`, `send-sms`, or `ingest:<name>` for an
+    /// ingest source.
     pub source: String,
     /// `queued`, `sending`, `paused`, `cancelling`, `cancelled` or `done`.
     pub state: String,
     pub priority: i32,
+    #[schemars(extend("format" = "date-time"))]
     pub created_at: String,
+    #[schemars(extend("format" = "date-time"))]
     pub send_at: String,
     pub counts: Counts,
 }
@@ -545,17 +605,20 @@ fn not_found(id: BatchId) -> Error {
     Error::NotFound(format!("no batch has the id `{id}`"))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 struct BatchesParams {
+    /// A page's `next_before`: only batches older than it.
     before: Option<String>,
+    #[schemars(range(min = 1, max = MAX_BATCH_PAGE), extend("default" = DEFAULT_BATCH_PAGE))]
     limit: Option<u32>,
 }
 
 /// A page of batches, newest first; pass `next_before` as `before` for the next
 /// page (`null` on the last).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct BatchPage {
     pub batches: Vec<BatchView>,
+    /// Pass as `before` for the next page; `null` on the last.
     pub next_before: Option<String>,
 }
 
@@ -591,16 +654,22 @@ async fn get_batch(
     Ok(Json(summary.into()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 struct MessagesParams {
+    /// Only the messages in this state.
+    #[schemars(with = "Option<MessageState>")]
     state: Option<String>,
+    /// A page's `next_after`.
     after: Option<u32>,
+    #[schemars(range(min = 1, max = MAX_PAGE), extend("default" = DEFAULT_PAGE))]
     limit: Option<u32>,
 }
 
 /// One message as the API shows it.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "Message")]
 pub struct MessageView {
+    /// `<batch id>-<index>`: the idempotency key of every attempt.
     pub id: String,
     pub index: u32,
     pub to: String,
@@ -611,14 +680,18 @@ pub struct MessageView {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub provider_message_id: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     pub created_at: String,
+    #[schemars(extend("format" = "date-time"))]
     pub updated_at: String,
+    #[schemars(extend("format" = "date-time"))]
     pub sent_at: Option<String>,
     /// The code of the delivery receipt that set `delivered` / `undelivered`, and
     /// when it says that happened.
     #[serde(default)]
     pub receipt_code: Option<String>,
     #[serde(default)]
+    #[schemars(extend("format" = "date-time"))]
     pub receipt_at: Option<String>,
 }
 
@@ -644,7 +717,7 @@ impl From<MessageRecord> for MessageView {
 }
 
 /// A page of messages; pass `next_after` as `after` for the next page.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct MessagePage {
     pub messages: Vec<MessageView>,
     pub next_after: Option<u32>,
@@ -685,20 +758,22 @@ async fn list_messages(
     }))
 }
 
+/// What `POST /v1/batches/{id}/{action}` does, by `action`.
+const ACTIONS: [(&str, Control); 4] = [
+    ("pause", Control::Pause),
+    ("resume", Control::Resume),
+    ("cancel", Control::Cancel),
+    ("retry", Control::Retry),
+];
+
 async fn control_batch(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Json<BatchView>, Error> {
-    let action = match action.as_str() {
-        "pause" => Control::Pause,
-        "resume" => Control::Resume,
-        "cancel" => Control::Cancel,
-        "retry" => Control::Retry,
-        other => {
-            return Err(Error::NotFound(format!(
-                "no action `{other}`: use pause, resume, cancel or retry"
-            )));
-        }
+    let Some(&(_, action)) = ACTIONS.iter().find(|(name, _)| *name == action) else {
+        return Err(Error::NotFound(format!(
+            "no action `{action}`: use pause, resume, cancel or retry"
+        )));
     };
     let id = batch_id(&id)?;
     let summary = state

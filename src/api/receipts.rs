@@ -88,8 +88,9 @@ pub(super) async fn receive(
 }
 
 /// What became of a request's reports, in counts.
-#[derive(Debug, Default, serde::Serialize)]
-struct Tally {
+#[derive(Debug, Default, serde::Serialize, schemars::JsonSchema)]
+#[schemars(rename = "ReceiptTally")]
+pub(super) struct Tally {
     received: usize,
     /// Moved a message to `delivered` or `undelivered`.
     applied: usize,

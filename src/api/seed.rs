@@ -8,13 +8,15 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
 
 use super::error::{Error, SeedError};
 use super::{AppState, accepted_response, body_bytes, parse_json};
 use crate::domain::Channel;
 use crate::ingest::job::SmsJob;
-use crate::intake::Envelope;
+use crate::intake::{Envelope, Rejection, Report};
 
 fn parse_json_request(bytes: &[u8]) -> Result<SmsJob, Error> {
     let value: Value = parse_json(bytes)?;
@@ -62,22 +64,34 @@ pub(super) async fn send_sms(
         .submit(envelope, body, recipients)
         .await
         .map_err(Error::from)?;
-    let report = &submitted.report;
-    let accepted = report["accepted"].as_u64().unwrap_or(0);
-    let rejected = report["rejected"].clone();
-    let rejected_count = rejected.as_array().map_or(0, Vec::len);
-    let mut message = format!("request received: {accepted} messages queued");
-    if rejected_count > 0 {
-        message.push_str(&format!(", {rejected_count} mobiles rejected"));
+    let report: Report = serde_json::from_value(submitted.report.clone())
+        .map_err(|e| Error::Internal(format!("a stored report does not read back: {e}")))?;
+    let mut message = format!("request received: {} messages queued", report.accepted);
+    if !report.rejected.is_empty() {
+        message.push_str(&format!(", {} mobiles rejected", report.rejected.len()));
     }
-    let body = json!({
-        "success": true,
-        "message": message,
-        "batch_id": report["batch_id"],
-        "template_id": template_id,
-        "rejected": rejected,
-    });
+    let body = SeedAnswer {
+        success: true,
+        message,
+        batch_id: report.batch_id,
+        template_id,
+        rejected: report.rejected,
+    };
     Ok(accepted_response(submitted, body))
+}
+
+/// `POST /send-sms`'s answer once the messages are queued.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(super) struct SeedAnswer {
+    /// `true`; an error's body has `false`.
+    success: bool,
+    /// How many messages were queued and how many mobiles rejected.
+    message: String,
+    #[schemars(extend("format" = "uuid"))]
+    batch_id: Option<String>,
+    /// The request's `template_id`, if it had one.
+    template_id: Option<String>,
+    rejected: Vec<Rejection>,
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, Error, body_bytes, page_limit, parse_json, query_params};
@@ -19,33 +20,42 @@ use crate::queue::Suppression;
 /// The reason recorded when a request gives none.
 const DEFAULT_REASON: &str = "added by request";
 
-#[derive(Debug, Deserialize)]
+/// Addresses to add to a channel's list.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AddRequest {
+#[schemars(rename = "SuppressionsAdd")]
+pub(super) struct AddRequest {
     channel: Channel,
     addresses: Vec<String>,
+    /// Recorded with each address; `added by request` when absent.
     #[serde(default)]
     reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// Addresses to remove from a channel's list.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RemoveRequest {
+#[schemars(rename = "SuppressionsRemove")]
+pub(super) struct RemoveRequest {
     channel: Channel,
     addresses: Vec<String>,
 }
 
 /// `?channel=sms&reason=…` for a CSV upload; `?channel=&after=&limit=` for a listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct Params {
+    /// Required for a listing and a CSV upload.
     channel: Option<Channel>,
+    /// A CSV upload's reason for lines that give none.
     reason: Option<String>,
+    /// A page's `next_after`.
     after: Option<String>,
+    #[schemars(range(min = 1, max = super::MAX_PAGE), extend("default" = super::DEFAULT_PAGE))]
     limit: Option<u32>,
 }
 
 /// An address that could not be added, and where it was.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 struct Refused {
     /// Its index in `addresses`, or its line in the CSV (from 1).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,7 +66,9 @@ struct Refused {
     detail: String,
 }
 
-#[derive(Debug, Serialize)]
+/// What a `POST /v1/suppressions` added, updated and refused.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "SuppressionsAdded")]
 pub(super) struct Added {
     /// Entries new to the list.
     added: usize,
@@ -174,7 +186,9 @@ fn csv_rows(bytes: &[u8], default_reason: &str) -> Result<Vec<(Place, String, St
     Ok(rows)
 }
 
-#[derive(Debug, Serialize)]
+/// How many addresses a `DELETE /v1/suppressions` removed.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "SuppressionsRemoved")]
 pub(super) struct Removed {
     removed: usize,
 }
@@ -200,15 +214,21 @@ pub(super) async fn remove(
     Ok(Json(Removed { removed }))
 }
 
-#[derive(Debug, Serialize)]
+/// One suppressed address.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Suppression")]
 pub(super) struct SuppressionView {
     channel: Channel,
+    /// Normalized as batch recipients are.
     address: String,
     reason: String,
+    #[schemars(extend("format" = "date-time"))]
     created_at: String,
 }
 
-#[derive(Debug, Serialize)]
+/// A page of suppressions.
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "SuppressionPage")]
 pub(super) struct Page {
     suppressions: Vec<SuppressionView>,
     /// Pass as `after` (with the same `channel`) for the next page; absent on the last.

@@ -10,6 +10,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, Error, body_bytes, page_limit, parse_json, query_params};
@@ -20,9 +21,10 @@ use crate::queue::{ProviderTemplate, Template};
 const MAX_ID: usize = 64;
 
 /// A template as the API takes it; `id` only on `POST`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TemplateRequest {
+pub(super) struct TemplateRequest {
+    /// On `POST` only: 1 to 64 letters, digits, `_`, `-` or `.`.
     #[serde(default)]
     id: Option<String>,
     channel: Channel,
@@ -35,7 +37,8 @@ struct TemplateRequest {
 }
 
 /// A template as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
+#[schemars(rename = "Template")]
 pub(super) struct TemplateView {
     id: String,
     channel: Channel,
@@ -43,8 +46,11 @@ pub(super) struct TemplateView {
     subject: Option<String>,
     body: String,
     providers: BTreeMap<String, ProviderTemplate>,
+    /// 1 when created, one more on every replace.
     version: u32,
+    #[schemars(extend("format" = "date-time"))]
     created_at: String,
+    #[schemars(extend("format" = "date-time"))]
     updated_at: String,
 }
 
@@ -181,13 +187,15 @@ pub(super) async fn delete(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct ListParams {
+    /// A page's `next_after`.
     after: Option<String>,
+    #[schemars(range(min = 1, max = super::MAX_PAGE), extend("default" = super::DEFAULT_PAGE))]
     limit: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct TemplatePage {
     templates: Vec<TemplateView>,
     /// Pass as `after` for the next page; absent on the last one.

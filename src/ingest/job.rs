@@ -99,6 +99,38 @@ fn list(map: &Map<String, Value>, field: &str) -> Result<Vec<String>, intake::Er
     Ok(items)
 }
 
+/// The job as [`SmsJob::from_json`] reads it (and [`SmsJob::from_form`], field for
+/// field): `POST /send-sms`'s request in the OpenAPI document.
+impl schemars::JsonSchema for SmsJob {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SmsJob".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "object",
+            "properties": {
+                "template_id": {
+                    "type": ["string", "number", "null"],
+                    "description": "A stored SMS template's id, rendered with `content` as its variable `content`; any other value is the producer's own label.",
+                },
+                "mobiles": {
+                    "description": "An array of strings or numbers, or one comma-separated string (form-encoded: `mobiles[]` repeated, or `mobiles=a,b`).",
+                    "anyOf": [
+                        {"type": "array", "items": {"type": ["string", "number"]}},
+                        {"type": "string"},
+                        {"type": "null"},
+                    ],
+                },
+                "content": {
+                    "type": ["string", "null"],
+                    "description": "The text, or the stored template's variable `content`.",
+                },
+            },
+        })
+    }
+}
+
 impl SmsJob {
     /// Reads the job from a JSON object.
     pub fn from_json(map: &Map<String, Value>) -> Result<SmsJob, intake::Error> {

@@ -39,6 +39,7 @@ pub use self::twilio::{
     code_names_the_recipient as twilio_code_names_the_recipient, parse_twilio_callback,
     verify_twilio_signature,
 };
+pub(crate) use self::webhook::WireReceipt;
 pub use self::webhook::{
     SIGNATURE_HEADER as WEBHOOK_SIGNATURE_HEADER, WebhookProvider, parse_webhook_receipts,
     verify_webhook_signature,

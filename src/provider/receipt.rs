@@ -89,8 +89,9 @@ pub(super) fn read_pushed(
     })
 }
 
-#[derive(Deserialize)]
-struct AliyunReport {
+/// One report of an Aliyun `SmsReport` push.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct AliyunReport {
     phone_number: Option<String>,
     report_time: Option<String>,
     success: bool,
@@ -113,8 +114,9 @@ pub fn parse_aliyun(body: &[u8]) -> Result<Vec<DeliveryReport>, String> {
         .collect())
 }
 
-#[derive(Deserialize)]
-struct TencentReport {
+/// One report of a Tencent Cloud status callback.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct TencentReport {
     user_receive_time: Option<String>,
     nationcode: Option<String>,
     mobile: Option<String>,

@@ -204,22 +204,28 @@ pub fn verify_webhook_signature(secret: &[u8], body: &[u8], header: &str) -> boo
 }
 
 /// One delivery receipt from a webhook receiver.
-#[derive(Deserialize)]
-struct WireReceipt {
+#[derive(Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "WebhookReceipt")]
+pub(crate) struct WireReceipt {
     /// The `id` the receiver's answer to the send gave, else Herald's message id
     /// (the `id` Herald posted): whatever Herald recorded as the provider's id.
     id: String,
     status: WireStatus,
+    /// The receiver's status code, a string or a number; `invalid_recipient` on an
+    /// undelivered one suppresses the address.
     #[serde(default)]
+    #[schemars(extend("type" = ["string", "number", "null"]))]
     code: Option<serde_json::Value>,
     /// RFC 3339, e.g. `2025-06-01T08:30:00Z`.
     #[serde(default)]
+    #[schemars(extend("format" = "date-time"))]
     at: Option<String>,
+    /// The recipient, when several messages share the id.
     #[serde(default)]
     to: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 enum WireStatus {
     Delivered,

@@ -270,7 +270,7 @@ pub struct Template {
 }
 
 /// What a provider needs of a template it has approved on its side.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ProviderTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
