@@ -37,6 +37,7 @@ pub struct BatchRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<TemplateSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(description = "Instead of `template`: a stored template.")]
     pub template_id: Option<String>,
     /// Absent in an upload's options, whose recipients come apart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -71,10 +72,13 @@ pub struct TemplateSpec {
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientSpec {
+    #[schemars(description = "A phone number or an e-mail address.")]
     pub to: String,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schemars(description = "The template's variables.")]
     pub vars: Map<String, Value>,
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    #[schemars(description = "Yours: shown in the ledger, sent to the provider.")]
     pub reference: Option<String>,
 }
 

@@ -113,17 +113,18 @@ impl Error {
     }
 }
 
-/// The body of every error answer.
+/// The body of every error answer. (Its fields are in the order the body has
+/// always been written in.)
 #[derive(Debug, Serialize, JsonSchema)]
 #[schemars(rename = "Error")]
 pub struct ErrorBody {
     pub error: Code,
-    pub message: String,
     /// The field, recipient (`recipients[3].to`) or line (`line 12`) at fault:
     /// present (perhaps `null`) on `malformed_request`, `invalid_field` and
     /// `too_large`, absent on the others.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<Option<String>>,
+    pub message: String,
     /// On `no_valid_recipients`: every recipient, and why it was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rejected: Option<Vec<Rejection>>,

@@ -227,14 +227,15 @@ pub(crate) struct Health {
     status: &'static str,
 }
 
-/// `GET /v1`'s answer: what this server is and where its main routes are.
+/// `GET /v1`'s answer: what this server is and where its main routes are. (Its
+/// fields are in the order the answer has always been written in.)
 #[derive(Debug, Serialize, JsonSchema)]
 pub(crate) struct Index {
     /// `herald`.
     name: &'static str,
-    version: &'static str,
     /// `METHOD path` to what it does.
     routes: BTreeMap<&'static str, &'static str>,
+    version: &'static str,
 }
 
 /// What this server is and where its routes are, for a script exploring the API

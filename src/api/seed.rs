@@ -80,18 +80,19 @@ pub(super) async fn send_sms(
     Ok(accepted_response(submitted, body))
 }
 
-/// `POST /send-sms`'s answer once the messages are queued.
+/// `POST /send-sms`'s answer once the messages are queued. (Its fields are in
+/// the order the answer has always been written in.)
 #[derive(Debug, Serialize, JsonSchema)]
 pub(super) struct SeedAnswer {
-    /// `true`; an error's body has `false`.
-    success: bool,
-    /// How many messages were queued and how many mobiles rejected.
-    message: String,
     #[schemars(extend("format" = "uuid"))]
     batch_id: Option<String>,
+    /// How many messages were queued and how many mobiles rejected.
+    message: String,
+    rejected: Vec<Rejection>,
+    /// `true`; an error's body has `false`.
+    success: bool,
     /// The request's `template_id`, if it had one.
     template_id: Option<String>,
-    rejected: Vec<Rejection>,
 }
 
 #[cfg(test)]
