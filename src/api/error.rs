@@ -118,12 +118,14 @@ impl Error {
 #[derive(Debug, Serialize, JsonSchema)]
 #[schemars(rename = "Error")]
 pub struct ErrorBody {
+    /// What kind of error, for a program.
     pub error: Code,
     /// The field, recipient (`recipients[3].to`) or line (`line 12`) at fault:
     /// present (perhaps `null`) on `malformed_request`, `invalid_field` and
     /// `too_large`, absent on the others.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<Option<String>>,
+    /// What was wrong, for a person.
     pub message: String,
     /// On `no_valid_recipients`: every recipient, and why it was refused.
     #[serde(skip_serializing_if = "Option::is_none")]

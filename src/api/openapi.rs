@@ -4,8 +4,8 @@
 //! is derived with `schemars` from the types the handlers read (as they deserialize)
 //! and write (as they serialize), so a field added to one is in the document with
 //! no edit here. Tests hold it to the router: it describes every route and method
-//! served and no other, and real answers of every operation fit the schema it
-//! documents for their status.
+//! served and no other, real answers of every operation fit the schema it
+//! documents for their status, and the JSON requests accepted fit their schemas.
 
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
@@ -40,7 +40,7 @@ pub(super) async fn document() -> Response {
 }
 
 /// The whole document: every route of [`super::routes`] with its operations.
-pub(super) fn build() -> Value {
+fn build() -> Value {
     let mut schemas = Schemas::new();
     let error = schemas.answer::<ErrorBody>();
     let mut paths = Map::new();
