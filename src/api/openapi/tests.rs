@@ -28,7 +28,7 @@ async fn the_document_describes_every_route_and_method_served_and_no_other() {
             let operation = &doc["paths"][path][method.as_str().to_lowercase()];
             assert!(
                 operation.is_object(),
-                "{method} {path} is not in openapi.json"
+                "{method} {path} is not in the document"
             );
             assert!(operation["responses"].is_object(), "{method} {path}");
             // Protected operations take the document's bearer security; public
