@@ -157,15 +157,29 @@ pub struct Vars(pub Map<String, Value>);
 
 impl Object for Vars {
     fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
-        self.0
-            .get(key.as_str()?)
-            .map(|v| minijinja::Value::from(Serde(v)))
+        self.0.get(key.as_str()?).map(template_value)
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         self.mapped_enumerator(|vars| {
             Box::new(vars.0.keys().map(|k| minijinja::Value::from(k.as_str())))
         })
+    }
+}
+
+/// `value` as a template value. Scalars are converted directly (a short string
+/// is kept inline, with no allocation); arrays and objects through serde.
+fn template_value(value: &Value) -> minijinja::Value {
+    match value {
+        Value::String(s) => minijinja::Value::from(s.as_str()),
+        Value::Bool(b) => minijinja::Value::from(*b),
+        Value::Null => minijinja::Value::from(()),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => minijinja::Value::from(i),
+            (None, Some(u)) => minijinja::Value::from(u),
+            _ => minijinja::Value::from(Serde(value)),
+        },
+        Value::Array(_) | Value::Object(_) => minijinja::Value::from(Serde(value)),
     }
 }
 
@@ -220,6 +234,31 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.message.contains("include"), "{}", err.message);
+    }
+
+    #[test]
+    fn variables_read_as_serde_would_convert_them() {
+        let long = "a string longer than any kept inline, in 用户 text".repeat(3);
+        for v in [
+            json!("短"),
+            json!(long),
+            json!(""),
+            json!(true),
+            json!(null),
+            json!(0),
+            json!(-42),
+            json!(u64::MAX),
+            json!(i64::MIN),
+            json!(2.5),
+            json!([1, "a", null]),
+            json!({"k": {"n": 1}}),
+        ] {
+            let direct = template_value(&v);
+            let serde = minijinja::Value::from(Serde(&v));
+            assert_eq!(direct, serde, "{v}");
+            assert_eq!(direct.kind(), serde.kind(), "{v}");
+            assert_eq!(direct.to_string(), serde.to_string(), "{v}");
+        }
     }
 
     #[test]
