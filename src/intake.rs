@@ -15,7 +15,9 @@ use sha2::{Digest, Sha256};
 use crate::domain::{BatchId, Channel, now_ms};
 use crate::metrics::Metrics;
 use crate::provider::{Registry, Route};
-use crate::queue::{self, Accepted, Begun, Idempotency, NewBatch, NewMessage, Queue, Staging};
+use crate::queue::{
+    self, Accepted, BatchTemplate, Begun, Idempotency, NewBatch, NewMessage, Queue, Staging,
+};
 use crate::ratelimit::Limits;
 use crate::recipient::{self, Rules};
 use crate::sms::{self, Encoding, Segments};
@@ -664,6 +666,7 @@ impl Intake {
             Body::Template(spec) => spec.stored_id.clone(),
             Body::Literal { .. } => None,
         };
+        let mut stored_template = None;
         let renderer = match body {
             Body::Template(spec) => {
                 if channel == Channel::Email && spec.subject.is_none() {
@@ -674,9 +677,16 @@ impl Intake {
                 }
                 let template = Template::compile(&spec.body, spec.subject.as_deref())
                     .map_err(|e| invalid(e.field, e.message))?;
+                let render_at_claim = self.queue.renders_at_claim();
+                if render_at_claim {
+                    stored_template = Some(BatchTemplate {
+                        subject: spec.subject,
+                        body: spec.body,
+                    });
+                }
                 Renderer::Template {
                     template: Box::new(template),
-                    keep_vars: template_id.is_some(),
+                    keep_vars: template_id.is_some() || render_at_claim,
                 }
             }
             Body::Literal { body, .. } if body.trim().is_empty() => {
@@ -693,6 +703,7 @@ impl Intake {
         Ok(Intaking {
             channel,
             template_id,
+            stored_template,
             route: route.clone(),
             priority,
             send_at_ms,
@@ -748,6 +759,8 @@ fn answered(accepted: Accepted, report: Value) -> Submitted {
 struct Intaking {
     channel: Channel,
     template_id: Option<String>,
+    /// The template, for an engine that renders at claim.
+    stored_template: Option<BatchTemplate>,
     route: Route,
     priority: i32,
     send_at_ms: i64,
@@ -986,6 +999,7 @@ impl Intaking {
             }),
             report: Value::Null,
             template_id: self.template_id.clone(),
+            template: self.stored_template.clone(),
             messages,
         }
     }
@@ -1004,8 +1018,9 @@ fn fingerprint(key: &str, message: &NewMessage) -> String {
 enum Renderer {
     Template {
         template: Box<Template>,
-        /// Keep each recipient's vars with its message (a stored template, which
-        /// some providers render on their side).
+        /// Keep each recipient's vars with its message: for a stored template,
+        /// which some providers render on their side, and for an engine that
+        /// renders at claim.
         keep_vars: bool,
     },
     Literal {

@@ -61,7 +61,20 @@ pub struct NewBatch {
     /// The stored template the batch was rendered from, if any: providers that only
     /// send their own pre-approved templates look up their code in it.
     pub template_id: Option<String>,
+    /// The template the messages were rendered from, for an engine that
+    /// [renders at claim](Engine::renders_at_claim): it stores this with the batch
+    /// and each message's variables rather than its body. `None` for other engines
+    /// and for batches with a literal body.
+    pub template: Option<BatchTemplate>,
     pub messages: Vec<NewMessage>,
+}
+
+/// A template's sources, as a batch was rendered from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub body: String,
 }
 
 /// The sender's idempotency key and a hash of the request it came with.
@@ -82,8 +95,9 @@ pub struct NewMessage {
     pub body: String,
     /// SMS segments of the body (1 for e-mail): what a per-segment rate limit counts.
     pub segments: u32,
-    /// The recipient's variables as a JSON object, kept for providers that render
-    /// a stored template on their side; `None` for batches with an inline template.
+    /// The recipient's variables as a JSON object: kept for providers that render
+    /// a stored template on their side, and for engines that render at claim;
+    /// `None` otherwise.
     pub vars: Option<String>,
 }
 
@@ -314,6 +328,12 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// batch whole with [`Engine::accept`].
     async fn begin_whole(&self, _batch: &NewBatch) -> Result<Option<Staged>> {
         Ok(None)
+    }
+    /// Whether the engine stores a template batch's [`NewBatch::template`] and its
+    /// messages' variables, and renders each message's body when it is claimed,
+    /// rather than storing every body: about half the bytes a message.
+    fn renders_at_claim(&self) -> bool {
+        false
     }
     /// Claims up to `limit` due messages for `provider`, best priority first, under
     /// a lease of `lease`; messages whose lease has expired are due again. Within
@@ -572,6 +592,11 @@ impl Queue {
             .begin_whole(batch)
             .await?
             .map(|staged| self.begun(staged)))
+    }
+
+    /// See [`Engine::renders_at_claim`].
+    pub fn renders_at_claim(&self) -> bool {
+        self.engine.renders_at_claim()
     }
 
     fn begun(&self, staged: Staged) -> Begun {

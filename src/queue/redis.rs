@@ -1470,6 +1470,7 @@ mod tests {
             idempotency: None,
             report: serde_json::json!({"accepted": n}),
             template_id: None,
+            template: None,
             messages: (0..n)
                 .map(|index| NewMessage {
                     index,

@@ -13,15 +13,16 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    Accepted, BatchSummary, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX,
-    Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome,
-    ReceiptEffect, ReceiptTarget, Result, Settlement, Staged, StagingEngine, parse_batch_id,
-    receipt_state, receipt_target,
+    Accepted, BatchSummary, BatchTemplate, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS,
+    EARLY_RECEIPTS_MAX, Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage,
+    Outcome, ReceiptEffect, ReceiptTarget, Result, Settlement, Staged, StagingEngine,
+    parse_batch_id, receipt_state, receipt_target,
 };
 use crate::domain::{
     BatchControl, BatchId, Channel, Counts, DeliveryReport, MessageState, message_id, now_ms,
 };
 use crate::ratelimit::{Bucket, Candidate, Cap, Limits, longest_window, pick, segment_bucket_key};
+use crate::template::{RenderError, Template, Vars};
 
 mod records;
 
@@ -160,6 +161,11 @@ CREATE TABLE ingest_unacked (
     PRIMARY KEY (source, hash, key)
 );
 CREATE INDEX ingest_unacked_at ON ingest_unacked(at);
+", "
+-- Migration 8: the template a batch's messages are rendered from when they are
+-- claimed (JSON: body, subject). Its messages keep their variables in `vars` and
+-- an empty `body`; batches without it keep each rendered body.
+ALTER TABLE batches ADD COLUMN template_source TEXT;
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's
@@ -173,6 +179,9 @@ pub(crate) struct Sqlite {
     reader: Arc<Mutex<Connection>>,
     /// Batch row → what claims need of it; none of it changes once stored.
     batches: Arc<Mutex<HashMap<i64, BatchRef>>>,
+    /// Batch row → the template its messages are rendered from at claim, compiled
+    /// (`None`: the batch stores each body).
+    templates: Arc<Mutex<HashMap<i64, Option<Arc<Template>>>>>,
 }
 
 /// What claims and the ledger need to know of a stored batch.
@@ -251,6 +260,7 @@ impl Sqlite {
                 writer,
                 reader: Arc::new(Mutex::new(reader)),
                 batches: Arc::default(),
+                templates: Arc::default(),
             })
         })
         .await
@@ -370,6 +380,72 @@ fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
         vars: r.get(9)?,
         unknown_since: r.get(10)?,
     })
+}
+
+/// Renders the body of a claimed message of a batch stored with its template
+/// (an empty body and the recipient's variables), as it was rendered when the
+/// batch was accepted. Other messages are left as they are. `Err`: why it cannot
+/// be rendered now (which only a store edited by hand can cause).
+fn render_claimed(
+    tx: &Transaction<'_>,
+    templates: &mut HashMap<i64, Option<Arc<Template>>>,
+    r: &mut ClaimedRow,
+) -> std::result::Result<(), String> {
+    let (true, Some(vars)) = (r.body.is_empty(), &r.vars) else {
+        return Ok(());
+    };
+    let template = match templates.get(&r.batch) {
+        Some(known) => known.clone(),
+        None => {
+            let source: Option<String> = tx
+                .prepare_cached("SELECT template_source FROM batches WHERE seq = ?1")
+                .and_then(|mut s| s.query_row([r.batch], |row| row.get(0)))
+                .map_err(|e| format!("its batch's template cannot be read: {e}"))?;
+            let compiled = source
+                .map(|source| {
+                    let source: BatchTemplate = serde_json::from_str(&source)
+                        .map_err(|e| format!("its batch's template is not readable: {e}"))?;
+                    Template::compile(&source.body, source.subject.as_deref())
+                        .map(Arc::new)
+                        .map_err(|e| {
+                            format!("its batch's template does not compile: {}", e.message)
+                        })
+                })
+                .transpose()?;
+            templates.insert(r.batch, compiled.clone());
+            compiled
+        }
+    };
+    let Some(template) = template else {
+        return Ok(());
+    };
+    let vars: serde_json::Map<String, serde_json::Value> = serde_json::from_str(vars)
+        .map_err(|e| format!("its variables are not a JSON object: {e}"))?;
+    r.body = template
+        .render(&Arc::new(Vars(vars)))
+        .map_err(|e| match e {
+            RenderError::MissingVariable(name) => format!("its variables lack `{name}`"),
+            RenderError::Failed(why) => format!("its template no longer renders: {why}"),
+        })?
+        .body;
+    Ok(())
+}
+
+/// Ends a claimed message whose body cannot be rendered: it fails, with why.
+fn fail_unrenderable(tx: &Transaction<'_>, row: i64, why: &str, now: i64) -> Result<()> {
+    tracing::error!(
+        row,
+        reason = why,
+        "a claimed message cannot be rendered; it fails"
+    );
+    tx.execute(
+        "UPDATE messages SET state = 'failed', lease = NULL, lease_until = NULL, last_error = ?2,
+                             updated_at = ?3
+         WHERE id = ?1",
+        params![row, format!("cannot be rendered: {why}"), now],
+    )
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 /// The bucket stored under `key`, if there is one yet.
@@ -535,6 +611,10 @@ impl Engine for Sqlite {
         .await
     }
 
+    fn renders_at_claim(&self) -> bool {
+        true
+    }
+
     async fn begin_whole(&self, batch: &NewBatch) -> Result<Option<Staged>> {
         let (chunks, incoming) = tokio::sync::mpsc::channel(1);
         let (begun_tx, begun) = tokio::sync::oneshot::channel();
@@ -570,6 +650,7 @@ impl Engine for Sqlite {
         let provider = provider.to_owned();
         let limits = limits.clone();
         let cache = self.batches.clone();
+        let templates = self.templates.clone();
         self.write(move |conn| {
             let now = now_ms();
             let token = fastrand::i64(..);
@@ -653,7 +734,15 @@ impl Engine for Sqlite {
             if cache.len() > 10_000 {
                 cache.clear();
             }
-            for r in rows {
+            let mut templates = templates.lock().unwrap_or_else(|p| p.into_inner());
+            if templates.len() > 256 {
+                templates.clear();
+            }
+            for mut r in rows {
+                if let Err(why) = render_claimed(&tx, &mut templates, &mut r) {
+                    fail_unrenderable(&tx, r.row, &why, now)?;
+                    continue;
+                }
                 let known = match cache.get(&r.batch) {
                     Some(known) => *known,
                     None => {
@@ -673,8 +762,10 @@ impl Engine for Sqlite {
                     subject: r.subject,
                     body: r.body,
                     segments: r.segments,
+                    // A batch rendered at claim keeps every message's variables;
+                    // providers see them only for a stored template, as elsewhere.
+                    vars: r.template.is_some().then_some(r.vars).flatten(),
                     template_id: r.template,
-                    vars: r.vars,
                     attempts: r.attempts,
                     unknown_since_ms: r.unknown_since,
                 });
@@ -1235,8 +1326,8 @@ fn insert_batch_row(
         .map_err(unavailable)?;
     tx.execute(
         "INSERT INTO batches (id, channel, source, control, priority, send_at, created_at, idempotency_key,
-                              request_hash, report, first_row, size)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                              request_hash, report, first_row, size, template_source)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             batch.id.to_string(),
             batch.channel.as_str(),
@@ -1250,6 +1341,10 @@ fn insert_batch_row(
             batch.report.to_string(),
             first_row,
             size,
+            batch
+                .template
+                .as_ref()
+                .map(|t| serde_json::to_string(t).expect("a template serializes")),
         ],
     )
     .map_err(unavailable)?;
@@ -1301,12 +1396,17 @@ fn insert_messages(
             &now,
         ]);
         for (m, id) in rows.iter().zip(&ids) {
+            // With the batch's template stored, each body is rendered at claim.
+            let body: &dyn rusqlite::ToSql = match batch.template {
+                Some(_) if m.vars.is_some() => &"",
+                _ => &m.body,
+            };
             values.extend([
                 id as &dyn rusqlite::ToSql,
                 &m.to,
                 &m.reference,
                 &m.subject,
-                &m.body,
+                body,
                 &m.segments,
                 &m.vars,
             ]);
@@ -1678,6 +1778,91 @@ fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
 mod tests {
     use super::*;
     use crate::queue::{Accepted, Begun, Queue};
+
+    /// A batch of three messages rendered from `Hi {{name}}`, as intake makes it
+    /// for this engine: bodies rendered, each recipient's vars kept.
+    fn template_batch(template_id: Option<&str>) -> NewBatch {
+        let mut batch = crate::queue::tests::batch(3, 0, now_ms());
+        batch.template_id = template_id.map(str::to_owned);
+        batch.template = Some(BatchTemplate {
+            subject: None,
+            body: "Hi {{name}}, 你好".into(),
+        });
+        for m in &mut batch.messages {
+            m.body = format!("Hi N{}, 你好", m.index);
+            m.vars = Some(serde_json::json!({"name": format!("N{}", m.index)}).to_string());
+        }
+        batch
+    }
+
+    #[tokio::test]
+    async fn a_template_batch_stores_variables_and_renders_each_body_at_claim() {
+        for template_id in [None, Some("t1")] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = dir.path().join("store");
+            let queue = Queue::open(&format!("sqlite://{}", store.display()))
+                .await
+                .unwrap();
+            assert!(queue.renders_at_claim());
+            let batch = template_batch(template_id);
+            let expected: Vec<(String, Option<String>)> = batch
+                .messages
+                .iter()
+                .map(|m| (m.body.clone(), m.vars.clone()))
+                .collect();
+            queue.accept(batch).await.unwrap();
+            let db = Connection::open(store.join("herald.db")).unwrap();
+            let stored: Vec<String> = db
+                .prepare("SELECT body FROM messages ORDER BY id")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(stored, ["", "", ""], "bodies are not stored");
+            let claimed = queue.claim("p", 10, Duration::from_secs(30)).await.unwrap();
+            let got: Vec<(String, Option<String>)> =
+                claimed.into_iter().map(|c| (c.body, c.vars)).collect();
+            let expected: Vec<(String, Option<String>)> = expected
+                .into_iter()
+                .map(|(body, vars)| (body, template_id.and(vars)))
+                .collect();
+            // Providers see vars only for a stored template.
+            assert_eq!(got, expected, "template {template_id:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_message_that_cannot_be_rendered_at_claim_fails_with_why_and_the_rest_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("store");
+        let queue = Queue::open(&format!("sqlite://{}", store.display()))
+            .await
+            .unwrap();
+        let Accepted::New(id) = queue.accept(template_batch(None)).await.unwrap() else {
+            panic!("a new batch");
+        };
+        let db = Connection::open(store.join("herald.db")).unwrap();
+        db.execute(
+            "UPDATE messages SET vars = '{}' WHERE id = (SELECT MIN(id) FROM messages)",
+            [],
+        )
+        .unwrap();
+        let claimed = queue.claim("p", 10, Duration::from_secs(30)).await.unwrap();
+        let bodies: Vec<&str> = claimed.iter().map(|c| c.body.as_str()).collect();
+        assert_eq!(bodies, ["Hi N1, 你好", "Hi N2, 你好"]);
+        let summary = queue.batch(id).await.unwrap().unwrap();
+        assert_eq!(summary.counts.failed, 1);
+        let (state, error): (String, String) = db
+            .query_row(
+                "SELECT state, last_error FROM messages ORDER BY id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(state, "failed");
+        assert!(error.contains("lack `name`"), "{error}");
+    }
 
     #[tokio::test]
     async fn a_staging_abandoned_past_its_deadline_is_swept_by_the_next_begin() {

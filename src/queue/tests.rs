@@ -104,6 +104,7 @@ pub(crate) fn batch(n: u32, priority: i32, send_at_ms: i64) -> NewBatch {
         idempotency: None,
         report: json!({"accepted": n}),
         template_id: None,
+        template: None,
         messages: (0..n)
             .map(|index| NewMessage {
                 index,

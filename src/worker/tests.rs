@@ -210,6 +210,7 @@ async fn no_more_than_max_in_flight_messages_are_ever_claimed_and_unrecorded() {
             idempotency: None,
             report: serde_json::json!({}),
             template_id: None,
+            template: None,
             messages,
         })
         .await

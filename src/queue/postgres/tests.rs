@@ -117,6 +117,7 @@ fn batch(n: u32) -> NewBatch {
         idempotency: None,
         report: serde_json::json!({}),
         template_id: None,
+        template: None,
         messages: (0..n)
             .map(|index| NewMessage {
                 index,
