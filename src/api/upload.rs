@@ -27,6 +27,8 @@ pub type Chunks =
 
 /// Recipients handed to the intake at a time.
 pub const CHUNK: usize = 10_000;
+/// A JSON body's first chunk; each next one is twice the size, up to [`CHUNK`].
+const FIRST_CHUNK: usize = CHUNK / 4;
 
 /// The longest line an upload may have.
 const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -650,7 +652,9 @@ impl<'de> serde::de::Visitor<'de> for Elements<'_> {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         use serde::de::Error as _;
-        let mut chunk = Vec::with_capacity(CHUNK);
+        // The first chunks are smaller, so checking starts sooner.
+        let mut size = FIRST_CHUNK;
+        let mut chunk = Vec::with_capacity(size);
         let mut index = 0usize;
         loop {
             match seq.next_element::<RecipientSpec>() {
@@ -666,8 +670,9 @@ impl<'de> serde::de::Visitor<'de> for Elements<'_> {
                 }
             }
             index += 1;
-            if chunk.len() == CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            if chunk.len() == size {
+                size = (size * 2).min(CHUNK);
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(size));
                 if self.tx.blocking_send(Ok(full)).is_err() {
                     return Err(A::Error::custom("the intake stopped reading"));
                 }

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -1368,6 +1368,8 @@ fn insert_messages(
     let available_at = batch.send_at_ms;
     // Many rows per INSERT: statement steps are far fewer (about a quarter off the
     // insert time of a 10,000-message batch). A statement's rows share a provider.
+    static FULL_SQL: LazyLock<String> = LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
+    let mut full = tx.prepare_cached(&FULL_SQL).map_err(unavailable)?;
     let mut rest = messages;
     while let Some(first) = rest.first() {
         let run = rest
@@ -1377,9 +1379,15 @@ fn insert_messages(
             .count();
         let (rows, after) = rest.split_at(run);
         rest = after;
-        let mut stmt = tx
-            .prepare_cached(&insert_sql(rows.len()))
-            .map_err(unavailable)?;
+        let mut partial;
+        let stmt = if rows.len() == ROWS_PER_INSERT {
+            &mut full
+        } else {
+            partial = tx
+                .prepare_cached(&insert_sql(rows.len()))
+                .map_err(unavailable)?;
+            &mut partial
+        };
         let ids: Vec<i64> = rows
             .iter()
             .map(|m| head.first_row + i64::from(m.index))
