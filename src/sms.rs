@@ -56,17 +56,21 @@ pub struct Segments {
 /// The empty text measures as one GSM-7 segment of 0 units, because sending it still
 /// costs one SMS.
 pub fn measure(text: &str) -> Segments {
-    let (encoding, units) = match gsm_septets(text) {
-        Some(septets) => (Encoding::Gsm7, septets),
-        None => (Encoding::Ucs2, text.encode_utf16().count()),
+    // UTF-16 units are counted in the same pass that packs them into segments.
+    let (encoding, units, packed) = match gsm_septets(text) {
+        Some(septets) => (Encoding::Gsm7, septets, None),
+        None => {
+            let (units, packed) = pack(
+                text.chars().map(char::len_utf16),
+                Encoding::Ucs2.segment_limit(),
+            );
+            (Encoding::Ucs2, units, Some(packed))
+        }
     };
     let segments = if units <= encoding.single_limit() {
         1
     } else {
-        match encoding {
-            Encoding::Gsm7 => pack(text.chars().map(gsm_width), encoding.segment_limit()),
-            Encoding::Ucs2 => pack(text.chars().map(char::len_utf16), encoding.segment_limit()),
-        }
+        packed.unwrap_or_else(|| pack(text.chars().map(gsm_width), encoding.segment_limit()).1)
     };
     Segments {
         encoding,
@@ -83,19 +87,21 @@ fn gsm_septets(text: &str) -> Option<usize> {
     })
 }
 
-/// Counts the segments needed for characters of the given widths, filling each
-/// segment greedily and never splitting a character.
-fn pack(widths: impl Iterator<Item = usize>, limit: usize) -> usize {
+/// The units of characters of the given widths, and the segments they need when
+/// each segment is filled greedily and no character is split.
+fn pack(widths: impl Iterator<Item = usize>, limit: usize) -> (usize, usize) {
     let mut segments = 1;
     let mut used = 0;
+    let mut units = 0;
     for width in widths {
         if used + width > limit {
             segments += 1;
             used = 0;
         }
         used += width;
+        units += width;
     }
-    segments
+    (units, segments)
 }
 
 /// Septets a character takes in GSM 7-bit: 1 in the default alphabet, 2 in the

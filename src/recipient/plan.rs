@@ -182,7 +182,11 @@ impl Plan {
 impl RegionPlan {
     fn compile(meta: &Metadata) -> Result<RegionPlan, regex::Error> {
         let d = meta.descriptors();
+        // A number is valid when any type has it, so the order is only speed:
+        // mobile numbers, what messages mostly go to, are tried first.
         let types = [
+            d.mobile(),
+            d.fixed_line(),
             d.premium_rate(),
             d.toll_free(),
             d.shared_cost(),
@@ -191,8 +195,6 @@ impl RegionPlan {
             d.pager(),
             d.uan(),
             d.voicemail(),
-            d.fixed_line(),
-            d.mobile(),
         ];
         Ok(RegionPlan {
             id: meta.id().to_string(),
