@@ -4,7 +4,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use futures_util::{Stream, StreamExt};
 use jiff::Timestamp;
@@ -515,7 +515,7 @@ impl Intake {
                 Some(Begun::Staging(staging)) => Sink::Staging(staging),
                 Some(Begun::Answered(accepted)) => return Ok(answered(accepted, Value::Null)),
                 // At hand, on an engine without a whole mode: as one batch.
-                None if arrival == Arrival::AtHand => Sink::Whole(batch),
+                None if arrival == Arrival::AtHand => Sink::Whole(Box::new(batch)),
                 None => match self.queue.begin(batch).await? {
                     Begun::Staging(staging) => Sink::Staging(staging),
                     Begun::Answered(accepted) => return Ok(answered(accepted, Value::Null)),
@@ -561,7 +561,7 @@ impl Intake {
             Sink::Staging(staging) => staging.commit(report.clone(), intaking.span()).await?,
             Sink::Whole(mut batch) => {
                 batch.report = report.clone();
-                self.queue.accept(batch).await?
+                self.queue.accept(*batch).await?
             }
         };
         tracing::debug!(committed = ?committing.elapsed(), "batch stored");
@@ -707,7 +707,7 @@ impl Intake {
             route: route.clone(),
             priority,
             send_at_ms,
-            renderer,
+            renderer: Arc::new(renderer),
             max_recipients: self.max_recipients,
             seen: 0,
             first: FirstSeen::default(),
@@ -738,7 +738,7 @@ enum Sink {
     Nothing,
     Staging(Staging),
     /// Gathered, to be stored in one accept.
-    Whole(NewBatch),
+    Whole(Box<NewBatch>),
 }
 
 /// The answer to a submit from what the store said.
@@ -764,7 +764,7 @@ struct Intaking {
     route: Route,
     priority: i32,
     send_at_ms: i64,
-    renderer: Renderer,
+    renderer: Arc<Renderer>,
     max_recipients: usize,
     /// Recipients taken so far: the next one's index.
     seen: usize,
@@ -856,7 +856,7 @@ impl Intaking {
         let mut messages = Vec::with_capacity(recipients.len());
         let mut keys = Vec::with_capacity(recipients.len());
         let mut measures = Vec::with_capacity(recipients.len());
-        let checked = check_all(&self.renderer, self.channel, &intake.rules, recipients);
+        let checked = check_all(&self.renderer, self.channel, intake.rules, recipients);
         let mut rejected = Vec::new();
         for (index, checked) in (offset..).zip(checked) {
             let index32 = u32::try_from(index).expect("max_recipients keeps indices small");
@@ -1048,41 +1048,84 @@ struct Checked {
 const PARALLEL_FROM: usize = 2_000;
 
 /// Checks and renders every recipient, in order; large batches are split across
-/// the machine's cores (rendering is most of the work).
+/// the machine's cores (rendering is most of the work): one part is checked on
+/// the calling thread, the others by [`checkers`].
 fn check_all(
-    renderer: &Renderer,
+    renderer: &Arc<Renderer>,
     channel: Channel,
-    rules: &Rules,
+    rules: Rules,
     recipients: Vec<RecipientSpec>,
 ) -> Vec<Result<Checked, Rejection>> {
+    let check_part = move |renderer: &Renderer, part: Vec<RecipientSpec>| {
+        part.into_iter()
+            .map(|r| check(renderer, channel, &rules, r))
+            .collect::<Vec<_>>()
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if recipients.len() < PARALLEL_FROM || threads < 2 {
-        return recipients
-            .into_iter()
-            .map(|r| check(renderer, channel, rules, r))
-            .collect();
+    let pool = checkers();
+    if recipients.len() < PARALLEL_FROM || threads < 2 || pool.is_none() {
+        return check_part(renderer, recipients);
     }
     let chunk = recipients.len().div_ceil(threads);
     let mut recipients = recipients.into_iter();
-    let chunks: Vec<Vec<RecipientSpec>> = (0..threads)
-        .map(|_| recipients.by_ref().take(chunk).collect())
+    let mine: Vec<RecipientSpec> = recipients.by_ref().take(chunk).collect();
+    let handed: Vec<_> = (1..threads)
+        .map(|_| {
+            let part: Vec<RecipientSpec> = recipients.by_ref().take(chunk).collect();
+            let (done, answer) = std::sync::mpsc::sync_channel(1);
+            let renderer = renderer.clone();
+            let job: CheckJob = Box::new(move || {
+                let _ = done.send(check_part(&renderer, part));
+            });
+            let refused = pool.and_then(|pool| {
+                let jobs = pool.lock().unwrap_or_else(|p| p.into_inner());
+                jobs.send(job).err()
+            });
+            (answer, refused)
+        })
         .collect();
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|part| {
-                scope.spawn(move || {
-                    part.into_iter()
-                        .map(|r| check(renderer, channel, rules, r))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("checking recipients does not panic"))
-            .collect()
-    })
+    let mut checked = check_part(renderer, mine);
+    for (answer, refused) in handed {
+        if let Some(std::sync::mpsc::SendError(job)) = refused {
+            // No checker is left to take it: check it here.
+            job();
+        }
+        checked.extend(answer.recv().expect("checking recipients does not panic"));
+    }
+    checked
+}
+
+type CheckJob = Box<dyn FnOnce() + Send>;
+
+/// Threads that check parts of big batches, started at the first and kept: a
+/// thread made per part paid for a new stack and allocator heap each time, and
+/// for freeing from other threads what it had allocated. `None` when they cannot
+/// be started; batches are then checked on their caller's thread.
+fn checkers() -> Option<&'static Mutex<std::sync::mpsc::Sender<CheckJob>>> {
+    static CHECKERS: LazyLock<Option<Mutex<std::sync::mpsc::Sender<CheckJob>>>> =
+        LazyLock::new(|| {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let (jobs, queue) = std::sync::mpsc::channel::<CheckJob>();
+            let queue = Arc::new(Mutex::new(queue));
+            let mut started = 0;
+            for n in 1..threads {
+                let queue = queue.clone();
+                let spawned = std::thread::Builder::new()
+                    .name(format!("herald-check-{n}"))
+                    .spawn(move || {
+                        loop {
+                            let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                            match job {
+                                Ok(job) => job(),
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                started += usize::from(spawned.is_ok());
+            }
+            (started > 0).then(|| Mutex::new(jobs))
+        });
+    CHECKERS.as_ref()
 }
 
 /// Checks one recipient. A rejection's `index` is filled in by the caller.
