@@ -21,6 +21,16 @@ struct Run {
     stderr: String,
 }
 
+impl Run {
+    fn assert_succeeded(&self) {
+        assert!(
+            self.success,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+    }
+}
+
 /// Runs `herald ARGS` with `env`, bounded in time.
 async fn herald(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = herald_command();
@@ -107,11 +117,7 @@ async fn send_queues_a_csv_and_its_messages_reach_the_provider_rendered_with_the
 
     let run = send(&app, "Hi {{name}}", &csv, &[]).await;
 
-    assert!(
-        run.success,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
+    run.assert_succeeded();
     let batch_id = accepted_batch(&run);
     assert_eq!(
         run.stdout,
@@ -168,11 +174,7 @@ async fn recipients_the_server_rejects_are_printed_with_their_csv_line_numbers()
 
     let run = send(&app, "Hi {{name}}", &csv, &[]).await;
 
-    assert!(
-        run.success,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
+    run.assert_succeeded();
     let batch_id = accepted_batch(&run);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(
@@ -349,11 +351,7 @@ async fn a_gbk_csv_from_excel_is_read_and_an_undecodable_one_is_refused() {
     let csv = path.display().to_string();
 
     let run = send(&app, "{{name}}，您好", &csv, &[]).await;
-    assert!(
-        run.success,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
+    run.assert_succeeded();
     let batch = app.wait_finished(&accepted_batch(&run), FINISH).await;
     assert_eq!(batch["counts"]["sent"], 2, "{batch}");
     let received = by_recipient(&server);
@@ -382,11 +380,7 @@ async fn send_wait_follows_the_batch_to_its_end_and_exits_0_when_all_were_sent()
 
     let run = send(&app, "Hi {{name}}", &csv, &["--wait"]).await;
 
-    assert!(
-        run.success,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout, run.stderr
-    );
+    run.assert_succeeded();
     let batch_id = accepted_batch(&run);
     assert_eq!(
         run.stdout.lines().last(),

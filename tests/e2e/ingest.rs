@@ -170,6 +170,20 @@ async fn delivered_to(server: &ProviderServer, to: &[&str]) -> HashMap<String, V
     .await
 }
 
+/// Waits until the recipients `server` has received messages for are `expected`,
+/// no fewer and no other.
+async fn received_exactly(server: &ProviderServer, expected: &HashSet<String>) {
+    wait_for(WITHIN, "every message to reach the provider", || {
+        let to: HashSet<String> = server
+            .received()
+            .iter()
+            .map(|r| r.json["to"].as_str().unwrap_or_default().to_string())
+            .collect();
+        std::future::ready((&to == expected).then_some(()))
+    })
+    .await;
+}
+
 /// The ledger's `source` of the batch a received message belongs to.
 async fn source_of(app: &TestApp, message: &Value) -> String {
     let batch_id = message["batch_id"].as_str().expect("a batch id");
@@ -399,15 +413,7 @@ async fn a_kill_9_during_redis_ingest_loses_no_item_and_makes_no_duplicate_batch
     .await;
     let mut expected: HashSet<String> = (0..ITEMS - 10).map(|i| format!("+86138{i:08}")).collect();
     expected.insert("+8613900000000".into());
-    wait_for(WITHIN, "every message to reach the provider", || {
-        let to: HashSet<String> = server
-            .received()
-            .iter()
-            .map(|r| r.json["to"].as_str().unwrap_or_default().to_string())
-            .collect();
-        std::future::ready((to == expected).then_some(()))
-    })
-    .await;
+    received_exactly(&server, &expected).await;
     herald.kill();
 
     let db = rusqlite::Connection::open(dir.path().join("store").join("herald.db")).unwrap();
@@ -776,15 +782,7 @@ async fn a_kill_9_during_amqp_ingest_loses_no_message_and_doubles_none_with_mess
 
     let herald = Herald::serve(&config, &KILL_ENV).await;
     let expected: HashSet<String> = (0..MESSAGES).map(|i| format!("+86137{i:08}")).collect();
-    wait_for(WITHIN, "every message to reach the provider", || {
-        let to: HashSet<String> = server
-            .received()
-            .iter()
-            .map(|r| r.json["to"].as_str().unwrap_or_default().to_string())
-            .collect();
-        std::future::ready((to == expected).then_some(()))
-    })
-    .await;
+    received_exactly(&server, &expected).await;
     wait_for(WITHIN, "the queue to be drained", || async {
         (queue.waiting().await == 0).then_some(())
     })
@@ -927,15 +925,7 @@ async fn a_kill_9_before_the_broker_takes_an_ack_makes_no_second_batch_of_a_mess
     })
     .await;
     let expected: HashSet<String> = (0..MESSAGES).map(|i| format!("+86138{i:08}")).collect();
-    wait_for(WITHIN, "every message to reach the provider", || {
-        let to: HashSet<String> = server
-            .received()
-            .iter()
-            .map(|r| r.json["to"].as_str().unwrap_or_default().to_string())
-            .collect();
-        std::future::ready((to == expected).then_some(()))
-    })
-    .await;
+    received_exactly(&server, &expected).await;
     herald.kill();
     assert_eq!(
         batches_of(dir.path(), "ingest:noid"),
