@@ -9,6 +9,10 @@ use minijinja::value::{Enumerator, Object, ObjectExt, Serde};
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Map, Value};
 
+use self::plain::Plain;
+
+mod plain;
+
 /// Instructions one render may execute before it is stopped.
 const FUEL: u64 = 100_000;
 /// The largest template source accepted, in bytes.
@@ -48,6 +52,9 @@ pub struct Template {
     has_subject: bool,
     /// Top-level names the templates read; used to name a missing variable.
     variables: BTreeSet<String>,
+    /// The body's and the subject's plain forms, when they have one.
+    plain_body: Option<Plain>,
+    plain_subject: Option<Plain>,
 }
 
 impl Template {
@@ -63,6 +70,7 @@ impl Template {
             parts.push(("template.subject", "subject", subject));
         }
         let mut variables = BTreeSet::new();
+        let mut plain = Vec::new();
         for (field, name, source) in parts {
             if source.len() > MAX_SOURCE_BYTES {
                 return Err(CompileError {
@@ -77,12 +85,16 @@ impl Template {
                 })?;
             let tmpl = env.get_template(name).expect("template was just added");
             variables.extend(tmpl.undeclared_variables(false));
+            plain.push(Plain::of(&tmpl));
         }
         variables.retain(|v| !BUILTIN_GLOBALS.contains(&v.as_str()));
+        let mut plain = plain.into_iter();
         Ok(Template {
-            env,
             has_subject: subject.is_some(),
             variables,
+            plain_body: plain.next().flatten(),
+            plain_subject: plain.next().flatten(),
+            env,
         })
     }
 
@@ -93,11 +105,9 @@ impl Template {
 
     /// Renders one recipient's message from its variables.
     pub fn render(&self, vars: &Arc<Vars>) -> Result<Rendered, RenderError> {
-        let ctx = minijinja::Value::from_dyn_object(vars.clone());
-        let vars = &vars.0;
-        let body = self.render_one("body", &ctx, vars)?;
+        let body = self.render_one("body", self.plain_body.as_ref(), vars)?;
         let subject = if self.has_subject {
-            let subject = self.render_one("subject", &ctx, vars)?;
+            let subject = self.render_one("subject", self.plain_subject.as_ref(), vars)?;
             if subject.contains(['\r', '\n']) {
                 return Err(RenderError::Failed(
                     "the rendered subject contains a line break".into(),
@@ -110,17 +120,27 @@ impl Template {
         Ok(Rendered { subject, body })
     }
 
+    /// Renders the part `name` by its plain form when it has one and that can, else
+    /// by minijinja.
     fn render_one(
         &self,
         name: &str,
-        ctx: &minijinja::Value,
-        vars: &Map<String, Value>,
+        plain: Option<&Plain>,
+        vars: &Arc<Vars>,
     ) -> Result<String, RenderError> {
+        if let Some(out) = plain.and_then(|p| p.render(&vars.0)) {
+            return Ok(out);
+        }
+        self.render_minijinja(name, vars)
+    }
+
+    fn render_minijinja(&self, name: &str, vars: &Arc<Vars>) -> Result<String, RenderError> {
         let tmpl = self
             .env
             .get_template(name)
             .expect("compiled in Template::compile");
-        let out = tmpl.render(ctx).map_err(|e| self.explain(&e, vars))?;
+        let ctx = minijinja::Value::from_dyn_object(vars.clone());
+        let out = tmpl.render(ctx).map_err(|e| self.explain(&e, &vars.0))?;
         if out.len() > MAX_OUTPUT_BYTES {
             return Err(RenderError::Failed(format!(
                 "the rendered {name} is {} bytes, the limit is {MAX_OUTPUT_BYTES}",
