@@ -483,8 +483,11 @@ async fn create_batch(
             .await?
             {
                 upload::JsonBody::Whole(bytes) if bytes.len() > PARSE_WHOLE_UP_TO => {
-                    let request = upload::json_options_in(&bytes)?;
+                    // The recipients are parsed from now, while the options are read
+                    // in their own pass: the first chunks are ready when the options
+                    // are. Options that fail drop the chunks, which stops the parse.
                     let chunks = upload::json_recipients(upload::JsonSource::Memory(bytes.clone()));
+                    let request = upload::json_options_in(&bytes)?;
                     (request, bytes, dry_run, chunks, Arrival::AtHand)
                 }
                 upload::JsonBody::Whole(bytes) => {

@@ -542,9 +542,9 @@ pub enum JsonSource {
     Memory(axum::body::Bytes),
 }
 
-/// A JSON batch's recipients, read in a second pass on a blocking thread (after
-/// [`json_options`]) and handed over in chunks of [`CHUNK`], so that checking a
-/// chunk overlaps parsing the next.
+/// A JSON batch's recipients, read in a pass of their own on a blocking thread
+/// (beside or after [`json_options`]) and handed over in chunks of [`CHUNK`], so
+/// that checking a chunk overlaps parsing the next.
 pub fn json_recipients(source: JsonSource) -> Chunks {
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     tokio::task::spawn_blocking(move || {
