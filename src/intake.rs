@@ -687,6 +687,9 @@ impl Intake {
                 Renderer::Template {
                     template: Box::new(template),
                     keep_vars: template_id.is_some() || render_at_claim,
+                    // A body rendered again at claim is not stored; a dry run shows
+                    // bodies, and recent sends are told apart by them.
+                    keep_body: !render_at_claim || envelope.dry_run || self.recent_window.is_some(),
                 }
             }
             Body::Literal { body, .. } if body.trim().is_empty() => {
@@ -1022,6 +1025,9 @@ enum Renderer {
         /// which some providers render on their side, and for an engine that
         /// renders at claim.
         keep_vars: bool,
+        /// Keep each rendered body with its message; without it, a body is
+        /// rendered only to be checked and measured.
+        keep_body: bool,
     },
     Literal {
         subject: Option<String>,
@@ -1152,17 +1158,41 @@ fn check(
         return Err(refuse("invalid_ref", None, detail));
     }
     let vars = Arc::new(Vars(recipient.vars));
-    let (subject, body) = match renderer {
-        Renderer::Literal { subject, body } => (subject.clone(), body.clone()),
-        Renderer::Template { template, .. } => match template.render(&vars) {
-            Ok(r) => (r.subject, r.body),
-            Err(RenderError::MissingVariable(name)) => {
-                let detail =
-                    format!("the template uses `{name}`, which this recipient's vars do not set");
-                return Err(refuse("missing_variable", Some(name), detail));
+    let measure = |body: &str| (channel == Channel::Sms).then(|| sms::measure(body));
+    let (subject, body, segments) = match renderer {
+        Renderer::Literal { subject, body } => (subject.clone(), body.clone(), measure(body)),
+        Renderer::Template {
+            template,
+            keep_body,
+            ..
+        } => {
+            thread_local! {
+                /// Bodies rendered only to be checked, one after another.
+                static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
             }
-            Err(RenderError::Failed(detail)) => return Err(refuse("render_failed", None, detail)),
-        },
+            let rendered = if *keep_body {
+                template
+                    .render(&vars)
+                    .map(|r| (r.subject, measure(&r.body), r.body))
+            } else {
+                SCRATCH.with_borrow_mut(|scratch| {
+                    let subject = template.render_into(&vars, scratch)?;
+                    Ok((subject, measure(scratch), String::new()))
+                })
+            };
+            match rendered {
+                Ok((subject, segments, body)) => (subject, body, segments),
+                Err(RenderError::MissingVariable(name)) => {
+                    let detail = format!(
+                        "the template uses `{name}`, which this recipient's vars do not set"
+                    );
+                    return Err(refuse("missing_variable", Some(name), detail));
+                }
+                Err(RenderError::Failed(detail)) => {
+                    return Err(refuse("render_failed", None, detail));
+                }
+            }
+        }
     };
     let vars = matches!(
         renderer,
@@ -1173,7 +1203,7 @@ fn check(
     )
     .then(|| serde_json::to_string(&vars.0).expect("JSON values serialize"));
     Ok(Checked {
-        segments: (channel == Channel::Sms).then(|| sms::measure(&body)),
+        segments,
         hash: key_hash(&to.key),
         to: to.to,
         key: to.key,

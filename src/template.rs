@@ -105,33 +105,47 @@ impl Template {
 
     /// Renders one recipient's message from its variables.
     pub fn render(&self, vars: &Arc<Vars>) -> Result<Rendered, RenderError> {
-        let body = self.render_one("body", self.plain_body.as_ref(), vars)?;
-        let subject = if self.has_subject {
-            let subject = self.render_one("subject", self.plain_subject.as_ref(), vars)?;
-            if subject.contains(['\r', '\n']) {
-                return Err(RenderError::Failed(
-                    "the rendered subject contains a line break".into(),
-                ));
-            }
-            Some(subject)
-        } else {
-            None
-        };
+        let mut body = String::new();
+        let subject = self.render_into(vars, &mut body)?;
         Ok(Rendered { subject, body })
     }
 
-    /// Renders the part `name` by its plain form when it has one and that can, else
-    /// by minijinja.
+    /// Renders one recipient's message body into `body` (emptied first, its
+    /// capacity kept for the next) and answers the subject, when there is one.
+    pub fn render_into(
+        &self,
+        vars: &Arc<Vars>,
+        body: &mut String,
+    ) -> Result<Option<String>, RenderError> {
+        self.render_one("body", self.plain_body.as_ref(), vars, body)?;
+        if !self.has_subject {
+            return Ok(None);
+        }
+        let mut subject = String::new();
+        self.render_one("subject", self.plain_subject.as_ref(), vars, &mut subject)?;
+        if subject.contains(['\r', '\n']) {
+            return Err(RenderError::Failed(
+                "the rendered subject contains a line break".into(),
+            ));
+        }
+        Ok(Some(subject))
+    }
+
+    /// Renders the part `name` into `out` by its plain form when it has one and
+    /// that can, else by minijinja.
     fn render_one(
         &self,
         name: &str,
         plain: Option<&Plain>,
         vars: &Arc<Vars>,
-    ) -> Result<String, RenderError> {
-        if let Some(out) = plain.and_then(|p| p.render(&vars.0)) {
-            return Ok(out);
+        out: &mut String,
+    ) -> Result<(), RenderError> {
+        out.clear();
+        if plain.is_some_and(|p| p.render(&vars.0, out)) {
+            return Ok(());
         }
-        self.render_minijinja(name, vars)
+        *out = self.render_minijinja(name, vars)?;
+        Ok(())
     }
 
     fn render_minijinja(&self, name: &str, vars: &Arc<Vars>) -> Result<String, RenderError> {
