@@ -7,9 +7,13 @@
 //! at milliseconds a number. Here the same patterns are compiled into plain
 //! [`Regex`]es, and [`international`] and [`national`] decide the numbers whose
 //! digits the parser would keep as written, with the same validity rule as
-//! `phonenumber::is_valid`. Every other number is left to the parser.
+//! `phonenumber::is_valid`. Every other number is left to the parser. Each thread
+//! checks with its own copy of the compiled plans, so threads never wait on each
+//! other's regex caches.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::{LazyLock, OnceLock};
 
 use phonenumber::country::Id;
@@ -27,7 +31,8 @@ const MIN_NSN: usize = 2;
 /// in the US), when the number starts with one, by the parser's rule: the prefix
 /// must be followed by a digit other than 0, as country codes are.
 pub(super) fn strip_international_prefix(region: Id, digits: &str) -> Option<&str> {
-    let prefix = home(region)?.international_prefix.as_ref()?.find(digits)?;
+    let home = home(region)?;
+    let prefix = home.region().international_prefix.as_ref()?.find(digits)?;
     let rest = &digits[prefix.end()..];
     (!rest.starts_with('0')).then_some(rest)
 }
@@ -71,10 +76,10 @@ pub(super) fn international(digits: &str) -> Option<Result<String, Refusal>> {
 /// (the national prefix, a carrier code, the country code).
 pub(super) fn national(region: Id, digits: &str) -> Option<String> {
     let home = home(region)?;
-    let plan = plan(home.code)?;
-    let rewritable = home.may_rewrite(digits) || starts_with_code(digits, home.code);
-    (!rewritable && (MIN_NSN..=MAX_NSN).contains(&digits.len()) && plan.is_valid(digits))
-        .then(|| format!("+{}{digits}", home.code))
+    let code = home.region().code;
+    let rewritable = home.region().may_rewrite(digits) || starts_with_code(digits, code);
+    (!rewritable && (MIN_NSN..=MAX_NSN).contains(&digits.len()) && home.plan.is_valid(digits))
+        .then(|| format!("+{code}{digits}"))
 }
 
 fn starts_with_code(digits: &str, code: u16) -> bool {
@@ -97,30 +102,81 @@ static PLANS: LazyLock<HashMap<u16, OnceLock<Option<Plan>>>> = LazyLock::new(|| 
 /// the first batch does not pay for it.
 pub(super) fn prepare(region: Option<Id>) {
     LazyLock::force(&PLANS);
-    if let Some(region) = region {
-        home(region);
+    if let Some(code) = region
+        .and_then(|region| DATABASE.by_id(region.as_ref()))
+        .map(|meta| meta.country_code())
+    {
+        shared_plan(code);
     }
 }
 
-fn plan(code: u16) -> Option<&'static Plan> {
+fn shared_plan(code: u16) -> Option<&'static Plan> {
     PLANS
         .get(&code)?
         .get_or_init(|| Plan::compile(code))
         .as_ref()
 }
 
+thread_local! {
+    /// This thread's copies of the plans, by country code (`None` until asked
+    /// for). A regex shared by threads lends its match cache to every thread but
+    /// the first under a lock; a copy's regexes keep caches of their own.
+    static LOCAL_PLANS: RefCell<Vec<Option<Option<Rc<Plan>>>>> = const { RefCell::new(Vec::new()) };
+    /// The region last asked for, with its country code and place among that
+    /// code's regions: numbers mostly come from the one default region.
+    static LAST_HOME: Cell<Option<(Id, u16, usize)>> = const { Cell::new(None) };
+}
+
+/// The plans of `code`, this thread's copy.
+fn plan(code: u16) -> Option<Rc<Plan>> {
+    LOCAL_PLANS.with_borrow_mut(|plans| {
+        let slot = usize::from(code);
+        if plans.len() <= slot {
+            plans.resize(slot + 1, None);
+        }
+        plans[slot]
+            .get_or_insert_with(|| shared_plan(code).map(|p| Rc::new(p.clone())))
+            .clone()
+    })
+}
+
+/// A region's plan within its country code's plans.
+struct Home {
+    plan: Rc<Plan>,
+    index: usize,
+}
+
+impl Home {
+    fn region(&self) -> &RegionPlan {
+        &self.plan.regions[self.index]
+    }
+}
+
 /// The plan of a region, for numbers dialled there.
-fn home(region: Id) -> Option<&'static RegionPlan> {
+fn home(region: Id) -> Option<Home> {
+    if let Some((last, code, index)) = LAST_HOME.get()
+        && last == region
+    {
+        return Some(Home {
+            plan: plan(code)?,
+            index,
+        });
+    }
     let code = DATABASE.by_id(region.as_ref())?.country_code();
-    plan(code)?.regions.iter().find(|r| r.id == region.as_ref())
+    let plan = plan(code)?;
+    let index = plan.regions.iter().position(|r| r.id == region.as_ref())?;
+    LAST_HOME.set(Some((region, code, index)));
+    Some(Home { plan, index })
 }
 
 /// The numbering plans that share one country code, in the metadata's order (the
 /// main country first), as `phonenumber::validator::source_for` walks them.
+#[derive(Clone)]
 struct Plan {
     regions: Vec<RegionPlan>,
 }
 
+#[derive(Clone)]
 struct RegionPlan {
     id: String,
     code: u16,
@@ -136,6 +192,7 @@ struct RegionPlan {
 
 /// A descriptor of the metadata: possible lengths and the pattern the number must
 /// start with, both as `Descriptor::is_match` reads them.
+#[derive(Clone)]
 struct Pattern {
     lengths: Vec<u16>,
     regex: Regex,
