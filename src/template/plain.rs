@@ -257,7 +257,8 @@ mod tests {
 
     use super::super::{Template, Vars};
 
-    const NAMES: &[&str] = &["a", "b", "lang", "name"];
+    // `range` is also a global: a recipient's variable of that name wins over it.
+    const NAMES: &[&str] = &["a", "b", "lang", "name", "range"];
 
     /// A constant or a variable, as template source.
     fn atom() -> impl Strategy<Value = String> {
