@@ -4,6 +4,7 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, LazyLock, Mutex};
 
 use futures_util::{Stream, StreamExt};
@@ -791,8 +792,30 @@ struct Intaking {
 /// all 128 bits in a side map.
 #[derive(Default)]
 struct FirstSeen {
-    main: HashMap<u64, (u32, u32)>,
+    /// Keyed by 64 bits of the seeded hash itself, which need no hashing again.
+    main: HashMap<u64, (u32, u32), BuildHasherDefault<Prehashed>>,
     collided: HashMap<u128, u32>,
+}
+
+/// The hasher of keys that are seeded hashes already: it passes them through.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys come here (`write_u64`); anything else still hashes.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl FirstSeen {
@@ -894,16 +917,23 @@ impl Intaking {
                 Err(r) => rejected.push(Rejection { index, ..r }),
             }
         }
+        // A message's key is its address, but where a mailbox's display name sets
+        // the two apart.
+        let lookup: Vec<&str> = messages
+            .iter()
+            .zip(&keys)
+            .map(|(m, key)| key.as_deref().unwrap_or(&m.to))
+            .collect();
         let fingerprints: Vec<String> = if intake.recent_window.is_some() {
             messages
                 .iter()
-                .zip(&keys)
+                .zip(&lookup)
                 .map(|(m, key)| fingerprint(key, m))
                 .collect()
         } else {
             Vec::new()
         };
-        let suppressed = intake.queue.suppressed(self.channel, &keys).await?;
+        let suppressed = intake.queue.suppressed(self.channel, &lookup).await?;
         let recent = match intake.recent_window {
             Some(window) if envelope.reject_recent_duplicates => {
                 let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
@@ -918,7 +948,8 @@ impl Intaking {
         let mut fingerprints = fingerprints.into_iter();
         for ((message, key), measured) in messages.into_iter().zip(keys).zip(measures) {
             let fingerprint = fingerprints.next();
-            let refusal = if suppressed.contains(&key) {
+            let key = key.as_deref().unwrap_or(&message.to);
+            let refusal = if suppressed.contains(key) {
                 Some((
                     "suppressed",
                     format!("`{key}` is on the {} suppression list", self.channel),
@@ -1038,8 +1069,8 @@ enum Renderer {
 /// A recipient ready to store.
 struct Checked {
     to: String,
-    /// Who it reaches, for duplicates.
-    key: String,
+    /// Who it reaches, for duplicates and suppressions, where that is not `to`.
+    key: Option<String>,
     /// [`key_hash`] of `key`.
     hash: u128,
     /// The SMS body's encoding and segments (`None` for e-mail).
@@ -1149,7 +1180,7 @@ fn check(
         first_index: None,
         detail,
     };
-    let to = recipient::normalize(channel, &recipient.to, rules)
+    let (to, key) = recipient::normalize_to(channel, &recipient.to, rules)
         .map_err(|e| refuse("invalid_address", None, e.0))?;
     if let Some(r) = &recipient.reference
         && r.len() > MAX_REF_BYTES
@@ -1204,9 +1235,9 @@ fn check(
     .then(|| serde_json::to_string(&vars.0).expect("JSON values serialize"));
     Ok(Checked {
         segments,
-        hash: key_hash(&to.key),
-        to: to.to,
-        key: to.key,
+        hash: key_hash(key.as_deref().unwrap_or(&to)),
+        to,
+        key,
         reference: recipient.reference,
         subject,
         body,

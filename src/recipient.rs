@@ -61,15 +61,23 @@ pub struct Recipient {
 
 /// Normalises `raw` as a recipient of `channel`, or says why it cannot be one.
 pub fn normalize(channel: Channel, raw: &str, rules: &Rules) -> Result<Recipient, InvalidAddress> {
+    normalize_to(channel, raw, rules).map(|(to, key)| Recipient {
+        key: key.unwrap_or_else(|| to.clone()),
+        to,
+    })
+}
+
+/// [`normalize`]'s `to`, with its `key` only where the two differ (a mailbox with
+/// a display name): a phone number, its own key, is not copied.
+pub fn normalize_to(
+    channel: Channel,
+    raw: &str,
+    rules: &Rules,
+) -> Result<(String, Option<String>), InvalidAddress> {
     match channel {
-        Channel::Sms => normalize_phone(raw, &rules.phone).map(|e164| Recipient {
-            key: e164.clone(),
-            to: e164,
-        }),
-        Channel::Email => Mailbox::parse(raw, &rules.email).map(|mailbox| Recipient {
-            to: mailbox.to_string(),
-            key: mailbox.address,
-        }),
+        Channel::Sms => normalize_phone(raw, &rules.phone).map(|e164| (e164, None)),
+        Channel::Email => Mailbox::parse(raw, &rules.email)
+            .map(|mailbox| (mailbox.to_string(), Some(mailbox.address))),
     }
 }
 

@@ -445,7 +445,7 @@ pub(crate) trait Records: Send + Sync + 'static {
     /// Which of `addresses` are suppressed on `channel`. Runs on every submitted
     /// batch: one round trip per large chunk of addresses, never one per address
     /// (chunks may be read at different moments).
-    async fn suppressed(&self, channel: Channel, addresses: &[String]) -> Result<HashSet<String>>;
+    async fn suppressed(&self, channel: Channel, addresses: &[&str]) -> Result<HashSet<String>>;
     /// Up to `limit` suppressions, on `channel` or on any, after `after`, in
     /// (channel, address) byte order.
     async fn suppressions(
@@ -760,15 +760,16 @@ impl Queue {
     }
 
     /// Which of `addresses` are suppressed on `channel` (exact match).
-    pub async fn suppressed(
+    pub async fn suppressed<A: AsRef<str> + Sync>(
         &self,
         channel: Channel,
-        addresses: &[String],
+        addresses: &[A],
     ) -> Result<HashSet<String>> {
         if addresses.is_empty() {
             return Ok(HashSet::new());
         }
-        self.records.suppressed(channel, addresses).await
+        let addresses: Vec<&str> = addresses.iter().map(AsRef::as_ref).collect();
+        self.records.suppressed(channel, &addresses).await
     }
 
     /// One page of the suppression list, on `channel` or on every channel: up to

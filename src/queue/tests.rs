@@ -47,7 +47,7 @@ impl Records for NoRecords {
     async fn unsuppress(&self, _: Channel, _: Vec<String>) -> Result<usize> {
         no_records()
     }
-    async fn suppressed(&self, _: Channel, _: &[String]) -> Result<HashSet<String>> {
+    async fn suppressed(&self, _: Channel, _: &[&str]) -> Result<HashSet<String>> {
         no_records()
     }
     async fn suppressions(

@@ -156,7 +156,7 @@ impl Records for Postgres {
         Ok(usize::try_from(removed).unwrap_or(usize::MAX))
     }
 
-    async fn suppressed(&self, channel: Channel, addresses: &[String]) -> Result<HashSet<String>> {
+    async fn suppressed(&self, channel: Channel, addresses: &[&str]) -> Result<HashSet<String>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&self.sql.suppressed)

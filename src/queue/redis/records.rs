@@ -319,7 +319,7 @@ impl Records for Redis {
         Ok(removed.into_iter().sum())
     }
 
-    async fn suppressed(&self, channel: Channel, addresses: &[String]) -> Result<HashSet<String>> {
+    async fn suppressed(&self, channel: Channel, addresses: &[&str]) -> Result<HashSet<String>> {
         let set = self.key(&format!("suppressed:{channel}"));
         let mut pipe = redis::pipe();
         for chunk in addresses.chunks(CHUNK) {
@@ -332,7 +332,7 @@ impl Records for Redis {
         Ok(addresses
             .iter()
             .zip(scores.into_iter().flatten())
-            .filter_map(|(address, score)| score.map(|_| address.clone()))
+            .filter_map(|(address, score)| score.map(|_| (*address).to_owned()))
             .collect())
     }
 

@@ -243,7 +243,7 @@ impl Records for Sqlite {
         .await
     }
 
-    async fn suppressed(&self, channel: Channel, addresses: &[String]) -> Result<HashSet<String>> {
+    async fn suppressed(&self, channel: Channel, addresses: &[&str]) -> Result<HashSet<String>> {
         // A list no longer than the addresses is read whole, in key order, and
         // matched here: cheaper than a probe per address. Reading stops one past
         // that length, so a long list costs no more than the probes it avoids.
@@ -264,8 +264,8 @@ impl Records for Sqlite {
             let listed: HashSet<String> = listed.into_iter().collect();
             return Ok(addresses
                 .iter()
-                .filter(|a| listed.contains(*a))
-                .cloned()
+                .filter(|a| listed.contains(**a))
+                .map(|a| (*a).to_owned())
                 .collect());
         }
         let mut found = HashSet::new();

@@ -261,7 +261,10 @@ async fn suppressed_returns_exactly_the_suppressed_subset() {
             "{url}"
         );
         assert!(
-            q.suppressed(Channel::Sms, &[]).await.unwrap().is_empty(),
+            q.suppressed::<&str>(Channel::Sms, &[])
+                .await
+                .unwrap()
+                .is_empty(),
             "{url}"
         );
 
@@ -340,7 +343,7 @@ async fn unsuppressing_removes_only_the_named_addresses_on_that_channel() {
             "{url}"
         );
         assert!(
-            q.suppressed(Channel::Sms, &["a+1@example.com".into()])
+            q.suppressed(Channel::Sms, &["a+1@example.com"])
                 .await
                 .unwrap()
                 .is_empty(),
