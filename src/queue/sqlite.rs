@@ -208,16 +208,21 @@ fn unavailable(e: rusqlite::Error) -> Error {
     Error::Unavailable(format!("sqlite: {e}"))
 }
 
+/// Each connection's page cache, in KiB.
+const CACHE_KIB: i64 = 8000;
+/// The writer's page cache while it writes a batch stored whole, in KiB.
+const WHOLE_BATCH_CACHE_KIB: i64 = 2000;
+
 fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(unavailable)?;
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(unavailable)?;
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -8000;",
-    )
+         PRAGMA cache_size = -{CACHE_KIB};"
+    ))
     .map_err(unavailable)?;
     Ok(conn)
 }
@@ -623,7 +628,12 @@ impl Engine for Sqlite {
         let batch = batch.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            // A small page cache while the batch is written: its pages spill into
+            // the WAL (which the flusher syncs) chunk by chunk, leaving the commit
+            // little to write. A cache that cannot be resized only costs time.
+            let _ = conn.pragma_update(None, "cache_size", -WHOLE_BATCH_CACHE_KIB);
             let stored = store_whole(&mut conn, &batch, begun_tx, incoming);
+            let _ = conn.pragma_update(None, "cache_size", -CACHE_KIB);
             let _ = done_tx.send(stored);
         });
         match begun.await {
