@@ -1071,7 +1071,7 @@ struct Checked {
     to: String,
     /// Who it reaches, for duplicates and suppressions, where that is not `to`.
     key: Option<String>,
-    /// [`key_hash`] of `key`.
+    /// [`key_hash`] of the key (`key`, else `to`).
     hash: u128,
     /// The SMS body's encoding and segments (`None` for e-mail).
     segments: Option<Segments>,
