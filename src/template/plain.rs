@@ -7,8 +7,8 @@
 //!
 //! It gives way rather than guess: a render that meets anything else (a missing
 //! variable, a float, a comparison of different kinds, output near the fuel or
-//! size limit) answers `None`, and the template is rendered by minijinja, which
-//! also words every error. Where it answers, it answers what minijinja renders; a
+//! size limit) gives up, and the template is rendered by minijinja, which also
+//! words every error. Where it answers, it answers what minijinja renders; a
 //! property test holds it to that.
 
 use minijinja::machinery::Instruction;
