@@ -619,8 +619,8 @@ mod tests {
         assert_eq!(r.recipients.len(), 2);
         assert_eq!(r.recipients[0].reference.as_deref(), Some("o-1"));
         assert_eq!(r.recipients[1].reference, None);
-        assert_eq!(r.recipients[1].vars["name"], "Wang");
-        assert!(!r.recipients[0].vars.contains_key("ref"));
+        assert_eq!(r.recipients[1].vars.to_map()["name"], "Wang");
+        assert!(!r.recipients[0].vars.to_map().contains_key("ref"));
         assert_eq!(r.lines, [2, 3]);
     }
 

@@ -8,6 +8,7 @@ use std::io::Read;
 use serde_json::{Map, Value};
 
 use crate::intake::RecipientSpec;
+use crate::template::Vars;
 
 /// The text of a CSV file: UTF-8 (a byte-order mark, as Excel writes, is dropped);
 /// or, when it is not UTF-8, GB18030 — the superset of GBK that Excel on Chinese
@@ -163,7 +164,7 @@ impl RecipientColumns {
             .map(String::from);
         Ok(RecipientSpec {
             to: to.to_string(),
-            vars,
+            vars: Vars::from(&vars),
             reference,
         })
     }

@@ -10,7 +10,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use futures_util::{Stream, StreamExt};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::domain::{BatchId, Channel, now_ms};
@@ -77,9 +77,9 @@ pub struct TemplateSpec {
 pub struct RecipientSpec {
     #[schemars(description = "A phone number or an e-mail address.")]
     pub to: String,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[serde(default, skip_serializing_if = "Vars::is_empty")]
     #[schemars(description = "The template's variables.")]
-    pub vars: Map<String, Value>,
+    pub vars: Vars,
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     #[schemars(description = "Yours: shown in the ledger, sent to the provider.")]
     pub reference: Option<String>,
@@ -1188,7 +1188,6 @@ fn check(
         let detail = format!("ref is {} bytes, the limit is {MAX_REF_BYTES}", r.len());
         return Err(refuse("invalid_ref", None, detail));
     }
-    let vars = Arc::new(Vars(recipient.vars));
     let measure = |body: &str| (channel == Channel::Sms).then(|| sms::measure(body));
     let (subject, body, segments) = match renderer {
         Renderer::Literal { subject, body } => (subject.clone(), body.clone(), measure(body)),
@@ -1203,11 +1202,11 @@ fn check(
             }
             let rendered = if *keep_body {
                 template
-                    .render(&vars)
+                    .render(&recipient.vars)
                     .map(|r| (r.subject, measure(&r.body), r.body))
             } else {
                 SCRATCH.with_borrow_mut(|scratch| {
-                    let subject = template.render_into(&vars, scratch)?;
+                    let subject = template.render_into(&recipient.vars, scratch)?;
                     Ok((subject, measure(scratch), String::new()))
                 })
             };
@@ -1232,7 +1231,7 @@ fn check(
             ..
         }
     )
-    .then(|| serde_json::to_string(&vars.0).expect("JSON values serialize"));
+    .then(|| recipient.vars.into_json());
     Ok(Checked {
         segments,
         hash: key_hash(key.as_deref().unwrap_or(&to)),

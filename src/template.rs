@@ -10,8 +10,10 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Map, Value};
 
 use self::plain::Plain;
+pub use self::vars::Vars;
 
 mod plain;
+mod vars;
 
 /// Instructions one render may execute before it is stopped.
 const FUEL: u64 = 100_000;
@@ -104,7 +106,7 @@ impl Template {
     }
 
     /// Renders one recipient's message from its variables.
-    pub fn render(&self, vars: &Arc<Vars>) -> Result<Rendered, RenderError> {
+    pub fn render(&self, vars: &Vars) -> Result<Rendered, RenderError> {
         let mut body = String::new();
         let subject = self.render_into(vars, &mut body)?;
         Ok(Rendered { subject, body })
@@ -114,15 +116,25 @@ impl Template {
     /// capacity kept for the next) and answers the subject, when there is one.
     pub fn render_into(
         &self,
-        vars: &Arc<Vars>,
+        vars: &Vars,
         body: &mut String,
     ) -> Result<Option<String>, RenderError> {
-        self.render_one("body", self.plain_body.as_ref(), vars, body)?;
+        let mut read = Read {
+            vars,
+            fields: vars.fields(),
+            context: None,
+        };
+        self.render_one("body", self.plain_body.as_ref(), &mut read, body)?;
         if !self.has_subject {
             return Ok(None);
         }
         let mut subject = String::new();
-        self.render_one("subject", self.plain_subject.as_ref(), vars, &mut subject)?;
+        self.render_one(
+            "subject",
+            self.plain_subject.as_ref(),
+            &mut read,
+            &mut subject,
+        )?;
         if subject.contains(['\r', '\n']) {
             return Err(RenderError::Failed(
                 "the rendered subject contains a line break".into(),
@@ -137,24 +149,27 @@ impl Template {
         &self,
         name: &str,
         plain: Option<&Plain>,
-        vars: &Arc<Vars>,
+        read: &mut Read<'_>,
         out: &mut String,
     ) -> Result<(), RenderError> {
         out.clear();
-        if plain.is_some_and(|p| p.render(&vars.0, out)) {
+        if plain.is_some_and(|p| p.render(&read.fields, out)) {
             return Ok(());
         }
-        *out = self.render_minijinja(name, vars)?;
+        let context = read
+            .context
+            .get_or_insert_with(|| Arc::new(Context(read.vars.to_map())));
+        *out = self.render_minijinja(name, context)?;
         Ok(())
     }
 
-    fn render_minijinja(&self, name: &str, vars: &Arc<Vars>) -> Result<String, RenderError> {
+    fn render_minijinja(&self, name: &str, context: &Arc<Context>) -> Result<String, RenderError> {
         let tmpl = self
             .env
             .get_template(name)
             .expect("compiled in Template::compile");
-        let ctx = minijinja::Value::from_dyn_object(vars.clone());
-        let out = tmpl.render(ctx).map_err(|e| self.explain(&e, &vars.0))?;
+        let ctx = minijinja::Value::from_dyn_object(context.clone());
+        let out = tmpl.render(ctx).map_err(|e| self.explain(&e, &context.0))?;
         if out.len() > MAX_OUTPUT_BYTES {
             return Err(RenderError::Failed(format!(
                 "the rendered {name} is {} bytes, the limit is {MAX_OUTPUT_BYTES}",
@@ -183,13 +198,21 @@ impl Template {
     }
 }
 
-/// One recipient's variables as a template reads them: a variable is converted
-/// to a template value when the template reads it, and only then (a recipient's
-/// vars may hold many the template never uses).
-#[derive(Debug)]
-pub struct Vars(pub Map<String, Value>);
+/// A recipient's variables as they are read in one render: borrowed from their
+/// text by a plain render, parsed into a map only when minijinja renders.
+struct Read<'a> {
+    vars: &'a Vars,
+    fields: vars::Fields<'a>,
+    context: Option<Arc<Context>>,
+}
 
-impl Object for Vars {
+/// One recipient's variables as minijinja reads them: a variable is converted to
+/// a template value when the template reads it, and only then (a recipient's vars
+/// may hold many the template never uses).
+#[derive(Debug)]
+struct Context(Map<String, Value>);
+
+impl Object for Context {
     fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
         self.0.get(key.as_str()?).map(template_value)
     }
@@ -222,8 +245,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn vars(v: Value) -> Arc<Vars> {
-        Arc::new(Vars(v.as_object().cloned().unwrap()))
+    fn vars(v: Value) -> Vars {
+        Vars::from(v.as_object().unwrap())
     }
 
     #[test]
@@ -256,7 +279,7 @@ mod tests {
             None,
         )
         .unwrap();
-        match t.render(&Arc::new(Vars(Map::new()))) {
+        match t.render(&Vars::default()) {
             Err(RenderError::Failed(m)) => assert!(m.contains("fuel"), "{m}"),
             other => panic!("expected fuel exhaustion, got {other:?}"),
         }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::domain::Channel;
 use crate::intake::{self, BatchRequest, Body, Intake, RecipientSpec, TemplateSpec};
+use crate::template::Vars;
 
 /// The classic SMS job: one text to many mobiles.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -264,6 +265,7 @@ async fn fallback(
 }
 
 fn recipients(addresses: Vec<String>, vars: &Map<String, Value>) -> Vec<RecipientSpec> {
+    let vars = Vars::from(vars);
     addresses
         .into_iter()
         .map(|to| RecipientSpec {

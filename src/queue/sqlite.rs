@@ -424,10 +424,10 @@ fn render_claimed(
     let Some(template) = template else {
         return Ok(());
     };
-    let vars: serde_json::Map<String, serde_json::Value> = serde_json::from_str(vars)
+    let vars = Vars::from_json(vars.clone())
         .map_err(|e| format!("its variables are not a JSON object: {e}"))?;
     r.body = template
-        .render(&Arc::new(Vars(vars)))
+        .render(&vars)
         .map_err(|e| match e {
             RenderError::MissingVariable(name) => format!("its variables lack `{name}`"),
             RenderError::Failed(why) => format!("its template no longer renders: {why}"),

@@ -13,8 +13,8 @@
 
 use minijinja::machinery::Instruction;
 use minijinja::value::ValueKind;
-use serde_json::{Map, Value};
 
+use super::vars::{Field, Fields};
 use super::{FUEL, MAX_OUTPUT_BYTES};
 
 /// minijinja's fuel units: each fuel is 64 units, each instruction run costs 64
@@ -131,11 +131,11 @@ impl Plain {
     /// Appends the template rendered with `vars` to `out`, as minijinja renders it,
     /// and answers true; false when this render needs minijinja (see the module's
     /// notes), with `out` then holding part of it.
-    pub(super) fn render(&self, vars: &Map<String, Value>, out: &mut String) -> bool {
+    pub(super) fn render(&self, vars: &Fields<'_>, out: &mut String) -> bool {
         self.run(vars, out).is_some()
     }
 
-    fn run(&self, vars: &Map<String, Value>, out: &mut String) -> Option<()> {
+    fn run(&self, vars: &Fields<'_>, out: &mut String) -> Option<()> {
         let start = out.len();
         out.reserve(self.text_bytes + 32);
         let mut stack = Stack::default();
@@ -235,16 +235,12 @@ impl<'a> Stack<'a> {
 
 /// A recipient's variable as a [`Scalar`]; `None` for the kinds left to minijinja
 /// (floats, null, arrays, objects).
-fn scalar(value: &Value) -> Option<Scalar<'_>> {
+fn scalar<'a>(value: &'a Field<'_>) -> Option<Scalar<'a>> {
     match value {
-        Value::String(s) => Some(Scalar::Str(s)),
-        Value::Bool(b) => Some(Scalar::Bool(*b)),
-        Value::Number(n) => n
-            .as_i64()
-            .map(i128::from)
-            .or_else(|| n.as_u64().map(i128::from))
-            .map(Scalar::Int),
-        Value::Null | Value::Array(_) | Value::Object(_) => None,
+        Field::Str(s) => Some(Scalar::Str(s)),
+        Field::Bool(b) => Some(Scalar::Bool(*b)),
+        Field::Int(i) => Some(Scalar::Int(*i)),
+        Field::Other => None,
     }
 }
 
@@ -255,7 +251,11 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    use super::super::{Template, Vars};
+    use super::super::{Context, Template, Vars};
+
+    fn context(vars: &Vars) -> Arc<Context> {
+        Arc::new(Context(vars.to_map()))
+    }
 
     // `range` is also a global: a recipient's variable of that name wins over it.
     const NAMES: &[&str] = &["a", "b", "lang", "name", "range"];
@@ -343,13 +343,14 @@ mod tests {
 
     /// A recipient's variables: each name mostly a string or an integer, now and
     /// then absent or of a kind left to minijinja.
-    fn vars() -> impl Strategy<Value = Arc<Vars>> {
+    fn vars() -> impl Strategy<Value = Vars> {
         let value = prop_oneof![
             12 => prop::sample::select(vec![
                 json!("zh"),
                 json!(""),
                 json!("x y"),
                 json!("用户 {{ a }}"),
+                json!("say \"hi\"\n"),
                 json!(0),
                 json!(3),
                 json!(-2),
@@ -367,7 +368,7 @@ mod tests {
                 .zip(values)
                 .filter_map(|(name, v)| Some(((*name).to_owned(), v?)))
                 .collect();
-            Arc::new(Vars(map))
+            Vars::from(&map)
         })
     }
 
@@ -395,10 +396,15 @@ mod tests {
                 let mut plain = String::new();
                 if t.plain_body
                     .as_ref()
-                    .is_some_and(|p| p.render(&vars.0, &mut plain))
+                    .is_some_and(|p| p.render(&vars.fields(), &mut plain))
                 {
                     answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    prop_assert_eq!(Ok(plain), t.render_minijinja("body", &vars), "{}", source);
+                    prop_assert_eq!(
+                        Ok(plain),
+                        t.render_minijinja("body", &context(&vars)),
+                        "{}",
+                        source
+                    );
                 }
                 Ok(())
             })
@@ -474,12 +480,16 @@ mod tests {
             ),
         ];
         for (vars, plain) in cases {
-            let vars = Arc::new(Vars(vars.as_object().cloned().unwrap()));
+            let vars = Vars::from(vars.as_object().unwrap());
             let mut body = String::new();
-            let answered = t.plain_body.as_ref().unwrap().render(&vars.0, &mut body);
+            let answered = t
+                .plain_body
+                .as_ref()
+                .unwrap()
+                .render(&vars.fields(), &mut body);
             assert_eq!(answered, plain, "{vars:?}");
             if answered {
-                assert_eq!(Ok(body), t.render_minijinja("body", &vars));
+                assert_eq!(Ok(body), t.render_minijinja("body", &context(&vars)));
             }
         }
     }
