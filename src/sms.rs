@@ -56,21 +56,30 @@ pub struct Segments {
 /// The empty text measures as one GSM-7 segment of 0 units, because sending it still
 /// costs one SMS.
 pub fn measure(text: &str) -> Segments {
-    // UTF-16 units are counted in the same pass that packs them into segments.
-    let (encoding, units, packed) = match gsm_septets(text) {
-        Some(septets) => (Encoding::Gsm7, septets, None),
+    let chars = text.chars().count();
+    // The highest byte, in a pass the compiler vectorizes: below 0x80 the text is
+    // ASCII; from 0xF0 on, a byte starts a character beyond the Basic Multilingual
+    // Plane, which is a surrogate pair in UCS-2: two units.
+    let top = text.bytes().fold(0, u8::max);
+    let (encoding, units) = match gsm_septets(text, top < 0x80) {
+        Some(septets) => (Encoding::Gsm7, septets),
+        None if top < 0xF0 => (Encoding::Ucs2, chars),
         None => {
-            let (units, packed) = pack(
-                text.chars().map(char::len_utf16),
-                Encoding::Ucs2.segment_limit(),
-            );
-            (Encoding::Ucs2, units, Some(packed))
+            let pairs = text.bytes().filter(|&b| b >= 0xF0).count();
+            (Encoding::Ucs2, chars + pairs)
         }
     };
     let segments = if units <= encoding.single_limit() {
         1
+    } else if units == chars {
+        // Every character is one unit: no pair to keep whole, so segments fill up.
+        units.div_ceil(encoding.segment_limit())
     } else {
-        packed.unwrap_or_else(|| pack(text.chars().map(gsm_width), encoding.segment_limit()).1)
+        let width: fn(char) -> usize = match encoding {
+            Encoding::Gsm7 => gsm_width,
+            Encoding::Ucs2 => char::len_utf16,
+        };
+        pack(text.chars().map(width), encoding.segment_limit())
     };
     Segments {
         encoding,
@@ -79,29 +88,36 @@ pub fn measure(text: &str) -> Segments {
     }
 }
 
-/// Septets `text` takes in GSM 7-bit, or `None` when a character is outside its tables.
-fn gsm_septets(text: &str) -> Option<usize> {
+/// Septets `text` takes in GSM 7-bit, or `None` when a character is outside its
+/// tables; `ascii` says the text is ASCII, one byte a character.
+fn gsm_septets(text: &str, ascii: bool) -> Option<usize> {
+    if ascii {
+        return text
+            .bytes()
+            .try_fold(0, |sum, b| match ASCII_WIDTH[usize::from(b)] {
+                0 => None,
+                width => Some(sum + usize::from(width)),
+            });
+    }
     text.chars().try_fold(0, |sum, c| match gsm_width(c) {
         0 => None,
         width => Some(sum + width),
     })
 }
 
-/// The units of characters of the given widths, and the segments they need when
-/// each segment is filled greedily and no character is split.
-fn pack(widths: impl Iterator<Item = usize>, limit: usize) -> (usize, usize) {
+/// The segments characters of the given widths need when each segment is filled
+/// greedily and no character is split.
+fn pack(widths: impl Iterator<Item = usize>, limit: usize) -> usize {
     let mut segments = 1;
     let mut used = 0;
-    let mut units = 0;
     for width in widths {
         if used + width > limit {
             segments += 1;
             used = 0;
         }
         used += width;
-        units += width;
     }
-    (units, segments)
+    segments
 }
 
 /// Septets a character takes in GSM 7-bit: 1 in the default alphabet, 2 in the
@@ -277,6 +293,10 @@ mod tests {
         'a', 'Z', '0', ' ', '@', '$', '_', '\n', '\r', 'é', 'Δ', 'Ç', 'ß', '¿', '{', '€', '|',
         '\x0c', '^', '~',
     ];
+    /// Characters of one unit in either encoding, so that long texts take the
+    /// path that divides instead of packing.
+    const ONE_SEPTET_ASCII: &[char] = &['a', 'Z', '0', ' ', '@', '$', '_', '\n', '.'];
+    const ONE_UNIT_UCS2: &[char] = &['a', ' ', '中', '文', '`', '\t', 'é', 'Ł'];
     const ANY_ALPHABET: &[char] = &[
         'a', ' ', 'é', '€', '{', '中', '文', 'ç', '`', '\t', 'Ł', '😀', '👍', '𝄞',
     ];
@@ -286,6 +306,16 @@ mod tests {
 
         #[test]
         fn gsm_text_matches_the_oracle(text in text_of(GSM_ALPHABET, 480)) {
+            prop_assert_eq!(measure(&text), oracle(&text));
+        }
+
+        #[test]
+        fn one_septet_text_matches_the_oracle(text in text_of(ONE_SEPTET_ASCII, 480)) {
+            prop_assert_eq!(measure(&text), oracle(&text));
+        }
+
+        #[test]
+        fn one_unit_text_matches_the_oracle(text in text_of(ONE_UNIT_UCS2, 220)) {
             prop_assert_eq!(measure(&text), oracle(&text));
         }
 
