@@ -64,7 +64,7 @@ pub(super) fn international(digits: &str) -> Option<Result<String, Refusal>> {
     } else if nsn.len() > MAX_NSN {
         Err(Refusal::TooLong)
     } else if plan.is_valid(nsn) {
-        Ok(format!("+{code}{nsn}"))
+        Ok(e164(code, nsn))
     } else {
         Err(Refusal::NotInPlan(code))
     })
@@ -79,7 +79,21 @@ pub(super) fn national(region: Id, digits: &str) -> Option<String> {
     let code = home.region().code;
     let rewritable = home.region().may_rewrite(digits) || starts_with_code(digits, code);
     (!rewritable && (MIN_NSN..=MAX_NSN).contains(&digits.len()) && home.plan.is_valid(digits))
-        .then(|| format!("+{code}{digits}"))
+        .then(|| e164(code, digits))
+}
+
+/// `+`, the country code (1 to 3 digits) and the national significant number,
+/// written without `format!`, which cost a third of a number's normalization.
+fn e164(code: u16, nsn: &str) -> String {
+    let mut number = String::with_capacity(4 + nsn.len());
+    number.push('+');
+    for (place, shown) in [(100, code >= 100), (10, code >= 10), (1, true)] {
+        if shown {
+            number.push(char::from(b'0' + (code / place % 10) as u8));
+        }
+    }
+    number.push_str(nsn);
+    number
 }
 
 fn starts_with_code(digits: &str, code: u16) -> bool {
