@@ -57,7 +57,7 @@ pub struct Segments {
 /// costs one SMS.
 pub fn measure(text: &str) -> Segments {
     let chars = text.chars().count();
-    // The highest byte, in a pass the compiler vectorizes: below 0x80 the text is
+    // The highest byte, in one pass without early exits: below 0x80 the text is
     // ASCII; from 0xF0 on, a byte starts a character beyond the Basic Multilingual
     // Plane, which is a surrogate pair in UCS-2: two units.
     let top = text.bytes().fold(0, u8::max);

@@ -150,7 +150,8 @@ pub(super) enum Field<'a> {
 /// Reads the fields of a JSON object, which `json` is, when its names and string
 /// values have no escapes and its other values are integers, `true`, `false` or
 /// `null`, as a recipient's vars mostly are; `None` for anything else, which serde
-/// then reads. A scan of the bytes costs a fifth of serde's visitors here.
+/// then reads. Reading the fields this way takes about half the instructions of
+/// serde's visitors.
 fn scan(json: &str) -> Option<Fields<'_>> {
     let bytes = json.as_bytes();
     let skip_space = |mut at: usize| {
