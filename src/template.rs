@@ -119,9 +119,10 @@ impl Template {
         vars: &Vars,
         body: &mut String,
     ) -> Result<Option<String>, RenderError> {
+        let plain = self.plain_body.is_some() || self.plain_subject.is_some();
         let mut read = Read {
             vars,
-            fields: vars.fields(),
+            fields: plain.then(|| vars.fields()),
             context: None,
         };
         self.render_one("body", self.plain_body.as_ref(), &mut read, body)?;
@@ -153,7 +154,9 @@ impl Template {
         out: &mut String,
     ) -> Result<(), RenderError> {
         out.clear();
-        if plain.is_some_and(|p| p.render(&read.fields, out)) {
+        if let (Some(plain), Some(fields)) = (plain, &read.fields)
+            && plain.render(fields, out)
+        {
             return Ok(());
         }
         let context = read
@@ -202,7 +205,8 @@ impl Template {
 /// text by a plain render, parsed into a map only when minijinja renders.
 struct Read<'a> {
     vars: &'a Vars,
-    fields: vars::Fields<'a>,
+    /// Read only when the template has a plain form to render with them.
+    fields: Option<vars::Fields<'a>>,
     context: Option<Arc<Context>>,
 }
 

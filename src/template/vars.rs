@@ -20,11 +20,7 @@ pub struct Vars(Box<RawValue>);
 impl Vars {
     /// The variables in `json`, which must be a JSON object.
     pub fn from_json(json: String) -> Result<Vars, serde_json::Error> {
-        let raw = RawValue::from_string(json)?;
-        match raw.get().as_bytes().first() {
-            Some(b'{') => Ok(Vars(raw)),
-            _ => Err(de::Error::invalid_type(unexpected(&raw), &EXPECTING)),
-        }
+        object(RawValue::from_string(json)?)
     }
 
     /// The JSON object's text.
@@ -86,11 +82,7 @@ impl Serialize for Vars {
 
 impl<'de> Deserialize<'de> for Vars {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = Box::<RawValue>::deserialize(deserializer)?;
-        match raw.get().as_bytes().first() {
-            Some(b'{') => Ok(Vars(raw)),
-            _ => Err(de::Error::invalid_type(unexpected(&raw), &EXPECTING)),
-        }
+        object(Box::<RawValue>::deserialize(deserializer)?)
     }
 }
 
@@ -110,16 +102,18 @@ impl schemars::JsonSchema for Vars {
 
 const EXPECTING: &str = "a JSON object";
 
-/// What a JSON value that is not an object is, for the error that refuses it.
-fn unexpected(raw: &RawValue) -> Unexpected<'static> {
-    match raw.get().as_bytes().first() {
+/// `raw` as vars when it is a JSON object; else an error saying what it is.
+fn object<E: de::Error>(raw: Box<RawValue>) -> Result<Vars, E> {
+    let unexpected = match raw.get().as_bytes().first() {
+        Some(b'{') => return Ok(Vars(raw)),
         Some(b'[') => Unexpected::Seq,
         Some(b'"') => Unexpected::Other("string"),
         Some(b't') => Unexpected::Bool(true),
         Some(b'f') => Unexpected::Bool(false),
         Some(b'n') => Unexpected::Unit,
         _ => Unexpected::Other("number"),
-    }
+    };
+    Err(E::invalid_type(unexpected, &EXPECTING))
 }
 
 /// A recipient's variables read for a render, in the order given.
