@@ -4,7 +4,6 @@
 //! `HERALD_WORKER__MAX_IN_FLIGHT=64`; `HERALD_PROVIDERS` takes an inline array).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -14,7 +13,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
 use crate::auth::TokenHash;
-use crate::domain::Channel;
+use crate::domain::{Channel, Secret};
 use crate::ratelimit::Cap;
 use crate::recipient::{EmailRules, PhoneRules, Region, Rules};
 
@@ -401,28 +400,6 @@ pub enum IngestKind {
 
 fn default_prefetch() -> u16 {
     16
-}
-
-/// A secret value: never shown by `Debug` or in logs.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-
-    /// The secret itself, for signing; never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 /// Why the configuration could not be read.

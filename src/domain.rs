@@ -8,6 +8,9 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod secret;
+pub use secret::Secret;
+
 /// The kind of message a batch sends; each recipient address is checked for its channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -247,6 +250,15 @@ pub struct DeliveryReport {
     pub at_ms: Option<i64>,
 }
 
+/// What a provider needs of a template it has approved on its side.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProviderTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_name: Option<String>,
+}
+
 /// Why a recipient address was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidAddress(pub String);
@@ -254,6 +266,12 @@ pub struct InvalidAddress(pub String);
 /// Milliseconds since the Unix epoch, the unit every stored timestamp uses.
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
+}
+
+/// `d` in whole milliseconds, the unit every stored time and delay uses; a span
+/// too long for an `i64` (some 292 million years) saturates.
+pub fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Formats a stored millisecond timestamp as RFC 3339 for the API.

@@ -33,10 +33,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::circuit::{Admission, Circuits, Probe, Verdict};
 use crate::config::{Config, RetryConfig};
+use crate::domain::ProviderTemplate;
 use crate::domain::now_ms;
 use crate::metrics::Metrics;
 use crate::provider::{self, Lookup, Message, Receipt, Registry, Route};
-use crate::queue::{Claim, Claimed, Outcome, ProviderTemplate, Queue, Settlement, Suppression};
+use crate::queue::{Claim, Claimed, Outcome, Queue, Settlement, Suppression};
 use crate::ratelimit::Pace;
 use crate::recipient;
 
@@ -721,7 +722,7 @@ enum Choice<'a> {
 
 /// A duration in ms, as the store counts time.
 fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    crate::domain::millis(d)
 }
 
 /// One claimed message's attempt: its number, its lease, and its in-flight slot.

@@ -14,8 +14,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, Error, body_bytes, page_limit, parse_json, query_params};
+use crate::domain::ProviderTemplate;
 use crate::domain::{Channel, format_ms};
-use crate::queue::{ProviderTemplate, Template};
+use crate::queue::Template;
 
 /// The longest template id.
 const MAX_ID: usize = 64;

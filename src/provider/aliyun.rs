@@ -26,8 +26,8 @@ use super::{
     Error, Lookup, Message, Provider, Receipt, ReceiptError, ReceiptRequest, Receipts, http_client,
     receipt,
 };
-use crate::config::Secret;
 use crate::domain::Channel;
+use crate::domain::Secret;
 
 /// The most numbers one `SendSms` request takes.
 const SEND_SMS_NUMBERS: usize = 1000;

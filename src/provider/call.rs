@@ -210,8 +210,8 @@ pub(super) mod harness {
     use std::sync::{Arc, Mutex};
 
     use super::super::{Error, Message};
+    use crate::domain::ProviderTemplate;
     use crate::domain::{BatchId, Channel};
-    use crate::queue::ProviderTemplate;
 
     /// An SMS to `to` through the approved template `code` with `vars`.
     pub fn sms(to: &str, code: Option<&str>, vars: serde_json::Value) -> Message {

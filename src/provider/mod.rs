@@ -45,8 +45,8 @@ pub use self::webhook::{
     verify_webhook_signature,
 };
 use crate::config::{ProviderConfig, ProviderKind};
+use crate::domain::ProviderTemplate;
 use crate::domain::{BatchId, Channel};
-use crate::queue::ProviderTemplate;
 use crate::ratelimit::{Limits, Rate};
 
 /// One message as a provider sees it.

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use super::{Error, Message, Provider, Receipt};
-use crate::config::Secret;
+use crate::domain::Secret;
 use crate::recipient::{self, EmailRules};
 
 /// The keys of a `kind = "smtp"` provider.

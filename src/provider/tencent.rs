@@ -24,8 +24,8 @@ use super::{
     Error, Lookup, Message, Provider, Receipt, ReceiptError, ReceiptRequest, Receipts, http_client,
     receipt,
 };
-use crate::config::Secret;
 use crate::domain::Channel;
+use crate::domain::Secret;
 
 /// The most numbers one `SendSms` request takes.
 const NUMBERS_PER_REQUEST: usize = 200;

@@ -20,8 +20,9 @@ use super::{
     DeliveryReport, Error, Message, Provider, Receipt, ReceiptAnswer, ReceiptError, ReceiptRequest,
     Receipts, classify_status, exchange, http_client,
 };
-use crate::config::{Secret, TwilioConfig};
+use crate::config::TwilioConfig;
 use crate::domain::Channel;
+use crate::domain::Secret;
 
 /// The header that carries Twilio's signature of a callback.
 pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";

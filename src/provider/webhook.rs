@@ -17,8 +17,8 @@ use super::{
     DeliveryReport, Error, Message, Provider, Receipt, ReceiptAnswer, ReceiptError, ReceiptRequest,
     Receipts, classify_status, exchange, http_client,
 };
-use crate::config::Secret;
-use crate::queue::ProviderTemplate;
+use crate::domain::ProviderTemplate;
+use crate::domain::Secret;
 
 /// The signature header's name.
 pub const SIGNATURE_HEADER: &str = "X-Herald-Signature";

@@ -25,7 +25,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use crate::domain::{BatchControl, BatchId, Channel, Counts, DeliveryReport, MessageState};
+use crate::domain::{
+    BatchControl, BatchId, Channel, Counts, DeliveryReport, MessageState, ProviderTemplate,
+};
 use crate::ratelimit::Limits;
 
 /// What went wrong in the store. Engine-specific causes are kept in the message.
@@ -281,15 +283,6 @@ pub struct Template {
     pub created_at_ms: i64,
     /// Set by the store (ms since the epoch); equals `created_at_ms` until replaced.
     pub updated_at_ms: i64,
-}
-
-/// What a provider needs of a template it has approved on its side.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct ProviderTemplate {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sign_name: Option<String>,
 }
 
 /// A recipient that must not be messaged on a channel.

@@ -955,7 +955,7 @@ fn attempts(n: i32) -> Result<u32> {
 }
 
 fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    crate::domain::millis(d)
 }
 
 fn parse_channel(s: &str) -> Result<Channel> {

@@ -16,8 +16,9 @@ use crate::helpers::{
 };
 use crate::template_sms::tencent;
 use herald::circuit::CircuitState;
-use herald::config::{Config, ProviderConfig, ProviderKind, Secret};
+use herald::config::{Config, ProviderConfig, ProviderKind};
 use herald::domain::Channel;
+use herald::domain::Secret;
 use herald::provider::AliyunConfig;
 
 /// Opens after 2 transient failures in a row, probes after 300 ms (then 600 ms).

@@ -11,7 +11,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use herald::app::{self, Running};
-use herald::config::{Config, ProviderConfig, ProviderKind, Secret};
+use herald::config::{Config, ProviderConfig, ProviderKind};
+use herald::domain::Secret;
 use serde_json::Value;
 use tempfile::TempDir;
 

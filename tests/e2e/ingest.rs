@@ -17,8 +17,9 @@ use amqprs::channel::{
 };
 use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{BasicProperties, FieldValue};
-use herald::config::{Config, IngestConfig, IngestKind, Secret};
+use herald::config::{Config, IngestConfig, IngestKind};
 use herald::domain::Channel as MessageChannel;
+use herald::domain::Secret;
 use redis::AsyncCommands;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -13,8 +13,9 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::helpers::{serve_local, sms_provider, spawn_app};
-use herald::config::{ProviderConfig, ProviderKind, Secret};
+use herald::config::{ProviderConfig, ProviderKind};
 use herald::domain::Channel;
+use herald::domain::Secret;
 use herald::provider::TencentConfig;
 
 /// Every `SendSms` request the server received, as JSON.
