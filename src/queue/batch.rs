@@ -1,0 +1,215 @@
+//! What goes in and out of the queue: a batch to store, the messages claimed
+//! from it, their outcomes, and the ledger's rows.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState};
+
+/// A batch ready to be stored: every message already rendered and checked.
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    pub id: BatchId,
+    pub channel: Channel,
+    /// Where the batch came from: `api`, `send-sms`, …
+    pub source: String,
+    /// Higher goes first.
+    pub priority: i32,
+    /// Not before this time (ms since the epoch).
+    pub send_at_ms: i64,
+    pub idempotency: Option<Idempotency>,
+    /// The accept report, stored so an idempotent replay answers the same.
+    pub report: serde_json::Value,
+    /// The stored template the batch was rendered from, if any: providers that only
+    /// send their own pre-approved templates look up their code in it.
+    pub template_id: Option<String>,
+    /// The template the messages were rendered from, for an engine that
+    /// [renders at claim](Engine::renders_at_claim): it stores this with the batch
+    /// and each message's variables rather than its body. `None` for other engines
+    /// and for batches with a literal body.
+    pub template: Option<BatchTemplate>,
+    pub messages: Vec<NewMessage>,
+}
+
+/// A template's sources, as a batch was rendered from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+/// The sender's idempotency key and a hash of the request it came with.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The recipient's index in the submitted list; part of the message id.
+    pub index: u32,
+    pub provider: String,
+    pub to: String,
+    pub reference: Option<String>,
+    pub subject: Option<String>,
+    pub body: String,
+    /// SMS segments of the body (1 for e-mail): what a per-segment rate limit counts.
+    pub segments: u32,
+    /// The recipient's variables as a JSON object: kept for providers that render
+    /// a stored template on their side, and for engines that render at claim;
+    /// `None` otherwise.
+    pub vars: Option<String>,
+}
+
+/// The answer to [`Queue::accept`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Accepted {
+    /// Stored now.
+    New(BatchId),
+    /// The idempotency key was seen before with the same request: nothing stored.
+    Replayed {
+        id: BatchId,
+        report: serde_json::Value,
+    },
+}
+
+/// Identifies one lease on one message; a settlement for a lease that has since
+/// expired and been claimed by someone else is ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub(crate) row: i64,
+    pub(crate) token: i64,
+}
+
+/// A message claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub lease: Lease,
+    /// Stable across repeats: the idempotency key of every delivery attempt.
+    pub id: String,
+    pub batch_id: BatchId,
+    pub channel: Channel,
+    pub provider: String,
+    pub to: String,
+    pub reference: Option<String>,
+    pub subject: Option<String>,
+    pub body: String,
+    pub segments: u32,
+    /// The batch's stored template, and the recipient's variables (JSON) for it.
+    pub template_id: Option<String>,
+    pub vars: Option<String>,
+    /// Delivery attempts made before this claim.
+    pub attempts: u32,
+    /// When an earlier attempt's outcome became unknown (ms since the epoch; the
+    /// first such attempt's), until an outcome settles it: the worker asks the
+    /// provider about that attempt before making this one.
+    pub unknown_since_ms: Option<i64>,
+}
+
+/// The answer to a rate-limited claim.
+#[derive(Debug, Clone)]
+pub enum Claim {
+    /// Leased now (possibly none: nothing was due); the provider's bucket paid for them.
+    Messages(Vec<Claimed>),
+    /// The provider's bucket is short: nothing claimed, ask again after this long.
+    Wait(Duration),
+}
+
+/// What became of one claimed message.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Sent {
+        provider_message_id: Option<String>,
+    },
+    /// The provider says an earlier attempt, whose outcome was unknown, reached it:
+    /// sent, with the id it gave that attempt. No attempt is counted (asking is none).
+    Confirmed {
+        provider_message_id: Option<String>,
+    },
+    /// The request may have reached the provider but no answer came back: the
+    /// message is `unknown` until `at_ms`, then due again; this attempt counts.
+    Unknown {
+        at_ms: i64,
+        error: String,
+    },
+    /// Try again at `at_ms`; this attempt counts.
+    Retry {
+        at_ms: i64,
+        error: String,
+    },
+    /// Given up; this attempt counts.
+    Failed {
+        error: String,
+    },
+    /// Not attempted (shutdown, rate limit): back to the queue, no attempt counted.
+    Release {
+        at_ms: i64,
+    },
+}
+
+/// One claimed message's outcome, for [`Queue::settle`].
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    pub lease: Lease,
+    pub outcome: Outcome,
+    /// The provider that made the attempt, when it is not the message's own (the
+    /// message failed over to it). A sent message records it as its provider, so
+    /// the ledger names the provider that sent it; other outcomes leave the
+    /// message with its own provider, whose queue it waits in.
+    pub sent_by: Option<String>,
+}
+
+/// A batch's row in the ledger.
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchSummary {
+    pub id: BatchId,
+    pub channel: Channel,
+    pub source: String,
+    pub control: BatchControl,
+    pub priority: i32,
+    pub created_at_ms: i64,
+    pub send_at_ms: i64,
+    pub counts: Counts,
+}
+
+/// One message's row in the ledger.
+#[derive(Debug, Clone, Serialize)]
+pub struct MessageRecord {
+    pub id: String,
+    pub index: u32,
+    pub to: String,
+    pub reference: Option<String>,
+    pub state: MessageState,
+    pub provider: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub sent_at_ms: Option<i64>,
+    /// The code of the delivery receipt that set `delivered` / `undelivered`.
+    pub receipt_code: Option<String>,
+    /// When that receipt says it happened, or when it came (ms since the epoch).
+    pub receipt_at_ms: Option<i64>,
+}
+
+/// Which page of a batch's messages to read: indices after `after`, in index order.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageQuery {
+    pub state: Option<MessageState>,
+    pub after: Option<u32>,
+    pub limit: u32,
+}
+
+/// What the sender can do to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Pause,
+    Resume,
+    Cancel,
+    /// Requeue the failed messages, and only those, with a fresh attempt budget.
+    Retry,
+}
