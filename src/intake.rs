@@ -16,8 +16,9 @@ use sha2::{Digest, Sha256};
 use crate::domain::{BatchId, Channel, now_ms};
 use crate::metrics::Metrics;
 use crate::provider::{Registry, Route};
+pub use crate::queue::Arrival;
 use crate::queue::{
-    self, Accepted, BatchTemplate, Begun, Idempotency, NewBatch, NewMessage, Queue, Staging,
+    self, Accepted, BatchTemplate, Begun, Idempotency, NewBatch, NewMessage, Queue,
 };
 use crate::ratelimit::Limits;
 use crate::recipient::{self, Rules};
@@ -504,25 +505,14 @@ impl Intake {
             return self.store_whole(&envelope, &mut intaking, first).await;
         };
         let id = BatchId::new();
-        let mut sink = if envelope.dry_run {
-            Sink::Nothing
-        } else {
+        let mut sink = None;
+        if !envelope.dry_run {
             let batch = intaking.batch(id, &envelope, Vec::new());
-            let begun = match arrival {
-                Arrival::AtHand => self.queue.begin_whole(&batch).await?,
-                Arrival::Streamed => None,
-            };
-            match begun {
-                Some(Begun::Staging(staging)) => Sink::Staging(staging),
-                Some(Begun::Answered(accepted)) => return Ok(answered(accepted, Value::Null)),
-                // At hand, on an engine without a whole mode: as one batch.
-                None if arrival == Arrival::AtHand => Sink::Whole(Box::new(batch)),
-                None => match self.queue.begin(batch).await? {
-                    Begun::Staging(staging) => Sink::Staging(staging),
-                    Begun::Answered(accepted) => return Ok(answered(accepted, Value::Null)),
-                },
+            match self.queue.begin(batch, arrival).await? {
+                Begun::Staging(staging) => sink = Some(staging),
+                Begun::Answered(accepted) => return Ok(answered(accepted, Value::Null)),
             }
-        };
+        }
         let taken = async {
             let mut chunk = Some(first);
             let mut next = Some(second);
@@ -530,10 +520,8 @@ impl Intake {
                 let started = std::time::Instant::now();
                 let messages = intaking.take(self, &envelope, recipients).await?;
                 let taken = started.elapsed();
-                match &mut sink {
-                    Sink::Staging(staging) => staging.add(messages).await?,
-                    Sink::Whole(batch) => batch.messages.extend(messages),
-                    Sink::Nothing => {}
+                if let Some(staging) = &mut sink {
+                    staging.add(messages).await?;
                 }
                 let handed = started.elapsed();
                 chunk = match next.take() {
@@ -550,21 +538,20 @@ impl Intake {
                 sink = kept;
                 report
             }
-            (Err(e), Sink::Staging(staging)) => {
+            (Err(e), Some(staging)) => {
                 staging.discard().await;
                 return Err(e);
             }
             (Err(e), _) => return Err(e),
         };
         let committing = std::time::Instant::now();
-        let accepted = match sink {
-            Sink::Nothing => return Ok(answered(Accepted::New(id), report)),
-            Sink::Staging(staging) => staging.commit(report.clone(), intaking.span()).await?,
-            Sink::Whole(mut batch) => {
-                batch.report = report.clone();
-                self.queue.accept(*batch).await?
-            }
+        let Some(staging) = sink else {
+            return Ok(answered(Accepted::New(id), report));
         };
+        let accepted = self
+            .queue
+            .commit(staging, report.clone(), intaking.span())
+            .await?;
         tracing::debug!(committed = ?committing.elapsed(), "batch stored");
         self.stored(&accepted, &mut intaking);
         Ok(answered(accepted, report))
@@ -678,19 +665,17 @@ impl Intake {
                 }
                 let template = Template::compile(&spec.body, spec.subject.as_deref())
                     .map_err(|e| invalid(e.field, e.message))?;
-                let render_at_claim = self.queue.renders_at_claim();
-                if render_at_claim {
-                    stored_template = Some(BatchTemplate {
-                        subject: spec.subject,
-                        body: spec.body,
-                    });
-                }
+                stored_template = Some(BatchTemplate {
+                    subject: spec.subject,
+                    body: spec.body,
+                });
                 Renderer::Template {
                     template: Box::new(template),
-                    keep_vars: template_id.is_some() || render_at_claim,
-                    // A body rendered again at claim is not stored; a dry run shows
-                    // bodies, and recent sends are told apart by them.
-                    keep_body: !render_at_claim || envelope.dry_run || self.recent_window.is_some(),
+                    // The store keeps each message's variables, not its body, and
+                    // renders the body again at claim.
+                    keep_vars: true,
+                    // A dry run shows bodies, and recent sends are told apart by them.
+                    keep_body: true,
                 }
             }
             Body::Literal { body, .. } if body.trim().is_empty() => {
@@ -723,26 +708,6 @@ impl Intake {
             preview: Vec::new(),
         })
     }
-}
-
-/// Where a batch's chunks come from, which decides how the store takes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Arrival {
-    /// From memory or local disk, as fast as they can be checked: the store may
-    /// hold its writer for the batch.
-    AtHand,
-    /// From a client, at the client's pace: staged, so that a slow upload never
-    /// holds the store.
-    Streamed,
-}
-
-/// Where the messages of a batch taken in chunks go.
-enum Sink {
-    /// A dry run: nowhere.
-    Nothing,
-    Staging(Staging),
-    /// Gathered, to be stored in one accept.
-    Whole(Box<NewBatch>),
 }
 
 /// The answer to a submit from what the store said.

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState};
@@ -24,10 +26,10 @@ pub struct NewBatch {
     /// The stored template the batch was rendered from, if any: providers that only
     /// send their own pre-approved templates look up their code in it.
     pub template_id: Option<String>,
-    /// The template the messages were rendered from, for an engine that
-    /// [renders at claim](Engine::renders_at_claim): it stores this with the batch
-    /// and each message's variables rather than its body. `None` for other engines
-    /// and for batches with a literal body.
+    /// The template the messages were rendered from (`None` for a literal body).
+    /// Every engine stores it with the batch, and each message's variables rather
+    /// than its body: the body is rendered again when the message is claimed, so
+    /// a message's `body` may be left empty.
     pub template: Option<BatchTemplate>,
     pub messages: Vec<NewMessage>,
 }
@@ -58,8 +60,8 @@ pub struct NewMessage {
     pub body: String,
     /// SMS segments of the body (1 for e-mail): what a per-segment rate limit counts.
     pub segments: u32,
-    /// The recipient's variables as a JSON object: kept for providers that render
-    /// a stored template on their side, and for engines that render at claim;
+    /// The recipient's variables as a JSON object: required when the batch has a
+    /// [template](NewBatch::template), which renders the body from them at claim;
     /// `None` otherwise.
     pub vars: Option<String>,
 }
@@ -107,6 +109,10 @@ pub struct Claimed {
     /// first such attempt's), until an outcome settles it: the worker asks the
     /// provider about that attempt before making this one.
     pub unknown_since_ms: Option<i64>,
+    /// The batch's template, when the message was stored with its variables
+    /// rather than its body: set by the engine, taken by the handle, which renders
+    /// the body from it before the claim is answered.
+    pub(crate) template: Option<Arc<BatchTemplate>>,
 }
 
 /// The answer to a rate-limited claim.

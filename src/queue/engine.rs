@@ -5,34 +5,25 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Accepted, BatchSummary, Claim, Control, MessageQuery, MessageRecord, NewBatch, NewMessage,
+    Accepted, Arrival, BatchSummary, Begun, Claim, Control, MessageQuery, MessageRecord, NewBatch,
     ReceiptEffect, Result, Settlement,
 };
 use crate::domain::{BatchId, DeliveryReport};
 use crate::ratelimit::Limits;
 
-/// The storage engine seam. Every method is one transaction.
+/// The storage engine seam. Every method is one transaction. A batch with a
+/// [template](NewBatch::template) is stored with its template and each message's
+/// variables, not its body: each claimed message comes back with
+/// [`Claimed::template`] set and an empty body, which the handle renders.
 #[async_trait]
 pub(crate) trait Engine: Send + Sync + 'static {
     async fn accept(&self, batch: NewBatch) -> Result<Accepted>;
-    /// Starts storing `batch` (its messages, if any, are ignored) in chunks, for a
-    /// batch too big to hold in memory: nothing of it can be claimed or seen until
-    /// [`Staging::commit`]. Answers at once when its idempotency key was used.
-    async fn begin(&self, batch: NewBatch) -> Result<Staged>;
-    /// Starts storing `batch` in chunks that are all at hand (made as fast as the
-    /// machine goes, never waiting on a client), in one transaction: the engine may
-    /// hold its writer for the whole batch and write each chunk while the next is
-    /// being made. `None`: the engine has no such mode, and the caller stores the
-    /// batch whole with [`Engine::accept`].
-    async fn begin_whole(&self, _batch: &NewBatch) -> Result<Option<Staged>> {
-        Ok(None)
-    }
-    /// Whether the engine stores a template batch's [`NewBatch::template`] and its
-    /// messages' variables, and renders each message's body when it is claimed,
-    /// rather than storing every body: about half the bytes a message.
-    fn renders_at_claim(&self) -> bool {
-        false
-    }
+    /// Starts storing `batch` (its messages, if any, are ignored) in chunks that
+    /// come as `arrival` says: nothing of it can be claimed or seen until the
+    /// commit. Answers at once when its idempotency key was used. An engine that
+    /// cannot hold one transaction open while at-hand chunks are made answers
+    /// [`Staging::gather`], and the batch is accepted whole at the commit.
+    async fn begin(&self, batch: NewBatch, arrival: Arrival) -> Result<Begun>;
     /// Claims up to `limit` due messages for `provider`, best priority first, under
     /// a lease of `lease`; messages whose lease has expired are due again. Within
     /// `limits` (see [`crate::ratelimit`]), in the same transaction: the token
@@ -67,17 +58,4 @@ pub(crate) trait Engine: Send + Sync + 'static {
         reports: Vec<DeliveryReport>,
         now_ms: i64,
     ) -> Result<Vec<ReceiptEffect>>;
-}
-
-/// An engine's answer to [`Engine::begin`].
-pub(crate) enum Staged {
-    Answered(Accepted),
-    Staging(Box<dyn StagingEngine>),
-}
-
-#[async_trait]
-pub(crate) trait StagingEngine: Send {
-    async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()>;
-    async fn commit(self: Box<Self>, report: serde_json::Value, span: u32) -> Result<Accepted>;
-    async fn discard(self: Box<Self>);
 }

@@ -18,6 +18,7 @@ mod postgres;
 mod receipt;
 mod records;
 mod redis;
+mod render;
 mod sqlite;
 mod staging;
 
@@ -25,13 +26,14 @@ pub use batch::{
     Accepted, BatchSummary, BatchTemplate, Claim, Claimed, Control, Idempotency, Lease,
     MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome, Settlement,
 };
-pub(crate) use engine::{Engine, Staged, StagingEngine};
+pub(crate) use engine::Engine;
 pub use receipt::{EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect};
 pub(crate) use receipt::{ReceiptTarget, receipt_state, receipt_target};
 pub(crate) use records::Records;
 pub use records::{Suppression, Template, Unacked};
 pub(crate) use records::{parse_providers, providers_json, suppression_ranges};
-pub use staging::{Begun, Staging};
+pub(crate) use staging::Stage;
+pub use staging::{Arrival, Begun, Staging};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,36 +123,25 @@ impl Queue {
         Ok(accepted)
     }
 
-    /// Starts storing a batch in chunks (see [`Engine::begin`]).
-    pub async fn begin(&self, batch: NewBatch) -> Result<Begun> {
-        Ok(self.begun(self.engine.begin(batch).await?))
+    /// Starts storing a batch in chunks that come as `arrival` says (see
+    /// [`Engine::begin`]); add them to the [`Staging`], then [commit](Queue::commit) it.
+    pub async fn begin(&self, batch: NewBatch, arrival: Arrival) -> Result<Begun> {
+        self.engine.begin(batch, arrival).await
     }
 
-    /// Starts storing a batch whose chunks are all at hand in one transaction,
-    /// writing each chunk while the next is made (see [`Engine::begin_whole`]);
-    /// `None` when the engine cannot, and the batch is to be stored with
-    /// [`Queue::accept`].
-    pub async fn begin_whole(&self, batch: &NewBatch) -> Result<Option<Begun>> {
-        Ok(self
-            .engine
-            .begin_whole(batch)
-            .await?
-            .map(|staged| self.begun(staged)))
-    }
-
-    /// See [`Engine::renders_at_claim`].
-    pub fn renders_at_claim(&self) -> bool {
-        self.engine.renders_at_claim()
-    }
-
-    fn begun(&self, staged: Staged) -> Begun {
-        match staged {
-            Staged::Answered(accepted) => Begun::Answered(accepted),
-            Staged::Staging(engine) => Begun::Staging(Staging {
-                engine,
-                accepted: self.accepted.clone(),
-            }),
-        }
+    /// Makes a staged batch visible and claimable, all at once, with its `report`
+    /// and `span` (one more than its highest message index).
+    pub async fn commit(
+        &self,
+        staging: Staging,
+        report: serde_json::Value,
+        span: u32,
+    ) -> Result<Accepted> {
+        let accepted = staging
+            .commit(report, span, |batch| self.engine.accept(batch))
+            .await?;
+        self.accepted.notify_waiters();
+        Ok(accepted)
     }
 
     /// Claims up to `limit` due messages for `provider`, regardless of its rate.
@@ -183,7 +174,12 @@ impl Queue {
         if limit == 0 {
             return Ok(Claim::Messages(Vec::new()));
         }
-        self.engine.claim(provider, limit, lease, limits).await
+        let mut claim = self.engine.claim(provider, limit, lease, limits).await?;
+        if let Claim::Messages(claimed) = &mut claim {
+            let unrenderable = render::bodies(claimed);
+            self.settle(unrenderable).await?;
+        }
+        Ok(claim)
     }
 
     pub async fn settle(&self, settlements: Vec<Settlement>) -> Result<()> {

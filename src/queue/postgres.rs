@@ -16,9 +16,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    Accepted, BatchSummary, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX,
-    Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome,
-    ReceiptEffect, ReceiptTarget, Result, Settlement, Staged, StagingEngine, parse_batch_id,
+    Accepted, Arrival, BatchSummary, Begun, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS,
+    EARLY_RECEIPTS_MAX, Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage,
+    Outcome, ReceiptEffect, ReceiptTarget, Result, Settlement, Stage, Staging, parse_batch_id,
     receipt_state, receipt_target,
 };
 use crate::domain::{
@@ -447,7 +447,11 @@ impl Engine for Postgres {
         )))
     }
 
-    async fn begin(&self, batch: NewBatch) -> Result<Staged> {
+    async fn begin(&self, batch: NewBatch, arrival: Arrival) -> Result<Begun> {
+        if arrival == Arrival::AtHand {
+            // Gathered and stored by one accept, as fast as the chunks are made.
+            return Ok(Begun::Staging(Staging::gather(batch)));
+        }
         // A connection of its own, outside the pool, holding one transaction from
         // the batch row to the last chunk: if this process dies or gives up, the
         // connection closes and the server rolls everything back.
@@ -476,19 +480,19 @@ impl Engine for Postgres {
             };
             let pooled = self.client().await?;
             return match self.replayed(&pooled, key, hash).await? {
-                Some(replayed) => Ok(Staged::Answered(replayed)),
+                Some(replayed) => Ok(Begun::Answered(replayed)),
                 None => Err(Error::Unavailable(format!(
                     "the Idempotency-Key `{key}` was taken and released: try again"
                 ))),
             };
         };
-        Ok(Staged::Staging(Box::new(PgStaging {
+        Ok(Begun::Staging(Staging::new(Box::new(PgStaging {
             client,
             connection,
             sql: self.sql.clone(),
             seq: row.get(0),
             batch,
-        })))
+        }))))
     }
 
     async fn claim(
@@ -612,6 +616,7 @@ impl Engine for Postgres {
                 template_id: row.get(11),
                 vars: row.get(12),
                 unknown_since_ms: row.get(13),
+                template: None,
             };
             let order = (
                 std::cmp::Reverse(row.get::<_, i32>(1)),
@@ -1072,7 +1077,7 @@ struct PgStaging {
 }
 
 #[async_trait]
-impl StagingEngine for PgStaging {
+impl Stage for PgStaging {
     async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()> {
         let columns = Columns::of(&messages);
         let now = now_ms();

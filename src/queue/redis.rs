@@ -73,9 +73,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Value};
 
 use super::{
-    Accepted, BatchSummary, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX,
-    Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome,
-    ReceiptEffect, Result, Settlement, Staged, StagingEngine, parse_batch_id,
+    Accepted, Arrival, BatchSummary, Begun, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS,
+    EARLY_RECEIPTS_MAX, Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage,
+    Outcome, ReceiptEffect, Result, Settlement, Stage, Staging, parse_batch_id,
 };
 use crate::domain::{
     BatchControl, BatchId, Channel, Counts, DeliveryReport, MessageState, message_id, now_ms,
@@ -681,7 +681,7 @@ impl Redis {
 }
 
 #[async_trait]
-impl StagingEngine for RedisStaging {
+impl Stage for RedisStaging {
     async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()> {
         let Some(last) = messages.last() else {
             return Ok(());
@@ -941,6 +941,7 @@ fn parse_claimed(provider: &str, token: i64, reply: &[Value]) -> Result<Vec<Clai
                 template_id: text(&m[9])?,
                 vars: text(&m[10])?,
                 unknown_since_ms: optional_number(&m[11], "unknown outcome time")?,
+                template: None,
             })
         })
         .collect()
@@ -1002,19 +1003,23 @@ impl Engine for Redis {
         stored
     }
 
-    async fn begin(&self, batch: NewBatch) -> Result<Staged> {
+    async fn begin(&self, batch: NewBatch, arrival: Arrival) -> Result<Begun> {
+        if arrival == Arrival::AtHand {
+            // Gathered and stored by one accept, as fast as the chunks are made.
+            return Ok(Begun::Staging(Staging::gather(batch)));
+        }
         if let Some(replayed) = self.prepare_accept(&batch).await? {
-            return Ok(Staged::Answered(replayed));
+            return Ok(Begun::Answered(replayed));
         }
         let layout = Layout {
             seq: self.reserve(0).await?,
             ..Layout::default()
         };
-        Ok(Staged::Staging(Box::new(RedisStaging {
+        Ok(Begun::Staging(Staging::new(Box::new(RedisStaging {
             redis: self.clone(),
             batch,
             layout,
-        })))
+        }))))
     }
 
     async fn claim(

@@ -13,16 +13,15 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{
-    Accepted, BatchSummary, BatchTemplate, Claim, Claimed, Control, EARLY_RECEIPT_TTL_MS,
-    EARLY_RECEIPTS_MAX, Engine, Error, Lease, MessageQuery, MessageRecord, NewBatch, NewMessage,
-    Outcome, ReceiptEffect, ReceiptTarget, Result, Settlement, Staged, StagingEngine,
-    parse_batch_id, receipt_state, receipt_target,
+    Accepted, Arrival, BatchSummary, BatchTemplate, Begun, Claim, Claimed, Control,
+    EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, Engine, Error, Lease, MessageQuery, MessageRecord,
+    NewBatch, NewMessage, Outcome, ReceiptEffect, ReceiptTarget, Result, Settlement, Stage,
+    Staging, parse_batch_id, receipt_state, receipt_target,
 };
 use crate::domain::{
     BatchControl, BatchId, Channel, Counts, DeliveryReport, MessageState, message_id, now_ms,
 };
 use crate::ratelimit::{Bucket, Candidate, Cap, Limits, longest_window, pick, segment_bucket_key};
-use crate::template::{RenderError, Template, Vars};
 
 mod records;
 
@@ -181,7 +180,7 @@ pub(crate) struct Sqlite {
     batches: Arc<Mutex<HashMap<i64, BatchRef>>>,
     /// Batch row → the template its messages are rendered from at claim, compiled
     /// (`None`: the batch stores each body).
-    templates: Arc<Mutex<HashMap<i64, Option<Arc<Template>>>>>,
+    templates: Arc<Mutex<HashMap<i64, Option<Arc<BatchTemplate>>>>>,
 }
 
 /// What claims and the ledger need to know of a stored batch.
@@ -387,70 +386,29 @@ fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
     })
 }
 
-/// Renders the body of a claimed message of a batch stored with its template
-/// (an empty body and the recipient's variables), as it was rendered when the
-/// batch was accepted. Other messages are left as they are. `Err`: why it cannot
-/// be rendered now (which only a store edited by hand can cause).
-fn render_claimed(
+/// The template batch `seq` was stored with, if any: what the handle renders
+/// each claimed message's body from. Read once per batch and kept in `known`.
+fn template_of(
     tx: &Transaction<'_>,
-    templates: &mut HashMap<i64, Option<Arc<Template>>>,
-    r: &mut ClaimedRow,
-) -> std::result::Result<(), String> {
-    let (true, Some(vars)) = (r.body.is_empty(), &r.vars) else {
-        return Ok(());
-    };
-    let template = match templates.get(&r.batch) {
-        Some(known) => known.clone(),
-        None => {
-            let source: Option<String> = tx
-                .prepare_cached("SELECT template_source FROM batches WHERE seq = ?1")
-                .and_then(|mut s| s.query_row([r.batch], |row| row.get(0)))
-                .map_err(|e| format!("its batch's template cannot be read: {e}"))?;
-            let compiled = source
-                .map(|source| {
-                    let source: BatchTemplate = serde_json::from_str(&source)
-                        .map_err(|e| format!("its batch's template is not readable: {e}"))?;
-                    Template::compile(&source.body, source.subject.as_deref())
-                        .map(Arc::new)
-                        .map_err(|e| {
-                            format!("its batch's template does not compile: {}", e.message)
-                        })
-                })
-                .transpose()?;
-            templates.insert(r.batch, compiled.clone());
-            compiled
-        }
-    };
-    let Some(template) = template else {
-        return Ok(());
-    };
-    let vars = Vars::from_json(vars.clone())
-        .map_err(|e| format!("its variables are not a JSON object: {e}"))?;
-    r.body = template
-        .render(&vars)
-        .map_err(|e| match e {
-            RenderError::MissingVariable(name) => format!("its variables lack `{name}`"),
-            RenderError::Failed(why) => format!("its template no longer renders: {why}"),
-        })?
-        .body;
-    Ok(())
-}
-
-/// Ends a claimed message whose body cannot be rendered: it fails, with why.
-fn fail_unrenderable(tx: &Transaction<'_>, row: i64, why: &str, now: i64) -> Result<()> {
-    tracing::error!(
-        row,
-        reason = why,
-        "a claimed message cannot be rendered; it fails"
-    );
-    tx.execute(
-        "UPDATE messages SET state = 'failed', lease = NULL, lease_until = NULL, last_error = ?2,
-                             updated_at = ?3
-         WHERE id = ?1",
-        params![row, format!("cannot be rendered: {why}"), now],
-    )
-    .map_err(unavailable)?;
-    Ok(())
+    known: &mut HashMap<i64, Option<Arc<BatchTemplate>>>,
+    seq: i64,
+) -> Result<Option<Arc<BatchTemplate>>> {
+    if let Some(template) = known.get(&seq) {
+        return Ok(template.clone());
+    }
+    let source: Option<String> = tx
+        .prepare_cached("SELECT template_source FROM batches WHERE seq = ?1")
+        .and_then(|mut s| s.query_row([seq], |row| row.get(0)))
+        .map_err(unavailable)?;
+    let template = source
+        .map(|source| {
+            serde_json::from_str::<BatchTemplate>(&source)
+                .map(Arc::new)
+                .map_err(|e| Error::Corrupt(format!("a batch's template is not readable: {e}")))
+        })
+        .transpose()?;
+    known.insert(seq, template.clone());
+    Ok(template)
 }
 
 /// The bucket stored under `key`, if there is one yet.
@@ -581,6 +539,58 @@ fn parse_state(s: &str) -> Result<MessageState> {
     MessageState::parse(s).ok_or_else(|| Error::Corrupt(format!("unknown message state `{s}`")))
 }
 
+impl Sqlite {
+    /// Stages `batch` in rows of its own, invisible until the commit.
+    async fn begin_staged(&self, batch: NewBatch) -> Result<Begun> {
+        let store = self.clone();
+        self.write(move |conn| {
+            let tx = write_transaction(conn)?;
+            let now = now_ms();
+            sweep_staging(&tx, now)?;
+            if let Some(replayed) = replay(&tx, &batch)? {
+                return Ok(Begun::Answered(replayed));
+            }
+            let head = insert_batch_row(&tx, &batch, "staging", STAGING_SPAN)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(Begun::Staging(Staging::new(Box::new(SqliteStaging {
+                store,
+                batch,
+                head,
+            }))))
+        })
+        .await
+    }
+
+    /// Holds the writer for `batch`, written in one transaction chunk by chunk.
+    async fn begin_held(&self, batch: NewBatch) -> Result<Begun> {
+        let (chunks, incoming) = tokio::sync::mpsc::channel(1);
+        let (begun_tx, begun) = tokio::sync::oneshot::channel();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+            // A small page cache while the batch is written: its pages spill into
+            // the WAL (which the flusher syncs) chunk by chunk, leaving the commit
+            // little to write. A cache that cannot be resized only costs time.
+            let _ = conn.pragma_update(None, "cache_size", -WHOLE_BATCH_CACHE_KIB);
+            let stored = store_whole(&mut conn, &batch, begun_tx, incoming);
+            let _ = conn.pragma_update(None, "cache_size", -CACHE_KIB);
+            let _ = done_tx.send(stored);
+        });
+        match begun.await {
+            Ok(Ok(None)) => Ok(Begun::Staging(Staging::new(Box::new(SqliteWhole {
+                chunks,
+                done: Some(done),
+            })))),
+            Ok(Ok(Some(replayed))) => Ok(Begun::Answered(replayed)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Unavailable(
+                "the store's writer thread stopped".into(),
+            )),
+        }
+    }
+}
+
 #[async_trait]
 impl Engine for Sqlite {
     async fn accept(&self, batch: NewBatch) -> Result<Accepted> {
@@ -596,56 +606,10 @@ impl Engine for Sqlite {
         .await
     }
 
-    async fn begin(&self, batch: NewBatch) -> Result<Staged> {
-        let store = self.clone();
-        self.write(move |conn| {
-            let tx = write_transaction(conn)?;
-            let now = now_ms();
-            sweep_staging(&tx, now)?;
-            if let Some(replayed) = replay(&tx, &batch)? {
-                return Ok(Staged::Answered(replayed));
-            }
-            let head = insert_batch_row(&tx, &batch, "staging", STAGING_SPAN)?;
-            tx.commit().map_err(unavailable)?;
-            Ok(Staged::Staging(Box::new(SqliteStaging {
-                store,
-                batch,
-                head,
-            })))
-        })
-        .await
-    }
-
-    fn renders_at_claim(&self) -> bool {
-        true
-    }
-
-    async fn begin_whole(&self, batch: &NewBatch) -> Result<Option<Staged>> {
-        let (chunks, incoming) = tokio::sync::mpsc::channel(1);
-        let (begun_tx, begun) = tokio::sync::oneshot::channel();
-        let (done_tx, done) = tokio::sync::oneshot::channel();
-        let writer = self.writer.clone();
-        let batch = batch.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-            // A small page cache while the batch is written: its pages spill into
-            // the WAL (which the flusher syncs) chunk by chunk, leaving the commit
-            // little to write. A cache that cannot be resized only costs time.
-            let _ = conn.pragma_update(None, "cache_size", -WHOLE_BATCH_CACHE_KIB);
-            let stored = store_whole(&mut conn, &batch, begun_tx, incoming);
-            let _ = conn.pragma_update(None, "cache_size", -CACHE_KIB);
-            let _ = done_tx.send(stored);
-        });
-        match begun.await {
-            Ok(Ok(None)) => Ok(Some(Staged::Staging(Box::new(SqliteWhole {
-                chunks,
-                done: Some(done),
-            })))),
-            Ok(Ok(Some(replayed))) => Ok(Some(Staged::Answered(replayed))),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Unavailable(
-                "the store's writer thread stopped".into(),
-            )),
+    async fn begin(&self, batch: NewBatch, arrival: Arrival) -> Result<Begun> {
+        match arrival {
+            Arrival::AtHand => self.begin_held(batch).await,
+            Arrival::Streamed => self.begin_staged(batch).await,
         }
     }
 
@@ -664,7 +628,7 @@ impl Engine for Sqlite {
         self.write(move |conn| {
             let now = now_ms();
             let token = fastrand::i64(..);
-            let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+            let until = now.saturating_add(crate::domain::millis(lease));
             let tx = write_transaction(conn)?;
             tx.prepare_cached(&format!(
                 "UPDATE messages SET state = {REQUEUED_STATE}, lease = NULL, lease_until = NULL, updated_at = ?1
@@ -748,11 +712,7 @@ impl Engine for Sqlite {
             if templates.len() > 256 {
                 templates.clear();
             }
-            for mut r in rows {
-                if let Err(why) = render_claimed(&tx, &mut templates, &mut r) {
-                    fail_unrenderable(&tx, r.row, &why, now)?;
-                    continue;
-                }
+            for r in rows {
                 let known = match cache.get(&r.batch) {
                     Some(known) => *known,
                     None => {
@@ -772,12 +732,11 @@ impl Engine for Sqlite {
                     subject: r.subject,
                     body: r.body,
                     segments: r.segments,
-                    // A batch rendered at claim keeps every message's variables;
-                    // providers see them only for a stored template, as elsewhere.
-                    vars: r.template.is_some().then_some(r.vars).flatten(),
+                    vars: r.vars,
                     template_id: r.template,
                     attempts: r.attempts,
                     unknown_since_ms: r.unknown_since,
+                    template: template_of(&tx, &mut templates, r.batch)?,
                 });
             }
             if let Some(bucket) = bucket {
@@ -1595,7 +1554,7 @@ impl SqliteWhole {
 }
 
 #[async_trait]
-impl StagingEngine for SqliteWhole {
+impl Stage for SqliteWhole {
     async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()> {
         match self.chunks.send(Whole::Add(messages)).await {
             Ok(()) => Ok(()),
@@ -1682,7 +1641,7 @@ fn discard_rows(tx: &Transaction<'_>, head: Head) -> Result<()> {
 }
 
 #[async_trait]
-impl StagingEngine for SqliteStaging {
+impl Stage for SqliteStaging {
     async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()> {
         let (batch, head) = (self.batch.clone(), self.head);
         self.store
@@ -1821,7 +1780,6 @@ mod tests {
             let queue = Queue::open(&format!("sqlite://{}", store.display()))
                 .await
                 .unwrap();
-            assert!(queue.renders_at_claim());
             let batch = template_batch(template_id);
             let expected: Vec<(String, Option<String>)> = batch
                 .messages
@@ -1893,7 +1851,9 @@ mod tests {
         let message = crate::queue::tests::batch(1, 0, now_ms())
             .messages
             .remove(0);
-        let Begun::Staging(mut abandoned) = queue.begin(new_batch()).await.unwrap() else {
+        let Begun::Staging(mut abandoned) =
+            queue.begin(new_batch(), Arrival::Streamed).await.unwrap()
+        else {
             panic!("a new batch");
         };
         abandoned.add(vec![message]).await.unwrap();
@@ -1904,7 +1864,8 @@ mod tests {
             [now_ms() - STAGING_DEADLINE_MS - 1],
         )
         .unwrap();
-        let Begun::Staging(next) = queue.begin(new_batch()).await.unwrap() else {
+        let Begun::Staging(next) = queue.begin(new_batch(), Arrival::Streamed).await.unwrap()
+        else {
             panic!("a new batch");
         };
         let left: (i64, i64) = db
@@ -1926,7 +1887,7 @@ mod tests {
             .query_row("SELECT COUNT(*) FROM batches", [], |r| r.get(0))
             .unwrap();
         assert_eq!(batches, 0, "the store's open swept the abandoned staging");
-        match abandoned.commit(serde_json::json!({}), 1).await {
+        match queue.commit(abandoned, serde_json::json!({}), 1).await {
             Err(Error::Unavailable(m)) => assert!(m.contains("abandoned"), "{m}"),
             other => panic!("expected a refused commit, got {other:?}"),
         }
@@ -1950,7 +1911,9 @@ mod tests {
         };
 
         let (batch, mut messages) = whole("a");
-        let Some(Begun::Staging(mut staging)) = queue.begin_whole(&batch).await.unwrap() else {
+        let Begun::Staging(mut staging) =
+            queue.begin(batch.clone(), Arrival::AtHand).await.unwrap()
+        else {
             panic!("SQLite stores a batch whole");
         };
         let last = messages.split_off(1);
@@ -1958,7 +1921,9 @@ mod tests {
         staging.add(last).await.unwrap();
         // The writer holds the transaction; readers see nothing of it yet.
         assert!(queue.batch(batch.id).await.unwrap().is_none());
-        let accepted = staging.commit(serde_json::json!({"accepted": 3}), 3).await;
+        let accepted = queue
+            .commit(staging, serde_json::json!({"accepted": 3}), 3)
+            .await;
         assert_eq!(accepted.unwrap(), Accepted::New(batch.id));
         let summary = queue.batch(batch.id).await.unwrap().expect("committed");
         assert_eq!((summary.counts.total, summary.counts.pending), (3, 3));
@@ -1972,8 +1937,8 @@ mod tests {
         );
 
         // The same key again is answered from the store, with the stored report.
-        match queue.begin_whole(&whole("a").0).await.unwrap() {
-            Some(Begun::Answered(Accepted::Replayed { id, report })) => {
+        match queue.begin(whole("a").0, Arrival::AtHand).await.unwrap() {
+            Begun::Answered(Accepted::Replayed { id, report }) => {
                 assert_eq!((id, report), (batch.id, serde_json::json!({"accepted": 3})));
             }
             _ => panic!("a replay"),
@@ -1981,13 +1946,19 @@ mod tests {
 
         // Discarded, or dropped half-way: nothing stays, and the writer is free.
         let (discarded, messages) = whole("b");
-        let Some(Begun::Staging(mut staging)) = queue.begin_whole(&discarded).await.unwrap() else {
+        let Begun::Staging(mut staging) = queue
+            .begin(discarded.clone(), Arrival::AtHand)
+            .await
+            .unwrap()
+        else {
             panic!("a new batch");
         };
         staging.add(messages).await.unwrap();
         staging.discard().await;
         let (dropped, messages) = whole("c");
-        let Some(Begun::Staging(mut staging)) = queue.begin_whole(&dropped).await.unwrap() else {
+        let Begun::Staging(mut staging) =
+            queue.begin(dropped.clone(), Arrival::AtHand).await.unwrap()
+        else {
             panic!("a new batch");
         };
         staging.add(messages).await.unwrap();

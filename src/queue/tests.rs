@@ -214,7 +214,7 @@ async fn a_claim_carries_the_segments_template_and_vars_stored_with_the_message(
 
 /// Starts staging `b`, which must be new.
 async fn begin(q: &Queue, b: NewBatch) -> Staging {
-    match q.begin(b).await.expect("begin") {
+    match q.begin(b, Arrival::Streamed).await.expect("begin") {
         Begun::Staging(staging) => staging,
         Begun::Answered(answer) => panic!("expected to stage, got {answer:?}"),
     }
@@ -297,8 +297,8 @@ async fn a_batch_stored_in_chunks_is_invisible_until_committed_then_whole() {
         assert!(q.claim("p", 100, LEASE).await.unwrap().is_empty());
         assert!(q.batch(id).await.unwrap().is_none());
 
-        let accepted = staging
-            .commit(json!({"accepted": 2_499}), 2_500)
+        let accepted = q
+            .commit(staging, json!({"accepted": 2_499}), 2_500)
             .await
             .unwrap();
         assert_eq!(accepted, Accepted::New(id));
@@ -350,11 +350,11 @@ async fn staging_with_a_used_idempotency_key_answers_with_the_first_batch() {
         let id = first.id;
         let mut staging = begin(&q, first).await;
         staging.add(messages).await.unwrap();
-        staging.commit(json!({"accepted": 3}), 3).await.unwrap();
+        q.commit(staging, json!({"accepted": 3}), 3).await.unwrap();
 
         let mut again = batch(3, 0, now_ms());
         again.idempotency = Some(idem());
-        match q.begin(again).await.unwrap() {
+        match q.begin(again, Arrival::Streamed).await.unwrap() {
             Begun::Answered(Accepted::Replayed { id: seen, report }) => {
                 assert_eq!(seen, id);
                 assert_eq!(report, json!({"accepted": 3}));
@@ -366,7 +366,10 @@ async fn staging_with_a_used_idempotency_key_answers_with_the_first_batch() {
             key: "k-1".into(),
             request_hash: "another".into(),
         });
-        assert!(matches!(q.begin(other).await, Err(Error::Conflict(_))));
+        assert!(matches!(
+            q.begin(other, Arrival::Streamed).await,
+            Err(Error::Conflict(_))
+        ));
     }
 }
 

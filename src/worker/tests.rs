@@ -113,8 +113,12 @@ impl Engine for SlowSettle {
     async fn accept(&self, batch: NewBatch) -> crate::queue::Result<Accepted> {
         self.inner.accept(batch).await
     }
-    async fn begin(&self, batch: NewBatch) -> crate::queue::Result<crate::queue::Staged> {
-        self.inner.begin(batch).await
+    async fn begin(
+        &self,
+        batch: NewBatch,
+        arrival: crate::queue::Arrival,
+    ) -> crate::queue::Result<crate::queue::Begun> {
+        self.inner.begin(batch, arrival).await
     }
     async fn claim(
         &self,
