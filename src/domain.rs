@@ -9,7 +9,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod secret;
+mod store_url;
 pub use secret::Secret;
+pub use store_url::{InvalidStoreUrl, StoreUrl};
 
 /// The kind of message a batch sends; each recipient address is checked for its channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

@@ -40,7 +40,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::domain::{BatchId, DeliveryReport};
+use crate::domain::{BatchId, DeliveryReport, StoreUrl};
 // The conformance suite reads these through `use super::*`.
 #[cfg(test)]
 use crate::domain::{BatchControl, Channel, Counts, MessageState, ProviderTemplate};
@@ -55,7 +55,7 @@ pub enum Error {
     Corrupt(String),
     #[error("{0}")]
     Conflict(String),
-    /// The store's URL names an engine this build does not have.
+    /// The store's URL is not valid, or asks for what its engine cannot do.
     #[error("{0}")]
     Unsupported(String),
 }
@@ -77,19 +77,15 @@ fn seams<E: Engine + Records>(engine: Arc<E>) -> (Arc<dyn Engine>, Arc<dyn Recor
 }
 
 impl Queue {
-    /// Opens the store named by `url`: a directory path or `sqlite://path` for the
-    /// embedded engine.
+    /// Opens the store named by `url`: a directory path or `sqlite://DIR` for the
+    /// embedded engine, `postgres://…` or `redis://…` for a server (see
+    /// [`StoreUrl`]); `Error::Unsupported` when `url` is not one of them.
     pub async fn open(url: &str) -> Result<Queue> {
-        let (engine, records) = match url.split_once("://") {
-            None => seams(Arc::new(sqlite::Sqlite::open(url.as_ref()).await?)),
-            Some(("sqlite", path)) => seams(Arc::new(sqlite::Sqlite::open(path.as_ref()).await?)),
-            Some(("postgres" | "postgresql", _)) => seams(postgres::open(url).await?),
-            Some(("redis" | "rediss", _)) => seams(redis::open(url).await?),
-            Some((scheme, _)) => {
-                return Err(Error::Unsupported(format!(
-                    "unknown store `{scheme}://`: use a directory path or `sqlite://DIR` for the embedded store"
-                )));
-            }
+        let store = StoreUrl::parse(url).map_err(|e| Error::Unsupported(e.to_string()))?;
+        let (engine, records) = match &store {
+            StoreUrl::Sqlite(dir) => seams(Arc::new(sqlite::Sqlite::open(dir).await?)),
+            StoreUrl::Postgres(url) => seams(postgres::open(url).await?),
+            StoreUrl::Redis(url) => seams(redis::open(url).await?),
         };
         Ok(Queue {
             engine,

@@ -59,8 +59,8 @@ pub(crate) struct Postgres {
 /// Opens the PostgreSQL store at `url` (`postgres://user[:password]@host[:port]/db`,
 /// optionally `?schema=NAME&retention_days=N`), applying migrations, and starts the
 /// background pruner unless retention is 0.
-pub(crate) async fn open(url: &str) -> Result<Arc<Postgres>> {
-    let location = parse_location(url)?;
+pub(crate) async fn open(url: &url::Url) -> Result<Arc<Postgres>> {
+    let location = parse_location(url.as_str())?;
     let engine = Arc::new(Postgres::connect(&location).await?);
     if let Some(retention) = location.retention {
         spawn_pruner(Arc::downgrade(&engine), retention);

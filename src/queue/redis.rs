@@ -248,8 +248,8 @@ pub(crate) struct Redis {
 }
 
 /// Opens the redis store at `url`.
-pub(crate) async fn open(url: &str) -> Result<Arc<Redis>> {
-    Ok(Arc::new(Redis::open(url).await?))
+pub(crate) async fn open(url: &url::Url) -> Result<Arc<Redis>> {
+    Ok(Arc::new(Redis::open(url.as_str()).await?))
 }
 
 impl Redis {
