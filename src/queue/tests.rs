@@ -1,124 +1,24 @@
 //! The engine conformance suite: every test runs against every engine through the
 //! public `Queue` handle, each on a store of its own.
+//!
+//! Each topic file (`accept`, `claim`, `settle`, `control`, `ledger`, `limit`,
+//! `failover`, `receipts`, `template`, `suppression`, `fingerprint`, `unacked`)
+//! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
+//! one test of each per engine, named `queue::tests::<engine>::<test>`, so
+//! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
+//! its engine. `store` opens the stores; `new_batch` builds the batches.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::json;
 
 use super::*;
 use crate::domain::{message_id, now_ms};
 use crate::ratelimit::{Cap, Limits, Rate};
 
-/// A store for one test: the handle, its URL (to open it again) and a guard that
-/// keeps it alive and cleans it up when dropped.
-pub(crate) type TestStore = (Queue, String, Box<dyn std::any::Any + Send>);
-
-/// The records of an engine that a test wraps with [`Queue::from_engine`]: none.
-pub(crate) struct NoRecords;
-
-fn no_records<T>() -> Result<T> {
-    Err(Error::Unsupported(
-        "a wrapped test engine keeps no templates or suppressions".into(),
-    ))
-}
-
-#[async_trait]
-impl Records for NoRecords {
-    async fn create_template(&self, _: Template) -> Result<Option<Template>> {
-        no_records()
-    }
-    async fn replace_template(&self, _: Template) -> Result<Option<Template>> {
-        no_records()
-    }
-    async fn template(&self, _: &str) -> Result<Option<Template>> {
-        no_records()
-    }
-    async fn templates(&self, _: Option<String>, _: u32) -> Result<Vec<Template>> {
-        no_records()
-    }
-    async fn delete_template(&self, _: &str) -> Result<bool> {
-        no_records()
-    }
-    async fn suppress(&self, _: Vec<Suppression>) -> Result<usize> {
-        no_records()
-    }
-    async fn unsuppress(&self, _: Channel, _: Vec<String>) -> Result<usize> {
-        no_records()
-    }
-    async fn suppressed(&self, _: Channel, _: &[&str]) -> Result<HashSet<String>> {
-        no_records()
-    }
-    async fn suppressions(
-        &self,
-        _: Option<Channel>,
-        _: Option<(Channel, String)>,
-        _: u32,
-    ) -> Result<Vec<Suppression>> {
-        no_records()
-    }
-    async fn remember_sends(&self, _: Channel, _: Vec<String>, _: i64) -> Result<()> {
-        no_records()
-    }
-    async fn recently_sent(&self, _: Channel, _: Vec<String>, _: i64) -> Result<HashSet<String>> {
-        no_records()
-    }
-    async fn forget_sends(&self, _: Channel, _: i64, _: u32) -> Result<u64> {
-        no_records()
-    }
-    async fn mark_unacked(&self, _: &super::Unacked, _: i64, _: i64) -> Result<()> {
-        no_records()
-    }
-    async fn unacked(&self, _: &str, _: &str, _: i64, _: u32) -> Result<Vec<String>> {
-        no_records()
-    }
-    async fn unmark_unacked(&self, _: &super::Unacked) -> Result<()> {
-        no_records()
-    }
-}
-
-/// A fresh store of every engine for one test.
-async fn stores() -> Vec<TestStore> {
-    let mut stores = vec![sqlite_store().await];
-    stores.extend(super::postgres::test_store().await);
-    stores.extend(super::redis::test_store().await);
-    stores
-}
-
-async fn sqlite_store() -> TestStore {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("store").display());
-    let queue = Queue::open(&url).await.expect("open the SQLite store");
-    (queue, url, Box::new(dir))
-}
-
-/// A batch of `n` SMS messages for provider "p".
-pub(crate) fn batch(n: u32, priority: i32, send_at_ms: i64) -> NewBatch {
-    NewBatch {
-        id: BatchId::new(),
-        channel: Channel::Sms,
-        source: "test".into(),
-        priority,
-        send_at_ms,
-        idempotency: None,
-        report: json!({"accepted": n}),
-        template_id: None,
-        template: None,
-        messages: (0..n)
-            .map(|index| NewMessage {
-                index,
-                provider: "p".into(),
-                to: format!("+8613800{index:06}"),
-                reference: Some(format!("r{index}")),
-                subject: None,
-                body: format!("body {index}"),
-                segments: 1,
-                vars: None,
-            })
-            .collect(),
-    }
-}
+pub(crate) use new_batch::{TestBatch, batch, batch_to};
+pub(crate) use store::{NoRecords, TestStore};
 
 async fn accept(q: &Queue, b: NewBatch) -> BatchId {
     match q.accept(b).await.expect("accept") {
@@ -152,14 +52,79 @@ async fn begin(q: &Queue, b: NewBatch) -> Staging {
     }
 }
 
-/// A batch for provider "p" whose recipients are `tos`, in order.
-fn batch_to(tos: &[&str]) -> NewBatch {
-    let mut b = batch(tos.len() as u32, 0, now_ms());
-    for (m, to) in b.messages.iter_mut().zip(tos) {
-        m.to = (*to).to_owned();
-    }
-    b
+/// One test per suite function listed, for `$engine`, on a fresh store from the
+/// function of that name in `store`.
+macro_rules! engine_tests {
+    ($engine:ident: $($(#[$attr:meta])+ $topic:ident::$test:ident;)+) => {
+        mod $engine {
+            $(
+                $(#[$attr])+
+                async fn $test() {
+                    super::$topic::$test(super::store::$engine().await).await;
+                }
+            )+
+        }
+    };
 }
+
+/// The conformance suite, for each engine named: every suite function with the
+/// runtime it needs.
+macro_rules! conformance {
+    ($($engine:ident),+) => {$(
+        engine_tests! { $engine:
+            #[tokio::test] accept::an_accepted_batch_is_stored_whole_and_survives_reopening;
+            #[tokio::test] accept::a_batch_stored_in_chunks_is_invisible_until_committed_then_whole;
+            #[tokio::test] accept::a_discarded_staging_leaves_nothing_and_the_next_batch_is_unaffected;
+            #[tokio::test] accept::staging_with_a_used_idempotency_key_answers_with_the_first_batch;
+            #[tokio::test] accept::an_idempotency_key_replays_the_same_request_and_refuses_a_different_one;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] accept::concurrent_accepts_with_one_idempotency_key_store_one_batch;
+            #[tokio::test] accept::recipients_refused_at_intake_leave_gaps_in_the_indices;
+            #[tokio::test] claim::a_claim_carries_the_segments_template_and_vars_stored_with_the_message;
+            #[tokio::test] claim::a_batch_rendered_from_a_template_is_claimed_with_each_body_and_its_vars;
+            #[tokio::test] claim::pending_counts_a_providers_waiting_messages_up_to_the_cap;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] claim::concurrent_claims_never_hand_out_a_message_twice;
+            #[tokio::test] claim::claims_go_by_priority_then_send_time_then_arrival;
+            #[tokio::test] claim::claims_only_take_the_named_providers_messages;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] claim::two_handles_on_one_store_never_claim_the_same_message;
+            #[tokio::test] settle::an_expired_lease_is_claimed_again_and_the_old_lease_cannot_settle;
+            #[tokio::test] settle::a_retry_waits_for_its_time_and_counts_an_attempt_a_release_does_not;
+            #[tokio::test] settle::failures_are_recorded_and_retry_requeues_only_the_failed;
+            #[tokio::test] control::pause_holds_messages_resume_releases_them_cancel_ends_them;
+            #[tokio::test] control::an_expired_lease_in_a_paused_batch_comes_back_paused;
+            #[tokio::test] control::a_cancelled_batch_can_be_cancelled_again_but_not_retried;
+            #[tokio::test] control::pause_and_resume_put_each_message_back_in_its_own_providers_queue;
+            #[tokio::test] ledger::batches_are_listed_newest_first_in_pages_without_those_being_staged;
+            #[tokio::test] ledger::ledger_pages_follow_index_order_and_filter_by_state;
+            #[tokio::test] limit::a_segment_rate_pays_for_each_messages_segments;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] limit::a_rate_holds_across_handles_on_one_store;
+            #[tokio::test] limit::a_rate_wait_claims_nothing_and_an_empty_claim_spends_nothing;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] limit::a_recipient_cap_holds_across_handles_and_defers_the_rest;
+            #[tokio::test] failover::a_claim_within_another_providers_limits_pays_that_providers_bucket_and_caps;
+            #[tokio::test] failover::a_message_sent_through_another_provider_names_it_and_a_retry_stays_with_its_own;
+            #[tokio::test] receipts::a_receipt_moves_a_sent_message_to_delivered_or_undelivered_with_its_code;
+            #[tokio::test] receipts::a_receipt_that_arrives_twice_or_contradicts_a_delivery_counts_once;
+            #[tokio::test] receipts::a_receipt_before_the_send_is_recorded_is_held_and_applied_by_the_settlement;
+            #[tokio::test] receipts::a_message_sent_or_confirmed_through_another_provider_takes_that_providers_receipts;
+            #[tokio::test] receipts::a_provider_id_shared_by_a_request_is_told_apart_by_the_recipient;
+            #[tokio::test] receipts::an_unknown_outcome_waits_then_comes_back_marked_and_a_confirmation_is_no_attempt;
+            #[tokio::test] receipts::an_unknown_outcome_in_a_cancelled_batch_ends_cancelled;
+            #[tokio::test] receipts::held_receipts_expire_after_a_day;
+            #[tokio::test] template::a_template_is_created_once_and_each_replace_is_a_new_version;
+            #[tokio::test] template::templates_page_in_id_order_and_a_deleted_one_is_gone;
+            #[tokio::test] suppression::suppressing_counts_the_new_and_an_existing_one_keeps_its_time_but_takes_the_reason;
+            #[tokio::test] suppression::suppressed_returns_exactly_the_suppressed_subset;
+            #[tokio::test] suppression::unsuppressing_removes_only_the_named_addresses_on_that_channel;
+            #[tokio::test] suppression::suppressions_page_by_channel_then_address;
+            #[tokio::test] #[ignore = "a measurement, not a check"] suppression::suppressed_timing_for_100000_addresses_against_100000_suppressions;
+            #[tokio::test] fingerprint::recently_sent_returns_the_remembered_subset_since_the_given_time_per_channel;
+            #[tokio::test] fingerprint::forgetting_removes_only_the_fingerprints_older_than_the_cutoff;
+            #[tokio::test] fingerprint::five_thousand_fingerprints_are_remembered_and_found_in_one_call;
+            #[tokio::test] unacked::unacked_markers_are_found_oldest_first_by_source_and_body_and_expire_after_a_day;
+        }
+    )+};
+}
+
+conformance!(sqlite, postgres, redis);
 
 mod accept;
 mod claim;
@@ -168,8 +133,10 @@ mod failover;
 mod fingerprint;
 mod ledger;
 mod limit;
+mod new_batch;
 mod receipts;
 mod settle;
+mod store;
 mod suppression;
 mod template;
 mod unacked;
