@@ -415,28 +415,24 @@ async fn a_kill_9_during_redis_ingest_loses_no_item_and_makes_no_duplicate_batch
     let mut expected: HashSet<String> = (0..ITEMS - 10).map(|i| format!("+86138{i:08}")).collect();
     expected.insert("+8613900000000".into());
     received_exactly(&server, &expected).await;
-    herald.kill();
 
-    let db = rusqlite::Connection::open(dir.path().join("store").join("herald.db")).unwrap();
-    let batches: i64 = db
-        .query_row(
-            "SELECT count(*) FROM batches WHERE source = 'ingest:kill'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let batches = herald.api.batches_of("ingest:kill").await;
     assert_eq!(
-        batches, ITEMS as i64,
+        batches.len(),
+        ITEMS,
         "one batch per item, none lost, none doubled"
     );
-    let same: i64 = db
-        .query_row(
-            "SELECT count(*) FROM messages WHERE to_addr = '+8613900000000'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
+    let mut same = 0;
+    for batch in &batches {
+        let id = batch["id"].as_str().expect("a batch id");
+        let messages = herald.api.messages(id).await;
+        same += messages
+            .iter()
+            .filter(|m| m["to"] == "+8613900000000")
+            .count();
+    }
     assert_eq!(same, 10, "the job pushed ten times is ten batches");
+    herald.kill();
     assert!(keys.dead_letters().await.is_empty());
 }
 
@@ -444,29 +440,29 @@ async fn a_kill_9_during_redis_ingest_loses_no_item_and_makes_no_duplicate_batch
 async fn items_a_crash_left_in_processing_are_taken_again_without_a_second_batch() {
     let keys = RedisKeys::new("crash");
     let server = ProviderServer::start().await;
-    let mut app = herald_with(&server, vec![keys.source("crash")]).await;
+    // The first item is numbered by the test, as a crash between numbering and
+    // storing leaves it: its batch is stored under that number, which the test
+    // then knows.
+    let number = "0190c0de-0000-7000-8000-000000000031";
     let first = json!({"mobiles": ["13800000031"], "content": "first"}).to_string();
-    keys.lpush(std::slice::from_ref(&first));
+    let mut conn = keys.conn().await;
+    let [_, processing, numbered, _] = keys.all();
+    let _: () = conn
+        .lpush(&numbered, format!("{number}:{first}"))
+        .await
+        .unwrap();
+    let mut app = herald_with(&server, vec![keys.source("crash")]).await;
     delivered_to(&server, &["+8613800000031"]).await;
+    wait_for(WITHIN, "the numbered item to be removed", || async {
+        (keys.len(&numbered).await == 0).then_some(())
+    })
+    .await;
     app.stop().await;
 
     // The state a crash leaves between committing an item's batch and removing
     // the item: the item still numbered. And between BLMOVE and numbering: an
     // item in the processing list.
     let store = app.dir.path().join("store");
-    let db = rusqlite::Connection::open(store.join("herald.db")).unwrap();
-    let key: String = db
-        .query_row(
-            "SELECT idempotency_key FROM batches WHERE source = 'ingest:crash'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
-    let number = key
-        .strip_prefix("ingest:crash:")
-        .expect("the key is the item's number");
-    let mut conn = keys.conn().await;
-    let [_, processing, numbered, _] = keys.all();
     let second = json!({"mobiles": ["13800000032"], "content": "second"}).to_string();
     let _: () = conn
         .lpush(&numbered, format!("{number}:{first}"))
@@ -481,28 +477,29 @@ async fn items_a_crash_left_in_processing_are_taken_again_without_a_second_batch
     let running = herald::app::start(config)
         .await
         .expect("herald starts again");
+    let mut again = TestApp {
+        url: running.url().expect("the API runs"),
+        client: crate::helpers::client(),
+        running: Some(running),
+        dir: tempfile::tempdir().expect("temp dir"),
+    };
     delivered_to(&server, &["+8613800000032"]).await;
+    let metrics = again.running.as_ref().unwrap().ingest_metrics().clone();
     let counts = wait_for(WITHIN, "both items to be taken", || {
-        let counts = running.ingest_metrics().counts("ingest:crash").unwrap();
+        let counts = metrics.counts("ingest:crash").unwrap();
         std::future::ready((counts.ingested == 2).then_some(counts))
     })
     .await;
     assert_eq!(counts.dead_lettered, 0);
-    running.shutdown();
-    running.wait().await.unwrap();
+    let batches = again.batches_of("ingest:crash").await;
+    again.stop().await;
 
     for key in [processing, numbered] {
         assert_eq!(keys.len(&key).await, 0, "{key} is empty");
     }
-    let batches: i64 = db
-        .query_row(
-            "SELECT count(*) FROM batches WHERE source = 'ingest:crash'",
-            [],
-            |row| row.get(0),
-        )
-        .unwrap();
     assert_eq!(
-        batches, 2,
+        batches.len(),
+        2,
         "the item taken again is answered with its batch"
     );
     let first_sends = server
@@ -788,25 +785,18 @@ async fn a_kill_9_during_amqp_ingest_loses_no_message_and_doubles_none_with_mess
         (queue.waiting().await == 0).then_some(())
     })
     .await;
-    herald.kill();
-
     assert_eq!(
-        batches_of(dir.path(), "ingest:amqp-kill"),
-        MESSAGES as i64,
+        batches_of(&herald, "ingest:amqp-kill").await,
+        MESSAGES,
         "one batch per message, none lost, none doubled"
     );
+    herald.kill();
     queue.delete().await;
 }
 
-/// How many batches of `source` the store under `dir` holds.
-fn batches_of(dir: &std::path::Path, source: &str) -> i64 {
-    let db = rusqlite::Connection::open(dir.join("store").join("herald.db")).unwrap();
-    db.query_row(
-        "SELECT count(*) FROM batches WHERE source = ?1",
-        [source],
-        |row| row.get(0),
-    )
-    .unwrap()
+/// How many batches of `source` the API of `herald` lists.
+async fn batches_of(herald: &Herald, source: &str) -> usize {
+    herald.api.batches_of(source).await.len()
 }
 
 /// A TCP proxy on 127.0.0.1 to the AMQP broker that can be told to stop passing
@@ -888,25 +878,22 @@ async fn a_kill_9_before_the_broker_takes_an_ack_makes_no_second_batch_of_a_mess
     queue.publish(&job(0).to_string(), None).await;
 
     let herald = Herald::serve(&config, &KILL_ENV).await;
-    wait_for(WITHIN, "ingestion to be under way", || {
-        std::future::ready((batches_of(dir.path(), "ingest:noid") >= 10).then_some(()))
+    wait_for(WITHIN, "ingestion to be under way", || async {
+        (batches_of(&herald, "ingest:noid").await >= 10).then_some(())
     })
     .await;
     proxy.frozen.store(true, Ordering::SeqCst);
     // Herald stores at most one more batch, then waits for the broker's answer to
     // its acknowledgement, which never comes.
-    let mut last = -1;
+    let last = std::cell::Cell::new(usize::MAX);
     wait_for(
         WITHIN,
         "ingestion to stop at the frozen acknowledgement",
-        || {
-            let now = batches_of(dir.path(), "ingest:noid");
-            let settled = now == last;
-            last = now;
-            async move {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-                settled.then_some(())
-            }
+        || async {
+            let now = batches_of(&herald, "ingest:noid").await;
+            let settled = now == last.replace(now);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            settled.then_some(())
         },
     )
     .await;
@@ -921,17 +908,17 @@ async fn a_kill_9_before_the_broker_takes_an_ack_makes_no_second_batch_of_a_mess
     std::fs::write(&config, with_url(&amqp_url())).unwrap();
     let herald = Herald::serve(&config, &KILL_ENV).await;
     wait_for(WITHIN, "the queue to be drained", || async {
-        (queue.waiting().await == 0 && batches_of(dir.path(), "ingest:noid") > MESSAGES as i64)
+        (queue.waiting().await == 0 && batches_of(&herald, "ingest:noid").await > MESSAGES)
             .then_some(())
     })
     .await;
     let expected: HashSet<String> = (0..MESSAGES).map(|i| format!("+86138{i:08}")).collect();
     received_exactly(&server, &expected).await;
-    herald.kill();
     assert_eq!(
-        batches_of(dir.path(), "ingest:noid"),
-        MESSAGES as i64 + 1,
+        batches_of(&herald, "ingest:noid").await,
+        MESSAGES + 1,
         "one batch per message published, the one stored before the kill not doubled"
     );
+    herald.kill();
     queue.delete().await;
 }
