@@ -421,19 +421,60 @@ impl TestApp {
 
     /// Every message of a batch in index order, read page by page from the ledger.
     pub async fn messages(&self, batch_id: &str) -> Vec<Value> {
-        let mut messages = Vec::new();
-        let mut after = String::new();
-        for _ in 0..1_000 {
-            let path = format!("/v1/batches/{batch_id}/messages?limit=1000{after}");
-            let (status, page) = self.get(&path).await;
+        let path = format!("/v1/batches/{batch_id}/messages?limit=1000");
+        self.all_pages(&path, "messages", ("next_after", "after"))
+            .await
+    }
+
+    /// Every item of a paged list: GETs `path` (which has a query), then again
+    /// with `&{param}=` each page's `next` field until that is null, collecting each
+    /// page's `items` array.
+    async fn all_pages(&self, path: &str, items: &str, (next, param): (&str, &str)) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut cursor = String::new();
+        for _ in 0..10_000 {
+            let (status, page) = self.get(&format!("{path}{cursor}")).await;
             assert_eq!(status, 200, "{page}");
-            let page_messages = page["messages"].as_array().expect("a page of messages");
-            messages.extend(page_messages.iter().cloned());
-            match page["next_after"].as_u64() {
-                Some(next) => after = format!("&after={next}"),
-                None => return messages,
-            }
+            let listed = page[items]
+                .as_array()
+                .unwrap_or_else(|| panic!("no {items} in {page}"));
+            all.extend(listed.iter().cloned());
+            cursor = match &page[next] {
+                Value::Null => return all,
+                Value::String(s) => format!("&{param}={s}"),
+                other => format!("&{param}={other}"),
+            };
         }
-        panic!("the ledger of batch {batch_id} never ended");
+        panic!("the pages of {path} never ended");
+    }
+}
+
+impl TestApp {
+    /// Every batch the API lists, newest first, read page by page from
+    /// `GET /v1/batches` (batches still being staged are not listed).
+    pub async fn batches(&self) -> Vec<Value> {
+        self.all_pages(
+            "/v1/batches?limit=100",
+            "batches",
+            ("next_before", "before"),
+        )
+        .await
+    }
+
+    /// How many batches the API lists and how many messages they hold in all.
+    pub async fn stored(&self) -> (usize, u64) {
+        let batches = self.batches().await;
+        let messages = batches
+            .iter()
+            .map(|b| b["counts"]["total"].as_u64().expect("a batch has a total"))
+            .sum();
+        (batches.len(), messages)
+    }
+
+    /// The batches the API lists whose source is `source`, newest first.
+    pub async fn batches_of(&self, source: &str) -> Vec<Value> {
+        let mut batches = self.batches().await;
+        batches.retain(|b| b["source"] == source);
+        batches
     }
 }

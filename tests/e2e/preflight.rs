@@ -84,15 +84,7 @@ async fn a_dry_run_reports_like_a_submit_and_stores_nothing() {
         assert_eq!(dry[field], real[field], "{field}");
     }
     // Only the real submit was stored.
-    let db = rusqlite::Connection::open(app.dir.path().join("store/herald.db")).unwrap();
-    let stored: (i64, i64) = db
-        .query_row(
-            "SELECT (SELECT COUNT(*) FROM batches), (SELECT COUNT(*) FROM messages)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(stored, (1, 1));
+    assert_eq!(app.stored().await, (1, 1));
 
     let (status, refused) = app.post("/v1/batches?dry_run=maybe", &batch).await;
     assert_eq!(status, 422, "{refused}");

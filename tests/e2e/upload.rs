@@ -38,17 +38,6 @@ fn ndjson(n: usize) -> String {
     body
 }
 
-/// How many batches and messages the store holds, read from its SQLite file.
-fn stored(app: &TestApp) -> (i64, i64) {
-    let db = rusqlite::Connection::open(app.dir.path().join("store").join("herald.db")).unwrap();
-    db.query_row(
-        "SELECT (SELECT COUNT(*) FROM batches), (SELECT COUNT(*) FROM messages)",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ndjson_upload_of_many_chunks_is_stored_whole_with_one_report() {
     let app = app().await;
@@ -67,7 +56,7 @@ async fn an_ndjson_upload_of_many_chunks_is_stored_whole_with_one_report() {
     let (_, batch) = app.get(&format!("/v1/batches/{batch_id}")).await;
     assert_eq!(batch["counts"]["total"], n - 1, "{batch}");
     assert_eq!(batch["counts"]["pending"], n - 1, "{batch}");
-    assert_eq!(stored(&app), (1, n as i64 - 1));
+    assert_eq!(app.stored().await, (1, n as u64 - 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +74,11 @@ async fn a_bad_line_anywhere_fails_the_upload_by_its_number_and_stores_nothing()
         error["message"].as_str().unwrap().contains("invalid type"),
         "{error}"
     );
-    assert_eq!(stored(&app), (0, 0), "the staged chunk is gone");
+    assert_eq!(
+        app.stored().await,
+        (0, 0),
+        "the failed upload left no batch"
+    );
 
     let (status, _, error) = app
         .post_raw("/v1/batches", NDJSON, &[], r#"{"channel": "sms"}"#)
@@ -118,7 +111,7 @@ async fn an_upload_with_an_idempotency_key_is_stored_once() {
     assert_eq!(status, 202, "{again}");
     assert_eq!(again["batch_id"], first["batch_id"]);
     assert_eq!(headers["idempotent-replayed"], "true");
-    assert_eq!(stored(&app), (1, 11_999));
+    assert_eq!(app.stored().await, (1, 11_999));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +151,7 @@ async fn a_csv_upload_reads_excel_files_in_utf8_or_gbk() {
         .await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["dry_run"], true, "{report}");
-    assert_eq!(stored(&app).0, 3);
+    assert_eq!(app.stored().await.0, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,7 +195,7 @@ async fn csv_upload_errors_name_the_line_or_the_option() {
         .await;
     assert_eq!(status, 422, "{error}");
     assert_eq!(error["field"], "content-type", "{error}");
-    assert_eq!(stored(&app), (0, 0));
+    assert_eq!(app.stored().await, (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,7 +221,7 @@ async fn a_body_that_does_not_match_its_content_digest_is_refused_and_not_stored
         .await;
     assert_eq!(status, 422, "{error}");
     assert_eq!(error["field"], "content-digest", "{error}");
-    assert_eq!(stored(&app), (0, 0));
+    assert_eq!(app.stored().await, (0, 0));
 
     let right = digest(body.as_bytes());
     let (status, _, report) = app
@@ -312,7 +305,7 @@ async fn a_big_json_batch_is_read_in_chunks(app: &TestApp) -> Value {
     assert_eq!(status, 202, "{again}");
     assert_eq!(headers["idempotent-replayed"], "true");
     assert_eq!(again["batch_id"], report["batch_id"]);
-    assert_eq!(stored(app), (1, n as i64 - 1));
+    assert_eq!(app.stored().await, (1, n as u64 - 1));
 
     let mut broken: Vec<Value> = (0..40_000)
         .map(|i| json!({"to": format!("139{i:08}"), "vars": {"name": "x"}}))
@@ -325,6 +318,10 @@ async fn a_big_json_batch_is_read_in_chunks(app: &TestApp) -> Value {
         .post_raw("/v1/batches", "application/json", &[], body)
         .await;
     assert!(status == 400 || status == 422, "{status} {error}");
-    assert_eq!(stored(app), (1, n as i64 - 1), "nothing of it is stored");
+    assert_eq!(
+        app.stored().await,
+        (1, n as u64 - 1),
+        "nothing of it is stored"
+    );
     error
 }
