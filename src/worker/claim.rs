@@ -10,7 +10,7 @@ use crate::provider::Route;
 use crate::queue::Claim;
 
 use super::Pool;
-use super::failover::{Choice, Path};
+use super::failover::{Choice, Routing};
 use super::settle::{Done, STORE_RETRY};
 
 /// Most messages claimed in one transaction.
@@ -114,13 +114,13 @@ impl Pool {
             let mut claimed = claimed.into_iter().zip(permits).peekable();
             while claimed.peek().is_some() {
                 let group: Vec<_> = claimed.by_ref().take(per_task).collect();
-                let path = Path {
+                let routing = Routing {
                     own: route.clone(),
                     via: via.clone(),
                 };
                 sends.spawn(
                     self.clone()
-                        .send(path, probe.take(), group, results.clone()),
+                        .send(routing, probe.take(), group, results.clone()),
                 );
             }
             if idle {

@@ -44,11 +44,11 @@ impl Pool {
         Choice::Wait(wait)
     }
 
-    /// Whether `message`, of `path.own`, may go through `path.via`: always when
+    /// Whether `message`, of `routing.own`, may go through `routing.via`: always when
     /// that is its own provider; else when both are on its channel's failover list
     /// and the fallback has what it needs (its code for a stored template).
-    pub(super) fn can_carry(&self, path: &Path, message: &Message) -> bool {
-        let Path { own, via } = path;
+    pub(super) fn can_carry(&self, routing: &Routing, message: &Message) -> bool {
+        let Routing { own, via } = routing;
         if own.name == via.name {
             return true;
         }
@@ -62,9 +62,10 @@ impl Pool {
     }
 }
 
-/// Whose messages a send carries, and which provider it goes through: the same
-/// one, or a fallback while the own provider's circuit is open.
-pub(super) struct Path {
+/// The routing of one send: whose messages it carries (`own`) and which provider
+/// it goes through (`via`): the same one, or a fallback while the own provider's
+/// circuit is open.
+pub(super) struct Routing {
     pub(super) own: Route,
     pub(super) via: Route,
 }

@@ -12,7 +12,7 @@ use crate::provider::{self, Lookup, Message, Receipt, Route};
 use crate::queue::{Claimed, Outcome, Suppression};
 use crate::recipient;
 
-use super::failover::Path;
+use super::failover::Routing;
 use super::settle::{Done, settle};
 use super::{Pool, millis};
 
@@ -21,13 +21,13 @@ use super::{Pool, millis};
 const HOLD_AT_LEAST: Duration = Duration::from_secs(1);
 
 impl Pool {
-    /// `batch_limit`) in one attempt each through `path.via`, and hands each
+    /// `batch_limit`) in one attempt each through `routing.via`, and hands each
     /// outcome to the settler. Messages the fallback cannot carry go back to wait
     /// for their own provider, unattempted. The request's verdict goes to the
     /// circuit of the provider it went through, with the probe if it was one.
     pub(super) async fn send(
         self,
-        path: Path,
+        routing: Routing,
         probe: Option<Probe>,
         group: Vec<(Claimed, OwnedSemaphorePermit)>,
         results: mpsc::UnboundedSender<Done>,
@@ -46,7 +46,7 @@ impl Pool {
                 Some(id) => {
                     self.inner
                         .templates
-                        .code(&self.inner.queue, id, &path.via.name)
+                        .code(&self.inner.queue, id, &routing.via.name)
                         .await
                 }
                 None => Ok(None),
@@ -64,19 +64,19 @@ impl Pool {
             };
             match template {
                 Err(error) => {
-                    self.finish(&path, &message, attempt, Err(error), &results)
+                    self.finish(&routing, &message, attempt, Err(error), &results)
                         .await
                 }
-                Ok(_) if !self.can_carry(&path, &message) => {
+                Ok(_) if !self.can_carry(&routing, &message) => {
                     let wait = self
                         .inner
                         .circuits
-                        .opens_in(&path.own.name)
+                        .opens_in(&routing.own.name)
                         .max(HOLD_AT_LEAST);
                     let outcome = Outcome::Release {
                         at_ms: now_ms().saturating_add(millis(wait)),
                     };
-                    tracing::debug!(provider = %path.own.name, via = %path.via.name, id = %message.id, "the fallback cannot send this message: it waits for its own provider");
+                    tracing::debug!(provider = %routing.own.name, via = %routing.via.name, id = %message.id, "the fallback cannot send this message: it waits for its own provider");
                     settle(attempt, outcome, None, &results);
                 }
                 Ok(_) => {
@@ -86,12 +86,12 @@ impl Pool {
             }
         }
         let (messages, slots) = self
-            .settle_known(&path.own, messages, slots, &results)
+            .settle_known(&routing.own, messages, slots, &results)
             .await;
         if messages.is_empty() {
             return;
         }
-        let route = &path.via;
+        let route = &routing.via;
         let timeout = self.inner.send_timeout;
         let answers = match tokio::time::timeout(timeout, async {
             match messages.as_slice() {
@@ -125,7 +125,8 @@ impl Pool {
             self.inner.circuits.record(&route.name, verdict, probe);
         }
         for ((message, attempt), answer) in messages.iter().zip(slots).zip(answers) {
-            self.finish(&path, message, attempt, answer, &results).await;
+            self.finish(&routing, message, attempt, answer, &results)
+                .await;
         }
     }
 
@@ -220,14 +221,14 @@ impl Pool {
     /// undeliverable recipient) and hands it to the settler.
     async fn finish(
         &self,
-        path: &Path,
+        routing: &Routing,
         message: &Message,
         attempt: Attempt,
         answer: Result<Receipt, provider::Error>,
         results: &mpsc::UnboundedSender<Done>,
     ) {
-        let route = &path.via;
-        let failed_over = (path.own.name != route.name).then_some(path.own.name.as_str());
+        let route = &routing.via;
+        let failed_over = (routing.own.name != route.name).then_some(routing.own.name.as_str());
         match &answer {
             Err(error) if error.is_throttle() => {
                 let paced = self.pace(&route.name, |pace| {
