@@ -35,7 +35,7 @@ use amqprs::{BasicProperties, FieldTable, FieldValue};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Handler, Outcome};
+use super::{Backoff, Disposition, Handler};
 use crate::domain::now_ms;
 use crate::queue::{self, Unacked};
 
@@ -240,13 +240,13 @@ impl AmqpQueue {
                 (Some(marker), key)
             }
         };
-        let Some(outcome) = retry(source, shutdown, || self.handler.handle(&body, &key)).await
+        let Some(disposition) = retry(source, shutdown, || self.handler.handle(&body, &key)).await
         else {
             return Ok(false);
         };
         let ack = BasicAckArguments::new(deliver.delivery_tag(), false);
-        match outcome {
-            Outcome::Stored { batch_id, replayed } => {
+        match disposition {
+            Disposition::Stored { batch_id, replayed } => {
                 let acked = async {
                     channel.basic_ack(ack).await?;
                     channel.tx_commit().await
@@ -260,7 +260,7 @@ impl AmqpQueue {
                 self.unmark(marker).await;
                 self.handler.stored(&batch_id, replayed);
             }
-            Outcome::Dead { reason, rejected } => {
+            Disposition::Dead { reason, rejected } => {
                 let mut headers = FieldTable::new();
                 for (name, value) in [
                     ("x-herald-reason", reason.as_str()),

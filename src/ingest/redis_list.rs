@@ -23,7 +23,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Script};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Handler, Outcome, dead_letter_entry};
+use super::{Backoff, Disposition, Handler, dead_letter_entry};
 
 /// How long one `BLMOVE` waits for an item: how soon a shutdown is noticed when
 /// the list is empty.
@@ -195,9 +195,9 @@ impl RedisList {
             String::from_utf8_lossy(number)
         );
         let mut backoff = Backoff::new();
-        let outcome = loop {
+        let disposition = loop {
             match self.handler.handle(item, &key).await {
-                Ok(outcome) => break outcome,
+                Ok(disposition) => break disposition,
                 Err(e) => {
                     tracing::warn!(source = %self.handler.source, error = %e, "the store failed; the item stays in processing and is tried again");
                     if !backoff.wait(shutdown).await {
@@ -206,8 +206,8 @@ impl RedisList {
                 }
             }
         };
-        match outcome {
-            Outcome::Stored { batch_id, replayed } => {
+        match disposition {
+            Disposition::Stored { batch_id, replayed } => {
                 let _: i64 = redis::cmd("LREM")
                     .arg(&self.numbered)
                     .arg(1)
@@ -216,7 +216,7 @@ impl RedisList {
                     .await?;
                 self.handler.stored(&batch_id, replayed);
             }
-            Outcome::Dead { reason, rejected } => {
+            Disposition::Dead { reason, rejected } => {
                 self.dead_letter(conn, &numbered, item, &reason).await?;
                 self.handler.dead_lettered(&reason, rejected);
             }
