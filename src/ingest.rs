@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{Backoff, Jitter, Streak};
 use crate::config::{IngestConfig, IngestKind, ProviderConfig, ProviderKind};
 use crate::domain::Channel;
 use crate::intake::{self, Body, Envelope, Intake, RecipientSpec, Rejection, Submitted};
@@ -424,36 +425,18 @@ fn none_accepted(rejected: &[Rejection]) -> String {
 
 /// Waits between attempts after a failure: 100 ms, doubling up to 30 s, with
 /// jitter, so a store or broker outage is not hammered.
-struct Backoff {
-    next: Duration,
-}
+const RETRY: Backoff = Backoff {
+    first: Duration::from_millis(100),
+    cap: Duration::from_secs(30),
+    jitter: Jitter::Equal,
+};
 
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(30);
-
-    fn new() -> Self {
-        Backoff { next: Self::FIRST }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    /// The next wait: between half and all of the current delay, which then doubles.
-    fn delay(&mut self) -> Duration {
-        let current = self.next;
-        self.next = (current * 2).min(Self::MAX);
-        current / 2 + current.mul_f64(fastrand::f64() / 2.0)
-    }
-
-    /// Waits the next delay; `false` when `shutdown` fired first.
-    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
-        let delay = self.delay();
-        tokio::select! {
-            () = tokio::time::sleep(delay) => true,
-            () = shutdown.cancelled() => false,
-        }
+/// Waits the next delay of `failures`; `false` when `shutdown` fired first.
+async fn pause(failures: &mut Streak, shutdown: &CancellationToken) -> bool {
+    let delay = failures.failed();
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = shutdown.cancelled() => false,
     }
 }
 
@@ -532,16 +515,16 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_its_cap() {
-        let mut backoff = Backoff::new();
-        let first = backoff.delay();
+        let mut backoff = Streak::new(RETRY);
+        let first = backoff.failed();
         assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
         for _ in 0..20 {
-            backoff.delay();
+            backoff.failed();
         }
-        let late = backoff.delay();
+        let late = backoff.failed();
         assert!(late >= Duration::from_secs(15) && late <= Duration::from_secs(30));
         backoff.reset();
-        assert!(backoff.delay() <= Duration::from_millis(100));
+        assert!(backoff.failed() <= Duration::from_millis(100));
     }
 
     #[test]

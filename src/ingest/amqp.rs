@@ -35,7 +35,8 @@ use amqprs::{BasicProperties, FieldTable, FieldValue};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Disposition, Handler};
+use super::{Disposition, Handler, RETRY, pause};
+use crate::backoff::Streak;
 use crate::domain::now_ms;
 use crate::queue::{self, Unacked};
 
@@ -124,14 +125,14 @@ impl AmqpQueue {
     /// Consumes the queue until `shutdown`, reconnecting with backoff whenever the
     /// connection is lost or cannot be made.
     pub(super) async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Streak::new(RETRY);
         tracing::info!(source = %self.handler.source, broker = %self.broker, queue = %self.queue, "ingesting from an AMQP queue");
         while !shutdown.is_cancelled() {
             match self.session(&shutdown, &mut backoff).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(source = %self.handler.source, broker = %self.broker, error = %e, "AMQP ingest interrupted; reconnecting");
-                    if !backoff.wait(&shutdown).await {
+                    if !pause(&mut backoff, &shutdown).await {
                         break;
                     }
                 }
@@ -144,7 +145,7 @@ impl AmqpQueue {
     async fn session(
         &mut self,
         shutdown: &CancellationToken,
-        backoff: &mut Backoff,
+        backoff: &mut Streak,
     ) -> Result<(), Failure> {
         let fail = |what: &str| {
             let what = what.to_string();
@@ -333,13 +334,13 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, queue::Error>>,
 {
-    let mut backoff = Backoff::new();
+    let mut backoff = Streak::new(RETRY);
     loop {
         match step().await {
             Ok(value) => return Some(value),
             Err(e) => {
                 tracing::warn!(source, error = %e, "the store failed; the message stays unacknowledged and is tried again");
-                if !backoff.wait(shutdown).await {
+                if !pause(&mut backoff, shutdown).await {
                     return None;
                 }
             }

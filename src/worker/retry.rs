@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::backoff::{Backoff, Jitter};
 use crate::config::RetryConfig;
 use crate::provider;
 use crate::queue::Outcome;
@@ -15,32 +16,36 @@ const CAPPED_WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
 /// When to try a failed send again.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
+    /// The attempts a message gets before it fails.
     pub max_attempts: u32,
-    pub base: Duration,
-    pub max: Duration,
+    /// The waits between attempts: `first` doubling up to `cap`, with equal
+    /// jitter. `cap` also bounds a provider's `retry_after`.
+    pub backoff: Backoff,
 }
 
 impl From<&RetryConfig> for RetryPolicy {
     fn from(c: &RetryConfig) -> Self {
         RetryPolicy {
             max_attempts: c.max_attempts,
-            base: Duration::from_millis(c.base_delay_ms),
-            max: Duration::from_millis(c.max_delay_ms),
+            backoff: Backoff {
+                first: Duration::from_millis(c.base_delay_ms),
+                cap: Duration::from_millis(c.max_delay_ms),
+                jitter: Jitter::Equal,
+            },
         }
     }
 }
 
 impl RetryPolicy {
     /// The delay before the next attempt, after `attempts` attempts have failed:
-    /// the provider's `retry_after` when it gave one, else `base · 2^(attempts-1)`
-    /// with equal jitter (between half and all of it); never more than `max`.
+    /// the provider's `retry_after` when it gave one, else the backoff's step
+    /// after `attempts - 1` doublings, `first · 2^(attempts-1)`, with equal jitter
+    /// (between half and all of it); never more than the backoff's `cap`.
     pub fn delay(&self, attempts: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
         if let Some(hint) = retry_after {
-            return hint.min(self.max);
+            return hint.min(self.backoff.cap);
         }
-        let exp = attempts.saturating_sub(1).min(30);
-        let full = self.base.saturating_mul(1 << exp).min(self.max);
-        full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+        self.backoff.delay(attempts.saturating_sub(1), jitter)
     }
 
     /// What becomes of a message whose attempt number `attempts` failed with `error`.
@@ -51,7 +56,9 @@ impl RetryPolicy {
     pub fn outcome(&self, attempts: u32, error: &provider::Error, now_ms: i64) -> Outcome {
         match error {
             provider::Error::Transient { retry_after, .. } if error.is_recipient_capped() => {
-                let wait = retry_after.unwrap_or(self.base).min(CAPPED_WAIT_MAX);
+                let wait = retry_after
+                    .unwrap_or(self.backoff.first)
+                    .min(CAPPED_WAIT_MAX);
                 Outcome::Release {
                     at_ms: now_ms.saturating_add(millis(wait)),
                 }
@@ -101,8 +108,11 @@ mod tests {
     fn policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 4,
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(10),
+            backoff: Backoff {
+                first: Duration::from_secs(1),
+                cap: Duration::from_secs(10),
+                jitter: Jitter::Equal,
+            },
         }
     }
 
