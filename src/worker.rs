@@ -182,10 +182,5 @@ impl Pool {
     }
 }
 
-/// A duration in ms, as the store counts time.
-fn millis(d: Duration) -> i64 {
-    crate::domain::millis(d)
-}
-
 #[cfg(test)]
 mod tests;

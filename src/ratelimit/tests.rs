@@ -19,7 +19,7 @@ fn simulate(rate: Rate, want: usize, secs: i64) -> (usize, usize) {
             }
             Err(wait) => {
                 bucket = Some(rate.refill(bucket, now));
-                now += i64::try_from(wait.as_millis()).unwrap().max(1);
+                now += crate::domain::millis(wait).max(1);
             }
         }
     }

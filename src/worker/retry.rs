@@ -4,10 +4,9 @@ use std::time::Duration;
 
 use crate::backoff::{Backoff, Jitter};
 use crate::config::RetryConfig;
+use crate::domain::millis;
 use crate::provider;
 use crate::queue::Outcome;
-
-use super::millis;
 
 /// The longest a message over a recipient's frequency cap at the provider waits
 /// (the caps' windows end by the next midnight).

@@ -7,14 +7,14 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::circuit::{Probe, Verdict};
-use crate::domain::now_ms;
+use crate::domain::{millis, now_ms};
 use crate::provider::{self, Lookup, Message, Receipt, Route};
 use crate::queue::{Claimed, Outcome, Suppression};
 use crate::recipient;
 
+use super::Pool;
 use super::failover::Routing;
 use super::settle::{Done, settle};
-use super::{Pool, millis};
 
 /// The least a failed-over message the fallback cannot carry waits for its own
 /// provider, so that it is not claimed again and again while a probe is out.
@@ -116,7 +116,7 @@ impl Pool {
             // The requests were made: they may have reached the provider.
             Err(_) => {
                 let error = provider::Error::Unknown {
-                    reason: format!("no answer within {} ms", timeout.as_millis()),
+                    reason: format!("no answer within {} ms", millis(timeout)),
                 };
                 messages.iter().map(|_| Err(error.clone())).collect()
             }
