@@ -21,6 +21,7 @@ use std::time::Duration;
 /// Everything that holds a provider's claims back.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Limits {
+    /// A rate in messages.
     pub rate: Option<Rate>,
     /// A rate in SMS segments rather than messages: a 3-segment message costs 3.
     pub segments: Option<Rate>,
@@ -43,21 +44,27 @@ impl Limits {
 /// At most `count` messages to one recipient within any `window_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cap {
+    /// The most messages to one recipient within the window.
     pub count: u32,
+    /// The window's length (ms).
     pub window_ms: i64,
 }
 
 /// A provider's limit: `per_sec` messages per second on average, at most `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
+    /// Messages (or segments) per second on average.
     pub per_sec: f64,
+    /// The most that may go at once: the bucket's size.
     pub burst: f64,
 }
 
 /// A bucket as stored: `tokens` as counted at `at_ms` (the store's clock).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bucket {
+    /// Tokens left; below zero after a message costing more than the burst.
     pub tokens: f64,
+    /// When they were counted (ms, the store's clock).
     pub at_ms: i64,
 }
 
@@ -192,6 +199,7 @@ pub struct Pace {
 pub const CUT_EVERY_MS: i64 = 1_000;
 
 impl Pace {
+    /// An unthrottled pace under the configured rate `ceiling`, if any.
     pub fn new(ceiling: Option<f64>) -> Pace {
         Pace {
             ceiling,
@@ -302,7 +310,9 @@ pub fn longest_window(caps: &[Cap]) -> i64 {
 /// A message that may be claimed, as a capped claim sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate<K> {
+    /// The message, as the engine names it.
     pub key: K,
+    /// Its recipient, as the caps count them.
     pub to: String,
 }
 
