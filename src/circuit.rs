@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::backoff::{Backoff, Jitter, Streak};
 use crate::config::CircuitConfig;
+use crate::domain::millis;
 use crate::metrics::{self, Section};
 use crate::provider;
 
@@ -137,8 +139,9 @@ struct Breaker {
     state: State,
     /// Transient failures in a row while closed.
     failures: u32,
-    /// How long the circuit stays open the next time it opens from half-open.
-    cooldown: Duration,
+    /// The openings since the circuit was last closed: each one lasts twice as
+    /// long as the one before, up to the ceiling.
+    openings: Streak,
 }
 
 /// The circuit breakers of every provider of this process; cheap to clone.
@@ -146,8 +149,6 @@ struct Breaker {
 pub struct Circuits {
     breakers: Arc<HashMap<String, Mutex<Breaker>>>,
     failures: u32,
-    cooldown: Duration,
-    max_cooldown: Duration,
 }
 
 impl Circuits {
@@ -158,13 +159,18 @@ impl Circuits {
         S: Into<String>,
     {
         let cooldown = Duration::from_millis(config.cooldown_ms);
+        let backoff = Backoff {
+            first: cooldown,
+            cap: Duration::from_millis(config.max_cooldown_ms).max(cooldown),
+            jitter: Jitter::None,
+        };
         let breakers = providers
             .into_iter()
             .map(|name| {
                 let breaker = Breaker {
                     state: State::Closed,
                     failures: 0,
-                    cooldown,
+                    openings: Streak::new(backoff),
                 };
                 (name.into(), Mutex::new(breaker))
             })
@@ -172,8 +178,6 @@ impl Circuits {
         Circuits {
             breakers: Arc::new(breakers),
             failures: config.failures.max(1),
-            cooldown,
-            max_cooldown: Duration::from_millis(config.max_cooldown_ms).max(cooldown),
         }
     }
 
@@ -244,17 +248,17 @@ impl Circuits {
             (State::HalfOpen { .. }, Verdict::Up, true) => {
                 b.state = State::Closed;
                 b.failures = 0;
-                b.cooldown = this.cooldown;
+                b.openings.reset();
                 tracing::info!(provider, "circuit closed: the probe message went through");
             }
             (State::HalfOpen { .. }, Verdict::Down, true) => {
-                b.cooldown = b.cooldown.saturating_mul(2).min(this.max_cooldown);
+                let cooldown = b.openings.failed();
                 b.state = State::Open {
-                    until: now + b.cooldown,
+                    until: now + cooldown,
                 };
                 tracing::warn!(
                     provider,
-                    cooldown_ms = b.cooldown.as_millis(),
+                    cooldown_ms = millis(cooldown),
                     "circuit open again: the probe message failed"
                 );
             }
@@ -262,14 +266,15 @@ impl Circuits {
             (State::Closed, Verdict::Down, _) => {
                 b.failures += 1;
                 if b.failures >= this.failures {
-                    b.cooldown = this.cooldown;
+                    b.openings.reset();
+                    let cooldown = b.openings.failed();
                     b.state = State::Open {
-                        until: now + this.cooldown,
+                        until: now + cooldown,
                     };
                     tracing::warn!(
                         provider,
                         failures = b.failures,
-                        cooldown_ms = this.cooldown.as_millis(),
+                        cooldown_ms = millis(cooldown),
                         "circuit open: the provider failed repeatedly; its messages go to the next provider of their channel's failover list, or wait"
                     );
                 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{Backoff, Jitter, Streak};
 use crate::config::{IngestConfig, IngestKind, ProviderConfig, ProviderKind};
 use crate::domain::Channel;
 use crate::intake::{self, Body, Envelope, Intake, RecipientSpec, Rejection, Submitted};
@@ -231,9 +232,11 @@ fn address_of(mailbox: &str) -> String {
     address.trim().to_ascii_lowercase()
 }
 
-/// What became of one item.
+/// What becomes of one item once handled: it leaves its queue (its batch is
+/// stored) or goes to the dead-letter list or queue. Not a message's
+/// [`queue::Outcome`]: an item is a whole batch, or none.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Outcome {
+enum Disposition {
     /// Its batch is in the store: the item may leave its queue.
     Stored { batch_id: String, replayed: bool },
     /// It can never become a batch: dead-letter it with this reason.
@@ -258,11 +261,11 @@ impl Handler {
     /// item as the request it stands for), so the same key and item answer with
     /// the batch already stored. `Err` only when the store could not be reached or
     /// failed: the item must stay in its queue and be tried again.
-    async fn handle(&self, item: &[u8], key: &str) -> Result<Outcome, queue::Error> {
+    async fn handle(&self, item: &[u8], key: &str) -> Result<Disposition, queue::Error> {
         let job = match Job::parse(item, self.channel) {
             Ok(job) => job,
             Err(reason) => {
-                return Ok(Outcome::Dead {
+                return Ok(Disposition::Dead {
                     reason,
                     rejected: false,
                 });
@@ -292,7 +295,7 @@ impl Handler {
                 let provider = match self.email_provider(email.from_email.as_deref()) {
                     Ok(provider) => provider,
                     Err(reason) => {
-                        return Ok(Outcome::Dead {
+                        return Ok(Disposition::Dead {
                             reason,
                             rejected: true,
                         });
@@ -305,7 +308,7 @@ impl Handler {
                     .await
             }
         };
-        outcome(submitted)
+        disposition(submitted)
     }
 
     /// Stores a classic job's messages, once they could be made.
@@ -374,15 +377,15 @@ impl Handler {
 /// not change (a bad field, no recipient that can be sent to, an unknown
 /// template, an idempotency key reused with another item) is final: dead-letter.
 /// The store being unreachable or failing is not: the item is tried again.
-fn outcome(submitted: Result<Submitted, intake::Error>) -> Result<Outcome, queue::Error> {
+fn disposition(submitted: Result<Submitted, intake::Error>) -> Result<Disposition, queue::Error> {
     let dead = |reason: String| {
-        Ok(Outcome::Dead {
+        Ok(Disposition::Dead {
             reason,
             rejected: true,
         })
     };
     match submitted {
-        Ok(submitted) => Ok(Outcome::Stored {
+        Ok(submitted) => Ok(Disposition::Stored {
             batch_id: submitted.report["batch_id"]
                 .as_str()
                 .unwrap_or_default()
@@ -422,36 +425,18 @@ fn none_accepted(rejected: &[Rejection]) -> String {
 
 /// Waits between attempts after a failure: 100 ms, doubling up to 30 s, with
 /// jitter, so a store or broker outage is not hammered.
-struct Backoff {
-    next: Duration,
-}
+const RETRY: Backoff = Backoff {
+    first: Duration::from_millis(100),
+    cap: Duration::from_secs(30),
+    jitter: Jitter::Equal,
+};
 
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(100);
-    const MAX: Duration = Duration::from_secs(30);
-
-    fn new() -> Self {
-        Backoff { next: Self::FIRST }
-    }
-
-    fn reset(&mut self) {
-        self.next = Self::FIRST;
-    }
-
-    /// The next wait: between half and all of the current delay, which then doubles.
-    fn delay(&mut self) -> Duration {
-        let current = self.next;
-        self.next = (current * 2).min(Self::MAX);
-        current / 2 + current.mul_f64(fastrand::f64() / 2.0)
-    }
-
-    /// Waits the next delay; `false` when `shutdown` fired first.
-    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
-        let delay = self.delay();
-        tokio::select! {
-            () = tokio::time::sleep(delay) => true,
-            () = shutdown.cancelled() => false,
-        }
+/// Waits the next delay of `failures`; `false` when `shutdown` fired first.
+async fn pause(failures: &mut Streak, shutdown: &CancellationToken) -> bool {
+    let delay = failures.failed();
+    tokio::select! {
+        () = tokio::time::sleep(delay) => true,
+        () = shutdown.cancelled() => false,
     }
 }
 
@@ -530,32 +515,32 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_its_cap() {
-        let mut backoff = Backoff::new();
-        let first = backoff.delay();
+        let mut backoff = Streak::new(RETRY);
+        let first = backoff.failed();
         assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
         for _ in 0..20 {
-            backoff.delay();
+            backoff.failed();
         }
-        let late = backoff.delay();
+        let late = backoff.failed();
         assert!(late >= Duration::from_secs(15) && late <= Duration::from_secs(30));
         backoff.reset();
-        assert!(backoff.delay() <= Duration::from_millis(100));
+        assert!(backoff.failed() <= Duration::from_millis(100));
     }
 
     #[test]
     fn refusals_that_cannot_change_are_dead_lettered_and_store_failures_retried() {
-        let invalid = outcome(Err(intake::Error::Invalid {
+        let invalid = disposition(Err(intake::Error::Invalid {
             field: "template_id".into(),
             message: "no stored sms template `x`".into(),
         }));
         assert_eq!(
             invalid.unwrap(),
-            Outcome::Dead {
+            Disposition::Dead {
                 reason: "template_id: no stored sms template `x`".into(),
                 rejected: true
             }
         );
-        let none = outcome(Err(intake::Error::NoneAccepted(vec![Rejection {
+        let none = disposition(Err(intake::Error::NoneAccepted(vec![Rejection {
             index: 0,
             to: "123".into(),
             reason: "invalid_address".into(),
@@ -563,14 +548,14 @@ mod tests {
             first_index: None,
             detail: "too short".into(),
         }])));
-        let Ok(Outcome::Dead { reason, .. }) = none else {
+        let Ok(Disposition::Dead { reason, .. }) = none else {
             panic!("dead-lettered")
         };
         assert_eq!(
             reason,
             "none of the 1 recipients can be sent to: 0 `123`: invalid_address (too short)"
         );
-        let down = outcome(Err(intake::Error::Store(queue::Error::Unavailable(
+        let down = disposition(Err(intake::Error::Store(queue::Error::Unavailable(
             "connection refused".into(),
         ))));
         assert!(matches!(down, Err(queue::Error::Unavailable(_))));

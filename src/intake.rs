@@ -611,7 +611,7 @@ impl Intake {
             if let Err(e) = queue.remember_sends(channel, fingerprints, now).await {
                 tracing::warn!(error = %e, "recording recent sends failed; they will not count as recent");
             }
-            let before = now - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+            let before = now - crate::domain::millis(window);
             if let Err(e) = queue.forget_sends_before(before).await {
                 tracing::warn!(error = %e, "pruning old recent sends failed; will try again");
             }
@@ -901,7 +901,7 @@ impl Intaking {
         let suppressed = intake.queue.suppressed(self.channel, &lookup).await?;
         let recent = match intake.recent_window {
             Some(window) if envelope.reject_recent_duplicates => {
-                let since = now_ms() - i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+                let since = now_ms() - crate::domain::millis(window);
                 intake
                     .queue
                     .recently_sent(self.channel, fingerprints.clone(), since)

@@ -11,11 +11,14 @@
 //! [`csv_input`] reads CSV files as spreadsheets export them; [`ingest`] takes jobs
 //! from an existing application's Redis list or AMQP queue into [`intake`]; [`auth`]
 //! makes and checks API tokens; [`metrics`] counts what the API and the workers do.
+//! [`backoff`] is the one schedule of waits after failures that retries, ingest
+//! and the circuits share.
 //! [`web`] is the page served at `/`, which drives the API from a browser.
 
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backoff;
 pub mod circuit;
 pub mod cli;
 pub mod config;

@@ -35,7 +35,8 @@ use amqprs::{BasicProperties, FieldTable, FieldValue};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Handler, Outcome};
+use super::{Disposition, Handler, RETRY, pause};
+use crate::backoff::Streak;
 use crate::domain::now_ms;
 use crate::queue::{self, Unacked};
 
@@ -124,14 +125,14 @@ impl AmqpQueue {
     /// Consumes the queue until `shutdown`, reconnecting with backoff whenever the
     /// connection is lost or cannot be made.
     pub(super) async fn run(mut self, shutdown: CancellationToken) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Streak::new(RETRY);
         tracing::info!(source = %self.handler.source, broker = %self.broker, queue = %self.queue, "ingesting from an AMQP queue");
         while !shutdown.is_cancelled() {
             match self.session(&shutdown, &mut backoff).await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(source = %self.handler.source, broker = %self.broker, error = %e, "AMQP ingest interrupted; reconnecting");
-                    if !backoff.wait(&shutdown).await {
+                    if !pause(&mut backoff, &shutdown).await {
                         break;
                     }
                 }
@@ -144,7 +145,7 @@ impl AmqpQueue {
     async fn session(
         &mut self,
         shutdown: &CancellationToken,
-        backoff: &mut Backoff,
+        backoff: &mut Streak,
     ) -> Result<(), Failure> {
         let fail = |what: &str| {
             let what = what.to_string();
@@ -240,13 +241,13 @@ impl AmqpQueue {
                 (Some(marker), key)
             }
         };
-        let Some(outcome) = retry(source, shutdown, || self.handler.handle(&body, &key)).await
+        let Some(disposition) = retry(source, shutdown, || self.handler.handle(&body, &key)).await
         else {
             return Ok(false);
         };
         let ack = BasicAckArguments::new(deliver.delivery_tag(), false);
-        match outcome {
-            Outcome::Stored { batch_id, replayed } => {
+        match disposition {
+            Disposition::Stored { batch_id, replayed } => {
                 let acked = async {
                     channel.basic_ack(ack).await?;
                     channel.tx_commit().await
@@ -260,7 +261,7 @@ impl AmqpQueue {
                 self.unmark(marker).await;
                 self.handler.stored(&batch_id, replayed);
             }
-            Outcome::Dead { reason, rejected } => {
+            Disposition::Dead { reason, rejected } => {
                 let mut headers = FieldTable::new();
                 for (name, value) in [
                     ("x-herald-reason", reason.as_str()),
@@ -333,13 +334,13 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, queue::Error>>,
 {
-    let mut backoff = Backoff::new();
+    let mut backoff = Streak::new(RETRY);
     loop {
         match step().await {
             Ok(value) => return Some(value),
             Err(e) => {
                 tracing::warn!(source, error = %e, "the store failed; the message stays unacknowledged and is tried again");
-                if !backoff.wait(shutdown).await {
+                if !pause(&mut backoff, shutdown).await {
                     return None;
                 }
             }

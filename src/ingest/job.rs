@@ -18,6 +18,7 @@ pub struct SmsJob {
     pub template_id: Option<String>,
     /// As written: normalized (and refused one by one) by intake.
     pub mobiles: Vec<String>,
+    /// The text; with a stored template, its variable `content`.
     pub content: Option<String>,
 }
 
@@ -26,8 +27,11 @@ pub struct SmsJob {
 pub struct EmailJob {
     /// The sender the producer asked for; it picks the provider (see `ingest`).
     pub from_email: Option<String>,
+    /// The recipients' addresses, as written.
     pub to_email: Vec<String>,
+    /// The subject; with a stored template, its variable `title`.
     pub title: Option<String>,
+    /// The text; with a stored template, its variable `content`.
     pub content: Option<String>,
 }
 

@@ -23,7 +23,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisError, Script};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backoff, Handler, Outcome, dead_letter_entry};
+use super::{Disposition, Handler, RETRY, dead_letter_entry, pause};
+use crate::backoff::Streak;
 
 /// How long one `BLMOVE` waits for an item: how soon a shutdown is noticed when
 /// the list is empty.
@@ -83,7 +84,7 @@ impl RedisList {
     /// Consumes the list until `shutdown`, reconnecting with backoff whenever Redis
     /// cannot be reached.
     pub(super) async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Backoff::new();
+        let mut backoff = Streak::new(RETRY);
         tracing::info!(source = %self.handler.source, key = %self.key, "ingesting from a Redis list");
         while !shutdown.is_cancelled() {
             let result = match self.connect().await {
@@ -94,7 +95,7 @@ impl RedisList {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(source = %self.handler.source, error = %e, "Redis ingest interrupted; reconnecting");
-                    if !backoff.wait(&shutdown).await {
+                    if !pause(&mut backoff, &shutdown).await {
                         break;
                     }
                 }
@@ -119,7 +120,7 @@ impl RedisList {
         &self,
         conn: &mut MultiplexedConnection,
         shutdown: &CancellationToken,
-        backoff: &mut Backoff,
+        backoff: &mut Streak,
     ) -> Result<(), RedisError> {
         // Numbered items first, oldest first (the right end), then the processing
         // list's; on a first start both are empty.
@@ -194,20 +195,20 @@ impl RedisList {
             self.handler.source,
             String::from_utf8_lossy(number)
         );
-        let mut backoff = Backoff::new();
-        let outcome = loop {
+        let mut backoff = Streak::new(RETRY);
+        let disposition = loop {
             match self.handler.handle(item, &key).await {
-                Ok(outcome) => break outcome,
+                Ok(disposition) => break disposition,
                 Err(e) => {
                     tracing::warn!(source = %self.handler.source, error = %e, "the store failed; the item stays in processing and is tried again");
-                    if !backoff.wait(shutdown).await {
+                    if !pause(&mut backoff, shutdown).await {
                         return Ok(false);
                     }
                 }
             }
         };
-        match outcome {
-            Outcome::Stored { batch_id, replayed } => {
+        match disposition {
+            Disposition::Stored { batch_id, replayed } => {
                 let _: i64 = redis::cmd("LREM")
                     .arg(&self.numbered)
                     .arg(1)
@@ -216,7 +217,7 @@ impl RedisList {
                     .await?;
                 self.handler.stored(&batch_id, replayed);
             }
-            Outcome::Dead { reason, rejected } => {
+            Disposition::Dead { reason, rejected } => {
                 self.dead_letter(conn, &numbered, item, &reason).await?;
                 self.handler.dead_lettered(&reason, rejected);
             }

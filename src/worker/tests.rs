@@ -1,4 +1,4 @@
-//! The worker's unit tests: retry maths, and the in-flight bound on a real store.
+//! The worker pool's unit tests: the in-flight bound on a real store.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -6,99 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 
 use super::*;
-use crate::domain::{BatchId, Channel};
+use crate::domain::{BatchId, Channel, now_ms};
 use crate::queue::{
-    Accepted, BatchSummary, Control, Engine, MessageQuery, MessageRecord, NewBatch, NewMessage,
+    Accepted, BatchSummary, Claim, Control, Engine, MessageQuery, MessageRecord, NewBatch,
+    NewMessage, Settlement,
 };
 use crate::ratelimit::Limits;
-
-fn policy() -> RetryPolicy {
-    RetryPolicy {
-        max_attempts: 4,
-        base: Duration::from_secs(1),
-        max: Duration::from_secs(10),
-    }
-}
-
-#[test]
-fn delays_double_with_jitter_and_stop_at_the_maximum() {
-    let p = policy();
-    assert_eq!(p.delay(1, None, 1.0), Duration::from_secs(1));
-    assert_eq!(p.delay(1, None, 0.0), Duration::from_millis(500));
-    assert_eq!(p.delay(3, None, 1.0), Duration::from_secs(4));
-    assert_eq!(p.delay(20, None, 1.0), Duration::from_secs(10));
-}
-
-#[test]
-fn retry_after_wins_but_is_capped() {
-    let p = policy();
-    assert_eq!(
-        p.delay(1, Some(Duration::from_secs(3)), 0.0),
-        Duration::from_secs(3)
-    );
-    assert_eq!(
-        p.delay(1, Some(Duration::from_secs(99)), 0.0),
-        Duration::from_secs(10)
-    );
-}
-
-#[test]
-fn transient_errors_retry_until_the_last_attempt_permanent_ones_fail_at_once() {
-    let p = policy();
-    let transient = provider::Error::Transient {
-        reason: "HTTP 503".into(),
-        retry_after: Some(Duration::from_secs(2)),
-    };
-    assert!(matches!(
-        p.outcome(1, &transient, 1_000),
-        Outcome::Retry { at_ms: 3_000, .. }
-    ));
-    match p.outcome(4, &transient, 0) {
-        Outcome::Failed { error } => assert!(error.contains("after 4 attempts"), "{error}"),
-        other => panic!("{other:?}"),
-    }
-    let permanent = provider::Error::Permanent {
-        reason: "HTTP 400".into(),
-    };
-    assert!(matches!(
-        p.outcome(1, &permanent, 0),
-        Outcome::Failed { .. }
-    ));
-}
-
-#[test]
-fn a_recipients_frequency_cap_waits_its_whole_window_without_counting_an_attempt() {
-    let p = policy();
-    let day = Duration::from_secs(12 * 3600);
-    let capped =
-        provider::Error::recipient_capped("tencent LimitExceeded.PhoneNumberDailyLimit", day);
-    // Even at the last attempt, and past retry.max_delay_ms (10 s here).
-    for attempts in [1, 4] {
-        match p.outcome(attempts, &capped, 1_000) {
-            Outcome::Release { at_ms } => assert_eq!(at_ms, 1_000 + 12 * 3_600_000),
-            other => panic!("{other:?}"),
-        }
-    }
-}
-
-#[test]
-fn an_unknown_outcome_waits_as_unknown_until_the_last_attempt_fails_it() {
-    let p = policy();
-    let unknown = provider::Error::Unknown {
-        reason: "no answer within 30000 ms".into(),
-    };
-    match p.outcome(1, &unknown, 1_000) {
-        Outcome::Unknown { at_ms, error } => {
-            assert!((1_500..=2_000).contains(&at_ms), "{at_ms}");
-            assert_eq!(error, "no answer within 30000 ms");
-        }
-        other => panic!("{other:?}"),
-    }
-    match p.outcome(4, &unknown, 0) {
-        Outcome::Failed { error } => assert!(error.contains("unknown"), "{error}"),
-        other => panic!("{other:?}"),
-    }
-}
 
 /// A real SQLite engine whose settlements are slow, counting how many messages
 /// are claimed and not yet recorded at any moment.

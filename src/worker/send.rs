@@ -1,0 +1,319 @@
+//! Sending a group of claimed messages through a provider and turning each
+//! answer into the message's outcome; asking providers about unknown outcomes first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use crate::circuit::{Probe, Verdict};
+use crate::domain::{millis, now_ms};
+use crate::provider::{self, Lookup, Message, Receipt, Route};
+use crate::queue::{Claimed, Outcome, Suppression};
+use crate::recipient;
+
+use super::Pool;
+use super::failover::Routing;
+use super::settle::{Done, settle};
+
+/// The least a failed-over message the fallback cannot carry waits for its own
+/// provider, so that it is not claimed again and again while a probe is out.
+const HOLD_AT_LEAST: Duration = Duration::from_secs(1);
+
+impl Pool {
+    /// `batch_limit`) in one attempt each through `routing.via`, and hands each
+    /// outcome to the settler. Messages the fallback cannot carry go back to wait
+    /// for their own provider, unattempted. The request's verdict goes to the
+    /// circuit of the provider it went through, with the probe if it was one.
+    pub(super) async fn send(
+        self,
+        routing: Routing,
+        probe: Option<Probe>,
+        group: Vec<(Claimed, OwnedSemaphorePermit)>,
+        results: mpsc::UnboundedSender<Done>,
+    ) {
+        let mut messages = Vec::with_capacity(group.len());
+        let mut slots = Vec::with_capacity(group.len());
+        for (claimed, permit) in group {
+            let attempt = Attempt {
+                number: claimed.attempts + 1,
+                lease: claimed.lease,
+                permit,
+                sent_ms: now_ms(),
+                unknown_since_ms: claimed.unknown_since_ms,
+            };
+            let template = match &claimed.template_id {
+                Some(id) => {
+                    self.inner
+                        .templates
+                        .code(&self.inner.queue, id, &routing.via.name)
+                        .await
+                }
+                None => Ok(None),
+            };
+            let message = Message {
+                id: claimed.id,
+                batch_id: claimed.batch_id,
+                reference: claimed.reference,
+                channel: claimed.channel,
+                to: claimed.to,
+                subject: claimed.subject,
+                body: claimed.body,
+                vars: claimed.vars.as_deref().and_then(parse_vars),
+                template: template.as_ref().ok().cloned().flatten(),
+            };
+            match template {
+                Err(error) => {
+                    self.finish(&routing, &message, attempt, Err(error), &results)
+                        .await
+                }
+                Ok(_) if !self.can_carry(&routing, &message) => {
+                    let wait = self
+                        .inner
+                        .circuits
+                        .opens_in(&routing.own.name)
+                        .max(HOLD_AT_LEAST);
+                    let outcome = Outcome::Release {
+                        at_ms: now_ms().saturating_add(millis(wait)),
+                    };
+                    tracing::debug!(provider = %routing.own.name, via = %routing.via.name, id = %message.id, "the fallback cannot send this message: it waits for its own provider");
+                    settle(attempt, outcome, None, &results);
+                }
+                Ok(_) => {
+                    messages.push(message);
+                    slots.push(attempt);
+                }
+            }
+        }
+        let (messages, slots) = self
+            .settle_known(&routing.own, messages, slots, &results)
+            .await;
+        if messages.is_empty() {
+            return;
+        }
+        let route = &routing.via;
+        let timeout = self.inner.send_timeout;
+        let answers = match tokio::time::timeout(timeout, async {
+            match messages.as_slice() {
+                [one] => vec![route.provider.send(one).await],
+                many => route.provider.send_many(many).await,
+            }
+        })
+        .await
+        {
+            Ok(answers) if answers.len() == messages.len() => answers,
+            Ok(answers) => {
+                let error = provider::Error::Transient {
+                    reason: format!(
+                        "the provider answered {} results for {} messages",
+                        answers.len(),
+                        messages.len()
+                    ),
+                    retry_after: None,
+                };
+                messages.iter().map(|_| Err(error.clone())).collect()
+            }
+            // The requests were made: they may have reached the provider.
+            Err(_) => {
+                let error = provider::Error::Unknown {
+                    reason: format!("no answer within {} ms", millis(timeout)),
+                };
+                messages.iter().map(|_| Err(error.clone())).collect()
+            }
+        };
+        if let Some(verdict) = Verdict::of(&answers) {
+            self.inner.circuits.record(&route.name, verdict, probe);
+        }
+        for ((message, attempt), answer) in messages.iter().zip(slots).zip(answers) {
+            self.finish(&routing, message, attempt, answer, &results)
+                .await;
+        }
+    }
+
+    /// Asks about the messages whose earlier attempt had an unknown outcome, all at
+    /// once within the send timeout. Those a provider says it has are settled as
+    /// sent by it (no attempt counted); the rest are returned, to be sent.
+    async fn settle_known(
+        &self,
+        own: &Route,
+        messages: Vec<Message>,
+        slots: Vec<Attempt>,
+        results: &mpsc::UnboundedSender<Done>,
+    ) -> (Vec<Message>, Vec<Attempt>) {
+        if slots.iter().all(|a| a.unknown_since_ms.is_none()) {
+            return (messages, slots);
+        }
+        let asked = futures_util::future::join_all(messages.iter().zip(&slots).map(
+            |(message, attempt)| async move {
+                let since = attempt.unknown_since_ms?;
+                Some(self.look_up(own, message, since).await)
+            },
+        ))
+        .await;
+        let mut to_send = (Vec::new(), Vec::new());
+        for ((message, attempt), lookup) in messages.into_iter().zip(slots).zip(asked) {
+            match lookup {
+                Some((
+                    Lookup::Sent {
+                        provider_message_id,
+                    },
+                    by,
+                )) => {
+                    tracing::info!(provider = %own.name, by = %by.name, id = %message.id, "the provider has the message whose outcome was unknown: not sent again");
+                    let sent_by = (by.name != own.name).then(|| by.name.clone());
+                    let outcome = Outcome::Confirmed {
+                        provider_message_id,
+                    };
+                    settle(attempt, outcome, sent_by, results);
+                }
+                other => {
+                    if let Some((Lookup::CannotTell(why), by)) = &other {
+                        tracing::debug!(provider = %own.name, by = %by.name, id = %message.id, why = %why, "cannot tell whether an attempt whose outcome was unknown arrived: sending again");
+                    }
+                    to_send.0.push(message);
+                    to_send.1.push(attempt);
+                }
+            }
+        }
+        to_send
+    }
+
+    /// Asks every provider that may have made the unknown attempt at `message`
+    /// made at `since_ms` or later — its own provider `own` and those its channel
+    /// fails over to from it, as the attempt may have gone through any of them —
+    /// at once, each within the send timeout. Answers the first that has it, else
+    /// the first that cannot tell, else `NotSent` from `own`.
+    async fn look_up<'a>(
+        &'a self,
+        own: &'a Route,
+        message: &Message,
+        since_ms: i64,
+    ) -> (Lookup, &'a Route) {
+        let fallbacks = self.inner.fallbacks.get(&own.name).into_iter().flatten();
+        let asked: Vec<&Route> = std::iter::once(own)
+            .chain(fallbacks.filter(|via| {
+                self.inner
+                    .registry
+                    .fails_over(message.channel, &own.name, &via.name)
+            }))
+            .collect();
+        let answers = futures_util::future::join_all(asked.iter().map(|route| {
+            let query = route.provider.query(message, since_ms);
+            async move {
+                tokio::time::timeout(self.inner.send_timeout, query)
+                    .await
+                    .unwrap_or_else(|_| Lookup::CannotTell("the status query timed out".into()))
+            }
+        }))
+        .await;
+        let mut found = (Lookup::NotSent, own);
+        for (route, lookup) in asked.into_iter().zip(answers) {
+            match lookup {
+                Lookup::Sent { .. } => return (lookup, route),
+                Lookup::CannotTell(_) if found.0 == Lookup::NotSent => found = (lookup, route),
+                _ => {}
+            }
+        }
+        found
+    }
+
+    /// Turns one attempt's answer into the message's outcome (suppressing an
+    /// undeliverable recipient) and hands it to the settler.
+    async fn finish(
+        &self,
+        routing: &Routing,
+        message: &Message,
+        attempt: Attempt,
+        answer: Result<Receipt, provider::Error>,
+        results: &mpsc::UnboundedSender<Done>,
+    ) {
+        let route = &routing.via;
+        let failed_over = (routing.own.name != route.name).then_some(routing.own.name.as_str());
+        match &answer {
+            Err(error) if error.is_throttle() => {
+                let paced = self.pace(&route.name, |pace| {
+                    let before = pace.rate();
+                    pace.throttled(attempt.sent_ms, now_ms());
+                    (before != pace.rate()).then(|| pace.rate()).flatten()
+                });
+                if let Some(Some(rate)) = paced {
+                    tracing::info!(provider = %route.name, rate_per_sec = rate, "the provider throttles: sending slower");
+                }
+            }
+            _ => {}
+        }
+        let outcome = match answer {
+            Ok(receipt) => Outcome::Sent {
+                provider_message_id: receipt.provider_message_id,
+            },
+            Err(error) => {
+                if let provider::Error::Undeliverable { reason } = &error {
+                    self.suppress(route, message, reason).await;
+                }
+                let outcome = self.inner.policy.outcome(attempt.number, &error, now_ms());
+                let verdict = match outcome {
+                    Outcome::Failed { .. } => "failed",
+                    Outcome::Unknown { .. } => "outcome unknown; will ask the provider, then retry",
+                    Outcome::Release { .. } => "waits for the recipient's cap",
+                    _ => "will retry",
+                };
+                tracing::warn!(provider = %route.name, failed_over_from = failed_over, id = %message.id, attempt = attempt.number, error = %error, verdict, "send failed");
+                match (failed_over, outcome) {
+                    (Some(_), Outcome::Retry { at_ms, error }) => Outcome::Retry {
+                        at_ms,
+                        error: format!("via {}: {error}", route.name),
+                    },
+                    (Some(_), Outcome::Failed { error }) => Outcome::Failed {
+                        error: format!("via {}: {error}", route.name),
+                    },
+                    (Some(_), Outcome::Unknown { at_ms, error }) => Outcome::Unknown {
+                        at_ms,
+                        error: format!("via {}: {error}", route.name),
+                    },
+                    (_, outcome) => outcome,
+                }
+            }
+        };
+        let took = Duration::from_millis(now_ms().saturating_sub(attempt.sent_ms).unsigned_abs());
+        self.inner
+            .metrics
+            .attempted(&route.name, message.channel, &outcome, took);
+        let sent_by = failed_over.map(|_| route.name.clone());
+        settle(attempt, outcome, sent_by, results);
+    }
+
+    /// Adds the recipient of a message the provider called undeliverable to the
+    /// channel's suppression list, so later batches reject it as `suppressed`.
+    async fn suppress(&self, route: &Route, message: &Message, reason: &str) {
+        let entry = Suppression {
+            channel: message.channel,
+            address: recipient::address_key(message.channel, &message.to),
+            reason: format!("{}: {reason}", route.name),
+            created_at_ms: 0,
+        };
+        match self.inner.queue.suppress(vec![entry]).await {
+            Ok(_) => {
+                tracing::info!(provider = %route.name, id = %message.id, "recipient suppressed: the provider called it undeliverable");
+            }
+            Err(e) => {
+                tracing::error!(provider = %route.name, id = %message.id, error = %e, "suppressing an undeliverable recipient failed");
+            }
+        }
+    }
+}
+
+/// One claimed message's attempt: its number, its lease, and its in-flight slot.
+pub(super) struct Attempt {
+    number: u32,
+    pub(super) lease: crate::queue::Lease,
+    pub(super) permit: OwnedSemaphorePermit,
+    /// When it was handed to the provider (ms).
+    sent_ms: i64,
+    /// When an earlier attempt's outcome became unknown, if one did (ms).
+    unknown_since_ms: Option<i64>,
+}
+
+/// A recipient's stored vars, as providers that render templates take them.
+fn parse_vars(json: &str) -> Option<Arc<serde_json::Map<String, serde_json::Value>>> {
+    serde_json::from_str(json).ok().map(Arc::new)
+}

@@ -1,0 +1,86 @@
+//! The settler: writes outcomes back in bulk and frees their in-flight slots.
+
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::{Outcome, Queue, Settlement};
+
+use super::send::Attempt;
+
+/// Most settlements written in one transaction.
+const SETTLE_CHUNK: usize = 4096;
+/// Back-off after the store fails, before trying again.
+pub(super) const STORE_RETRY: Duration = Duration::from_millis(500);
+
+/// Hands one attempt's outcome to the settler.
+pub(super) fn settle(
+    attempt: Attempt,
+    outcome: Outcome,
+    sent_by: Option<String>,
+    results: &mpsc::UnboundedSender<Done>,
+) {
+    let settlement = Settlement {
+        lease: attempt.lease,
+        outcome,
+        sent_by,
+    };
+    // The settler outlives every send it can receive from; if it is gone the
+    // process is past its grace period and the lease brings the message back.
+    let _ = results.send((settlement, attempt.permit));
+}
+
+/// Frees the slots of recorded outcomes in one step, so a waiting claimer sees
+/// them all at once and claims them in one transaction rather than a few at a time.
+fn release(done: &mut Vec<Done>) {
+    let mut permits = done.drain(..).map(|(_, permit)| permit);
+    if let Some(mut all) = permits.next() {
+        permits.for_each(|p| all.merge(p));
+    }
+}
+
+/// A finished send: its outcome, and the in-flight slot it frees once recorded.
+pub(super) type Done = (Settlement, OwnedSemaphorePermit);
+
+/// Writes outcomes back in bulk until stopped, then writes what is left once more.
+/// Slots are freed only after their outcomes are committed.
+pub(super) async fn settle_loop(
+    queue: Queue,
+    mut rx: mpsc::UnboundedReceiver<Done>,
+    stop: CancellationToken,
+) {
+    let mut pending: Vec<Done> = Vec::new();
+    loop {
+        if pending.is_empty() {
+            tokio::select! {
+                received = rx.recv_many(&mut pending, SETTLE_CHUNK) => if received == 0 { break },
+                () = stop.cancelled() => break,
+            }
+        } else {
+            while pending.len() < SETTLE_CHUNK
+                && let Ok(s) = rx.try_recv()
+            {
+                pending.push(s);
+            }
+        }
+        let settlements = pending.iter().map(|(s, _)| s.clone()).collect();
+        if let Err(e) = queue.settle(settlements).await {
+            tracing::error!(error = %e, count = pending.len(), "recording delivery outcomes failed; will try again");
+            tokio::select! {
+                () = tokio::time::sleep(STORE_RETRY) => continue,
+                () = stop.cancelled() => break,
+            }
+        }
+        release(&mut pending);
+    }
+    while let Ok(s) = rx.try_recv() {
+        pending.push(s);
+    }
+    if let Err(e) = queue
+        .settle(pending.into_iter().map(|(s, _)| s).collect())
+        .await
+    {
+        tracing::error!(error = %e, "recording the last outcomes failed; those messages will be sent again after their lease");
+    }
+}
