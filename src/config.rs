@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::auth::TokenHash;
 use crate::domain::{Channel, Secret};
-use crate::ratelimit::Cap;
+use crate::provider::ProviderConfig;
 use crate::recipient::{EmailRules, PhoneRules, Region, Rules};
 
 /// The file read when `--config` is not given; it is fine for it not to exist.
@@ -213,137 +213,6 @@ impl Default for Limits {
     }
 }
 
-/// One `[[providers]]` entry.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ProviderConfig {
-    pub name: String,
-    #[serde(flatten)]
-    pub kind: ProviderKind,
-    #[serde(default = "all_channels")]
-    pub channels: Vec<Channel>,
-    /// Messages per second; unlimited when absent.
-    #[serde(default)]
-    pub rate_per_sec: Option<f64>,
-    /// The most messages sent at once under the rate; default a twentieth of a second's worth.
-    #[serde(default)]
-    pub burst: Option<u32>,
-    /// SMS segments per second (a 3-segment message counts 3), on top of
-    /// `rate_per_sec`; unlimited when absent.
-    #[serde(default)]
-    pub segments_per_sec: Option<f64>,
-    /// The most segments sent at once; default a twentieth of a second's worth.
-    #[serde(default)]
-    pub segment_burst: Option<u32>,
-    /// Caps on how often one recipient gets a message through this provider.
-    #[serde(default)]
-    pub per_recipient: PerRecipient,
-    /// What one message costs, for the pre-flight report's estimate.
-    #[serde(default)]
-    pub price_per_message: Option<f64>,
-    /// What one SMS segment costs (a long SMS is billed per segment).
-    #[serde(default)]
-    pub price_per_segment: Option<f64>,
-    /// The prices' currency, e.g. `CNY`; shown with the estimate.
-    #[serde(default)]
-    pub currency: Option<String>,
-}
-
-/// `per_recipient = { per_minute = 1, per_day = 10 }`: each given cap must hold.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct PerRecipient {
-    pub per_minute: Option<u32>,
-    pub per_hour: Option<u32>,
-    pub per_day: Option<u32>,
-}
-
-impl PerRecipient {
-    /// The caps, as the store enforces them.
-    pub fn caps(&self) -> Vec<Cap> {
-        [
-            (self.per_minute, 60_000),
-            (self.per_hour, 3_600_000),
-            (self.per_day, 86_400_000),
-        ]
-        .into_iter()
-        .filter_map(|(count, window_ms)| {
-            Some(Cap {
-                count: count?,
-                window_ms,
-            })
-        })
-        .collect()
-    }
-}
-
-impl ProviderConfig {
-    /// The built-in log provider, serving every channel without a limit.
-    pub fn log() -> Self {
-        ProviderConfig {
-            name: "log".into(),
-            kind: ProviderKind::Log,
-            channels: all_channels(),
-            rate_per_sec: None,
-            burst: None,
-            segments_per_sec: None,
-            segment_burst: None,
-            per_recipient: PerRecipient::default(),
-            price_per_message: None,
-            price_per_segment: None,
-            currency: None,
-        }
-    }
-}
-
-fn all_channels() -> Vec<Channel> {
-    Channel::ALL.to_vec()
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum ProviderKind {
-    Log,
-    Webhook {
-        url: String,
-        /// Signs each body with HMAC-SHA256 when set.
-        #[serde(default)]
-        secret: Option<Secret>,
-    },
-    Twilio(TwilioConfig),
-    /// An SMTP server; its keys are in [`crate::provider::SmtpConfig`].
-    Smtp(crate::provider::SmtpConfig),
-    /// Aliyun SMS (Dysmsapi): provider-approved templates.
-    Aliyun(crate::provider::AliyunConfig),
-    /// Tencent Cloud SMS: provider-approved templates.
-    Tencent(crate::provider::TencentConfig),
-}
-
-/// `kind = "twilio"`: Twilio's Messages API. Requests authenticate with
-/// `api_key_sid`/`api_key_secret` when both are set, else with `account_sid` and
-/// `auth_token`; status callbacks are signed with the auth token.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TwilioConfig {
-    pub account_sid: String,
-    #[serde(default)]
-    pub auth_token: Option<Secret>,
-    #[serde(default)]
-    pub api_key_sid: Option<String>,
-    #[serde(default)]
-    pub api_key_secret: Option<Secret>,
-    /// The sending number (E.164), short code or alphanumeric sender id.
-    #[serde(default)]
-    pub from: Option<String>,
-    /// A Messaging Service that picks the sender; used with or instead of `from`.
-    #[serde(default)]
-    pub messaging_service_sid: Option<String>,
-    /// Default `https://api.twilio.com`; tests point it at a local server.
-    #[serde(default)]
-    pub base_url: Option<String>,
-    /// Where Twilio POSTs delivery status, e.g. `https://herald.example/v1/receipts/twilio`.
-    #[serde(default)]
-    pub status_callback_url: Option<String>,
-}
-
 /// One `[[ingest]]` block: a queue that an existing application pushes jobs onto,
 /// which Herald consumes in place of the application's old worker.
 #[derive(Debug, Clone, Deserialize)]
@@ -536,6 +405,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::ProviderKind;
+    use crate::ratelimit::Cap;
 
     /// Parses `text` inside figment's jail: the environment is read under a global
     /// lock, so a test that sets `HERALD_…` variables cannot leak into another.

@@ -18,6 +18,7 @@ mod aliyun;
 mod call;
 mod log;
 pub mod receipt;
+mod settings;
 mod smtp;
 mod tencent;
 mod twilio;
@@ -32,10 +33,11 @@ use async_trait::async_trait;
 pub use self::aliyun::{AliyunConfig, AliyunProvider};
 pub use self::log::LogProvider;
 pub use self::receipt::{DeliveryReport, ReceiptAnswer, ReceiptError, ReceiptRequest, Receipts};
+pub use self::settings::{PerRecipient, ProviderConfig, ProviderKind};
 pub use self::smtp::{SmtpConfig, SmtpProvider};
 pub use self::tencent::{TencentConfig, TencentProvider};
 pub use self::twilio::{
-    SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER, TwilioProvider,
+    SIGNATURE_HEADER as TWILIO_SIGNATURE_HEADER, TwilioConfig, TwilioProvider,
     code_names_the_recipient as twilio_code_names_the_recipient, parse_twilio_callback,
     verify_twilio_signature,
 };
@@ -44,7 +46,6 @@ pub use self::webhook::{
     SIGNATURE_HEADER as WEBHOOK_SIGNATURE_HEADER, WebhookProvider, parse_webhook_receipts,
     verify_webhook_signature,
 };
-use crate::config::{ProviderConfig, ProviderKind};
 use crate::domain::ProviderTemplate;
 use crate::domain::{BatchId, Channel};
 use crate::ratelimit::{Limits, Rate};

@@ -242,7 +242,7 @@ fn the_signature_mismatch_message_is_not_quoted() {
 
 #[test]
 fn configuration_reads_keys_and_defaults() {
-    let crate::config::ProviderKind::Aliyun(aliyun) = configured(
+    let crate::provider::ProviderKind::Aliyun(aliyun) = configured(
         r#"
             [[providers]]
             name = "ali"

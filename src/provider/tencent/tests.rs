@@ -179,7 +179,7 @@ fn error_codes_are_classified_as_documented() {
 
 #[test]
 fn configuration_reads_keys_and_defaults() {
-    let crate::config::ProviderKind::Tencent(tencent) = configured(
+    let crate::provider::ProviderKind::Tencent(tencent) = configured(
         r#"
             [[providers]]
             name = "tc"
