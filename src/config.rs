@@ -29,7 +29,7 @@ pub struct Config {
     pub store: String,
     pub worker: WorkerConfig,
     pub retry: RetryConfig,
-    pub limits: Limits,
+    pub limits: IntakeLimits,
     pub recipients: RecipientsConfig,
     /// The provider each channel uses when a batch names none.
     pub defaults: HashMap<Channel, String>,
@@ -126,7 +126,7 @@ impl Default for Config {
             store: "herald-data".into(),
             worker: WorkerConfig::default(),
             retry: RetryConfig::default(),
-            limits: Limits::default(),
+            limits: IntakeLimits::default(),
             recipients: RecipientsConfig::default(),
             defaults: HashMap::new(),
             failover: HashMap::new(),
@@ -191,9 +191,10 @@ impl Default for RetryConfig {
     }
 }
 
+/// `[limits]`: how much one batch may bring in through the API.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Limits {
+pub struct IntakeLimits {
     /// The most recipients one batch may have.
     pub max_recipients: usize,
     /// The largest request body the API reads into memory, in bytes. A bigger
@@ -203,9 +204,9 @@ pub struct Limits {
     pub max_upload_bytes: u64,
 }
 
-impl Default for Limits {
+impl Default for IntakeLimits {
     fn default() -> Self {
-        Limits {
+        IntakeLimits {
             max_recipients: 1_000_000,
             max_body_bytes: 64 * 1024 * 1024,
             max_upload_bytes: 1024 * 1024 * 1024,
