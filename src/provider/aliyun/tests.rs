@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
+use base64::Engine;
+use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
+use sha1::Sha1;
 
 use super::*;
 use crate::provider::call::harness::{Seen, alike, configured, serve, sms, transient};
