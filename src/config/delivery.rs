@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+/// `[worker]`: the delivery workers this process runs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
@@ -35,6 +36,7 @@ impl Default for WorkerConfig {
     }
 }
 
+/// `[retry]`: how often and how late a transiently failed message is tried again.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {

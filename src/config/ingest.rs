@@ -11,6 +11,7 @@ use crate::domain::{Channel, Secret};
 pub struct IngestConfig {
     /// Names the source: its batches show `ingest:{name}` as their source.
     pub name: String,
+    /// Where its jobs come from, with that kind's keys.
     #[serde(flatten)]
     pub kind: IngestKind,
     /// The channel the queue carries: its classic jobs are read as this channel's,

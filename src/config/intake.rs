@@ -53,6 +53,7 @@ impl RecipientsConfig {
         (self.recent_window_secs > 0).then(|| Duration::from_secs(self.recent_window_secs))
     }
 
+    /// The rules recipient addresses are read by.
     pub fn rules(&self) -> Rules {
         Rules {
             phone: PhoneRules {

@@ -30,6 +30,7 @@ use crate::provider::ProviderConfig;
 /// The file read when `--config` is not given; it is fine for it not to exist.
 pub const DEFAULT_FILE: &str = "herald.toml";
 
+/// The whole configuration: every section, each with its defaults.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Config {
@@ -37,9 +38,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The store: a directory for the embedded SQLite engine, or `sqlite://DIR`.
     pub store: String,
+    /// The delivery workers (`[worker]`).
     pub worker: WorkerConfig,
+    /// When failed messages are tried again (`[retry]`).
     pub retry: RetryConfig,
+    /// How big a batch may be (`[limits]`).
     pub limits: IntakeLimits,
+    /// How recipient addresses are read (`[recipients]`).
     pub recipients: RecipientsConfig,
     /// The provider each channel uses when a batch names none.
     pub defaults: HashMap<Channel, String>,
@@ -49,6 +54,8 @@ pub struct Config {
     pub failover: HashMap<Channel, Vec<String>>,
     /// When a provider's circuit opens and how it closes again.
     pub circuit: CircuitConfig,
+    /// The providers (`[[providers]]`); the `log` provider is added when none is
+    /// named so.
     pub providers: Vec<ProviderConfig>,
     /// Queues of an existing application that Herald takes jobs from (`[[ingest]]`).
     pub ingest: Vec<IngestConfig>,
@@ -149,10 +156,12 @@ impl Config {
         }
     }
 
+    /// How long a claimed message stays reserved for its worker.
     pub fn lease(&self) -> Duration {
         Duration::from_millis(self.worker.lease_ms)
     }
 
+    /// The longest one delivery attempt may take.
     pub fn send_timeout(&self) -> Duration {
         Duration::from_millis(self.worker.send_timeout_ms)
     }

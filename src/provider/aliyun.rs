@@ -42,11 +42,14 @@ const VERSION: &str = "2017-05-25";
 /// `kind = "aliyun"` in `[[providers]]`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AliyunConfig {
+    /// The AccessKey id requests are signed as.
     pub access_key_id: String,
+    /// The AccessKey secret requests are signed with.
     pub access_key_secret: Secret,
     /// The sign name used when the stored template gives none.
     #[serde(default)]
     pub sign_name: Option<String>,
+    /// The region sent as `RegionId`; default `cn-hangzhou`.
     #[serde(default = "default_region")]
     pub region_id: String,
     /// The API's base URL; tests point it at a local server.
@@ -62,6 +65,7 @@ fn default_endpoint() -> String {
     "https://dysmsapi.aliyuncs.com".into()
 }
 
+/// Sends SMS templates through one Aliyun account, many numbers per request.
 pub struct AliyunProvider {
     name: String,
     config: AliyunConfig,

@@ -49,9 +49,11 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &[u8]) 
 
 /// A provider's HTTP answer, read to the end.
 pub struct Answer {
+    /// The answer's HTTP status.
     pub status: reqwest::StatusCode,
     /// The `Retry-After` header, parsed.
     pub retry_after: Option<Duration>,
+    /// The whole body, as it came.
     pub body: Vec<u8>,
 }
 

@@ -22,6 +22,7 @@ mod aliyun;
 mod call;
 mod http;
 mod log;
+/// Delivery receipts: what a receipt request reads into, and the push parsers.
 pub mod receipt;
 mod registry;
 mod settings;
@@ -61,11 +62,17 @@ use crate::domain::{BatchId, Channel};
 pub struct Message {
     /// Stable across every attempt: providers pass it on as the idempotency key.
     pub id: String,
+    /// The batch the message belongs to.
     pub batch_id: BatchId,
+    /// The caller's own reference for the recipient, when the batch gave one.
     pub reference: Option<String>,
+    /// SMS or e-mail.
     pub channel: Channel,
+    /// The recipient, normalized: an E.164 number or a mailbox.
     pub to: String,
+    /// The subject, for e-mail; `None` when the message has none.
     pub subject: Option<String>,
+    /// The rendered text.
     pub body: String,
     /// The recipient's template variables, for providers that render pre-approved
     /// templates on their side (Aliyun, Tencent Cloud); `None` when not stored.

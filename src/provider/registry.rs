@@ -17,8 +17,11 @@ use crate::ratelimit::{Limits, Rate};
 /// A provider with its name, channels and rate limit, as configured.
 #[derive(Clone)]
 pub struct Route {
+    /// The provider's configured name.
     pub name: String,
+    /// The channels it sends.
     pub channels: Vec<Channel>,
+    /// The adapter that sends.
     pub provider: Arc<dyn Provider>,
     /// The provider's rate limit and per-recipient caps, kept in the store and
     /// shared by every process.
@@ -30,8 +33,11 @@ pub struct Route {
 /// A provider's prices, per message and per SMS segment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Price {
+    /// What one message costs.
     pub per_message: f64,
+    /// What one SMS segment costs, on top of the message.
     pub per_segment: f64,
+    /// The prices' currency, e.g. `CNY`, when configured.
     pub currency: Option<String>,
 }
 
@@ -75,7 +81,9 @@ pub struct Registry {
 #[derive(Debug, thiserror::Error)]
 #[error("provider `{name}`: {message}")]
 pub struct ConfigError {
+    /// The provider (or the `failover.{channel}` key) at fault.
     pub name: String,
+    /// What is wrong with it.
     pub message: String,
 }
 

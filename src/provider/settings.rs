@@ -11,9 +11,12 @@ use crate::ratelimit::Cap;
 /// One `[[providers]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ProviderConfig {
+    /// The name batches and `[defaults]` use to pick it; unique.
     pub name: String,
+    /// `kind = …` and that kind's own keys.
     #[serde(flatten)]
     pub kind: ProviderKind,
+    /// The channels it sends; default every channel.
     #[serde(default = "all_channels")]
     pub channels: Vec<Channel>,
     /// Messages per second; unlimited when absent.
@@ -47,8 +50,11 @@ pub struct ProviderConfig {
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PerRecipient {
+    /// Messages per recipient in any minute.
     pub per_minute: Option<u32>,
+    /// Messages per recipient in any hour.
     pub per_hour: Option<u32>,
+    /// Messages per recipient in any day.
     pub per_day: Option<u32>,
 }
 
@@ -94,16 +100,21 @@ fn all_channels() -> Vec<Channel> {
     Channel::ALL.to_vec()
 }
 
+/// A provider's kind (`kind = "…"`), with the keys that kind reads.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ProviderKind {
+    /// Writes each message to the log (`kind = "log"`).
     Log,
+    /// POSTs each message as JSON (`kind = "webhook"`).
     Webhook {
+        /// Where each message is POSTed.
         url: String,
         /// Signs each body with HMAC-SHA256 when set.
         #[serde(default)]
         secret: Option<Secret>,
     },
+    /// Twilio's Messages API; its keys are in [`TwilioConfig`].
     Twilio(TwilioConfig),
     /// An SMTP server; its keys are in [`crate::provider::SmtpConfig`].
     Smtp(crate::provider::SmtpConfig),

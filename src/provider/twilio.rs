@@ -28,11 +28,16 @@ use crate::domain::Secret;
 /// `auth_token`; status callbacks are signed with the auth token.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TwilioConfig {
+    /// The account SID (`AC` and 32 hex digits).
     pub account_sid: String,
+    /// The account's auth token: it signs status callbacks, and authenticates
+    /// requests when no API key is set.
     #[serde(default)]
     pub auth_token: Option<Secret>,
+    /// An API key's SID, to authenticate requests with instead of the auth token.
     #[serde(default)]
     pub api_key_sid: Option<String>,
+    /// The API key's secret.
     #[serde(default)]
     pub api_key_secret: Option<Secret>,
     /// The sending number (E.164), short code or alphanumeric sender id.
