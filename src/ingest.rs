@@ -22,9 +22,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::{Backoff, Jitter, Streak};
-use crate::config::{IngestConfig, IngestKind, ProviderConfig, ProviderKind};
+use crate::config::{IngestConfig, IngestKind};
 use crate::domain::Channel;
 use crate::intake::{self, Body, Envelope, Intake, RecipientSpec, Rejection, Submitted};
+use crate::provider::{ProviderConfig, ProviderKind};
 use crate::queue;
 use job::Job;
 

@@ -9,17 +9,21 @@
 //! numbers. Every request carries its batch id as `OutId`, so that `query`
 //! (`QuerySendDetails`) can tell whether an attempt whose outcome was unknown
 //! reached Aliyun: a batch has each number once.
+//!
+//! `signature` signs each request; `query` reads `QuerySendDetails`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use base64::Engine;
 use futures_util::StreamExt;
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha1::Sha1;
 
+mod query;
+mod signature;
+
+use self::query::{DETAILS_PAGES, DETAILS_PER_PAGE, send_dates};
+use self::signature::{canonicalize, percent_encode, signature, string_to_sign};
 use super::Answer;
 use super::call::{self, BALANCE_WAIT, FAN_OUT, Outcomes, THROTTLE_WAIT};
 use super::{
@@ -38,11 +42,14 @@ const VERSION: &str = "2017-05-25";
 /// `kind = "aliyun"` in `[[providers]]`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct AliyunConfig {
+    /// The AccessKey id requests are signed as.
     pub access_key_id: String,
+    /// The AccessKey secret requests are signed with.
     pub access_key_secret: Secret,
     /// The sign name used when the stored template gives none.
     #[serde(default)]
     pub sign_name: Option<String>,
+    /// The region sent as `RegionId`; default `cn-hangzhou`.
     #[serde(default = "default_region")]
     pub region_id: String,
     /// The API's base URL; tests point it at a local server.
@@ -58,6 +65,7 @@ fn default_endpoint() -> String {
     "https://dysmsapi.aliyuncs.com".into()
 }
 
+/// Sends SMS templates through one Aliyun account, many numbers per request.
 pub struct AliyunProvider {
     name: String,
     config: AliyunConfig,
@@ -239,95 +247,6 @@ impl AliyunProvider {
             .body(body);
         super::exchange(request, "aliyun").await
     }
-
-    /// One page of `QuerySendDetails`: the records of `number` on `date`
-    /// (`yyyyMMdd`, China time), and how many there are in all.
-    async fn details(
-        &self,
-        number: &str,
-        date: &str,
-        page: u32,
-    ) -> Result<(Vec<SendDetail>, u64), String> {
-        let params = BTreeMap::from([
-            ("PhoneNumber", number.to_string()),
-            ("SendDate", date.to_string()),
-            ("PageSize", DETAILS_PER_PAGE.to_string()),
-            ("CurrentPage", page.to_string()),
-        ]);
-        let answer = self
-            .request("QuerySendDetails", params, jiff::Timestamp::now())
-            .await
-            .map_err(|e| e.to_string())?;
-        let reply: DetailsReply =
-            serde_json::from_slice(&answer.body).map_err(|_| answer.unexplained().to_string())?;
-        if reply.code != "OK" || !answer.status.is_success() {
-            return Err(call::reason("aliyun", &reply.code, &reply.message));
-        }
-        Ok((reply.details.detail, reply.total_count.unwrap_or(0)))
-    }
-}
-
-/// Records asked for per `QuerySendDetails` page (its most).
-const DETAILS_PER_PAGE: u32 = 50;
-/// Pages read per day: a number gets few messages a day, and a query must end.
-const DETAILS_PAGES: u32 = 4;
-/// Days looked at, from the unknown attempt's to today (Aliyun keeps 30).
-const DETAILS_DAYS: usize = 3;
-
-/// The answer of `QuerySendDetails`.
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct DetailsReply {
-    code: String,
-    #[serde(default)]
-    message: String,
-    #[serde(default, deserialize_with = "total_count")]
-    total_count: Option<u64>,
-    #[serde(default, rename = "SmsSendDetailDTOs")]
-    details: Details,
-}
-
-#[derive(Default, Deserialize)]
-struct Details {
-    #[serde(default, rename = "SmsSendDetailDTO")]
-    detail: Vec<SendDetail>,
-}
-
-/// One record of a message to the number: `OutId` is the batch id Herald sent.
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct SendDetail {
-    #[serde(default)]
-    out_id: Option<String>,
-}
-
-/// `TotalCount`, which Aliyun writes as a number or as a string of digits.
-fn total_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    Ok(match serde_json::Value::deserialize(d)? {
-        serde_json::Value::Number(n) => n.as_u64(),
-        serde_json::Value::String(s) => s.parse().ok(),
-        _ => None,
-    })
-}
-
-/// The days (`yyyyMMdd`, China time) from `since_ms` to `now`, the latest first,
-/// at most [`DETAILS_DAYS`].
-fn send_dates(since_ms: i64, now: jiff::Timestamp) -> Vec<String> {
-    let china = jiff::tz::TimeZone::fixed(jiff::tz::offset(8));
-    let first = jiff::Timestamp::from_millisecond(since_ms)
-        .unwrap_or(now)
-        .to_zoned(china.clone())
-        .date();
-    let mut day = now.to_zoned(china).date();
-    let mut dates = Vec::new();
-    while dates.len() < DETAILS_DAYS {
-        dates.push(day.strftime("%Y%m%d").to_string());
-        match day.yesterday() {
-            Ok(before) if day > first => day = before,
-            _ => break,
-        }
-    }
-    dates
 }
 
 #[async_trait]
@@ -595,47 +514,6 @@ fn template_param(
         params.insert(name.as_str(), call::param_text(name, value)?);
     }
     Ok(serde_json::to_string(&params).expect("a map of strings serializes"))
-}
-
-/// Percent-encoding as Aliyun's signature specifies (RFC 3986): letters, digits
-/// and `-_.~` stay, every other byte of the UTF-8 becomes `%XY`.
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The canonicalized query string: parameters in order of name, names and values
-/// percent-encoded, `name=value` joined by `&`.
-fn canonicalize(params: &BTreeMap<&str, String>) -> String {
-    params
-        .iter()
-        .map(|(name, value)| format!("{}={}", percent_encode(name), percent_encode(value)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// `METHOD&%2F&` and the percent-encoded canonicalized query string.
-fn string_to_sign(method: &str, canonical: &str) -> String {
-    format!(
-        "{method}&{}&{}",
-        percent_encode("/"),
-        percent_encode(canonical)
-    )
-}
-
-/// Base64 of HMAC-SHA1 keyed with the secret and `&`.
-fn signature(secret: &str, string_to_sign: &str) -> String {
-    let mut mac = Hmac::<Sha1>::new_from_slice(format!("{secret}&").as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(string_to_sign.as_bytes());
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 #[cfg(test)]

@@ -209,7 +209,10 @@ pub(super) fn china_time_ms(text: &str) -> Option<i64> {
 pub(super) mod harness {
     use std::sync::{Arc, Mutex};
 
-    use super::super::{Error, Message};
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+
+    use super::super::{Error, Message, ProviderConfig, ProviderKind};
     use crate::domain::ProviderTemplate;
     use crate::domain::{BatchId, Channel};
 
@@ -264,16 +267,21 @@ pub(super) mod harness {
 
     /// The kind of the first `[[providers]]` entry of `toml`, read as Herald reads
     /// its configuration file. Its secret, `s3cret`, must not show in `Debug`.
-    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
-    pub fn configured(toml: &str) -> crate::config::ProviderKind {
-        let mut kind = None;
-        figment::Jail::expect_with(|_| {
-            let config = crate::config::Config::from_toml(toml).expect("a valid configuration");
-            assert!(!format!("{config:?}").contains("s3cret"), "a secret leaked");
-            kind = Some(config.providers[0].kind.clone());
-            Ok(())
-        });
-        kind.expect("the jail ran")
+    pub fn configured(toml: &str) -> ProviderKind {
+        /// The part of a configuration file that holds the providers.
+        #[derive(serde::Deserialize)]
+        struct File {
+            providers: Vec<ProviderConfig>,
+        }
+        let file: File = Figment::from(Toml::string(toml))
+            .extract()
+            .expect("a valid configuration");
+        let provider = &file.providers[0];
+        assert!(
+            !format!("{provider:?}").contains("s3cret"),
+            "a secret leaked"
+        );
+        provider.kind.clone()
     }
 
     /// Serves `app` on 127.0.0.1 (a free port) until the test's runtime ends, and

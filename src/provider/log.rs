@@ -6,11 +6,13 @@ use async_trait::async_trait;
 
 use super::{Error, Message, Provider, Receipt};
 
+/// Writes each message to the log instead of sending it; every send succeeds.
 pub struct LogProvider {
     name: String,
 }
 
 impl LogProvider {
+    /// A log provider whose lines carry its configured `name`.
     pub fn new(name: &str) -> Self {
         LogProvider {
             name: name.to_string(),

@@ -36,11 +36,13 @@ pub struct SmtpConfig {
     /// Log in with AUTH PLAIN or LOGIN; needs `password`.
     #[serde(default)]
     pub username: Option<String>,
+    /// The password for `username`.
     #[serde(default)]
     pub password: Option<Secret>,
     /// The `From` mailbox and envelope sender, e.g. `Shop <noreply@shop.example>`.
     /// Its domain also ends every `Message-ID`.
     pub from: String,
+    /// The `Reply-To` mailbox, when replies go elsewhere than `from`.
     #[serde(default)]
     pub reply_to: Option<String>,
     /// One URL or several (`mailto:`, `https:`) for the `List-Unsubscribe` header;

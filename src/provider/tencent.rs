@@ -38,7 +38,9 @@ const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 /// `kind = "tencent"` in `[[providers]]`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TencentConfig {
+    /// The API key's `SecretId` requests are signed as.
     pub secret_id: String,
+    /// The API key's `SecretKey` requests are signed with.
     pub secret_key: Secret,
     /// The SMS application's `SmsSdkAppId`, e.g. `"1400006666"`.
     pub sdk_app_id: String,
@@ -46,6 +48,7 @@ pub struct TencentConfig {
     /// China numbers).
     #[serde(default)]
     pub sign_name: Option<String>,
+    /// The region sent as `X-TC-Region`; default `ap-guangzhou`.
     #[serde(default = "default_region")]
     pub region: String,
     /// The API's base URL; tests point it at a local server.
@@ -61,6 +64,8 @@ fn default_endpoint() -> String {
     "https://sms.tencentcloudapi.com".into()
 }
 
+/// Sends SMS templates through one Tencent Cloud SMS application, many numbers
+/// per request.
 pub struct TencentProvider {
     name: String,
     config: TencentConfig,

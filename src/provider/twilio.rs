@@ -20,9 +20,39 @@ use super::{
     DeliveryReport, Error, Message, Provider, Receipt, ReceiptAnswer, ReceiptError, ReceiptRequest,
     Receipts, classify_status, exchange, http_client,
 };
-use crate::config::TwilioConfig;
 use crate::domain::Channel;
 use crate::domain::Secret;
+
+/// `kind = "twilio"`: Twilio's Messages API. Requests authenticate with
+/// `api_key_sid`/`api_key_secret` when both are set, else with `account_sid` and
+/// `auth_token`; status callbacks are signed with the auth token.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TwilioConfig {
+    /// The account SID (`AC` and 32 hex digits).
+    pub account_sid: String,
+    /// The account's auth token: it signs status callbacks, and authenticates
+    /// requests when no API key is set.
+    #[serde(default)]
+    pub auth_token: Option<Secret>,
+    /// An API key's SID, to authenticate requests with instead of the auth token.
+    #[serde(default)]
+    pub api_key_sid: Option<String>,
+    /// The API key's secret.
+    #[serde(default)]
+    pub api_key_secret: Option<Secret>,
+    /// The sending number (E.164), short code or alphanumeric sender id.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// A Messaging Service that picks the sender; used with or instead of `from`.
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+    /// Default `https://api.twilio.com`; tests point it at a local server.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Where Twilio POSTs delivery status, e.g. `https://herald.example/v1/receipts/twilio`.
+    #[serde(default)]
+    pub status_callback_url: Option<String>,
+}
 
 /// The header that carries Twilio's signature of a callback.
 pub const SIGNATURE_HEADER: &str = "X-Twilio-Signature";

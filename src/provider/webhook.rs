@@ -23,6 +23,7 @@ use crate::domain::Secret;
 /// The signature header's name.
 pub const SIGNATURE_HEADER: &str = "X-Herald-Signature";
 
+/// POSTs each message as JSON to one URL, signed when a secret is set.
 pub struct WebhookProvider {
     url: reqwest::Url,
     secret: Option<Secret>,

@@ -16,10 +16,10 @@ use crate::helpers::{
 };
 use crate::template_sms::tencent;
 use herald::circuit::CircuitState;
-use herald::config::{Config, ProviderConfig, ProviderKind};
+use herald::config::Config;
 use herald::domain::Channel;
 use herald::domain::Secret;
-use herald::provider::AliyunConfig;
+use herald::provider::{AliyunConfig, ProviderConfig, ProviderKind};
 
 /// Opens after 2 transient failures in a row, probes after 300 ms (then 600 ms).
 fn quick_circuits(config: &mut Config) {

@@ -11,8 +11,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use herald::app::{self, Running};
-use herald::config::{Config, ProviderConfig, ProviderKind};
+use herald::config::Config;
 use herald::domain::Secret;
+use herald::provider::{ProviderConfig, ProviderKind};
 use serde_json::Value;
 use tempfile::TempDir;
 

@@ -135,7 +135,7 @@ async fn priced_app() -> TestApp {
     spawn_app(|config| {
         config.worker.enabled = false;
         config.recipients.default_region = Some("CN".parse().unwrap());
-        let mut log = herald::config::ProviderConfig::log();
+        let mut log = herald::provider::ProviderConfig::log();
         log.rate_per_sec = Some(100.0);
         log.segments_per_sec = Some(2.0);
         log.price_per_message = Some(0.01);

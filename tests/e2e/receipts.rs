@@ -15,10 +15,9 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
 use crate::helpers::{ProviderServer, TestApp, route_all_to, sms_batch, spawn_app, wait_for};
-use herald::config::{ProviderConfig, ProviderKind, TwilioConfig};
 use herald::domain::Channel;
 use herald::domain::Secret;
-use herald::provider::AliyunConfig;
+use herald::provider::{AliyunConfig, ProviderConfig, ProviderKind, TwilioConfig};
 
 const SECRET: &str = "receipt-secret";
 

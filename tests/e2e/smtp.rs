@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use herald::config::{ProviderConfig, ProviderKind};
 use herald::domain::{BatchId, Channel};
-use herald::provider::{Error, Message, Provider, SmtpConfig, SmtpProvider};
+use herald::provider::{
+    Error, Message, Provider, ProviderConfig, ProviderKind, SmtpConfig, SmtpProvider,
+};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt, BufReader};

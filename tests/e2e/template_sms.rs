@@ -13,10 +13,9 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::helpers::{serve_local, sms_provider, spawn_app};
-use herald::config::{ProviderConfig, ProviderKind};
 use herald::domain::Channel;
 use herald::domain::Secret;
-use herald::provider::TencentConfig;
+use herald::provider::{ProviderConfig, ProviderKind, TencentConfig};
 
 /// Every `SendSms` request the server received, as JSON.
 pub type Seen = Arc<Mutex<Vec<Value>>>;

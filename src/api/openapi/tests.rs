@@ -438,7 +438,7 @@ async fn real_answers_fit_the_documented_schemas() {
 }
 
 /// A provider config from its JSON form (as `herald.toml` would give it).
-fn provider(config: Value) -> crate::config::ProviderConfig {
+fn provider(config: Value) -> crate::provider::ProviderConfig {
     serde_json::from_value(config).expect("a provider's configuration")
 }
 

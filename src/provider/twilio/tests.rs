@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::*;
-use crate::config::{ProviderConfig, ProviderKind};
 use crate::domain::BatchId;
+use crate::provider::{ProviderConfig, ProviderKind};
 
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
 const TOKEN: &str = "auth-token-1";

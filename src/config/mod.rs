@@ -1,0 +1,231 @@
+//! Configuration: one tree of serde structs with defaults, so `herald serve` runs
+//! with no file at all. Layers, later wins: defaults → `herald.toml` (or
+//! `--config FILE`) → environment variables `HERALD_…` (`__` separates levels, e.g.
+//! `HERALD_WORKER__MAX_IN_FLIGHT=64`; `HERALD_PROVIDERS` takes an inline array).
+//!
+//! This file holds the tree's root, its loading and its checks; `delivery`,
+//! `intake` and `ingest` hold the sections; `[[providers]]` entries are
+//! [`crate::provider::ProviderConfig`], read beside the providers.
+
+mod delivery;
+mod ingest;
+mod intake;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+pub use self::delivery::{CircuitConfig, RetryConfig, WorkerConfig};
+pub use self::ingest::{IngestConfig, IngestKind};
+pub use self::intake::{IntakeLimits, RecipientsConfig};
+use crate::auth::TokenHash;
+use crate::domain::Channel;
+use crate::provider::ProviderConfig;
+
+/// The file read when `--config` is not given; it is fine for it not to exist.
+pub const DEFAULT_FILE: &str = "herald.toml";
+
+/// The whole configuration: every section, each with its defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// The store: a directory for the embedded SQLite engine, or `sqlite://DIR`.
+    pub store: String,
+    /// The delivery workers (`[worker]`).
+    pub worker: WorkerConfig,
+    /// When failed messages are tried again (`[retry]`).
+    pub retry: RetryConfig,
+    /// How big a batch may be (`[limits]`).
+    pub limits: IntakeLimits,
+    /// How recipient addresses are read (`[recipients]`).
+    pub recipients: RecipientsConfig,
+    /// The provider each channel uses when a batch names none.
+    pub defaults: HashMap<Channel, String>,
+    /// Per channel, providers in order of preference: the first is the channel's
+    /// default, and a provider whose circuit is open hands its messages to the next
+    /// one of the list whose circuit is closed.
+    pub failover: HashMap<Channel, Vec<String>>,
+    /// When a provider's circuit opens and how it closes again.
+    pub circuit: CircuitConfig,
+    /// The providers (`[[providers]]`); the `log` provider is added when none is
+    /// named so.
+    pub providers: Vec<ProviderConfig>,
+    /// Queues of an existing application that Herald takes jobs from (`[[ingest]]`).
+    pub ingest: Vec<IngestConfig>,
+    /// Who may call the API (`[auth]`).
+    pub auth: AuthConfig,
+}
+
+/// Who may call the API.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The hashes of the API tokens accepted (`sha256:<hex>`, printed by
+    /// `herald token`). When there are any, every `/v1/…` route (but the providers'
+    /// `/v1/receipts/{provider}`, checked by their signatures), `/send-sms` and
+    /// `/metrics` need `Authorization: Bearer <token>`; when there are none, Herald
+    /// asks for no token and listens on loopback addresses only.
+    pub tokens: Vec<TokenHash>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            store: "herald-data".into(),
+            worker: WorkerConfig::default(),
+            retry: RetryConfig::default(),
+            limits: IntakeLimits::default(),
+            recipients: RecipientsConfig::default(),
+            defaults: HashMap::new(),
+            failover: HashMap::new(),
+            circuit: CircuitConfig::default(),
+            providers: Vec::new(),
+            ingest: Vec::new(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config file {0} does not exist")]
+    MissingFile(std::path::PathBuf),
+    /// A value of the wrong type, an unknown field, a file that is not TOML; the
+    /// message names the key and where it came from (file or environment).
+    #[error(transparent)]
+    Invalid(Box<figment::Error>),
+}
+
+impl From<figment::Error> for Error {
+    fn from(e: figment::Error) -> Self {
+        Error::Invalid(Box::new(e))
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (which must exist when given, else `herald.toml`
+    /// if present), then `HERALD_…` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, Error> {
+        let toml = match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(Error::MissingFile(path.to_path_buf()));
+                }
+                Toml::file_exact(path)
+            }
+            None => Toml::file(DEFAULT_FILE),
+        };
+        Ok(Self::figment(toml).extract()?)
+    }
+
+    /// Parses a TOML document, then the environment over it.
+    pub fn from_toml(text: &str) -> Result<Config, Error> {
+        Ok(Self::figment(Toml::string(text)).extract()?)
+    }
+
+    fn figment(toml: figment::providers::Data<Toml>) -> Figment {
+        Figment::new().merge(toml).merge(
+            Env::prefixed("HERALD_")
+                .split("__")
+                .ignore(&["server", "log", "token"]),
+        )
+    }
+
+    /// The store's URL as logs and messages show it: a password in it replaced by
+    /// `***`.
+    pub fn store_for_display(&self) -> String {
+        let Some((scheme, rest)) = self.store.split_once("://") else {
+            return self.store.clone();
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}{path}")
+            }
+            _ => self.store.clone(),
+        }
+    }
+
+    /// How long a claimed message stays reserved for its worker.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.worker.lease_ms)
+    }
+
+    /// The longest one delivery attempt may take.
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.worker.send_timeout_ms)
+    }
+
+    /// Checks relations between settings that serde cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.worker.max_in_flight == 0 {
+            return Err("worker.max_in_flight must be at least 1".into());
+        }
+        if self.worker.lease_ms <= self.worker.send_timeout_ms {
+            return Err(format!(
+                "worker.lease_ms ({}) must be longer than worker.send_timeout_ms ({}), or a slow send could be claimed twice",
+                self.worker.lease_ms, self.worker.send_timeout_ms
+            ));
+        }
+        if self.retry.max_attempts == 0 {
+            return Err("retry.max_attempts must be at least 1".into());
+        }
+        if self.limits.max_recipients == 0 {
+            return Err("limits.max_recipients must be at least 1".into());
+        }
+        if self.circuit.failures == 0 {
+            return Err("circuit.failures must be at least 1".into());
+        }
+        if self.circuit.cooldown_ms == 0 || self.circuit.max_cooldown_ms < self.circuit.cooldown_ms
+        {
+            return Err(format!(
+                "circuit.cooldown_ms ({}) must be at least 1 and at most circuit.max_cooldown_ms ({})",
+                self.circuit.cooldown_ms, self.circuit.max_cooldown_ms
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for ingest in &self.ingest {
+            if ingest.name.is_empty() || !names.insert(ingest.name.as_str()) {
+                return Err(format!(
+                    "ingest names must be unique and not empty: `{}`",
+                    ingest.name
+                ));
+            }
+            if let IngestKind::Amqp { prefetch, .. } = ingest.kind
+                && !(1..=1000).contains(&prefetch)
+            {
+                return Err(format!(
+                    "ingest `{}`: prefetch must be between 1 and 1000, not {prefetch}",
+                    ingest.name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that the API may listen on `listen`: without API tokens, only on a
+    /// loopback address, which no other machine can reach.
+    pub fn check_listen(&self) -> Result<(), String> {
+        if self.auth.tokens.is_empty() && !self.listen.ip().is_loopback() {
+            return Err(format!(
+                "refusing to listen on {} without API tokens: anyone who can reach it could send messages. \
+                 Add [auth] tokens (make one with `herald token`), or listen on 127.0.0.1",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,230 @@
+use super::*;
+use crate::domain::Secret;
+use crate::provider::ProviderKind;
+use crate::ratelimit::Cap;
+
+/// Parses `text` inside figment's jail: the environment is read under a global
+/// lock, so a test that sets `HERALD_…` variables cannot leak into another.
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+fn parse(text: &str) -> Config {
+    let mut parsed = None;
+    figment::Jail::expect_with(|_| {
+        parsed = Some(Config::from_toml(text).expect("valid config"));
+        Ok(())
+    });
+    parsed.expect("the jail ran")
+}
+
+#[test]
+fn no_file_gives_working_defaults() {
+    let c = parse("");
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+    assert!(c.providers.is_empty());
+    c.validate().unwrap();
+}
+
+#[test]
+fn providers_and_defaults_come_from_toml() {
+    let c = parse(
+        r#"
+        [defaults]
+        sms = "hook"
+        [[providers]]
+        name = "hook"
+        kind = "webhook"
+        url = "http://127.0.0.1:9190/sms"
+        channels = ["sms"]
+        rate_per_sec = 500
+        secret = "s3cret"
+        per_recipient = { per_minute = 1, per_day = 10 }
+        "#,
+    );
+    assert_eq!(c.defaults[&Channel::Sms], "hook");
+    let p = &c.providers[0];
+    assert_eq!(p.rate_per_sec, Some(500.0));
+    assert_eq!(
+        p.per_recipient.caps(),
+        [
+            Cap {
+                count: 1,
+                window_ms: 60_000
+            },
+            Cap {
+                count: 10,
+                window_ms: 86_400_000
+            }
+        ]
+    );
+    match &p.kind {
+        ProviderKind::Webhook { url, secret } => {
+            assert_eq!(url, "http://127.0.0.1:9190/sms");
+            assert_eq!(secret.as_ref().map(Secret::expose), Some("s3cret"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !format!("{c:?}").contains("s3cret"),
+        "the secret leaked into Debug"
+    );
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+fn environment_overrides_the_file() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("HERALD_WORKER__MAX_IN_FLIGHT", "7");
+        jail.set_env(
+            "HERALD_PROVIDERS",
+            r#"[{name="hook", kind="webhook", url="http://127.0.0.1:1/x"}]"#,
+        );
+        let c = Config::from_toml("[worker]\nmax_in_flight = 3").unwrap();
+        assert_eq!(c.worker.max_in_flight, 7);
+        assert_eq!(c.providers[0].name, "hook");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_public_address_without_tokens_is_refused_and_with_one_allowed() {
+    let c = parse("listen = \"0.0.0.0:8080\"");
+    c.validate().unwrap();
+    let err = c.check_listen().unwrap_err();
+    assert!(
+        err.contains("0.0.0.0:8080") && err.contains("herald token"),
+        "{err}"
+    );
+    let hash = crate::auth::TokenHash::of("t").to_string();
+    let c = parse(&format!(
+        "listen = \"0.0.0.0:8080\"\n[auth]\ntokens = [\"{hash}\"]"
+    ));
+    c.check_listen().unwrap();
+    assert_eq!(c.auth.tokens[0].to_string(), hash);
+    parse("listen = \"[::1]:8080\"").check_listen().unwrap();
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+fn a_malformed_token_hash_is_refused_naming_the_key() {
+    let mut err = None;
+    figment::Jail::expect_with(|_| {
+        err = Config::from_toml("[auth]\ntokens = [\"abc\"]").err();
+        Ok(())
+    });
+    let err = err.expect("refused").to_string();
+    assert!(
+        err.contains("auth.tokens") && err.contains("sha256:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_store_password_is_hidden_when_the_store_is_shown() {
+    let shown = |store: &str| {
+        Config {
+            store: store.into(),
+            ..Config::default()
+        }
+        .store_for_display()
+    };
+    assert_eq!(
+        shown("postgres://herald:pa:ss@db.example:5432/herald?sslmode=disable"),
+        "postgres://herald:***@db.example:5432/herald?sslmode=disable"
+    );
+    assert_eq!(
+        shown("redis://:secret@127.0.0.1:6379/0"),
+        "redis://:***@127.0.0.1:6379/0"
+    );
+    assert_eq!(shown("postgres://herald@db/x"), "postgres://herald@db/x");
+    assert_eq!(shown("herald-data"), "herald-data");
+}
+
+#[test]
+fn failover_lists_and_circuit_settings_come_from_toml() {
+    let c = parse(
+        r#"
+        [failover]
+        sms = ["ali", "tc"]
+        [circuit]
+        failures = 3
+        cooldown_ms = 1000
+        "#,
+    );
+    assert_eq!(c.failover[&Channel::Sms], ["ali", "tc"]);
+    assert_eq!(
+        (
+            c.circuit.failures,
+            c.circuit.cooldown_ms,
+            c.circuit.max_cooldown_ms
+        ),
+        (3, 1_000, 600_000)
+    );
+    c.validate().unwrap();
+    let e = parse("[circuit]\nfailures = 0").validate().unwrap_err();
+    assert!(e.contains("circuit.failures"), "{e}");
+    let e = parse("[circuit]\ncooldown_ms = 700000")
+        .validate()
+        .unwrap_err();
+    assert!(e.contains("max_cooldown_ms"), "{e}");
+}
+
+#[test]
+fn ingest_sources_are_read_with_their_kind_and_defaults() {
+    let c = parse(
+        r#"
+        [[ingest]]
+        name = "legacy"
+        kind = "redis-list"
+        url = "redis://:pw@127.0.0.1:6379/0"
+        key = "sms_queue"
+        channel = "sms"
+        provider = "ali"
+        [[ingest]]
+        name = "mq"
+        kind = "amqp"
+        url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        queue = "sms_queue"
+        "#,
+    );
+    c.validate().unwrap();
+    let legacy = &c.ingest[0];
+    assert_eq!(legacy.channel, Some(Channel::Sms));
+    assert_eq!(legacy.provider.as_deref(), Some("ali"));
+    match &legacy.kind {
+        IngestKind::RedisList {
+            key,
+            processing_key,
+            ..
+        } => {
+            assert_eq!(key, "sms_queue");
+            assert_eq!(processing_key, &None);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        matches!(c.ingest[1].kind, IngestKind::Amqp { prefetch: 16, .. }),
+        "{:?}",
+        c.ingest[1]
+    );
+    assert!(
+        !format!("{c:?}").contains("pw@"),
+        "the URL leaked into Debug"
+    );
+}
+
+#[test]
+fn an_ingest_prefetch_of_zero_and_a_repeated_name_are_refused() {
+    let c = parse(
+        "[[ingest]]\nname = \"mq\"\nkind = \"amqp\"\nurl = \"amqp://h\"\nqueue = \"q\"\nprefetch = 0",
+    );
+    assert!(c.validate().unwrap_err().contains("prefetch"));
+    let source =
+        "[[ingest]]\nname = \"a\"\nkind = \"redis-list\"\nurl = \"redis://h\"\nkey = \"k\"\n";
+    let c = parse(&format!("{source}{source}"));
+    assert!(c.validate().unwrap_err().contains("unique"));
+}
+
+#[test]
+fn a_lease_shorter_than_the_send_timeout_is_refused() {
+    let c = parse("[worker]\nlease_ms = 1000\nsend_timeout_ms = 2000");
+    assert!(c.validate().unwrap_err().contains("lease_ms"));
+}
