@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppState, BatchView, Error, batch_id, not_found};
+use super::batch::{batch_id, not_found};
+use super::{AppState, BatchView, Error};
 use crate::domain::{BatchId, Counts};
 use crate::queue::{BatchSummary, Queue};
 

@@ -17,16 +17,16 @@ use schemars::transform::transform_subschemas;
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
+use super::batch::{ACTIONS, BatchesParams, MessagesParams};
 use super::error::ErrorBody;
 use super::events::Progress;
 use super::receipts::Tally;
+use super::route::{Health, Index};
 use super::seed::SeedAnswer;
+use super::submit::SubmitParams;
 use super::suppressions::{self, AddRequest, RemoveRequest};
 use super::templates::{self, TemplatePage, TemplateRequest, TemplateView};
-use super::{
-    ACTIONS, Access, BatchPage, BatchView, BatchesParams, Health, Index, MessagePage,
-    MessagesParams, SubmitParams,
-};
+use super::{Access, BatchPage, BatchView, MessagePage};
 use crate::ingest::job::SmsJob;
 use crate::intake::{BatchRequest, Report};
 use crate::provider::WireReceipt;
@@ -135,7 +135,7 @@ fn operations(path: &str, s: &mut Schemas) -> Vec<Operation> {
                 .description("JSON (`application/json`), NDJSON (`application/x-ndjson` or `application/jsonl`: the batch without `recipients`, then a recipient per line) or CSV (`text/csv`: the batch's options in the query — channel, template or template_id, subject, provider, priority, send_at, reject_recent_duplicates, dry_run —, a header row `to`, optional `ref`, then variables). `202` once stored; nothing is stored on any other answer.")
                 .parameters(s.query::<SubmitParams>(&[]))
                 .parameters([
-                    header("Idempotency-Key", json!({"type": "string", "minLength": 1, "maxLength": super::MAX_IDEMPOTENCY_KEY}), "A replay with the same key and body answers what the first did; another body, `409`."),
+                    header("Idempotency-Key", json!({"type": "string", "minLength": 1, "maxLength": super::submit::MAX_IDEMPOTENCY_KEY}), "A replay with the same key and body answers what the first did; another body, `409`."),
                     header("Content-Digest", json!({"type": "string"}), "`sha-256=:<base64>:` of an upload's body (RFC 9530)."),
                 ])
                 .body([

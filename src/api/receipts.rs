@@ -11,7 +11,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{AppState, Error, body_bytes};
+use super::request::body_bytes;
+use super::{AppState, Error};
 use crate::provider::{ReceiptAnswer, ReceiptError, ReceiptRequest};
 use crate::queue::{ReceiptEffect, Suppression};
 use crate::recipient;

@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, Error, body_bytes, page_limit, parse_json, query_params};
+use super::request::{DEFAULT_PAGE, MAX_PAGE, body_bytes, page_limit, parse_json, query_params};
+use super::{AppState, Error};
 use crate::domain::ProviderTemplate;
 use crate::domain::{Channel, format_ms};
 use crate::queue::Template;
@@ -192,7 +193,7 @@ pub(super) async fn delete(
 pub(super) struct ListParams {
     /// A page's `next_after`.
     after: Option<String>,
-    #[schemars(range(min = 1, max = super::MAX_PAGE), extend("default" = super::DEFAULT_PAGE))]
+    #[schemars(range(min = 1, max = MAX_PAGE), extend("default" = DEFAULT_PAGE))]
     limit: Option<u32>,
 }
 

@@ -1,13 +1,17 @@
 //! Router tests without sockets: requests go through `router(state).oneshot(…)`
 //! to a real store in a temp dir.
 
+use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-
-use crate::auth::Tokens;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+use crate::auth::Tokens;
+use crate::config::Config;
+use crate::provider::Registry;
+use crate::queue::Queue;
 
 use super::*;
 

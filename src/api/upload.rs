@@ -510,7 +510,7 @@ fn options_of<'de, R: serde_json::de::Read<'de>>(
     de: &mut serde_json::Deserializer<R>,
 ) -> Result<BatchRequest, Error> {
     let options = serde::Deserializer::deserialize_map(de, Options).map_err(|e| malformed(&e))?;
-    super::parse_json(&serde_json::to_vec(&options).unwrap_or_default())
+    super::request::parse_json(&serde_json::to_vec(&options).unwrap_or_default())
 }
 
 fn open(path: &std::path::Path) -> Result<std::io::BufReader<std::fs::File>, Error> {
@@ -584,7 +584,7 @@ pub fn json_recipients(source: JsonSource) -> Chunks {
                 let JsonSource::Memory(bytes) = &source else {
                     unreachable!("only a spooled body names its errors as it goes")
                 };
-                Some(match super::parse_json::<BatchRequest>(bytes) {
+                Some(match super::request::parse_json::<BatchRequest>(bytes) {
                     Err(Error::Malformed { field, message }) => {
                         intake::Error::Malformed { field, message }
                     }

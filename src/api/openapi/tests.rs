@@ -11,7 +11,8 @@ use tower::ServiceExt;
 use super::super::tests::{
     call, concrete, get, post_json, read_events, served, test_state, test_state_with,
 };
-use super::super::{Access, Router, router};
+use super::super::{Access, router};
+use axum::Router;
 
 /// The document as served.
 fn document() -> Value {
