@@ -8,8 +8,9 @@ use axum::extract::{Path, Query, State};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::error::Error;
 use super::request::{DEFAULT_PAGE, MAX_PAGE, limit_within, page_limit, query_params};
-use super::{AppState, Error};
+use super::state::AppState;
 use crate::domain::{BatchId, Counts, MessageState, batch_state, format_ms};
 use crate::queue::{BatchSummary, Control, MessageQuery, MessageRecord};
 

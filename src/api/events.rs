@@ -20,8 +20,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::batch::{batch_id, not_found};
-use super::{AppState, BatchView, Error};
+use super::batch::{BatchView, batch_id, not_found};
+use super::error::Error;
+use super::state::AppState;
 use crate::domain::{BatchId, Counts};
 use crate::queue::{BatchSummary, Queue};
 

@@ -6,7 +6,7 @@ use axum::extract::Query;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::http::{HeaderMap, StatusCode};
 
-use super::Error;
+use super::error::Error;
 
 /// Messages per page when the caller does not say, and at most.
 pub(super) const DEFAULT_PAGE: u32 = 100;

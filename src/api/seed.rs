@@ -12,9 +12,9 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::AppState;
 use super::error::{Error, SeedError};
 use super::request::{body_bytes, parse_json};
+use super::state::AppState;
 use super::submit::accepted_response;
 use crate::domain::Channel;
 use crate::ingest::job::SmsJob;

@@ -9,8 +9,10 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::error::Error;
 use super::request::{charset, media_type, parse_json};
-use super::{AppState, Error, upload};
+use super::state::AppState;
+use super::upload;
 use crate::intake::{Arrival, BatchRequest, Submitted};
 
 /// The longest `Idempotency-Key` accepted.

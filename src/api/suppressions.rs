@@ -12,10 +12,11 @@ use axum::http::HeaderMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::error::Error;
 use super::request::{
     DEFAULT_PAGE, MAX_PAGE, body_bytes, charset, media_type, page_limit, parse_json, query_params,
 };
-use super::{AppState, Error};
+use super::state::AppState;
 use crate::csv_input;
 use crate::domain::{Channel, format_ms};
 use crate::queue::Suppression;

@@ -13,8 +13,9 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::error::Error;
 use super::request::{DEFAULT_PAGE, MAX_PAGE, body_bytes, page_limit, parse_json, query_params};
-use super::{AppState, Error};
+use super::state::AppState;
 use crate::domain::ProviderTemplate;
 use crate::domain::{Channel, format_ms};
 use crate::queue::Template;

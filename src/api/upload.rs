@@ -19,7 +19,7 @@
 use futures_util::Stream;
 use serde::Deserialize;
 
-use super::Error;
+use super::error::Error;
 use crate::csv_input::RecipientColumns;
 use crate::domain::Channel;
 use crate::intake::{self, BatchRequest, RecipientSpec, TemplateSpec};

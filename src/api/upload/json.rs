@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::line::too_large;
 use super::{CHUNK, Chunks, FIRST_CHUNK, outline};
-use crate::api::Error;
+use crate::api::error::Error;
 use crate::intake::{self, BatchRequest, RecipientSpec};
 
 /// A batch's JSON body: in memory when it is small, else in a temporary file.

@@ -5,7 +5,7 @@ use axum::body::{Body, BodyDataStream};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::api::Error;
+use crate::api::error::Error;
 use crate::intake;
 
 /// The longest line an upload may have.
