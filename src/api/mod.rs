@@ -1,8 +1,8 @@
 //! The HTTP API (axum). Its parts:
 //!
-//! - `route`: the routes table ([`routes`]), the one list that builds the
-//!   router, the OpenAPI document, the `GET /v1` index and the token tests; the
-//!   token check; `/healthz` and `/metrics`.
+//! - `route`: the routes table (`routes()`), the one list that builds the
+//!   router, the OpenAPI document (`GET /openapi.json`), the `GET /v1` index and
+//!   the token tests; the token check; `/healthz` and `/metrics`.
 //! - `state`: [`AppState`], what every handler shares.
 //! - `submit`: `POST /v1/batches` accepts a batch (JSON, or streamed as NDJSON or
 //!   CSV through `upload`), with its idempotency key and dry run.
@@ -13,8 +13,8 @@
 //!   to message; `seed` keeps the seed recipe's `POST /send-sms` working;
 //!   `receipts` takes the providers' delivery receipts.
 //! - `GET /` and `/assets/{name}` serve the web page (`crate::web`).
-//! - `openapi` serves `GET /openapi.json`, built from [`routes`] and the
-//!   handlers' types.
+//! - `openapi` builds the OpenAPI document from the table and the handlers'
+//!   types; its `path` says what each route's methods take and answer.
 //! - `request` reads query strings, bodies and JSON; `error` holds the one error
 //!   type every route answers with.
 
@@ -36,7 +36,6 @@ pub use self::batch::{BatchPage, BatchView, MessagePage, MessageView};
 pub use self::error::Error;
 pub use self::events::Progress;
 pub use self::route::router;
-pub(crate) use self::route::{Access, routes};
 pub use self::state::AppState;
 
 #[cfg(test)]

@@ -1,66 +1,82 @@
-//! The routes table: every path, who may call it and its handlers, and the
-//! router built from it (with the token check), plus the small routes that
-//! describe the server (`/v1`, `/healthz`, `/metrics`).
+//! The routes table: every path, who may call it, its handlers and what its
+//! methods take and answer. The router, the OpenAPI document (`GET /openapi.json`)
+//! and the index (`GET /v1`) are all built from it here, with the token check
+//! and the small routes that describe the server (`/healthz`, `/metrics`).
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
-use axum::extract::DefaultBodyLimit;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use schemars::JsonSchema;
 use serde::Serialize;
+use serde_json::{Value, json};
 
-use super::{
-    AppState, Error, batch, events, openapi, receipts, seed, submit, suppressions, templates,
-};
-use crate::auth::Tokens;
+use super::error::Error;
+use super::openapi::{self, Describe, Operation, Schemas, json_of, op, path, text};
+use super::state::AppState;
+use super::{batch, events, receipts, seed, submit, suppressions, templates};
+use crate::auth::{Access, Tokens};
 
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Access {
-    /// Anyone: the route shows nothing of the store.
-    Public,
-    /// With API tokens configured, only a caller presenting one.
-    Token,
-}
-
-/// Every route: its path, who may call it and its handlers. [`router`] serves
-/// exactly these, the OpenAPI document lists exactly these paths with the
-/// security of their access, and tests hold the token check to them.
-pub(crate) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
+/// Every route: its path, who may call it, its handlers and what they take and
+/// answer. [`router`] serves exactly these, the OpenAPI document lists exactly
+/// these paths with the security of their access, the `/v1` index names exactly
+/// these, and tests hold the token check to them.
+pub(super) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>, Describe)> {
     use Access::{Public, Token};
     vec![
-        ("/", Public, get(crate::web::page)),
-        ("/assets/{name}", Public, get(crate::web::asset)),
-        ("/v1", Public, get(index)),
+        ("/", Public, get(crate::web::page), path::page),
+        (
+            "/assets/{name}",
+            Public,
+            get(crate::web::asset),
+            path::assets,
+        ),
+        ("/v1", Public, get(index), index_operations),
         (
             "/healthz",
             Public,
             get(|| async { Json(Health { status: "ok" }) }),
+            health_operations,
         ),
         (
             "/v1/batches",
             Token,
             post(submit::create_batch).get(batch::list_batches),
+            path::batches,
         ),
-        ("/v1/batches/{id}", Token, get(batch::get_batch)),
+        (
+            "/v1/batches/{id}",
+            Token,
+            get(batch::get_batch),
+            path::batch,
+        ),
         (
             "/v1/batches/{id}/messages",
             Token,
             get(batch::list_messages),
+            path::messages,
         ),
-        ("/v1/batches/{id}/events", Token, get(events::batch_events)),
+        (
+            "/v1/batches/{id}/events",
+            Token,
+            get(events::batch_events),
+            path::events,
+        ),
         (
             "/v1/batches/{id}/{action}",
             Token,
             post(batch::control_batch),
+            path::control,
         ),
         (
             "/v1/templates",
             Token,
             post(templates::create).get(templates::list),
+            path::templates,
         ),
         (
             "/v1/templates/{id}",
@@ -68,6 +84,7 @@ pub(crate) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
             get(templates::get)
                 .put(templates::replace)
                 .delete(templates::delete),
+            path::template,
         ),
         (
             "/v1/suppressions",
@@ -75,13 +92,19 @@ pub(crate) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
             post(suppressions::add)
                 .get(suppressions::list)
                 .delete(suppressions::remove),
+            path::suppressions,
         ),
-        ("/send-sms", Token, post(seed::send_sms)),
+        ("/send-sms", Token, post(seed::send_sms), path::send_sms),
         // Providers cannot present a bearer token: each request is checked by the
         // provider's own signature where it has one (see the README).
-        ("/v1/receipts/{provider}", Public, post(receipts::receive)),
-        ("/metrics", Token, get(metrics)),
-        ("/openapi.json", Public, get(openapi::document)),
+        (
+            "/v1/receipts/{provider}",
+            Public,
+            post(receipts::receive),
+            path::receipts,
+        ),
+        ("/metrics", Token, get(metrics), metrics_operations),
+        ("/openapi.json", Public, get(document), document_operations),
     ]
 }
 
@@ -90,7 +113,7 @@ pub(crate) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>)> {
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let check = axum::middleware::from_fn_with_state(state.tokens.clone(), require_token);
     let mut router = Router::new();
-    for (path, access, handlers) in routes() {
+    for (path, access, handlers, _) in routes() {
         router = router.route(
             path,
             match access {
@@ -152,69 +175,89 @@ pub(crate) struct Health {
     status: &'static str,
 }
 
-/// `GET /v1`'s answer: what this server is and where its main routes are. (Its
+/// `GET /v1`'s answer: what this server is and where its routes are. (Its
 /// fields are in the order the answer has always been written in.)
 #[derive(Debug, Serialize, JsonSchema)]
 pub(crate) struct Index {
     /// `herald`.
     name: &'static str,
-    /// `METHOD path` to what it does.
-    routes: BTreeMap<&'static str, &'static str>,
+    /// `METHOD path` to what it does, for every route and method served.
+    routes: BTreeMap<String, String>,
     version: &'static str,
 }
 
 /// What this server is and where its routes are, for a script exploring the API
-/// (`/` is the web page).
+/// (`/` is the web page): every route of [`routes`], each method by the summary
+/// the OpenAPI document gives it.
 async fn index() -> Json<Index> {
     Json(Index {
         name: "herald",
         version: env!("CARGO_PKG_VERSION"),
-        routes: BTreeMap::from([
-            (
-                "POST /v1/batches",
-                "accept a batch: {channel, template: {body, subject?}, recipients: [{to, vars?, ref?}]}",
-            ),
-            (
-                "GET /v1/batches?limit=&before=",
-                "the batches, newest first",
-            ),
-            ("GET /v1/batches/{id}", "state and counts"),
-            (
-                "GET /v1/batches/{id}/events",
-                "progress as server-sent events, until the batch is finished",
-            ),
-            (
-                "GET /v1/batches/{id}/messages?state=&after=&limit=",
-                "the per-recipient ledger",
-            ),
-            (
-                "POST /v1/batches/{id}/pause|resume|cancel|retry",
-                "control a batch",
-            ),
-            (
-                "POST /v1/templates, GET /v1/templates?after=&limit=",
-                "store a template, list them",
-            ),
-            (
-                "GET|PUT|DELETE /v1/templates/{id}",
-                "read, replace or delete a template",
-            ),
-            (
-                "POST|GET|DELETE /v1/suppressions",
-                "add, list or remove recipients who must not be messaged",
-            ),
-            (
-                "POST /send-sms",
-                "the classic request: template_id, mobiles[], content",
-            ),
-            (
-                "POST /v1/receipts/{provider}",
-                "delivery receipts from a configured provider",
-            ),
-            ("GET /healthz", "liveness"),
-            ("GET /", "the web page"),
-            ("GET /metrics", "Prometheus metrics"),
-            ("GET /openapi.json", "every route, in OpenAPI 3.1"),
-        ]),
+        routes: INDEX.clone(),
     })
+}
+
+/// `GET /v1`'s routes: `METHOD path` to the summary of that operation, for every
+/// route of [`routes`].
+static INDEX: LazyLock<BTreeMap<String, String>> = LazyLock::new(|| {
+    let paths = &DESCRIBED["paths"];
+    routes()
+        .into_iter()
+        .flat_map(|(path, ..)| {
+            let operations = paths[path].as_object().cloned().unwrap_or_default();
+            operations.into_iter().map(move |(method, operation)| {
+                let summary = operation["summary"].as_str().unwrap_or_default().to_owned();
+                (format!("{} {path}", method.to_uppercase()), summary)
+            })
+        })
+        .collect()
+});
+
+/// The OpenAPI document of [`routes`], built once.
+static DESCRIBED: LazyLock<Value> = LazyLock::new(|| {
+    openapi::build(
+        routes()
+            .into_iter()
+            .map(|(path, access, _, describe)| (path, access, describe)),
+    )
+});
+
+/// The document, as served.
+pub(super) static DOCUMENT: LazyLock<String> = LazyLock::new(|| DESCRIBED.to_string());
+
+/// `GET /openapi.json`: the API described in OpenAPI 3.1.
+async fn document() -> Response {
+    ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
+}
+
+/// What `/v1` takes and answers.
+fn index_operations(s: &mut Schemas) -> Vec<Operation> {
+    vec![op("get", "What this server is").answer(
+        200,
+        "The server's name, version and main routes.",
+        [json_of(s.answer::<Index>())],
+    )]
+}
+
+/// What `/healthz` takes and answers.
+fn health_operations(s: &mut Schemas) -> Vec<Operation> {
+    vec![op("get", "Liveness").answer(200, "Alive.", [json_of(s.answer::<Health>())])]
+}
+
+/// What `/openapi.json` takes and answers.
+fn document_operations(_s: &mut Schemas) -> Vec<Operation> {
+    vec![op("get", "This document").answer(
+        200,
+        "The OpenAPI document.",
+        [json_of(json!({"type": "object"}))],
+    )]
+}
+
+/// What `/metrics` takes and answers.
+fn metrics_operations(_s: &mut Schemas) -> Vec<Operation> {
+    vec![op("get", "Prometheus metrics").answer(
+        200,
+        "Prometheus's text format 0.0.4.",
+        [("text/plain", text())],
+    )]
 }

@@ -11,12 +11,13 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use self::schema::{check, resolve};
+use super::super::router;
 use super::super::tests::{call, get, served, test_state};
-use super::super::{Access, router};
+use crate::auth::Access;
 
 /// The document as served.
 fn document() -> Value {
-    serde_json::from_str(&super::DOCUMENT).expect("the document is JSON")
+    serde_json::from_str(&super::super::route::DOCUMENT).expect("the document is JSON")
 }
 
 #[tokio::test]
