@@ -1,6 +1,7 @@
-//! API tokens: made at random by `herald token`, configured as their SHA-256
-//! hashes (`[auth] tokens = ["sha256:<hex>"]`), so that the configuration holds
-//! nothing a reader could present, and checked in constant time.
+//! Who may call a route ([`Access`]), and API tokens: made at random by
+//! `herald token`, configured as their SHA-256 hashes
+//! (`[auth] tokens = ["sha256:<hex>"]`), so that the configuration holds nothing
+//! a reader could present, and checked in constant time.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,6 +15,15 @@ const SCHEME: &str = "sha256:";
 /// How a token made by `herald token` starts, so that one is recognisable in a
 /// leaked file or a secret scanner.
 const TOKEN_PREFIX: &str = "herald_";
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Anyone: the route shows nothing of the store.
+    Public,
+    /// With API tokens configured, only a caller presenting one.
+    Token,
+}
 
 /// The SHA-256 hash of one API token, written `sha256:` and 64 hex digits.
 #[derive(Clone, PartialEq, Eq, Deserialize)]

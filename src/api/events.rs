@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{AppState, BatchView, Error, batch_id, not_found};
+use super::batch::{BatchView, batch_id, not_found};
+use super::error::Error;
+use super::state::AppState;
 use crate::domain::{BatchId, Counts};
 use crate::queue::{BatchSummary, Queue};
 

@@ -1,51 +1,35 @@
-//! `GET /openapi.json`: the API described in OpenAPI 3.1, built from the code once.
-//! Its paths are [`super::routes`]'s, each with the security of its route's access;
-//! [`operations`] says what each path's methods take and answer; and every schema
-//! is derived with `schemars` from the types the handlers read (as they deserialize)
-//! and write (as they serialize), so a field added to one is in the document with
-//! no edit here. Tests hold it to the router: it describes every route and method
-//! served and no other, real answers of every operation fit the schema it
-//! documents for their status, and the JSON requests accepted fit their schemas.
+//! The API described in OpenAPI 3.1, built from the code once: [`build`] takes
+//! the routes table of `api::route` (each route's path, access and the function
+//! of `path` that says what its methods take and answer) and gives each path the
+//! security of its route's access. Every schema is derived with `schemars` from
+//! the types the handlers read (as they deserialize) and write (as they
+//! serialize), so a field added to one is in the document with no edit here.
+//! Tests hold it to the router: it describes every route and method served and no
+//! other, real answers of every operation fit the schema it documents for their
+//! status, and the JSON requests accepted fit their schemas.
 
 use std::collections::BTreeMap;
-use std::sync::LazyLock;
 
-use axum::http::header::CONTENT_TYPE;
-use axum::response::{IntoResponse, Response};
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use schemars::transform::transform_subschemas;
 use schemars::{JsonSchema, Schema};
 use serde_json::{Map, Value, json};
 
 use super::error::ErrorBody;
-use super::events::Progress;
-use super::receipts::Tally;
-use super::seed::SeedAnswer;
-use super::suppressions::{self, AddRequest, RemoveRequest};
-use super::templates::{self, TemplatePage, TemplateRequest, TemplateView};
-use super::{
-    ACTIONS, Access, BatchPage, BatchView, BatchesParams, Health, Index, MessagePage,
-    MessagesParams, SubmitParams,
-};
-use crate::ingest::job::SmsJob;
-use crate::intake::{BatchRequest, Report};
-use crate::provider::WireReceipt;
-use crate::provider::receipt::{ALIYUN_ANSWER, AliyunReport, TENCENT_ANSWER, TencentReport};
+use crate::auth::Access;
 
-/// The document, as served.
-static DOCUMENT: LazyLock<String> = LazyLock::new(|| build().to_string());
+pub(super) mod path;
 
-pub(super) async fn document() -> Response {
-    ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
-}
+/// What a route's methods take and answer, their schemas drawn from `Schemas`.
+pub(super) type Describe = fn(&mut Schemas) -> Vec<Operation>;
 
-/// The whole document: every route of [`super::routes`] with its operations.
-fn build() -> Value {
+/// The whole document: every route of `routes` with its operations.
+pub(super) fn build(routes: impl IntoIterator<Item = (&'static str, Access, Describe)>) -> Value {
     let mut schemas = Schemas::new();
     let error = schemas.answer::<ErrorBody>();
     let mut paths = Map::new();
-    for (path, access, _) in super::routes() {
-        let item: Map<String, Value> = operations(path, &mut schemas)
+    for (path, access, describe) in routes {
+        let item: Map<String, Value> = describe(&mut schemas)
             .into_iter()
             .map(|operation| operation.finish(access))
             .collect();
@@ -89,195 +73,10 @@ fn build() -> Value {
     document
 }
 
-/// What the methods of route `path` take and answer.
-fn operations(path: &str, s: &mut Schemas) -> Vec<Operation> {
-    let batch_id = path_parameter("id", json!({"type": "string", "format": "uuid"}), "");
-    match path {
-        "/" => vec![
-            op("get", "The web page")
-                .description("The page that composes, sends and follows batches through this API. Served with an `ETag` and `Cache-Control: no-cache`.")
-                .parameters([if_none_match()])
-                .answer(200, "The page.", [("text/html", text())])
-                .answer(304, "The browser's copy is current.", []),
-        ],
-        "/assets/{name}" => {
-            let assets: Vec<_> = crate::web::assets().collect();
-            let names: Vec<_> = assets.iter().map(|(name, _)| *name).collect();
-            vec![
-                op("get", "The web page's script and stylesheet")
-                    .description("Served with an `ETag` and `Cache-Control: no-cache`.")
-                    .parameters([
-                        path_parameter("name", json!({"type": "string", "enum": names}), ""),
-                        if_none_match(),
-                    ])
-                    .answer(200, "The file.", assets.iter().map(|(_, media)| (*media, text())))
-                    .answer(304, "The browser's copy is current.", [])
-                    .answer(404, "No asset has that name.", [("text/plain", text())]),
-            ]
-        }
-        "/v1" => vec![
-            op("get", "What this server is")
-                .answer(200, "The server's name, version and main routes.", [json_of(s.answer::<Index>())]),
-        ],
-        "/healthz" => vec![
-            op("get", "Liveness").answer(200, "Alive.", [json_of(s.answer::<Health>())]),
-        ],
-        "/openapi.json" => vec![
-            op("get", "This document")
-                .answer(200, "The OpenAPI document.", [json_of(json!({"type": "object"}))]),
-        ],
-        "/metrics" => vec![
-            op("get", "Prometheus metrics")
-                .answer(200, "Prometheus's text format 0.0.4.", [("text/plain", text())]),
-        ],
-        "/v1/batches" => vec![
-            op("post", "Accept a batch")
-                .description("JSON (`application/json`), NDJSON (`application/x-ndjson` or `application/jsonl`: the batch without `recipients`, then a recipient per line) or CSV (`text/csv`: the batch's options in the query — channel, template or template_id, subject, provider, priority, send_at, reject_recent_duplicates, dry_run —, a header row `to`, optional `ref`, then variables). `202` once stored; nothing is stored on any other answer.")
-                .parameters(s.query::<SubmitParams>(&[]))
-                .parameters([
-                    header("Idempotency-Key", json!({"type": "string", "minLength": 1, "maxLength": super::MAX_IDEMPOTENCY_KEY}), "A replay with the same key and body answers what the first did; another body, `409`."),
-                    header("Content-Digest", json!({"type": "string"}), "`sha-256=:<base64>:` of an upload's body (RFC 9530)."),
-                ])
-                .body([
-                    json_of(s.request::<BatchRequest>()),
-                    ("application/x-ndjson", text()),
-                    ("application/jsonl", text()),
-                    ("text/csv", text()),
-                ])
-                .answer(202, "Stored; a replay of an idempotent submit also carries `Idempotent-Replayed: true`.", [json_of(s.answer::<Report>())])
-                .answer(200, "The report of a dry run.", [json_of(s.answer::<Report>())])
-                .errors(&[400, 409, 413, 422]),
-            op("get", "List batches, newest first")
-                .parameters(s.query::<BatchesParams>(&[]))
-                .answer(200, "A page of batches.", [json_of(s.answer::<BatchPage>())])
-                .errors(&[400, 422]),
-        ],
-        "/v1/batches/{id}" => vec![
-            op("get", "A batch's state and counts")
-                .parameters([batch_id])
-                .answer(200, "The batch.", [json_of(s.answer::<BatchView>())])
-                .errors(&[404]),
-        ],
-        "/v1/batches/{id}/messages" => vec![
-            op("get", "A batch's ledger, in recipient order")
-                .parameters([batch_id])
-                .parameters(s.query::<MessagesParams>(&[]))
-                .answer(200, "A page of messages.", [json_of(s.answer::<MessagePage>())])
-                .errors(&[400, 404, 422]),
-        ],
-        "/v1/batches/{id}/events" => vec![
-            op("get", "A batch's progress as server-sent events")
-                .description("`event: progress` at once and on every change (at most four a second), `event: end` when nothing is left pending, sending, paused or of unknown outcome, then the stream closes. Each event's `data` is one line of JSON, a `Progress`. A `: keep-alive` comment comes every 15 s.")
-                .parameters([batch_id])
-                .answer(200, "The event stream; each event's data is a Progress.", [("text/event-stream", s.answer::<Progress>())])
-                .errors(&[404]),
-        ],
-        "/v1/batches/{id}/{action}" => {
-            let actions: Vec<_> = ACTIONS.iter().map(|(name, _)| *name).collect();
-            vec![
-                op("post", "Pause, resume, cancel or retry a batch")
-                    .description("`retry` requeues the failed messages, and only those, with a fresh attempt budget.")
-                    .parameters([batch_id, path_parameter("action", json!({"type": "string", "enum": actions}), "")])
-                    .answer(200, "The batch after the action.", [json_of(s.answer::<BatchView>())])
-                    .errors(&[404, 409]),
-            ]
-        }
-        "/v1/templates" => vec![
-            op("post", "Store a template")
-                .body([json_of(s.request::<TemplateRequest>())])
-                .answer(201, "Stored as version 1.", [json_of(s.answer::<TemplateView>())])
-                .errors(&[400, 409, 422]),
-            op("get", "List templates by id")
-                .parameters(s.query::<templates::ListParams>(&[]))
-                .answer(200, "A page of templates.", [json_of(s.answer::<TemplatePage>())])
-                .errors(&[400, 422]),
-        ],
-        "/v1/templates/{id}" => {
-            let id = path_parameter("id", json!({"type": "string"}), "");
-            vec![
-                op("get", "Read a template")
-                    .parameters([id.clone()])
-                    .answer(200, "The template.", [json_of(s.answer::<TemplateView>())])
-                    .errors(&[404]),
-                op("put", "Replace a template (its version goes up)")
-                    .parameters([id.clone()])
-                    .body([json_of(s.request::<TemplateRequest>())])
-                    .answer(200, "The new version.", [json_of(s.answer::<TemplateView>())])
-                    .errors(&[400, 404, 422]),
-                op("delete", "Delete a template; accepted batches keep their text")
-                    .parameters([id])
-                    .answer(204, "Deleted.", [])
-                    .errors(&[404]),
-            ]
-        }
-        "/v1/suppressions" => vec![
-            op("post", "Add recipients who must not be messaged")
-                .description("JSON, or a CSV upload (`text/csv`, `?channel=&reason=`, lines `address[,reason]`).")
-                .parameters(s.query::<suppressions::Params>(&["channel", "reason"]))
-                .body([json_of(s.request::<AddRequest>()), ("text/csv", text())])
-                .answer(200, "What was added, updated and refused.", [json_of(s.answer::<suppressions::Added>())])
-                .errors(&[400, 413, 422]),
-            op("get", "List suppressions")
-                .parameters(s.query::<suppressions::Params>(&["channel", "after", "limit"]))
-                .answer(200, "A page of suppressions.", [json_of(s.answer::<suppressions::Page>())])
-                .errors(&[400, 422]),
-            op("delete", "Remove suppressions")
-                .body([json_of(s.request::<RemoveRequest>())])
-                .answer(200, "How many were removed.", [json_of(s.answer::<suppressions::Removed>())])
-                .errors(&[400, 422]),
-        ],
-        "/send-sms" => vec![
-            op("post", "The classic send-SMS request")
-                .description("`template_id`, `mobiles[]` and `content`, form-encoded (as jQuery sends them) or JSON. Errors carry `success: false`.")
-                .body([
-                    ("application/x-www-form-urlencoded", s.request::<SmsJob>()),
-                    json_of(s.request::<SmsJob>()),
-                ])
-                .answer(202, "Queued.", [json_of(s.answer::<SeedAnswer>())])
-                .errors(&[400, 422]),
-        ],
-        "/v1/receipts/{provider}" => {
-            let webhook = s.request::<WireReceipt>();
-            let acknowledgement = |text: &str, description: &str| {
-                let body: Value = serde_json::from_str(text).expect("the acknowledgements are JSON");
-                json!({"const": body, "description": description})
-            };
-            vec![
-                op("post", "Delivery receipts from a provider")
-                    .description("Each provider, by its configured name, in its own format: the webhook's receipts (one object or an array of them, signed with `X-Herald-Signature: sha256=<hex of HMAC-SHA256(secret, raw body)>`; the provider needs a `secret`), Twilio's status callbacks (form-encoded, signed with `X-Twilio-Signature`; the provider needs `status_callback_url` and `auth_token`), Aliyun's `SmsReport` push and Tencent Cloud's status callback (JSON arrays, not signed). Providers cannot present a bearer token: the route needs none, and each request is checked by its provider's signature where it has one. A report moves a `sent` message to `delivered` or `undelivered`; one naming an id not recorded yet is held for a day.")
-                    .parameters([
-                        path_parameter("provider", json!({"type": "string"}), "A configured provider's `name`."),
-                        header("X-Herald-Signature", json!({"type": "string"}), "For a webhook provider: `sha256=<hex>`, required."),
-                        header("X-Twilio-Signature", json!({"type": "string"}), "For a Twilio provider: required."),
-                    ])
-                    .body([
-                        json_of(json!({"anyOf": [
-                            webhook,
-                            {"type": "array", "items": webhook},
-                            {"type": "array", "items": s.request::<AliyunReport>(), "description": "Aliyun's SmsReport push."},
-                            {"type": "array", "items": s.request::<TencentReport>(), "description": "Tencent Cloud's status callback."},
-                        ]})),
-                        ("application/x-www-form-urlencoded", json!({"type": "object", "description": "Twilio's status callback: `MessageSid`, `MessageStatus`, `ErrorCode`, `To`, …"})),
-                    ])
-                    .answer(200, "Applied: the webhook's receivers get what became of each report; Aliyun and Tencent Cloud the acknowledgement they expect.", [json_of(json!({"oneOf": [
-                        s.answer::<Tally>(),
-                        acknowledgement(ALIYUN_ANSWER, "Aliyun's acknowledgement."),
-                        acknowledgement(TENCENT_ANSWER, "Tencent Cloud's acknowledgement."),
-                    ]}))])
-                    .answer(204, "Applied (Twilio, which reads only the status).", [])
-                    .errors(&[400, 413])
-                    .answer(401, "The provider's signature is missing or wrong.", [json_of(s.answer::<ErrorBody>())])
-                    .answer(404, "No provider has that name, or it takes no receipts (a webhook without `secret`, Twilio without `status_callback_url` and `auth_token`, log, SMTP).", [json_of(s.answer::<ErrorBody>())]),
-            ]
-        }
-        _ => Vec::new(),
-    }
-}
-
 /// The schemas of the document: requests' as they deserialize, answers' as they
 /// serialize. Answers' are referred to under `components/answers` until [`Schemas::place`]
 /// puts them beside requests' in `components/schemas`.
-struct Schemas {
+pub(super) struct Schemas {
     requests: SchemaGenerator,
     answers: SchemaGenerator,
 }
@@ -302,7 +101,7 @@ impl Schemas {
     }
 
     /// The schema of an answer `T` (a `$ref` for a named type).
-    fn answer<T: JsonSchema>(&mut self) -> Value {
+    pub(super) fn answer<T: JsonSchema>(&mut self) -> Value {
         let mut schema = self.answers.subschema_for::<T>();
         closed(&mut schema);
         schema.to_value()
@@ -427,12 +226,12 @@ fn not_null(mut schema: Value) -> Value {
 }
 
 /// One operation: its method and its OpenAPI object, built up.
-struct Operation {
+pub(super) struct Operation {
     method: &'static str,
     object: Map<String, Value>,
 }
 
-fn op(method: &'static str, summary: &str) -> Operation {
+pub(super) fn op(method: &'static str, summary: &str) -> Operation {
     let mut object = Map::new();
     object.insert("summary".into(), summary.into());
     Operation { method, object }
@@ -462,7 +261,7 @@ impl Operation {
     }
 
     /// The answer of `status`, by media type (none for an empty body).
-    fn answer<'a>(
+    pub(super) fn answer<'a>(
         mut self,
         status: u16,
         description: &str,
@@ -520,11 +319,11 @@ fn media<'a>(content: impl IntoIterator<Item = (&'a str, Value)>) -> Map<String,
         .collect()
 }
 
-fn json_of(schema: Value) -> (&'static str, Value) {
+pub(super) fn json_of(schema: Value) -> (&'static str, Value) {
     ("application/json", schema)
 }
 
-fn text() -> Value {
+pub(super) fn text() -> Value {
     json!({"type": "string"})
 }
 

@@ -11,7 +11,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{AppState, Error, body_bytes};
+use super::error::Error;
+use super::request::body_bytes;
+use super::state::AppState;
 use crate::provider::{ReceiptAnswer, ReceiptError, ReceiptRequest};
 use crate::queue::{ReceiptEffect, Suppression};
 use crate::recipient;

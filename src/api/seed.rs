@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::error::{Error, SeedError};
-use super::{AppState, accepted_response, body_bytes, parse_json};
+use super::request::{body_bytes, parse_json};
+use super::state::AppState;
+use super::submit::accepted_response;
 use crate::domain::Channel;
 use crate::ingest::job::SmsJob;
 use crate::intake::{Envelope, Rejection, Report};

@@ -12,7 +12,11 @@ use axum::http::HeaderMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, Error, body_bytes, page_limit, parse_json, query_params};
+use super::error::Error;
+use super::request::{
+    DEFAULT_PAGE, MAX_PAGE, body_bytes, charset, media_type, page_limit, parse_json, query_params,
+};
+use super::state::AppState;
 use crate::csv_input;
 use crate::domain::{Channel, format_ms};
 use crate::queue::Suppression;
@@ -50,7 +54,7 @@ pub(super) struct Params {
     reason: Option<String>,
     /// A page's `next_after`.
     after: Option<String>,
-    #[schemars(range(min = 1, max = super::MAX_PAGE), extend("default" = super::DEFAULT_PAGE))]
+    #[schemars(range(min = 1, max = MAX_PAGE), extend("default" = DEFAULT_PAGE))]
     limit: Option<u32>,
 }
 
@@ -87,18 +91,19 @@ pub(super) async fn add(
     let bytes = body_bytes(body)?;
     // (where it was, the address as given, its reason)
     let (channel, rows): (Channel, Vec<(Place, String, String)>) =
-        if super::media_type(&headers).as_deref() == Some("text/csv") {
+        if media_type(&headers).as_deref() == Some("text/csv") {
             let channel = query.channel.ok_or_else(|| Error::Invalid {
                 field: "channel".into(),
                 message: "is required for a CSV upload: ?channel=sms or ?channel=email".into(),
             })?;
             let reason = query.reason.unwrap_or_else(|| DEFAULT_REASON.into());
-            let text = csv_input::decode(&bytes, super::charset(&headers).as_deref()).map_err(
-                |message| Error::Invalid {
-                    field: "charset".into(),
-                    message,
-                },
-            )?;
+            let text =
+                csv_input::decode(&bytes, charset(&headers).as_deref()).map_err(|message| {
+                    Error::Invalid {
+                        field: "charset".into(),
+                        message,
+                    }
+                })?;
             (channel, csv_rows(text.as_bytes(), &reason)?)
         } else {
             let request: AddRequest = parse_json(&bytes)?;

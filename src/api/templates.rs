@@ -13,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, Error, body_bytes, page_limit, parse_json, query_params};
+use super::error::Error;
+use super::request::{DEFAULT_PAGE, MAX_PAGE, body_bytes, page_limit, parse_json, query_params};
+use super::state::AppState;
 use crate::domain::ProviderTemplate;
 use crate::domain::{Channel, format_ms};
 use crate::queue::Template;
@@ -192,7 +194,7 @@ pub(super) async fn delete(
 pub(super) struct ListParams {
     /// A page's `next_after`.
     after: Option<String>,
-    #[schemars(range(min = 1, max = super::MAX_PAGE), extend("default" = super::DEFAULT_PAGE))]
+    #[schemars(range(min = 1, max = MAX_PAGE), extend("default" = DEFAULT_PAGE))]
     limit: Option<u32>,
 }
 

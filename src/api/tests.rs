@@ -1,13 +1,18 @@
 //! Router tests without sockets: requests go through `router(state).oneshot(…)`
 //! to a real store in a temp dir.
 
+use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-
-use crate::auth::Tokens;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+use super::route::routes;
+use crate::auth::{Access, Tokens};
+use crate::config::Config;
+use crate::provider::Registry;
+use crate::queue::Queue;
 
 use super::*;
 
@@ -246,7 +251,7 @@ pub(crate) fn concrete(path: &str) -> String {
 pub(crate) async fn served() -> Vec<(&'static str, Access, Vec<Method>)> {
     let (state, _dir) = test_state().await;
     let mut served = Vec::new();
-    for (path, access, handlers) in routes() {
+    for (path, access, handlers, _) in routes() {
         let alone = Router::new()
             .route(path, handlers)
             .with_state(state.clone());
@@ -392,4 +397,29 @@ async fn metrics_count_accepted_messages_and_read_the_queue_depth_and_extra_sect
         at(r#"herald_send_duration_seconds_bucket{provider="log",channel="sms",le="+Inf"}"#),
         0.0
     );
+}
+
+#[tokio::test]
+async fn the_index_names_every_route_and_method_served_and_no_other() {
+    let (state, _dir) = test_state().await;
+    let (status, index) = call(&router(state, 1 << 20), get("/v1")).await;
+    assert_eq!(status, StatusCode::OK, "{index}");
+    assert_eq!(index["name"], "herald");
+    assert_eq!(index["version"], env!("CARGO_PKG_VERSION"));
+    let routes = index["routes"]
+        .as_object()
+        .expect("routes by `METHOD path`");
+    for (route, summary) in routes {
+        assert!(
+            summary.as_str().is_some_and(|s| !s.is_empty()),
+            "{route} has no summary"
+        );
+    }
+    let listed: std::collections::BTreeSet<String> = routes.keys().cloned().collect();
+    let served: std::collections::BTreeSet<String> = served()
+        .await
+        .into_iter()
+        .flat_map(|(path, _, methods)| methods.into_iter().map(move |m| format!("{m} {path}")))
+        .collect();
+    assert_eq!(listed, served, "listed but not served, or the reverse");
 }

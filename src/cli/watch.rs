@@ -7,7 +7,8 @@ use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::{ServerArg, server_error};
+use super::ServerArg;
+use super::server::server_error;
 
 /// Times the stream may be opened again after it broke off, before giving up.
 const RECONNECTS: u32 = 5;

@@ -1,0 +1,250 @@
+//! What each route's methods take and answer, one function per route of the
+//! table in `api::route`, which names them beside their handlers.
+
+use serde_json::{Value, json};
+
+use super::{Operation, Schemas, header, if_none_match, json_of, op, path_parameter, text};
+use crate::api::batch::{
+    ACTIONS, BatchPage, BatchView, BatchesParams, MessagePage, MessagesParams,
+};
+use crate::api::error::ErrorBody;
+use crate::api::events::Progress;
+use crate::api::receipts::Tally;
+use crate::api::seed::SeedAnswer;
+use crate::api::submit::{MAX_IDEMPOTENCY_KEY, SubmitParams};
+use crate::api::suppressions::{self, AddRequest, RemoveRequest};
+use crate::api::templates::{self, TemplatePage, TemplateRequest, TemplateView};
+use crate::ingest::job::SmsJob;
+use crate::intake::{BatchRequest, Report};
+use crate::provider::WireReceipt;
+use crate::provider::receipt::{ALIYUN_ANSWER, AliyunReport, TENCENT_ANSWER, TencentReport};
+
+/// A batch's id, in its path.
+fn batch_id() -> Value {
+    path_parameter("id", json!({"type": "string", "format": "uuid"}), "")
+}
+
+/// What `/` takes and answers.
+pub(in crate::api) fn page(_s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("get", "The web page")
+            .description("The page that composes, sends and follows batches through this API. Served with an `ETag` and `Cache-Control: no-cache`.")
+            .parameters([if_none_match()])
+            .answer(200, "The page.", [("text/html", text())])
+            .answer(304, "The browser's copy is current.", []),
+    ]
+}
+
+/// What `/assets/{name}` takes and answers.
+pub(in crate::api) fn assets(_s: &mut Schemas) -> Vec<Operation> {
+    let assets: Vec<_> = crate::web::assets().collect();
+    let names: Vec<_> = assets.iter().map(|(name, _)| *name).collect();
+    vec![
+        op("get", "The web page's script and stylesheet")
+            .description("Served with an `ETag` and `Cache-Control: no-cache`.")
+            .parameters([
+                path_parameter("name", json!({"type": "string", "enum": names}), ""),
+                if_none_match(),
+            ])
+            .answer(
+                200,
+                "The file.",
+                assets.iter().map(|(_, media)| (*media, text())),
+            )
+            .answer(304, "The browser's copy is current.", [])
+            .answer(404, "No asset has that name.", [("text/plain", text())]),
+    ]
+}
+
+/// What `/v1/batches` takes and answers.
+pub(in crate::api) fn batches(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("post", "Accept a batch")
+            .description("JSON (`application/json`), NDJSON (`application/x-ndjson` or `application/jsonl`: the batch without `recipients`, then a recipient per line) or CSV (`text/csv`: the batch's options in the query — channel, template or template_id, subject, provider, priority, send_at, reject_recent_duplicates, dry_run —, a header row `to`, optional `ref`, then variables). `202` once stored; nothing is stored on any other answer.")
+            .parameters(s.query::<SubmitParams>(&[]))
+            .parameters([
+                header("Idempotency-Key", json!({"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY}), "A replay with the same key and body answers what the first did; another body, `409`."),
+                header("Content-Digest", json!({"type": "string"}), "`sha-256=:<base64>:` of an upload's body (RFC 9530)."),
+            ])
+            .body([
+                json_of(s.request::<BatchRequest>()),
+                ("application/x-ndjson", text()),
+                ("application/jsonl", text()),
+                ("text/csv", text()),
+            ])
+            .answer(202, "Stored; a replay of an idempotent submit also carries `Idempotent-Replayed: true`.", [json_of(s.answer::<Report>())])
+            .answer(200, "The report of a dry run.", [json_of(s.answer::<Report>())])
+            .errors(&[400, 409, 413, 422]),
+        op("get", "List batches, newest first")
+            .parameters(s.query::<BatchesParams>(&[]))
+            .answer(200, "A page of batches.", [json_of(s.answer::<BatchPage>())])
+            .errors(&[400, 422]),
+    ]
+}
+
+/// What `/v1/batches/{id}` takes and answers.
+pub(in crate::api) fn batch(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("get", "A batch's state and counts")
+            .parameters([batch_id()])
+            .answer(200, "The batch.", [json_of(s.answer::<BatchView>())])
+            .errors(&[404]),
+    ]
+}
+
+/// What `/v1/batches/{id}/messages` takes and answers.
+pub(in crate::api) fn messages(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("get", "A batch's ledger, in recipient order")
+            .parameters([batch_id()])
+            .parameters(s.query::<MessagesParams>(&[]))
+            .answer(
+                200,
+                "A page of messages.",
+                [json_of(s.answer::<MessagePage>())],
+            )
+            .errors(&[400, 404, 422]),
+    ]
+}
+
+/// What `/v1/batches/{id}/events` takes and answers.
+pub(in crate::api) fn events(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("get", "A batch's progress as server-sent events")
+            .description("`event: progress` at once and on every change (at most four a second), `event: end` when nothing is left pending, sending, paused or of unknown outcome, then the stream closes. Each event's `data` is one line of JSON, a `Progress`. A `: keep-alive` comment comes every 15 s.")
+            .parameters([batch_id()])
+            .answer(200, "The event stream; each event's data is a Progress.", [("text/event-stream", s.answer::<Progress>())])
+            .errors(&[404]),
+    ]
+}
+
+/// What `/v1/batches/{id}/{action}` takes and answers.
+pub(in crate::api) fn control(s: &mut Schemas) -> Vec<Operation> {
+    let actions: Vec<_> = ACTIONS.iter().map(|(name, _)| *name).collect();
+    vec![
+            op("post", "Pause, resume, cancel or retry a batch")
+                .description("`retry` requeues the failed messages, and only those, with a fresh attempt budget.")
+                .parameters([batch_id(), path_parameter("action", json!({"type": "string", "enum": actions}), "")])
+                .answer(200, "The batch after the action.", [json_of(s.answer::<BatchView>())])
+                .errors(&[404, 409]),
+        ]
+}
+
+/// What `/v1/templates` takes and answers.
+pub(in crate::api) fn templates(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("post", "Store a template")
+            .body([json_of(s.request::<TemplateRequest>())])
+            .answer(
+                201,
+                "Stored as version 1.",
+                [json_of(s.answer::<TemplateView>())],
+            )
+            .errors(&[400, 409, 422]),
+        op("get", "List templates by id")
+            .parameters(s.query::<templates::ListParams>(&[]))
+            .answer(
+                200,
+                "A page of templates.",
+                [json_of(s.answer::<TemplatePage>())],
+            )
+            .errors(&[400, 422]),
+    ]
+}
+
+/// What `/v1/templates/{id}` takes and answers.
+pub(in crate::api) fn template(s: &mut Schemas) -> Vec<Operation> {
+    let id = path_parameter("id", json!({"type": "string"}), "");
+    vec![
+        op("get", "Read a template")
+            .parameters([id.clone()])
+            .answer(200, "The template.", [json_of(s.answer::<TemplateView>())])
+            .errors(&[404]),
+        op("put", "Replace a template (its version goes up)")
+            .parameters([id.clone()])
+            .body([json_of(s.request::<TemplateRequest>())])
+            .answer(
+                200,
+                "The new version.",
+                [json_of(s.answer::<TemplateView>())],
+            )
+            .errors(&[400, 404, 422]),
+        op(
+            "delete",
+            "Delete a template; accepted batches keep their text",
+        )
+        .parameters([id])
+        .answer(204, "Deleted.", [])
+        .errors(&[404]),
+    ]
+}
+
+/// What `/v1/suppressions` takes and answers.
+pub(in crate::api) fn suppressions(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("post", "Add recipients who must not be messaged")
+            .description("JSON, or a CSV upload (`text/csv`, `?channel=&reason=`, lines `address[,reason]`).")
+            .parameters(s.query::<suppressions::Params>(&["channel", "reason"]))
+            .body([json_of(s.request::<AddRequest>()), ("text/csv", text())])
+            .answer(200, "What was added, updated and refused.", [json_of(s.answer::<suppressions::Added>())])
+            .errors(&[400, 413, 422]),
+        op("get", "List suppressions")
+            .parameters(s.query::<suppressions::Params>(&["channel", "after", "limit"]))
+            .answer(200, "A page of suppressions.", [json_of(s.answer::<suppressions::Page>())])
+            .errors(&[400, 422]),
+        op("delete", "Remove suppressions")
+            .body([json_of(s.request::<RemoveRequest>())])
+            .answer(200, "How many were removed.", [json_of(s.answer::<suppressions::Removed>())])
+            .errors(&[400, 422]),
+    ]
+}
+
+/// What `/send-sms` takes and answers.
+pub(in crate::api) fn send_sms(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("post", "The classic send-SMS request")
+            .description("`template_id`, `mobiles[]` and `content`, form-encoded (as jQuery sends them) or JSON. Errors carry `success: false`.")
+            .body([
+                ("application/x-www-form-urlencoded", s.request::<SmsJob>()),
+                json_of(s.request::<SmsJob>()),
+            ])
+            .answer(202, "Queued.", [json_of(s.answer::<SeedAnswer>())])
+            .errors(&[400, 422]),
+    ]
+}
+
+/// What `/v1/receipts/{provider}` takes and answers.
+pub(in crate::api) fn receipts(s: &mut Schemas) -> Vec<Operation> {
+    let webhook = s.request::<WireReceipt>();
+    let acknowledgement = |text: &str, description: &str| {
+        let body: Value = serde_json::from_str(text).expect("the acknowledgements are JSON");
+        json!({"const": body, "description": description})
+    };
+    vec![
+            op("post", "Delivery receipts from a provider")
+                .description("Each provider, by its configured name, in its own format: the webhook's receipts (one object or an array of them, signed with `X-Herald-Signature: sha256=<hex of HMAC-SHA256(secret, raw body)>`; the provider needs a `secret`), Twilio's status callbacks (form-encoded, signed with `X-Twilio-Signature`; the provider needs `status_callback_url` and `auth_token`), Aliyun's `SmsReport` push and Tencent Cloud's status callback (JSON arrays, not signed). Providers cannot present a bearer token: the route needs none, and each request is checked by its provider's signature where it has one. A report moves a `sent` message to `delivered` or `undelivered`; one naming an id not recorded yet is held for a day.")
+                .parameters([
+                    path_parameter("provider", json!({"type": "string"}), "A configured provider's `name`."),
+                    header("X-Herald-Signature", json!({"type": "string"}), "For a webhook provider: `sha256=<hex>`, required."),
+                    header("X-Twilio-Signature", json!({"type": "string"}), "For a Twilio provider: required."),
+                ])
+                .body([
+                    json_of(json!({"anyOf": [
+                        webhook,
+                        {"type": "array", "items": webhook},
+                        {"type": "array", "items": s.request::<AliyunReport>(), "description": "Aliyun's SmsReport push."},
+                        {"type": "array", "items": s.request::<TencentReport>(), "description": "Tencent Cloud's status callback."},
+                    ]})),
+                    ("application/x-www-form-urlencoded", json!({"type": "object", "description": "Twilio's status callback: `MessageSid`, `MessageStatus`, `ErrorCode`, `To`, …"})),
+                ])
+                .answer(200, "Applied: the webhook's receivers get what became of each report; Aliyun and Tencent Cloud the acknowledgement they expect.", [json_of(json!({"oneOf": [
+                    s.answer::<Tally>(),
+                    acknowledgement(ALIYUN_ANSWER, "Aliyun's acknowledgement."),
+                    acknowledgement(TENCENT_ANSWER, "Tencent Cloud's acknowledgement."),
+                ]}))])
+                .answer(204, "Applied (Twilio, which reads only the status).", [])
+                .errors(&[400, 413])
+                .answer(401, "The provider's signature is missing or wrong.", [json_of(s.answer::<ErrorBody>())])
+                .answer(404, "No provider has that name, or it takes no receipts (a webhook without `secret`, Twilio without `status_callback_url` and `auth_token`, log, SMTP).", [json_of(s.answer::<ErrorBody>())]),
+        ]
+}

@@ -1,0 +1,263 @@
+//! The routes table: every path, who may call it, its handlers and what its
+//! methods take and answer. The router, the OpenAPI document (`GET /openapi.json`)
+//! and the index (`GET /v1`) are all built from it here, with the token check
+//! and the small routes that describe the server (`/healthz`, `/metrics`).
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use axum::{Json, Router};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::error::Error;
+use super::openapi::{self, Describe, Operation, Schemas, json_of, op, path, text};
+use super::state::AppState;
+use super::{batch, events, receipts, seed, submit, suppressions, templates};
+use crate::auth::{Access, Tokens};
+
+/// Every route: its path, who may call it, its handlers and what they take and
+/// answer. [`router`] serves exactly these, the OpenAPI document lists exactly
+/// these paths with the security of their access, the `/v1` index names exactly
+/// these, and tests hold the token check to them.
+pub(super) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>, Describe)> {
+    use Access::{Public, Token};
+    vec![
+        ("/", Public, get(crate::web::page), path::page),
+        (
+            "/assets/{name}",
+            Public,
+            get(crate::web::asset),
+            path::assets,
+        ),
+        ("/v1", Public, get(index), index_operations),
+        (
+            "/healthz",
+            Public,
+            get(|| async { Json(Health { status: "ok" }) }),
+            health_operations,
+        ),
+        (
+            "/v1/batches",
+            Token,
+            post(submit::create_batch).get(batch::list_batches),
+            path::batches,
+        ),
+        (
+            "/v1/batches/{id}",
+            Token,
+            get(batch::get_batch),
+            path::batch,
+        ),
+        (
+            "/v1/batches/{id}/messages",
+            Token,
+            get(batch::list_messages),
+            path::messages,
+        ),
+        (
+            "/v1/batches/{id}/events",
+            Token,
+            get(events::batch_events),
+            path::events,
+        ),
+        (
+            "/v1/batches/{id}/{action}",
+            Token,
+            post(batch::control_batch),
+            path::control,
+        ),
+        (
+            "/v1/templates",
+            Token,
+            post(templates::create).get(templates::list),
+            path::templates,
+        ),
+        (
+            "/v1/templates/{id}",
+            Token,
+            get(templates::get)
+                .put(templates::replace)
+                .delete(templates::delete),
+            path::template,
+        ),
+        (
+            "/v1/suppressions",
+            Token,
+            post(suppressions::add)
+                .get(suppressions::list)
+                .delete(suppressions::remove),
+            path::suppressions,
+        ),
+        ("/send-sms", Token, post(seed::send_sms), path::send_sms),
+        // Providers cannot present a bearer token: each request is checked by the
+        // provider's own signature where it has one (see the README).
+        (
+            "/v1/receipts/{provider}",
+            Public,
+            post(receipts::receive),
+            path::receipts,
+        ),
+        ("/metrics", Token, get(metrics), metrics_operations),
+        ("/openapi.json", Public, get(document), document_operations),
+    ]
+}
+
+/// The whole API. `max_body_bytes` bounds every request body. With API tokens
+/// configured, every route of [`Access::Token`] needs one.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let check = axum::middleware::from_fn_with_state(state.tokens.clone(), require_token);
+    let mut router = Router::new();
+    for (path, access, handlers, _) in routes() {
+        router = router.route(
+            path,
+            match access {
+                Access::Public => handlers,
+                Access::Token => handlers.route_layer(check.clone()),
+            },
+        );
+    }
+    router
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Lets the request through when it carries one of `tokens` as
+/// `Authorization: Bearer <token>`, or when there are none; else `401`.
+async fn require_token(
+    State(tokens): State<Tokens>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    match presented {
+        Some(token) if tokens.accept(token) => next.run(request).await,
+        Some(_) => Error::Unauthorized("the API token is not one this server accepts".into())
+            .into_response(),
+        None => Error::Unauthorized(
+            "this server needs an API token: send `Authorization: Bearer <token>`".into(),
+        )
+        .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus's text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(&state.queue).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// `GET /healthz`'s answer: the server is up.
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// `GET /v1`'s answer: what this server is and where its routes are. (Its
+/// fields are in the order the answer has always been written in.)
+#[derive(Debug, Serialize, JsonSchema)]
+pub(crate) struct Index {
+    /// `herald`.
+    name: &'static str,
+    /// `METHOD path` to what it does, for every route and method served.
+    routes: BTreeMap<String, String>,
+    version: &'static str,
+}
+
+/// What this server is and where its routes are, for a script exploring the API
+/// (`/` is the web page): every route of [`routes`], each method by the summary
+/// the OpenAPI document gives it.
+async fn index() -> Json<Index> {
+    Json(Index {
+        name: "herald",
+        version: env!("CARGO_PKG_VERSION"),
+        routes: INDEX.clone(),
+    })
+}
+
+/// `GET /v1`'s routes: `METHOD path` to the summary of that operation, for every
+/// route of [`routes`].
+static INDEX: LazyLock<BTreeMap<String, String>> = LazyLock::new(|| {
+    let paths = &DESCRIBED["paths"];
+    routes()
+        .into_iter()
+        .flat_map(|(path, ..)| {
+            let operations = paths[path].as_object().cloned().unwrap_or_default();
+            operations.into_iter().map(move |(method, operation)| {
+                let summary = operation["summary"].as_str().unwrap_or_default().to_owned();
+                (format!("{} {path}", method.to_uppercase()), summary)
+            })
+        })
+        .collect()
+});
+
+/// The OpenAPI document of [`routes`], built once.
+static DESCRIBED: LazyLock<Value> = LazyLock::new(|| {
+    openapi::build(
+        routes()
+            .into_iter()
+            .map(|(path, access, _, describe)| (path, access, describe)),
+    )
+});
+
+/// The document, as served.
+pub(super) static DOCUMENT: LazyLock<String> = LazyLock::new(|| DESCRIBED.to_string());
+
+/// `GET /openapi.json`: the API described in OpenAPI 3.1.
+async fn document() -> Response {
+    ([(CONTENT_TYPE, "application/json")], DOCUMENT.as_str()).into_response()
+}
+
+/// What `/v1` takes and answers.
+fn index_operations(s: &mut Schemas) -> Vec<Operation> {
+    vec![op("get", "What this server is").answer(
+        200,
+        "The server's name, version and main routes.",
+        [json_of(s.answer::<Index>())],
+    )]
+}
+
+/// What `/healthz` takes and answers.
+fn health_operations(s: &mut Schemas) -> Vec<Operation> {
+    vec![op("get", "Liveness").answer(200, "Alive.", [json_of(s.answer::<Health>())])]
+}
+
+/// What `/openapi.json` takes and answers.
+fn document_operations(_s: &mut Schemas) -> Vec<Operation> {
+    vec![op("get", "This document").answer(
+        200,
+        "The OpenAPI document.",
+        [json_of(json!({"type": "object"}))],
+    )]
+}
+
+/// What `/metrics` takes and answers.
+fn metrics_operations(_s: &mut Schemas) -> Vec<Operation> {
+    vec![op("get", "Prometheus metrics").answer(
+        200,
+        "Prometheus's text format 0.0.4.",
+        [("text/plain", text())],
+    )]
+}

@@ -1,0 +1,117 @@
+//! `herald status`, `herald batches`, and `retry`, `cancel`, `pause` and
+//! `resume`: a batch, or a page of them, as the server shows it.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use super::server::call;
+use super::{BatchesArgs, ControlArgs, StatusArgs};
+use crate::api::BatchView;
+
+pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/batches/{}", args.batch_id);
+    let Some(body) = call(&args.server, reqwest::Method::GET, &path).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    if args.json {
+        println!("{body}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_batch(&serde_json::from_str(&body).context("the server's answer is not a batch")?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `POST /v1/batches/{id}/{action}`, then the batch as it is now.
+pub(super) async fn control(args: ControlArgs, action: &str) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/batches/{}/{action}", args.batch_id);
+    let Some(body) = call(&args.server, reqwest::Method::POST, &path).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    print_batch(&serde_json::from_str(&body).context("the server's answer is not a batch")?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn batches(args: BatchesArgs) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/v1/batches?limit={}", args.limit);
+    if let Some(before) = &args.before {
+        path.push_str(&format!("&before={before}"));
+    }
+    let Some(body) = call(&args.server, reqwest::Method::GET, &path).await? else {
+        return Ok(ExitCode::FAILURE);
+    };
+    if args.json {
+        println!("{body}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let page: crate::api::BatchPage =
+        serde_json::from_str(&body).context("the server's answer is not a page of batches")?;
+    print!("{}", batch_table(&page.batches));
+    if let Some(next) = page.next_before {
+        println!("next page: herald batches --before {next}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The batches as a table, one line each, columns aligned.
+fn batch_table(batches: &[BatchView]) -> String {
+    let mut rows = vec![
+        [
+            "ID", "CREATED", "CHANNEL", "STATE", "TOTAL", "SENT", "FAILED", "PENDING",
+        ]
+        .map(String::from),
+    ];
+    for b in batches {
+        let c = &b.counts;
+        rows.push([
+            b.id.clone(),
+            b.created_at.clone(),
+            b.channel.clone(),
+            b.state.clone(),
+            c.total.to_string(),
+            c.sent.to_string(),
+            c.failed.to_string(),
+            (c.pending + c.sending + c.paused).to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut table = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, &width))| {
+                // Counts line up on the right, words on the left.
+                if i >= 4 {
+                    format!("{cell:>width$}")
+                } else {
+                    format!("{cell:<width$}")
+                }
+            })
+            .collect();
+        table.push_str(cells.join("  ").trim_end());
+        table.push('\n');
+    }
+    table
+}
+fn print_batch(batch: &BatchView) {
+    let c = &batch.counts;
+    println!(
+        "batch {}  {}  {} (from {})",
+        batch.id, batch.channel, batch.state, batch.source
+    );
+    println!(
+        "  total {}  pending {}  sending {}  sent {}  failed {}  cancelled {}  paused {}",
+        c.total, c.pending, c.sending, c.sent, c.failed, c.cancelled, c.paused
+    );
+    // Only once receipts or unknown outcomes make them matter.
+    if c.delivered + c.undelivered + c.unknown > 0 {
+        println!(
+            "  delivered {}  undelivered {}  unknown {}",
+            c.delivered, c.undelivered, c.unknown
+        );
+    }
+}

@@ -1,0 +1,297 @@
+//! `herald send`: reads a CSV of recipients, uploads them as NDJSON with a
+//! progress bar, prints the report and, with `--wait`, follows the batch.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use super::server::{client, exchange, server_error};
+use super::{SendArgs, watch};
+use crate::csv_input;
+use crate::intake::{BatchRequest, RecipientSpec, Report, TemplateSpec};
+
+/// Recipients read from a CSV, with the line each came from (for messages).
+pub struct CsvRecipients {
+    pub recipients: Vec<RecipientSpec>,
+    pub lines: Vec<u64>,
+}
+
+/// Reads recipients from CSV: a header row with `to`, optionally `ref`, and one
+/// column per template variable. Errors name the file and line.
+pub fn read_csv(path: &Path, encoding: Option<&str>) -> anyhow::Result<CsvRecipients> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let text = csv_input::decode(&bytes, encoding)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    parse_csv(text.as_bytes(), &path.display().to_string())
+}
+
+fn parse_csv(text: &[u8], name: &str) -> anyhow::Result<CsvRecipients> {
+    let text = csv_input::without_bom(text);
+    let mut lines = csv_input::Lines::new(text);
+    let mut reader = csv_input::with_header(text);
+    let headers = reader
+        .headers()
+        .map_err(|e| anyhow::anyhow!("{name} line 1: {}", describe_csv_error(&e)))?
+        .clone();
+    let columns = csv_input::RecipientColumns::from_header(&headers)
+        .map_err(|e| anyhow::anyhow!("{name} line 1: {e}"))?;
+    let mut out = CsvRecipients {
+        recipients: Vec::new(),
+        lines: Vec::new(),
+    };
+    for record in reader.records() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, csv::Position::line);
+            anyhow::anyhow!("{name} line {line}: {}", describe_csv_error(&e))
+        })?;
+        if csv_input::is_blank(&record) {
+            continue;
+        }
+        let line = lines.of(&record);
+        let recipient = columns
+            .recipient(&record)
+            .map_err(|e| anyhow::anyhow!("{name} line {line}: {e}"))?;
+        out.recipients.push(recipient);
+        out.lines.push(line);
+    }
+    if out.recipients.is_empty() {
+        bail!("{name}: no recipients below the header row");
+    }
+    Ok(out)
+}
+
+fn describe_csv_error(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8; save the file as UTF-8".into(),
+        _ => e.to_string(),
+    }
+}
+pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
+    let csv = read_csv(&args.csv, args.encoding.as_deref())?;
+    let options = BatchRequest {
+        channel: args.channel,
+        template: args.template.map(|body| TemplateSpec {
+            body,
+            subject: args.subject,
+            stored_id: None,
+        }),
+        template_id: args.template_id,
+        recipients: Vec::new(),
+        provider: args.provider,
+        priority: args.priority,
+        send_at: args.send_at,
+        reject_recent_duplicates: args.reject_recent_duplicates,
+    };
+    let bar = upload_bar(csv.recipients.len() as u64);
+    let (digest, body) = ndjson_upload(&options, csv.recipients, bar.clone())?;
+    let (post, url) = args
+        .server
+        .request(&client()?, reqwest::Method::POST, "/v1/batches");
+    let mut post = post
+        .header("content-type", "application/x-ndjson")
+        .header("content-digest", digest)
+        .body(body);
+    if let Some(key) = &args.idempotency_key {
+        post = post.header("idempotency-key", key);
+    }
+    let answer = exchange(post, &url).await;
+    bar.finish_and_clear();
+    let (status, body) = answer?;
+    let line_of = |index: usize| csv.lines.get(index).copied().unwrap_or(0);
+    if !status.is_success() {
+        eprintln!(
+            "herald: the batch was not accepted: {}",
+            server_error(status, &body)
+        );
+        if let Ok(v) = serde_json::from_str::<Value>(&body)
+            && let Ok(rejected) =
+                serde_json::from_value::<Vec<crate::intake::Rejection>>(v["rejected"].clone())
+        {
+            print_rejections(&args.csv, &rejected, line_of);
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let report: Report =
+        serde_json::from_str(&body).context("the server's answer is not a report")?;
+    let batch_id = report.batch_id.as_deref().unwrap_or("(none)");
+    println!(
+        "batch {batch_id} accepted: {} of {} recipients queued",
+        report.accepted,
+        report.accepted + report.rejected.len()
+    );
+    print_rejections(&args.csv, &report.rejected, line_of);
+    if !args.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let finished = watch::wait(&args.server, batch_id).await?;
+    let count = |state: &str| finished.batch["counts"][state].as_u64().unwrap_or(0);
+    // Receipts that came in while the batch went out are named once there are any.
+    let receipts = match (count("delivered"), count("undelivered")) {
+        (0, 0) => String::new(),
+        (delivered, undelivered) => {
+            format!(" ({delivered} delivered, {undelivered} undelivered of them)")
+        }
+    };
+    println!(
+        "batch {batch_id} {}: {} sent{receipts}, {} failed, {} cancelled of {}",
+        finished.batch["state"].as_str().unwrap_or("finished"),
+        watch::sent(&finished.batch["counts"]),
+        count("failed"),
+        count("cancelled"),
+        count("total")
+    );
+    if finished.failed() > 0 {
+        // `retry` requeues failed messages only: an undelivered one reached the
+        // provider, which gave up on it.
+        let again = match count("failed") {
+            0 => String::new(),
+            failed => format!("; `herald retry {batch_id}` sends the {failed} failed again"),
+        };
+        eprintln!(
+            "herald: {} messages were not delivered{again}",
+            finished.failed()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Recipients sent in one piece of the upload body.
+const UPLOAD_PIECE: usize = 1_000;
+
+/// A progress bar of recipients sent, on standard error when it is a terminal.
+fn upload_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} recipients sent ({per_sec}) {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The batch as an NDJSON upload — the options line, then one recipient per line —
+/// and its `Content-Digest` (which makes an idempotency key stand for these
+/// recipients). The body is made piece by piece as the server reads it, ticking
+/// `bar`; the digest is taken in a first pass over the same pieces.
+fn ndjson_upload(
+    options: &BatchRequest,
+    recipients: Vec<RecipientSpec>,
+    bar: indicatif::ProgressBar,
+) -> anyhow::Result<(String, reqwest::Body)> {
+    use base64::Engine;
+    use sha2::{Digest, Sha256};
+
+    let mut head = serde_json::to_vec(options).context("encoding the batch's options")?;
+    head.push(b'\n');
+    let mut hash = Sha256::new();
+    hash.update(&head);
+    for piece in recipients.chunks(UPLOAD_PIECE) {
+        hash.update(ndjson_lines(piece));
+    }
+    let digest = format!(
+        "sha-256=:{}:",
+        base64::engine::general_purpose::STANDARD.encode(hash.finalize())
+    );
+    let mut rest = recipients.into_iter();
+    let pieces = std::iter::from_fn(move || {
+        let piece: Vec<RecipientSpec> = rest.by_ref().take(UPLOAD_PIECE).collect();
+        if piece.is_empty() {
+            bar.set_message("the server is storing the batch…");
+            return None;
+        }
+        bar.inc(piece.len() as u64);
+        Some(Ok::<_, std::io::Error>(ndjson_lines(&piece)))
+    });
+    let body = std::iter::once(Ok(head)).chain(pieces);
+    Ok((
+        digest,
+        reqwest::Body::wrap_stream(futures_util::stream::iter(body)),
+    ))
+}
+
+/// Recipients as NDJSON lines.
+fn ndjson_lines(recipients: &[RecipientSpec]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(recipients.len() * 64);
+    for recipient in recipients {
+        // A recipient of strings and JSON values always encodes.
+        if serde_json::to_writer(&mut bytes, recipient).is_ok() {
+            bytes.push(b'\n');
+        }
+    }
+    bytes
+}
+
+fn print_rejections(
+    csv: &Path,
+    rejected: &[crate::intake::Rejection],
+    line_of: impl Fn(usize) -> u64,
+) {
+    for r in rejected {
+        println!(
+            "  {} line {} ({}): {}: {}",
+            csv.display(),
+            line_of(r.index),
+            r.to,
+            r.reason,
+            r.detail
+        );
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_columns_become_to_ref_and_variables() {
+        let csv = "\u{feff}to,ref,name\n+8613800000001,o-1,Li\n+8613800000002,,Wang\n";
+        let r = parse_csv(csv.as_bytes(), "r.csv").unwrap();
+        assert_eq!(r.recipients.len(), 2);
+        assert_eq!(r.recipients[0].reference.as_deref(), Some("o-1"));
+        assert_eq!(r.recipients[1].reference, None);
+        assert_eq!(r.recipients[1].vars.to_map()["name"], "Wang");
+        assert!(!r.recipients[0].vars.to_map().contains_key("ref"));
+        assert_eq!(r.lines, [2, 3]);
+    }
+
+    #[test]
+    fn a_short_row_is_reported_with_its_line() {
+        let csv = "to,name\n+8613800000001,Li\n+8613800000002\n";
+        let err = parse_csv(csv.as_bytes(), "r.csv")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with("r.csv line 3: expected 2 fields"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_to_and_a_missing_to_column_are_reported() {
+        let err = parse_csv("to,name\n,Li\n".as_bytes(), "r.csv")
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(err, "r.csv line 2: the `to` column is empty");
+        let err = parse_csv("phone,name\n1,Li\n".as_bytes(), "r.csv")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("r.csv line 1: the header row has no `to` column"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_reported_with_its_line() {
+        let err = parse_csv(&b"to,name\n1380000001,\xc0\xc1\n"[..], "r.csv")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
+    }
+}
