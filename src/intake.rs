@@ -227,7 +227,7 @@ impl Intake {
         channel: Channel,
         id: &str,
     ) -> Result<Option<TemplateSpec>, Error> {
-        let Some(stored) = self.queue.template(id).await? else {
+        let Some(stored) = self.queue.records().template(id).await? else {
             return Ok(None);
         };
         if stored.channel != channel {
@@ -390,11 +390,15 @@ impl Intake {
         let queue = self.queue.clone();
         tokio::spawn(async move {
             let now = now_ms();
-            if let Err(e) = queue.remember_sends(channel, fingerprints, now).await {
+            if let Err(e) = queue
+                .records()
+                .remember_sends(channel, fingerprints, now)
+                .await
+            {
                 tracing::warn!(error = %e, "recording recent sends failed; they will not count as recent");
             }
             let before = now - crate::domain::millis(window);
-            if let Err(e) = queue.forget_sends_before(before).await {
+            if let Err(e) = queue.records().forget_sends_before(before).await {
                 tracing::warn!(error = %e, "pruning old recent sends failed; will try again");
             }
         });

@@ -71,7 +71,7 @@ pub(super) async fn receive(
     if !suppressions.is_empty() {
         // The receipts are applied: failing now would only have the provider send
         // them again, to no effect. The next undeliverable send suppresses instead.
-        if let Err(e) = state.queue.suppress(suppressions).await {
+        if let Err(e) = state.queue.records().suppress(suppressions).await {
             tracing::error!(provider = %name, error = %e, "suppressing recipients a receipt called undeliverable failed");
         }
     }

@@ -134,7 +134,7 @@ pub(super) async fn add(
         .map(|e| &e.address)
         .collect::<std::collections::HashSet<_>>()
         .len();
-    let added = state.queue.suppress(entries).await?;
+    let added = state.queue.records().suppress(entries).await?;
     Ok(Json(Added {
         added,
         updated: distinct - added,
@@ -215,7 +215,11 @@ pub(super) async fn remove(
                 })?;
         addresses.push(recipient.key);
     }
-    let removed = state.queue.unsuppress(request.channel, addresses).await?;
+    let removed = state
+        .queue
+        .records()
+        .unsuppress(request.channel, addresses)
+        .await?;
     Ok(Json(Removed { removed }))
 }
 
@@ -254,6 +258,7 @@ pub(super) async fn list(
     let after = query.after.map(|a| (channel, a));
     let page = state
         .queue
+        .records()
         .suppressions(Some(channel), after, limit)
         .await?;
     let next_after = (page.len() == limit as usize)

@@ -140,7 +140,7 @@ pub(super) async fn create(
         .take()
         .ok_or_else(|| invalid("id", "is required"))?;
     let template = checked(id, request)?;
-    let stored = state.queue.create_template(template).await?;
+    let stored = state.queue.records().create_template(template).await?;
     Ok((StatusCode::CREATED, Json(TemplateView::from(stored))).into_response())
 }
 
@@ -161,6 +161,7 @@ pub(super) async fn replace(
     let template = checked(id.clone(), request)?;
     let stored = state
         .queue
+        .records()
         .replace_template(template)
         .await?
         .ok_or_else(|| not_found(&id))?;
@@ -173,6 +174,7 @@ pub(super) async fn get(
 ) -> Result<Json<TemplateView>, Error> {
     let template = state
         .queue
+        .records()
         .template(&id)
         .await?
         .ok_or_else(|| not_found(&id))?;
@@ -183,7 +185,7 @@ pub(super) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
-    if state.queue.delete_template(&id).await? {
+    if state.queue.records().delete_template(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found(&id))
@@ -212,7 +214,7 @@ pub(super) async fn list(
 ) -> Result<Json<TemplatePage>, Error> {
     let params = query_params(params)?;
     let limit = page_limit(params.limit)?;
-    let templates = state.queue.templates(params.after, limit).await?;
+    let templates = state.queue.records().templates(params.after, limit).await?;
     let next_after = (templates.len() == limit as usize)
         .then(|| templates.last().map(|t| t.id.clone()))
         .flatten();

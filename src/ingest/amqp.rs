@@ -303,6 +303,7 @@ impl AmqpQueue {
         let source = self.handler.source.clone();
         if redelivered {
             let keys = queue
+                .records()
                 .unacked(&source, &hash, now_ms(), MARKERS_READ)
                 .await?;
             if let Some(key) = keys.into_iter().find(|key| !self.held.contains(key)) {
@@ -311,7 +312,7 @@ impl AmqpQueue {
         }
         let key = format!("{source}:{}", uuid::Uuid::now_v7());
         let marker = Unacked { source, hash, key };
-        queue.mark_unacked(&marker, now_ms()).await?;
+        queue.records().mark_unacked(&marker, now_ms()).await?;
         Ok(marker)
     }
 
@@ -320,7 +321,14 @@ impl AmqpQueue {
     async fn unmark(&mut self, marker: Option<Unacked>) {
         let Some(marker) = marker else { return };
         self.held.remove(&marker.key);
-        if let Err(e) = self.handler.intake.queue().unmark_unacked(&marker).await {
+        if let Err(e) = self
+            .handler
+            .intake
+            .queue()
+            .records()
+            .unmark_unacked(&marker)
+            .await
+        {
             tracing::warn!(source = %self.handler.source, error = %e, "could not delete the marker of an acknowledged message");
         }
     }

@@ -189,12 +189,17 @@ impl Intaking {
         } else {
             Vec::new()
         };
-        let suppressed = intake.queue.suppressed(self.channel, &lookup).await?;
+        let suppressed = intake
+            .queue
+            .records()
+            .suppressed(self.channel, &lookup)
+            .await?;
         let recent = match intake.recent_window {
             Some(window) if envelope.reject_recent_duplicates => {
                 let since = now_ms() - crate::domain::millis(window);
                 intake
                     .queue
+                    .records()
                     .recently_sent(self.channel, fingerprints.clone(), since)
                     .await?
             }

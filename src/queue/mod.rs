@@ -29,8 +29,8 @@ pub use batch::{
 pub(crate) use engine::Engine;
 pub use receipt::{EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect};
 pub(crate) use receipt::{ReceiptTarget, receipt_state, receipt_target};
-pub(crate) use records::Records;
-pub use records::{Suppression, Template, Unacked};
+pub(crate) use records::RecordStore;
+pub use records::{Records, Suppression, Template, Unacked};
 pub(crate) use records::{parse_providers, providers_json, suppression_ranges};
 pub(crate) use staging::Stage;
 pub use staging::{Arrival, Begun, Staging};
@@ -66,14 +66,14 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Clone)]
 pub struct Queue {
     engine: Arc<dyn Engine>,
-    records: Arc<dyn Records>,
+    records: Records,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
 }
 
 /// One engine as both of its seams.
-fn seams<E: Engine + Records>(engine: Arc<E>) -> (Arc<dyn Engine>, Arc<dyn Records>) {
-    (engine.clone(), engine)
+fn seams<E: Engine + RecordStore>(engine: Arc<E>) -> (Arc<dyn Engine>, Records) {
+    (engine.clone(), Records::new(engine))
 }
 
 impl Queue {
@@ -100,7 +100,7 @@ impl Queue {
     pub(crate) fn from_engine(engine: Arc<dyn Engine>) -> Queue {
         Queue {
             engine,
-            records: Arc::new(tests::NoRecords),
+            records: Records::new(Arc::new(tests::NoRecords)),
             accepted: Arc::new(Notify::new()),
         }
     }
@@ -240,6 +240,11 @@ impl Queue {
             self.accepted.notify_waiters();
         }
         Ok(summary)
+    }
+
+    /// The store's templates, suppressions, fingerprints and ingest markers.
+    pub fn records(&self) -> &Records {
+        &self.records
     }
 
     /// Resolves when work may have arrived in this process (a batch accepted or resumed).

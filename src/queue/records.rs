@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{Error, Queue, Result};
+use std::sync::Arc;
+
+use super::{Error, Result};
 use crate::domain::{Channel, ProviderTemplate};
 
 /// A message template kept in the store, to be rendered into batches at intake.
@@ -46,7 +48,7 @@ pub struct Suppression {
 /// seam stays small and a test can wrap an engine's queue alone. Every change is one
 /// transaction.
 #[async_trait]
-pub(crate) trait Records: Send + Sync + 'static {
+pub(crate) trait RecordStore: Send + Sync + 'static {
     /// Stores `template` as version 1, created and updated now (its own version and
     /// times are ignored); `Ok(None)` when the id is taken.
     async fn create_template(&self, template: Template) -> Result<Option<Template>>;
@@ -137,12 +139,24 @@ const FORGET_CHUNK: u32 = 10_000;
 /// removes at most `FORGET_CHUNK * FORGET_ROUNDS` fingerprints.
 const FORGET_ROUNDS: u32 = 100;
 
-impl Queue {
+/// The handle to what a store keeps beside the queue: templates, suppressions,
+/// fingerprints of recent sends and ingest markers. Cheap to clone; every change
+/// is one transaction.
+#[derive(Clone)]
+pub struct Records {
+    store: Arc<dyn RecordStore>,
+}
+
+impl Records {
+    pub(crate) fn new(store: Arc<dyn RecordStore>) -> Records {
+        Records { store }
+    }
+
     /// Stores a new template as version 1; its version and times are set by the
     /// store. `Error::Conflict` when a template with its id already exists.
     pub async fn create_template(&self, template: Template) -> Result<Template> {
         let id = template.id.clone();
-        self.records
+        self.store
             .create_template(template)
             .await?
             .ok_or_else(|| Error::Conflict(format!("a template `{id}` already exists")))
@@ -151,11 +165,11 @@ impl Queue {
     /// Replaces a template's channel, subject, body and providers, one version up;
     /// `Ok(None)` when there is no template with its id.
     pub async fn replace_template(&self, template: Template) -> Result<Option<Template>> {
-        self.records.replace_template(template).await
+        self.store.replace_template(template).await
     }
 
     pub async fn template(&self, id: &str) -> Result<Option<Template>> {
-        self.records.template(id).await
+        self.store.template(id).await
     }
 
     /// One page of templates: up to `limit` with ids after `after`, in id order.
@@ -163,13 +177,13 @@ impl Queue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.records.templates(after, limit).await
+        self.store.templates(after, limit).await
     }
 
     /// Deletes a template; `false` when there was none. Batches already accepted
     /// from it keep their rendered messages.
     pub async fn delete_template(&self, id: &str) -> Result<bool> {
-        self.records.delete_template(id).await
+        self.store.delete_template(id).await
     }
 
     /// Adds `entries` to the suppression list in one transaction. An address already
@@ -180,7 +194,7 @@ impl Queue {
         if entries.is_empty() {
             return Ok(0);
         }
-        self.records.suppress(entries).await
+        self.store.suppress(entries).await
     }
 
     /// Removes `addresses` from `channel`'s suppression list; returns how many were on it.
@@ -188,7 +202,7 @@ impl Queue {
         if addresses.is_empty() {
             return Ok(0);
         }
-        self.records.unsuppress(channel, addresses).await
+        self.store.unsuppress(channel, addresses).await
     }
 
     /// Which of `addresses` are suppressed on `channel` (exact match).
@@ -201,7 +215,7 @@ impl Queue {
             return Ok(HashSet::new());
         }
         let addresses: Vec<&str> = addresses.iter().map(AsRef::as_ref).collect();
-        self.records.suppressed(channel, &addresses).await
+        self.store.suppressed(channel, &addresses).await
     }
 
     /// One page of the suppression list, on `channel` or on every channel: up to
@@ -215,7 +229,7 @@ impl Queue {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.records.suppressions(channel, after, limit).await
+        self.store.suppressions(channel, after, limit).await
     }
 
     /// Remembers that each of `fingerprints` was accepted for sending on `channel` at
@@ -236,7 +250,7 @@ impl Queue {
         if fingerprints.is_empty() {
             return Ok(());
         }
-        self.records
+        self.store
             .remember_sends(channel, fingerprints, at_ms)
             .await
     }
@@ -253,7 +267,7 @@ impl Queue {
         if fingerprints.is_empty() {
             return Ok(HashSet::new());
         }
-        self.records
+        self.store
             .recently_sent(channel, fingerprints, since_ms)
             .await
     }
@@ -262,7 +276,7 @@ impl Queue {
     /// `marker.key` as not yet acknowledged to its broker, at `at_ms`; markers older
     /// than a day are deleted a few at a time as new ones come.
     pub async fn mark_unacked(&self, marker: &Unacked, at_ms: i64) -> Result<()> {
-        self.records
+        self.store
             .mark_unacked(marker, at_ms, at_ms - UNACKED_FOR_MS)
             .await
     }
@@ -276,14 +290,14 @@ impl Queue {
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<String>> {
-        self.records
+        self.store
             .unacked(source, hash, now_ms - UNACKED_FOR_MS, limit)
             .await
     }
 
     /// Deletes `marker` once its broker has taken the acknowledgement.
     pub async fn unmark_unacked(&self, marker: &Unacked) -> Result<()> {
-        self.records.unmark_unacked(marker).await
+        self.store.unmark_unacked(marker).await
     }
 
     /// Forgets the fingerprints remembered before `before_ms` (ms since the epoch),
@@ -297,7 +311,7 @@ impl Queue {
             while rounds < FORGET_ROUNDS {
                 rounds += 1;
                 let n = self
-                    .records
+                    .store
                     .forget_sends(channel, before_ms, FORGET_CHUNK)
                     .await?;
                 forgotten += n;

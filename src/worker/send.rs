@@ -291,7 +291,7 @@ impl Pool {
             reason: format!("{}: {reason}", route.name),
             created_at_ms: 0,
         };
-        match self.inner.queue.suppress(vec![entry]).await {
+        match self.inner.queue.records().suppress(vec![entry]).await {
             Ok(_) => {
                 tracing::info!(provider = %route.name, id = %message.id, "recipient suppressed: the provider called it undeliverable");
             }

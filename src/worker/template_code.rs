@@ -39,7 +39,7 @@ impl TemplateCodes {
                 return Ok(codes.get(provider).cloned());
             }
         }
-        let codes = match queue.template(id).await {
+        let codes = match queue.records().template(id).await {
             Ok(template) => template.map(|t| t.providers).unwrap_or_default(),
             Err(e) => {
                 return Err(provider::Error::Transient {

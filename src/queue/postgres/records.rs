@@ -10,7 +10,7 @@ use tokio_postgres::Row;
 use super::{Postgres, db, parse_channel};
 use crate::domain::{Channel, now_ms};
 use crate::queue::{
-    Error, Records, Result, Suppression, Template, Unacked, parse_providers, providers_json,
+    Error, RecordStore, Result, Suppression, Template, Unacked, parse_providers, providers_json,
     suppression_ranges,
 };
 
@@ -68,7 +68,7 @@ impl Postgres {
 }
 
 #[async_trait]
-impl Records for Postgres {
+impl RecordStore for Postgres {
     async fn create_template(&self, template: Template) -> Result<Option<Template>> {
         self.save_template(&self.sql.create_template, template)
             .await

@@ -12,7 +12,7 @@ use redis::{Script, Value};
 use super::{PRELUDE, Redis, number, required, text, unexpected};
 use crate::domain::{Channel, now_ms};
 use crate::queue::{
-    Error, Records, Result, Suppression, Template, Unacked, parse_providers, providers_json,
+    Error, RecordStore, Result, Suppression, Template, Unacked, parse_providers, providers_json,
     suppression_ranges,
 };
 
@@ -215,7 +215,7 @@ impl Redis {
 }
 
 #[async_trait]
-impl Records for Redis {
+impl RecordStore for Redis {
     async fn create_template(&self, template: Template) -> Result<Option<Template>> {
         self.save_template(template, "create").await
     }

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Sqlite, parse_channel, unavailable, write_transaction};
 use crate::domain::{Channel, now_ms};
 use crate::queue::{
-    Error, Records, Result, Suppression, Template, Unacked, parse_providers, providers_json,
+    Error, RecordStore, Result, Suppression, Template, Unacked, parse_providers, providers_json,
     suppression_ranges,
 };
 
@@ -145,7 +145,7 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
 }
 
 #[async_trait]
-impl Records for Sqlite {
+impl RecordStore for Sqlite {
     async fn create_template(&self, template: Template) -> Result<Option<Template>> {
         self.write(move |conn| save_template(conn, CREATE_TEMPLATE, template))
             .await

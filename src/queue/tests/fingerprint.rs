@@ -13,25 +13,30 @@ pub(super) async fn recently_sent_returns_the_remembered_subset_since_the_given_
     let (q, url, _guard) = store;
     let asked = fingerprints(&["a", "b", "c", "d", "e"]);
     assert!(
-        q.recently_sent(Channel::Sms, asked.clone(), 0)
+        q.records()
+            .recently_sent(Channel::Sms, asked.clone(), 0)
             .await
             .unwrap()
             .is_empty(),
         "{url}: nothing remembered yet"
     );
-    q.remember_sends(Channel::Sms, fingerprints(&["a", "b", "a"]), T)
+    q.records()
+        .remember_sends(Channel::Sms, fingerprints(&["a", "b", "a"]), T)
         .await
         .unwrap();
-    q.remember_sends(Channel::Sms, fingerprints(&["c"]), T + 1_000)
+    q.records()
+        .remember_sends(Channel::Sms, fingerprints(&["c"]), T + 1_000)
         .await
         .unwrap();
-    q.remember_sends(Channel::Email, fingerprints(&["d"]), T + 1_000)
+    q.records()
+        .remember_sends(Channel::Email, fingerprints(&["d"]), T + 1_000)
         .await
         .unwrap();
     let found = |channel, since| {
         let (q, asked) = (q.clone(), asked.clone());
         async move {
             let mut found: Vec<String> = q
+                .records()
                 .recently_sent(channel, asked, since)
                 .await
                 .unwrap()
@@ -47,16 +52,19 @@ pub(super) async fn recently_sent_returns_the_remembered_subset_since_the_given_
     assert_eq!(found(Channel::Email, 0).await, ["d"], "{url}");
 
     // Seen again: the later time wins, whichever order the calls come in.
-    q.remember_sends(Channel::Sms, fingerprints(&["a"]), T + 2_000)
+    q.records()
+        .remember_sends(Channel::Sms, fingerprints(&["a"]), T + 2_000)
         .await
         .unwrap();
-    q.remember_sends(Channel::Sms, fingerprints(&["a", "b"]), T - 5_000)
+    q.records()
+        .remember_sends(Channel::Sms, fingerprints(&["a", "b"]), T - 5_000)
         .await
         .unwrap();
     assert_eq!(found(Channel::Sms, T + 1_500).await, ["a"], "{url}");
     assert_eq!(found(Channel::Sms, T).await, ["a", "b", "c"], "{url}");
     assert!(
-        q.recently_sent(Channel::Sms, Vec::new(), 0)
+        q.records()
+            .recently_sent(Channel::Sms, Vec::new(), 0)
             .await
             .unwrap()
             .is_empty(),
@@ -69,25 +77,38 @@ pub(super) async fn forgetting_removes_only_the_fingerprints_older_than_the_cuto
 ) {
     const T: i64 = 1_700_000_000_000;
     let (q, url, _guard) = store;
-    q.remember_sends(Channel::Sms, fingerprints(&["old-1", "old-2", "kept"]), T)
+    q.records()
+        .remember_sends(Channel::Sms, fingerprints(&["old-1", "old-2", "kept"]), T)
         .await
         .unwrap();
-    q.remember_sends(Channel::Email, fingerprints(&["old-1"]), T)
+    q.records()
+        .remember_sends(Channel::Email, fingerprints(&["old-1"]), T)
         .await
         .unwrap();
-    q.remember_sends(Channel::Sms, fingerprints(&["kept", "new"]), T + 1_000)
+    q.records()
+        .remember_sends(Channel::Sms, fingerprints(&["kept", "new"]), T + 1_000)
         .await
         .unwrap();
-    q.remember_sends(Channel::Email, fingerprints(&["edge"]), T + 1_000)
+    q.records()
+        .remember_sends(Channel::Email, fingerprints(&["edge"]), T + 1_000)
         .await
         .unwrap();
-    assert_eq!(q.forget_sends_before(T + 1_000).await.unwrap(), 3, "{url}");
-    assert_eq!(q.forget_sends_before(T + 1_000).await.unwrap(), 0, "{url}");
+    assert_eq!(
+        q.records().forget_sends_before(T + 1_000).await.unwrap(),
+        3,
+        "{url}"
+    );
+    assert_eq!(
+        q.records().forget_sends_before(T + 1_000).await.unwrap(),
+        0,
+        "{url}"
+    );
     let asked = fingerprints(&["old-1", "old-2", "kept", "new", "edge"]);
     let left = |channel| {
         let (q, asked) = (q.clone(), asked.clone());
         async move {
             let mut left: Vec<String> = q
+                .records()
                 .recently_sent(channel, asked, 0)
                 .await
                 .unwrap()
@@ -123,24 +144,31 @@ pub(super) async fn five_thousand_fingerprints_are_remembered_and_found_in_one_c
             .map(|(_, f)| f.clone())
             .collect(),
     );
-    q.remember_sends(Channel::Sms, early.clone(), T)
+    q.records()
+        .remember_sends(Channel::Sms, early.clone(), T)
         .await
         .unwrap();
-    q.remember_sends(Channel::Sms, late.clone(), T + 10)
+    q.records()
+        .remember_sends(Channel::Sms, late.clone(), T + 10)
         .await
         .unwrap();
     let mut asked = all.clone();
     asked.extend(all.iter().take(100).cloned());
     let found = q
+        .records()
         .recently_sent(Channel::Sms, asked.clone(), T)
         .await
         .unwrap();
     let expected: HashSet<String> = early.iter().chain(&late).cloned().collect();
     assert_eq!(found, expected, "{url}");
-    let found = q.recently_sent(Channel::Sms, asked, T + 1).await.unwrap();
+    let found = q
+        .records()
+        .recently_sent(Channel::Sms, asked, T + 1)
+        .await
+        .unwrap();
     assert_eq!(found, late.into_iter().collect::<HashSet<_>>(), "{url}");
     assert_eq!(
-        q.forget_sends_before(T + 1).await.unwrap(),
+        q.records().forget_sends_before(T + 1).await.unwrap(),
         early.len() as u64,
         "{url}"
     );

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 
 use crate::domain::Channel;
-use crate::queue::{Error, Queue, Records, Result, Suppression, Template, Unacked};
+use crate::queue::{Error, Queue, RecordStore, Result, Suppression, Template, Unacked};
 
 /// A store for one test: the handle, its URL (to open it again) and a guard that
 /// keeps it alive and cleans it up when dropped.
@@ -23,7 +23,7 @@ fn no_records<T>() -> Result<T> {
 }
 
 #[async_trait]
-impl Records for NoRecords {
+impl RecordStore for NoRecords {
     async fn create_template(&self, _: Template) -> Result<Option<Template>> {
         no_records()
     }

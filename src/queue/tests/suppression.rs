@@ -13,7 +13,10 @@ fn suppression(channel: Channel, address: &str, reason: &str) -> Suppression {
 }
 
 async fn all_suppressions(q: &Queue) -> Vec<Suppression> {
-    q.suppressions(None, None, u32::MAX).await.unwrap()
+    q.records()
+        .suppressions(None, None, u32::MAX)
+        .await
+        .unwrap()
 }
 
 pub(super) async fn suppressing_counts_the_new_and_an_existing_one_keeps_its_time_but_takes_the_reason(
@@ -22,6 +25,7 @@ pub(super) async fn suppressing_counts_the_new_and_an_existing_one_keeps_its_tim
     let (q, url, _guard) = store;
     let before = now_ms();
     let first = q
+        .records()
         .suppress(vec![
             suppression(Channel::Sms, "+8613800000001", "STOP reply"),
             suppression(Channel::Sms, "+8613800000002", "complaint"),
@@ -47,6 +51,7 @@ pub(super) async fn suppressing_counts_the_new_and_an_existing_one_keeps_its_tim
     }
 
     let second = q
+        .records()
         .suppress(vec![
             suppression(Channel::Sms, "+8613800000001", "first reason of this call"),
             suppression(Channel::Sms, "+8613800000003", "bounced"),
@@ -77,7 +82,7 @@ pub(super) async fn suppressing_counts_the_new_and_an_existing_one_keeps_its_tim
         .find(|s| s.address == "+8613800000003")
         .expect("stored");
     assert!(new.created_at_ms > first_time, "{url}");
-    assert_eq!(q.suppress(Vec::new()).await.unwrap(), 0, "{url}");
+    assert_eq!(q.records().suppress(Vec::new()).await.unwrap(), 0, "{url}");
 }
 
 /// Addresses that differ only in ways a careless comparison would blur.
@@ -108,22 +113,26 @@ pub(super) async fn suppressed_returns_exactly_the_suppressed_subset(store: Test
             .iter()
             .map(|(_, a)| suppression(Channel::Email, a, "test")),
     );
-    q.suppress(entries).await.unwrap();
+    q.records().suppress(entries).await.unwrap();
     let asked: Vec<String> = TRICKY.iter().map(|a| (*a).to_owned()).collect();
     let expected: HashSet<String> = on_sms.iter().map(|(_, a)| a.to_string()).collect();
     assert_eq!(
-        q.suppressed(Channel::Sms, &asked).await.unwrap(),
+        q.records().suppressed(Channel::Sms, &asked).await.unwrap(),
         expected,
         "{url}"
     );
     let expected: HashSet<String> = on_email.iter().map(|(_, a)| a.to_string()).collect();
     assert_eq!(
-        q.suppressed(Channel::Email, &asked).await.unwrap(),
+        q.records()
+            .suppressed(Channel::Email, &asked)
+            .await
+            .unwrap(),
         expected,
         "{url}"
     );
     assert!(
-        q.suppressed::<&str>(Channel::Sms, &[])
+        q.records()
+            .suppressed::<&str>(Channel::Sms, &[])
             .await
             .unwrap()
             .is_empty(),
@@ -145,10 +154,14 @@ pub(super) async fn suppressed_returns_exactly_the_suppressed_subset(store: Test
         .map(|(_, a)| suppression(Channel::Sms, a, "bulk"))
         .collect();
     let expected: HashSet<String> = listed.iter().map(|s| s.address.clone()).collect();
-    assert_eq!(q.suppress(listed).await.unwrap(), expected.len(), "{url}");
+    assert_eq!(
+        q.records().suppress(listed).await.unwrap(),
+        expected.len(),
+        "{url}"
+    );
     let mut asked = addresses.clone();
     asked.extend(addresses.iter().take(100).cloned());
-    let found = q.suppressed(Channel::Sms, &asked).await.unwrap();
+    let found = q.records().suppressed(Channel::Sms, &asked).await.unwrap();
     assert_eq!(found.len(), expected.len(), "{url}");
     assert_eq!(found, expected, "{url}");
     // Far fewer addresses than the list holds (an engine may look each up).
@@ -160,7 +173,7 @@ pub(super) async fn suppressed_returns_exactly_the_suppressed_subset(store: Test
         .collect();
     assert!(!expected_few.is_empty() && expected_few.len() < few.len());
     assert_eq!(
-        q.suppressed(Channel::Sms, &few).await.unwrap(),
+        q.records().suppressed(Channel::Sms, &few).await.unwrap(),
         expected_few,
         "{url}"
     );
@@ -170,15 +183,17 @@ pub(super) async fn unsuppressing_removes_only_the_named_addresses_on_that_chann
     store: TestStore,
 ) {
     let (q, url, _guard) = store;
-    q.suppress(vec![
-        suppression(Channel::Sms, "a+1@example.com", "x"),
-        suppression(Channel::Sms, "+8613800000001", "x"),
-        suppression(Channel::Sms, "用户@例子.中国", "x"),
-        suppression(Channel::Email, "a+1@example.com", "x"),
-    ])
-    .await
-    .unwrap();
+    q.records()
+        .suppress(vec![
+            suppression(Channel::Sms, "a+1@example.com", "x"),
+            suppression(Channel::Sms, "+8613800000001", "x"),
+            suppression(Channel::Sms, "用户@例子.中国", "x"),
+            suppression(Channel::Email, "a+1@example.com", "x"),
+        ])
+        .await
+        .unwrap();
     let removed = q
+        .records()
         .unsuppress(
             Channel::Sms,
             vec![
@@ -205,21 +220,24 @@ pub(super) async fn unsuppressing_removes_only_the_named_addresses_on_that_chann
         "{url}"
     );
     assert!(
-        q.suppressed(Channel::Sms, &["a+1@example.com"])
+        q.records()
+            .suppressed(Channel::Sms, &["a+1@example.com"])
             .await
             .unwrap()
             .is_empty(),
         "{url}"
     );
     assert_eq!(
-        q.unsuppress(Channel::Sms, vec!["a+1@example.com".into()])
+        q.records()
+            .unsuppress(Channel::Sms, vec!["a+1@example.com".into()])
             .await
             .unwrap(),
         0,
         "{url}"
     );
     assert_eq!(
-        q.suppress(vec![suppression(Channel::Sms, "a+1@example.com", "again")])
+        q.records()
+            .suppress(vec![suppression(Channel::Sms, "a+1@example.com", "again")])
             .await
             .unwrap(),
         1,
@@ -236,7 +254,7 @@ pub(super) async fn suppressions_page_by_channel_then_address(store: TestStore) 
             entries.push(suppression(Channel::Email, address, &format!("email {i}")));
         }
     }
-    q.suppress(entries.clone()).await.unwrap();
+    q.records().suppress(entries.clone()).await.unwrap();
     let key = |s: &Suppression| (s.channel.as_str(), s.address.clone());
     let mut expected: Vec<(&str, String)> = entries.iter().map(key).collect();
     expected.sort();
@@ -247,7 +265,11 @@ pub(super) async fn suppressions_page_by_channel_then_address(store: TestStore) 
             let mut seen = Vec::new();
             let mut after = None;
             loop {
-                let page = q.suppressions(channel, after.clone(), 3).await.unwrap();
+                let page = q
+                    .records()
+                    .suppressions(channel, after.clone(), 3)
+                    .await
+                    .unwrap();
                 assert!(page.len() <= 3);
                 let Some(last) = page.last() else { break };
                 after = Some((last.channel, last.address.clone()));
@@ -276,11 +298,13 @@ pub(super) async fn suppressions_page_by_channel_then_address(store: TestStore) 
     }
     // A cursor from another channel: before it, the whole channel; after it, nothing.
     let email_from_sms = q
+        .records()
         .suppressions(Some(Channel::Email), Some((Channel::Sms, "+".into())), 100)
         .await
         .unwrap();
     assert!(email_from_sms.is_empty(), "{url}: email sorts before sms");
     let sms_from_email = q
+        .records()
         .suppressions(
             Some(Channel::Sms),
             Some((Channel::Email, "zzz".into())),
@@ -290,7 +314,11 @@ pub(super) async fn suppressions_page_by_channel_then_address(store: TestStore) 
         .unwrap();
     assert_eq!(sms_from_email.len(), TRICKY.len(), "{url}");
     assert!(
-        q.suppressions(None, None, 0).await.unwrap().is_empty(),
+        q.records()
+            .suppressions(None, None, 0)
+            .await
+            .unwrap()
+            .is_empty(),
         "{url}"
     );
 }
@@ -308,17 +336,17 @@ pub(super) async fn suppressed_timing_for_100000_addresses_against_100000_suppre
         .map(|i| suppression(Channel::Sms, &format!("+8613{:09}", 2 * i), "bulk"))
         .collect();
     let started = std::time::Instant::now();
-    assert_eq!(q.suppress(listed.clone()).await.unwrap(), N);
+    assert_eq!(q.records().suppress(listed.clone()).await.unwrap(), N);
     let first = started.elapsed();
     let started = std::time::Instant::now();
-    assert_eq!(q.suppress(listed).await.unwrap(), 0);
+    assert_eq!(q.records().suppress(listed).await.unwrap(), 0);
     let again = started.elapsed();
     eprintln!("{engine}: suppress {N} new: {first:?}; the same again: {again:?}");
     // Half of the asked addresses are listed.
     let asked: Vec<String> = (0..N).map(|i| format!("+8613{i:09}")).collect();
     for round in 1..=3 {
         let started = std::time::Instant::now();
-        let found = q.suppressed(Channel::Sms, &asked).await.unwrap();
+        let found = q.records().suppressed(Channel::Sms, &asked).await.unwrap();
         let took = started.elapsed();
         assert_eq!(found.len(), N / 2);
         eprintln!("{engine}: suppressed() of {N} addresses, round {round}: {took:?}");

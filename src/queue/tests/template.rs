@@ -25,16 +25,20 @@ fn sms_template(id: &str) -> Template {
 pub(super) async fn a_template_is_created_once_and_each_replace_is_a_new_version(store: TestStore) {
     let (q, url, _guard) = store;
     let before = now_ms();
-    let created = q.create_template(sms_template("welcome")).await.unwrap();
+    let created = q
+        .records()
+        .create_template(sms_template("welcome"))
+        .await
+        .unwrap();
     assert_eq!(created.version, 1, "{url}");
     assert!(created.created_at_ms >= before, "{url}");
     assert_eq!(created.updated_at_ms, created.created_at_ms, "{url}");
     assert_eq!(
-        q.template("welcome").await.unwrap().as_ref(),
+        q.records().template("welcome").await.unwrap().as_ref(),
         Some(&created),
         "{url}"
     );
-    match q.create_template(sms_template("welcome")).await {
+    match q.records().create_template(sms_template("welcome")).await {
         Err(Error::Conflict(m)) => {
             assert_eq!(m, "a template `welcome` already exists", "{url}")
         }
@@ -56,6 +60,7 @@ pub(super) async fn a_template_is_created_once_and_each_replace_is_a_new_version
         ("smtp".to_owned(), ProviderTemplate::default()),
     ]);
     let second = q
+        .records()
         .replace_template(changed.clone())
         .await
         .unwrap()
@@ -68,16 +73,26 @@ pub(super) async fn a_template_is_created_once_and_each_replace_is_a_new_version
         (&changed.subject, &changed.body, &changed.providers),
         "{url}"
     );
-    assert_eq!(q.template("welcome").await.unwrap(), Some(second), "{url}");
+    assert_eq!(
+        q.records().template("welcome").await.unwrap(),
+        Some(second),
+        "{url}"
+    );
 
     // A replace without a subject removes it.
     let third = q
+        .records()
         .replace_template(sms_template("welcome"))
         .await
         .unwrap()
         .expect("the template exists");
     assert_eq!(third.version, 3, "{url}");
-    let stored = q.template("welcome").await.unwrap().expect("stored");
+    let stored = q
+        .records()
+        .template("welcome")
+        .await
+        .unwrap()
+        .expect("stored");
     assert_eq!(stored, third, "{url}");
     assert_eq!(
         (stored.channel, stored.subject),
@@ -86,38 +101,48 @@ pub(super) async fn a_template_is_created_once_and_each_replace_is_a_new_version
     );
 
     assert_eq!(
-        q.replace_template(sms_template("nobody")).await.unwrap(),
+        q.records()
+            .replace_template(sms_template("nobody"))
+            .await
+            .unwrap(),
         None,
         "{url}"
     );
-    assert_eq!(q.template("nobody").await.unwrap(), None, "{url}");
+    assert_eq!(q.records().template("nobody").await.unwrap(), None, "{url}");
 }
 
 pub(super) async fn templates_page_in_id_order_and_a_deleted_one_is_gone(store: TestStore) {
     let (q, url, _guard) = store;
     let ids = ["b", "a:1", "Z", "é", "a", "a b", "+1", "ü"];
     for id in ids {
-        q.create_template(sms_template(id)).await.unwrap();
+        q.records().create_template(sms_template(id)).await.unwrap();
     }
     let mut expected: Vec<String> = ids.iter().map(|id| (*id).to_owned()).collect();
     expected.sort();
     let mut seen = Vec::new();
     let mut after = None;
     loop {
-        let page = q.templates(after.clone(), 3).await.unwrap();
+        let page = q.records().templates(after.clone(), 3).await.unwrap();
         assert!(page.len() <= 3, "{url}");
         let Some(last) = page.last() else { break };
         after = Some(last.id.clone());
         seen.extend(page.into_iter().map(|t| t.id));
     }
     assert_eq!(seen, expected, "{url}: byte order, every id once");
-    assert!(q.templates(None, 0).await.unwrap().is_empty(), "{url}");
+    assert!(
+        q.records().templates(None, 0).await.unwrap().is_empty(),
+        "{url}"
+    );
 
-    assert!(q.delete_template("a").await.unwrap(), "{url}");
-    assert!(!q.delete_template("a").await.unwrap(), "{url}");
-    assert!(!q.delete_template("never").await.unwrap(), "{url}");
-    assert_eq!(q.template("a").await.unwrap(), None, "{url}");
+    assert!(q.records().delete_template("a").await.unwrap(), "{url}");
+    assert!(!q.records().delete_template("a").await.unwrap(), "{url}");
+    assert!(
+        !q.records().delete_template("never").await.unwrap(),
+        "{url}"
+    );
+    assert_eq!(q.records().template("a").await.unwrap(), None, "{url}");
     let listed: Vec<String> = q
+        .records()
         .templates(None, 100)
         .await
         .unwrap()
@@ -128,7 +153,11 @@ pub(super) async fn templates_page_in_id_order_and_a_deleted_one_is_gone(store: 
     assert!(!listed.iter().any(|id| id == "a"), "{url}");
     // The id is free again.
     assert_eq!(
-        q.create_template(sms_template("a")).await.unwrap().version,
+        q.records()
+            .create_template(sms_template("a"))
+            .await
+            .unwrap()
+            .version,
         1,
         "{url}"
     );
