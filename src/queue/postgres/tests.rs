@@ -6,10 +6,12 @@ use std::time::Duration;
 use tokio_postgres::{Config, NoTls};
 
 use super::location::parse_location;
+use super::prune::Pruned;
 use super::sql::quote_ident;
 use super::*;
+use crate::domain::now_ms;
 use crate::queue::tests::TestStore;
-use crate::queue::{NewMessage, Queue};
+use crate::queue::{NewMessage, Outcome, Queue};
 
 /// The server the conformance suite uses unless `HERALD_TEST_POSTGRES` names another.
 const TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -162,7 +164,7 @@ async fn a_schema_from_a_newer_herald_is_refused_naming_both_versions() {
         .unwrap();
     match Queue::open(&url).await {
         Err(Error::Corrupt(m)) => {
-            let latest = super::sql::MIGRATIONS.len();
+            let latest = super::schema::MIGRATIONS.len();
             assert!(
                 m.contains("version 99") && m.contains(&format!("up to {latest}")),
                 "{m}"
