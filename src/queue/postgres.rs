@@ -182,10 +182,6 @@ fn attempts(n: i32) -> Result<u32> {
     u32::try_from(n).map_err(|_| Error::Corrupt(format!("negative attempt count {n}")))
 }
 
-fn millis(d: Duration) -> i64 {
-    crate::domain::millis(d)
-}
-
 fn parse_channel(s: &str) -> Result<Channel> {
     s.parse().map_err(Error::Corrupt)
 }

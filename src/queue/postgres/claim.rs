@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio_postgres::types::ToSql;
 
-use super::{Postgres, attempts, db, index_of, millis, parse_channel};
-use crate::domain::{message_id, now_ms};
+use super::{Postgres, attempts, db, index_of, parse_channel};
+use crate::domain::{message_id, millis, now_ms};
 use crate::queue::{Claim, Claimed, Lease, Result, parse_batch_id};
 use crate::ratelimit::{Limits, segment_bucket_key};
 

@@ -4,8 +4,8 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use super::{Postgres, db, millis};
-use crate::domain::now_ms;
+use super::{Postgres, db};
+use crate::domain::{millis, now_ms};
 use crate::queue::Result;
 
 /// Batches removed per prune statement, so no transaction grows large.
