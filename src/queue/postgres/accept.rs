@@ -13,8 +13,8 @@ use crate::queue::{Accepted, Error, NewBatch, NewMessage, Result, parse_batch_id
 pub(super) const ACCEPT: &str = "
 WITH batch AS (
     INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
-                             request_hash, report, template)
-    VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, $9, $18)
+                             request_hash, report, template, template_source)
+    VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, $9, $18, $19)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING seq
 ), inserted AS (
@@ -39,7 +39,7 @@ impl Postgres {
             Some(i) => (Some(i.key.as_str()), Some(i.request_hash.as_str())),
             None => (None, None),
         };
-        let columns = Columns::of(&batch.messages);
+        let columns = Columns::of(&batch, &batch.messages);
         let report = batch.report.to_string();
         // A replay can race with pruning of the batch it replays: then the key is
         // free again and the next round stores the batch.
@@ -49,6 +49,7 @@ impl Postgres {
             params.push(&report);
             params.extend(columns.params());
             params.push(&batch.template_id);
+            params.push(&head.template);
             let stored = client.query_opt(&insert, &params).await.map_err(db)?;
             if stored.is_some() {
                 return Ok(Accepted::New(batch.id));
@@ -94,14 +95,17 @@ impl Postgres {
     }
 }
 
-/// The values of a batch row that the statements storing it take first, as text
-/// and numbers.
+/// The values of a batch row that the statements storing it take, as text and
+/// numbers.
 pub(super) struct BatchHead<'a> {
     id: String,
     channel: &'a str,
     now: i64,
     key: Option<&'a str>,
     hash: Option<&'a str>,
+    /// The batch's template as stored (JSON: body, subject), which its messages
+    /// are rendered from when claimed.
+    pub(super) template: Option<String>,
 }
 
 impl<'a> BatchHead<'a> {
@@ -112,6 +116,10 @@ impl<'a> BatchHead<'a> {
             now: now_ms(),
             key: batch.idempotency.as_ref().map(|i| i.key.as_str()),
             hash: batch.idempotency.as_ref().map(|i| i.request_hash.as_str()),
+            template: batch
+                .template
+                .as_ref()
+                .map(|t| serde_json::to_string(t).expect("a template serializes")),
         }
     }
 
@@ -144,7 +152,9 @@ pub(super) struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    pub(super) fn of(messages: &'a [NewMessage]) -> Self {
+    /// The columns of `messages` of `batch`. With the batch's template stored, a
+    /// message's body is rendered at claim: an empty one is stored.
+    pub(super) fn of(batch: &NewBatch, messages: &'a [NewMessage]) -> Self {
         let n = messages.len();
         let mut c = Columns {
             idx: Vec::with_capacity(n),
@@ -162,7 +172,10 @@ impl<'a> Columns<'a> {
             c.to.push(&m.to);
             c.reference.push(m.reference.as_deref());
             c.subject.push(m.subject.as_deref());
-            c.body.push(&m.body);
+            c.body.push(match batch.template {
+                Some(_) if m.vars.is_some() => "",
+                _ => &m.body,
+            });
             c.segments
                 .push(i32::try_from(m.segments).unwrap_or(i32::MAX));
             c.vars.push(m.vars.as_deref());

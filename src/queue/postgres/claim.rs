@@ -1,13 +1,16 @@
 //! Claiming: due messages leased in one statement, or, within rate limits, in one
 //! transaction that also pays the provider's buckets and minds its recipient caps.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::{Postgres, attempts, db, index_of, parse_channel};
-use crate::domain::{message_id, millis, now_ms};
-use crate::queue::{Claim, Claimed, Lease, Result, parse_batch_id};
+use crate::domain::{BatchId, message_id, millis, now_ms};
+use crate::queue::{BatchTemplate, Claim, Claimed, Error, Lease, Result, parse_batch_id};
 use crate::ratelimit::{Limits, segment_bucket_key};
 
 /// Expired leases, and unknown outcomes whose time has come, back to the queue.
@@ -27,8 +30,24 @@ WHERE m.id = ANY(ARRAY(
     LIMIT 1000
     FOR UPDATE SKIP LOCKED))";
 
-/// Leases up to `$3` due messages of provider `$1`. The `LIMIT 1` keeps the batch
-/// lookup a per-row index probe rather than a hash join over all batches.
+/// What `{claimed}` stands for: the end of both claims, the leased rows with their
+/// batch's id, channel and template id, and its template's sources on the first
+/// row of each batch only, so that a template crosses the wire once per claim. The
+/// `LIMIT 1` keeps the batch lookup a per-row index probe rather than a hash join
+/// over all batches.
+pub(super) const CLAIMED: &str = "
+    RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts,
+              m.segments, m.vars, m.unknown_since
+)
+SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel,
+       c.segments, b.template, c.vars, c.unknown_since,
+       CASE WHEN row_number() OVER (PARTITION BY b.id) = 1 THEN b.template_source END
+FROM claimed c
+CROSS JOIN LATERAL (
+    SELECT id, channel, template, template_source FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1
+) b";
+
+/// Leases up to `$3` due messages of provider `$1`.
 pub(super) const CLAIM: &str = "
 WITH claimed AS (
     UPDATE {s}.messages m SET state = 'sending', lease = $4, lease_until = $5, updated_at = $2
@@ -38,26 +57,14 @@ WITH claimed AS (
         ORDER BY priority DESC, available_at, id
         LIMIT $3
         FOR UPDATE SKIP LOCKED))
-    RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts,
-              m.segments, m.vars, m.unknown_since
-)
-SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel,
-       c.segments, b.template, c.vars, c.unknown_since
-FROM claimed c
-CROSS JOIN LATERAL (SELECT id, channel, template FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1) b";
+{claimed}";
 
 /// Leases the messages `$1` (locked by [`CANDIDATES`] in this transaction).
 pub(super) const CLAIM_IDS: &str = "
 WITH claimed AS (
     UPDATE {s}.messages m SET state = 'sending', lease = $2, lease_until = $3, updated_at = $4
     WHERE m.id = ANY($1::bigint[]) AND m.state = 'pending'
-    RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts,
-              m.segments, m.vars, m.unknown_since
-)
-SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel,
-       c.segments, b.template, c.vars, c.unknown_since
-FROM claimed c
-CROSS JOIN LATERAL (SELECT id, channel, template FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1) b";
+{claimed}";
 
 impl Postgres {
     pub(super) async fn claim_due(
@@ -162,38 +169,51 @@ impl Postgres {
                 rows
             }
         };
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: i64 = row.get(0);
-            let batch_id = parse_batch_id(row.get(8))?;
-            let claim = Claimed {
-                lease: Lease { row: id, token },
-                id: message_id(batch_id, index_of(id)),
-                batch_id,
-                channel: parse_channel(row.get(9))?,
-                provider: provider.to_owned(),
-                to: row.get(3),
-                reference: row.get(4),
-                subject: row.get(5),
-                body: row.get(6),
-                attempts: attempts(row.get(7))?,
-                segments: u32::try_from(row.get::<_, i32>(10)).unwrap_or(1),
-                template_id: row.get(11),
-                vars: row.get(12),
-                unknown_since_ms: row.get(13),
-                template: None,
-            };
-            let order = (
-                std::cmp::Reverse(row.get::<_, i32>(1)),
-                row.get::<_, i64>(2),
-                id,
-            );
-            claimed.push((order, claim));
-        }
-        // RETURNING rows come in no particular order; hand them out in due order.
-        claimed.sort_unstable_by_key(|(order, _)| *order);
-        Ok(Claim::Messages(
-            claimed.into_iter().map(|(_, claim)| claim).collect(),
-        ))
+        Ok(Claim::Messages(claimed(&rows, provider, token)?))
     }
+}
+
+/// The messages claimed under `token` from the rows of [`CLAIMED`], in due order.
+/// A batch stored with its template is read once and shared by its messages, which
+/// the handle renders.
+fn claimed(rows: &[Row], provider: &str, token: i64) -> Result<Vec<Claimed>> {
+    let mut templates: HashMap<BatchId, Arc<BatchTemplate>> = HashMap::new();
+    for row in rows {
+        if let Some(source) = row.get::<_, Option<&str>>(14) {
+            let template = serde_json::from_str::<BatchTemplate>(source)
+                .map_err(|e| Error::Corrupt(format!("a batch's template is not readable: {e}")))?;
+            templates.insert(parse_batch_id(row.get(8))?, Arc::new(template));
+        }
+    }
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.get(0);
+        let batch_id = parse_batch_id(row.get(8))?;
+        let claim = Claimed {
+            lease: Lease { row: id, token },
+            id: message_id(batch_id, index_of(id)),
+            batch_id,
+            channel: parse_channel(row.get(9))?,
+            provider: provider.to_owned(),
+            to: row.get(3),
+            reference: row.get(4),
+            subject: row.get(5),
+            body: row.get(6),
+            attempts: attempts(row.get(7))?,
+            segments: u32::try_from(row.get::<_, i32>(10)).unwrap_or(1),
+            template_id: row.get(11),
+            vars: row.get(12),
+            unknown_since_ms: row.get(13),
+            template: templates.get(&batch_id).cloned(),
+        };
+        let order = (
+            std::cmp::Reverse(row.get::<_, i32>(1)),
+            row.get::<_, i64>(2),
+            id,
+        );
+        claimed.push((order, claim));
+    }
+    // RETURNING rows come in no particular order; hand them out in due order.
+    claimed.sort_unstable_by_key(|(order, _)| *order);
+    Ok(claimed.into_iter().map(|(_, claim)| claim).collect())
 }

@@ -147,6 +147,11 @@ CREATE TABLE {s}.ingest_unacked (
     PRIMARY KEY (source, hash, key)
 );
 CREATE INDEX ingest_unacked_at ON {s}.ingest_unacked (at);
+", "
+-- Migration 8: the template a batch's messages are rendered from when they are
+-- claimed (JSON: body, subject). Its messages keep their variables in `vars` and
+-- an empty `body`; batches without it keep each rendered body.
+ALTER TABLE {s}.batches ADD COLUMN template_source TEXT;
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

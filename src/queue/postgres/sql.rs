@@ -74,7 +74,8 @@ impl Sql {
     pub(super) fn new(schema: &str) -> Sql {
         let quoted = quote_ident(schema);
         let fill = |sql: &str| {
-            sql.replace("{requeued}", REQUEUED_STATE)
+            sql.replace("{claimed}", claim::CLAIMED)
+                .replace("{requeued}", REQUEUED_STATE)
                 .replace("{template}", records::SELECT_TEMPLATE)
                 .replace("{clock}", limit::CLOCK)
                 .replace("{schema}", &quote_literal(schema))

@@ -17,8 +17,8 @@ use crate::queue::{Accepted, Arrival, Begun, Error, NewBatch, NewMessage, Result
 /// connection); its report is set at the end by [`STAGE_REPORT`].
 pub(super) const STAGE_BATCH: &str = "
 INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
-                         request_hash, report, template)
-VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, '{}', $9)
+                         request_hash, report, template, template_source)
+VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, '{}', $9, $10)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING seq";
 
@@ -57,6 +57,7 @@ impl Postgres {
         let head = BatchHead::of(&batch);
         let mut params = head.params(&batch);
         params.push(&batch.template_id);
+        params.push(&head.template);
         let row = client
             .query_opt(&self.sql.stage_batch, &params)
             .await
@@ -96,7 +97,7 @@ struct PgStaging {
 #[async_trait]
 impl Stage for PgStaging {
     async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()> {
-        let columns = Columns::of(&messages);
+        let columns = Columns::of(&self.batch, &messages);
         let now = now_ms();
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![
             &self.seq,
