@@ -46,7 +46,7 @@ mod settle;
 mod sql;
 mod staging;
 
-use location::{Location, describe, parse_location};
+use location::{Location, describe};
 use prune::spawn_pruner;
 use schema::migrate;
 use sql::Sql;
@@ -64,7 +64,7 @@ pub(crate) struct Postgres {
 /// optionally `?schema=NAME&retention_days=N`), applying migrations, and starts the
 /// background pruner unless retention is 0.
 pub(crate) async fn open(url: &url::Url) -> Result<Arc<Postgres>> {
-    let location = parse_location(url.as_str())?;
+    let location = Location::parse(url)?;
     let engine = Arc::new(Postgres::connect(&location).await?);
     if let Some(retention) = location.retention {
         spawn_pruner(Arc::downgrade(&engine), retention);

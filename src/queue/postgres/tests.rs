@@ -6,7 +6,6 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_postgres::{Config, NoTls};
 
-use super::location::parse_location;
 use super::prune::Pruned;
 use super::sql::quote_ident;
 use super::*;
@@ -30,6 +29,12 @@ pub(crate) async fn test_store() -> TestStore {
     (queue, url, Box::new(guard))
 }
 
+/// Where the store at `url` is.
+fn location(url: &str) -> Result<Location> {
+    let url = url::Url::parse(url).map_err(|e| Error::Unsupported(e.to_string()))?;
+    Location::parse(&url)
+}
+
 /// A URL naming a fresh schema on the test server, and a guard that drops it.
 fn test_schema() -> (String, DropSchema) {
     let server = std::env::var("HERALD_TEST_POSTGRES").unwrap_or_else(|_| TEST_SERVER.into());
@@ -37,7 +42,7 @@ fn test_schema() -> (String, DropSchema) {
     let separator = if server.contains('?') { '&' } else { '?' };
     // Named after the schema, so the guard can find the store's connections.
     let url = format!("{server}{separator}schema={schema}&application_name={schema}");
-    let config = parse_location(&url)
+    let config = location(&url)
         .unwrap_or_else(|e| panic!("HERALD_TEST_POSTGRES is not a PostgreSQL URL: {e}"))
         .config;
     (url, DropSchema { config, schema })
@@ -104,7 +109,7 @@ fn message_ids_carry_the_index_in_the_low_bits() {
 }
 
 async fn engine(url: &str) -> Postgres {
-    Postgres::connect(&parse_location(url).unwrap())
+    Postgres::connect(&location(url).unwrap())
         .await
         .expect("the test server is reachable")
 }
@@ -132,7 +137,7 @@ fn template_batch() -> NewBatch {
 
 /// The body and vars of every message stored in the schema of `url`, in id order.
 async fn stored_messages(url: &str) -> Vec<(String, Option<String>)> {
-    let location = parse_location(url).unwrap();
+    let location = location(url).unwrap();
     let e = engine(url).await;
     let client = e.client().await.unwrap();
     client
@@ -211,7 +216,7 @@ async fn a_batch_without_a_template_keeps_its_bodies() {
 #[tokio::test]
 async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
     let (url, _guard) = test_schema();
-    let location = parse_location(&url).unwrap();
+    let location = location(&url).unwrap();
     let schema = quote_ident(&location.schema);
     let queue = Queue::open(&url).await.unwrap();
     queue.accept(batch(1)).await.unwrap();
@@ -252,7 +257,7 @@ async fn concurrent_starts_migrate_a_new_schema_once() {
 #[tokio::test]
 async fn a_schema_from_a_newer_herald_is_refused_naming_both_versions() {
     let (url, _guard) = test_schema();
-    let location = parse_location(&url).unwrap();
+    let location = location(&url).unwrap();
     let e = engine(&url).await;
     let client = e.client().await.unwrap();
     client
