@@ -32,6 +32,7 @@ pub(super) const REPLAY: &str =
     "SELECT id, request_hash, report FROM {s}.batches WHERE idempotency_key = $1";
 
 impl Postgres {
+    /// [`Engine::accept`](crate::queue::Engine::accept).
     pub(super) async fn accept_batch(&self, batch: NewBatch) -> Result<Accepted> {
         let client = self.client().await?;
         let insert = client.prepare_cached(&self.sql.accept).await.map_err(db)?;

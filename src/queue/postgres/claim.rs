@@ -67,6 +67,7 @@ WITH claimed AS (
 {claimed}";
 
 impl Postgres {
+    /// [`Engine::claim`](crate::queue::Engine::claim).
     pub(super) async fn claim_due(
         &self,
         provider: &str,

@@ -64,6 +64,7 @@ UPDATE {s}.messages SET state = $2, attempts = 0, available_at = $3, updated_at 
 WHERE id >= $1::bigint << 32 AND id < ($1::bigint + 1) << 32 AND state = 'failed'";
 
 impl Postgres {
+    /// [`Engine::batch`](crate::queue::Engine::batch).
     pub(super) async fn summary(&self, id: BatchId) -> Result<Option<BatchSummary>> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.sql.summary).await.map_err(db)?;
@@ -71,6 +72,7 @@ impl Postgres {
         summary(id, &rows)
     }
 
+    /// [`Engine::batches`](crate::queue::Engine::batches).
     pub(super) async fn summaries(
         &self,
         before: Option<BatchId>,
@@ -89,6 +91,7 @@ impl Postgres {
         Ok(summaries)
     }
 
+    /// [`Engine::pending`](crate::queue::Engine::pending).
     pub(super) async fn count_pending(&self, provider: &str, cap: u64) -> Result<u64> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(&self.sql.pending).await.map_err(db)?;
@@ -100,6 +103,7 @@ impl Postgres {
         Ok(row.get::<_, i64>(0).unsigned_abs())
     }
 
+    /// [`Engine::messages`](crate::queue::Engine::messages).
     pub(super) async fn message_page(
         &self,
         id: BatchId,
@@ -142,6 +146,7 @@ impl Postgres {
             .collect()
     }
 
+    /// [`Engine::control`](crate::queue::Engine::control).
     pub(super) async fn apply_control(
         &self,
         id: BatchId,

@@ -101,6 +101,7 @@ impl Postgres {
         }))
     }
 
+    /// [`Engine::apply_receipts`](crate::queue::Engine::apply_receipts).
     pub(super) async fn apply_reports(
         &self,
         provider: &str,

@@ -31,6 +31,7 @@ WHERE m.id = s.id AND m.lease = s.token AND m.state = 'sending'
 RETURNING CASE WHEN s.kind IN ('sent', 'confirmed') THEN m.provider END, s.provider_message_id";
 
 impl Postgres {
+    /// [`Engine::settle`](crate::queue::Engine::settle).
     pub(super) async fn settle_leases(&self, settlements: Vec<Settlement>) -> Result<()> {
         let n = settlements.len();
         let (mut ids, mut tokens, mut kinds, mut at, mut errors, mut provider_ids) = (

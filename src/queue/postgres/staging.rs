@@ -35,6 +35,7 @@ FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::t
 pub(super) const STAGE_REPORT: &str = "UPDATE {s}.batches SET report = $2 WHERE seq = $1";
 
 impl Postgres {
+    /// [`Engine::begin`](crate::queue::Engine::begin).
     pub(super) async fn stage(&self, batch: NewBatch, arrival: Arrival) -> Result<Begun> {
         if arrival == Arrival::AtHand {
             // Gathered and stored by one accept, as fast as the chunks are made.
