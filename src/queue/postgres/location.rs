@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio_postgres::Config;
 use tokio_postgres::config::Host;
+use url::Url;
 
 use super::cause;
 use crate::queue::{Error, Result};
@@ -25,57 +26,71 @@ pub(super) struct Location {
     pub(super) retention: Option<Duration>,
 }
 
-/// Splits Herald's own parameters (`schema`, `retention_days`) off the URL and
-/// parses the rest as tokio-postgres connection settings.
-pub(super) fn parse_location(url: &str) -> Result<Location> {
-    let invalid = |why: String| {
-        Error::Unavailable(format!(
-            "the PostgreSQL store URL is not valid: {why}; expected \
-             postgres://user[:password]@host[:port]/database[?schema=NAME&retention_days=N]"
-        ))
-    };
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let mut schema = DEFAULT_SCHEMA.to_owned();
-    let mut retention_days = DEFAULT_RETENTION_DAYS;
-    let mut kept = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let Some((key, value)) = form_urlencoded::parse(pair.as_bytes()).next() else {
-            continue;
+impl Location {
+    /// Takes Herald's own parameters (`schema`, `retention_days`) off `url` and
+    /// reads the rest as tokio-postgres connection settings. `Error::Unsupported`
+    /// names what is wrong (a parameter, with the form it takes) and the form of
+    /// the whole URL.
+    pub(super) fn parse(url: &Url) -> Result<Location> {
+        let invalid = |why: String| {
+            Error::Unsupported(format!(
+                "the PostgreSQL store URL is not valid: {why}; expected \
+                 postgres://user[:password]@host[:port]/database[?schema=NAME&retention_days=N]"
+            ))
         };
-        match &*key {
-            "schema" => schema = value.into_owned(),
-            "retention_days" => {
-                retention_days = value.parse().map_err(|_| {
-                    invalid(format!(
-                        "`retention_days={value}` is not a whole number of days (0 keeps everything)"
-                    ))
-                })?;
+        let mut schema = DEFAULT_SCHEMA.to_owned();
+        let mut retention_days = DEFAULT_RETENTION_DAYS;
+        for (key, value) in url.query_pairs() {
+            match &*key {
+                "schema" => schema = value.into_owned(),
+                "retention_days" => {
+                    retention_days = value.parse().map_err(|_| {
+                        invalid(format!(
+                            "`retention_days={value}` is not a whole number of days (0 keeps everything)"
+                        ))
+                    })?;
+                }
+                _ => {}
             }
-            _ => kept.push(pair),
         }
+        let valid = schema.len() <= 63
+            && schema.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(invalid(format!(
+                "`schema={schema}`: a schema name is up to 63 letters, digits and _, not starting with a digit"
+            )));
+        }
+        let config =
+            Config::from_str(connection_url(url).as_str()).map_err(|e| invalid(cause(&e)))?;
+        Ok(Location {
+            config,
+            schema,
+            retention: (retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(retention_days) * 24 * 3600)),
+        })
     }
-    let valid = schema.len() <= 63
-        && schema.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && schema
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !valid {
-        return Err(invalid(format!(
-            "`schema={schema}`: a schema name is up to 63 letters, digits and _, not starting with a digit"
-        )));
-    }
-    let rest = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
+}
+
+/// `url` without Herald's own parameters: what tokio-postgres reads. The other
+/// parameters are kept as written, since tokio-postgres decodes `%20`, not `+`.
+fn connection_url(url: &Url) -> Url {
+    let ours = |pair: &&str| {
+        form_urlencoded::parse(pair.as_bytes())
+            .next()
+            .is_some_and(|(key, _)| key == "schema" || key == "retention_days")
     };
-    let config = Config::from_str(&rest).map_err(|e| invalid(cause(&e)))?;
-    Ok(Location {
-        config,
-        schema,
-        retention: (retention_days > 0)
-            .then(|| Duration::from_secs(u64::from(retention_days) * 24 * 3600)),
-    })
+    let kept: Vec<&str> = url
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !ours(pair))
+        .collect();
+    let mut rest = url.clone();
+    rest.set_query((!kept.is_empty()).then(|| kept.join("&")).as_deref());
+    rest
 }
 
 /// `user@host:port/db`, never the password.
@@ -106,6 +121,10 @@ pub(super) fn describe(config: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_location(url: &str) -> Result<Location> {
+        Location::parse(&Url::parse(url).expect("a URL"))
+    }
 
     #[test]
     fn the_schema_and_retention_are_taken_off_the_url() {
@@ -147,8 +166,36 @@ mod tests {
             ("postgres://u@h/db?frobnicate=1", "frobnicate"),
         ] {
             match parse_location(url) {
-                Err(Error::Unavailable(m)) => assert!(m.contains(needle), "{url}: {m}"),
+                Err(Error::Unsupported(m)) => assert!(m.contains(needle), "{url}: {m}"),
                 other => panic!("{url}: expected an error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn other_parameters_and_escapes_reach_the_connection_settings_as_written() {
+        let l = parse_location(
+            "postgres://us%40r:p%2Fw@h/db?options=-c%20search_path%3Dx&schema=s&application_name=a+b",
+        )
+        .unwrap();
+        assert_eq!(l.schema, "s");
+        assert_eq!(l.config.get_user(), Some("us@r"));
+        assert_eq!(l.config.get_password(), Some(&b"p/w"[..]));
+        assert_eq!(l.config.get_options(), Some("-c search_path=x"));
+        // tokio-postgres decodes `%20`, not `+`: a `+` stays one.
+        assert_eq!(l.config.get_application_name(), Some("a+b"));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_parameter_is_a_configuration_error_before_any_connection() {
+        for url in [
+            "postgres://u@127.0.0.1:1/db?retention_days=soon",
+            "postgres://u@127.0.0.1:1/db?schema=a-b",
+        ] {
+            match crate::queue::Queue::open(url).await {
+                Err(Error::Unsupported(m)) => assert!(m.contains("expected"), "{url}: {m}"),
+                Err(other) => panic!("{url}: expected Unsupported, got {other:?}"),
+                Ok(_) => panic!("{url}: opened"),
             }
         }
     }

@@ -18,6 +18,102 @@ use crate::queue::{
 /// size however many recipients a batch has.
 const LOOKUP_CHUNK: usize = 50_000;
 
+/// Both take the template as `$1`…`$5`, the time as `$6`, and return the stored
+/// version and creation time, or no row (create: the id is taken; replace: there is
+/// no such template).
+pub(super) const CREATE_TEMPLATE: &str = "
+INSERT INTO {s}.templates (id, channel, subject, body, providers, version, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, 1, $6, $6)
+ON CONFLICT (id) DO NOTHING
+RETURNING version, created_at";
+
+pub(super) const REPLACE_TEMPLATE: &str = "
+UPDATE {s}.templates SET channel = $2, subject = $3, body = $4, providers = $5,
+    version = version + 1, updated_at = $6
+WHERE id = $1
+RETURNING version, created_at";
+
+/// What `{template}` stands for in the statements that read templates.
+pub(super) const SELECT_TEMPLATE: &str = "SELECT id, channel, subject, body, providers, version, created_at, updated_at FROM {s}.templates";
+
+pub(super) const TEMPLATE: &str = "{template} WHERE id = $1";
+
+pub(super) const TEMPLATES: &str = "{template} ORDER BY id LIMIT $1";
+
+pub(super) const TEMPLATES_AFTER: &str = "{template} WHERE id > $1 ORDER BY id LIMIT $2";
+
+pub(super) const DELETE_TEMPLATE: &str = "DELETE FROM {s}.templates WHERE id = $1";
+
+/// Upserts the entries `($1, $2, $3)[i]` (no two alike) and counts the new ones:
+/// a row whose `xmax` is 0 was inserted by this statement, not updated. A reason
+/// that did not change is not rewritten.
+pub(super) const SUPPRESS: &str = "
+WITH upserted AS (
+    INSERT INTO {s}.suppressions AS x (channel, address, reason, created_at)
+    SELECT e.channel, e.address, e.reason, $4
+    FROM UNNEST($1::text[], $2::text[], $3::text[]) AS e(channel, address, reason)
+    ON CONFLICT (channel, address) DO UPDATE SET reason = EXCLUDED.reason
+        WHERE x.reason <> EXCLUDED.reason
+    RETURNING x.xmax = 0 AS new
+)
+SELECT COUNT(*) FILTER (WHERE new) FROM upserted";
+
+pub(super) const UNSUPPRESS: &str =
+    "DELETE FROM {s}.suppressions WHERE channel = $1 AND address = ANY($2::text[])";
+
+pub(super) const ANY_SUPPRESSED: &str =
+    "SELECT EXISTS (SELECT 1 FROM {s}.suppressions WHERE channel = $1)";
+
+pub(super) const SUPPRESSED: &str =
+    "SELECT address FROM {s}.suppressions WHERE channel = $1 AND address = ANY($2::text[])";
+
+pub(super) const SUPPRESSIONS: &str = "
+SELECT address, reason, created_at FROM {s}.suppressions
+WHERE channel = $1
+ORDER BY address LIMIT $2";
+
+pub(super) const SUPPRESSIONS_AFTER: &str = "
+SELECT address, reason, created_at FROM {s}.suppressions
+WHERE channel = $1 AND address > $2
+ORDER BY address LIMIT $3";
+
+/// Upserts the fingerprints `$2` (no two alike) of channel `$1` at `$3`; one already
+/// there keeps the later time, and is not rewritten when that is its own.
+pub(super) const REMEMBER_SENDS: &str = "
+INSERT INTO {s}.send_fingerprints AS x (channel, fingerprint, at)
+SELECT $1, f, $3 FROM UNNEST($2::text[]) AS f
+ON CONFLICT (channel, fingerprint) DO UPDATE SET at = EXCLUDED.at
+    WHERE x.at < EXCLUDED.at";
+
+pub(super) const ANY_RECENTLY_SENT: &str =
+    "SELECT EXISTS (SELECT 1 FROM {s}.send_fingerprints WHERE channel = $1 AND at >= $2)";
+
+pub(super) const RECENTLY_SENT: &str = "
+SELECT fingerprint FROM {s}.send_fingerprints
+WHERE channel = $1 AND at >= $2 AND fingerprint = ANY($3::text[])";
+
+/// Deletes up to `$3` fingerprints of channel `$1` remembered before `$2`. One
+/// upserted meanwhile has a new row version, which the `ctid` no longer matches.
+pub(super) const FORGET_SENDS: &str = "
+DELETE FROM {s}.send_fingerprints WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM {s}.send_fingerprints WHERE channel = $1 AND at < $2 LIMIT $3))";
+
+/// Deletes up to 100 markers marked before `$1`.
+pub(super) const EXPIRE_UNACKED: &str = "
+DELETE FROM {s}.ingest_unacked WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM {s}.ingest_unacked WHERE at < $1 LIMIT 100))";
+
+pub(super) const MARK_UNACKED: &str = "
+INSERT INTO {s}.ingest_unacked (source, hash, key, at) VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING";
+
+pub(super) const UNACKED: &str = "
+SELECT key FROM {s}.ingest_unacked WHERE source = $1 AND hash = $2 AND at >= $3
+ORDER BY at, key LIMIT $4";
+
+pub(super) const UNMARK_UNACKED: &str =
+    "DELETE FROM {s}.ingest_unacked WHERE source = $1 AND hash = $2 AND key = $3";
+
 fn template(row: &Row) -> Result<Template> {
     Ok(Template {
         id: row.get(0),

@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
+use serde_json::json;
 use tokio_postgres::{Config, NoTls};
 
-use super::location::parse_location;
+use super::prune::Pruned;
 use super::sql::quote_ident;
 use super::*;
-use crate::queue::tests::TestStore;
-use crate::queue::{NewMessage, Queue};
+use crate::queue::tests::{TestBatch, TestStore};
+use crate::queue::{Arrival, BatchTemplate, Begun, Outcome, Queue};
 
 /// The server the conformance suite uses unless `HERALD_TEST_POSTGRES` names another.
 const TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -17,7 +18,7 @@ const TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// A store of this engine for one conformance test: a fresh schema in the database
 /// named by `HERALD_TEST_POSTGRES`, dropped by the guard. Panics when the server
 /// cannot be reached: a missing server is a failure, never a skip.
-pub(crate) async fn test_store() -> Option<TestStore> {
+pub(crate) async fn test_store() -> TestStore {
     let (url, guard) = test_schema();
     let queue = Queue::open(&url).await.unwrap_or_else(|e| {
         panic!(
@@ -25,7 +26,13 @@ pub(crate) async fn test_store() -> Option<TestStore> {
              (scripts/test does it) or point HERALD_TEST_POSTGRES at a server"
         )
     });
-    Some((queue, url, Box::new(guard)))
+    (queue, url, Box::new(guard))
+}
+
+/// Where the store at `url` is.
+fn location(url: &str) -> Result<Location> {
+    let url = url::Url::parse(url).map_err(|e| Error::Unsupported(e.to_string()))?;
+    Location::parse(&url)
 }
 
 /// A URL naming a fresh schema on the test server, and a guard that drops it.
@@ -35,7 +42,7 @@ fn test_schema() -> (String, DropSchema) {
     let separator = if server.contains('?') { '&' } else { '?' };
     // Named after the schema, so the guard can find the store's connections.
     let url = format!("{server}{separator}schema={schema}&application_name={schema}");
-    let config = parse_location(&url)
+    let config = location(&url)
         .unwrap_or_else(|e| panic!("HERALD_TEST_POSTGRES is not a PostgreSQL URL: {e}"))
         .config;
     (url, DropSchema { config, schema })
@@ -102,35 +109,135 @@ fn message_ids_carry_the_index_in_the_low_bits() {
 }
 
 async fn engine(url: &str) -> Postgres {
-    Postgres::connect(&parse_location(url).unwrap())
+    Postgres::connect(&location(url).unwrap())
         .await
         .expect("the test server is reachable")
 }
 
+/// `n` e-mail messages for provider `p`, each body 160 bytes.
 fn batch(n: u32) -> NewBatch {
-    NewBatch {
-        id: BatchId::new(),
-        channel: Channel::Email,
-        source: "test".into(),
-        priority: 0,
-        send_at_ms: now_ms(),
-        idempotency: None,
-        report: serde_json::json!({}),
-        template_id: None,
-        template: None,
-        messages: (0..n)
-            .map(|index| NewMessage {
-                index,
-                provider: "p".into(),
-                to: format!("user{index}@example.com"),
-                reference: None,
-                subject: Some("hello".into()),
-                body: "x".repeat(160),
-                segments: 1,
-                vars: None,
-            })
-            .collect(),
-    }
+    TestBatch::sms(n)
+        .channel(Channel::Email)
+        .bodies(|_| "x".repeat(160))
+        .build()
+}
+
+/// Three messages rendered from `Hi {{name}}, 你好`, with bodies the store must not
+/// keep: a claimed body can only come from the render.
+fn template_batch() -> NewBatch {
+    let template = BatchTemplate {
+        subject: None,
+        body: "Hi {{name}}, 你好".into(),
+    };
+    TestBatch::sms(3)
+        .template(None, template, |i| json!({"name": format!("N{i}")}))
+        .bodies(|_| "not stored".into())
+        .build()
+}
+
+/// The body and vars of every message stored in the schema of `url`, in id order.
+async fn stored_messages(url: &str) -> Vec<(String, Option<String>)> {
+    let location = location(url).unwrap();
+    let e = engine(url).await;
+    let client = e.client().await.unwrap();
+    client
+        .query(
+            &format!(
+                "SELECT body, vars FROM {}.messages ORDER BY id",
+                quote_ident(&location.schema)
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// What a handle claims of `provider`: each message's body and vars, in id order.
+async fn claimed_bodies(queue: &Queue) -> Vec<(String, Option<String>)> {
+    let mut claimed = queue.claim("p", 10, Duration::from_secs(30)).await.unwrap();
+    claimed.sort_by(|a, b| a.id.cmp(&b.id));
+    claimed.into_iter().map(|c| (c.body, c.vars)).collect()
+}
+
+fn rendered() -> Vec<(String, Option<String>)> {
+    (0..3).map(|i| (format!("Hi N{i}, 你好"), None)).collect()
+}
+
+fn stored_vars() -> Vec<(String, Option<String>)> {
+    (0..3)
+        .map(|i| {
+            (
+                String::new(),
+                Some(json!({"name": format!("N{i}")}).to_string()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_template_batch_stores_its_vars_not_its_bodies_and_is_rendered_at_claim() {
+    let (url, _guard) = test_schema();
+    let queue = Queue::open(&url).await.unwrap();
+    queue.accept(template_batch()).await.unwrap();
+    assert_eq!(stored_messages(&url).await, stored_vars());
+    assert_eq!(claimed_bodies(&queue).await, rendered());
+}
+
+#[tokio::test]
+async fn a_template_batch_stored_in_chunks_stores_its_vars_not_its_bodies() {
+    let (url, _guard) = test_schema();
+    let queue = Queue::open(&url).await.unwrap();
+    let mut batch = template_batch();
+    let messages = std::mem::take(&mut batch.messages);
+    let Begun::Staging(mut staging) = queue.begin(batch, Arrival::Streamed).await.unwrap() else {
+        panic!("a new batch is staged")
+    };
+    let (first, rest) = messages.split_at(1);
+    staging.add(first.to_vec()).await.unwrap();
+    staging.add(rest.to_vec()).await.unwrap();
+    queue.commit(staging, json!({}), 3).await.unwrap();
+    assert_eq!(stored_messages(&url).await, stored_vars());
+    assert_eq!(claimed_bodies(&queue).await, rendered());
+}
+
+#[tokio::test]
+async fn a_batch_without_a_template_keeps_its_bodies() {
+    let (url, _guard) = test_schema();
+    let queue = Queue::open(&url).await.unwrap();
+    queue.accept(batch(2)).await.unwrap();
+    let bodies = vec![("x".repeat(160), None); 2];
+    assert_eq!(stored_messages(&url).await, bodies);
+    assert_eq!(claimed_bodies(&queue).await, bodies);
+}
+
+#[tokio::test]
+async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
+    let (url, _guard) = test_schema();
+    let location = location(&url).unwrap();
+    let schema = quote_ident(&location.schema);
+    let queue = Queue::open(&url).await.unwrap();
+    queue.accept(batch(1)).await.unwrap();
+    drop(queue);
+    // The store as the herald before migration 8 left it.
+    let e = engine(&url).await;
+    e.client()
+        .await
+        .unwrap()
+        .batch_execute(&format!(
+            "ALTER TABLE {schema}.batches DROP COLUMN template_source;
+             DELETE FROM {schema}.herald_schema_version WHERE version = 8"
+        ))
+        .await
+        .unwrap();
+    drop(e);
+    let queue = Queue::open(&url).await.unwrap();
+    queue.accept(template_batch()).await.unwrap();
+    let mut claimed = claimed_bodies(&queue).await;
+    assert_eq!(claimed.remove(0), ("x".repeat(160), None));
+    assert_eq!(claimed, rendered());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,7 +257,7 @@ async fn concurrent_starts_migrate_a_new_schema_once() {
 #[tokio::test]
 async fn a_schema_from_a_newer_herald_is_refused_naming_both_versions() {
     let (url, _guard) = test_schema();
-    let location = parse_location(&url).unwrap();
+    let location = location(&url).unwrap();
     let e = engine(&url).await;
     let client = e.client().await.unwrap();
     client
@@ -162,7 +269,7 @@ async fn a_schema_from_a_newer_herald_is_refused_naming_both_versions() {
         .unwrap();
     match Queue::open(&url).await {
         Err(Error::Corrupt(m)) => {
-            let latest = super::sql::MIGRATIONS.len();
+            let latest = super::schema::MIGRATIONS.len();
             assert!(
                 m.contains("version 99") && m.contains(&format!("up to {latest}")),
                 "{m}"

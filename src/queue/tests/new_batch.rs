@@ -57,6 +57,12 @@ impl TestBatch {
         built
     }
 
+    /// On `channel` instead of SMS (addresses stay as they are).
+    pub(crate) fn channel(mut self, channel: Channel) -> Self {
+        self.batch.channel = channel;
+        self
+    }
+
     /// Higher goes first.
     pub(crate) fn priority(mut self, priority: i32) -> Self {
         self.batch.priority = priority;

@@ -87,9 +87,7 @@ pub(super) async fn sqlite() -> TestStore {
 /// A fresh schema on the PostgreSQL test server (`HERALD_TEST_POSTGRES`), dropped
 /// with the guard.
 pub(super) async fn postgres() -> TestStore {
-    crate::queue::postgres::test_store()
-        .await
-        .expect("the PostgreSQL engine gives a test store or fails")
+    crate::queue::postgres::test_store().await
 }
 
 /// A fresh key prefix on the Redis test server (`HERALD_TEST_REDIS`), deleted with

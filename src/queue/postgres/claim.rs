@@ -1,0 +1,220 @@
+//! Claiming: due messages leased in one statement, or, within rate limits, in one
+//! transaction that also pays the provider's buckets and minds its recipient caps.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+use super::{Postgres, attempts, db, index_of, parse_channel};
+use crate::domain::{BatchId, message_id, millis, now_ms};
+use crate::queue::{BatchTemplate, Claim, Claimed, Error, Lease, Result, parse_batch_id};
+use crate::ratelimit::{Limits, segment_bucket_key};
+
+/// Expired leases, and unknown outcomes whose time has come, back to the queue.
+/// `SKIP LOCKED`: a row being settled right now is left to its settlement, and
+/// concurrent claimers never queue up behind each other. (`= ANY(ARRAY(…))` here
+/// and in [`CLAIM`] keeps the plan an index lookup by id whatever the row estimates
+/// of a generic plan.)
+pub(super) const REQUEUE: &str = "
+UPDATE {s}.messages m SET state = {requeued}, lease = NULL, lease_until = NULL, updated_at = $1
+WHERE m.id = ANY(ARRAY(
+    SELECT id FROM {s}.messages
+    WHERE lease_until <= $1 AND state = 'sending'
+    LIMIT 1000
+    FOR UPDATE SKIP LOCKED) || ARRAY(
+    SELECT id FROM {s}.messages
+    WHERE state = 'unknown' AND available_at <= $1
+    LIMIT 1000
+    FOR UPDATE SKIP LOCKED))";
+
+/// What `{claimed}` stands for: the end of both claims, the leased rows with their
+/// batch's id, channel and template id, and its template's sources on the first
+/// row of each batch only, so that a template crosses the wire once per claim. The
+/// `LIMIT 1` keeps the batch lookup a per-row index probe rather than a hash join
+/// over all batches.
+pub(super) const CLAIMED: &str = "
+    RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts,
+              m.segments, m.vars, m.unknown_since
+)
+SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel,
+       c.segments, b.template, c.vars, c.unknown_since,
+       CASE WHEN row_number() OVER (PARTITION BY b.id) = 1 THEN b.template_source END
+FROM claimed c
+CROSS JOIN LATERAL (
+    SELECT id, channel, template, template_source FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1
+) b";
+
+/// Leases up to `$3` due messages of provider `$1`.
+pub(super) const CLAIM: &str = "
+WITH claimed AS (
+    UPDATE {s}.messages m SET state = 'sending', lease = $4, lease_until = $5, updated_at = $2
+    WHERE m.id = ANY(ARRAY(
+        SELECT id FROM {s}.messages
+        WHERE state = 'pending' AND provider = $1 AND available_at <= $2
+        ORDER BY priority DESC, available_at, id
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED))
+{claimed}";
+
+/// Leases the messages `$1` (locked by [`CANDIDATES`] in this transaction).
+pub(super) const CLAIM_IDS: &str = "
+WITH claimed AS (
+    UPDATE {s}.messages m SET state = 'sending', lease = $2, lease_until = $3, updated_at = $4
+    WHERE m.id = ANY($1::bigint[]) AND m.state = 'pending'
+{claimed}";
+
+impl Postgres {
+    /// [`Engine::claim`](crate::queue::Engine::claim).
+    pub(super) async fn claim_due(
+        &self,
+        provider: &str,
+        limit: usize,
+        lease: Duration,
+        limits: &Limits,
+    ) -> Result<Claim> {
+        let owner = limits.owner_or(provider);
+        let mut client = self.client().await?;
+        let now = now_ms();
+        let token = fastrand::i64(..);
+        let until = now.saturating_add(millis(lease));
+        let rows = match limits.rate {
+            None if limits.per_recipient.is_empty() && limits.segments.is_none() => {
+                let requeue = client.prepare_cached(&self.sql.requeue).await.map_err(db)?;
+                let claim = client.prepare_cached(&self.sql.claim).await.map_err(db)?;
+                // Both statements go out before either answer is awaited (the client
+                // pipelines them), so this is one round trip; each commits on its own,
+                // the requeue first, so the claim sees what it requeued.
+                let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                let requeue_params: [&(dyn ToSql + Sync); 1] = [&now];
+                let claim_params: [&(dyn ToSql + Sync); 5] =
+                    [&provider, &now, &limit, &token, &until];
+                let (requeued, rows) = tokio::join!(
+                    client.execute(&requeue, &requeue_params),
+                    client.query(&claim, &claim_params),
+                );
+                if let Err(e) = requeued {
+                    // The claim stands (its rows are leased now); the next claim requeues.
+                    tracing::warn!(error = %db(e), "requeueing expired leases failed; will try again");
+                }
+                rows.map_err(db)?
+            }
+            _ => {
+                // Limited claims for one provider take turns: the bucket's row lock
+                // and the caps' advisory lock are held to the end of the transaction,
+                // across every process on the store.
+                let tx = client.transaction().await.map_err(db)?;
+                let requeue = tx.prepare_cached(&self.sql.requeue).await.map_err(db)?;
+                tx.execute(&requeue, &[&now]).await.map_err(db)?;
+                let (limit, bucket) = match &limits.rate {
+                    None => (limit, None),
+                    Some(rate) => {
+                        let (stored, clock) = self.lock_bucket(&tx, owner, rate.burst).await?;
+                        match rate.take(Some(stored), clock, limit) {
+                            Ok((n, bucket)) => (n, Some(bucket)),
+                            Err(wait) => {
+                                // The requeue stands.
+                                tx.commit().await.map_err(db)?;
+                                return Ok(Claim::Wait(wait));
+                            }
+                        }
+                    }
+                };
+                let segment_key = segment_bucket_key(owner);
+                let (limit, segment_bucket) = match &limits.segments {
+                    None => (limit, None),
+                    Some(rate) => {
+                        let (stored, clock) =
+                            self.lock_bucket(&tx, &segment_key, rate.burst).await?;
+                        let bucket = rate.refill(Some(stored), clock);
+                        let costs = self.due_segments(&tx, provider, limit, now).await?;
+                        match rate.fit(&bucket, &costs) {
+                            Ok(n) => (n, Some(bucket)),
+                            Err(wait) => {
+                                tx.commit().await.map_err(db)?;
+                                return Ok(Claim::Wait(wait));
+                            }
+                        }
+                    }
+                };
+                let rows = if limits.per_recipient.is_empty() {
+                    let claim = tx.prepare_cached(&self.sql.claim).await.map_err(db)?;
+                    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+                    tx.query(&claim, &[&provider, &now, &limit, &token, &until])
+                        .await
+                        .map_err(db)?
+                } else {
+                    let ids = self
+                        .pick_capped(&tx, provider, owner, &limits.per_recipient, limit, now)
+                        .await?;
+                    let claim = tx.prepare_cached(&self.sql.claim_ids).await.map_err(db)?;
+                    tx.query(&claim, &[&ids, &token, &until, &now])
+                        .await
+                        .map_err(db)?
+                };
+                if let Some(bucket) = bucket {
+                    self.store_bucket(&tx, owner, bucket.spend(rows.len()))
+                        .await?;
+                }
+                if let Some(bucket) = segment_bucket {
+                    let segments = rows
+                        .iter()
+                        .map(|r| usize::try_from(r.get::<_, i32>(10)).unwrap_or(1))
+                        .sum();
+                    self.store_bucket(&tx, &segment_key, bucket.spend(segments))
+                        .await?;
+                }
+                tx.commit().await.map_err(db)?;
+                rows
+            }
+        };
+        Ok(Claim::Messages(claimed(&rows, provider, token)?))
+    }
+}
+
+/// The messages claimed under `token` from the rows of [`CLAIMED`], in due order.
+/// A batch stored with its template is read once and shared by its messages, which
+/// the handle renders.
+fn claimed(rows: &[Row], provider: &str, token: i64) -> Result<Vec<Claimed>> {
+    let mut templates: HashMap<BatchId, Arc<BatchTemplate>> = HashMap::new();
+    for row in rows {
+        if let Some(source) = row.get::<_, Option<&str>>(14) {
+            let template = serde_json::from_str::<BatchTemplate>(source)
+                .map_err(|e| Error::Corrupt(format!("a batch's template is not readable: {e}")))?;
+            templates.insert(parse_batch_id(row.get(8))?, Arc::new(template));
+        }
+    }
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.get(0);
+        let batch_id = parse_batch_id(row.get(8))?;
+        let claim = Claimed {
+            lease: Lease { row: id, token },
+            id: message_id(batch_id, index_of(id)),
+            batch_id,
+            channel: parse_channel(row.get(9))?,
+            provider: provider.to_owned(),
+            to: row.get(3),
+            reference: row.get(4),
+            subject: row.get(5),
+            body: row.get(6),
+            attempts: attempts(row.get(7))?,
+            segments: u32::try_from(row.get::<_, i32>(10)).unwrap_or(1),
+            template_id: row.get(11),
+            vars: row.get(12),
+            unknown_since_ms: row.get(13),
+            template: templates.get(&batch_id).cloned(),
+        };
+        let order = (
+            std::cmp::Reverse(row.get::<_, i32>(1)),
+            row.get::<_, i64>(2),
+            id,
+        );
+        claimed.push((order, claim));
+    }
+    // RETURNING rows come in no particular order; hand them out in due order.
+    claimed.sort_unstable_by_key(|(order, _)| *order);
+    Ok(claimed.into_iter().map(|(_, claim)| claim).collect())
+}

@@ -1,0 +1,236 @@
+//! The ledger: batch summaries and pages, a batch's messages, pending counts, and
+//! the controls that pause, resume, cancel or retry a batch.
+
+use tokio_postgres::Row;
+
+use super::{Postgres, attempts, db, index_of, parse_channel, parse_control, parse_state};
+use crate::domain::{BatchControl, BatchId, Counts, MessageState, message_id, now_ms};
+use crate::queue::{
+    BatchSummary, Control, Error, MessageQuery, MessageRecord, Result, parse_batch_id,
+};
+
+pub(super) const SUMMARY: &str = "
+SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, c.state, c.n
+FROM {s}.batches b
+LEFT JOIN LATERAL (
+    SELECT state, COUNT(*) AS n FROM {s}.messages
+    WHERE id >= b.seq << 32 AND id < (b.seq + 1) << 32
+    GROUP BY state
+) c ON true
+WHERE b.id = $1";
+
+/// A page of batches, newest first, as the rows of [`SUMMARY`] with the batch id
+/// last. Ids are canonical hyphenated UUIDs: every collation orders them as their
+/// bytes (digits before letters, hyphens in the same places), so the unique index
+/// on `id` serves the order.
+pub(super) const BATCHES: &str = "
+SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, c.state, c.n, b.id
+FROM (
+    SELECT * FROM {s}.batches WHERE $1::text IS NULL OR id < $1 ORDER BY id DESC LIMIT $2
+) b
+LEFT JOIN LATERAL (
+    SELECT state, COUNT(*) AS n FROM {s}.messages
+    WHERE id >= b.seq << 32 AND id < (b.seq + 1) << 32
+    GROUP BY state
+) c ON true
+ORDER BY b.id DESC";
+
+/// Provider `$1`'s pending messages, counted no further than `$2`, from the ready
+/// index (which holds exactly the pending ones).
+pub(super) const PENDING: &str = "
+SELECT COUNT(*) FROM (
+    SELECT 1 FROM {s}.messages WHERE provider = $1 AND state = 'pending' LIMIT $2
+) p";
+
+pub(super) const MESSAGES: &str = "
+SELECT m.id, m.to_addr, m.ref, m.state, m.provider, m.attempts, m.last_error, m.provider_message_id,
+       m.created_at, m.updated_at, m.sent_at, m.receipt_code, m.receipt_at
+FROM {s}.batches b
+JOIN {s}.messages m ON m.id >= (b.seq << 32) + $2 AND m.id < (b.seq + 1) << 32
+WHERE b.id = $1 AND ($3::text IS NULL OR m.state = $3)
+ORDER BY m.id
+LIMIT $4";
+
+pub(super) const LOCK_BATCH: &str = "SELECT seq, control FROM {s}.batches WHERE id = $1 FOR UPDATE";
+
+/// Sets a batch's control and moves its messages in states `$5` to state `$3`.
+pub(super) const SET_CONTROL: &str = "
+WITH batch AS (UPDATE {s}.batches SET control = $2 WHERE seq = $1)
+UPDATE {s}.messages SET state = $3, updated_at = $4
+WHERE id >= $1::bigint << 32 AND id < ($1::bigint + 1) << 32 AND state = ANY($5::text[])";
+
+pub(super) const RETRY_FAILED: &str = "
+UPDATE {s}.messages SET state = $2, attempts = 0, available_at = $3, updated_at = $3
+WHERE id >= $1::bigint << 32 AND id < ($1::bigint + 1) << 32 AND state = 'failed'";
+
+impl Postgres {
+    /// [`Engine::batch`](crate::queue::Engine::batch).
+    pub(super) async fn summary(&self, id: BatchId) -> Result<Option<BatchSummary>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.summary).await.map_err(db)?;
+        let rows = client.query(&stmt, &[&id.to_string()]).await.map_err(db)?;
+        summary(id, &rows)
+    }
+
+    /// [`Engine::batches`](crate::queue::Engine::batches).
+    pub(super) async fn summaries(
+        &self,
+        before: Option<BatchId>,
+        limit: u32,
+    ) -> Result<Vec<BatchSummary>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.batches).await.map_err(db)?;
+        let rows = client
+            .query(&stmt, &[&before.map(|b| b.to_string()), &i64::from(limit)])
+            .await
+            .map_err(db)?;
+        let mut summaries = Vec::with_capacity(rows.len());
+        for rows in rows.chunk_by(|a, b| a.get::<_, &str>(8) == b.get::<_, &str>(8)) {
+            summaries.extend(summary(parse_batch_id(rows[0].get(8))?, rows)?);
+        }
+        Ok(summaries)
+    }
+
+    /// [`Engine::pending`](crate::queue::Engine::pending).
+    pub(super) async fn count_pending(&self, provider: &str, cap: u64) -> Result<u64> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.pending).await.map_err(db)?;
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let row = client
+            .query_one(&stmt, &[&provider, &cap])
+            .await
+            .map_err(db)?;
+        Ok(row.get::<_, i64>(0).unsigned_abs())
+    }
+
+    /// [`Engine::messages`](crate::queue::Engine::messages).
+    pub(super) async fn message_page(
+        &self,
+        id: BatchId,
+        query: MessageQuery,
+    ) -> Result<Vec<MessageRecord>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.messages)
+            .await
+            .map_err(db)?;
+        let from = query.after.map_or(0, |after| i64::from(after) + 1);
+        let state = query.state.map(MessageState::as_str);
+        let rows = client
+            .query(
+                &stmt,
+                &[&id.to_string(), &from, &state, &i64::from(query.limit)],
+            )
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                let index = index_of(r.get(0));
+                Ok(MessageRecord {
+                    id: message_id(id, index),
+                    index,
+                    to: r.get(1),
+                    reference: r.get(2),
+                    state: parse_state(r.get(3))?,
+                    provider: r.get(4),
+                    attempts: attempts(r.get(5))?,
+                    last_error: r.get(6),
+                    provider_message_id: r.get(7),
+                    created_at_ms: r.get(8),
+                    updated_at_ms: r.get(9),
+                    sent_at_ms: r.get(10),
+                    receipt_code: r.get(11),
+                    receipt_at_ms: r.get(12),
+                })
+            })
+            .collect()
+    }
+
+    /// [`Engine::control`](crate::queue::Engine::control).
+    pub(super) async fn apply_control(
+        &self,
+        id: BatchId,
+        action: Control,
+    ) -> Result<Option<BatchSummary>> {
+        let mut client = self.client().await?;
+        let lock = client
+            .prepare_cached(&self.sql.lock_batch)
+            .await
+            .map_err(db)?;
+        let tx = client.transaction().await.map_err(db)?;
+        // Locked first: settlements and requeues read the control under a key-share
+        // lock, so none of them can slip a message past this change.
+        let Some(row) = tx.query_opt(&lock, &[&id.to_string()]).await.map_err(db)? else {
+            return Ok(None);
+        };
+        let seq: i64 = row.get(0);
+        let control = parse_control(row.get(1))?;
+        if control == BatchControl::Cancelled && action != Control::Cancel {
+            return Err(Error::Conflict("the batch is cancelled".into()));
+        }
+        let now = now_ms();
+        let moves = match action {
+            Control::Pause => Some((BatchControl::Paused, "paused", &["pending"][..])),
+            Control::Resume => Some((BatchControl::Active, "pending", &["paused"][..])),
+            Control::Cancel => Some((
+                BatchControl::Cancelled,
+                "cancelled",
+                &["pending", "paused"][..],
+            )),
+            Control::Retry => None,
+        };
+        match moves {
+            Some((to_control, to_state, from_states)) => {
+                let stmt = tx.prepare_cached(&self.sql.set_control).await.map_err(db)?;
+                tx.execute(
+                    &stmt,
+                    &[&seq, &to_control.as_str(), &to_state, &now, &from_states],
+                )
+                .await
+                .map_err(db)?;
+            }
+            None => {
+                let to_state = match control {
+                    BatchControl::Paused => "paused",
+                    _ => "pending",
+                };
+                let stmt = tx
+                    .prepare_cached(&self.sql.retry_failed)
+                    .await
+                    .map_err(db)?;
+                tx.execute(&stmt, &[&seq, &to_state, &now])
+                    .await
+                    .map_err(db)?;
+            }
+        }
+        let stmt = tx.prepare_cached(&self.sql.summary).await.map_err(db)?;
+        let rows = tx.query(&stmt, &[&id.to_string()]).await.map_err(db)?;
+        let summary = summary(id, &rows)?;
+        tx.commit().await.map_err(db)?;
+        Ok(summary)
+    }
+}
+
+/// A batch's summary from the rows of the summary statement: one per message state (one with
+/// a NULL state for a batch without messages), none for an unknown batch.
+fn summary(id: BatchId, rows: &[Row]) -> Result<Option<BatchSummary>> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut counts = Counts::default();
+    for row in rows {
+        if let Some(state) = row.get::<_, Option<&str>>(6) {
+            counts.add(parse_state(state)?, row.get::<_, i64>(7).unsigned_abs());
+        }
+    }
+    Ok(Some(BatchSummary {
+        id,
+        channel: parse_channel(first.get(0))?,
+        source: first.get(1),
+        control: parse_control(first.get(2))?,
+        priority: first.get(3),
+        created_at_ms: first.get(4),
+        send_at_ms: first.get(5),
+        counts,
+    }))
+}

@@ -1,0 +1,226 @@
+//! The PostgreSQL store's schema: its versioned migrations and how a store is
+//! brought up to date, once, however many processes start at the same time.
+
+use deadpool_postgres::Object;
+
+use super::db;
+use super::sql::quote_ident;
+use crate::domain::now_ms;
+use crate::queue::{Error, Result};
+
+/// Versioned migrations, applied in order; a store's version is how many it has had.
+/// `{s}` stands for the quoted schema name. Never edit one that has shipped: add one.
+pub(super) const MIGRATIONS: &[&str] = &["
+CREATE TABLE {s}.batches (
+    -- At most 2^31 - 1, so that `seq << 32` fits a positive BIGINT (see messages.id).
+    seq             BIGINT GENERATED ALWAYS AS IDENTITY (MAXVALUE 2147483647) PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    channel         TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    control         TEXT NOT NULL DEFAULT 'active',
+    priority        INTEGER NOT NULL,
+    send_at         BIGINT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    request_hash    TEXT,
+    report          TEXT NOT NULL
+);
+CREATE INDEX batches_created ON {s}.batches (created_at);
+-- A message's id is its batch's seq in the high 32 bits and its index in the low
+-- 32 bits: a batch's messages are one primary-key range (no index of their own),
+-- the index needs no column, and id order is arrival order.
+CREATE TABLE {s}.messages (
+    id                  BIGINT PRIMARY KEY,
+    provider            TEXT NOT NULL,
+    state               TEXT NOT NULL,
+    priority            INTEGER NOT NULL,
+    available_at        BIGINT NOT NULL,
+    lease               BIGINT,
+    lease_until         BIGINT,
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    to_addr             TEXT NOT NULL,
+    ref                 TEXT,
+    subject             TEXT,
+    body                TEXT NOT NULL,
+    last_error          TEXT,
+    provider_message_id TEXT,
+    created_at          BIGINT NOT NULL,
+    updated_at          BIGINT NOT NULL,
+    sent_at             BIGINT
+);
+CREATE INDEX messages_ready ON {s}.messages (provider, priority DESC, available_at, id) WHERE state = 'pending';
+-- lease_until is set exactly while a message is sending. The predicate is not
+-- `state = 'sending'` so that a settlement's `state = 'sending'` guard cannot lure
+-- the planner into scanning this index instead of looking each row up by id.
+CREATE INDEX messages_leased ON {s}.messages (lease_until) WHERE lease_until IS NOT NULL;
+", "
+-- One token bucket per rate-limited provider, shared by every process on the store.
+CREATE TABLE {s}.rate_buckets (
+    provider TEXT PRIMARY KEY,
+    tokens   DOUBLE PRECISION NOT NULL,
+    at       BIGINT NOT NULL
+);
+-- When each recipient was claimed for, per provider with per-recipient caps; rows
+-- older than the provider's longest cap window are pruned by its claims.
+CREATE TABLE {s}.recipient_sends (
+    provider TEXT NOT NULL,
+    to_addr  TEXT NOT NULL,
+    at       BIGINT NOT NULL
+);
+CREATE INDEX recipient_sends_to ON {s}.recipient_sends (provider, to_addr, at);
+CREATE INDEX recipient_sends_at ON {s}.recipient_sends (provider, at);
+", "
+-- Message templates by the id their user chose. `providers` is a JSON object:
+-- provider name → that provider's template code and sign name. Ids, channels and
+-- addresses compare as bytes (\"C\"), so pages come in the same order on every engine
+-- and whatever the database's collation.
+CREATE TABLE {s}.templates (
+    id         TEXT COLLATE \"C\" PRIMARY KEY,
+    channel    TEXT NOT NULL,
+    subject    TEXT,
+    body       TEXT NOT NULL,
+    providers  TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+-- Recipients that must not be messaged, per channel. Every submitted batch looks
+-- its recipients up here by the primary key.
+CREATE TABLE {s}.suppressions (
+    channel    TEXT COLLATE \"C\" NOT NULL,
+    address    TEXT COLLATE \"C\" NOT NULL,
+    reason     TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (channel, address)
+);
+", "
+-- Fingerprints of (recipient, content) pairs accepted recently, per channel, with
+-- when. A batch looks its recipients up by the primary key; the (channel, at) index
+-- tells whether a channel has any recent ones and finds the old ones to forget.
+CREATE TABLE {s}.send_fingerprints (
+    channel     TEXT COLLATE \"C\" NOT NULL,
+    fingerprint TEXT COLLATE \"C\" NOT NULL,
+    at          BIGINT NOT NULL,
+    PRIMARY KEY (channel, fingerprint)
+);
+CREATE INDEX send_fingerprints_at ON {s}.send_fingerprints (channel, at);
+", "
+-- What per-segment rate limits count, and what providers that render a stored
+-- template on their side need: the batch's template id and each recipient's
+-- variables (JSON).
+ALTER TABLE {s}.batches ADD COLUMN template TEXT;
+ALTER TABLE {s}.messages ADD COLUMN segments INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE {s}.messages ADD COLUMN vars TEXT;
+", "
+-- Delivery receipts: the code and time of the receipt that set a message's
+-- delivered / undelivered, receipts looking messages up by the provider's id, and
+-- the receipts that came before their send was recorded (kept a day at most).
+ALTER TABLE {s}.messages ADD COLUMN receipt_code TEXT;
+ALTER TABLE {s}.messages ADD COLUMN receipt_at BIGINT;
+CREATE INDEX messages_provider_id ON {s}.messages (provider, provider_message_id)
+    WHERE provider_message_id IS NOT NULL;
+CREATE TABLE {s}.early_receipts (
+    id                  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    provider            TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL,
+    to_addr             TEXT,
+    delivered           BOOLEAN NOT NULL,
+    code                TEXT,
+    at                  BIGINT,
+    received_at         BIGINT NOT NULL
+);
+CREATE INDEX early_receipts_id ON {s}.early_receipts (provider, provider_message_id);
+CREATE INDEX early_receipts_received ON {s}.early_receipts (received_at);
+-- Unknown outcomes: when the first attempt whose outcome is unknown was made
+-- (cleared once the message is sent), and the unknown messages by when they are
+-- due again.
+ALTER TABLE {s}.messages ADD COLUMN unknown_since BIGINT;
+CREATE INDEX messages_unknown ON {s}.messages (available_at) WHERE state = 'unknown';
+", "
+-- Migration 7: messages an ingest source stored as batches whose acknowledgement
+-- its broker may not have taken, by source and body hash.
+CREATE TABLE {s}.ingest_unacked (
+    source TEXT NOT NULL,
+    hash   TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    at     BIGINT NOT NULL,
+    PRIMARY KEY (source, hash, key)
+);
+CREATE INDEX ingest_unacked_at ON {s}.ingest_unacked (at);
+", "
+-- Migration 8: the template a batch's messages are rendered from when they are
+-- claimed (JSON: body, subject). Its messages keep their variables in `vars` and
+-- an empty `body`; batches without it keep each rendered body.
+ALTER TABLE {s}.batches ADD COLUMN template_source TEXT;
+"];
+
+pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {
+    let quoted = quote_ident(schema);
+    let tx = client.transaction().await.map_err(db)?;
+    // Concurrent starts take turns, so the schema is created and migrated once.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(schema)])
+        .await
+        .map_err(db)?;
+    // Only create what is missing: CREATE SCHEMA needs a privilege on the database
+    // that a user of an existing schema need not have.
+    let exists = tx
+        .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema])
+        .await
+        .map_err(db)?
+        .is_some();
+    if !exists {
+        tx.batch_execute(&format!("CREATE SCHEMA {quoted}"))
+            .await
+            .map_err(db)?;
+    }
+    tx.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {quoted}.herald_schema_version (
+             version    INTEGER PRIMARY KEY,
+             applied_at BIGINT NOT NULL
+         )"
+    ))
+    .await
+    .map_err(db)?;
+    let current: i32 = tx
+        .query_one(
+            &format!("SELECT COALESCE(MAX(version), 0) FROM {quoted}.herald_schema_version"),
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    let latest = i32::try_from(MIGRATIONS.len()).expect("a handful of migrations");
+    if current > latest {
+        return Err(Error::Corrupt(format!(
+            "the PostgreSQL schema `{schema}` has version {current}, this herald knows up to {latest}: upgrade herald"
+        )));
+    }
+    for (version, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        tx.batch_execute(&sql.replace("{s}", &quoted))
+            .await
+            .map_err(db)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {quoted}.herald_schema_version (version, applied_at) VALUES ($1, $2)"
+            ),
+            &[&version, &now_ms()],
+        )
+        .await
+        .map_err(db)?;
+    }
+    tx.commit().await.map_err(db)
+}
+
+/// The advisory lock that serializes migrations of one schema (FNV-1a, so every
+/// Herald version agrees on it).
+fn lock_key(schema: &str) -> i64 {
+    let hash = format!("herald schema {schema}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}

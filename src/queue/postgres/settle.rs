@@ -1,0 +1,139 @@
+//! Settling leased messages in bulk, and applying the receipts held for the ones
+//! now sent.
+
+use crate::domain::{DeliveryReport, now_ms};
+use crate::queue::{Outcome, Result, Settlement};
+
+use super::{Postgres, db};
+
+/// Settles leased messages (`confirmed` is `sent` without an attempt) and returns the
+/// provider and id of each message now sent with one, for held receipts. A message
+/// sent by another provider than its own (`sent_by`, failover) records that one,
+/// which `RETURNING` then names.
+pub(super) const SETTLE: &str = "
+UPDATE {s}.messages m SET
+    state = CASE s.kind WHEN 'sent' THEN 'sent' WHEN 'confirmed' THEN 'sent' WHEN 'failed' THEN 'failed'
+        WHEN 'unknown' THEN 'unknown' ELSE {requeued} END,
+    attempts = m.attempts + CASE s.kind WHEN 'release' THEN 0 WHEN 'confirmed' THEN 0 ELSE 1 END,
+    available_at = COALESCE(s.at, m.available_at),
+    last_error = CASE WHEN s.kind IN ('sent', 'confirmed') THEN NULL ELSE COALESCE(s.error, m.last_error) END,
+    provider_message_id = CASE WHEN s.kind IN ('sent', 'confirmed') THEN s.provider_message_id
+        ELSE m.provider_message_id END,
+    sent_at = CASE WHEN s.kind IN ('sent', 'confirmed') THEN $7 ELSE m.sent_at END,
+    unknown_since = CASE WHEN s.kind IN ('sent', 'confirmed') THEN NULL
+        WHEN s.kind = 'unknown' THEN COALESCE(m.unknown_since, $7) ELSE m.unknown_since END,
+    provider = CASE WHEN s.kind IN ('sent', 'confirmed') THEN COALESCE(s.sent_by, m.provider)
+        ELSE m.provider END,
+    lease = NULL, lease_until = NULL, updated_at = $7
+FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $8::text[])
+     AS s(id, token, kind, at, error, provider_message_id, sent_by)
+WHERE m.id = s.id AND m.lease = s.token AND m.state = 'sending'
+RETURNING CASE WHEN s.kind IN ('sent', 'confirmed') THEN m.provider END, s.provider_message_id";
+
+impl Postgres {
+    /// [`Engine::settle`](crate::queue::Engine::settle).
+    pub(super) async fn settle_leases(&self, settlements: Vec<Settlement>) -> Result<()> {
+        let n = settlements.len();
+        let (mut ids, mut tokens, mut kinds, mut at, mut errors, mut provider_ids) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut sent_by = Vec::with_capacity(n);
+        for Settlement {
+            lease,
+            outcome,
+            sent_by: by,
+        } in &settlements
+        {
+            sent_by.push(by.as_deref());
+            ids.push(lease.row);
+            tokens.push(lease.token);
+            let (kind, when, error, provider_id) = match outcome {
+                Outcome::Sent {
+                    provider_message_id,
+                } => ("sent", None, None, provider_message_id.as_deref()),
+                Outcome::Confirmed {
+                    provider_message_id,
+                } => ("confirmed", None, None, provider_message_id.as_deref()),
+                Outcome::Retry { at_ms, error } => {
+                    ("retry", Some(*at_ms), Some(error.as_str()), None)
+                }
+                Outcome::Unknown { at_ms, error } => {
+                    ("unknown", Some(*at_ms), Some(error.as_str()), None)
+                }
+                Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
+                Outcome::Release { at_ms } => ("release", Some(*at_ms), None, None),
+            };
+            kinds.push(kind);
+            at.push(when);
+            errors.push(error);
+            provider_ids.push(provider_id);
+        }
+        let now = now_ms();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let lock = tx
+            .prepare_cached(&self.sql.lock_receipts_shared)
+            .await
+            .map_err(db)?;
+        let settle = tx.prepare_cached(&self.sql.settle).await.map_err(db)?;
+        tx.execute(&lock, &[]).await.map_err(db)?;
+        let rows = tx
+            .query(
+                &settle,
+                &[
+                    &ids,
+                    &tokens,
+                    &kinds,
+                    &at,
+                    &errors,
+                    &provider_ids,
+                    &now,
+                    &sent_by,
+                ],
+            )
+            .await
+            .map_err(db)?;
+        let (providers, sent_ids): (Vec<&str>, Vec<&str>) = rows
+            .iter()
+            .filter_map(|r| Some((r.get::<_, Option<&str>>(0)?, r.get::<_, Option<&str>>(1)?)))
+            .unzip();
+        if !providers.is_empty() {
+            let held = tx
+                .prepare_cached(&self.sql.held_receipts)
+                .await
+                .map_err(db)?;
+            let forget = tx
+                .prepare_cached(&self.sql.forget_receipt)
+                .await
+                .map_err(db)?;
+            for row in tx
+                .query(&held, &[&providers, &sent_ids])
+                .await
+                .map_err(db)?
+            {
+                let report = DeliveryReport {
+                    provider_message_id: row.get(2),
+                    to: row.get(3),
+                    delivered: row.get(4),
+                    code: row.get(5),
+                    at_ms: row.get(6),
+                };
+                if self
+                    .apply_receipt(&tx, row.get(1), &report, now)
+                    .await?
+                    .is_some()
+                {
+                    tx.execute(&forget, &[&row.get::<_, i64>(0)])
+                        .await
+                        .map_err(db)?;
+                }
+            }
+        }
+        tx.commit().await.map_err(db)
+    }
+}
