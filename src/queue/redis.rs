@@ -81,6 +81,7 @@ use crate::ratelimit::Limits;
 
 mod accept;
 mod claim;
+mod keyspace;
 mod ledger;
 mod records;
 mod reply;
@@ -95,7 +96,7 @@ mod url;
 
 use scripts::{PRELUDE, Scripts};
 use server::failure;
-use url::StoreUrl;
+use url::Target;
 
 #[cfg(test)]
 pub(crate) use tests::test_store;
@@ -121,15 +122,15 @@ pub(crate) struct Redis {
 
 /// Opens the redis store at `url`.
 pub(crate) async fn open(url: &::url::Url) -> Result<Arc<Redis>> {
-    Ok(Arc::new(Redis::open(url.as_str()).await?))
+    Ok(Arc::new(Redis::open(url).await?))
 }
 
 impl Redis {
-    async fn open(url: &str) -> Result<Redis> {
-        let target = StoreUrl::parse(url)?;
+    async fn open(url: &::url::Url) -> Result<Redis> {
+        let target = Target::parse(url)?;
         let place = target.place.clone();
         let client = redis::Client::open(target.connect.as_str()).map_err(|e| {
-            if url.starts_with("rediss://") && e.kind() == redis::ErrorKind::InvalidClientConfig {
+            if url.scheme() == "rediss" && e.kind() == redis::ErrorKind::InvalidClientConfig {
                 return Error::Unsupported(format!(
                     "the redis store URL for {place} asks for TLS (`rediss://`), which this build of herald \
                      does not include: use `redis://` over a trusted network or a TLS tunnel"

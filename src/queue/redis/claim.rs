@@ -7,7 +7,7 @@ use redis::Value;
 use super::Redis;
 use super::reply::{batch_id, number, optional_number, required, text, unexpected};
 use super::slot::Slot;
-use crate::domain::{message_id, now_ms};
+use crate::domain::{message_id, millis, now_ms};
 use crate::queue::{Claim, Claimed, Error, Lease, Result};
 use crate::ratelimit::Limits;
 
@@ -20,7 +20,7 @@ impl Redis {
         limits: &Limits,
     ) -> Result<Claim> {
         let now = now_ms();
-        let until = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let until = now.saturating_add(millis(lease));
         let token = fastrand::i64(..);
         let (per_sec, burst) = limits.rate.map_or((String::new(), String::new()), |r| {
             (r.per_sec.to_string(), r.burst.to_string())

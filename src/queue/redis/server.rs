@@ -5,23 +5,12 @@
 use redis::RedisError;
 
 use super::Redis;
+use super::keyspace::{Scan, glob_escape};
 use crate::domain::BatchId;
 use crate::queue::{Error, Result};
 
 /// The key layout this build reads and writes.
 const LAYOUT_VERSION: &str = "1";
-
-/// `text` as a `SCAN MATCH` pattern that matches only itself.
-fn glob_escape(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
 
 impl Redis {
     pub(super) async fn check_layout(&self) -> Result<()> {
@@ -63,19 +52,9 @@ impl Redis {
             return Ok(());
         }
         let head = self.key("b:");
-        let pattern = format!("{}*", glob_escape(&head));
-        let mut cursor = 0u64;
-        // SCAN ends after one pass over the keyspace, about COUNT keys a step.
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut self.conn())
-                .await
-                .map_err(|e| self.fail(e))?;
+        let mut conn = self.conn();
+        let mut scan = Scan::new(format!("{}*", glob_escape(&head)));
+        while let Some(keys) = scan.next_page(&mut conn).await.map_err(|e| self.fail(e))? {
             let ids: Vec<&str> = keys
                 .iter()
                 .filter_map(|k| k.strip_prefix(&head))
@@ -87,14 +66,10 @@ impl Redis {
                 for id in ids {
                     zadd.arg(0).arg(id);
                 }
-                zadd.query_async::<()>(&mut self.conn())
+                zadd.query_async::<()>(&mut conn)
                     .await
                     .map_err(|e| self.fail(e))?;
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         redis::cmd("SET")
             .arg(&marker)

@@ -1,5 +1,6 @@
 //! Where a message lives: its batch's arrival number and its index.
 
+/// Where a message lives: its batch's arrival number and its index. Also the
 /// `row` of its [`Lease`](crate::queue::Lease) (`seq << 32 | index`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Slot {

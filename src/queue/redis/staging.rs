@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use async_trait::async_trait;
 
 use super::Redis;
-use super::accept::{Layout, STAGE_CHUNK, STAGING_DEADLINE_MS};
+use super::accept::{Layout, STAGING_DEADLINE_MS};
+use super::keyspace::unlink;
 use super::slot::Slot;
 use crate::domain::now_ms;
 use crate::queue::{Accepted, Arrival, Begun, Error, NewBatch, NewMessage, Result, Stage, Staging};
@@ -66,14 +67,9 @@ impl Redis {
         let keys: Vec<String> = (0..span)
             .map(|index| self.key(&format!("m:{}", Slot { seq, index }.member())))
             .collect();
-        for chunk in keys.chunks(STAGE_CHUNK) {
-            redis::cmd("UNLINK")
-                .arg(chunk)
-                .query_async::<()>(&mut self.conn())
-                .await
-                .map_err(|e| self.fail(e))?;
-        }
-        Ok(())
+        unlink(&mut self.conn(), &keys)
+            .await
+            .map_err(|e| self.fail(e))
     }
 
     pub(super) async fn begin_staging(&self, batch: NewBatch, arrival: Arrival) -> Result<Begun> {

@@ -5,17 +5,19 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::accept::Layout;
+use super::keyspace::{Scan, glob_escape, unlink};
 use super::server::{durability_warnings, failure};
 use super::slot::Slot;
-use super::url::StoreUrl;
+use super::url::Target;
 use super::*;
-use crate::domain::{BatchId, Channel, now_ms};
-use crate::queue::{Accepted, NewMessage, Queue};
+use crate::domain::{BatchId, now_ms};
+use crate::queue::tests::TestBatch;
+use crate::queue::{Accepted, Queue};
 
 /// A store of this engine for one conformance test, under a key prefix of its own on
 /// the server named by `HERALD_TEST_REDIS` (default `redis://127.0.0.1:6379/0`); the
 /// guard deletes the prefix's keys. Panics when the server cannot be reached.
-pub(crate) async fn test_store() -> Option<crate::queue::tests::TestStore> {
+pub(crate) async fn test_store() -> crate::queue::tests::TestStore {
     let server = std::env::var("HERALD_TEST_REDIS")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned());
     let prefix = format!("herald-test-{}", uuid::Uuid::now_v7().simple());
@@ -29,7 +31,7 @@ pub(crate) async fn test_store() -> Option<crate::queue::tests::TestStore> {
         ),
     };
     let guard = TestPrefix { server, prefix };
-    Some((queue, url, Box::new(guard)))
+    (queue, url, Box::new(guard))
 }
 
 /// Deletes a test's keys when dropped.
@@ -41,30 +43,22 @@ struct TestPrefix {
 impl Drop for TestPrefix {
     fn drop(&mut self) {
         let server = self.server.clone();
-        let pattern = format!("{}:*", self.prefix);
-        // Dropped inside a test's runtime, where blocking is not allowed: the sync
-        // client runs on a thread of its own.
+        let pattern = format!("{}:*", glob_escape(&self.prefix));
+        // Dropped inside a test's runtime, where blocking is not allowed: the
+        // clean-up runs on a thread and a runtime of its own.
         let cleanup = std::thread::spawn(move || -> redis::RedisResult<()> {
-            let client = redis::Client::open(server.as_str())?;
-            let mut conn = client.get_connection_with_timeout(Duration::from_secs(5))?;
-            let mut cursor = 0u64;
-            for _ in 0..10_000 {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(&mut conn)?;
-                if !keys.is_empty() {
-                    redis::cmd("UNLINK").arg(&keys).query::<()>(&mut conn)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let client = redis::Client::open(server.as_str())?;
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                let mut scan = Scan::new(pattern);
+                while let Some(keys) = scan.next_page(&mut conn).await? {
+                    unlink(&mut conn, &keys).await?;
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-            Ok(())
+                Ok(())
+            })
         });
         match cleanup.join() {
             Ok(Ok(())) => {}
@@ -112,32 +106,36 @@ fn priority_scores_put_the_highest_first_and_are_exact() {
     assert_eq!(t as f64 as i64, t);
 }
 
+fn parsed(url: &str) -> ::url::Url {
+    ::url::Url::parse(url).expect("a valid URL")
+}
+
+fn target(url: &str) -> Result<Target> {
+    Target::parse(&parsed(url))
+}
+
 #[test]
 fn urls_keep_the_prefix_out_of_the_connection() {
-    let parsed = StoreUrl::parse("redis://127.0.0.1:6379/0").unwrap();
+    let parsed = target("redis://127.0.0.1:6379/0").unwrap();
     assert_eq!(
         parsed,
-        StoreUrl {
+        Target {
             connect: "redis://127.0.0.1:6379/0".into(),
             prefix: "herald:".into(),
             place: "127.0.0.1:6379/0".into(),
         }
     );
     let parsed =
-        StoreUrl::parse("rediss://user:secret@cache.example:6380/2?protocol=resp3&prefix=prod.sms")
-            .unwrap();
+        target("rediss://user:secret@cache.example:6380/2?protocol=resp3&prefix=prod.sms").unwrap();
     assert_eq!(
         parsed,
-        StoreUrl {
+        Target {
             connect: "rediss://user:secret@cache.example:6380/2?protocol=resp3".into(),
             prefix: "prod.sms:".into(),
             place: "cache.example:6380/2".into(),
         }
     );
-    assert_eq!(
-        StoreUrl::parse("redis://h/0?prefix=a:b").unwrap().prefix,
-        "a:b:"
-    );
+    assert_eq!(target("redis://h/0?prefix=a:b").unwrap().prefix, "a:b:");
 }
 
 #[test]
@@ -150,7 +148,7 @@ fn bad_prefixes_are_refused_with_the_rule() {
         "redis://h/0?prefix=with%20space",
     ] {
         assert!(
-            matches!(StoreUrl::parse(url), Err(Error::Unsupported(_))),
+            matches!(target(url), Err(Error::Unsupported(_))),
             "{url} must be refused"
         );
     }
@@ -207,34 +205,14 @@ async fn an_unreachable_server_is_unavailable() {
 }
 
 fn big_batch(n: u32) -> NewBatch {
-    NewBatch {
-        id: BatchId::new(),
-        channel: Channel::Sms,
-        source: "test".into(),
-        priority: 0,
-        send_at_ms: now_ms(),
-        idempotency: None,
-        report: serde_json::json!({"accepted": n}),
-        template_id: None,
-        template: None,
-        messages: (0..n)
-            .map(|index| NewMessage {
-                index,
-                provider: "p".into(),
-                to: format!("+8613800{index:06}"),
-                reference: Some(format!("r{index}")),
-                subject: None,
-                body: format!("Your code is {index:06}. It expires in 10 minutes."),
-                segments: 1,
-                vars: None,
-            })
-            .collect(),
-    }
+    TestBatch::sms(n)
+        .bodies(|index| format!("Your code is {index:06}. It expires in 10 minutes."))
+        .build()
 }
 
 #[tokio::test]
 async fn accepting_ten_thousand_messages_is_quick_and_whole() {
-    let (queue, _url, _guard) = test_store().await.expect("a redis store");
+    let (queue, _url, _guard) = test_store().await;
     // Warm the connection and load the scripts, as a running server would have.
     queue.accept(big_batch(1)).await.unwrap();
     let started = std::time::Instant::now();
@@ -250,14 +228,14 @@ async fn accepting_ten_thousand_messages_is_quick_and_whole() {
 
 #[tokio::test]
 async fn batches_stored_before_the_batch_index_existed_are_indexed_on_open() {
-    let (queue, url, _guard) = test_store().await.expect("a redis store");
+    let (queue, url, _guard) = test_store().await;
     let first = big_batch(2);
     let second = big_batch(1);
     let ids = [second.id, first.id];
     queue.accept(first).await.unwrap();
     queue.accept(second).await.unwrap();
     drop(queue);
-    let store = Redis::open(&url).await.unwrap();
+    let store = Redis::open(&parsed(&url)).await.unwrap();
     // As a store written by a build without the index.
     redis::cmd("DEL")
         .arg(store.key("batches"))
@@ -266,7 +244,7 @@ async fn batches_stored_before_the_batch_index_existed_are_indexed_on_open() {
         .await
         .unwrap();
     assert!(store.batches(None, 10).await.unwrap().is_empty());
-    let reopened = Redis::open(&url).await.unwrap();
+    let reopened = Redis::open(&parsed(&url)).await.unwrap();
     let listed: Vec<BatchId> = reopened
         .batches(None, 10)
         .await
@@ -279,9 +257,9 @@ async fn batches_stored_before_the_batch_index_existed_are_indexed_on_open() {
 
 #[tokio::test]
 async fn abandoned_staging_is_swept_and_a_late_commit_refused() {
-    let (queue, url, _guard) = test_store().await.expect("a redis store");
+    let (queue, url, _guard) = test_store().await;
     drop(queue);
-    let store = Redis::open(&url).await.unwrap();
+    let store = Redis::open(&parsed(&url)).await.unwrap();
     let batch = big_batch(3);
     // Staged as by a process that died before committing, long ago.
     let seq: String = store

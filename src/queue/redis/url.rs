@@ -4,57 +4,55 @@ use crate::queue::{Error, Result};
 
 const DEFAULT_PREFIX: &str = "herald";
 
+/// The parts of a store URL: what the redis crate connects to, the key prefix, and
 /// where it is for messages (no user name or password).
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct StoreUrl {
+pub(super) struct Target {
     pub(super) connect: String,
     pub(super) prefix: String,
     pub(super) place: String,
 }
 
-impl StoreUrl {
-    /// Parses `redis[s]://[user:password@]host[:port][/db][?prefix=NAME]`, taking
+impl Target {
+    /// Reads `redis[s]://[user:password@]host[:port][/db][?prefix=NAME]`, taking
     /// out `prefix` and leaving any other parameter to the redis crate.
-    pub(super) fn parse(url: &str) -> Result<StoreUrl> {
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    pub(super) fn parse(url: &::url::Url) -> Result<Target> {
         let mut prefix = None;
         let mut rest = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("prefix", value)) if prefix.is_none() => prefix = Some(value),
-                Some(("prefix", _)) => {
+        for (name, value) in url.query_pairs() {
+            match (name.as_ref(), prefix.is_some()) {
+                ("prefix", true) => {
                     return Err(Error::Unsupported(
                         "the redis store URL names `prefix` twice".into(),
                     ));
                 }
-                None if pair == "prefix" => {
+                ("prefix", false) if value.is_empty() => {
                     return Err(Error::Unsupported(
                         "the redis store URL's `prefix` needs a value: `?prefix=NAME`".into(),
                     ));
                 }
-                _ => rest.push(pair),
+                ("prefix", false) => prefix = Some(value),
+                _ => rest.push((name, value)),
             }
         }
-        let prefix = prefix.unwrap_or(DEFAULT_PREFIX);
+        let prefix = prefix.as_deref().unwrap_or(DEFAULT_PREFIX);
         let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':');
-        if prefix.is_empty() || prefix.len() > 64 || !prefix.chars().all(valid) {
+        if prefix.len() > 64 || !prefix.chars().all(valid) {
             return Err(Error::Unsupported(format!(
                 "the redis key prefix `{prefix}` is not allowed: use 1 to 64 letters, digits, `_`, `-`, `.` or `:`"
             )));
         }
-        let connect = if rest.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{base}?{}", rest.join("&"))
-        };
-        let authority = base.split_once("://").map_or(base, |(_, rest)| rest);
-        let place = authority
-            .rsplit_once('@')
-            .map_or(authority, |(_, host)| host);
-        Ok(StoreUrl {
-            connect,
+        let mut connect = url.clone();
+        connect.set_query(None);
+        if !rest.is_empty() {
+            connect.query_pairs_mut().extend_pairs(rest);
+        }
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let place = format!("{}{port}{}", url.host_str().unwrap_or(""), url.path());
+        Ok(Target {
+            connect: connect.into(),
             prefix: format!("{prefix}:"),
-            place: place.to_owned(),
+            place,
         })
     }
 }
