@@ -19,10 +19,14 @@
 //!
 //! **Keys** (every key starts with the URL's `?prefix=NAME`, default `herald`, then `:`):
 //! - `b:{batch id}` hash: the batch (`seq`, `span`, `channel`, `source`, `control`,
-//!   `priority`, `send_at`, `created_at`, `report`) and its message counts by state.
+//!   `priority`, `send_at`, `created_at`, `report`, and `template_source`, the JSON
+//!   template it was rendered from, if any) and its message counts by state.
 //! - `m:{seq}:{index}` hash: one message; `{seq}` is the batch's arrival number and
 //!   both parts are zero-padded to 10 digits, so the member `{seq}:{index}` sorts in
 //!   arrival order and the ledger pages by index (rejected recipients leave gaps).
+//!   A message of a batch with a `template_source` keeps its `vars` and an empty
+//!   `body`, which the handle renders at claim; batches stored before templates
+//!   were kept have none, and keep their bodies.
 //! - `ready:{priority}:{provider}` sorted set: the pending messages of one priority,
 //!   scored by `available_at` (ms); equal scores sort by member, i.e. arrival.
 //! - `prios:{provider}` sorted set: that provider's priorities with ready messages,
@@ -63,6 +67,15 @@
 //! sending or unknown; every script keeps that and the batch counts in step. Keys
 //! and fields added to the layout that older builds never read (templates,
 //! suppressions, fingerprints, receipts) leave its version alone.
+//!
+//! **Files.** This one holds the engine, `open` and the [`Engine`] methods, each
+//! handed to the file that owns it: `accept` (idempotency, arrival numbers, writing
+//! and committing a batch), `staging` (a batch staged chunk by chunk, the sweep of
+//! abandoned ones), `claim`, `settle` (outcomes and delivery receipts), `ledger`
+//! (summaries, messages, pending counts, batch control), `records` (templates,
+//! suppressions, fingerprints, ingest markers), `scripts` (the Lua), `server` (what
+//! `open` checks), `keyspace` (walking and deleting keys), `url` ([`Target`]),
+//! `slot` (a message's place), `reply` (reading replies) and `tests`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;

@@ -74,7 +74,7 @@ impl Redis {
                 )
                 .arg(&m.provider)
                 .arg(&m.to)
-                .arg(&m.body)
+                .arg(stored_body(batch, m))
                 .arg(m.segments)
                 .arg(has)
                 .arg(m.reference.as_deref().unwrap_or(""))
@@ -116,7 +116,10 @@ impl Redis {
             .arg(staged.total)
             .arg(key)
             .arg(hash)
-            .arg(staged.reserved);
+            .arg(staged.reserved)
+            .arg(batch.template.as_ref().map_or_else(String::new, |t| {
+                serde_json::to_string(t).expect("a template serializes")
+            }));
         for (provider, runs) in &staged.runs {
             call.arg(provider).arg(runs.len());
             for (from, to) in runs {
@@ -239,6 +242,15 @@ impl Layout {
             Some((_, to)) if *to == m.index => *to += 1,
             _ => runs.push((m.index, m.index + 1)),
         }
+    }
+}
+
+/// The body a message is stored with: none when its batch is stored with its
+/// template, from which the handle renders the body at claim.
+fn stored_body<'a>(batch: &NewBatch, m: &'a NewMessage) -> &'a str {
+    match batch.template {
+        Some(_) if m.vars.is_some() => "",
+        _ => &m.body,
     }
 }
 

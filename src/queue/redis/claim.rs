@@ -1,5 +1,8 @@
-//! Claiming due messages under a lease, within the provider's rate limits.
+//! Claiming due messages under a lease, within the provider's rate limits, each
+//! with its batch's template when the batch was stored with one.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Value;
@@ -7,8 +10,8 @@ use redis::Value;
 use super::Redis;
 use super::reply::{batch_id, number, optional_number, required, text, unexpected};
 use super::slot::Slot;
-use crate::domain::{message_id, millis, now_ms};
-use crate::queue::{Claim, Claimed, Error, Lease, Result};
+use crate::domain::{BatchId, message_id, millis, now_ms};
+use crate::queue::{BatchTemplate, Claim, Claimed, Error, Lease, Result};
 use crate::ratelimit::Limits;
 
 impl Redis {
@@ -47,17 +50,45 @@ impl Redis {
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.fail(e))?;
-        let Some((wait, messages)) = reply.split_first() else {
+        let Some((wait, rest)) = reply.split_first() else {
             return Err(unexpected("a claim"));
         };
-        match number::<u64>(wait, "rate wait")? {
-            0 => Ok(Claim::Messages(parse_claimed(provider, token, messages)?)),
-            ms => Ok(Claim::Wait(Duration::from_millis(ms))),
+        match (number::<u64>(wait, "rate wait")?, rest) {
+            (0, [Value::Array(messages), Value::Array(templates)]) => {
+                let templates = parse_templates(templates)?;
+                Ok(Claim::Messages(parse_claimed(
+                    provider, token, messages, &templates,
+                )?))
+            }
+            (0, _) => Err(unexpected("a claim")),
+            (ms, _) => Ok(Claim::Wait(Duration::from_millis(ms))),
         }
     }
 }
 
-fn parse_claimed(provider: &str, token: i64, reply: &[Value]) -> Result<Vec<Claimed>> {
+/// The templates of the claimed messages' batches, from the claim script's pairs of
+/// batch id and `template_source`: one `Arc` per batch, shared by its messages.
+fn parse_templates(pairs: &[Value]) -> Result<HashMap<BatchId, Arc<BatchTemplate>>> {
+    if !pairs.len().is_multiple_of(2) {
+        return Err(unexpected("a claim's templates"));
+    }
+    pairs
+        .chunks_exact(2)
+        .map(|pair| {
+            let source = required(&pair[1], "batch template")?;
+            let template = serde_json::from_str::<BatchTemplate>(&source)
+                .map_err(|e| Error::Corrupt(format!("a batch's template is not readable: {e}")))?;
+            Ok((batch_id(&pair[0])?, Arc::new(template)))
+        })
+        .collect()
+}
+
+fn parse_claimed(
+    provider: &str,
+    token: i64,
+    reply: &[Value],
+    templates: &HashMap<BatchId, Arc<BatchTemplate>>,
+) -> Result<Vec<Claimed>> {
     if !reply.len().is_multiple_of(12) {
         return Err(unexpected("a claim"));
     }
@@ -90,7 +121,7 @@ fn parse_claimed(provider: &str, token: i64, reply: &[Value]) -> Result<Vec<Clai
                 template_id: text(&m[9])?,
                 vars: text(&m[10])?,
                 unknown_since_ms: optional_number(&m[11], "unknown outcome time")?,
-                template: None,
+                template: templates.get(&batch).cloned(),
             })
         })
         .collect()

@@ -90,7 +90,8 @@ return { seen[1], seen[2], redis.call('HGET', P .. 'b:' .. seen[1], 'report') }
 /// fsyncs once per event-loop pass, and a large pipeline is read (and fsynced) in
 /// many small pieces, while a script's request is executed, and fsynced, once.
 /// ARGV: P, now, batch id, send_at, the batch's stored template (or ''), then per
-/// message: member, provider, to, body, segments, which optional fields follow (a
+/// message: member, provider, to, body ('' when the batch's template renders it),
+/// segments, which optional fields follow (a
 /// sum of 1: ref, 2: subject, 4: vars), ref, subject, vars.
 const STAGE: &str = r"
 local batch, send_at, template = ARGV[3], ARGV[4], ARGV[5]
@@ -123,9 +124,9 @@ return 1
 /// Makes a staged batch visible, all at once: the batch record, the idempotency key,
 /// its entry in the list of batches, and its members in the ready sets.
 /// ARGV: P, now, id, channel, source, priority, send_at, report, seq, span, total,
-/// idempotency key (or ''), request hash, the span its staging entry records, then
-/// per provider: name, the number of runs, and each run of its message indices as
-/// `from` and `to` (exclusive).
+/// idempotency key (or ''), request hash, the span its staging entry records, the
+/// batch's template as JSON (or ''), then per provider: name, the number of runs,
+/// and each run of its message indices as `from` and `to` (exclusive).
 const COMMIT: &str = r"
 local id, prio, send_at, seq, span, idem = ARGV[3], ARGV[6], ARGV[7], ARGV[9], ARGV[10], ARGV[12]
 if idem ~= '' then
@@ -144,8 +145,9 @@ if idem ~= '' then
   redis.call('HSET', P .. 'idem:' .. idem, 'batch', id, 'request_hash', ARGV[13])
   redis.call('HSET', bkey, 'idempotency_key', idem)
 end
+if ARGV[15] ~= '' then redis.call('HSET', bkey, 'template_source', ARGV[15]) end
 redis.call('ZADD', P .. 'batches', 0, id)
-local i = 15
+local i = 16
 while i <= #ARGV do
   local provider, runs = ARGV[i], tonumber(ARGV[i + 1])
   local ready = P .. 'ready:' .. prio .. ':' .. provider

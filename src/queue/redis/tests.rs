@@ -12,7 +12,7 @@ use super::url::Target;
 use super::*;
 use crate::domain::{BatchId, now_ms};
 use crate::queue::tests::TestBatch;
-use crate::queue::{Accepted, Queue};
+use crate::queue::{Accepted, Arrival, BatchTemplate, Begun, Queue};
 
 /// A store of this engine for one conformance test, under a key prefix of its own on
 /// the server named by `HERALD_TEST_REDIS` (default `redis://127.0.0.1:6379/0`); the
@@ -303,4 +303,92 @@ async fn abandoned_staging_is_swept_and_a_late_commit_refused() {
         other => panic!("expected a refused commit, got {other:?}"),
     }
     assert!(store.batch(batch.id).await.unwrap().is_none());
+}
+
+/// What a template batch's stored hashes hold: the batch's `template_source`, and
+/// each message's body (which must be empty) and vars.
+async fn stored_template_batch(
+    store: &Redis,
+    id: BatchId,
+    n: u32,
+) -> (Option<String>, Vec<(String, Option<String>)>) {
+    let (seq, source): (String, Option<String>) = redis::cmd("HMGET")
+        .arg(store.key(&format!("b:{id}")))
+        .arg("seq")
+        .arg("template_source")
+        .query_async(&mut store.conn())
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    for index in 0..n {
+        let (body, vars): (String, Option<String>) = redis::cmd("HMGET")
+            .arg(store.key(&format!("m:{seq}:{index:010}")))
+            .arg("body")
+            .arg("vars")
+            .query_async(&mut store.conn())
+            .await
+            .unwrap();
+        messages.push((body, vars));
+    }
+    (source, messages)
+}
+
+#[tokio::test]
+async fn a_template_batch_is_stored_with_its_template_once_and_claimed_rendered() {
+    let (queue, url, _guard) = test_store().await;
+    let store = Redis::open(&parsed(&url)).await.unwrap();
+    let template = BatchTemplate {
+        subject: None,
+        body: "Hi {{name}}".into(),
+    };
+    let vars = |i: u32| serde_json::json!({"name": format!("N{i}")});
+    // Wrong bodies, never stored: what a claim carries comes from the render.
+    let whole = TestBatch::sms(3)
+        .template(None, template.clone(), vars)
+        .bodies(|i| format!("wrong {i}"))
+        .build();
+    let streamed = TestBatch::sms(2)
+        .template(Some("t1"), template.clone(), vars)
+        .bodies(|i| format!("wrong {i}"))
+        .build();
+    let (whole_id, streamed_id) = (whole.id, streamed.id);
+    queue.accept(whole).await.unwrap();
+    let Begun::Staging(mut staging) = queue
+        .begin(streamed.clone(), Arrival::Streamed)
+        .await
+        .unwrap()
+    else {
+        panic!("a new batch is staged");
+    };
+    staging.add(streamed.messages).await.unwrap();
+    queue
+        .commit(staging, serde_json::json!({"accepted": 2}), 2)
+        .await
+        .unwrap();
+
+    let json = serde_json::to_string(&template).unwrap();
+    for (id, n) in [(whole_id, 3), (streamed_id, 2)] {
+        let (source, messages) = stored_template_batch(&store, id, n).await;
+        assert_eq!(source.as_deref(), Some(json.as_str()), "the template, once");
+        let expected: Vec<(String, Option<String>)> = (0..n)
+            .map(|i| (String::new(), Some(vars(i).to_string())))
+            .collect();
+        assert_eq!(messages, expected, "vars without bodies");
+    }
+
+    let mut claimed = queue.claim("p", 10, Duration::from_secs(30)).await.unwrap();
+    claimed.sort_by(|a, b| (a.batch_id, &a.id).cmp(&(b.batch_id, &b.id)));
+    let got: Vec<(BatchId, String, Option<String>)> = claimed
+        .into_iter()
+        .map(|c| (c.batch_id, c.body, c.vars))
+        .collect();
+    let expected = vec![
+        (whole_id, "Hi N0".to_owned(), None),
+        (whole_id, "Hi N1".to_owned(), None),
+        (whole_id, "Hi N2".to_owned(), None),
+        // A stored template's batch keeps the vars for its provider.
+        (streamed_id, "Hi N0".to_owned(), Some(vars(0).to_string())),
+        (streamed_id, "Hi N1".to_owned(), Some(vars(1).to_string())),
+    ];
+    assert_eq!(got, expected);
 }

@@ -10,9 +10,11 @@
 /// pays for the messages' SMS segments: the claim takes the due messages in order
 /// while its tokens last (a message costing more than the burst goes alone from a
 /// full bucket). Unknown outcomes wait in `leased:{provider}` too, scored by when
-/// they are due again. Returns how long to wait for a rate in ms (0: no wait), then
-/// 12 values per message: member, batch, channel, to, ref, subject, body, attempts,
-/// segments, template, vars, unknown since.
+/// they are due again. Returns how long to wait for a rate in ms (0: no wait), and
+/// when it is 0, two arrays: the claimed messages, 12 values each (member, batch,
+/// channel, to, ref, subject, body, attempts, segments, template, vars, unknown
+/// since), then each of their batches stored with a template, once: batch id and
+/// `template_source`.
 /// The buckets and the recipients' sends are those of the limits' owner (the
 /// provider the messages will be sent through, see `Limits::owner`).
 /// ARGV: P, now, provider, limit, lease until, token, rate per second and burst
@@ -99,7 +101,7 @@ local function record_send(to, member)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', clock - longest)
   redis.call('PEXPIRE', key, longest)
 end
-local out = { 0 }
+local out, templates = {}, {}
 local taken = 0
 local lease_args = {}
 local prios = P .. 'prios:' .. provider
@@ -133,6 +135,13 @@ for _, prio in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
       lease_args[#lease_args + 1] = lease_until
       lease_args[#lease_args + 1] = member
       count(b, 'pending', 'sending')
+      if b.template == nil then
+        b.template = redis.call('HGET', b.key, 'template_source') or false
+        if b.template then
+          templates[#templates + 1] = m[2]
+          templates[#templates + 1] = b.template
+        end
+      end
       local n = #out
       out[n + 1] = member
       out[n + 2] = m[2]
@@ -170,5 +179,5 @@ for i = 1, #lease_args, 2000 do
 end
 if bucket then redis.call('HSET', bucket, 'tokens', tokens - taken, 'at', clock) end
 flush_counts()
-return out
+return { 0, out, templates }
 ";
