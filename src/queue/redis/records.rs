@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashSet};
 use async_trait::async_trait;
 use redis::{Script, Value};
 
-use super::{PRELUDE, Redis, number, required, text, unexpected};
+use super::reply::{number, required, text, unexpected};
+use super::{PRELUDE, Redis};
 use crate::domain::{Channel, now_ms};
 use crate::queue::{
     Error, RecordStore, Result, Suppression, Template, Unacked, parse_providers, providers_json,

@@ -1,0 +1,245 @@
+//! The ledger: batch summaries and their list, a batch's messages page by page,
+//! a provider's pending count, and pausing, resuming, cancelling or retrying a batch.
+
+use redis::Value;
+
+use super::Redis;
+use super::reply::{number, optional_number, required, text, unexpected};
+use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
+use crate::queue::{
+    BatchSummary, Control, Error, MessageQuery, MessageRecord, Result, parse_batch_id,
+};
+
+/// The batch hash fields a summary reads, in this order (scripts use the same list).
+pub(super) const SUMMARY_FIELDS: [&str; 15] = [
+    "channel",
+    "source",
+    "control",
+    "priority",
+    "created_at",
+    "send_at",
+    "pending",
+    "sending",
+    "sent",
+    "failed",
+    "cancelled",
+    "paused",
+    "delivered",
+    "undelivered",
+    "unknown",
+];
+
+impl Redis {
+    pub(super) async fn summary(&self, id: BatchId) -> Result<Option<BatchSummary>> {
+        let fields: Vec<Value> = redis::cmd("HMGET")
+            .arg(self.key(&format!("b:{id}")))
+            .arg(&SUMMARY_FIELDS[..])
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        parse_summary(id, &fields)
+    }
+
+    pub(super) async fn summaries(
+        &self,
+        before: Option<BatchId>,
+        limit: u32,
+    ) -> Result<Vec<BatchSummary>> {
+        let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+            .arg(self.key("batches"))
+            .arg(before.map_or_else(|| "+".to_owned(), |b| format!("({b}")))
+            .arg("-")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HMGET")
+                .arg(self.key(&format!("b:{id}")))
+                .arg(&SUMMARY_FIELDS[..]);
+        }
+        let replies: Vec<Vec<Value>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        let mut summaries = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.iter().zip(&replies) {
+            summaries.extend(parse_summary(parse_batch_id(id)?, fields)?);
+        }
+        Ok(summaries)
+    }
+
+    pub(super) async fn count_pending(&self, provider: &str, cap: u64) -> Result<u64> {
+        // The ready sets hold exactly the pending messages, one per priority: as
+        // many commands as priorities in use, whatever their sizes.
+        let priorities: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.key(&format!("prios:{provider}")))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        if priorities.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for priority in &priorities {
+            pipe.cmd("ZCARD")
+                .arg(self.key(&format!("ready:{priority}:{provider}")));
+        }
+        let sizes: Vec<u64> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(sizes.iter().sum::<u64>().min(cap))
+    }
+
+    pub(super) async fn ledger_page(
+        &self,
+        id: BatchId,
+        query: MessageQuery,
+    ) -> Result<Vec<MessageRecord>> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let from = query.after.map_or(0, |after| u64::from(after) + 1);
+        let reply: Vec<Value> = self
+            .scripts
+            .messages
+            .arg(&self.prefix)
+            .arg(now_ms())
+            .arg(id.to_string())
+            .arg(from)
+            .arg(query.limit)
+            .arg(query.state.map_or("", MessageState::as_str))
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        parse_records(id, &reply)
+    }
+
+    pub(super) async fn apply_control(
+        &self,
+        id: BatchId,
+        action: Control,
+    ) -> Result<Option<BatchSummary>> {
+        let action_name = match action {
+            Control::Pause => "pause",
+            Control::Resume => "resume",
+            Control::Cancel => "cancel",
+            Control::Retry => "retry",
+        };
+        let reply: Vec<Value> = self
+            .scripts
+            .control
+            .arg(&self.prefix)
+            .arg(now_ms())
+            .arg(id.to_string())
+            .arg(action_name)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        match reply.first().map(text).transpose()?.flatten().as_deref() {
+            Some("none") => Ok(None),
+            Some("conflict") => Err(Error::Conflict("the batch is cancelled".into())),
+            Some("ok") => parse_summary(id, &reply[1..]),
+            _ => Err(unexpected("a batch control")),
+        }
+    }
+}
+
+fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
+    let [
+        channel,
+        source,
+        control,
+        priority,
+        created,
+        send_at,
+        pending,
+        sending,
+        sent,
+        failed,
+        cancelled,
+        paused,
+        delivered,
+        undelivered,
+        unknown,
+    ] = f
+    else {
+        return Err(unexpected("a batch summary"));
+    };
+    let Some(channel) = text(channel)? else {
+        return Ok(None);
+    };
+    let control = required(control, "batch control")?;
+    let count = |v: &Value, what: &str| -> Result<u64> {
+        Ok(optional_number(v, what)?.unwrap_or(0).max(0).unsigned_abs())
+    };
+    let mut counts = Counts::default();
+    counts.add(MessageState::Pending, count(pending, "pending count")?);
+    counts.add(MessageState::Sending, count(sending, "sending count")?);
+    counts.add(MessageState::Sent, count(sent, "sent count")?);
+    counts.add(MessageState::Failed, count(failed, "failed count")?);
+    counts.add(
+        MessageState::Cancelled,
+        count(cancelled, "cancelled count")?,
+    );
+    counts.add(MessageState::Paused, count(paused, "paused count")?);
+    counts.add(
+        MessageState::Delivered,
+        count(delivered, "delivered count")?,
+    );
+    counts.add(
+        MessageState::Undelivered,
+        count(undelivered, "undelivered count")?,
+    );
+    counts.add(MessageState::Unknown, count(unknown, "unknown count")?);
+    Ok(Some(BatchSummary {
+        id,
+        channel: channel.parse::<Channel>().map_err(Error::Corrupt)?,
+        source: required(source, "batch source")?,
+        control: BatchControl::parse(&control)
+            .ok_or_else(|| Error::Corrupt(format!("unknown control `{control}`")))?,
+        priority: number(priority, "batch priority")?,
+        created_at_ms: number(created, "batch creation time")?,
+        send_at_ms: number(send_at, "batch send time")?,
+        counts,
+    }))
+}
+
+fn parse_records(id: BatchId, reply: &[Value]) -> Result<Vec<MessageRecord>> {
+    if !reply.len().is_multiple_of(13) {
+        return Err(unexpected("a ledger page"));
+    }
+    reply
+        .chunks_exact(13)
+        .map(|m| {
+            let index: u32 = number(&m[0], "message index")?;
+            let state = required(&m[3], "message state")?;
+            Ok(MessageRecord {
+                id: message_id(id, index),
+                index,
+                to: required(&m[1], "recipient")?,
+                reference: text(&m[2])?,
+                state: MessageState::parse(&state)
+                    .ok_or_else(|| Error::Corrupt(format!("unknown message state `{state}`")))?,
+                provider: required(&m[4], "provider")?,
+                attempts: number(&m[5], "attempt count")?,
+                last_error: text(&m[6])?,
+                provider_message_id: text(&m[7])?,
+                created_at_ms: number(&m[8], "message creation time")?,
+                updated_at_ms: number(&m[9], "message update time")?,
+                sent_at_ms: optional_number(&m[10], "message sent time")?,
+                receipt_code: text(&m[11])?,
+                receipt_at_ms: optional_number(&m[12], "receipt time")?,
+            })
+        })
+        .collect()
+}

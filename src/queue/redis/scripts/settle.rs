@@ -1,0 +1,196 @@
+//! The settle and receipt scripts: outcomes written, provider ids indexed, and
+//! delivery reports applied or held until their send is recorded.
+
+/// What the settle and receipt scripts share: the provider-id index and applying
+/// delivery reports.
+/// - `pids:{provider}` hash: provider message id → member, or `*` when several
+///   messages share the id (an Aliyun request's `BizId`); then `{id}\n{to}` →
+///   member for each of them.
+/// - `early:{provider}` hash: provider message id → JSON array of the reports that
+///   matched no message yet (`[to, delivered, code, at]`, '' for none);
+///   `early-at` sorted set: `{provider}\n{id}` scored by when first held.
+pub(super) const RECEIPTS: &str = r"
+local function index_pid(provider, pid, to, member)
+  local key = P .. 'pids:' .. provider
+  local seen = redis.call('HGET', key, pid)
+  if not seen then
+    redis.call('HSET', key, pid, member)
+  elseif seen ~= member then
+    if seen ~= '*' then
+      redis.call('HSET', key, pid .. '\n' .. redis.call('HGET', P .. 'm:' .. seen, 'to'), seen)
+      redis.call('HSET', key, pid, '*')
+    end
+    redis.call('HSET', key, pid .. '\n' .. to, member)
+  end
+end
+-- The member a report names: nil when none (yet), '*' when it cannot tell which.
+local function receipt_member(provider, pid, to)
+  local key = P .. 'pids:' .. provider
+  local seen = redis.call('HGET', key, pid)
+  if not seen then return nil end
+  if seen == '*' then
+    if to == '' then return '*' end
+    return redis.call('HGET', key, pid .. '\n' .. to) or nil
+  end
+  if to ~= '' and redis.call('HGET', P .. 'm:' .. seen, 'to') ~= to then return nil end
+  return seen
+end
+-- Applies one report: nil when it names no message, else 'applied' (with the
+-- recipient and channel), 'same' or 'ambiguous'.
+local function apply_report(provider, pid, to, delivered, code, at)
+  local member = receipt_member(provider, pid, to)
+  if not member then return nil end
+  if member == '*' then return 'ambiguous' end
+  local key = P .. 'm:' .. member
+  local m = redis.call('HMGET', key, 'state', 'batch', 'to')
+  local state, next = m[1], nil
+  if delivered == '1' and (state == 'sent' or state == 'undelivered') then next = 'delivered'
+  elseif delivered == '0' and state == 'sent' then next = 'undelivered' end
+  if not next then return 'same' end
+  local b = batch_of(m[2])
+  if at == '' then at = now end
+  redis.call('HSET', key, 'state', next, 'updated_at', now, 'receipt_at', at)
+  if code ~= '' then redis.call('HSET', key, 'receipt_code', code) else redis.call('HDEL', key, 'receipt_code') end
+  count(b, state, next)
+  return 'applied', m[3], b.channel
+end
+-- Applies the held reports of a provider id that a message was just sent with.
+local function apply_held(provider, pid)
+  local key = P .. 'early:' .. provider
+  local held = redis.call('HGET', key, pid)
+  if not held then return end
+  local left = {}
+  for _, r in ipairs(cjson.decode(held)) do
+    if not apply_report(provider, pid, r[1], r[2], r[3], r[4]) then left[#left + 1] = r end
+  end
+  if #left == 0 then
+    redis.call('HDEL', key, pid)
+    redis.call('ZREM', P .. 'early-at', provider .. '\n' .. pid)
+  else
+    redis.call('HSET', key, pid, cjson.encode(left))
+  end
+end
+";
+
+/// Settles leased messages; a settlement whose lease is no longer current is ignored.
+/// A message sent with a provider id is indexed by it under the provider that sent
+/// it, and receipts held for the id are applied. An unknown outcome stays in
+/// `leased:{provider}`, scored by when it is due again.
+/// ARGV: P, now, then per settlement: member, token, kind (sent, confirmed, retry,
+/// unknown, release, failed), at, has text ('1' or '0'), text (error or provider
+/// message id), the provider that sent it when not its own (else empty).
+pub(super) const SETTLE: &str = r"
+local done = {}
+for i = 3, #ARGV, 7 do
+  local member, token, kind, at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local has_text, text, sent_by = ARGV[i + 4] == '1', ARGV[i + 5], ARGV[i + 6]
+  local key = P .. 'm:' .. member
+  local m = redis.call('HMGET', key, 'state', 'lease', 'provider', 'batch', 'attempts', 'to')
+  if m[1] == 'sending' and m[2] == token then
+    local b = batch_of(m[4])
+    local leased = P .. 'leased:' .. m[3]
+    local members = done[leased]
+    if members == nil then
+      members = {}
+      done[leased] = members
+    end
+    -- A release is no attempt, nor is asking the provider; the rest count one,
+    -- written with the state.
+    local attempts = tonumber(m[5])
+    if kind ~= 'release' and kind ~= 'confirmed' then attempts = attempts + 1 end
+    local state
+    if kind == 'sent' or kind == 'confirmed' then
+      members[#members + 1] = member
+      state = 'sent'
+      -- An earlier attempt may have left an error; a first one has none to clear.
+      if tonumber(m[5]) > 0 then redis.call('HDEL', key, 'error', 'unknown_since') end
+      if sent_by ~= '' then redis.call('HSET', key, 'provider', sent_by) end
+      if has_text then
+        redis.call('HSET', key, 'state', state, 'attempts', attempts, 'sent_at', now,
+          'updated_at', now, 'provider_message_id', text)
+      else
+        redis.call('HSET', key, 'state', state, 'attempts', attempts, 'sent_at', now,
+          'updated_at', now)
+      end
+    elseif kind == 'failed' then
+      members[#members + 1] = member
+      state = 'failed'
+      redis.call('HSET', key, 'state', state, 'attempts', attempts, 'error', text,
+        'updated_at', now)
+    elseif kind == 'unknown' then
+      state = 'unknown'
+      redis.call('HSET', key, 'state', state, 'attempts', attempts, 'available_at', at,
+        'updated_at', now, 'error', text)
+      redis.call('HSETNX', key, 'unknown_since', now)
+      redis.call('ZADD', leased, at, member)
+    else
+      members[#members + 1] = member
+      state = requeued_state(b)
+      if kind == 'retry' then
+        redis.call('HSET', key, 'state', state, 'attempts', attempts, 'available_at', at,
+          'updated_at', now, 'error', text)
+      else
+        redis.call('HSET', key, 'state', state, 'available_at', at, 'updated_at', now)
+      end
+      if state == 'pending' then make_ready(b, m[3], member, at) end
+    end
+    -- The lease fields stay until the next claim overwrites them: a settlement only
+    -- ever matches a message whose state is 'sending'.
+    count(b, 'sending', state)
+    if state == 'sent' and has_text then
+      local by = m[3]
+      if sent_by ~= '' then by = sent_by end
+      index_pid(by, text, m[6], member)
+      apply_held(by, text)
+    end
+  end
+end
+for leased, members in pairs(done) do zrem_all(leased, members) end
+flush_counts()
+return 1
+";
+
+/// Applies delivery reports of one provider (see `Queue::apply_receipts`); those
+/// that name no message yet are held, and held ones past their time or beyond the
+/// most kept are dropped. Returns 3 values per report: the effect (`applied`,
+/// `same`, `ambiguous`, `held`), and for `applied` the recipient and channel ('' else).
+/// ARGV: P, now, provider, how long held reports are kept (ms), the most kept, then
+/// per report: provider id, to, delivered ('1' or '0'), code, at ('' for none).
+pub(super) const APPLY_RECEIPTS: &str = r"
+local provider, ttl, most = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+local out, held = {}, false
+for i = 6, #ARGV, 5 do
+  local pid, to, delivered, code, at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local effect, applied_to, channel = apply_report(provider, pid, to, delivered, code, at)
+  if not effect then
+    local key = P .. 'early:' .. provider
+    local list = redis.call('HGET', key, pid)
+    local reports = {}
+    if list then reports = cjson.decode(list) end
+    reports[#reports + 1] = { to, delivered, code, at }
+    redis.call('HSET', key, pid, cjson.encode(reports))
+    redis.call('ZADD', P .. 'early-at', 'NX', now, provider .. '\n' .. pid)
+    effect, held = 'held', true
+  end
+  out[#out + 1] = effect
+  out[#out + 1] = applied_to or ''
+  out[#out + 1] = channel or ''
+end
+if held then
+  local at_key = P .. 'early-at'
+  local old = redis.call('ZRANGEBYSCORE', at_key, '-inf', '(' .. (tonumber(now) - ttl), 'LIMIT', 0, 1000)
+  local over = redis.call('ZCARD', at_key) - #old - most
+  if over > 0 then
+    for _, e in ipairs(redis.call('ZRANGE', at_key, #old, #old + math.min(over, 1000) - 1)) do
+      old[#old + 1] = e
+    end
+  end
+  for _, e in ipairs(old) do
+    local nl = string.find(e, '\n', 1, true)
+    redis.call('HDEL', P .. 'early:' .. string.sub(e, 1, nl - 1), string.sub(e, nl + 1))
+  end
+  zrem_all(at_key, old)
+end
+flush_counts()
+return out
+";

@@ -1,0 +1,165 @@
+//! What opening a store checks on the server: the key layout's version, the
+//! batch index, the durability settings; and what a failed command tells the
+//! operator to check.
+
+use redis::RedisError;
+
+use super::Redis;
+use super::keyspace::{Scan, glob_escape};
+use crate::domain::BatchId;
+use crate::queue::{Error, Result};
+
+/// The key layout this build reads and writes.
+const LAYOUT_VERSION: &str = "1";
+
+impl Redis {
+    pub(super) async fn check_layout(&self) -> Result<()> {
+        let key = self.key("version");
+        let (version,): (Option<String>,) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(LAYOUT_VERSION)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(&key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        match version.as_deref() {
+            Some(LAYOUT_VERSION) => Ok(()),
+            other => Err(Error::Corrupt(format!(
+                "the redis store at {} (prefix `{}`) has layout version {}, this herald knows {LAYOUT_VERSION}: \
+                 upgrade herald or use another prefix",
+                self.place,
+                self.prefix.trim_end_matches(':'),
+                other.unwrap_or("none"),
+            ))),
+        }
+    }
+
+    /// Adds the batches stored before the `batches` index existed to it, once per
+    /// store: their hashes are found by `SCAN`. Batches committed meanwhile add
+    /// themselves.
+    pub(super) async fn index_batches(&self) -> Result<()> {
+        let marker = self.key("batches-indexed");
+        let indexed: bool = redis::cmd("EXISTS")
+            .arg(&marker)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        if indexed {
+            return Ok(());
+        }
+        let head = self.key("b:");
+        let mut conn = self.conn();
+        let mut scan = Scan::new(format!("{}*", glob_escape(&head)));
+        while let Some(keys) = scan.next_page(&mut conn).await.map_err(|e| self.fail(e))? {
+            let ids: Vec<&str> = keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(&head))
+                .filter(|id| BatchId::parse(id).is_some())
+                .collect();
+            if !ids.is_empty() {
+                let mut zadd = redis::cmd("ZADD");
+                zadd.arg(self.key("batches"));
+                for id in ids {
+                    zadd.arg(0).arg(id);
+                }
+                zadd.query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| self.fail(e))?;
+            }
+        }
+        redis::cmd("SET")
+            .arg(&marker)
+            .arg(1)
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Warns, saying what to set, when the server would lose acknowledged writes.
+    pub(super) async fn check_durability(&self) {
+        let mut settings = std::collections::HashMap::new();
+        for name in ["appendonly", "appendfsync", "maxmemory-policy"] {
+            let answer: redis::RedisResult<std::collections::HashMap<String, String>> =
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(name)
+                    .query_async(&mut self.conn())
+                    .await;
+            match answer {
+                Ok(values) => settings.extend(values),
+                Err(e) => {
+                    tracing::warn!(
+                        store = %self.place, error = %e,
+                        "cannot read the Redis durability settings (CONFIG GET is refused); make sure the server runs \
+                         with `appendonly yes`, `appendfsync always` and `maxmemory-policy noeviction`, \
+                         or accepted messages can be lost"
+                    );
+                    return;
+                }
+            }
+        }
+        for warning in durability_warnings(&settings) {
+            tracing::warn!(store = %self.place, "{warning}");
+        }
+    }
+}
+
+pub(super) fn failure(place: &str, e: RedisError) -> Error {
+    let hint = if e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"))
+    {
+        "check the user name and password in the store URL"
+    } else if e.code() == Some("READONLY") {
+        "the URL points at a read-only replica: use the primary"
+    } else if e.code() == Some("OOM") {
+        "the server reached maxmemory: give it more memory (with maxmemory-policy noeviction)"
+    } else if e.code() == Some("LOADING") {
+        "the server is loading its data: try again shortly"
+    } else if e.is_timeout() {
+        "the server did not answer in time: check that it is not overloaded or blocked"
+    } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
+        "check that the server is running and reachable at that address"
+    } else {
+        "check the server's log"
+    };
+    Error::Unavailable(format!("redis at {place}: {e}; {hint}"))
+}
+
+/// What to tell the operator about the server's settings, from `CONFIG GET`.
+pub(super) fn durability_warnings(
+    settings: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
+    let get = |name: &str| settings.get(name).map(String::as_str);
+    let mut warnings = Vec::new();
+    match (get("appendonly"), get("appendfsync")) {
+        (Some("yes"), Some("always")) => {}
+        (Some("yes"), Some("everysec")) => warnings.push(
+            "Redis fsyncs its append-only file once a second (`appendfsync everysec`): a crash or power loss \
+             can lose up to ~1 s of accepted batches and delivery outcomes; set `appendfsync always` for no loss"
+                .to_owned(),
+        ),
+        (Some("yes"), other) => warnings.push(format!(
+            "Redis leaves fsync to the OS (`appendfsync {}`): a crash or power loss can lose accepted batches \
+             and delivery outcomes; set `appendfsync always`",
+            other.unwrap_or("?")
+        )),
+        _ => warnings.push(
+            "Redis does not log writes to disk (`appendonly no`): accepted batches and delivery outcomes are \
+             lost if the server stops; set `appendonly yes` and `appendfsync always` \
+             (redis.conf, or CONFIG SET then CONFIG REWRITE)"
+                .to_owned(),
+        ),
+    }
+    if let Some(policy) = get("maxmemory-policy")
+        && policy.starts_with("allkeys")
+    {
+        warnings.push(format!(
+            "Redis may evict queue keys when full (`maxmemory-policy {policy}`): set `maxmemory-policy noeviction`"
+        ));
+    }
+    warnings
+}
