@@ -3,9 +3,9 @@
 
 use std::sync::LazyLock;
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::connection::unavailable;
+use super::connection::{unavailable, write_transaction};
 use crate::domain::now_ms;
 use crate::queue::{Accepted, Error, NewBatch, NewMessage, Result, parse_batch_id};
 
@@ -46,7 +46,7 @@ fn insert_sql(rows: usize) -> String {
     )
 }
 
-pub(super) fn insert_batch(tx: &Transaction<'_>, batch: &NewBatch) -> Result<()> {
+fn insert_batch(tx: &Transaction<'_>, batch: &NewBatch) -> Result<()> {
     // The span of indices, not the count: rejected recipients leave gaps.
     let span = batch.messages.last().map_or(0, |m| i64::from(m.index) + 1);
     let head = insert_batch_row(tx, batch, "active", span)?;
@@ -212,4 +212,16 @@ pub(super) fn insert_messages(
         stmt.execute(values.as_slice()).map_err(unavailable)?;
     }
     Ok(())
+}
+
+/// Stores `batch` whole in one transaction, or answers from the store when its
+/// idempotency key was used before.
+pub(super) fn accept(conn: &mut Connection, batch: NewBatch) -> Result<Accepted> {
+    let tx = write_transaction(conn)?;
+    if let Some(replayed) = replay(&tx, &batch)? {
+        return Ok(replayed);
+    }
+    insert_batch(&tx, &batch)?;
+    tx.commit().map_err(unavailable)?;
+    Ok(Accepted::New(batch.id))
 }

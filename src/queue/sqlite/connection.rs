@@ -10,6 +10,7 @@ use rusqlite::{Connection, Transaction};
 
 use crate::queue::{Error, Result};
 
+/// A SQLite failure as the queue's error: the store cannot answer now.
 pub(super) fn unavailable(e: rusqlite::Error) -> Error {
     Error::Unavailable(format!("sqlite: {e}"))
 }
@@ -19,6 +20,7 @@ pub(super) const CACHE_KIB: i64 = 8000;
 /// The writer's page cache while it writes a batch stored whole, in KiB.
 pub(super) const WHOLE_BATCH_CACHE_KIB: i64 = 2000;
 
+/// A connection to the database at `path`, in WAL mode with `synchronous = FULL`.
 pub(super) fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(unavailable)?;
     conn.busy_timeout(Duration::from_secs(10))
@@ -55,6 +57,7 @@ pub(super) fn spawn_checkpointer(conn: Connection, writer: std::sync::Weak<Mutex
     }
 }
 
+/// Runs `f` on `conn` on Tokio's blocking pool, holding the connection's lock.
 pub(super) async fn run_blocking<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> Result<T>
 where
     T: Send + 'static,

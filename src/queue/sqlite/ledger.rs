@@ -1,28 +1,31 @@
 //! The embedded engine's ledger reads: a stored batch's place (`BatchRef`) found
 //! by id or row, and a batch's summary.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::connection::unavailable;
-use super::schema::{parse_channel, parse_state};
-use crate::domain::{BatchControl, BatchId, Channel, Counts};
-use crate::queue::{BatchSummary, Error, Result, parse_batch_id};
+use super::connection::{unavailable, write_transaction};
+use super::schema::{REQUEUED_STATE, parse_channel, parse_state};
+use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
+use crate::queue::{
+    BatchSummary, Control, Error, MessageQuery, MessageRecord, Result, parse_batch_id,
+};
 
 /// What claims and the ledger need to know of a stored batch.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BatchRef {
-    pub(super) seq: i64,
+    seq: i64,
     pub(super) id: BatchId,
     pub(super) channel: Channel,
-    pub(super) first_row: i64,
-    pub(super) size: i64,
+    first_row: i64,
+    size: i64,
 }
 
 impl BatchRef {
-    pub(super) fn last_row(&self) -> i64 {
+    fn last_row(&self) -> i64 {
         self.first_row + self.size - 1
     }
 
+    /// The index in its batch of the message in row `row`, which lies in its range.
     pub(super) fn index_of(&self, row: i64) -> u32 {
         u32::try_from(row - self.first_row).expect("a message row lies in its batch's range")
     }
@@ -48,7 +51,7 @@ fn to_batch_ref(
 }
 
 /// A stored batch; one still being staged is not there yet.
-pub(super) fn batch_by_id(conn: &Connection, id: BatchId) -> Result<Option<BatchRef>> {
+fn batch_by_id(conn: &Connection, id: BatchId) -> Result<Option<BatchRef>> {
     conn.prepare_cached(&format!(
         "{BATCH_REF} WHERE id = ?1 AND control != 'staging'"
     ))
@@ -58,6 +61,7 @@ pub(super) fn batch_by_id(conn: &Connection, id: BatchId) -> Result<Option<Batch
     .transpose()
 }
 
+/// The stored batch of row `seq`, staged or not.
 pub(super) fn batch_by_seq(conn: &Connection, seq: i64) -> Result<BatchRef> {
     let row = conn
         .prepare_cached(&format!("{BATCH_REF} WHERE seq = ?1"))
@@ -66,7 +70,7 @@ pub(super) fn batch_by_seq(conn: &Connection, seq: i64) -> Result<BatchRef> {
     to_batch_ref(row)
 }
 
-pub(super) fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
+fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
     let Some(batch) = batch_by_id(conn, id)? else {
         return Ok(None);
     };
@@ -113,4 +117,199 @@ pub(super) fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSumm
         send_at_ms,
         counts,
     }))
+}
+
+/// The summary of batch `id`, read in one transaction.
+pub(super) fn batch(conn: &mut Connection, id: BatchId) -> Result<Option<BatchSummary>> {
+    let tx = conn.transaction().map_err(unavailable)?;
+    let summary = summary(&tx, id)?;
+    tx.commit().map_err(unavailable)?;
+    Ok(summary)
+}
+
+/// Up to `limit` summaries of batches with ids below `before`, newest first.
+pub(super) fn batches(
+    conn: &mut Connection,
+    before: Option<BatchId>,
+    limit: u32,
+) -> Result<Vec<BatchSummary>> {
+    let tx = conn.transaction().map_err(unavailable)?;
+    // Ids are stored in their canonical hyphenated form, whose byte order is
+    // the UUIDs' order; the unique index on `id` reads them backwards.
+    let ids = tx
+        .prepare_cached(
+            "SELECT id FROM batches WHERE control != 'staging' AND (?1 IS NULL OR id < ?1)
+             ORDER BY id DESC LIMIT ?2",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![before.map(|b| b.to_string()), limit], |r| {
+                r.get::<_, String>(0)
+            })?
+            .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .map_err(unavailable)?;
+    let mut summaries = Vec::with_capacity(ids.len());
+    for id in ids {
+        summaries.extend(summary(&tx, parse_batch_id(&id)?)?);
+    }
+    tx.commit().map_err(unavailable)?;
+    Ok(summaries)
+}
+
+/// How many messages for `provider` are pending, counting no further than `cap`.
+pub(super) fn pending(conn: &mut Connection, provider: String, cap: i64) -> Result<u64> {
+    // The ready index holds exactly the pending messages, by provider first.
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE provider = ?1 AND state = 'pending' LIMIT ?2)",
+    )
+    .and_then(|mut s| s.query_row(params![provider, cap], |r| r.get::<_, i64>(0)))
+    .map(i64::unsigned_abs)
+    .map_err(unavailable)
+}
+
+/// A page of batch `id`'s messages in index order, as `query` asks.
+pub(super) fn messages(
+    conn: &mut Connection,
+    id: BatchId,
+    query: MessageQuery,
+) -> Result<Vec<MessageRecord>> {
+    let Some(batch) = batch_by_id(conn, id)? else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, to_addr, ref, state, provider, attempts, last_error, provider_message_id,
+                    created_at, updated_at, sent_at, receipt_code, receipt_at
+             FROM messages
+             WHERE id BETWEEN ?1 AND ?2 AND (?3 IS NULL OR state = ?3)
+             ORDER BY id LIMIT ?4",
+        )
+        .map_err(unavailable)?;
+    let state = query.state.map(MessageState::as_str);
+    let from = query.after.map_or(batch.first_row, |after| {
+        batch.first_row + i64::from(after) + 1
+    });
+    let rows = stmt
+        .query_map(params![from, batch.last_row(), state, query.limit], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, u32>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+                r.get::<_, i64>(8)?,
+                r.get::<_, i64>(9)?,
+                r.get::<_, Option<i64>>(10)?,
+                (
+                    r.get::<_, Option<String>>(11)?,
+                    r.get::<_, Option<i64>>(12)?,
+                ),
+            ))
+        })
+        .map_err(unavailable)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (
+            row,
+            to,
+            reference,
+            state,
+            provider,
+            attempts,
+            last_error,
+            pid,
+            created,
+            updated,
+            sent,
+            receipt,
+        ) = row.map_err(unavailable)?;
+        let index = batch.index_of(row);
+        out.push(MessageRecord {
+            id: message_id(id, index),
+            index,
+            to,
+            reference,
+            state: parse_state(&state)?,
+            provider,
+            attempts,
+            last_error,
+            provider_message_id: pid,
+            created_at_ms: created,
+            updated_at_ms: updated,
+            sent_at_ms: sent,
+            receipt_code: receipt.0,
+            receipt_at_ms: receipt.1,
+        });
+    }
+    Ok(out)
+}
+
+/// Applies `action` to batch `id` and answers its summary; `None` when there is
+/// no such batch.
+pub(super) fn control(
+    conn: &mut Connection,
+    id: BatchId,
+    action: Control,
+) -> Result<Option<BatchSummary>> {
+    let tx = write_transaction(conn)?;
+    let Some(batch) = batch_by_id(&tx, id)? else {
+        return Ok(None);
+    };
+    let (seq, first, last) = (batch.seq, batch.first_row, batch.last_row());
+    let control: String = tx
+        .query_row("SELECT control FROM batches WHERE seq = ?1", [seq], |r| {
+            r.get(0)
+        })
+        .map_err(unavailable)?;
+    if control == BatchControl::Cancelled.as_str() && action != Control::Cancel {
+        return Err(Error::Conflict("the batch is cancelled".into()));
+    }
+    let now = now_ms();
+    let set_control = |control: BatchControl| {
+        tx.execute(
+            "UPDATE batches SET control = ?2 WHERE seq = ?1",
+            params![seq, control.as_str()],
+        )
+        .map_err(unavailable)
+    };
+    let move_messages = |to: &str, from: &str| {
+        tx.execute(
+            &format!(
+                "UPDATE messages SET state = {to}, updated_at = ?3
+                 WHERE id BETWEEN ?1 AND ?2 AND state IN ({from})"
+            ),
+            params![first, last, now],
+        )
+        .map_err(unavailable)
+    };
+    match action {
+        Control::Pause => {
+            set_control(BatchControl::Paused)?;
+            move_messages("'paused'", "'pending'")?;
+        }
+        Control::Resume => {
+            set_control(BatchControl::Active)?;
+            move_messages("'pending'", "'paused'")?;
+        }
+        Control::Cancel => {
+            set_control(BatchControl::Cancelled)?;
+            move_messages("'cancelled'", "'pending', 'paused'")?;
+        }
+        Control::Retry => {
+            tx.execute(
+                &format!(
+                    "UPDATE messages SET state = {REQUEUED_STATE}, attempts = 0, available_at = ?3, updated_at = ?3
+                     WHERE id BETWEEN ?1 AND ?2 AND state = 'failed'"
+                ),
+                params![first, last, now],
+            )
+            .map_err(unavailable)?;
+        }
+    }
+    let summary = summary(&tx, id)?;
+    tx.commit().map_err(unavailable)?;
+    Ok(summary)
 }

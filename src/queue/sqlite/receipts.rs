@@ -1,16 +1,19 @@
 //! The embedded engine's delivery receipts: applying one to the message it names,
 //! and the receipts held until their message's send is recorded.
 
-use rusqlite::{Transaction, params};
+use rusqlite::{Connection, Transaction, params};
 
-use super::connection::unavailable;
+use super::connection::{unavailable, write_transaction};
 use super::schema::{parse_channel, parse_state};
 use crate::domain::DeliveryReport;
-use crate::queue::{ReceiptEffect, ReceiptTarget, Result, receipt_state, receipt_target};
+use crate::queue::{
+    EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect, ReceiptTarget, Result, receipt_state,
+    receipt_target,
+};
 
 /// Applies one delivery report to the message it names; `None` when it names none
 /// (yet).
-pub(super) fn apply_receipt(
+fn apply_receipt(
     tx: &Transaction<'_>,
     provider: &str,
     report: &DeliveryReport,
@@ -104,4 +107,59 @@ pub(super) fn apply_held_receipts(tx: &Transaction<'_>, rows: &[i64], now: i64) 
         }
     }
     Ok(())
+}
+
+/// Applies `reports` of `provider`, in order, as [`Engine::apply_receipts`]
+/// describes: one effect per report; those that name no message yet are held.
+pub(super) fn apply_receipts(
+    conn: &mut Connection,
+    provider: String,
+    reports: Vec<DeliveryReport>,
+    now: i64,
+) -> Result<Vec<ReceiptEffect>> {
+    let tx = write_transaction(conn)?;
+    let mut effects = Vec::with_capacity(reports.len());
+    let mut held = false;
+    for report in &reports {
+        let effect = match apply_receipt(&tx, &provider, report, now)? {
+            Some(effect) => effect,
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO early_receipts (provider, provider_message_id, to_addr, delivered, code, at, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        provider,
+                        report.provider_message_id,
+                        report.to,
+                        report.delivered,
+                        report.code,
+                        report.at_ms,
+                        now
+                    ])
+                })
+                .map_err(unavailable)?;
+                held = true;
+                ReceiptEffect::Held
+            }
+        };
+        effects.push(effect);
+    }
+    if held {
+        tx.execute(
+            "DELETE FROM early_receipts WHERE received_at < ?1",
+            [now - EARLY_RECEIPT_TTL_MS],
+        )
+        .and_then(|_| {
+            tx.execute(
+                "DELETE FROM early_receipts WHERE rowid IN (
+                     SELECT rowid FROM early_receipts ORDER BY received_at DESC LIMIT -1 OFFSET ?1)",
+                [EARLY_RECEIPTS_MAX],
+            )
+        })
+        .map_err(unavailable)?;
+    }
+    tx.commit().map_err(unavailable)?;
+    Ok(effects)
 }

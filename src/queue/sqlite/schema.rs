@@ -155,6 +155,8 @@ pub(super) const REQUEUED_STATE: &str =
     "CASE (SELECT control FROM batches WHERE seq = messages.batch)
     WHEN 'paused' THEN 'paused' WHEN 'cancelled' THEN 'cancelled' ELSE 'pending' END";
 
+/// Applies the migrations the store has not had yet; a store newer than this
+/// herald is refused as [`Error::Corrupt`].
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     // Under the write lock, so processes starting together migrate once.
     let tx = write_transaction(conn)?;
@@ -177,10 +179,12 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     tx.commit().map_err(unavailable)
 }
 
+/// A stored channel; an unknown one means a corrupt store.
 pub(super) fn parse_channel(s: String) -> Result<Channel> {
     s.parse().map_err(Error::Corrupt)
 }
 
+/// A stored message state; an unknown one means a corrupt store.
 pub(super) fn parse_state(s: &str) -> Result<MessageState> {
     MessageState::parse(s).ok_or_else(|| Error::Corrupt(format!("unknown message state `{s}`")))
 }

@@ -2,64 +2,66 @@
 //! batch at hand written whole by one transaction on a held writer (with the
 //! [`WalFlusher`]), and the sweep of stagings abandoned past their deadline.
 
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
 use rusqlite::{Connection, Transaction, params};
 
-use super::Sqlite;
 use super::accept::{Head, insert_batch_row, insert_messages, replay};
-use super::connection::{CACHE_KIB, WHOLE_BATCH_CACHE_KIB, unavailable, write_transaction};
+use super::connection::{
+    CACHE_KIB, WHOLE_BATCH_CACHE_KIB, run_blocking, unavailable, write_transaction,
+};
 use crate::domain::now_ms;
 use crate::queue::{Accepted, Begun, Error, NewBatch, NewMessage, Result, Stage, Staging};
 
-impl Sqlite {
-    /// Stages `batch` in rows of its own, invisible until the commit.
-    pub(super) async fn begin_staged(&self, batch: NewBatch) -> Result<Begun> {
-        let store = self.clone();
-        self.write(move |conn| {
-            let tx = write_transaction(conn)?;
-            let now = now_ms();
-            sweep_staging(&tx, now)?;
-            if let Some(replayed) = replay(&tx, &batch)? {
-                return Ok(Begun::Answered(replayed));
-            }
-            let head = insert_batch_row(&tx, &batch, "staging", STAGING_SPAN)?;
-            tx.commit().map_err(unavailable)?;
-            Ok(Begun::Staging(Staging::new(Box::new(SqliteStaging {
-                store,
-                batch,
-                head,
-            }))))
-        })
-        .await
-    }
-
-    /// Holds the writer for `batch`, written in one transaction chunk by chunk.
-    pub(super) async fn begin_held(&self, batch: NewBatch) -> Result<Begun> {
-        let (chunks, incoming) = tokio::sync::mpsc::channel(1);
-        let (begun_tx, begun) = tokio::sync::oneshot::channel();
-        let (done_tx, done) = tokio::sync::oneshot::channel();
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
-            // A small page cache while the batch is written: its pages spill into
-            // the WAL (which the flusher syncs) chunk by chunk, leaving the commit
-            // little to write. A cache that cannot be resized only costs time.
-            let _ = conn.pragma_update(None, "cache_size", -WHOLE_BATCH_CACHE_KIB);
-            let stored = store_whole(&mut conn, &batch, begun_tx, incoming);
-            let _ = conn.pragma_update(None, "cache_size", -CACHE_KIB);
-            let _ = done_tx.send(stored);
-        });
-        match begun.await {
-            Ok(Ok(None)) => Ok(Begun::Staging(Staging::new(Box::new(SqliteWhole {
-                chunks,
-                done: Some(done),
-            })))),
-            Ok(Ok(Some(replayed))) => Ok(Begun::Answered(replayed)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Unavailable(
-                "the store's writer thread stopped".into(),
-            )),
+/// Stages `batch` in rows of its own on the store's `writer`, invisible until the
+/// commit.
+pub(super) async fn begin_staged(writer: Arc<Mutex<Connection>>, batch: NewBatch) -> Result<Begun> {
+    let held = writer.clone();
+    run_blocking(held, move |conn| {
+        let tx = write_transaction(conn)?;
+        let now = now_ms();
+        sweep_staging(&tx, now)?;
+        if let Some(replayed) = replay(&tx, &batch)? {
+            return Ok(Begun::Answered(replayed));
         }
+        let head = insert_batch_row(&tx, &batch, "staging", STAGING_SPAN)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(Begun::Staging(Staging::new(Box::new(SqliteStaging {
+            writer,
+            batch,
+            head,
+        }))))
+    })
+    .await
+}
+
+/// Holds the store's `writer` for `batch`, written in one transaction chunk by
+/// chunk.
+pub(super) async fn begin_held(writer: Arc<Mutex<Connection>>, batch: NewBatch) -> Result<Begun> {
+    let (chunks, incoming) = tokio::sync::mpsc::channel(1);
+    let (begun_tx, begun) = tokio::sync::oneshot::channel();
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = writer.lock().unwrap_or_else(|p| p.into_inner());
+        // A small page cache while the batch is written: its pages spill into
+        // the WAL (which the flusher syncs) chunk by chunk, leaving the commit
+        // little to write. A cache that cannot be resized only costs time.
+        let _ = conn.pragma_update(None, "cache_size", -WHOLE_BATCH_CACHE_KIB);
+        let stored = store_whole(&mut conn, &batch, begun_tx, incoming);
+        let _ = conn.pragma_update(None, "cache_size", -CACHE_KIB);
+        let _ = done_tx.send(stored);
+    });
+    match begun.await {
+        Ok(Ok(None)) => Ok(Begun::Staging(Staging::new(Box::new(SqliteWhole {
+            chunks,
+            done: Some(done),
+        })))),
+        Ok(Ok(Some(replayed))) => Ok(Begun::Answered(replayed)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(Error::Unavailable(
+            "the store's writer thread stopped".into(),
+        )),
     }
 }
 
@@ -77,7 +79,7 @@ const PUBLISH_SLICE: usize = 10_000;
 /// `commit` makes them `pending` in one transaction. Each chunk is a short write
 /// transaction of its own, so a big upload never holds the store's one writer.
 struct SqliteStaging {
-    store: Sqlite,
+    writer: Arc<Mutex<Connection>>,
     batch: NewBatch,
     head: Head,
 }
@@ -314,20 +316,22 @@ fn discard_rows(tx: &Transaction<'_>, head: Head) -> Result<()> {
 impl Stage for SqliteStaging {
     async fn add(&mut self, messages: Vec<NewMessage>) -> Result<()> {
         let (batch, head) = (self.batch.clone(), self.head);
-        self.store
-            .write(move |conn| {
-                let tx = write_transaction(conn)?;
-                still_staging(&tx, &batch, head)?;
-                insert_messages(&tx, &batch, head, &messages, "staged")?;
-                tx.commit().map_err(unavailable)
-            })
-            .await
+        run_blocking(self.writer.clone(), move |conn| {
+            let tx = write_transaction(conn)?;
+            still_staging(&tx, &batch, head)?;
+            insert_messages(&tx, &batch, head, &messages, "staged")?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
     }
 
     async fn commit(self: Box<Self>, report: serde_json::Value, span: u32) -> Result<Accepted> {
-        let SqliteStaging { store, batch, head } = *self;
-        store
-            .write(move |conn| {
+        let SqliteStaging {
+            writer,
+            batch,
+            head,
+        } = *self;
+        run_blocking(writer, move |conn| {
                 let tx = write_transaction(conn)?;
                 still_staging(&tx, &batch, head)?;
                 tx.execute(
@@ -356,16 +360,19 @@ impl Stage for SqliteStaging {
     }
 
     async fn discard(self: Box<Self>) {
-        let SqliteStaging { store, batch, head } = *self;
-        let discarded = store
-            .write(move |conn| {
-                let tx = write_transaction(conn)?;
-                if still_staging(&tx, &batch, head).is_ok() {
-                    discard_rows(&tx, head)?;
-                }
-                tx.commit().map_err(unavailable)
-            })
-            .await;
+        let SqliteStaging {
+            writer,
+            batch,
+            head,
+        } = *self;
+        let discarded = run_blocking(writer, move |conn| {
+            let tx = write_transaction(conn)?;
+            if still_staging(&tx, &batch, head).is_ok() {
+                discard_rows(&tx, head)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await;
         if let Err(e) = discarded {
             tracing::warn!(error = %e, "cannot discard a staged batch now; a later sweep will");
         }
