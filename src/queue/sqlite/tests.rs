@@ -1,7 +1,7 @@
 //! The embedded engine's own tests, beside the conformance suite: what is stored
 //! on disk, the sweep of abandoned stagings, the held writer and migrations.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::Connection;
@@ -10,32 +10,41 @@ use super::Sqlite;
 use super::schema::MIGRATIONS;
 use super::staging::STAGING_DEADLINE_MS;
 use crate::domain::now_ms;
+use crate::queue::tests::TestBatch;
 use crate::queue::{Accepted, Arrival, BatchTemplate, Begun, Error, NewBatch, Queue};
+
+/// A queue on a fresh store in the directory `store` of a temporary directory,
+/// which lives as long as the first value.
+async fn open_queue() -> (tempfile::TempDir, PathBuf, Queue) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let queue = Queue::open(&format!("sqlite://{}", store.display()))
+        .await
+        .unwrap();
+    (dir, store, queue)
+}
 
 /// A batch of three messages rendered from `Hi {{name}}`, as intake makes it
 /// for this engine: bodies rendered, each recipient's vars kept.
 fn template_batch(template_id: Option<&str>) -> NewBatch {
-    let mut batch = crate::queue::tests::batch(3, 0, now_ms());
-    batch.template_id = template_id.map(str::to_owned);
-    batch.template = Some(BatchTemplate {
+    let template = BatchTemplate {
         subject: None,
         body: "Hi {{name}}, 你好".into(),
-    });
-    for m in &mut batch.messages {
-        m.body = format!("Hi N{}, 你好", m.index);
-        m.vars = Some(serde_json::json!({"name": format!("N{}", m.index)}).to_string());
-    }
-    batch
+    };
+    TestBatch::sms(3)
+        .bodies(|index| format!("Hi N{index}, 你好"))
+        .template(
+            template_id,
+            template,
+            |index| serde_json::json!({"name": format!("N{index}")}),
+        )
+        .build()
 }
 
 #[tokio::test]
 async fn a_template_batch_stores_variables_and_renders_each_body_at_claim() {
     for template_id in [None, Some("t1")] {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        let queue = Queue::open(&format!("sqlite://{}", store.display()))
-            .await
-            .unwrap();
+        let (_dir, store, queue) = open_queue().await;
         let batch = template_batch(template_id);
         let expected: Vec<(String, Option<String>)> = batch
             .messages
@@ -66,11 +75,7 @@ async fn a_template_batch_stores_variables_and_renders_each_body_at_claim() {
 
 #[tokio::test]
 async fn a_message_that_cannot_be_rendered_at_claim_fails_with_why_and_the_rest_go() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let queue = Queue::open(&format!("sqlite://{}", store.display()))
-        .await
-        .unwrap();
+    let (_dir, store, queue) = open_queue().await;
     let Accepted::New(id) = queue.accept(template_batch(None)).await.unwrap() else {
         panic!("a new batch");
     };
@@ -98,15 +103,9 @@ async fn a_message_that_cannot_be_rendered_at_claim_fails_with_why_and_the_rest_
 
 #[tokio::test]
 async fn a_staging_abandoned_past_its_deadline_is_swept_by_the_next_begin() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("store");
-    let queue = Queue::open(&format!("sqlite://{}", store.display()))
-        .await
-        .unwrap();
-    let new_batch = || crate::queue::tests::batch(0, 0, now_ms());
-    let message = crate::queue::tests::batch(1, 0, now_ms())
-        .messages
-        .remove(0);
+    let (_dir, store, queue) = open_queue().await;
+    let new_batch = || TestBatch::sms(0).build();
+    let message = TestBatch::sms(1).build().messages.remove(0);
     let Begun::Staging(mut abandoned) = queue.begin(new_batch(), Arrival::Streamed).await.unwrap()
     else {
         panic!("a new batch");
@@ -155,11 +154,7 @@ async fn a_batch_stored_whole_appears_at_its_commit_or_not_at_all() {
         .await
         .unwrap();
     let whole = |key: &str| {
-        let mut batch = crate::queue::tests::batch(3, 0, now_ms());
-        batch.idempotency = Some(crate::queue::Idempotency {
-            key: key.into(),
-            request_hash: "h".into(),
-        });
+        let mut batch = TestBatch::sms(3).idempotency(key, "h").build();
         let messages = std::mem::take(&mut batch.messages);
         (batch, messages)
     };
@@ -215,7 +210,7 @@ async fn a_batch_stored_whole_appears_at_its_commit_or_not_at_all() {
     };
     staging.add(messages).await.unwrap();
     drop(staging);
-    let next = crate::queue::tests::batch(1, 0, now_ms());
+    let next = TestBatch::sms(1).build();
     assert_eq!(
         queue.accept(next.clone()).await.unwrap(),
         Accepted::New(next.id)
