@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Sqlite, parse_channel, unavailable, write_transaction};
+use super::Sqlite;
+use super::connection::{unavailable, write_transaction};
+use super::schema::parse_channel;
 use crate::domain::{Channel, now_ms};
 use crate::queue::{
     Error, RecordStore, Result, Suppression, Template, Unacked, parse_providers, providers_json,

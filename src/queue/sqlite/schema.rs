@@ -1,0 +1,190 @@
+//! The embedded engine's schema: the versioned migrations and `migrate`, which
+//! applies them, and how stored states and channels read back.
+
+use rusqlite::Connection;
+
+use super::connection::{unavailable, write_transaction};
+use crate::domain::{Channel, MessageState};
+use crate::queue::{Error, Result};
+
+/// Versioned migrations, applied in order; a store's `user_version` is how many it
+/// has had. Never edit one that has shipped: add one.
+pub(super) const MIGRATIONS: &[&str] = &["
+CREATE TABLE batches (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    channel         TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    control         TEXT NOT NULL DEFAULT 'active',
+    priority        INTEGER NOT NULL,
+    send_at         INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    request_hash    TEXT,
+    report          TEXT NOT NULL,
+    -- The batch's messages have ids first_row .. first_row + size - 1, in index
+    -- order, so a batch needs no index of its own on messages.
+    first_row       INTEGER NOT NULL,
+    size            INTEGER NOT NULL
+);
+CREATE TABLE messages (
+    id                  INTEGER PRIMARY KEY,
+    batch               INTEGER NOT NULL REFERENCES batches(seq),
+    provider            TEXT NOT NULL,
+    state               TEXT NOT NULL,
+    priority            INTEGER NOT NULL,
+    available_at        INTEGER NOT NULL,
+    lease               INTEGER,
+    lease_until         INTEGER,
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    to_addr             TEXT NOT NULL,
+    ref                 TEXT,
+    subject             TEXT,
+    body                TEXT NOT NULL,
+    last_error          TEXT,
+    provider_message_id TEXT,
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL,
+    sent_at             INTEGER
+);
+CREATE INDEX messages_ready ON messages(provider, priority DESC, available_at, id) WHERE state = 'pending';
+CREATE INDEX messages_leased ON messages(lease_until) WHERE state = 'sending';
+", "
+-- One token bucket per rate-limited provider, shared by every process on the store.
+CREATE TABLE rate_buckets (
+    provider TEXT PRIMARY KEY,
+    tokens   REAL NOT NULL,
+    at       INTEGER NOT NULL
+);
+-- When each recipient was claimed for, per provider with per-recipient caps; rows
+-- older than the provider's longest cap window are pruned by its claims.
+CREATE TABLE recipient_sends (
+    provider TEXT NOT NULL,
+    to_addr  TEXT NOT NULL,
+    at       INTEGER NOT NULL
+);
+CREATE INDEX recipient_sends_to ON recipient_sends(provider, to_addr, at);
+CREATE INDEX recipient_sends_at ON recipient_sends(provider, at);
+", "
+-- Message templates by the id their user chose. `providers` is a JSON object:
+-- provider name → that provider's template code and sign name.
+CREATE TABLE templates (
+    id         TEXT PRIMARY KEY,
+    channel    TEXT NOT NULL,
+    subject    TEXT,
+    body       TEXT NOT NULL,
+    providers  TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+-- Recipients that must not be messaged, per channel. Every submitted batch looks
+-- its recipients up here by the primary key.
+CREATE TABLE suppressions (
+    channel    TEXT NOT NULL,
+    address    TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (channel, address)
+) WITHOUT ROWID;
+", "
+-- Fingerprints of (recipient, content) pairs accepted recently, per channel, with
+-- when. A batch looks its recipients up by the primary key; the (channel, at) index
+-- tells whether a channel has any recent ones and finds the old ones to forget.
+CREATE TABLE send_fingerprints (
+    channel     TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (channel, fingerprint)
+) WITHOUT ROWID;
+CREATE INDEX send_fingerprints_at ON send_fingerprints(channel, at);
+", "
+-- What per-segment rate limits count, and what providers that render a stored
+-- template on their side need: its id and the recipient's variables (JSON).
+ALTER TABLE messages ADD COLUMN segments INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE messages ADD COLUMN template TEXT;
+ALTER TABLE messages ADD COLUMN vars TEXT;
+-- The batches being stored in chunks: every accept finds the ids they reserve, and
+-- the sweep the abandoned ones, without reading every batch.
+CREATE INDEX batches_staging ON batches(first_row) WHERE control = 'staging';
+", "
+-- Delivery receipts: the code and time of the receipt that set a message's
+-- delivered / undelivered, receipts looking messages up by the provider's id, and
+-- the receipts that came before their send was recorded (kept a day at most).
+ALTER TABLE messages ADD COLUMN receipt_code TEXT;
+ALTER TABLE messages ADD COLUMN receipt_at INTEGER;
+CREATE INDEX messages_provider_id ON messages(provider, provider_message_id)
+    WHERE provider_message_id IS NOT NULL;
+CREATE TABLE early_receipts (
+    provider            TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL,
+    to_addr             TEXT,
+    delivered           INTEGER NOT NULL,
+    code                TEXT,
+    at                  INTEGER,
+    received_at         INTEGER NOT NULL
+);
+CREATE INDEX early_receipts_id ON early_receipts(provider, provider_message_id);
+CREATE INDEX early_receipts_received ON early_receipts(received_at);
+-- Unknown outcomes: when the first attempt whose outcome is unknown was made
+-- (cleared once the message is sent), and the unknown messages by when they are
+-- due again.
+ALTER TABLE messages ADD COLUMN unknown_since INTEGER;
+CREATE INDEX messages_unknown ON messages(available_at) WHERE state = 'unknown';
+", "
+-- Migration 7: messages an ingest source stored as batches whose acknowledgement
+-- its broker may not have taken, by source and body hash.
+CREATE TABLE ingest_unacked (
+    source TEXT NOT NULL,
+    hash   TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    at     INTEGER NOT NULL,
+    PRIMARY KEY (source, hash, key)
+);
+CREATE INDEX ingest_unacked_at ON ingest_unacked(at);
+", "
+-- Migration 8: the template a batch's messages are rendered from when they are
+-- claimed (JSON: body, subject). Its messages keep their variables in `vars` and
+-- an empty `body`; batches without it keep each rendered body.
+ALTER TABLE batches ADD COLUMN template_source TEXT;
+"];
+
+/// The state a message returns to when it goes back to the queue: its batch's
+/// pause or cancel wins over `pending`.
+pub(super) const REQUEUED_STATE: &str =
+    "CASE (SELECT control FROM batches WHERE seq = messages.batch)
+    WHEN 'paused' THEN 'paused' WHEN 'cancelled' THEN 'cancelled' ELSE 'pending' END";
+
+/// Applies the migrations the store has not had yet; a store newer than this
+/// herald is refused as [`Error::Corrupt`].
+pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
+    // Under the write lock, so processes starting together migrate once.
+    let tx = write_transaction(conn)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(unavailable)?;
+    let latest = MIGRATIONS.len() as i64;
+    if version > latest {
+        return Err(Error::Corrupt(format!(
+            "the store has schema version {version}, this herald knows up to {latest}: upgrade herald"
+        )));
+    }
+    for (applied, migration) in (version.max(0)..).zip(&MIGRATIONS[version.max(0) as usize..]) {
+        tx.execute_batch(&format!(
+            "{migration} PRAGMA user_version = {};",
+            applied + 1
+        ))
+        .map_err(unavailable)?;
+    }
+    tx.commit().map_err(unavailable)
+}
+
+/// A stored channel; an unknown one means a corrupt store.
+pub(super) fn parse_channel(s: String) -> Result<Channel> {
+    s.parse().map_err(Error::Corrupt)
+}
+
+/// A stored message state; an unknown one means a corrupt store.
+pub(super) fn parse_state(s: &str) -> Result<MessageState> {
+    MessageState::parse(s).ok_or_else(|| Error::Corrupt(format!("unknown message state `{s}`")))
+}

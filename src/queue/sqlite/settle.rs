@@ -1,0 +1,92 @@
+//! The embedded engine's settlements: what becomes of each claimed message once
+//! its worker knows how its send went.
+
+use rusqlite::{Connection, params};
+
+use super::connection::{unavailable, write_transaction};
+use super::receipts::apply_held_receipts;
+use super::schema::REQUEUED_STATE;
+use crate::domain::now_ms;
+use crate::queue::{Outcome, Result, Settlement};
+
+/// Settles each claimed message still under its lease as its outcome says; a
+/// settlement whose lease has lapsed changes nothing. Held receipts of the messages
+/// just sent with a provider id are applied.
+pub(super) fn settle(conn: &mut Connection, settlements: Vec<Settlement>) -> Result<()> {
+    let now = now_ms();
+    let tx = write_transaction(conn)?;
+    let mut identified = Vec::new();
+    {
+        let mut sent = tx
+            .prepare_cached(
+                "UPDATE messages SET state = 'sent', attempts = attempts + ?5, provider_message_id = ?3,
+                     last_error = NULL, sent_at = ?4, updated_at = ?4, lease = NULL, lease_until = NULL,
+                     unknown_since = NULL, provider = COALESCE(?6, provider)
+                 WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
+            )
+            .map_err(unavailable)?;
+        let mut retry = tx
+            .prepare_cached(&format!(
+                "UPDATE messages SET state = {REQUEUED_STATE}, attempts = attempts + ?5, available_at = ?3,
+                     last_error = COALESCE(?6, last_error), updated_at = ?4, lease = NULL, lease_until = NULL
+                 WHERE id = ?1 AND lease = ?2 AND state = 'sending'"
+            ))
+            .map_err(unavailable)?;
+        let mut unknown = tx
+            .prepare_cached(
+                "UPDATE messages SET state = 'unknown', attempts = attempts + 1, available_at = ?3,
+                     last_error = ?5, unknown_since = COALESCE(unknown_since, ?4), updated_at = ?4,
+                     lease = NULL, lease_until = NULL
+                 WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
+            )
+            .map_err(unavailable)?;
+        let mut failed = tx
+            .prepare_cached(
+                "UPDATE messages SET state = 'failed', attempts = attempts + 1, last_error = ?3,
+                     updated_at = ?4, lease = NULL, lease_until = NULL
+                 WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
+            )
+            .map_err(unavailable)?;
+        for Settlement {
+            lease,
+            outcome,
+            sent_by,
+        } in &settlements
+        {
+            let (row, token) = (lease.row, lease.token);
+            let changed = match outcome {
+                Outcome::Sent {
+                    provider_message_id,
+                } => sent.execute(params![row, token, provider_message_id, now, 1, sent_by]),
+                Outcome::Confirmed {
+                    provider_message_id,
+                } => sent.execute(params![row, token, provider_message_id, now, 0, sent_by]),
+                Outcome::Retry { at_ms, error } => {
+                    retry.execute(params![row, token, at_ms, now, 1, error])
+                }
+                Outcome::Release { at_ms } => {
+                    retry.execute(params![row, token, at_ms, now, 0, Option::<String>::None])
+                }
+                Outcome::Unknown { at_ms, error } => {
+                    unknown.execute(params![row, token, at_ms, now, error])
+                }
+                Outcome::Failed { error } => failed.execute(params![row, token, error, now]),
+            }
+            .map_err(unavailable)?;
+            if changed > 0
+                && matches!(
+                    outcome,
+                    Outcome::Sent {
+                        provider_message_id: Some(_)
+                    } | Outcome::Confirmed {
+                        provider_message_id: Some(_)
+                    }
+                )
+            {
+                identified.push(row);
+            }
+        }
+    }
+    apply_held_receipts(&tx, &identified, now)?;
+    tx.commit().map_err(unavailable)
+}
