@@ -458,10 +458,9 @@ impl Intake {
                 Renderer::Template {
                     template: Box::new(template),
                     // The store keeps each message's variables, not its body, and
-                    // renders the body again at claim.
-                    keep_vars: true,
-                    // A dry run shows bodies, and recent sends are told apart by them.
-                    keep_body: true,
+                    // renders the body again at claim; a dry run shows bodies, and
+                    // recent sends are told apart by them.
+                    keep_body: envelope.dry_run || self.recent_window.is_some(),
                 }
             }
             Body::Literal { body, .. } if body.trim().is_empty() => {

@@ -11,10 +11,6 @@ use crate::template::{RenderError, Template};
 pub(super) enum Renderer {
     Template {
         template: Box<Template>,
-        /// Keep each recipient's vars with its message: for a stored template,
-        /// which some providers render on their side, and for an engine that
-        /// renders at claim.
-        keep_vars: bool,
         /// Keep each rendered body with its message; without it, a body is
         /// rendered only to be checked and measured.
         keep_body: bool,
@@ -183,14 +179,9 @@ pub(super) fn check(
             }
         }
     };
-    let vars = matches!(
-        renderer,
-        Renderer::Template {
-            keep_vars: true,
-            ..
-        }
-    )
-    .then(|| recipient.vars.into_json());
+    // A template's message is stored with its vars, from which the store renders
+    // its body again at claim (and some providers render their own template).
+    let vars = matches!(renderer, Renderer::Template { .. }).then(|| recipient.vars.into_json());
     Ok(Checked {
         segments,
         hash: key_hash(key.as_deref().unwrap_or(&to)),

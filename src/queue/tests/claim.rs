@@ -57,21 +57,44 @@ pub(super) async fn a_batch_rendered_from_a_template_is_claimed_with_each_body_a
         subject: None,
         body: "Hi {{name}}, 你好".into(),
     };
-    let b = TestBatch::sms(3)
-        .template(Some("t1"), template, |i| json!({"name": format!("N{i}")}))
-        .bodies(|i| format!("Hi N{i}, 你好"))
-        .build();
-    let expected: Vec<(String, Option<String>)> = b
-        .messages
-        .iter()
-        .map(|m| (m.body.clone(), m.vars.clone()))
-        .collect();
-    accept(&q, b).await;
-    let mut claimed = q.claim("p", 10, LEASE).await.unwrap();
-    claimed.sort_by(|a, b| a.id.cmp(&b.id));
-    let got: Vec<(String, Option<String>)> =
-        claimed.into_iter().map(|c| (c.body, c.vars)).collect();
-    assert_eq!(got, expected, "{url}");
+    let vars = |i: u32| json!({"name": format!("N{i}")});
+    // The bodies handed to the store are not the rendered ones: what is claimed
+    // can only come from the template and each message's vars.
+    for (stored_id, arrival) in [
+        (Some("t1"), None),
+        (None, None),
+        (Some("t1"), Some(Arrival::Streamed)),
+    ] {
+        let b = TestBatch::sms(3)
+            .template(stored_id, template.clone(), vars)
+            .bodies(|i| format!("not stored {i}"))
+            .build();
+        match arrival {
+            None => {
+                accept(&q, b).await;
+            }
+            Some(arrival) => {
+                let messages = b.messages.clone();
+                let Begun::Staging(mut staging) = q.begin(b, arrival).await.unwrap() else {
+                    panic!("a new batch");
+                };
+                staging.add(messages).await.unwrap();
+                q.commit(staging, json!({}), 3).await.unwrap();
+            }
+        }
+        let mut claimed = q.claim("p", 10, LEASE).await.unwrap();
+        claimed.sort_by(|a, b| a.id.cmp(&b.id));
+        let got: Vec<(String, Option<String>)> =
+            claimed.into_iter().map(|c| (c.body, c.vars)).collect();
+        // Providers see the vars only for a stored template of theirs.
+        let expected: Vec<(String, Option<String>)> = (0..3)
+            .map(|i| {
+                let shown = stored_id.map(|_| vars(i).to_string());
+                (format!("Hi N{i}, 你好"), shown)
+            })
+            .collect();
+        assert_eq!(got, expected, "{url} {stored_id:?} {arrival:?}");
+    }
 }
 
 pub(super) async fn pending_counts_a_providers_waiting_messages_up_to_the_cap(store: TestStore) {
