@@ -42,6 +42,20 @@ pub struct BatchTemplate {
     pub body: String,
 }
 
+impl BatchTemplate {
+    /// The text every engine stores the template as: one JSON object.
+    pub(crate) fn to_stored(&self) -> String {
+        serde_json::to_string(self).expect("string fields serialize")
+    }
+
+    /// A template as [`BatchTemplate::to_stored`] wrote it.
+    pub(crate) fn from_stored(stored: &str) -> super::Result<Arc<BatchTemplate>> {
+        serde_json::from_str(stored)
+            .map(Arc::new)
+            .map_err(|e| super::Error::Corrupt(format!("a batch's template is not readable: {e}")))
+    }
+}
+
 /// The sender's idempotency key and a hash of the request it came with.
 #[derive(Debug, Clone)]
 pub struct Idempotency {

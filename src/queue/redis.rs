@@ -66,7 +66,10 @@
 //! A message is in `ready:…` exactly when pending and in `leased:…` exactly when
 //! sending or unknown; every script keeps that and the batch counts in step. Keys
 //! and fields added to the layout that older builds never read (templates,
-//! suppressions, fingerprints, receipts) leave its version alone.
+//! suppressions, fingerprints, receipts) leave its version alone. Version 2 added
+//! a batch's `template_source` and the empty bodies of its messages, which a
+//! version 1 build would send as they are: a version 1 store is upgraded in place
+//! when opened, and a version 1 build refuses a version 2 store.
 //!
 //! **Files.** This one holds the engine, `open` and the [`Engine`] methods, each
 //! handed to the file that owns it: `accept` (idempotency, arrival numbers, writing

@@ -117,10 +117,7 @@ impl<'a> BatchHead<'a> {
             now: now_ms(),
             key: batch.idempotency.as_ref().map(|i| i.key.as_str()),
             hash: batch.idempotency.as_ref().map(|i| i.request_hash.as_str()),
-            template: batch
-                .template
-                .as_ref()
-                .map(|t| serde_json::to_string(t).expect("a template serializes")),
+            template: batch.template.as_ref().map(|t| t.to_stored()),
         }
     }
 

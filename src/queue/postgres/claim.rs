@@ -10,7 +10,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{Postgres, attempts, db, index_of, parse_channel};
 use crate::domain::{BatchId, message_id, millis, now_ms};
-use crate::queue::{BatchTemplate, Claim, Claimed, Error, Lease, Result, parse_batch_id};
+use crate::queue::{BatchTemplate, Claim, Claimed, Lease, Result, parse_batch_id};
 use crate::ratelimit::{Limits, segment_bucket_key};
 
 /// Expired leases, and unknown outcomes whose time has come, back to the queue.
@@ -181,9 +181,8 @@ fn claimed(rows: &[Row], provider: &str, token: i64) -> Result<Vec<Claimed>> {
     let mut templates: HashMap<BatchId, Arc<BatchTemplate>> = HashMap::new();
     for row in rows {
         if let Some(source) = row.get::<_, Option<&str>>(14) {
-            let template = serde_json::from_str::<BatchTemplate>(source)
-                .map_err(|e| Error::Corrupt(format!("a batch's template is not readable: {e}")))?;
-            templates.insert(parse_batch_id(row.get(8))?, Arc::new(template));
+            let template = BatchTemplate::from_stored(source)?;
+            templates.insert(parse_batch_id(row.get(8))?, template);
         }
     }
     let mut claimed = Vec::with_capacity(rows.len());

@@ -117,9 +117,12 @@ impl Redis {
             .arg(key)
             .arg(hash)
             .arg(staged.reserved)
-            .arg(batch.template.as_ref().map_or_else(String::new, |t| {
-                serde_json::to_string(t).expect("a template serializes")
-            }));
+            .arg(
+                batch
+                    .template
+                    .as_ref()
+                    .map_or_else(String::new, |t| t.to_stored()),
+            );
         for (provider, runs) in &staged.runs {
             call.arg(provider).arg(runs.len());
             for (from, to) in runs {

@@ -76,9 +76,7 @@ fn parse_templates(pairs: &[Value]) -> Result<HashMap<BatchId, Arc<BatchTemplate
         .chunks_exact(2)
         .map(|pair| {
             let source = required(&pair[1], "batch template")?;
-            let template = serde_json::from_str::<BatchTemplate>(&source)
-                .map_err(|e| Error::Corrupt(format!("a batch's template is not readable: {e}")))?;
-            Ok((batch_id(&pair[0])?, Arc::new(template)))
+            Ok((batch_id(&pair[0])?, BatchTemplate::from_stored(&source)?))
         })
         .collect()
 }

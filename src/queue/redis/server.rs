@@ -10,7 +10,12 @@ use crate::domain::BatchId;
 use crate::queue::{Error, Result};
 
 /// The key layout this build reads and writes.
-const LAYOUT_VERSION: &str = "1";
+const LAYOUT_VERSION: &str = "2";
+
+/// The layout this one extends: a store of it is upgraded in place when opened
+/// (version 2 stores a template batch's template once and its messages' vars
+/// without their bodies, which a build of version 1 would send empty).
+const PREVIOUS_LAYOUT_VERSION: &str = "1";
 
 impl Redis {
     pub(super) async fn check_layout(&self) -> Result<()> {
@@ -28,6 +33,16 @@ impl Redis {
             .map_err(|e| self.fail(e))?;
         match version.as_deref() {
             Some(LAYOUT_VERSION) => Ok(()),
+            Some(PREVIOUS_LAYOUT_VERSION) => {
+                // Nothing stored changes meaning: only new batches use the new fields.
+                let () = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(LAYOUT_VERSION)
+                    .query_async(&mut self.conn())
+                    .await
+                    .map_err(|e| self.fail(e))?;
+                Ok(())
+            }
             other => Err(Error::Corrupt(format!(
                 "the redis store at {} (prefix `{}`) has layout version {}, this herald knows {LAYOUT_VERSION}: \
                  upgrade herald or use another prefix",

@@ -227,6 +227,41 @@ async fn accepting_ten_thousand_messages_is_quick_and_whole() {
 }
 
 #[tokio::test]
+async fn a_version_1_layout_is_upgraded_on_open_and_an_unknown_one_refused() {
+    let (queue, url, _guard) = test_store().await;
+    drop(queue);
+    let store = Redis::open(&parsed(&url)).await.unwrap();
+    let version = |v: &'static str| {
+        let key = store.key("version");
+        let mut conn = store.conn();
+        async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(v)
+                .query_async::<()>(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    version("1").await;
+    let upgraded = Redis::open(&parsed(&url)).await.unwrap();
+    let now: String = redis::cmd("GET")
+        .arg(upgraded.key("version"))
+        .query_async(&mut upgraded.conn())
+        .await
+        .unwrap();
+    assert_eq!(now, "2");
+    version("3").await;
+    let Err(refused) = Redis::open(&parsed(&url)).await else {
+        panic!("a store of an unknown layout opened");
+    };
+    assert!(
+        refused.to_string().contains("layout version 3"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
 async fn batches_stored_before_the_batch_index_existed_are_indexed_on_open() {
     let (queue, url, _guard) = test_store().await;
     let first = big_batch(2);

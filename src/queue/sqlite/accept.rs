@@ -134,7 +134,7 @@ pub(super) fn insert_batch_row(
             batch
                 .template
                 .as_ref()
-                .map(|t| serde_json::to_string(t).expect("a template serializes")),
+                .map(|t| t.to_stored()),
         ],
     )
     .map_err(unavailable)?;

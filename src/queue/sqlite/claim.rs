@@ -301,11 +301,7 @@ fn template_of(
         .and_then(|mut s| s.query_row([seq], |row| row.get(0)))
         .map_err(unavailable)?;
     let template = source
-        .map(|source| {
-            serde_json::from_str::<BatchTemplate>(&source)
-                .map(Arc::new)
-                .map_err(|e| Error::Corrupt(format!("a batch's template is not readable: {e}")))
-        })
+        .map(|source| BatchTemplate::from_stored(&source))
         .transpose()?;
     known.insert(seq, template.clone());
     Ok(template)
