@@ -83,7 +83,7 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         .context("invalid configuration")?;
     let queue = Queue::open(&config.store)
         .await
-        .with_context(|| format!("opening the store `{}`", config.store_for_display()))?;
+        .with_context(|| format!("opening the store `{}`", config.store))?;
     let registry = Registry::build(
         &config.providers,
         &config.defaults,
@@ -153,14 +153,14 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
     let task = tokio::spawn(run(http, ingest, pool, grace, shutdown.clone()));
     match addr {
         Some(addr) => {
-            tracing::info!(%addr, store = %config.store_for_display(), workers, "herald listening on http://{addr}");
+            tracing::info!(%addr, store = %config.store, workers, "herald listening on http://{addr}");
             if config.auth.tokens.is_empty() {
                 tracing::info!(
                     "no API tokens configured ([auth] tokens): serving loopback only, and asking for no token"
                 );
             }
         }
-        None => tracing::info!(store = %config.store_for_display(), "herald worker started"),
+        None => tracing::info!(store = %config.store, "herald worker started"),
     }
     Ok(Running {
         addr,

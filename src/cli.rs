@@ -77,9 +77,10 @@ pub struct ServeArgs {
     /// Address to listen on [config: listen; default 127.0.0.1:8080].
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
-    /// Store directory (or sqlite://DIR) [config: store; default ./herald-data].
+    /// Store directory (or sqlite://DIR, postgres://…, redis://…) [config: store;
+    /// default ./herald-data].
     #[arg(long)]
-    pub store: Option<String>,
+    pub store: Option<crate::domain::StoreUrl>,
 }
 
 #[derive(Debug, Args)]

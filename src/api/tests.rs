@@ -25,9 +25,16 @@ pub(crate) async fn test_state() -> (AppState, tempfile::TempDir) {
 /// [`test_state`] with `config`'s providers, defaults and limits.
 pub(crate) async fn test_state_with(config: Config) -> (AppState, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let queue = Queue::open(&dir.path().join("store").display().to_string())
-        .await
-        .expect("open the store");
+    let queue = Queue::open(
+        &dir.path()
+            .join("store")
+            .display()
+            .to_string()
+            .parse()
+            .expect("a store URL"),
+    )
+    .await
+    .expect("open the store");
     let registry = Registry::build(
         &config.providers,
         &config.defaults,

@@ -24,7 +24,7 @@ pub use self::delivery::{CircuitConfig, RetryConfig, WorkerConfig};
 pub use self::ingest::{IngestConfig, IngestKind};
 pub use self::intake::{IntakeLimits, RecipientsConfig};
 use crate::auth::TokenHash;
-use crate::domain::Channel;
+use crate::domain::{Channel, StoreUrl};
 use crate::provider::ProviderConfig;
 
 /// The file read when `--config` is not given; it is fine for it not to exist.
@@ -36,8 +36,10 @@ pub const DEFAULT_FILE: &str = "herald.toml";
 pub struct Config {
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
-    /// The store: a directory for the embedded SQLite engine, or `sqlite://DIR`.
-    pub store: String,
+    /// The store: a directory (or `sqlite://DIR`) for the embedded SQLite engine,
+    /// `postgres://…` or `redis://…` for a server. Parsed when the configuration
+    /// is read, so a malformed URL stops Herald at start.
+    pub store: StoreUrl,
     /// The delivery workers (`[worker]`).
     pub worker: WorkerConfig,
     /// When failed messages are tried again (`[retry]`).
@@ -79,7 +81,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            store: "herald-data".into(),
+            store: StoreUrl::Sqlite("herald-data".into()),
             worker: WorkerConfig::default(),
             retry: RetryConfig::default(),
             limits: IntakeLimits::default(),
@@ -138,22 +140,6 @@ impl Config {
                 .split("__")
                 .ignore(&["server", "log", "token"]),
         )
-    }
-
-    /// The store's URL as logs and messages show it: a password in it replaced by
-    /// `***`.
-    pub fn store_for_display(&self) -> String {
-        let Some((scheme, rest)) = self.store.split_once("://") else {
-            return self.store.clone();
-        };
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) if userinfo.contains(':') => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:***@{host}{path}")
-            }
-            _ => self.store.clone(),
-        }
     }
 
     /// How long a claimed message stays reserved for its worker.

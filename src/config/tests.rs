@@ -120,11 +120,10 @@ fn a_malformed_token_hash_is_refused_naming_the_key() {
 #[test]
 fn a_store_password_is_hidden_when_the_store_is_shown() {
     let shown = |store: &str| {
-        Config {
-            store: store.into(),
-            ..Config::default()
-        }
-        .store_for_display()
+        Config::from_toml(&format!("store = {store:?}"))
+            .expect("a valid configuration")
+            .store
+            .to_string()
     };
     assert_eq!(
         shown("postgres://herald:pa:ss@db.example:5432/herald?sslmode=disable"),
@@ -134,8 +133,20 @@ fn a_store_password_is_hidden_when_the_store_is_shown() {
         shown("redis://:secret@127.0.0.1:6379/0"),
         "redis://:***@127.0.0.1:6379/0"
     );
-    assert_eq!(shown("postgres://herald@db/x"), "postgres://herald@db/x");
-    assert_eq!(shown("herald-data"), "herald-data");
+    assert_eq!(shown("sqlite://herald-data"), "herald-data");
+}
+
+#[test]
+fn a_malformed_store_url_stops_the_configuration_naming_its_problem() {
+    let e = Config::from_toml(r#"store = "postgres://herald:s3cret@db:54x32/herald""#)
+        .expect_err("a malformed store URL")
+        .to_string();
+    assert!(e.contains("invalid port number"), "{e}");
+    assert!(!e.contains("s3cret"), "{e}");
+    let e = Config::from_toml(r#"store = "mysql://db/herald""#)
+        .expect_err("an unknown engine")
+        .to_string();
+    assert!(e.contains("postgres://") && e.contains("redis://"), "{e}");
 }
 
 #[test]

@@ -77,12 +77,9 @@ fn seams<E: Engine + RecordStore>(engine: Arc<E>) -> (Arc<dyn Engine>, Records) 
 }
 
 impl Queue {
-    /// Opens the store named by `url`: a directory path or `sqlite://DIR` for the
-    /// embedded engine, `postgres://…` or `redis://…` for a server (see
-    /// [`StoreUrl`]); `Error::Unsupported` when `url` is not one of them.
-    pub async fn open(url: &str) -> Result<Queue> {
-        let store = StoreUrl::parse(url).map_err(|e| Error::Unsupported(e.to_string()))?;
-        let (engine, records) = match &store {
+    /// Opens the store at `store`, with the engine its URL names.
+    pub async fn open(store: &StoreUrl) -> Result<Queue> {
+        let (engine, records) = match store {
             StoreUrl::Sqlite(dir) => seams(Arc::new(sqlite::Sqlite::open(dir).await?)),
             StoreUrl::Postgres(url) => seams(postgres::open(url).await?),
             StoreUrl::Redis(url) => seams(redis::open(url).await?),

@@ -96,9 +96,15 @@ impl Engine for SlowSettle {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_more_than_max_in_flight_messages_are_ever_claimed_and_unrecorded() {
     let dir = tempfile::tempdir().unwrap();
-    let real = Queue::open(&dir.path().display().to_string())
-        .await
-        .unwrap();
+    let real = Queue::open(
+        &dir.path()
+            .display()
+            .to_string()
+            .parse()
+            .expect("a store URL"),
+    )
+    .await
+    .unwrap();
     let slow = Arc::new(SlowSettle {
         inner: real.engine(),
         unrecorded: Mutex::new((0, 0)),

@@ -397,7 +397,7 @@ async fn messages_go_by_priority_then_send_at_then_arrival() {
     let store = intake.dir.path().join("store");
 
     let worker = app_sending_to(&server, |config| {
-        config.store = store.display().to_string();
+        config.store = herald::domain::StoreUrl::Sqlite(store.to_path_buf());
         config.worker.max_in_flight = 1;
     })
     .await;

@@ -223,7 +223,7 @@ pub fn sms_provider(name: &str, kind: ProviderKind) -> ProviderConfig {
 pub fn test_config(store: &std::path::Path) -> Config {
     let mut config = Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        store: store.display().to_string(),
+        store: herald::domain::StoreUrl::Sqlite(store.to_path_buf()),
         ..Config::default()
     };
     config.worker.poll_interval_ms = 20;

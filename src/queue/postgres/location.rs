@@ -192,7 +192,7 @@ mod tests {
             "postgres://u@127.0.0.1:1/db?retention_days=soon",
             "postgres://u@127.0.0.1:1/db?schema=a-b",
         ] {
-            match crate::queue::Queue::open(url).await {
+            match crate::queue::Queue::open(&url.parse().expect("a store URL")).await {
                 Err(Error::Unsupported(m)) => assert!(m.contains("expected"), "{url}: {m}"),
                 Err(other) => panic!("{url}: expected Unsupported, got {other:?}"),
                 Ok(_) => panic!("{url}: opened"),

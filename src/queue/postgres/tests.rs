@@ -20,7 +20,7 @@ const TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 /// cannot be reached: a missing server is a failure, never a skip.
 pub(crate) async fn test_store() -> TestStore {
     let (url, guard) = test_schema();
-    let queue = Queue::open(&url).await.unwrap_or_else(|e| {
+    let queue = Queue::open(&url.parse().expect("a store URL")).await.unwrap_or_else(|e| {
         panic!(
             "the PostgreSQL conformance store is unavailable ({e}). Start PostgreSQL on 127.0.0.1:5432 \
              (scripts/test does it) or point HERALD_TEST_POSTGRES at a server"
@@ -180,7 +180,9 @@ fn stored_vars() -> Vec<(String, Option<String>)> {
 #[tokio::test]
 async fn a_template_batch_stores_its_vars_not_its_bodies_and_is_rendered_at_claim() {
     let (url, _guard) = test_schema();
-    let queue = Queue::open(&url).await.unwrap();
+    let queue = Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .unwrap();
     queue.accept(template_batch()).await.unwrap();
     assert_eq!(stored_messages(&url).await, stored_vars());
     assert_eq!(claimed_bodies(&queue).await, rendered());
@@ -189,7 +191,9 @@ async fn a_template_batch_stores_its_vars_not_its_bodies_and_is_rendered_at_clai
 #[tokio::test]
 async fn a_template_batch_stored_in_chunks_stores_its_vars_not_its_bodies() {
     let (url, _guard) = test_schema();
-    let queue = Queue::open(&url).await.unwrap();
+    let queue = Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .unwrap();
     let mut batch = template_batch();
     let messages = std::mem::take(&mut batch.messages);
     let Begun::Staging(mut staging) = queue.begin(batch, Arrival::Streamed).await.unwrap() else {
@@ -206,7 +210,9 @@ async fn a_template_batch_stored_in_chunks_stores_its_vars_not_its_bodies() {
 #[tokio::test]
 async fn a_batch_without_a_template_keeps_its_bodies() {
     let (url, _guard) = test_schema();
-    let queue = Queue::open(&url).await.unwrap();
+    let queue = Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .unwrap();
     queue.accept(batch(2)).await.unwrap();
     let bodies = vec![("x".repeat(160), None); 2];
     assert_eq!(stored_messages(&url).await, bodies);
@@ -218,7 +224,9 @@ async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
     let (url, _guard) = test_schema();
     let location = location(&url).unwrap();
     let schema = quote_ident(&location.schema);
-    let queue = Queue::open(&url).await.unwrap();
+    let queue = Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .unwrap();
     queue.accept(batch(1)).await.unwrap();
     drop(queue);
     // The store as the herald before migration 8 left it.
@@ -233,7 +241,9 @@ async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
         .await
         .unwrap();
     drop(e);
-    let queue = Queue::open(&url).await.unwrap();
+    let queue = Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .unwrap();
     queue.accept(template_batch()).await.unwrap();
     let mut claimed = claimed_bodies(&queue).await;
     assert_eq!(claimed.remove(0), ("x".repeat(160), None));
@@ -246,7 +256,11 @@ async fn concurrent_starts_migrate_a_new_schema_once() {
     let opens: Vec<_> = (0..6)
         .map(|_| {
             let url = url.clone();
-            tokio::spawn(async move { Queue::open(&url).await.map(drop) })
+            tokio::spawn(async move {
+                Queue::open(&url.parse().expect("a store URL"))
+                    .await
+                    .map(drop)
+            })
         })
         .collect();
     for open in opens {
@@ -267,7 +281,7 @@ async fn a_schema_from_a_newer_herald_is_refused_naming_both_versions() {
         ))
         .await
         .unwrap();
-    match Queue::open(&url).await {
+    match Queue::open(&url.parse().expect("a store URL")).await {
         Err(Error::Corrupt(m)) => {
             let latest = super::schema::MIGRATIONS.len();
             assert!(

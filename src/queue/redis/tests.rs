@@ -23,7 +23,7 @@ pub(crate) async fn test_store() -> crate::queue::tests::TestStore {
     let prefix = format!("herald-test-{}", uuid::Uuid::now_v7().simple());
     let joiner = if server.contains('?') { '&' } else { '?' };
     let url = format!("{server}{joiner}prefix={prefix}");
-    let queue = match Queue::open(&url).await {
+    let queue = match Queue::open(&url.parse().expect("a store URL")).await {
         Ok(queue) => queue,
         Err(e) => panic!(
             "the Redis test server at {server} cannot be used: {e}\n\
@@ -197,7 +197,7 @@ fn connection_failures_say_what_to_check_and_hide_the_password() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_unavailable() {
-    match Queue::open("redis://127.0.0.1:1/0").await {
+    match Queue::open(&"redis://127.0.0.1:1/0".parse().expect("a store URL")).await {
         Err(Error::Unavailable(message)) => assert!(message.contains("127.0.0.1:1/0")),
         Err(other) => panic!("expected Unavailable, got {other:?}"),
         Ok(_) => panic!("nothing listens on port 1"),

@@ -18,9 +18,13 @@ use crate::queue::{Accepted, Arrival, BatchTemplate, Begun, Error, NewBatch, Que
 async fn open_queue() -> (tempfile::TempDir, PathBuf, Queue) {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let queue = Queue::open(&format!("sqlite://{}", store.display()))
-        .await
-        .unwrap();
+    let queue = Queue::open(
+        &format!("sqlite://{}", store.display())
+            .parse()
+            .expect("a store URL"),
+    )
+    .await
+    .unwrap();
     (dir, store, queue)
 }
 
@@ -150,9 +154,13 @@ async fn a_staging_abandoned_past_its_deadline_is_swept_by_the_next_begin() {
 #[tokio::test]
 async fn a_batch_stored_whole_appears_at_its_commit_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
-    let queue = Queue::open(&format!("sqlite://{}", dir.path().display()))
-        .await
-        .unwrap();
+    let queue = Queue::open(
+        &format!("sqlite://{}", dir.path().display())
+            .parse()
+            .expect("a store URL"),
+    )
+    .await
+    .unwrap();
     let whole = |key: &str| {
         let mut batch = TestBatch::sms(3).idempotency(key, "h").build();
         let messages = std::mem::take(&mut batch.messages);

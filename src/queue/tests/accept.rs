@@ -7,7 +7,9 @@ pub(super) async fn an_accepted_batch_is_stored_whole_and_survives_reopening(sto
     let (q, url, _guard) = store;
     let id = accept(&q, batch(250, 0, now_ms())).await;
     drop(q);
-    let reopened = Queue::open(&url).await.unwrap();
+    let reopened = Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .unwrap();
     let c = counts(&reopened, id).await;
     assert_eq!((c.total, c.pending), (250, 250));
     let page = reopened
@@ -47,7 +49,9 @@ pub(super) async fn a_batch_stored_in_chunks_is_invisible_until_committed_then_w
         .await
         .unwrap();
     assert_eq!(accepted, Accepted::New(id));
-    let reopened = Queue::open(&url).await.unwrap();
+    let reopened = Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .unwrap();
     let c = counts(&reopened, id).await;
     assert_eq!((c.total, c.pending), (2_499, 2_499));
     let mut claimed = Vec::new();

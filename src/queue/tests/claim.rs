@@ -177,7 +177,9 @@ pub(super) async fn two_handles_on_one_store_never_claim_the_same_message(store:
     let (q, url, _guard) = store;
     accept(&q, batch(600, 0, now_ms())).await;
     // A second handle is what a second process has: nothing shared in memory.
-    let other = Queue::open(&url).await.expect("open the store again");
+    let other = Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .expect("open the store again");
     let mut tasks = Vec::new();
     for handle in [q.clone(), other.clone(), q.clone(), other.clone()] {
         tasks.push(tokio::spawn(async move {

@@ -83,7 +83,9 @@ pub(super) async fn a_rate_holds_across_handles_on_one_store(store: TestStore) {
     let start = std::time::Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..3 {
-        let handle = Queue::open(&url).await.expect("open the store again");
+        let handle = Queue::open(&url.parse().expect("a store URL"))
+            .await
+            .expect("open the store again");
         tasks.push(tokio::spawn(claim_within_rate(handle, rate, start)));
     }
     let mut claims = Vec::new();
@@ -174,7 +176,9 @@ pub(super) async fn a_recipient_cap_holds_across_handles_and_defers_the_rest(sto
     let id = accept(&q, batch_to(&tos)).await;
     let mut tasks = Vec::new();
     for _ in 0..3 {
-        let handle = Queue::open(&url).await.expect("open the store again");
+        let handle = Queue::open(&url.parse().expect("a store URL"))
+            .await
+            .expect("open the store again");
         let capped = capped.clone();
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();

@@ -80,7 +80,9 @@ impl RecordStore for NoRecords {
 pub(super) async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("store").display());
-    let queue = Queue::open(&url).await.expect("open the SQLite store");
+    let queue = Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .expect("open the SQLite store");
     (queue, url, Box::new(dir))
 }
 
