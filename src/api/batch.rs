@@ -12,7 +12,7 @@ use super::error::Error;
 use super::request::{DEFAULT_PAGE, MAX_PAGE, limit_within, page_limit, query_params};
 use super::state::AppState;
 use crate::domain::{BatchId, Counts, MessageState, batch_state, format_ms};
-use crate::queue::{BatchSummary, Control, MessageQuery, MessageRecord};
+use crate::queue::{BatchAction, BatchSummary, MessageQuery, MessageRecord};
 
 /// Batches per page when the caller does not say, and at most: each one listed
 /// counts its messages.
@@ -217,11 +217,11 @@ pub(super) async fn list_messages(
 }
 
 /// What `POST /v1/batches/{id}/{action}` does, by `action`.
-pub(super) const ACTIONS: [(&str, Control); 4] = [
-    ("pause", Control::Pause),
-    ("resume", Control::Resume),
-    ("cancel", Control::Cancel),
-    ("retry", Control::Retry),
+pub(super) const ACTIONS: [(&str, BatchAction); 4] = [
+    ("pause", BatchAction::Pause),
+    ("resume", BatchAction::Resume),
+    ("cancel", BatchAction::Cancel),
+    ("retry", BatchAction::Retry),
 ];
 
 pub(super) async fn control_batch(

@@ -18,7 +18,7 @@ use super::request::{DEFAULT_PAGE, MAX_PAGE, body_bytes, page_limit, parse_json,
 use super::state::AppState;
 use crate::domain::ProviderTemplate;
 use crate::domain::{Channel, format_ms};
-use crate::queue::Template;
+use crate::queue::StoredTemplate;
 
 /// The longest template id.
 const MAX_ID: usize = 64;
@@ -57,8 +57,8 @@ pub(super) struct TemplateView {
     updated_at: String,
 }
 
-impl From<Template> for TemplateView {
-    fn from(t: Template) -> Self {
+impl From<StoredTemplate> for TemplateView {
+    fn from(t: StoredTemplate) -> Self {
         TemplateView {
             id: t.id,
             channel: t.channel,
@@ -100,7 +100,7 @@ fn check_id(id: &str) -> Result<(), Error> {
 
 /// Checks a request's text the way a batch's inline template is checked, so a
 /// stored template that is accepted here always compiles when a batch uses it.
-fn checked(id: String, request: TemplateRequest) -> Result<Template, Error> {
+fn checked(id: String, request: TemplateRequest) -> Result<StoredTemplate, Error> {
     check_id(&id)?;
     if request.body.trim().is_empty() {
         return Err(invalid("body", "must not be empty"));
@@ -118,7 +118,7 @@ fn checked(id: String, request: TemplateRequest) -> Result<Template, Error> {
             return Err(invalid("providers", "a provider name must not be empty"));
         }
     }
-    Ok(Template {
+    Ok(StoredTemplate {
         id,
         channel: request.channel,
         subject: request.subject,

@@ -226,7 +226,7 @@ pub struct MessageQuery {
 
 /// What the sender can do to a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
+pub enum BatchAction {
     Pause,
     Resume,
     Cancel,

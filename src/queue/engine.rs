@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Accepted, Arrival, BatchSummary, Begun, Claim, Control, MessageQuery, MessageRecord, NewBatch,
-    ReceiptEffect, Result, Settlement,
+    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, MessageQuery, MessageRecord,
+    NewBatch, ReceiptEffect, Result, Settlement,
 };
 use crate::domain::{BatchId, DeliveryReport};
 use crate::ratelimit::Limits;
@@ -49,7 +49,7 @@ pub(crate) trait Engine: Send + Sync + 'static {
     async fn pending(&self, provider: &str, cap: u64) -> Result<u64>;
     /// `Ok(None)` when there is no such batch; `Error::Conflict` when the batch's
     /// state does not allow the action.
-    async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>>;
+    async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>>;
     /// Applies delivery reports of provider `provider` (its configured name), in
     /// order, as [`Queue::apply_receipts`] describes; one effect per report.
     async fn apply_receipts(

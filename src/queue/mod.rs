@@ -23,14 +23,14 @@ mod sqlite;
 mod staging;
 
 pub use batch::{
-    Accepted, BatchSummary, BatchTemplate, Claim, Claimed, Control, Idempotency, Lease,
+    Accepted, BatchAction, BatchSummary, BatchTemplate, Claim, Claimed, Idempotency, Lease,
     MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome, Settlement,
 };
 pub(crate) use engine::Engine;
 pub use receipt::{EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect};
 pub(crate) use receipt::{ReceiptTarget, receipt_state, receipt_target};
 pub(crate) use records::RecordStore;
-pub use records::{Records, Suppression, Template, Unacked};
+pub use records::{Records, StoredTemplate, Suppression, Unacked};
 pub(crate) use records::{parse_providers, providers_json, suppression_ranges};
 pub(crate) use staging::Stage;
 pub use staging::{Arrival, Begun, Staging};
@@ -231,9 +231,9 @@ impl Queue {
         self.engine.pending(provider, cap).await
     }
 
-    pub async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>> {
+    pub async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>> {
         let summary = self.engine.control(id, action).await?;
-        if matches!(action, Control::Resume | Control::Retry) {
+        if matches!(action, BatchAction::Resume | BatchAction::Retry) {
             self.accepted.notify_waiters();
         }
         Ok(summary)

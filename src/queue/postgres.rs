@@ -27,7 +27,7 @@ use deadpool_postgres::{
 use tokio_postgres::NoTls;
 
 use super::{
-    Accepted, Arrival, BatchSummary, Begun, Claim, Control, Engine, Error, MessageQuery,
+    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, MessageQuery,
     MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
 };
 use crate::domain::{BatchControl, BatchId, Channel, DeliveryReport, MessageState};
@@ -159,7 +159,7 @@ impl Engine for Postgres {
         self.count_pending(provider, cap).await
     }
 
-    async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>> {
+    async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>> {
         self.apply_control(id, action).await
     }
 

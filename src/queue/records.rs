@@ -16,7 +16,7 @@ use crate::domain::{Channel, ProviderTemplate};
 /// Accepted batches hold their own rendered copies: changing or deleting a
 /// template never touches them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Template {
+pub struct StoredTemplate {
     /// Chosen by the user; the API layer validates it.
     pub id: String,
     pub channel: Channel,
@@ -51,13 +51,13 @@ pub struct Suppression {
 pub(crate) trait RecordStore: Send + Sync + 'static {
     /// Stores `template` as version 1, created and updated now (its own version and
     /// times are ignored); `Ok(None)` when the id is taken.
-    async fn create_template(&self, template: Template) -> Result<Option<Template>>;
+    async fn create_template(&self, template: StoredTemplate) -> Result<Option<StoredTemplate>>;
     /// Replaces the channel, subject, body and providers of the template with
     /// `template.id`, one version up and updated now; `Ok(None)` when there is none.
-    async fn replace_template(&self, template: Template) -> Result<Option<Template>>;
-    async fn template(&self, id: &str) -> Result<Option<Template>>;
+    async fn replace_template(&self, template: StoredTemplate) -> Result<Option<StoredTemplate>>;
+    async fn template(&self, id: &str) -> Result<Option<StoredTemplate>>;
     /// Up to `limit` templates with ids after `after`, in id (byte) order.
-    async fn templates(&self, after: Option<String>, limit: u32) -> Result<Vec<Template>>;
+    async fn templates(&self, after: Option<String>, limit: u32) -> Result<Vec<StoredTemplate>>;
     async fn delete_template(&self, id: &str) -> Result<bool>;
     /// Adds `entries` (no two with the same channel and address), or takes their
     /// reasons for ones already there, which keep their creation time; returns how
@@ -154,7 +154,7 @@ impl Records {
 
     /// Stores a new template as version 1; its version and times are set by the
     /// store. `Error::Conflict` when a template with its id already exists.
-    pub async fn create_template(&self, template: Template) -> Result<Template> {
+    pub async fn create_template(&self, template: StoredTemplate) -> Result<StoredTemplate> {
         let id = template.id.clone();
         self.store
             .create_template(template)
@@ -164,16 +164,23 @@ impl Records {
 
     /// Replaces a template's channel, subject, body and providers, one version up;
     /// `Ok(None)` when there is no template with its id.
-    pub async fn replace_template(&self, template: Template) -> Result<Option<Template>> {
+    pub async fn replace_template(
+        &self,
+        template: StoredTemplate,
+    ) -> Result<Option<StoredTemplate>> {
         self.store.replace_template(template).await
     }
 
-    pub async fn template(&self, id: &str) -> Result<Option<Template>> {
+    pub async fn template(&self, id: &str) -> Result<Option<StoredTemplate>> {
         self.store.template(id).await
     }
 
     /// One page of templates: up to `limit` with ids after `after`, in id order.
-    pub async fn templates(&self, after: Option<String>, limit: u32) -> Result<Vec<Template>> {
+    pub async fn templates(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<StoredTemplate>> {
         if limit == 0 {
             return Ok(Vec::new());
         }

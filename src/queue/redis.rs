@@ -89,7 +89,7 @@ use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{
-    Accepted, Arrival, BatchSummary, Begun, Claim, Control, Engine, Error, MessageQuery,
+    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, MessageQuery,
     MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
 };
 use crate::domain::{BatchId, DeliveryReport};
@@ -241,7 +241,7 @@ impl Engine for Redis {
         self.ledger_page(id, query).await
     }
 
-    async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>> {
+    async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>> {
         self.apply_control(id, action).await
     }
 }

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 
 use super::{
-    Accepted, Arrival, BatchSummary, Begun, Claim, Control, Engine, Error, MessageQuery,
+    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, MessageQuery,
     MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
 };
 use crate::domain::{BatchId, DeliveryReport, now_ms};
@@ -184,7 +184,7 @@ impl Engine for Sqlite {
             .await
     }
 
-    async fn control(&self, id: BatchId, action: Control) -> Result<Option<BatchSummary>> {
+    async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>> {
         self.write(move |conn| ledger::control(conn, id, action))
             .await
     }

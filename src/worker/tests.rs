@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::*;
 use crate::domain::{BatchId, Channel, now_ms};
 use crate::queue::{
-    Accepted, BatchSummary, Claim, Control, Engine, MessageQuery, MessageRecord, NewBatch,
+    Accepted, BatchAction, BatchSummary, Claim, Engine, MessageQuery, MessageRecord, NewBatch,
     NewMessage, Settlement,
 };
 use crate::ratelimit::Limits;
@@ -79,7 +79,7 @@ impl Engine for SlowSettle {
     async fn control(
         &self,
         id: BatchId,
-        action: Control,
+        action: BatchAction,
     ) -> crate::queue::Result<Option<BatchSummary>> {
         self.inner.control(id, action).await
     }

@@ -6,7 +6,7 @@ use tokio_postgres::Row;
 use super::{Postgres, attempts, db, index_of, parse_channel, parse_control, parse_state};
 use crate::domain::{BatchControl, BatchId, Counts, MessageState, message_id, now_ms};
 use crate::queue::{
-    BatchSummary, Control, Error, MessageQuery, MessageRecord, Result, parse_batch_id,
+    BatchAction, BatchSummary, Error, MessageQuery, MessageRecord, Result, parse_batch_id,
 };
 
 pub(super) const SUMMARY: &str = "
@@ -150,7 +150,7 @@ impl Postgres {
     pub(super) async fn apply_control(
         &self,
         id: BatchId,
-        action: Control,
+        action: BatchAction,
     ) -> Result<Option<BatchSummary>> {
         let mut client = self.client().await?;
         let lock = client
@@ -165,19 +165,19 @@ impl Postgres {
         };
         let seq: i64 = row.get(0);
         let control = parse_control(row.get(1))?;
-        if control == BatchControl::Cancelled && action != Control::Cancel {
+        if control == BatchControl::Cancelled && action != BatchAction::Cancel {
             return Err(Error::Conflict("the batch is cancelled".into()));
         }
         let now = now_ms();
         let moves = match action {
-            Control::Pause => Some((BatchControl::Paused, "paused", &["pending"][..])),
-            Control::Resume => Some((BatchControl::Active, "pending", &["paused"][..])),
-            Control::Cancel => Some((
+            BatchAction::Pause => Some((BatchControl::Paused, "paused", &["pending"][..])),
+            BatchAction::Resume => Some((BatchControl::Active, "pending", &["paused"][..])),
+            BatchAction::Cancel => Some((
                 BatchControl::Cancelled,
                 "cancelled",
                 &["pending", "paused"][..],
             )),
-            Control::Retry => None,
+            BatchAction::Retry => None,
         };
         match moves {
             Some((to_control, to_state, from_states)) => {

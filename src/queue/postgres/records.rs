@@ -10,8 +10,8 @@ use tokio_postgres::Row;
 use super::{Postgres, db, parse_channel};
 use crate::domain::{Channel, now_ms};
 use crate::queue::{
-    Error, RecordStore, Result, Suppression, Template, Unacked, parse_providers, providers_json,
-    suppression_ranges,
+    Error, RecordStore, Result, StoredTemplate, Suppression, Unacked, parse_providers,
+    providers_json, suppression_ranges,
 };
 
 /// Addresses or fingerprints looked up per statement: one round trip each, and a bounded message
@@ -114,8 +114,8 @@ ORDER BY at, key LIMIT $4";
 pub(super) const UNMARK_UNACKED: &str =
     "DELETE FROM {s}.ingest_unacked WHERE source = $1 AND hash = $2 AND key = $3";
 
-fn template(row: &Row) -> Result<Template> {
-    Ok(Template {
+fn template(row: &Row) -> Result<StoredTemplate> {
+    Ok(StoredTemplate {
         id: row.get(0),
         channel: parse_channel(row.get(1))?,
         subject: row.get(2),
@@ -133,7 +133,11 @@ fn version(n: i32) -> Result<u32> {
 
 impl Postgres {
     /// Runs the create or replace statement `sql` (see `sql::CREATE_TEMPLATE`).
-    async fn save_template(&self, sql: &str, template: Template) -> Result<Option<Template>> {
+    async fn save_template(
+        &self,
+        sql: &str,
+        template: StoredTemplate,
+    ) -> Result<Option<StoredTemplate>> {
         let client = self.client().await?;
         let stmt = client.prepare_cached(sql).await.map_err(db)?;
         let now = now_ms();
@@ -154,7 +158,7 @@ impl Postgres {
         else {
             return Ok(None);
         };
-        Ok(Some(Template {
+        Ok(Some(StoredTemplate {
             version: version(row.get(0))?,
             created_at_ms: row.get(1),
             updated_at_ms: now,
@@ -165,17 +169,17 @@ impl Postgres {
 
 #[async_trait]
 impl RecordStore for Postgres {
-    async fn create_template(&self, template: Template) -> Result<Option<Template>> {
+    async fn create_template(&self, template: StoredTemplate) -> Result<Option<StoredTemplate>> {
         self.save_template(&self.sql.create_template, template)
             .await
     }
 
-    async fn replace_template(&self, template: Template) -> Result<Option<Template>> {
+    async fn replace_template(&self, template: StoredTemplate) -> Result<Option<StoredTemplate>> {
         self.save_template(&self.sql.replace_template, template)
             .await
     }
 
-    async fn template(&self, id: &str) -> Result<Option<Template>> {
+    async fn template(&self, id: &str) -> Result<Option<StoredTemplate>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&self.sql.template)
@@ -190,7 +194,7 @@ impl RecordStore for Postgres {
             .transpose()
     }
 
-    async fn templates(&self, after: Option<String>, limit: u32) -> Result<Vec<Template>> {
+    async fn templates(&self, after: Option<String>, limit: u32) -> Result<Vec<StoredTemplate>> {
         let client = self.client().await?;
         let limit = i64::from(limit);
         let rows = match &after {

@@ -7,7 +7,7 @@ use super::Redis;
 use super::reply::{number, optional_number, required, text, unexpected};
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
 use crate::queue::{
-    BatchSummary, Control, Error, MessageQuery, MessageRecord, Result, parse_batch_id,
+    BatchAction, BatchSummary, Error, MessageQuery, MessageRecord, Result, parse_batch_id,
 };
 
 /// The batch hash fields a summary reads, in this order (scripts use the same list).
@@ -127,13 +127,13 @@ impl Redis {
     pub(super) async fn apply_control(
         &self,
         id: BatchId,
-        action: Control,
+        action: BatchAction,
     ) -> Result<Option<BatchSummary>> {
         let action_name = match action {
-            Control::Pause => "pause",
-            Control::Resume => "resume",
-            Control::Cancel => "cancel",
-            Control::Retry => "retry",
+            BatchAction::Pause => "pause",
+            BatchAction::Resume => "resume",
+            BatchAction::Cancel => "cancel",
+            BatchAction::Retry => "retry",
         };
         let reply: Vec<Value> = self
             .scripts

@@ -13,8 +13,8 @@ use super::reply::{number, required, text, unexpected};
 use super::{PRELUDE, Redis};
 use crate::domain::{Channel, now_ms};
 use crate::queue::{
-    Error, RecordStore, Result, Suppression, Template, Unacked, parse_providers, providers_json,
-    suppression_ranges,
+    Error, RecordStore, Result, StoredTemplate, Suppression, Unacked, parse_providers,
+    providers_json, suppression_ranges,
 };
 
 /// Entries or addresses per script call or command within one change or lookup:
@@ -162,14 +162,14 @@ fn lex_after(after: Option<&str>) -> String {
 
 /// A template from its id and TEMPLATE_FIELDS; `None` when it has no channel (no
 /// such template).
-fn parse_template(id: String, f: &[Value]) -> Result<Option<Template>> {
+fn parse_template(id: String, f: &[Value]) -> Result<Option<StoredTemplate>> {
     let [channel, subject, body, providers, version, created, updated] = f else {
         return Err(unexpected("a template"));
     };
     let Some(channel) = text(channel)? else {
         return Ok(None);
     };
-    Ok(Some(Template {
+    Ok(Some(StoredTemplate {
         id,
         channel: channel.parse().map_err(Error::Corrupt)?,
         subject: text(subject)?,
@@ -184,7 +184,11 @@ fn parse_template(id: String, f: &[Value]) -> Result<Option<Template>> {
 impl Redis {
     /// Runs SAVE_TEMPLATE: `Ok(None)` when the template exists (create) or does
     /// not (replace).
-    async fn save_template(&self, template: Template, mode: &str) -> Result<Option<Template>> {
+    async fn save_template(
+        &self,
+        template: StoredTemplate,
+        mode: &str,
+    ) -> Result<Option<StoredTemplate>> {
         let now = now_ms();
         let reply: Vec<Value> = self
             .records
@@ -204,7 +208,7 @@ impl Redis {
         let status = reply.first().map(text).transpose()?.flatten();
         match (status.as_deref(), &reply[..]) {
             (Some("exists" | "none"), _) => Ok(None),
-            (Some("ok"), [_, version, created]) => Ok(Some(Template {
+            (Some("ok"), [_, version, created]) => Ok(Some(StoredTemplate {
                 version: number(version, "template version")?,
                 created_at_ms: number(created, "template creation time")?,
                 updated_at_ms: now,
@@ -217,15 +221,15 @@ impl Redis {
 
 #[async_trait]
 impl RecordStore for Redis {
-    async fn create_template(&self, template: Template) -> Result<Option<Template>> {
+    async fn create_template(&self, template: StoredTemplate) -> Result<Option<StoredTemplate>> {
         self.save_template(template, "create").await
     }
 
-    async fn replace_template(&self, template: Template) -> Result<Option<Template>> {
+    async fn replace_template(&self, template: StoredTemplate) -> Result<Option<StoredTemplate>> {
         self.save_template(template, "replace").await
     }
 
-    async fn template(&self, id: &str) -> Result<Option<Template>> {
+    async fn template(&self, id: &str) -> Result<Option<StoredTemplate>> {
         let fields: Vec<Value> = redis::cmd("HMGET")
             .arg(self.key(&format!("template:{id}")))
             .arg(&TEMPLATE_FIELDS[..])
@@ -235,7 +239,7 @@ impl RecordStore for Redis {
         parse_template(id.to_owned(), &fields)
     }
 
-    async fn templates(&self, after: Option<String>, limit: u32) -> Result<Vec<Template>> {
+    async fn templates(&self, after: Option<String>, limit: u32) -> Result<Vec<StoredTemplate>> {
         let reply: Vec<Value> = self
             .records
             .templates

@@ -7,7 +7,7 @@ use super::connection::{unavailable, write_transaction};
 use super::schema::{REQUEUED_STATE, parse_channel, parse_state};
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
 use crate::queue::{
-    BatchSummary, Control, Error, MessageQuery, MessageRecord, Result, parse_batch_id,
+    BatchAction, BatchSummary, Error, MessageQuery, MessageRecord, Result, parse_batch_id,
 };
 
 /// What claims and the ledger need to know of a stored batch.
@@ -252,7 +252,7 @@ pub(super) fn messages(
 pub(super) fn control(
     conn: &mut Connection,
     id: BatchId,
-    action: Control,
+    action: BatchAction,
 ) -> Result<Option<BatchSummary>> {
     let tx = write_transaction(conn)?;
     let Some(batch) = batch_by_id(&tx, id)? else {
@@ -264,7 +264,7 @@ pub(super) fn control(
             r.get(0)
         })
         .map_err(unavailable)?;
-    if control == BatchControl::Cancelled.as_str() && action != Control::Cancel {
+    if control == BatchControl::Cancelled.as_str() && action != BatchAction::Cancel {
         return Err(Error::Conflict("the batch is cancelled".into()));
     }
     let now = now_ms();
@@ -286,19 +286,19 @@ pub(super) fn control(
         .map_err(unavailable)
     };
     match action {
-        Control::Pause => {
+        BatchAction::Pause => {
             set_control(BatchControl::Paused)?;
             move_messages("'paused'", "'pending'")?;
         }
-        Control::Resume => {
+        BatchAction::Resume => {
             set_control(BatchControl::Active)?;
             move_messages("'pending'", "'paused'")?;
         }
-        Control::Cancel => {
+        BatchAction::Cancel => {
             set_control(BatchControl::Cancelled)?;
             move_messages("'cancelled'", "'pending', 'paused'")?;
         }
-        Control::Retry => {
+        BatchAction::Retry => {
             tx.execute(
                 &format!(
                     "UPDATE messages SET state = {REQUEUED_STATE}, attempts = 0, available_at = ?3, updated_at = ?3

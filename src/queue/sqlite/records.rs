@@ -12,8 +12,8 @@ use super::connection::{unavailable, write_transaction};
 use super::schema::parse_channel;
 use crate::domain::{Channel, now_ms};
 use crate::queue::{
-    Error, RecordStore, Result, Suppression, Template, Unacked, parse_providers, providers_json,
-    suppression_ranges,
+    Error, RecordStore, Result, StoredTemplate, Suppression, Unacked, parse_providers,
+    providers_json, suppression_ranges,
 };
 
 /// Addresses or fingerprints looked up per read: large enough that a lookup is a handful of
@@ -65,8 +65,8 @@ fn template_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TemplateRow> {
 
 fn to_template(
     (id, channel, subject, body, providers, version, created_at_ms, updated_at_ms): TemplateRow,
-) -> Result<Template> {
-    Ok(Template {
+) -> Result<StoredTemplate> {
+    Ok(StoredTemplate {
         id,
         channel: parse_channel(channel)?,
         subject,
@@ -79,7 +79,11 @@ fn to_template(
 }
 
 /// Runs [`CREATE_TEMPLATE`] or [`REPLACE_TEMPLATE`].
-fn save_template(conn: &Connection, sql: &str, template: Template) -> Result<Option<Template>> {
+fn save_template(
+    conn: &Connection,
+    sql: &str,
+    template: StoredTemplate,
+) -> Result<Option<StoredTemplate>> {
     let now = now_ms();
     let stored: Option<(u32, i64)> = conn
         .prepare_cached(sql)
@@ -98,7 +102,7 @@ fn save_template(conn: &Connection, sql: &str, template: Template) -> Result<Opt
             .optional()
         })
         .map_err(unavailable)?;
-    Ok(stored.map(|(version, created_at_ms)| Template {
+    Ok(stored.map(|(version, created_at_ms)| StoredTemplate {
         version,
         created_at_ms,
         updated_at_ms: now,
@@ -148,17 +152,17 @@ fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
 
 #[async_trait]
 impl RecordStore for Sqlite {
-    async fn create_template(&self, template: Template) -> Result<Option<Template>> {
+    async fn create_template(&self, template: StoredTemplate) -> Result<Option<StoredTemplate>> {
         self.write(move |conn| save_template(conn, CREATE_TEMPLATE, template))
             .await
     }
 
-    async fn replace_template(&self, template: Template) -> Result<Option<Template>> {
+    async fn replace_template(&self, template: StoredTemplate) -> Result<Option<StoredTemplate>> {
         self.write(move |conn| save_template(conn, REPLACE_TEMPLATE, template))
             .await
     }
 
-    async fn template(&self, id: &str) -> Result<Option<Template>> {
+    async fn template(&self, id: &str) -> Result<Option<StoredTemplate>> {
         let id = id.to_owned();
         self.read(move |conn| {
             conn.prepare_cached(&format!("{TEMPLATE} WHERE id = ?1"))
@@ -170,7 +174,7 @@ impl RecordStore for Sqlite {
         .await
     }
 
-    async fn templates(&self, after: Option<String>, limit: u32) -> Result<Vec<Template>> {
+    async fn templates(&self, after: Option<String>, limit: u32) -> Result<Vec<StoredTemplate>> {
         self.read(move |conn| {
             let rows = match &after {
                 None => conn

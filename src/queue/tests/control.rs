@@ -6,7 +6,7 @@ pub(super) async fn pause_holds_messages_resume_releases_them_cancel_ends_them(s
     let (q, _url, _guard) = store;
     let id = accept(&q, batch(5, 0, now_ms())).await;
     let in_flight = q.claim("p", 1, LEASE).await.unwrap();
-    let paused = q.control(id, Control::Pause).await.unwrap().unwrap();
+    let paused = q.control(id, BatchAction::Pause).await.unwrap().unwrap();
     assert_eq!((paused.counts.paused, paused.counts.sending), (4, 1));
     assert!(
         q.claim("p", 10, LEASE).await.unwrap().is_empty(),
@@ -26,10 +26,10 @@ pub(super) async fn pause_holds_messages_resume_releases_them_cancel_ends_them(s
         5,
         "a retry inside a paused batch stays paused"
     );
-    let resumed = q.control(id, Control::Resume).await.unwrap().unwrap();
+    let resumed = q.control(id, BatchAction::Resume).await.unwrap().unwrap();
     assert_eq!(resumed.counts.pending, 5);
     let two = q.claim("p", 2, LEASE).await.unwrap();
-    let cancelled = q.control(id, Control::Cancel).await.unwrap().unwrap();
+    let cancelled = q.control(id, BatchAction::Cancel).await.unwrap().unwrap();
     assert_eq!(
         (cancelled.counts.cancelled, cancelled.counts.sending),
         (3, 2)
@@ -44,11 +44,11 @@ pub(super) async fn pause_holds_messages_resume_releases_them_cancel_ends_them(s
         "released messages of a cancelled batch are cancelled"
     );
     assert!(matches!(
-        q.control(id, Control::Resume).await,
+        q.control(id, BatchAction::Resume).await,
         Err(Error::Conflict(_))
     ));
     assert!(
-        q.control(BatchId::new(), Control::Pause)
+        q.control(BatchId::new(), BatchAction::Pause)
             .await
             .unwrap()
             .is_none()
@@ -60,7 +60,7 @@ pub(super) async fn an_expired_lease_in_a_paused_batch_comes_back_paused(store: 
     let id = accept(&q, batch(2, 0, now_ms())).await;
     let leased = q.claim("p", 10, Duration::from_millis(30)).await.unwrap();
     assert_eq!(leased.len(), 2);
-    q.control(id, Control::Pause).await.unwrap();
+    q.control(id, BatchAction::Pause).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while counts(&q, id).await.paused < 2 {
         // Engines notice expired leases when claiming.
@@ -72,7 +72,7 @@ pub(super) async fn an_expired_lease_in_a_paused_batch_comes_back_paused(store: 
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(counts(&q, id).await.sending, 0);
-    q.control(id, Control::Resume).await.unwrap();
+    q.control(id, BatchAction::Resume).await.unwrap();
     let again = q.claim("p", 10, LEASE).await.unwrap();
     assert_eq!(again.len(), 2);
     assert!(
@@ -84,11 +84,11 @@ pub(super) async fn an_expired_lease_in_a_paused_batch_comes_back_paused(store: 
 pub(super) async fn a_cancelled_batch_can_be_cancelled_again_but_not_retried(store: TestStore) {
     let (q, _url, _guard) = store;
     let id = accept(&q, batch(2, 0, now_ms())).await;
-    q.control(id, Control::Cancel).await.unwrap();
-    let again = q.control(id, Control::Cancel).await.unwrap().unwrap();
+    q.control(id, BatchAction::Cancel).await.unwrap();
+    let again = q.control(id, BatchAction::Cancel).await.unwrap().unwrap();
     assert_eq!(again.control, BatchControl::Cancelled);
     assert_eq!(again.counts.cancelled, 2);
-    for action in [Control::Retry, Control::Pause, Control::Resume] {
+    for action in [BatchAction::Retry, BatchAction::Pause, BatchAction::Resume] {
         assert!(
             matches!(q.control(id, action).await, Err(Error::Conflict(_))),
             "{action:?} on a cancelled batch"
@@ -124,8 +124,8 @@ pub(super) async fn pause_and_resume_put_each_message_back_in_its_own_providers_
     assert_eq!(indices, vec![2, 4, 5], "paging skips the gaps");
     assert_eq!(page[0].id, crate::domain::message_id(id, 2));
     assert_eq!(counts(&q, id).await.total, 7);
-    q.control(id, Control::Pause).await.unwrap();
-    q.control(id, Control::Resume).await.unwrap();
+    q.control(id, BatchAction::Pause).await.unwrap();
+    q.control(id, BatchAction::Resume).await.unwrap();
     let p: Vec<String> = q
         .claim("p", 10, LEASE)
         .await

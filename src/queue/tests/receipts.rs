@@ -372,7 +372,7 @@ pub(super) async fn an_unknown_outcome_in_a_cancelled_batch_ends_cancelled(store
     ))
     .await
     .unwrap();
-    let summary = q.control(id, Control::Cancel).await.unwrap().unwrap();
+    let summary = q.control(id, BatchAction::Cancel).await.unwrap().unwrap();
     assert_eq!(
         crate::domain::batch_state(summary.control, &summary.counts),
         "cancelling"

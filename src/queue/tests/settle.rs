@@ -132,7 +132,7 @@ pub(super) async fn failures_are_recorded_and_retry_requeues_only_the_failed(sto
         Some("HTTP 400: bad number")
     );
     assert_eq!(failed[0].attempts, 1);
-    let summary = q.control(id, Control::Retry).await.unwrap().unwrap();
+    let summary = q.control(id, BatchAction::Retry).await.unwrap().unwrap();
     assert_eq!(
         (
             summary.counts.pending,

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 
 use crate::domain::Channel;
-use crate::queue::{Error, Queue, RecordStore, Result, Suppression, Template, Unacked};
+use crate::queue::{Error, Queue, RecordStore, Result, StoredTemplate, Suppression, Unacked};
 
 /// A store for one test: the handle, its URL (to open it again) and a guard that
 /// keeps it alive and cleans it up when dropped.
@@ -24,16 +24,16 @@ fn no_records<T>() -> Result<T> {
 
 #[async_trait]
 impl RecordStore for NoRecords {
-    async fn create_template(&self, _: Template) -> Result<Option<Template>> {
+    async fn create_template(&self, _: StoredTemplate) -> Result<Option<StoredTemplate>> {
         no_records()
     }
-    async fn replace_template(&self, _: Template) -> Result<Option<Template>> {
+    async fn replace_template(&self, _: StoredTemplate) -> Result<Option<StoredTemplate>> {
         no_records()
     }
-    async fn template(&self, _: &str) -> Result<Option<Template>> {
+    async fn template(&self, _: &str) -> Result<Option<StoredTemplate>> {
         no_records()
     }
-    async fn templates(&self, _: Option<String>, _: u32) -> Result<Vec<Template>> {
+    async fn templates(&self, _: Option<String>, _: u32) -> Result<Vec<StoredTemplate>> {
         no_records()
     }
     async fn delete_template(&self, _: &str) -> Result<bool> {

@@ -2,8 +2,8 @@
 
 use super::*;
 
-fn sms_template(id: &str) -> Template {
-    Template {
+fn sms_template(id: &str) -> StoredTemplate {
+    StoredTemplate {
         id: id.into(),
         channel: Channel::Sms,
         subject: None,
