@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha1::Sha1;
 
 /// Percent-encoding as Aliyun's signature specifies (RFC 3986): letters, digits

@@ -222,7 +222,7 @@ fn provider(config: Value) -> crate::provider::ProviderConfig {
 
 /// `X-Herald-Signature` of `body` with the secret `s3cret`, as a receiver signs.
 fn webhook_signature(body: &str) -> String {
-    use hmac::Mac;
+    use hmac::{KeyInit, Mac};
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cret").unwrap();
     mac.update(body.as_bytes());
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
