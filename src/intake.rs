@@ -22,8 +22,7 @@ mod intaking;
 mod report;
 mod request;
 
-pub use crate::queue::Arrival;
-use crate::queue::{self, Accepted, BatchTemplate, Begun, Queue};
+use crate::queue::{self, Accepted, Arrival, BatchTemplate, Begun, Queue};
 use crate::recipient::{self, Rules};
 use crate::template::Template;
 use check::*;

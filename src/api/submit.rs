@@ -13,7 +13,8 @@ use super::error::Error;
 use super::request::{charset, media_type, parse_json};
 use super::state::AppState;
 use super::upload;
-use crate::intake::{Arrival, BatchRequest, Submitted};
+use crate::intake::{BatchRequest, Submitted};
+use crate::queue::Arrival;
 
 /// The longest `Idempotency-Key` accepted.
 pub(super) const MAX_IDEMPOTENCY_KEY: usize = 255;

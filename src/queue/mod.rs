@@ -91,17 +91,18 @@ impl Queue {
         })
     }
 
-    /// A handle over any engine; lets tests wrap a real engine to observe or slow it.
-    /// It keeps no records: those calls fail.
+    /// This handle with its engine wrapped by `wrap`: lets a test observe or slow
+    /// a real engine. The records stay the real ones.
     #[cfg(test)]
-    pub(crate) fn from_engine(engine: Arc<dyn Engine>) -> Queue {
+    pub(crate) fn wrapped(&self, wrap: impl FnOnce(Arc<dyn Engine>) -> Arc<dyn Engine>) -> Queue {
         Queue {
-            engine,
-            records: Records::new(Arc::new(tests::NoRecords)),
+            engine: wrap(self.engine.clone()),
+            records: self.records.clone(),
             accepted: Arc::new(Notify::new()),
         }
     }
 
+    /// The engine itself, for a test that calls it below the handle.
     #[cfg(test)]
     pub(crate) fn engine(&self) -> Arc<dyn Engine> {
         self.engine.clone()

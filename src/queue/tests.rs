@@ -18,7 +18,7 @@ use crate::domain::{message_id, now_ms};
 use crate::ratelimit::{Cap, Limits, Rate};
 
 pub(crate) use new_batch::{TestBatch, batch, batch_to};
-pub(crate) use store::{NoRecords, TestStore};
+pub(crate) use store::TestStore;
 
 async fn accept(q: &Queue, b: NewBatch) -> BatchId {
     match q.accept(b).await.expect("accept") {

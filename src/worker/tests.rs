@@ -105,12 +105,17 @@ async fn no_more_than_max_in_flight_messages_are_ever_claimed_and_unrecorded() {
     )
     .await
     .unwrap();
-    let slow = Arc::new(SlowSettle {
-        inner: real.engine(),
-        unrecorded: Mutex::new((0, 0)),
-        settled: AtomicUsize::new(0),
+    let mut slow = None;
+    let queue = real.wrapped(|inner| {
+        let wrapper = Arc::new(SlowSettle {
+            inner,
+            unrecorded: Mutex::new((0, 0)),
+            settled: AtomicUsize::new(0),
+        });
+        slow = Some(wrapper.clone());
+        wrapper
     });
-    let queue = Queue::from_engine(slow.clone());
+    let slow = slow.expect("the engine was wrapped");
     let messages = (0..300)
         .map(|index| NewMessage {
             index,
