@@ -1,19 +1,23 @@
 //! Herald: an asynchronous bulk-messaging dispatcher.
 //!
+//! Each module is a file or a folder of files named for what they own; a
+//! module imports only modules that do not import it back.
+//!
 //! A batch comes in through [`api`] (or the [`cli`]), is checked and rendered by
 //! [`intake`] with [`template`], and stored whole by [`queue`]. The [`worker`] pool
 //! claims due messages, waits on [`ratelimit`], sends through a [`provider`] (or,
 //! while its [`circuit`] is open, the next one of the channel's failover list) and
 //! settles the outcome back in bulk. [`app`] wires it together and owns the
 //! shutdown order; [`config`] and [`telemetry`] set it up; [`domain`] holds the
-//! pure types everything shares; [`recipient`] normalises phone numbers and
+//! pure types everything shares (with the [`domain::Secret`] and
+//! [`domain::StoreUrl`] settings, so that no module reaches up into [`config`]
+//! for them); [`recipient`] normalises phone numbers and
 //! mailboxes and [`sms`] measures an SMS text's encoding and segments, both pure;
 //! [`csv_input`] reads CSV files as spreadsheets export them; [`ingest`] takes jobs
 //! from an existing application's Redis list or AMQP queue into [`intake`]; [`auth`]
 //! makes and checks API tokens; [`metrics`] counts what the API and the workers do.
 //! [`backoff`] is the one schedule of waits after failures that retries, ingest
-//! and the circuits share.
-//! [`web`] is the page served at `/`, which drives the API from a browser.
+//! and the circuits share. [`web`] is the page served at `/`, which drives the API from a browser.
 
 pub mod api;
 pub mod app;

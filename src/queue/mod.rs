@@ -1,13 +1,22 @@
 //! The durable queue and ledger of batches and messages.
 //!
-//! - [`Queue`] is the cheap-to-clone handle the API and the workers share.
-//! - [`Engine`] is the small crate-private trait each storage engine implements:
-//!   accept a whole batch atomically, claim under a lease, settle in bulk, read the
-//!   ledger, control a batch, apply delivery receipts.
-//! - [`Records`] is the other one: the stored templates, the suppression list and
-//!   the fingerprints of recent sends.
+//! - [`Queue`] (here) is the cheap-to-clone handle the API and the workers share;
+//!   [`Records`] (`records`) is the handle to what a store keeps beside the queue:
+//!   stored templates, the suppression list, fingerprints of recent sends and
+//!   ingest markers, over the crate-private `RecordStore` trait.
+//! - `engine`: the crate-private [`Engine`] trait every storage engine implements
+//!   the same way: accept a whole batch, begin one in chunks, claim under a lease,
+//!   settle in bulk, read the ledger, control a batch, apply delivery receipts.
+//! - `staging`: a batch stored chunk by chunk ([`Staging`]), by the engine or, for
+//!   one that cannot hold a transaction open, gathered and accepted whole.
+//! - `render`: bodies of template batches, rendered when claimed; every engine
+//!   stores such a batch's template once and each message's variables.
+//! - `batch`: the types that cross the seam; `receipt`: the rules every engine
+//!   applies delivery receipts by.
 //! - `sqlite` is the embedded engine (the default: a directory on local disk);
 //!   `postgres` and `redis` keep the store on a server shared by many processes.
+//!   Each is a folder of files named for what they own. The engine is chosen at
+//!   run time from the store's [`StoreUrl`].
 //!
 //! Delivery is at-least-once: a claimed message carries a lease; if its worker dies,
 //! the lease expires and the message is claimed again with the same message id.
