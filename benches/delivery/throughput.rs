@@ -1,0 +1,129 @@
+//! The throughput phase: one round delivers every batch through a fresh herald to
+//! the local provider and checks that each message arrived and was recorded.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure};
+use axum::body::Bytes;
+use serde_json::Value;
+
+use crate::cpu::{Cpu, CpuUse};
+use crate::process::Herald;
+use crate::provider::Provider;
+use crate::request::{get_json, submit};
+use crate::stats::ms;
+use crate::store::Engine;
+use crate::{BATCH_SIZE, ROUND_TIMEOUT};
+
+/// One throughput round's measurements.
+pub(crate) struct Round {
+    pub(crate) secs: f64,
+    pub(crate) msgs_per_sec: f64,
+    /// How long each of the round's `POST /v1/batches` took, with delivery running.
+    pub(crate) submit_ms: Vec<f64>,
+    pub(crate) first_delivery_ms: f64,
+    pub(crate) duplicates: usize,
+    pub(crate) rss_mb: f64,
+    pub(crate) cpu: CpuUse,
+}
+
+pub(crate) async fn throughput_round(
+    client: &reqwest::Client,
+    bodies: &[Bytes],
+    passed: &[(String, String)],
+    engine: &Engine,
+) -> anyhow::Result<Round> {
+    let deadline = Instant::now() + ROUND_TIMEOUT;
+    let provider = Provider::start().await?;
+    let herald = Herald::start(
+        passed,
+        &[
+            ("HERALD_PROVIDERS", provider.config("")),
+            ("HERALD_DEFAULTS__SMS", "hook".into()),
+        ],
+        engine,
+    )
+    .await?;
+    herald.wait_ready(client).await?;
+    let cpu_before = Cpu::now(&herald, engine)?;
+    let total = bodies.len() * BATCH_SIZE;
+
+    let start = Instant::now();
+    let mut batches = Vec::with_capacity(bodies.len());
+    let mut submit_ms = Vec::with_capacity(bodies.len());
+    for body in bodies {
+        let sent = Instant::now();
+        batches.push(submit(client, &herald.url, body).await?);
+        submit_ms.push(ms(sent.elapsed()));
+    }
+    while provider.sink.count.load(Ordering::Relaxed) < total {
+        if Instant::now() > deadline {
+            bail!(
+                "timed out after {} s: the provider saw {} of {total} messages",
+                ROUND_TIMEOUT.as_secs(),
+                provider.sink.count.load(Ordering::Relaxed)
+            );
+        }
+        herald.check_alive()?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Every message reached the provider; the round ends when herald has recorded it.
+    let mut pending: Vec<&str> = batches.iter().map(String::as_str).collect();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for id in pending {
+            let view: Value = get_json(client, &format!("{}/v1/batches/{id}", herald.url)).await?;
+            let counts = &view["counts"];
+            if view["state"] == "done" {
+                ensure!(
+                    counts["sent"] == counts["total"] && counts["total"] == BATCH_SIZE,
+                    "batch {id} finished without sending everything: {counts}"
+                );
+            } else {
+                still.push(id);
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            if Instant::now() > deadline {
+                bail!(
+                    "timed out after {} s: batches {pending:?} are not done",
+                    ROUND_TIMEOUT.as_secs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let elapsed = start.elapsed();
+
+    let (seen, duplicates) = provider.sink.distinct();
+    for batch in &batches {
+        for index in 0..BATCH_SIZE {
+            let id = format!("{batch}-{index}");
+            ensure!(
+                seen.contains(&id),
+                "the provider never received message {id}"
+            );
+        }
+    }
+    ensure!(
+        seen.len() == total,
+        "the provider received {} distinct ids, expected {total}",
+        seen.len()
+    );
+    let cpu = Cpu::now(&herald, engine)?.since(&cpu_before);
+    let first_delivery_ms = provider
+        .sink
+        .first_at()
+        .map_or(f64::NAN, |at| ms(at.saturating_duration_since(start)));
+    Ok(Round {
+        secs: elapsed.as_secs_f64(),
+        msgs_per_sec: total as f64 / elapsed.as_secs_f64(),
+        submit_ms,
+        first_delivery_ms,
+        duplicates,
+        rss_mb: herald.peak_rss_mb()?,
+        cpu,
+    })
+}
