@@ -31,6 +31,7 @@
 //! in bulk); `template_code` (stored templates' provider codes, kept briefly).
 
 mod claim;
+mod decide;
 mod failover;
 mod retry;
 mod send;
