@@ -9,7 +9,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use crate::circuit::{Probe, Verdict};
 use crate::domain::{millis, now_ms};
 use crate::provider::{self, Lookup, Message, Receipt, Route};
-use crate::queue::{Claimed, Suppression};
+use crate::queue::{Claimed, Outcome, Suppression};
 use crate::recipient;
 
 use super::Pool;
@@ -214,8 +214,8 @@ impl Pool {
         found
     }
 
-    /// Hands one attempt's answer to [`decide`], logging a failure, and carries
-    /// the decision out.
+    /// Carries out what [`decide`] makes of one attempt's answer, logs a failure
+    /// with its verdict, and counts the attempt in the metrics.
     async fn finish(
         &self,
         routing: &Routing,
@@ -224,25 +224,23 @@ impl Pool {
         answer: Result<Receipt, provider::Error>,
         results: &mpsc::UnboundedSender<Done>,
     ) {
-        if let Err(error) = &answer {
-            let verdict = match error {
-                provider::Error::Permanent { .. } | provider::Error::Undeliverable { .. } => {
-                    "failed"
-                }
-                provider::Error::Unknown { .. } => {
-                    "outcome unknown; will ask the provider, then retry"
-                }
-                provider::Error::RecipientCapped { .. } => "waits for the recipient's cap",
+        let took = Duration::from_millis(now_ms().saturating_sub(attempt.sent_ms).unsigned_abs());
+        let number = attempt.number;
+        let error = answer.as_ref().err().map(ToString::to_string);
+        let outcome = self
+            .carry_out(routing, message, attempt, Turn::Attempted(answer), results)
+            .await;
+        if let Some(error) = error {
+            let verdict = match outcome {
+                Outcome::Failed { .. } => "failed",
+                Outcome::Unknown { .. } => "outcome unknown; will ask the provider, then retry",
+                Outcome::Release { .. } => "waits for the recipient's cap",
                 _ => "will retry",
             };
             let failed_over =
                 (routing.own.name != routing.via.name).then_some(routing.own.name.as_str());
-            tracing::warn!(provider = %routing.via.name, failed_over_from = failed_over, id = %message.id, attempt = attempt.number, error = %error, verdict, "send failed");
+            tracing::warn!(provider = %routing.via.name, failed_over_from = failed_over, id = %message.id, attempt = number, error = %error, verdict, "send failed");
         }
-        let took = Duration::from_millis(now_ms().saturating_sub(attempt.sent_ms).unsigned_abs());
-        let outcome = self
-            .carry_out(routing, message, attempt, Turn::Attempted(answer), results)
-            .await;
         self.inner
             .metrics
             .attempted(&routing.via.name, message.channel, &outcome, took);
@@ -258,7 +256,7 @@ impl Pool {
         attempt: Attempt,
         turn: Turn,
         results: &mpsc::UnboundedSender<Done>,
-    ) -> crate::queue::Outcome {
+    ) -> Outcome {
         let via = &routing.via;
         let decision = decide(
             turn,
