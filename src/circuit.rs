@@ -68,14 +68,14 @@ impl Verdict {
     /// recipients' frequency caps count as answers. `None` for no answers.
     pub fn of(answers: &[Result<provider::Receipt, provider::Error>]) -> Option<Verdict> {
         let down = |a: &Result<_, provider::Error>| match a {
-            Err(e @ provider::Error::Transient { .. }) => {
-                !e.is_throttle() && !e.is_recipient_capped()
-            }
-            Err(provider::Error::Unknown { .. }) => true,
+            Err(provider::Error::Transient { .. } | provider::Error::Unknown { .. }) => true,
             Ok(_)
-            | Err(provider::Error::Permanent { .. } | provider::Error::Undeliverable { .. }) => {
-                false
-            }
+            | Err(
+                provider::Error::Throttled { .. }
+                | provider::Error::RecipientCapped { .. }
+                | provider::Error::Permanent { .. }
+                | provider::Error::Undeliverable { .. },
+            ) => false,
         };
         match answers {
             [] => None,

@@ -26,11 +26,14 @@
 //! The parts: [`Pool`] here (wiring, the run and its drain); `claim` (each
 //! provider's claim loop); `failover` (which provider carries a claimer's messages,
 //! and which of them a fallback may carry); `send` (one attempt through a provider,
-//! unknown outcomes looked up first, the answer turned into an outcome); `retry`
-//! ([`RetryPolicy`]: when to try again); `settle` (the settler writing outcomes back
-//! in bulk); `template_code` (stored templates' provider codes, kept briefly).
+//! unknown outcomes looked up first, each decision carried out); `decide` (what
+//! becomes of a message after its turn: one pure function from the answer, the
+//! attempts, the policy and the routing); `retry` ([`RetryPolicy`]: when to try
+//! again); `settle` (the settler writing outcomes back in bulk); `template_code`
+//! (stored templates' provider codes, kept briefly).
 
 mod claim;
+mod decide;
 mod failover;
 mod retry;
 mod send;

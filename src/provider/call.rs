@@ -208,6 +208,7 @@ pub(super) fn china_time_ms(text: &str) -> Option<i64> {
 #[cfg(test)]
 pub(super) mod harness {
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use figment::Figment;
     use figment::providers::{Format, Toml};
@@ -249,18 +250,21 @@ pub(super) mod harness {
             .collect()
     }
 
-    /// A transient error as its reason, its hint in seconds and whether it is a
-    /// throttle; anything else fails the test.
+    /// An error worth trying again (transient, a throttle, a recipient's cap) as
+    /// its reason, its hint in seconds and whether it is a throttle; anything else
+    /// fails the test.
     pub fn transient(error: &Error) -> (&str, Option<u64>, bool) {
+        let secs = |d: &Option<Duration>| d.map(|d| d.as_secs());
         match error {
             Error::Transient {
                 reason,
                 retry_after,
-            } => (
+            } => (reason, secs(retry_after), false),
+            Error::Throttled {
                 reason,
-                retry_after.map(|d| d.as_secs()),
-                error.is_throttle(),
-            ),
+                retry_after,
+            } => (reason, secs(retry_after), true),
+            Error::RecipientCapped { reason, wait } => (reason, Some(wait.as_secs()), false),
             other => panic!("not transient: {other:?}"),
         }
     }

@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn throttles_and_server_errors_are_transient_other_4xx_permanent() {
-        for status in [408, 429, 500, 502, 503] {
+        for status in [408, 500, 502, 503] {
             assert!(
                 matches!(classify_status(status, None, b""), Error::Transient { .. }),
                 "{status}"

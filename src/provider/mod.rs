@@ -89,16 +89,32 @@ pub struct Receipt {
     pub provider_message_id: Option<String>,
 }
 
-/// Why a send did not succeed, classified for the retry decision.
+/// Why a send did not succeed, classified for the retry decision: the worker
+/// decides what happens next from the variant alone (see `worker::decide`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// Worth trying again: a timeout, a throttle, a server error. `retry_after` is
-    /// the provider's own hint (e.g. `Retry-After`), when it gave one.
+    /// Worth trying again: a timeout, a server error. `retry_after` is the
+    /// provider's own hint (e.g. `Retry-After`), when it gave one.
     #[error("{reason}")]
     Transient {
         reason: String,
         retry_after: Option<Duration>,
     },
+    /// The provider is throttling this account (too many requests, a quota for the
+    /// whole account), as opposed to one recipient's limit or a failure: worth
+    /// trying again, and sending slower helps. `retry_after` is the provider's
+    /// hint, when it gave one.
+    #[error("throttled: {reason}")]
+    Throttled {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The recipient is over the provider's frequency cap for one number (Aliyun
+    /// `isv.BUSINESS_LIMIT_CONTROL`, Tencent `LimitExceeded.PhoneNumber…`):
+    /// nothing was sent, and the message can go once the cap's window has passed,
+    /// `wait` from now. Neither a throttle nor a failure of the provider.
+    #[error("recipient capped: {reason}")]
+    RecipientCapped { reason: String, wait: Duration },
     /// Trying again cannot help: the request itself was refused.
     #[error("{reason}")]
     Permanent { reason: String },
@@ -129,45 +145,31 @@ pub enum Lookup {
     CannotTell(String),
 }
 
-/// How a throttle's reason starts: see [`Error::throttled`].
-pub const THROTTLED: &str = "throttled: ";
-
-/// How a recipient's frequency cap's reason starts: see [`Error::recipient_capped`].
-pub const RECIPIENT_CAPPED: &str = "recipient capped: ";
-
 impl Error {
-    /// A transient error that says the provider is throttling this account (too
-    /// many requests, a quota for the whole account), as opposed to one recipient's
-    /// limit or a failure: sending slower helps. Marked by the reason starting
-    /// with [`THROTTLED`], so the variants stay as they are.
+    /// An [`Error::Throttled`] for `reason`.
     pub fn throttled(reason: impl std::fmt::Display, retry_after: Option<Duration>) -> Error {
-        Error::Transient {
-            reason: format!("{THROTTLED}{reason}"),
+        Error::Throttled {
+            reason: reason.to_string(),
             retry_after,
         }
     }
 
-    /// Whether this is a throttle made by [`Error::throttled`].
+    /// Whether the provider is throttling this account ([`Error::Throttled`]).
     pub fn is_throttle(&self) -> bool {
-        matches!(self, Error::Transient { reason, .. } if reason.starts_with(THROTTLED))
+        matches!(self, Error::Throttled { .. })
     }
 
-    /// A transient error that says the recipient is over the provider's frequency
-    /// cap for one number (Aliyun `isv.BUSINESS_LIMIT_CONTROL`, Tencent
-    /// `LimitExceeded.PhoneNumber…`): nothing was sent, and the message can go once
-    /// the cap's window has passed, `wait` from now. Neither a throttle nor a
-    /// failure of the provider. Marked by the reason starting with
-    /// [`RECIPIENT_CAPPED`].
+    /// An [`Error::RecipientCapped`] for `reason`, whose window ends `wait` from now.
     pub fn recipient_capped(reason: impl std::fmt::Display, wait: Duration) -> Error {
-        Error::Transient {
-            reason: format!("{RECIPIENT_CAPPED}{reason}"),
-            retry_after: Some(wait),
+        Error::RecipientCapped {
+            reason: reason.to_string(),
+            wait,
         }
     }
 
-    /// Whether this is a recipient's frequency cap made by [`Error::recipient_capped`].
+    /// Whether the recipient is over a frequency cap ([`Error::RecipientCapped`]).
     pub fn is_recipient_capped(&self) -> bool {
-        matches!(self, Error::Transient { reason, .. } if reason.starts_with(RECIPIENT_CAPPED))
+        matches!(self, Error::RecipientCapped { .. })
     }
 }
 

@@ -221,6 +221,22 @@ impl Registry {
         })
     }
 
+    /// The same registry with provider `name`'s adapter replaced by `provider`,
+    /// its channels, limits and place on the failover lists kept: how tests put a
+    /// scripted stub behind a configured route.
+    ///
+    /// # Panics
+    /// When no provider is named `name`.
+    #[cfg(test)]
+    pub(crate) fn with_adapter(mut self, name: &str, provider: Arc<dyn Provider>) -> Registry {
+        let route = self
+            .routes
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("no provider is named `{name}`"));
+        route.provider = provider;
+        self
+    }
+
     /// Picks the provider for a batch: the one asked for, or the channel's default.
     /// The error says why the asked-for one cannot be used.
     pub fn resolve(&self, channel: Channel, asked: Option<&str>) -> Result<&Route, String> {

@@ -1,16 +1,9 @@
-//! When a failed send is tried again, and what becomes of it otherwise.
+//! When a failed send is tried again: the retry policy's waits and attempts.
 
 use std::time::Duration;
 
 use crate::backoff::{Backoff, Jitter};
 use crate::config::RetryConfig;
-use crate::domain::millis;
-use crate::provider;
-use crate::queue::Outcome;
-
-/// The longest a message over a recipient's frequency cap at the provider waits
-/// (the caps' windows end by the next midnight).
-const CAPPED_WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
 
 /// When to try a failed send again.
 #[derive(Debug, Clone)]
@@ -46,65 +39,14 @@ impl RetryPolicy {
         }
         self.backoff.delay(attempts.saturating_sub(1), jitter)
     }
-
-    /// What becomes of a message whose attempt number `attempts` failed with `error`.
-    /// A recipient over the provider's frequency cap waits for the cap's window, and
-    /// the attempt does not count: nothing was sent. An unknown outcome waits like a
-    /// retry, but as `unknown`: the provider is asked about it before the next
-    /// attempt.
-    pub fn outcome(&self, attempts: u32, error: &provider::Error, now_ms: i64) -> Outcome {
-        match error {
-            provider::Error::Transient { retry_after, .. } if error.is_recipient_capped() => {
-                let wait = retry_after
-                    .unwrap_or(self.backoff.first)
-                    .min(CAPPED_WAIT_MAX);
-                Outcome::Release {
-                    at_ms: now_ms.saturating_add(millis(wait)),
-                }
-            }
-            provider::Error::Unknown { reason } if attempts >= self.max_attempts => {
-                Outcome::Failed {
-                    error: format!(
-                        "{reason} (gave up after {attempts} attempts; whether the last reached the provider is unknown)"
-                    ),
-                }
-            }
-            provider::Error::Unknown { reason } => {
-                let delay = self.delay(attempts, None, fastrand::f64());
-                Outcome::Unknown {
-                    at_ms: now_ms.saturating_add(millis(delay)),
-                    error: reason.clone(),
-                }
-            }
-            provider::Error::Permanent { reason } | provider::Error::Undeliverable { reason } => {
-                Outcome::Failed {
-                    error: reason.clone(),
-                }
-            }
-            provider::Error::Transient { reason, .. } if attempts >= self.max_attempts => {
-                Outcome::Failed {
-                    error: format!("{reason} (gave up after {attempts} attempts)"),
-                }
-            }
-            provider::Error::Transient {
-                reason,
-                retry_after,
-            } => {
-                let delay = self.delay(attempts, *retry_after, fastrand::f64());
-                Outcome::Retry {
-                    at_ms: now_ms.saturating_add(millis(delay)),
-                    error: reason.clone(),
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn policy() -> RetryPolicy {
+    /// Four attempts, 1 s doubling up to 10 s: the policy the worker's tests use.
+    pub(in crate::worker) fn policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 4,
             backoff: Backoff {
@@ -135,63 +77,5 @@ mod tests {
             p.delay(1, Some(Duration::from_secs(99)), 0.0),
             Duration::from_secs(10)
         );
-    }
-
-    #[test]
-    fn transient_errors_retry_until_the_last_attempt_permanent_ones_fail_at_once() {
-        let p = policy();
-        let transient = provider::Error::Transient {
-            reason: "HTTP 503".into(),
-            retry_after: Some(Duration::from_secs(2)),
-        };
-        assert!(matches!(
-            p.outcome(1, &transient, 1_000),
-            Outcome::Retry { at_ms: 3_000, .. }
-        ));
-        match p.outcome(4, &transient, 0) {
-            Outcome::Failed { error } => assert!(error.contains("after 4 attempts"), "{error}"),
-            other => panic!("{other:?}"),
-        }
-        let permanent = provider::Error::Permanent {
-            reason: "HTTP 400".into(),
-        };
-        assert!(matches!(
-            p.outcome(1, &permanent, 0),
-            Outcome::Failed { .. }
-        ));
-    }
-
-    #[test]
-    fn a_recipients_frequency_cap_waits_its_whole_window_without_counting_an_attempt() {
-        let p = policy();
-        let day = Duration::from_secs(12 * 3600);
-        let capped =
-            provider::Error::recipient_capped("tencent LimitExceeded.PhoneNumberDailyLimit", day);
-        // Even at the last attempt, and past retry.max_delay_ms (10 s here).
-        for attempts in [1, 4] {
-            match p.outcome(attempts, &capped, 1_000) {
-                Outcome::Release { at_ms } => assert_eq!(at_ms, 1_000 + 12 * 3_600_000),
-                other => panic!("{other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn an_unknown_outcome_waits_as_unknown_until_the_last_attempt_fails_it() {
-        let p = policy();
-        let unknown = provider::Error::Unknown {
-            reason: "no answer within 30000 ms".into(),
-        };
-        match p.outcome(1, &unknown, 1_000) {
-            Outcome::Unknown { at_ms, error } => {
-                assert!((1_500..=2_000).contains(&at_ms), "{at_ms}");
-                assert_eq!(error, "no answer within 30000 ms");
-            }
-            other => panic!("{other:?}"),
-        }
-        match p.outcome(4, &unknown, 0) {
-            Outcome::Failed { error } => assert!(error.contains("unknown"), "{error}"),
-            other => panic!("{other:?}"),
-        }
     }
 }

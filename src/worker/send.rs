@@ -1,5 +1,5 @@
-//! Sending a group of claimed messages through a provider and turning each
-//! answer into the message's outcome; asking providers about unknown outcomes first.
+//! Sending a group of claimed messages through a provider, asking providers about
+//! unknown outcomes first, and carrying out what `decide` makes of each turn.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +13,9 @@ use crate::queue::{Claimed, Outcome, Suppression};
 use crate::recipient;
 
 use super::Pool;
+use super::decide::{Context, Turn, decide};
 use super::failover::Routing;
 use super::settle::{Done, settle};
-
-/// The least a failed-over message the fallback cannot carry waits for its own
-/// provider, so that it is not claimed again and again while a probe is out.
-const HOLD_AT_LEAST: Duration = Duration::from_secs(1);
 
 impl Pool {
     /// `batch_limit`) in one attempt each through `routing.via`, and hands each
@@ -68,16 +65,16 @@ impl Pool {
                         .await
                 }
                 Ok(_) if !self.can_carry(&routing, &message) => {
-                    let wait = self
-                        .inner
-                        .circuits
-                        .opens_in(&routing.own.name)
-                        .max(HOLD_AT_LEAST);
-                    let outcome = Outcome::Release {
-                        at_ms: now_ms().saturating_add(millis(wait)),
-                    };
+                    let opens_in = self.inner.circuits.opens_in(&routing.own.name);
                     tracing::debug!(provider = %routing.own.name, via = %routing.via.name, id = %message.id, "the fallback cannot send this message: it waits for its own provider");
-                    settle(attempt, outcome, None, &results);
+                    self.carry_out(
+                        &routing,
+                        &message,
+                        attempt,
+                        Turn::NotCarried { opens_in },
+                        &results,
+                    )
+                    .await;
                 }
                 Ok(_) => {
                     messages.push(message);
@@ -85,9 +82,7 @@ impl Pool {
                 }
             }
         }
-        let (messages, slots) = self
-            .settle_known(&routing.own, messages, slots, &results)
-            .await;
+        let (messages, slots) = self.settle_known(&routing, messages, slots, &results).await;
         if messages.is_empty() {
             return;
         }
@@ -135,7 +130,7 @@ impl Pool {
     /// sent by it (no attempt counted); the rest are returned, to be sent.
     async fn settle_known(
         &self,
-        own: &Route,
+        routing: &Routing,
         messages: Vec<Message>,
         slots: Vec<Attempt>,
         results: &mpsc::UnboundedSender<Done>,
@@ -143,6 +138,7 @@ impl Pool {
         if slots.iter().all(|a| a.unknown_since_ms.is_none()) {
             return (messages, slots);
         }
+        let own = &routing.own;
         let asked = futures_util::future::join_all(messages.iter().zip(&slots).map(
             |(message, attempt)| async move {
                 let since = attempt.unknown_since_ms?;
@@ -160,11 +156,12 @@ impl Pool {
                     by,
                 )) => {
                     tracing::info!(provider = %own.name, by = %by.name, id = %message.id, "the provider has the message whose outcome was unknown: not sent again");
-                    let sent_by = (by.name != own.name).then(|| by.name.clone());
-                    let outcome = Outcome::Confirmed {
+                    let turn = Turn::Found {
+                        by: by.name.clone(),
                         provider_message_id,
                     };
-                    settle(attempt, outcome, sent_by, results);
+                    self.carry_out(routing, &message, attempt, turn, results)
+                        .await;
                 }
                 other => {
                     if let Some((Lookup::CannotTell(why), by)) = &other {
@@ -217,8 +214,8 @@ impl Pool {
         found
     }
 
-    /// Turns one attempt's answer into the message's outcome (suppressing an
-    /// undeliverable recipient) and hands it to the settler.
+    /// Carries out what [`decide`] makes of one attempt's answer, logs a failure
+    /// with its verdict, and counts the attempt in the metrics.
     async fn finish(
         &self,
         routing: &Routing,
@@ -227,68 +224,75 @@ impl Pool {
         answer: Result<Receipt, provider::Error>,
         results: &mpsc::UnboundedSender<Done>,
     ) {
-        let route = &routing.via;
-        let failed_over = (routing.own.name != route.name).then_some(routing.own.name.as_str());
-        match &answer {
-            Err(error) if error.is_throttle() => {
-                let paced = self.pace(&route.name, |pace| {
-                    let before = pace.rate();
-                    pace.throttled(attempt.sent_ms, now_ms());
-                    (before != pace.rate()).then(|| pace.rate()).flatten()
-                });
-                if let Some(Some(rate)) = paced {
-                    tracing::info!(provider = %route.name, rate_per_sec = rate, "the provider throttles: sending slower");
-                }
-            }
-            _ => {}
-        }
-        let outcome = match answer {
-            Ok(receipt) => Outcome::Sent {
-                provider_message_id: receipt.provider_message_id,
-            },
-            Err(error) => {
-                if let provider::Error::Undeliverable { reason } = &error {
-                    self.suppress(route, message, reason).await;
-                }
-                let outcome = self.inner.policy.outcome(attempt.number, &error, now_ms());
-                let verdict = match outcome {
-                    Outcome::Failed { .. } => "failed",
-                    Outcome::Unknown { .. } => "outcome unknown; will ask the provider, then retry",
-                    Outcome::Release { .. } => "waits for the recipient's cap",
-                    _ => "will retry",
-                };
-                tracing::warn!(provider = %route.name, failed_over_from = failed_over, id = %message.id, attempt = attempt.number, error = %error, verdict, "send failed");
-                match (failed_over, outcome) {
-                    (Some(_), Outcome::Retry { at_ms, error }) => Outcome::Retry {
-                        at_ms,
-                        error: format!("via {}: {error}", route.name),
-                    },
-                    (Some(_), Outcome::Failed { error }) => Outcome::Failed {
-                        error: format!("via {}: {error}", route.name),
-                    },
-                    (Some(_), Outcome::Unknown { at_ms, error }) => Outcome::Unknown {
-                        at_ms,
-                        error: format!("via {}: {error}", route.name),
-                    },
-                    (_, outcome) => outcome,
-                }
-            }
-        };
         let took = Duration::from_millis(now_ms().saturating_sub(attempt.sent_ms).unsigned_abs());
+        let number = attempt.number;
+        let error = answer.as_ref().err().map(ToString::to_string);
+        let outcome = self
+            .carry_out(routing, message, attempt, Turn::Attempted(answer), results)
+            .await;
+        if let Some(error) = error {
+            let verdict = match outcome {
+                Outcome::Failed { .. } => "failed",
+                Outcome::Unknown { .. } => "outcome unknown; will ask the provider, then retry",
+                Outcome::Release { .. } => "waits for the recipient's cap",
+                _ => "will retry",
+            };
+            let failed_over =
+                (routing.own.name != routing.via.name).then_some(routing.own.name.as_str());
+            tracing::warn!(provider = %routing.via.name, failed_over_from = failed_over, id = %message.id, attempt = number, error = %error, verdict, "send failed");
+        }
         self.inner
             .metrics
-            .attempted(&route.name, message.channel, &outcome, took);
-        let sent_by = failed_over.map(|_| route.name.clone());
-        settle(attempt, outcome, sent_by, results);
+            .attempted(&routing.via.name, message.channel, &outcome, took);
+    }
+
+    /// Decides what becomes of `message` after `turn` and does it: paces a
+    /// provider that throttled, suppresses an undeliverable recipient, and hands
+    /// the outcome to the settler. Answers the outcome.
+    async fn carry_out(
+        &self,
+        routing: &Routing,
+        message: &Message,
+        attempt: Attempt,
+        turn: Turn,
+        results: &mpsc::UnboundedSender<Done>,
+    ) -> Outcome {
+        let via = &routing.via;
+        let decision = decide(
+            turn,
+            Context {
+                attempt: attempt.number,
+                policy: &self.inner.policy,
+                own: &routing.own.name,
+                via: &via.name,
+                now_ms: now_ms(),
+                jitter: fastrand::f64(),
+            },
+        );
+        if decision.pace {
+            let paced = self.pace(&via.name, |pace| {
+                let before = pace.rate();
+                pace.throttled(attempt.sent_ms, now_ms());
+                (before != pace.rate()).then(|| pace.rate()).flatten()
+            });
+            if let Some(Some(rate)) = paced {
+                tracing::info!(provider = %via.name, rate_per_sec = rate, "the provider throttles: sending slower");
+            }
+        }
+        if let Some(reason) = decision.suppress {
+            self.suppress(via, message, reason).await;
+        }
+        settle(attempt, decision.outcome.clone(), decision.sent_by, results);
+        decision.outcome
     }
 
     /// Adds the recipient of a message the provider called undeliverable to the
     /// channel's suppression list, so later batches reject it as `suppressed`.
-    async fn suppress(&self, route: &Route, message: &Message, reason: &str) {
+    async fn suppress(&self, route: &Route, message: &Message, reason: String) {
         let entry = Suppression {
             channel: message.channel,
             address: recipient::address_key(message.channel, &message.to),
-            reason: format!("{}: {reason}", route.name),
+            reason,
             created_at_ms: 0,
         };
         match self.inner.queue.records().suppress(vec![entry]).await {

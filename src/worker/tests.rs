@@ -1,4 +1,7 @@
-//! The worker pool's unit tests: the in-flight bound on a real store.
+//! The worker pool's unit tests: the in-flight bound on a real store here, and in
+//! `turns` what the send path makes of each answer of a scripted stub provider.
+
+mod turns;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -96,15 +99,7 @@ impl Engine for SlowSettle {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_more_than_max_in_flight_messages_are_ever_claimed_and_unrecorded() {
     let dir = tempfile::tempdir().unwrap();
-    let real = Queue::open(
-        &dir.path()
-            .display()
-            .to_string()
-            .parse()
-            .expect("a store URL"),
-    )
-    .await
-    .unwrap();
+    let real = store(&dir).await;
     let mut slow = None;
     let queue = real.wrapped(|inner| {
         let wrapper = Arc::new(SlowSettle {
@@ -116,31 +111,8 @@ async fn no_more_than_max_in_flight_messages_are_ever_claimed_and_unrecorded() {
         wrapper
     });
     let slow = slow.expect("the engine was wrapped");
-    let messages = (0..300)
-        .map(|index| NewMessage {
-            index,
-            provider: "log".into(),
-            to: format!("+86138{index:08}"),
-            reference: None,
-            subject: None,
-            body: "hi".into(),
-            segments: 1,
-            vars: None,
-        })
-        .collect();
     queue
-        .accept(NewBatch {
-            id: BatchId::new(),
-            channel: Channel::Sms,
-            source: "test".into(),
-            priority: 0,
-            send_at_ms: now_ms(),
-            idempotency: None,
-            report: serde_json::json!({}),
-            template_id: None,
-            template: None,
-            messages,
-        })
+        .accept(batch(BatchId::new(), "log", 300))
         .await
         .unwrap();
     let mut config = Config::default();
@@ -175,4 +147,40 @@ async fn no_more_than_max_in_flight_messages_are_ever_claimed_and_unrecorded() {
         peak >= 2,
         "the pool never had more than one message in flight"
     );
+}
+
+/// A SQLite store in `dir`.
+async fn store(dir: &tempfile::TempDir) -> Queue {
+    let url = dir.path().display().to_string();
+    Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .expect("a new SQLite store")
+}
+
+/// A batch `id` of `count` SMS for `provider`, due now, to distinct numbers.
+fn batch(id: BatchId, provider: &str, count: u32) -> NewBatch {
+    let messages = (0..count)
+        .map(|index| NewMessage {
+            index,
+            provider: provider.into(),
+            to: format!("+86138{index:08}"),
+            reference: None,
+            subject: None,
+            body: "hi".into(),
+            segments: 1,
+            vars: None,
+        })
+        .collect();
+    NewBatch {
+        id,
+        channel: Channel::Sms,
+        source: "test".into(),
+        priority: 0,
+        send_at_ms: now_ms(),
+        idempotency: None,
+        report: serde_json::json!({}),
+        template_id: None,
+        template: None,
+        messages,
+    }
 }

@@ -337,8 +337,8 @@ async fn smtp_replies_are_classified_and_quoted() {
     );
     assert_eq!(
         send("slow@shop.test").await,
-        Err(Error::Transient {
-            reason: "throttled: SMTP 421 4.7.0 too many messages, slow down".into(),
+        Err(Error::Throttled {
+            reason: "SMTP 421 4.7.0 too many messages, slow down".into(),
             retry_after: None
         })
     );
