@@ -91,7 +91,7 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         config.send_timeout(),
     )
     .context("invalid provider configuration")?;
-    let circuits = Circuits::new(registry.routes().map(|r| r.name.clone()), &config.circuit);
+    let circuits = Circuits::for_registry(&registry, &config.circuit);
     let listener = match role {
         Role::Worker => None,
         Role::All | Role::Api => Some({

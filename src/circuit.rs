@@ -1,13 +1,20 @@
 //! Circuit breakers: one per provider, kept by each worker process.
 //!
-//! A provider's circuit is closed while it answers. After `failures` transient
-//! failures in a row (timeouts, refused connections, 5xx; not throttles, which
-//! pace the provider instead, nor a recipient's frequency cap) it opens: the
-//! workers stop sending through it and hand its messages to the next provider of
-//! the channel's failover list. After a cool-down one probe message goes through
-//! it (half-open): an answer closes the circuit, a failure opens it again for
-//! twice as long, up to a ceiling. [`Circuits`] is the cheap-to-clone handle the
-//! workers and anything reporting on them share.
+//! A provider's circuit is closed while most of its recent calls get answers. It
+//! opens when at least `failure_rate` of the calls in its [`window`] failed
+//! transiently (timeouts, refused connections, 5xx; not throttles, which pace the
+//! provider instead, nor a recipient's frequency cap), once the window holds
+//! `min_calls`: a rate, not failures in a row, so a provider that answers most
+//! requests is never stopped. An open circuit lets probes through, one message
+//! each. With a fallback, its messages go to the next provider of the channel's
+//! failover list, and the probes come after a cool-down that doubles after each
+//! failed probe. Without one, its messages have nowhere else to go, so a probe goes
+//! every `probe_interval_ms`, alone until one succeeds: a recovery is noticed
+//! within about that long. `probes` successful probes close the circuit; a failed
+//! one opens it again. [`Circuits`] is the cheap-to-clone handle the workers and
+//! anything reporting on them share.
+
+mod window;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,7 +28,9 @@ use crate::backoff::{Backoff, Jitter, Streak};
 use crate::config::CircuitConfig;
 use crate::domain::millis;
 use crate::metrics::{self, Section};
-use crate::provider;
+use crate::provider::{self, Registry};
+
+use self::window::Window;
 
 /// Where a provider's circuit stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,16 +99,16 @@ impl Verdict {
 pub enum Admission {
     /// The circuit is closed: send as many as the limits allow.
     Closed,
-    /// The circuit is half-open and this caller holds its one probe: send one
+    /// The circuit is half-open and this caller holds one of its probes: send one
     /// message and hand the probe back with its verdict to [`Circuits::record`].
     Probe(Probe),
-    /// The circuit is open (or its probe is out): send nothing through it. `until`
-    /// is when it lets a probe through, if known.
+    /// The circuit is open (or its probes are out): send nothing through it.
+    /// `until` is when it lets a probe through, if known.
     Refused { until: Option<Instant> },
 }
 
-/// The right to send the one probe message of a half-open circuit. Dropped
-/// without a verdict (nothing was sent after all), it lets the next caller probe.
+/// The right to send one probe message through a half-open circuit. Dropped
+/// without a verdict (nothing was sent after all), it lets another caller probe.
 #[derive(Debug)]
 pub struct Probe {
     circuits: Circuits,
@@ -118,8 +127,8 @@ impl Drop for Probe {
     fn drop(&mut self) {
         if !self.settled {
             self.circuits.with(&self.provider, |b, _| {
-                if matches!(b.state, State::HalfOpen { probing: true }) {
-                    b.state = State::HalfOpen { probing: false };
+                if let State::HalfOpen { out, .. } = &mut b.state {
+                    *out = out.saturating_sub(1);
                 }
             });
         }
@@ -129,33 +138,114 @@ impl Drop for Probe {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed,
-    Open { until: Instant },
-    HalfOpen { probing: bool },
+    /// No probe before `until`.
+    Open {
+        until: Instant,
+    },
+    /// `out` probes are being sent; `passed` have succeeded since it turned so.
+    HalfOpen {
+        out: u32,
+        passed: u32,
+    },
+}
+
+impl State {
+    /// The state as shown at `now`: open whose wait is over shows as half-open.
+    fn public(self, now: Instant) -> CircuitState {
+        match self {
+            State::Open { until } if until <= now => CircuitState::HalfOpen,
+            state => state.kind(),
+        }
+    }
+
+    fn kind(self) -> CircuitState {
+        match self {
+            State::Closed => CircuitState::Closed,
+            State::Open { .. } => CircuitState::Open,
+            State::HalfOpen { .. } => CircuitState::HalfOpen,
+        }
+    }
+}
+
+/// When an open circuit lets probes through.
+#[derive(Debug)]
+enum Probing {
+    /// The provider has a fallback: after a cool-down that doubles with each
+    /// failed probe (the streak), several at once.
+    Cooldown(Streak),
+    /// It has none: one every this long until one succeeds, then the rest.
+    Steady(Duration),
 }
 
 /// One provider's breaker.
 #[derive(Debug)]
 struct Breaker {
     state: State,
-    /// Transient failures in a row while closed.
-    failures: u32,
-    /// The openings since the circuit was last closed: each one lasts twice as
-    /// long as the one before, up to the ceiling.
-    openings: Streak,
+    window: Window,
+    probing: Probing,
+}
+
+impl Breaker {
+    /// How long the circuit stays open now that it opens (again).
+    fn open_for(&mut self) -> Duration {
+        match &mut self.probing {
+            Probing::Cooldown(streak) => streak.failed(),
+            Probing::Steady(every) => *every,
+        }
+    }
+
+    /// Whether a half-open circuit with `out` probes out, `passed` of them
+    /// successful, hands out another of its `probes`.
+    fn may_probe(&self, out: u32, passed: u32, probes: u32) -> bool {
+        let lone = matches!(self.probing, Probing::Steady(_)) && passed == 0;
+        out + passed < probes && !(lone && out > 0)
+    }
+
+    /// Whether a change to `to` is routine, the steady probing of a provider with
+    /// no fallback that is still down: logged at debug level, as it comes twice
+    /// a second.
+    fn routine(&self, to: State) -> bool {
+        matches!(self.probing, Probing::Steady(_))
+            && !matches!(self.state, State::Closed)
+            && !matches!(to, State::Closed)
+    }
 }
 
 /// The circuit breakers of every provider of this process; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Circuits {
     breakers: Arc<HashMap<String, Mutex<Breaker>>>,
-    failures: u32,
+    failure_rate: f64,
+    min_calls: usize,
+    probes: u32,
 }
 
 impl Circuits {
-    /// A closed circuit for each of `providers`.
+    /// A closed circuit for each of `providers`, none of which has a fallback:
+    /// open, each probes every `probe_interval_ms`.
     pub fn new<I, S>(providers: I, config: &CircuitConfig) -> Circuits
     where
         I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::build(providers.into_iter().map(|p| (p, false)), config)
+    }
+
+    /// A closed circuit for each provider of `registry`, probing after a
+    /// cool-down when the provider has a fallback, steadily when it has none.
+    pub fn for_registry(registry: &Registry, config: &CircuitConfig) -> Circuits {
+        Self::build(
+            registry
+                .routes()
+                .map(|r| (r.name.clone(), !registry.fallbacks(&r.name).is_empty())),
+            config,
+        )
+    }
+
+    /// A closed circuit for each provider, named with whether it has a fallback.
+    pub fn build<I, S>(providers: I, config: &CircuitConfig) -> Circuits
+    where
+        I: IntoIterator<Item = (S, bool)>,
         S: Into<String>,
     {
         let cooldown = Duration::from_millis(config.cooldown_ms);
@@ -164,76 +254,75 @@ impl Circuits {
             cap: Duration::from_millis(config.max_cooldown_ms).max(cooldown),
             jitter: Jitter::None,
         };
+        let every = Duration::from_millis(config.probe_interval_ms.max(1));
+        let window_calls = usize::try_from(config.window_calls).unwrap_or(usize::MAX);
         let breakers = providers
             .into_iter()
-            .map(|name| {
+            .map(|(name, fallback)| {
                 let breaker = Breaker {
                     state: State::Closed,
-                    failures: 0,
-                    openings: Streak::new(backoff),
+                    window: Window::new(window_calls, Duration::from_millis(config.window_ms)),
+                    probing: if fallback {
+                        Probing::Cooldown(Streak::new(backoff))
+                    } else {
+                        Probing::Steady(every)
+                    },
                 };
                 (name.into(), Mutex::new(breaker))
             })
             .collect();
         Circuits {
             breakers: Arc::new(breakers),
-            failures: config.failures.max(1),
+            failure_rate: config.failure_rate,
+            min_calls: usize::try_from(config.min_calls.max(1)).unwrap_or(usize::MAX),
+            probes: config.probes.max(1),
         }
     }
 
     /// Every provider's circuit state, by provider name. An open circuit whose
-    /// cool-down is over shows as half-open, though it turns so only when a worker
+    /// wait is over shows as half-open, though it turns so only when a worker
     /// next asks to send through it.
     pub fn states(&self) -> Vec<(String, CircuitState)> {
         let now = Instant::now();
         let mut states: Vec<_> = self
             .breakers
             .iter()
-            .map(|(name, breaker)| {
-                let state = match lock(breaker).state {
-                    State::Closed => CircuitState::Closed,
-                    State::Open { until } if until <= now => CircuitState::HalfOpen,
-                    State::Open { .. } => CircuitState::Open,
-                    State::HalfOpen { .. } => CircuitState::HalfOpen,
-                };
-                (name.clone(), state)
-            })
+            .map(|(name, breaker)| (name.clone(), lock(breaker).state.public(now)))
             .collect();
         states.sort_by(|a, b| a.0.cmp(&b.0));
         states
     }
 
     /// Whether a worker may send through `provider` now, and how much. An open
-    /// circuit whose cool-down is over turns half-open here, handing out its probe.
+    /// circuit whose wait is over turns half-open here, handing out a probe.
     /// A provider without a breaker is always closed.
     pub fn admit(&self, provider: &str) -> Admission {
         let now = Instant::now();
-        self.with(provider, |b, _| match b.state {
+        self.with(provider, |b, this| match b.state {
             State::Closed => Admission::Closed,
             State::Open { until } if now < until => Admission::Refused { until: Some(until) },
-            State::Open { .. } | State::HalfOpen { probing: false } => {
-                if matches!(b.state, State::Open { .. }) {
-                    tracing::info!(
-                        provider,
-                        "circuit half-open: probing the provider with one message"
-                    );
-                }
-                b.state = State::HalfOpen { probing: true };
-                Admission::Probe(Probe {
-                    circuits: self.clone(),
-                    provider: provider.to_owned(),
-                    settled: false,
-                })
+            State::Open { .. } => {
+                let to = State::HalfOpen { out: 1, passed: 0 };
+                changed(provider, b, to, "circuit half-open: probing the provider");
+                Admission::Probe(this.probe(provider))
             }
-            State::HalfOpen { probing: true } => Admission::Refused { until: None },
+            State::HalfOpen { out, passed } if b.may_probe(out, passed, this.probes) => {
+                b.state = State::HalfOpen {
+                    out: out + 1,
+                    passed,
+                };
+                Admission::Probe(this.probe(provider))
+            }
+            State::HalfOpen { .. } => Admission::Refused { until: None },
         })
         .unwrap_or(Admission::Closed)
     }
 
-    /// Counts one send through `provider`. With the circuit's `probe`, the verdict
-    /// closes the circuit (up) or opens it again for twice as long (down). Without
-    /// one, a closed circuit counts failures in a row and opens at the threshold;
-    /// answers to sends made before a circuit opened change nothing.
+    /// Counts one send through `provider`. With one of the circuit's probes, the
+    /// verdict counts towards closing it (up) or opens it again (down). Otherwise
+    /// a closed circuit adds it to its window and opens when the window's failure
+    /// rate reaches the threshold; answers to sends made before a circuit opened
+    /// change nothing.
     pub fn record(&self, provider: &str, verdict: Verdict, probe: Option<Probe>) {
         let now = Instant::now();
         // Another provider's probe is not this one's verdict: dropped, it is freed.
@@ -244,42 +333,45 @@ impl Circuits {
             }
             _ => false,
         };
-        self.with(provider, |b, this| match (b.state, verdict, probed) {
-            (State::HalfOpen { .. }, Verdict::Up, true) => {
-                b.state = State::Closed;
-                b.failures = 0;
-                b.openings.reset();
-                tracing::info!(provider, "circuit closed: the probe message went through");
-            }
-            (State::HalfOpen { .. }, Verdict::Down, true) => {
-                let cooldown = b.openings.failed();
-                b.state = State::Open {
-                    until: now + cooldown,
-                };
-                tracing::warn!(
-                    provider,
-                    cooldown_ms = millis(cooldown),
-                    "circuit open again: the probe message failed"
-                );
-            }
-            (State::Closed, Verdict::Up, _) => b.failures = 0,
-            (State::Closed, Verdict::Down, _) => {
-                b.failures += 1;
-                if b.failures >= this.failures {
-                    b.openings.reset();
-                    let cooldown = b.openings.failed();
-                    b.state = State::Open {
-                        until: now + cooldown,
-                    };
-                    tracing::warn!(
+        self.with(provider, |b, this| {
+            b.window.push(now, verdict == Verdict::Down);
+            match (b.state, verdict, probed) {
+                (State::HalfOpen { out, passed }, Verdict::Up, true) => {
+                    let passed = passed + 1;
+                    if passed >= this.probes {
+                        changed(provider, b, State::Closed, "circuit closed: the probes went through");
+                        b.window.clear();
+                        if let Probing::Cooldown(streak) = &mut b.probing {
+                            streak.reset();
+                        }
+                    } else {
+                        b.state = State::HalfOpen {
+                            out: out.saturating_sub(1),
+                            passed,
+                        };
+                    }
+                }
+                (State::HalfOpen { .. }, Verdict::Down, true) => {
+                    let until = now + b.open_for();
+                    changed(provider, b, State::Open { until }, "circuit open again: a probe failed");
+                }
+                (State::Closed, Verdict::Down, _)
+                    if b.window.calls() >= this.min_calls
+                        && b.window.failure_rate() >= this.failure_rate =>
+                {
+                    if let Probing::Cooldown(streak) = &mut b.probing {
+                        streak.reset();
+                    }
+                    let until = now + b.open_for();
+                    changed(
                         provider,
-                        failures = b.failures,
-                        cooldown_ms = millis(cooldown),
-                        "circuit open: the provider failed repeatedly; its messages go to the next provider of their channel's failover list, or wait"
+                        b,
+                        State::Open { until },
+                        "circuit open: too many of the provider's recent calls failed; its messages go to the next provider of their channel's failover list, or wait for probes",
                     );
                 }
+                _ => {}
             }
-            _ => {}
         });
     }
 
@@ -294,9 +386,41 @@ impl Circuits {
         .unwrap_or(Duration::ZERO)
     }
 
+    fn probe(&self, provider: &str) -> Probe {
+        Probe {
+            circuits: self.clone(),
+            provider: provider.to_owned(),
+            settled: false,
+        }
+    }
+
     fn with<T>(&self, provider: &str, f: impl FnOnce(&mut Breaker, &Circuits) -> T) -> Option<T> {
         let breaker = self.breakers.get(provider)?;
         Some(f(&mut lock(breaker), self))
+    }
+}
+
+/// Moves `breaker` to `to`, logging the change once with the window it was
+/// judged by: at warn level when it opens, debug when it is routine.
+fn changed(provider: &str, breaker: &mut Breaker, to: State, why: &str) {
+    let now = Instant::now();
+    let from = breaker.state.kind();
+    let routine = breaker.routine(to);
+    breaker.state = to;
+    breaker.window.expire(now);
+    let failure_rate = (breaker.window.failure_rate() * 1000.0).round() / 1000.0;
+    let calls = breaker.window.calls();
+    let open_ms = match to {
+        State::Open { until } => Some(millis(until.saturating_duration_since(now))),
+        _ => None,
+    };
+    let (from, to) = (from.as_str(), to.kind().as_str());
+    if routine {
+        tracing::debug!(provider, from, to, failure_rate, calls, open_ms, "{why}");
+    } else if open_ms.is_some() {
+        tracing::warn!(provider, from, to, failure_rate, calls, open_ms, "{why}");
+    } else {
+        tracing::info!(provider, from, to, failure_rate, calls, "{why}");
     }
 }
 
@@ -332,192 +456,4 @@ impl Section for Circuits {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn circuits() -> Circuits {
-        let config = CircuitConfig {
-            failures: 3,
-            cooldown_ms: 1_000,
-            max_cooldown_ms: 3_000,
-        };
-        Circuits::new(["a", "b"], &config)
-    }
-
-    fn state(c: &Circuits, name: &str) -> CircuitState {
-        c.states()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, s)| s)
-            .expect("a known provider")
-    }
-
-    fn probe(c: &Circuits, name: &str) -> Probe {
-        match c.admit(name) {
-            Admission::Probe(p) => p,
-            other => panic!("expected a probe, got {other:?}"),
-        }
-    }
-
-    fn down(c: &Circuits, name: &str, times: usize) {
-        for _ in 0..times {
-            c.record(name, Verdict::Down, None);
-        }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_circuit_opens_after_the_configured_failures_in_a_row_and_an_answer_resets_the_count()
-    {
-        let c = circuits();
-        down(&c, "a", 2);
-        c.record("a", Verdict::Up, None);
-        down(&c, "a", 2);
-        assert_eq!(state(&c, "a"), CircuitState::Closed);
-        assert!(matches!(c.admit("a"), Admission::Closed));
-        down(&c, "a", 1);
-        assert_eq!(state(&c, "a"), CircuitState::Open);
-        assert!(matches!(
-            c.admit("a"),
-            Admission::Refused { until: Some(_) }
-        ));
-        assert_eq!(c.opens_in("a"), Duration::from_secs(1));
-        // One provider's failures leave another's circuit alone.
-        assert_eq!(state(&c, "b"), CircuitState::Closed);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn after_the_cooldown_one_probe_goes_and_its_success_closes_the_circuit() {
-        let c = circuits();
-        down(&c, "a", 3);
-        tokio::time::advance(Duration::from_millis(999)).await;
-        assert!(matches!(c.admit("a"), Admission::Refused { .. }));
-        tokio::time::advance(Duration::from_millis(1)).await;
-        assert_eq!(state(&c, "a"), CircuitState::HalfOpen);
-        let p = probe(&c, "a");
-        // Only one probe at a time.
-        assert!(matches!(c.admit("a"), Admission::Refused { until: None }));
-        // Late answers of sends made before the circuit opened change nothing.
-        c.record("a", Verdict::Up, None);
-        assert_eq!(state(&c, "a"), CircuitState::HalfOpen);
-        c.record("a", Verdict::Up, Some(p));
-        assert_eq!(state(&c, "a"), CircuitState::Closed);
-        assert!(matches!(c.admit("a"), Admission::Closed));
-        // Closed again, it takes the full count of failures to open.
-        down(&c, "a", 2);
-        assert_eq!(state(&c, "a"), CircuitState::Closed);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_failed_probe_reopens_the_circuit_for_twice_as_long_up_to_the_ceiling() {
-        let c = circuits();
-        down(&c, "a", 3);
-        let mut waits = Vec::new();
-        for _ in 0..3 {
-            tokio::time::advance(c.opens_in("a")).await;
-            let p = probe(&c, "a");
-            c.record("a", Verdict::Down, Some(p));
-            assert_eq!(state(&c, "a"), CircuitState::Open);
-            waits.push(c.opens_in("a"));
-        }
-        assert_eq!(
-            waits,
-            [2_000, 3_000, 3_000].map(Duration::from_millis),
-            "doubled, then held at max_cooldown_ms"
-        );
-        tokio::time::advance(c.opens_in("a")).await;
-        let p = probe(&c, "a");
-        c.record("a", Verdict::Up, Some(p));
-        // Closed resets the cool-down: the next opening lasts the first one again.
-        down(&c, "a", 3);
-        assert_eq!(c.opens_in("a"), Duration::from_secs(1));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_probe_dropped_unsent_lets_the_next_caller_probe() {
-        let c = circuits();
-        down(&c, "a", 3);
-        tokio::time::advance(Duration::from_secs(1)).await;
-        drop(probe(&c, "a"));
-        assert_eq!(state(&c, "a"), CircuitState::HalfOpen);
-        let p = probe(&c, "a");
-        c.record("a", Verdict::Down, Some(p));
-        assert_eq!(state(&c, "a"), CircuitState::Open);
-    }
-
-    #[test]
-    fn throttles_and_recipient_caps_are_answers_failures_and_timeouts_are_not() {
-        let transient = |reason: &str| provider::Error::Transient {
-            reason: reason.into(),
-            retry_after: None,
-        };
-        let ok = || Ok(provider::Receipt::default());
-        assert_eq!(Verdict::of(&[]), None);
-        assert_eq!(
-            Verdict::of(&[Err(transient("HTTP 503")), Err(transient("timed out"))]),
-            Some(Verdict::Down)
-        );
-        assert_eq!(
-            Verdict::of(&[Err(transient("HTTP 503")), ok()]),
-            Some(Verdict::Up)
-        );
-        let unknown = || {
-            Err(provider::Error::Unknown {
-                reason: "no answer within 30000 ms".into(),
-            })
-        };
-        assert_eq!(
-            Verdict::of(&[unknown(), Err(transient("HTTP 503"))]),
-            Some(Verdict::Down)
-        );
-        assert_eq!(Verdict::of(&[unknown(), ok()]), Some(Verdict::Up));
-        assert_eq!(
-            Verdict::of(&[Err(provider::Error::throttled("HTTP 429", None))]),
-            Some(Verdict::Up)
-        );
-        assert_eq!(
-            Verdict::of(&[Err(provider::Error::recipient_capped(
-                "daily limit",
-                Duration::from_secs(60)
-            ))]),
-            Some(Verdict::Up)
-        );
-        assert_eq!(
-            Verdict::of(&[Err(provider::Error::Permanent {
-                reason: "HTTP 400".into()
-            })]),
-            Some(Verdict::Up)
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn metrics_show_each_providers_circuit_as_one_series_per_state() {
-        let c = circuits();
-        down(&c, "a", 3);
-        let mut text = String::new();
-        c.write(&mut text);
-        assert!(
-            text.starts_with("# HELP herald_provider_circuit_state "),
-            "{text}"
-        );
-        assert!(text.contains("# TYPE herald_provider_circuit_state gauge\n"));
-        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
-        assert_eq!(
-            samples,
-            [
-                r#"herald_provider_circuit_state{provider="a",state="closed"} 0"#,
-                r#"herald_provider_circuit_state{provider="a",state="open"} 1"#,
-                r#"herald_provider_circuit_state{provider="a",state="half_open"} 0"#,
-                r#"herald_provider_circuit_state{provider="b",state="closed"} 1"#,
-                r#"herald_provider_circuit_state{provider="b",state="open"} 0"#,
-                r#"herald_provider_circuit_state{provider="b",state="half_open"} 0"#,
-            ]
-        );
-        tokio::time::advance(Duration::from_millis(1_000)).await;
-        text.clear();
-        c.write(&mut text);
-        assert!(
-            text.contains(r#"herald_provider_circuit_state{provider="a",state="half_open"} 1"#),
-            "{text}"
-        );
-    }
-}
+mod tests;

@@ -105,6 +105,9 @@ pub enum Error {
     /// message names the key and where it came from (file or environment).
     #[error(transparent)]
     Invalid(Box<figment::Error>),
+    /// A key Herald took once and no longer does.
+    #[error("{key} is no longer a setting: it was replaced by {by}")]
+    Replaced { key: &'static str, by: &'static str },
 }
 
 impl From<figment::Error> for Error {
@@ -126,12 +129,23 @@ impl Config {
             }
             None => Toml::file(DEFAULT_FILE),
         };
-        Ok(Self::figment(toml).extract()?)
+        Self::extract(Self::figment(toml))
     }
 
     /// Parses a TOML document, then the environment over it.
     pub fn from_toml(text: &str) -> Result<Config, Error> {
-        Ok(Self::figment(Toml::string(text)).extract()?)
+        Self::extract(Self::figment(Toml::string(text)))
+    }
+
+    /// The configuration in `figment`, refusing a key that was replaced with what
+    /// replaced it (an unknown key would be refused anyway, but not so helpfully).
+    fn extract(figment: Figment) -> Result<Config, Error> {
+        for (key, by) in CircuitConfig::REPLACED {
+            if figment.contains(key) {
+                return Err(Error::Replaced { key, by });
+            }
+        }
+        Ok(figment.extract()?)
     }
 
     fn figment(toml: figment::providers::Data<Toml>) -> Figment {
@@ -169,16 +183,7 @@ impl Config {
         if self.limits.max_recipients == 0 {
             return Err("limits.max_recipients must be at least 1".into());
         }
-        if self.circuit.failures == 0 {
-            return Err("circuit.failures must be at least 1".into());
-        }
-        if self.circuit.cooldown_ms == 0 || self.circuit.max_cooldown_ms < self.circuit.cooldown_ms
-        {
-            return Err(format!(
-                "circuit.cooldown_ms ({}) must be at least 1 and at most circuit.max_cooldown_ms ({})",
-                self.circuit.cooldown_ms, self.circuit.max_cooldown_ms
-            ));
-        }
+        self.circuit.validate()?;
         let mut names = std::collections::HashSet::new();
         for ingest in &self.ingest {
             if ingest.name.is_empty() || !names.insert(ingest.name.as_str()) {

@@ -156,26 +156,49 @@ fn failover_lists_and_circuit_settings_come_from_toml() {
         [failover]
         sms = ["ali", "tc"]
         [circuit]
-        failures = 3
+        failure_rate = 0.6
+        min_calls = 10
         cooldown_ms = 1000
         "#,
     );
     assert_eq!(c.failover[&Channel::Sms], ["ali", "tc"]);
+    let circuit = &c.circuit;
     assert_eq!(
         (
-            c.circuit.failures,
-            c.circuit.cooldown_ms,
-            c.circuit.max_cooldown_ms
+            circuit.failure_rate,
+            circuit.min_calls,
+            circuit.window_calls,
+            circuit.probes,
+            circuit.cooldown_ms,
+            circuit.max_cooldown_ms
         ),
-        (3, 1_000, 600_000)
+        (0.6, 10, 100, 3, 1_000, 600_000)
     );
     c.validate().unwrap();
-    let e = parse("[circuit]\nfailures = 0").validate().unwrap_err();
+    for (toml, key) in [
+        ("failure_rate = 0.0", "circuit.failure_rate"),
+        ("failure_rate = 1.5", "circuit.failure_rate"),
+        ("min_calls = 0", "circuit.min_calls"),
+        ("min_calls = 200", "circuit.window_calls"),
+        ("probes = 0", "circuit.probes"),
+        ("probe_interval_ms = 0", "circuit.probe_interval_ms"),
+        ("cooldown_ms = 700000", "max_cooldown_ms"),
+    ] {
+        let e = parse(&format!("[circuit]\n{toml}")).validate().unwrap_err();
+        assert!(e.contains(key), "{toml}: {e}");
+    }
+}
+
+#[test]
+fn the_replaced_circuit_failures_key_is_refused_naming_what_replaced_it() {
+    let e = Config::from_toml("[circuit]\nfailures = 5")
+        .expect_err("a replaced key")
+        .to_string();
     assert!(e.contains("circuit.failures"), "{e}");
-    let e = parse("[circuit]\ncooldown_ms = 700000")
-        .validate()
-        .unwrap_err();
-    assert!(e.contains("max_cooldown_ms"), "{e}");
+    assert!(
+        e.contains("circuit.failure_rate") && e.contains("circuit.min_calls"),
+        "{e}"
+    );
 }
 
 #[test]

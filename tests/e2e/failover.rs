@@ -21,9 +21,9 @@ use herald::domain::Channel;
 use herald::domain::Secret;
 use herald::provider::{AliyunConfig, ProviderConfig, ProviderKind};
 
-/// Opens after 2 transient failures in a row, probes after 300 ms (then 600 ms).
+/// Opens when half of at least 2 calls failed, probes after 300 ms (then 600 ms).
 fn quick_circuits(config: &mut Config) {
-    config.circuit.failures = 2;
+    config.circuit.min_calls = 2;
     config.circuit.cooldown_ms = 300;
     config.circuit.max_cooldown_ms = 600;
 }

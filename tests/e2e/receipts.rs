@@ -363,7 +363,7 @@ async fn a_send_without_an_answer_through_a_fallback_is_asked_of_the_fallback_an
         config.worker.send_timeout_ms = 300;
         config.retry.base_delay_ms = 50;
         config.retry.max_attempts = 10;
-        config.circuit.failures = 2;
+        config.circuit.min_calls = 2;
         config.circuit.cooldown_ms = 1_000;
         config.circuit.max_cooldown_ms = 1_000;
     })
