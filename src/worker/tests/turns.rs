@@ -133,7 +133,7 @@ impl Bench {
         for (name, stub) in stubs {
             registry = registry.with_adapter(name, stub.clone());
         }
-        let circuits = Circuits::new(&names, &config.circuit);
+        let circuits = Circuits::for_registry(&registry, &config.circuit);
         let pool = Pool::new(
             queue.clone(),
             registry,
@@ -356,7 +356,9 @@ async fn with_a_fallback_an_open_circuit_sends_through_it_until_a_probe_succeeds
     let primary = Stub::new([transient("HTTP 503"), sent("P-2")]);
     let backup = Stub::new([sent("B-1")]);
     let mut config = retry_at_once(3);
-    config.circuit.failures = 1;
+    // One failure in one call opens it; one successful probe closes it.
+    config.circuit.min_calls = 1;
+    config.circuit.probes = 1;
     config.circuit.cooldown_ms = 30_000;
     let stubs = [("primary", primary.clone()), ("backup", backup.clone())];
     let bench = Bench::new(&stubs, config).await;
