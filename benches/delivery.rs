@@ -31,6 +31,8 @@ mod provider;
 mod report;
 #[path = "delivery/request.rs"]
 mod request;
+#[path = "common/revision.rs"]
+mod revision;
 #[path = "delivery/stats.rs"]
 mod stats;
 #[path = "delivery/submit.rs"]

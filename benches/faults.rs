@@ -17,10 +17,12 @@
 mod process;
 #[path = "faults/provider.rs"]
 mod provider;
+#[path = "common/revision.rs"]
+mod revision;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -459,7 +461,7 @@ fn report(
         thousands(plan.messages),
         env!("CARGO_PKG_VERSION"),
         plan.deadline.as_secs(),
-        revision(),
+        revision::revision(),
         took.as_secs_f64()
     );
     let mut settings: Vec<String> = [
@@ -658,36 +660,4 @@ fn machine() -> (usize, String) {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     (cores, cpu)
-}
-
-/// The short commit, marked when `src/` or `Cargo.toml` has uncommitted changes.
-fn revision() -> String {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(rev) => {
-            let dirty = git(&[
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                "src",
-                "Cargo.toml",
-            ])
-            .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{rev} + uncommitted changes")
-            } else {
-                rev
-            }
-        }
-        None => "unknown".into(),
-    }
 }

@@ -2,7 +2,6 @@
 //! the throughput rounds and the uploads.
 
 use std::fmt::Write as _;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::cpu::server_command;
@@ -89,37 +88,6 @@ fn machine() -> (usize, String, String, String) {
     (cores, cpu, memory, kernel)
 }
 
-fn revision() -> String {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(rev) => {
-            let dirty = git(&[
-                "status",
-                "--porcelain",
-                "--untracked-files=no",
-                "--",
-                "src",
-                "Cargo.toml",
-            ])
-            .is_some_and(|s| !s.is_empty());
-            if dirty {
-                format!("{rev} + uncommitted changes in src/")
-            } else {
-                rev
-            }
-        }
-        None => "unknown".into(),
-    }
-}
-
 /// `| ≥ 30,000 | 0.94× |`, or `| no target | — |`: the last two cells of a metric's
 /// row. `at_least`: higher is better.
 fn against(median: f64, target: Option<f64>, at_least: bool) -> String {
@@ -171,7 +139,7 @@ pub(crate) fn report(
     let _ = writeln!(
         w,
         "- herald: {} ({})",
-        revision(),
+        crate::revision::revision(),
         env!("CARGO_BIN_EXE_herald")
     );
     let _ = writeln!(
