@@ -78,6 +78,9 @@ pub struct Queue {
     records: Records,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
+    /// Compiled templates of recently claimed batches: a batch is claimed a few
+    /// messages at a time, and its template compiles once, not once a claim.
+    templates: render::Compiled,
 }
 
 /// One engine as both of its seams.
@@ -97,6 +100,7 @@ impl Queue {
             engine,
             records,
             accepted: Arc::new(Notify::new()),
+            templates: render::Compiled::default(),
         })
     }
 
@@ -108,6 +112,7 @@ impl Queue {
             engine: wrap(self.engine.clone()),
             records: self.records.clone(),
             accepted: Arc::new(Notify::new()),
+            templates: render::Compiled::default(),
         }
     }
 
@@ -179,7 +184,7 @@ impl Queue {
         }
         let mut claim = self.engine.claim(provider, limit, lease, limits).await?;
         if let Claim::Messages(claimed) = &mut claim {
-            let unrenderable = render::bodies(claimed);
+            let unrenderable = self.templates.render(claimed);
             self.settle(unrenderable).await?;
         }
         Ok(claim)
