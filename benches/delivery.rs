@@ -1,6 +1,6 @@
 //! The delivery benchmark: the real `herald serve` executable against a local
 //! webhook provider, everything on 127.0.0.1. It measures end-to-end delivery
-//! throughput, the latency of a durable 10,000-recipient submit, the latency of a
+//! throughput (at herald's in-flight limit and at 50 in flight), the latency of a durable 10,000-recipient submit, the latency of a
 //! 100,000-recipient submit that exercises every pre-flight check, and the herald
 //! process's peak RSS, then prints a markdown report. Run it with
 //! `cargo bench --bench delivery`; `docs/BENCHMARKS.md` explains the method.
@@ -16,6 +16,8 @@
 //! herald child unless the bench sets them itself, and the report lists them, so
 //! settings can be compared with e.g.
 //! `HERALD_WORKER__MAX_IN_FLIGHT=512 cargo bench --bench delivery`.
+//! `BENCH_HERALD` runs another build of herald instead of the one cargo built
+//! beside the bench, so two revisions can be compared in one sitting.
 
 // The crate root is `benches/delivery.rs`, so its modules would be looked for beside
 // it; they live in `benches/delivery/` instead, out of the way of other benches.
@@ -60,6 +62,9 @@ use submit::submit_phase;
 use throughput::throughput_round;
 use upload::upload_phase;
 
+/// The in-flight limit of the second throughput variant: a realistic
+/// concurrency, where claims and settlements are small and many.
+const SMALL_IN_FLIGHT: usize = 50;
 /// Recipients in one submitted batch.
 const BATCH_SIZE: usize = 10_000;
 /// A throughput round that has not finished by then fails the bench.
@@ -222,24 +227,29 @@ async fn bench(plan: Plan) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("reading the server's settings: {e}"))?;
 
-    let mut rounds = Vec::with_capacity(plan.rounds);
+    // Each round runs at herald's own in-flight limit and then at
+    // [`SMALL_IN_FLIGHT`], side by side, so both see the same machine.
+    let mut rounds = Vec::with_capacity(2 * plan.rounds);
     for n in 1..=plan.rounds {
-        let round = throughput_round(&client, &bodies, &passed, engine)
-            .await
-            .with_context(|| format!("throughput round {n} of {} ({engine})", plan.rounds))?;
-        eprintln!(
-            "round {n}: {} messages in {:.3} s = {:.0} msg/s; peak RSS {:.1} MB; herald CPU {:.2} s{}",
-            plan.messages,
-            round.secs,
-            round.msgs_per_sec,
-            round.rss_mb,
-            round.cpu.herald,
-            round.cpu.server.map_or(String::new(), |s| format!(
-                "; {} CPU {s:.2} s",
-                engine.name()
-            ))
-        );
-        rounds.push(round);
+        for in_flight in [None, Some(SMALL_IN_FLIGHT)] {
+            let round = throughput_round(&client, &bodies, &passed, engine, in_flight)
+                .await
+                .with_context(|| format!("throughput round {n} of {} ({engine})", plan.rounds))?;
+            eprintln!(
+                "round {n}{}: {} messages in {:.3} s = {:.0} msg/s; peak RSS {:.1} MB; herald CPU {:.2} s{}",
+                in_flight.map_or(String::new(), |k| format!(" ({k} in flight)")),
+                plan.messages,
+                round.secs,
+                round.msgs_per_sec,
+                round.rss_mb,
+                round.cpu.herald,
+                round.cpu.server.map_or(String::new(), |s| format!(
+                    "; {} CPU {s:.2} s",
+                    engine.name()
+                ))
+            );
+            rounds.push(round);
+        }
     }
     let submit = submit_phase(&client, &bodies[0], plan.submits, &passed, engine)
         .await

@@ -12,6 +12,7 @@
 //! comma-separated subset of `baseline,random,down,throttle,fail,hang`) shape the
 //! run. `HERALD_…` variables in the environment reach the herald child and win
 //! over the bench's worker settings (50 in flight, a 2 s send timeout).
+//! `BENCH_HERALD` runs another build of herald instead of the one cargo built.
 
 #[path = "faults/process.rs"]
 mod process;
@@ -457,11 +458,11 @@ fn report(
     let _ = writeln!(
         out,
         "\nFault suite: {} messages in one batch per scenario, herald {} on SQLite, \
-         cut at {} s; {cores} cores ({cpu}); commit {}; the run took {:.0} s.",
+         cut at {} s; {cores} cores ({cpu}); build {}; the run took {:.0} s.",
         thousands(plan.messages),
         env!("CARGO_PKG_VERSION"),
         plan.deadline.as_secs(),
-        revision::revision(),
+        revision::herald_label(),
         took.as_secs_f64()
     );
     let mut settings: Vec<String> = [

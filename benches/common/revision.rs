@@ -1,4 +1,4 @@
-//! The commit a benchmark ran on, for its report: both benches print it.
+//! The herald a benchmark runs, and the commit it was built from, for its report.
 
 use std::process::Command;
 
@@ -31,5 +31,25 @@ pub(crate) fn revision() -> String {
             }
         }
         None => "unknown".into(),
+    }
+}
+
+/// The herald executable a bench runs: `BENCH_HERALD` when set (another build, to
+/// compare two revisions in one sitting), else the one cargo built beside the bench.
+pub(crate) fn herald_bin() -> std::path::PathBuf {
+    std::env::var_os("BENCH_HERALD").map_or_else(
+        || env!("CARGO_BIN_EXE_herald").into(),
+        std::path::PathBuf::from,
+    )
+}
+
+/// What the report says of the herald it ran: its commit, or the other build.
+pub(crate) fn herald_label() -> String {
+    match std::env::var_os("BENCH_HERALD") {
+        Some(path) => format!(
+            "the build given in BENCH_HERALD ({})",
+            path.to_string_lossy()
+        ),
+        None => format!("{} ({})", revision(), env!("CARGO_BIN_EXE_herald")),
     }
 }

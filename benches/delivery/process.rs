@@ -37,7 +37,7 @@ impl Herald {
         let port = free_port()?;
         let log =
             File::create(dir.path().join("herald.log")).context("creating herald's log file")?;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+        let mut command = Command::new(crate::revision::herald_bin());
         command
             .arg("serve")
             // No stray herald.toml from the working directory.

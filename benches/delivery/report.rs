@@ -11,12 +11,15 @@ use crate::submit::SubmitPhase;
 use crate::throughput::Round;
 use crate::upload::Upload;
 use crate::{
-    BATCH_SIZE, DISTURBED, PREFLIGHT_SIZE, PREFLIGHT_WARMUP, Plan, SUBMIT_WARMUP, SUPPRESSED,
+    BATCH_SIZE, DISTURBED, PREFLIGHT_SIZE, PREFLIGHT_WARMUP, Plan, SMALL_IN_FLIGHT, SUBMIT_WARMUP,
+    SUPPRESSED,
 };
 
 /// What the report compares against for one engine; `None`: no target.
 struct Targets {
     msgs_per_sec: f64,
+    /// At [`SMALL_IN_FLIGHT`] messages in flight.
+    small_msgs_per_sec: Option<f64>,
     submit_ms: Option<f64>,
     preflight_ms: Option<f64>,
     rss_mb: Option<f64>,
@@ -24,13 +27,20 @@ struct Targets {
 
 impl Targets {
     fn of(engine: &Engine) -> Targets {
-        let (msgs_per_sec, submit_ms, preflight_ms, rss_mb) = match engine {
-            Engine::Sqlite => (30_000.0, Some(20.0), Some(250.0), Some(40.0)),
-            Engine::Postgres(_) => (10_000.0, None, None, None),
-            Engine::Redis(_) => (20_000.0, None, None, None),
+        let (msgs_per_sec, small_msgs_per_sec, submit_ms, preflight_ms, rss_mb) = match engine {
+            Engine::Sqlite => (
+                30_000.0,
+                Some(20_000.0),
+                Some(20.0),
+                Some(250.0),
+                Some(40.0),
+            ),
+            Engine::Postgres(_) => (10_000.0, None, None, None, None),
+            Engine::Redis(_) => (20_000.0, None, None, None, None),
         };
         Targets {
             msgs_per_sec,
+            small_msgs_per_sec,
             submit_ms,
             preflight_ms,
             rss_mb,
@@ -111,7 +121,14 @@ pub(crate) fn report(
     passed: &[(String, String)],
     took: Duration,
 ) -> String {
-    let rates: Vec<f64> = rounds.iter().map(|r| r.msgs_per_sec).collect();
+    let rates_at = |small: bool| -> Vec<f64> {
+        rounds
+            .iter()
+            .filter(|r| r.in_flight.is_some() == small)
+            .map(|r| r.msgs_per_sec)
+            .collect()
+    };
+    let (rates, small_rates) = (rates_at(false), rates_at(true));
     let rss: Vec<f64> = rounds.iter().map(|r| r.rss_mb).collect();
     let lat = &submit.latencies_ms;
     let (rate, submit_med, rss_med) = (median(&rates), median(lat), median(&rss));
@@ -136,12 +153,7 @@ pub(crate) fn report(
         "- date: {}",
         jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M UTC")
     );
-    let _ = writeln!(
-        w,
-        "- herald: {} ({})",
-        crate::revision::revision(),
-        env!("CARGO_BIN_EXE_herald")
-    );
+    let _ = writeln!(w, "- herald: {}", crate::revision::herald_label());
     let _ = writeln!(
         w,
         "- machine: {cores} CPUs ({cpu}), {memory} RAM, Linux {kernel}"
@@ -158,7 +170,7 @@ pub(crate) fn report(
     );
     let _ = writeln!(
         w,
-        "- plan: {} rounds × {} messages ({} batches of {BATCH_SIZE}); {} timed submits after {SUBMIT_WARMUP} warm-up",
+        "- plan: {} rounds × {} messages ({} batches of {BATCH_SIZE}), each at herald's in-flight limit and at {SMALL_IN_FLIGHT}; {} timed submits after {SUBMIT_WARMUP} warm-up",
         plan.rounds,
         plan.messages,
         plan.messages / BATCH_SIZE,
@@ -195,6 +207,17 @@ pub(crate) fn report(
         thousands(max(&rates)),
         against(rate, Some(targets.msgs_per_sec), true)
     );
+    if !small_rates.is_empty() {
+        let small = median(&small_rates);
+        let _ = writeln!(
+            w,
+            "| end-to-end delivery at {SMALL_IN_FLIGHT} in flight, messages/s | {} | min {} · max {} | {} |",
+            thousands(small),
+            thousands(min(&small_rates)),
+            thousands(max(&small_rates)),
+            against(small, targets.small_msgs_per_sec, true)
+        );
+    }
     let _ = writeln!(
         w,
         "| submit 10,000 recipients → 202, ms | {submit_med:.1} | p90 {:.1} · min {:.1} · max {:.1} | {} |",
@@ -253,20 +276,22 @@ pub(crate) fn report(
     let _ = writeln!(w, "Throughput rounds (each a fresh herald and store):\n");
     let _ = writeln!(
         w,
-        "| round | seconds | messages/s | submits during delivery, ms | first delivery, ms | peak RSS, MB | herald CPU, s | bench CPU, s |{} other CPU, s | duplicates |",
+        "| round | in flight | seconds | messages/s | submits during delivery, ms | first delivery, ms | peak RSS, MB | herald CPU, s | bench CPU, s |{} other CPU, s | duplicates |",
         server.map_or(String::new(), |name| format!(" {name} CPU, s |"))
     );
     let _ = writeln!(
         w,
-        "|---:|---:|---:|---|---:|---:|---:|---:|{}---:|---:|",
+        "|---:|---:|---:|---:|---|---:|---:|---:|---:|{}---:|---:|",
         if server.is_some() { "---:|" } else { "" }
     );
     for (i, r) in rounds.iter().enumerate() {
         let submits: Vec<String> = r.submit_ms.iter().map(|m| format!("{m:.0}")).collect();
         let _ = writeln!(
             w,
-            "| {} | {:.3} | {} | {} | {:.0} | {:.1} | {:.2} ({:.0}% of one core) | {:.2} |{} {:.2} | {} |",
-            i + 1,
+            "| {} | {} | {:.3} | {} | {} | {:.0} | {:.1} | {:.2} ({:.0}% of one core) | {:.2} |{} {:.2} | {} |",
+            i / 2 + 1,
+            r.in_flight
+                .map_or_else(|| "default".into(), |n| n.to_string()),
             r.secs,
             thousands(r.msgs_per_sec),
             submits.join(" + "),

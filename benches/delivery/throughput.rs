@@ -18,6 +18,9 @@ use crate::{BATCH_SIZE, ROUND_TIMEOUT};
 
 /// One throughput round's measurements.
 pub(crate) struct Round {
+    /// `worker.max_in_flight` when the round set it; herald's own (or the
+    /// environment's) otherwise.
+    pub(crate) in_flight: Option<usize>,
     pub(crate) secs: f64,
     pub(crate) msgs_per_sec: f64,
     /// How long each of the round's `POST /v1/batches` took, with delivery running.
@@ -33,18 +36,18 @@ pub(crate) async fn throughput_round(
     bodies: &[Bytes],
     passed: &[(String, String)],
     engine: &Engine,
+    in_flight: Option<usize>,
 ) -> anyhow::Result<Round> {
     let deadline = Instant::now() + ROUND_TIMEOUT;
     let provider = Provider::start().await?;
-    let herald = Herald::start(
-        passed,
-        &[
-            ("HERALD_PROVIDERS", provider.config("")),
-            ("HERALD_DEFAULTS__SMS", "hook".into()),
-        ],
-        engine,
-    )
-    .await?;
+    let mut settings = vec![
+        ("HERALD_PROVIDERS", provider.config("")),
+        ("HERALD_DEFAULTS__SMS", "hook".into()),
+    ];
+    if let Some(n) = in_flight {
+        settings.push(("HERALD_WORKER__MAX_IN_FLIGHT", n.to_string()));
+    }
+    let herald = Herald::start(passed, &settings, engine).await?;
     herald.wait_ready(client).await?;
     let cpu_before = Cpu::now(&herald, engine)?;
     let total = bodies.len() * BATCH_SIZE;
@@ -118,6 +121,7 @@ pub(crate) async fn throughput_round(
         .first_at()
         .map_or(f64::NAN, |at| ms(at.saturating_duration_since(start)));
     Ok(Round {
+        in_flight,
         secs: elapsed.as_secs_f64(),
         msgs_per_sec: total as f64 / elapsed.as_secs_f64(),
         submit_ms,

@@ -30,7 +30,7 @@ impl Herald {
         let port = free_port()?;
         let log =
             File::create(dir.path().join("herald.log")).context("creating herald's log file")?;
-        let child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        let child = Command::new(crate::revision::herald_bin())
             .arg("serve")
             // No stray herald.toml from the working directory.
             .current_dir(dir.path())

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::connection::{unavailable, write_transaction};
+use super::connection::{light_transaction, unavailable};
 use super::ledger::{BatchRef, batch_by_seq};
 use super::schema::REQUEUED_STATE;
 use crate::domain::{message_id, now_ms};
@@ -62,7 +62,7 @@ pub(super) fn claim(conn: &mut Connection, request: &Request, known: &Known) -> 
         until: now.saturating_add(crate::domain::millis(request.lease)),
         now,
     };
-    let tx = write_transaction(conn)?;
+    let tx = light_transaction(conn)?;
     requeue_due(&tx, now)?;
     let budget = match budget(&tx, request, now)? {
         Ok(budget) => budget,

@@ -75,8 +75,25 @@ where
 
 /// Begins a write transaction holding the write lock from its first statement: with
 /// several processes on one store, a transaction that read first and then tried to
-/// write could fail at once (SQLITE_BUSY_SNAPSHOT) instead of waiting its turn.
+/// write could fail at once (SQLITE_BUSY_SNAPSHOT) instead of waiting its turn. Its
+/// commit is on disk before it returns (`synchronous = FULL`), and so is every
+/// commit before it.
 pub(super) fn write_transaction(conn: &mut Connection) -> Result<Transaction<'_>> {
+    begin(conn, "FULL")
+}
+
+/// A write transaction whose commit reaches the operating system but is not
+/// flushed to the disk (`synchronous = NORMAL`): for claims and settlements, whose
+/// loss in a power failure only sends a message again. A process crash loses
+/// nothing of it; a power loss can undo it, and every other such commit, back to
+/// the last [`write_transaction`] or WAL checkpoint, which flush them all.
+pub(super) fn light_transaction(conn: &mut Connection) -> Result<Transaction<'_>> {
+    begin(conn, "NORMAL")
+}
+
+fn begin<'c>(conn: &'c mut Connection, synchronous: &str) -> Result<Transaction<'c>> {
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(unavailable)?;
     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(unavailable)
 }

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::connection::{unavailable, write_transaction};
+use super::connection::{light_transaction, unavailable};
 use super::receipts::apply_held_receipts;
 use super::schema::REQUEUED_STATE;
 use crate::domain::now_ms;
@@ -14,7 +14,7 @@ use crate::queue::{Outcome, Result, Settlement};
 /// just sent with a provider id are applied.
 pub(super) fn settle(conn: &mut Connection, settlements: Vec<Settlement>) -> Result<()> {
     let now = now_ms();
-    let tx = write_transaction(conn)?;
+    let tx = light_transaction(conn)?;
     let mut identified = Vec::new();
     {
         let mut sent = tx

@@ -304,3 +304,34 @@ async fn an_older_store_is_migrated_and_a_newer_one_refused() {
         Err(other) => panic!("expected Corrupt, got {other}"),
     }
 }
+
+/// The connection's `PRAGMA synchronous`: 1 is NORMAL, 2 is FULL.
+fn synchronous(conn: &Connection) -> i64 {
+    conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
+        .unwrap()
+}
+
+#[test]
+fn accepts_flush_their_commit_and_claims_and_settlements_do_not() {
+    use super::connection::{connect, light_transaction, write_transaction};
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = connect(&dir.path().join("herald.db")).unwrap();
+    conn.execute_batch("CREATE TABLE t (n INTEGER)").unwrap();
+    // Each transaction sets its own level, whatever the one before it left.
+    for (light, level) in [(true, 1), (false, 2), (true, 1), (true, 1), (false, 2)] {
+        let tx = if light {
+            light_transaction(&mut conn).unwrap()
+        } else {
+            write_transaction(&mut conn).unwrap()
+        };
+        tx.execute("INSERT INTO t VALUES (1)", []).unwrap();
+        assert_eq!(synchronous(&tx), level, "light: {light}");
+        tx.commit().unwrap();
+    }
+    // Every commit, flushed or not, is there for the next connection.
+    let other = connect(&dir.path().join("herald.db")).unwrap();
+    let rows: i64 = other
+        .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 5);
+}
