@@ -257,7 +257,10 @@ mod tests {
             error: "x".into(),
         };
         metrics.attempted("hook", Channel::Sms, &retry, Duration::from_secs(60));
-        let release = Outcome::Release { at_ms: 0 };
+        let release = Outcome::Release {
+            at_ms: 0,
+            error: None,
+        };
         metrics.attempted("hook", Channel::Sms, &release, Duration::ZERO);
         let series = metrics.inner.series.lock().unwrap().clone();
         let sms = &series[&("hook".to_owned(), "sms")];

@@ -82,6 +82,8 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         provider: args.provider,
         priority: args.priority,
         send_at: args.send_at,
+        expires_at: args.deadline.expires_at,
+        valid_for: args.deadline.valid_for,
         reject_recent_duplicates: args.reject_recent_duplicates,
     };
     let bar = upload_bar(csv.recipients.len() as u64);
@@ -135,19 +137,22 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         }
     };
     println!(
-        "batch {batch_id} {}: {} sent{receipts}, {} failed, {} cancelled of {}",
+        "batch {batch_id} {}: {} sent{receipts}, {} failed, {} expired, {} cancelled of {}",
         finished.batch["state"].as_str().unwrap_or("finished"),
         watch::sent(&finished.batch["counts"]),
         count("failed"),
+        count("expired"),
         count("cancelled"),
         count("total")
     );
     if finished.failed() > 0 {
-        // `retry` requeues failed messages only: an undelivered one reached the
-        // provider, which gave up on it.
-        let again = match count("failed") {
+        // `retry` requeues failed and expired messages only: an undelivered one
+        // reached the provider, which gave up on it.
+        let again = match count("failed") + count("expired") {
             0 => String::new(),
-            failed => format!("; `herald retry {batch_id}` sends the {failed} failed again"),
+            n => format!(
+                "; `herald retry {batch_id}` sends the {n} failed or expired again (with --valid-for SECS for a fresh deadline)"
+            ),
         };
         eprintln!(
             "herald: {} messages were not delivered{again}",

@@ -83,18 +83,25 @@ impl Postgres {
         let rows = match limits.rate {
             None if limits.per_recipient.is_empty() && limits.segments.is_none() => {
                 let requeue = client.prepare_cached(&self.sql.requeue).await.map_err(db)?;
+                let expire = client
+                    .prepare_cached(&self.sql.expire_pending)
+                    .await
+                    .map_err(db)?;
                 let claim = client.prepare_cached(&self.sql.claim).await.map_err(db)?;
-                // Both statements go out before either answer is awaited (the client
+                // The statements go out before any answer is awaited (the client
                 // pipelines them), so this is one round trip; each commits on its own,
-                // the requeue first, so the claim sees what it requeued.
+                // the requeue first, then the deadlines, so the claim sees both.
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
                 let requeue_params: [&(dyn ToSql + Sync); 1] = [&now];
+                let expire_params: [&(dyn ToSql + Sync); 2] = [&provider, &now];
                 let claim_params: [&(dyn ToSql + Sync); 5] =
                     [&provider, &now, &limit, &token, &until];
-                let (requeued, rows) = tokio::join!(
+                let (requeued, expired, rows) = tokio::join!(
                     client.execute(&requeue, &requeue_params),
+                    client.execute(&expire, &expire_params),
                     client.query(&claim, &claim_params),
                 );
+                expired.map_err(db)?;
                 if let Err(e) = requeued {
                     // The claim stands (its rows are leased now); the next claim requeues.
                     tracing::warn!(error = %db(e), "requeueing expired leases failed; will try again");
@@ -108,6 +115,11 @@ impl Postgres {
                 let tx = client.transaction().await.map_err(db)?;
                 let requeue = tx.prepare_cached(&self.sql.requeue).await.map_err(db)?;
                 tx.execute(&requeue, &[&now]).await.map_err(db)?;
+                let expire = tx
+                    .prepare_cached(&self.sql.expire_pending)
+                    .await
+                    .map_err(db)?;
+                tx.execute(&expire, &[&provider, &now]).await.map_err(db)?;
                 let (limit, bucket) = match &limits.rate {
                     None => (limit, None),
                     Some(rate) => {

@@ -126,7 +126,7 @@ for i = 3, #ARGV, 7 do
     else
       members[#members + 1] = member
       state = requeued_state(b)
-      if kind == 'retry' then
+      if kind == 'retry' or has_text then
         redis.call('HSET', key, 'state', state, 'attempts', attempts, 'available_at', at,
           'updated_at', now, 'error', text)
       else
