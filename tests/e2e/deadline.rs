@@ -14,11 +14,10 @@ use axum::routing::post;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ProviderServer, Reply, TestApp, rfc3339_from_now, route_all_to, serve_local, sms_batch,
-    sms_provider, spawn_app,
+    ProviderServer, Reply, TestApp, rfc3339_from_now, route_all_to, sms_batch, spawn_app,
 };
-use herald::domain::{Channel, Secret};
-use herald::provider::{ProviderKind, TencentConfig};
+use crate::template_sms::{sent_answer, store_otp, tencent_at};
+use herald::domain::Channel;
 
 const FINISH: Duration = Duration::from_secs(30);
 
@@ -34,18 +33,7 @@ async fn throttling_send_sms(
             "Message": "request limit exceeded"}, "RequestId": format!("r{n}")}})
         .to_string();
     }
-    let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let statuses: Vec<Value> = request["PhoneNumberSet"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|number| {
-            json!({"SerialNo": format!("serial-{}", number.as_str().unwrap_or("")),
-                   "PhoneNumber": number, "Fee": 1, "SessionContext": "", "Code": "Ok",
-                   "Message": "send success", "IsoCode": "CN"})
-        })
-        .collect();
-    json!({"Response": {"SendStatusSet": statuses, "RequestId": format!("r{n}")}}).to_string()
+    sent_answer(&serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,30 +42,16 @@ async fn a_provider_that_throttles_its_first_20_requests_fails_none_of_5_with_tw
     let app = Router::new()
         .route("/", post(throttling_send_sms))
         .with_state((seen.clone(), 20));
-    let kind = ProviderKind::Tencent(TencentConfig {
-        secret_id: "AKIDe2e".into(),
-        secret_key: Secret::new("e2e-secret"),
-        sdk_app_id: "1400000001".into(),
-        sign_name: None,
-        region: "ap-guangzhou".into(),
-        endpoint: serve_local(app).await,
-    });
+    let tc = tencent_at("tc", app).await;
     let herald = spawn_app(|config| {
-        config.providers = vec![sms_provider("tc", kind)];
+        config.providers = vec![tc];
         config.defaults.insert(Channel::Sms, "tc".into());
         config.retry.max_attempts = 2;
         // Tencent's throttle says a second; waiting a tenth keeps the test short.
         config.retry.max_delay_ms = 100;
     })
     .await;
-    let (status, created) = herald
-        .post(
-            "/v1/templates",
-            &json!({"id": "otp", "channel": "sms", "body": "Your code is {{ 1 }}",
-                    "providers": {"tc": {"code": "1234567", "sign_name": "Herald"}}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    store_otp(&herald, "tc").await;
     // Each its own code: one request per number.
     let recipients: Vec<Value> = (0..5)
         .map(|i| json!({"to": format!("+86138{i:08}"), "vars": {"1": format!("{i}{i}{i}")}}))
