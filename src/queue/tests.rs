@@ -97,6 +97,7 @@ macro_rules! conformance {
             #[tokio::test] deadline::the_sweep_expires_paused_unknown_and_unclaimed_messages_and_leaves_the_rest;
             #[tokio::test] deadline::a_retry_brings_failed_and_expired_messages_back_with_a_fresh_deadline;
             #[tokio::test] deadline::a_release_with_an_error_keeps_it_as_the_last_error_and_spends_no_attempt;
+            #[tokio::test] deadline::a_send_that_ends_after_the_deadline_leaves_its_message_expired;
             #[tokio::test] ledger::batches_are_listed_newest_first_in_pages_without_those_being_staged;
             #[tokio::test] ledger::ledger_pages_follow_index_order_and_filter_by_state;
             #[tokio::test] limit::a_segment_rate_pays_for_each_messages_segments;

@@ -238,3 +238,56 @@ pub(super) async fn a_release_with_an_error_keeps_it_as_the_last_error_and_spend
         "a release without an error keeps the last one"
     );
 }
+
+pub(super) async fn a_send_that_ends_after_the_deadline_leaves_its_message_expired(
+    store: TestStore,
+) {
+    let (q, _url, _guard) = store;
+    let deadline = now_ms() + 300;
+    let id = accept(&q, TestBatch::sms(3).expires_at(deadline).build()).await;
+    let claimed = q.claim("p", 3, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    until_past(deadline).await;
+    q.settle(vec![
+        Settlement {
+            lease: claimed[0].lease,
+            outcome: Outcome::Sent {
+                provider_message_id: None,
+            },
+            sent_by: None,
+        },
+        Settlement {
+            lease: claimed[1].lease,
+            outcome: Outcome::Retry {
+                at_ms: now_ms(),
+                error: "HTTP 503".into(),
+            },
+            sent_by: None,
+        },
+        Settlement {
+            lease: claimed[2].lease,
+            outcome: Outcome::Unknown {
+                at_ms: now_ms(),
+                error: "no answer within 10 ms".into(),
+            },
+            sent_by: None,
+        },
+    ])
+    .await
+    .unwrap();
+    // The sent one stays sent; the others are not sent again.
+    assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty());
+    q.expire(100).await.unwrap();
+    let c = counts(&q, id).await;
+    assert_eq!(
+        (c.sent, c.expired, c.pending, c.unknown),
+        (1, 2, 0, 0),
+        "{c:?}"
+    );
+    let errors: Vec<_> = in_state(&q, id, MessageState::Expired)
+        .await
+        .into_iter()
+        .map(|m| m.last_error.unwrap_or_default())
+        .collect();
+    assert_eq!(errors, ["HTTP 503", "no answer within 10 ms"]);
+}
