@@ -16,6 +16,25 @@ async fn until_past(deadline_ms: i64) {
     panic!("the clock did not pass the deadline within 2 s");
 }
 
+/// Each claimed message settled with its outcome, in order.
+fn each(claimed: &[Claimed], outcomes: impl IntoIterator<Item = Outcome>) -> Vec<Settlement> {
+    claimed
+        .iter()
+        .zip(outcomes)
+        .map(|(c, outcome)| Settlement {
+            lease: c.lease,
+            outcome,
+            sent_by: None,
+        })
+        .collect()
+}
+
+fn sent() -> Outcome {
+    Outcome::Sent {
+        provider_message_id: None,
+    }
+}
+
 async fn in_state(q: &Queue, id: BatchId, state: MessageState) -> Vec<MessageRecord> {
     let query = MessageQuery {
         state: Some(state),
@@ -92,23 +111,16 @@ pub(super) async fn the_sweep_expires_paused_unknown_and_unclaimed_messages_and_
     q.commit(staging, json!({"accepted": 2}), 2).await.unwrap();
     let claimed = q.claim("p", 10, LEASE).await.unwrap();
     assert_eq!(claimed.len(), 2);
-    q.settle(vec![
-        Settlement {
-            lease: claimed[0].lease,
-            outcome: Outcome::Sent {
-                provider_message_id: None,
-            },
-            sent_by: None,
-        },
-        Settlement {
-            lease: claimed[1].lease,
-            outcome: Outcome::Unknown {
+    q.settle(each(
+        &claimed,
+        [
+            sent(),
+            Outcome::Unknown {
                 at_ms: now_ms() + 60_000,
                 error: "no answer within 10 ms".into(),
             },
-            sent_by: None,
-        },
-    ])
+        ],
+    ))
     .await
     .unwrap();
     // Neither without a deadline nor with a later one.
@@ -248,31 +260,20 @@ pub(super) async fn a_send_that_ends_after_the_deadline_leaves_its_message_expir
     let claimed = q.claim("p", 3, LEASE).await.unwrap();
     assert_eq!(claimed.len(), 3);
     until_past(deadline).await;
-    q.settle(vec![
-        Settlement {
-            lease: claimed[0].lease,
-            outcome: Outcome::Sent {
-                provider_message_id: None,
-            },
-            sent_by: None,
-        },
-        Settlement {
-            lease: claimed[1].lease,
-            outcome: Outcome::Retry {
+    q.settle(each(
+        &claimed,
+        [
+            sent(),
+            Outcome::Retry {
                 at_ms: now_ms(),
                 error: "HTTP 503".into(),
             },
-            sent_by: None,
-        },
-        Settlement {
-            lease: claimed[2].lease,
-            outcome: Outcome::Unknown {
+            Outcome::Unknown {
                 at_ms: now_ms(),
                 error: "no answer within 10 ms".into(),
             },
-            sent_by: None,
-        },
-    ])
+        ],
+    ))
     .await
     .unwrap();
     // The sent one stays sent; the others are not sent again.
