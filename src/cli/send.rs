@@ -136,12 +136,16 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             format!(" ({delivered} delivered, {undelivered} undelivered of them)")
         }
     };
+    // Messages not sent by the batch's deadline are named once there are any.
+    let expired = match count("expired") {
+        0 => String::new(),
+        n => format!(", {n} expired"),
+    };
     println!(
-        "batch {batch_id} {}: {} sent{receipts}, {} failed, {} expired, {} cancelled of {}",
+        "batch {batch_id} {}: {} sent{receipts}, {} failed{expired}, {} cancelled of {}",
         finished.batch["state"].as_str().unwrap_or("finished"),
         watch::sent(&finished.batch["counts"]),
         count("failed"),
-        count("expired"),
         count("cancelled"),
         count("total")
     );
