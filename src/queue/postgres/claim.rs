@@ -47,23 +47,27 @@ CROSS JOIN LATERAL (
     SELECT id, channel, template, template_source FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1
 ) b";
 
-/// Leases up to `$3` due messages of provider `$1`.
+/// Leases up to `$3` due messages of provider `$1`; none past its deadline, even
+/// one requeued by another process since [`EXPIRE_PENDING`](super::expiry::EXPIRE_PENDING) ran.
 pub(super) const CLAIM: &str = "
 WITH claimed AS (
     UPDATE {s}.messages m SET state = 'sending', lease = $4, lease_until = $5, updated_at = $2
     WHERE m.id = ANY(ARRAY(
         SELECT id FROM {s}.messages
         WHERE state = 'pending' AND provider = $1 AND available_at <= $2
+          AND (expires_at IS NULL OR expires_at > $2)
         ORDER BY priority DESC, available_at, id
         LIMIT $3
         FOR UPDATE SKIP LOCKED))
 {claimed}";
 
-/// Leases the messages `$1` (locked by [`CANDIDATES`] in this transaction).
+/// Leases the messages `$1` (locked by [`CANDIDATES`] in this transaction), but
+/// any past its deadline.
 pub(super) const CLAIM_IDS: &str = "
 WITH claimed AS (
     UPDATE {s}.messages m SET state = 'sending', lease = $2, lease_until = $3, updated_at = $4
     WHERE m.id = ANY($1::bigint[]) AND m.state = 'pending'
+      AND (m.expires_at IS NULL OR m.expires_at > $4)
 {claimed}";
 
 impl Postgres {
