@@ -8,9 +8,10 @@
 //!
 //! `BENCH_MESSAGES` (2,000), `BENCH_DEADLINE_SECS` (120: a scenario not settled by
 //! then is cut and reported as such), `BENCH_DOWN_SECS` (30, scenario b),
-//! `BENCH_LIMIT` (100 requests a second, scenario c) and `BENCH_SCENARIOS` (a
-//! comma-separated subset of `baseline,random,down,throttle,fail,hang`) shape the
-//! run. `HERALD_…` variables in the environment reach the herald child and win
+//! `BENCH_LIMIT` (100 requests a second, scenario c), `BENCH_VALID_FOR_SECS` (30:
+//! the deadline of scenarios d and e's batches, whose messages can only end
+//! `expired`) and `BENCH_SCENARIOS` (a comma-separated subset of
+//! `baseline,random,down,throttle,fail,hang`) shape the run. `HERALD_…` variables in the environment reach the herald child and win
 //! over the bench's worker settings (50 in flight, a 2 s send timeout).
 //! `BENCH_HERALD` runs another build of herald instead of the one cargo built.
 
@@ -129,6 +130,12 @@ impl Scenario {
             Scenario::Hang => Fault::Hang,
         }
     }
+
+    /// The deadline its batch carries, in seconds: the provider that fails every
+    /// request and the one that never answers are bounded by it.
+    fn valid_for(self, plan: &Plan) -> Option<u64> {
+        matches!(self, Scenario::FailAll | Scenario::Hang).then_some(plan.valid_for)
+    }
 }
 
 /// What this run does.
@@ -137,15 +144,17 @@ struct Plan {
     deadline: Duration,
     down: Duration,
     limit: usize,
+    /// Scenarios d and e's deadline, in seconds.
+    valid_for: u64,
     scenarios: Vec<Scenario>,
 }
 
 impl Plan {
     fn from_env(smoke: bool) -> anyhow::Result<Plan> {
-        let (messages, deadline, down, limit) = if smoke {
-            (50, 20, 2, 50)
+        let (messages, deadline, down, limit, valid_for) = if smoke {
+            (50, 20, 2, 50, 5)
         } else {
-            (2_000, 120, 30, 100)
+            (2_000, 120, 30, 100, 30)
         };
         let scenarios = match std::env::var("BENCH_SCENARIOS") {
             Ok(list) => list
@@ -169,10 +178,13 @@ impl Plan {
             deadline: Duration::from_secs(env_usize("BENCH_DEADLINE_SECS", deadline)? as u64),
             down: Duration::from_secs(env_usize("BENCH_DOWN_SECS", down)? as u64),
             limit: env_usize("BENCH_LIMIT", limit)?,
+            valid_for: env_usize("BENCH_VALID_FOR_SECS", valid_for)? as u64,
             scenarios,
         };
-        if plan.messages == 0 || plan.limit == 0 || plan.deadline.is_zero() {
-            bail!("BENCH_MESSAGES, BENCH_LIMIT and BENCH_DEADLINE_SECS must be at least 1");
+        if plan.messages == 0 || plan.limit == 0 || plan.deadline.is_zero() || plan.valid_for == 0 {
+            bail!(
+                "BENCH_MESSAGES, BENCH_LIMIT, BENCH_DEADLINE_SECS and BENCH_VALID_FOR_SECS must be at least 1"
+            );
         }
         Ok(plan)
     }
@@ -210,10 +222,11 @@ async fn bench(plan: Plan) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("scenario {}", scenario.label(&plan)))?;
         eprintln!(
-            "{}: {} sent, {} failed, {} unsettled, {}",
+            "{}: {} sent, {} failed, {} expired, {} unsettled, {}",
             scenario.label(&plan),
             outcome.sent,
             outcome.failed,
+            outcome.expired,
             outcome.unsettled,
             match outcome.settled {
                 Some(t) => format!("settled in {:.2} s", t.as_secs_f64()),
@@ -232,14 +245,18 @@ struct Outcome {
     /// From the submit until the batch's counts showed every message final;
     /// `None`: cut at the deadline.
     settled: Option<Duration>,
-    /// Sent (or delivered / undelivered by a receipt), failed, and neither.
+    /// Sent (or delivered / undelivered by a receipt), failed, expired (not sent
+    /// by the batch's deadline), and none of these.
     sent: u64,
     failed: u64,
+    expired: u64,
     unsettled: u64,
     /// Messages herald calls sent that the provider never accepted.
     unseen: usize,
-    /// Failed messages without a `last_error`.
+    /// Failed or expired messages without a `last_error`, but those below.
     failed_unexplained: usize,
+    /// Expired messages never attempted (waiting for an open circuit's probes).
+    expired_unattempted: usize,
     /// Message ids the provider accepted more than once.
     repeats: usize,
     /// Requests the provider received per message: the mean and the most.
@@ -294,7 +311,7 @@ async fn run_scenario(
     let herald = Herald::start(&settings)?;
     herald.wait_ready(client).await?;
 
-    let body = batch_body(plan.messages);
+    let body = batch_body(plan.messages, scenario.valid_for(plan));
     provider.arm();
     let start = Instant::now();
     let batch = herald.submit(client, body, plan.messages).await?;
@@ -324,6 +341,7 @@ async fn run_scenario(
     let accepted = |id: &str| record.by_id.get(id).map_or(0, |c| c.1);
     let mut unseen = 0;
     let mut failed_unexplained = 0;
+    let mut expired_unattempted = 0;
     let mut attempts_max = 0;
     for m in &messages {
         let id = m["id"].as_str().unwrap_or_default();
@@ -331,8 +349,16 @@ async fn run_scenario(
         if matches!(state, "sent" | "delivered" | "undelivered") && accepted(id) == 0 {
             unseen += 1;
         }
-        if state == "failed" && m["last_error"].as_str().is_none_or(str::is_empty) {
-            failed_unexplained += 1;
+        let attempts = m["attempts"].as_u64().unwrap_or(0);
+        if matches!(state, "failed" | "expired")
+            && m["last_error"].as_str().is_none_or(str::is_empty)
+        {
+            // A message that expired before any attempt has no error to keep.
+            if state == "expired" && attempts == 0 {
+                expired_unattempted += 1;
+            } else {
+                failed_unexplained += 1;
+            }
         }
         attempts_max = attempts_max.max(m["attempts"].as_u64().unwrap_or(0));
     }
@@ -352,9 +378,11 @@ async fn run_scenario(
         settled,
         sent: count("sent") + count("delivered") + count("undelivered"),
         failed: count("failed"),
+        expired: count("expired"),
         unsettled: unsettled(&counts),
         unseen,
         failed_unexplained,
+        expired_unattempted,
         repeats: record.by_id.values().filter(|c| c.1 > 1).count(),
         requests_mean: requests as f64 / plan.messages as f64,
         requests_max: record.by_id.values().map(|c| c.0).max().unwrap_or(0),
@@ -406,17 +434,21 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// `{"channel":"sms","template":…,"recipients":[…]}` with `n` distinct numbers.
-fn batch_body(n: usize) -> Vec<u8> {
+/// `{"channel":"sms","template":…,"recipients":[…]}` with `n` distinct numbers,
+/// and `valid_for` (seconds) when given.
+fn batch_body(n: usize, valid_for: Option<u64>) -> Vec<u8> {
     let recipients: Vec<Value> = (0..n)
         .map(|i| json!({"to": format!("+86138{i:08}"), "vars": {"code": format!("{:06}", (i * 7919) % 1_000_000)}}))
         .collect();
-    serde_json::to_vec(&json!({
+    let mut batch = json!({
         "channel": "sms",
         "template": {"body": "Your Herald code is {{code}}"},
         "recipients": recipients,
-    }))
-    .expect("a JSON value always serializes")
+    });
+    if let Some(secs) = valid_for {
+        batch["valid_for"] = json!(secs);
+    }
+    serde_json::to_vec(&batch).expect("a JSON value always serializes")
 }
 
 /// A `HERALD_…` setting as the environment gives it, else herald's default.
@@ -479,9 +511,9 @@ fn report(
     let _ = writeln!(out, "Herald settings: `{}`.\n", settings.join(" "));
     let _ = writeln!(
         out,
-        "| scenario | settled in | vs fault-free | sent | failed | lost | repeats | requests / message (mean, max) | notes |"
+        "| scenario | settled in | vs fault-free | sent | failed | expired | lost | repeats | requests / message (mean, max) | notes |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     let baseline = outcomes
         .iter()
         .find(|o| o.scenario == Scenario::Baseline)
@@ -507,10 +539,11 @@ fn report(
         };
         let _ = writeln!(
             out,
-            "| {} | {settled} | {ratio} | {} | {} | {lost} | {} | {:.2}, {} | {} |",
+            "| {} | {settled} | {ratio} | {} | {} | {} | {lost} | {} | {:.2}, {} | {} |",
             o.scenario.label(plan),
             thousands(o.sent as usize),
             thousands(o.failed as usize),
+            thousands(o.expired as usize),
             o.repeats,
             o.requests_mean,
             o.requests_max,
@@ -568,8 +601,14 @@ fn notes(o: &Outcome, plan: &Plan) -> String {
     }
     if o.failed_unexplained > 0 {
         notes.push(format!(
-            "{} failed without a last error",
+            "{} failed or expired without a last error",
             o.failed_unexplained
+        ));
+    }
+    if o.expired_unattempted > 0 {
+        notes.push(format!(
+            "{} expired never attempted (the circuit was open), so with no error to keep",
+            thousands(o.expired_unattempted)
         ));
     }
     notes.join("; ")
@@ -578,7 +617,13 @@ fn notes(o: &Outcome, plan: &Plan) -> String {
 /// The line saying whether a scenario met its target; `None` without one.
 fn target(o: &Outcome, baseline: Option<Duration>, passed: &[(String, String)]) -> Option<String> {
     match o.scenario {
-        Scenario::Baseline | Scenario::Hang => None,
+        Scenario::Baseline => None,
+        Scenario::Hang => Some(format!(
+            "every message ended by its deadline, expired, each attempted one with its last error: {} ({} of {} expired)",
+            met(o.unsettled == 0 && o.sent == 0 && o.failed_unexplained == 0),
+            thousands(o.expired as usize),
+            thousands((o.failed + o.expired + o.sent + o.unsettled) as usize),
+        )),
         Scenario::Random => {
             let allowance = retry_allowance(passed, o.attempts_max);
             Some(match (o.settled, baseline) {
@@ -626,10 +671,11 @@ fn target(o: &Outcome, baseline: Option<Duration>, passed: &[(String, String)]) 
             let attempts = setting(passed, "HERALD_RETRY__MAX_ATTEMPTS", MAX_ATTEMPTS);
             let all_failed = o.unsettled == 0 && o.sent == 0 && o.failed_unexplained == 0;
             Some(format!(
-                "every message failed with its last error: {} ({} of {} failed); none sent twice (no message given more than {attempts} requests): {}",
+                "every message failed or expired, each attempted one with its last error: {} ({} failed, {} expired of {}); none sent twice (no message given more than {attempts} requests): {}",
                 met(all_failed),
                 thousands(o.failed as usize),
-                thousands((o.failed + o.sent + o.unsettled) as usize),
+                thousands(o.expired as usize),
+                thousands((o.failed + o.expired + o.sent + o.unsettled) as usize),
                 met(o.repeats == 0 && u64::from(o.requests_max) <= attempts)
             ))
         }

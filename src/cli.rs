@@ -59,8 +59,8 @@ pub enum Command {
     Status(StatusArgs),
     /// List the batches, newest first.
     Batches(BatchesArgs),
-    /// Send a batch's failed messages again.
-    Retry(ControlArgs),
+    /// Send a batch's failed and expired messages again, with a fresh deadline.
+    Retry(RetryArgs),
     /// Stop a batch: its unsent messages are not sent.
     Cancel(ControlArgs),
     /// Hold a batch's unsent messages.
@@ -118,6 +118,8 @@ pub struct SendArgs {
     /// Send not before this RFC 3339 time.
     #[arg(long)]
     pub send_at: Option<String>,
+    #[command(flatten)]
+    pub deadline: DeadlineArgs,
     /// Makes a repeated submit return the first batch instead of a second one.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -151,6 +153,27 @@ pub struct ControlArgs {
     pub server: ServerArg,
 }
 
+/// A batch's deadline: messages not sent by then end `expired`. Neither: the
+/// server's configured default.
+#[derive(Debug, Args)]
+pub struct DeadlineArgs {
+    /// Not sent after this RFC 3339 time.
+    #[arg(long, conflicts_with = "valid_for")]
+    pub expires_at: Option<String>,
+    /// Not sent after this many seconds from when the batch is due.
+    #[arg(long)]
+    pub valid_for: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    pub batch_id: String,
+    #[command(flatten)]
+    pub deadline: DeadlineArgs,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     pub batch_id: String,
@@ -174,7 +197,7 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Send(args) => send::send(args).await,
         Command::Status(args) => batch::status(args).await,
         Command::Batches(args) => batch::batches(args).await,
-        Command::Retry(args) => batch::control(args, "retry").await,
+        Command::Retry(args) => batch::retry(args).await,
         Command::Cancel(args) => batch::control(args, "cancel").await,
         Command::Pause(args) => batch::control(args, "pause").await,
         Command::Resume(args) => batch::control(args, "resume").await,

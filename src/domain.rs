@@ -8,8 +8,10 @@ use std::str::FromStr;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+mod deadline;
 mod secret;
 mod store_url;
+pub use deadline::{Deadline, InvalidDeadline};
 pub use secret::Secret;
 pub use store_url::{InvalidStoreUrl, StoreUrl};
 
@@ -96,7 +98,8 @@ pub fn message_id(batch: BatchId, index: u32) -> String {
 /// `Sent` means the provider accepted it; a delivery receipt then moves it on to
 /// `Delivered` or `Undelivered`. `Unknown` means the last attempt's request may have
 /// reached the provider but no answer came back: it is tried again later, after
-/// asking the provider when it can say.
+/// asking the provider when it can say. `Expired` means the batch's deadline passed
+/// before the message was sent: it is never sent after it, and keeps its last error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageState {
@@ -109,10 +112,11 @@ pub enum MessageState {
     Delivered,
     Undelivered,
     Unknown,
+    Expired,
 }
 
 impl MessageState {
-    pub const ALL: [MessageState; 9] = [
+    pub const ALL: [MessageState; 10] = [
         MessageState::Pending,
         MessageState::Sending,
         MessageState::Sent,
@@ -122,6 +126,7 @@ impl MessageState {
         MessageState::Delivered,
         MessageState::Undelivered,
         MessageState::Unknown,
+        MessageState::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -135,6 +140,7 @@ impl MessageState {
             MessageState::Delivered => "delivered",
             MessageState::Undelivered => "undelivered",
             MessageState::Unknown => "unknown",
+            MessageState::Expired => "expired",
         }
     }
 
@@ -189,6 +195,9 @@ pub struct Counts {
     pub undelivered: u64,
     #[serde(default)]
     pub unknown: u64,
+    /// Not sent by the batch's deadline.
+    #[serde(default)]
+    pub expired: u64,
 }
 
 impl Counts {
@@ -204,19 +213,28 @@ impl Counts {
             MessageState::Delivered => self.delivered += n,
             MessageState::Undelivered => self.undelivered += n,
             MessageState::Unknown => self.unknown += n,
+            MessageState::Expired => self.expired += n,
         }
     }
 
     /// True when no message can still change state without the sender acting
-    /// (delivery receipts aside: they move `sent` messages on at any time).
+    /// (delivery receipts aside: they move `sent` messages on at any time). An
+    /// expired message is settled, as a failed one is.
     pub fn is_finished(&self) -> bool {
         self.pending == 0 && self.sending == 0 && self.paused == 0 && self.unknown == 0
     }
 
     /// Messages that have been handed to a provider at least once, as far as
-    /// Herald knows: everything past `pending` and `paused` but `cancelled`.
+    /// Herald knows: everything past `pending` and `paused` but `cancelled`, and
+    /// expired ones (a deadline passing settles the batch as an attempt does).
     fn attempted(&self) -> u64 {
-        self.sending + self.sent + self.failed + self.delivered + self.undelivered + self.unknown
+        self.sending
+            + self.sent
+            + self.failed
+            + self.delivered
+            + self.undelivered
+            + self.unknown
+            + self.expired
     }
 }
 

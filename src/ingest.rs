@@ -326,6 +326,8 @@ impl Handler {
             provider,
             priority: None,
             send_at: None,
+            expires_at: None,
+            valid_for: None,
             source: &self.source,
             idempotency,
             dry_run: false,

@@ -14,7 +14,8 @@ use futures_util::{Stream, StreamExt};
 use jiff::Timestamp;
 use serde_json::Value;
 
-use crate::domain::{BatchId, Channel, now_ms};
+use crate::config::ValidForConfig;
+use crate::domain::{BatchId, Channel, Deadline, now_ms};
 use crate::metrics::Metrics;
 use crate::provider::Registry;
 mod check;
@@ -84,6 +85,8 @@ pub struct Intake {
     recent_window: Option<std::time::Duration>,
     /// Counts the messages of every batch stored.
     metrics: Metrics,
+    /// The deadline of a batch that gives none.
+    valid_for: ValidForConfig,
 }
 
 /// A submit's options besides the recipients.
@@ -92,6 +95,10 @@ pub struct Envelope<'a> {
     pub provider: Option<&'a str>,
     pub priority: Option<i32>,
     pub send_at: Option<&'a str>,
+    /// The batch's deadline as a time (RFC 3339) or, `valid_for`, in seconds from
+    /// when it is due; at most one. Neither: the configured default.
+    pub expires_at: Option<&'a str>,
+    pub valid_for: Option<i64>,
     /// Where the batch came from: `api`, `send-sms`, …
     pub source: &'a str,
     /// The sender's `Idempotency-Key` and the raw request it came with.
@@ -109,6 +116,7 @@ impl Intake {
         max_recipients: usize,
         rules: Rules,
         recent_window: Option<std::time::Duration>,
+        valid_for: ValidForConfig,
         metrics: Metrics,
     ) -> Self {
         Intake {
@@ -118,7 +126,28 @@ impl Intake {
             rules,
             recent_window,
             metrics,
+            valid_for,
         }
+    }
+
+    /// The deadline of a batch of `channel` through `provider` that gives `asked`
+    /// (or none: the configured default), for a request taken at `now_ms` and due
+    /// at `due_ms`: a span counts from when it is due. `None`: no deadline.
+    pub fn deadline(
+        &self,
+        channel: Channel,
+        provider: &str,
+        asked: Option<Deadline>,
+        now_ms: i64,
+        due_ms: i64,
+    ) -> Option<i64> {
+        asked
+            .or_else(|| {
+                self.valid_for
+                    .default_for(channel, provider)
+                    .map(Deadline::After)
+            })
+            .map(|d| d.at_ms(due_ms.max(now_ms)))
     }
 
     /// The store batches go to.
@@ -183,6 +212,8 @@ impl Intake {
             provider: request.provider.as_deref(),
             priority: request.priority,
             send_at: request.send_at.as_deref(),
+            expires_at: request.expires_at.as_deref(),
+            valid_for: request.valid_for,
             source,
             idempotency,
             dry_run,
@@ -423,8 +454,9 @@ impl Intake {
                 format!("must be between -100 and 100, not {priority}"),
             ));
         }
+        let now = now_ms();
         let send_at_ms = match envelope.send_at {
-            None => now_ms(),
+            None => now,
             Some(s) => s
                 .parse::<Timestamp>()
                 .map_err(|e| {
@@ -435,6 +467,21 @@ impl Intake {
                 })?
                 .as_millisecond(),
         };
+        let asked = Deadline::parse(envelope.expires_at, envelope.valid_for, now).map_err(|e| {
+            Error::Malformed {
+                field: Some(e.field.into()),
+                message: e.message,
+            }
+        })?;
+        let expires_at_ms = self.deadline(channel, &route.name, asked, now, send_at_ms);
+        if let Some(Deadline::At(at)) = asked
+            && at <= send_at_ms
+        {
+            return Err(Error::Malformed {
+                field: Some("expires_at".into()),
+                message: "must be after send_at: the batch would expire before it is due".into(),
+            });
+        }
         let template_id = match &body {
             Body::Template(spec) => spec.stored_id.clone(),
             Body::Literal { .. } => None,
@@ -480,6 +527,7 @@ impl Intake {
             route: route.clone(),
             priority,
             send_at_ms,
+            expires_at_ms,
             renderer: Arc::new(renderer),
             max_recipients: self.max_recipients,
             seen: 0,

@@ -1,5 +1,5 @@
 //! Metrics in Prometheus's text format, for `GET /metrics`: per provider and
-//! channel, messages accepted, sent, failed and retried and a histogram of send
+//! channel, messages accepted, sent, failed, retried and throttled and a histogram of send
 //! latency, counted by this process; the queue depth per provider, read from the
 //! store at each scrape; and any [`Section`] added by the wiring (other parts'
 //! gauges and counters), written after them.
@@ -53,6 +53,9 @@ struct Series {
     sent: u64,
     failed: u64,
     retried: u64,
+    /// Attempts the provider throttled: the message waits for the pace, with no
+    /// attempt spent.
+    throttled: u64,
     /// Attempts per latency bucket (not cumulative), the last one past every bound.
     latency: [u64; LATENCY_BUCKETS.len() + 1],
     latency_sum: f64,
@@ -93,7 +96,8 @@ impl Metrics {
     }
 
     /// Counts one delivery attempt's outcome and how long the provider took.
-    /// Messages released unattempted count nowhere.
+    /// Messages released unattempted count nowhere; a throttled one (released
+    /// with the throttle's error) counts as throttled.
     pub fn attempted(&self, provider: &str, channel: Channel, outcome: &Outcome, took: Duration) {
         self.update(provider, channel, |s| {
             match outcome {
@@ -107,7 +111,8 @@ impl Metrics {
                 Outcome::Failed { .. } => s.failed += 1,
                 // An unknown outcome is tried again (after asking the provider).
                 Outcome::Retry { .. } | Outcome::Unknown { .. } => s.retried += 1,
-                Outcome::Release { .. } => return,
+                Outcome::Release { error: Some(_), .. } => s.throttled += 1,
+                Outcome::Release { error: None, .. } => return,
             }
             let seconds = took.as_secs_f64();
             let bucket = LATENCY_BUCKETS
@@ -146,7 +151,7 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut out = String::new();
-        let counters: [Counter; 4] = [
+        let counters: [Counter; 5] = [
             ("accepted", "Messages stored for sending.", |s| s.accepted),
             ("sent", "Messages the provider took.", |s| s.sent),
             (
@@ -158,6 +163,11 @@ impl Metrics {
                 "retried",
                 "Attempts that failed and will be tried again.",
                 |s| s.retried,
+            ),
+            (
+                "throttled",
+                "Attempts the provider throttled: the message waits for the pace, no attempt spent.",
+                |s| s.throttled,
             ),
         ];
         for (name, help, value) in counters {
@@ -257,15 +267,31 @@ mod tests {
             error: "x".into(),
         };
         metrics.attempted("hook", Channel::Sms, &retry, Duration::from_secs(60));
-        let release = Outcome::Release { at_ms: 0 };
+        let release = Outcome::Release {
+            at_ms: 0,
+            error: None,
+        };
         metrics.attempted("hook", Channel::Sms, &release, Duration::ZERO);
+        let throttled = Outcome::Release {
+            at_ms: 0,
+            error: Some("throttled: HTTP 429".into()),
+        };
+        metrics.attempted("hook", Channel::Sms, &throttled, Duration::ZERO);
         let series = metrics.inner.series.lock().unwrap().clone();
         let sms = &series[&("hook".to_owned(), "sms")];
         assert_eq!(
-            (sms.accepted, sms.sent, sms.retried, sms.failed),
-            (3, 1, 1, 0)
+            (
+                sms.accepted,
+                sms.sent,
+                sms.retried,
+                sms.failed,
+                sms.throttled
+            ),
+            (3, 1, 1, 0, 1)
         );
-        // 30 ms is in the 0.05 s bucket; a minute past every bound.
+        // 30 ms is in the 0.05 s bucket; a minute past every bound; the throttle
+        // answered at once.
+        assert_eq!(sms.latency[0], 1);
         assert_eq!(sms.latency[3], 1);
         assert_eq!(sms.latency[LATENCY_BUCKETS.len()], 1);
         assert!(series.contains_key(&("hook".to_owned(), "email")));

@@ -28,12 +28,14 @@
 //! and which of them a fallback may carry); `send` (one attempt through a provider,
 //! unknown outcomes looked up first, each decision carried out); `decide` (what
 //! becomes of a message after its turn: one pure function from the answer, the
-//! attempts, the policy and the routing); `retry` ([`RetryPolicy`]: when to try
+//! attempts, the policy and the routing); `expiry` (the sweep of messages past
+//! their batch's deadline); `retry` ([`RetryPolicy`]: when to try
 //! again); `settle` (the settler writing outcomes back in bulk); `template_code`
 //! (stored templates' provider codes, kept briefly).
 
 mod claim;
 mod decide;
+mod expiry;
 mod failover;
 mod retry;
 mod send;
@@ -141,6 +143,11 @@ impl Pool {
             rx,
             stop_settler.clone(),
         ));
+        let sweeper = tokio::spawn(expiry::expiry_loop(
+            self.inner.queue.clone(),
+            expiry::EVERY,
+            shutdown.clone(),
+        ));
         let sends = TaskTracker::new();
         let claimers: Vec<_> = self
             .inner
@@ -171,6 +178,9 @@ impl Pool {
                 in_flight = sends.len(),
                 "shutdown grace period over; unfinished sends will be retried after their lease expires"
             );
+        }
+        if let Err(e) = sweeper.await {
+            tracing::error!(error = %e, "the expiry sweep failed");
         }
         stop_settler.cancel();
         if let Err(e) = settler.await {

@@ -3,15 +3,16 @@
 //! views of a batch and a message they answer with.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::Error;
-use super::request::{DEFAULT_PAGE, MAX_PAGE, limit_within, page_limit, query_params};
+use super::request::{DEFAULT_PAGE, MAX_PAGE, limit_within, page_limit, parse_json, query_params};
 use super::state::AppState;
-use crate::domain::{BatchId, Counts, MessageState, batch_state, format_ms};
+use crate::domain::{BatchId, Counts, Deadline, MessageState, batch_state, format_ms, now_ms};
 use crate::queue::{BatchAction, BatchSummary, MessageQuery, MessageRecord};
 
 /// Batches per page when the caller does not say, and at most: each one listed
@@ -30,13 +31,19 @@ pub struct BatchView {
     /// Where the batch came from: `api`, `send-sms`, or `ingest:<name>` for an
     /// ingest source.
     pub source: String,
-    /// `queued`, `sending`, `paused`, `cancelling`, `cancelled` or `done`.
+    /// `queued`, `sending`, `paused`, `cancelling`, `cancelled` or `done` (every
+    /// message settled: sent, failed, expired, cancelled, …).
     pub state: String,
     pub priority: i32,
     #[schemars(extend("format" = "date-time"))]
     pub created_at: String,
     #[schemars(extend("format" = "date-time"))]
     pub send_at: String,
+    /// The deadline: a message not sent by then is `expired`. Absent when the
+    /// batch has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub expires_at: Option<String>,
     pub counts: Counts,
 }
 
@@ -50,6 +57,7 @@ impl From<BatchSummary> for BatchView {
             priority: b.priority,
             created_at: format_ms(b.created_at_ms),
             send_at: format_ms(b.send_at_ms),
+            expires_at: b.expires_at_ms.map(format_ms),
             counts: b.counts,
         }
     }
@@ -193,7 +201,7 @@ pub(super) async fn list_messages(
         Some(s) => Some(MessageState::parse(s).ok_or_else(|| Error::Invalid {
             field: "state".into(),
             message: format!(
-                "`{s}` is not a state: use pending, sending, sent, delivered, undelivered, unknown, failed, cancelled or paused"
+                "`{s}` is not a state: use pending, sending, sent, delivered, undelivered, unknown, failed, expired, cancelled or paused"
             ),
         })?),
     };
@@ -216,28 +224,88 @@ pub(super) async fn list_messages(
     }))
 }
 
-/// What `POST /v1/batches/{id}/{action}` does, by `action`.
+/// What `POST /v1/batches/{id}/{action}` does, by `action`; a retry's deadline
+/// is read from its body.
 pub(super) const ACTIONS: [(&str, BatchAction); 4] = [
     ("pause", BatchAction::Pause),
     ("resume", BatchAction::Resume),
     ("cancel", BatchAction::Cancel),
-    ("retry", BatchAction::Retry),
+    (
+        "retry",
+        BatchAction::Retry {
+            expires_at_ms: None,
+        },
+    ),
 ];
+
+/// What a retry may say (an empty body says nothing): the batch's fresh deadline,
+/// as a submit gives it. Neither: the configured default for the batch's provider
+/// or channel, if any; else the batch has no deadline after the retry.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
+    expires_at: Option<String>,
+    /// Seconds from now.
+    #[schemars(range(min = 1))]
+    valid_for: Option<i64>,
+}
 
 pub(super) async fn control_batch(
     State(state): State<AppState>,
     Path((id, action)): Path<(String, String)>,
+    body: Bytes,
 ) -> Result<Json<BatchView>, Error> {
-    let Some(&(_, action)) = ACTIONS.iter().find(|(name, _)| *name == action) else {
+    let Some(&(_, mut action)) = ACTIONS.iter().find(|(name, _)| *name == action) else {
         return Err(Error::NotFound(format!(
             "no action `{action}`: use pause, resume, cancel or retry"
         )));
     };
     let id = batch_id(&id)?;
+    if let BatchAction::Retry { expires_at_ms } = &mut action {
+        *expires_at_ms = retry_deadline(&state, id, &body).await?;
+    }
     let summary = state
         .queue
         .control(id, action)
         .await?
         .ok_or_else(|| not_found(id))?;
     Ok(Json(summary.into()))
+}
+
+/// The deadline a retry of batch `id` gives it, from the retry's `body`.
+async fn retry_deadline(state: &AppState, id: BatchId, body: &[u8]) -> Result<Option<i64>, Error> {
+    let request: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryRequest::default()
+    } else {
+        parse_json(body)?
+    };
+    let now = now_ms();
+    let asked =
+        Deadline::parse(request.expires_at.as_deref(), request.valid_for, now).map_err(|e| {
+            Error::Malformed {
+                field: Some(e.field.into()),
+                message: e.message,
+            }
+        })?;
+    let batch = state.queue.batch(id).await?.ok_or_else(|| not_found(id))?;
+    // The batch's provider is its messages': the first one's says it (unless it
+    // was sent through a fallback, whose default is then the one taken).
+    let first = MessageQuery {
+        state: None,
+        after: None,
+        limit: 1,
+    };
+    let provider = state
+        .queue
+        .messages(id, first)
+        .await?
+        .into_iter()
+        .next()
+        .map(|m| m.provider)
+        .unwrap_or_default();
+    Ok(state
+        .intake
+        .deadline(batch.channel, &provider, asked, now, now))
 }

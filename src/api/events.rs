@@ -216,6 +216,7 @@ mod tests {
             priority: 0,
             created_at_ms: 0,
             send_at_ms: 0,
+            expires_at_ms: None,
             counts,
         }
     }

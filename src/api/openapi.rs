@@ -251,6 +251,18 @@ impl Operation {
         self
     }
 
+    /// An optional request body, by media type.
+    fn optional_body<'a>(
+        mut self,
+        content: impl IntoIterator<Item = (&'a str, Value)>,
+    ) -> Operation {
+        self.object.insert(
+            "requestBody".into(),
+            json!({"required": false, "content": media(content)}),
+        );
+        self
+    }
+
     /// A required request body, by media type.
     fn body<'a>(mut self, content: impl IntoIterator<Item = (&'a str, Value)>) -> Operation {
         self.object.insert(

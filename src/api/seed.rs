@@ -56,6 +56,8 @@ pub(super) async fn send_sms(
         provider: None,
         priority: None,
         send_at: None,
+        expires_at: None,
+        valid_for: None,
         source: "send-sms",
         idempotency: None,
         dry_run: false,

@@ -46,6 +46,7 @@ impl AppState {
                 config.limits.max_recipients,
                 config.recipients.rules(),
                 config.recipients.recent_window(),
+                config.valid_for.clone(),
                 metrics.clone(),
             ),
             metrics,

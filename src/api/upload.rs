@@ -146,6 +146,10 @@ pub struct CsvOptions {
     #[serde(default)]
     send_at: Option<String>,
     #[serde(default)]
+    expires_at: Option<String>,
+    #[serde(default)]
+    valid_for: Option<i64>,
+    #[serde(default)]
     reject_recent_duplicates: bool,
     #[serde(default)]
     pub dry_run: bool,
@@ -165,6 +169,8 @@ impl CsvOptions {
             provider: self.provider,
             priority: self.priority,
             send_at: self.send_at,
+            expires_at: self.expires_at,
+            valid_for: self.valid_for,
             reject_recent_duplicates: self.reject_recent_duplicates,
         }
     }

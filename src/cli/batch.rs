@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::server::call;
-use super::{BatchesArgs, ControlArgs, StatusArgs};
+use super::server::{call, call_with};
+use super::{BatchesArgs, ControlArgs, RetryArgs, StatusArgs};
 use crate::api::BatchView;
 
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -29,6 +29,25 @@ pub(super) async fn control(args: ControlArgs, action: &str) -> anyhow::Result<E
         return Ok(ExitCode::FAILURE);
     };
     print_batch(&serde_json::from_str(&body).context("the server's answer is not a batch")?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `POST /v1/batches/{id}/retry` with the deadline asked for, then the batch.
+pub(super) async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
+    let path = format!("/v1/batches/{}/retry", args.batch_id);
+    let mut body = serde_json::Map::new();
+    if let Some(at) = args.deadline.expires_at {
+        body.insert("expires_at".into(), at.into());
+    }
+    if let Some(secs) = args.deadline.valid_for {
+        body.insert("valid_for".into(), secs.into());
+    }
+    let body = serde_json::Value::Object(body);
+    let Some(answer) = call_with(&args.server, reqwest::Method::POST, &path, Some(&body)).await?
+    else {
+        return Ok(ExitCode::FAILURE);
+    };
+    print_batch(&serde_json::from_str(&answer).context("the server's answer is not a batch")?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -57,7 +76,7 @@ pub(super) async fn batches(args: BatchesArgs) -> anyhow::Result<ExitCode> {
 fn batch_table(batches: &[BatchView]) -> String {
     let mut rows = vec![
         [
-            "ID", "CREATED", "CHANNEL", "STATE", "TOTAL", "SENT", "FAILED", "PENDING",
+            "ID", "CREATED", "CHANNEL", "STATE", "TOTAL", "SENT", "FAILED", "EXPIRED", "PENDING",
         ]
         .map(String::from),
     ];
@@ -71,10 +90,11 @@ fn batch_table(batches: &[BatchView]) -> String {
             c.total.to_string(),
             c.sent.to_string(),
             c.failed.to_string(),
+            c.expired.to_string(),
             (c.pending + c.sending + c.paused).to_string(),
         ]);
     }
-    let widths: Vec<usize> = (0..8)
+    let widths: Vec<usize> = (0..9)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut table = String::new();
@@ -104,9 +124,12 @@ fn print_batch(batch: &BatchView) {
         batch.id, batch.channel, batch.state, batch.source
     );
     println!(
-        "  total {}  pending {}  sending {}  sent {}  failed {}  cancelled {}  paused {}",
-        c.total, c.pending, c.sending, c.sent, c.failed, c.cancelled, c.paused
+        "  total {}  pending {}  sending {}  sent {}  failed {}  expired {}  cancelled {}  paused {}",
+        c.total, c.pending, c.sending, c.sent, c.failed, c.expired, c.cancelled, c.paused
     );
+    if let Some(at) = &batch.expires_at {
+        println!("  not sent after {at}");
+    }
     // Only once receipts or unknown outcomes make them matter.
     if c.delivered + c.undelivered + c.unknown > 0 {
         println!(

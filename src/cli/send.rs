@@ -82,6 +82,8 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         provider: args.provider,
         priority: args.priority,
         send_at: args.send_at,
+        expires_at: args.deadline.expires_at,
+        valid_for: args.deadline.valid_for,
         reject_recent_duplicates: args.reject_recent_duplicates,
     };
     let bar = upload_bar(csv.recipients.len() as u64);
@@ -134,8 +136,13 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
             format!(" ({delivered} delivered, {undelivered} undelivered of them)")
         }
     };
+    // Messages not sent by the batch's deadline are named once there are any.
+    let expired = match count("expired") {
+        0 => String::new(),
+        n => format!(", {n} expired"),
+    };
     println!(
-        "batch {batch_id} {}: {} sent{receipts}, {} failed, {} cancelled of {}",
+        "batch {batch_id} {}: {} sent{receipts}, {} failed{expired}, {} cancelled of {}",
         finished.batch["state"].as_str().unwrap_or("finished"),
         watch::sent(&finished.batch["counts"]),
         count("failed"),
@@ -143,11 +150,13 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         count("total")
     );
     if finished.failed() > 0 {
-        // `retry` requeues failed messages only: an undelivered one reached the
-        // provider, which gave up on it.
-        let again = match count("failed") {
+        // `retry` requeues failed and expired messages only: an undelivered one
+        // reached the provider, which gave up on it.
+        let again = match count("failed") + count("expired") {
             0 => String::new(),
-            failed => format!("; `herald retry {batch_id}` sends the {failed} failed again"),
+            n => format!(
+                "; `herald retry {batch_id}` sends the {n} failed or expired again (with --valid-for SECS for a fresh deadline)"
+            ),
         };
         eprintln!(
             "herald: {} messages were not delivered{again}",

@@ -78,7 +78,20 @@ pub(super) async fn call(
     method: reqwest::Method,
     path: &str,
 ) -> anyhow::Result<Option<String>> {
-    let (request, url) = server.request(&client()?, method, path);
+    call_with(server, method, path, None).await
+}
+
+/// [`call`] with a JSON `body`.
+pub(super) async fn call_with(
+    server: &ServerArg,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<Option<String>> {
+    let (mut request, url) = server.request(&client()?, method, path);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
     let (status, body) = exchange(request, &url).await?;
     if !status.is_success() {
         eprintln!("herald: {}", server_error(status, &body));

@@ -73,10 +73,10 @@ pub(super) struct Finished {
 }
 
 impl Finished {
-    /// Messages that were not delivered: failed (and undelivered, where receipts
-    /// say so).
+    /// Messages that were not delivered: failed, expired (not sent by the batch's
+    /// deadline), and undelivered, where receipts say so.
     pub(super) fn failed(&self) -> u64 {
-        ["failed", "undelivered"]
+        ["failed", "expired", "undelivered"]
             .iter()
             .filter_map(|state| self.batch["counts"][state].as_u64())
             .sum()
@@ -179,8 +179,13 @@ fn show(bar: &indicatif::ProgressBar, batch: &Value) {
         ),
         None => "ETA unknown".into(),
     };
+    // Expired messages are named once there are any.
+    let expired = match count("expired") {
+        0 => String::new(),
+        n => format!(" · expired {n}"),
+    };
     bar.set_message(format!(
-        "{} · sent {} · failed {} · {rate:.1}/s · {eta}",
+        "{} · sent {} · failed {}{expired} · {rate:.1}/s · {eta}",
         batch["state"].as_str().unwrap_or("?"),
         sent(&batch["counts"]),
         count("failed"),
@@ -241,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn failed_counts_failed_and_undelivered_messages() {
+    fn failed_counts_failed_expired_and_undelivered_messages() {
         let finished = |counts: Value| Finished {
             batch: serde_json::json!({ "counts": counts }),
         };
@@ -252,6 +257,10 @@ mod tests {
         assert_eq!(
             finished(serde_json::json!({"failed": 2, "undelivered": 1})).failed(),
             3
+        );
+        assert_eq!(
+            finished(serde_json::json!({"failed": 1, "expired": 4})).failed(),
+            5
         );
     }
 

@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 pub use self::delivery::{CircuitConfig, RetryConfig, WorkerConfig};
 pub use self::ingest::{IngestConfig, IngestKind};
-pub use self::intake::{IntakeLimits, RecipientsConfig};
+pub use self::intake::{IntakeLimits, RecipientsConfig, ValidForConfig};
 use crate::auth::TokenHash;
 use crate::domain::{Channel, StoreUrl};
 use crate::provider::ProviderConfig;
@@ -48,6 +48,9 @@ pub struct Config {
     pub limits: IntakeLimits,
     /// How recipient addresses are read (`[recipients]`).
     pub recipients: RecipientsConfig,
+    /// How long a batch's messages may wait to be sent when it gives no deadline
+    /// (`[valid_for]`).
+    pub valid_for: ValidForConfig,
     /// The provider each channel uses when a batch names none.
     pub defaults: HashMap<Channel, String>,
     /// Per channel, providers in order of preference: the first is the channel's
@@ -86,6 +89,7 @@ impl Default for Config {
             retry: RetryConfig::default(),
             limits: IntakeLimits::default(),
             recipients: RecipientsConfig::default(),
+            valid_for: ValidForConfig::default(),
             defaults: HashMap::new(),
             failover: HashMap::new(),
             circuit: CircuitConfig::default(),
@@ -184,6 +188,12 @@ impl Config {
             return Err("limits.max_recipients must be at least 1".into());
         }
         self.circuit.validate()?;
+        self.valid_for.validate(
+            self.providers
+                .iter()
+                .map(|p| p.name.as_str())
+                .chain(["log"]),
+        )?;
         let mut names = std::collections::HashSet::new();
         for ingest in &self.ingest {
             if ingest.name.is_empty() || !names.insert(ingest.name.as_str()) {

@@ -262,3 +262,27 @@ fn a_lease_shorter_than_the_send_timeout_is_refused() {
     let c = parse("[worker]\nlease_ms = 1000\nsend_timeout_ms = 2000");
     assert!(c.validate().unwrap_err().contains("lease_ms"));
 }
+
+#[test]
+fn a_deadline_default_comes_from_the_provider_else_the_channel() {
+    let c = parse(
+        r#"
+        [valid_for]
+        sms = 3600
+        providers = { hook = 600 }
+        [[providers]]
+        name = "hook"
+        kind = "webhook"
+        url = "http://127.0.0.1:9190/sms"
+        "#,
+    );
+    c.validate().unwrap();
+    let secs = |channel, provider| c.valid_for.default_for(channel, provider);
+    assert_eq!(secs(Channel::Sms, "hook"), Some(Duration::from_secs(600)));
+    assert_eq!(secs(Channel::Sms, "log"), Some(Duration::from_secs(3600)));
+    assert_eq!(secs(Channel::Email, "log"), None);
+    let unknown = parse("[valid_for]\nproviders = { nobody = 60 }").validate();
+    assert!(unknown.unwrap_err().contains("`nobody`"));
+    let zero = parse("[valid_for]\nemail = 0").validate();
+    assert!(zero.unwrap_err().contains("valid_for.email"));
+}

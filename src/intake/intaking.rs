@@ -24,6 +24,8 @@ pub(super) struct Intaking {
     pub(super) route: Route,
     pub(super) priority: i32,
     pub(super) send_at_ms: i64,
+    /// The batch's deadline (ms since the epoch), if it has one.
+    pub(super) expires_at_ms: Option<i64>,
     pub(super) renderer: Arc<Renderer>,
     pub(super) max_recipients: usize,
     /// Recipients taken so far: the next one's index.
@@ -269,7 +271,7 @@ impl Intaking {
             return Err(Error::NoneAccepted(rejected));
         }
         let preview = std::mem::take(&mut self.preview);
-        let report = Report::new(
+        let mut report = Report::new(
             id,
             &self.route,
             self.accepted,
@@ -277,6 +279,7 @@ impl Intaking {
             rejected,
             preview,
         );
+        report.expires_at = self.expires_at_ms.map(crate::domain::format_ms);
         Ok(serde_json::to_value(&report).expect("a report always serializes"))
     }
 
@@ -293,6 +296,7 @@ impl Intaking {
             source: envelope.source.to_string(),
             priority: self.priority,
             send_at_ms: self.send_at_ms,
+            expires_at_ms: self.expires_at_ms,
             idempotency: envelope.idempotency.map(|(key, request)| Idempotency {
                 key: key.to_string(),
                 request_hash: hex::encode(Sha256::digest(request)),

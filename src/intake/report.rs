@@ -51,6 +51,11 @@ pub struct Report {
     /// absent when the provider has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<f64>,
+    /// The batch's deadline (RFC 3339): a message not sent by then is `expired`.
+    /// Absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub expires_at: Option<String>,
     /// On a dry run: the first [`PREVIEW_MESSAGES`] accepted messages as they
     /// would be sent. Absent from a stored batch's report, which would otherwise
     /// keep message bodies in every idempotent replay.
@@ -146,6 +151,7 @@ impl Report {
                 currency: p.currency.clone(),
             }),
             eta_seconds: eta_seconds(&route.limits, accepted, segments),
+            expires_at: None,
             sms,
             preview: if batch_id.is_none() {
                 preview

@@ -30,6 +30,16 @@ pub struct BatchRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub send_at: Option<String>,
+    /// The deadline, RFC 3339: a message not sent by then is `expired`, never
+    /// sent after it. Give this or `valid_for`, not both; neither: the configured
+    /// default for the provider or channel, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub expires_at: Option<String>,
+    /// The deadline as seconds from when the batch is due (`send_at`, or now).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub valid_for: Option<i64>,
     /// Reject recipients who were sent the same message (same subject and body)
     /// within `recipients.recent_window_secs`, as `recent_duplicate`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

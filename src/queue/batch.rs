@@ -20,6 +20,9 @@ pub struct NewBatch {
     pub priority: i32,
     /// Not before this time (ms since the epoch).
     pub send_at_ms: i64,
+    /// The deadline (ms since the epoch): a message not sent by then is
+    /// `expired`, never sent after it. `None`: no deadline.
+    pub expires_at_ms: Option<i64>,
     pub idempotency: Option<Idempotency>,
     /// The accept report, stored so an idempotent replay answers the same.
     pub report: serde_json::Value,
@@ -164,9 +167,13 @@ pub enum Outcome {
     Failed {
         error: String,
     },
-    /// Not attempted (shutdown, rate limit): back to the queue, no attempt counted.
+    /// Not attempted (shutdown, rate limit, a recipient's cap) or throttled: back
+    /// to the queue until `at_ms`, no attempt counted. An `error` (a throttle's
+    /// answer) is kept as the message's last error, so the ledger says why it
+    /// waits; without one the last error stays as it was.
     Release {
         at_ms: i64,
+        error: Option<String>,
     },
 }
 
@@ -192,6 +199,8 @@ pub struct BatchSummary {
     pub priority: i32,
     pub created_at_ms: i64,
     pub send_at_ms: i64,
+    /// The batch's deadline (ms since the epoch), if it has one.
+    pub expires_at_ms: Option<i64>,
     pub counts: Counts,
 }
 
@@ -230,6 +239,10 @@ pub enum BatchAction {
     Pause,
     Resume,
     Cancel,
-    /// Requeue the failed messages, and only those, with a fresh attempt budget.
-    Retry,
+    /// Requeue the failed and expired messages, and only those, with a fresh
+    /// attempt budget, and give the batch the deadline `expires_at_ms` (ms since
+    /// the epoch; `None`: none), which every unsent message of it keeps.
+    Retry {
+        expires_at_ms: Option<i64>,
+    },
 }

@@ -47,6 +47,12 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// How many messages for `provider` are pending (due now or later), counting no
     /// further than `cap`: the work is bounded by `cap`, whatever the queue holds.
     async fn pending(&self, provider: &str, cap: u64) -> Result<u64>;
+    /// Expires up to `limit` unsent messages (pending, paused, or of unknown
+    /// outcome) whose batch's deadline is at or before `now_ms`, keeping their last
+    /// error; answers how many. Claims expire their own provider's pending ones
+    /// first, in the claim's transaction: this sweep ends the rest (a paused batch,
+    /// a provider nothing claims for).
+    async fn expire(&self, now_ms: i64, limit: u64) -> Result<u64>;
     /// `Ok(None)` when there is no such batch; `Error::Conflict` when the batch's
     /// state does not allow the action.
     async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>>;

@@ -248,10 +248,16 @@ impl Queue {
 
     pub async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>> {
         let summary = self.engine.control(id, action).await?;
-        if matches!(action, BatchAction::Resume | BatchAction::Retry) {
+        if matches!(action, BatchAction::Resume | BatchAction::Retry { .. }) {
             self.accepted.notify_waiters();
         }
         Ok(summary)
+    }
+
+    /// Expires up to `limit` unsent messages whose batch's deadline has passed
+    /// (see [`Engine::expire`]); answers how many.
+    pub async fn expire(&self, limit: u64) -> Result<u64> {
+        self.engine.expire(crate::domain::now_ms(), limit).await
     }
 
     /// The store's templates, suppressions, fingerprints and ingest markers.

@@ -35,6 +35,7 @@ use crate::ratelimit::Limits;
 
 mod accept;
 mod claim;
+mod expiry;
 mod ledger;
 mod limit;
 mod location;
@@ -161,6 +162,10 @@ impl Engine for Postgres {
 
     async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>> {
         self.apply_control(id, action).await
+    }
+
+    async fn expire(&self, now_ms: i64, limit: u64) -> Result<u64> {
+        self.sweep_expired(now_ms, limit).await
     }
 
     async fn apply_receipts(

@@ -19,8 +19,9 @@
 //!
 //! **Keys** (every key starts with the URL's `?prefix=NAME`, default `herald`, then `:`):
 //! - `b:{batch id}` hash: the batch (`seq`, `span`, `channel`, `source`, `control`,
-//!   `priority`, `send_at`, `created_at`, `report`, and `template_source`, the JSON
-//!   template it was rendered from, if any) and its message counts by state.
+//!   `priority`, `send_at`, `created_at`, `report`, `template_source`, the JSON
+//!   template it was rendered from, if any, and `expires_at`, its deadline in ms, if
+//!   it has one) and its message counts by state.
 //! - `m:{seq}:{index}` hash: one message; `{seq}` is the batch's arrival number and
 //!   both parts are zero-padded to 10 digits, so the member `{seq}:{index}` sorts in
 //!   arrival order and the ledger pages by index (rejected recipients leave gaps).
@@ -43,6 +44,8 @@
 //! - `batches` sorted set: every committed batch's id, all scored 0, so that they
 //!   sort by bytes — for UUIDv7 ids, by creation — and page with `ZREVRANGEBYLEX`.
 //!   `batches-indexed` says it holds the batches stored before it existed too.
+//! - `deadlines` sorted set: the batches with a deadline whose unsent messages the
+//!   expiry sweep has not walked yet, scored by the deadline.
 //! - `seq` counter; `staging` sorted set of batches being written, scored by the
 //!   time after which they count as abandoned; `version` of this layout.
 //! - `template:{id}` hash: a stored template (`channel`, `subject` if it has one,
@@ -69,7 +72,10 @@
 //! suppressions, fingerprints, receipts) leave its version alone. Version 2 added
 //! a batch's `template_source` and the empty bodies of its messages, which a
 //! version 1 build would send as they are: a version 1 store is upgraded in place
-//! when opened, and a version 1 build refuses a version 2 store.
+//! when opened, and a version 1 build refuses a version 2 store. Version 3 added
+//! the `expired` state and batch deadlines: an older build would not read the
+//! state, so it refuses a version 3 store, and a version 1 or 2 store (with no
+//! deadlines) is upgraded in place.
 //!
 //! **Files.** This one holds the engine, `open` and the [`Engine`] methods, each
 //! handed to the file that owns it: `accept` (idempotency, arrival numbers, writing
@@ -77,7 +83,7 @@
 //! abandoned ones), `claim`, `settle` (outcomes and delivery receipts), `ledger`
 //! (summaries, messages, pending counts, batch control), `records` (templates,
 //! suppressions, fingerprints, ingest markers), `scripts` (the Lua), `server` (what
-//! `open` checks), `keyspace` (walking and deleting keys), `url` ([`Target`]),
+//! `open` checks), `expiry` (the deadline sweep), `keyspace` (walking and deleting keys), `url` ([`Target`]),
 //! `slot` (a message's place), `reply` (reading replies) and `tests`.
 
 use std::sync::Arc;
@@ -97,6 +103,7 @@ use crate::ratelimit::Limits;
 
 mod accept;
 mod claim;
+mod expiry;
 mod keyspace;
 mod ledger;
 mod records;
@@ -243,5 +250,9 @@ impl Engine for Redis {
 
     async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>> {
         self.apply_control(id, action).await
+    }
+
+    async fn expire(&self, now_ms: i64, limit: u64) -> Result<u64> {
+        self.sweep_expired(now_ms, limit).await
     }
 }

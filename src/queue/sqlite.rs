@@ -13,6 +13,7 @@
 //! - `claim`: claims under a lease, rate buckets, recipient caps, templates;
 //! - `settle`, `receipts`: what becomes of a claimed message and its receipts;
 //! - `ledger`: batch summaries and pages of messages, control of a batch;
+//! - `expiry`: deadlines, at claim and by the sweep;
 //! - `records`: stored templates, suppressions, fingerprints, unacked markers.
 
 use std::path::Path;
@@ -32,6 +33,7 @@ use crate::ratelimit::Limits;
 mod accept;
 mod claim;
 mod connection;
+mod expiry;
 mod ledger;
 mod receipts;
 mod records;
@@ -186,6 +188,11 @@ impl Engine for Sqlite {
 
     async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>> {
         self.write(move |conn| ledger::control(conn, id, action))
+            .await
+    }
+
+    async fn expire(&self, now_ms: i64, limit: u64) -> Result<u64> {
+        self.write(move |conn| expiry::sweep(conn, now_ms, limit))
             .await
     }
 }

@@ -1,7 +1,7 @@
 //! The engine conformance suite: every test runs against every engine through the
 //! public `Queue` handle, each on a store of its own.
 //!
-//! Each topic file (`accept`, `claim`, `settle`, `control`, `ledger`, `limit`,
+//! Each topic file (`accept`, `claim`, `settle`, `control`, `deadline`, `ledger`, `limit`,
 //! `failover`, `receipts`, `template`, `suppression`, `fingerprint`, `unacked`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::domain::{message_id, now_ms};
+use crate::domain::{batch_state, message_id, now_ms};
 use crate::ratelimit::{Cap, Limits, Rate};
 
 pub(crate) use new_batch::{TestBatch, batch, batch_to};
@@ -93,6 +93,11 @@ macro_rules! conformance {
             #[tokio::test] control::an_expired_lease_in_a_paused_batch_comes_back_paused;
             #[tokio::test] control::a_cancelled_batch_can_be_cancelled_again_but_not_retried;
             #[tokio::test] control::pause_and_resume_put_each_message_back_in_its_own_providers_queue;
+            #[tokio::test] deadline::a_message_is_never_claimed_after_its_deadline_and_ends_expired_with_its_last_error;
+            #[tokio::test] deadline::the_sweep_expires_paused_unknown_and_unclaimed_messages_and_leaves_the_rest;
+            #[tokio::test] deadline::a_retry_brings_failed_and_expired_messages_back_with_a_fresh_deadline;
+            #[tokio::test] deadline::a_release_with_an_error_keeps_it_as_the_last_error_and_spends_no_attempt;
+            #[tokio::test] deadline::a_send_that_ends_after_the_deadline_leaves_its_message_expired;
             #[tokio::test] ledger::batches_are_listed_newest_first_in_pages_without_those_being_staged;
             #[tokio::test] ledger::ledger_pages_follow_index_order_and_filter_by_state;
             #[tokio::test] limit::a_segment_rate_pays_for_each_messages_segments;
@@ -129,6 +134,7 @@ conformance!(sqlite, postgres, redis);
 mod accept;
 mod claim;
 mod control;
+mod deadline;
 mod failover;
 mod fingerprint;
 mod ledger;

@@ -223,7 +223,7 @@ function rejectionList(rejected) {
 }
 
 /**
- * Messages no longer waiting to go: sent, delivered, undelivered, failed, cancelled.
+ * Messages no longer waiting to go: sent, delivered, undelivered, failed, expired, cancelled.
  * Pending, sending, paused and unknown ones (whose send is asked about, then tried
  * again) are still to go.
  */
@@ -236,7 +236,7 @@ function sentCount(counts) {
   return counts.sent + (counts.delivered || 0) + (counts.undelivered || 0);
 }
 
-const COUNT_ORDER = ['sent', 'delivered', 'failed', 'undelivered', 'unknown', 'cancelled', 'paused', 'sending', 'pending'];
+const COUNT_ORDER = ['sent', 'delivered', 'failed', 'expired', 'undelivered', 'unknown', 'cancelled', 'paused', 'sending', 'pending'];
 
 /** A progress bar with counts, rate and ETA; `update(batch, finished)` refreshes it. */
 function progressWidget(container) {
@@ -256,7 +256,7 @@ function progressWidget(container) {
       const keys = [...COUNT_ORDER.filter((k) => k in counts), ...Object.keys(counts).filter((k) => k !== 'total' && !COUNT_ORDER.includes(k))];
       const parts = keys.filter((k) => counts[k] || k === 'sent' || k === 'failed').map((k) => `${k} ${number.format(counts[k])}`);
       $('.counts', widget).textContent = `${parts.join(' · ')} of ${number.format(counts.total)}`;
-      widget.classList.toggle('has-failed', counts.failed > 0);
+      widget.classList.toggle('has-failed', counts.failed + (counts.expired || 0) > 0);
       let rate = '';
       if (finished || batch.state === 'done' || batch.state === 'cancelled') rate = `Finished: ${batch.state}.`;
       else if (batch.state === 'paused') rate = 'Paused.';
@@ -524,18 +524,24 @@ async function loadBatches(more) {
 
 // ---------------------------------------------------------------- one batch
 
-const view = { id: null, abort: null, widget: null, failedAfter: null, failedCount: null, failedLoads: 0, watching: false };
+const view = { id: null, abort: null, widget: null, failedAfter: null, failedState: 'failed', failedCount: null, failedLoads: 0, watching: false };
+
+/** Messages a retry sends again: failed, and expired (not sent by the deadline). */
+function unsentCount(counts) {
+  return counts.failed + (counts.expired || 0);
+}
 
 function renderBatch(batch, finished = false) {
   const facts = [['State', batch.state], ['Channel', batch.channel], ['Created', when(batch.created_at)],
     ['Sends from', when(batch.send_at)], ['Priority', String(batch.priority)], ['Source', batch.source]];
+  if (batch.expires_at) facts.splice(4, 0, ['Not sent after', when(batch.expires_at)]);
   $('#batch-facts').replaceChildren(...facts.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]).flat());
   view.widget.update(batch, finished);
   const live = ['queued', 'sending'].includes(batch.state);
-  const enable = { pause: live, resume: batch.state === 'paused', cancel: live || batch.state === 'paused', retry: batch.counts.failed > 0 };
+  const enable = { pause: live, resume: batch.state === 'paused', cancel: live || batch.state === 'paused', retry: unsentCount(batch.counts) > 0 };
   for (const button of document.querySelectorAll('#view-batch [data-action]')) button.disabled = !enable[button.dataset.action];
-  if (batch.counts.failed !== view.failedCount) {
-    view.failedCount = batch.counts.failed;
+  if (unsentCount(batch.counts) !== view.failedCount) {
+    view.failedCount = unsentCount(batch.counts);
     loadFailed(false);
   }
 }
@@ -573,24 +579,32 @@ function watchBatch() {
     });
 }
 
+/** The failed messages, then the expired ones, a page at a time. */
 async function loadFailed(more) {
   const id = view.id;
   const load = ++view.failedLoads;
   const body = $('#failed-body');
-  const after = more && view.failedAfter !== null ? `&after=${view.failedAfter}` : '';
+  if (!more) {
+    view.failedState = 'failed';
+    view.failedAfter = null;
+  }
+  const state = view.failedState;
+  const after = view.failedAfter !== null ? `&after=${view.failedAfter}` : '';
   try {
-    const page = await api(`/v1/batches/${encodeURIComponent(id)}/messages?state=failed&limit=100${after}`, { signal: view.abort });
+    const page = await api(`/v1/batches/${encodeURIComponent(id)}/messages?state=${state}&limit=100${after}`, { signal: view.abort });
     if (view.id !== id || load !== view.failedLoads) return;
     const rows = page.messages.map((m) => h('tr', {},
       h('td', { class: 'num' }, String(m.index)),
       h('td', {}, h('code', {}, m.to)),
       h('td', {}, m.ref || ''),
       h('td', { class: 'num' }, String(m.attempts)),
-      h('td', { class: 'wrap' }, m.last_error || '')));
+      h('td', { class: 'wrap' }, state === 'expired' ? `expired: not sent by the deadline${m.last_error ? `; last error: ${m.last_error}` : ''}` : m.last_error || '')));
     if (more) body.append(...rows);
     else body.replaceChildren(...rows);
-    view.failedAfter = page.next_after;
-    $('#failed-more').hidden = page.next_after === null || page.next_after === undefined;
+    const last = page.next_after === null || page.next_after === undefined;
+    view.failedAfter = last ? null : page.next_after;
+    if (last && state === 'failed') view.failedState = 'expired';
+    $('#failed-more').hidden = last && (state === 'expired' || (view.failedCount || 0) <= body.children.length);
     $('#failed-status').textContent = body.children.length ? '' : 'No failed messages.';
     body.closest('.table-wrap').hidden = !body.children.length;
   } catch (e) {

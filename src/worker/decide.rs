@@ -76,11 +76,17 @@ pub(super) struct Decision {
 /// ledger as the error displays (`throttled: …`), prefixed `via {provider}: `
 /// when the message failed over. A recipient's frequency cap and a message the
 /// fallback cannot carry are released: nothing was sent, no attempt is spent. A
-/// throttle counts an attempt like any transient error, and paces `via`.
+/// throttle is released too, however many times it comes, with its answer kept
+/// as the last error and `Retry-After` (or the backoff) saying when it is due
+/// again, and paces `via`: waiting for the pace never fails a message. What
+/// bounds the wait is the batch's deadline, which the store keeps.
 pub(super) fn decide(turn: Turn, cx: Context<'_>) -> Decision {
     let failed_over = cx.own != cx.via;
     let mut decision = Decision {
-        outcome: Outcome::Release { at_ms: cx.now_ms },
+        outcome: Outcome::Release {
+            at_ms: cx.now_ms,
+            error: None,
+        },
         sent_by: failed_over.then(|| cx.via.to_string()),
         pace: false,
         suppress: None,
@@ -101,6 +107,7 @@ pub(super) fn decide(turn: Turn, cx: Context<'_>) -> Decision {
             decision.sent_by = None;
             decision.outcome = Outcome::Release {
                 at_ms: at(opens_in.max(HOLD_AT_LEAST)),
+                error: None,
             };
             return decision;
         }
@@ -122,6 +129,11 @@ pub(super) fn decide(turn: Turn, cx: Context<'_>) -> Decision {
     decision.outcome = match &error {
         provider::Error::RecipientCapped { wait, .. } => Outcome::Release {
             at_ms: at((*wait).min(CAPPED_WAIT_MAX)),
+            error: None,
+        },
+        provider::Error::Throttled { retry_after, .. } => Outcome::Release {
+            at_ms: at(cx.policy.delay(n, *retry_after, cx.jitter)),
+            error: Some(text),
         },
         provider::Error::Unknown { .. } if last => Outcome::Failed {
             error: format!(
@@ -135,13 +147,10 @@ pub(super) fn decide(turn: Turn, cx: Context<'_>) -> Decision {
         provider::Error::Permanent { .. } | provider::Error::Undeliverable { .. } => {
             Outcome::Failed { error: text }
         }
-        provider::Error::Transient { .. } | provider::Error::Throttled { .. } if last => {
-            Outcome::Failed {
-                error: format!("{text} (gave up after {n} attempts)"),
-            }
-        }
-        provider::Error::Transient { retry_after, .. }
-        | provider::Error::Throttled { retry_after, .. } => Outcome::Retry {
+        provider::Error::Transient { .. } if last => Outcome::Failed {
+            error: format!("{text} (gave up after {n} attempts)"),
+        },
+        provider::Error::Transient { retry_after, .. } => Outcome::Retry {
             at_ms: at(cx.policy.delay(n, *retry_after, cx.jitter)),
             error: text,
         },
@@ -210,18 +219,30 @@ mod tests {
     }
 
     #[test]
-    fn a_throttle_paces_the_provider_and_counts_an_attempt_as_a_transient_error_does() {
+    fn a_throttle_paces_the_provider_and_waits_without_spending_an_attempt_even_at_the_last() {
         let p = policy();
         let throttle = provider::Error::throttled("HTTP 429", Some(Duration::from_secs(3)));
-        let d = after(throttle.clone(), cx(&p, 1));
-        assert!(d.pace);
+        // At the first attempt, at the last, and long after: never failed.
+        for attempt in [1, 4, 40] {
+            let d = after(throttle.clone(), cx(&p, attempt));
+            assert!(d.pace);
+            assert!(
+                matches!(&d.outcome, Outcome::Release { at_ms: 4_000, error: Some(error) } if error == "throttled: HTTP 429"),
+                "attempt {attempt}: {d:?}"
+            );
+        }
+        // Without Retry-After it waits as the backoff says, and a failed-over
+        // throttle names the provider that throttled.
+        let bare = provider::Error::throttled("HTTP 429", None);
+        let via_b = Context {
+            via: "b",
+            ..cx(&p, 3)
+        };
+        let d = after(bare, via_b);
         assert!(
-            matches!(&d.outcome, Outcome::Retry { at_ms: 4_000, error } if error == "throttled: HTTP 429"),
+            matches!(&d.outcome, Outcome::Release { at_ms: 5_000, error: Some(error) } if error == "via b: throttled: HTTP 429"),
             "{d:?}"
         );
-        let d = after(throttle, cx(&p, 4));
-        assert!(d.pace);
-        assert!(matches!(d.outcome, Outcome::Failed { .. }), "{d:?}");
     }
 
     #[test]
@@ -234,7 +255,7 @@ mod tests {
         for attempt in [1, 4] {
             let d = after(capped.clone(), cx(&p, attempt));
             assert!(
-                matches!(d.outcome, Outcome::Release { at_ms } if at_ms == 1_000 + 12 * 3_600_000),
+                matches!(d.outcome, Outcome::Release { at_ms, error: None } if at_ms == 1_000 + 12 * 3_600_000),
                 "{d:?}"
             );
             assert!(!d.pace);
@@ -242,7 +263,7 @@ mod tests {
         let week = provider::Error::recipient_capped("cap", Duration::from_secs(7 * 86_400));
         let d = after(week, cx(&p, 1));
         assert!(
-            matches!(d.outcome, Outcome::Release { at_ms } if at_ms == 1_000 + 86_400_000),
+            matches!(d.outcome, Outcome::Release { at_ms, error: None } if at_ms == 1_000 + 86_400_000),
             "{d:?}"
         );
     }
@@ -317,7 +338,13 @@ mod tests {
             via_b,
         );
         assert!(
-            matches!(soon.outcome, Outcome::Release { at_ms: 2_000 }),
+            matches!(
+                soon.outcome,
+                Outcome::Release {
+                    at_ms: 2_000,
+                    error: None
+                }
+            ),
             "{soon:?}"
         );
         assert_eq!(soon.sent_by, None);
@@ -328,7 +355,13 @@ mod tests {
             via_b,
         );
         assert!(
-            matches!(later.outcome, Outcome::Release { at_ms: 31_000 }),
+            matches!(
+                later.outcome,
+                Outcome::Release {
+                    at_ms: 31_000,
+                    error: None
+                }
+            ),
             "{later:?}"
         );
     }

@@ -234,6 +234,7 @@ impl Pool {
             let verdict = match outcome {
                 Outcome::Failed { .. } => "failed",
                 Outcome::Unknown { .. } => "outcome unknown; will ask the provider, then retry",
+                Outcome::Release { error: Some(_), .. } => "throttled; waits for the pace",
                 Outcome::Release { .. } => "waits for the recipient's cap",
                 _ => "will retry",
             };

@@ -86,6 +86,9 @@ impl Engine for SlowSettle {
     ) -> crate::queue::Result<Option<BatchSummary>> {
         self.inner.control(id, action).await
     }
+    async fn expire(&self, now_ms: i64, limit: u64) -> crate::queue::Result<u64> {
+        self.inner.expire(now_ms, limit).await
+    }
     async fn apply_receipts(
         &self,
         provider: &str,
@@ -177,6 +180,7 @@ fn batch(id: BatchId, provider: &str, count: u32) -> NewBatch {
         source: "test".into(),
         priority: 0,
         send_at_ms: now_ms(),
+        expires_at_ms: None,
         idempotency: None,
         report: serde_json::json!({}),
         template_id: None,

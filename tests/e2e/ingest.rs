@@ -307,6 +307,30 @@ async fn an_email_job_is_sent_with_its_title_as_the_subject_through_the_sources_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingested_job_gets_the_configured_deadline() {
+    let keys = RedisKeys::new("deadline");
+    let server = ProviderServer::start().await;
+    let app = spawn_app(|config: &mut Config| {
+        route_all_to(config, server.provider(None));
+        config.recipients.default_region = Some("CN".parse().unwrap());
+        config.ingest = vec![keys.source("timed")];
+        config.valid_for.sms = Some(900);
+    })
+    .await;
+    let job = json!({"template_id": "1", "mobiles": ["13800000007"], "content": "hello"});
+    keys.lpush(&[job.to_string()]);
+    delivered_to(&server, &["+8613800000007"]).await;
+    let batches = app.batches_of("ingest:timed").await;
+    let at: jiff::Timestamp = batches[0]["expires_at"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no deadline: {}", batches[0]))
+        .parse()
+        .unwrap();
+    let left = at.duration_since(jiff::Timestamp::now()).as_secs();
+    assert!((880..=900).contains(&left), "{}", batches[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_items_land_in_the_dead_letter_list_with_the_reason_and_ingestion_goes_on() {
     let keys = RedisKeys::new("dead");
     let server = ProviderServer::start().await;

@@ -7,6 +7,7 @@ mod api;
 mod auth;
 mod circuit;
 mod cli;
+mod deadline;
 mod delivery;
 mod events;
 mod failover;

@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::helpers::{serve_local, sms_provider, spawn_app};
+use crate::helpers::{TestApp, serve_local, sms_provider, spawn_app};
 use herald::domain::Channel;
 use herald::domain::Secret;
 use herald::provider::{ProviderConfig, ProviderKind, TencentConfig};
@@ -38,6 +38,12 @@ async fn send_sms(State(seen): State<Seen>, headers: HeaderMap, body: String) ->
         .to_string();
     }
     seen.lock().unwrap().push(request.clone());
+    sent_answer(&request)
+}
+
+/// `SendSms`'s answer sending every number of `request`, with serial number
+/// `serial-<number>`.
+pub fn sent_answer(request: &Value) -> String {
     let statuses: Vec<Value> = request["PhoneNumberSet"]
         .as_array()
         .into_iter()
@@ -57,6 +63,12 @@ pub async fn tencent(name: &str) -> (ProviderConfig, Seen) {
     let app = Router::new()
         .route("/", post(send_sms))
         .with_state(seen.clone());
+    (tencent_at(name, app).await, seen)
+}
+
+/// A provider `name` of kind Tencent Cloud, sending to `app` served locally with
+/// the secret id `AKIDe2e`.
+pub async fn tencent_at(name: &str, app: Router) -> ProviderConfig {
     let kind = ProviderKind::Tencent(TencentConfig {
         secret_id: "AKIDe2e".into(),
         secret_key: Secret::new("e2e-secret"),
@@ -65,7 +77,20 @@ pub async fn tencent(name: &str) -> (ProviderConfig, Seen) {
         region: "ap-guangzhou".into(),
         endpoint: serve_local(app).await,
     });
-    (sms_provider(name, kind), seen)
+    sms_provider(name, kind)
+}
+
+/// Stores the SMS template `otp`, `Your code is {{ 1 }}`, with code `1234567`
+/// at `provider`.
+pub async fn store_otp(herald: &TestApp, provider: &str) {
+    let (status, created) = herald
+        .post(
+            "/v1/templates",
+            &json!({"id": "otp", "channel": "sms", "body": "Your code is {{ 1 }}",
+                    "providers": {provider: {"code": "1234567", "sign_name": "Herald"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,14 +102,7 @@ async fn a_stored_templates_code_and_vars_reach_the_provider_many_numbers_a_requ
     })
     .await;
 
-    let (status, created) = herald
-        .post(
-            "/v1/templates",
-            &json!({"id": "otp", "channel": "sms", "body": "Your code is {{ 1 }}",
-                    "providers": {"tx": {"code": "1234567", "sign_name": "Herald"}}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    store_otp(&herald, "tx").await;
     // Five numbers share code 4321; two get 9999.
     let recipients: Vec<Value> = (0..7)
         .map(|i| {

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::{Operation, Schemas, header, if_none_match, json_of, op, path_parameter, text};
 use crate::api::batch::{
-    ACTIONS, BatchPage, BatchView, BatchesParams, MessagePage, MessagesParams,
+    ACTIONS, BatchPage, BatchView, BatchesParams, MessagePage, MessagesParams, RetryRequest,
 };
 use crate::api::error::ErrorBody;
 use crate::api::events::Progress;
@@ -123,10 +123,11 @@ pub(in crate::api) fn control(s: &mut Schemas) -> Vec<Operation> {
     let actions: Vec<_> = ACTIONS.iter().map(|(name, _)| *name).collect();
     vec![
             op("post", "Pause, resume, cancel or retry a batch")
-                .description("`retry` requeues the failed messages, and only those, with a fresh attempt budget.")
+                .description("`retry` requeues the failed and expired messages, and only those, with a fresh attempt budget, and gives the batch a fresh deadline: its body's `expires_at` or `valid_for`, else the configured default (none when none is configured). The other actions take no body.")
                 .parameters([batch_id(), path_parameter("action", json!({"type": "string", "enum": actions}), "")])
+                .optional_body([json_of(s.request::<RetryRequest>())])
                 .answer(200, "The batch after the action.", [json_of(s.answer::<BatchView>())])
-                .errors(&[404, 409]),
+                .errors(&[400, 404, 409]),
         ]
 }
 

@@ -136,6 +136,7 @@ async fn the_documented_batch_answer_lists_every_field_a_report_has_and_no_other
         )]
         .into(),
         provider: "log".into(),
+        expires_at: Some("2026-01-01T00:00:00Z".into()),
         sms: Some(SmsSummary {
             segments: 1,
             gsm7: EncodingCount {

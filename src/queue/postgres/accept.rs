@@ -13,15 +13,15 @@ use crate::queue::{Accepted, Error, NewBatch, NewMessage, Result, parse_batch_id
 pub(super) const ACCEPT: &str = "
 WITH batch AS (
     INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
-                             request_hash, report, template, template_source)
-    VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, $9, $18, $19)
+                             request_hash, report, template, template_source, expires_at)
+    VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, $9, $18, $19, $20::bigint)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING seq
 ), inserted AS (
     INSERT INTO {s}.messages (id, provider, state, priority, available_at, to_addr, ref, subject, body,
-                              segments, vars, created_at, updated_at)
+                              segments, vars, created_at, updated_at, expires_at)
     SELECT (batch.seq << 32) | m.idx, m.provider, 'pending', $4, $5, m.to_addr, m.ref, m.subject, m.body,
-           m.segments, m.vars, $6, $6
+           m.segments, m.vars, $6, $6, $20::bigint
     FROM batch, UNNEST($10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
                        $16::integer[], $17::text[])
          AS m(idx, provider, to_addr, ref, subject, body, segments, vars)
@@ -51,6 +51,7 @@ impl Postgres {
             params.extend(columns.params());
             params.push(&batch.template_id);
             params.push(&head.template);
+            params.push(&batch.expires_at_ms);
             let stored = client.query_opt(&insert, &params).await.map_err(db)?;
             if stored.is_some() {
                 return Ok(Accepted::New(batch.id));

@@ -47,23 +47,27 @@ CROSS JOIN LATERAL (
     SELECT id, channel, template, template_source FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1
 ) b";
 
-/// Leases up to `$3` due messages of provider `$1`.
+/// Leases up to `$3` due messages of provider `$1`; none past its deadline, even
+/// one requeued by another process since [`EXPIRE_PENDING`](super::expiry::EXPIRE_PENDING) ran.
 pub(super) const CLAIM: &str = "
 WITH claimed AS (
     UPDATE {s}.messages m SET state = 'sending', lease = $4, lease_until = $5, updated_at = $2
     WHERE m.id = ANY(ARRAY(
         SELECT id FROM {s}.messages
         WHERE state = 'pending' AND provider = $1 AND available_at <= $2
+          AND (expires_at IS NULL OR expires_at > $2)
         ORDER BY priority DESC, available_at, id
         LIMIT $3
         FOR UPDATE SKIP LOCKED))
 {claimed}";
 
-/// Leases the messages `$1` (locked by [`CANDIDATES`] in this transaction).
+/// Leases the messages `$1` (locked by [`CANDIDATES`] in this transaction), but
+/// any past its deadline.
 pub(super) const CLAIM_IDS: &str = "
 WITH claimed AS (
     UPDATE {s}.messages m SET state = 'sending', lease = $2, lease_until = $3, updated_at = $4
     WHERE m.id = ANY($1::bigint[]) AND m.state = 'pending'
+      AND (m.expires_at IS NULL OR m.expires_at > $4)
 {claimed}";
 
 impl Postgres {
@@ -83,18 +87,25 @@ impl Postgres {
         let rows = match limits.rate {
             None if limits.per_recipient.is_empty() && limits.segments.is_none() => {
                 let requeue = client.prepare_cached(&self.sql.requeue).await.map_err(db)?;
+                let expire = client
+                    .prepare_cached(&self.sql.expire_pending)
+                    .await
+                    .map_err(db)?;
                 let claim = client.prepare_cached(&self.sql.claim).await.map_err(db)?;
-                // Both statements go out before either answer is awaited (the client
+                // The statements go out before any answer is awaited (the client
                 // pipelines them), so this is one round trip; each commits on its own,
-                // the requeue first, so the claim sees what it requeued.
+                // the requeue first, then the deadlines, so the claim sees both.
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
                 let requeue_params: [&(dyn ToSql + Sync); 1] = [&now];
+                let expire_params: [&(dyn ToSql + Sync); 2] = [&provider, &now];
                 let claim_params: [&(dyn ToSql + Sync); 5] =
                     [&provider, &now, &limit, &token, &until];
-                let (requeued, rows) = tokio::join!(
+                let (requeued, expired, rows) = tokio::join!(
                     client.execute(&requeue, &requeue_params),
+                    client.execute(&expire, &expire_params),
                     client.query(&claim, &claim_params),
                 );
+                expired.map_err(db)?;
                 if let Err(e) = requeued {
                     // The claim stands (its rows are leased now); the next claim requeues.
                     tracing::warn!(error = %db(e), "requeueing expired leases failed; will try again");
@@ -108,6 +119,11 @@ impl Postgres {
                 let tx = client.transaction().await.map_err(db)?;
                 let requeue = tx.prepare_cached(&self.sql.requeue).await.map_err(db)?;
                 tx.execute(&requeue, &[&now]).await.map_err(db)?;
+                let expire = tx
+                    .prepare_cached(&self.sql.expire_pending)
+                    .await
+                    .map_err(db)?;
+                tx.execute(&expire, &[&provider, &now]).await.map_err(db)?;
                 let (limit, bucket) = match &limits.rate {
                     None => (limit, None),
                     Some(rate) => {

@@ -10,7 +10,7 @@ use crate::queue::{
 };
 
 pub(super) const SUMMARY: &str = "
-SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, c.state, c.n
+SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, b.expires_at, c.state, c.n
 FROM {s}.batches b
 LEFT JOIN LATERAL (
     SELECT state, COUNT(*) AS n FROM {s}.messages
@@ -24,7 +24,8 @@ WHERE b.id = $1";
 /// bytes (digits before letters, hyphens in the same places), so the unique index
 /// on `id` serves the order.
 pub(super) const BATCHES: &str = "
-SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, c.state, c.n, b.id
+SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, b.expires_at, c.state, c.n,
+       b.id
 FROM (
     SELECT * FROM {s}.batches WHERE $1::text IS NULL OR id < $1 ORDER BY id DESC LIMIT $2
 ) b
@@ -59,9 +60,16 @@ WITH batch AS (UPDATE {s}.batches SET control = $2 WHERE seq = $1)
 UPDATE {s}.messages SET state = $3, updated_at = $4
 WHERE id >= $1::bigint << 32 AND id < ($1::bigint + 1) << 32 AND state = ANY($5::text[])";
 
+/// Requeues the failed and expired messages of batch `$1` in state `$2`, and gives
+/// the batch and every message of it the deadline `$4`.
 pub(super) const RETRY_FAILED: &str = "
-UPDATE {s}.messages SET state = $2, attempts = 0, available_at = $3, updated_at = $3
-WHERE id >= $1::bigint << 32 AND id < ($1::bigint + 1) << 32 AND state = 'failed'";
+WITH batch AS (UPDATE {s}.batches SET expires_at = $4::bigint WHERE seq = $1)
+UPDATE {s}.messages SET expires_at = $4::bigint,
+    state = CASE WHEN state IN ('failed', 'expired') THEN $2 ELSE state END,
+    attempts = CASE WHEN state IN ('failed', 'expired') THEN 0 ELSE attempts END,
+    available_at = CASE WHEN state IN ('failed', 'expired') THEN $3 ELSE available_at END,
+    updated_at = CASE WHEN state IN ('failed', 'expired') THEN $3 ELSE updated_at END
+WHERE id >= $1::bigint << 32 AND id < ($1::bigint + 1) << 32";
 
 impl Postgres {
     /// [`Engine::batch`](crate::queue::Engine::batch).
@@ -85,8 +93,8 @@ impl Postgres {
             .await
             .map_err(db)?;
         let mut summaries = Vec::with_capacity(rows.len());
-        for rows in rows.chunk_by(|a, b| a.get::<_, &str>(8) == b.get::<_, &str>(8)) {
-            summaries.extend(summary(parse_batch_id(rows[0].get(8))?, rows)?);
+        for rows in rows.chunk_by(|a, b| a.get::<_, &str>(9) == b.get::<_, &str>(9)) {
+            summaries.extend(summary(parse_batch_id(rows[0].get(9))?, rows)?);
         }
         Ok(summaries)
     }
@@ -169,6 +177,7 @@ impl Postgres {
             return Err(Error::Conflict("the batch is cancelled".into()));
         }
         let now = now_ms();
+        let mut expires_at_ms = None;
         let moves = match action {
             BatchAction::Pause => Some((BatchControl::Paused, "paused", &["pending"][..])),
             BatchAction::Resume => Some((BatchControl::Active, "pending", &["paused"][..])),
@@ -177,7 +186,10 @@ impl Postgres {
                 "cancelled",
                 &["pending", "paused"][..],
             )),
-            BatchAction::Retry => None,
+            BatchAction::Retry { expires_at_ms: at } => {
+                expires_at_ms = at;
+                None
+            }
         };
         match moves {
             Some((to_control, to_state, from_states)) => {
@@ -198,7 +210,7 @@ impl Postgres {
                     .prepare_cached(&self.sql.retry_failed)
                     .await
                     .map_err(db)?;
-                tx.execute(&stmt, &[&seq, &to_state, &now])
+                tx.execute(&stmt, &[&seq, &to_state, &now, &expires_at_ms])
                     .await
                     .map_err(db)?;
             }
@@ -219,8 +231,8 @@ fn summary(id: BatchId, rows: &[Row]) -> Result<Option<BatchSummary>> {
     };
     let mut counts = Counts::default();
     for row in rows {
-        if let Some(state) = row.get::<_, Option<&str>>(6) {
-            counts.add(parse_state(state)?, row.get::<_, i64>(7).unsigned_abs());
+        if let Some(state) = row.get::<_, Option<&str>>(7) {
+            counts.add(parse_state(state)?, row.get::<_, i64>(8).unsigned_abs());
         }
     }
     Ok(Some(BatchSummary {
@@ -231,6 +243,7 @@ fn summary(id: BatchId, rows: &[Row]) -> Result<Option<BatchSummary>> {
         priority: first.get(3),
         created_at_ms: first.get(4),
         send_at_ms: first.get(5),
+        expires_at_ms: first.get(6),
         counts,
     }))
 }

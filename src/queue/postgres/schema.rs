@@ -152,6 +152,13 @@ CREATE INDEX ingest_unacked_at ON {s}.ingest_unacked (at);
 -- claimed (JSON: body, subject). Its messages keep their variables in `vars` and
 -- an empty `body`; batches without it keep each rendered body.
 ALTER TABLE {s}.batches ADD COLUMN template_source TEXT;
+", "
+-- Migration 9: deadlines. A batch's deadline, and each message's copy of it (a
+-- retry gives the batch a fresh one); the index finds the unsent messages whose
+-- deadline has passed, by state, for claims and the expiry sweep.
+ALTER TABLE {s}.batches ADD COLUMN expires_at BIGINT;
+ALTER TABLE {s}.messages ADD COLUMN expires_at BIGINT;
+CREATE INDEX messages_expiring ON {s}.messages (state, expires_at) WHERE expires_at IS NOT NULL;
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

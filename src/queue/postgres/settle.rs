@@ -66,7 +66,9 @@ impl Postgres {
                     ("unknown", Some(*at_ms), Some(error.as_str()), None)
                 }
                 Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
-                Outcome::Release { at_ms } => ("release", Some(*at_ms), None, None),
+                Outcome::Release { at_ms, error } => {
+                    ("release", Some(*at_ms), error.as_deref(), None)
+                }
             };
             kinds.push(kind);
             at.push(when);

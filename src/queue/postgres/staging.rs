@@ -17,17 +17,18 @@ use crate::queue::{Accepted, Arrival, Begun, Error, NewBatch, NewMessage, Result
 /// connection); its report is set at the end by [`STAGE_REPORT`].
 pub(super) const STAGE_BATCH: &str = "
 INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
-                         request_hash, report, template, template_source)
-VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, '{}', $9, $10)
+                         request_hash, report, template, template_source, expires_at)
+VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, '{}', $9, $10, $11::bigint)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING seq";
 
 /// One chunk of a batch being stored in chunks.
 pub(super) const STAGE_MESSAGES: &str = "
 INSERT INTO {s}.messages (id, provider, state, priority, available_at, to_addr, ref, subject, body,
-                          segments, vars, created_at, updated_at)
+                          segments, vars, created_at, updated_at, expires_at)
 SELECT ($1::bigint << 32) | m.idx, m.provider, 'pending', $2::integer, $3::bigint, m.to_addr, m.ref,
-       m.subject, m.body, m.segments, m.vars, $4::bigint, $4::bigint
+       m.subject, m.body, m.segments, m.vars, $4::bigint, $4::bigint,
+       (SELECT expires_at FROM {s}.batches WHERE seq = $1::bigint)
 FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
             $11::integer[], $12::text[])
      AS m(idx, provider, to_addr, ref, subject, body, segments, vars)";
@@ -59,6 +60,7 @@ impl Postgres {
         let mut params = head.params(&batch);
         params.push(&batch.template_id);
         params.push(&head.template);
+        params.push(&batch.expires_at_ms);
         let row = client
             .query_opt(&self.sql.stage_batch, &params)
             .await

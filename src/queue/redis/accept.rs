@@ -122,6 +122,12 @@ impl Redis {
                     .template
                     .as_ref()
                     .map_or_else(String::new, |t| t.to_stored()),
+            )
+            .arg(
+                batch
+                    .expires_at_ms
+                    .map(|at| at.to_string())
+                    .unwrap_or_default(),
             );
         for (provider, runs) in &staged.runs {
             call.arg(provider).arg(runs.len());

@@ -11,7 +11,7 @@ use crate::queue::{
 };
 
 /// The batch hash fields a summary reads, in this order (scripts use the same list).
-pub(super) const SUMMARY_FIELDS: [&str; 15] = [
+pub(super) const SUMMARY_FIELDS: [&str; 17] = [
     "channel",
     "source",
     "control",
@@ -27,6 +27,8 @@ pub(super) const SUMMARY_FIELDS: [&str; 15] = [
     "delivered",
     "undelivered",
     "unknown",
+    "expired",
+    "expires_at",
 ];
 
 impl Redis {
@@ -133,7 +135,13 @@ impl Redis {
             BatchAction::Pause => "pause",
             BatchAction::Resume => "resume",
             BatchAction::Cancel => "cancel",
-            BatchAction::Retry => "retry",
+            BatchAction::Retry { .. } => "retry",
+        };
+        let deadline = match action {
+            BatchAction::Retry {
+                expires_at_ms: Some(at),
+            } => at.to_string(),
+            _ => String::new(),
         };
         let reply: Vec<Value> = self
             .scripts
@@ -142,6 +150,7 @@ impl Redis {
             .arg(now_ms())
             .arg(id.to_string())
             .arg(action_name)
+            .arg(deadline)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.fail(e))?;
@@ -171,6 +180,8 @@ fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
         delivered,
         undelivered,
         unknown,
+        expired,
+        expires_at,
     ] = f
     else {
         return Err(unexpected("a batch summary"));
@@ -201,6 +212,7 @@ fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
         count(undelivered, "undelivered count")?,
     );
     counts.add(MessageState::Unknown, count(unknown, "unknown count")?);
+    counts.add(MessageState::Expired, count(expired, "expired count")?);
     Ok(Some(BatchSummary {
         id,
         channel: channel.parse::<Channel>().map_err(Error::Corrupt)?,
@@ -210,6 +222,7 @@ fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
         priority: number(priority, "batch priority")?,
         created_at_ms: number(created, "batch creation time")?,
         send_at_ms: number(send_at, "batch send time")?,
+        expires_at_ms: optional_number(expires_at, "batch deadline")?,
         counts,
     }))
 }

@@ -23,8 +23,9 @@ local function batch_of(id)
   local b = batches[id]
   if b == nil then
     local key = P .. 'b:' .. id
-    local f = redis.call('HMGET', key, 'control', 'priority', 'channel')
-    b = { key = key, control = f[1], priority = f[2], channel = f[3], delta = {} }
+    local f = redis.call('HMGET', key, 'control', 'priority', 'channel', 'expires_at')
+    b = { key = key, control = f[1], priority = f[2], channel = f[3], expires_at = tonumber(f[4]),
+      delta = {} }
     batches[id] = b
   end
   return b
@@ -41,9 +42,15 @@ local function flush_counts()
     end
   end
 end
--- A message going back to the queue takes its batch's pause or cancel.
+-- Whether the batch's deadline has passed: its unsent messages are expired.
+local function past_deadline(b)
+  return b.expires_at ~= nil and b.expires_at <= tonumber(now)
+end
+-- A message going back to the queue takes its batch's cancel, deadline or pause.
 local function requeued_state(b)
-  if b.control == 'paused' or b.control == 'cancelled' then return b.control end
+  if b.control == 'cancelled' then return b.control end
+  if past_deadline(b) then return 'expired' end
+  if b.control == 'paused' then return b.control end
   return 'pending'
 end
 local indexed = {}
@@ -125,8 +132,9 @@ return 1
 /// its entry in the list of batches, and its members in the ready sets.
 /// ARGV: P, now, id, channel, source, priority, send_at, report, seq, span, total,
 /// idempotency key (or ''), request hash, the span its staging entry records, the
-/// batch's template as JSON (or ''), then per provider: name, the number of runs,
-/// and each run of its message indices as `from` and `to` (exclusive).
+/// batch's template as JSON (or ''), its deadline in ms (or ''), then per provider:
+/// name, the number of runs, and each run of its message indices as `from` and
+/// `to` (exclusive). A batch with a deadline joins `deadlines`.
 const COMMIT: &str = r"
 local id, prio, send_at, seq, span, idem = ARGV[3], ARGV[6], ARGV[7], ARGV[9], ARGV[10], ARGV[12]
 if idem ~= '' then
@@ -146,8 +154,12 @@ if idem ~= '' then
   redis.call('HSET', bkey, 'idempotency_key', idem)
 end
 if ARGV[15] ~= '' then redis.call('HSET', bkey, 'template_source', ARGV[15]) end
+if ARGV[16] ~= '' then
+  redis.call('HSET', bkey, 'expires_at', ARGV[16])
+  redis.call('ZADD', P .. 'deadlines', ARGV[16], id)
+end
 redis.call('ZADD', P .. 'batches', 0, id)
-local i = 16
+local i = 17
 while i <= #ARGV do
   local provider, runs = ARGV[i], tonumber(ARGV[i + 1])
   local ready = P .. 'ready:' .. prio .. ':' .. provider
@@ -179,12 +191,25 @@ return 1
 ";
 
 /// Pauses, resumes, cancels or retries a batch: `{'none'}`, `{'conflict'}`, or
-/// `{'ok', <summary fields>}`. ARGV: P, now, batch id, action.
+/// `{'ok', <summary fields>}`. A retry requeues the failed and expired messages
+/// and gives the batch its new deadline (none when '').
+/// ARGV: P, now, batch id, action, the retry's deadline in ms (or '').
 const CONTROL: &str = r"
 local action = ARGV[4]
 local b = batch_of(ARGV[3])
 if not b.control then return { 'none' } end
 if b.control == 'cancelled' and action ~= 'cancel' then return { 'conflict' } end
+if action == 'retry' then
+  local id = ARGV[3]
+  b.expires_at = tonumber(ARGV[5])
+  if b.expires_at then
+    redis.call('HSET', b.key, 'expires_at', ARGV[5])
+    redis.call('ZADD', P .. 'deadlines', ARGV[5], id)
+  else
+    redis.call('HDEL', b.key, 'expires_at')
+    redis.call('ZREM', P .. 'deadlines', id)
+  end
+end
 local f = redis.call('HMGET', b.key, 'seq', 'span')
 local seq, span = f[1], tonumber(f[2])
 local control = ({ pause = 'paused', resume = 'active', cancel = 'cancelled' })[action]
@@ -198,9 +223,10 @@ for i = 0, span - 1 do
   local m = redis.call('HMGET', key, 'state', 'provider', 'available_at')
   local from, provider, to = m[1], m[2], nil
   if action == 'pause' and from == 'pending' then to = 'paused'
-  elseif action == 'resume' and from == 'paused' then to = 'pending'
+  elseif action == 'resume' and from == 'paused' then to = requeued_state(b)
   elseif action == 'cancel' and (from == 'pending' or from == 'paused') then to = 'cancelled'
-  elseif action == 'retry' and from == 'failed' then to = requeued_state(b)
+  elseif action == 'retry' and (from == 'failed' or from == 'expired') then
+    to = requeued_state(b)
   end
   if to then
     if from == 'pending' then unready(b, provider, member) end
@@ -247,6 +273,40 @@ end
 return out
 ";
 
+/// Expires the unsent messages (pending, paused, unknown) of the batches in
+/// `deadlines` whose deadline has passed, a batch at a time, until `limit` messages
+/// are expired or none is left; a batch walked leaves `deadlines` (a retry with a
+/// fresh deadline puts it back). Returns how many messages it expired.
+/// ARGV: P, now, limit.
+const EXPIRE: &str = r"
+local limit, expired = tonumber(ARGV[3]), 0
+local due = redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'LIMIT', 0, 100)
+for _, id in ipairs(due) do
+  if expired >= limit then break end
+  local b = batch_of(id)
+  local f = redis.call('HMGET', b.key, 'seq', 'span')
+  if f[1] and past_deadline(b) then
+    local seq, span = f[1], tonumber(f[2])
+    for i = 0, span - 1 do
+      local member = member_of(seq, i)
+      local key = P .. 'm:' .. member
+      local m = redis.call('HMGET', key, 'state', 'provider')
+      local from = m[1]
+      if from == 'pending' or from == 'paused' or from == 'unknown' then
+        if from == 'pending' then unready(b, m[2], member) end
+        if from == 'unknown' then redis.call('ZREM', P .. 'leased:' .. m[2], member) end
+        redis.call('HSET', key, 'state', 'expired', 'updated_at', now)
+        count(b, from, 'expired')
+        expired = expired + 1
+      end
+    end
+  end
+  redis.call('ZREM', P .. 'deadlines', id)
+end
+flush_counts()
+return expired
+";
+
 /// The Lua scripts, each with the prelude; loaded into the server on first use.
 #[derive(Clone)]
 pub(super) struct Scripts {
@@ -260,6 +320,7 @@ pub(super) struct Scripts {
     pub(super) apply_receipts: Script,
     pub(super) control: Script,
     pub(super) messages: Script,
+    pub(super) expire: Script,
 }
 
 impl Scripts {
@@ -282,6 +343,7 @@ impl Scripts {
             apply_receipts: script(&format!("{RECEIPTS}{APPLY_RECEIPTS}")),
             control: script(CONTROL),
             messages: script(MESSAGES),
+            expire: script(EXPIRE),
         }
     }
 }

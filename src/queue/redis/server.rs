@@ -10,12 +10,13 @@ use crate::domain::BatchId;
 use crate::queue::{Error, Result};
 
 /// The key layout this build reads and writes.
-const LAYOUT_VERSION: &str = "2";
+const LAYOUT_VERSION: &str = "3";
 
-/// The layout this one extends: a store of it is upgraded in place when opened
+/// The layouts this one extends: a store of one is upgraded in place when opened
 /// (version 2 stores a template batch's template once and its messages' vars
-/// without their bodies, which a build of version 1 would send empty).
-const PREVIOUS_LAYOUT_VERSION: &str = "1";
+/// without their bodies, which a build of version 1 would send empty; version 3
+/// adds batch deadlines and the `expired` state, which older builds cannot read).
+const PREVIOUS_LAYOUT_VERSIONS: [&str; 2] = ["1", "2"];
 
 impl Redis {
     pub(super) async fn check_layout(&self) -> Result<()> {
@@ -33,7 +34,7 @@ impl Redis {
             .map_err(|e| self.fail(e))?;
         match version.as_deref() {
             Some(LAYOUT_VERSION) => Ok(()),
-            Some(PREVIOUS_LAYOUT_VERSION) => {
+            Some(old) if PREVIOUS_LAYOUT_VERSIONS.contains(&old) => {
                 // Nothing stored changes meaning: only new batches use the new fields.
                 let () = redis::cmd("SET")
                     .arg(&key)

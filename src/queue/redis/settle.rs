@@ -33,7 +33,7 @@ impl Redis {
                 } => ("confirmed", 0, provider_message_id.as_deref()),
                 Outcome::Retry { at_ms, error } => ("retry", *at_ms, Some(error.as_str())),
                 Outcome::Unknown { at_ms, error } => ("unknown", *at_ms, Some(error.as_str())),
-                Outcome::Release { at_ms } => ("release", *at_ms, None),
+                Outcome::Release { at_ms, error } => ("release", *at_ms, error.as_deref()),
                 Outcome::Failed { error } => ("failed", 0, Some(error.as_str())),
             };
             call.arg(slot.member())

@@ -227,7 +227,7 @@ async fn accepting_ten_thousand_messages_is_quick_and_whole() {
 }
 
 #[tokio::test]
-async fn a_version_1_layout_is_upgraded_on_open_and_an_unknown_one_refused() {
+async fn version_1_and_2_layouts_are_upgraded_on_open_and_an_unknown_one_refused() {
     let (queue, url, _guard) = test_store().await;
     drop(queue);
     let store = Redis::open(&parsed(&url)).await.unwrap();
@@ -243,20 +243,22 @@ async fn a_version_1_layout_is_upgraded_on_open_and_an_unknown_one_refused() {
                 .unwrap();
         }
     };
-    version("1").await;
-    let upgraded = Redis::open(&parsed(&url)).await.unwrap();
-    let now: String = redis::cmd("GET")
-        .arg(upgraded.key("version"))
-        .query_async(&mut upgraded.conn())
-        .await
-        .unwrap();
-    assert_eq!(now, "2");
-    version("3").await;
+    for old in ["1", "2"] {
+        version(old).await;
+        let upgraded = Redis::open(&parsed(&url)).await.unwrap();
+        let now: String = redis::cmd("GET")
+            .arg(upgraded.key("version"))
+            .query_async(&mut upgraded.conn())
+            .await
+            .unwrap();
+        assert_eq!(now, "3", "upgraded from {old}");
+    }
+    version("4").await;
     let Err(refused) = Redis::open(&parsed(&url)).await else {
         panic!("a store of an unknown layout opened");
     };
     assert!(
-        refused.to_string().contains("layout version 3"),
+        refused.to_string().contains("layout version 4"),
         "{refused}"
     );
 }

@@ -13,8 +13,8 @@ use crate::queue::{Accepted, Error, NewBatch, NewMessage, Result, parse_batch_id
 const ROWS_PER_INSERT: usize = 100;
 
 /// Parameters of [`insert_sql`] the same for every row: the batch, provider,
-/// state, priority, due time, template and creation time.
-const SHARED_PARAMS: usize = 7;
+/// state, priority, due time, template, creation time and deadline.
+const SHARED_PARAMS: usize = 8;
 /// Parameters of [`insert_sql`] of each row: id, address, ref, subject, body,
 /// segments and vars.
 const ROW_PARAMS: usize = 7;
@@ -27,7 +27,7 @@ fn insert_sql(rows: usize) -> String {
         .map(|row| {
             let p = SHARED_PARAMS + row * ROW_PARAMS;
             format!(
-                "(?{}, ?1, ?2, ?3, ?4, ?5, ?{}, ?{}, ?{}, ?{}, ?{}, ?6, ?{}, ?7, ?7)",
+                "(?{}, ?1, ?2, ?3, ?4, ?5, ?{}, ?{}, ?{}, ?{}, ?{}, ?6, ?{}, ?7, ?7, ?8)",
                 p + 1,
                 p + 2,
                 p + 3,
@@ -40,7 +40,7 @@ fn insert_sql(rows: usize) -> String {
         .collect();
     format!(
         "INSERT INTO messages (id, batch, provider, state, priority, available_at, to_addr, ref, subject, body,
-                               segments, template, vars, created_at, updated_at)
+                               segments, template, vars, created_at, updated_at, expires_at)
          VALUES {}",
         values.join(", ")
     )
@@ -116,8 +116,8 @@ pub(super) fn insert_batch_row(
         .map_err(unavailable)?;
     tx.execute(
         "INSERT INTO batches (id, channel, source, control, priority, send_at, created_at, idempotency_key,
-                              request_hash, report, first_row, size, template_source)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                              request_hash, report, first_row, size, template_source, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             batch.id.to_string(),
             batch.channel.as_str(),
@@ -135,6 +135,7 @@ pub(super) fn insert_batch_row(
                 .template
                 .as_ref()
                 .map(|t| t.to_stored()),
+            batch.expires_at_ms,
         ],
     )
     .map_err(unavailable)?;
@@ -192,6 +193,7 @@ pub(super) fn insert_messages(
             &available_at,
             &batch.template_id,
             &now,
+            &batch.expires_at_ms,
         ]);
         for (m, id) in rows.iter().zip(&ids) {
             // With the batch's template stored, each body is rendered at claim.

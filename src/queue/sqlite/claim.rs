@@ -64,6 +64,7 @@ pub(super) fn claim(conn: &mut Connection, request: &Request, known: &Known) -> 
     };
     let tx = light_transaction(conn)?;
     requeue_due(&tx, now)?;
+    super::expiry::expire_pending(&tx, &request.provider, now)?;
     let budget = match budget(&tx, request, now)? {
         Ok(budget) => budget,
         Err(wait) => {

@@ -74,9 +74,9 @@ fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
     let Some(batch) = batch_by_id(conn, id)? else {
         return Ok(None);
     };
-    let (source, control, priority, created_at_ms, send_at_ms) = conn
+    let (source, control, priority, created_at_ms, send_at_ms, expires_at_ms) = conn
         .prepare_cached(
-            "SELECT source, control, priority, created_at, send_at FROM batches WHERE seq = ?1",
+            "SELECT source, control, priority, created_at, send_at, expires_at FROM batches WHERE seq = ?1",
         )
         .and_then(|mut s| {
             s.query_row([batch.seq], |r| {
@@ -86,6 +86,7 @@ fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
                     r.get::<_, i32>(2)?,
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
                 ))
             })
         })
@@ -115,6 +116,7 @@ fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
         priority,
         created_at_ms,
         send_at_ms,
+        expires_at_ms,
         counts,
     }))
 }
@@ -298,13 +300,24 @@ pub(super) fn control(
             set_control(BatchControl::Cancelled)?;
             move_messages("'cancelled'", "'pending', 'paused'")?;
         }
-        BatchAction::Retry => {
+        BatchAction::Retry { expires_at_ms } => {
+            tx.execute(
+                "UPDATE batches SET expires_at = ?2 WHERE seq = ?1",
+                params![seq, expires_at_ms],
+            )
+            .map_err(unavailable)?;
+            // Every message of the batch keeps the batch's deadline: the unsent
+            // ones wait for the new one, and it is there for the retried ones.
             tx.execute(
                 &format!(
-                    "UPDATE messages SET state = {REQUEUED_STATE}, attempts = 0, available_at = ?3, updated_at = ?3
-                     WHERE id BETWEEN ?1 AND ?2 AND state = 'failed'"
+                    "UPDATE messages SET expires_at = ?4,
+                         state = CASE WHEN state IN ('failed', 'expired') THEN {REQUEUED_STATE} ELSE state END,
+                         attempts = CASE WHEN state IN ('failed', 'expired') THEN 0 ELSE attempts END,
+                         available_at = CASE WHEN state IN ('failed', 'expired') THEN ?3 ELSE available_at END,
+                         updated_at = CASE WHEN state IN ('failed', 'expired') THEN ?3 ELSE updated_at END
+                     WHERE id BETWEEN ?1 AND ?2"
                 ),
-                params![first, last, now],
+                params![first, last, now, expires_at_ms],
             )
             .map_err(unavailable)?;
         }

@@ -147,6 +147,13 @@ CREATE INDEX ingest_unacked_at ON ingest_unacked(at);
 -- claimed (JSON: body, subject). Its messages keep their variables in `vars` and
 -- an empty `body`; batches without it keep each rendered body.
 ALTER TABLE batches ADD COLUMN template_source TEXT;
+", "
+-- Migration 9: deadlines. A batch's deadline, and each message's copy of it (a
+-- retry gives the batch a fresh one); the index finds the unsent messages whose
+-- deadline has passed, by state, for claims and the expiry sweep.
+ALTER TABLE batches ADD COLUMN expires_at INTEGER;
+ALTER TABLE messages ADD COLUMN expires_at INTEGER;
+CREATE INDEX messages_expiring ON messages(state, expires_at) WHERE expires_at IS NOT NULL;
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's

@@ -64,8 +64,8 @@ pub(super) fn settle(conn: &mut Connection, settlements: Vec<Settlement>) -> Res
                 Outcome::Retry { at_ms, error } => {
                     retry.execute(params![row, token, at_ms, now, 1, error])
                 }
-                Outcome::Release { at_ms } => {
-                    retry.execute(params![row, token, at_ms, now, 0, Option::<String>::None])
+                Outcome::Release { at_ms, error } => {
+                    retry.execute(params![row, token, at_ms, now, 0, error])
                 }
                 Outcome::Unknown { at_ms, error } => {
                     unknown.execute(params![row, token, at_ms, now, error])

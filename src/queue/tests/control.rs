@@ -35,9 +35,15 @@ pub(super) async fn pause_holds_messages_resume_releases_them_cancel_ends_them(s
         (3, 2)
     );
     assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty());
-    q.settle(settle_all(&two, Outcome::Release { at_ms: now_ms() }))
-        .await
-        .unwrap();
+    q.settle(settle_all(
+        &two,
+        Outcome::Release {
+            at_ms: now_ms(),
+            error: None,
+        },
+    ))
+    .await
+    .unwrap();
     assert_eq!(
         counts(&q, id).await.cancelled,
         5,
@@ -88,7 +94,13 @@ pub(super) async fn a_cancelled_batch_can_be_cancelled_again_but_not_retried(sto
     let again = q.control(id, BatchAction::Cancel).await.unwrap().unwrap();
     assert_eq!(again.control, BatchControl::Cancelled);
     assert_eq!(again.counts.cancelled, 2);
-    for action in [BatchAction::Retry, BatchAction::Pause, BatchAction::Resume] {
+    for action in [
+        BatchAction::Retry {
+            expires_at_ms: None,
+        },
+        BatchAction::Pause,
+        BatchAction::Resume,
+    ] {
         assert!(
             matches!(q.control(id, action).await, Err(Error::Conflict(_))),
             "{action:?} on a cancelled batch"

@@ -27,6 +27,7 @@ impl TestBatch {
                 source: "test".into(),
                 priority: 0,
                 send_at_ms: now_ms(),
+                expires_at_ms: None,
                 idempotency: None,
                 report: json!({"accepted": n}),
                 template_id: None,
@@ -72,6 +73,12 @@ impl TestBatch {
     /// Due at `send_at_ms` (ms since the epoch) instead of now.
     pub(crate) fn send_at(mut self, send_at_ms: i64) -> Self {
         self.batch.send_at_ms = send_at_ms;
+        self
+    }
+
+    /// With the deadline `expires_at_ms` (ms since the epoch).
+    pub(crate) fn expires_at(mut self, expires_at_ms: i64) -> Self {
+        self.batch.expires_at_ms = Some(expires_at_ms);
         self
     }
 

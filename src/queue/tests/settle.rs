@@ -75,7 +75,10 @@ pub(super) async fn a_retry_waits_for_its_time_and_counts_an_attempt_a_release_d
         },
         Settlement {
             lease: b.lease,
-            outcome: Outcome::Release { at_ms: now_ms() },
+            outcome: Outcome::Release {
+                at_ms: now_ms(),
+                error: None,
+            },
             sent_by: None,
         },
     ])
@@ -132,7 +135,10 @@ pub(super) async fn failures_are_recorded_and_retry_requeues_only_the_failed(sto
         Some("HTTP 400: bad number")
     );
     assert_eq!(failed[0].attempts, 1);
-    let summary = q.control(id, BatchAction::Retry).await.unwrap().unwrap();
+    let retry = BatchAction::Retry {
+        expires_at_ms: None,
+    };
+    let summary = q.control(id, retry).await.unwrap().unwrap();
     assert_eq!(
         (
             summary.counts.pending,

@@ -255,14 +255,14 @@ async fn a_transient_error_is_retried_after_the_policys_delay() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_throttle_paces_the_provider_and_counts_an_attempt() {
+async fn a_throttle_paces_the_provider_and_waits_without_spending_an_attempt() {
     let throttle = || {
         Step::Answer(Err(provider::Error::throttled(
             "HTTP 429",
             Some(Duration::ZERO),
         )))
     };
-    let stub = Stub::new([throttle(), throttle()]);
+    let stub = Stub::new([throttle(), throttle(), throttle()]);
     let bench = Bench::new(&[("primary", stub.clone())], retry_at_once(2)).await;
     let id = bench.accept("primary").await;
     assert_eq!(bench.pool.pace("primary", |p| p.rate()), Some(None));
@@ -270,22 +270,20 @@ async fn a_throttle_paces_the_provider_and_counts_an_attempt() {
     bench.turn("primary").await;
     let message = bench.message(id).await;
     assert_eq!(message.state, MessageState::Pending);
-    assert_eq!(message.attempts, 1);
+    assert_eq!(message.attempts, 0);
     assert_eq!(message.last_error.as_deref(), Some("throttled: HTTP 429"));
     assert_eq!(bench.pool.pace("primary", |p| p.rate()), Some(Some(1.0)));
     // A throttle is an answer: the circuit stays closed.
     assert_eq!(bench.circuit("primary"), CircuitState::Closed);
 
-    // Today a throttle spends an attempt: the second is the last.
+    // More throttles than the two attempts allowed: still waiting, none spent.
+    bench.turn("primary").await;
     bench.turn("primary").await;
     let message = bench.message(id).await;
-    assert_eq!(message.state, MessageState::Failed);
-    assert_eq!(message.attempts, 2);
-    assert_eq!(
-        message.last_error.as_deref(),
-        Some("throttled: HTTP 429 (gave up after 2 attempts)")
-    );
-    assert_eq!(stub.calls().len(), 2);
+    assert_eq!(message.state, MessageState::Pending);
+    assert_eq!(message.attempts, 0);
+    assert_eq!(message.last_error.as_deref(), Some("throttled: HTTP 429"));
+    assert_eq!(stub.calls().len(), 3);
 }
 
 #[tokio::test(start_paused = true)]

@@ -122,14 +122,22 @@ for _, prio in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
       break
     end
     done[#done + 1] = member
-    local until_ = nil
-    if m[1] == 'pending' and #caps > 0 then until_ = capped_until(m[3]) end
-    if until_ ~= nil then
+    local b, until_ = nil, nil
+    if m[1] == 'pending' then b = batch_of(m[2]) end
+    if b ~= nil and past_deadline(b) then
+      -- Never claimed after its batch's deadline: it leaves the ready set expired.
+      redis.call('HSET', key, 'state', 'expired', 'updated_at', now)
+      count(b, 'pending', 'expired')
+      b = nil
+    end
+    if b ~= nil and #caps > 0 then until_ = capped_until(m[3]) end
+    if b == nil then
+      -- Settled since, or expired just now: it only leaves the ready set.
+    elseif until_ ~= nil then
       redis.call('HSET', key, 'available_at', until_, 'updated_at', now)
       deferred[#deferred + 1] = { member, until_ }
-    elseif m[1] == 'pending' then
+    else
       if #caps > 0 then record_send(m[3], member) end
-      local b = batch_of(m[2])
       redis.call('HSET', key, 'state', 'sending', 'lease', token, 'lease_until', lease_until,
         'updated_at', now)
       lease_args[#lease_args + 1] = lease_until

@@ -117,6 +117,12 @@ for i = 3, #ARGV, 7 do
       state = 'failed'
       redis.call('HSET', key, 'state', state, 'attempts', attempts, 'error', text,
         'updated_at', now)
+    elseif kind == 'unknown' and past_deadline(b) then
+      -- Not asked about again: the batch's deadline has passed.
+      members[#members + 1] = member
+      state = 'expired'
+      redis.call('HSET', key, 'state', state, 'attempts', attempts, 'updated_at', now,
+        'error', text)
     elseif kind == 'unknown' then
       state = 'unknown'
       redis.call('HSET', key, 'state', state, 'attempts', attempts, 'available_at', at,
@@ -126,7 +132,7 @@ for i = 3, #ARGV, 7 do
     else
       members[#members + 1] = member
       state = requeued_state(b)
-      if kind == 'retry' then
+      if kind == 'retry' or has_text then
         redis.call('HSET', key, 'state', state, 'attempts', attempts, 'available_at', at,
           'updated_at', now, 'error', text)
       else
