@@ -7,9 +7,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::domain::now_ms;
 use crate::provider::Route;
-use crate::queue::Claim;
+use crate::queue::{Claim, Outcome};
 
 use super::Pool;
+use super::decide::Decision;
 use super::failover::{Choice, Routing};
 use super::settle::{Done, STORE_RETRY};
 
@@ -103,10 +104,7 @@ impl Pool {
                 }
             };
             permits.truncate(claimed.len());
-            self.pace(&via.name, |pace| {
-                pace.refund(asked - claimed.len());
-                pace.sending(claimed.len(), now_ms());
-            });
+            self.pace(&via.name, |pace| pace.refund(asked - claimed.len()));
             let idle = claimed.is_empty();
             // One task per message, or per request for providers that take many
             // messages in one (`batch_limit`).
@@ -130,6 +128,29 @@ impl Pool {
                     () = shutdown.cancelled() => return,
                 }
             }
+        }
+    }
+}
+
+impl Pool {
+    /// Tells the pace of provider `via` how it answered a send made at `sent_ms`:
+    /// accepted (sent), or throttled, which paces it at the rate it accepted.
+    pub(super) fn answered(&self, via: &str, decision: &Decision, sent_ms: i64) {
+        let now = now_ms();
+        let paced = self.pace(via, |pace| {
+            if decision.pace {
+                let before = pace.rate();
+                pace.throttled(sent_ms, now);
+                (before != pace.rate()).then(|| pace.rate()).flatten()
+            } else {
+                if matches!(decision.outcome, Outcome::Sent { .. }) {
+                    pace.accepted(1, now);
+                }
+                None
+            }
+        });
+        if let Some(Some(rate)) = paced {
+            tracing::info!(provider = %via, rate_per_sec = rate, "the provider throttles: sending at the rate it accepts");
         }
     }
 }

@@ -269,16 +269,7 @@ impl Pool {
                 jitter: fastrand::f64(),
             },
         );
-        if decision.pace {
-            let paced = self.pace(&via.name, |pace| {
-                let before = pace.rate();
-                pace.throttled(attempt.sent_ms, now_ms());
-                (before != pace.rate()).then(|| pace.rate()).flatten()
-            });
-            if let Some(Some(rate)) = paced {
-                tracing::info!(provider = %via.name, rate_per_sec = rate, "the provider throttles: sending slower");
-            }
-        }
+        self.answered(&via.name, &decision, attempt.sent_ms);
         if let Some(reason) = decision.suppress {
             self.suppress(via, message, reason).await;
         }
