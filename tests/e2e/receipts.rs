@@ -149,10 +149,10 @@ async fn signed_webhook_receipts_move_the_batch_counts_once_each() {
 /// stalls past Herald's send timeout when `stall_first`), and `QuerySendDetails`
 /// lists what was sent to a number, with its `OutId`, as Aliyun documents.
 #[derive(Default)]
-struct Dysmsapi {
+pub struct Dysmsapi {
     stall_first: bool,
     /// Each `SendSms` request's numbers and `OutId`.
-    sends: Mutex<Vec<(Vec<String>, String)>>,
+    pub sends: Mutex<Vec<(Vec<String>, String)>>,
     queries: Mutex<usize>,
 }
 
@@ -205,7 +205,7 @@ async fn dysmsapi(State(server): State<Arc<Dysmsapi>>, body: String) -> String {
 }
 
 /// Starts `server` on loopback; answers the provider "ali" sending SMS through it.
-async fn aliyun_provider(server: Arc<Dysmsapi>) -> ProviderConfig {
+pub async fn aliyun_provider(server: Arc<Dysmsapi>) -> ProviderConfig {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let app = Router::new().route("/", post(dysmsapi)).with_state(server);
@@ -236,7 +236,7 @@ async fn aliyun_herald(server: Arc<Dysmsapi>) -> TestApp {
 }
 
 /// Stores the template "hi", whose code at "ali" is `SMS_1`.
-async fn store_hi(herald: &TestApp) {
+pub async fn store_hi(herald: &TestApp) {
     let (status, created) = herald
         .post(
             "/v1/templates",

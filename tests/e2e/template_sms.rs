@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::helpers::{serve_local, sms_provider, spawn_app};
+use crate::helpers::{TestApp, serve_local, sms_provider, spawn_app};
 use herald::domain::Channel;
 use herald::domain::Secret;
 use herald::provider::{ProviderConfig, ProviderKind, TencentConfig};
@@ -68,6 +68,19 @@ pub async fn tencent(name: &str) -> (ProviderConfig, Seen) {
     (sms_provider(name, kind), seen)
 }
 
+/// Stores the template "otp" (`Your code is {{ 1 }}`), whose code at "tx" is
+/// `1234567`, signed `Herald`.
+pub async fn store_otp(herald: &TestApp) {
+    let (status, created) = herald
+        .post(
+            "/v1/templates",
+            &json!({"id": "otp", "channel": "sms", "body": "Your code is {{ 1 }}",
+                    "providers": {"tx": {"code": "1234567", "sign_name": "Herald"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stored_templates_code_and_vars_reach_the_provider_many_numbers_a_request() {
     let (tx, seen) = tencent("tx").await;
@@ -77,14 +90,7 @@ async fn a_stored_templates_code_and_vars_reach_the_provider_many_numbers_a_requ
     })
     .await;
 
-    let (status, created) = herald
-        .post(
-            "/v1/templates",
-            &json!({"id": "otp", "channel": "sms", "body": "Your code is {{ 1 }}",
-                    "providers": {"tx": {"code": "1234567", "sign_name": "Herald"}}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
+    store_otp(&herald).await;
     // Five numbers share code 4321; two get 9999.
     let recipients: Vec<Value> = (0..7)
         .map(|i| {

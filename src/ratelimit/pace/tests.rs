@@ -143,7 +143,10 @@ fn a_configured_rate_below_the_providers_limit_is_never_throttled_and_holds() {
     assert_eq!(sim.first_throttle, None);
     assert_eq!(sim.pace.rate(), None);
     let seconds = sim.per_second(1_000, 60_000);
-    assert!(seconds.iter().all(|&n| (59..=62).contains(&n)), "{seconds:?}");
+    assert!(
+        seconds.iter().all(|&n| (59..=62).contains(&n)),
+        "{seconds:?}"
+    );
 }
 
 #[test]
