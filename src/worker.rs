@@ -144,6 +144,7 @@ impl Pool {
         let stop_settler = CancellationToken::new();
         let settler = tokio::spawn(settle_loop(
             self.inner.queue.clone(),
+            self.inner.registry.clone(),
             rx,
             stop_settler.clone(),
         ));
