@@ -71,14 +71,31 @@ impl Pace {
         self.paced.map(|p| p.rate.per_sec)
     }
 
-    /// The provider accepted `n` messages, answering at `now_ms`.
-    pub fn accepted(&mut self, n: usize, now_ms: i64) {
+    /// The provider accepted `n` messages sent at `sent_ms`, answering at `now_ms`.
+    /// Answers to sends made before the last cut that come within a second of it
+    /// raise the pace to the accepted rate they make: answers come back in any
+    /// order, and a throttle read before the acceptances of the same burst would
+    /// otherwise cut the pace to nothing.
+    pub fn accepted(&mut self, n: usize, sent_ms: i64, now_ms: i64) {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         match self.accepted.back_mut() {
             Some((at, count)) if *at == now_ms => *count = count.saturating_add(n),
             _ => self.accepted.push_back((now_ms, n)),
         }
         self.forget_before(now_ms);
+        let Some(cut_ms) = self.last_cut_ms else {
+            return;
+        };
+        if sent_ms >= cut_ms || now_ms.saturating_sub(cut_ms) >= CUT_EVERY_MS {
+            return;
+        }
+        let rate = self.cut_rate(now_ms);
+        if let Some(paced) = &mut self.paced
+            && rate > paced.rate.per_sec
+        {
+            paced.rate = Rate::new(rate, None);
+            paced.cut = rate;
+        }
     }
 
     /// The provider throttled a send made at `sent_ms`: pace at the rate it
@@ -92,10 +109,7 @@ impl Pace {
             return;
         }
         self.forget_before(now_ms);
-        let mut per_sec = self.accepted_rate(now_ms).max(1.0);
-        if let Some(ceiling) = self.ceiling {
-            per_sec = per_sec.min(ceiling);
-        }
+        let per_sec = self.cut_rate(now_ms);
         let rate = Rate::new(per_sec, None);
         let tokens = self.paced.map_or(0.0, |p| p.bucket.tokens.min(rate.burst));
         self.paced = Some(Paced {
@@ -136,6 +150,13 @@ impl Pace {
         if let Some(paced) = &mut self.paced {
             paced.bucket.tokens = (paced.bucket.tokens + unused as f64).min(paced.rate.burst);
         }
+    }
+
+    /// The rate a cut paces at: the accepted rate, at least 1, at most the
+    /// configured rate.
+    fn cut_rate(&self, now_ms: i64) -> f64 {
+        let per_sec = self.accepted_rate(now_ms).max(1.0);
+        self.ceiling.map_or(per_sec, |ceiling| per_sec.min(ceiling))
     }
 
     /// Accepted answers per second over the last [`WINDOW_MS`], or over the time

@@ -152,7 +152,7 @@ impl Pool {
                 (before != pace.rate()).then(|| pace.rate()).flatten()
             } else {
                 if matches!(decision.outcome, Outcome::Sent { .. }) {
-                    pace.accepted(1, now);
+                    pace.accepted(1, sent_ms, now);
                 }
                 None
             }

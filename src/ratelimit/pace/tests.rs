@@ -3,9 +3,10 @@ use super::*;
 /// A provider that takes `per_sec` requests a second (a token bucket holding a
 /// tenth of a second's worth, full at the start) and throttles the rest, and one
 /// process sending through it as fast as its pace (and its configured rate, kept
-/// as the store keeps it) allow: 50 requests in flight, each answered 20 ms after
-/// it was made, decided by the provider 10 ms after it was made. Every step is one
-/// millisecond of a virtual clock.
+/// as the store keeps it) allow: 50 requests in flight, each decided by the
+/// provider 10 ms after it was made and answered 20 ms after (a throttle 12 ms
+/// after: throttles are read before the acceptances of the same burst). Every
+/// step is one millisecond of a virtual clock.
 struct Sim {
     pace: Pace,
     configured: Option<Rate>,
@@ -60,7 +61,7 @@ impl Sim {
             while self.in_flight.front().is_some_and(|&(_, at, _)| at <= now) {
                 let (made, _, accepted) = self.in_flight.pop_front().expect("just seen");
                 if accepted {
-                    self.pace.accepted(1, now);
+                    self.pace.accepted(1, made, now);
                 } else {
                     self.first_throttle.get_or_insert(now);
                     self.pace.throttled(made, now);
@@ -89,8 +90,12 @@ impl Sim {
                 if taken {
                     self.accepted_at.push(now + 10);
                 }
-                self.in_flight.push_back((now, now + 20, taken));
+                let answered = if taken { now + 20 } else { now + 12 };
+                self.in_flight.push_back((now, answered, taken));
             }
+            self.in_flight
+                .make_contiguous()
+                .sort_by_key(|&(_, at, _)| at);
         }
     }
 
@@ -155,7 +160,7 @@ fn a_throttle_paces_at_the_rate_accepted_over_the_last_second() {
     assert_eq!(pace.take(500, 0), Ok(500), "unthrottled: the limits decide");
     // 300 accepted in the second before the throttle, 50 of them too long ago.
     for ms in (0..1_400).step_by(4) {
-        pace.accepted(1, ms);
+        pace.accepted(1, ms, ms);
     }
     pace.throttled(1_390, 1_400);
     assert_eq!(pace.rate(), Some(250.0));
@@ -169,13 +174,26 @@ fn a_throttle_paces_at_the_rate_accepted_over_the_last_second() {
 }
 
 #[test]
+fn acceptances_of_sends_before_a_cut_read_after_it_raise_the_pace() {
+    let mut pace = Pace::new(None);
+    pace.throttled(0, 12);
+    assert_eq!(pace.rate(), Some(1.0), "nothing accepted yet");
+    pace.accepted(10, 0, 20);
+    assert_eq!(pace.rate(), Some(100.0));
+    // Sends made since the cut, or answers a second later, revise nothing.
+    pace.accepted(50, 30, 40);
+    pace.accepted(50, 0, 1_100);
+    assert_eq!(pace.rate(), Some(100.0));
+}
+
+#[test]
 fn the_first_throttle_counts_a_burst_over_a_tenth_of_a_second_at_least() {
     let mut pace = Pace::new(None);
-    pace.accepted(10, 5);
+    pace.accepted(10, 0, 5);
     pace.throttled(5, 8);
     assert_eq!(pace.rate(), Some(100.0));
     let mut capped = Pace::new(Some(40.0));
-    capped.accepted(10, 5);
+    capped.accepted(10, 0, 5);
     capped.throttled(5, 8);
     assert_eq!(capped.rate(), Some(40.0), "never above the configured rate");
 }
@@ -184,7 +202,7 @@ fn the_first_throttle_counts_a_burst_over_a_tenth_of_a_second_at_least() {
 fn a_pace_grows_only_while_it_holds_sending_back_and_lifts_at_the_configured_rate() {
     let mut pace = Pace::new(Some(200.0));
     for ms in (10..=1_000).step_by(10) {
-        pace.accepted(1, ms);
+        pace.accepted(1, ms, ms);
     }
     pace.throttled(0, 1_000);
     let cut = pace.rate().expect("paced");
@@ -210,7 +228,7 @@ fn a_pace_grows_only_while_it_holds_sending_back_and_lifts_at_the_configured_rat
 #[test]
 fn refunded_tokens_are_there_again() {
     let mut pace = Pace::new(None);
-    pace.accepted(100, 0);
+    pace.accepted(100, 0, 0);
     pace.throttled(0, 100);
     while pace.take(1, 1_100).is_ok() {}
     assert!(pace.take(3, 1_100).is_err());
