@@ -27,6 +27,9 @@ pub struct Pace {
     /// The provider's accepting answers of the last [`WINDOW_MS`]: (ms, how
     /// many), oldest first, one entry per millisecond at most.
     accepted: VecDeque<(i64, u32)>,
+    /// Since when answers have come without a quiet [`WINDOW_MS`], and the last
+    /// (ms): the accepted rate is measured over no more than that.
+    answering: Option<(i64, i64)>,
     last_cut_ms: Option<i64>,
 }
 
@@ -62,6 +65,7 @@ impl Pace {
             ceiling,
             paced: None,
             accepted: VecDeque::new(),
+            answering: None,
             last_cut_ms: None,
         }
     }
@@ -78,6 +82,7 @@ impl Pace {
     /// otherwise cut the pace to nothing.
     pub fn accepted(&mut self, n: usize, sent_ms: i64, now_ms: i64) {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.answer(now_ms);
         match self.accepted.back_mut() {
             Some((at, count)) if *at == now_ms => *count = count.saturating_add(n),
             _ => self.accepted.push_back((now_ms, n)),
@@ -102,6 +107,7 @@ impl Pace {
     /// accepted over the last second. A send made before the last cut tells
     /// nothing of the pace since.
     pub fn throttled(&mut self, sent_ms: i64, now_ms: i64) {
+        self.answer(now_ms);
         if self
             .last_cut_ms
             .is_some_and(|at| sent_ms < at || now_ms.saturating_sub(at) < CUT_EVERY_MS)
@@ -160,16 +166,27 @@ impl Pace {
     }
 
     /// Accepted answers per second over the last [`WINDOW_MS`], or over the time
-    /// since the first of them when that is shorter (at least [`SHORTEST_SPAN_MS`]).
+    /// answers have been coming when that is shorter (at least
+    /// [`SHORTEST_SPAN_MS`]). Not since the oldest acceptance: a provider that
+    /// takes a whole second's worth at once and then nothing would read as many
+    /// times its rate.
     fn accepted_rate(&self, now_ms: i64) -> f64 {
-        let Some(&(oldest, _)) = self.accepted.front() else {
-            return 0.0;
-        };
         let count: f64 = self.accepted.iter().map(|&(_, n)| f64::from(n)).sum();
+        let since = self.answering.map_or(now_ms, |(since, _)| since);
         let span = now_ms
-            .saturating_sub(oldest)
+            .saturating_sub(since)
             .clamp(SHORTEST_SPAN_MS, WINDOW_MS);
         count * 1000.0 / span as f64
+    }
+
+    /// An answer came at `now_ms`.
+    fn answer(&mut self, now_ms: i64) {
+        self.answering = match self.answering {
+            Some((since, last)) if now_ms.saturating_sub(last) < WINDOW_MS => {
+                Some((since, now_ms.max(last)))
+            }
+            _ => Some((now_ms, now_ms)),
+        };
     }
 
     fn forget_before(&mut self, now_ms: i64) {

@@ -158,16 +158,16 @@ fn a_configured_rate_below_the_providers_limit_is_never_throttled_and_holds() {
 fn a_throttle_paces_at_the_rate_accepted_over_the_last_second() {
     let mut pace = Pace::new(None);
     assert_eq!(pace.take(500, 0), Ok(500), "unthrottled: the limits decide");
-    // 300 accepted in the second before the throttle, 50 of them too long ago.
+    // 350 accepted, 249 of them in the second before the throttle.
     for ms in (0..1_400).step_by(4) {
         pace.accepted(1, ms, ms);
     }
     pace.throttled(1_390, 1_400);
-    assert_eq!(pace.rate(), Some(250.0));
+    assert_eq!(pace.rate(), Some(249.0));
     // Many throttles from one burst cut once; sends made before the cut, never.
     pace.throttled(1_405, 1_410);
     pace.throttled(1_390, 2_900);
-    assert_eq!(pace.rate(), Some(250.0));
+    assert_eq!(pace.rate(), Some(249.0));
     // Nothing accepted since: the next cut goes to the least rate.
     pace.throttled(2_800, 2_900);
     assert_eq!(pace.rate(), Some(1.0));
@@ -183,6 +183,18 @@ fn acceptances_of_sends_before_a_cut_read_after_it_raise_the_pace() {
     // Sends made since the cut, or answers a second later, revise nothing.
     pace.accepted(50, 30, 40);
     pace.accepted(50, 0, 1_100);
+    assert_eq!(pace.rate(), Some(100.0));
+}
+
+#[test]
+fn a_second_of_the_providers_worth_taken_at_once_reads_as_its_rate_after_the_first_second() {
+    let mut pace = Pace::new(None);
+    for ms in (0..2_000).step_by(10) {
+        pace.throttled(ms, ms);
+    }
+    // The provider took 100 at once, then nothing: 100 a second, not 1,000.
+    pace.accepted(100, 1_990, 2_000);
+    pace.throttled(1_995, 2_050);
     assert_eq!(pace.rate(), Some(100.0));
 }
 
