@@ -13,10 +13,15 @@
 //! message.
 //!
 //! This module is the arithmetic the SQLite and PostgreSQL engines share; the Redis
-//! engine's claim script does the same in Lua.
+//! engine's claim script does the same in Lua. `pace` is each process's own
+//! pacing of a provider that throttles it, found from what the provider accepts.
+
+mod pace;
 
 use std::collections::HashMap;
 use std::time::Duration;
+
+pub use pace::{CUT_EVERY_MS, Pace};
 
 /// Everything that holds a provider's claims back.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -170,136 +175,6 @@ impl Bucket {
 /// bucket (stored under the provider's name).
 pub fn segment_bucket_key(provider: &str) -> String {
     format!("{provider}#segments")
-}
-
-/// How fast one process sends through a provider that has throttled it (HTTP 429,
-/// `Throttling`, SMTP 421): additive increase, multiplicative decrease. Unthrottled,
-/// a provider gets what its configured limits allow. At a throttle the pace drops
-/// to half the rate the process was sending at (at most once per [`CUT_EVERY_MS`],
-/// and only for sends made since the last cut, as one burst brings many throttles),
-/// then grows by a tenth of that each second without a throttle, and lifts once it is back at the configured
-/// rate (or at four times the rate it was last cut to, without one). So a limit set too
-/// high converges on what the provider takes instead of failing messages.
-#[derive(Debug, Clone)]
-pub struct Pace {
-    /// The configured rate, if any: the pace never exceeds it and lifts at it.
-    ceiling: Option<f64>,
-    /// The paced rate and its growth per second; `None` while unthrottled.
-    paced: Option<(Rate, f64)>,
-    bucket: Option<Bucket>,
-    /// When the pace last changed or grew (ms).
-    at_ms: i64,
-    last_cut_ms: Option<i64>,
-    /// Sends in the current and the previous whole second, for the rate sent at.
-    second: i64,
-    sent: [u32; 2],
-}
-
-/// The shortest time between two cuts of a pace.
-pub const CUT_EVERY_MS: i64 = 1_000;
-
-impl Pace {
-    /// An unthrottled pace under the configured rate `ceiling`, if any.
-    pub fn new(ceiling: Option<f64>) -> Pace {
-        Pace {
-            ceiling,
-            paced: None,
-            bucket: None,
-            at_ms: 0,
-            last_cut_ms: None,
-            second: 0,
-            sent: [0, 0],
-        }
-    }
-
-    /// The paced rate now, if the provider has throttled this process.
-    pub fn rate(&self) -> Option<f64> {
-        self.paced.map(|(rate, _)| rate.per_sec)
-    }
-
-    /// `n` messages go out now.
-    pub fn sending(&mut self, n: usize, now_ms: i64) {
-        self.roll(now_ms);
-        self.sent[1] = self.sent[1].saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
-    }
-
-    /// The provider throttled a send made at `sent_ms`: halve the rate sent at. A
-    /// send made before the last cut tells nothing of the pace since.
-    pub fn throttled(&mut self, sent_ms: i64, now_ms: i64) {
-        if self
-            .last_cut_ms
-            .is_some_and(|at| sent_ms < at || now_ms.saturating_sub(at) < CUT_EVERY_MS)
-        {
-            return;
-        }
-        self.roll(now_ms);
-        let sending = match self.paced {
-            Some((rate, _)) => rate.per_sec,
-            // The rate sent at: the busier of this second and the last one.
-            None => f64::from(self.sent[0].max(self.sent[1])).max(1.0),
-        };
-        let per_sec = (sending / 2.0).max(1.0);
-        let rate = Rate::new(per_sec, None);
-        self.paced = Some((rate, per_sec / 10.0));
-        self.bucket = Some(Bucket {
-            tokens: self.bucket.map_or(0.0, |b| b.tokens.min(rate.burst)),
-            at_ms: now_ms,
-        });
-        self.at_ms = now_ms;
-        self.last_cut_ms = Some(now_ms);
-    }
-
-    /// How many of `want` messages may be claimed now (spent at once), or how
-    /// long to wait.
-    pub fn take(&mut self, want: usize, now_ms: i64) -> Result<usize, Duration> {
-        self.grow(now_ms);
-        let Some((rate, _)) = self.paced else {
-            return Ok(want);
-        };
-        let (n, bucket) = rate.take(self.bucket, now_ms, want)?;
-        self.bucket = Some(bucket.spend(n));
-        Ok(n)
-    }
-
-    /// Gives back tokens taken for messages that were not there to claim.
-    pub fn refund(&mut self, unused: usize) {
-        if let (Some(bucket), Some((rate, _))) = (&mut self.bucket, self.paced) {
-            bucket.tokens = (bucket.tokens + unused as f64).min(rate.burst);
-        }
-    }
-
-    fn grow(&mut self, now_ms: i64) {
-        let Some((rate, step)) = self.paced else {
-            return;
-        };
-        let elapsed = now_ms.saturating_sub(self.at_ms).max(0) as f64 / 1000.0;
-        let per_sec = rate.per_sec + step * elapsed;
-        self.at_ms = now_ms.max(self.at_ms);
-        // `step` is a tenth of the rate of the last cut.
-        let lift = self.ceiling.unwrap_or(step * 10.0 * 4.0);
-        if per_sec >= lift {
-            self.paced = None;
-            self.bucket = None;
-        } else {
-            self.paced = Some((Rate::new(per_sec, None), step));
-        }
-    }
-
-    /// Moves the success counts on to the second of `now_ms`.
-    fn roll(&mut self, now_ms: i64) {
-        let second = now_ms.div_euclid(1000);
-        match second - self.second {
-            0 => {}
-            1 => {
-                self.sent = [self.sent[1], 0];
-                self.second = second;
-            }
-            _ => {
-                self.sent = [0, 0];
-                self.second = second;
-            }
-        }
-    }
 }
 
 /// The longest window of `caps`: sends older than that no longer matter.

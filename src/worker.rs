@@ -76,6 +76,10 @@ struct Inner {
     poll: Duration,
     grace: Duration,
     slots: Arc<Semaphore>,
+    /// How many slots there are (`worker.max_in_flight`).
+    max_in_flight: usize,
+    /// Held while a claimer gathers slots and claims (see `claim`).
+    claiming: tokio::sync::Mutex<()>,
     templates: TemplateCodes,
     /// Each provider's pace after it throttled this process (see [`Pace`]).
     paces: HashMap<String, Mutex<Pace>>,
@@ -118,6 +122,8 @@ impl Pool {
             poll: Duration::from_millis(config.worker.poll_interval_ms),
             grace: Duration::from_millis(config.worker.shutdown_grace_ms),
             slots: Arc::new(Semaphore::new(config.worker.max_in_flight)),
+            max_in_flight: config.worker.max_in_flight,
+            claiming: tokio::sync::Mutex::new(()),
             templates: TemplateCodes::default(),
             paces,
             metrics,
@@ -140,6 +146,7 @@ impl Pool {
         let stop_settler = CancellationToken::new();
         let settler = tokio::spawn(settle_loop(
             self.inner.queue.clone(),
+            self.inner.registry.clone(),
             rx,
             stop_settler.clone(),
         ));

@@ -3,7 +3,8 @@
 //! signed status callback, Aliyun's and Tencent's pushes, the webhook's signed
 //! receipts); the store applies the reports; the answer is the one the provider
 //! expects. A report whose `undelivered` code says the number cannot receive
-//! messages suppresses the address, as an undeliverable send does.
+//! messages suppresses the address, by [`suppress::undeliverable`] as an
+//! undeliverable send does.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -15,8 +16,8 @@ use super::error::Error;
 use super::request::body_bytes;
 use super::state::AppState;
 use crate::provider::{ReceiptAnswer, ReceiptError, ReceiptRequest};
-use crate::queue::{ReceiptEffect, Suppression};
-use crate::recipient;
+use crate::queue::ReceiptEffect;
+use crate::queue::suppress::{self, Word};
 
 /// Applies the receipts of the request that provider `name` made.
 pub(super) async fn receive(
@@ -49,32 +50,15 @@ pub(super) async fn receive(
         .queue
         .apply_receipts(&name, receipts.reports.clone())
         .await?;
-    let suppressions: Vec<Suppression> = receipts
+    // The receipts are applied: a failure to suppress is logged, not answered, as
+    // the provider would only send them again, to no effect.
+    let applied = receipts
         .reports
-        .iter()
-        .zip(&effects)
-        .filter_map(|(report, effect)| {
-            let ReceiptEffect::Applied { to, channel } = effect else {
-                return None;
-            };
-            let code = report.code.as_deref()?;
-            (!report.delivered && route.provider.receipt_names_the_recipient(code)).then(|| {
-                Suppression {
-                    channel: *channel,
-                    address: recipient::address_key(*channel, to),
-                    reason: format!("{name}: undelivered ({code})"),
-                    created_at_ms: 0,
-                }
-            })
-        })
-        .collect();
-    if !suppressions.is_empty() {
-        // The receipts are applied: failing now would only have the provider send
-        // them again, to no effect. The next undeliverable send suppresses instead.
-        if let Err(e) = state.queue.records().suppress(suppressions).await {
-            tracing::error!(provider = %name, error = %e, "suppressing recipients a receipt called undeliverable failed");
-        }
-    }
+        .into_iter()
+        .zip(effects.iter().cloned())
+        .filter_map(|(report, effect)| effect.applied(name.clone(), report))
+        .map(Word::Receipt);
+    suppress::undeliverable(state.queue.records(), state.intake.registry(), applied).await;
     let tally = Tally::of(&effects);
     tracing::debug!(provider = %name, received = effects.len(), applied = tally.applied, held = tally.held, "delivery receipts");
     Ok(match receipts.answer {

@@ -29,8 +29,9 @@ use crate::domain::Secret;
 
 /// The most numbers one `SendSms` request takes.
 const NUMBERS_PER_REQUEST: usize = 200;
-/// The most messages one `send_many` takes: a few requests' worth.
-const BATCH_LIMIT: usize = 1000;
+/// The most messages one `send_many` takes: one full request, so that claims,
+/// sized by it, make full requests.
+const BATCH_LIMIT: usize = NUMBERS_PER_REQUEST;
 const VERSION: &str = "2021-01-11";
 const SERVICE: &str = "sms";
 const CONTENT_TYPE: &str = "application/json; charset=utf-8";

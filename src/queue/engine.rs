@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, MessageQuery, MessageRecord,
-    NewBatch, ReceiptEffect, Result, Settlement,
+    Accepted, AppliedReceipt, Arrival, BatchAction, BatchSummary, Begun, Claim, MessageQuery,
+    MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
 };
 use crate::domain::{BatchId, DeliveryReport};
 use crate::ratelimit::Limits;
@@ -37,7 +37,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
         lease: Duration,
         limits: &Limits,
     ) -> Result<Claim>;
-    async fn settle(&self, settlements: Vec<Settlement>) -> Result<()>;
+    /// Settles leased messages; answers the held delivery reports it applied to
+    /// the messages now sent (see [`Engine::apply_receipts`]), in order.
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<AppliedReceipt>>;
     async fn batch(&self, id: BatchId) -> Result<Option<BatchSummary>>;
     /// Up to `limit` batches with ids below `before` (all when `None`), newest
     /// first: batch ids are UUIDv7, so id order is creation order. Batches being

@@ -12,7 +12,8 @@
 //! - `render`: bodies of template batches, rendered when claimed; every engine
 //!   stores such a batch's template once and each message's variables.
 //! - `batch`: the types that cross the seam; `receipt`: the rules every engine
-//!   applies delivery receipts by.
+//!   applies delivery receipts by; `suppress`: the one place that decides an
+//!   address is undeliverable and suppresses it.
 //! - `sqlite` is the embedded engine (the default: a directory on local disk);
 //!   `postgres` and `redis` keep the store on a server shared by many processes.
 //!   Each is a folder of files named for what they own. The engine is chosen at
@@ -30,13 +31,14 @@ mod redis;
 mod render;
 mod sqlite;
 mod staging;
+pub mod suppress;
 
 pub use batch::{
     Accepted, BatchAction, BatchSummary, BatchTemplate, Claim, Claimed, Idempotency, Lease,
     MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome, Settlement,
 };
 pub(crate) use engine::Engine;
-pub use receipt::{EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect};
+pub use receipt::{AppliedReceipt, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect};
 pub(crate) use receipt::{ReceiptTarget, receipt_state, receipt_target};
 pub(crate) use records::RecordStore;
 pub use records::{Records, StoredTemplate, Suppression, Unacked};
@@ -190,9 +192,13 @@ impl Queue {
         Ok(claim)
     }
 
-    pub async fn settle(&self, settlements: Vec<Settlement>) -> Result<()> {
+    /// Records the outcomes of leased messages in bulk; a settlement whose lease
+    /// has lapsed changes nothing. Delivery reports held for a message now sent
+    /// with a provider id are applied, and answered, in order, for
+    /// [`suppress::undeliverable`] to read as it reads reports applied on arrival.
+    pub async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<AppliedReceipt>> {
         if settlements.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         self.engine.settle(settlements).await
     }

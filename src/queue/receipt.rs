@@ -1,7 +1,7 @@
 //! Delivery receipts: what applying one does, how long an early one is held,
 //! and the two rules every engine applies them by.
 
-use crate::domain::{Channel, MessageState};
+use crate::domain::{Channel, DeliveryReport, MessageState};
 
 /// What applying one delivery report did (see [`Queue::apply_receipts`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,41 @@ pub enum ReceiptEffect {
     /// Several messages share the id (one Aliyun request) and the report names no
     /// recipient that tells them apart: not applied.
     Ambiguous,
+}
+
+/// A delivery report a store applied to a message: the provider whose report it
+/// is, the message's recipient and channel, and what the report said. What a
+/// settlement answers for the held reports it applied, for the same
+/// [suppression rules](crate::queue::suppress) as the reports applied on arrival.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedReceipt {
+    /// The provider's configured name.
+    pub provider: String,
+    pub to: String,
+    pub channel: Channel,
+    pub delivered: bool,
+    pub code: Option<String>,
+}
+
+impl ReceiptEffect {
+    /// The report `report` of `provider` as applied, when this effect is that it
+    /// moved a message.
+    pub(crate) fn applied(
+        self,
+        provider: String,
+        report: DeliveryReport,
+    ) -> Option<AppliedReceipt> {
+        let ReceiptEffect::Applied { to, channel } = self else {
+            return None;
+        };
+        Some(AppliedReceipt {
+            provider,
+            to,
+            channel,
+            delivered: report.delivered,
+            code: report.code,
+        })
+    }
 }
 
 /// How long a delivery report that matches no message yet is kept (a day).

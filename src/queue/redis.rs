@@ -219,7 +219,7 @@ impl Engine for Redis {
         self.claim_due(provider, limit, lease, limits).await
     }
 
-    async fn settle(&self, settlements: Vec<Settlement>) -> Result<()> {
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<super::AppliedReceipt>> {
         self.settle_leases(settlements).await
     }
 

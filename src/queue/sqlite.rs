@@ -149,7 +149,7 @@ impl Engine for Sqlite {
             .await
     }
 
-    async fn settle(&self, settlements: Vec<Settlement>) -> Result<()> {
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<super::AppliedReceipt>> {
         self.write(move |conn| settle::settle(conn, settlements))
             .await
     }

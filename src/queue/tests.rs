@@ -2,7 +2,7 @@
 //! public `Queue` handle, each on a store of its own.
 //!
 //! Each topic file (`accept`, `claim`, `settle`, `control`, `deadline`, `ledger`, `limit`,
-//! `failover`, `receipts`, `template`, `suppression`, `fingerprint`, `unacked`)
+//! `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`, `unacked`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
 //! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
@@ -114,6 +114,7 @@ macro_rules! conformance {
             #[tokio::test] receipts::an_unknown_outcome_waits_then_comes_back_marked_and_a_confirmation_is_no_attempt;
             #[tokio::test] receipts::an_unknown_outcome_in_a_cancelled_batch_ends_cancelled;
             #[tokio::test] receipts::held_receipts_expire_after_a_day;
+            #[tokio::test] held::a_settlement_answers_the_held_receipts_it_applied_and_only_those;
             #[tokio::test] template::a_template_is_created_once_and_each_replace_is_a_new_version;
             #[tokio::test] template::templates_page_in_id_order_and_a_deleted_one_is_gone;
             #[tokio::test] suppression::suppressing_counts_the_new_and_an_existing_one_keeps_its_time_but_takes_the_reason;
@@ -137,6 +138,7 @@ mod control;
 mod deadline;
 mod failover;
 mod fingerprint;
+mod held;
 mod ledger;
 mod limit;
 mod new_batch;

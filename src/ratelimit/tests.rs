@@ -141,59 +141,6 @@ fn segment_claims_admit_the_segment_rate_over_time() {
 }
 
 #[test]
-fn a_throttle_halves_the_rate_sent_at_and_quiet_seconds_grow_it_back() {
-    let mut pace = Pace::new(Some(1_000.0));
-    assert_eq!(pace.take(500, 0), Ok(500), "unthrottled: the limits decide");
-    // 400 sent in the second before the throttle.
-    for ms in 1_000..1_400 {
-        pace.sending(1, ms);
-    }
-    pace.throttled(1_900, 2_000);
-    assert_eq!(pace.rate(), Some(200.0));
-    // Many throttles from one burst cut once; sends made before the cut, never.
-    pace.throttled(2_005, 2_010);
-    pace.throttled(1_990, 3_500);
-    assert_eq!(pace.rate(), Some(200.0));
-    pace.throttled(2_900, 3_000);
-    assert_eq!(pace.rate(), Some(100.0));
-    // A tenth of the cut rate more each second: 10 s to double.
-    assert!(pace.take(1, 8_000).is_ok());
-    assert!(
-        (pace.rate().unwrap() - 150.0).abs() < 1e-6,
-        "{:?}",
-        pace.rate()
-    );
-    // Back at the configured rate, the pace lifts.
-    assert!(pace.take(1, 200_000).is_ok());
-    assert_eq!(pace.rate(), None);
-}
-
-#[test]
-fn a_paced_provider_gets_its_rate_over_time_and_no_more() {
-    let mut pace = Pace::new(None);
-    pace.sending(100, 0);
-    pace.throttled(99, 100);
-    assert_eq!(pace.rate(), Some(50.0));
-    let mut claimed = 0;
-    for ms in 100..2_100 {
-        if let Ok(n) = pace.take(10, ms) {
-            claimed += n;
-        }
-    }
-    // Two seconds from 50/s, growing 5/s: about 110, plus the burst.
-    assert!((105..=115).contains(&claimed), "{claimed}");
-    // Spent to the last token, then 3 not used after all.
-    while pace.take(1, 2_100).is_ok() {}
-    assert!(pace.take(3, 2_100).is_err());
-    pace.refund(3);
-    assert_eq!(
-        pace.take(3, 2_100),
-        Ok(3),
-        "refunded tokens are there again"
-    );
-}
-
-#[test]
 fn the_default_burst_is_a_twentieth_of_a_second() {
     assert_eq!(Rate::new(500.0, None).burst, 25.0);
     assert_eq!(Rate::new(3.0, None).burst, 1.0);

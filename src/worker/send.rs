@@ -9,8 +9,8 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use crate::circuit::{Probe, Verdict};
 use crate::domain::{millis, now_ms};
 use crate::provider::{self, Lookup, Message, Receipt, Route};
-use crate::queue::{Claimed, Outcome, Suppression};
-use crate::recipient;
+use crate::queue::suppress::{self, Word};
+use crate::queue::{Claimed, Outcome};
 
 use super::Pool;
 use super::decide::{Context, Turn, decide};
@@ -270,16 +270,7 @@ impl Pool {
                 jitter: fastrand::f64(),
             },
         );
-        if decision.pace {
-            let paced = self.pace(&via.name, |pace| {
-                let before = pace.rate();
-                pace.throttled(attempt.sent_ms, now_ms());
-                (before != pace.rate()).then(|| pace.rate()).flatten()
-            });
-            if let Some(Some(rate)) = paced {
-                tracing::info!(provider = %via.name, rate_per_sec = rate, "the provider throttles: sending slower");
-            }
-        }
+        self.answered(&via.name, &decision, attempt.sent_ms);
         if let Some(reason) = decision.suppress {
             self.suppress(via, message, reason).await;
         }
@@ -290,19 +281,14 @@ impl Pool {
     /// Adds the recipient of a message the provider called undeliverable to the
     /// channel's suppression list, so later batches reject it as `suppressed`.
     async fn suppress(&self, route: &Route, message: &Message, reason: String) {
-        let entry = Suppression {
+        let word = Word::Refused {
             channel: message.channel,
-            address: recipient::address_key(message.channel, &message.to),
+            to: message.to.clone(),
             reason,
-            created_at_ms: 0,
         };
-        match self.inner.queue.records().suppress(vec![entry]).await {
-            Ok(_) => {
-                tracing::info!(provider = %route.name, id = %message.id, "recipient suppressed: the provider called it undeliverable");
-            }
-            Err(e) => {
-                tracing::error!(provider = %route.name, id = %message.id, error = %e, "suppressing an undeliverable recipient failed");
-            }
+        let (records, registry) = (self.inner.queue.records(), &self.inner.registry);
+        if suppress::undeliverable(records, registry, [word]).await > 0 {
+            tracing::info!(provider = %route.name, id = %message.id, "recipient suppressed: the provider called it undeliverable");
         }
     }
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{Outcome, Queue, Settlement};
+use crate::provider::Registry;
+use crate::queue::suppress::{self, Word};
+use crate::queue::{AppliedReceipt, Outcome, Queue, Settlement};
 
 use super::send::Attempt;
 
@@ -44,9 +46,12 @@ fn release(done: &mut Vec<Done>) {
 pub(super) type Done = (Settlement, OwnedSemaphorePermit);
 
 /// Writes outcomes back in bulk until stopped, then writes what is left once more.
-/// Slots are freed only after their outcomes are committed.
+/// Slots are freed only after their outcomes are committed. Delivery reports held
+/// for the messages now sent, which the store applies as it settles them, go to
+/// the suppression rules of `registry`'s providers.
 pub(super) async fn settle_loop(
     queue: Queue,
+    registry: Registry,
     mut rx: mpsc::UnboundedReceiver<Done>,
     stop: CancellationToken,
 ) {
@@ -65,22 +70,40 @@ pub(super) async fn settle_loop(
             }
         }
         let settlements = pending.iter().map(|(s, _)| s.clone()).collect();
-        if let Err(e) = queue.settle(settlements).await {
-            tracing::error!(error = %e, count = pending.len(), "recording delivery outcomes failed; will try again");
-            tokio::select! {
-                () = tokio::time::sleep(STORE_RETRY) => continue,
-                () = stop.cancelled() => break,
+        match queue.settle(settlements).await {
+            Ok(held) => {
+                release(&mut pending);
+                suppress_held(&queue, &registry, held).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, count = pending.len(), "recording delivery outcomes failed; will try again");
+                tokio::select! {
+                    () = tokio::time::sleep(STORE_RETRY) => continue,
+                    () = stop.cancelled() => break,
+                }
             }
         }
-        release(&mut pending);
     }
     while let Ok(s) = rx.try_recv() {
         pending.push(s);
     }
-    if let Err(e) = queue
+    match queue
         .settle(pending.into_iter().map(|(s, _)| s).collect())
         .await
     {
-        tracing::error!(error = %e, "recording the last outcomes failed; those messages will be sent again after their lease");
+        Ok(held) => suppress_held(&queue, &registry, held).await,
+        Err(e) => {
+            tracing::error!(error = %e, "recording the last outcomes failed; those messages will be sent again after their lease");
+        }
     }
+}
+
+/// Suppresses the recipients that held delivery reports, applied as their sends
+/// were settled, call undeliverable: as if the reports had come after the sends.
+async fn suppress_held(queue: &Queue, registry: &Registry, held: Vec<AppliedReceipt>) {
+    if held.is_empty() {
+        return;
+    }
+    let words = held.into_iter().map(Word::Receipt);
+    suppress::undeliverable(queue.records(), registry, words).await;
 }

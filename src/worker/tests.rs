@@ -51,13 +51,16 @@ impl Engine for SlowSettle {
         }
         Ok(claim)
     }
-    async fn settle(&self, settlements: Vec<Settlement>) -> crate::queue::Result<()> {
+    async fn settle(
+        &self,
+        settlements: Vec<Settlement>,
+    ) -> crate::queue::Result<Vec<crate::queue::AppliedReceipt>> {
         tokio::time::sleep(Duration::from_millis(30)).await;
         let n = settlements.len();
-        self.inner.settle(settlements).await?;
+        let held = self.inner.settle(settlements).await?;
         self.unrecorded.lock().unwrap().0 -= n;
         self.settled.fetch_add(n, Ordering::SeqCst);
-        Ok(())
+        Ok(held)
     }
     async fn batch(&self, id: BatchId) -> crate::queue::Result<Option<BatchSummary>> {
         self.inner.batch(id).await

@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+mod batching;
 mod circuit;
 mod cli;
 mod deadline;

@@ -14,7 +14,9 @@ use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 
-use crate::helpers::{ProviderServer, TestApp, route_all_to, sms_batch, spawn_app, wait_for};
+use crate::helpers::{
+    ProviderServer, Reply, TestApp, route_all_to, sms_batch, spawn_app, wait_for,
+};
 use herald::domain::Channel;
 use herald::domain::Secret;
 use herald::provider::{AliyunConfig, ProviderConfig, ProviderKind, TwilioConfig};
@@ -149,10 +151,10 @@ async fn signed_webhook_receipts_move_the_batch_counts_once_each() {
 /// stalls past Herald's send timeout when `stall_first`), and `QuerySendDetails`
 /// lists what was sent to a number, with its `OutId`, as Aliyun documents.
 #[derive(Default)]
-struct Dysmsapi {
+pub struct Dysmsapi {
     stall_first: bool,
     /// Each `SendSms` request's numbers and `OutId`.
-    sends: Mutex<Vec<(Vec<String>, String)>>,
+    pub sends: Mutex<Vec<(Vec<String>, String)>>,
     queries: Mutex<usize>,
 }
 
@@ -205,7 +207,7 @@ async fn dysmsapi(State(server): State<Arc<Dysmsapi>>, body: String) -> String {
 }
 
 /// Starts `server` on loopback; answers the provider "ali" sending SMS through it.
-async fn aliyun_provider(server: Arc<Dysmsapi>) -> ProviderConfig {
+pub async fn aliyun_provider(server: Arc<Dysmsapi>) -> ProviderConfig {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let app = Router::new().route("/", post(dysmsapi)).with_state(server);
@@ -236,7 +238,7 @@ async fn aliyun_herald(server: Arc<Dysmsapi>) -> TestApp {
 }
 
 /// Stores the template "hi", whose code at "ali" is `SMS_1`.
-async fn store_hi(herald: &TestApp) {
+pub async fn store_hi(herald: &TestApp) {
     let (status, created) = herald
         .post(
             "/v1/templates",
@@ -562,4 +564,80 @@ async fn a_webhook_receiver_that_answers_without_an_id_names_messages_by_their_h
         .await;
     assert_eq!((status, &answer["applied"]), (200, &json!(1)), "{answer}");
     assert_eq!(herald.counts(&batch_id).await["delivered"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undeliverable_receipt_before_the_send_is_recorded_suppresses_on_every_engine() {
+    for name in ["sqlite", "postgres", "redis"] {
+        let engine = crate::store::Engine::parse(name).unwrap();
+        let scratch = engine.scratch("early").await.unwrap();
+        let server = ProviderServer::start().await;
+        // The receiver answers late, with an id it chose: its receipt comes first.
+        server.behave(|_, json| {
+            let to = json["to"].as_str().unwrap_or_default();
+            Reply::ok()
+                .body(&json!({"id": format!("early-{to}")}).to_string())
+                .delayed(Duration::from_millis(500))
+        });
+        let herald = spawn_app(|config| {
+            config.store = scratch.url().parse().unwrap();
+            route_all_to(config, server.provider(Some(SECRET)));
+        })
+        .await;
+        let batch = herald.submit(&sms_batch(1)).await;
+        wait_for(Duration::from_secs(10), "the send to be made", || async {
+            (server.count() > 0).then_some(())
+        })
+        .await;
+        let to = server.received()[0].json["to"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let body = json!([{"id": format!("early-{to}"), "status": "undelivered",
+                           "code": "invalid_recipient"}])
+        .to_string();
+        let (status, _, answer) = herald
+            .post_raw(
+                "/v1/receipts/hook",
+                "application/json",
+                &[("x-herald-signature", signed(&body).as_str())],
+                body.clone(),
+            )
+            .await;
+        assert_eq!(
+            (status, &answer["held"]),
+            (200, &json!(1)),
+            "{name}: {answer}"
+        );
+        herald.wait_finished(&batch, Duration::from_secs(10)).await;
+        let counts = herald.counts(&batch).await;
+        assert_eq!(counts["undelivered"], 1, "{name}: {counts}");
+        // The held receipt, applied as the send was recorded, suppressed the number.
+        let listed = wait_for(Duration::from_secs(10), "the suppression", || async {
+            let (_, listed) = herald.get("/v1/suppressions?channel=sms").await;
+            (listed["suppressions"].as_array()?.len() == 1).then_some(listed)
+        })
+        .await;
+        assert_eq!(listed["suppressions"][0]["address"], to, "{name}: {listed}");
+        assert_eq!(
+            listed["suppressions"][0]["reason"], "hook: undelivered (invalid_recipient)",
+            "{name}: {listed}"
+        );
+        let (status, report) = herald
+            .post(
+                "/v1/batches",
+                &json!({"channel": "sms", "template": {"body": "again"},
+                        "recipients": [{"to": "+8613912345678"}, {"to": to}]}),
+            )
+            .await;
+        assert_eq!(status, 202, "{name}: {report}");
+        assert_eq!(
+            (
+                &report["rejected"][0]["index"],
+                &report["rejected"][0]["reason"]
+            ),
+            (&json!(1), &json!("suppressed")),
+            "{name}: {report}"
+        );
+    }
 }

@@ -1,8 +1,8 @@
 //! Settling leased messages in bulk, and applying the receipts held for the ones
-//! now sent.
+//! now sent (answered, for the suppression rules).
 
 use crate::domain::{DeliveryReport, now_ms};
-use crate::queue::{Outcome, Result, Settlement};
+use crate::queue::{AppliedReceipt, Outcome, Result, Settlement};
 
 use super::{Postgres, db};
 
@@ -32,7 +32,10 @@ RETURNING CASE WHEN s.kind IN ('sent', 'confirmed') THEN m.provider END, s.provi
 
 impl Postgres {
     /// [`Engine::settle`](crate::queue::Engine::settle).
-    pub(super) async fn settle_leases(&self, settlements: Vec<Settlement>) -> Result<()> {
+    pub(super) async fn settle_leases(
+        &self,
+        settlements: Vec<Settlement>,
+    ) -> Result<Vec<AppliedReceipt>> {
         let n = settlements.len();
         let (mut ids, mut tokens, mut kinds, mut at, mut errors, mut provider_ids) = (
             Vec::with_capacity(n),
@@ -104,6 +107,7 @@ impl Postgres {
             .iter()
             .filter_map(|r| Some((r.get::<_, Option<&str>>(0)?, r.get::<_, Option<&str>>(1)?)))
             .unzip();
+        let mut applied = Vec::new();
         if !providers.is_empty() {
             let held = tx
                 .prepare_cached(&self.sql.held_receipts)
@@ -125,17 +129,17 @@ impl Postgres {
                     code: row.get(5),
                     at_ms: row.get(6),
                 };
-                if self
-                    .apply_receipt(&tx, row.get(1), &report, now)
-                    .await?
-                    .is_some()
-                {
-                    tx.execute(&forget, &[&row.get::<_, i64>(0)])
-                        .await
-                        .map_err(db)?;
-                }
+                let provider: String = row.get(1);
+                let Some(effect) = self.apply_receipt(&tx, &provider, &report, now).await? else {
+                    continue;
+                };
+                tx.execute(&forget, &[&row.get::<_, i64>(0)])
+                    .await
+                    .map_err(db)?;
+                applied.extend(effect.applied(provider, report));
             }
         }
-        tx.commit().await.map_err(db)
+        tx.commit().await.map_err(db)?;
+        Ok(applied)
     }
 }

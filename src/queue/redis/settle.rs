@@ -4,15 +4,19 @@
 use redis::Value;
 
 use super::Redis;
-use super::reply::{required, unexpected};
+use super::reply::{required, text, unexpected};
 use super::slot::Slot;
 use crate::domain::{DeliveryReport, now_ms};
 use crate::queue::{
-    EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, Error, Outcome, ReceiptEffect, Result, Settlement,
+    AppliedReceipt, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, Error, Outcome, ReceiptEffect,
+    Result, Settlement,
 };
 
 impl Redis {
-    pub(super) async fn settle_leases(&self, settlements: Vec<Settlement>) -> Result<()> {
+    pub(super) async fn settle_leases(
+        &self,
+        settlements: Vec<Settlement>,
+    ) -> Result<Vec<AppliedReceipt>> {
         let mut call = self.scripts.settle.prepare_invoke();
         call.arg(&self.prefix).arg(now_ms());
         for Settlement {
@@ -44,9 +48,27 @@ impl Redis {
                 .arg(text.unwrap_or(""))
                 .arg(sent_by.as_deref().unwrap_or(""));
         }
-        call.invoke_async::<()>(&mut self.conn())
+        let reply: Vec<Value> = call
+            .invoke_async(&mut self.conn())
             .await
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail(e))?;
+        if !reply.len().is_multiple_of(5) {
+            return Err(unexpected("settling"));
+        }
+        reply
+            .chunks_exact(5)
+            .map(|r| {
+                Ok(AppliedReceipt {
+                    provider: required(&r[0], "receipt's provider")?,
+                    to: required(&r[1], "recipient")?,
+                    channel: required(&r[2], "batch channel")?
+                        .parse()
+                        .map_err(Error::Corrupt)?,
+                    delivered: required(&r[3], "receipt's outcome")? == "1",
+                    code: text(&r[4])?.filter(|code| !code.is_empty()),
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn apply_reports(

@@ -7,8 +7,8 @@ use super::connection::{unavailable, write_transaction};
 use super::schema::{parse_channel, parse_state};
 use crate::domain::DeliveryReport;
 use crate::queue::{
-    EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect, ReceiptTarget, Result, receipt_state,
-    receipt_target,
+    AppliedReceipt, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect, ReceiptTarget, Result,
+    receipt_state, receipt_target,
 };
 
 /// Applies one delivery report to the message it names; `None` when it names none
@@ -65,13 +65,19 @@ fn apply_receipt(
 
 /// Applies the held delivery reports that name the just-sent messages `rows` by
 /// their provider id, and forgets them; those that still match nothing stay held.
-pub(super) fn apply_held_receipts(tx: &Transaction<'_>, rows: &[i64], now: i64) -> Result<()> {
+/// Answers those that moved a message, in order.
+pub(super) fn apply_held_receipts(
+    tx: &Transaction<'_>,
+    rows: &[i64],
+    now: i64,
+) -> Result<Vec<AppliedReceipt>> {
     let any: bool = tx
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM early_receipts)")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(unavailable)?;
+    let mut applied = Vec::new();
     if !any || rows.is_empty() {
-        return Ok(());
+        return Ok(applied);
     }
     for row in rows {
         let held: Vec<(i64, String, DeliveryReport)> = tx
@@ -100,13 +106,15 @@ pub(super) fn apply_held_receipts(tx: &Transaction<'_>, rows: &[i64], now: i64) 
             })
             .map_err(unavailable)?;
         for (rowid, provider, report) in held {
-            if apply_receipt(tx, &provider, &report, now)?.is_some() {
-                tx.execute("DELETE FROM early_receipts WHERE rowid = ?1", [rowid])
-                    .map_err(unavailable)?;
-            }
+            let Some(effect) = apply_receipt(tx, &provider, &report, now)? else {
+                continue;
+            };
+            tx.execute("DELETE FROM early_receipts WHERE rowid = ?1", [rowid])
+                .map_err(unavailable)?;
+            applied.extend(effect.applied(provider, report));
         }
     }
-    Ok(())
+    Ok(applied)
 }
 
 /// Applies `reports` of `provider`, in order, as [`Engine::apply_receipts`]

@@ -7,12 +7,15 @@ use super::connection::{light_transaction, unavailable};
 use super::receipts::apply_held_receipts;
 use super::schema::REQUEUED_STATE;
 use crate::domain::now_ms;
-use crate::queue::{Outcome, Result, Settlement};
+use crate::queue::{AppliedReceipt, Outcome, Result, Settlement};
 
 /// Settles each claimed message still under its lease as its outcome says; a
 /// settlement whose lease has lapsed changes nothing. Held receipts of the messages
-/// just sent with a provider id are applied.
-pub(super) fn settle(conn: &mut Connection, settlements: Vec<Settlement>) -> Result<()> {
+/// just sent with a provider id are applied, and answered.
+pub(super) fn settle(
+    conn: &mut Connection,
+    settlements: Vec<Settlement>,
+) -> Result<Vec<AppliedReceipt>> {
     let now = now_ms();
     let tx = light_transaction(conn)?;
     let mut identified = Vec::new();
@@ -87,6 +90,7 @@ pub(super) fn settle(conn: &mut Connection, settlements: Vec<Settlement>) -> Res
             }
         }
     }
-    apply_held_receipts(&tx, &identified, now)?;
-    tx.commit().map_err(unavailable)
+    let applied = apply_held_receipts(&tx, &identified, now)?;
+    tx.commit().map_err(unavailable)?;
+    Ok(applied)
 }

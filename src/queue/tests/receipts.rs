@@ -4,7 +4,7 @@
 use super::*;
 use crate::domain::DeliveryReport;
 
-fn report(id: &str, to: Option<&str>, delivered: bool, code: &str) -> DeliveryReport {
+pub(super) fn report(id: &str, to: Option<&str>, delivered: bool, code: &str) -> DeliveryReport {
     DeliveryReport {
         provider_message_id: id.into(),
         to: to.map(str::to_string),
@@ -23,7 +23,7 @@ async fn send_all(q: &Queue, id_of: impl Fn(u32) -> String) -> Vec<Claimed> {
 }
 
 /// Settlements of `claimed` as sent, each with the id `id_of(index)`.
-fn sent_as(claimed: &[Claimed], id_of: impl Fn(u32) -> String) -> Vec<Settlement> {
+pub(super) fn sent_as(claimed: &[Claimed], id_of: impl Fn(u32) -> String) -> Vec<Settlement> {
     claimed
         .iter()
         .map(|c| Settlement {

@@ -54,14 +54,21 @@ local function apply_report(provider, pid, to, delivered, code, at)
   count(b, state, next)
   return 'applied', m[3], b.channel
 end
--- Applies the held reports of a provider id that a message was just sent with.
-local function apply_held(provider, pid)
+-- Applies the held reports of a provider id that a message was just sent with;
+-- appends those that moved a message to `out` as provider, recipient, channel,
+-- delivered ('1' or '0') and code ('' for none).
+local function apply_held(provider, pid, out)
   local key = P .. 'early:' .. provider
   local held = redis.call('HGET', key, pid)
   if not held then return end
   local left = {}
   for _, r in ipairs(cjson.decode(held)) do
-    if not apply_report(provider, pid, r[1], r[2], r[3], r[4]) then left[#left + 1] = r end
+    local effect, to, channel = apply_report(provider, pid, r[1], r[2], r[3], r[4])
+    if not effect then
+      left[#left + 1] = r
+    elseif effect == 'applied' then
+      for _, v in ipairs({ provider, to, channel, r[2], r[3] }) do out[#out + 1] = v end
+    end
   end
   if #left == 0 then
     redis.call('HDEL', key, pid)
@@ -74,13 +81,14 @@ end
 
 /// Settles leased messages; a settlement whose lease is no longer current is ignored.
 /// A message sent with a provider id is indexed by it under the provider that sent
-/// it, and receipts held for the id are applied. An unknown outcome stays in
+/// it, and receipts held for the id are applied. Returns those that moved a
+/// message, 5 values each (see `apply_held`). An unknown outcome stays in
 /// `leased:{provider}`, scored by when it is due again.
 /// ARGV: P, now, then per settlement: member, token, kind (sent, confirmed, retry,
 /// unknown, release, failed), at, has text ('1' or '0'), text (error or provider
 /// message id), the provider that sent it when not its own (else empty).
 pub(super) const SETTLE: &str = r"
-local done = {}
+local done, applied = {}, {}
 for i = 3, #ARGV, 7 do
   local member, token, kind, at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local has_text, text, sent_by = ARGV[i + 4] == '1', ARGV[i + 5], ARGV[i + 6]
@@ -147,13 +155,13 @@ for i = 3, #ARGV, 7 do
       local by = m[3]
       if sent_by ~= '' then by = sent_by end
       index_pid(by, text, m[6], member)
-      apply_held(by, text)
+      apply_held(by, text, applied)
     end
   end
 end
 for leased, members in pairs(done) do zrem_all(leased, members) end
 flush_counts()
-return 1
+return applied
 ";
 
 /// Applies delivery reports of one provider (see `Queue::apply_receipts`); those
