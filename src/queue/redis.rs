@@ -89,7 +89,7 @@ use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{
-    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, MessageQuery,
+    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, Lease, MessageQuery,
     MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
 };
 use crate::domain::{BatchId, DeliveryReport};
@@ -98,6 +98,7 @@ use crate::ratelimit::Limits;
 mod accept;
 mod claim;
 mod keyspace;
+mod lease;
 mod ledger;
 mod records;
 mod reply;
@@ -210,6 +211,10 @@ impl Engine for Redis {
         limits: &Limits,
     ) -> Result<Claim> {
         self.claim_due(provider, limit, lease, limits).await
+    }
+
+    async fn renew(&self, leases: Vec<Lease>, lease: Duration) -> Result<usize> {
+        self.renew_leases(leases, lease).await
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<()> {

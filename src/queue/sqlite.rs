@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 
 use super::{
-    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, MessageQuery,
+    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, Lease, MessageQuery,
     MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
 };
 use crate::domain::{BatchId, DeliveryReport, now_ms};
@@ -32,6 +32,7 @@ use crate::ratelimit::Limits;
 mod accept;
 mod claim;
 mod connection;
+mod lease;
 mod ledger;
 mod receipts;
 mod records;
@@ -144,6 +145,12 @@ impl Engine for Sqlite {
         };
         let known = self.known.clone();
         self.write(move |conn| claim::claim(conn, &request, &known))
+            .await
+    }
+
+    async fn renew(&self, leases: Vec<Lease>, lease: Duration) -> Result<usize> {
+        let until = now_ms().saturating_add(crate::domain::millis(lease));
+        self.write(move |conn| lease::renew(conn, &leases, until))
             .await
     }
 

@@ -2,7 +2,7 @@
 //! the schema beside the code that runs it, and filled in here at open with the
 //! fragments statements share.
 
-use super::{accept, claim, ledger, limit, prune, receipts, records, settle, staging};
+use super::{accept, claim, lease, ledger, limit, prune, receipts, records, settle, staging};
 
 /// The state a message `m` returns to when it goes back to the queue: its batch's
 /// pause or cancel wins over `pending`. The key-share lock makes a concurrent
@@ -18,6 +18,7 @@ pub(super) struct Sql {
     pub(super) replay: String,
     pub(super) requeue: String,
     pub(super) claim: String,
+    pub(super) renew: String,
     pub(super) take_bucket: String,
     pub(super) store_bucket: String,
     pub(super) lock_caps: String,
@@ -86,6 +87,7 @@ impl Sql {
             replay: fill(accept::REPLAY),
             requeue: fill(claim::REQUEUE),
             claim: fill(claim::CLAIM),
+            renew: fill(lease::RENEW),
             take_bucket: fill(limit::TAKE_BUCKET),
             store_bucket: fill(limit::STORE_BUCKET),
             lock_caps: fill(limit::LOCK_CAPS),
