@@ -7,9 +7,12 @@
 //! on its own task; outcomes go to one settler that writes them back in bulk. A
 //! message holds its in-flight slot until its outcome is committed, so at most
 //! `max_in_flight` messages are ever claimed and unrecorded: that bounds how many a
-//! crash can repeat. On shutdown claimers stop, in-flight sends get a grace
-//! period, everything finished is written, and whatever is left comes back
-//! through lease expiry.
+//! crash can repeat. Until then its lease is renewed (`lease`: one engine call a
+//! third of a lease for all of them), so a slow send never outlives it and a dead
+//! process's messages come back within one lease, as unknown outcomes that
+//! providers with a lookup are asked about before a new attempt. On shutdown
+//! claimers stop, in-flight sends get a grace period, everything finished is
+//! written, and whatever is left comes back through lease expiry.
 //!
 //! Failover: while a provider's circuit is open (see [`crate::circuit`]), its
 //! claimer claims its messages within the limits of the next provider of the
@@ -28,13 +31,15 @@
 //! and which of them a fallback may carry); `send` (one attempt through a provider,
 //! unknown outcomes looked up first, each decision carried out); `decide` (what
 //! becomes of a message after its turn: one pure function from the answer, the
-//! attempts, the policy and the routing); `retry` ([`RetryPolicy`]: when to try
+//! attempts, the policy and the routing); `lease` (the leases held and their
+//! renewal); `retry` ([`RetryPolicy`]: when to try
 //! again); `settle` (the settler writing outcomes back in bulk); `template_code`
 //! (stored templates' provider codes, kept briefly).
 
 mod claim;
 mod decide;
 mod failover;
+mod lease;
 mod retry;
 mod send;
 mod settle;
@@ -55,6 +60,7 @@ use crate::provider::{Registry, Route};
 use crate::queue::Queue;
 use crate::ratelimit::Pace;
 
+use lease::{Held, renew_loop};
 pub use retry::RetryPolicy;
 use settle::settle_loop;
 use template_code::TemplateCodes;
@@ -70,6 +76,9 @@ struct Inner {
     registry: Registry,
     policy: RetryPolicy,
     lease: Duration,
+    /// The leases of this process's claimed messages whose outcome is not yet
+    /// committed, renewed together every third of a lease.
+    held: Held,
     send_timeout: Duration,
     poll: Duration,
     grace: Duration,
@@ -112,6 +121,7 @@ impl Pool {
             registry,
             policy: RetryPolicy::from(&config.retry),
             lease: config.lease(),
+            held: Held::default(),
             send_timeout: config.send_timeout(),
             poll: Duration::from_millis(config.worker.poll_interval_ms),
             grace: Duration::from_millis(config.worker.shutdown_grace_ms),
@@ -139,6 +149,13 @@ impl Pool {
         let settler = tokio::spawn(settle_loop(
             self.inner.queue.clone(),
             rx,
+            self.inner.held.clone(),
+            stop_settler.clone(),
+        ));
+        let renewer = tokio::spawn(renew_loop(
+            self.inner.queue.clone(),
+            self.inner.held.clone(),
+            self.inner.lease,
             stop_settler.clone(),
         ));
         let sends = TaskTracker::new();
@@ -175,6 +192,9 @@ impl Pool {
         stop_settler.cancel();
         if let Err(e) = settler.await {
             tracing::error!(error = %e, "the settler task failed");
+        }
+        if let Err(e) = renewer.await {
+            tracing::error!(error = %e, "the lease renewer task failed");
         }
     }
 

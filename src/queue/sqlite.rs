@@ -11,6 +11,7 @@
 //! - `accept`: the batch row, idempotent replay, the multi-row message inserts;
 //! - `staging`: batches stored in chunks, staged or on a held writer, and the sweep;
 //! - `claim`: claims under a lease, rate buckets, recipient caps, templates;
+//! - `lease`: renewing leases, and ending a gone process's at the first claim;
 //! - `settle`, `receipts`: what becomes of a claimed message and its receipts;
 //! - `ledger`: batch summaries and pages of messages, control of a batch;
 //! - `records`: stored templates, suppressions, fingerprints, unacked markers.
@@ -53,6 +54,8 @@ pub(crate) struct Sqlite {
     reader: Arc<Mutex<Connection>>,
     /// What claims remember of stored batches.
     known: claim::Known,
+    /// This handle's place among the store's claimers, taken at its first claim.
+    claimers: lease::Claimers,
 }
 
 impl Sqlite {
@@ -93,6 +96,7 @@ impl Sqlite {
                 writer,
                 reader: Arc::new(Mutex::new(reader)),
                 known: claim::Known::default(),
+                claimers: lease::Claimers::new(&dir),
             })
         })
         .await
@@ -143,6 +147,7 @@ impl Engine for Sqlite {
             lease,
             limits: limits.clone(),
         };
+        self.claimers.join(self.writer.clone()).await?;
         let known = self.known.clone();
         self.write(move |conn| claim::claim(conn, &request, &known))
             .await

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::{Outcome, Queue, Settlement};
 
+use super::lease::Held;
 use super::send::Attempt;
 
 /// Most settlements written in one transaction.
@@ -44,10 +45,12 @@ fn release(done: &mut Vec<Done>) {
 pub(super) type Done = (Settlement, OwnedSemaphorePermit);
 
 /// Writes outcomes back in bulk until stopped, then writes what is left once more.
-/// Slots are freed only after their outcomes are committed.
+/// Slots are freed, and leases no longer renewed, only after their outcomes are
+/// committed.
 pub(super) async fn settle_loop(
     queue: Queue,
     mut rx: mpsc::UnboundedReceiver<Done>,
+    held: Held,
     stop: CancellationToken,
 ) {
     let mut pending: Vec<Done> = Vec::new();
@@ -72,6 +75,7 @@ pub(super) async fn settle_loop(
                 () = stop.cancelled() => break,
             }
         }
+        held.let_go(pending.iter().map(|(s, _)| s.lease));
         release(&mut pending);
     }
     while let Ok(s) = rx.try_recv() {

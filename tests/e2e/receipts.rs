@@ -149,11 +149,13 @@ async fn signed_webhook_receipts_move_the_batch_counts_once_each() {
 /// stalls past Herald's send timeout when `stall_first`), and `QuerySendDetails`
 /// lists what was sent to a number, with its `OutId`, as Aliyun documents.
 #[derive(Default)]
-struct Dysmsapi {
-    stall_first: bool,
+pub(crate) struct Dysmsapi {
+    pub(crate) stall_first: bool,
+    /// While set, every `SendSms` request stalls as the first one does.
+    pub(crate) stall_all: std::sync::atomic::AtomicBool,
     /// Each `SendSms` request's numbers and `OutId`.
-    sends: Mutex<Vec<(Vec<String>, String)>>,
-    queries: Mutex<usize>,
+    pub(crate) sends: Mutex<Vec<(Vec<String>, String)>>,
+    pub(crate) queries: Mutex<usize>,
 }
 
 async fn dysmsapi(State(server): State<Arc<Dysmsapi>>, body: String) -> String {
@@ -174,7 +176,9 @@ async fn dysmsapi(State(server): State<Arc<Dysmsapi>>, body: String) -> String {
                 ));
                 sends.len()
             };
-            if server.stall_first && n == 1 {
+            if (server.stall_first && n == 1)
+                || server.stall_all.load(std::sync::atomic::Ordering::SeqCst)
+            {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             json!({"Code": "OK", "Message": "OK", "BizId": format!("900619746936498{n}^0"),
@@ -204,12 +208,18 @@ async fn dysmsapi(State(server): State<Arc<Dysmsapi>>, body: String) -> String {
     }
 }
 
-/// Starts `server` on loopback; answers the provider "ali" sending SMS through it.
-async fn aliyun_provider(server: Arc<Dysmsapi>) -> ProviderConfig {
+/// Starts `server` on loopback; answers its endpoint URL.
+pub(crate) async fn serve_dysmsapi(server: Arc<Dysmsapi>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let app = Router::new().route("/", post(dysmsapi)).with_state(server);
     tokio::spawn(async move { axum::serve(listener, app).await });
+    endpoint
+}
+
+/// Starts `server` on loopback; answers the provider "ali" sending SMS through it.
+async fn aliyun_provider(server: Arc<Dysmsapi>) -> ProviderConfig {
+    let endpoint = serve_dysmsapi(server).await;
     let mut ali = ProviderConfig::log();
     ali.name = "ali".into();
     ali.kind = ProviderKind::Aliyun(AliyunConfig {
@@ -236,7 +246,7 @@ async fn aliyun_herald(server: Arc<Dysmsapi>) -> TestApp {
 }
 
 /// Stores the template "hi", whose code at "ali" is `SMS_1`.
-async fn store_hi(herald: &TestApp) {
+pub(crate) async fn store_hi(herald: &TestApp) {
     let (status, created) = herald
         .post(
             "/v1/templates",

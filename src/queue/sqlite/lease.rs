@@ -1,9 +1,15 @@
-//! Renewing the leases of messages whose sends are in progress.
+//! Leases: renewing those of messages whose sends are in progress, and ending
+//! those of a process that is gone when a claimer starts alone.
+
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, params};
+use tokio::sync::OnceCell;
 
 use super::connection::{unavailable, write_transaction};
-use crate::queue::{Lease, Result};
+use crate::queue::{Error, Lease, Result};
 
 /// Extends each of `leases` still held to `until` (ms), in one transaction. A row
 /// whose lease token changed (claimed again) or that left `sending` (settled) is
@@ -27,4 +33,86 @@ pub(super) fn renew(conn: &mut Connection, leases: &[Lease], until: i64) -> Resu
     }
     tx.commit().map_err(unavailable)?;
     Ok(renewed)
+}
+
+/// The store's claimers: every handle that claims holds a shared lock on
+/// `claimers.lock` in the store's directory from its first claim on, and the
+/// kernel lets go of it when its process ends, however it ends. A handle that
+/// finds no other claimer (it gets the lock exclusively) knows that every lease
+/// left in the store belongs to a process that is gone, and ends them all before
+/// it claims: a restarted `herald serve` does not wait for its own old leases,
+/// while a process that starts beside a live one leaves that one's leases alone.
+#[derive(Clone)]
+pub(super) struct Claimers {
+    path: PathBuf,
+    joined: Arc<OnceCell<File>>,
+}
+
+impl Claimers {
+    pub(super) fn new(dir: &Path) -> Claimers {
+        Claimers {
+            path: dir.join("claimers.lock"),
+            joined: Arc::default(),
+        }
+    }
+
+    /// Joins the claimers once per handle (later calls return at once), ending
+    /// the leases of processes that are gone when this is the only one.
+    pub(super) async fn join(&self, writer: Arc<Mutex<Connection>>) -> Result<()> {
+        let path = self.path.clone();
+        self.joined
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || lock(&path, &writer))
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("store task failed: {e}")))?
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// Takes the claimers' lock at `path` shared, ending every lease first when no
+/// other claimer holds it.
+fn lock(path: &Path, writer: &Mutex<Connection>) -> Result<File> {
+    let failed =
+        |e: std::io::Error| Error::Unavailable(format!("cannot lock {}: {e}", path.display()));
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {
+            let ended = end_all(&mut writer.lock().unwrap_or_else(|p| p.into_inner()))?;
+            if ended > 0 {
+                tracing::info!(
+                    messages = ended,
+                    "leases of a process that is gone ended: those messages are due again, as unknown outcomes"
+                );
+            }
+            // Whoever takes the lock exclusively in between finds no lease of
+            // ours: this handle claims only once it holds the lock shared.
+            file.unlock().map_err(failed)?;
+        }
+        Err(TryLockError::WouldBlock) => {}
+        Err(TryLockError::Error(e)) => return Err(failed(e)),
+    }
+    file.lock_shared().map_err(failed)?;
+    Ok(file)
+}
+
+/// Makes every lease in the store lapse now; the next claim takes their messages
+/// as lapsed leases.
+fn end_all(conn: &mut Connection) -> Result<usize> {
+    let tx = write_transaction(conn)?;
+    let ended = tx
+        .execute(
+            "UPDATE messages SET lease_until = 0 WHERE state = 'sending'",
+            [],
+        )
+        .map_err(unavailable)?;
+    tx.commit().map_err(unavailable)?;
+    Ok(ended)
 }
