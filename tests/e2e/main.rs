@@ -8,6 +8,7 @@ mod auth;
 mod circuit;
 mod cli;
 mod delivery;
+mod dysmsapi;
 mod events;
 mod failover;
 mod helpers;

@@ -181,28 +181,17 @@ async fn dysmsapi(State(server): State<Arc<Dysmsapi>>, body: String) -> String {
             {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            json!({"Code": "OK", "Message": "OK", "BizId": format!("900619746936498{n}^0"),
-                   "RequestId": "F655A8D5-B967-440B-8683-DAD6FF8DE990"})
-            .to_string()
+            crate::dysmsapi::sent(&format!("900619746936498{n}^0"))
         }
         "QuerySendDetails" => {
             *server.queries.lock().unwrap() += 1;
             let number = &params["PhoneNumber"];
-            let records: Vec<Value> = server
-                .sends
-                .lock()
-                .unwrap()
+            let sends = server.sends.lock().unwrap();
+            let out_ids = sends
                 .iter()
                 .filter(|(numbers, _)| numbers.contains(number))
-                .map(|(_, out_id)| {
-                    json!({"ErrCode": "DELIVERED", "TemplateCode": "SMS_1", "OutId": out_id,
-                           "ReceiveDate": "2025-06-01 16:30:03", "SendDate": "2025-06-01 16:30:00",
-                           "PhoneNum": number, "Content": "【Herald】Hi", "SendStatus": 3})
-                })
-                .collect();
-            json!({"Code": "OK", "Message": "OK", "RequestId": "819BE656-D2E0-4858-8B21-B2E47708500B",
-                   "TotalCount": records.len(), "SmsSendDetailDTOs": {"SmsSendDetailDTO": records}})
-            .to_string()
+                .map(|(_, out_id)| out_id.as_str());
+            crate::dysmsapi::send_details(number, out_ids)
         }
         other => panic!("unexpected action {other}"),
     }
