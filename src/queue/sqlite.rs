@@ -54,7 +54,7 @@ pub(crate) struct Sqlite {
     reader: Arc<Mutex<Connection>>,
     /// What claims remember of stored batches.
     known: claim::Known,
-    /// This handle's place among the store's claimers, taken at its first claim.
+    /// This process's place among the store's claimers, taken at the first claim.
     claimers: lease::Claimers,
 }
 

@@ -1,9 +1,10 @@
 //! Leases: renewing those of messages whose sends are in progress, and ending
 //! those of a process that is gone when a claimer starts alone.
 
+use std::collections::HashMap;
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use rusqlite::{Connection, params};
 use tokio::sync::OnceCell;
@@ -35,18 +36,23 @@ pub(super) fn renew(conn: &mut Connection, leases: &[Lease], until: i64) -> Resu
     Ok(renewed)
 }
 
-/// The store's claimers: every handle that claims holds a shared lock on
+/// The store's claimers: every process that claims holds a shared lock on
 /// `claimers.lock` in the store's directory from its first claim on, and the
-/// kernel lets go of it when its process ends, however it ends. A handle that
+/// kernel lets go of it when the process ends, however it ends. A process that
 /// finds no other claimer (it gets the lock exclusively) knows that every lease
 /// left in the store belongs to a process that is gone, and ends them all before
 /// it claims: a restarted `herald serve` does not wait for its own old leases,
 /// while a process that starts beside a live one leaves that one's leases alone.
+/// The lock is taken once per process and store, whatever its handles, and kept
+/// until the process ends.
 #[derive(Clone)]
 pub(super) struct Claimers {
     path: PathBuf,
-    joined: Arc<OnceCell<File>>,
+    joined: Arc<OnceCell<()>>,
 }
+
+/// The claimers' locks this process holds, by path: kept until it ends.
+static HELD: LazyLock<Mutex<HashMap<PathBuf, File>>> = LazyLock::new(Mutex::default);
 
 impl Claimers {
     pub(super) fn new(dir: &Path) -> Claimers {
@@ -56,15 +62,22 @@ impl Claimers {
         }
     }
 
-    /// Joins the claimers once per handle (later calls return at once), ending
+    /// Joins the claimers, once per process (later calls return at once), ending
     /// the leases of processes that are gone when this is the only one.
     pub(super) async fn join(&self, writer: Arc<Mutex<Connection>>) -> Result<()> {
         let path = self.path.clone();
         self.joined
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || lock(&path, &writer))
-                    .await
-                    .map_err(|e| Error::Unavailable(format!("store task failed: {e}")))?
+                tokio::task::spawn_blocking(move || {
+                    let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
+                    if !held.contains_key(&path) {
+                        let file = lock(&path, &writer)?;
+                        held.insert(path, file);
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|e| Error::Unavailable(format!("store task failed: {e}")))?
             })
             .await?;
         Ok(())
