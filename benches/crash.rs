@@ -61,13 +61,17 @@ fn main() -> ExitCode {
 
 /// What one run saw.
 struct Run {
+    /// Messages the provider had before the kill and heard of again after it.
+    crashed: usize,
+    /// From the restart until the last of them was sent or asked about again.
+    recovered: Option<Duration>,
     /// From the restart until the batch was done: every message settled.
     whole: Duration,
     /// From the restart until the provider's first request after it.
     resumed: Option<Duration>,
     repeats: usize,
     lost: usize,
-    queries: u64,
+    queries: usize,
 }
 
 async fn run(smoke: bool) -> anyhow::Result<()> {
@@ -93,9 +97,11 @@ async fn run(smoke: bool) -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| setup | run | whole again after restart | sending resumed | repeats | lost | lookups |"
+        "| setup | run | crashed messages | taken up again after restart | sending resumed | batch whole | repeats | lost | lookups |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let secs =
+        |d: Option<Duration>| d.map_or("—".into(), |d| format!("{:.2} s", d.as_secs_f64()));
     for setup in setups.split(',').map(str::trim) {
         let mut all = Vec::new();
         for i in 1..=runs {
@@ -103,10 +109,11 @@ async fn run(smoke: bool) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("{setup}, run {i}"))?;
             println!(
-                "| {setup} | {i} | {:.2} s | {} | {} | {} | {} |",
+                "| {setup} | {i} | {} | {} | {} | {:.2} s | {} | {} | {} |",
+                run.crashed,
+                secs(run.recovered),
+                secs(run.resumed),
                 run.whole.as_secs_f64(),
-                run.resumed
-                    .map_or("—".into(), |d| format!("{:.2} s", d.as_secs_f64())),
                 run.repeats,
                 run.lost,
                 run.queries
@@ -118,7 +125,13 @@ async fn run(smoke: bool) -> anyhow::Result<()> {
             v[v.len() / 2]
         };
         println!(
-            "| **{setup}** | median | {:.2} s | | {} | {} | |",
+            "| **{setup}** | median | {} | {:.2} s | | {:.2} s | {} | {} | |",
+            median(all.iter().map(|r| r.crashed as f64).collect()),
+            median(
+                all.iter()
+                    .map(|r| r.recovered.map_or(f64::NAN, |d| d.as_secs_f64()))
+                    .collect()
+            ),
             median(all.iter().map(|r| r.whole.as_secs_f64()).collect()),
             median(all.iter().map(|r| r.repeats as f64).collect()),
             all.iter().map(|r| r.lost).sum::<usize>()
@@ -201,6 +214,7 @@ async fn crash_run(setup: &str, messages: usize) -> anyhow::Result<Run> {
     for process in doomed {
         process.kill()?;
     }
+    let killed = Instant::now();
     let restarted = Instant::now();
     let _delivery = if workers {
         vec![Process::start("worker", "worker-1", dir.path(), &settings)?]
@@ -228,7 +242,18 @@ async fn crash_run(setup: &str, messages: usize) -> anyhow::Result<Run> {
     };
     drop(api);
     let arrivals = provider.arrivals();
+    let queries = provider.queries();
     let repeats = arrivals.values().map(|at| at.len() - 1).sum();
+    let after_kill = |number: &String| {
+        let again = arrivals.get(number).into_iter().flatten();
+        let asked = queries.get(number).into_iter().flatten();
+        again.chain(asked).filter(|&&at| at > killed).max().copied()
+    };
+    let taken_up: Vec<Instant> = arrivals
+        .iter()
+        .filter(|(_, at)| at.iter().any(|&at| at < killed))
+        .filter_map(|(number, _)| after_kill(number))
+        .collect();
     let resumed = arrivals
         .values()
         .flatten()
@@ -236,11 +261,13 @@ async fn crash_run(setup: &str, messages: usize) -> anyhow::Result<Run> {
         .min()
         .map(|&at| at - restarted);
     Ok(Run {
+        crashed: taken_up.len(),
+        recovered: taken_up.iter().max().map(|&at| at - restarted),
         whole,
         resumed,
         repeats,
         lost: messages.saturating_sub(arrivals.len()),
-        queries: provider.queries(),
+        queries: queries.values().map(Vec::len).sum(),
     })
 }
 

@@ -24,7 +24,8 @@ const PER_NUMBER: Duration = Duration::from_millis(2);
 struct Shared {
     /// By number: when each `SendSms` naming it arrived, and its `OutId`.
     sends: Mutex<HashMap<String, (Vec<Instant>, String)>>,
-    queries: Mutex<u64>,
+    /// By number: when each `QuerySendDetails` about it arrived.
+    queries: Mutex<HashMap<String, Vec<Instant>>>,
 }
 
 /// The running provider; stops when dropped.
@@ -74,9 +75,13 @@ impl Provider {
             .collect()
     }
 
-    /// How many `QuerySendDetails` requests came.
-    pub fn queries(&self) -> u64 {
-        *self.shared.queries.lock().expect("no handler panics")
+    /// Every number's `QuerySendDetails` times.
+    pub fn queries(&self) -> HashMap<String, Vec<Instant>> {
+        self.shared
+            .queries
+            .lock()
+            .expect("no handler panics")
+            .clone()
     }
 }
 
@@ -108,8 +113,11 @@ async fn dysmsapi(State(shared): State<Arc<Shared>>, body: String) -> String {
             dysmsapi::sent(&format!("{}^0", fastrand::u64(..)))
         }
         "QuerySendDetails" => {
-            *shared.queries.lock().expect("no handler panics") += 1;
             let number = param("PhoneNumber");
+            (shared.queries.lock().expect("no handler panics"))
+                .entry(number.clone())
+                .or_default()
+                .push(Instant::now());
             let sends = shared.sends.lock().expect("no handler panics");
             let out_id = sends.get(&number).map(|(_, out_id)| out_id.as_str());
             dysmsapi::send_details(&number, out_id)
