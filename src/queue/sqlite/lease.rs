@@ -2,6 +2,7 @@
 //! those of a process that is gone when a claimer starts alone.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
@@ -70,9 +71,9 @@ impl Claimers {
             .get_or_try_init(|| async move {
                 tokio::task::spawn_blocking(move || {
                     let mut held = HELD.lock().unwrap_or_else(|p| p.into_inner());
-                    if !held.contains_key(&path) {
-                        let file = lock(&path, &writer)?;
-                        held.insert(path, file);
+                    if let Entry::Vacant(entry) = held.entry(path) {
+                        let file = lock(entry.key(), &writer)?;
+                        entry.insert(file);
                     }
                     Ok(())
                 })
