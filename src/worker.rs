@@ -7,9 +7,12 @@
 //! on its own task; outcomes go to one settler that writes them back in bulk. A
 //! message holds its in-flight slot until its outcome is committed, so at most
 //! `max_in_flight` messages are ever claimed and unrecorded: that bounds how many a
-//! crash can repeat. On shutdown claimers stop, in-flight sends get a grace
-//! period, everything finished is written, and whatever is left comes back
-//! through lease expiry.
+//! crash can repeat. Until then its lease is renewed (`lease`: one engine call a
+//! third of a lease for all of them), so a slow send never outlives it and a dead
+//! process's messages come back within one lease, as unknown outcomes that
+//! providers with a lookup are asked about before a new attempt. On shutdown
+//! claimers stop, in-flight sends get a grace period, everything finished is
+//! written, and whatever is left comes back through lease expiry.
 //!
 //! Failover: while a provider's circuit is open (see [`crate::circuit`]), its
 //! claimer claims its messages within the limits of the next provider of the
@@ -29,7 +32,8 @@
 //! unknown outcomes looked up first, each decision carried out); `decide` (what
 //! becomes of a message after its turn: one pure function from the answer, the
 //! attempts, the policy and the routing); `expiry` (the sweep of messages past
-//! their batch's deadline); `retry` ([`RetryPolicy`]: when to try
+//! their batch's deadline); `lease` (the leases held and their renewal); `retry`
+//! ([`RetryPolicy`]: when to try
 //! again); `settle` (the settler writing outcomes back in bulk); `template_code`
 //! (stored templates' provider codes, kept briefly).
 
@@ -37,6 +41,7 @@ mod claim;
 mod decide;
 mod expiry;
 mod failover;
+mod lease;
 mod retry;
 mod send;
 mod settle;
@@ -57,6 +62,7 @@ use crate::provider::{Registry, Route};
 use crate::queue::Queue;
 use crate::ratelimit::Pace;
 
+use lease::{Held, renew_loop};
 pub use retry::RetryPolicy;
 use settle::settle_loop;
 use template_code::TemplateCodes;
@@ -72,6 +78,9 @@ struct Inner {
     registry: Registry,
     policy: RetryPolicy,
     lease: Duration,
+    /// The leases of this process's claimed messages whose outcome is not yet
+    /// committed, renewed together every third of a lease.
+    held: Held,
     send_timeout: Duration,
     poll: Duration,
     grace: Duration,
@@ -118,6 +127,7 @@ impl Pool {
             registry,
             policy: RetryPolicy::from(&config.retry),
             lease: config.lease(),
+            held: Held::default(),
             send_timeout: config.send_timeout(),
             poll: Duration::from_millis(config.worker.poll_interval_ms),
             grace: Duration::from_millis(config.worker.shutdown_grace_ms),
@@ -148,6 +158,13 @@ impl Pool {
             self.inner.queue.clone(),
             self.inner.registry.clone(),
             rx,
+            self.inner.held.clone(),
+            stop_settler.clone(),
+        ));
+        let renewer = tokio::spawn(renew_loop(
+            self.inner.queue.clone(),
+            self.inner.held.clone(),
+            self.inner.lease,
             stop_settler.clone(),
         ));
         let sweeper = tokio::spawn(expiry::expiry_loop(
@@ -192,6 +209,9 @@ impl Pool {
         stop_settler.cancel();
         if let Err(e) = settler.await {
             tracing::error!(error = %e, "the settler task failed");
+        }
+        if let Err(e) = renewer.await {
+            tracing::error!(error = %e, "the lease renewer task failed");
         }
     }
 

@@ -11,8 +11,9 @@ pub struct WorkerConfig {
     pub enabled: bool,
     /// Messages being sent at once, across all providers.
     pub max_in_flight: usize,
-    /// How long a claimed message is reserved for its worker; after that another
-    /// worker may claim it again. Must exceed `send_timeout_ms`.
+    /// How long a claimed message is reserved for its worker, renewed every third
+    /// of it while its send is in progress; a worker that dies leaves its messages
+    /// to the others after at most this long. At least 1000.
     pub lease_ms: u64,
     /// The longest one delivery attempt may take.
     pub send_timeout_ms: u64,
@@ -28,7 +29,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             enabled: true,
             max_in_flight: 256,
-            lease_ms: 60_000,
+            lease_ms: 10_000,
             send_timeout_ms: 30_000,
             poll_interval_ms: 250,
             shutdown_grace_ms: 10_000,

@@ -27,6 +27,9 @@ use crate::auth::TokenHash;
 use crate::domain::{Channel, StoreUrl};
 use crate::provider::ProviderConfig;
 
+/// The shortest `worker.lease_ms` allowed, in ms.
+pub const MIN_LEASE_MS: u64 = 1_000;
+
 /// The file read when `--config` is not given; it is fine for it not to exist.
 pub const DEFAULT_FILE: &str = "herald.toml";
 
@@ -175,10 +178,10 @@ impl Config {
         if self.worker.max_in_flight == 0 {
             return Err("worker.max_in_flight must be at least 1".into());
         }
-        if self.worker.lease_ms <= self.worker.send_timeout_ms {
+        if self.worker.lease_ms < MIN_LEASE_MS {
             return Err(format!(
-                "worker.lease_ms ({}) must be longer than worker.send_timeout_ms ({}), or a slow send could be claimed twice",
-                self.worker.lease_ms, self.worker.send_timeout_ms
+                "worker.lease_ms ({}) must be at least {MIN_LEASE_MS}: leases are renewed every third of it, and a renewal must land before the lease runs out",
+                self.worker.lease_ms
             ));
         }
         if self.retry.max_attempts == 0 {

@@ -258,9 +258,11 @@ fn an_ingest_prefetch_of_zero_and_a_repeated_name_are_refused() {
 }
 
 #[test]
-fn a_lease_shorter_than_the_send_timeout_is_refused() {
-    let c = parse("[worker]\nlease_ms = 1000\nsend_timeout_ms = 2000");
-    assert!(c.validate().unwrap_err().contains("lease_ms"));
+fn a_lease_too_short_to_renew_is_refused_and_one_shorter_than_a_send_is_not() {
+    let c = parse("[worker]\nlease_ms = 500");
+    assert!(c.validate().unwrap_err().contains("worker.lease_ms (500)"));
+    let c = parse("[worker]\nlease_ms = 1000\nsend_timeout_ms = 30000");
+    assert_eq!(c.validate(), Ok(()), "renewal keeps a slow send's lease");
 }
 
 #[test]

@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    Accepted, AppliedReceipt, Arrival, BatchAction, BatchSummary, Begun, Claim, MessageQuery,
-    MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
+    Accepted, AppliedReceipt, Arrival, BatchAction, BatchSummary, Begun, Claim, Lease,
+    MessageQuery, MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
 };
 use crate::domain::{BatchId, DeliveryReport};
 use crate::ratelimit::Limits;
@@ -25,7 +25,9 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// [`Staging::gather`], and the batch is accepted whole at the commit.
     async fn begin(&self, batch: NewBatch, arrival: Arrival) -> Result<Begun>;
     /// Claims up to `limit` due messages for `provider`, best priority first, under
-    /// a lease of `lease`; messages whose lease has expired are due again. Within
+    /// a lease of `lease`; messages whose lease has expired are due again, and come
+    /// back with [`Claimed::unknown_since_ms`] set (their request may have reached
+    /// the provider) to when they were claimed, unless it was set before. Within
     /// `limits` (see [`crate::ratelimit`]), in the same transaction: the token
     /// bucket of the limits' owner (`provider` itself unless [`Limits::owner`] names
     /// another) bounds the claim and pays for it, and a message whose recipient is at
@@ -37,6 +39,11 @@ pub(crate) trait Engine: Send + Sync + 'static {
         lease: Duration,
         limits: &Limits,
     ) -> Result<Claim>;
+    /// Extends each of `leases` that is still held to `lease` from now, in one
+    /// call. A lease that was lost (its message was settled, or claimed again after
+    /// the lease lapsed) is left as it is: a renewal never takes a message back.
+    /// Answers how many were extended.
+    async fn renew(&self, leases: Vec<Lease>, lease: Duration) -> Result<usize>;
     /// Settles leased messages; answers the held delivery reports it applied to
     /// the messages now sent (see [`Engine::apply_receipts`]), in order.
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<AppliedReceipt>>;

@@ -19,8 +19,10 @@
 //!   Each is a folder of files named for what they own. The engine is chosen at
 //!   run time from the store's [`StoreUrl`].
 //!
-//! Delivery is at-least-once: a claimed message carries a lease; if its worker dies,
-//! the lease expires and the message is claimed again with the same message id.
+//! Delivery is at-least-once: a claimed message carries a lease, which its worker
+//! renews while the send is in progress; if the worker dies, the lease expires and
+//! the message is claimed again with the same message id, marked as an unknown
+//! outcome (its request may have reached the provider).
 
 mod batch;
 mod engine;
@@ -190,6 +192,17 @@ impl Queue {
             self.settle(unrenderable).await?;
         }
         Ok(claim)
+    }
+
+    /// Extends each of `leases` still held to `lease` from now, in one engine call;
+    /// a lease that was lost is left to its new holder. Answers how many were
+    /// extended. Workers renew the leases of their sends in progress, so a lease can
+    /// be short whatever a send takes, and a dead worker's messages come back soon.
+    pub async fn renew(&self, leases: Vec<Lease>, lease: Duration) -> Result<usize> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        self.engine.renew(leases, lease).await
     }
 
     /// Records the outcomes of leased messages in bulk; a settlement whose lease

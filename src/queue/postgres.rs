@@ -27,7 +27,7 @@ use deadpool_postgres::{
 use tokio_postgres::NoTls;
 
 use super::{
-    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, MessageQuery,
+    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, Lease, MessageQuery,
     MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
 };
 use crate::domain::{BatchControl, BatchId, Channel, DeliveryReport, MessageState};
@@ -36,6 +36,7 @@ use crate::ratelimit::Limits;
 mod accept;
 mod claim;
 mod expiry;
+mod lease;
 mod ledger;
 mod limit;
 mod location;
@@ -138,6 +139,10 @@ impl Engine for Postgres {
         limits: &Limits,
     ) -> Result<Claim> {
         self.claim_due(provider, limit, lease, limits).await
+    }
+
+    async fn renew(&self, leases: Vec<Lease>, lease: Duration) -> Result<usize> {
+        self.renew_leases(leases, lease).await
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<super::AppliedReceipt>> {

@@ -95,7 +95,7 @@ use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use super::{
-    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, MessageQuery,
+    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, Lease, MessageQuery,
     MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
 };
 use crate::domain::{BatchId, DeliveryReport};
@@ -105,6 +105,7 @@ mod accept;
 mod claim;
 mod expiry;
 mod keyspace;
+mod lease;
 mod ledger;
 mod records;
 mod reply;
@@ -217,6 +218,10 @@ impl Engine for Redis {
         limits: &Limits,
     ) -> Result<Claim> {
         self.claim_due(provider, limit, lease, limits).await
+    }
+
+    async fn renew(&self, leases: Vec<Lease>, lease: Duration) -> Result<usize> {
+        self.renew_leases(leases, lease).await
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<super::AppliedReceipt>> {

@@ -11,6 +11,7 @@
 //! - `accept`: the batch row, idempotent replay, the multi-row message inserts;
 //! - `staging`: batches stored in chunks, staged or on a held writer, and the sweep;
 //! - `claim`: claims under a lease, rate buckets, recipient caps, templates;
+//! - `lease`: renewing leases, and ending a gone process's at the first claim;
 //! - `settle`, `receipts`: what becomes of a claimed message and its receipts;
 //! - `ledger`: batch summaries and pages of messages, control of a batch;
 //! - `expiry`: deadlines, at claim and by the sweep;
@@ -24,7 +25,7 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 
 use super::{
-    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, MessageQuery,
+    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, Lease, MessageQuery,
     MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
 };
 use crate::domain::{BatchId, DeliveryReport, now_ms};
@@ -34,6 +35,7 @@ mod accept;
 mod claim;
 mod connection;
 mod expiry;
+mod lease;
 mod ledger;
 mod receipts;
 mod records;
@@ -54,6 +56,8 @@ pub(crate) struct Sqlite {
     reader: Arc<Mutex<Connection>>,
     /// What claims remember of stored batches.
     known: claim::Known,
+    /// This process's place among the store's claimers, taken at the first claim.
+    claimers: lease::Claimers,
 }
 
 impl Sqlite {
@@ -94,6 +98,7 @@ impl Sqlite {
                 writer,
                 reader: Arc::new(Mutex::new(reader)),
                 known: claim::Known::default(),
+                claimers: lease::Claimers::new(&dir),
             })
         })
         .await
@@ -144,8 +149,15 @@ impl Engine for Sqlite {
             lease,
             limits: limits.clone(),
         };
+        self.claimers.join(self.writer.clone()).await?;
         let known = self.known.clone();
         self.write(move |conn| claim::claim(conn, &request, &known))
+            .await
+    }
+
+    async fn renew(&self, leases: Vec<Lease>, lease: Duration) -> Result<usize> {
+        let until = now_ms().saturating_add(crate::domain::millis(lease));
+        self.write(move |conn| lease::renew(conn, &leases, until))
             .await
     }
 

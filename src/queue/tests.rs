@@ -1,8 +1,9 @@
 //! The engine conformance suite: every test runs against every engine through the
 //! public `Queue` handle, each on a store of its own.
 //!
-//! Each topic file (`accept`, `claim`, `settle`, `control`, `deadline`, `ledger`, `limit`,
-//! `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`, `unacked`)
+//! Each topic file (`accept`, `claim`, `lease`, `settle`, `control`, `deadline`, `ledger`,
+//! `limit`, `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`,
+//! `unacked`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
 //! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
@@ -42,6 +43,23 @@ fn settle_all(claimed: &[Claimed], outcome: Outcome) -> Vec<Settlement> {
             sent_by: None,
         })
         .collect()
+}
+
+/// Claims `p`'s messages again until some come back (a lease lapsed), for at
+/// most 5 s.
+async fn claim_when_due(q: &Queue) -> Vec<Claimed> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = q.claim("p", 10, LEASE).await.unwrap();
+        if !again.is_empty() {
+            return again;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Starts staging `b`, which must be new.
@@ -92,6 +110,9 @@ macro_rules! conformance {
             #[tokio::test] control::pause_holds_messages_resume_releases_them_cancel_ends_them;
             #[tokio::test] control::an_expired_lease_in_a_paused_batch_comes_back_paused;
             #[tokio::test] control::a_cancelled_batch_can_be_cancelled_again_but_not_retried;
+            #[tokio::test] lease::a_renewed_lease_outlives_its_term_and_then_lapses_when_renewal_stops;
+            #[tokio::test] lease::a_lost_lease_is_not_renewed_back_nor_a_settled_one;
+            #[tokio::test] lease::a_message_whose_lease_lapsed_comes_back_as_an_unknown_outcome_since_its_claim;
             #[tokio::test] control::pause_and_resume_put_each_message_back_in_its_own_providers_queue;
             #[tokio::test] deadline::a_message_is_never_claimed_after_its_deadline_and_ends_expired_with_its_last_error;
             #[tokio::test] deadline::the_sweep_expires_paused_unknown_and_unclaimed_messages_and_leaves_the_rest;
@@ -139,6 +160,7 @@ mod deadline;
 mod failover;
 mod fingerprint;
 mod held;
+mod lease;
 mod ledger;
 mod limit;
 mod new_batch;

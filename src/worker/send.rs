@@ -29,6 +29,9 @@ impl Pool {
         group: Vec<(Claimed, OwnedSemaphorePermit)>,
         results: mpsc::UnboundedSender<Done>,
     ) {
+        self.inner
+            .held
+            .hold(group.iter().map(|(claimed, _)| claimed.lease));
         let mut messages = Vec::with_capacity(group.len());
         let mut slots = Vec::with_capacity(group.len());
         for (claimed, permit) in group {

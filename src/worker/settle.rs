@@ -9,6 +9,7 @@ use crate::provider::Registry;
 use crate::queue::suppress::{self, Word};
 use crate::queue::{AppliedReceipt, Outcome, Queue, Settlement};
 
+use super::lease::Held;
 use super::send::Attempt;
 
 /// Most settlements written in one transaction.
@@ -46,13 +47,14 @@ fn release(done: &mut Vec<Done>) {
 pub(super) type Done = (Settlement, OwnedSemaphorePermit);
 
 /// Writes outcomes back in bulk until stopped, then writes what is left once more.
-/// Slots are freed only after their outcomes are committed. Delivery reports held
-/// for the messages now sent, which the store applies as it settles them, go to
-/// the suppression rules of `registry`'s providers.
+/// Slots are freed, and leases no longer renewed, only after their outcomes are
+/// committed. Delivery reports held for the messages now sent, which the store
+/// applies as it settles them, go to the suppression rules of `registry`'s providers.
 pub(super) async fn settle_loop(
     queue: Queue,
     registry: Registry,
     mut rx: mpsc::UnboundedReceiver<Done>,
+    held: Held,
     stop: CancellationToken,
 ) {
     let mut pending: Vec<Done> = Vec::new();
@@ -71,9 +73,10 @@ pub(super) async fn settle_loop(
         }
         let settlements = pending.iter().map(|(s, _)| s.clone()).collect();
         match queue.settle(settlements).await {
-            Ok(held) => {
+            Ok(applied) => {
+                held.let_go(pending.iter().map(|(s, _)| s.lease));
                 release(&mut pending);
-                suppress_held(&queue, &registry, held).await;
+                suppress_held(&queue, &registry, applied).await;
             }
             Err(e) => {
                 tracing::error!(error = %e, count = pending.len(), "recording delivery outcomes failed; will try again");
@@ -91,7 +94,7 @@ pub(super) async fn settle_loop(
         .settle(pending.into_iter().map(|(s, _)| s).collect())
         .await
     {
-        Ok(held) => suppress_held(&queue, &registry, held).await,
+        Ok(applied) => suppress_held(&queue, &registry, applied).await,
         Err(e) => {
             tracing::error!(error = %e, "recording the last outcomes failed; those messages will be sent again after their lease");
         }

@@ -51,6 +51,13 @@ impl Engine for SlowSettle {
         }
         Ok(claim)
     }
+    async fn renew(
+        &self,
+        leases: Vec<crate::queue::Lease>,
+        lease: Duration,
+    ) -> crate::queue::Result<usize> {
+        self.inner.renew(leases, lease).await
+    }
     async fn settle(
         &self,
         settlements: Vec<Settlement>,

@@ -10,6 +10,7 @@ mod circuit;
 mod cli;
 mod deadline;
 mod delivery;
+mod dysmsapi;
 mod events;
 mod failover;
 mod helpers;

@@ -152,10 +152,12 @@ async fn signed_webhook_receipts_move_the_batch_counts_once_each() {
 /// lists what was sent to a number, with its `OutId`, as Aliyun documents.
 #[derive(Default)]
 pub struct Dysmsapi {
-    stall_first: bool,
+    pub(crate) stall_first: bool,
+    /// While set, every `SendSms` request stalls as the first one does.
+    pub(crate) stall_all: std::sync::atomic::AtomicBool,
     /// Each `SendSms` request's numbers and `OutId`.
-    pub sends: Mutex<Vec<(Vec<String>, String)>>,
-    queries: Mutex<usize>,
+    pub(crate) sends: Mutex<Vec<(Vec<String>, String)>>,
+    pub(crate) queries: Mutex<usize>,
 }
 
 async fn dysmsapi(State(server): State<Arc<Dysmsapi>>, body: String) -> String {
@@ -176,42 +178,39 @@ async fn dysmsapi(State(server): State<Arc<Dysmsapi>>, body: String) -> String {
                 ));
                 sends.len()
             };
-            if server.stall_first && n == 1 {
+            if (server.stall_first && n == 1)
+                || server.stall_all.load(std::sync::atomic::Ordering::SeqCst)
+            {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
-            json!({"Code": "OK", "Message": "OK", "BizId": format!("900619746936498{n}^0"),
-                   "RequestId": "F655A8D5-B967-440B-8683-DAD6FF8DE990"})
-            .to_string()
+            crate::dysmsapi::sent(&format!("900619746936498{n}^0"))
         }
         "QuerySendDetails" => {
             *server.queries.lock().unwrap() += 1;
             let number = &params["PhoneNumber"];
-            let records: Vec<Value> = server
-                .sends
-                .lock()
-                .unwrap()
+            let sends = server.sends.lock().unwrap();
+            let out_ids = sends
                 .iter()
                 .filter(|(numbers, _)| numbers.contains(number))
-                .map(|(_, out_id)| {
-                    json!({"ErrCode": "DELIVERED", "TemplateCode": "SMS_1", "OutId": out_id,
-                           "ReceiveDate": "2025-06-01 16:30:03", "SendDate": "2025-06-01 16:30:00",
-                           "PhoneNum": number, "Content": "【Herald】Hi", "SendStatus": 3})
-                })
-                .collect();
-            json!({"Code": "OK", "Message": "OK", "RequestId": "819BE656-D2E0-4858-8B21-B2E47708500B",
-                   "TotalCount": records.len(), "SmsSendDetailDTOs": {"SmsSendDetailDTO": records}})
-            .to_string()
+                .map(|(_, out_id)| out_id.as_str());
+            crate::dysmsapi::send_details(number, out_ids)
         }
         other => panic!("unexpected action {other}"),
     }
 }
 
-/// Starts `server` on loopback; answers the provider "ali" sending SMS through it.
-pub async fn aliyun_provider(server: Arc<Dysmsapi>) -> ProviderConfig {
+/// Starts `server` on loopback; answers its endpoint URL.
+pub(crate) async fn serve_dysmsapi(server: Arc<Dysmsapi>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let app = Router::new().route("/", post(dysmsapi)).with_state(server);
     tokio::spawn(async move { axum::serve(listener, app).await });
+    endpoint
+}
+
+/// Starts `server` on loopback; answers the provider "ali" sending SMS through it.
+pub async fn aliyun_provider(server: Arc<Dysmsapi>) -> ProviderConfig {
+    let endpoint = serve_dysmsapi(server).await;
     let mut ali = ProviderConfig::log();
     ali.name = "ali".into();
     ali.kind = ProviderKind::Aliyun(AliyunConfig {

@@ -14,12 +14,16 @@ use crate::queue::{BatchTemplate, Claim, Claimed, Lease, Result, parse_batch_id}
 use crate::ratelimit::{Limits, segment_bucket_key};
 
 /// Expired leases, and unknown outcomes whose time has come, back to the queue.
+/// A lapsed lease's request may have reached the provider: its message comes back
+/// as an unknown outcome since its claim (`updated_at`; renewals leave it).
 /// `SKIP LOCKED`: a row being settled right now is left to its settlement, and
 /// concurrent claimers never queue up behind each other. (`= ANY(ARRAY(…))` here
 /// and in [`CLAIM`] keeps the plan an index lookup by id whatever the row estimates
 /// of a generic plan.)
 pub(super) const REQUEUE: &str = "
-UPDATE {s}.messages m SET state = {requeued}, lease = NULL, lease_until = NULL, updated_at = $1
+UPDATE {s}.messages m SET state = {requeued}, lease = NULL, lease_until = NULL, updated_at = $1,
+    unknown_since = CASE m.state WHEN 'sending' THEN COALESCE(m.unknown_since, m.updated_at)
+        ELSE m.unknown_since END
 WHERE m.id = ANY(ARRAY(
     SELECT id FROM {s}.messages
     WHERE lease_until <= $1 AND state = 'sending'

@@ -2,7 +2,9 @@
 //! the schema beside the code that runs it, and filled in here at open with the
 //! fragments statements share.
 
-use super::{accept, claim, expiry, ledger, limit, prune, receipts, records, settle, staging};
+use super::{
+    accept, claim, expiry, lease, ledger, limit, prune, receipts, records, settle, staging,
+};
 
 /// The state a message `m` returns to when it goes back to the queue: its batch's
 /// pause or cancel wins over `pending`. The key-share lock makes a concurrent
@@ -20,6 +22,7 @@ pub(super) struct Sql {
     pub(super) claim: String,
     pub(super) expire_pending: String,
     pub(super) sweep: String,
+    pub(super) renew: String,
     pub(super) take_bucket: String,
     pub(super) store_bucket: String,
     pub(super) lock_caps: String,
@@ -90,6 +93,7 @@ impl Sql {
             claim: fill(claim::CLAIM),
             expire_pending: fill(expiry::EXPIRE_PENDING),
             sweep: fill(expiry::SWEEP),
+            renew: fill(lease::RENEW),
             take_bucket: fill(limit::TAKE_BUCKET),
             store_bucket: fill(limit::STORE_BUCKET),
             lock_caps: fill(limit::LOCK_CAPS),

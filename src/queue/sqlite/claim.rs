@@ -81,10 +81,13 @@ pub(super) fn claim(conn: &mut Connection, request: &Request, known: &Known) -> 
 }
 
 /// Returns to the queue the messages whose lease has lapsed and the unknown
-/// outcomes whose time has come.
+/// outcomes whose time has come. A lapsed lease's request may have reached the
+/// provider: its message comes back as an unknown outcome since its claim
+/// (`updated_at`; renewals leave it).
 fn requeue_due(tx: &Transaction<'_>, now: i64) -> Result<()> {
     tx.prepare_cached(&format!(
-        "UPDATE messages SET state = {REQUEUED_STATE}, lease = NULL, lease_until = NULL, updated_at = ?1
+        "UPDATE messages SET state = {REQUEUED_STATE}, lease = NULL, lease_until = NULL, updated_at = ?1,
+             unknown_since = COALESCE(unknown_since, updated_at)
          WHERE state = 'sending' AND lease_until <= ?1"
     ))
     .and_then(|mut s| s.execute([now]))

@@ -30,13 +30,10 @@ async fn a_bad_configuration_stops_serve_with_a_message_naming_the_setting() {
             says: &["`nope`", "default for sms", "not declared"],
         },
         BadConfig {
-            what: "the lease is not longer than the send timeout",
+            what: "the lease is too short to be renewed",
             file: Some(good.clone()),
-            env: &[
-                ("HERALD_WORKER__LEASE_MS", "1000"),
-                ("HERALD_WORKER__SEND_TIMEOUT_MS", "1000"),
-            ],
-            says: &["worker.lease_ms", "worker.send_timeout_ms"],
+            env: &[("HERALD_WORKER__LEASE_MS", "500")],
+            says: &["worker.lease_ms (500)", "at least 1000"],
         },
         BadConfig {
             what: "an unknown store scheme",

@@ -1,11 +1,17 @@
-//! A crash (SIGKILL) of `herald serve`: no accepted message is lost, and at most
+//! A crash (SIGKILL) of `herald serve`: no accepted message is lost, at most
 //! `max_in_flight` sends are repeated, each under its message id as the
-//! idempotency key.
+//! idempotency key, and the restarted process takes the crashed sends at once,
+//! asking a provider that can be asked about them before sending any again.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use crate::helpers::{ProviderServer, sms_batch};
+use serde_json::json;
+
+use crate::helpers::{ProviderServer, sms_batch, wait_for};
+use crate::receipts::{Dysmsapi, serve_dysmsapi, store_hi};
 
 use super::{FINISH, Herald, difference, ids, ok, per_key, received_at_least, write_config};
 
@@ -87,4 +93,72 @@ async fn an_accepted_batch_survives_a_kill_9_right_after_the_202() {
     let keys = per_key(&server.received());
     assert_eq!(keys.len(), TOTAL);
     assert!(keys.values().all(|&n| n == 1), "no repeats without a crash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_a_kill_9_asks_aliyun_about_the_crashed_sends_at_once_and_sends_none_twice()
+{
+    const TOTAL: usize = 4;
+    const LEASE_MS: u64 = 10_000;
+    let server = Arc::new(Dysmsapi::default());
+    server.stall_all.store(true, Ordering::SeqCst);
+    let endpoint = serve_dysmsapi(server.clone()).await;
+    let hook = ProviderServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &hook);
+    let providers = format!(
+        r#"[{{name="ali", kind="aliyun", channels=["sms"], access_key_id="LTAI-e2e",
+             access_key_secret="e2e-secret", sign_name="Herald", endpoint="{endpoint}"}}]"#
+    );
+    let lease = LEASE_MS.to_string();
+    let env = [
+        ("HERALD_PROVIDERS", providers.as_str()),
+        ("HERALD_DEFAULTS__SMS", "ali"),
+        ("HERALD_WORKER__LEASE_MS", lease.as_str()),
+        ("HERALD_WORKER__SEND_TIMEOUT_MS", "30000"),
+    ];
+
+    let herald = Herald::serve(&config, &env).await;
+    store_hi(&herald.api).await;
+    let recipients: Vec<_> = (0..TOTAL)
+        .map(|i| json!({"to": format!("+86138{i:08}")}))
+        .collect();
+    let batch_id = herald
+        .api
+        .submit(&json!({"channel": "sms", "template_id": "hi", "recipients": recipients}))
+        .await;
+    // Every number's request reached Aliyun, and none was answered yet.
+    let sent_numbers = || -> usize { server.sends.lock().unwrap().iter().map(|s| s.0.len()).sum() };
+    wait_for(FINISH, "every number's SendSms to arrive", || {
+        std::future::ready((sent_numbers() == TOTAL).then_some(()))
+    })
+    .await;
+    herald.kill();
+    server.stall_all.store(false, Ordering::SeqCst);
+    let requests = server.sends.lock().unwrap().len();
+
+    let restarted = Instant::now();
+    let herald = Herald::serve(&config, &env).await;
+    let batch = herald.api.wait_finished(&batch_id, FINISH).await;
+    let took = restarted.elapsed();
+
+    assert_eq!(batch["counts"]["sent"], TOTAL, "{batch}");
+    assert!(
+        took < Duration::from_millis(LEASE_MS),
+        "the restarted process waited {took:?} for its own old leases of {LEASE_MS} ms"
+    );
+    assert_eq!(
+        server.sends.lock().unwrap().len(),
+        requests,
+        "Aliyun had every crashed send: none was sent again"
+    );
+    assert!(
+        *server.queries.lock().unwrap() >= TOTAL,
+        "each crashed send was asked about"
+    );
+    for message in herald.api.messages(&batch_id).await {
+        assert_eq!(message["state"], "sent", "{message}");
+        assert_eq!(message["attempts"], 0, "asking is no attempt: {message}");
+    }
+    assert_eq!(hook.count(), 0, "nothing went elsewhere");
 }

@@ -1,5 +1,7 @@
 //! An API process and worker processes sharing one store of each engine: they
-//! survive a worker's SIGKILL, and a provider's rate limit holds across them.
+//! survive a worker's SIGKILL, a dead worker's messages go to another within a
+//! lease while sends longer than a lease keep theirs, and a provider's rate limit
+//! holds across them.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -101,6 +103,88 @@ async fn an_api_and_three_workers_survive_a_worker_kill(engine: &str) {
     assert!(
         api.process.log().contains("herald listening"),
         "the API process listens"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_messages_go_to_another_within_a_lease_on_sqlite() {
+    a_dead_workers_messages_go_to_another_within_a_lease("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_messages_go_to_another_within_a_lease_on_postgres() {
+    a_dead_workers_messages_go_to_another_within_a_lease("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_messages_go_to_another_within_a_lease_on_redis() {
+    a_dead_workers_messages_go_to_another_within_a_lease("redis").await;
+}
+
+/// Every send takes 2.5 s, longer than the 1.5 s lease. One worker claims 8 and
+/// is SIGKILLed while sending them; a second worker, started beside it before the
+/// kill, sends the other 12 once each (its leases are renewed, not lost), leaves
+/// the 8 alone while their worker lives, and takes them within about a lease of
+/// the kill. Only those 8 are sent twice: the webhook cannot be asked.
+async fn a_dead_workers_messages_go_to_another_within_a_lease(engine: &str) {
+    const TOTAL: usize = 20;
+    const DOOMED: usize = 8;
+    const LEASE: Duration = Duration::from_millis(1_500);
+    // Declared first, so dropped last: after every process using it is killed.
+    let (engine, store) = scratch_store(engine).await;
+    let server = ProviderServer::start().await;
+    server.behave(|n, _| ok(n).delayed(Duration::from_millis(2_500)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &server);
+    let lease = LEASE.as_millis().to_string();
+    let env = |in_flight: &'static str| {
+        [
+            ("HERALD_STORE", store.url()),
+            ("HERALD_WORKER__MAX_IN_FLIGHT", in_flight),
+            ("HERALD_WORKER__LEASE_MS", lease.as_str()),
+            ("HERALD_WORKER__SEND_TIMEOUT_MS", "10000"),
+        ]
+    };
+    let api = Herald::api(&config, &env("16")).await;
+    let (mut doomed, _) = spawn("worker", &config, &env("8"));
+    let batch_id = api.api.submit(&sms_batch(TOTAL)).await;
+    received_at_least(&server, DOOMED, FINISH).await;
+    let (survivor, _) = spawn("worker", &config, &env("16"));
+    received_at_least(&server, TOTAL, FINISH).await;
+    doomed.child.kill().expect("SIGKILL one worker");
+    let killed = Instant::now();
+    doomed.child.wait().expect("reap it");
+    let batch = api.api.wait_finished(&batch_id, FINISH).await;
+
+    assert_eq!(batch["counts"]["sent"], TOTAL, "{engine}: {batch}");
+    let received = server.received();
+    let keys = per_key(&received);
+    assert_eq!(
+        keys.len(),
+        TOTAL,
+        "{engine}: every message reached the provider"
+    );
+    let repeated: HashSet<&String> = keys
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(
+        repeated.len(),
+        DOOMED,
+        "{engine}: only the dead worker's sends are repeated, once each: {keys:?}; survivor's log:\n{}",
+        survivor.log()
+    );
+    assert_eq!(received.len(), TOTAL + DOOMED, "{engine}: {keys:?}");
+    let taken_over = received
+        .iter()
+        .filter(|r| repeated.contains(&r.key) && r.at > killed)
+        .map(|r| r.at - killed)
+        .min()
+        .expect("the dead worker's messages were sent again after the kill");
+    assert!(
+        taken_over < LEASE + Duration::from_secs(1),
+        "{engine}: the first of the dead worker's messages went out {taken_over:?} after the kill, with a lease of {LEASE:?}"
     );
 }
 

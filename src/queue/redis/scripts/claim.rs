@@ -37,9 +37,12 @@ local leased = P .. 'leased:' .. provider
 local expired = redis.call('ZRANGEBYSCORE', leased, '-inf', now)
 for _, member in ipairs(expired) do
   local key = P .. 'm:' .. member
-  local m = redis.call('HMGET', key, 'state', 'batch', 'available_at')
+  local m = redis.call('HMGET', key, 'state', 'batch', 'available_at', 'updated_at')
   -- A lapsed lease, or an unknown outcome whose time has come.
   if m[1] == 'sending' or m[1] == 'unknown' then
+    -- A lapsed lease's request may have reached the provider: an unknown outcome
+    -- since the claim (`updated_at`; renewals leave it).
+    if m[1] == 'sending' then redis.call('HSETNX', key, 'unknown_since', m[4]) end
     local b = batch_of(m[2])
     local state = requeued_state(b)
     redis.call('HSET', key, 'state', state, 'updated_at', now)
