@@ -284,8 +284,11 @@ struct Rate {
     /// When the first `429` was answered, from the submit.
     first_throttle: Duration,
     per_sec: Vec<usize>,
-    /// The first second from which every later one is within [`RATE_BAND`] of the
-    /// limit, and the median from then on.
+    /// The seconds that began with at least a second's worth still to accept: the
+    /// rest saw the batch run dry, whatever the pace.
+    fed: usize,
+    /// The first second from which every later fed one is within [`RATE_BAND`] of
+    /// the limit, and the median from then on.
     settled_from: Option<usize>,
     median: f64,
 }
@@ -409,16 +412,30 @@ fn rate_after(first: Instant, start: Instant, accepted: &[Instant], limit: usize
         *per_sec.entry((*at - first).as_secs()).or_default() += 1;
     }
     let last = per_sec.keys().next_back().copied().unwrap_or(0);
+    // What was still to be accepted when each second began, the last partial
+    // second included: once less than a second's worth, the batch runs dry and
+    // no pace could fill that second.
+    let mut left: usize = per_sec.values().sum();
+    let mut fed = 0;
+    for s in 0..last {
+        if left < limit {
+            break;
+        }
+        fed += 1;
+        left -= *per_sec.get(&s).unwrap_or(&0);
+    }
     let per_sec: Vec<usize> = (0..last).map(|s| *per_sec.get(&s).unwrap_or(&0)).collect();
     let within = |n: usize| (n as f64 - limit as f64).abs() <= RATE_BAND * limit as f64;
-    let settled_from = (0..per_sec.len()).find(|&k| per_sec[k..].iter().all(|&n| within(n)));
-    let tail: Vec<f64> = per_sec[settled_from.unwrap_or(0)..]
+    let paced = &per_sec[..fed];
+    let settled_from = (0..paced.len()).find(|&k| paced[k..].iter().all(|&n| within(n)));
+    let tail: Vec<f64> = paced[settled_from.unwrap_or(0)..]
         .iter()
         .map(|&n| n as f64)
         .collect();
     Rate {
         first_throttle: first.saturating_duration_since(start),
         per_sec,
+        fed,
         settled_from,
         median: median(&tail),
     }
@@ -586,10 +603,18 @@ fn notes(o: &Outcome, plan: &Plan) -> String {
             },
             match rate.settled_from {
                 Some(k) => format!(
-                    "within {:.0} % of {}/s from second {k} on, median {:.0}/s",
+                    "within {:.0} % of {}/s from second {k} on, median {:.0}/s{}",
                     RATE_BAND * 100.0,
                     plan.limit,
-                    rate.median
+                    rate.median,
+                    if rate.fed < rate.per_sec.len() {
+                        format!(
+                            " (from second {} on, less than a second's worth was left to send)",
+                            rate.fed
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
                 None => format!(
                     "never stays within {:.0} % of {}/s",

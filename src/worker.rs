@@ -12,7 +12,9 @@
 //! process's messages come back within one lease, as unknown outcomes that
 //! providers with a lookup are asked about before a new attempt. On shutdown
 //! claimers stop, in-flight sends get a grace period, everything finished is
-//! written, and whatever is left comes back through lease expiry.
+//! written; claimed messages whose request never started go back to the queue at
+//! once, and the rest (which may have reached the provider) come back through
+//! lease expiry.
 //!
 //! Failover: while a provider's circuit is open (see [`crate::circuit`]), its
 //! claimer claims its messages within the limits of the next provider of the
@@ -57,9 +59,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::circuit::Circuits;
 use crate::config::Config;
+use crate::domain::now_ms;
 use crate::metrics::Metrics;
 use crate::provider::{Registry, Route};
-use crate::queue::Queue;
+use crate::queue::{Outcome, Queue, Settlement};
 use crate::ratelimit::Pace;
 
 use lease::{Held, renew_loop};
@@ -203,6 +206,7 @@ impl Pool {
                 "shutdown grace period over; unfinished sends will be retried after their lease expires"
             );
         }
+        self.give_back_unstarted().await;
         if let Err(e) = sweeper.await {
             tracing::error!(error = %e, "the expiry sweep failed");
         }
@@ -212,6 +216,39 @@ impl Pool {
         }
         if let Err(e) = renewer.await {
             tracing::error!(error = %e, "the lease renewer task failed");
+        }
+    }
+
+    /// Once sends may no longer start, puts the claimed messages whose request
+    /// never started (waiting on a status lookup, say) back in the queue at once,
+    /// without spending an attempt: only those whose request may have reached the
+    /// provider are left to their lease.
+    async fn give_back_unstarted(&self) {
+        let unstarted = self.inner.held.close();
+        if unstarted.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let count = unstarted.len();
+        let released = unstarted
+            .into_iter()
+            .map(|lease| Settlement {
+                lease,
+                outcome: Outcome::Release {
+                    at_ms: now,
+                    error: None,
+                },
+                sent_by: None,
+            })
+            .collect();
+        match self.inner.queue.settle(released).await {
+            Ok(_) => tracing::info!(
+                count,
+                "claimed messages never sent were put back in the queue"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, count, "putting back messages never sent failed; they come back after their lease")
+            }
         }
     }
 

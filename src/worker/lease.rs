@@ -3,7 +3,7 @@
 //! than a lease keeps its message, and a dead process's messages come back within
 //! one lease.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,27 +11,69 @@ use tokio_util::sync::CancellationToken;
 
 use crate::queue::{Lease, Queue};
 
-/// The leases held from claim until their outcome is committed; cheap to clone.
+/// The leases held from claim until their outcome is committed, each marked once
+/// its request is handed to the provider; cheap to clone.
 #[derive(Clone, Default)]
-pub(super) struct Held(Arc<Mutex<HashSet<Lease>>>);
+pub(super) struct Held(Arc<Mutex<Leases>>);
+
+#[derive(Default)]
+struct Leases {
+    /// Each lease held, and whether its message's request has started.
+    held: HashMap<Lease, bool>,
+    /// Shut down: no request may start any more.
+    closed: bool,
+}
 
 impl Held {
     pub(super) fn hold(&self, leases: impl IntoIterator<Item = Lease>) {
-        self.set().extend(leases);
+        self.set()
+            .held
+            .extend(leases.into_iter().map(|l| (l, false)));
+    }
+
+    /// Marks `leases` as about to be written to the provider, unless the pool has
+    /// shut down and given them back ([`Held::close`]): then answers false, and
+    /// the request must not be made.
+    pub(super) fn start(&self, leases: impl IntoIterator<Item = Lease>) -> bool {
+        let mut set = self.set();
+        if set.closed {
+            return false;
+        }
+        for lease in leases {
+            set.held.insert(lease, true);
+        }
+        true
     }
 
     pub(super) fn let_go(&self, leases: impl IntoIterator<Item = Lease>) {
         let mut set = self.set();
         for lease in leases {
-            set.remove(&lease);
+            set.held.remove(&lease);
         }
     }
 
-    fn all(&self) -> Vec<Lease> {
-        self.set().iter().copied().collect()
+    /// Lets no further request start, and answers (and lets go of) the leases
+    /// whose request never started: their messages were never near the provider.
+    pub(super) fn close(&self) -> Vec<Lease> {
+        let mut set = self.set();
+        set.closed = true;
+        let unstarted: Vec<Lease> = set
+            .held
+            .iter()
+            .filter(|(_, started)| !**started)
+            .map(|(lease, _)| *lease)
+            .collect();
+        for lease in &unstarted {
+            set.held.remove(lease);
+        }
+        unstarted
     }
 
-    fn set(&self) -> std::sync::MutexGuard<'_, HashSet<Lease>> {
+    fn all(&self) -> Vec<Lease> {
+        self.set().held.keys().copied().collect()
+    }
+
+    fn set(&self) -> std::sync::MutexGuard<'_, Leases> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -89,6 +89,11 @@ impl Pool {
         if messages.is_empty() {
             return;
         }
+        // Past this point the messages may reach the provider; a shutdown that
+        // came first has given them back unattempted.
+        if !self.inner.held.start(slots.iter().map(|a| a.lease)) {
+            return;
+        }
         let route = &routing.via;
         let timeout = self.inner.send_timeout;
         let answers = match tokio::time::timeout(timeout, async {

@@ -42,6 +42,8 @@ enum Call {
 struct Stub {
     sends: Mutex<VecDeque<Step>>,
     lookups: Mutex<VecDeque<Lookup>>,
+    /// Status queries never answer.
+    lookups_hang: std::sync::atomic::AtomicBool,
     calls: Mutex<Vec<Call>>,
 }
 
@@ -82,6 +84,9 @@ impl Provider for Stub {
             .lock()
             .unwrap()
             .push(Call::Query(message.to.clone()));
+        if self.lookups_hang.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::future::pending().await;
+        }
         let lookup = self.lookups.lock().unwrap().pop_front();
         lookup.unwrap_or_else(|| Lookup::CannotTell("unscripted".into()))
     }
@@ -384,4 +389,75 @@ async fn with_a_fallback_an_open_circuit_sends_through_it_until_a_probe_succeeds
     assert_eq!(bench.circuit("primary"), CircuitState::Closed);
     assert_eq!(primary.calls().len(), 2);
     assert_eq!(backup.calls().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_gives_back_at_once_the_claimed_messages_whose_request_never_started() {
+    let wire = Stub::new([Step::Hang]);
+    let asking = Stub::new([]);
+    asking
+        .lookups_hang
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut config = Config::default();
+    config.worker.shutdown_grace_ms = 200;
+    config.worker.poll_interval_ms = 10;
+    let bench = Bench::new(
+        &[("wire", wire.clone()), ("asking", asking.clone())],
+        config,
+    )
+    .await;
+    // A message of `asking` whose earlier attempt's outcome is unknown: the next
+    // claim asks about it first, and the question never comes back.
+    let unknown = bench.accept("asking").await;
+    let route = bench.pool.inner.registry.route("asking").unwrap().clone();
+    let Claim::Messages(claimed) = bench
+        .queue
+        .claim_within("asking", 1, bench.pool.inner.lease, &route.limits)
+        .await
+        .unwrap()
+    else {
+        panic!("nothing to claim");
+    };
+    let settlements = claimed
+        .into_iter()
+        .map(|c| crate::queue::Settlement {
+            lease: c.lease,
+            outcome: Outcome::Unknown {
+                at_ms: now_ms(),
+                error: "no answer".into(),
+            },
+            sent_by: None,
+        })
+        .collect();
+    bench.queue.settle(settlements).await.unwrap();
+    // A message of `wire` whose request is made and never answered.
+    let on_the_wire = bench.accept("wire").await;
+
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(bench.pool.clone().run(shutdown.clone()));
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(wire.calls().contains(&Call::Send(TO.into()))
+        && asking.calls().contains(&Call::Query(TO.into())))
+    {
+        assert!(tokio::time::Instant::now() < until, "the sends never began");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the pool stops after its grace period")
+        .unwrap();
+
+    // Never near the provider: back in the queue, its attempts as they were, and
+    // still to be asked about before its next attempt.
+    let given_back = bench.message(unknown).await;
+    assert_eq!(
+        (given_back.state, given_back.attempts),
+        (MessageState::Pending, 1),
+        "{given_back:?}"
+    );
+    assert!(!asking.calls().contains(&Call::Send(TO.into())));
+    // May have reached the provider: left to its lease, to be asked about then.
+    let in_doubt = bench.message(on_the_wire).await;
+    assert_eq!(in_doubt.state, MessageState::Sending, "{in_doubt:?}");
 }
