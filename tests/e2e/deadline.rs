@@ -140,8 +140,11 @@ async fn a_provider_that_never_answers_ends_the_batch_expired_with_the_last_erro
     assert_eq!(done["counts"]["sent"], 0, "{done}");
     for m in herald.messages(&batch_id).await {
         assert_eq!(m["state"], "expired", "{m}");
+        // The HTTP client's timeout and the worker's, both the send timeout, race:
+        // either one's words are the silence's.
+        let error = m["last_error"].as_str().unwrap_or("");
         assert!(
-            m["last_error"].as_str().unwrap_or("").contains("timed out"),
+            error.contains("timed out") || error.contains("no answer within 300 ms"),
             "{m}"
         );
     }
