@@ -327,4 +327,23 @@ mod tests {
         let t = Template::compile("{{a}}", None).unwrap();
         assert_eq!(t.render(&vars(json!({"a": "<b>&"}))).unwrap().body, "<b>&");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// Any source is compiled or refused, and a compiled one renders or says
+        /// why not, for vars holding the names it reads: never a panic.
+        #[test]
+        fn any_template_compiles_or_is_refused_without_a_panic(
+            source in "(\\{\\{|\\}\\}|\\{%|%\\}|\\{#|#\\}|[ a-z.|()\\[\\]'\"0-9-]|é){0,40}"
+        ) {
+            if let Ok(t) = Template::compile(&source, Some(&source)) {
+                let names: serde_json::Map<String, Value> = t
+                    .variables()
+                    .map(|name| (name.to_owned(), json!([1, {"a": "x"}])))
+                    .collect();
+                let _ = t.render(&Vars::from(&names));
+            }
+        }
+    }
 }

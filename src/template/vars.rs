@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-/// One recipient's template variables: always the text of a JSON object (its
-/// constructors check), exactly as it was given. A name given twice means its last
+/// One recipient's template variables: always the text of a JSON object nested at
+/// most [`MAX_DEPTH`] deep (its constructors check, so it can always be read again),
+/// exactly as it was given. A name given twice means its last
 /// value, as in a parsed map.
 #[derive(Clone)]
 pub struct Vars(Box<RawValue>);
@@ -102,10 +103,21 @@ impl schemars::JsonSchema for Vars {
 
 const EXPECTING: &str = "a JSON object";
 
-/// `raw` as vars when it is a JSON object; else an error saying what it is.
+/// How deep a recipient's vars may nest arrays and objects (the object itself is
+/// level 1). A raw value is taken without counting its depth, while reading it
+/// again stops at serde_json's limit of 128: vars are held well below it.
+pub const MAX_DEPTH: usize = 32;
+
+/// `raw` as vars when it is a JSON object no deeper than [`MAX_DEPTH`]; else an
+/// error saying what it is.
 fn object<E: de::Error>(raw: Box<RawValue>) -> Result<Vars, E> {
     let unexpected = match raw.get().as_bytes().first() {
-        Some(b'{') => return Ok(Vars(raw)),
+        Some(b'{') if depth(raw.get()) <= MAX_DEPTH => return Ok(Vars(raw)),
+        Some(b'{') => {
+            return Err(E::custom(format!(
+                "nested more than {MAX_DEPTH} levels deep: flatten the variables"
+            )));
+        }
         Some(b'[') => Unexpected::Seq,
         Some(b'"') => Unexpected::Other("string"),
         Some(b't') => Unexpected::Bool(true),
@@ -114,6 +126,32 @@ fn object<E: de::Error>(raw: Box<RawValue>) -> Result<Vars, E> {
         _ => Unexpected::Other("number"),
     };
     Err(E::invalid_type(unexpected, &EXPECTING))
+}
+
+/// The deepest nesting of arrays and objects in valid JSON `text`.
+fn depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// A recipient's variables read for a render, in the order given.
@@ -471,5 +509,53 @@ mod tests {
         assert!(!vars.is_empty());
         let from_map = Vars::from(json!({"b": 1, "a": "x"}).as_object().unwrap());
         assert_eq!(from_map.json(), r#"{"a":"x","b":1}"#);
+    }
+
+    /// JSON-ish text: brackets, braces, quotes, escapes and separators in any order.
+    fn json_like() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("{"),
+                Just("}"),
+                Just("["),
+                Just("]"),
+                Just("\""),
+                Just("\\"),
+                Just(":"),
+                Just(","),
+                Just("1"),
+                Just("-"),
+                Just("null"),
+                Just("\"a\":"),
+                Just("\\u00e9"),
+                Just(" "),
+            ],
+            0..300,
+        )
+        .prop_map(|parts| parts.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Whatever text comes as vars is refused, or read back without a panic.
+        #[test]
+        fn any_text_as_vars_is_refused_or_read_back(text in json_like()) {
+            if let Ok(vars) = serde_json::from_str::<Vars>(&text) {
+                let _ = vars.to_map();
+                let _ = vars.fields();
+            }
+        }
+
+        /// Vars nested to any depth are taken up to the limit and refused past it.
+        #[test]
+        fn nested_vars_are_taken_up_to_the_limit(levels in 0usize..200) {
+            let text = format!(r#"{{"x": {}1{}}}"#, "[".repeat(levels), "]".repeat(levels));
+            let read = serde_json::from_str::<Vars>(&text);
+            prop_assert_eq!(read.is_ok(), levels < MAX_DEPTH, "{} levels", levels);
+            if let Ok(vars) = read {
+                prop_assert_eq!(vars.to_map().len(), 1);
+            }
+        }
     }
 }
