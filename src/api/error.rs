@@ -28,6 +28,10 @@ pub enum Error {
     },
     NoneAccepted(Vec<Rejection>),
     NotFound(String),
+    /// The path is served, but not with this method.
+    MethodNotAllowed(String),
+    /// The body's content type is not one the route reads.
+    UnsupportedMediaType(String),
     Conflict(String),
     /// The request does not prove who sent it: no API token, or not one of the
     /// server's; a provider's receipt without its signature, or a wrong one.
@@ -44,6 +48,8 @@ impl Error {
             Error::Invalid { .. } | Error::NoneAccepted(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -79,6 +85,10 @@ impl Error {
                 Some(rejected.clone()),
             ),
             Error::NotFound(what) => (Code::NotFound, what.clone(), None, None),
+            Error::MethodNotAllowed(why) => (Code::MethodNotAllowed, why.clone(), None, None),
+            Error::UnsupportedMediaType(why) => {
+                (Code::UnsupportedMediaType, why.clone(), None, None)
+            }
             Error::Conflict(why) => (Code::Conflict, why.clone(), None, None),
             Error::Unauthorized(why) => (Code::Unauthorized, why.clone(), None, None),
             Error::Unavailable(_) => (
@@ -144,6 +154,8 @@ pub enum Code {
     TooLarge,
     NoValidRecipients,
     NotFound,
+    MethodNotAllowed,
+    UnsupportedMediaType,
     Conflict,
     Unauthorized,
     Unavailable,

@@ -123,8 +123,75 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         );
     }
     router
+        .fallback(no_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Any path the table does not serve.
+async fn no_route(method: axum::http::Method, uri: axum::http::Uri) -> Error {
+    Error::NotFound(format!(
+        "no route {method} {}: `GET /v1` lists the routes",
+        uri.path()
+    ))
+}
+
+/// The longest error body of axum's own (an extractor's rejection) turned into JSON.
+const MAX_PLAIN_ERROR: usize = 64 * 1024;
+
+/// Makes every error answer JSON with a stable `error` code, as the routes' own
+/// are: axum's rejections (a path that does not decode, a wrong method) and the
+/// page's missing assets answer plain text or nothing, which becomes the message.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_PLAIN_ERROR)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let error = match status {
+        axum::http::StatusCode::NOT_FOUND => Error::NotFound(message),
+        axum::http::StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts
+                .headers
+                .get(axum::http::header::ALLOW)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            Error::MethodNotAllowed(format!("this path answers {allowed}"))
+        }
+        axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE => Error::UnsupportedMediaType(message),
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge {
+            field: None,
+            message,
+        },
+        s if s.is_server_error() => Error::Internal(message),
+        _ => Error::Malformed {
+            message,
+            field: None,
+        },
+    };
+    let mut answer = error.into_response();
+    *answer.status_mut() = status;
+    for (name, value) in &parts.headers {
+        if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
 }
 
 /// Lets the request through when it carries one of `tokens` as

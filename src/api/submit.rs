@@ -106,6 +106,12 @@ pub(super) async fn create_batch(
                 Arrival::Streamed,
             )
         }
+        Some(other) if other != "application/json" => {
+            return Err(Error::UnsupportedMediaType(format!(
+                "a batch is not read from `{other}`: send application/json, \
+                 application/x-ndjson or text/csv"
+            )));
+        }
         _ => {
             let dry_run = submit_params(&query)?.dry_run;
             let length = headers

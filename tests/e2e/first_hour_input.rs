@@ -88,3 +88,68 @@ async fn deeply_nested_vars_are_refused_naming_the_recipient_in_every_body() {
     let (status, answer) = app.post("/v1/batches?dry_run=true", &shallow).await;
     assert_eq!(status, 200, "vars nested 31 deep are read: {answer}");
 }
+
+/// The answer to a raw request: status and body text.
+async fn raw(app: &TestApp, method: reqwest::Method, path: &str) -> (u16, String) {
+    let response = app
+        .client
+        .request(method, format!("{}{path}", app.url))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn every_error_of_every_route_is_json_with_a_stable_code() {
+    let app = app().await;
+    for (method, path, status, code) in [
+        (reqwest::Method::GET, "/no/such/route", 404, "not_found"),
+        (
+            reqwest::Method::DELETE,
+            "/v1/batches",
+            405,
+            "method_not_allowed",
+        ),
+        (reqwest::Method::PUT, "/healthz", 405, "method_not_allowed"),
+        (
+            reqwest::Method::GET,
+            "/v1/batches/%FF%FE",
+            400,
+            "malformed_request",
+        ),
+        (reqwest::Method::GET, "/assets/nothing.js", 404, "not_found"),
+    ] {
+        let (answered, text) = raw(&app, method.clone(), path).await;
+        assert_eq!(answered, status, "{method} {path}: {text}");
+        let body: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path} answered {text:?}, not JSON: {e}"));
+        assert_eq!(body["error"], code, "{method} {path}: {body}");
+        assert!(
+            !body["message"].as_str().unwrap_or_default().is_empty(),
+            "{method} {path}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn batch_bodies_of_a_type_herald_does_not_read_are_refused_with_415() {
+    let app = app().await;
+    let batch = crate::helpers::sms_batch(1).to_string();
+    for content_type in [
+        "text/plain",
+        "application/xml",
+        "multipart/form-data; boundary=x",
+    ] {
+        let (status, _, answer) = app
+            .post_raw("/v1/batches", content_type, &[], batch.clone())
+            .await;
+        assert_eq!(status, 415, "{content_type}: {answer}");
+        assert_eq!(answer["error"], "unsupported_media_type", "{answer}");
+    }
+    assert!(app.batches().await.is_empty(), "nothing is stored");
+    let (status, _, answer) = app
+        .post_raw("/v1/batches", "application/json; charset=utf-8", &[], batch)
+        .await;
+    assert_eq!(status, 202, "JSON is still read: {answer}");
+}
