@@ -121,6 +121,13 @@ impl RecipientColumns {
     /// Reads the header row; an error says what is missing.
     pub fn from_header(header: &csv::StringRecord) -> Result<Self, String> {
         let headers: Vec<String> = header.iter().map(str::to_string).collect();
+        for (i, header) in headers.iter().enumerate() {
+            if !header.is_empty() && headers[..i].iter().any(|h| h.eq_ignore_ascii_case(header)) {
+                return Err(format!(
+                    "the header row names the column `{header}` twice: which one holds it is unclear"
+                ));
+            }
+        }
         let column = |wanted: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(wanted));
         let Some(to) = column("to") else {
             return Err(format!(
@@ -143,6 +150,12 @@ impl RecipientColumns {
                 "expected {} fields like the header, found {}",
                 self.headers.len(),
                 record.len()
+            ));
+        }
+        if let Some(column) = record.iter().position(|field| field.contains('\0')) {
+            return Err(format!(
+                "the `{}` field holds a NUL character",
+                self.headers[column]
             ));
         }
         let to = record.get(self.to).unwrap_or_default();

@@ -23,10 +23,16 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, Error> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    let key = value.to_str().map_err(|_| Error::Invalid {
-        field: "Idempotency-Key".into(),
-        message: "must be visible ASCII".into(),
-    })?;
+    // `to_str` also lets tabs and spaces through, which a key copied from a log
+    // or a spreadsheet cell carries by mistake.
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| key.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| Error::Invalid {
+            field: "Idempotency-Key".into(),
+            message: "must be visible ASCII, without spaces or tabs".into(),
+        })?;
     if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY {
         return Err(Error::Invalid {
             field: "Idempotency-Key".into(),
@@ -79,15 +85,7 @@ pub(super) async fn create_batch(
             (request, identity, dry_run, chunks, Arrival::Streamed)
         }
         Some("text/csv") => {
-            let options: upload::CsvOptions =
-                serde_urlencoded::from_str(&query).map_err(|e| Error::Invalid {
-                    field: "query".into(),
-                    message: format!(
-                        "{e}: a CSV upload takes the batch's options in the query string \
-                         (channel, template or template_id, subject, provider, priority, send_at, \
-                         reject_recent_duplicates, dry_run)"
-                    ),
-                })?;
+            let options = upload::CsvOptions::from_query(&query)?;
             let charset = charset(&headers).map(|c| upload::charset(&c)).transpose()?;
             let dry_run = options.dry_run;
             let chunks: upload::Chunks = Box::pin(

@@ -156,6 +156,32 @@ pub struct CsvOptions {
 }
 
 impl CsvOptions {
+    /// The options in a CSV upload's query string. A value whose percent-encoding
+    /// is not UTF-8 is refused, not read with replacement characters.
+    pub fn from_query(query: &str) -> Result<CsvOptions, Error> {
+        for pair in query.split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = value.replace('+', " ");
+            if percent_encoding::percent_decode_str(&value)
+                .decode_utf8()
+                .is_err()
+            {
+                return Err(Error::Invalid {
+                    field: name.to_owned(),
+                    message: "is not UTF-8 once percent-decoded".into(),
+                });
+            }
+        }
+        serde_urlencoded::from_str(query).map_err(|e| Error::Invalid {
+            field: "query".into(),
+            message: format!(
+                "{e}: a CSV upload takes the batch's options in the query string \
+                 (channel, template or template_id, subject, provider, priority, send_at, \
+                 reject_recent_duplicates, dry_run)"
+            ),
+        })
+    }
+
     pub fn request(self) -> BatchRequest {
         BatchRequest {
             channel: self.channel,

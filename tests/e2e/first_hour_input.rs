@@ -153,3 +153,77 @@ async fn batch_bodies_of_a_type_herald_does_not_read_are_refused_with_415() {
         .await;
     assert_eq!(status, 202, "JSON is still read: {answer}");
 }
+
+#[tokio::test]
+async fn input_herald_cannot_take_as_given_is_refused_naming_what() {
+    let app = app().await;
+    let csv = |query: &str, body: &str| {
+        let path = format!("/v1/batches?channel=sms&{query}");
+        let body = body.to_owned();
+        let app = &app;
+        async move { app.post_raw(&path, "text/csv", &[], body).await }
+    };
+    let (status, _, answer) = csv("template=Hi%FF%FE", "to\n+8613800000001\n").await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "template", "{answer}");
+
+    let (status, _, answer) = csv(
+        "template=Hi+%7B%7Bname%7D%7D",
+        "to,name\n+8613800000001,L\0i\n",
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "line 2", "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("NUL"),
+        "{answer}"
+    );
+
+    let (status, _, answer) = csv(
+        "template=Hi",
+        "to,name,TO\n+8613800000001,Li,+8613800000002\n",
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "line 1", "{answer}");
+    assert!(
+        answer["message"].as_str().unwrap().contains("twice"),
+        "{answer}"
+    );
+
+    let batch = crate::helpers::sms_batch(1).to_string();
+    let (status, _, answer) = app
+        .post_raw(
+            "/v1/batches",
+            "application/json",
+            &[("idempotency-key", "a\tb")],
+            batch.clone(),
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "Idempotency-Key", "{answer}");
+
+    for send_at in [
+        "0000-01-01T00:00:00Z",
+        "9999-12-31T23:59:59Z",
+        "2001-01-01T00:00:00Z",
+    ] {
+        let mut batch = crate::helpers::sms_batch(1);
+        batch["send_at"] = json!(send_at);
+        let (status, answer) = app.post("/v1/batches", &batch).await;
+        assert_eq!(status, 422, "{send_at}: {answer}");
+        assert_eq!(answer["field"], "send_at", "{answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("ten years ahead"),
+            "{send_at}: {answer}"
+        );
+    }
+    assert!(app.batches().await.is_empty(), "nothing was stored");
+
+    let mut batch = crate::helpers::sms_batch(1);
+    batch["send_at"] = json!(crate::helpers::rfc3339_from_now(3_600_000));
+    app.submit(&batch).await;
+}
