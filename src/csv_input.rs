@@ -1,6 +1,7 @@
-//! CSV as people export it: reading set up once for the CLI's recipient files and
-//! the API's suppression uploads, so both decode the same encodings and report the
-//! same line numbers.
+//! CSV as people export it: reading set up once for recipient files (the CLI's
+//! and the API's uploads, through [`RecipientLines`]) and suppression lists, so
+//! all decode the same encodings, refuse the same files and report the same line
+//! numbers.
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -46,16 +47,11 @@ pub fn decode_as<'a>(
         })
 }
 
-/// A CSV reader of a file with a header row: `\n` ends a record (so CRLF files
+/// A CSV reader of a list without a header row: `\n` ends a record (so CRLF files
 /// from Excel on Windows read like any other), every field is trimmed (dropping the
 /// `\r` left at the end of a line), and records may have any number of fields (a
 /// blank CRLF line is one empty field: skip [`is_blank`] records, then check the
 /// count). Use [`Lines`] for line numbers.
-pub fn with_header<R: Read>(input: R) -> csv::Reader<R> {
-    builder().from_reader(input)
-}
-
-/// The same for a list without a header row.
 pub fn loose<R: Read>(input: R) -> csv::Reader<R> {
     builder().has_headers(false).from_reader(input)
 }
@@ -183,6 +179,120 @@ impl RecipientColumns {
     }
 }
 
+/// A CSV of recipients read line by line, as the API reads an upload and the CLI a
+/// file, so both take the same files and refuse the others with the same words:
+/// its header row first ([`RecipientLines::from_header`]), then each line that is
+/// not blank, numbered as in the file. A quoted field may run over several lines.
+pub struct RecipientLines {
+    columns: RecipientColumns,
+    encoding: Option<&'static encoding_rs::Encoding>,
+    /// A record whose quoted field is still open (an odd number of quotes so far),
+    /// and the line it began on: it goes on on the next line.
+    open: Option<(u64, String)>,
+}
+
+impl RecipientLines {
+    /// Reads the header row (a line of the file, its `\r\n` or `\n` taken off) in
+    /// `encoding`, or UTF-8 else GB18030 when `None`.
+    pub fn from_header(
+        line: &[u8],
+        encoding: Option<&'static encoding_rs::Encoding>,
+    ) -> Result<Self, String> {
+        let columns = decode_as(line, encoding)
+            .and_then(|text| record(&text))
+            .and_then(|record| RecipientColumns::from_header(&record))?;
+        Ok(RecipientLines {
+            columns,
+            encoding,
+            open: None,
+        })
+    }
+
+    /// The recipient that line `number` completes, with the line its record began
+    /// on; `None` when a quoted field goes on on the next line, or for a line of
+    /// separators only (as spreadsheets export blank rows).
+    pub fn line(
+        &mut self,
+        number: u64,
+        line: &[u8],
+    ) -> Result<Option<(u64, RecipientSpec)>, String> {
+        let text = decode_as(line, self.encoding)?;
+        let (began, text) = match self.open.take() {
+            Some((began, mut open)) => {
+                open.push('\n');
+                open.push_str(&text);
+                (began, open)
+            }
+            None => (number, text.into_owned()),
+        };
+        if text.matches('"').count() % 2 == 1 {
+            self.open = Some((began, text));
+            return Ok(None);
+        }
+        let record = record(&text)?;
+        if is_blank(&record) {
+            return Ok(None);
+        }
+        self.columns.recipient(&record).map(|r| Some((began, r)))
+    }
+
+    /// What is wrong with the end of the file, if anything.
+    pub fn end(&self) -> Result<(), String> {
+        match self.open {
+            Some(_) => Err("a quoted field is not closed by the end of the file".into()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A whole CSV of recipients, read as [`RecipientLines`] reads an upload: each
+/// recipient with the line it began on, or the first error with its line.
+pub fn recipients(
+    bytes: &[u8],
+    encoding: Option<&'static encoding_rs::Encoding>,
+) -> Result<Vec<(u64, RecipientSpec)>, (u64, String)> {
+    let mut lines = bytes
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .zip(1u64..)
+        .filter(|(line, _)| !line.iter().all(u8::is_ascii_whitespace));
+    let Some((header, number)) = lines.next() else {
+        return Err((
+            1,
+            "the file is empty: it needs a header row and recipients".into(),
+        ));
+    };
+    let mut reader = RecipientLines::from_header(header, encoding).map_err(|e| (number, e))?;
+    let mut last = number;
+    let mut out = Vec::new();
+    for (line, number) in lines {
+        last = number;
+        if let Some(recipient) = reader.line(number, line).map_err(|e| (number, e))? {
+            out.push(recipient);
+        }
+    }
+    reader.end().map_err(|e| (last, e))?;
+    Ok(out)
+}
+
+/// One CSV record of a line. A line without quotes is split on commas and its
+/// fields trimmed, as the csv reader would; only quoted lines need one (a reader
+/// costs a buffer of its own, per line).
+pub fn record(text: &str) -> Result<csv::StringRecord, String> {
+    if text.is_empty() {
+        return Ok(csv::StringRecord::new());
+    }
+    if !text.contains('"') {
+        return Ok(text.split(',').map(str::trim).collect());
+    }
+    let mut reader = loose(text.as_bytes());
+    match reader.records().next() {
+        Some(Ok(record)) => Ok(record),
+        Some(Err(e)) => Err(e.to_string()),
+        None => Ok(csv::StringRecord::new()),
+    }
+}
+
 /// True for a record with nothing in it (a blank line, or a line of separators).
 pub fn is_blank(record: &csv::StringRecord) -> bool {
     record.iter().all(str::is_empty)
@@ -239,5 +349,28 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn lines_without_quotes_split_as_the_csv_reader_does() {
+        for line in [
+            "a,b,c",
+            " a , b ,c ",
+            "a,,c",
+            ",",
+            "",
+            "李雷,+86 138,x y",
+            "a\t,b",
+            "\u{3000}a\u{3000},b",
+        ] {
+            let mut reader = loose(line.as_bytes());
+            let by_reader = reader
+                .records()
+                .next()
+                .map_or_else(csv::StringRecord::new, Result::unwrap);
+            assert_eq!(record(line).unwrap(), by_reader, "{line:?}");
+        }
+        let quoted = record(r#""Wang, Wei",x"#).unwrap();
+        assert_eq!(quoted.iter().collect::<Vec<_>>(), ["Wang, Wei", "x"]);
     }
 }

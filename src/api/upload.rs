@@ -20,7 +20,7 @@ use futures_util::Stream;
 use serde::Deserialize;
 
 use super::error::Error;
-use crate::csv_input::RecipientColumns;
+use crate::csv_input::RecipientLines;
 use crate::domain::Channel;
 use crate::intake::{self, BatchRequest, RecipientSpec, TemplateSpec};
 
@@ -47,7 +47,7 @@ const FIRST_CHUNK: usize = CHUNK / 4;
 trait Parse: Send {
     /// The recipient a line completes, `None` when the line is part of a record
     /// that goes on, or what is wrong with it.
-    fn line(&mut self, line: &[u8]) -> Result<Option<RecipientSpec>, String>;
+    fn line(&mut self, number: u64, line: &[u8]) -> Result<Option<RecipientSpec>, String>;
 
     /// What is wrong with the end of the upload, if anything.
     fn end(&mut self) -> Result<(), String> {
@@ -66,7 +66,7 @@ fn chunks<P: Parse>(
         let mut chunk = Vec::new();
         while chunk.len() < CHUNK {
             match lines.next_filled().await {
-                Ok(Some((number, line))) => match parse.line(&line) {
+                Ok(Some((number, line))) => match parse.line(number, &line) {
                     Ok(Some(recipient)) => chunk.push(recipient),
                     Ok(None) => {}
                     Err(message) => return Some((Err(line_error(number, message)), None)),
@@ -120,7 +120,7 @@ pub fn ndjson_recipients(
 struct Ndjson;
 
 impl Parse for Ndjson {
-    fn line(&mut self, line: &[u8]) -> Result<Option<RecipientSpec>, String> {
+    fn line(&mut self, _number: u64, line: &[u8]) -> Result<Option<RecipientSpec>, String> {
         serde_json::from_slice(line)
             .map(Some)
             .map_err(|e| format!("a recipient: {e}"))
@@ -202,24 +202,6 @@ impl CsvOptions {
     }
 }
 
-/// One CSV record of a line. A line without quotes is split on commas and its
-/// fields trimmed, as the csv reader would; only quoted lines need one (a reader
-/// costs a buffer of its own, per line).
-fn record(text: &str) -> Result<csv::StringRecord, String> {
-    if text.is_empty() {
-        return Ok(csv::StringRecord::new());
-    }
-    if !text.contains('"') {
-        return Ok(text.split(',').map(str::trim).collect());
-    }
-    let mut reader = crate::csv_input::loose(text.as_bytes());
-    match reader.records().next() {
-        Some(Ok(record)) => Ok(record),
-        Some(Err(e)) => Err(e.to_string()),
-        None => Ok(csv::StringRecord::new()),
-    }
-}
-
 /// The encoding a `charset` names. Lines are decoded one by one: UTF-8 and
 /// GB18030 never hold a newline byte inside a character.
 pub fn charset(label: &str) -> Result<&'static encoding_rs::Encoding, Error> {
@@ -229,8 +211,8 @@ pub fn charset(label: &str) -> Result<&'static encoding_rs::Encoding, Error> {
     })
 }
 
-/// Reads a CSV upload's header row and answers its recipients. A quoted field
-/// may run over several lines.
+/// Reads a CSV upload's header row and answers its recipients, read as
+/// [`RecipientLines`] reads them.
 pub async fn csv_recipients(
     mut lines: Lines,
     charset: Option<&'static encoding_rs::Encoding>,
@@ -241,81 +223,20 @@ pub async fn csv_recipients(
             message: "the upload is empty: it needs a header row and recipients".into(),
         });
     };
-    let header = crate::csv_input::decode_as(&header, charset)
-        .and_then(|text| record(&text))
-        .and_then(|record| RecipientColumns::from_header(&record))
-        .map_err(|message| Error::Invalid {
+    let reader =
+        RecipientLines::from_header(&header, charset).map_err(|message| Error::Invalid {
             field: format!("line {number}"),
             message,
         })?;
-    Ok(chunks(
-        lines,
-        Csv {
-            columns: header,
-            charset,
-            open: None,
-        },
-    ))
+    Ok(chunks(lines, reader))
 }
 
-struct Csv {
-    columns: RecipientColumns,
-    charset: Option<&'static encoding_rs::Encoding>,
-    /// A record whose quoted field is still open (an odd number of quotes so far):
-    /// it goes on on the next line.
-    open: Option<String>,
-}
-
-impl Parse for Csv {
-    fn line(&mut self, line: &[u8]) -> Result<Option<RecipientSpec>, String> {
-        let text = crate::csv_input::decode_as(line, self.charset)?;
-        let text = match self.open.take() {
-            Some(mut open) => {
-                open.push('\n');
-                open.push_str(&text);
-                open
-            }
-            None => text.into_owned(),
-        };
-        if text.matches('"').count() % 2 == 1 {
-            self.open = Some(text);
-            return Ok(None);
-        }
-        self.columns.recipient(&record(&text)?).map(Some)
+impl Parse for RecipientLines {
+    fn line(&mut self, number: u64, line: &[u8]) -> Result<Option<RecipientSpec>, String> {
+        RecipientLines::line(self, number, line).map(|r| r.map(|(_, recipient)| recipient))
     }
 
     fn end(&mut self) -> Result<(), String> {
-        match self.open {
-            Some(_) => Err("a quoted field is not closed by the end of the upload".into()),
-            None => Ok(()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_without_quotes_split_as_the_csv_reader_does() {
-        for line in [
-            "a,b,c",
-            " a , b ,c ",
-            "a,,c",
-            ",",
-            "",
-            "李雷,+86 138,x y",
-            "a\t,b",
-            "\u{3000}a\u{3000},b",
-        ] {
-            let mut reader = crate::csv_input::loose(line.as_bytes());
-            let by_reader = reader
-                .records()
-                .next()
-                .map_or_else(csv::StringRecord::new, Result::unwrap);
-            assert_eq!(record(line).unwrap(), by_reader, "{line:?}");
-        }
-        let quoted = record(r#""Wang, Wei",x"#).unwrap();
-        assert_eq!(quoted.iter().collect::<Vec<_>>(), ["Wang, Wei", "x"]);
+        RecipientLines::end(self)
     }
 }

@@ -19,55 +19,32 @@ pub struct CsvRecipients {
 }
 
 /// Reads recipients from CSV: a header row with `to`, optionally `ref`, and one
-/// column per template variable. Errors name the file and line.
+/// column per template variable, read as the server reads a CSV upload (so a file
+/// the server would refuse is refused here, with the same words). Errors name the
+/// file and line.
 pub fn read_csv(path: &Path, encoding: Option<&str>) -> anyhow::Result<CsvRecipients> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let text = csv_input::decode(&bytes, encoding)
+    let encoding = encoding
+        .map(csv_input::encoding)
+        .transpose()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    parse_csv(text.as_bytes(), &path.display().to_string())
+    parse_csv(&bytes, encoding, &path.display().to_string())
 }
 
-fn parse_csv(text: &[u8], name: &str) -> anyhow::Result<CsvRecipients> {
-    let text = csv_input::without_bom(text);
-    let mut lines = csv_input::Lines::new(text);
-    let mut reader = csv_input::with_header(text);
-    let headers = reader
-        .headers()
-        .map_err(|e| anyhow::anyhow!("{name} line 1: {}", describe_csv_error(&e)))?
-        .clone();
-    let columns = csv_input::RecipientColumns::from_header(&headers)
-        .map_err(|e| anyhow::anyhow!("{name} line 1: {e}"))?;
-    let mut out = CsvRecipients {
-        recipients: Vec::new(),
-        lines: Vec::new(),
-    };
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map_or(0, csv::Position::line);
-            anyhow::anyhow!("{name} line {line}: {}", describe_csv_error(&e))
-        })?;
-        if csv_input::is_blank(&record) {
-            continue;
-        }
-        let line = lines.of(&record);
-        let recipient = columns
-            .recipient(&record)
-            .map_err(|e| anyhow::anyhow!("{name} line {line}: {e}"))?;
-        out.recipients.push(recipient);
-        out.lines.push(line);
-    }
-    if out.recipients.is_empty() {
+fn parse_csv(
+    bytes: &[u8],
+    encoding: Option<&'static encoding_rs::Encoding>,
+    name: &str,
+) -> anyhow::Result<CsvRecipients> {
+    let read = csv_input::recipients(bytes, encoding)
+        .map_err(|(line, e)| anyhow::anyhow!("{name} line {line}: {e}"))?;
+    if read.is_empty() {
         bail!("{name}: no recipients below the header row");
     }
-    Ok(out)
+    let (lines, recipients) = read.into_iter().unzip();
+    Ok(CsvRecipients { recipients, lines })
 }
 
-fn describe_csv_error(e: &csv::Error) -> String {
-    match e.kind() {
-        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8; save the file as UTF-8".into(),
-        _ => e.to_string(),
-    }
-}
 pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
     let csv = read_csv(&args.csv, args.encoding.as_deref())?;
     let options = BatchRequest {
@@ -259,7 +236,7 @@ mod tests {
     #[test]
     fn csv_columns_become_to_ref_and_variables() {
         let csv = "\u{feff}to,ref,name\n+8613800000001,o-1,Li\n+8613800000002,,Wang\n";
-        let r = parse_csv(csv.as_bytes(), "r.csv").unwrap();
+        let r = parse_csv(csv.as_bytes(), None, "r.csv").unwrap();
         assert_eq!(r.recipients.len(), 2);
         assert_eq!(r.recipients[0].reference.as_deref(), Some("o-1"));
         assert_eq!(r.recipients[1].reference, None);
@@ -271,7 +248,7 @@ mod tests {
     #[test]
     fn a_short_row_is_reported_with_its_line() {
         let csv = "to,name\n+8613800000001,Li\n+8613800000002\n";
-        let err = parse_csv(csv.as_bytes(), "r.csv")
+        let err = parse_csv(csv.as_bytes(), None, "r.csv")
             .err()
             .unwrap()
             .to_string();
@@ -280,12 +257,12 @@ mod tests {
 
     #[test]
     fn an_empty_to_and_a_missing_to_column_are_reported() {
-        let err = parse_csv("to,name\n,Li\n".as_bytes(), "r.csv")
+        let err = parse_csv("to,name\n,Li\n".as_bytes(), None, "r.csv")
             .err()
             .unwrap()
             .to_string();
         assert_eq!(err, "r.csv line 2: the `to` column is empty");
-        let err = parse_csv("phone,name\n1,Li\n".as_bytes(), "r.csv")
+        let err = parse_csv("phone,name\n1,Li\n".as_bytes(), None, "r.csv")
             .err()
             .unwrap()
             .to_string();
@@ -297,10 +274,34 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_reported_with_its_line() {
-        let err = parse_csv(&b"to,name\n1380000001,\xc0\xc1\n"[..], "r.csv")
+        let err = parse_csv(
+            &b"to,name\n1380000001,\xc0\xc1\n"[..],
+            Some(encoding_rs::UTF_8),
+            "r.csv",
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn an_unclosed_quote_is_refused_naming_its_line_as_the_server_does() {
+        let err = parse_csv(b"to,name\n+8613800000001,\"Li\n", None, "r.csv")
             .err()
             .unwrap()
             .to_string();
-        assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
+        assert_eq!(
+            err,
+            "r.csv line 2: a quoted field is not closed by the end of the file"
+        );
+        let r = parse_csv(
+            b"to,name\n\n+8613800000001,\"Li\nLei\"\n,\n+8613800000002,Wang\n",
+            None,
+            "r.csv",
+        )
+        .unwrap();
+        assert_eq!(r.lines, [3, 6], "each recipient's line is where it begins");
+        assert_eq!(r.recipients[0].vars.to_map()["name"], "Li\nLei");
     }
 }

@@ -227,3 +227,59 @@ async fn input_herald_cannot_take_as_given_is_refused_naming_what() {
     batch["send_at"] = json!(crate::helpers::rfc3339_from_now(3_600_000));
     app.submit(&batch).await;
 }
+
+/// Runs `herald ARGS`, bounded in time: whether it succeeded, and what it printed.
+async fn herald(args: &[&str]) -> (bool, String, String) {
+    let mut command = crate::process::herald_command();
+    command.args(args);
+    let output = crate::process::output_within(command, std::time::Duration::from_secs(20)).await;
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_cli_and_the_server_refuse_the_same_csv_files_with_the_same_words() {
+    let app = app().await;
+    for (file, line) in [
+        ("to,name\n+8613800000001,\"Li\n", 2),
+        ("to,name\n+8613800000001,Li\n\n+8613800000002\n", 4),
+        ("to,name\n+8613800000001,L\0i\n", 2),
+        ("to,name,To\n+8613800000001,Li,x\n", 1),
+        ("to,name\n+8613800000001,\"Li\"x\"\n", 2),
+    ] {
+        let (status, _, answer) = app
+            .post_raw("/v1/batches?channel=sms&template=Hi", "text/csv", &[], file)
+            .await;
+        assert_eq!(status, 422, "{file:?}: {answer}");
+        assert_eq!(
+            answer["field"],
+            format!("line {line}"),
+            "{file:?}: {answer}"
+        );
+        let said = answer["message"].as_str().unwrap();
+
+        let path = app.dir.path().join("recipients.csv");
+        std::fs::write(&path, file).unwrap();
+        let (success, stdout, stderr) = herald(&[
+            "send",
+            "--channel",
+            "sms",
+            "--template",
+            "Hi",
+            "--csv",
+            path.to_str().unwrap(),
+            "--server",
+            &app.url,
+        ])
+        .await;
+        assert!(!success, "{file:?}: the CLI sent it: {stdout}");
+        assert!(
+            stderr.contains(&format!("recipients.csv {said}")),
+            "{file:?}: the CLI says {stderr:?}, the server {said:?}"
+        );
+    }
+    assert!(app.batches().await.is_empty(), "nothing was stored");
+}
