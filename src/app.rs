@@ -98,7 +98,13 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
             config.check_listen().map_err(anyhow::Error::msg)?;
             tokio::net::TcpListener::bind(config.listen)
                 .await
-                .with_context(|| format!("binding {}", config.listen))?
+                .with_context(|| {
+                    format!(
+                        "binding {}: if another server holds it, choose another address \
+                         with `herald serve --listen` (or `listen` in the config)",
+                        config.listen
+                    )
+                })?
         }),
     };
     let addr = listener

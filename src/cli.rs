@@ -11,6 +11,8 @@
 //! `herald token` makes an API token.
 
 mod batch;
+#[cfg(test)]
+mod screen;
 mod send;
 mod server;
 mod watch;

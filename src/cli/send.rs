@@ -63,7 +63,10 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         valid_for: args.deadline.valid_for,
         reject_recent_duplicates: args.reject_recent_duplicates,
     };
-    let bar = upload_bar(csv.recipients.len() as u64);
+    let bar = upload_bar(
+        csv.recipients.len() as u64,
+        indicatif::ProgressDrawTarget::stderr(),
+    );
     let (digest, body) = ndjson_upload(&options, csv.recipients, bar.clone())?;
     let (post, url) = args
         .server
@@ -147,15 +150,13 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
 /// Recipients sent in one piece of the upload body.
 const UPLOAD_PIECE: usize = 1_000;
 
-/// A progress bar of recipients sent, on standard error when it is a terminal.
-fn upload_bar(total: u64) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} recipients sent ({per_sec}) {msg}",
-    ) {
+/// A progress bar of recipients uploaded, on `target` (standard error, drawn when
+/// it is a terminal).
+fn upload_bar(total: u64, target: indicatif::ProgressDrawTarget) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(total), target);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} recipients uploaded {msg}")
+    {
         bar.set_style(style);
     }
     bar
@@ -303,5 +304,16 @@ mod tests {
         .unwrap();
         assert_eq!(r.lines, [3, 6], "each recipient's line is where it begins");
         assert_eq!(r.recipients[0].vars.to_map()["name"], "Li\nLei");
+    }
+
+    #[test]
+    fn the_upload_bar_says_uploaded_not_sent() {
+        let screen = crate::cli::screen::Screen::default();
+        let bar = upload_bar(300, screen.target());
+        bar.set_position(120);
+        bar.tick();
+        let line = screen.line();
+        assert!(line.contains("120/300 recipients uploaded"), "{line:?}");
+        assert!(!line.contains("sent") && !line.contains("/s"), "{line:?}");
     }
 }

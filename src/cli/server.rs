@@ -43,16 +43,32 @@ pub(super) async fn exchange(
     request: reqwest::RequestBuilder,
     url: &str,
 ) -> anyhow::Result<(reqwest::StatusCode, String)> {
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach {url}"))?;
+    let response = request.send().await.map_err(|e| unreachable(&e, url))?;
     let status = response.status();
     let body = response
         .text()
         .await
         .context("reading the server's answer")?;
     Ok((status, body))
+}
+
+/// Why the server at `url` could not be asked, once (reqwest's own message
+/// repeats the URL): its innermost cause and, when nothing answered, what to do.
+fn unreachable(e: &reqwest::Error, url: &str) -> anyhow::Error {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    if e.is_connect() {
+        anyhow::anyhow!(
+            "cannot reach a Herald server at {url}: {cause}. Start one with `herald serve`, \
+             or name yours with --server (or HERALD_SERVER)"
+        )
+    } else if e.is_timeout() {
+        anyhow::anyhow!("the Herald server at {url} did not answer in time: {cause}")
+    } else {
+        anyhow::anyhow!("cannot reach a Herald server at {url}: {cause}")
+    }
 }
 
 /// The server's error message, from its JSON body when it has one.

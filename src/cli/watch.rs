@@ -87,7 +87,7 @@ impl Finished {
 /// messages on standard error.
 pub(super) async fn wait(server: &ServerArg, id: &str) -> anyhow::Result<Finished> {
     let client = stream_client()?;
-    let bar = progress_bar();
+    let bar = progress_bar(indicatif::ProgressDrawTarget::stderr());
     let path = format!("/v1/batches/{id}/events");
     let mut broken = None;
     for _ in 0..=RECONNECTS {
@@ -166,11 +166,9 @@ pub(super) fn sent(counts: &Value) -> u64 {
 /// Puts a progress event on the bar: settled of total, counts, rate and ETA.
 fn show(bar: &indicatif::ProgressBar, batch: &Value) {
     let count = |state: &str| batch["counts"][state].as_u64().unwrap_or(0);
-    let total = count("total");
-    // An unknown outcome is asked about and sent again: not settled yet.
-    let unsettled = count("pending") + count("sending") + count("paused") + count("unknown");
+    let (settled, total) = settled_of(&batch["counts"]);
     bar.set_length(total);
-    bar.set_position(total.saturating_sub(unsettled));
+    bar.set_position(settled);
     let rate = batch["rate_per_sec"].as_f64().unwrap_or(0.0);
     let eta = match batch["eta_seconds"].as_f64() {
         Some(seconds) => format!(
@@ -192,9 +190,19 @@ fn show(bar: &indicatif::ProgressBar, batch: &Value) {
     ));
 }
 
-fn progress_bar() -> indicatif::ProgressBar {
-    let bar =
-        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+/// The bar's position and length for `counts`: messages settled (sent, delivered,
+/// undelivered, failed, cancelled or expired — an unknown outcome is asked about
+/// and sent again, so it is not) of the total, counted from the settled states
+/// themselves, so a state the counts leave out never fills the bar. The length is
+/// at least 1: a bar of length 0 is drawn full.
+fn settled_of(counts: &Value) -> (u64, u64) {
+    let count = |state: &str| counts[state].as_u64().unwrap_or(0);
+    let settled = sent(counts) + count("failed") + count("cancelled") + count("expired");
+    (settled, count("total").max(settled).max(1))
+}
+
+fn progress_bar(target: indicatif::ProgressDrawTarget) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::with_draw_target(Some(1), target);
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% {pos}/{len} {msg}")
     {
@@ -271,5 +279,31 @@ mod tests {
             sent(&serde_json::json!({"sent": 1, "delivered": 4, "undelivered": 2, "unknown": 5})),
             7
         );
+    }
+
+    #[test]
+    fn the_bar_fills_with_settled_messages_only() {
+        let screen = crate::cli::screen::Screen::default();
+        let bar = progress_bar(screen.target());
+        // Counts that leave out the states still to go: one of 300 is sent.
+        show(
+            &bar,
+            &serde_json::json!({"state": "running", "counts": {"total": 300, "sent": 1}}),
+        );
+        bar.tick();
+        let line = screen.line();
+        assert!(
+            line.contains("  0% 1/300") && line.contains("sent 1"),
+            "{line:?}"
+        );
+        assert!(!line.contains("100%"), "{line:?}");
+
+        show(&bar, &serde_json::json!({"state": "running", "counts": {}}));
+        bar.tick();
+        assert!(screen.line().contains("  0% 0/1"), "{screen:?}");
+
+        let counts = serde_json::json!({"total": 10, "sent": 2, "delivered": 3,
+            "failed": 1, "cancelled": 1, "expired": 1, "pending": 1, "unknown": 1});
+        assert_eq!(settled_of(&counts), (8, 10));
     }
 }

@@ -295,8 +295,12 @@ async fn status_prints_state_and_counts_or_json_and_fails_on_an_unknown_batch() 
     let run = herald(&["status", &batch_id, "--server", &url], &[]).await;
     assert!(!run.success);
     assert!(
-        run.stderr.contains(&format!("cannot reach {url}")),
-        "{}",
+        run.stderr
+            .contains(&format!("cannot reach a Herald server at {url}"))
+            && run.stderr.contains("`herald serve`")
+            && run.stderr.contains("--server")
+            && run.stderr.matches(&url).count() == 1,
+        "says once where it tried and what to do: {}",
         run.stderr
     );
 }

@@ -283,3 +283,16 @@ async fn the_cli_and_the_server_refuse_the_same_csv_files_with_the_same_words() 
     }
     assert!(app.batches().await.is_empty(), "nothing was stored");
 }
+
+#[tokio::test]
+async fn a_taken_address_says_to_choose_another_with_listen() {
+    let app = app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = crate::helpers::test_config(&dir.path().join("store"));
+    config.listen = app.url.trim_start_matches("http://").parse().unwrap();
+    let err = match herald::app::start(config).await {
+        Ok(_) => panic!("started on an address another server holds"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("--listen") && err.contains("in use"), "{err}");
+}
