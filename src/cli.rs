@@ -150,6 +150,7 @@ pub struct BatchesArgs {
 
 #[derive(Debug, Args)]
 pub struct ControlArgs {
+    /// The batch's id, or a start of it (8 or more characters) only it has.
     pub batch_id: String,
     #[command(flatten)]
     pub server: ServerArg,
@@ -169,6 +170,7 @@ pub struct DeadlineArgs {
 
 #[derive(Debug, Args)]
 pub struct RetryArgs {
+    /// The batch's id, or a start of it (8 or more characters) only it has.
     pub batch_id: String,
     #[command(flatten)]
     pub deadline: DeadlineArgs,
@@ -178,6 +180,7 @@ pub struct RetryArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// The batch's id, or a start of it (8 or more characters) only it has.
     pub batch_id: String,
     /// Print the API's JSON answer.
     #[arg(long)]

@@ -5,12 +5,16 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use super::server::{call, call_with};
+use super::server::{ServerArg, call, call_with};
 use super::{BatchesArgs, ControlArgs, RetryArgs, StatusArgs};
-use crate::api::BatchView;
+use crate::api::{BatchPage, BatchView};
+use crate::domain::BatchId;
 
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let path = format!("/v1/batches/{}", args.batch_id);
+    let path = format!(
+        "/v1/batches/{}",
+        resolve(&args.server, &args.batch_id).await?
+    );
     let Some(body) = call(&args.server, reqwest::Method::GET, &path).await? else {
         return Ok(ExitCode::FAILURE);
     };
@@ -24,7 +28,8 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 /// `POST /v1/batches/{id}/{action}`, then the batch as it is now.
 pub(super) async fn control(args: ControlArgs, action: &str) -> anyhow::Result<ExitCode> {
-    let path = format!("/v1/batches/{}/{action}", args.batch_id);
+    let id = resolve(&args.server, &args.batch_id).await?;
+    let path = format!("/v1/batches/{id}/{action}");
     let Some(body) = call(&args.server, reqwest::Method::POST, &path).await? else {
         return Ok(ExitCode::FAILURE);
     };
@@ -34,7 +39,8 @@ pub(super) async fn control(args: ControlArgs, action: &str) -> anyhow::Result<E
 
 /// `POST /v1/batches/{id}/retry` with the deadline asked for, then the batch.
 pub(super) async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
-    let path = format!("/v1/batches/{}/retry", args.batch_id);
+    let id = resolve(&args.server, &args.batch_id).await?;
+    let path = format!("/v1/batches/{id}/retry");
     let mut body = serde_json::Map::new();
     if let Some(at) = args.deadline.expires_at {
         body.insert("expires_at".into(), at.into());
@@ -49,6 +55,61 @@ pub(super) async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
     };
     print_batch(&serde_json::from_str(&answer).context("the server's answer is not a batch")?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The fewest characters of an id that name a batch, as git takes a commit's.
+const MIN_PREFIX: usize = 8;
+
+/// The whole id of the batch `id` names: the id itself, or a unique prefix of at
+/// least [`MIN_PREFIX`] characters (`01a2b3c4…` as Herald prints ids short, the
+/// ellipsis optional), looked up in the server's listing.
+async fn resolve(server: &ServerArg, id: &str) -> anyhow::Result<String> {
+    if BatchId::parse(id).is_some() {
+        return Ok(id.to_owned());
+    }
+    let prefix = id.trim_end_matches(['…', '.']).to_ascii_lowercase();
+    let Some(before) = highest_with_prefix(&prefix) else {
+        anyhow::bail!(
+            "`{id}` is not a batch id, nor the first {MIN_PREFIX} or more characters of one"
+        );
+    };
+    // Ids are listed in descending order from `before`: those with the prefix come
+    // first, and two are enough to know it is ambiguous.
+    let path = format!("/v1/batches?limit=2&before={before}");
+    let Some(body) = call(server, reqwest::Method::GET, &path).await? else {
+        anyhow::bail!("cannot look up the batch `{id}` names");
+    };
+    let page: BatchPage =
+        serde_json::from_str(&body).context("the server's answer is not a page of batches")?;
+    let found: Vec<&str> = page
+        .batches
+        .iter()
+        .map(|b| b.id.as_str())
+        .filter(|b| b.starts_with(&prefix))
+        .collect();
+    match found[..] {
+        [one] => Ok(one.to_owned()),
+        [] => anyhow::bail!("no batch id starts with `{prefix}`"),
+        _ => anyhow::bail!(
+            "`{prefix}` starts more than one batch id ({}, …): give more of it",
+            found.join(", ")
+        ),
+    }
+}
+
+/// The highest id that starts with `prefix`, when `prefix` can start an id (in
+/// the hyphenated form, at least [`MIN_PREFIX`] characters): the prefix, then `f`s.
+fn highest_with_prefix(prefix: &str) -> Option<String> {
+    const HIGHEST: &str = "ffffffff-ffff-ffff-ffff-ffffffffffff";
+    let fits = prefix.len() >= MIN_PREFIX
+        && prefix.len() <= HIGHEST.len()
+        && prefix.chars().zip(HIGHEST.chars()).all(|(c, at)| match at {
+            '-' => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    // `before` is exclusive: it leaves out only the prefix followed by nothing but
+    // `f`s, which a UUIDv7's random tail is not in practice.
+    fits.then(|| format!("{prefix}{}", &HIGHEST[prefix.len()..]))
 }
 
 pub(super) async fn batches(args: BatchesArgs) -> anyhow::Result<ExitCode> {

@@ -54,7 +54,7 @@ pub(super) async fn exchange(
 
 /// Why the server at `url` could not be asked, once (reqwest's own message
 /// repeats the URL): its innermost cause and, when nothing answered, what to do.
-fn unreachable(e: &reqwest::Error, url: &str) -> anyhow::Error {
+pub(super) fn unreachable(e: &reqwest::Error, url: &str) -> anyhow::Error {
     let mut cause: &dyn std::error::Error = e;
     while let Some(source) = cause.source() {
         cause = source;

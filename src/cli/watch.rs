@@ -129,7 +129,7 @@ async fn follow(
     let response = request
         .send()
         .await
-        .with_context(|| format!("cannot reach {url}"))?;
+        .map_err(|e| super::server::unreachable(&e, &url))?;
     let status = response.status();
     if !status.is_success() {
         let body = response.text().await.unwrap_or_default();

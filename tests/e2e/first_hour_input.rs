@@ -296,3 +296,41 @@ async fn a_taken_address_says_to_choose_another_with_listen() {
     };
     assert!(err.contains("--listen") && err.contains("in use"), "{err}");
 }
+
+#[tokio::test]
+async fn the_cli_takes_a_unique_prefix_of_a_batch_id_and_refuses_an_ambiguous_one() {
+    let app = app().await;
+    let first = app.submit(&crate::helpers::sms_batch(1)).await;
+    let second = app.submit(&crate::helpers::sms_batch(2)).await;
+    let status = |id: String| {
+        let url = app.url.clone();
+        async move { herald(&["status", &id, "--server", &url, "--json"]).await }
+    };
+
+    for id in [&first, &second] {
+        let short = format!("{}…", &id[..id.len() - 4]);
+        let (success, stdout, stderr) = status(short.clone()).await;
+        assert!(success, "{short}: {stderr}");
+        let batch: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(batch["id"], id.as_str(), "{short}");
+    }
+
+    let mut common = 0;
+    while first.as_bytes()[common] == second.as_bytes()[common] {
+        common += 1;
+    }
+    if common >= 8 {
+        let (success, _, stderr) = status(first[..common].to_owned()).await;
+        assert!(!success);
+        assert!(stderr.contains("more than one batch"), "{stderr}");
+    }
+    let (success, _, stderr) = status(first[..4].to_owned()).await;
+    assert!(!success);
+    assert!(stderr.contains("8 or more characters"), "{stderr}");
+    let (success, _, stderr) = status("ffffffff".to_owned()).await;
+    assert!(!success);
+    assert!(
+        stderr.contains("no batch id starts with `ffffffff`"),
+        "{stderr}"
+    );
+}
