@@ -373,4 +373,50 @@ mod tests {
         let quoted = record(r#""Wang, Wei",x"#).unwrap();
         assert_eq!(quoted.iter().collect::<Vec<_>>(), ["Wang, Wei", "x"]);
     }
+
+    /// What the CSVs of the property test are made of.
+    const PIECES: &[&[u8]] = &[
+        b"\"",
+        b",",
+        b"\n",
+        b"\r\n",
+        b"\0",
+        b" ",
+        b"+8613800000001",
+        b"Li",
+        b"\xff",
+        b"\xe4\xb8",
+        b"\xc0\xc1",
+        b"to",
+        b"",
+    ];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// Any bytes under a header row are read or refused naming a line of the
+        /// file, never a panic; what is read has a `to` on a line of the file.
+        #[test]
+        fn any_csv_is_read_or_refused_naming_a_line_of_it(
+            body in proptest::collection::vec(
+                proptest::sample::select(PIECES),
+                0..60,
+            )
+        ) {
+            let text = [&b"to,name\n"[..], &body.concat()].concat();
+            let lines = text.split(|&b| b == b'\n').count() as u64;
+            match recipients(&text, None) {
+                Ok(read) => {
+                    for (line, recipient) in read {
+                        proptest::prop_assert!((2..=lines).contains(&line));
+                        proptest::prop_assert!(!recipient.to.is_empty());
+                    }
+                }
+                Err((line, message)) => {
+                    proptest::prop_assert!((1..=lines).contains(&line), "{}", line);
+                    proptest::prop_assert!(!message.is_empty());
+                }
+            }
+        }
+    }
 }

@@ -334,3 +334,91 @@ async fn the_cli_takes_a_unique_prefix_of_a_batch_id_and_refuses_an_ambiguous_on
         "{stderr}"
     );
 }
+
+/// `count` texts drawn from `strategy`, the same on every run.
+fn draw<S: proptest::strategy::Strategy>(strategy: S, count: usize) -> Vec<S::Value> {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    (0..count)
+        .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+        .collect()
+}
+
+/// Pieces of JSON, NDJSON and CSV text, valid and broken.
+fn pieces() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    proptest::collection::vec(
+        prop::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            "\"",
+            ",",
+            ":",
+            "\n",
+            "\\",
+            "\0",
+            "\u{feff}",
+            "é",
+            " ",
+            "\"to\":",
+            "\"+8613800000001\"",
+            "\"vars\":",
+            "{\"name\":",
+            "\"recipients\":",
+            "[[[[[[[[[[[[[[[[",
+            "]]]]]]]]]]]]]]]]",
+            "1e999",
+            "-0",
+            "null",
+            "to,name",
+            "+8613800000001,\"Li",
+            "{{name}}",
+            "{%",
+            "%}",
+        ]),
+        0..80,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+#[tokio::test]
+async fn any_body_of_any_type_gets_an_answer_and_every_refusal_is_json() {
+    let app = app().await;
+    let options = r#"{"channel": "sms", "template": {"body": "Hi {{name}}"}}"#;
+    let valid = r#"{"channel": "sms", "template": {"body": "Hi {{name}}"}, "recipients": ["#;
+    for (i, text) in draw(pieces(), 96).into_iter().enumerate() {
+        let (content_type, path, body) = match i % 4 {
+            0 => ("application/json", "/v1/batches?dry_run=true", text),
+            1 => (
+                "application/json",
+                "/v1/batches?dry_run=true",
+                format!("{valid}{text}"),
+            ),
+            2 => (
+                "application/x-ndjson",
+                "/v1/batches?dry_run=true",
+                format!("{options}\n{text}"),
+            ),
+            _ => (
+                "text/csv",
+                "/v1/batches?channel=sms&template=Hi+%7B%7Bname%7D%7D&dry_run=true",
+                format!("to,name\n{text}"),
+            ),
+        };
+        let (status, _, answer) = app.post_raw(path, content_type, &[], body.clone()).await;
+        assert!(
+            status == 200 || (400..500).contains(&status),
+            "{content_type} {body:?}: answered {status} {answer}"
+        );
+        if status != 200 {
+            assert!(
+                answer["error"].is_string(),
+                "{content_type} {body:?}: {answer}"
+            );
+        }
+    }
+    let (status, _) = app.get("/healthz").await;
+    assert_eq!(status, 200, "the server is still up");
+}
