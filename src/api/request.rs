@@ -65,6 +65,24 @@ pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
     Some(media.to_ascii_lowercase())
 }
 
+/// Refuses a body of a content type other than JSON or one of `also` with `415`,
+/// naming the types the route reads (a body without a content type is read as
+/// JSON): `text/plain`, XML or a form would otherwise be parsed as JSON.
+pub(crate) fn accept_content(headers: &HeaderMap, also: &[&str]) -> Result<(), Error> {
+    match media_type(headers) {
+        Some(media) if media != "application/json" && !also.contains(&media.as_str()) => {
+            let reads = std::iter::once("application/json")
+                .chain(also.iter().copied())
+                .collect::<Vec<_>>()
+                .join(", ");
+            Err(Error::UnsupportedMediaType(format!(
+                "this route does not read `{media}`: send {reads}"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The `charset` parameter of the content type, if any.
 pub(crate) fn charset(headers: &HeaderMap) -> Option<String> {
     let content_type = headers.get("content-type")?.to_str().ok()?;

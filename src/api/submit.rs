@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::Error;
-use super::request::{charset, media_type, parse_json};
+use super::request::{accept_content, charset, media_type, parse_json};
 use super::state::AppState;
 use super::upload;
 use crate::intake::{BatchRequest, Submitted};
@@ -67,6 +67,10 @@ pub(super) async fn create_batch(
     query: axum::extract::RawQuery,
     body: axum::body::Body,
 ) -> Result<Response, Error> {
+    accept_content(
+        &headers,
+        &["application/x-ndjson", "application/jsonl", "text/csv"],
+    )?;
     let query = query.0.unwrap_or_default();
     let key = idempotency_key(&headers)?;
     let digest = headers
@@ -103,12 +107,6 @@ pub(super) async fn create_batch(
                 chunks,
                 Arrival::Streamed,
             )
-        }
-        Some(other) if other != "application/json" => {
-            return Err(Error::UnsupportedMediaType(format!(
-                "a batch is not read from `{other}`: send application/json, \
-                 application/x-ndjson or text/csv"
-            )));
         }
         _ => {
             let dry_run = submit_params(&query)?.dry_run;

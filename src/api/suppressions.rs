@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::Error;
 use super::request::{
-    DEFAULT_PAGE, MAX_PAGE, body_bytes, charset, media_type, page_limit, parse_json, query_params,
+    DEFAULT_PAGE, MAX_PAGE, accept_content, body_bytes, charset, media_type, page_limit,
+    parse_json, query_params,
 };
 use super::state::AppState;
 use crate::csv_input;
@@ -87,6 +88,7 @@ pub(super) async fn add(
     query: Result<Query<Params>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Added>, Error> {
+    accept_content(&headers, &["text/csv"])?;
     let query = query_params(query)?;
     let bytes = body_bytes(body)?;
     // (where it was, the address as given, its reason)

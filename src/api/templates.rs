@@ -14,7 +14,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::Error;
-use super::request::{DEFAULT_PAGE, MAX_PAGE, body_bytes, page_limit, parse_json, query_params};
+use super::request::{
+    DEFAULT_PAGE, MAX_PAGE, accept_content, body_bytes, page_limit, parse_json, query_params,
+};
 use super::state::AppState;
 use crate::domain::ProviderTemplate;
 use crate::domain::{Channel, format_ms};
@@ -132,8 +134,10 @@ fn checked(id: String, request: TemplateRequest) -> Result<StoredTemplate, Error
 
 pub(super) async fn create(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
+    accept_content(&headers, &[])?;
     let mut request: TemplateRequest = parse_json(&body_bytes(body)?)?;
     let id = request
         .id
@@ -147,8 +151,10 @@ pub(super) async fn create(
 pub(super) async fn replace(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TemplateView>, Error> {
+    accept_content(&headers, &[])?;
     let mut request: TemplateRequest = parse_json(&body_bytes(body)?)?;
     if let Some(named) = request.id.take()
         && named != id

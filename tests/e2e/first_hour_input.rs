@@ -148,6 +148,19 @@ async fn batch_bodies_of_a_type_herald_does_not_read_are_refused_with_415() {
         assert_eq!(answer["error"], "unsupported_media_type", "{answer}");
     }
     assert!(app.batches().await.is_empty(), "nothing is stored");
+    for (path, body) in [
+        ("/v1/templates", json!({"id": "t", "body": "Hi"})),
+        (
+            "/v1/suppressions",
+            json!({"channel": "sms", "addresses": ["+8613800000001"]}),
+        ),
+    ] {
+        let (status, _, answer) = app
+            .post_raw(path, "text/plain", &[], body.to_string())
+            .await;
+        assert_eq!(status, 415, "{path}: {answer}");
+        assert_eq!(answer["error"], "unsupported_media_type", "{answer}");
+    }
     let (status, _, answer) = app
         .post_raw("/v1/batches", "application/json; charset=utf-8", &[], batch)
         .await;
