@@ -10,7 +10,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Map, Value};
 
 use self::plain::Plain;
-pub use self::vars::Vars;
+pub use self::vars::{TOO_DEEP, Vars};
 
 mod plain;
 mod vars;

@@ -105,9 +105,12 @@ pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result
         let path = e.path().to_string();
         let inner = e.into_inner();
         let field = (path != "." && path != "?").then_some(path);
-        Error::Malformed {
-            message: inner.to_string(),
-            field,
+        let message = inner.to_string();
+        match field {
+            Some(field) if message.starts_with(crate::template::TOO_DEEP) => {
+                Error::Invalid { field, message }
+            }
+            field => Error::Malformed { message, field },
         }
     })?;
     de.end().map_err(|e| Error::Malformed {

@@ -108,15 +108,17 @@ const EXPECTING: &str = "a JSON object";
 /// again stops at serde_json's limit of 128: vars are held well below it.
 pub const MAX_DEPTH: usize = 32;
 
+/// How the refusal of vars nested deeper than [`MAX_DEPTH`] begins: a value Herald
+/// cannot use (`422`), not a body of the wrong shape.
+pub const TOO_DEEP: &str = "nested more than 32 levels deep";
+
 /// `raw` as vars when it is a JSON object no deeper than [`MAX_DEPTH`]; else an
 /// error saying what it is.
 fn object<E: de::Error>(raw: Box<RawValue>) -> Result<Vars, E> {
     let unexpected = match raw.get().as_bytes().first() {
         Some(b'{') if depth(raw.get()) <= MAX_DEPTH => return Ok(Vars(raw)),
         Some(b'{') => {
-            return Err(E::custom(format!(
-                "nested more than {MAX_DEPTH} levels deep: flatten the variables"
-            )));
+            return Err(E::custom(format!("{TOO_DEEP}: flatten the variables")));
         }
         Some(b'[') => Unexpected::Seq,
         Some(b'"') => Unexpected::Other("string"),
@@ -547,12 +549,17 @@ mod tests {
             }
         }
 
-        /// Vars nested to any depth are taken up to the limit and refused past it.
+        /// Vars nested to any depth are taken up to the limit and refused past it,
+        /// saying so.
         #[test]
         fn nested_vars_are_taken_up_to_the_limit(levels in 0usize..200) {
             let text = format!(r#"{{"x": {}1{}}}"#, "[".repeat(levels), "]".repeat(levels));
             let read = serde_json::from_str::<Vars>(&text);
             prop_assert_eq!(read.is_ok(), levels < MAX_DEPTH, "{} levels", levels);
+            if let Err(e) = &read {
+                prop_assert!(e.to_string().starts_with(TOO_DEEP), "{}", e);
+                prop_assert!(TOO_DEEP.contains(&MAX_DEPTH.to_string()));
+            }
             if let Ok(vars) = read {
                 prop_assert_eq!(vars.to_map().len(), 1);
             }

@@ -204,6 +204,9 @@ pub fn json_recipients(source: JsonSource) -> Chunks {
                         Err(Error::Malformed { field, message }) => {
                             intake::Error::Malformed { field, message }
                         }
+                        Err(Error::Invalid { field, message }) => {
+                            intake::Error::Invalid { field, message }
+                        }
                         _ => intake::Error::Malformed {
                             field: Some("recipients".into()),
                             message: "a recipient is malformed".into(),
