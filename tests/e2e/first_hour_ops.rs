@@ -1,13 +1,14 @@
 //! What a careful operator trips on in the first hour, over a real socket: a
 //! finished batch refuses to be cancelled (API and CLI) and keeps its history,
-//! and its event stream still starts with `progress`.
+//! its event stream still starts with `progress`, and a provider's error answer
+//! that echoes the request leaves the message's text out of the ledger.
 
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::events::events_until_closed;
-use crate::helpers::{TestApp, sms_batch, spawn_app};
+use crate::helpers::{ProviderServer, Reply, TestApp, route_all_to, sms_batch, spawn_app};
 use crate::process::{herald_command, output_within};
 
 const FINISH: Duration = Duration::from_secs(10);
@@ -61,4 +62,33 @@ async fn a_finished_batchs_events_are_its_final_progress_then_end() {
     assert_eq!(events[0].1, events[1].1, "end repeats the final progress");
     assert_eq!(events[0].1["state"], "done");
     assert_eq!(events[0].1["counts"]["sent"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_answer_echoing_the_request_keeps_the_code_out_of_the_ledger() {
+    let server = ProviderServer::start().await;
+    server.behave(|_, request| {
+        // What some services do: the error answer carries the request back.
+        let echo =
+            json!({"error": "bad_request", "message": "template rejected", "request": request});
+        Reply::status(400).body(&echo.to_string())
+    });
+    let app = spawn_app(|config| route_all_to(config, server.provider(None))).await;
+    let batch = json!({
+        "channel": "sms",
+        "template": {"body": "Your code is {{code}}"},
+        "recipients": [{"to": "+8613800000001", "vars": {"code": "99887"}}],
+    });
+    let id = app.submit(&batch).await;
+    let done = app.wait_finished(&id, FINISH).await;
+    assert_eq!(done["counts"]["failed"], 1, "{done}");
+    assert!(
+        server.received()[0].json.to_string().contains("99887"),
+        "the provider was sent the code"
+    );
+    let messages = app.messages(&id).await;
+    assert_eq!(
+        messages[0]["last_error"], "HTTP 400: bad_request: template rejected",
+        "{messages:?}"
+    );
 }
