@@ -348,7 +348,8 @@ fn a_misspelt_smtp_key_is_refused_naming_the_provider_and_the_nearest_key() {
         &[],
     );
     assert!(
-        err.contains("unknown setting `tls` in [[providers]] #1"),
+        err.starts_with("unknown setting `tls` in [[providers]] #1 (`mail`)")
+            && err.contains("the keys it reads include `host`, `port`, `security`"),
         "{err}"
     );
 }

@@ -19,6 +19,9 @@ pub struct UnknownKey {
     pub source: String,
     /// What it probably should be, e.g. `` `security` ``.
     pub hint: Option<String>,
+    /// The keys the table reads (for a list entry, those of its `kind`), shown
+    /// when no valid name is near.
+    pub valid: &'static [&'static str],
 }
 
 impl std::fmt::Display for UnknownKey {
@@ -27,9 +30,13 @@ impl std::fmt::Display for UnknownKey {
             key, table, source, ..
         } = self;
         write!(f, "unknown setting `{key}` in {table} ({source})")?;
-        match &self.hint {
-            Some(hint) => write!(f, ": did you mean {hint}?"),
-            None => write!(f, ": it is not a setting Herald reads"),
+        match (&self.hint, self.valid) {
+            (Some(hint), _) => write!(f, ": did you mean {hint}?"),
+            (None, []) => write!(f, ": it is not a setting Herald reads"),
+            (None, valid) => {
+                let valid: Vec<String> = valid.iter().map(|k| format!("`{k}`")).collect();
+                write!(f, ": the keys it reads include {}", valid.join(", "))
+            }
         }
     }
 }
@@ -67,6 +74,7 @@ impl UnknownKey {
             table,
             source,
             hint,
+            valid: expected,
         })
     }
 }

@@ -78,7 +78,10 @@ async fn a_bad_configuration_stops_serve_with_a_message_naming_the_setting() {
                  from = \"herald@example.com\"\ntls = \"none\"\n"
             )),
             env: &[],
-            says: &["unknown setting `tls` in [[providers]] #2 (`mail`)"],
+            says: &[
+                "unknown setting `tls` in [[providers]] #2 (`mail`)",
+                "the keys it reads include `host`, `port`, `security`",
+            ],
         },
         BadConfig {
             what: "a section's key at the top level, from the environment",
