@@ -13,6 +13,7 @@ mod delivery;
 mod dysmsapi;
 mod events;
 mod failover;
+mod first_hour_ops;
 mod helpers;
 mod ingest;
 mod logs;
