@@ -111,8 +111,8 @@ fn main() -> ExitCode {
     let smoke = !std::env::args().any(|a| a == "--bench");
     if smoke {
         eprintln!(
-            "delivery bench: smoke run (no --bench): one small round of a debug build; \
-             its numbers are not results. Run `cargo bench --bench delivery` for those \
+            "delivery bench: smoke run (no --bench): one small round of a debug build, \
+             to prove the harness; `cargo bench --bench delivery` measures \
              (with BENCH_STORE=postgres or redis for the server engines)."
         );
     }
@@ -209,10 +209,18 @@ fn run(smoke: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the bench's runtime")?;
-    runtime.block_on(bench(plan))
+    runtime.block_on(bench(plan, smoke))
 }
 
-async fn bench(plan: Plan) -> anyhow::Result<()> {
+async fn bench(plan: Plan, smoke: bool) -> anyhow::Result<()> {
+    // A smoke run's numbers are no results: it prints none as it goes either.
+    macro_rules! eprintln {
+        ($($line:tt)*) => {
+            if !smoke {
+                std::eprintln!($($line)*);
+            }
+        };
+    }
     let started = Instant::now();
     let client =
         herald::provider::http_client(Duration::from_secs(60)).map_err(anyhow::Error::msg)?;
@@ -277,6 +285,15 @@ async fn bench(plan: Plan) -> anyhow::Result<()> {
             upload.idle_rss_mb
         );
         uploads.push(upload);
+    }
+    if smoke {
+        // A debug build's numbers, set against release targets, would read as
+        // failures: the smoke run says only that every phase ran and checked out.
+        println!(
+            "delivery bench: smoke run passed (every message delivered and recorded, \
+             submits, pre-flight and upload checked); `cargo bench --bench delivery` gives the numbers"
+        );
+        return Ok(());
     }
     print!(
         "{}",

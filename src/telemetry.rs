@@ -1,7 +1,8 @@
 //! Logging: human-readable text by default, JSON lines with `--log-format json`.
 //! The level comes from `HERALD_LOG` (or `RUST_LOG`), `info` by default. Nothing
-//! logged at info or above holds a message body or a secret: bodies and subjects
-//! go to debug, secrets (`domain::Secret`) never, store passwords are masked.
+//! logged at info or above holds a message body or a secret — but the log
+//! provider's line, whose job is to show the message: bodies and subjects go to
+//! debug, secrets (`domain::Secret`) never, store passwords are masked.
 
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;

@@ -162,17 +162,38 @@ pub enum Code {
     Internal,
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
+/// Seconds a client is asked to wait, in `Retry-After`, before trying again
+/// while the store does not answer: long enough for a restart or failover to
+/// show, short enough that a client is not held up once it is over.
+const STORE_RETRY_AFTER_SECS: &str = "5";
+
+impl Error {
+    /// The answer: this error's status, `body`, and the headers the status calls
+    /// for (`WWW-Authenticate` on 401, `Retry-After` on 503).
+    fn respond(&self, body: ErrorBody) -> Response {
+        use axum::http::{HeaderValue, header};
         self.log();
-        let mut response = (self.status(), Json(self.body())).into_response();
-        if matches!(self, Error::Unauthorized(_)) {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+        let mut response = (self.status(), Json(body)).into_response();
+        let headers = response.headers_mut();
+        match self {
+            Error::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Error::Unavailable(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(STORE_RETRY_AFTER_SECS),
+                );
+            }
+            _ => {}
         }
         response
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        self.respond(self.body())
     }
 }
 
@@ -208,15 +229,43 @@ pub struct SeedError(pub Error);
 
 impl IntoResponse for SeedError {
     fn into_response(self) -> Response {
-        self.0.log();
         let mut body = self.0.body();
         body.success = Some(false);
-        (self.0.status(), Json(body)).into_response()
+        self.0.respond(body)
     }
 }
 
 impl From<Error> for SeedError {
     fn from(e: Error) -> Self {
         SeedError(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_outage_answers_503_with_retry_after_on_both_error_shapes() {
+        let plain = Error::Unavailable("connection refused".into()).into_response();
+        let seed = SeedError(Error::Unavailable("connection refused".into())).into_response();
+        for response in [plain, seed] {
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(
+                response.headers().get(axum::http::header::RETRY_AFTER),
+                Some(&axum::http::HeaderValue::from_static("5"))
+            );
+        }
+    }
+
+    #[test]
+    fn other_errors_carry_no_retry_after() {
+        let response = Error::Conflict("the batch is cancelled".into()).into_response();
+        assert!(
+            response
+                .headers()
+                .get(axum::http::header::RETRY_AFTER)
+                .is_none()
+        );
     }
 }

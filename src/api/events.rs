@@ -4,7 +4,9 @@
 //! when the read itself is slow, so a huge batch costs the store no more than a
 //! tenth of its time), and sends `event: progress` whenever what it would say
 //! changed, so never more than four a second. When nothing is left pending, sending
-//! or paused it sends `event: end` and closes. Each event's data is one line of JSON:
+//! or paused it sends the final `event: progress` (unless the last one said the
+//! same), then `event: end`, and closes: a finished batch's stream is one
+//! `progress` and `end`. Each event's data is one line of JSON:
 //! the batch as `GET /v1/batches/{id}` shows it, plus `rate_per_sec` and
 //! `eta_seconds`. A `: keep-alive` comment goes every 15 s, and the stream closes
 //! without `end` when the server shuts down.
@@ -62,6 +64,7 @@ pub(super) async fn batch_events(
         rate: Rate::default(),
         last: None,
         interval: FASTEST,
+        end: None,
         ended: false,
     };
     let events = futures_util::stream::unfold(watch, |mut watch| async move {
@@ -82,6 +85,8 @@ struct Watch {
     /// The data of the last event sent.
     last: Option<String>,
     interval: Duration,
+    /// The final data, sent as `end` right after the `progress` that carried it.
+    end: Option<String>,
     ended: bool,
 }
 
@@ -90,6 +95,10 @@ impl Watch {
     async fn next(&mut self) -> Option<Event> {
         if self.ended {
             return None;
+        }
+        if let Some(data) = self.end.take() {
+            self.ended = true;
+            return Some(Event::default().event("end").data(data));
         }
         loop {
             let summary = match self.first.take() {
@@ -109,9 +118,12 @@ impl Watch {
             let finished = summary.counts.is_finished();
             let progress = self.rate.progress(Instant::now(), summary);
             let data = serde_json::to_string(&progress).expect("strings and numbers serialize");
-            if finished {
+            if finished && self.last.as_deref() == Some(data.as_str()) {
                 self.ended = true;
                 return Some(Event::default().event("end").data(data));
+            }
+            if finished {
+                self.end = Some(data.clone());
             }
             if self.last.as_deref() != Some(data.as_str()) {
                 self.last = Some(data.clone());

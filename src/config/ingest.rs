@@ -30,7 +30,7 @@ pub struct IngestConfig {
 
 /// Where an ingest source's jobs come from.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum IngestKind {
     /// A Redis list producers `LPUSH` onto (`kind = "redis-list"`).
     RedisList {

@@ -10,6 +10,7 @@
 mod delivery;
 mod ingest;
 mod intake;
+mod unknown;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 pub use self::delivery::{CircuitConfig, RetryConfig, WorkerConfig};
 pub use self::ingest::{IngestConfig, IngestKind};
 pub use self::intake::{IntakeLimits, RecipientsConfig, ValidForConfig};
+pub use self::unknown::UnknownKey;
 use crate::auth::TokenHash;
 use crate::domain::{Channel, StoreUrl};
 use crate::provider::ProviderConfig;
@@ -30,12 +32,18 @@ use crate::provider::ProviderConfig;
 /// The shortest `worker.lease_ms` allowed, in ms.
 pub const MIN_LEASE_MS: u64 = 1_000;
 
+/// What starts the name of every environment variable the configuration reads,
+/// and what separates its levels (`HERALD_WORKER__MAX_IN_FLIGHT`).
+const ENV_PREFIX: &str = "HERALD_";
+const ENV_SPLIT: &str = "__";
+
 /// The file read when `--config` is not given; it is fine for it not to exist.
 pub const DEFAULT_FILE: &str = "herald.toml";
 
-/// The whole configuration: every section, each with its defaults.
+/// The whole configuration: every section, each with its defaults. Every table
+/// refuses a key it does not read (see [`Error::Unknown`]).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Where the HTTP API listens.
     pub listen: SocketAddr,
@@ -112,9 +120,27 @@ pub enum Error {
     /// message names the key and where it came from (file or environment).
     #[error(transparent)]
     Invalid(Box<figment::Error>),
+    /// A key no table reads: a misspelling, or a key in the wrong table, which
+    /// would otherwise leave its setting at the default without a word.
+    #[error("{0}")]
+    Unknown(UnknownKey),
     /// A key Herald took once and no longer does.
     #[error("{key} is no longer a setting: it was replaced by {by}")]
     Replaced { key: &'static str, by: &'static str },
+}
+
+impl Error {
+    /// `e`, met reading `figment`: an unknown key said helpfully, else as figment says it.
+    fn reading(e: figment::Error, figment: &Figment) -> Self {
+        match e
+            .clone()
+            .into_iter()
+            .find_map(|e| UnknownKey::from_figment(&e, figment))
+        {
+            Some(unknown) => Error::Unknown(unknown),
+            None => Error::Invalid(Box::new(e)),
+        }
+    }
 }
 
 impl From<figment::Error> for Error {
@@ -152,14 +178,24 @@ impl Config {
                 return Err(Error::Replaced { key, by });
             }
         }
-        Ok(figment.extract()?)
+        figment.extract().map_err(|e| Error::reading(e, &figment))
     }
 
     fn figment(toml: figment::providers::Data<Toml>) -> Figment {
         Figment::new().merge(toml).merge(
-            Env::prefixed("HERALD_")
-                .split("__")
-                .ignore(&["server", "log", "token"]),
+            Env::prefixed(ENV_PREFIX)
+                .split(ENV_SPLIT)
+                // The client's, the logs' and the command line's own variables,
+                // and the test suite's stores: none is a configuration key.
+                .ignore(&[
+                    "server",
+                    "token",
+                    "log",
+                    "log_format",
+                    "config",
+                    "test_postgres",
+                    "test_redis",
+                ]),
         )
     }
 

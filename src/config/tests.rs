@@ -288,3 +288,118 @@ fn a_deadline_default_comes_from_the_provider_else_the_channel() {
     let zero = parse("[valid_for]\nemail = 0").validate();
     assert!(zero.unwrap_err().contains("valid_for.email"));
 }
+
+/// `Config::from_toml(text)` with the environment set to `env`, in figment's jail.
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+fn read_with_env(text: &str, env: &[(&str, &str)]) -> Result<Config, Error> {
+    let mut read = None;
+    figment::Jail::expect_with(|jail| {
+        for (name, value) in env {
+            jail.set_env(name, value);
+        }
+        read = Some(Config::from_toml(text));
+        Ok(())
+    });
+    read.expect("the jail ran")
+}
+
+/// The error `Config::from_toml(text)` refuses with, the environment set to `env`.
+fn refusal(text: &str, env: &[(&str, &str)]) -> String {
+    match read_with_env(text, env) {
+        Ok(_) => panic!("{text} is taken"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_section_key_at_the_top_level_is_refused_naming_its_section() {
+    let err = refusal("default_region = \"CN\"", &[]);
+    assert_eq!(
+        err,
+        "unknown setting `default_region` in the top level (TOML source string): \
+         did you mean `default_region` under [recipients]?"
+    );
+}
+
+#[test]
+fn a_misspelt_smtp_key_is_refused_naming_the_provider_and_the_nearest_key() {
+    let err = refusal(
+        r#"
+        [[providers]]
+        name = "log2"
+        kind = "log"
+        [[providers]]
+        name = "mail"
+        kind = "smtp"
+        host = "127.0.0.1"
+        from = "a@example.com"
+        securty = "none"
+        "#,
+        &[],
+    );
+    assert!(
+        err.starts_with(
+            "unknown setting `securty` in [[providers]] #2 (`mail`) (TOML source string)"
+        ) && err.ends_with("did you mean `security`?"),
+        "{err}"
+    );
+    let err = refusal(
+        "[[providers]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"h\"\nfrom = \"a@example.com\"\ntls = \"none\"",
+        &[],
+    );
+    assert!(
+        err.starts_with("unknown setting `tls` in [[providers]] #1 (`mail`)")
+            && err.contains("the keys it reads include `host`, `port`, `security`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_in_every_table() {
+    for (text, key) in [
+        ("[worker]\nmax_inflight = 3", "max_inflight"),
+        ("[recipients]\ndefault_regoin = \"CN\"", "default_regoin"),
+        (
+            "[[providers]]\nname = \"l\"\nkind = \"log\"\nspeed = 1",
+            "speed",
+        ),
+        (
+            "[[providers]]\nname = \"h\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\nsecert = \"s\"",
+            "secert",
+        ),
+        (
+            "[[ingest]]\nname = \"q\"\nkind = \"redis-list\"\nurl = \"redis://127.0.0.1/\"\nkey = \"k\"\nprocessing = \"p\"",
+            "processing",
+        ),
+        ("[auth]\ntoken = []", "token"),
+    ] {
+        let err = refusal(text, &[]);
+        assert!(
+            err.starts_with(&format!("unknown setting `{key}`")),
+            "{text}: {err}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_environment_variable_is_refused_by_its_name_and_others_still_work() {
+    let err = refusal("", &[("HERALD_DEFAULT_REGION", "CN")]);
+    assert!(
+        err.contains("(HERALD_DEFAULT_REGION)") && err.contains("under [recipients]"),
+        "{err}"
+    );
+    let parsed = read_with_env(
+        "",
+        &[
+            ("HERALD_RECIPIENTS__DEFAULT_REGION", "CN"),
+            ("HERALD_SERVER", "http://127.0.0.1:1"),
+            ("HERALD_TOKEN", "t"),
+            ("HERALD_LOG", "debug"),
+            ("HERALD_LOG_FORMAT", "json"),
+            ("HERALD_CONFIG", "herald.toml"),
+        ],
+    )
+    .expect("the variables are Herald's");
+    let region = parsed.recipients.default_region.map(|r| r.to_string());
+    assert_eq!(region.as_deref(), Some("CN"));
+}

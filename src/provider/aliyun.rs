@@ -41,6 +41,7 @@ const VERSION: &str = "2017-05-25";
 
 /// `kind = "aliyun"` in `[[providers]]`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AliyunConfig {
     /// The AccessKey id requests are signed as.
     pub access_key_id: String,

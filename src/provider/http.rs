@@ -26,14 +26,17 @@ pub fn http_client(timeout: Duration) -> Result<reqwest::Client, String> {
 }
 
 /// Classifies a non-2xx HTTP answer: 429 is a throttle ([`Error::throttled`]), 408
-/// and 5xx are transient, other statuses permanent. The reason quotes the start of
-/// the answer's body.
+/// and 5xx are transient, other statuses permanent. The reason (logged at warn,
+/// kept as the message's `last_error`) holds what [`error_text`] finds safe in
+/// the body; the whole body is logged at debug.
 pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &[u8]) -> Error {
-    let snippet: String = String::from_utf8_lossy(body).chars().take(200).collect();
-    let reason = if snippet.trim().is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("HTTP {status}: {}", snippet.trim())
+    if !body.is_empty() {
+        let answer = String::from_utf8_lossy(body);
+        tracing::debug!(status, answer = %answer, "a provider's error answer");
+    }
+    let reason = match error_text(body) {
+        Some(text) => format!("HTTP {status}: {text}"),
+        None => format!("HTTP {status}"),
     };
     if status == 429 {
         Error::throttled(reason, retry_after)
@@ -45,6 +48,70 @@ pub fn classify_status(status: u16, retry_after: Option<Duration>, body: &[u8]) 
     } else {
         Error::Permanent { reason }
     }
+}
+
+/// The most an error text quotes of an answer, in characters.
+const ERROR_TEXT_CHARS: usize = 120;
+
+/// What of an error answer's `body` can be kept where messages' text may not be:
+/// many services echo the request in their error answers, and the request holds
+/// the recipient's message (a one-time code, say). Of a JSON object, only its
+/// error code and message (`error`, `code`, `error_code`; `message`, `error_description`,
+/// `detail`, `title`; also inside an `error` object), never other fields; of any
+/// other answer but an HTML page, its first line. Cut to [`ERROR_TEXT_CHARS`].
+pub fn error_text(body: &[u8]) -> Option<String> {
+    use serde_json::Value;
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(answer)) => {
+            let field = |object: &serde_json::Map<String, Value>, names: &[&str]| {
+                names.iter().find_map(|name| match object.get(*name)? {
+                    Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+            };
+            let inner = match answer.get("error") {
+                Some(Value::Object(inner)) => inner,
+                _ => &answer,
+            };
+            let code = field(inner, &["code", "error_code"])
+                .or_else(|| field(&answer, &["error", "code", "error_code"]));
+            let message = field(inner, &["message", "error_description", "detail", "title"])
+                .or_else(|| {
+                    field(
+                        &answer,
+                        &["message", "error_description", "detail", "title"],
+                    )
+                });
+            match (code, message) {
+                (Some(code), Some(message)) => format!("{code}: {message}"),
+                (Some(text), None) | (None, Some(text)) => text,
+                (None, None) => return None,
+            }
+        }
+        _ => {
+            let answer = String::from_utf8_lossy(body);
+            let first = answer
+                .trim()
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            if first.starts_with('<') {
+                return None;
+            }
+            first
+        }
+    };
+    if text.is_empty() {
+        return None;
+    }
+    let mut cut: String = text.chars().take(ERROR_TEXT_CHARS).collect();
+    if cut.len() < text.len() {
+        cut.push('…');
+    }
+    Some(cut)
 }
 
 /// A provider's HTTP answer, read to the end.
@@ -154,6 +221,33 @@ mod tests {
             "{d:?}"
         );
         assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn an_error_answer_echoing_the_request_keeps_only_its_code_and_message() {
+        let echoed = br#"{"error":"bad_request","message":"template rejected",
+            "request":{"to":"+8613800000001","body":"Your code is 99887"}}"#;
+        let e = classify_status(400, None, echoed);
+        assert_eq!(e.to_string(), "HTTP 400: bad_request: template rejected");
+        let nested = br#"{"error":{"code":21211,"message":"Invalid 'To'"},"body":"code 99887"}"#;
+        assert_eq!(
+            classify_status(400, None, nested).to_string(),
+            "HTTP 400: 21211: Invalid 'To'"
+        );
+        let nothing_safe = br#"{"body":"Your code is 99887","to":"+8613800000001"}"#;
+        assert_eq!(
+            classify_status(400, None, nothing_safe).to_string(),
+            "HTTP 400"
+        );
+        let page = b"<html><body>Your code is 99887</body></html>";
+        assert_eq!(classify_status(502, None, page).to_string(), "HTTP 502");
+        let long = "x".repeat(500);
+        let cut = error_text(long.as_bytes()).unwrap();
+        assert_eq!(cut.chars().count(), ERROR_TEXT_CHARS + 1, "{cut}");
+        assert_eq!(
+            error_text(b"busy\nRequest: body=Your code is 99887").as_deref(),
+            Some("busy")
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The log provider: "delivers" by writing each message to the log, so a new user
-//! sees Herald work before configuring a real service: who it went to at info, its
-//! subject and body at debug.
+//! sees Herald work before configuring a real service: the rendered message — who
+//! it went to, its subject and its text — at info. It is the one part of Herald
+//! that logs a body at info: what it sends is meant to be read there, and nothing
+//! leaves the machine.
 
 use async_trait::async_trait;
 
@@ -23,17 +25,17 @@ impl LogProvider {
 #[async_trait]
 impl Provider for LogProvider {
     async fn send(&self, message: &Message) -> Result<Receipt, Error> {
-        // Info logs never hold a body (a one-time code is a secret of its own):
-        // its length only; the body itself at debug.
+        // String fields are written quoted and escaped: a multi-line text stays on
+        // the message's one line. An SMS has no subject, and no `subject` field.
         tracing::info!(
             provider = %self.name,
             id = %message.id,
             channel = %message.channel,
             to = %message.to,
-            body_chars = message.body.chars().count(),
+            subject = message.subject.as_deref(),
+            text = message.body.as_str(),
             "message delivered to the log"
         );
-        tracing::debug!(id = %message.id, subject = message.subject.as_deref().unwrap_or(""), body = %message.body, "message body");
         Ok(Receipt {
             provider_message_id: None,
         })

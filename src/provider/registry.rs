@@ -112,7 +112,7 @@ impl Registry {
                 return Err(err("the name must not be empty".into()));
             }
             let provider: Arc<dyn Provider> = match &config.kind {
-                ProviderKind::Log => Arc::new(LogProvider::new(&config.name)),
+                ProviderKind::Log {} => Arc::new(LogProvider::new(&config.name)),
                 ProviderKind::Webhook { url, secret } => {
                     Arc::new(WebhookProvider::new(url, secret.clone(), send_timeout).map_err(err)?)
                 }

@@ -82,7 +82,7 @@ impl ProviderConfig {
     pub fn log() -> Self {
         ProviderConfig {
             name: "log".into(),
-            kind: ProviderKind::Log,
+            kind: ProviderKind::Log {},
             channels: all_channels(),
             rate_per_sec: None,
             burst: None,
@@ -100,12 +100,14 @@ fn all_channels() -> Vec<Channel> {
     Channel::ALL.to_vec()
 }
 
-/// A provider's kind (`kind = "…"`), with the keys that kind reads.
+/// A provider's kind (`kind = "…"`), with the keys that kind reads: a key that
+/// neither the kind nor [`ProviderConfig`] reads is refused.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ProviderKind {
-    /// Writes each message to the log (`kind = "log"`).
-    Log,
+    /// Writes each message to the log (`kind = "log"`). Braced, as it reads no
+    /// key of its own: so that, as every kind does, it refuses one it does not read.
+    Log {},
     /// POSTs each message as JSON (`kind = "webhook"`).
     Webhook {
         /// Where each message is POSTed.

@@ -24,6 +24,7 @@ use crate::recipient::{self, EmailRules};
 
 /// The keys of a `kind = "smtp"` provider.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     /// The server's name (or IP address); with TLS, the name its certificate must carry.
     pub host: String,

@@ -38,6 +38,7 @@ const CONTENT_TYPE: &str = "application/json; charset=utf-8";
 
 /// `kind = "tencent"` in `[[providers]]`.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TencentConfig {
     /// The API key's `SecretId` requests are signed as.
     pub secret_id: String,

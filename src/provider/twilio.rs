@@ -27,6 +27,7 @@ use crate::domain::Secret;
 /// `api_key_sid`/`api_key_secret` when both are set, else with `account_sid` and
 /// `auth_token`; status callbacks are signed with the auth token.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TwilioConfig {
     /// The account SID (`AC` and 32 hex digits).
     pub account_sid: String,

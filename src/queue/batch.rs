@@ -246,3 +246,41 @@ pub enum BatchAction {
         expires_at_ms: Option<i64>,
     },
 }
+
+impl BatchAction {
+    /// Why this action cannot apply to a batch under `control` whose messages
+    /// are `counts`, or `None` when it can. A cancelled batch can only be
+    /// cancelled again; a finished one (see [`Counts::is_finished`]) has nothing
+    /// to pause, resume or cancel, and only its failed or expired messages to
+    /// retry. A paused batch can always be resumed. Every engine applies this
+    /// rule in the same transaction as the action, so history is never rewritten.
+    pub fn refusal(self, control: BatchControl, counts: &Counts) -> Option<String> {
+        let verb = match self {
+            BatchAction::Pause => "pause",
+            BatchAction::Resume => "resume",
+            BatchAction::Cancel => "cancel",
+            BatchAction::Retry { .. } => "retry",
+        };
+        let finished = || {
+            format!(
+                "the batch has finished ({} sent, {} failed, {} expired, {} cancelled): \
+                 there is nothing to {verb}",
+                counts.sent + counts.delivered + counts.undelivered,
+                counts.failed,
+                counts.expired,
+                counts.cancelled,
+            )
+        };
+        match (self, control) {
+            (BatchAction::Cancel, BatchControl::Cancelled) => None,
+            (_, BatchControl::Cancelled) => Some(format!(
+                "the batch is cancelled: there is nothing to {verb}"
+            )),
+            (BatchAction::Retry { .. }, _) => {
+                (counts.is_finished() && counts.failed + counts.expired == 0).then(finished)
+            }
+            (BatchAction::Resume, BatchControl::Paused) => None,
+            _ => counts.is_finished().then(finished),
+        }
+    }
+}

@@ -110,6 +110,9 @@ macro_rules! conformance {
             #[tokio::test] control::pause_holds_messages_resume_releases_them_cancel_ends_them;
             #[tokio::test] control::an_expired_lease_in_a_paused_batch_comes_back_paused;
             #[tokio::test] control::a_cancelled_batch_can_be_cancelled_again_but_not_retried;
+            #[tokio::test] control::a_finished_batch_refuses_every_control_and_keeps_its_history;
+            #[tokio::test] control::a_batch_that_ended_expired_can_only_be_retried;
+            #[tokio::test] control::a_paused_batch_that_finished_can_be_resumed_but_not_cancelled;
             #[tokio::test] lease::a_renewed_lease_outlives_its_term_and_then_lapses_when_renewal_stops;
             #[tokio::test] lease::a_lost_lease_is_not_renewed_back_nor_a_settled_one;
             #[tokio::test] lease::a_message_whose_lease_lapsed_comes_back_as_an_unknown_outcome_since_its_claim;

@@ -156,6 +156,45 @@ async function readEvents(response, onProgress) {
 
 // ---------------------------------------------------------------- rendering
 
+/** `text` with each `quoted` part as a code element, as the API writes names and values. */
+function withCode(text) {
+  return text.split('`').map((part, i) => (i % 2 ? h('code', {}, part) : part));
+}
+
+/**
+ * The line each recipient of a CSV starts on, by recipient index, counted as the
+ * server counts them: the header row is not a recipient, blank lines are skipped,
+ * and a quoted field may span lines.
+ */
+function recordLines(text) {
+  const starts = [];
+  let line = 1;
+  let quoted = false;
+  let blank = true;
+  let start = 1;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') quoted = !quoted;
+    if ((c === '\n' || c === '\r') && !quoted) {
+      if (c === '\r' && text[i + 1] === '\n') i++;
+      if (!blank) starts.push(start);
+      line++;
+      blank = true;
+      start = line;
+      continue;
+    }
+    if (c === '\n') line++;
+    if (c !== '\r' && c !== '\n' && c !== '\uFEFF') blank = false;
+  }
+  if (!blank) starts.push(start);
+  return starts.slice(1);
+}
+
+/** `recordLines` of the recipients being composed: pasted text, or a chosen file. */
+async function composedLines(csv) {
+  return recordLines(typeof csv === 'string' ? csv : await csv.text());
+}
+
 /** An element with properties and children (strings become text, never HTML). */
 function h(tag, props = {}, ...children) {
   const element = document.createElement(tag);
@@ -188,12 +227,12 @@ const CONTROLS = { 'template.body': '#body', 'template.subject': '#subject', tem
  * Shows an error in `box`: what went wrong, where (the field, the line or the
  * recipient), and each rejected recipient when none could be sent to.
  */
-function showError(box, error) {
+function showError(box, error, lines = null) {
   const body = error instanceof ApiError ? error.body : { message: String(error) };
   const status = error instanceof ApiError && error.status ? ` (HTTP ${error.status})` : '';
-  box.replaceChildren(h('p', {}, h('strong', {}, body.message || 'Something went wrong.'), status));
+  box.replaceChildren(h('p', {}, h('strong', {}, withCode(body.message || 'Something went wrong.')), status));
   if (body.field) box.append(h('p', {}, 'Where: ', h('code', {}, body.field)));
-  if (Array.isArray(body.rejected) && body.rejected.length) box.append(rejectionList(body.rejected));
+  if (Array.isArray(body.rejected) && body.rejected.length) box.append(rejectionList(body.rejected, lines));
   box.hidden = false;
   const field = body.field || '';
   const control = CONTROLS[field] || (/^(line |recipients\[)/.test(field) ? '#recipients' : null);
@@ -214,10 +253,15 @@ function clearError(box) {
 
 const SHOWN_REJECTIONS = 20;
 
-function rejectionList(rejected) {
+/**
+ * The rejected recipients, each named by its CSV line when `lines` (from
+ * `recordLines`) has it, else by its index; `code` in the API's words is shown as code.
+ */
+function rejectionList(rejected, lines = null) {
+  const where = (r) => (lines && lines[r.index] ? `line ${lines[r.index]}` : `index ${r.index}`);
   const list = h('ul', { class: 'rejections' },
     rejected.slice(0, SHOWN_REJECTIONS).map((r) =>
-      h('li', {}, `index ${r.index}: `, h('code', {}, r.to), `: ${r.reason.replaceAll('_', ' ')}`, r.detail ? ` — ${r.detail}` : '')));
+      h('li', {}, `${where(r)}: `, h('code', {}, r.to), `: ${r.reason.replaceAll('_', ' ')}`, r.detail ? [' — ', withCode(r.detail)] : '')));
   if (rejected.length > SHOWN_REJECTIONS) list.append(h('li', {}, `and ${number.format(rejected.length - SHOWN_REJECTIONS)} more`));
   return list;
 }
@@ -251,6 +295,8 @@ function progressWidget(container) {
       const bar = $('.bar', widget);
       bar.setAttribute('aria-valuenow', String(percent));
       bar.setAttribute('aria-valuetext', `${percent} %: ${number.format(done)} of ${number.format(counts.total)} messages settled`);
+      // The final width at once, with the words that say it is finished.
+      $('.fill', widget).style.transition = finished ? 'none' : '';
       $('.fill', widget).style.width = `${percent}%`;
       $('.percent', widget).textContent = `${percent} %`;
       const keys = [...COUNT_ORDER.filter((k) => k in counts), ...Object.keys(counts).filter((k) => k !== 'total' && !COUNT_ORDER.includes(k))];
@@ -345,7 +391,7 @@ async function preview() {
     const report = await api(`/v1/batches?${batch.params}`, {
       method: 'POST', headers: csvHeaders(batch.csv), body: batch.csv, signal: abort.signal,
     });
-    renderPreview(report);
+    renderPreview(report, report.rejected?.length ? await composedLines(batch.csv) : null);
     $('#preview-pane').setAttribute('aria-busy', 'false');
   } catch (e) {
     if (e.name === 'AbortError') return;
@@ -359,7 +405,7 @@ async function preview() {
   }
 }
 
-function renderPreview(report) {
+function renderPreview(report, lines) {
   const rejected = report.rejected || [];
   $('#preview-status').textContent =
     `${number.format(report.accepted)} ${report.accepted === 1 ? 'message' : 'messages'} ready` +
@@ -379,7 +425,7 @@ function renderPreview(report) {
       m.segments ? h('span', { class: 'tag' }, `${m.segments} ${m.segments === 1 ? 'segment' : 'segments'}`) : null),
     m.subject ? h('p', { class: 'subject' }, m.subject) : null,
     h('p', { class: 'text' }, m.body))));
-  $('#preview-rejected').replaceChildren(...(rejected.length ? [h('h3', {}, 'Rejected'), rejectionList(rejected)] : []));
+  $('#preview-rejected').replaceChildren(...(rejected.length ? [h('h3', {}, 'Rejected'), rejectionList(rejected, lines)] : []));
 }
 
 async function send(event) {
@@ -411,7 +457,8 @@ async function send(event) {
   } catch (e) {
     status.textContent = 'Not sent.';
     $('#progress-pane').hidden = true;
-    showError(box, e);
+    const rejected = e instanceof ApiError && e.body?.rejected?.length;
+    showError(box, e, rejected ? await composedLines(batch.csv) : null);
     button.disabled = false;
   } finally {
     compose.sending = false;

@@ -54,6 +54,12 @@ pub(super) struct Context<'a> {
     pub(super) now_ms: i64,
     /// Where in the backoff's jitter range the retry falls, in `[0, 1]`.
     pub(super) jitter: f64,
+    /// The attempt was a probe of the own provider's half-open circuit, and a
+    /// fallback can carry the message now: a failure is the provider's, so the
+    /// message retries at once (through the fallback, as the failed probe opened
+    /// the circuit again) instead of waiting out a backoff, which would let the
+    /// next probe take it again, and again.
+    pub(super) fallback_ready: bool,
 }
 
 /// What the send path does with a message after its turn.
@@ -121,6 +127,15 @@ pub(super) fn decide(turn: Turn, cx: Context<'_>) -> Decision {
     };
     let n = cx.attempt;
     let last = n >= cx.policy.max_attempts;
+    // When to try again after an error that allows it: after the backoff (or the
+    // provider's `Retry-After`), or at once through a ready fallback.
+    let again = |retry_after: Option<Duration>| {
+        if cx.fallback_ready {
+            cx.now_ms
+        } else {
+            at(cx.policy.delay(n, retry_after, cx.jitter))
+        }
+    };
     let text = if failed_over {
         format!("via {}: {error}", cx.via)
     } else {
@@ -141,7 +156,7 @@ pub(super) fn decide(turn: Turn, cx: Context<'_>) -> Decision {
             ),
         },
         provider::Error::Unknown { .. } => Outcome::Unknown {
-            at_ms: at(cx.policy.delay(n, None, cx.jitter)),
+            at_ms: again(None),
             error: text,
         },
         provider::Error::Permanent { .. } | provider::Error::Undeliverable { .. } => {
@@ -151,7 +166,7 @@ pub(super) fn decide(turn: Turn, cx: Context<'_>) -> Decision {
             error: format!("{text} (gave up after {n} attempts)"),
         },
         provider::Error::Transient { retry_after, .. } => Outcome::Retry {
-            at_ms: at(cx.policy.delay(n, *retry_after, cx.jitter)),
+            at_ms: again(*retry_after),
             error: text,
         },
     };
@@ -175,7 +190,46 @@ mod tests {
             via: "a",
             now_ms: 1_000,
             jitter: 1.0,
+            fallback_ready: false,
         }
+    }
+
+    #[test]
+    fn a_failed_probe_with_a_ready_fallback_retries_at_once_without_one_after_the_backoff() {
+        let p = policy();
+        let probe = Context {
+            fallback_ready: true,
+            ..cx(&p, 2)
+        };
+        let d = after(transient("HTTP 503", Some(Duration::from_secs(9))), probe);
+        assert!(
+            matches!(&d.outcome, Outcome::Retry { at_ms: 1_000, error } if error == "HTTP 503"),
+            "{d:?}"
+        );
+        let d = after(
+            provider::Error::Unknown {
+                reason: "no answer".into(),
+            },
+            probe,
+        );
+        assert!(
+            matches!(d.outcome, Outcome::Unknown { at_ms: 1_000, .. }),
+            "{d:?}"
+        );
+        // Its last attempt still fails it; without a fallback the backoff holds.
+        let last = Context {
+            fallback_ready: true,
+            ..cx(&p, p.max_attempts)
+        };
+        assert!(matches!(
+            after(transient("HTTP 503", None), last).outcome,
+            Outcome::Failed { .. }
+        ));
+        let alone = after(transient("HTTP 503", None), cx(&p, 2)).outcome;
+        assert!(
+            matches!(alone, Outcome::Retry { at_ms, .. } if at_ms > 1_000),
+            "{alone:?}"
+        );
     }
 
     fn after(error: provider::Error, cx: Context<'_>) -> Decision {

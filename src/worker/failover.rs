@@ -44,6 +44,23 @@ impl Pool {
         Choice::Wait(wait)
     }
 
+    /// Whether a fallback of `own` whose circuit lets sends through now can carry
+    /// `message`.
+    pub(super) fn fallback_ready(&self, own: &Route, message: &Message) -> bool {
+        let fallbacks = self.inner.fallbacks.get(&own.name).into_iter().flatten();
+        fallbacks
+            .filter(|via| self.inner.circuits.opens_in(&via.name).is_zero())
+            .any(|via| {
+                self.can_carry(
+                    &Routing {
+                        own: own.clone(),
+                        via: via.clone(),
+                    },
+                    message,
+                )
+            })
+    }
+
     /// Whether `message`, of `routing.own`, may go through `routing.via`: always when
     /// that is its own provider; else when both are on its channel's failover list
     /// and the fallback has what it needs (its code for a stored template).

@@ -41,6 +41,7 @@ impl Pool {
                 permit,
                 sent_ms: now_ms(),
                 unknown_since_ms: claimed.unknown_since_ms,
+                probe: probe.is_some(),
             };
             let template = match &claimed.template_id {
                 Some(id) => {
@@ -267,6 +268,9 @@ impl Pool {
         results: &mpsc::UnboundedSender<Done>,
     ) -> Outcome {
         let via = &routing.via;
+        let fallback_ready = attempt.probe
+            && routing.own.name == via.name
+            && self.fallback_ready(&routing.own, message);
         let decision = decide(
             turn,
             Context {
@@ -276,6 +280,7 @@ impl Pool {
                 via: &via.name,
                 now_ms: now_ms(),
                 jitter: fastrand::f64(),
+                fallback_ready,
             },
         );
         self.answered(&via.name, &decision, attempt.sent_ms);
@@ -310,6 +315,8 @@ pub(super) struct Attempt {
     sent_ms: i64,
     /// When an earlier attempt's outcome became unknown, if one did (ms).
     unknown_since_ms: Option<i64>,
+    /// It went as the probe of a half-open circuit.
+    probe: bool,
 }
 
 /// A recipient's stored vars, as providers that render templates take them.

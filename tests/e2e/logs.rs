@@ -1,5 +1,6 @@
-//! What Herald logs at info while it accepts and sends: never a message's body,
-//! a provider's secret or the store's password, in either log format.
+//! What Herald logs at info while it accepts and sends, in either log format: the
+//! log provider's rendered message (it exists to be read there), and otherwise
+//! never a message's body, a provider's secret or the store's password.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -33,10 +34,12 @@ impl Captured {
 }
 
 const BODY_SECRET: &str = "one-time-code-738201";
+/// What the log provider is given to send, rendered.
+const LOG_TEXT: &str = "Hello Ada, from the log provider";
 const SIGNING_SECRET: &str = "webhook-signing-key-5521";
 
-/// Sends one batch through the log provider and one through a signed webhook with
-/// info logs captured in `format`; the log.
+/// Sends one batch through the log provider (the text `LOG_TEXT`) and one holding
+/// `BODY_SECRET` through a signed webhook, with info logs captured in `format`; the log.
 async fn info_log_of_sends(format: LogFormat) -> String {
     let captured = Captured::default();
     let writer = captured.clone();
@@ -53,12 +56,15 @@ async fn info_log_of_sends(format: LogFormat) -> String {
         config.providers = vec![hook];
     })
     .await;
-    for provider in ["log", "signed"] {
+    for (provider, body, var) in [
+        ("log", "Hello {{v}}, from the log provider", "Ada"),
+        ("signed", "Your code is {{v}}", BODY_SECRET),
+    ] {
         let batch = json!({
             "channel": "sms",
             "provider": provider,
-            "template": {"body": "Your code is {{code}}"},
-            "recipients": [{"to": "+8613800000001", "vars": {"code": BODY_SECRET}}],
+            "template": {"body": body},
+            "recipients": [{"to": "+8613800000001", "vars": {"v": var}}],
         });
         let (status, report) = app.post("/v1/batches", &batch).await;
         assert_eq!(status, 202, "{report}");
@@ -76,26 +82,31 @@ async fn info_log_of_sends(format: LogFormat) -> String {
 // Current-thread runtimes: the capturing subscriber is this thread's default, and
 // every task of the app runs on this thread.
 #[tokio::test]
-async fn info_logs_of_sends_hold_no_body_and_no_secret_as_text() {
+async fn info_logs_show_the_log_providers_message_and_no_other_body_or_secret_as_text() {
     let log = info_log_of_sends(LogFormat::Text).await;
-    assert!(log.contains("message delivered to the log"), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("message delivered to the log"))
+        .unwrap_or_else(|| panic!("no log provider line in {log}"));
+    assert!(line.contains("to=+8613800000001"), "{line}");
+    assert!(line.contains(&format!("text=\"{LOG_TEXT}\"")), "{line}");
     assert!(!log.contains(BODY_SECRET), "{log}");
     assert!(!log.contains(SIGNING_SECRET), "{log}");
 }
 
 #[tokio::test]
-async fn info_logs_of_sends_hold_no_body_and_no_secret_as_json() {
+async fn info_logs_show_the_log_providers_message_and_no_other_body_or_secret_as_json() {
     let log = info_log_of_sends(LogFormat::Json).await;
     let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect();
-    assert!(
-        lines
-            .iter()
-            .any(|l| l["fields"]["message"] == "message delivered to the log"),
-        "{log}"
-    );
+    let line = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "message delivered to the log")
+        .unwrap_or_else(|| panic!("no log provider line in {log}"));
+    assert_eq!(line["fields"]["text"], LOG_TEXT, "{line}");
+    assert_eq!(line["fields"]["to"], "+8613800000001", "{line}");
     assert!(!log.contains(BODY_SECRET), "{log}");
     assert!(!log.contains(SIGNING_SECRET), "{log}");
 }

@@ -14,6 +14,7 @@ mod dysmsapi;
 mod events;
 mod failover;
 mod first_hour_input;
+mod first_hour_ops;
 mod helpers;
 mod ingest;
 mod logs;

@@ -111,7 +111,7 @@ pub(in crate::api) fn messages(s: &mut Schemas) -> Vec<Operation> {
 pub(in crate::api) fn events(s: &mut Schemas) -> Vec<Operation> {
     vec![
         op("get", "A batch's progress as server-sent events")
-            .description("`event: progress` at once and on every change (at most four a second), `event: end` when nothing is left pending, sending, paused or of unknown outcome, then the stream closes. Each event's `data` is one line of JSON, a `Progress`. A `: keep-alive` comment comes every 15 s.")
+            .description("`event: progress` at once and on every change (at most four a second), then, when nothing is left pending, sending, paused or of unknown outcome, the final `event: progress` and `event: end` with the same data, and the stream closes (a finished batch's stream is just those two). Each event's `data` is one line of JSON, a `Progress`. A `: keep-alive` comment comes every 15 s.")
             .parameters([batch_id()])
             .answer(200, "The event stream; each event's data is a Progress.", [("text/event-stream", s.answer::<Progress>())])
             .errors(&[404]),
@@ -123,7 +123,7 @@ pub(in crate::api) fn control(s: &mut Schemas) -> Vec<Operation> {
     let actions: Vec<_> = ACTIONS.iter().map(|(name, _)| *name).collect();
     vec![
             op("post", "Pause, resume, cancel or retry a batch")
-                .description("`retry` requeues the failed and expired messages, and only those, with a fresh attempt budget, and gives the batch a fresh deadline: its body's `expires_at` or `valid_for`, else the configured default (none when none is configured). The other actions take no body.")
+                .description("`retry` requeues the failed and expired messages, and only those, with a fresh attempt budget, and gives the batch a fresh deadline: its body's `expires_at` or `valid_for`, else the configured default (none when none is configured). The other actions take no body. `409` when the batch's state makes the action meaningless: a finished batch has nothing to pause, resume or cancel, and only failed or expired messages to retry; a cancelled batch can only be cancelled again.")
                 .parameters([batch_id(), path_parameter("action", json!({"type": "string", "enum": actions}), "")])
                 .optional_body([json_of(s.request::<RetryRequest>())])
                 .answer(200, "The batch after the action.", [json_of(s.answer::<BatchView>())])

@@ -173,8 +173,14 @@ impl Postgres {
         };
         let seq: i64 = row.get(0);
         let control = parse_control(row.get(1))?;
-        if control == BatchControl::Cancelled && action != BatchAction::Cancel {
-            return Err(Error::Conflict("the batch is cancelled".into()));
+        let read_summary = tx.prepare_cached(&self.sql.summary).await.map_err(db)?;
+        let rows = tx
+            .query(&read_summary, &[&id.to_string()])
+            .await
+            .map_err(db)?;
+        let before = summary(id, &rows)?.expect("the batch is locked in this transaction");
+        if let Some(why) = action.refusal(control, &before.counts) {
+            return Err(Error::Conflict(why));
         }
         let now = now_ms();
         let mut expires_at_ms = None;
@@ -215,8 +221,10 @@ impl Postgres {
                     .map_err(db)?;
             }
         }
-        let stmt = tx.prepare_cached(&self.sql.summary).await.map_err(db)?;
-        let rows = tx.query(&stmt, &[&id.to_string()]).await.map_err(db)?;
+        let rows = tx
+            .query(&read_summary, &[&id.to_string()])
+            .await
+            .map_err(db)?;
         let summary = summary(id, &rows)?;
         tx.commit().await.map_err(db)?;
         Ok(summary)

@@ -156,7 +156,14 @@ impl Redis {
             .map_err(|e| self.fail(e))?;
         match reply.first().map(text).transpose()?.flatten().as_deref() {
             Some("none") => Ok(None),
-            Some("conflict") => Err(Error::Conflict("the batch is cancelled".into())),
+            Some("conflict") => {
+                let before = parse_summary(id, &reply[1..])?
+                    .ok_or_else(|| unexpected("a refused batch's summary"))?;
+                let why = action.refusal(before.control, &before.counts);
+                Err(Error::Conflict(why.unwrap_or_else(|| {
+                    "the batch changed while it was being controlled; try again".into()
+                })))
+            }
             Some("ok") => parse_summary(id, &reply[1..]),
             _ => Err(unexpected("a batch control")),
         }

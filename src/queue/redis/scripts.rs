@@ -190,15 +190,28 @@ redis.call('ZADD', P .. 'staging', ARGV[6], ARGV[3] .. ':' .. ARGV[5])
 return 1
 ";
 
-/// Pauses, resumes, cancels or retries a batch: `{'none'}`, `{'conflict'}`, or
-/// `{'ok', <summary fields>}`. A retry requeues the failed and expired messages
-/// and gives the batch its new deadline (none when '').
+/// Pauses, resumes, cancels or retries a batch: `{'none'}`, `{'conflict', <summary
+/// fields>}`, or `{'ok', <summary fields>}`. A retry requeues the failed and expired
+/// messages and gives the batch its new deadline (none when '').
+/// The refusal is `BatchAction::refusal`'s rule, which names the reason.
 /// ARGV: P, now, batch id, action, the retry's deadline in ms (or '').
 const CONTROL: &str = r"
 local action = ARGV[4]
 local b = batch_of(ARGV[3])
 if not b.control then return { 'none' } end
-if b.control == 'cancelled' and action ~= 'cancel' then return { 'conflict' } end
+local c = redis.call('HMGET', b.key, 'pending', 'sending', 'paused', 'unknown', 'failed', 'expired')
+for i = 1, 6 do c[i] = tonumber(c[i]) or 0 end
+local open = c[1] + c[2] + c[3] + c[4]
+local refused
+if b.control == 'cancelled' then refused = action ~= 'cancel'
+elseif action == 'retry' then refused = open == 0 and c[5] + c[6] == 0
+elseif action == 'resume' and b.control == 'paused' then refused = false
+else refused = open == 0 end
+if refused then
+  local out = redis.call('HMGET', b.key, SUMMARY_FIELDS)
+  table.insert(out, 1, 'conflict')
+  return out
+end
 if action == 'retry' then
   local id = ARGV[3]
   b.expires_at = tonumber(ARGV[5])

@@ -261,13 +261,9 @@ pub(super) fn control(
         return Ok(None);
     };
     let (seq, first, last) = (batch.seq, batch.first_row, batch.last_row());
-    let control: String = tx
-        .query_row("SELECT control FROM batches WHERE seq = ?1", [seq], |r| {
-            r.get(0)
-        })
-        .map_err(unavailable)?;
-    if control == BatchControl::Cancelled.as_str() && action != BatchAction::Cancel {
-        return Err(Error::Conflict("the batch is cancelled".into()));
+    let before = summary(&tx, id)?.expect("the batch was just read in this transaction");
+    if let Some(why) = action.refusal(before.control, &before.counts) {
+        return Err(Error::Conflict(why));
     }
     let now = now_ms();
     let set_control = |control: BatchControl| {

@@ -151,3 +151,93 @@ pub(super) async fn pause_and_resume_put_each_message_back_in_its_own_providers_
     assert_eq!(other.len(), 4);
     assert_eq!(counts(&q, id).await.sending, 7);
 }
+
+/// Every control but those named in `allowed`, each refused with a reason that
+/// contains `why`, leaving the batch's summary as it was.
+async fn refused_all_but(q: &Queue, id: BatchId, allowed: &[BatchAction], why: &str) {
+    let before = q.batch(id).await.unwrap().unwrap();
+    for action in [
+        BatchAction::Pause,
+        BatchAction::Resume,
+        BatchAction::Cancel,
+        BatchAction::Retry {
+            expires_at_ms: None,
+        },
+    ] {
+        if allowed.contains(&action) {
+            continue;
+        }
+        match q.control(id, action).await {
+            Err(Error::Conflict(reason)) => {
+                assert!(reason.contains(why), "{action:?}: {reason}")
+            }
+            other => panic!("{action:?} on a finished batch answered {other:?}"),
+        }
+        let after = q.batch(id).await.unwrap().unwrap();
+        assert_eq!(
+            (after.control, after.counts, after.expires_at_ms),
+            (before.control, before.counts, before.expires_at_ms),
+            "{action:?} changed a finished batch"
+        );
+    }
+}
+
+pub(super) async fn a_finished_batch_refuses_every_control_and_keeps_its_history(store: TestStore) {
+    let (q, _url, _guard) = store;
+    let id = accept(&q, batch(2, 0, now_ms())).await;
+    let claimed = q.claim("p", 10, LEASE).await.unwrap();
+    let sent = Outcome::Sent {
+        provider_message_id: None,
+    };
+    q.settle(settle_all(&claimed, sent)).await.unwrap();
+    refused_all_but(
+        &q,
+        id,
+        &[],
+        "finished (2 sent, 0 failed, 0 expired, 0 cancelled)",
+    )
+    .await;
+    let summary = q.batch(id).await.unwrap().unwrap();
+    assert_eq!(batch_state(summary.control, &summary.counts), "done");
+    assert_eq!((summary.counts.sent, summary.counts.cancelled), (2, 0));
+}
+
+pub(super) async fn a_batch_that_ended_expired_can_only_be_retried(store: TestStore) {
+    let (q, _url, _guard) = store;
+    let deadline = now_ms() + 100;
+    let id = accept(&q, TestBatch::sms(1).expires_at(deadline).build()).await;
+    for _ in 0..100 {
+        if now_ms() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty());
+    assert_eq!(counts(&q, id).await.expired, 1);
+    let retry = BatchAction::Retry {
+        expires_at_ms: None,
+    };
+    refused_all_but(&q, id, &[retry], "1 expired").await;
+    let retried = q.control(id, retry).await.unwrap().unwrap();
+    assert_eq!(retried.counts.pending, 1);
+}
+
+pub(super) async fn a_paused_batch_that_finished_can_be_resumed_but_not_cancelled(
+    store: TestStore,
+) {
+    let (q, _url, _guard) = store;
+    let id = accept(&q, batch(2, 0, now_ms())).await;
+    let claimed = q.claim("p", 10, LEASE).await.unwrap();
+    q.control(id, BatchAction::Pause).await.unwrap();
+    let failed = Outcome::Failed {
+        error: "HTTP 400".into(),
+    };
+    q.settle(settle_all(&claimed, failed)).await.unwrap();
+    let retry = BatchAction::Retry {
+        expires_at_ms: None,
+    };
+    refused_all_but(&q, id, &[BatchAction::Resume, retry], "2 failed").await;
+    let resumed = q.control(id, BatchAction::Resume).await.unwrap().unwrap();
+    assert_eq!(resumed.control, BatchControl::Active);
+    assert_eq!(batch_state(resumed.control, &resumed.counts), "done");
+}

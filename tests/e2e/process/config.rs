@@ -57,7 +57,40 @@ async fn a_bad_configuration_stops_serve_with_a_message_naming_the_setting() {
             what: "a misspelt key in the file",
             file: Some(good.replace("poll_interval_ms", "poll_interval")),
             env: &[],
-            says: &["worker.poll_interval", "unknown field"],
+            says: &[
+                "unknown setting `poll_interval` in [worker] (",
+                "bad.toml): did you mean `poll_interval_ms`?",
+            ],
+        },
+        BadConfig {
+            what: "a section's key at the top level",
+            file: Some(format!("default_region = \"CN\"\n{good}")),
+            env: &[],
+            says: &[
+                "unknown setting `default_region` in the top level",
+                "did you mean `default_region` under [recipients]?",
+            ],
+        },
+        BadConfig {
+            what: "a key an SMTP provider does not read",
+            file: Some(format!(
+                "{good}\n[[providers]]\nname = \"mail\"\nkind = \"smtp\"\nhost = \"127.0.0.1\"\n\
+                 from = \"herald@example.com\"\ntls = \"none\"\n"
+            )),
+            env: &[],
+            says: &[
+                "unknown setting `tls` in [[providers]] #2 (`mail`)",
+                "the keys it reads include `host`, `port`, `security`",
+            ],
+        },
+        BadConfig {
+            what: "a section's key at the top level, from the environment",
+            file: Some(good.clone()),
+            env: &[("HERALD_DEFAULT_REGION", "CN")],
+            says: &[
+                "unknown setting `default_region` in the top level (HERALD_DEFAULT_REGION)",
+                "under [recipients]",
+            ],
         },
         BadConfig {
             what: "a --config file that does not exist",
