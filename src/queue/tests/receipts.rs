@@ -36,19 +36,6 @@ pub(super) fn sent_as(claimed: &[Claimed], id_of: impl Fn(u32) -> String) -> Vec
         .collect()
 }
 
-/// Claims provider "p"'s messages once some are due again (within 5 s).
-async fn claim_when_due(q: &Queue) -> Vec<Claimed> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let again = q.claim("p", 10, LEASE).await.unwrap();
-        if !again.is_empty() {
-            return again;
-        }
-        assert!(std::time::Instant::now() < deadline, "never due again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn index_of(c: &Claimed) -> u32 {
     c.id.rsplit('-').next().unwrap().parse().unwrap()
 }
