@@ -62,15 +62,29 @@ pub(super) async fn receive(
     let tally = Tally::of(&effects);
     tracing::debug!(provider = %name, received = effects.len(), applied = tally.applied, held = tally.held, "delivery receipts");
     Ok(match receipts.answer {
+        ReceiptAnswer::Tally => axum::Json(tally).into_response(),
+        answer => fixed_answer(answer),
+    })
+}
+
+/// The answer a provider expects that says nothing of what was done: its own
+/// acknowledgement, or none. The webhook's tally is the caller's.
+pub(super) fn fixed_answer(answer: ReceiptAnswer) -> Response {
+    match answer {
         ReceiptAnswer::Json(body) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
             body,
         )
             .into_response(),
-        ReceiptAnswer::Empty => StatusCode::NO_CONTENT.into_response(),
-        ReceiptAnswer::Tally => axum::Json(tally).into_response(),
-    })
+        ReceiptAnswer::Xml(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        ReceiptAnswer::Empty | ReceiptAnswer::Tally => StatusCode::NO_CONTENT.into_response(),
+    }
 }
 
 /// What became of a request's reports, in counts.

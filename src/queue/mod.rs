@@ -13,7 +13,8 @@
 //!   stores such a batch's template once and each message's variables.
 //! - `batch`: the types that cross the seam; `receipt`: the rules every engine
 //!   applies delivery receipts by; `suppress`: the one place that decides an
-//!   address is undeliverable and suppresses it.
+//!   address is undeliverable and suppresses it; `replies`: the replies ledger
+//!   ([`Reply`]) over the crate-private `ReplyStore` trait.
 //! - `sqlite` is the embedded engine (the default: a directory on local disk);
 //!   `postgres` and `redis` keep the store on a server shared by many processes.
 //!   Each is a folder of files named for what they own. The engine is chosen at
@@ -31,6 +32,7 @@ mod receipt;
 mod records;
 mod redis;
 mod render;
+pub mod replies;
 mod sqlite;
 mod staging;
 pub mod suppress;
@@ -45,6 +47,8 @@ pub(crate) use receipt::{ReceiptTarget, receipt_state, receipt_target};
 pub(crate) use records::RecordStore;
 pub use records::{Records, StoredTemplate, Suppression, Unacked};
 pub(crate) use records::{parse_providers, providers_json, suppression_ranges};
+pub(crate) use replies::ReplyStore;
+pub use replies::{Answered, NewReply, Recorded, Reply, ReplyQuery};
 pub(crate) use staging::Stage;
 pub use staging::{Arrival, Begun, Staging};
 
@@ -80,6 +84,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Queue {
     engine: Arc<dyn Engine>,
     records: Records,
+    replies: Arc<dyn ReplyStore>,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
     /// Compiled templates of recently claimed batches: a batch is claimed a few
@@ -87,15 +92,17 @@ pub struct Queue {
     templates: render::Compiled,
 }
 
-/// One engine as both of its seams.
-fn seams<E: Engine + RecordStore>(engine: Arc<E>) -> (Arc<dyn Engine>, Records) {
-    (engine.clone(), Records::new(engine))
+/// One engine as each of its seams.
+fn seams<E: Engine + RecordStore + ReplyStore>(
+    engine: Arc<E>,
+) -> (Arc<dyn Engine>, Records, Arc<dyn ReplyStore>) {
+    (engine.clone(), Records::new(engine.clone()), engine)
 }
 
 impl Queue {
     /// Opens the store at `store`, with the engine its URL names.
     pub async fn open(store: &StoreUrl) -> Result<Queue> {
-        let (engine, records) = match store {
+        let (engine, records, replies) = match store {
             StoreUrl::Sqlite(dir) => seams(Arc::new(sqlite::Sqlite::open(dir).await?)),
             StoreUrl::Postgres(url) => seams(postgres::open(url).await?),
             StoreUrl::Redis(url) => seams(redis::open(url).await?),
@@ -103,6 +110,7 @@ impl Queue {
         Ok(Queue {
             engine,
             records,
+            replies,
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
         })
@@ -115,6 +123,7 @@ impl Queue {
         Queue {
             engine: wrap(self.engine.clone()),
             records: self.records.clone(),
+            replies: self.replies.clone(),
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
         }
@@ -277,6 +286,27 @@ impl Queue {
     /// (see [`Engine::expire`]); answers how many.
     pub async fn expire(&self, limit: u64) -> Result<u64> {
         self.engine.expire(crate::domain::now_ms(), limit).await
+    }
+
+    /// Records `replies` in one transaction, each once, as
+    /// [`ReplyStore::record_replies`] says: linked to the latest message sent to
+    /// the sender through its provider, an opt-out suppressing the sender and an
+    /// opt-in lifting a suppression a reply made. One answer per reply, in order.
+    pub async fn record_replies(&self, replies: Vec<NewReply>) -> Result<Vec<Recorded>> {
+        if replies.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.replies
+            .record_replies(replies, crate::domain::now_ms())
+            .await
+    }
+
+    /// One page of the replies ledger, oldest first.
+    pub async fn replies(&self, query: ReplyQuery) -> Result<Vec<Reply>> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.replies.replies(query).await
     }
 
     /// The store's templates, suppressions, fingerprints and ingest markers.

@@ -15,7 +15,8 @@
 //! - `settle` and `receipts`: outcomes in bulk, delivery receipts applied or held;
 //! - `ledger`: summaries, message pages, pending counts and batch controls;
 //! - `prune`: removing finished batches past retention;
-//! - `records`: templates, suppressions, send fingerprints and ingest markers.
+//! - `records`: templates, suppressions, send fingerprints and ingest markers;
+//! - `replies`: the replies ledger.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,7 @@ mod location;
 mod prune;
 mod receipts;
 mod records;
+mod replies;
 mod schema;
 mod settle;
 mod sql;

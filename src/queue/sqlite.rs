@@ -15,7 +15,8 @@
 //! - `settle`, `receipts`: what becomes of a claimed message and its receipts;
 //! - `ledger`: batch summaries and pages of messages, control of a batch;
 //! - `expiry`: deadlines, at claim and by the sweep;
-//! - `records`: stored templates, suppressions, fingerprints, unacked markers.
+//! - `records`: stored templates, suppressions, fingerprints, unacked markers;
+//! - `replies`: the replies ledger.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,7 @@ mod lease;
 mod ledger;
 mod receipts;
 mod records;
+mod replies;
 mod schema;
 mod settle;
 mod staging;

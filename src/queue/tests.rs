@@ -3,7 +3,7 @@
 //!
 //! Each topic file (`accept`, `claim`, `lease`, `settle`, `control`, `deadline`, `ledger`,
 //! `limit`, `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`,
-//! `unacked`)
+//! `unacked`, `replies`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
 //! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
@@ -149,6 +149,9 @@ macro_rules! conformance {
             #[tokio::test] fingerprint::recently_sent_returns_the_remembered_subset_since_the_given_time_per_channel;
             #[tokio::test] fingerprint::forgetting_removes_only_the_fingerprints_older_than_the_cutoff;
             #[tokio::test] fingerprint::five_thousand_fingerprints_are_remembered_and_found_in_one_call;
+            #[tokio::test] replies::a_reply_is_stored_once_and_linked_to_the_latest_message_sent_to_its_sender;
+            #[tokio::test] replies::replies_page_by_seq_and_filter_by_sender;
+            #[tokio::test] replies::an_opt_out_suppresses_its_sender_and_an_opt_in_lifts_only_what_a_reply_made;
             #[tokio::test] unacked::unacked_markers_are_found_oldest_first_by_source_and_body_and_expire_after_a_day;
         }
     )+};
@@ -168,6 +171,7 @@ mod ledger;
 mod limit;
 mod new_batch;
 mod receipts;
+mod replies;
 mod settle;
 mod store;
 mod suppression;

@@ -454,6 +454,7 @@ async fn twilio_status_callbacks_are_verified_and_only_final_statuses_count() {
             messaging_service_sid: None,
             base_url: Some(base_url),
             status_callback_url: Some(callback.into()),
+            inbound_url: None,
         });
         tw.channels = vec![Channel::Sms];
         sms_through(config, tw);

@@ -16,7 +16,7 @@ pub(super) fn report(id: &str, to: Option<&str>, delivered: bool, code: &str) ->
 
 /// Claims every message of provider "p" and settles each as sent with the id
 /// `id_of(index)`.
-async fn send_all(q: &Queue, id_of: impl Fn(u32) -> String) -> Vec<Claimed> {
+pub(super) async fn send_all(q: &Queue, id_of: impl Fn(u32) -> String) -> Vec<Claimed> {
     let claimed = q.claim("p", 100, LEASE).await.unwrap();
     q.settle(sent_as(&claimed, id_of)).await.unwrap();
     claimed

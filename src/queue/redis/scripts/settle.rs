@@ -81,7 +81,8 @@ end
 
 /// Settles leased messages; a settlement whose lease is no longer current is ignored.
 /// A message sent with a provider id is indexed by it under the provider that sent
-/// it, and receipts held for the id are applied. Returns those that moved a
+/// it, and receipts held for the id are applied; every message sent is what a
+/// reply from its recipient through that provider is linked to (`last:`). Returns those that moved a
 /// message, 5 values each (see `apply_held`). An unknown outcome stays in
 /// `leased:{provider}`, scored by when it is due again.
 /// ARGV: P, now, then per settlement: member, token, kind (sent, confirmed, retry,
@@ -151,6 +152,12 @@ for i = 3, #ARGV, 7 do
     -- The lease fields stay until the next claim overwrites them: a settlement only
     -- ever matches a message whose state is 'sending'.
     count(b, 'sending', state)
+    if state == 'sent' then
+      local by = m[3]
+      if sent_by ~= '' then by = sent_by end
+      -- What a reply from the recipient is linked to (see `replies.rs`).
+      redis.call('SET', P .. 'last:' .. by .. ':' .. m[6], member)
+    end
     if state == 'sent' and has_text then
       local by = m[3]
       if sent_by ~= '' then by = sent_by end

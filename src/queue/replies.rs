@@ -1,0 +1,131 @@
+//! The replies ledger: messages people sent back to the providers' numbers, each
+//! stored once under its [`crate::provider::reply_id`] and linked to the latest
+//! message Herald sent to that number through that provider. A reply that is an
+//! opt-out keyword suppresses its number on the SMS channel in the reply's own
+//! transaction (the suppression [`super::suppress::opted_out`] decides), and an
+//! opt-in keyword lifts a suppression that a reply made. Every engine implements
+//! the crate-private [`ReplyStore`].
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use super::Result;
+use crate::domain::BatchId;
+use crate::provider::Keyword;
+
+/// A reply to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReply {
+    /// [`crate::provider::reply_id`] of its provider and key.
+    pub id: String,
+    /// The provider's configured name.
+    pub provider: String,
+    /// The sender, E.164.
+    pub from: String,
+    /// The number (or extension code) it was sent to, when the provider says.
+    pub to: Option<String>,
+    pub body: String,
+    /// When the provider says it was sent (ms since the epoch), when it does.
+    pub sent_at_ms: Option<i64>,
+    /// The keyword it is, if it is only one.
+    pub keyword: Option<Keyword>,
+}
+
+/// A reply as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub id: String,
+    /// Its place in the ledger: later replies have higher ones.
+    pub seq: i64,
+    pub provider: String,
+    pub from: String,
+    pub to: Option<String>,
+    pub body: String,
+    pub sent_at_ms: Option<i64>,
+    /// When Herald recorded it (ms since the epoch).
+    pub received_at_ms: i64,
+    pub keyword: Option<Keyword>,
+    /// The latest message sent to `from` through `provider` when the reply came.
+    pub answers: Option<Answered>,
+}
+
+/// The message a reply is taken to answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Answered {
+    pub batch_id: BatchId,
+    pub message_id: String,
+    pub reference: Option<String>,
+}
+
+/// What recording a reply did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The reply as stored: for one recorded before, as it was then.
+    pub reply: Reply,
+    /// It was not in the ledger before this request.
+    pub new: bool,
+}
+
+/// Which replies to list: those after `after` (a [`Reply::seq`]), from `from` when
+/// given, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct ReplyQuery {
+    pub from: Option<String>,
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+impl NewReply {
+    /// The reply as the ledger keeps it once recorded at `seq`, at `received_at_ms`.
+    pub(crate) fn stored(self, seq: i64, received_at_ms: i64, answers: Option<Answered>) -> Reply {
+        Reply {
+            id: self.id,
+            seq,
+            provider: self.provider,
+            from: self.from,
+            to: self.to,
+            body: self.body,
+            sent_at_ms: self.sent_at_ms,
+            received_at_ms,
+            keyword: self.keyword,
+            answers,
+        }
+    }
+}
+
+/// A stored keyword, as [`Keyword::as_str`] wrote it; another is a corrupt store.
+pub(crate) fn stored_keyword(keyword: Option<&str>) -> Result<Option<Keyword>> {
+    keyword
+        .map(|k| {
+            Keyword::parse(k).ok_or_else(|| super::Error::Corrupt(format!("unknown keyword `{k}`")))
+        })
+        .transpose()
+}
+
+/// A stored link: the batch and message ids when the reply has one.
+pub(crate) fn stored_answer(
+    batch_id: Option<&str>,
+    message_id: Option<String>,
+    reference: Option<String>,
+) -> Result<Option<Answered>> {
+    match (batch_id, message_id) {
+        (Some(batch), Some(message_id)) => Ok(Some(Answered {
+            batch_id: super::parse_batch_id(batch)?,
+            message_id,
+            reference,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// The replies ledger of one engine.
+#[async_trait]
+pub(crate) trait ReplyStore: Send + Sync + 'static {
+    /// Records, in one transaction, each of `replies` whose id is not in the ledger
+    /// yet, linked to the latest message sent to its sender through its provider,
+    /// with its keyword's effect on the suppression list; one already there
+    /// changes nothing. One answer per reply, in order.
+    async fn record_replies(&self, replies: Vec<NewReply>, now_ms: i64) -> Result<Vec<Recorded>>;
+    /// Up to `limit` replies as `query` says, oldest first.
+    async fn replies(&self, query: ReplyQuery) -> Result<Vec<Reply>>;
+}

@@ -1,0 +1,180 @@
+//! The conformance suite's part for the replies ledger.
+
+use super::*;
+use crate::provider::Keyword;
+
+fn reply(key: &str, from: &str, body: &str, keyword: Option<Keyword>) -> NewReply {
+    NewReply {
+        id: crate::provider::reply_id("p", key),
+        provider: "p".into(),
+        from: from.into(),
+        to: Some("+15550001111".into()),
+        body: body.into(),
+        sent_at_ms: Some(1_700_000_000_000),
+        keyword,
+    }
+}
+
+async fn sms_suppressions(q: &Queue) -> Vec<Suppression> {
+    q.records()
+        .suppressions(Some(Channel::Sms), None, u32::MAX)
+        .await
+        .unwrap()
+}
+
+/// Sends every claimable message of provider `p`.
+async fn send_all(q: &Queue) {
+    super::receipts::send_all(q, |i| format!("SM{i}")).await;
+}
+
+pub(super) async fn a_reply_is_stored_once_and_linked_to_the_latest_message_sent_to_its_sender(
+    store: TestStore,
+) {
+    let (q, url, _guard) = store;
+    let first = accept(&q, batch_to(&["+8613800000001", "+8613800000002"])).await;
+    send_all(&q).await;
+    // A later batch to the same number: the reply answers its message.
+    let second = accept(&q, batch_to(&["+8613800000009", "+8613800000001"])).await;
+    send_all(&q).await;
+    let recorded = q
+        .record_replies(vec![
+            reply("k1", "+8613800000001", "Thanks", None),
+            reply("k2", "+15550009999", "who is this?", None),
+        ])
+        .await
+        .unwrap();
+    assert!(recorded.iter().all(|r| r.new), "{url}");
+    let linked = recorded[0].reply.answers.clone().expect("linked");
+    assert_eq!(
+        linked.batch_id, second,
+        "{url}: the latest batch, not {first}"
+    );
+    assert_eq!(linked.message_id, message_id(second, 1), "{url}");
+    assert_eq!(linked.reference.as_deref(), Some("r1"), "{url}");
+    assert_eq!(
+        recorded[1].reply.answers, None,
+        "{url}: nothing was sent there"
+    );
+    assert!(recorded[1].reply.seq > recorded[0].reply.seq, "{url}");
+
+    // Posted again: the same reply, as first stored, and nothing new.
+    let again = q
+        .record_replies(vec![reply("k1", "+8613800000001", "Thanks", None)])
+        .await
+        .unwrap();
+    assert!(!again[0].new, "{url}");
+    assert_eq!(again[0].reply, recorded[0].reply, "{url}");
+    let all = q
+        .replies(ReplyQuery {
+            limit: 100,
+            ..ReplyQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "{url}: {all:?}");
+    assert_eq!(all[0], recorded[0].reply, "{url}");
+}
+
+pub(super) async fn replies_page_by_seq_and_filter_by_sender(store: TestStore) {
+    let (q, url, _guard) = store;
+    let replies: Vec<NewReply> = (0..5)
+        .map(|i| {
+            let from = if i % 2 == 0 {
+                "+15550000000"
+            } else {
+                "+15551111111"
+            };
+            reply(&format!("k{i}"), from, &format!("text {i}"), None)
+        })
+        .collect();
+    q.record_replies(replies).await.unwrap();
+    let page = |from: Option<&str>, after: Option<i64>, limit: u32| {
+        let q = q.clone();
+        let from = from.map(str::to_owned);
+        async move {
+            q.replies(ReplyQuery { from, after, limit })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.seq, r.body))
+                .collect::<Vec<_>>()
+        }
+    };
+    let first = page(None, None, 2).await;
+    assert_eq!(
+        first.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
+        ["text 0", "text 1"],
+        "{url}"
+    );
+    let rest = page(None, Some(first[1].0), 10).await;
+    assert_eq!(
+        rest.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
+        ["text 2", "text 3", "text 4"],
+        "{url}"
+    );
+    let evens = page(Some("+15550000000"), None, 10).await;
+    assert_eq!(
+        evens.iter().map(|(_, b)| b.as_str()).collect::<Vec<_>>(),
+        ["text 0", "text 2", "text 4"],
+        "{url}"
+    );
+    let after_first_even = page(Some("+15550000000"), Some(evens[0].0), 1).await;
+    assert_eq!(after_first_even[0].1, "text 2", "{url}");
+}
+
+pub(super) async fn an_opt_out_suppresses_its_sender_and_an_opt_in_lifts_only_what_a_reply_made(
+    store: TestStore,
+) {
+    let (q, url, _guard) = store;
+    let stop = reply("k1", "+8613800000001", "退订", Some(Keyword::OptOut));
+    let stop_id = stop.id.clone();
+    q.record_replies(vec![stop]).await.unwrap();
+    let listed = sms_suppressions(&q).await;
+    assert_eq!(listed.len(), 1, "{url}");
+    assert_eq!(listed[0].address, "+8613800000001", "{url}");
+    assert_eq!(
+        listed[0].reason,
+        format!("replied STOP (reply {stop_id})"),
+        "{url}"
+    );
+
+    // An operator's suppression stays through an opt-in; the reply's goes.
+    q.records()
+        .suppress(vec![Suppression {
+            channel: Channel::Sms,
+            address: "+8613800000002".into(),
+            reason: "complaint".into(),
+            created_at_ms: 0,
+        }])
+        .await
+        .unwrap();
+    q.record_replies(vec![
+        reply("k2", "+8613800000001", "恢复", Some(Keyword::OptIn)),
+        reply("k3", "+8613800000002", "START", Some(Keyword::OptIn)),
+    ])
+    .await
+    .unwrap();
+    let listed = sms_suppressions(&q).await;
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.address.as_str(), s.reason.as_str()))
+            .collect::<Vec<_>>(),
+        [("+8613800000002", "complaint")],
+        "{url}"
+    );
+
+    // The opt-out posted again changes nothing: it was recorded, and lifted since.
+    let again = q
+        .record_replies(vec![reply(
+            "k1",
+            "+8613800000001",
+            "退订",
+            Some(Keyword::OptOut),
+        )])
+        .await
+        .unwrap();
+    assert!(!again[0].new, "{url}");
+    assert_eq!(again[0].reply.keyword, Some(Keyword::OptOut), "{url}");
+    assert_eq!(sms_suppressions(&q).await.len(), 1, "{url}");
+}
