@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::error::Error;
 use super::openapi::{self, Describe, Operation, Schemas, json_of, op, path, text};
 use super::state::AppState;
-use super::{batch, events, receipts, seed, submit, suppressions, templates};
+use super::{batch, events, inbound, receipts, replies, seed, submit, suppressions, templates};
 use crate::auth::{Access, Tokens};
 
 /// Every route: its path, who may call it, its handlers and what they take and
@@ -94,6 +94,7 @@ pub(super) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>, Des
                 .delete(suppressions::remove),
             path::suppressions,
         ),
+        ("/v1/replies", Token, get(replies::list), path::replies),
         ("/send-sms", Token, post(seed::send_sms), path::send_sms),
         // Providers cannot present a bearer token: each request is checked by the
         // provider's own signature where it has one (see the README).
@@ -102,6 +103,12 @@ pub(super) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>, Des
             Public,
             post(receipts::receive),
             path::receipts,
+        ),
+        (
+            "/v1/inbound/{provider}",
+            Public,
+            post(inbound::receive),
+            path::inbound,
         ),
         ("/metrics", Token, get(metrics), metrics_operations),
         ("/openapi.json", Public, get(document), document_operations),

@@ -4,12 +4,13 @@
 //! `HERALD_WORKER__MAX_IN_FLIGHT=64`; `HERALD_PROVIDERS` takes an inline array).
 //!
 //! This file holds the tree's root, its loading and its checks; `delivery`,
-//! `intake` and `ingest` hold the sections; `[[providers]]` entries are
+//! `intake`, `ingest` and `replies` hold the sections; `[[providers]]` entries are
 //! [`crate::provider::ProviderConfig`], read beside the providers.
 
 mod delivery;
 mod ingest;
 mod intake;
+mod replies;
 mod unknown;
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use serde::Deserialize;
 pub use self::delivery::{CircuitConfig, RetryConfig, WorkerConfig};
 pub use self::ingest::{IngestConfig, IngestKind};
 pub use self::intake::{IntakeLimits, RecipientsConfig, ValidForConfig};
+pub use self::replies::{RepliesConfig, ReplyRules};
 pub use self::unknown::UnknownKey;
 use crate::auth::TokenHash;
 use crate::domain::{Channel, StoreUrl};
@@ -77,6 +79,8 @@ pub struct Config {
     pub ingest: Vec<IngestConfig>,
     /// Who may call the API (`[auth]`).
     pub auth: AuthConfig,
+    /// What replies do: keywords and auto-replies (`[replies.sms]`).
+    pub replies: RepliesConfig,
 }
 
 /// Who may call the API.
@@ -107,6 +111,7 @@ impl Default for Config {
             providers: Vec::new(),
             ingest: Vec::new(),
             auth: AuthConfig::default(),
+            replies: RepliesConfig::default(),
         }
     }
 }
@@ -227,6 +232,7 @@ impl Config {
             return Err("limits.max_recipients must be at least 1".into());
         }
         self.circuit.validate()?;
+        self.replies.sms.validate("replies.sms")?;
         self.valid_for.validate(
             self.providers
                 .iter()

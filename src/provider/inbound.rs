@@ -48,13 +48,14 @@ pub fn reply_id(provider: &str, key: &str) -> String {
 }
 
 /// One uplink message of Aliyun's `SmsUp` HTTP batch push.
-#[derive(Deserialize)]
-struct AliyunUplink {
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct AliyunUplink {
     phone_number: String,
     content: String,
     send_time: Option<String>,
     dest_code: Option<String>,
     /// A number in older documentation, a string in newer.
+    #[schemars(extend("type" = ["string", "integer"]))]
     sequence_id: serde_json::Value,
 }
 
@@ -91,8 +92,8 @@ pub fn parse_aliyun_uplink(body: &[u8]) -> Result<Vec<InboundReply>, String> {
 }
 
 /// Tencent Cloud's reply callback: one object (an array of them is read too).
-#[derive(Deserialize)]
-struct TencentReply {
+#[derive(Deserialize, schemars::JsonSchema)]
+pub(crate) struct TencentReply {
     #[serde(default)]
     extend: Option<String>,
     mobile: String,

@@ -45,6 +45,7 @@ use async_trait::async_trait;
 
 pub use self::aliyun::{AliyunConfig, AliyunProvider};
 pub use self::http::{Answer, classify_status, exchange, http_client, parse_retry_after};
+pub(crate) use self::inbound::{AliyunUplink, TencentReply, WireReply};
 pub use self::inbound::{Inbound, InboundReply, reply_id};
 pub use self::keyword::{Keyword, Keywords};
 pub use self::log::LogProvider;

@@ -48,7 +48,7 @@ pub(crate) use records::RecordStore;
 pub use records::{Records, StoredTemplate, Suppression, Unacked};
 pub(crate) use records::{parse_providers, providers_json, suppression_ranges};
 pub(crate) use replies::ReplyStore;
-pub use replies::{Answered, NewReply, Recorded, Reply, ReplyQuery};
+pub use replies::{AUTO_REPLY_SOURCE, Answered, NewReply, Recorded, Reply, ReplyQuery};
 pub(crate) use staging::Stage;
 pub use staging::{Arrival, Begun, Staging};
 
@@ -197,8 +197,9 @@ impl Queue {
         }
         let mut claim = self.engine.claim(provider, limit, lease, limits).await?;
         if let Claim::Messages(claimed) = &mut claim {
-            let unrenderable = self.templates.render(claimed);
-            self.settle(unrenderable).await?;
+            let mut ended = self.templates.render(claimed);
+            ended.extend(self.cancel_suppressed(claimed).await?);
+            self.settle(ended).await?;
         }
         Ok(claim)
     }

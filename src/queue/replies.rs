@@ -6,12 +6,18 @@
 //! opt-in keyword lifts a suppression that a reply made. Every engine implements
 //! the crate-private [`ReplyStore`].
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use serde::Serialize;
 
-use super::Result;
-use crate::domain::BatchId;
+use super::{Claimed, Outcome, Queue, Result, Settlement};
+use crate::domain::{BatchId, Channel};
 use crate::provider::Keyword;
+
+/// The `source` of the batch of an auto-reply (the answer to an opt-out or opt-in
+/// reply): the one batch whose message goes to a suppressed number.
+pub const AUTO_REPLY_SOURCE: &str = "auto-reply";
 
 /// A reply to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,4 +134,69 @@ pub(crate) trait ReplyStore: Send + Sync + 'static {
     async fn record_replies(&self, replies: Vec<NewReply>, now_ms: i64) -> Result<Vec<Recorded>>;
     /// Up to `limit` replies as `query` says, oldest first.
     async fn replies(&self, query: ReplyQuery) -> Result<Vec<Reply>>;
+    /// The reasons of those of `addresses` suppressed on `channel`, by address.
+    async fn suppression_reasons(
+        &self,
+        channel: Channel,
+        addresses: Vec<String>,
+    ) -> Result<HashMap<String, String>>;
+}
+
+impl Queue {
+    /// Takes out of `claimed` the SMS messages whose recipient is suppressed now,
+    /// as one who replied STOP after they were queued is, and answers their
+    /// settlements: `cancelled`, with the suppression's reason. An auto-reply's
+    /// message is left to go. The common case costs one lookup of the claim's
+    /// recipients; the batches are read only for a message found suppressed.
+    pub(super) async fn cancel_suppressed(
+        &self,
+        claimed: &mut Vec<Claimed>,
+    ) -> Result<Vec<Settlement>> {
+        let numbers: Vec<&str> = claimed
+            .iter()
+            .filter(|c| c.channel == Channel::Sms)
+            .map(|c| c.to.as_str())
+            .collect();
+        if numbers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let suppressed = self.records.suppressed(Channel::Sms, &numbers).await?;
+        if suppressed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut exempt = HashSet::new();
+        for batch in claimed
+            .iter()
+            .filter(|c| c.channel == Channel::Sms && suppressed.contains(&c.to))
+            .map(|c| c.batch_id)
+            .collect::<HashSet<_>>()
+        {
+            let summary = self.engine.batch(batch).await?;
+            if summary.is_some_and(|b| b.source == AUTO_REPLY_SOURCE) {
+                exempt.insert(batch);
+            }
+        }
+        let reasons = self
+            .replies
+            .suppression_reasons(Channel::Sms, suppressed.iter().cloned().collect())
+            .await?;
+        let mut cancelled = Vec::new();
+        claimed.retain(|c| {
+            let cancel = c.channel == Channel::Sms
+                && !exempt.contains(&c.batch_id)
+                && suppressed.contains(&c.to);
+            if cancel {
+                let reason = reasons.get(&c.to).map_or("suppressed", String::as_str);
+                cancelled.push(Settlement {
+                    lease: c.lease,
+                    outcome: Outcome::Cancelled {
+                        error: format!("suppressed: {reason}"),
+                    },
+                    sent_by: None,
+                });
+            }
+            !cancel
+        });
+        Ok(cancelled)
+    }
 }

@@ -2,12 +2,14 @@
 //! recording a request's replies in one transaction with their links and their
 //! keywords' suppressions, and listing them.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::{Postgres, db, index_of};
-use crate::domain::message_id;
+use crate::domain::{Channel, message_id};
 use crate::provider::Keyword;
 use crate::queue::replies::{
     Answered, NewReply, Recorded, Reply, ReplyQuery, ReplyStore, stored_answer, stored_keyword,
@@ -49,6 +51,7 @@ pub(super) struct ReplySql {
     opt_in: String,
     page: String,
     page_from: String,
+    reasons: String,
 }
 
 impl ReplySql {
@@ -60,6 +63,10 @@ impl ReplySql {
             opt_out: fill(OPT_OUT),
             opt_in: fill(OPT_IN),
             page: fill(&format!("{REPLY} WHERE seq > $1 ORDER BY seq LIMIT $2")),
+            reasons: fill(
+                "SELECT address, reason FROM {s}.suppressions
+                 WHERE channel = $1 AND address = ANY($2::text[])",
+            ),
             page_from: fill(&format!(
                 "{REPLY} WHERE from_addr = $3 AND seq > $1 ORDER BY seq LIMIT $2"
             )),
@@ -170,6 +177,19 @@ impl ReplyStore for Postgres {
                 .map_err(db)?,
         };
         rows.iter().map(to_reply).collect()
+    }
+
+    async fn suppression_reasons(
+        &self,
+        channel: Channel,
+        addresses: Vec<String>,
+    ) -> Result<HashMap<String, String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(&self.sql.replies.reasons, &[&channel.as_str(), &addresses])
+            .await
+            .map_err(db)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
 

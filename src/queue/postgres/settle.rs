@@ -13,8 +13,9 @@ use super::{Postgres, db};
 pub(super) const SETTLE: &str = "
 UPDATE {s}.messages m SET
     state = CASE s.kind WHEN 'sent' THEN 'sent' WHEN 'confirmed' THEN 'sent' WHEN 'failed' THEN 'failed'
-        WHEN 'unknown' THEN 'unknown' ELSE {requeued} END,
-    attempts = m.attempts + CASE s.kind WHEN 'release' THEN 0 WHEN 'confirmed' THEN 0 ELSE 1 END,
+        WHEN 'unknown' THEN 'unknown' WHEN 'cancelled' THEN 'cancelled' ELSE {requeued} END,
+    attempts = m.attempts + CASE s.kind WHEN 'release' THEN 0 WHEN 'confirmed' THEN 0
+        WHEN 'cancelled' THEN 0 ELSE 1 END,
     available_at = COALESCE(s.at, m.available_at),
     last_error = CASE WHEN s.kind IN ('sent', 'confirmed') THEN NULL ELSE COALESCE(s.error, m.last_error) END,
     provider_message_id = CASE WHEN s.kind IN ('sent', 'confirmed') THEN s.provider_message_id
@@ -69,6 +70,7 @@ impl Postgres {
                     ("unknown", Some(*at_ms), Some(error.as_str()), None)
                 }
                 Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
+                Outcome::Cancelled { error } => ("cancelled", None, Some(error.as_str()), None),
                 Outcome::Release { at_ms, error } => {
                     ("release", Some(*at_ms), error.as_deref(), None)
                 }

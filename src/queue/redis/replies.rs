@@ -12,11 +12,14 @@
 //! keywords' suppressions (kept as the records' `suppressed:sms` and
 //! `suppression:sms`).
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use redis::{Script, Value};
 
 use super::reply::{number, optional_number, required, text, unexpected};
 use super::{PRELUDE, Redis};
+use crate::domain::Channel;
 use crate::provider::Keyword;
 use crate::queue::Result;
 use crate::queue::replies::{
@@ -185,6 +188,31 @@ impl ReplyStore for Redis {
             .await
             .map_err(|e| self.fail(e))?;
         values.chunks(FIELDS + 1).map(to_reply).collect()
+    }
+
+    async fn suppression_reasons(
+        &self,
+        channel: Channel,
+        addresses: Vec<String>,
+    ) -> Result<HashMap<String, String>> {
+        if addresses.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let stored: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.key(&format!("suppression:{channel}")))
+            .arg(&addresses)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(addresses
+            .into_iter()
+            .zip(stored)
+            .filter_map(|(address, stored)| {
+                // `{created_at}:{reason}`, as the records keep it.
+                let reason = stored?.split_once(':')?.1.to_owned();
+                Some((address, reason))
+            })
+            .collect())
     }
 }
 

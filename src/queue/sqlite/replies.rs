@@ -2,19 +2,21 @@
 //! a request's replies in one write transaction with their links and their
 //! keywords' suppressions, and listing them.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::Sqlite;
 use super::connection::{unavailable, write_transaction};
 use super::ledger::batch_by_seq;
-use crate::domain::message_id;
+use crate::domain::{Channel, message_id};
 use crate::provider::Keyword;
-use crate::queue::Result;
 use crate::queue::replies::{
     Answered, NewReply, Recorded, Reply, ReplyQuery, ReplyStore, stored_answer, stored_keyword,
 };
 use crate::queue::suppress::{self, REPLIED_STOP};
+use crate::queue::{Error, Result};
 
 const REPLY: &str = "SELECT id, seq, provider, from_addr, to_addr, body, sent_at, received_at,
     keyword, batch_id, message_id, ref FROM replies";
@@ -54,6 +56,29 @@ impl ReplyStore for Sqlite {
                     }),
             };
             rows.map_err(unavailable)?.into_iter().collect()
+        })
+        .await
+    }
+
+    async fn suppression_reasons(
+        &self,
+        channel: Channel,
+        addresses: Vec<String>,
+    ) -> Result<HashMap<String, String>> {
+        let addresses = serde_json::to_string(&addresses)
+            .map_err(|e| Error::Unavailable(format!("cannot encode addresses: {e}")))?;
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT address, reason FROM suppressions
+                 WHERE channel = ?1 AND address IN (SELECT value FROM json_each(?2))",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![channel.as_str(), addresses], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect()
+            })
+            .map_err(unavailable)
         })
         .await
     }

@@ -50,6 +50,13 @@ pub(super) fn settle(
                  WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
             )
             .map_err(unavailable)?;
+        let mut cancelled = tx
+            .prepare_cached(
+                "UPDATE messages SET state = 'cancelled', last_error = ?3, updated_at = ?4,
+                     lease = NULL, lease_until = NULL
+                 WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
+            )
+            .map_err(unavailable)?;
         for Settlement {
             lease,
             outcome,
@@ -74,6 +81,7 @@ pub(super) fn settle(
                     unknown.execute(params![row, token, at_ms, now, error])
                 }
                 Outcome::Failed { error } => failed.execute(params![row, token, error, now]),
+                Outcome::Cancelled { error } => cancelled.execute(params![row, token, error, now]),
             }
             .map_err(unavailable)?;
             if changed > 0

@@ -40,7 +40,7 @@ fn index_of(c: &Claimed) -> u32 {
     c.id.rsplit('-').next().unwrap().parse().unwrap()
 }
 
-async fn message(q: &Queue, id: BatchId, index: u32) -> MessageRecord {
+pub(super) async fn message(q: &Queue, id: BatchId, index: u32) -> MessageRecord {
     q.messages(
         id,
         MessageQuery {

@@ -178,3 +178,41 @@ pub(super) async fn an_opt_out_suppresses_its_sender_and_an_opt_in_lifts_only_wh
     assert_eq!(again[0].reply.keyword, Some(Keyword::OptOut), "{url}");
     assert_eq!(sms_suppressions(&q).await.len(), 1, "{url}");
 }
+
+pub(super) async fn queued_messages_to_a_number_that_opted_out_end_cancelled_but_its_auto_reply_goes(
+    store: TestStore,
+) {
+    let (q, url, _guard) = store;
+    let queued = accept(&q, batch_to(&["+8613800000001", "+8613800000002"])).await;
+    let stop = reply("k1", "+8613800000001", "TD", Some(Keyword::OptOut));
+    let stop_id = stop.id.clone();
+    q.record_replies(vec![stop]).await.unwrap();
+    let auto = accept(
+        &q,
+        TestBatch::sms_to(&["+8613800000001"])
+            .source(AUTO_REPLY_SOURCE)
+            .build(),
+    )
+    .await;
+
+    let claimed = q.claim("p", 10, LEASE).await.unwrap();
+    let mut got: Vec<(BatchId, &str)> = claimed
+        .iter()
+        .map(|c| (c.batch_id, c.to.as_str()))
+        .collect();
+    got.sort();
+    let mut want = vec![(queued, "+8613800000002"), (auto, "+8613800000001")];
+    want.sort();
+    assert_eq!(got, want, "{url}");
+    let cancelled = super::receipts::message(&q, queued, 0).await;
+    assert_eq!(cancelled.state, MessageState::Cancelled, "{url}");
+    assert_eq!(cancelled.attempts, 0, "{url}");
+    assert_eq!(
+        cancelled.last_error,
+        Some(format!("suppressed: replied STOP (reply {stop_id})")),
+        "{url}"
+    );
+    let c = counts(&q, queued).await;
+    assert_eq!((c.cancelled, c.sending), (1, 1), "{url}: {c:?}");
+    assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty(), "{url}");
+}

@@ -86,7 +86,7 @@ end
 /// message, 5 values each (see `apply_held`). An unknown outcome stays in
 /// `leased:{provider}`, scored by when it is due again.
 /// ARGV: P, now, then per settlement: member, token, kind (sent, confirmed, retry,
-/// unknown, release, failed), at, has text ('1' or '0'), text (error or provider
+/// unknown, release, failed, cancelled), at, has text ('1' or '0'), text (error or provider
 /// message id), the provider that sent it when not its own (else empty).
 pub(super) const SETTLE: &str = r"
 local done, applied = {}, {}
@@ -106,7 +106,9 @@ for i = 3, #ARGV, 7 do
     -- A release is no attempt, nor is asking the provider; the rest count one,
     -- written with the state.
     local attempts = tonumber(m[5])
-    if kind ~= 'release' and kind ~= 'confirmed' then attempts = attempts + 1 end
+    if kind ~= 'release' and kind ~= 'confirmed' and kind ~= 'cancelled' then
+      attempts = attempts + 1
+    end
     local state
     if kind == 'sent' or kind == 'confirmed' then
       members[#members + 1] = member
@@ -121,9 +123,9 @@ for i = 3, #ARGV, 7 do
         redis.call('HSET', key, 'state', state, 'attempts', attempts, 'sent_at', now,
           'updated_at', now)
       end
-    elseif kind == 'failed' then
+    elseif kind == 'failed' or kind == 'cancelled' then
       members[#members + 1] = member
-      state = 'failed'
+      state = kind
       redis.call('HSET', key, 'state', state, 'attempts', attempts, 'error', text,
         'updated_at', now)
     elseif kind == 'unknown' and past_deadline(b) then
