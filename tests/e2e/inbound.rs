@@ -5,12 +5,11 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ProviderServer, TestApp, rfc3339_from_now, route_all_to, spawn_app, wait_for,
+    ProviderServer, TestApp, rfc3339_from_now, route_all_to, spawn_app, twilio_signed, wait_for,
 };
 use herald::domain::{Channel, Secret};
 use herald::provider::{AliyunConfig, ProviderConfig, ProviderKind, TencentConfig, TwilioConfig};
@@ -226,7 +225,7 @@ async fn twilio_incoming_messages_are_checked_by_signature_and_stored_once() {
     .await;
     // Twilio's incoming-message parameters, signed as Twilio signs them.
     let incoming = |sid: &str, body: &str| {
-        let params = vec![
+        let params = [
             ("AccountSid", "AC00000000000000000000000000000001"),
             ("ApiVersion", "2010-04-01"),
             ("Body", body),
@@ -236,18 +235,10 @@ async fn twilio_incoming_messages_are_checked_by_signature_and_stored_once() {
             ("SmsMessageSid", sid),
             ("To", "+15005550001"),
         ];
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"twilio-token").unwrap();
-        mac.update(inbound_url.as_bytes());
-        for (name, value) in &params {
-            mac.update(name.as_bytes());
-            mac.update(value.as_bytes());
-        }
-        let signature =
-            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(params)
-            .finish();
-        (body, signature)
+        twilio_signed(
+            inbound_url,
+            params.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        )
     };
     let post = |body: String, signature: String| {
         let herald = &herald;
