@@ -229,17 +229,19 @@ async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
         .unwrap();
     queue.accept(batch(1)).await.unwrap();
     drop(queue);
-    // The store as the herald before migration 8 left it (and so without 9).
+    // The store as the herald before migration 8 left it (and so without the later).
     let e = engine(&url).await;
     e.client()
         .await
         .unwrap()
         .batch_execute(&format!(
-            "DROP INDEX {schema}.messages_expiring;
+            "DROP TABLE {schema}.replies;
+             DROP INDEX {schema}.messages_sent_to;
+             DROP INDEX {schema}.messages_expiring;
              ALTER TABLE {schema}.messages DROP COLUMN expires_at;
              ALTER TABLE {schema}.batches DROP COLUMN expires_at;
              ALTER TABLE {schema}.batches DROP COLUMN template_source;
-             DELETE FROM {schema}.herald_schema_version WHERE version IN (8, 9)"
+             DELETE FROM {schema}.herald_schema_version WHERE version >= 8"
         ))
         .await
         .unwrap();
