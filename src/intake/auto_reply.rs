@@ -52,6 +52,8 @@ impl Intake {
             report: json!({"accepted": 1, "reply": reply_id}),
             template_id: None,
             template: None,
+            callback_url: None,
+            subscriptions: Vec::new(),
             messages: vec![NewMessage {
                 index: 0,
                 provider: provider.into(),

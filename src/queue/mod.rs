@@ -27,6 +27,7 @@
 
 mod batch;
 mod engine;
+pub mod outbox;
 mod postgres;
 mod receipt;
 mod records;
@@ -42,6 +43,11 @@ pub use batch::{
     MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome, Settlement,
 };
 pub(crate) use engine::Engine;
+pub(crate) use outbox::Outbox;
+pub use outbox::{
+    CALLBACK, Delivery, DeliveryKey, DeliveryOutcome, DeliveryRecord, DeliveryState, Event,
+    EventKind, Kinds, NewEvent, Replay, Subscription,
+};
 pub use receipt::{AppliedReceipt, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect};
 pub(crate) use receipt::{ReceiptTarget, receipt_state, receipt_target};
 pub(crate) use records::RecordStore;
@@ -85,6 +91,7 @@ pub struct Queue {
     engine: Arc<dyn Engine>,
     records: Records,
     replies: Arc<dyn ReplyStore>,
+    outbox: Arc<dyn Outbox>,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
     /// Compiled templates of recently claimed batches: a batch is claimed a few
@@ -92,17 +99,28 @@ pub struct Queue {
     templates: render::Compiled,
 }
 
+/// An engine as each of its seams.
+type Seams = (
+    Arc<dyn Engine>,
+    Records,
+    Arc<dyn ReplyStore>,
+    Arc<dyn Outbox>,
+);
+
 /// One engine as each of its seams.
-fn seams<E: Engine + RecordStore + ReplyStore>(
-    engine: Arc<E>,
-) -> (Arc<dyn Engine>, Records, Arc<dyn ReplyStore>) {
-    (engine.clone(), Records::new(engine.clone()), engine)
+fn seams<E: Engine + RecordStore + ReplyStore + Outbox>(engine: Arc<E>) -> Seams {
+    (
+        engine.clone(),
+        Records::new(engine.clone()),
+        engine.clone(),
+        engine,
+    )
 }
 
 impl Queue {
     /// Opens the store at `store`, with the engine its URL names.
     pub async fn open(store: &StoreUrl) -> Result<Queue> {
-        let (engine, records, replies) = match store {
+        let (engine, records, replies, outbox) = match store {
             StoreUrl::Sqlite(dir) => seams(Arc::new(sqlite::Sqlite::open(dir).await?)),
             StoreUrl::Postgres(url) => seams(postgres::open(url).await?),
             StoreUrl::Redis(url) => seams(redis::open(url).await?),
@@ -111,6 +129,7 @@ impl Queue {
             engine,
             records,
             replies,
+            outbox,
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
         })
@@ -124,6 +143,7 @@ impl Queue {
             engine: wrap(self.engine.clone()),
             records: self.records.clone(),
             replies: self.replies.clone(),
+            outbox: self.outbox.clone(),
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
         }
