@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::error::Error;
 use super::request::{DEFAULT_PAGE, MAX_PAGE, page_limit, query_params};
 use super::state::AppState;
-use crate::domain::format_ms;
-use crate::provider::Keyword;
-use crate::queue::{Answered, Reply, ReplyQuery};
+use crate::queue::{ReplyQuery, ReplyView};
 
 /// `?from=&after=&limit=`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -23,60 +21,6 @@ pub(super) struct Params {
     after: Option<i64>,
     #[schemars(range(min = 1, max = MAX_PAGE), extend("default" = DEFAULT_PAGE))]
     limit: Option<u32>,
-}
-
-/// One reply.
-#[derive(Debug, Serialize, JsonSchema)]
-pub(crate) struct ReplyView {
-    /// The same whenever the provider posts the reply again.
-    id: String,
-    /// Its place in the ledger, for `after`.
-    seq: i64,
-    /// The provider's configured name.
-    provider: String,
-    /// The sender, E.164.
-    from: String,
-    /// The number (or extension code) it was sent to, when the provider says.
-    to: Option<String>,
-    body: String,
-    /// `opt_out` or `opt_in` when the reply is only such a keyword.
-    keyword: Option<Keyword>,
-    /// When the provider says it was sent.
-    sent_at: Option<String>,
-    /// When Herald recorded it.
-    received_at: String,
-    /// The latest message sent to `from` through `provider` when the reply came.
-    answers: Option<AnsweredView>,
-}
-
-/// The message a reply is taken to answer.
-#[derive(Debug, Serialize, JsonSchema)]
-struct AnsweredView {
-    batch_id: String,
-    message_id: String,
-    #[serde(rename = "ref")]
-    reference: Option<String>,
-}
-
-impl From<Reply> for ReplyView {
-    fn from(r: Reply) -> Self {
-        ReplyView {
-            id: r.id,
-            seq: r.seq,
-            provider: r.provider,
-            from: r.from,
-            to: r.to,
-            body: r.body,
-            keyword: r.keyword,
-            sent_at: r.sent_at_ms.map(format_ms),
-            received_at: format_ms(r.received_at_ms),
-            answers: r.answers.map(|a: Answered| AnsweredView {
-                batch_id: a.batch_id.to_string(),
-                message_id: a.message_id,
-                reference: a.reference,
-            }),
-        }
-    }
 }
 
 /// A page of replies.

@@ -54,7 +54,7 @@ pub(crate) use records::RecordStore;
 pub use records::{Records, StoredTemplate, Suppression, Unacked};
 pub(crate) use records::{parse_providers, providers_json, suppression_ranges};
 pub(crate) use replies::ReplyStore;
-pub use replies::{AUTO_REPLY_SOURCE, Answered, NewReply, Recorded, Reply, ReplyQuery};
+pub use replies::{AUTO_REPLY_SOURCE, Answered, NewReply, Recorded, Reply, ReplyQuery, ReplyView};
 pub(crate) use staging::Stage;
 pub use staging::{Arrival, Begun, Staging};
 
@@ -312,13 +312,19 @@ impl Queue {
     /// Records `replies` in one transaction, each once, as
     /// [`ReplyStore::record_replies`] says: linked to the latest message sent to
     /// the sender through its provider, an opt-out suppressing the sender and an
-    /// opt-in lifting a suppression a reply made. One answer per reply, in order.
-    pub async fn record_replies(&self, replies: Vec<NewReply>) -> Result<Vec<Recorded>> {
+    /// opt-in lifting a suppression a reply made, and its `reply` event recorded
+    /// for `endpoints` (the configured webhooks that want replies) and for the
+    /// answered batch's subscriptions. One answer per reply, in order.
+    pub async fn record_replies(
+        &self,
+        replies: Vec<NewReply>,
+        endpoints: Vec<String>,
+    ) -> Result<Vec<Recorded>> {
         if replies.is_empty() {
             return Ok(Vec::new());
         }
         self.replies
-            .record_replies(replies, crate::domain::now_ms())
+            .record_replies(replies, endpoints, crate::domain::now_ms())
             .await
     }
 

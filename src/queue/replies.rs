@@ -9,10 +9,11 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
+use schemars::JsonSchema;
 use serde::Serialize;
 
-use super::{Claimed, Outcome, Queue, Result, Settlement};
-use crate::domain::{BatchId, Channel};
+use super::{Claimed, EventKind, NewEvent, Outcome, Queue, Result, Settlement};
+use crate::domain::{BatchId, Channel, format_ms};
 use crate::provider::Keyword;
 
 /// The `source` of the batch of an auto-reply (the answer to an opt-out or opt-in
@@ -99,6 +100,25 @@ impl NewReply {
     }
 }
 
+impl Reply {
+    /// The `reply` event of a reply just recorded, about the message it answers
+    /// (its engine row `message_row`, when it answers one): id `reply.{id}`, the
+    /// reply as [`ReplyView`] in its payload.
+    pub(crate) fn event(&self, message_row: Option<i64>) -> NewEvent {
+        NewEvent {
+            id: format!("reply.{}", self.id),
+            kind: EventKind::Reply,
+            at_ms: self.received_at_ms,
+            message_row,
+            code: None,
+            payload: Some(
+                serde_json::to_string(&ReplyView::from(self.clone()))
+                    .expect("a reply's view serializes"),
+            ),
+        }
+    }
+}
+
 /// A stored keyword, as [`Keyword::as_str`] wrote it; another is a corrupt store.
 pub(crate) fn stored_keyword(keyword: Option<&str>) -> Result<Option<Keyword>> {
     keyword
@@ -124,14 +144,76 @@ pub(crate) fn stored_answer(
     }
 }
 
+/// One reply as the API lists it and a `reply` event carries it (its `data`):
+/// times in RFC 3339.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ReplyView {
+    /// The same whenever the provider posts the reply again.
+    id: String,
+    /// Its place in the ledger, for `after`.
+    seq: i64,
+    /// The provider's configured name.
+    provider: String,
+    /// The sender, E.164.
+    from: String,
+    /// The number (or extension code) it was sent to, when the provider says.
+    to: Option<String>,
+    body: String,
+    /// `opt_out` or `opt_in` when the reply is only such a keyword.
+    keyword: Option<Keyword>,
+    /// When the provider says it was sent.
+    sent_at: Option<String>,
+    /// When Herald recorded it.
+    received_at: String,
+    /// The latest message sent to `from` through `provider` when the reply came.
+    answers: Option<AnsweredView>,
+}
+
+/// The message a reply is taken to answer.
+#[derive(Debug, Serialize, JsonSchema)]
+struct AnsweredView {
+    batch_id: String,
+    message_id: String,
+    #[serde(rename = "ref")]
+    reference: Option<String>,
+}
+
+impl From<Reply> for ReplyView {
+    fn from(r: Reply) -> Self {
+        ReplyView {
+            id: r.id,
+            seq: r.seq,
+            provider: r.provider,
+            from: r.from,
+            to: r.to,
+            body: r.body,
+            keyword: r.keyword,
+            sent_at: r.sent_at_ms.map(format_ms),
+            received_at: format_ms(r.received_at_ms),
+            answers: r.answers.map(|a| AnsweredView {
+                batch_id: a.batch_id.to_string(),
+                message_id: a.message_id,
+                reference: a.reference,
+            }),
+        }
+    }
+}
+
 /// The replies ledger of one engine.
 #[async_trait]
 pub(crate) trait ReplyStore: Send + Sync + 'static {
     /// Records, in one transaction, each of `replies` whose id is not in the ledger
     /// yet, linked to the latest message sent to its sender through its provider,
-    /// with its keyword's effect on the suppression list; one already there
-    /// changes nothing. One answer per reply, in order.
-    async fn record_replies(&self, replies: Vec<NewReply>, now_ms: i64) -> Result<Vec<Recorded>>;
+    /// with its keyword's effect on the suppression list and its `reply` event (see
+    /// [`Reply::event`]) for `endpoints` and the subscriptions of the answered
+    /// message's batch that want replies; one already there changes nothing. One
+    /// answer per reply, in order.
+    async fn record_replies(
+        &self,
+        replies: Vec<NewReply>,
+        endpoints: Vec<String>,
+        now_ms: i64,
+    ) -> Result<Vec<Recorded>>;
     /// Up to `limit` replies as `query` says, oldest first.
     async fn replies(&self, query: ReplyQuery) -> Result<Vec<Reply>>;
     /// The reasons of those of `addresses` suppressed on `channel`, by address.

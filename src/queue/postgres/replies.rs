@@ -76,26 +76,34 @@ impl ReplySql {
 
 #[async_trait]
 impl ReplyStore for Postgres {
-    async fn record_replies(&self, replies: Vec<NewReply>, now_ms: i64) -> Result<Vec<Recorded>> {
+    async fn record_replies(
+        &self,
+        replies: Vec<NewReply>,
+        endpoints: Vec<String>,
+        now_ms: i64,
+    ) -> Result<Vec<Recorded>> {
         let sql = &self.sql.replies;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
         let mut recorded = Vec::with_capacity(replies.len());
         for reply in replies {
-            let answers = match tx
+            let (message_row, answers) = match tx
                 .query_opt(&sql.latest_sent, &[&reply.provider, &reply.from])
                 .await
                 .map_err(db)?
             {
                 Some(row) => {
                     let batch_id = parse_batch_id(row.get::<_, &str>(1))?;
-                    Some(Answered {
-                        batch_id,
-                        message_id: message_id(batch_id, index_of(row.get(0))),
-                        reference: row.get(2),
-                    })
+                    (
+                        Some(row.get::<_, i64>(0)),
+                        Some(Answered {
+                            batch_id,
+                            message_id: message_id(batch_id, index_of(row.get(0))),
+                            reference: row.get(2),
+                        }),
+                    )
                 }
-                None => None,
+                None => (None, None),
             };
             let keyword = reply.keyword.map(Keyword::as_str);
             let (batch, message, reference) = match &answers {
@@ -152,10 +160,10 @@ impl ReplyStore for Postgres {
                 }
                 None => {}
             }
-            recorded.push(Recorded {
-                reply: reply.stored(row.get(0), now_ms, answers),
-                new: true,
-            });
+            let reply = reply.stored(row.get(0), now_ms, answers);
+            self.record_deliveries(&tx, &endpoints, &reply.event(message_row))
+                .await?;
+            recorded.push(Recorded { reply, new: true });
         }
         tx.commit().await.map_err(db)?;
         Ok(recorded)

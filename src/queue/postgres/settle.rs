@@ -33,12 +33,13 @@ UPDATE {s}.messages m SET
 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $8::text[])
      AS s(id, token, kind, at, error, provider_message_id, sent_by)
 WHERE m.id = s.id AND m.lease = s.token AND m.state = 'sending'
-RETURNING m.id, m.state, m.last_error,
+RETURNING m.id, m.state, m.last_error, s.kind AS settled,
     CASE WHEN s.kind IN ('sent', 'confirmed') THEN m.provider END AS provider, s.provider_message_id
 ), changed AS (
     SELECT id, CASE state WHEN 'sent' THEN 'message.sent' WHEN 'failed' THEN 'message.failed'
                           WHEN 'cancelled' THEN 'message.cancelled' END AS kind,
-           CASE WHEN state = 'failed' THEN last_error END AS code, $7::bigint AS at
+           CASE WHEN state = 'failed' OR settled = 'cancelled' THEN last_error END AS code,
+           $7::bigint AS at
     FROM settled
 ), {record}
 SELECT st.provider, st.provider_message_id, f.seq

@@ -134,7 +134,14 @@ impl Scripts {
 
 #[async_trait]
 impl ReplyStore for Redis {
-    async fn record_replies(&self, replies: Vec<NewReply>, now_ms: i64) -> Result<Vec<Recorded>> {
+    async fn record_replies(
+        &self,
+        replies: Vec<NewReply>,
+        endpoints: Vec<String>,
+        now_ms: i64,
+    ) -> Result<Vec<Recorded>> {
+        // The outbox has no Redis side yet: a reply records no event here.
+        let _ = endpoints;
         let mut call = self.replies.record.prepare_invoke();
         call.arg(&self.prefix).arg(now_ms).arg(REPLIED_STOP);
         for reply in &replies {

@@ -10,6 +10,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use super::Sqlite;
 use super::connection::{unavailable, write_transaction};
 use super::ledger::batch_by_seq;
+use super::record::record_deliveries;
 use crate::domain::{Channel, message_id};
 use crate::provider::Keyword;
 use crate::queue::replies::{
@@ -23,12 +24,17 @@ const REPLY: &str = "SELECT id, seq, provider, from_addr, to_addr, body, sent_at
 
 #[async_trait]
 impl ReplyStore for Sqlite {
-    async fn record_replies(&self, replies: Vec<NewReply>, now_ms: i64) -> Result<Vec<Recorded>> {
+    async fn record_replies(
+        &self,
+        replies: Vec<NewReply>,
+        endpoints: Vec<String>,
+        now_ms: i64,
+    ) -> Result<Vec<Recorded>> {
         self.write(move |conn| {
             let tx = write_transaction(conn)?;
             let recorded = replies
                 .into_iter()
-                .map(|reply| record(&tx, reply, now_ms))
+                .map(|reply| record(&tx, reply, &endpoints, now_ms))
                 .collect::<Result<Vec<_>>>()?;
             tx.commit().map_err(unavailable)?;
             Ok(recorded)
@@ -84,16 +90,24 @@ impl ReplyStore for Sqlite {
     }
 }
 
-/// Records one reply, unless it is there already, with its link and its keyword's
-/// effect.
-fn record(tx: &Transaction<'_>, reply: NewReply, now_ms: i64) -> Result<Recorded> {
+/// Records one reply, unless it is there already, with its link, its keyword's
+/// effect and its event.
+fn record(
+    tx: &Transaction<'_>,
+    reply: NewReply,
+    endpoints: &[String],
+    now_ms: i64,
+) -> Result<Recorded> {
     if let Some(stored) = stored(tx, &reply.id)? {
         return Ok(Recorded {
             reply: stored,
             new: false,
         });
     }
-    let answers = latest_sent(tx, &reply.provider, &reply.from)?;
+    let (row, answers) = match latest_sent(tx, &reply.provider, &reply.from)? {
+        Some((row, answers)) => (Some(row), Some(answers)),
+        None => (None, None),
+    };
     let seq = tx
         .prepare_cached(
             "INSERT INTO replies (id, provider, from_addr, to_addr, body, sent_at, received_at,
@@ -150,10 +164,9 @@ fn record(tx: &Transaction<'_>, reply: NewReply, now_ms: i64) -> Result<Recorded
         }
         None => {}
     }
-    Ok(Recorded {
-        reply: reply.stored(seq, now_ms, answers),
-        new: true,
-    })
+    let reply = reply.stored(seq, now_ms, answers);
+    record_deliveries(tx, endpoints, &reply.event(row))?;
+    Ok(Recorded { reply, new: true })
 }
 
 fn stored(tx: &Transaction<'_>, id: &str) -> Result<Option<Reply>> {
@@ -163,9 +176,9 @@ fn stored(tx: &Transaction<'_>, id: &str) -> Result<Option<Reply>> {
         .transpose()
 }
 
-/// The latest message sent to `to` through `provider` (by the partial index of
-/// sent messages by provider and recipient).
-fn latest_sent(tx: &Transaction<'_>, provider: &str, to: &str) -> Result<Option<Answered>> {
+/// The latest message sent to `to` through `provider`, and its row (by the partial
+/// index of sent messages by provider and recipient).
+fn latest_sent(tx: &Transaction<'_>, provider: &str, to: &str) -> Result<Option<(i64, Answered)>> {
     let Some((row, batch, reference)) = tx
         .prepare_cached(
             "SELECT id, batch, ref FROM messages
@@ -187,11 +200,14 @@ fn latest_sent(tx: &Transaction<'_>, provider: &str, to: &str) -> Result<Option<
         return Ok(None);
     };
     let batch = batch_by_seq(tx, batch)?;
-    Ok(Some(Answered {
-        batch_id: batch.id,
-        message_id: message_id(batch.id, batch.index_of(row)),
-        reference,
-    }))
+    Ok(Some((
+        row,
+        Answered {
+            batch_id: batch.id,
+            message_id: message_id(batch.id, batch.index_of(row)),
+            reference,
+        },
+    )))
 }
 
 fn read_reply(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Reply>> {

@@ -21,7 +21,8 @@ pub(super) fn settle(
     let tx = light_transaction(conn)?;
     let mut identified = Vec::new();
     let (mut sent_rows, mut failed_rows, mut requeued_rows) = (Vec::new(), Vec::new(), Vec::new());
-    let mut cancelled_rows = Vec::new();
+    // Cancelled as their recipients opted out, by reason: each event's code.
+    let mut suppressed: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
     {
         let mut sent = tx
             .prepare_cached(
@@ -92,7 +93,9 @@ pub(super) fn settle(
                     Outcome::Sent { .. } | Outcome::Confirmed { .. } => sent_rows.push(row),
                     Outcome::Failed { .. } => failed_rows.push(row),
                     Outcome::Retry { .. } | Outcome::Release { .. } => requeued_rows.push(row),
-                    Outcome::Cancelled { .. } => cancelled_rows.push(row),
+                    Outcome::Cancelled { error } => {
+                        suppressed.entry(error.as_str()).or_default().push(row);
+                    }
                     Outcome::Unknown { .. } => {}
                 }
             }
@@ -113,8 +116,11 @@ pub(super) fn settle(
     record_message_events(&tx, &sent_rows, EventKind::Sent, None, now)?;
     record_message_events(&tx, &failed_rows, EventKind::Failed, None, now)?;
     // A message requeued into a cancelled batch ends there.
-    cancelled_rows.extend(ended_cancelled(&tx, &requeued_rows)?);
-    record_message_events(&tx, &cancelled_rows, EventKind::Cancelled, None, now)?;
+    let cancelled = ended_cancelled(&tx, &requeued_rows)?;
+    record_message_events(&tx, &cancelled, EventKind::Cancelled, None, now)?;
+    for (reason, rows) in suppressed {
+        record_message_events(&tx, &rows, EventKind::Cancelled, Some(reason), now)?;
+    }
     let applied = apply_held_receipts(&tx, &identified, now)?;
     tx.commit().map_err(unavailable)?;
     Ok(applied)

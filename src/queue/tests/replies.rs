@@ -37,10 +37,13 @@ pub(super) async fn a_reply_is_stored_once_and_linked_to_the_latest_message_sent
     let second = accept(&q, batch_to(&["+8613800000009", "+8613800000001"])).await;
     send_all(&q).await;
     let recorded = q
-        .record_replies(vec![
-            reply("k1", "+8613800000001", "Thanks", None),
-            reply("k2", "+15550009999", "who is this?", None),
-        ])
+        .record_replies(
+            vec![
+                reply("k1", "+8613800000001", "Thanks", None),
+                reply("k2", "+15550009999", "who is this?", None),
+            ],
+            Vec::new(),
+        )
         .await
         .unwrap();
     assert!(recorded.iter().all(|r| r.new), "{url}");
@@ -59,7 +62,10 @@ pub(super) async fn a_reply_is_stored_once_and_linked_to_the_latest_message_sent
 
     // Posted again: the same reply, as first stored, and nothing new.
     let again = q
-        .record_replies(vec![reply("k1", "+8613800000001", "Thanks", None)])
+        .record_replies(
+            vec![reply("k1", "+8613800000001", "Thanks", None)],
+            Vec::new(),
+        )
         .await
         .unwrap();
     assert!(!again[0].new, "{url}");
@@ -87,7 +93,7 @@ pub(super) async fn replies_page_by_seq_and_filter_by_sender(store: TestStore) {
             reply(&format!("k{i}"), from, &format!("text {i}"), None)
         })
         .collect();
-    q.record_replies(replies).await.unwrap();
+    q.record_replies(replies, Vec::new()).await.unwrap();
     let page = |from: Option<&str>, after: Option<i64>, limit: u32| {
         let q = q.clone();
         let from = from.map(str::to_owned);
@@ -128,7 +134,7 @@ pub(super) async fn an_opt_out_suppresses_its_sender_and_an_opt_in_lifts_only_wh
     let (q, url, _guard) = store;
     let stop = reply("k1", "+8613800000001", "退订", Some(Keyword::OptOut));
     let stop_id = stop.id.clone();
-    q.record_replies(vec![stop]).await.unwrap();
+    q.record_replies(vec![stop], Vec::new()).await.unwrap();
     let listed = sms_suppressions(&q).await;
     assert_eq!(listed.len(), 1, "{url}");
     assert_eq!(listed[0].address, "+8613800000001", "{url}");
@@ -148,10 +154,13 @@ pub(super) async fn an_opt_out_suppresses_its_sender_and_an_opt_in_lifts_only_wh
         }])
         .await
         .unwrap();
-    q.record_replies(vec![
-        reply("k2", "+8613800000001", "恢复", Some(Keyword::OptIn)),
-        reply("k3", "+8613800000002", "START", Some(Keyword::OptIn)),
-    ])
+    q.record_replies(
+        vec![
+            reply("k2", "+8613800000001", "恢复", Some(Keyword::OptIn)),
+            reply("k3", "+8613800000002", "START", Some(Keyword::OptIn)),
+        ],
+        Vec::new(),
+    )
     .await
     .unwrap();
     let listed = sms_suppressions(&q).await;
@@ -166,12 +175,10 @@ pub(super) async fn an_opt_out_suppresses_its_sender_and_an_opt_in_lifts_only_wh
 
     // The opt-out posted again changes nothing: it was recorded, and lifted since.
     let again = q
-        .record_replies(vec![reply(
-            "k1",
-            "+8613800000001",
-            "退订",
-            Some(Keyword::OptOut),
-        )])
+        .record_replies(
+            vec![reply("k1", "+8613800000001", "退订", Some(Keyword::OptOut))],
+            Vec::new(),
+        )
         .await
         .unwrap();
     assert!(!again[0].new, "{url}");
@@ -183,10 +190,16 @@ pub(super) async fn queued_messages_to_a_number_that_opted_out_end_cancelled_but
     store: TestStore,
 ) {
     let (q, url, _guard) = store;
-    let queued = accept(&q, batch_to(&["+8613800000001", "+8613800000002"])).await;
+    let queued = accept(
+        &q,
+        TestBatch::sms_to(&["+8613800000001", "+8613800000002"])
+            .subscribed(&[("app", Kinds::all())])
+            .build(),
+    )
+    .await;
     let stop = reply("k1", "+8613800000001", "TD", Some(Keyword::OptOut));
     let stop_id = stop.id.clone();
-    q.record_replies(vec![stop]).await.unwrap();
+    q.record_replies(vec![stop], Vec::new()).await.unwrap();
     let auto = accept(
         &q,
         TestBatch::sms_to(&["+8613800000001"])
@@ -214,5 +227,65 @@ pub(super) async fn queued_messages_to_a_number_that_opted_out_end_cancelled_but
     );
     let c = counts(&q, queued).await;
     assert_eq!((c.cancelled, c.sending), (1, 1), "{url}: {c:?}");
+    let told = q.deliveries(Some("app"), None, None, 100).await.unwrap();
+    let cancel = told
+        .iter()
+        .find(|d| d.event.kind == EventKind::Cancelled)
+        .unwrap_or_else(|| panic!("{url}: no message.cancelled in {told:?}"));
+    assert_eq!(
+        cancel.event.message_id,
+        Some(message_id(queued, 0)),
+        "{url}"
+    );
+    assert_eq!(cancel.event.code, cancelled.last_error, "{url}");
     assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty(), "{url}");
+}
+
+pub(super) async fn a_reply_records_its_event_for_the_answered_batch_and_the_endpoints_wanting_replies(
+    store: TestStore,
+) {
+    let (q, url, _guard) = store;
+    let replies_only: Kinds = [EventKind::Reply].into_iter().collect();
+    let sent_only: Kinds = [EventKind::Sent].into_iter().collect();
+    let id = accept(
+        &q,
+        TestBatch::sms_to(&["+8613800000001"])
+            .subscribed(&[("app", replies_only), ("audit", sent_only)])
+            .build(),
+    )
+    .await;
+    send_all(&q).await;
+    let recorded = q
+        .record_replies(
+            vec![reply("k1", "+8613800000001", "TD", Some(Keyword::OptOut))],
+            vec!["all-replies".into()],
+        )
+        .await
+        .unwrap();
+    let reply_id = recorded[0].reply.id.clone();
+    // Posted again: no second event.
+    q.record_replies(
+        vec![reply("k1", "+8613800000001", "TD", Some(Keyword::OptOut))],
+        vec!["all-replies".into()],
+    )
+    .await
+    .unwrap();
+    for endpoint in ["app", "all-replies"] {
+        let found = q.deliveries(Some(endpoint), None, None, 100).await.unwrap();
+        assert_eq!(found.len(), 1, "{url}: {endpoint} {found:?}");
+        let event = &found[0].event;
+        assert_eq!(event.id, format!("reply.{reply_id}"), "{url}");
+        assert_eq!(event.kind, EventKind::Reply, "{url}");
+        assert_eq!(event.batch_id, Some(id), "{url}");
+        assert_eq!(event.message_id, Some(message_id(id, 0)), "{url}");
+        let data = event.data.clone().expect("a reply carries its record");
+        assert_eq!(data["id"], reply_id.as_str(), "{url}");
+        assert_eq!(data["keyword"], "opt_out", "{url}");
+        assert_eq!(data["answers"]["ref"], "r0", "{url}");
+    }
+    let audit = q.deliveries(Some("audit"), None, None, 100).await.unwrap();
+    assert!(
+        audit.iter().all(|d| d.event.kind == EventKind::Sent),
+        "{url}: {audit:?}"
+    );
 }
