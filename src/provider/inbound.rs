@@ -2,7 +2,7 @@
 //! [`InboundReply`]), the id a reply is stored under ([`reply_id`]), and the parsers
 //! of Aliyun's uplink push, Tencent Cloud's reply callback and the webhook
 //! provider's replies. The route `POST /v1/inbound/{name}` hands each request to
-//! its provider's [`super::Provider::read_inbound`], which checks it as the
+//! its provider's [`crate::provider::Provider::read_inbound`], which checks it as the
 //! provider's receipts are checked ([`super::ReceiptError`]).
 
 use serde::Deserialize;

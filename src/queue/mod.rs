@@ -209,7 +209,9 @@ impl Queue {
 
     /// Claims up to `limit` due messages for `provider` within `limits` (its own, or
     /// those of the provider they fail over to), which hold across every process on
-    /// this store.
+    /// this store. A claimed SMS message whose recipient was suppressed since it was
+    /// queued (an opt-out reply) is not answered: it ends `cancelled`, with the
+    /// suppression's reason.
     pub async fn claim_within(
         &self,
         provider: &str,
