@@ -16,6 +16,7 @@
 //! [`csv_input`] reads CSV files as spreadsheets export them; [`ingest`] takes jobs
 //! from an existing application's Redis list or AMQP queue into [`intake`]; [`auth`]
 //! makes and checks API tokens; [`metrics`] counts what the API and the workers do.
+//! [`webhook`] posts status events to the application's endpoints, signed.
 //! [`backoff`] is the one schedule of waits after failures that retries, ingest
 //! and the circuits share. [`web`] is the page served at `/`, which drives the API from a browser.
 
@@ -39,4 +40,5 @@ pub mod sms;
 pub mod telemetry;
 pub mod template;
 pub mod web;
+pub mod webhook;
 pub mod worker;
