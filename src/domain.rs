@@ -9,10 +9,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod deadline;
+mod http_url;
 mod secret;
+mod signing_secret;
 mod store_url;
 pub use deadline::{Deadline, InvalidDeadline};
+pub use http_url::HttpUrl;
 pub use secret::Secret;
+pub use signing_secret::{MIN_SECRET_BYTES, SigningSecret};
 pub use store_url::{InvalidStoreUrl, StoreUrl};
 
 /// The kind of message a batch sends; each recipient address is checked for its channel.

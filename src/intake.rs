@@ -26,6 +26,7 @@ mod request;
 use crate::queue::{self, Accepted, Arrival, BatchTemplate, Begun, Queue};
 use crate::recipient::{self, Rules};
 use crate::template::Template;
+use crate::webhook::Subscribers;
 use check::*;
 use intaking::*;
 pub use report::{Cost, EncodingCount, Group, Preview, Rejection, Report, SmsSummary};
@@ -87,6 +88,8 @@ pub struct Intake {
     metrics: Metrics,
     /// The deadline of a batch that gives none.
     valid_for: ValidForConfig,
+    /// Who is told of each batch's events.
+    subscribers: Subscribers,
 }
 
 /// A submit's options besides the recipients.
@@ -107,6 +110,8 @@ pub struct Envelope<'a> {
     pub dry_run: bool,
     /// Reject recipients sent the same message within `recipients.recent_window_secs`.
     pub reject_recent_duplicates: bool,
+    /// Where the batch's events are posted besides the configured webhooks.
+    pub callback_url: Option<&'a str>,
 }
 
 impl Intake {
@@ -127,7 +132,14 @@ impl Intake {
             recent_window,
             metrics,
             valid_for,
+            subscribers: Subscribers::default(),
         }
+    }
+
+    /// This intake, with each batch's events going to `subscribers`.
+    pub fn with_subscribers(mut self, subscribers: Subscribers) -> Self {
+        self.subscribers = subscribers;
+        self
     }
 
     /// The deadline of a batch of `channel` through `provider` that gives `asked`
@@ -218,6 +230,7 @@ impl Intake {
             idempotency,
             dry_run,
             reject_recent_duplicates: request.reject_recent_duplicates,
+            callback_url: request.callback_url.as_deref(),
         };
         let template = match (request.template.clone(), &request.template_id) {
             (Some(_), Some(_)) => {
@@ -453,6 +466,11 @@ impl Intake {
                 "priority",
                 format!("must be between -100 and 100, not {priority}"),
             ));
+        }
+        if let Some(url) = envelope.callback_url {
+            self.subscribers
+                .check_callback(url)
+                .map_err(|message| invalid("callback_url", message))?;
         }
         let now = now_ms();
         let send_at_ms = match envelope.send_at {

@@ -9,8 +9,8 @@
 //! while its [`circuit`] is open, the next one of the channel's failover list) and
 //! settles the outcome back in bulk. [`app`] wires it together and owns the
 //! shutdown order; [`config`] and [`telemetry`] set it up; [`domain`] holds the
-//! pure types everything shares (with the [`domain::Secret`] and
-//! [`domain::StoreUrl`] settings, so that no module reaches up into [`config`]
+//! pure types everything shares (with the [`domain::Secret`],
+//! [`domain::SigningSecret`], [`domain::HttpUrl`] and [`domain::StoreUrl`] settings, so that no module reaches up into [`config`]
 //! for them); [`recipient`] normalises phone numbers and
 //! mailboxes and [`sms`] measures an SMS text's encoding and segments, both pure;
 //! [`csv_input`] reads CSV files as spreadsheets export them; [`ingest`] takes jobs

@@ -2,11 +2,14 @@
 //! as signed JSON arrays of events to the configured `[[webhooks]]` endpoints and
 //! to a batch's own `callback_url`.
 //!
-//! - `sign`: Standard Webhooks secrets, signatures and request ids.
+//! - `sign`: Standard Webhooks signatures and request ids.
+//! - `subscribers`: which endpoints a batch's events go to.
 
 mod sign;
+mod subscribers;
 
-pub use sign::{MIN_SECRET_BYTES, SigningSecret, request_id};
+pub use sign::{headers, request_id, sign};
+pub use subscribers::Subscribers;
 
 #[cfg(test)]
 mod tests;

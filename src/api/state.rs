@@ -9,6 +9,7 @@ use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::provider::Registry;
 use crate::queue::Queue;
+use crate::webhook::Subscribers;
 
 /// What every handler shares; cheap to clone.
 #[derive(Clone)]
@@ -48,7 +49,8 @@ impl AppState {
                 config.recipients.recent_window(),
                 config.valid_for.clone(),
                 metrics.clone(),
-            ),
+            )
+            .with_subscribers(Subscribers::new(&config.webhooks, &config.webhook)),
             metrics,
             queue,
             max_body_bytes: config.limits.max_body_bytes,

@@ -4,6 +4,7 @@ use std::process::{Command, Stdio};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::domain::SigningSecret;
 
 /// A signed request: the secret as configured, its headers and its body.
 type Signed<'a> = (&'a str, Vec<(&'static str, String)>, &'a [u8]);
@@ -54,7 +55,7 @@ fn a_herald_signed_request_verifies_with_the_standardwebhooks_package() {
     let body = br#"[{"id":"m1.sent","type":"message.sent"}]"#;
     let id = request_id(["m1.sent"]);
     let now = jiff::Timestamp::now().as_second();
-    let headers = secret.headers(&id, now, body).to_vec();
+    let headers = headers(&secret, &id, now, body).to_vec();
     let payloads = verified_by_standardwebhooks(&[(secret_text, headers, body)]).unwrap();
     assert_eq!(
         payloads,
@@ -67,7 +68,7 @@ fn a_tampered_body_does_not_verify_with_the_standardwebhooks_package() {
     let secret_text = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let secret = SigningSecret::parse(secret_text).unwrap();
     let now = jiff::Timestamp::now().as_second();
-    let headers = secret.headers("msg_1", now, b"[1]").to_vec();
+    let headers = headers(&secret, "msg_1", now, b"[1]").to_vec();
     let refused = verified_by_standardwebhooks(&[(secret_text, headers, b"[2]")])
         .expect_err("a tampered body must not verify");
     assert!(refused.contains("does not verify"), "{refused}");
