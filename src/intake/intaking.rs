@@ -304,6 +304,8 @@ impl Intaking {
             report: Value::Null,
             template_id: self.template_id.clone(),
             template: self.stored_template.clone(),
+            callback_url: None,
+            subscriptions: Vec::new(),
             messages,
         }
     }

@@ -26,6 +26,7 @@
 
 mod batch;
 mod engine;
+pub mod outbox;
 mod postgres;
 mod receipt;
 mod records;
@@ -40,6 +41,11 @@ pub use batch::{
     MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome, Settlement,
 };
 pub(crate) use engine::Engine;
+pub(crate) use outbox::Outbox;
+pub use outbox::{
+    CALLBACK, Delivery, DeliveryKey, DeliveryOutcome, DeliveryRecord, DeliveryState, Event,
+    EventKind, Kinds, NewEvent, Replay, Subscription,
+};
 pub use receipt::{AppliedReceipt, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect};
 pub(crate) use receipt::{ReceiptTarget, receipt_state, receipt_target};
 pub(crate) use records::RecordStore;
@@ -80,6 +86,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Queue {
     engine: Arc<dyn Engine>,
     records: Records,
+    outbox: Arc<dyn Outbox>,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
     /// Compiled templates of recently claimed batches: a batch is claimed a few
@@ -87,15 +94,17 @@ pub struct Queue {
     templates: render::Compiled,
 }
 
-/// One engine as both of its seams.
-fn seams<E: Engine + RecordStore>(engine: Arc<E>) -> (Arc<dyn Engine>, Records) {
-    (engine.clone(), Records::new(engine))
+/// One engine as each of its seams.
+fn seams<E: Engine + RecordStore + Outbox>(
+    engine: Arc<E>,
+) -> (Arc<dyn Engine>, Records, Arc<dyn Outbox>) {
+    (engine.clone(), Records::new(engine.clone()), engine)
 }
 
 impl Queue {
     /// Opens the store at `store`, with the engine its URL names.
     pub async fn open(store: &StoreUrl) -> Result<Queue> {
-        let (engine, records) = match store {
+        let (engine, records, outbox) = match store {
             StoreUrl::Sqlite(dir) => seams(Arc::new(sqlite::Sqlite::open(dir).await?)),
             StoreUrl::Postgres(url) => seams(postgres::open(url).await?),
             StoreUrl::Redis(url) => seams(redis::open(url).await?),
@@ -103,6 +112,7 @@ impl Queue {
         Ok(Queue {
             engine,
             records,
+            outbox,
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
         })
@@ -115,6 +125,7 @@ impl Queue {
         Queue {
             engine: wrap(self.engine.clone()),
             records: self.records.clone(),
+            outbox: self.outbox.clone(),
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
         }

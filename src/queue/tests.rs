@@ -3,7 +3,7 @@
 //!
 //! Each topic file (`accept`, `claim`, `lease`, `settle`, `control`, `deadline`, `ledger`,
 //! `limit`, `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`,
-//! `unacked`)
+//! `unacked`, `outbox`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
 //! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
@@ -150,6 +150,19 @@ macro_rules! conformance {
             #[tokio::test] fingerprint::forgetting_removes_only_the_fingerprints_older_than_the_cutoff;
             #[tokio::test] fingerprint::five_thousand_fingerprints_are_remembered_and_found_in_one_call;
             #[tokio::test] unacked::unacked_markers_are_found_oldest_first_by_source_and_body_and_expire_after_a_day;
+            #[tokio::test] outbox::settlements_record_sent_and_failed_for_a_subscribed_batch_and_nothing_for_another;
+            #[tokio::test] outbox::receipts_on_arrival_and_held_record_delivered_and_undelivered_with_their_codes;
+            #[tokio::test] outbox::messages_expired_at_claim_and_by_the_sweep_record_expired;
+            #[tokio::test] outbox::a_cancel_records_cancelled_and_a_send_in_flight_ends_cancelled_too;
+            #[tokio::test] outbox::batch_finished_is_recorded_once_with_the_final_counts;
+            #[tokio::test] outbox::each_subscription_gets_only_the_kinds_it_wants;
+            #[tokio::test] outbox::an_event_recorded_twice_is_one_delivery;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] outbox::deliveries_are_claimed_exclusively_and_a_lapsed_lease_is_claimed_again;
+            #[tokio::test] outbox::settlements_post_retry_or_fail_and_a_lapsed_lease_settles_nothing;
+            #[tokio::test] outbox::deliveries_are_listed_newest_first_in_pages_and_by_state;
+            #[tokio::test] outbox::replay_makes_one_event_or_every_failed_one_due_again_afresh;
+            #[tokio::test] outbox::delivery_counts_are_pending_and_failed_per_endpoint;
+            #[tokio::test] outbox::pruning_deletes_only_deliveries_posted_before_the_cutoff;
         }
     )+};
 }
@@ -167,6 +180,7 @@ mod lease;
 mod ledger;
 mod limit;
 mod new_batch;
+mod outbox;
 mod receipts;
 mod settle;
 mod store;

@@ -1,0 +1,627 @@
+//! The conformance suite's part for the outbox: the events each change records for
+//! a subscribed batch (and none for another), and deliveries claimed under a
+//! lease, settled, listed, replayed, counted and pruned.
+
+use std::collections::HashMap;
+
+use super::receipts::report;
+use super::*;
+use crate::queue::outbox::{finished_event_id, message_event_id};
+
+fn kinds(list: &[EventKind]) -> Kinds {
+    list.iter().copied().collect()
+}
+
+/// The event id of message `index` of batch `id` for `kind`.
+fn event_id(id: BatchId, index: u32, kind: EventKind) -> String {
+    message_event_id(&message_id(id, index), kind)
+}
+
+/// Every delivery of `endpoint`, oldest first.
+async fn recorded(q: &Queue, endpoint: &str) -> Vec<DeliveryRecord> {
+    let mut all = q
+        .deliveries(Some(endpoint), None, None, 1000)
+        .await
+        .unwrap();
+    all.reverse();
+    all
+}
+
+/// The events recorded for `endpoint`: id → kind.
+async fn events(q: &Queue, endpoint: &str) -> BTreeMap<String, EventKind> {
+    recorded(q, endpoint)
+        .await
+        .into_iter()
+        .map(|d| (d.event.id, d.event.kind))
+        .collect()
+}
+
+/// The recorded event `id` of `endpoint`.
+async fn event(q: &Queue, endpoint: &str, id: &str) -> Event {
+    recorded(q, endpoint)
+        .await
+        .into_iter()
+        .find(|d| d.event.id == id)
+        .unwrap_or_else(|| panic!("no event {id} for {endpoint}"))
+        .event
+}
+
+/// A batch of `n` messages for provider `p` whose events go to `subscriptions`.
+async fn subscribed(q: &Queue, n: u32, subscriptions: &[(&str, Kinds)]) -> BatchId {
+    accept(q, TestBatch::sms(n).subscribed(subscriptions).build()).await
+}
+
+/// Claims every due message of `p` and settles each with `outcome(index)`.
+async fn settle_each(q: &Queue, outcome: impl Fn(u32) -> Outcome) {
+    let claimed = q.claim("p", 100, LEASE).await.unwrap();
+    let settlements = claimed
+        .iter()
+        .map(|c| Settlement {
+            lease: c.lease,
+            outcome: outcome(c.id.rsplit('-').next().unwrap().parse().unwrap()),
+            sent_by: None,
+        })
+        .collect();
+    q.settle(settlements).await.unwrap();
+}
+
+fn sent(index: u32) -> Outcome {
+    Outcome::Sent {
+        provider_message_id: Some(format!("pid-{index}")),
+    }
+}
+
+fn failed(error: &str) -> Outcome {
+    Outcome::Failed {
+        error: error.into(),
+    }
+}
+
+/// A batch of `n` messages, each sent, whose `message.sent` events go to `crm`:
+/// `n` pending deliveries.
+async fn sent_events(q: &Queue, n: u32) -> BatchId {
+    let id = subscribed(q, n, &[("crm", kinds(&[EventKind::Sent]))]).await;
+    settle_each(q, sent).await;
+    id
+}
+
+fn ms(d: Duration) -> i64 {
+    crate::domain::millis(d)
+}
+
+pub(super) async fn settlements_record_sent_and_failed_for_a_subscribed_batch_and_nothing_for_another(
+    store: TestStore,
+) {
+    let (q, _url, _guard) = store;
+    let plain = accept(&q, batch(2, 0, now_ms())).await;
+    let id = subscribed(&q, 2, &[("crm", Kinds::all())]).await;
+    settle_each(&q, |i| {
+        if i == 0 {
+            sent(0)
+        } else {
+            failed("HTTP 400: bad number")
+        }
+    })
+    .await;
+    assert_eq!(counts(&q, plain).await.failed, 1, "both batches settled");
+    assert_eq!(
+        events(&q, "crm").await,
+        BTreeMap::from([
+            (event_id(id, 0, EventKind::Sent), EventKind::Sent),
+            (event_id(id, 1, EventKind::Failed), EventKind::Failed),
+            (finished_event_id(id), EventKind::BatchFinished),
+        ])
+    );
+    let all = q.deliveries(None, None, None, 100).await.unwrap();
+    assert_eq!(all.len(), 3, "the unsubscribed batch recorded nothing");
+    let sent = event(&q, "crm", &event_id(id, 0, EventKind::Sent)).await;
+    assert_eq!(sent.batch_id, Some(id));
+    assert_eq!(sent.message_id, Some(message_id(id, 0)));
+    assert_eq!(sent.channel, Some(Channel::Sms));
+    assert_eq!(sent.source.as_deref(), Some("test"));
+    assert_eq!(sent.to.as_deref(), Some("+8613800000000"));
+    assert_eq!(sent.reference.as_deref(), Some("r0"));
+    assert_eq!(sent.provider.as_deref(), Some("p"));
+    assert_eq!(sent.provider_message_id.as_deref(), Some("pid-0"));
+    assert_eq!(sent.code, None);
+    let failed = event(&q, "crm", &event_id(id, 1, EventKind::Failed)).await;
+    assert_eq!(failed.code.as_deref(), Some("HTTP 400: bad number"));
+    assert_eq!(failed.to.as_deref(), Some("+8613800000001"));
+}
+
+pub(super) async fn receipts_on_arrival_and_held_record_delivered_and_undelivered_with_their_codes(
+    store: TestStore,
+) {
+    let (q, _url, _guard) = store;
+    let id = subscribed(
+        &q,
+        3,
+        &[(
+            "crm",
+            kinds(&[EventKind::Delivered, EventKind::Undelivered]),
+        )],
+    )
+    .await;
+    let held = q
+        .apply_receipts("p", vec![report("pid-2", None, false, "UNDELIV")])
+        .await
+        .unwrap();
+    assert_eq!(held, vec![ReceiptEffect::Held]);
+    settle_each(&q, sent).await;
+    assert_eq!(
+        events(&q, "crm").await,
+        BTreeMap::from([(
+            event_id(id, 2, EventKind::Undelivered),
+            EventKind::Undelivered
+        )]),
+        "the held receipt is told when the settlement applies it"
+    );
+    q.apply_receipts(
+        "p",
+        vec![
+            report("pid-0", None, true, "DELIVRD"),
+            report("pid-1", None, false, "EXPIRED"),
+        ],
+    )
+    .await
+    .unwrap();
+    q.apply_receipts("p", vec![report("pid-1", None, true, "DELIVRD")])
+        .await
+        .unwrap();
+    let code = |kind, index| {
+        let q = q.clone();
+        async move { event(&q, "crm", &event_id(id, index, kind)).await.code }
+    };
+    assert_eq!(
+        code(EventKind::Delivered, 0).await.as_deref(),
+        Some("DELIVRD")
+    );
+    assert_eq!(
+        code(EventKind::Undelivered, 1).await.as_deref(),
+        Some("EXPIRED")
+    );
+    assert_eq!(
+        code(EventKind::Delivered, 1).await.as_deref(),
+        Some("DELIVRD"),
+        "a later success is told too"
+    );
+    assert_eq!(
+        code(EventKind::Undelivered, 2).await.as_deref(),
+        Some("UNDELIV")
+    );
+    assert_eq!(events(&q, "crm").await.len(), 4);
+}
+
+pub(super) async fn messages_expired_at_claim_and_by_the_sweep_record_expired(store: TestStore) {
+    let (q, _url, _guard) = store;
+    let past = now_ms() - 1;
+    let all = [("at-claim", Kinds::all())];
+    let claimed = accept(
+        &q,
+        TestBatch::sms(2).expires_at(past).subscribed(&all).build(),
+    )
+    .await;
+    let swept = accept(
+        &q,
+        TestBatch::sms(2)
+            .provider("nobody-claims")
+            .expires_at(past)
+            .subscribed(&[("by-sweep", Kinds::all())])
+            .build(),
+    )
+    .await;
+    assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty());
+    assert_eq!(
+        events(&q, "at-claim").await,
+        BTreeMap::from([
+            (event_id(claimed, 0, EventKind::Expired), EventKind::Expired),
+            (event_id(claimed, 1, EventKind::Expired), EventKind::Expired),
+            (finished_event_id(claimed), EventKind::BatchFinished),
+        ])
+    );
+    assert!(events(&q, "by-sweep").await.is_empty());
+    assert_eq!(q.expire(100).await.unwrap(), 2);
+    assert_eq!(
+        events(&q, "by-sweep").await,
+        BTreeMap::from([
+            (event_id(swept, 0, EventKind::Expired), EventKind::Expired),
+            (event_id(swept, 1, EventKind::Expired), EventKind::Expired),
+            (finished_event_id(swept), EventKind::BatchFinished),
+        ])
+    );
+}
+
+pub(super) async fn a_cancel_records_cancelled_and_a_send_in_flight_ends_cancelled_too(
+    store: TestStore,
+) {
+    let (q, _url, _guard) = store;
+    let id = subscribed(&q, 3, &[("crm", Kinds::all())]).await;
+    let in_flight = q.claim("p", 1, LEASE).await.unwrap();
+    q.control(id, BatchAction::Cancel).await.unwrap();
+    assert_eq!(
+        events(&q, "crm").await,
+        BTreeMap::from([
+            (event_id(id, 1, EventKind::Cancelled), EventKind::Cancelled),
+            (event_id(id, 2, EventKind::Cancelled), EventKind::Cancelled),
+        ]),
+        "not finished while a send is in flight"
+    );
+    q.settle(settle_all(
+        &in_flight,
+        Outcome::Retry {
+            at_ms: now_ms(),
+            error: "503".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    let finished = event(&q, "crm", &finished_event_id(id)).await;
+    assert_eq!(finished.batch_id, Some(id));
+    assert_eq!(
+        events(&q, "crm")
+            .await
+            .get(&event_id(id, 0, EventKind::Cancelled)),
+        Some(&EventKind::Cancelled),
+        "the retry ended it cancelled"
+    );
+}
+
+pub(super) async fn batch_finished_is_recorded_once_with_the_final_counts(store: TestStore) {
+    let (q, _url, _guard) = store;
+    let id = subscribed(&q, 3, &[("crm", kinds(&[EventKind::BatchFinished]))]).await;
+    let claimed = q.claim("p", 10, LEASE).await.unwrap();
+    q.settle(settle_all(&claimed[..2], sent(0))).await.unwrap();
+    assert!(events(&q, "crm").await.is_empty(), "one is still sending");
+    q.settle(settle_all(&claimed[2..], failed("no")))
+        .await
+        .unwrap();
+    assert_eq!(events(&q, "crm").await.len(), 1);
+    let retry = BatchAction::Retry {
+        expires_at_ms: None,
+    };
+    q.control(id, retry).await.unwrap();
+    settle_each(&q, |_| failed("no again")).await;
+    assert_eq!(
+        events(&q, "crm").await,
+        BTreeMap::from([(finished_event_id(id), EventKind::BatchFinished)]),
+        "finishing again is the same event"
+    );
+    let claimed = q.claim_deliveries(10, LEASE, now_ms()).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let counts = claimed[0].event.counts.expect("a finished batch's counts");
+    assert_eq!((counts.total, counts.sent, counts.failed), (3, 2, 1));
+    assert_eq!(claimed[0].event.message_id, None);
+}
+
+pub(super) async fn each_subscription_gets_only_the_kinds_it_wants(store: TestStore) {
+    let (q, _url, _guard) = store;
+    let id = accept(
+        &q,
+        TestBatch::sms(2)
+            .callback("https://app.example/hook")
+            .subscribed(&[
+                ("crm", kinds(&[EventKind::Failed])),
+                ("audit", kinds(&[EventKind::Sent, EventKind::BatchFinished])),
+                (CALLBACK, Kinds::all()),
+            ])
+            .build(),
+    )
+    .await;
+    settle_each(&q, |i| if i == 0 { sent(0) } else { failed("no") }).await;
+    let (sent, failed, finished) = (
+        event_id(id, 0, EventKind::Sent),
+        event_id(id, 1, EventKind::Failed),
+        finished_event_id(id),
+    );
+    assert_eq!(
+        events(&q, "crm").await,
+        BTreeMap::from([(failed.clone(), EventKind::Failed)])
+    );
+    assert_eq!(
+        events(&q, "audit").await,
+        BTreeMap::from([
+            (sent.clone(), EventKind::Sent),
+            (finished.clone(), EventKind::BatchFinished)
+        ])
+    );
+    assert_eq!(
+        events(&q, CALLBACK).await,
+        BTreeMap::from([
+            (sent, EventKind::Sent),
+            (failed, EventKind::Failed),
+            (finished, EventKind::BatchFinished)
+        ])
+    );
+    let claimed = q.claim_deliveries(100, LEASE, now_ms()).await.unwrap();
+    assert_eq!(claimed.len(), 6);
+    for d in &claimed {
+        let url = (d.endpoint == CALLBACK).then_some("https://app.example/hook");
+        assert_eq!(d.url.as_deref(), url, "{}", d.endpoint);
+    }
+}
+
+pub(super) async fn an_event_recorded_twice_is_one_delivery(store: TestStore) {
+    let (q, _url, _guard) = store;
+    let id = subscribed(&q, 1, &[("crm", Kinds::all())]).await;
+    settle_each(&q, |_| failed("first")).await;
+    let retry = BatchAction::Retry {
+        expires_at_ms: None,
+    };
+    q.control(id, retry).await.unwrap();
+    settle_each(&q, |_| failed("second")).await;
+    assert_eq!(counts(&q, id).await.failed, 1);
+    let all = recorded(&q, "crm").await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    let failed = event(&q, "crm", &event_id(id, 0, EventKind::Failed)).await;
+    assert_eq!(failed.code.as_deref(), Some("first"), "the first is kept");
+}
+
+pub(super) async fn deliveries_are_claimed_exclusively_and_a_lapsed_lease_is_claimed_again(
+    store: TestStore,
+) {
+    let (q, _url, _guard) = store;
+    sent_events(&q, 20).await;
+    let now = now_ms();
+    let claimers: Vec<_> = (0..4)
+        .map(|_| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                for _ in 0..20 {
+                    let got = q.claim_deliveries(3, LEASE, now).await.unwrap();
+                    if got.is_empty() {
+                        break;
+                    }
+                    mine.extend(got.into_iter().map(|d| d.event.id));
+                }
+                mine
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for claimer in claimers {
+        ids.extend(claimer.await.unwrap());
+    }
+    let distinct: HashSet<_> = ids.iter().cloned().collect();
+    assert_eq!(ids.len(), 20, "each delivery claimed once");
+    assert_eq!(distinct.len(), 20);
+    assert!(q.claim_deliveries(10, LEASE, now).await.unwrap().is_empty());
+    let lapsed = now + ms(LEASE);
+    let again = q.claim_deliveries(100, LEASE, lapsed).await.unwrap();
+    assert_eq!(again.len(), 20, "a lapsed lease makes a delivery due again");
+    assert!(again.iter().all(|d| d.attempts == 0));
+}
+
+pub(super) async fn settlements_post_retry_or_fail_and_a_lapsed_lease_settles_nothing(
+    store: TestStore,
+) {
+    let (q, _url, _guard) = store;
+    sent_events(&q, 3).await;
+    let now = now_ms();
+    let first = q.claim_deliveries(10, LEASE, now).await.unwrap();
+    let first_at = first[0].first_at_ms;
+    let later = now + ms(LEASE);
+    let second = q.claim_deliveries(10, LEASE, later).await.unwrap();
+    assert_eq!((first.len(), second.len()), (3, 3));
+    let stale = first
+        .iter()
+        .map(|d| (d.key, DeliveryOutcome::Posted))
+        .collect();
+    q.settle_deliveries(stale, later).await.unwrap();
+    let pending = q
+        .deliveries(None, Some(DeliveryState::Pending), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 3, "a lapsed lease's settlement is ignored");
+    let retry_at = later + 60_000;
+    let outcomes = [
+        DeliveryOutcome::Posted,
+        DeliveryOutcome::Retry {
+            at_ms: retry_at,
+            error: "HTTP 503".into(),
+        },
+        DeliveryOutcome::Failed {
+            error: "HTTP 410".into(),
+        },
+    ];
+    let settled = second.iter().map(|d| d.key).zip(outcomes).collect();
+    q.settle_deliveries(settled, later + 1).await.unwrap();
+    let by_id: HashMap<String, DeliveryRecord> = recorded(&q, "crm")
+        .await
+        .into_iter()
+        .map(|d| (d.event.id.clone(), d))
+        .collect();
+    let state = |i: usize| &by_id[&second[i].event.id];
+    assert_eq!(state(0).state, DeliveryState::Posted);
+    assert_eq!(state(0).posted_at_ms, Some(later + 1));
+    assert_eq!(state(0).attempts, 1);
+    assert_eq!(state(1).state, DeliveryState::Pending);
+    assert_eq!(state(1).due_at_ms, Some(retry_at));
+    assert_eq!(state(1).last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(state(2).state, DeliveryState::Failed);
+    assert_eq!(state(2).last_error.as_deref(), Some("HTTP 410"));
+    assert!(
+        q.claim_deliveries(10, LEASE, retry_at - 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a retry waits for its time"
+    );
+    let retried = q.claim_deliveries(10, LEASE, retry_at).await.unwrap();
+    assert_eq!(retried.len(), 1);
+    assert_eq!(retried[0].event.id, second[1].event.id);
+    assert_eq!(retried[0].attempts, 1);
+    assert_eq!(
+        retried[0].first_at_ms, first_at,
+        "the window counts from the record"
+    );
+}
+
+pub(super) async fn deliveries_are_listed_newest_first_in_pages_and_by_state(store: TestStore) {
+    let (q, _url, _guard) = store;
+    let sent_only = kinds(&[EventKind::Sent]);
+    subscribed(&q, 5, &[("crm", sent_only), ("other", sent_only)]).await;
+    settle_each(&q, sent).await;
+    let mut seen = Vec::new();
+    let mut before = None;
+    for _ in 0..5 {
+        let page = q.deliveries(Some("crm"), None, before, 2).await.unwrap();
+        let Some(last) = page.last() else { break };
+        before = Some(last.seq);
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 5);
+    assert!(seen.iter().all(|d| d.endpoint == "crm"));
+    assert!(seen.windows(2).all(|w| w[0].seq > w[1].seq), "newest first");
+    assert_eq!(
+        seen.iter()
+            .map(|d| &d.event.id)
+            .collect::<HashSet<_>>()
+            .len(),
+        5
+    );
+    assert_eq!(q.deliveries(None, None, None, 100).await.unwrap().len(), 10);
+    let claimed = q.claim_deliveries(100, LEASE, now_ms()).await.unwrap();
+    let settled = claimed
+        .iter()
+        .map(|d| {
+            let outcome = if d.endpoint == "crm" && d.event.message_id != seen[0].event.message_id {
+                DeliveryOutcome::Failed { error: "no".into() }
+            } else {
+                DeliveryOutcome::Posted
+            };
+            (d.key, outcome)
+        })
+        .collect();
+    q.settle_deliveries(settled, now_ms()).await.unwrap();
+    let in_state = |state| {
+        let q = q.clone();
+        async move {
+            q.deliveries(Some("crm"), Some(state), None, 100)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(in_state(DeliveryState::Failed).await.len(), 4);
+    let posted = in_state(DeliveryState::Posted).await;
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].event.id, seen[0].event.id);
+    assert!(in_state(DeliveryState::Pending).await.is_empty());
+}
+
+pub(super) async fn replay_makes_one_event_or_every_failed_one_due_again_afresh(store: TestStore) {
+    let (q, _url, _guard) = store;
+    sent_events(&q, 3).await;
+    let claimed = q.claim_deliveries(10, LEASE, now_ms()).await.unwrap();
+    let posted_id = claimed[0].event.id.clone();
+    let settled = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let outcome = if i == 0 {
+                DeliveryOutcome::Posted
+            } else {
+                DeliveryOutcome::Failed {
+                    error: "HTTP 500".into(),
+                }
+            };
+            (d.key, outcome)
+        })
+        .collect();
+    q.settle_deliveries(settled, now_ms()).await.unwrap();
+    assert_eq!(
+        q.replay_deliveries("other", Replay::Failed, now_ms())
+            .await
+            .unwrap(),
+        0
+    );
+    let now = now_ms() + 5_000;
+    assert_eq!(
+        q.replay_deliveries("crm", Replay::Failed, now)
+            .await
+            .unwrap(),
+        2
+    );
+    let again = q.claim_deliveries(10, LEASE, now).await.unwrap();
+    assert_eq!(again.len(), 2);
+    assert!(
+        again
+            .iter()
+            .all(|d| d.attempts == 0 && d.first_at_ms == now),
+        "attempts and window start over"
+    );
+    assert!(again.iter().all(|d| d.event.id != posted_id));
+    let replay_one = Replay::Event(posted_id.clone());
+    assert_eq!(
+        q.replay_deliveries("crm", replay_one, now).await.unwrap(),
+        1
+    );
+    let nothing = Replay::Event("no such event".into());
+    assert_eq!(q.replay_deliveries("crm", nothing, now).await.unwrap(), 0);
+    let one = q.claim_deliveries(10, LEASE, now).await.unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].event.id, posted_id);
+}
+
+pub(super) async fn delivery_counts_are_pending_and_failed_per_endpoint(store: TestStore) {
+    let (q, _url, _guard) = store;
+    assert!(q.delivery_counts().await.unwrap().is_empty());
+    subscribed(
+        &q,
+        2,
+        &[("crm", Kinds::all()), ("audit", kinds(&[EventKind::Sent]))],
+    )
+    .await;
+    settle_each(&q, sent).await;
+    assert_eq!(
+        q.delivery_counts().await.unwrap(),
+        vec![("audit".to_owned(), 2, 0), ("crm".to_owned(), 3, 0)]
+    );
+    let claimed = q.claim_deliveries(100, LEASE, now_ms()).await.unwrap();
+    let settled = claimed
+        .iter()
+        .map(|d| match d.endpoint.as_str() {
+            "audit" => (d.key, DeliveryOutcome::Failed { error: "no".into() }),
+            _ => (d.key, DeliveryOutcome::Posted),
+        })
+        .collect();
+    q.settle_deliveries(settled, now_ms()).await.unwrap();
+    assert_eq!(
+        q.delivery_counts().await.unwrap(),
+        vec![("audit".to_owned(), 0, 2)]
+    );
+}
+
+pub(super) async fn pruning_deletes_only_deliveries_posted_before_the_cutoff(store: TestStore) {
+    let (q, _url, _guard) = store;
+    sent_events(&q, 4).await;
+    let now = now_ms();
+    let claimed = q.claim_deliveries(10, LEASE, now).await.unwrap();
+    let posted = |ds: &[Delivery]| {
+        ds.iter()
+            .map(|d| (d.key, DeliveryOutcome::Posted))
+            .collect()
+    };
+    q.settle_deliveries(posted(&claimed[..2]), now)
+        .await
+        .unwrap();
+    q.settle_deliveries(posted(&claimed[2..3]), now + 10_000)
+        .await
+        .unwrap();
+    let failed = vec![(
+        claimed[3].key,
+        DeliveryOutcome::Failed { error: "no".into() },
+    )];
+    q.settle_deliveries(failed, now).await.unwrap();
+    assert_eq!(
+        q.prune_deliveries(now + 5_000, 1).await.unwrap(),
+        1,
+        "up to the limit"
+    );
+    assert_eq!(q.prune_deliveries(now + 5_000, 100).await.unwrap(), 1);
+    assert_eq!(q.prune_deliveries(now + 5_000, 100).await.unwrap(), 0);
+    assert_eq!(q.prune_deliveries(now + 20_000, 100).await.unwrap(), 1);
+    let left = q.deliveries(None, None, None, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].state, DeliveryState::Failed, "failed ones are kept");
+}
