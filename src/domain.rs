@@ -91,6 +91,16 @@ impl Serialize for BatchId {
     }
 }
 
+impl JsonSchema for BatchId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "BatchId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "format": "uuid"})
+    }
+}
+
 /// The public identifier of one message: its batch and its index in the submitted
 /// recipient list. It is stable for the life of the message, so it doubles as the
 /// idempotency key sent with every delivery attempt.

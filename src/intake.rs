@@ -467,11 +467,14 @@ impl Intake {
                 format!("must be between -100 and 100, not {priority}"),
             ));
         }
-        if let Some(url) = envelope.callback_url {
+        let callback_url = envelope
+            .callback_url
+            .map(|url| self.subscribers.check_callback(url))
+            .transpose()
+            .map_err(|message| invalid("callback_url", message))?;
+        let subscriptions =
             self.subscribers
-                .check_callback(url)
-                .map_err(|message| invalid("callback_url", message))?;
-        }
+                .of_batch(channel, envelope.source, callback_url.is_some());
         let now = now_ms();
         let send_at_ms = match envelope.send_at {
             None => now,
@@ -532,6 +535,8 @@ impl Intake {
         };
         Ok(Intaking {
             channel,
+            callback_url: callback_url.map(|url| url.to_string()),
+            subscriptions,
             template_id,
             stored_template,
             route: route.clone(),

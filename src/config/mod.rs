@@ -26,7 +26,7 @@ pub use self::delivery::{CircuitConfig, RetryConfig, WorkerConfig};
 pub use self::ingest::{IngestConfig, IngestKind};
 pub use self::intake::{IntakeLimits, RecipientsConfig, ValidForConfig};
 pub use self::unknown::UnknownKey;
-pub use self::webhook::{CALLBACK, WebhookConfig, WebhookSettings};
+pub use self::webhook::{MAX_BATCH_SIZE, WebhookConfig, WebhookSettings};
 use crate::auth::TokenHash;
 use crate::domain::{Channel, StoreUrl};
 use crate::provider::ProviderConfig;

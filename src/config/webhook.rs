@@ -6,10 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::domain::{Channel, HttpUrl, SigningSecret};
-
-/// The endpoint name that stands for a batch's own `callback_url`; no
-/// `[[webhooks]]` entry may take it.
-pub const CALLBACK: &str = "callback";
+use crate::queue::{CALLBACK, Kinds};
 
 /// `[[webhooks]]`: one endpoint of the application, told of the events of every
 /// batch its filters match.
@@ -23,6 +20,11 @@ pub struct WebhookConfig {
     /// The Standard Webhooks secret the posts are signed with: `whsec_` and the
     /// base64 of at least 24 random bytes.
     pub secret: SigningSecret,
+    /// The kinds of events wanted (`message.sent`, `message.delivered`,
+    /// `message.undelivered`, `message.failed`, `message.expired`,
+    /// `message.cancelled`, `reply`, `batch.finished`); absent: all of them.
+    #[serde(default = "Kinds::all")]
+    pub events: Kinds,
     /// Only batches of these channels; absent: every channel.
     #[serde(default)]
     pub channels: Option<Vec<Channel>>,
