@@ -127,6 +127,19 @@ impl Metrics {
         });
     }
 
+    /// Shows the webhook `endpoints` in every scrape, at zero until they have
+    /// events.
+    pub fn webhook_endpoints<'a>(&self, endpoints: impl IntoIterator<Item = &'a str>) {
+        let mut posted = self
+            .inner
+            .webhooks_posted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for endpoint in endpoints {
+            posted.entry(endpoint.to_owned()).or_default();
+        }
+    }
+
     /// Counts `n` events posted to the webhook `endpoint`.
     pub fn webhook_posted(&self, endpoint: &str, n: u64) {
         *self
@@ -271,7 +284,15 @@ impl Metrics {
             );
         }
         let counts = match queue.delivery_counts().await {
-            Ok(counts) => counts,
+            Ok(mut counts) => {
+                for endpoint in posted.keys() {
+                    if !counts.iter().any(|(e, ..)| e == endpoint) {
+                        counts.push((endpoint.clone(), 0, 0));
+                    }
+                }
+                counts.sort();
+                counts
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the webhook deliveries for metrics");
                 return;

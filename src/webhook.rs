@@ -16,6 +16,3 @@ pub use post::{Error, Poster};
 pub use retry::{BACKOFF, Posted, RetryRule};
 pub use sign::{headers, request_id, sign};
 pub use subscribers::Subscribers;
-
-#[cfg(test)]
-mod tests;

@@ -73,6 +73,8 @@ impl Poster {
         metrics: Metrics,
     ) -> Result<Poster, Error> {
         let concurrency = settings.concurrency.max(1);
+        let callback = settings.callback_secret.is_some().then_some(CALLBACK);
+        metrics.webhook_endpoints(endpoints.iter().map(|e| e.name.as_str()).chain(callback));
         Ok(Poster {
             queue,
             client: http_client(settings.timeout).map_err(Error::Client)?,

@@ -26,3 +26,4 @@ mod smtp;
 mod store;
 mod template_sms;
 mod upload;
+mod webhooks;
