@@ -13,6 +13,9 @@
 //! - `staging`: a batch stored in chunks on a transaction of its own;
 //! - `claim` and `limit`: leasing due messages, within rate buckets and recipient caps;
 //! - `settle` and `receipts`: outcomes in bulk, delivery receipts applied or held;
+//! - `record`: events recorded as deliveries in the statements of the changes, and
+//!   `batch.finished`; `outbox`: claiming, settling, listing, replaying and pruning
+//!   deliveries;
 //! - `ledger`: summaries, message pages, pending counts and batch controls;
 //! - `prune`: removing finished batches past retention;
 //! - `records`: templates, suppressions, send fingerprints and ingest markers.
@@ -40,8 +43,10 @@ mod lease;
 mod ledger;
 mod limit;
 mod location;
+mod outbox;
 mod prune;
 mod receipts;
+mod record;
 mod records;
 mod schema;
 mod settle;
@@ -243,45 +248,3 @@ fn pool_error(e: PoolError) -> Error {
 mod tests;
 #[cfg(test)]
 pub(crate) use tests::test_store;
-
-#[async_trait]
-impl super::Outbox for Postgres {
-    async fn claim_deliveries(
-        &self,
-        _limit: u32,
-        _lease: Duration,
-        _now_ms: i64,
-    ) -> Result<Vec<super::Delivery>> {
-        Err(Error::Unsupported("not yet".into()))
-    }
-
-    async fn settle_deliveries(
-        &self,
-        _settled: Vec<(super::DeliveryKey, super::DeliveryOutcome)>,
-        _now_ms: i64,
-    ) -> Result<()> {
-        Err(Error::Unsupported("not yet".into()))
-    }
-
-    async fn deliveries(
-        &self,
-        _endpoint: Option<&str>,
-        _state: Option<super::DeliveryState>,
-        _before: Option<i64>,
-        _limit: u32,
-    ) -> Result<Vec<super::DeliveryRecord>> {
-        Err(Error::Unsupported("not yet".into()))
-    }
-
-    async fn replay(&self, _endpoint: &str, _which: super::Replay, _now_ms: i64) -> Result<u64> {
-        Err(Error::Unsupported("not yet".into()))
-    }
-
-    async fn delivery_counts(&self) -> Result<Vec<(String, u64, u64)>> {
-        Err(Error::Unsupported("not yet".into()))
-    }
-
-    async fn prune_deliveries(&self, _before_ms: i64, _limit: u32) -> Result<u64> {
-        Err(Error::Unsupported("not yet".into()))
-    }
-}

@@ -19,6 +19,7 @@ use crate::domain::{batch_state, message_id, now_ms};
 use crate::ratelimit::{Cap, Limits, Rate};
 
 pub(crate) use new_batch::{TestBatch, batch, batch_to};
+pub(crate) use outbox::{assert_reply_and_cancel, reply_case, reply_to};
 pub(crate) use store::TestStore;
 
 async fn accept(q: &Queue, b: NewBatch) -> BatchId {
@@ -155,7 +156,9 @@ macro_rules! conformance {
             #[tokio::test] outbox::messages_expired_at_claim_and_by_the_sweep_record_expired;
             #[tokio::test] outbox::a_cancel_records_cancelled_and_a_send_in_flight_ends_cancelled_too;
             #[tokio::test] outbox::batch_finished_is_recorded_once_with_the_final_counts;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] outbox::batch_finished_is_recorded_when_the_last_messages_settle_at_once;
             #[tokio::test] outbox::each_subscription_gets_only_the_kinds_it_wants;
+            #[tokio::test] outbox::a_lapsed_lease_in_a_cancelled_batch_records_cancelled_at_the_next_claim;
             #[tokio::test] outbox::an_event_recorded_twice_is_one_delivery;
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)] outbox::deliveries_are_claimed_exclusively_and_a_lapsed_lease_is_claimed_again;
             #[tokio::test] outbox::settlements_post_retry_or_fail_and_a_lapsed_lease_settles_nothing;

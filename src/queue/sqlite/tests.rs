@@ -338,15 +338,11 @@ fn accepts_flush_their_commit_and_claims_and_settlements_do_not() {
 
 #[tokio::test]
 async fn another_transaction_records_a_reply_and_a_cancel_with_the_engines_helpers() {
-    use crate::domain::message_id;
-    use crate::queue::{EventKind, Kinds, NewEvent};
+    use crate::queue::EventKind;
+    use crate::queue::tests::{assert_reply_and_cancel, reply_case, reply_to};
 
     let (_dir, store, queue) = open_queue().await;
-    let wanted = [EventKind::Reply, EventKind::Cancelled];
-    let batch = TestBatch::sms(2)
-        .subscribed(&[("crm", wanted.into_iter().collect())])
-        .build();
-    let Accepted::New(id) = queue.accept(batch).await.unwrap() else {
+    let Accepted::New(id) = queue.accept(reply_case()).await.unwrap() else {
         panic!("a new batch");
     };
     let mut conn = Connection::open(store.join("herald.db")).unwrap();
@@ -358,51 +354,17 @@ async fn another_transaction_records_a_reply_and_a_cancel_with_the_engines_helpe
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    let reply = NewEvent {
-        id: "reply.r1".into(),
-        kind: EventKind::Reply,
-        at_ms: now_ms(),
-        message_row: Some(rows[0]),
-        code: None,
-        payload: Some(r#"{"from":"+8613800000000","body":"STOP"}"#.into()),
-    };
     let everywhere = vec!["global".to_owned()];
-    super::record_deliveries(&tx, &everywhere, &reply).unwrap();
-    super::record_deliveries(&tx, &everywhere, &reply).unwrap();
+    for _ in 0..2 {
+        super::record_deliveries(&tx, &everywhere, &reply_to(rows[0])).unwrap();
+    }
     tx.execute(
         "UPDATE messages SET state = 'cancelled' WHERE id = ?1",
         [rows[1]],
     )
     .unwrap();
-    super::record_message_events(
-        &tx,
-        &rows[1..],
-        EventKind::Cancelled,
-        Some("replied STOP"),
-        now_ms(),
-    )
-    .unwrap();
+    let stop = Some("replied STOP");
+    super::record_message_events(&tx, &rows[1..], EventKind::Cancelled, stop, now_ms()).unwrap();
     tx.commit().unwrap();
-    let global = queue
-        .deliveries(Some("global"), None, None, 10)
-        .await
-        .unwrap();
-    assert_eq!(global.len(), 1, "recorded twice, one delivery");
-    let event = &global[0].event;
-    assert_eq!(event.kind, EventKind::Reply);
-    assert_eq!(event.message_id, Some(message_id(id, 0)));
-    assert_eq!(event.batch_id, Some(id));
-    assert_eq!(
-        event.data,
-        Some(serde_json::json!({"from": "+8613800000000", "body": "STOP"}))
-    );
-    let crm = queue.deliveries(Some("crm"), None, None, 10).await.unwrap();
-    let kinds: Kinds = crm.iter().map(|d| d.event.kind).collect();
-    assert_eq!(kinds, wanted.into_iter().collect::<Kinds>());
-    let cancelled = crm
-        .iter()
-        .find(|d| d.event.kind == EventKind::Cancelled)
-        .unwrap();
-    assert_eq!(cancelled.event.code.as_deref(), Some("replied STOP"));
-    assert_eq!(cancelled.event.message_id, Some(message_id(id, 1)));
+    assert_reply_and_cancel(&queue, id).await;
 }

@@ -625,3 +625,96 @@ pub(super) async fn pruning_deletes_only_deliveries_posted_before_the_cutoff(sto
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].state, DeliveryState::Failed, "failed ones are kept");
 }
+
+pub(super) async fn batch_finished_is_recorded_when_the_last_messages_settle_at_once(
+    store: TestStore,
+) {
+    let (q, _url, _guard) = store;
+    let finished_only = [("crm", kinds(&[EventKind::BatchFinished]))];
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(subscribed(&q, 8, &finished_only).await);
+    }
+    let claimed = q.claim("p", 100, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 24);
+    let settles: Vec<_> = claimed
+        .into_iter()
+        .map(|c| {
+            let q = q.clone();
+            tokio::spawn(async move { q.settle(settle_all(&[c], sent(0))).await.unwrap() })
+        })
+        .collect();
+    for settle in settles {
+        settle.await.unwrap();
+    }
+    let expected: BTreeMap<_, _> = ids
+        .iter()
+        .map(|id| (finished_event_id(*id), EventKind::BatchFinished))
+        .collect();
+    assert_eq!(events(&q, "crm").await, expected);
+}
+
+pub(super) async fn a_lapsed_lease_in_a_cancelled_batch_records_cancelled_at_the_next_claim(
+    store: TestStore,
+) {
+    let (q, _url, _guard) = store;
+    let id = subscribed(&q, 1, &[("crm", Kinds::all())]).await;
+    let claimed = q.claim("p", 1, Duration::from_millis(50)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    q.control(id, BatchAction::Cancel).await.unwrap();
+    let cancelled = event_id(id, 0, EventKind::Cancelled);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !events(&q, "crm").await.contains_key(&cancelled) {
+        assert!(std::time::Instant::now() < deadline, "never cancelled");
+        assert!(q.claim("p", 1, LEASE).await.unwrap().is_empty());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(counts(&q, id).await.cancelled, 1);
+    assert!(events(&q, "crm").await.contains_key(&finished_event_id(id)));
+}
+
+/// An engine's own test of its recording helpers, from another transaction: a
+/// batch of two messages whose replies and cancels go to `crm`. The test records
+/// [`reply_to`] message 0 (twice) for the endpoint `global`, cancels message 1 and
+/// records it cancelled with the code `replied STOP`, then checks it with
+/// [`assert_reply_and_cancel`].
+pub(crate) fn reply_case() -> NewBatch {
+    TestBatch::sms(2)
+        .subscribed(&[("crm", kinds(&[EventKind::Reply, EventKind::Cancelled]))])
+        .build()
+}
+
+/// A reply to the message of row `row`.
+pub(crate) fn reply_to(row: i64) -> NewEvent {
+    NewEvent {
+        id: "reply.r1".into(),
+        kind: EventKind::Reply,
+        at_ms: now_ms(),
+        message_row: Some(row),
+        code: None,
+        payload: Some(r#"{"from":"+8613800000000","body":"STOP"}"#.into()),
+    }
+}
+
+/// What the [`reply_case`] of batch `id` must have recorded.
+pub(crate) async fn assert_reply_and_cancel(q: &Queue, id: BatchId) {
+    let global = recorded(q, "global").await;
+    assert_eq!(global.len(), 1, "recorded twice, one delivery");
+    let reply = &global[0].event;
+    assert_eq!(reply.kind, EventKind::Reply);
+    assert_eq!(reply.message_id, Some(message_id(id, 0)));
+    assert_eq!(reply.batch_id, Some(id));
+    assert_eq!(
+        reply.data,
+        Some(json!({"from": "+8613800000000", "body": "STOP"}))
+    );
+    assert_eq!(
+        events(q, "crm").await,
+        BTreeMap::from([
+            ("reply.r1".to_owned(), EventKind::Reply),
+            (event_id(id, 1, EventKind::Cancelled), EventKind::Cancelled),
+        ])
+    );
+    let cancelled = event(q, "crm", &event_id(id, 1, EventKind::Cancelled)).await;
+    assert_eq!(cancelled.code.as_deref(), Some("replied STOP"));
+}
