@@ -132,8 +132,21 @@ async fn wait_for_events(server: &ProviderServer, ids: &[String]) -> BTreeMap<St
     .await
 }
 
+/// The engines whose outbox the tests run on.
+const ENGINES: [&str; 2] = ["sqlite", "postgres"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_kind_of_event_reaches_the_receivers_signed_as_standard_webhooks() {
+async fn every_kind_of_event_reaches_the_receivers_signed_as_standard_webhooks_on_every_engine() {
+    for name in ENGINES {
+        let engine = crate::store::Engine::parse(name).expect("an engine");
+        let scratch = engine.scratch("webhooks").await.expect("a scratch store");
+        every_kind_of_event_reaches_the_receivers(scratch.url()).await;
+    }
+}
+
+/// Sends batches stored in `store` whose messages end in every way, and checks
+/// the events both receivers get.
+async fn every_kind_of_event_reaches_the_receivers(store: &str) {
     let provider = ProviderServer::start().await;
     // The third recipient is refused for good: `message.failed`.
     provider.behave(|n, json| match json["to"].as_str() {
@@ -142,7 +155,10 @@ async fn every_kind_of_event_reaches_the_receivers_signed_as_standard_webhooks()
     });
     let receiver = ProviderServer::start().await;
     let callback = ProviderServer::start().await;
-    let herald = herald_posting_to(&provider, &receiver, |_| {}).await;
+    let herald = herald_posting_to(&provider, &receiver, |config| {
+        config.store = store.parse().expect("a store URL");
+    })
+    .await;
 
     let mut batch = sms_batch(3);
     batch["callback_url"] = json!(callback.url);
