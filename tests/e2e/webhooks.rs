@@ -411,3 +411,58 @@ async fn after_its_retry_window_an_event_is_failed_listed_and_replayed_on_reques
     let (status, answer) = herald.get("/v1/webhooks/nobody/deliveries").await;
     assert_eq!(status, 404, "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_mid_posting_loses_no_event() {
+    const TOTAL: usize = 300;
+    let provider = ProviderServer::start().await;
+    let receiver = ProviderServer::start().await;
+    receiver.behave(|_, _| Reply::ok().delayed(Duration::from_millis(20)));
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::process::write_config(dir.path(), &provider);
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[webhooks]]\nname = \"app\"\nurl = \"{}\"\nsecret = \"{APP_SECRET}\"\n",
+        receiver.url
+    ));
+    std::fs::write(&config, text).unwrap();
+    // Small posts, and a short timeout: the lease of what the crash left claimed
+    // lapses a few seconds after the restart.
+    let env = [
+        ("HERALD_WEBHOOK__BATCH_SIZE", "10"),
+        ("HERALD_WEBHOOK__TIMEOUT", "1"),
+    ];
+
+    let herald = crate::process::Herald::serve(&config, &env).await;
+    let batch = herald.api.submit(&sms_batch(TOTAL)).await;
+    wait_for(Duration::from_secs(30), "a few posts", || async {
+        (receiver.count() >= 5).then_some(())
+    })
+    .await;
+    herald.kill();
+    let before = by_id(&events(&receiver.received())).len();
+
+    let mut expected: BTreeSet<String> = (0..TOTAL).map(|i| format!("{batch}-{i}.sent")).collect();
+    expected.insert(format!("{batch}.finished"));
+    let herald = crate::process::Herald::serve(&config, &env).await;
+    let got = wait_for(Duration::from_secs(60), "every event", || async {
+        let got: BTreeSet<String> = by_id(&events(&receiver.received())).into_keys().collect();
+        got.is_superset(&expected).then_some(got)
+    })
+    .await;
+    assert_eq!(got, expected, "every event, and no other");
+    assert!(
+        before < expected.len(),
+        "the kill came before the last post"
+    );
+    let metrics = wait_for(Duration::from_secs(20), "nothing pending", || async {
+        let metrics = herald.api.metrics().await;
+        (metrics.sample("herald_webhook_events_pending{endpoint=\"app\"}") == "0")
+            .then_some(metrics)
+    })
+    .await;
+    assert_eq!(
+        metrics.sample("herald_webhook_events_failed{endpoint=\"app\"}"),
+        "0"
+    );
+}
