@@ -3,7 +3,8 @@
 //! stored in one transaction, so a batch is stored whole or not at all.
 //!
 //! - `request`: what a submit says (the API's batch body, recipients, text).
-//! - `check`: each recipient checked, rendered and measured, on kept threads.
+//! - `check`: each recipient checked, rendered and measured, on kept threads;
+//!   a batch's `send_at` read.
 //! - `intaking`: a batch being taken in, chunk by chunk, and the batch it makes.
 //! - `report`: the pre-flight report a submit answers with.
 //! - here: [`Intake`], which plans a batch, takes its chunks and stores it.
@@ -165,6 +166,12 @@ impl Intake {
     /// The store batches go to.
     pub fn queue(&self) -> &Queue {
         &self.queue
+    }
+
+    /// Who is told of batches' events (and of replies: see
+    /// [`Subscribers::wanting`]).
+    pub fn subscribers(&self) -> &Subscribers {
+        &self.subscribers
     }
 
     /// The configured providers.
@@ -569,37 +576,6 @@ fn answered(accepted: Accepted, report: Value) -> Submitted {
             replayed: true,
         },
     }
-}
-
-/// How far in the past a `send_at` may be (clocks disagree; a batch due a moment
-/// ago is sent now) and how far ahead, in milliseconds.
-const SEND_AT_PAST_MS: i64 = 24 * 3_600_000;
-const SEND_AT_AHEAD_MS: i64 = 10 * 366 * 24 * 3_600_000;
-
-/// A batch's `send_at` in Unix milliseconds: an RFC 3339 time from a day ago to ten
-/// years ahead of `now`. A time outside that is a mistake (a year `0000` would be
-/// sent at once), refused saying so.
-fn send_at(s: &str, now: i64) -> Result<i64, Error> {
-    let out_of_range = || {
-        invalid(
-            "send_at",
-            format!("`{s}` is not between a day ago and ten years ahead: omit send_at to send now"),
-        )
-    };
-    let at = s
-        .parse::<Timestamp>()
-        .map_err(|e| match s.get(..4).and_then(|y| y.parse::<u16>().ok()) {
-            Some(year) if !(1..=9998).contains(&year) => out_of_range(),
-            _ => invalid(
-                "send_at",
-                format!("`{s}` is not an RFC 3339 time with an offset: {e}"),
-            ),
-        })?
-        .as_millisecond();
-    if at < now - SEND_AT_PAST_MS || at > now + SEND_AT_AHEAD_MS {
-        return Err(out_of_range());
-    }
-    Ok(at)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! endpoint as signed JSON arrays of at most `batch_size` events, and settles each
 //! delivery posted, to retry, or failed. Several processes share the outbox by
 //! leases. Posts run concurrently, at most a quarter of them (and one at least)
-//! to any one endpoint, so that an endpoint that is slow or down delays only its
-//! own deliveries.
+//! to any one endpoint (each batch's `callback_url` counting as one), so that an
+//! endpoint that is slow or down delays only its own deliveries.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -60,6 +60,9 @@ pub struct Poster {
 /// Deliveries to post together: one endpoint, one URL, at most `batch_size`.
 struct Group {
     endpoint: String,
+    /// What the posts in flight are counted by: the endpoint, and for `callback`
+    /// its URL too (each batch's own is an endpoint of its own).
+    lane: String,
     target: Result<Target, String>,
     deliveries: Vec<Delivery>,
 }
@@ -117,7 +120,7 @@ impl Poster {
             // Groups held for a busy endpoint go first, as it frees up.
             for _ in 0..held.len() {
                 let Some(group) = held.pop_front() else { break };
-                if busy.get(&group.endpoint).copied().unwrap_or(0) < this.per_endpoint {
+                if busy.get(&group.lane).copied().unwrap_or(0) < this.per_endpoint {
                     this.dispatch(group, &mut in_flight, &mut busy);
                 } else {
                     held.push_back(group);
@@ -138,9 +141,8 @@ impl Poster {
                         full = claimed.len() == budget;
                         let mut turned_away = Vec::new();
                         for group in this.groups(claimed) {
-                            let sending = busy.get(&group.endpoint).copied().unwrap_or(0);
-                            let waiting =
-                                held.iter().filter(|g| g.endpoint == group.endpoint).count();
+                            let sending = busy.get(&group.lane).copied().unwrap_or(0);
+                            let waiting = held.iter().filter(|g| g.lane == group.lane).count();
                             if sending < this.per_endpoint {
                                 this.dispatch(group, &mut in_flight, &mut busy);
                             } else if waiting < this.per_endpoint {
@@ -202,10 +204,15 @@ impl Poster {
         let mut groups = Vec::new();
         for ((endpoint, url), deliveries) in by_target {
             let target = self.target(&endpoint, url.as_deref());
+            let lane = match &url {
+                Some(url) if endpoint == CALLBACK => format!("{endpoint} {url}"),
+                _ => endpoint.clone(),
+            };
             let mut deliveries = deliveries.into_iter().peekable();
             while deliveries.peek().is_some() {
                 groups.push(Group {
                     endpoint: endpoint.clone(),
+                    lane: lane.clone(),
                     target: target.clone(),
                     deliveries: deliveries.by_ref().take(self.batch_size).collect(),
                 });
@@ -241,7 +248,7 @@ impl Poster {
         in_flight: &mut JoinSet<(Group, Posted)>,
         busy: &mut HashMap<String, usize>,
     ) {
-        *busy.entry(group.endpoint.clone()).or_default() += 1;
+        *busy.entry(group.lane.clone()).or_default() += 1;
         let this = Arc::clone(self);
         in_flight.spawn(async move {
             let posted = this.post(&group).await;
@@ -300,7 +307,7 @@ impl Poster {
                 return;
             }
         };
-        if let Some(n) = busy.get_mut(&group.endpoint) {
+        if let Some(n) = busy.get_mut(&group.lane) {
             *n = n.saturating_sub(1);
         }
         match &posted {
