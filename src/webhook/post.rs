@@ -2,10 +2,13 @@
 //! endpoint as signed JSON arrays of at most `batch_size` events, and settles each
 //! delivery posted, to retry, or failed. Several processes share the outbox by
 //! leases. Posts run concurrently, at most a quarter of them (and one at least)
-//! to any one endpoint (each batch's `callback_url` counting as one), so that an
-//! endpoint that is slow or down delays only its own deliveries.
+//! to any one endpoint (each batch's `callback_url` counting as one); the rest of
+//! an endpoint's claimed deliveries wait their turn in memory, except that an
+//! endpoint whose last post failed keeps no more waiting than it has in flight,
+//! the others being put back for later. So an endpoint that is slow or down
+//! delays only its own deliveries.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +24,7 @@ use crate::provider::{exchange, http_client};
 use crate::queue::{CALLBACK, Delivery, DeliveryKey, DeliveryOutcome, Queue};
 
 /// How often an idle loop looks for due deliveries.
-const POLL: Duration = Duration::from_millis(100);
+const POLL: Duration = Duration::from_millis(50);
 /// How often posted deliveries older than `keep_posted` are deleted, and how
 /// many at most each time.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -114,6 +117,8 @@ impl Poster {
         let this = Arc::new(self);
         let mut in_flight: JoinSet<(Group, Posted)> = JoinSet::new();
         let mut busy: HashMap<String, usize> = HashMap::new();
+        // The lanes whose last post was refused: a slow or failing endpoint.
+        let mut failing: HashSet<String> = HashSet::new();
         let mut held: VecDeque<Group> = VecDeque::new();
         let mut next_prune = tokio::time::Instant::now();
         while !stop.is_cancelled() {
@@ -145,7 +150,10 @@ impl Poster {
                             let waiting = held.iter().filter(|g| g.lane == group.lane).count();
                             if sending < this.per_endpoint {
                                 this.dispatch(group, &mut in_flight, &mut busy);
-                            } else if waiting < this.per_endpoint {
+                            } else if waiting < this.per_endpoint || !failing.contains(&group.lane)
+                            {
+                                // A healthy endpoint drains its queue fast; a
+                                // failing one may hold no more than it posts.
                                 held.push_back(group);
                             } else {
                                 turned_away.push(group);
@@ -179,12 +187,12 @@ impl Poster {
             }
             tokio::select! {
                 () = stop.cancelled() => {}
-                Some(done) = in_flight.join_next() => this.finished(done, &mut busy).await,
+                Some(done) = in_flight.join_next() => this.finished(done, &mut busy, &mut failing).await,
                 () = tokio::time::sleep(POLL) => {}
             }
         }
         while let Some(done) = in_flight.join_next().await {
-            this.finished(done, &mut busy).await;
+            this.finished(done, &mut busy, &mut failing).await;
         }
     }
 
@@ -298,6 +306,7 @@ impl Poster {
         &self,
         done: Result<(Group, Posted), tokio::task::JoinError>,
         busy: &mut HashMap<String, usize>,
+        failing: &mut HashSet<String>,
     ) {
         let (group, posted) = match done {
             Ok(done) => done,
@@ -312,10 +321,12 @@ impl Poster {
         }
         match &posted {
             Posted::Taken => {
+                failing.remove(&group.lane);
                 self.metrics
                     .webhook_posted(&group.endpoint, group.deliveries.len() as u64);
             }
             Posted::Refused { error, .. } => {
+                failing.insert(group.lane.clone());
                 tracing::warn!(endpoint = %group.endpoint, events = group.deliveries.len(), %error, "a webhook post failed");
             }
         }
