@@ -11,6 +11,11 @@
 //!   one that cannot hold a transaction open, gathered and accepted whole.
 //! - `render`: bodies of template batches, rendered when claimed; every engine
 //!   stores such a batch's template once and each message's variables.
+//! - `outbox`: events for the application (a message sent, delivered, failed, …, a
+//!   batch finished, a reply), recorded as deliveries by every engine in the
+//!   transaction of the change that causes them, for each of the batch's
+//!   subscriptions wanting it; claimed, settled, listed and replayed through the
+//!   crate-private [`Outbox`] seam and the [`Queue`] methods over it.
 //! - `batch`: the types that cross the seam; `receipt`: the rules every engine
 //!   applies delivery receipts by; `suppress`: the one place that decides an
 //!   address is undeliverable and suppresses it.

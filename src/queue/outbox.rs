@@ -15,8 +15,9 @@
 //! | cancelled: by control, or requeued into a cancelled batch (a retry, a release, a lapsed lease, an unknown outcome come due) | `message.cancelled` |
 //! | the change that leaves no message pending, sending, unknown or paused | `batch.finished`, once (counts read when claimed) |
 //!
-//! A batch without subscriptions records nothing, and costs each change one probe
-//! of an index of the subscribed batches (none when no batch ever had any).
+//! A batch without subscriptions records nothing, and costs a change at most one
+//! probe of an index of the subscribed batches (SQLite, PostgreSQL) or one field
+//! read with its batch (Redis).
 //!
 //! Event ids are deterministic, so a repeat is the same event: `{message id}.sent`,
 //! `.delivered`, `.undelivered`, `.failed`, `.expired`, `.cancelled`;
@@ -24,21 +25,36 @@
 //! event id): recording an event again is a no-op. So each kind is told once per
 //! message: a message retried (by the batch's retry) that fails again is not told
 //! `failed` twice, and a batch that finishes again after a retry is not told
-//! `finished` twice.
+//! `finished` twice. (A message is never `undelivered` twice: only `sent` moves
+//! there.) A delivery names its message and batch; what the ledger says of them
+//! (recipient, ref, provider and its id, channel, source, a finished batch's
+//! counts) is read when it is claimed or listed, so an event of a batch the
+//! PostgreSQL pruner has removed keeps only its own fields.
+//!
+//! Deliveries are claimed under a lease (`due_at` is the lease's end, so a lapsed
+//! one is due again), settled in bulk (a settlement under a lease since taken by
+//! another claim changes nothing), listed newest first, replayed, counted and
+//! pruned through the crate-private [`Outbox`] seam, which every engine implements
+//! beside [`Engine`](super::Engine); [`Queue`](super::Queue) has a method for each.
 //!
 //! Recording from another module's transaction (a reply, a cancel by an opt-out):
-//! - SQLite: `sqlite::record_deliveries(&tx, &endpoints, &NewEvent)` for one event
-//!   to the named endpoints, `sqlite::record_message_events(&tx, &rows, kind, code,
-//!   now)` for events of message rows (and `batch.finished` of their batches);
-//! - PostgreSQL: the same two functions in `postgres::record`, on its transaction;
-//! - Redis: the key layout in `redis/keyspace.rs` and the Lua function
-//!   `record_delivery` in `redis/scripts/outbox.rs`, to paste into a script.
+//! - SQLite: `sqlite::record_deliveries(&tx, &endpoints, &event)` records one
+//!   [`NewEvent`] to the named endpoints and to the subscriptions of its message's
+//!   batch that want it; `sqlite::record_message_events(&tx, &rows, kind, code,
+//!   now)` records the events of message rows the transaction just moved (and
+//!   `batch.finished` of the batches that ended).
+//! - PostgreSQL: the same two as methods of the engine (`record_deliveries`,
+//!   `record_message_events`, in `postgres/record.rs`), on its transaction; a
+//!   message's row is its id.
+//! - Redis: every script built by `redis::scripts::script` has the Lua functions
+//!   `record_event(b, endpoints, event_id, kind, member, code, payload)` and
+//!   `count(b, from, to, member, code)` (see `redis/scripts/outbox.rs`).
 //!
 //! For a reply: kind [`EventKind::Reply`], event id `reply.{reply id}`, the reply
-//! record as JSON in [`NewEvent::payload`] (posted as the event's `data`), and the
+//! record as JSON in [`NewEvent::payload`] (posted as the event's `data`), the
 //! linked message's row when there is one (the event then names its batch and
-//! message), to the linked batch's subscriptions wanting `reply` plus every
-//! configured webhook wanting it.
+//! message, and goes to that batch's subscriptions wanting `reply`), and as
+//! endpoints every configured webhook wanting `reply`.
 
 use std::fmt;
 use std::time::Duration;
@@ -346,6 +362,39 @@ pub enum DeliveryOutcome {
     },
 }
 
+/// What a settlement writes: the state, when due again (a retry), the error to
+/// keep, and when posted.
+pub(crate) struct Settled<'a> {
+    pub(crate) state: DeliveryState,
+    pub(crate) due_at_ms: Option<i64>,
+    pub(crate) error: Option<&'a str>,
+    pub(crate) posted_at_ms: Option<i64>,
+}
+
+impl DeliveryOutcome {
+    /// What settling with this outcome at `now_ms` writes.
+    pub(crate) fn settled(&self, now_ms: i64) -> Settled<'_> {
+        let (state, due_at_ms, error, posted_at_ms) = match self {
+            DeliveryOutcome::Posted => (DeliveryState::Posted, None, None, Some(now_ms)),
+            DeliveryOutcome::Retry { at_ms, error } => (
+                DeliveryState::Pending,
+                Some(*at_ms),
+                Some(error.as_str()),
+                None,
+            ),
+            DeliveryOutcome::Failed { error } => {
+                (DeliveryState::Failed, None, Some(error.as_str()), None)
+            }
+        };
+        Settled {
+            state,
+            due_at_ms,
+            error,
+            posted_at_ms,
+        }
+    }
+}
+
 /// Where a delivery is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -394,6 +443,57 @@ pub struct DeliveryRecord {
     pub posted_at_ms: Option<i64>,
     /// Its place in the listing: pass it as `before` for the next page.
     pub seq: i64,
+}
+
+/// A delivery as an engine reads it back, with its event complete.
+pub(crate) struct StoredDelivery {
+    pub(crate) seq: i64,
+    pub(crate) endpoint: String,
+    pub(crate) state: DeliveryState,
+    pub(crate) attempts: u32,
+    pub(crate) first_at_ms: i64,
+    pub(crate) last_error: Option<String>,
+    /// When due (while pending; a leased one's lease end).
+    pub(crate) due_at_ms: Option<i64>,
+    pub(crate) posted_at_ms: Option<i64>,
+    /// Its batch's `callback_url`, if any.
+    pub(crate) callback_url: Option<String>,
+    pub(crate) event: Event,
+}
+
+impl StoredDelivery {
+    /// The delivery as claimed under `token`.
+    pub(crate) fn claimed(self, token: i64) -> Delivery {
+        Delivery {
+            key: DeliveryKey {
+                row: self.seq,
+                token,
+            },
+            url: (self.endpoint == CALLBACK)
+                .then_some(self.callback_url)
+                .flatten(),
+            endpoint: self.endpoint,
+            event: self.event,
+            attempts: self.attempts,
+            first_at_ms: self.first_at_ms,
+        }
+    }
+
+    /// The delivery as listed.
+    pub(crate) fn record(self) -> DeliveryRecord {
+        DeliveryRecord {
+            endpoint: self.endpoint,
+            event: self.event,
+            state: self.state,
+            attempts: self.attempts,
+            last_error: self.last_error,
+            due_at_ms: self
+                .due_at_ms
+                .filter(|_| self.state == DeliveryState::Pending),
+            posted_at_ms: self.posted_at_ms,
+            seq: self.seq,
+        }
+    }
 }
 
 /// Which deliveries of an endpoint to replay.

@@ -9,9 +9,10 @@ use tokio_postgres::Row;
 
 use super::{Postgres, attempts, db, index_of, parse_channel};
 use crate::domain::{message_id, millis};
+use crate::queue::outbox::StoredDelivery;
 use crate::queue::{
-    CALLBACK, Delivery, DeliveryKey, DeliveryOutcome, DeliveryRecord, DeliveryState, Error, Event,
-    EventKind, Outbox, Replay, Result, parse_batch_id,
+    Delivery, DeliveryKey, DeliveryOutcome, DeliveryRecord, DeliveryState, Error, Event, EventKind,
+    Outbox, Replay, Result, parse_batch_id,
 };
 
 /// `{delivery}`: what a listed or claimed delivery `d` reads, with what the ledger
@@ -90,6 +91,22 @@ DELETE FROM {s}.deliveries WHERE seq = ANY(ARRAY(
     SELECT seq FROM {s}.deliveries WHERE state = 'posted' AND posted_at < $1 LIMIT $2))";
 
 impl Postgres {
+    /// A row of `{delivery}`, with a finished batch's counts read now.
+    async fn stored(&self, row: &Row) -> Result<StoredDelivery> {
+        Ok(StoredDelivery {
+            seq: row.get(0),
+            endpoint: row.get(1),
+            state: DeliveryState::from_stored(row.get(9))?,
+            attempts: attempts(row.get(7))?,
+            first_at_ms: row.get(8),
+            last_error: row.get(10),
+            due_at_ms: row.get(11),
+            posted_at_ms: row.get(12),
+            callback_url: row.get(16),
+            event: self.event(row).await?,
+        })
+    }
+
     /// The event of a row of `{delivery}`, with a finished batch's counts read now.
     async fn event(&self, row: &Row) -> Result<Event> {
         let kind = EventKind::from_stored(row.get(3))?;
@@ -150,22 +167,7 @@ impl Outbox for Postgres {
             .map_err(db)?;
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
-            let endpoint: String = row.get(1);
-            claimed.push(Delivery {
-                key: DeliveryKey {
-                    row: row.get(0),
-                    token,
-                },
-                url: if endpoint == CALLBACK {
-                    row.get(16)
-                } else {
-                    None
-                },
-                endpoint,
-                event: self.event(row).await?,
-                attempts: attempts(row.get(7))?,
-                first_at_ms: row.get(8),
-            });
+            claimed.push(self.stored(row).await?.claimed(token));
         }
         Ok(claimed)
     }
@@ -187,22 +189,11 @@ impl Outbox for Postgres {
         for (key, outcome) in &settled {
             seqs.push(key.row);
             tokens.push(key.token);
-            let (state, at, error, posted_at) = match outcome {
-                DeliveryOutcome::Posted => (DeliveryState::Posted, None, None, Some(now)),
-                DeliveryOutcome::Retry { at_ms, error } => (
-                    DeliveryState::Pending,
-                    Some(*at_ms),
-                    Some(error.as_str()),
-                    None,
-                ),
-                DeliveryOutcome::Failed { error } => {
-                    (DeliveryState::Failed, None, Some(error.as_str()), None)
-                }
-            };
-            states.push(state.as_str());
-            due.push(at);
-            errors.push(error);
-            posted.push(posted_at);
+            let settled = outcome.settled(now);
+            states.push(settled.state.as_str());
+            due.push(settled.due_at_ms);
+            errors.push(settled.error);
+            posted.push(settled.posted_at_ms);
         }
         let client = self.client().await?;
         let stmt = client
@@ -248,19 +239,7 @@ impl Outbox for Postgres {
         .map_err(db)?;
         let mut records = Vec::with_capacity(rows.len());
         for row in &rows {
-            let state = DeliveryState::from_stored(row.get(9))?;
-            records.push(DeliveryRecord {
-                endpoint: row.get(1),
-                event: self.event(row).await?,
-                state,
-                attempts: attempts(row.get(7))?,
-                last_error: row.get(10),
-                due_at_ms: row
-                    .get::<_, Option<i64>>(11)
-                    .filter(|_| state == DeliveryState::Pending),
-                posted_at_ms: row.get(12),
-                seq: row.get(0),
-            });
+            records.push(self.stored(row).await?.record());
         }
         Ok(records)
     }

@@ -8,9 +8,10 @@ use super::connection::{light_transaction, unavailable, write_transaction};
 use super::ledger::count_states;
 use super::schema::parse_channel;
 use crate::domain::message_id;
+use crate::queue::outbox::StoredDelivery;
 use crate::queue::{
-    CALLBACK, Delivery, DeliveryKey, DeliveryOutcome, DeliveryRecord, DeliveryState, Error, Event,
-    EventKind, Replay, Result, parse_batch_id,
+    Delivery, DeliveryKey, DeliveryOutcome, DeliveryRecord, DeliveryState, Error, Event, EventKind,
+    Replay, Result, parse_batch_id,
 };
 
 /// A delivery with what the ledger says of its batch and message, for [`read_row`].
@@ -83,9 +84,9 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 }
 
 impl Row {
-    /// The row's event, with what the stored text of it means: kind, batch and
+    /// The delivery, with what the stored text of its event means: kind, batch and
     /// message ids, channel, data, and a finished batch's counts.
-    fn complete(mut self, conn: &Connection) -> Result<Row> {
+    fn complete(mut self, conn: &Connection) -> Result<StoredDelivery> {
         let event = &mut self.event;
         event.kind = EventKind::from_stored(&self.kind)?;
         event.batch_id = self.batch_id.as_deref().map(parse_batch_id).transpose()?;
@@ -106,12 +107,27 @@ impl Row {
                 event.counts = Some(count_states(conn, first, first + size - 1)?);
             }
         }
-        Ok(self)
+        Ok(StoredDelivery {
+            seq: self.seq,
+            endpoint: self.endpoint,
+            state: DeliveryState::from_stored(&self.state)?,
+            attempts: self.attempts,
+            first_at_ms: self.first_at,
+            last_error: self.last_error,
+            due_at_ms: self.due_at,
+            posted_at_ms: self.posted_at,
+            callback_url: self.callback_url,
+            event: self.event,
+        })
     }
 }
 
 /// Reads the deliveries `sql` (a [`DELIVERY`] with its conditions) selects.
-fn select(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Row>> {
+fn select(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<StoredDelivery>> {
     let rows: Vec<Row> = conn
         .prepare_cached(sql)
         .and_then(|mut s| s.query_map(params, read_row)?.collect())
@@ -151,22 +167,7 @@ pub(super) fn claim(
         [seqs],
     )?;
     tx.commit().map_err(unavailable)?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Delivery {
-            key: DeliveryKey {
-                row: row.seq,
-                token,
-            },
-            url: (row.endpoint == CALLBACK)
-                .then_some(row.callback_url)
-                .flatten(),
-            endpoint: row.endpoint,
-            event: row.event,
-            attempts: row.attempts,
-            first_at_ms: row.first_at,
-        })
-        .collect())
+    Ok(rows.into_iter().map(|row| row.claimed(token)).collect())
 }
 
 /// Settles claimed deliveries still under their lease, in one transaction.
@@ -185,22 +186,14 @@ pub(super) fn settle(
             )
             .map_err(unavailable)?;
         for (key, outcome) in &settled {
-            let (state, due, error, posted) = match outcome {
-                DeliveryOutcome::Posted => (DeliveryState::Posted, None, None, Some(now)),
-                DeliveryOutcome::Retry { at_ms, error } => {
-                    (DeliveryState::Pending, Some(*at_ms), Some(error), None)
-                }
-                DeliveryOutcome::Failed { error } => {
-                    (DeliveryState::Failed, None, Some(error), None)
-                }
-            };
+            let settled = outcome.settled(now);
             stmt.execute(params![
                 key.row,
                 key.token,
-                state.as_str(),
-                due,
-                error,
-                posted
+                settled.state.as_str(),
+                settled.due_at_ms,
+                settled.error,
+                settled.posted_at_ms
             ])
             .map_err(unavailable)?;
         }
@@ -233,21 +226,7 @@ pub(super) fn list(
         params![endpoint, state.map(DeliveryState::as_str), before, limit],
     )?;
     tx.commit().map_err(unavailable)?;
-    rows.into_iter()
-        .map(|row| {
-            let state = DeliveryState::from_stored(&row.state)?;
-            Ok(DeliveryRecord {
-                endpoint: row.endpoint,
-                event: row.event,
-                state,
-                attempts: row.attempts,
-                last_error: row.last_error,
-                due_at_ms: row.due_at.filter(|_| state == DeliveryState::Pending),
-                posted_at_ms: row.posted_at,
-                seq: row.seq,
-            })
-        })
-        .collect()
+    Ok(rows.into_iter().map(StoredDelivery::record).collect())
 }
 
 /// Makes the chosen deliveries of `endpoint` pending and due at `now`, afresh.
