@@ -60,7 +60,7 @@ pub(super) struct DeliveryView {
     state: DeliveryState,
     /// Posts tried so far.
     attempts: u32,
-    /// The last post's error, while pending or failed.
+    /// The last refused post's error, if any was.
     last_error: Option<String>,
     /// When it is posted next, while pending (RFC 3339).
     due_at: Option<String>,
