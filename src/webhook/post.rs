@@ -370,3 +370,95 @@ impl Poster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::domain::StoreUrl;
+    use crate::queue::{Event, EventKind};
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    async fn poster(toml: &str) -> (Poster, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let queue = Queue::open(&StoreUrl::Sqlite(dir.path().join("store")))
+            .await
+            .expect("a store");
+        let config = Config::from_toml(toml).expect("a configuration");
+        let poster = Poster::new(queue, &config.webhooks, &config.webhook, Metrics::default())
+            .expect("a poster");
+        (poster, dir)
+    }
+
+    fn delivery(row: i64, endpoint: &str, url: Option<&str>) -> Delivery {
+        Delivery {
+            key: DeliveryKey { row, token: 1 },
+            endpoint: endpoint.into(),
+            url: url.map(String::from),
+            event: Event {
+                id: format!("m{row}.sent"),
+                kind: EventKind::Sent,
+                at_ms: 0,
+                batch_id: None,
+                message_id: None,
+                channel: None,
+                source: None,
+                to: None,
+                reference: None,
+                provider: None,
+                provider_message_id: None,
+                code: None,
+                counts: None,
+                data: None,
+            },
+            attempts: 0,
+            first_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn claimed_deliveries_go_in_groups_per_endpoint_and_url_of_at_most_batch_size() {
+        let (poster, _dir) = poster(&format!(
+            "[webhook]\nbatch_size = 2\ncallback_secret = \"{SECRET}\"\n\
+             [[webhooks]]\nname = \"app\"\nurl = \"http://127.0.0.1:1/app\"\nsecret = \"{SECRET}\""
+        ))
+        .await;
+        let (a, b) = (Some("http://127.0.0.1:2/a"), Some("http://127.0.0.1:2/b"));
+        let claimed = vec![
+            delivery(1, "app", None),
+            delivery(2, CALLBACK, a),
+            delivery(3, "app", None),
+            delivery(4, CALLBACK, b),
+            delivery(5, "app", None),
+            delivery(6, CALLBACK, a),
+        ];
+        let groups: Vec<(String, Vec<i64>)> = poster
+            .groups(claimed)
+            .into_iter()
+            .map(|g| (g.lane, g.deliveries.iter().map(|d| d.key.row).collect()))
+            .collect();
+        let lane = |url: Option<&str>| format!("callback {}", url.unwrap());
+        assert_eq!(
+            groups,
+            [
+                ("app".to_string(), vec![1, 3]),
+                ("app".to_string(), vec![5]),
+                (lane(a), vec![2, 6]),
+                (lane(b), vec![4]),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_no_longer_configured_or_an_unsigned_callback_has_no_target() {
+        let (poster, _dir) = poster("").await;
+        let gone = poster.target("app", None).err().unwrap_or_default();
+        assert!(gone.contains("`app`"), "{gone}");
+        let unsigned = poster
+            .target(CALLBACK, Some("http://127.0.0.1:2/a"))
+            .err()
+            .unwrap_or_default();
+        assert!(unsigned.contains("callback_secret"), "{unsigned}");
+    }
+}
