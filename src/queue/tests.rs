@@ -3,7 +3,7 @@
 //!
 //! Each topic file (`accept`, `claim`, `lease`, `settle`, `control`, `deadline`, `ledger`,
 //! `limit`, `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`,
-//! `unacked`, `outbox`)
+//! `unacked`, `outbox`, `deliveries`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
 //! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
@@ -158,14 +158,15 @@ macro_rules! conformance {
             #[tokio::test] outbox::batch_finished_is_recorded_once_with_the_final_counts;
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)] outbox::batch_finished_is_recorded_when_the_last_messages_settle_at_once;
             #[tokio::test] outbox::each_subscription_gets_only_the_kinds_it_wants;
+            #[tokio::test] outbox::a_batch_stored_in_chunks_or_gathered_keeps_its_subscriptions_and_callback;
             #[tokio::test] outbox::a_lapsed_lease_in_a_cancelled_batch_records_cancelled_at_the_next_claim;
             #[tokio::test] outbox::an_event_recorded_twice_is_one_delivery;
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] outbox::deliveries_are_claimed_exclusively_and_a_lapsed_lease_is_claimed_again;
-            #[tokio::test] outbox::settlements_post_retry_or_fail_and_a_lapsed_lease_settles_nothing;
-            #[tokio::test] outbox::deliveries_are_listed_newest_first_in_pages_and_by_state;
-            #[tokio::test] outbox::replay_makes_one_event_or_every_failed_one_due_again_afresh;
-            #[tokio::test] outbox::delivery_counts_are_pending_and_failed_per_endpoint;
-            #[tokio::test] outbox::pruning_deletes_only_deliveries_posted_before_the_cutoff;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] deliveries::deliveries_are_claimed_exclusively_and_a_lapsed_lease_is_claimed_again;
+            #[tokio::test] deliveries::settlements_post_retry_or_fail_and_a_lapsed_lease_settles_nothing;
+            #[tokio::test] deliveries::deliveries_are_listed_newest_first_in_pages_and_by_state;
+            #[tokio::test] deliveries::replay_makes_one_event_or_every_failed_one_due_again_afresh;
+            #[tokio::test] deliveries::delivery_counts_are_pending_and_failed_per_endpoint;
+            #[tokio::test] deliveries::pruning_deletes_only_deliveries_posted_before_the_cutoff;
         }
     )+};
 }
@@ -176,6 +177,7 @@ mod accept;
 mod claim;
 mod control;
 mod deadline;
+mod deliveries;
 mod failover;
 mod fingerprint;
 mod held;
