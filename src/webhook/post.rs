@@ -23,8 +23,10 @@ use crate::metrics::Metrics;
 use crate::provider::{exchange, http_client};
 use crate::queue::{CALLBACK, Delivery, DeliveryKey, DeliveryOutcome, Queue};
 
-/// How often an idle loop looks for due deliveries.
+/// How often the loop looks for due deliveries while it finds some, and at most
+/// how long it waits when it finds none for a while (the wait doubles each time).
 const POLL: Duration = Duration::from_millis(50);
+const IDLE_POLL: Duration = Duration::from_millis(400);
 /// How often posted deliveries older than `keep_posted` are deleted, and how
 /// many at most each time.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
@@ -121,6 +123,7 @@ impl Poster {
         let mut failing: HashSet<String> = HashSet::new();
         let mut held: VecDeque<Group> = VecDeque::new();
         let mut next_prune = tokio::time::Instant::now();
+        let mut poll = POLL;
         while !stop.is_cancelled() {
             // Groups held for a busy endpoint go first, as it frees up.
             for _ in 0..held.len() {
@@ -144,6 +147,11 @@ impl Poster {
                 {
                     Ok(claimed) => {
                         full = claimed.len() == budget;
+                        poll = if claimed.is_empty() {
+                            (poll * 2).min(IDLE_POLL)
+                        } else {
+                            POLL
+                        };
                         let mut turned_away = Vec::new();
                         for group in this.groups(claimed) {
                             let sending = busy.get(&group.lane).copied().unwrap_or(0);
@@ -188,7 +196,7 @@ impl Poster {
             tokio::select! {
                 () = stop.cancelled() => {}
                 Some(done) = in_flight.join_next() => this.finished(done, &mut busy, &mut failing).await,
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(poll) => {}
             }
         }
         while let Some(done) = in_flight.join_next().await {
