@@ -18,7 +18,7 @@ use super::request::body_bytes;
 use super::state::AppState;
 use crate::config::ReplyRules;
 use crate::provider::{Keyword, Keywords, ReceiptAnswer, ReceiptRequest, reply_id};
-use crate::queue::{NewReply, Recorded};
+use crate::queue::{EventKind, NewReply, Recorded};
 
 /// What replies do: the keywords and the auto-replies to them.
 pub struct Replying {
@@ -114,8 +114,12 @@ pub(super) async fn receive(
 }
 
 /// The configured webhooks that want `reply` events, besides the subscriptions of
-/// the batch a reply answers: none until webhooks are configured.
+/// the batch a reply answers.
 fn reply_endpoints(state: &AppState) -> Vec<String> {
-    let _ = state;
-    Vec::new()
+    state
+        .intake
+        .subscribers()
+        .wanting(EventKind::Reply)
+        .map(str::to_owned)
+        .collect()
 }

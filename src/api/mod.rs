@@ -12,7 +12,8 @@
 //! - `templates` and `suppressions` keep stored templates and the addresses never
 //!   to message; `seed` keeps the seed recipe's `POST /send-sms` working;
 //!   `receipts` takes the providers' delivery receipts, `inbound` their replies,
-//!   `replies` lists them.
+//!   `replies` lists them; `webhooks` lists and replays the status webhooks'
+//!   deliveries.
 //! - `GET /` and `/assets/{name}` serve the web page (`crate::web`).
 //! - `openapi` builds the OpenAPI document from the table and the handlers'
 //!   types; its `path` says what each route's methods take and answer.
@@ -34,6 +35,7 @@ mod submit;
 mod suppressions;
 mod templates;
 mod upload;
+mod webhooks;
 
 pub use self::batch::{BatchPage, BatchView, MessagePage, MessageView};
 pub use self::error::Error;

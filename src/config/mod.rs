@@ -4,7 +4,7 @@
 //! `HERALD_WORKER__MAX_IN_FLIGHT=64`; `HERALD_PROVIDERS` takes an inline array).
 //!
 //! This file holds the tree's root, its loading and its checks; `delivery`,
-//! `intake`, `ingest` and `replies` hold the sections; `[[providers]]` entries are
+//! `intake`, `ingest`, `replies` and `webhook` hold the sections; `[[providers]]` entries are
 //! [`crate::provider::ProviderConfig`], read beside the providers.
 
 mod delivery;
@@ -12,6 +12,7 @@ mod ingest;
 mod intake;
 mod replies;
 mod unknown;
+mod webhook;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ pub use self::ingest::{IngestConfig, IngestKind};
 pub use self::intake::{IntakeLimits, RecipientsConfig, ValidForConfig};
 pub use self::replies::{RepliesConfig, ReplyRules};
 pub use self::unknown::UnknownKey;
+pub use self::webhook::{MAX_BATCH_SIZE, WebhookConfig, WebhookSettings};
 use crate::auth::TokenHash;
 use crate::domain::{Channel, StoreUrl};
 use crate::provider::ProviderConfig;
@@ -81,6 +83,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// What replies do: keywords and auto-replies (`[replies.sms]`).
     pub replies: RepliesConfig,
+    /// The application's endpoints told of batches' events (`[[webhooks]]`).
+    pub webhooks: Vec<WebhookConfig>,
+    /// How events are posted (`[webhook]`).
+    pub webhook: WebhookSettings,
 }
 
 /// Who may call the API.
@@ -112,6 +118,8 @@ impl Default for Config {
             ingest: Vec::new(),
             auth: AuthConfig::default(),
             replies: RepliesConfig::default(),
+            webhooks: Vec::new(),
+            webhook: WebhookSettings::default(),
         }
     }
 }
@@ -233,6 +241,7 @@ impl Config {
         }
         self.circuit.validate()?;
         self.replies.sms.validate("replies.sms")?;
+        self.webhook.validate(&self.webhooks)?;
         self.valid_for.validate(
             self.providers
                 .iter()

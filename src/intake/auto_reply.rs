@@ -53,7 +53,9 @@ impl Intake {
             template_id: None,
             template: None,
             callback_url: None,
-            subscriptions: Vec::new(),
+            subscriptions: self
+                .subscribers
+                .of_batch(Channel::Sms, AUTO_REPLY_SOURCE, false),
             messages: vec![NewMessage {
                 index: 0,
                 provider: provider.into(),

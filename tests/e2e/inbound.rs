@@ -380,3 +380,81 @@ async fn aliyun_and_tencent_replies_are_read_in_their_formats_and_answered_as_th
         .await;
     assert_eq!(status, 404, "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_and_the_cancel_of_an_opt_out_are_posted_to_the_application_as_events() {
+    let provider = ProviderServer::start().await;
+    let receiver = ProviderServer::start().await;
+    let herald = spawn_app(|config| {
+        route_all_to(config, provider.provider(Some(SECRET)));
+        config.webhooks = vec![herald::config::WebhookConfig {
+            name: "app".into(),
+            url: herald::domain::HttpUrl::parse(&receiver.url).expect("a URL"),
+            secret: herald::domain::SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+                .expect("a secret"),
+            events: herald::queue::Kinds::all(),
+            channels: None,
+            sources: None,
+        }];
+    })
+    .await;
+    let sent = herald
+        .submit(
+            &json!({"channel": "sms", "template": {"body": "Your order shipped"},
+            "recipients": [{"to": "+15005550006", "ref": "order-17"}]}),
+        )
+        .await;
+    herald.wait_finished(&sent, Duration::from_secs(10)).await;
+    let queued = herald
+        .submit(&json!({"channel": "sms", "template": {"body": "Sale!"}, "send_at": rfc3339_from_now(1500),
+            "recipients": [{"to": "+15005550006", "ref": "promo-1"}]}))
+        .await;
+    let stop = r#"{"id":"in-1","from":"+15005550006","body":"stop"}"#;
+    for _ in 0..2 {
+        let (status, answer) = herald.webhook_reply(stop, &signed(stop)).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    herald.wait_finished(&queued, Duration::from_secs(10)).await;
+    let events = wait_for(
+        Duration::from_secs(10),
+        "the reply and cancel events",
+        || async {
+            let events: Vec<Value> = receiver
+                .received()
+                .iter()
+                .flat_map(|r| r.json.as_array().cloned().unwrap_or_default())
+                .collect();
+            let has = |kind: &str| events.iter().any(|e| e["type"] == kind);
+            (has("reply") && has("message.cancelled")).then_some(events)
+        },
+    )
+    .await;
+    let replies: Vec<&Value> = events.iter().filter(|e| e["type"] == "reply").collect();
+    assert_eq!(
+        replies.len(),
+        1,
+        "posted once for a reply posted twice: {events:?}"
+    );
+    let reply = replies[0];
+    assert!(
+        reply["id"].as_str().unwrap().starts_with("reply.r"),
+        "{reply}"
+    );
+    assert_eq!(reply["batch_id"], json!(sent), "{reply}");
+    assert_eq!(reply["data"]["body"], "stop", "{reply}");
+    assert_eq!(reply["data"]["keyword"], "opt_out", "{reply}");
+    assert_eq!(reply["data"]["answers"]["ref"], "order-17", "{reply}");
+    let cancel = events
+        .iter()
+        .find(|e| e["type"] == "message.cancelled")
+        .unwrap();
+    assert_eq!(cancel["batch_id"], json!(queued), "{cancel}");
+    assert_eq!(cancel["ref"], "promo-1", "{cancel}");
+    assert!(
+        cancel["code"]
+            .as_str()
+            .unwrap()
+            .starts_with("suppressed: replied STOP (reply r"),
+        "{cancel}"
+    );
+}

@@ -231,7 +231,7 @@ pub struct NewEvent {
 }
 
 /// The payload's fields, as posted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Event {
     /// Deterministic: receivers dedupe by it.
     pub id: String,
