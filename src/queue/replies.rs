@@ -269,10 +269,17 @@ impl Queue {
                 && suppressed.contains(&c.to);
             if cancel {
                 let reason = reasons.get(&c.to).map_or("suppressed", String::as_str);
+                // Not sent again to a number that opted out, but not said to be
+                // unsent either when an earlier attempt may have reached it.
+                let doubt = if c.unknown_since_ms.is_some() {
+                    "; an earlier attempt's outcome is unknown: it may have been sent"
+                } else {
+                    ""
+                };
                 cancelled.push(Settlement {
                     lease: c.lease,
                     outcome: Outcome::Cancelled {
-                        error: format!("suppressed: {reason}"),
+                        error: format!("suppressed: {reason}{doubt}"),
                     },
                     sent_by: None,
                 });

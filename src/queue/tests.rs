@@ -154,6 +154,7 @@ macro_rules! conformance {
             #[tokio::test] replies::replies_page_by_seq_and_filter_by_sender;
             #[tokio::test] replies::an_opt_out_suppresses_its_sender_and_an_opt_in_lifts_only_what_a_reply_made;
             #[tokio::test] replies::a_reply_records_its_event_for_the_answered_batch_and_the_endpoints_wanting_replies;
+            #[tokio::test] replies::a_message_of_unknown_outcome_to_a_number_that_opted_out_ends_cancelled_saying_so;
             #[tokio::test] replies::queued_messages_to_a_number_that_opted_out_end_cancelled_but_its_auto_reply_goes;
             #[tokio::test] unacked::unacked_markers_are_found_oldest_first_by_source_and_body_and_expire_after_a_day;
             #[tokio::test] outbox::settlements_record_sent_and_failed_for_a_subscribed_batch_and_nothing_for_another;

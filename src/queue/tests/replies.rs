@@ -289,3 +289,34 @@ pub(super) async fn a_reply_records_its_event_for_the_answered_batch_and_the_end
         "{url}: {audit:?}"
     );
 }
+
+pub(super) async fn a_message_of_unknown_outcome_to_a_number_that_opted_out_ends_cancelled_saying_so(
+    store: TestStore,
+) {
+    let (q, url, _guard) = store;
+    let id = accept(&q, batch_to(&["+8613800000001"])).await;
+    let claimed = q.claim("p", 10, LEASE).await.unwrap();
+    q.settle(settle_all(
+        &claimed,
+        Outcome::Unknown {
+            at_ms: now_ms(),
+            error: "timed out".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    q.record_replies(
+        vec![reply("k1", "+8613800000001", "STOP", Some(Keyword::OptOut))],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty(), "{url}");
+    let m = super::receipts::message(&q, id, 0).await;
+    assert_eq!(m.state, MessageState::Cancelled, "{url}");
+    let error = m.last_error.unwrap_or_default();
+    assert!(
+        error.starts_with("suppressed: replied STOP") && error.contains("may have been sent"),
+        "{url}: {error}"
+    );
+}
