@@ -229,27 +229,32 @@ impl Queue {
     /// as one who replied STOP after they were queued is, and answers their
     /// settlements: `cancelled`, with the suppression's reason. An auto-reply's
     /// message is left to go. The common case costs one lookup of the claim's
-    /// recipients; the batches are read only for a message found suppressed.
+    /// recipients (one round trip); the batches are read only for a message found
+    /// suppressed.
     pub(super) async fn cancel_suppressed(
         &self,
         claimed: &mut Vec<Claimed>,
     ) -> Result<Vec<Settlement>> {
-        let numbers: Vec<&str> = claimed
+        let numbers: Vec<String> = claimed
             .iter()
             .filter(|c| c.channel == Channel::Sms)
-            .map(|c| c.to.as_str())
+            .map(|c| c.to.clone())
             .collect();
         if numbers.is_empty() {
             return Ok(Vec::new());
         }
-        let suppressed = self.records.suppressed(Channel::Sms, &numbers).await?;
-        if suppressed.is_empty() {
+        // One lookup, reasons included: it runs on every claim of SMS.
+        let reasons = self
+            .replies
+            .suppression_reasons(Channel::Sms, numbers)
+            .await?;
+        if reasons.is_empty() {
             return Ok(Vec::new());
         }
         let mut exempt = HashSet::new();
         for batch in claimed
             .iter()
-            .filter(|c| c.channel == Channel::Sms && suppressed.contains(&c.to))
+            .filter(|c| c.channel == Channel::Sms && reasons.contains_key(&c.to))
             .map(|c| c.batch_id)
             .collect::<HashSet<_>>()
         {
@@ -258,33 +263,29 @@ impl Queue {
                 exempt.insert(batch);
             }
         }
-        let reasons = self
-            .replies
-            .suppression_reasons(Channel::Sms, suppressed.iter().cloned().collect())
-            .await?;
         let mut cancelled = Vec::new();
         claimed.retain(|c| {
-            let cancel = c.channel == Channel::Sms
-                && !exempt.contains(&c.batch_id)
-                && suppressed.contains(&c.to);
-            if cancel {
-                let reason = reasons.get(&c.to).map_or("suppressed", String::as_str);
-                // Not sent again to a number that opted out, but not said to be
-                // unsent either when an earlier attempt may have reached it.
-                let doubt = if c.unknown_since_ms.is_some() {
-                    "; an earlier attempt's outcome is unknown: it may have been sent"
-                } else {
-                    ""
-                };
-                cancelled.push(Settlement {
-                    lease: c.lease,
-                    outcome: Outcome::Cancelled {
-                        error: format!("suppressed: {reason}{doubt}"),
-                    },
-                    sent_by: None,
-                });
-            }
-            !cancel
+            let reason = reasons
+                .get(&c.to)
+                .filter(|_| c.channel == Channel::Sms && !exempt.contains(&c.batch_id));
+            let Some(reason) = reason else {
+                return true;
+            };
+            // Not sent again to a number that opted out, but not said to be unsent
+            // either when an earlier attempt may have reached it.
+            let doubt = if c.unknown_since_ms.is_some() {
+                "; an earlier attempt's outcome is unknown: it may have been sent"
+            } else {
+                ""
+            };
+            cancelled.push(Settlement {
+                lease: c.lease,
+                outcome: Outcome::Cancelled {
+                    error: format!("suppressed: {reason}{doubt}"),
+                },
+                sent_by: None,
+            });
+            false
         });
         Ok(cancelled)
     }
