@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 mod deadline;
 mod secret;
 mod store_url;
-pub use deadline::{Deadline, InvalidDeadline};
+pub use deadline::{Deadline, InvalidDeadline, MAX_VALID_FOR_SECS};
 pub use secret::Secret;
 pub use store_url::{InvalidStoreUrl, StoreUrl};
 

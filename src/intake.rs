@@ -29,7 +29,9 @@ use crate::template::Template;
 use check::*;
 use intaking::*;
 pub use report::{Cost, EncodingCount, Group, Preview, Rejection, Report, SmsSummary};
-pub use request::{BatchRequest, Body, NOT_BLANK, RecipientSpec, TemplateSpec, whole_number};
+pub use request::{
+    BatchRequest, Body, NOT_BLANK, ONE_LINE, RecipientSpec, TemplateSpec, whole_number,
+};
 
 /// Priorities run from -100 (last) to 100 (first); 0 is the default.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;

@@ -252,7 +252,7 @@ pub struct RetryRequest {
     expires_at: Option<String>,
     /// Seconds from now.
     #[serde(default, deserialize_with = "crate::intake::whole_number")]
-    #[schemars(range(min = 1, max = i64::MAX))]
+    #[schemars(range(min = 1, max = crate::domain::MAX_VALID_FOR_SECS))]
     valid_for: Option<i64>,
 }
 

@@ -45,6 +45,7 @@ pub(super) struct TemplateRequest {
     id: Option<String>,
     channel: Channel,
     #[serde(default)]
+    #[schemars(pattern(crate::intake::ONE_LINE))]
     subject: Option<String>,
     #[schemars(pattern(crate::intake::NOT_BLANK))]
     body: String,

@@ -141,6 +141,7 @@ pub struct CsvOptions {
     #[schemars(pattern(intake::NOT_BLANK))]
     template: Option<String>,
     #[serde(default)]
+    #[schemars(pattern(intake::ONE_LINE))]
     subject: Option<String>,
     #[serde(default)]
     template_id: Option<String>,
@@ -156,7 +157,7 @@ pub struct CsvOptions {
     #[schemars(extend("format" = "date-time"))]
     expires_at: Option<String>,
     #[serde(default)]
-    #[schemars(range(min = 1, max = i64::MAX))]
+    #[schemars(range(min = 1, max = crate::domain::MAX_VALID_FOR_SECS))]
     valid_for: Option<i64>,
     #[serde(default)]
     reject_recent_duplicates: bool,

@@ -9,6 +9,8 @@ use crate::template::Vars;
 
 /// Text with something in it: not empty, not only white space.
 pub const NOT_BLANK: &str = r"\S";
+/// One line of text, an e-mail subject's template (whose final `\n` is dropped).
+pub const ONE_LINE: &str = r"^[^\r\n]*\n?$";
 
 /// A batch as the API takes it: exactly one of `template` and `template_id`, and
 /// an e-mail batch's template has a subject.
@@ -63,7 +65,7 @@ pub struct BatchRequest {
         deserialize_with = "whole_number",
         skip_serializing_if = "Option::is_none"
     )]
-    #[schemars(range(min = 1, max = i64::MAX))]
+    #[schemars(range(min = 1, max = crate::domain::MAX_VALID_FOR_SECS))]
     pub valid_for: Option<i64>,
     /// Reject recipients who were sent the same message (same subject and body)
     /// within `recipients.recent_window_secs`, as `recent_duplicate`.
@@ -114,6 +116,7 @@ pub struct TemplateSpec {
     #[schemars(pattern(NOT_BLANK))]
     pub body: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(ONE_LINE))]
     pub subject: Option<String>,
     /// The stored template this is, when it is one: its id is kept with the batch
     /// and each recipient's vars with its message, for providers that render it.

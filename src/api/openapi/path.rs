@@ -64,7 +64,7 @@ pub(in crate::api) fn batches(s: &mut Schemas) -> Vec<Operation> {
             .description("JSON (`application/json`), NDJSON (`application/x-ndjson` or `application/jsonl`: the batch without `recipients`, then a recipient per line) or CSV (`text/csv`: the batch's options in the query — channel, template or template_id, subject, provider, priority, send_at, reject_recent_duplicates, dry_run —, a header row `to`, optional `ref`, then variables). `202` once stored; nothing is stored on any other answer.")
             .parameters(s.query::<CsvOptions>(&[]))
             .parameters([
-                header("Idempotency-Key", json!({"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY}), "A replay with the same key and body answers what the first did; another body, `409`."),
+                header("Idempotency-Key", json!({"type": "string", "pattern": "^[!-~]+$", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY}), "A replay with the same key and body answers what the first did; another body, `409`."),
                 header("Content-Digest", json!({"type": "string", "pattern": "^sha-256=:[A-Za-z0-9+/]{43}=:$"}), "`sha-256=:<base64>:` of an upload's body (RFC 9530)."),
             ])
             .body([

@@ -139,6 +139,24 @@ async fn a_body_the_server_refuses_for_its_shape_the_document_refuses_too() {
             "post",
             "/v1/batches",
             "/v1/batches".into(),
+            json!({"channel": "sms", "template": {"body": "Hi"}, "recipients": to, "valid_for": crate::domain::MAX_VALID_FOR_SECS + 1}),
+        ),
+        (
+            "post",
+            "/v1/batches",
+            "/v1/batches".into(),
+            json!({"channel": "email", "template": {"body": "Hi", "subject": "Hi\r\nBcc: x@example.com"}, "recipients": [{"to": "a@example.com"}]}),
+        ),
+        (
+            "post",
+            "/v1/templates",
+            "/v1/templates".into(),
+            json!({"id": "t", "channel": "email", "subject": "Hi\nthere", "body": "Hi"}),
+        ),
+        (
+            "post",
+            "/v1/batches",
+            "/v1/batches".into(),
             json!({"channel": "sms", "template": {"body": "Hi"}, "recipients": to, "valid_for": 60, "expires_at": "2099-01-01T00:00:00Z"}),
         ),
         (
@@ -239,6 +257,19 @@ async fn a_query_the_server_refuses_the_document_refuses_too() {
         channel["schema"].get("type").is_none_or(|t| !t.is_null()),
         "{channel}"
     );
+
+    let keyed = Request::post("/v1/batches")
+        .header("content-type", "application/json")
+        .header("idempotency-key", "a b")
+        .body(Body::from(
+            json!({"channel": "sms", "template": {"body": "Hi"}, "recipients": [{"to": "+8613800138000"}]})
+                .to_string(),
+        ))
+        .expect("a request");
+    let (status, _) = call(&router, keyed).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let key = &parameter(&doc, "/v1/batches", "post", "Idempotency-Key")["schema"];
+    assert!(check(&doc, key, &json!("a b"), "Idempotency-Key").is_err());
 
     let (status, _) = call(&router, get("/v1/batches?before=abc")).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
