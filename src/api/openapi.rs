@@ -6,7 +6,9 @@
 //! serialize), so a field added to one is in the document with no edit here.
 //! Tests hold it to the router: it describes every route and method served and no
 //! other, real answers of every operation fit the schema it documents for their
-//! status, and the JSON requests accepted fit their schemas.
+//! status, and the JSON requests accepted fit their schemas; the requests refused
+//! for their shape are refused by the document too. A property-based run
+//! (`tests/e2e/contract.rs`) holds it to a running server.
 
 use std::collections::BTreeMap;
 
