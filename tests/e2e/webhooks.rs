@@ -1,7 +1,8 @@
 //! Status webhooks end to end: batches sent through a local webhook provider, their
 //! events posted to local receivers on 127.0.0.1 (a configured endpoint and a
 //! batch's `callback_url`), signed, verified with the `standardwebhooks` package;
-//! receivers that fail and recover; the retry window, the API and replay.
+//! receivers that fail and recover; the retry window, the API and replay; a
+//! shutdown and a kill -9 mid-posting.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -474,4 +475,43 @@ async fn a_kill_9_mid_posting_loses_no_event() {
         metrics.sample("herald_webhook_events_failed{endpoint=\"app\"}"),
         "0"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_lets_the_posts_in_flight_finish_and_records_them_posted() {
+    let provider = ProviderServer::start().await;
+    let receiver = ProviderServer::start().await;
+    receiver.behave(|_, _| Reply::ok().delayed(Duration::from_millis(700)));
+    let mut herald = herald_posting_to(&provider, &receiver, |_| {}).await;
+    let store = herald.dir.path().join("store");
+    let batch = herald.submit(&sms_batch(1)).await;
+    wait_for(Duration::from_secs(10), "a post in flight", || async {
+        (receiver.count() >= 1).then_some(())
+    })
+    .await;
+    herald.stop().await;
+    let in_flight = by_id(&events(&receiver.received()[..1]));
+    assert!(
+        in_flight.contains_key(&format!("{batch}-0.sent")),
+        "{in_flight:?}"
+    );
+
+    // Restarted on the same store, before any lease could lapse: what was in
+    // flight at the shutdown is recorded posted, not left claimed.
+    let restarted = herald_posting_to(&provider, &receiver, |config| {
+        config.store = herald::domain::StoreUrl::Sqlite(store.clone());
+    })
+    .await;
+    let (_, page) = restarted
+        .get("/v1/webhooks/app/deliveries?state=posted")
+        .await;
+    let posted: BTreeSet<&str> = page["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event"]["id"].as_str().unwrap())
+        .collect();
+    for id in in_flight.keys() {
+        assert!(posted.contains(id.as_str()), "{id} not posted: {page}");
+    }
 }
