@@ -152,14 +152,18 @@ async fn every_kind_of_event_reaches_the_receivers_signed_as_standard_webhooks_o
 async fn every_kind_of_event_reaches_the_receivers(store: &str) {
     let provider = ProviderServer::start().await;
     // The third recipient is refused for good: `message.failed`.
+    // The third recipient is refused for good: `message.failed`; another is
+    // refused for now until its deadline passes: `message.expired`.
     provider.behave(|n, json| match json["to"].as_str() {
         Some("+8613800000002") => Reply::status(400).body(r#"{"error":"rejected"}"#),
+        Some("+8613800000099") => Reply::status(503),
         _ => Reply::ok().body(&format!(r#"{{"id":"p-{n}"}}"#)),
     });
     let receiver = ProviderServer::start().await;
     let callback = ProviderServer::start().await;
     let herald = herald_posting_to(&provider, &receiver, |config| {
         config.store = store.parse().expect("a store URL");
+        config.retry.max_attempts = 1_000;
     })
     .await;
 
@@ -168,15 +172,19 @@ async fn every_kind_of_event_reaches_the_receivers(store: &str) {
     let sent = herald.submit(&batch).await;
     herald.wait_finished(&sent, Duration::from_secs(10)).await;
     let ledger = herald.messages(&sent).await;
-    let provider_id = ledger[0]["provider_message_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let provider_id = |i: usize| {
+        ledger[i]["provider_message_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     receipt(
         &herald,
-        json!({"id": provider_id, "status": "delivered", "code": "DELIVRD"}),
+        json!([{"id": provider_id(0), "status": "delivered", "code": "DELIVRD"},
+               {"id": provider_id(1), "status": "undelivered", "code": "UNDELIV"}]),
     )
     .await;
+    let provider_id = provider_id(0);
 
     let mut later = sms_batch(1);
     later["send_at"] = json!(rfc3339_from_now(3_600_000));
@@ -185,16 +193,25 @@ async fn every_kind_of_event_reaches_the_receivers(store: &str) {
         .post(&format!("/v1/batches/{cancelled}/cancel"), &json!({}))
         .await;
     assert_eq!(status, 200, "{answer}");
+    let expiring = herald
+        .submit(
+            &json!({"channel": "sms", "template": {"body": "Hi"}, "valid_for": 1,
+                        "recipients": [{"to": "+8613800000099"}]}),
+        )
+        .await;
 
     let id = |batch: &str, suffix: &str| format!("{batch}{suffix}");
     let expected = [
         id(&sent, "-0.sent"),
         id(&sent, "-0.delivered"),
         id(&sent, "-1.sent"),
+        id(&sent, "-1.undelivered"),
         id(&sent, "-2.failed"),
         id(&sent, ".finished"),
         id(&cancelled, "-0.cancelled"),
         id(&cancelled, ".finished"),
+        id(&expiring, "-0.expired"),
+        id(&expiring, ".finished"),
     ];
     let got = wait_for_events(&receiver, &expected).await;
     assert_eq!(
@@ -214,6 +231,15 @@ async fn every_kind_of_event_reaches_the_receivers(store: &str) {
     assert_eq!(delivered["code"], "DELIVRD");
     assert_eq!(delivered["channel"], "sms");
     assert!(delivered["at_ms"].as_i64().unwrap() > 0, "{delivered}");
+    let undelivered = &got[&id(&sent, "-1.undelivered")];
+    assert_eq!(undelivered["type"], "message.undelivered");
+    assert_eq!(undelivered["code"], "UNDELIV");
+    let expired = &got[&id(&expiring, "-0.expired")];
+    assert_eq!(expired["type"], "message.expired");
+    assert!(
+        expired["code"].as_str().unwrap_or_default().contains("503"),
+        "{expired}"
+    );
     let failed = &got[&id(&sent, "-2.failed")];
     assert_eq!(failed["type"], "message.failed");
     assert!(failed["code"].as_str().unwrap().contains("400"), "{failed}");
@@ -231,6 +257,7 @@ async fn every_kind_of_event_reaches_the_receivers(store: &str) {
         id(&sent, "-0.sent"),
         id(&sent, "-0.delivered"),
         id(&sent, "-1.sent"),
+        id(&sent, "-1.undelivered"),
         id(&sent, "-2.failed"),
         id(&sent, ".finished"),
     ];
