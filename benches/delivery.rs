@@ -29,6 +29,8 @@ mod preflight;
 mod process;
 #[path = "delivery/provider.rs"]
 mod provider;
+#[path = "delivery/receiver.rs"]
+mod receiver;
 #[path = "delivery/report.rs"]
 mod report;
 #[path = "delivery/request.rs"]
@@ -54,6 +56,7 @@ use axum::body::Bytes;
 mod store;
 
 use preflight::{Preflight, preflight_phase};
+use receiver::Receiver;
 use report::{report, upload_report};
 use request::batch_body;
 use stats::{median, thousands};
@@ -237,12 +240,25 @@ async fn bench(plan: Plan, smoke: bool) -> anyhow::Result<()> {
 
     // Each round runs at herald's own in-flight limit and then at
     // [`SMALL_IN_FLIGHT`], side by side, so both see the same machine.
+    // A third variant subscribes a local receiver to every kind of status event.
     let mut rounds = Vec::with_capacity(2 * plan.rounds);
+    let mut webhook_rounds = Vec::with_capacity(plan.rounds);
     for n in 1..=plan.rounds {
-        for in_flight in [None, Some(SMALL_IN_FLIGHT)] {
-            let round = throughput_round(&client, &bodies, &passed, engine, in_flight)
-                .await
-                .with_context(|| format!("throughput round {n} of {} ({engine})", plan.rounds))?;
+        for (in_flight, webhooks) in [(None, false), (Some(SMALL_IN_FLIGHT), false), (None, true)] {
+            let receiver = match webhooks {
+                true => Some(Receiver::start().await?),
+                false => None,
+            };
+            let round = throughput_round(
+                &client,
+                &bodies,
+                &passed,
+                engine,
+                in_flight,
+                receiver.as_ref(),
+            )
+            .await
+            .with_context(|| format!("throughput round {n} of {} ({engine})", plan.rounds))?;
             eprintln!(
                 "round {n}{}: {} messages in {:.3} s = {:.0} msg/s; peak RSS {:.1} MB; herald CPU {:.2} s{}",
                 in_flight.map_or(String::new(), |k| format!(" ({k} in flight)")),
@@ -256,7 +272,18 @@ async fn bench(plan: Plan, smoke: bool) -> anyhow::Result<()> {
                     engine.name()
                 ))
             );
-            rounds.push(round);
+            if let Some(w) = &round.webhooks {
+                eprintln!(
+                    "  with webhooks: every event in {:.3} s; settle to arrival median {:.0} ms, p99 {:.0} ms",
+                    w.secs,
+                    median(&w.latency_ms),
+                    stats::percentile(&w.latency_ms, 99.0)
+                );
+            }
+            match round.webhooks {
+                Some(_) => webhook_rounds.push(round),
+                None => rounds.push(round),
+            }
         }
     }
     let submit = submit_phase(&client, &bodies[0], plan.submits, &passed, engine)
@@ -308,6 +335,7 @@ async fn bench(plan: Plan, smoke: bool) -> anyhow::Result<()> {
         )
     );
     print!("{}", upload_report(&uploads));
+    print!("{}", report::webhook_report(&rounds, &webhook_rounds));
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! Wiring and shutdown order: open the store, build the providers, bind, serve the
 //! API and run the workers until told to stop; then stop accepting, drain the HTTP
 //! requests in progress, let in-flight sends finish within the grace period, and
-//! write their outcomes. Anything abandoned comes back through lease expiry.
+//! write their outcomes; last, let the webhook posts in flight end and settle them.
+//! Anything abandoned comes back through lease expiry.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::provider::Registry;
 use crate::queue::Queue;
+use crate::webhook::Poster;
 use crate::worker::Pool;
 
 /// What one Herald process runs. Several processes with different roles can share
@@ -153,10 +155,19 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         metrics.add_section(Arc::new(circuits.clone()));
     }
     metrics.add_section(Arc::new(ingest_metrics.clone()));
+    // One posting loop per process, whatever its role: processes share the
+    // outbox by leases.
+    let poster = Poster::new(
+        queue.clone(),
+        &config.webhooks,
+        &config.webhook,
+        metrics.clone(),
+    )
+    .context("starting the webhooks' posting loop")?;
     let pool = workers.then(|| Pool::new(queue, registry, circuits.clone(), &config, metrics));
     let grace = Duration::from_millis(config.worker.shutdown_grace_ms);
     let http = listener.map(|listener| (listener, router));
-    let task = tokio::spawn(run(http, ingest, pool, grace, shutdown.clone()));
+    let task = tokio::spawn(run(http, ingest, pool, poster, grace, shutdown.clone()));
     match addr {
         Some(addr) => {
             tracing::info!(%addr, store = %config.store, workers, "herald listening on http://{addr}");
@@ -181,10 +192,14 @@ async fn run(
     http: Option<(tokio::net::TcpListener, axum::Router)>,
     ingest: Option<Ingest>,
     pool: Option<Pool>,
+    poster: Poster,
     grace: Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let workers = pool.map(|pool| tokio::spawn(pool.run(shutdown.clone())));
+    // The poster stops with the rest; the events of the workers' last settles
+    // wait in the outbox for the next start.
+    let posting = tokio::spawn(poster.run(shutdown.clone()));
     if let Some((listener, router)) = http {
         serve_http(listener, router, grace, &shutdown).await?;
     } else {
@@ -199,6 +214,10 @@ async fn run(
     if let Some(workers) = workers {
         workers.await.context("the worker pool panicked")?;
     }
+    // Last: its posts in flight end within the webhook timeout, and are settled.
+    posting
+        .await
+        .context("the webhooks' posting loop panicked")?;
     tracing::info!("herald stopped");
     Ok(())
 }

@@ -111,6 +111,10 @@ pub struct SendArgs {
     /// Reject recipients sent the same message recently (recipients.recent_window_secs).
     #[arg(long)]
     pub reject_recent_duplicates: bool,
+    /// An http(s) URL the batch's status events are posted to (the server needs
+    /// webhook.callback_secret).
+    #[arg(long)]
+    pub callback_url: Option<String>,
     /// Provider name [default: the channel's default].
     #[arg(long)]
     pub provider: Option<String>,

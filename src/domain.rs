@@ -9,10 +9,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod deadline;
+mod http_url;
 mod secret;
+mod signing_secret;
 mod store_url;
 pub use deadline::{Deadline, InvalidDeadline, MAX_VALID_FOR_SECS};
+pub use http_url::HttpUrl;
 pub use secret::Secret;
+pub use signing_secret::{MIN_SECRET_BYTES, SigningSecret};
 pub use store_url::{InvalidStoreUrl, StoreUrl};
 
 /// The kind of message a batch sends; each recipient address is checked for its channel.
@@ -84,6 +88,16 @@ impl fmt::Display for BatchId {
 impl Serialize for BatchId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
+    }
+}
+
+impl JsonSchema for BatchId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "BatchId".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "format": "uuid"})
     }
 }
 

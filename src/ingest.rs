@@ -286,10 +286,12 @@ impl Handler {
                     .await
             }
             Job::Sms(sms) => {
+                let callback_url = sms.callback_url.clone();
                 let parts = sms
                     .submission(&self.intake, self.template_id.as_deref())
                     .await;
-                self.submit(Channel::Sms, self.provider.as_deref(), idempotency, parts)
+                let provider = self.provider.as_deref();
+                self.submit(Channel::Sms, provider, idempotency, callback_url, parts)
                     .await
             }
             Job::Email(email) => {
@@ -305,19 +307,21 @@ impl Handler {
                 let parts = email
                     .submission(&self.intake, self.template_id.as_deref())
                     .await;
-                self.submit(Channel::Email, provider, idempotency, parts)
+                self.submit(Channel::Email, provider, idempotency, None, parts)
                     .await
             }
         };
         disposition(submitted)
     }
 
-    /// Stores a classic job's messages, once they could be made.
+    /// Stores a classic job's messages, once they could be made; their events go
+    /// to `callback_url` too, when the job names one.
     async fn submit(
         &self,
         channel: Channel,
         provider: Option<&str>,
         idempotency: Option<(&str, &[u8])>,
+        callback_url: Option<String>,
         parts: Result<(Body, Vec<RecipientSpec>), intake::Error>,
     ) -> Result<Submitted, intake::Error> {
         let (body, recipients) = parts?;
@@ -332,6 +336,7 @@ impl Handler {
             idempotency,
             dry_run: false,
             reject_recent_duplicates: false,
+            callback_url: callback_url.as_deref(),
         };
         self.intake.submit(envelope, body, recipients).await
     }

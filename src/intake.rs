@@ -3,7 +3,8 @@
 //! stored in one transaction, so a batch is stored whole or not at all.
 //!
 //! - `request`: what a submit says (the API's batch body, recipients, text).
-//! - `check`: each recipient checked, rendered and measured, on kept threads.
+//! - `check`: each recipient checked, rendered and measured, on kept threads;
+//!   a batch's `send_at` read.
 //! - `intaking`: a batch being taken in, chunk by chunk, and the batch it makes.
 //! - `report`: the pre-flight report a submit answers with.
 //! - here: [`Intake`], which plans a batch, takes its chunks and stores it.
@@ -26,6 +27,7 @@ mod request;
 use crate::queue::{self, Accepted, Arrival, BatchTemplate, Begun, Queue};
 use crate::recipient::{self, Rules};
 use crate::template::Template;
+use crate::webhook::Subscribers;
 use check::*;
 use intaking::*;
 pub use report::{Cost, EncodingCount, Group, Preview, Rejection, Report, SmsSummary};
@@ -89,6 +91,8 @@ pub struct Intake {
     metrics: Metrics,
     /// The deadline of a batch that gives none.
     valid_for: ValidForConfig,
+    /// Who is told of each batch's events.
+    subscribers: Subscribers,
 }
 
 /// A submit's options besides the recipients.
@@ -109,6 +113,8 @@ pub struct Envelope<'a> {
     pub dry_run: bool,
     /// Reject recipients sent the same message within `recipients.recent_window_secs`.
     pub reject_recent_duplicates: bool,
+    /// Where the batch's events are posted besides the configured webhooks.
+    pub callback_url: Option<&'a str>,
 }
 
 impl Intake {
@@ -129,7 +135,14 @@ impl Intake {
             recent_window,
             metrics,
             valid_for,
+            subscribers: Subscribers::default(),
         }
+    }
+
+    /// This intake, with each batch's events going to `subscribers`.
+    pub fn with_subscribers(mut self, subscribers: Subscribers) -> Self {
+        self.subscribers = subscribers;
+        self
     }
 
     /// The deadline of a batch of `channel` through `provider` that gives `asked`
@@ -155,6 +168,12 @@ impl Intake {
     /// The store batches go to.
     pub fn queue(&self) -> &Queue {
         &self.queue
+    }
+
+    /// Who is told of batches' events (and of replies: see
+    /// [`Subscribers::wanting`]).
+    pub fn subscribers(&self) -> &Subscribers {
+        &self.subscribers
     }
 
     /// The configured providers.
@@ -220,6 +239,7 @@ impl Intake {
             idempotency,
             dry_run,
             reject_recent_duplicates: request.reject_recent_duplicates,
+            callback_url: request.callback_url.as_deref(),
         };
         let template = match (request.template.clone(), &request.template_id) {
             (Some(_), Some(_)) => {
@@ -468,6 +488,14 @@ impl Intake {
                 format!("must be between -100 and 100, not {priority}"),
             ));
         }
+        let callback_url = envelope
+            .callback_url
+            .map(|url| self.subscribers.check_callback(url))
+            .transpose()
+            .map_err(|message| invalid("callback_url", message))?;
+        let subscriptions =
+            self.subscribers
+                .of_batch(channel, envelope.source, callback_url.is_some());
         let now = now_ms();
         let send_at_ms = match envelope.send_at {
             None => now,
@@ -528,6 +556,8 @@ impl Intake {
         };
         Ok(Intaking {
             channel,
+            callback_url: callback_url.map(|url| url.to_string()),
+            subscriptions,
             template_id,
             stored_template,
             route: route.clone(),
@@ -560,37 +590,6 @@ fn answered(accepted: Accepted, report: Value) -> Submitted {
             replayed: true,
         },
     }
-}
-
-/// How far in the past a `send_at` may be (clocks disagree; a batch due a moment
-/// ago is sent now) and how far ahead, in milliseconds.
-const SEND_AT_PAST_MS: i64 = 24 * 3_600_000;
-const SEND_AT_AHEAD_MS: i64 = 10 * 366 * 24 * 3_600_000;
-
-/// A batch's `send_at` in Unix milliseconds: an RFC 3339 time from a day ago to ten
-/// years ahead of `now`. A time outside that is a mistake (a year `0000` would be
-/// sent at once), refused saying so.
-fn send_at(s: &str, now: i64) -> Result<i64, Error> {
-    let out_of_range = || {
-        invalid(
-            "send_at",
-            format!("`{s}` is not between a day ago and ten years ahead: omit send_at to send now"),
-        )
-    };
-    let at = s
-        .parse::<Timestamp>()
-        .map_err(|e| match s.get(..4).and_then(|y| y.parse::<u16>().ok()) {
-            Some(year) if !(1..=9998).contains(&year) => out_of_range(),
-            _ => invalid(
-                "send_at",
-                format!("`{s}` is not an RFC 3339 time with an offset: {e}"),
-            ),
-        })?
-        .as_millisecond();
-    if at < now - SEND_AT_PAST_MS || at > now + SEND_AT_AHEAD_MS {
-        return Err(out_of_range());
-    }
-    Ok(at)
 }
 
 #[cfg(test)]

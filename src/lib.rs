@@ -9,13 +9,14 @@
 //! while its [`circuit`] is open, the next one of the channel's failover list) and
 //! settles the outcome back in bulk. [`app`] wires it together and owns the
 //! shutdown order; [`config`] and [`telemetry`] set it up; [`domain`] holds the
-//! pure types everything shares (with the [`domain::Secret`] and
-//! [`domain::StoreUrl`] settings, so that no module reaches up into [`config`]
+//! pure types everything shares (with the [`domain::Secret`],
+//! [`domain::SigningSecret`], [`domain::HttpUrl`] and [`domain::StoreUrl`] settings, so that no module reaches up into [`config`]
 //! for them); [`recipient`] normalises phone numbers and
 //! mailboxes and [`sms`] measures an SMS text's encoding and segments, both pure;
 //! [`csv_input`] reads CSV files as spreadsheets export them; [`ingest`] takes jobs
 //! from an existing application's Redis list or AMQP queue into [`intake`]; [`auth`]
 //! makes and checks API tokens; [`metrics`] counts what the API and the workers do.
+//! [`webhook`] posts status events to the application's endpoints, signed.
 //! [`backoff`] is the one schedule of waits after failures that retries, ingest
 //! and the circuits share. [`web`] is the page served at `/`, which drives the API from a browser.
 
@@ -39,4 +40,5 @@ pub mod sms;
 pub mod telemetry;
 pub mod template;
 pub mod web;
+pub mod webhook;
 pub mod worker;

@@ -43,6 +43,8 @@ struct Inner {
     providers: Vec<String>,
     /// By (provider, channel name), so that scrapes list them in a stable order.
     series: Mutex<BTreeMap<(String, &'static str), Series>>,
+    /// Events posted per webhook endpoint.
+    webhooks_posted: Mutex<BTreeMap<String, u64>>,
     sections: RwLock<Vec<Arc<dyn Section>>>,
 }
 
@@ -76,6 +78,7 @@ impl Metrics {
             inner: Arc::new(Inner {
                 providers: names,
                 series: Mutex::new(series),
+                webhooks_posted: Mutex::default(),
                 sections: RwLock::default(),
             }),
         }
@@ -122,6 +125,30 @@ impl Metrics {
             s.latency[bucket] += 1;
             s.latency_sum += seconds;
         });
+    }
+
+    /// Shows the webhook `endpoints` in every scrape, at zero until they have
+    /// events.
+    pub fn webhook_endpoints<'a>(&self, endpoints: impl IntoIterator<Item = &'a str>) {
+        let mut posted = self
+            .inner
+            .webhooks_posted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for endpoint in endpoints {
+            posted.entry(endpoint.to_owned()).or_default();
+        }
+    }
+
+    /// Counts `n` events posted to the webhook `endpoint`.
+    pub fn webhook_posted(&self, endpoint: &str, n: u64) {
+        *self
+            .inner
+            .webhooks_posted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(endpoint.to_owned())
+            .or_default() += n;
     }
 
     fn update(&self, provider: &str, channel: Channel, f: impl FnOnce(&mut Series)) {
@@ -222,6 +249,7 @@ impl Metrics {
                 escape(provider)
             );
         }
+        self.write_webhooks(queue, &mut out).await;
         for section in self
             .inner
             .sections
@@ -232,6 +260,70 @@ impl Metrics {
             section.write(&mut out);
         }
         out
+    }
+}
+
+impl Metrics {
+    /// The webhooks' families: events posted by this process (a counter), and
+    /// events pending and failed per endpoint, read from the store (gauges; left
+    /// out, and the failure logged, when the read fails).
+    async fn write_webhooks(&self, queue: &Queue, out: &mut String) {
+        let posted = self
+            .inner
+            .webhooks_posted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        out.push_str("# HELP herald_webhook_events_posted_total Events a webhook endpoint took (2xx), by this process.\n");
+        out.push_str("# TYPE herald_webhook_events_posted_total counter\n");
+        for (endpoint, n) in &posted {
+            let _ = writeln!(
+                out,
+                "herald_webhook_events_posted_total{{endpoint=\"{}\"}} {n}",
+                escape(endpoint)
+            );
+        }
+        let counts = match queue.delivery_counts().await {
+            Ok(mut counts) => {
+                for endpoint in posted.keys() {
+                    if !counts.iter().any(|(e, ..)| e == endpoint) {
+                        counts.push((endpoint.clone(), 0, 0));
+                    }
+                }
+                counts.sort();
+                counts
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the webhook deliveries for metrics");
+                return;
+            }
+        };
+        // (endpoint, pending, failed)
+        type Gauge = (&'static str, &'static str, fn(&(String, u64, u64)) -> u64);
+        let gauges: [Gauge; 2] = [
+            (
+                "pending",
+                "Events waiting to be posted (due now or later).",
+                |c| c.1,
+            ),
+            (
+                "failed",
+                "Events given up on after their retry window, kept to be replayed.",
+                |c| c.2,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP herald_webhook_events_{name} {help}");
+            let _ = writeln!(out, "# TYPE herald_webhook_events_{name} gauge");
+            for count in &counts {
+                let _ = writeln!(
+                    out,
+                    "herald_webhook_events_{name}{{endpoint=\"{}\"}} {}",
+                    escape(&count.0),
+                    value(count)
+                );
+            }
+        }
     }
 }
 

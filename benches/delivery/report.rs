@@ -352,3 +352,63 @@ pub(crate) fn report(
     let _ = writeln!(w);
     out
 }
+
+/// The status webhooks' cost: the rounds at herald's own in-flight limit without
+/// and with every kind of event subscribed by a local receiver, and how long after
+/// its change each event arrived.
+pub(crate) fn webhook_report(rounds: &[Round], with: &[Round]) -> String {
+    let without: Vec<f64> = rounds
+        .iter()
+        .filter(|r| r.in_flight.is_none())
+        .map(|r| r.msgs_per_sec)
+        .collect();
+    let rates: Vec<f64> = with.iter().map(|r| r.msgs_per_sec).collect();
+    let hooks = with.iter().filter_map(|r| r.webhooks.as_ref());
+    let latency: Vec<f64> = hooks
+        .clone()
+        .flat_map(|w| w.latency_ms.iter().copied())
+        .collect();
+    let all_in: Vec<f64> = hooks.clone().map(|w| w.secs).collect();
+    let repeats: usize = hooks.map(|w| w.repeats).sum();
+    let mut out = String::new();
+    let w = &mut out;
+    let _ = writeln!(
+        w,
+        "\nStatus webhooks (every kind of event subscribed by one local receiver; same rounds, herald's own in-flight limit):\n"
+    );
+    let _ = writeln!(w, "| | median | spread |");
+    let _ = writeln!(w, "|---|---:|---:|");
+    let _ = writeln!(
+        w,
+        "| messages/s without webhooks | {} | {}–{} |",
+        thousands(median(&without)),
+        thousands(min(&without)),
+        thousands(max(&without))
+    );
+    let _ = writeln!(
+        w,
+        "| messages/s with webhooks | {} ({:.0} % of without) | {}–{} |",
+        thousands(median(&rates)),
+        100.0 * median(&rates) / median(&without),
+        thousands(min(&rates)),
+        thousands(max(&rates))
+    );
+    let _ = writeln!(
+        w,
+        "| seconds until the last event arrived | {:.3} | {:.3}–{:.3} |",
+        median(&all_in),
+        min(&all_in),
+        max(&all_in)
+    );
+    let _ = writeln!(
+        w,
+        "| settle → arrival, ms ({} events) | {:.0} (p99 {:.0}) | {:.0}–{:.0} |",
+        thousands(latency.len() as f64),
+        median(&latency),
+        percentile(&latency, 99.0),
+        min(&latency),
+        max(&latency)
+    );
+    let _ = writeln!(w, "\nEvents posted more than once: {repeats}.");
+    out
+}

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::cpu::{Cpu, CpuUse};
 use crate::process::Herald;
 use crate::provider::Provider;
+use crate::receiver::Receiver;
 use crate::request::{get_json, submit};
 use crate::stats::ms;
 use crate::store::Engine;
@@ -29,6 +30,18 @@ pub(crate) struct Round {
     pub(crate) duplicates: usize,
     pub(crate) rss_mb: f64,
     pub(crate) cpu: CpuUse,
+    /// With status webhooks subscribed: what the receiver saw.
+    pub(crate) webhooks: Option<Webhooks>,
+}
+
+/// A round's status events, every kind subscribed by one local receiver.
+pub(crate) struct Webhooks {
+    /// From the first submit to the last event's arrival.
+    pub(crate) secs: f64,
+    /// Per event, from its change (the settle, for `message.sent`) to its arrival.
+    pub(crate) latency_ms: Vec<f64>,
+    /// Events that arrived more than once.
+    pub(crate) repeats: usize,
 }
 
 pub(crate) async fn throughput_round(
@@ -37,6 +50,7 @@ pub(crate) async fn throughput_round(
     passed: &[(String, String)],
     engine: &Engine,
     in_flight: Option<usize>,
+    receiver: Option<&Receiver>,
 ) -> anyhow::Result<Round> {
     let deadline = Instant::now() + ROUND_TIMEOUT;
     let provider = Provider::start().await?;
@@ -44,6 +58,9 @@ pub(crate) async fn throughput_round(
         ("HERALD_PROVIDERS", provider.config("")),
         ("HERALD_DEFAULTS__SMS", "hook".into()),
     ];
+    if let Some(receiver) = receiver {
+        settings.push(("HERALD_WEBHOOKS", receiver.config()));
+    }
     if let Some(n) = in_flight {
         settings.push(("HERALD_WORKER__MAX_IN_FLIGHT", n.to_string()));
     }
@@ -99,6 +116,10 @@ pub(crate) async fn throughput_round(
         }
     }
     let elapsed = start.elapsed();
+    let webhooks = match receiver {
+        Some(receiver) => Some(events(receiver, &batches, start, deadline, &herald).await?),
+        None => None,
+    };
 
     let (seen, duplicates) = provider.sink.distinct();
     for batch in &batches {
@@ -129,5 +150,49 @@ pub(crate) async fn throughput_round(
         duplicates,
         rss_mb: herald.peak_rss_mb()?,
         cpu,
+        webhooks,
+    })
+}
+
+/// Waits for every event of `batches` (each message's `message.sent` and each
+/// batch's `batch.finished`) to reach `receiver`, and checks they all did.
+async fn events(
+    receiver: &Receiver,
+    batches: &[String],
+    start: Instant,
+    deadline: Instant,
+    herald: &Herald,
+) -> anyhow::Result<Webhooks> {
+    let expected = batches.len() * (BATCH_SIZE + 1);
+    while receiver.events.count() < expected {
+        if Instant::now() > deadline {
+            bail!(
+                "timed out after {} s: the webhook receiver saw {} of {expected} events",
+                ROUND_TIMEOUT.as_secs(),
+                receiver.events.count()
+            );
+        }
+        herald.check_alive()?;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let (latency, repeats) = receiver.events.latencies();
+    for batch in batches {
+        let finished = format!("{batch}.finished");
+        ensure!(latency.contains_key(&finished), "no event {finished}");
+        for index in 0..BATCH_SIZE {
+            let sent = format!("{batch}-{index}.sent");
+            ensure!(latency.contains_key(&sent), "no event {sent}");
+        }
+    }
+    ensure!(
+        latency.len() == expected,
+        "the receiver saw {} distinct events, expected {expected}",
+        latency.len()
+    );
+    Ok(Webhooks {
+        secs,
+        latency_ms: latency.into_values().collect(),
+        repeats,
     })
 }

@@ -11,7 +11,8 @@
 //!   pauses, resumes, cancels or retries; `events` streams one's progress.
 //! - `templates` and `suppressions` keep stored templates and the addresses never
 //!   to message; `seed` keeps the seed recipe's `POST /send-sms` working;
-//!   `receipts` takes the providers' delivery receipts.
+//!   `receipts` takes the providers' delivery receipts; `webhooks` lists and
+//!   replays the status webhooks' deliveries.
 //! - `GET /` and `/assets/{name}` serve the web page (`crate::web`).
 //! - `openapi` builds the OpenAPI document from the table and the handlers'
 //!   types; its `path` says what each route's methods take and answer.
@@ -31,6 +32,7 @@ mod submit;
 mod suppressions;
 mod templates;
 mod upload;
+mod webhooks;
 
 pub use self::batch::{BatchPage, BatchView, MessagePage, MessageView};
 pub use self::error::Error;

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::error::Error;
 use super::openapi::{self, Describe, Operation, Schemas, json_of, op, path, text};
 use super::state::AppState;
-use super::{batch, events, receipts, seed, submit, suppressions, templates};
+use super::{batch, events, receipts, seed, submit, suppressions, templates, webhooks};
 use crate::auth::{Access, Tokens};
 
 /// Every route: its path, who may call it, its handlers and what they take and
@@ -93,6 +93,19 @@ pub(super) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>, Des
                 .get(suppressions::list)
                 .delete(suppressions::remove),
             path::suppressions,
+        ),
+        ("/v1/webhooks", Token, get(webhooks::list), path::webhooks),
+        (
+            "/v1/webhooks/{endpoint}/deliveries",
+            Token,
+            get(webhooks::deliveries),
+            path::webhook_deliveries,
+        ),
+        (
+            "/v1/webhooks/{endpoint}/replay",
+            Token,
+            post(webhooks::replay),
+            path::webhook_replay,
         ),
         ("/send-sms", Token, post(seed::send_sms), path::send_sms),
         // Providers cannot present a bearer token: each request is checked by the

@@ -47,6 +47,7 @@ pub(super) async fn send_sms(
         SmsJob::from_form(&bytes)
     };
     let template_id = request.template_id.clone();
+    let callback_url = request.callback_url.clone();
     let (body, recipients) = request
         .submission(&state.intake, None)
         .await
@@ -62,6 +63,7 @@ pub(super) async fn send_sms(
         idempotency: None,
         dry_run: false,
         reject_recent_duplicates: false,
+        callback_url: callback_url.as_deref(),
     };
     let submitted = state
         .intake

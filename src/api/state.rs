@@ -4,11 +4,12 @@
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Tokens;
-use crate::config::Config;
+use crate::config::{Config, WebhookConfig};
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::provider::Registry;
 use crate::queue::Queue;
+use crate::webhook::Subscribers;
 
 /// What every handler shares; cheap to clone.
 #[derive(Clone)]
@@ -24,6 +25,10 @@ pub struct AppState {
     pub tokens: Tokens,
     /// What `/metrics` shows; shared with the workers.
     pub metrics: Metrics,
+    /// The configured status webhooks (`[[webhooks]]`).
+    pub webhooks: std::sync::Arc<[WebhookConfig]>,
+    /// Whether batches' own `callback_url`s are signed, so taken.
+    pub signs_callbacks: bool,
     /// Cancelled when the server shuts down: long-lived responses (event streams)
     /// end then, so that they do not hold the shutdown up.
     pub stop: CancellationToken,
@@ -48,12 +53,15 @@ impl AppState {
                 config.recipients.recent_window(),
                 config.valid_for.clone(),
                 metrics.clone(),
-            ),
+            )
+            .with_subscribers(Subscribers::new(&config.webhooks, &config.webhook)),
             metrics,
             queue,
             max_body_bytes: config.limits.max_body_bytes,
             max_upload_bytes: config.limits.max_upload_bytes,
             tokens: Tokens::new(&config.auth.tokens),
+            webhooks: config.webhooks.clone().into(),
+            signs_callbacks: config.webhook.callback_secret.is_some(),
             stop,
         }
     }

@@ -430,3 +430,86 @@ async fn the_index_names_every_route_and_method_served_and_no_other() {
         .collect();
     assert_eq!(listed, served, "listed but not served, or the reverse");
 }
+
+/// A configuration whose `webhook.callback_secret` is set: batches may give a
+/// `callback_url`.
+fn signing_callbacks() -> Config {
+    let mut config = Config::default();
+    config.webhook.callback_secret = Some(
+        crate::domain::SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .expect("a secret"),
+    );
+    config
+}
+
+/// Every way a batch can give its `callback_url`, set to `url`.
+fn callback_requests(url: &str) -> Vec<Request<Body>> {
+    let encoded: String = form_urlencoded::byte_serialize(url.as_bytes()).collect();
+    let batch = json!({"channel": "sms", "template": {"body": "Hi"},
+        "recipients": [{"to": "+8613800000001"}], "callback_url": url});
+    let options = json!({"channel": "sms", "template": {"body": "Hi"}, "callback_url": url});
+    vec![
+        post_json("/v1/batches", &batch),
+        Request::post("/v1/batches")
+            .header("content-type", "application/x-ndjson")
+            .body(Body::from(format!(
+                "{options}\n{{\"to\":\"+8613800000001\"}}\n"
+            )))
+            .expect("a request"),
+        Request::post(format!(
+            "/v1/batches?channel=sms&template=Hi&callback_url={encoded}"
+        ))
+        .header("content-type", "text/csv")
+        .body(Body::from("to\n+8613800000001\n"))
+        .expect("a request"),
+        post_json(
+            "/send-sms",
+            &json!({"mobiles": ["+8613800000001"], "content": "Hi", "callback_url": url}),
+        ),
+        Request::post("/send-sms")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!(
+                "mobiles[]=%2B8613800000001&content=Hi&callback_url={encoded}"
+            )))
+            .expect("a request"),
+    ]
+}
+
+/// Sends each of [`callback_requests`]`(url)` to an API configured by `config`
+/// and checks its status and, for a refusal, that it names `callback_url` and says
+/// `saying`.
+async fn check_callback_answers(config: Config, url: &str, status: StatusCode, saying: &str) {
+    let (state, _dir) = test_state_with(config).await;
+    let router = router(state, 1 << 20);
+    for request in callback_requests(url) {
+        let uri = request.uri().to_string();
+        let (answered, body) = call(&router, request).await;
+        assert_eq!(answered, status, "{uri}: {body}");
+        if status.is_client_error() {
+            assert_eq!(body["field"], "callback_url", "{uri}: {body}");
+            let message = body["message"].as_str().unwrap_or_default();
+            assert!(message.contains(saying), "{uri}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_callback_url_is_refused_naming_it_while_no_callback_secret_signs_its_posts() {
+    let (url, status) = (
+        "https://app.example/herald",
+        StatusCode::UNPROCESSABLE_ENTITY,
+    );
+    check_callback_answers(Config::default(), url, status, "callback_secret").await;
+}
+
+#[tokio::test]
+async fn a_callback_url_that_is_not_http_is_refused_naming_it_in_every_request_form() {
+    let (url, status) = ("ftp://app.example/herald", StatusCode::UNPROCESSABLE_ENTITY);
+    check_callback_answers(signing_callbacks(), url, status, "http or https").await;
+}
+
+#[tokio::test]
+async fn a_callback_url_is_taken_in_every_request_form_when_a_secret_signs_its_posts() {
+    let (url, status) = ("http://127.0.0.1:9/herald", StatusCode::ACCEPTED);
+    check_callback_answers(signing_callbacks(), url, status, "").await;
+}

@@ -163,6 +163,8 @@ pub struct CsvOptions {
     reject_recent_duplicates: bool,
     /// Check and report only; store nothing (`200`). Read whatever the body.
     #[serde(default)]
+    callback_url: Option<String>,
+    #[serde(default)]
     pub dry_run: bool,
 }
 
@@ -188,7 +190,7 @@ impl CsvOptions {
             message: format!(
                 "{e}: a CSV upload takes the batch's options in the query string \
                  (channel, template or template_id, subject, provider, priority, send_at, \
-                 reject_recent_duplicates, dry_run)"
+                 expires_at, valid_for, reject_recent_duplicates, callback_url, dry_run)"
             ),
         })
     }
@@ -209,6 +211,7 @@ impl CsvOptions {
             expires_at: self.expires_at,
             valid_for: self.valid_for,
             reject_recent_duplicates: self.reject_recent_duplicates,
+            callback_url: self.callback_url,
         }
     }
 }

@@ -62,6 +62,7 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         expires_at: args.deadline.expires_at,
         valid_for: args.deadline.valid_for,
         reject_recent_duplicates: args.reject_recent_duplicates,
+        callback_url: args.callback_url,
     };
     let bar = upload_bar(
         csv.recipients.len() as u64,

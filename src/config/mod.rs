@@ -4,13 +4,14 @@
 //! `HERALD_WORKER__MAX_IN_FLIGHT=64`; `HERALD_PROVIDERS` takes an inline array).
 //!
 //! This file holds the tree's root, its loading and its checks; `delivery`,
-//! `intake` and `ingest` hold the sections; `[[providers]]` entries are
+//! `intake`, `ingest` and `webhook` hold the sections; `[[providers]]` entries are
 //! [`crate::provider::ProviderConfig`], read beside the providers.
 
 mod delivery;
 mod ingest;
 mod intake;
 mod unknown;
+mod webhook;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ pub use self::delivery::{CircuitConfig, RetryConfig, WorkerConfig};
 pub use self::ingest::{IngestConfig, IngestKind};
 pub use self::intake::{IntakeLimits, RecipientsConfig, ValidForConfig};
 pub use self::unknown::UnknownKey;
+pub use self::webhook::{MAX_BATCH_SIZE, WebhookConfig, WebhookSettings};
 use crate::auth::TokenHash;
 use crate::domain::{Channel, StoreUrl};
 use crate::provider::ProviderConfig;
@@ -77,6 +79,10 @@ pub struct Config {
     pub ingest: Vec<IngestConfig>,
     /// Who may call the API (`[auth]`).
     pub auth: AuthConfig,
+    /// The application's endpoints told of batches' events (`[[webhooks]]`).
+    pub webhooks: Vec<WebhookConfig>,
+    /// How events are posted (`[webhook]`).
+    pub webhook: WebhookSettings,
 }
 
 /// Who may call the API.
@@ -107,6 +113,8 @@ impl Default for Config {
             providers: Vec::new(),
             ingest: Vec::new(),
             auth: AuthConfig::default(),
+            webhooks: Vec::new(),
+            webhook: WebhookSettings::default(),
         }
     }
 }
@@ -227,6 +235,7 @@ impl Config {
             return Err("limits.max_recipients must be at least 1".into());
         }
         self.circuit.validate()?;
+        self.webhook.validate(&self.webhooks)?;
         self.valid_for.validate(
             self.providers
                 .iter()

@@ -403,3 +403,110 @@ fn an_unknown_environment_variable_is_refused_by_its_name_and_others_still_work(
     let region = parsed.recipients.default_region.map(|r| r.to_string());
     assert_eq!(region.as_deref(), Some("CN"));
 }
+
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[test]
+fn webhooks_and_their_settings_come_from_toml() {
+    let c = parse(&format!(
+        r#"
+        [webhook]
+        retry_for = "2h 30m"
+        timeout = 5
+        batch_size = 50
+        callback_secret = "{WHSEC}"
+        [[webhooks]]
+        name = "app"
+        url = "https://app.example/herald"
+        secret = "{WHSEC}"
+        channels = ["sms"]
+        sources = ["api", "send-sms"]
+        "#
+    ));
+    c.validate().unwrap();
+    assert_eq!(c.webhook.retry_for, Duration::from_secs(9000));
+    assert_eq!(c.webhook.timeout, Duration::from_secs(5));
+    assert_eq!(c.webhook.batch_size, 50);
+    assert!(c.webhook.callback_secret.is_some());
+    let app = &c.webhooks[0];
+    assert_eq!(app.url.as_str(), "https://app.example/herald");
+    assert_eq!(app.channels.as_deref(), Some(&[Channel::Sms][..]));
+    assert_eq!(app.sources.as_ref().unwrap(), &["api", "send-sms"]);
+}
+
+#[test]
+fn webhook_settings_default_to_a_day_of_retries_and_a_hundred_events_a_post() {
+    let c = parse("");
+    assert_eq!(c.webhook.retry_for, Duration::from_secs(86_400));
+    assert_eq!(c.webhook.batch_size, 100);
+    assert!(c.webhook.callback_secret.is_none());
+    assert!(c.webhooks.is_empty());
+}
+
+#[test]
+fn a_webhook_secret_that_is_not_a_standard_webhooks_secret_is_refused_naming_the_key() {
+    let err = refusal(
+        "[[webhooks]]\nname = \"app\"\nurl = \"http://127.0.0.1:1/\"\nsecret = \"s3cret\"",
+        &[],
+    );
+    assert!(err.contains("whsec_") && err.contains("secret"), "{err}");
+    assert!(!err.contains("s3cret"), "the secret shows: {err}");
+    let err = refusal("[webhook]\ncallback_secret = \"whsec_c2hvcnQ=\"", &[]);
+    assert!(err.contains("callback_secret"), "{err}");
+}
+
+#[test]
+fn a_webhook_url_that_is_not_http_is_refused_naming_the_key() {
+    let err = refusal(
+        &format!("[[webhooks]]\nname = \"app\"\nurl = \"ftp://x/\"\nsecret = \"{WHSEC}\""),
+        &[],
+    );
+    assert!(
+        err.contains("url") && err.contains("http or https"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_span_that_is_not_a_span_is_refused_saying_how_to_write_one() {
+    let err = refusal("[webhook]\nretry_for = \"a day\"", &[]);
+    assert!(err.contains("retry_for") && err.contains("24h"), "{err}");
+}
+
+#[test]
+fn webhook_names_must_be_unique_and_not_callback() {
+    let entry = |name: &str| {
+        format!(
+            "[[webhooks]]\nname = \"{name}\"\nurl = \"http://127.0.0.1:1/\"\nsecret = \"{WHSEC}\"\n"
+        )
+    };
+    let twice = parse(&(entry("app") + &entry("app")))
+        .validate()
+        .unwrap_err();
+    assert!(twice.contains("`app`"), "{twice}");
+    let callback = parse(&entry("callback")).validate().unwrap_err();
+    assert!(callback.contains("`callback`"), "{callback}");
+    let zero = parse("[webhook]\nbatch_size = 0").validate().unwrap_err();
+    assert!(zero.contains("webhook.batch_size"), "{zero}");
+}
+
+#[test]
+fn unknown_webhook_keys_are_refused_naming_the_endpoint_or_the_section() {
+    let err = refusal(
+        &format!(
+            "[[webhooks]]\nname = \"app\"\nurl = \"http://127.0.0.1:1/\"\nsecret = \"{WHSEC}\"\nevent = []"
+        ),
+        &[],
+    );
+    assert!(
+        err.starts_with("unknown setting `event` in [[webhooks]] #1 (`app`)"),
+        "{err}"
+    );
+    let err = refusal("[webhook]\nretry = \"1h\"", &[]);
+    assert!(
+        err.starts_with("unknown setting `retry` in [webhook]"),
+        "{err}"
+    );
+    let err = refusal("retry_for = \"1h\"", &[]);
+    assert!(err.contains("`retry_for` under [webhook]"), "{err}");
+}

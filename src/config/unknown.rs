@@ -6,7 +6,7 @@ use figment::error::Kind;
 use serde::de::{self, Deserialize, Visitor};
 
 use super::{AuthConfig, CircuitConfig, IntakeLimits, RecipientsConfig, RetryConfig};
-use super::{ValidForConfig, WorkerConfig};
+use super::{ValidForConfig, WebhookSettings, WorkerConfig};
 
 /// A key no table of the configuration reads.
 #[derive(Debug)]
@@ -85,6 +85,25 @@ fn table_name(path: &[String], key: &str, figment: &figment::Figment) -> String 
     if path.is_empty() {
         return "the top level".into();
     }
+    // A list of plain tables names its entry by index (`webhooks.0`); one of
+    // tagged tables (`providers`) does not, and is searched for the key below.
+    if let [list @ .., index] = path
+        && let Ok(n) = index.parse::<usize>()
+    {
+        let dotted = list.join(".");
+        let name = match figment.find_value(&dotted) {
+            Ok(figment::value::Value::Array(_, entries)) => entries
+                .get(n)
+                .and_then(|e| e.as_dict())
+                .and_then(|d| d.get("name"))
+                .and_then(|name| name.as_str().map(str::to_string)),
+            _ => None,
+        };
+        return match name {
+            Some(name) => format!("[[{dotted}]] #{} (`{name}`)", n + 1),
+            None => format!("[[{dotted}]] #{}", n + 1),
+        };
+    }
     let dotted = path.join(".");
     let Ok(figment::value::Value::Array(_, entries)) = figment.find_value(&dotted) else {
         return format!("[{dotted}]");
@@ -123,6 +142,7 @@ fn section_taking(key: &str) -> Option<String> {
         ("valid_for", keys_of::<ValidForConfig>()),
         ("circuit", keys_of::<CircuitConfig>()),
         ("auth", keys_of::<AuthConfig>()),
+        ("webhook", keys_of::<WebhookSettings>()),
     ];
     sections
         .iter()

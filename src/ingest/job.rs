@@ -20,6 +20,8 @@ pub struct SmsJob {
     pub mobiles: Vec<String>,
     /// The text; with a stored template, its variable `content`.
     pub content: Option<String>,
+    /// Where the batch's status events are posted (see intake's `callback_url`).
+    pub callback_url: Option<String>,
 }
 
 /// The classic e-mail job: one subject and text to one or several addresses.
@@ -138,6 +140,11 @@ impl schemars::JsonSchema for SmsJob {
                     "pattern": crate::intake::NOT_BLANK,
                     "description": "The text, or the stored template's variable `content`.",
                 },
+                "callback_url": {
+                    "type": ["string", "null"],
+                    "format": "uri",
+                    "description": "An http(s) URL the batch's status events are posted to, signed with `webhook.callback_secret` (which must be set).",
+                },
             },
         })
     }
@@ -156,6 +163,7 @@ impl SmsJob {
             template_id,
             mobiles: list(map, "mobiles")?,
             content: optional_string(map, "content")?,
+            callback_url: optional_string(map, "callback_url")?,
         })
     }
 
@@ -167,6 +175,7 @@ impl SmsJob {
             match key.as_ref() {
                 "template_id" => job.template_id = Some(value.into_owned()),
                 "content" => job.content = Some(value.into_owned()),
+                "callback_url" => job.callback_url = Some(value.into_owned()),
                 k if k == "mobiles" || (k.starts_with("mobiles[") && k.ends_with(']')) => {
                     split_list(&value, &mut job.mobiles)
                 }

@@ -193,3 +193,34 @@ pub(super) fn check(
         vars,
     })
 }
+
+/// How far in the past a `send_at` may be (clocks disagree; a batch due a moment
+/// ago is sent now) and how far ahead, in milliseconds.
+const SEND_AT_PAST_MS: i64 = 24 * 3_600_000;
+const SEND_AT_AHEAD_MS: i64 = 10 * 366 * 24 * 3_600_000;
+
+/// A batch's `send_at` in Unix milliseconds: an RFC 3339 time from a day ago to ten
+/// years ahead of `now`. A time outside that is a mistake (a year `0000` would be
+/// sent at once), refused saying so.
+pub(super) fn send_at(s: &str, now: i64) -> Result<i64, Error> {
+    let out_of_range = || {
+        invalid(
+            "send_at",
+            format!("`{s}` is not between a day ago and ten years ahead: omit send_at to send now"),
+        )
+    };
+    let at = s
+        .parse::<Timestamp>()
+        .map_err(|e| match s.get(..4).and_then(|y| y.parse::<u16>().ok()) {
+            Some(year) if !(1..=9998).contains(&year) => out_of_range(),
+            _ => invalid(
+                "send_at",
+                format!("`{s}` is not an RFC 3339 time with an offset: {e}"),
+            ),
+        })?
+        .as_millisecond();
+    if at < now - SEND_AT_PAST_MS || at > now + SEND_AT_AHEAD_MS {
+        return Err(out_of_range());
+    }
+    Ok(at)
+}

@@ -13,11 +13,15 @@ use sha2::{Digest, Sha256};
 use super::*;
 use crate::domain::{BatchId, Channel, now_ms};
 use crate::provider::Route;
-use crate::queue::{BatchTemplate, Idempotency, NewBatch, NewMessage};
+use crate::queue::{BatchTemplate, Idempotency, NewBatch, NewMessage, Subscription};
 
 /// A batch being taken in: its plan, and what its recipients so far add up to.
 pub(super) struct Intaking {
     pub(super) channel: Channel,
+    /// Where the batch's events go besides the configured webhooks.
+    pub(super) callback_url: Option<String>,
+    /// Who is told of the batch's events.
+    pub(super) subscriptions: Vec<Subscription>,
     pub(super) template_id: Option<String>,
     /// The template, for an engine that renders at claim.
     pub(super) stored_template: Option<BatchTemplate>,
@@ -304,6 +308,8 @@ impl Intaking {
             report: Value::Null,
             template_id: self.template_id.clone(),
             template: self.stored_template.clone(),
+            callback_url: self.callback_url.clone(),
+            subscriptions: self.subscriptions.clone(),
             messages,
         }
     }

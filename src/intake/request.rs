@@ -71,6 +71,12 @@ pub struct BatchRequest {
     /// within `recipients.recent_window_secs`, as `recent_duplicate`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reject_recent_duplicates: bool,
+    /// An http(s) URL that every event of this batch is posted to, signed with
+    /// `webhook.callback_secret` (which must be set), besides the configured
+    /// `[[webhooks]]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "uri"))]
+    pub callback_url: Option<String>,
 }
 
 /// A batch body's `recipients` are required, though an upload's options, which

@@ -160,12 +160,9 @@ impl TwilioProvider {
 }
 
 fn http_url(key: &str, value: &str) -> Result<reqwest::Url, String> {
-    let url =
-        reqwest::Url::parse(value).map_err(|e| format!("{key} `{value}` is not a URL: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(format!("{key} `{value}` must be http or https"));
-    }
-    Ok(url)
+    crate::domain::HttpUrl::parse(value)
+        .map(|url| url.url().clone())
+        .map_err(|e| format!("{key} {e}"))
 }
 
 /// The part of Twilio's answer to a created message that Herald keeps.

@@ -17,8 +17,8 @@ use super::{
     DeliveryReport, Error, Message, Provider, Receipt, ReceiptAnswer, ReceiptError, ReceiptRequest,
     Receipts, classify_status, exchange, http_client,
 };
-use crate::domain::ProviderTemplate;
 use crate::domain::Secret;
+use crate::domain::{HttpUrl, ProviderTemplate};
 
 /// The signature header's name.
 pub const SIGNATURE_HEADER: &str = "X-Herald-Signature";
@@ -51,12 +51,9 @@ struct Payload<'a> {
 impl WebhookProvider {
     /// `timeout` bounds each request from connect to the last byte of the answer.
     pub fn new(url: &str, secret: Option<Secret>, timeout: Duration) -> Result<Self, String> {
-        let url = reqwest::Url::parse(url).map_err(|e| format!("url `{url}` is not a URL: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("url `{url}` must be http or https"));
-        }
+        let url = HttpUrl::parse(url).map_err(|e| format!("url {e}"))?;
         Ok(WebhookProvider {
-            url,
+            url: url.url().clone(),
             secret,
             client: http_client(timeout)?,
         })

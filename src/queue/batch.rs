@@ -34,6 +34,12 @@ pub struct NewBatch {
     /// than its body: the body is rendered again when the message is claimed, so
     /// a message's `body` may be left empty.
     pub template: Option<BatchTemplate>,
+    /// Where the batch's own events go (endpoint [`CALLBACK`](super::CALLBACK)), if
+    /// anywhere: an http(s) URL, checked at intake.
+    pub callback_url: Option<String>,
+    /// The endpoints the batch's events are recorded for, and the kinds each
+    /// wants (see [`outbox`](super::outbox)); none: nothing is recorded.
+    pub subscriptions: Vec<super::Subscription>,
     pub messages: Vec<NewMessage>,
 }
 

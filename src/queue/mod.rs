@@ -11,6 +11,11 @@
 //!   one that cannot hold a transaction open, gathered and accepted whole.
 //! - `render`: bodies of template batches, rendered when claimed; every engine
 //!   stores such a batch's template once and each message's variables.
+//! - `outbox`: events for the application (a message sent, delivered, failed, …, a
+//!   batch finished, a reply), recorded as deliveries by every engine in the
+//!   transaction of the change that causes them, for each of the batch's
+//!   subscriptions wanting it; claimed, settled, listed and replayed through the
+//!   crate-private [`Outbox`] seam and the [`Queue`] methods over it.
 //! - `batch`: the types that cross the seam; `receipt`: the rules every engine
 //!   applies delivery receipts by; `suppress`: the one place that decides an
 //!   address is undeliverable and suppresses it.
@@ -26,6 +31,7 @@
 
 mod batch;
 mod engine;
+pub mod outbox;
 mod postgres;
 mod receipt;
 mod records;
@@ -40,6 +46,11 @@ pub use batch::{
     MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome, Settlement,
 };
 pub(crate) use engine::Engine;
+pub(crate) use outbox::Outbox;
+pub use outbox::{
+    CALLBACK, Delivery, DeliveryKey, DeliveryOutcome, DeliveryRecord, DeliveryState, Event,
+    EventKind, Kinds, NewEvent, Replay, Subscription,
+};
 pub use receipt::{AppliedReceipt, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect};
 pub(crate) use receipt::{ReceiptTarget, receipt_state, receipt_target};
 pub(crate) use records::RecordStore;
@@ -80,6 +91,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Queue {
     engine: Arc<dyn Engine>,
     records: Records,
+    outbox: Arc<dyn Outbox>,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
     /// Compiled templates of recently claimed batches: a batch is claimed a few
@@ -87,15 +99,17 @@ pub struct Queue {
     templates: render::Compiled,
 }
 
-/// One engine as both of its seams.
-fn seams<E: Engine + RecordStore>(engine: Arc<E>) -> (Arc<dyn Engine>, Records) {
-    (engine.clone(), Records::new(engine))
+/// One engine as each of its seams.
+fn seams<E: Engine + RecordStore + Outbox>(
+    engine: Arc<E>,
+) -> (Arc<dyn Engine>, Records, Arc<dyn Outbox>) {
+    (engine.clone(), Records::new(engine.clone()), engine)
 }
 
 impl Queue {
     /// Opens the store at `store`, with the engine its URL names.
     pub async fn open(store: &StoreUrl) -> Result<Queue> {
-        let (engine, records) = match store {
+        let (engine, records, outbox) = match store {
             StoreUrl::Sqlite(dir) => seams(Arc::new(sqlite::Sqlite::open(dir).await?)),
             StoreUrl::Postgres(url) => seams(postgres::open(url).await?),
             StoreUrl::Redis(url) => seams(redis::open(url).await?),
@@ -103,6 +117,7 @@ impl Queue {
         Ok(Queue {
             engine,
             records,
+            outbox,
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
         })
@@ -115,6 +130,7 @@ impl Queue {
         Queue {
             engine: wrap(self.engine.clone()),
             records: self.records.clone(),
+            outbox: self.outbox.clone(),
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
         }

@@ -13,6 +13,9 @@
 //! - `staging`: a batch stored in chunks on a transaction of its own;
 //! - `claim` and `limit`: leasing due messages, within rate buckets and recipient caps;
 //! - `settle` and `receipts`: outcomes in bulk, delivery receipts applied or held;
+//! - `record`: events recorded as deliveries in the statements of the changes, and
+//!   `batch.finished`; `outbox`: claiming, settling, listing, replaying and pruning
+//!   deliveries;
 //! - `ledger`: summaries, message pages, pending counts and batch controls;
 //! - `prune`: removing finished batches past retention;
 //! - `records`: templates, suppressions, send fingerprints and ingest markers.
@@ -40,8 +43,10 @@ mod lease;
 mod ledger;
 mod limit;
 mod location;
+mod outbox;
 mod prune;
 mod receipts;
+mod record;
 mod records;
 mod schema;
 mod settle;

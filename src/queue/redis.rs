@@ -65,6 +65,9 @@
 //! - `unacked:{source}:{hash}` sorted set: the idempotency keys of messages an
 //!   ingest source stored but may not have acknowledged, scored by when (ms);
 //!   expires a day after its last marker.
+//! - `dlv:{seq}` hashes and the `dlv-…` keys beside them: the outbox's deliveries
+//!   (see `scripts/outbox.rs`); a batch's `callback_url` and `subscriptions` (JSON)
+//!   are fields of its hash.
 //!
 //! A message is in `ready:…` exactly when pending and in `leased:…` exactly when
 //! sending or unknown; every script keeps that and the batch counts in step. Keys
@@ -75,13 +78,17 @@
 //! when opened, and a version 1 build refuses a version 2 store. Version 3 added
 //! the `expired` state and batch deadlines: an older build would not read the
 //! state, so it refuses a version 3 store, and a version 1 or 2 store (with no
-//! deadlines) is upgraded in place.
+//! deadlines) is upgraded in place. Version 4 added batch subscriptions, whose
+//! events every change records in its script: an older build would change their
+//! messages without telling, so it refuses a version 4 store, and an older store
+//! (with none) is upgraded in place.
 //!
 //! **Files.** This one holds the engine, `open` and the [`Engine`] methods, each
 //! handed to the file that owns it: `accept` (idempotency, arrival numbers, writing
 //! and committing a batch), `staging` (a batch staged chunk by chunk, the sweep of
 //! abandoned ones), `claim`, `settle` (outcomes and delivery receipts), `ledger`
-//! (summaries, messages, pending counts, batch control), `records` (templates,
+//! (summaries, messages, pending counts, batch control), `outbox` (deliveries
+//! claimed, settled, listed, replayed, counted, pruned), `records` (templates,
 //! suppressions, fingerprints, ingest markers), `scripts` (the Lua), `server` (what
 //! `open` checks), `expiry` (the deadline sweep), `keyspace` (walking and deleting keys), `url` ([`Target`]),
 //! `slot` (a message's place), `reply` (reading replies) and `tests`.
@@ -107,6 +114,7 @@ mod expiry;
 mod keyspace;
 mod lease;
 mod ledger;
+mod outbox;
 mod records;
 mod reply;
 mod scripts;

@@ -15,6 +15,8 @@
 //! - `settle`, `receipts`: what becomes of a claimed message and its receipts;
 //! - `ledger`: batch summaries and pages of messages, control of a batch;
 //! - `expiry`: deadlines, at claim and by the sweep;
+//! - `record`: events recorded as deliveries in the transactions of the changes;
+//!   `outbox`: claiming, settling, listing, replaying and pruning deliveries;
 //! - `records`: stored templates, suppressions, fingerprints, unacked markers.
 
 use std::path::Path;
@@ -25,8 +27,9 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 
 use super::{
-    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, Lease, MessageQuery,
-    MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
+    Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Delivery, DeliveryKey,
+    DeliveryOutcome, DeliveryRecord, DeliveryState, Engine, Error, Lease, MessageQuery,
+    MessageRecord, NewBatch, Outbox, ReceiptEffect, Replay, Result, Settlement,
 };
 use crate::domain::{BatchId, DeliveryReport, now_ms};
 use crate::ratelimit::Limits;
@@ -37,7 +40,9 @@ mod connection;
 mod expiry;
 mod lease;
 mod ledger;
+mod outbox;
 mod receipts;
+mod record;
 mod records;
 mod schema;
 mod settle;
@@ -46,6 +51,9 @@ mod staging;
 mod tests;
 
 use connection::{connect, run_blocking, spawn_checkpointer, unavailable, write_transaction};
+// For the transactions of other modules' stores (replies), as `outbox` documents.
+#[allow(unused_imports)]
+pub(crate) use record::{record_deliveries, record_message_events};
 use schema::migrate;
 use staging::sweep_staging;
 
@@ -205,6 +213,56 @@ impl Engine for Sqlite {
 
     async fn expire(&self, now_ms: i64, limit: u64) -> Result<u64> {
         self.write(move |conn| expiry::sweep(conn, now_ms, limit))
+            .await
+    }
+}
+
+#[async_trait]
+impl Outbox for Sqlite {
+    async fn claim_deliveries(
+        &self,
+        limit: u32,
+        lease: Duration,
+        now: i64,
+    ) -> Result<Vec<Delivery>> {
+        let until = now.saturating_add(crate::domain::millis(lease));
+        self.write(move |conn| outbox::claim(conn, limit, until, now))
+            .await
+    }
+
+    async fn settle_deliveries(
+        &self,
+        settled: Vec<(DeliveryKey, DeliveryOutcome)>,
+        now: i64,
+    ) -> Result<()> {
+        self.write(move |conn| outbox::settle(conn, settled, now))
+            .await
+    }
+
+    async fn deliveries(
+        &self,
+        endpoint: Option<&str>,
+        state: Option<DeliveryState>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<DeliveryRecord>> {
+        let endpoint = endpoint.map(str::to_owned);
+        self.read(move |conn| outbox::list(conn, endpoint, state, before, limit))
+            .await
+    }
+
+    async fn replay(&self, endpoint: &str, which: Replay, now: i64) -> Result<u64> {
+        let endpoint = endpoint.to_owned();
+        self.write(move |conn| outbox::replay(conn, endpoint, which, now))
+            .await
+    }
+
+    async fn delivery_counts(&self) -> Result<Vec<(String, u64, u64)>> {
+        self.read(outbox::counts).await
+    }
+
+    async fn prune_deliveries(&self, before_ms: i64, limit: u32) -> Result<u64> {
+        self.write(move |conn| outbox::prune(conn, before_ms, limit))
             .await
     }
 }

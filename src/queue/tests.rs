@@ -3,7 +3,7 @@
 //!
 //! Each topic file (`accept`, `claim`, `lease`, `settle`, `control`, `deadline`, `ledger`,
 //! `limit`, `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`,
-//! `unacked`)
+//! `unacked`, `outbox`, `deliveries`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
 //! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
@@ -19,6 +19,7 @@ use crate::domain::{batch_state, message_id, now_ms};
 use crate::ratelimit::{Cap, Limits, Rate};
 
 pub(crate) use new_batch::{TestBatch, batch, batch_to};
+pub(crate) use outbox::{assert_reply_and_cancel, reply_case, reply_to};
 pub(crate) use store::TestStore;
 
 async fn accept(q: &Queue, b: NewBatch) -> BatchId {
@@ -150,6 +151,22 @@ macro_rules! conformance {
             #[tokio::test] fingerprint::forgetting_removes_only_the_fingerprints_older_than_the_cutoff;
             #[tokio::test] fingerprint::five_thousand_fingerprints_are_remembered_and_found_in_one_call;
             #[tokio::test] unacked::unacked_markers_are_found_oldest_first_by_source_and_body_and_expire_after_a_day;
+            #[tokio::test] outbox::settlements_record_sent_and_failed_for_a_subscribed_batch_and_nothing_for_another;
+            #[tokio::test] outbox::receipts_on_arrival_and_held_record_delivered_and_undelivered_with_their_codes;
+            #[tokio::test] outbox::messages_expired_at_claim_and_by_the_sweep_record_expired;
+            #[tokio::test] outbox::a_cancel_records_cancelled_and_a_send_in_flight_ends_cancelled_too;
+            #[tokio::test] outbox::batch_finished_is_recorded_once_with_the_final_counts;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] outbox::batch_finished_is_recorded_when_the_last_messages_settle_at_once;
+            #[tokio::test] outbox::each_subscription_gets_only_the_kinds_it_wants;
+            #[tokio::test] outbox::a_batch_stored_in_chunks_or_gathered_keeps_its_subscriptions_and_callback;
+            #[tokio::test] outbox::a_lapsed_lease_in_a_cancelled_batch_records_cancelled_at_the_next_claim;
+            #[tokio::test] outbox::an_event_recorded_twice_is_one_delivery;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)] deliveries::deliveries_are_claimed_exclusively_and_a_lapsed_lease_is_claimed_again;
+            #[tokio::test] deliveries::settlements_post_retry_or_fail_and_a_lapsed_lease_settles_nothing;
+            #[tokio::test] deliveries::deliveries_are_listed_newest_first_in_pages_and_by_state;
+            #[tokio::test] deliveries::replay_makes_one_event_or_every_failed_one_due_again_afresh;
+            #[tokio::test] deliveries::delivery_counts_are_pending_and_failed_per_endpoint;
+            #[tokio::test] deliveries::pruning_deletes_only_deliveries_posted_before_the_cutoff;
         }
     )+};
 }
@@ -160,6 +177,7 @@ mod accept;
 mod claim;
 mod control;
 mod deadline;
+mod deliveries;
 mod failover;
 mod fingerprint;
 mod held;
@@ -167,6 +185,7 @@ mod lease;
 mod ledger;
 mod limit;
 mod new_batch;
+mod outbox;
 mod receipts;
 mod settle;
 mod store;

@@ -195,6 +195,8 @@ fn batch(id: BatchId, provider: &str, count: u32) -> NewBatch {
         report: serde_json::json!({}),
         template_id: None,
         template: None,
+        callback_url: None,
+        subscriptions: Vec::new(),
         messages,
     }
 }

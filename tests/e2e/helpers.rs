@@ -65,6 +65,7 @@ pub struct Received {
     /// The `Idempotency-Key` header.
     pub key: String,
     pub signature: Option<String>,
+    pub headers: HeaderMap,
     pub raw: Bytes,
     pub json: Value,
     pub at: Instant,
@@ -178,6 +179,7 @@ async fn receive(
         received.push(Received {
             key: header("idempotency-key").unwrap_or_default(),
             signature: header("x-herald-signature"),
+            headers: headers.clone(),
             raw: raw.clone(),
             json: json.clone(),
             at: Instant::now(),

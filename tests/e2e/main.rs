@@ -27,3 +27,4 @@ mod smtp;
 mod store;
 mod template_sms;
 mod upload;
+mod webhooks;

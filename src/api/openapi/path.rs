@@ -15,6 +15,7 @@ use crate::api::submit::MAX_IDEMPOTENCY_KEY;
 use crate::api::suppressions::{self, AddRequest, RemoveRequest};
 use crate::api::templates::{self, NewTemplate, TemplatePage, TemplateRequest, TemplateView};
 use crate::api::upload::CsvOptions;
+use crate::api::webhooks::{self, Endpoints, ReplayRequest, Replayed};
 use crate::ingest::job::SmsJob;
 use crate::intake::{BatchRequest, Report};
 use crate::provider::WireReceipt;
@@ -257,4 +258,47 @@ pub(in crate::api) fn receipts(s: &mut Schemas) -> Vec<Operation> {
                 .answer(401, "The provider's signature is missing or wrong.", [json_of(s.answer::<ErrorBody>())])
                 .answer(404, "No provider has that name, or it takes no receipts (a webhook without `secret`, Twilio without `status_callback_url` and `auth_token`, log, SMTP).", [json_of(s.answer::<ErrorBody>())]),
         ]
+}
+
+/// A webhook endpoint's name, in its path.
+fn endpoint() -> Value {
+    path_parameter(
+        "endpoint",
+        json!({"type": "string"}),
+        "A configured `[[webhooks]]` name, or `callback` for batches' own `callback_url`s.",
+    )
+}
+
+/// What `/v1/webhooks` takes and answers.
+pub(in crate::api) fn webhooks(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("get", "List the status webhooks' endpoints")
+            .description("Each configured endpoint (and `callback`, when `webhook.callback_secret` is set), with how many events wait to be posted and how many were given up on.")
+            .answer(200, "The endpoints.", [json_of(s.answer::<Endpoints>())]),
+    ]
+}
+
+/// What `/v1/webhooks/{endpoint}/deliveries` takes and answers.
+pub(in crate::api) fn webhook_deliveries(s: &mut Schemas) -> Vec<Operation> {
+    let mut parameters = vec![endpoint()];
+    parameters.extend(s.query::<webhooks::Params>(&["state", "before", "limit"]));
+    vec![
+        op("get", "List an endpoint's deliveries")
+            .description("Newest first: each event with its state (`pending`, `posted`, `failed`), attempts and last error. Posted deliveries are kept for `webhook.keep_posted`.")
+            .parameters(parameters)
+            .answer(200, "A page of deliveries.", [json_of(s.answer::<webhooks::Page>())])
+            .errors(&[400, 404, 422]),
+    ]
+}
+
+/// What `/v1/webhooks/{endpoint}/replay` takes and answers.
+pub(in crate::api) fn webhook_replay(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("post", "Post events again")
+            .description("`{\"event_id\": …}` posts that event again, `{\"failed\": true}` every failed one: each is made pending and due now, its attempts and retry window started over.")
+            .parameters([endpoint()])
+            .body([json_of(s.request::<ReplayRequest>())])
+            .answer(200, "How many deliveries are pending again.", [json_of(s.answer::<Replayed>())])
+            .errors(&[400, 404, 422]),
+    ]
 }

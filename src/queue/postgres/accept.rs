@@ -6,6 +6,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{Postgres, db};
 use crate::domain::now_ms;
+use crate::queue::outbox::subscriptions_to_stored;
 use crate::queue::{Accepted, Error, NewBatch, NewMessage, Result, parse_batch_id};
 
 /// One statement: the batch row (unless its idempotency key is taken) and all its
@@ -13,8 +14,10 @@ use crate::queue::{Accepted, Error, NewBatch, NewMessage, Result, parse_batch_id
 pub(super) const ACCEPT: &str = "
 WITH batch AS (
     INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
-                             request_hash, report, template, template_source, expires_at)
-    VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, $9, $18, $19, $20::bigint)
+                             request_hash, report, template, template_source, expires_at,
+                             callback_url, subscriptions)
+    VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, $9, $18, $19, $20::bigint,
+            $21, $22::text::jsonb)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING seq
 ), inserted AS (
@@ -52,6 +55,8 @@ impl Postgres {
             params.push(&batch.template_id);
             params.push(&head.template);
             params.push(&batch.expires_at_ms);
+            params.push(&batch.callback_url);
+            params.push(&head.subscriptions);
             let stored = client.query_opt(&insert, &params).await.map_err(db)?;
             if stored.is_some() {
                 return Ok(Accepted::New(batch.id));
@@ -108,6 +113,8 @@ pub(super) struct BatchHead<'a> {
     /// The batch's template as stored (JSON: body, subject), which its messages
     /// are rendered from when claimed.
     pub(super) template: Option<String>,
+    /// The batch's subscriptions as stored (JSON), none when it has none.
+    pub(super) subscriptions: Option<String>,
 }
 
 impl<'a> BatchHead<'a> {
@@ -119,6 +126,7 @@ impl<'a> BatchHead<'a> {
             key: batch.idempotency.as_ref().map(|i| i.key.as_str()),
             hash: batch.idempotency.as_ref().map(|i| i.request_hash.as_str()),
             template: batch.template.as_ref().map(|t| t.to_stored()),
+            subscriptions: subscriptions_to_stored(&batch.subscriptions),
         }
     }
 

@@ -19,20 +19,57 @@ use crate::ratelimit::{Limits, segment_bucket_key};
 /// `SKIP LOCKED`: a row being settled right now is left to its settlement, and
 /// concurrent claimers never queue up behind each other. (`= ANY(ARRAY(…))` here
 /// and in [`CLAIM`] keeps the plan an index lookup by id whatever the row estimates
-/// of a generic plan.)
-pub(super) const REQUEUE: &str = "
+/// of a generic plan.) `{only}` narrows the messages taken.
+const REQUEUE_DUE: &str = "
 UPDATE {s}.messages m SET state = {requeued}, lease = NULL, lease_until = NULL, updated_at = $1,
     unknown_since = CASE m.state WHEN 'sending' THEN COALESCE(m.unknown_since, m.updated_at)
         ELSE m.unknown_since END
 WHERE m.id = ANY(ARRAY(
-    SELECT id FROM {s}.messages
-    WHERE lease_until <= $1 AND state = 'sending'
+    SELECT d.id FROM {s}.messages d
+    WHERE d.lease_until <= $1 AND d.state = 'sending' {only}
     LIMIT 1000
     FOR UPDATE SKIP LOCKED) || ARRAY(
-    SELECT id FROM {s}.messages
-    WHERE state = 'unknown' AND available_at <= $1
+    SELECT d.id FROM {s}.messages d
+    WHERE d.state = 'unknown' AND d.available_at <= $1 {only}
     LIMIT 1000
     FOR UPDATE SKIP LOCKED))";
+
+/// What is due again, back to the queue; one requeued into a cancelled batch ends
+/// there, and is told so.
+pub(super) fn requeue() -> String {
+    format!(
+        "WITH requeued AS ({} RETURNING m.id, m.state
+), changed AS (
+    SELECT id, CASE WHEN state = 'cancelled' THEN 'message.cancelled' END AS kind,
+           NULL::text AS code, $1::bigint AS at
+    FROM requeued
+), {{record}}
+SELECT {{finishing}}",
+        REQUEUE_DUE.replace("{only}", "")
+    )
+}
+
+/// What is due again of batches without subscriptions, with nothing to record:
+/// what a claim outside a transaction runs.
+pub(super) fn requeue_unsubscribed() -> String {
+    REQUEUE_DUE.replace("{only}", "AND NOT {subscribed}")
+}
+
+/// `{subscribed}`: message `d` is of a batch with subscriptions.
+pub(super) const SUBSCRIBED: &str = "EXISTS (SELECT 1 FROM {s}.batches sb
+    WHERE sb.seq = d.id >> 32 AND sb.subscriptions IS NOT NULL)";
+
+/// Whether a message of a batch with subscriptions is due again, or pending for
+/// provider `$2` past its deadline, at `$1`: left by a claim outside a transaction
+/// to [`Postgres::requeue_and_expire`], which records their events.
+pub(super) const SUBSCRIBED_DUE: &str = "
+SELECT EXISTS (SELECT 1 FROM {s}.batches WHERE subscriptions IS NOT NULL) AND (
+    EXISTS (SELECT 1 FROM {s}.messages d
+            WHERE d.lease_until <= $1 AND d.state = 'sending' AND {subscribed})
+    OR EXISTS (SELECT 1 FROM {s}.messages d
+               WHERE d.state = 'unknown' AND d.available_at <= $1 AND {subscribed})
+    OR EXISTS (SELECT 1 FROM {s}.messages d
+               WHERE d.state = 'pending' AND d.expires_at <= $1 AND d.provider = $2 AND {subscribed}))";
 
 /// What `{claimed}` stands for: the end of both claims, the leased rows with their
 /// batch's id, channel and template id, and its template's sources on the first
@@ -90,23 +127,34 @@ impl Postgres {
         let until = now.saturating_add(millis(lease));
         let rows = match limits.rate {
             None if limits.per_recipient.is_empty() && limits.segments.is_none() => {
-                let requeue = client.prepare_cached(&self.sql.requeue).await.map_err(db)?;
+                let requeue = client
+                    .prepare_cached(&self.sql.requeue_unsubscribed)
+                    .await
+                    .map_err(db)?;
                 let expire = client
-                    .prepare_cached(&self.sql.expire_pending)
+                    .prepare_cached(&self.sql.expire_pending_unsubscribed)
+                    .await
+                    .map_err(db)?;
+                let subscribed_due = client
+                    .prepare_cached(&self.sql.subscribed_due)
                     .await
                     .map_err(db)?;
                 let claim = client.prepare_cached(&self.sql.claim).await.map_err(db)?;
                 // The statements go out before any answer is awaited (the client
                 // pipelines them), so this is one round trip; each commits on its own,
                 // the requeue first, then the deadlines, so the claim sees both.
+                // Messages of batches with subscriptions are left to a transaction
+                // that records their events with the change.
                 let limit = i64::try_from(limit).unwrap_or(i64::MAX);
                 let requeue_params: [&(dyn ToSql + Sync); 1] = [&now];
                 let expire_params: [&(dyn ToSql + Sync); 2] = [&provider, &now];
+                let due_params: [&(dyn ToSql + Sync); 2] = [&now, &provider];
                 let claim_params: [&(dyn ToSql + Sync); 5] =
                     [&provider, &now, &limit, &token, &until];
-                let (requeued, expired, rows) = tokio::join!(
+                let (requeued, expired, subscribed_due, rows) = tokio::join!(
                     client.execute(&requeue, &requeue_params),
                     client.execute(&expire, &expire_params),
+                    client.query_one(&subscribed_due, &due_params),
                     client.query(&claim, &claim_params),
                 );
                 expired.map_err(db)?;
@@ -114,20 +162,20 @@ impl Postgres {
                     // The claim stands (its rows are leased now); the next claim requeues.
                     tracing::warn!(error = %db(e), "requeueing expired leases failed; will try again");
                 }
-                rows.map_err(db)?
+                let rows = rows.map_err(db)?;
+                if subscribed_due.map_err(db)?.get::<_, bool>(0) {
+                    let tx = client.transaction().await.map_err(db)?;
+                    self.requeue_and_expire(&tx, provider, now).await?;
+                    tx.commit().await.map_err(db)?;
+                }
+                rows
             }
             _ => {
                 // Limited claims for one provider take turns: the bucket's row lock
                 // and the caps' advisory lock are held to the end of the transaction,
                 // across every process on the store.
                 let tx = client.transaction().await.map_err(db)?;
-                let requeue = tx.prepare_cached(&self.sql.requeue).await.map_err(db)?;
-                tx.execute(&requeue, &[&now]).await.map_err(db)?;
-                let expire = tx
-                    .prepare_cached(&self.sql.expire_pending)
-                    .await
-                    .map_err(db)?;
-                tx.execute(&expire, &[&provider, &now]).await.map_err(db)?;
+                self.requeue_and_expire(&tx, provider, now).await?;
                 let (limit, bucket) = match &limits.rate {
                     None => (limit, None),
                     Some(rate) => {

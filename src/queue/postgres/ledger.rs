@@ -54,11 +54,20 @@ LIMIT $4";
 
 pub(super) const LOCK_BATCH: &str = "SELECT seq, control FROM {s}.batches WHERE id = $1 FOR UPDATE";
 
-/// Sets a batch's control and moves its messages in states `$5` to state `$3`.
+/// Sets a batch's control and moves its messages in states `$5` to state `$3`;
+/// those it cancels are told so.
 pub(super) const SET_CONTROL: &str = "
-WITH batch AS (UPDATE {s}.batches SET control = $2 WHERE seq = $1)
-UPDATE {s}.messages SET state = $3, updated_at = $4
-WHERE id >= $1::bigint << 32 AND id < ($1::bigint + 1) << 32 AND state = ANY($5::text[])";
+WITH batch AS (UPDATE {s}.batches SET control = $2 WHERE seq = $1),
+moved AS (
+    UPDATE {s}.messages SET state = $3, updated_at = $4
+    WHERE id >= $1::bigint << 32 AND id < ($1::bigint + 1) << 32 AND state = ANY($5::text[])
+    RETURNING id, state
+), changed AS (
+    SELECT id, CASE WHEN state = 'cancelled' THEN 'message.cancelled' END AS kind,
+           NULL::text AS code, $4::bigint AS at
+    FROM moved
+), {record}
+SELECT {finishing}";
 
 /// Requeues the failed and expired messages of batch `$1` in state `$2`, and gives
 /// the batch and every message of it the deadline `$4`.
@@ -200,12 +209,14 @@ impl Postgres {
         match moves {
             Some((to_control, to_state, from_states)) => {
                 let stmt = tx.prepare_cached(&self.sql.set_control).await.map_err(db)?;
-                tx.execute(
-                    &stmt,
-                    &[&seq, &to_control.as_str(), &to_state, &now, &from_states],
-                )
-                .await
-                .map_err(db)?;
+                let row = tx
+                    .query_one(
+                        &stmt,
+                        &[&seq, &to_control.as_str(), &to_state, &now, &from_states],
+                    )
+                    .await
+                    .map_err(db)?;
+                self.finish(&tx, &row.get::<_, Vec<i64>>(0), now).await?;
             }
             None => {
                 let to_state = match control {

@@ -25,9 +25,19 @@ SELECT m.id, m.state, m.to_addr, b.channel FROM {s}.messages m
 CROSS JOIN LATERAL (SELECT channel FROM {s}.batches WHERE seq = m.id >> 32 LIMIT 1) b
 WHERE m.provider = $1 AND m.provider_message_id = $2";
 
+/// Moves message `$1` from state `$6` to `$2` with the receipt's code and time, and
+/// records its event.
 pub(super) const APPLY_RECEIPT: &str = "
-UPDATE {s}.messages SET state = $2, receipt_code = $3, receipt_at = $4, updated_at = $5
-WHERE id = $1 AND state = $6";
+WITH applied AS (
+    UPDATE {s}.messages SET state = $2, receipt_code = $3, receipt_at = $4, updated_at = $5
+    WHERE id = $1 AND state = $6
+    RETURNING id, state, receipt_code
+), changed AS (
+    SELECT id, CASE state WHEN 'delivered' THEN 'message.delivered' ELSE 'message.undelivered' END AS kind,
+           receipt_code AS code, $5::bigint AS at
+    FROM applied
+), {record}
+SELECT COUNT(*) FROM applied";
 
 pub(super) const HOLD_RECEIPT: &str = "
 INSERT INTO {s}.early_receipts (provider, provider_message_id, to_addr, delivered, code, at, received_at)

@@ -159,6 +159,39 @@ ALTER TABLE {s}.batches ADD COLUMN template_source TEXT;
 ALTER TABLE {s}.batches ADD COLUMN expires_at BIGINT;
 ALTER TABLE {s}.messages ADD COLUMN expires_at BIGINT;
 CREATE INDEX messages_expiring ON {s}.messages (state, expires_at) WHERE expires_at IS NOT NULL;
+", "
+-- Migration 10: the outbox. A batch's own callback URL and its subscriptions (JSON:
+-- endpoint and kinds wanted; NULL when none, so the index of subscribed batches
+-- tells every change at once whether it has anything to record). A delivery is one
+-- event for one endpoint, unique on (endpoint, event_id): recorded in the change's
+-- transaction, claimed under a lease (`due_at` is then the lease's end), posted or
+-- failed. Message events name their message and batch; a reply keeps its payload.
+ALTER TABLE {s}.batches ADD COLUMN callback_url TEXT;
+ALTER TABLE {s}.batches ADD COLUMN subscriptions JSONB;
+CREATE INDEX batches_subscribed ON {s}.batches (seq) WHERE subscriptions IS NOT NULL;
+CREATE TABLE {s}.deliveries (
+    seq        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    endpoint   TEXT COLLATE \"C\" NOT NULL,
+    event_id   TEXT COLLATE \"C\" NOT NULL,
+    kind       TEXT NOT NULL,
+    batch      BIGINT,
+    message    BIGINT,
+    at         BIGINT NOT NULL,
+    code       TEXT,
+    payload    TEXT,
+    state      TEXT NOT NULL DEFAULT 'pending',
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    first_at   BIGINT NOT NULL,
+    due_at     BIGINT,
+    lease      BIGINT,
+    last_error TEXT,
+    posted_at  BIGINT,
+    UNIQUE (endpoint, event_id)
+);
+CREATE INDEX deliveries_due ON {s}.deliveries (due_at, seq) WHERE state = 'pending';
+CREATE INDEX deliveries_endpoint ON {s}.deliveries (endpoint, seq);
+CREATE INDEX deliveries_failed ON {s}.deliveries (endpoint) WHERE state = 'failed';
+CREATE INDEX deliveries_posted ON {s}.deliveries (posted_at) WHERE state = 'posted';
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

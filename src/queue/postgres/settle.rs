@@ -10,7 +10,11 @@ use super::{Postgres, db};
 /// provider and id of each message now sent with one, for held receipts. A message
 /// sent by another provider than its own (`sent_by`, failover) records that one,
 /// which `RETURNING` then names.
+/// Records the events of the settled messages: `sent`, `failed`, and `cancelled` for
+/// one requeued into a cancelled batch; each row says last which batch may have
+/// finished.
 pub(super) const SETTLE: &str = "
+WITH settled AS (
 UPDATE {s}.messages m SET
     state = CASE s.kind WHEN 'sent' THEN 'sent' WHEN 'confirmed' THEN 'sent' WHEN 'failed' THEN 'failed'
         WHEN 'unknown' THEN 'unknown' ELSE {requeued} END,
@@ -28,7 +32,16 @@ UPDATE {s}.messages m SET
 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $8::text[])
      AS s(id, token, kind, at, error, provider_message_id, sent_by)
 WHERE m.id = s.id AND m.lease = s.token AND m.state = 'sending'
-RETURNING CASE WHEN s.kind IN ('sent', 'confirmed') THEN m.provider END, s.provider_message_id";
+RETURNING m.id, m.state, m.last_error,
+    CASE WHEN s.kind IN ('sent', 'confirmed') THEN m.provider END AS provider, s.provider_message_id
+), changed AS (
+    SELECT id, CASE state WHEN 'sent' THEN 'message.sent' WHEN 'failed' THEN 'message.failed'
+                          WHEN 'cancelled' THEN 'message.cancelled' END AS kind,
+           CASE WHEN state = 'failed' THEN last_error END AS code, $7::bigint AS at
+    FROM settled
+), {record}
+SELECT st.provider, st.provider_message_id, f.seq
+FROM settled st LEFT JOIN finishing f ON f.seq = st.id >> 32";
 
 impl Postgres {
     /// [`Engine::settle`](crate::queue::Engine::settle).
@@ -103,6 +116,10 @@ impl Postgres {
             )
             .await
             .map_err(db)?;
+        let mut finishing: Vec<i64> = rows.iter().filter_map(|r| r.get(2)).collect();
+        finishing.sort_unstable();
+        finishing.dedup();
+        self.finish(&tx, &finishing, now).await?;
         let (providers, sent_ids): (Vec<&str>, Vec<&str>) = rows
             .iter()
             .filter_map(|r| Some((r.get::<_, Option<&str>>(0)?, r.get::<_, Option<&str>>(1)?)))

@@ -3,7 +3,8 @@
 //! fragments statements share.
 
 use super::{
-    accept, claim, expiry, lease, ledger, limit, prune, receipts, records, settle, staging,
+    accept, claim, expiry, lease, ledger, limit, outbox, prune, receipts, record, records, settle,
+    staging,
 };
 
 /// The state a message `m` returns to when it goes back to the queue: its batch's
@@ -19,6 +20,21 @@ pub(super) struct Sql {
     pub(super) accept: String,
     pub(super) replay: String,
     pub(super) requeue: String,
+    pub(super) requeue_unsubscribed: String,
+    pub(super) subscribed_due: String,
+    pub(super) expire_pending_unsubscribed: String,
+    pub(super) record_events: String,
+    pub(super) lock_finishing: String,
+    pub(super) record_finished: String,
+    pub(super) record_deliveries: String,
+    pub(super) claim_deliveries: String,
+    pub(super) settle_delivery: String,
+    pub(super) deliveries: String,
+    pub(super) deliveries_of: String,
+    pub(super) replay_event: String,
+    pub(super) replay_failed: String,
+    pub(super) delivery_counts: String,
+    pub(super) prune_deliveries: String,
     pub(super) claim: String,
     pub(super) expire_pending: String,
     pub(super) sweep: String,
@@ -79,7 +95,14 @@ impl Sql {
     pub(super) fn new(schema: &str) -> Sql {
         let quoted = quote_ident(schema);
         let fill = |sql: &str| {
+            let sql = record::fill_kinds(
+                &sql.replace("{record}", record::RECORD)
+                    .replace("{finishing}", record::FINISHING),
+            );
             sql.replace("{claimed}", claim::CLAIMED)
+                .replace("{subscribed}", claim::SUBSCRIBED)
+                .replace("{delivery}", outbox::DELIVERY)
+                .replace("{replayed}", outbox::REPLAYED)
                 .replace("{requeued}", REQUEUED_STATE)
                 .replace("{template}", records::SELECT_TEMPLATE)
                 .replace("{clock}", limit::CLOCK)
@@ -89,7 +112,22 @@ impl Sql {
         Sql {
             accept: fill(accept::ACCEPT),
             replay: fill(accept::REPLAY),
-            requeue: fill(claim::REQUEUE),
+            requeue: fill(&claim::requeue()),
+            requeue_unsubscribed: fill(&claim::requeue_unsubscribed()),
+            subscribed_due: fill(claim::SUBSCRIBED_DUE),
+            expire_pending_unsubscribed: fill(expiry::EXPIRE_PENDING_UNSUBSCRIBED),
+            record_events: fill(record::RECORD_EVENTS),
+            lock_finishing: fill(record::LOCK_FINISHING),
+            record_finished: fill(record::RECORD_FINISHED),
+            record_deliveries: fill(record::RECORD_DELIVERIES),
+            claim_deliveries: fill(outbox::CLAIM),
+            settle_delivery: fill(outbox::SETTLE),
+            deliveries: fill(outbox::LIST),
+            deliveries_of: fill(outbox::LIST_OF),
+            replay_event: fill(outbox::REPLAY_EVENT),
+            replay_failed: fill(outbox::REPLAY_FAILED),
+            delivery_counts: fill(outbox::COUNTS),
+            prune_deliveries: fill(outbox::PRUNE),
             claim: fill(claim::CLAIM),
             expire_pending: fill(expiry::EXPIRE_PENDING),
             sweep: fill(expiry::SWEEP),

@@ -17,8 +17,10 @@ use crate::queue::{Accepted, Arrival, Begun, Error, NewBatch, NewMessage, Result
 /// connection); its report is set at the end by [`STAGE_REPORT`].
 pub(super) const STAGE_BATCH: &str = "
 INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
-                         request_hash, report, template, template_source, expires_at)
-VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, '{}', $9, $10, $11::bigint)
+                         request_hash, report, template, template_source, expires_at,
+                         callback_url, subscriptions)
+VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, '{}', $9, $10, $11::bigint,
+        $12, $13::text::jsonb)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING seq";
 
@@ -61,6 +63,8 @@ impl Postgres {
         params.push(&batch.template_id);
         params.push(&head.template);
         params.push(&batch.expires_at_ms);
+        params.push(&batch.callback_url);
+        params.push(&head.subscriptions);
         let row = client
             .query_opt(&self.sql.stage_batch, &params)
             .await

@@ -229,17 +229,21 @@ async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
         .unwrap();
     queue.accept(batch(1)).await.unwrap();
     drop(queue);
-    // The store as the herald before migration 8 left it (and so without 9).
+    // The store as the herald before migration 8 left it (and so without 9 or 10).
     let e = engine(&url).await;
     e.client()
         .await
         .unwrap()
         .batch_execute(&format!(
-            "DROP INDEX {schema}.messages_expiring;
+            "DROP TABLE {schema}.deliveries;
+             DROP INDEX {schema}.batches_subscribed;
+             ALTER TABLE {schema}.batches DROP COLUMN callback_url;
+             ALTER TABLE {schema}.batches DROP COLUMN subscriptions;
+             DROP INDEX {schema}.messages_expiring;
              ALTER TABLE {schema}.messages DROP COLUMN expires_at;
              ALTER TABLE {schema}.batches DROP COLUMN expires_at;
              ALTER TABLE {schema}.batches DROP COLUMN template_source;
-             DELETE FROM {schema}.herald_schema_version WHERE version IN (8, 9)"
+             DELETE FROM {schema}.herald_schema_version WHERE version >= 8"
         ))
         .await
         .unwrap();
@@ -359,4 +363,48 @@ async fn a_ten_thousand_message_batch_is_accepted_quickly() {
     // Generous: a debug build on a busy CI machine, well above the ~tens of ms a
     // release build takes here. It catches a per-row round trip, not drift.
     assert!(best < Duration::from_secs(2), "took {best:?}");
+}
+
+#[tokio::test]
+async fn another_transaction_records_a_reply_and_a_cancel_with_the_engines_helpers() {
+    use crate::domain::now_ms;
+    use crate::queue::EventKind;
+    use crate::queue::tests::{assert_reply_and_cancel, reply_case, reply_to};
+
+    let (queue, url, _guard) = test_store().await;
+    let Accepted::New(id) = queue.accept(reply_case()).await.unwrap() else {
+        panic!("a new batch");
+    };
+    let e = engine(&url).await;
+    let mut client = e.client().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let schema = quote_ident(&location(&url).unwrap().schema);
+    let rows: Vec<i64> = tx
+        .query(
+            &format!("SELECT id FROM {schema}.messages ORDER BY id"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let everywhere = vec!["global".to_owned()];
+    for _ in 0..2 {
+        e.record_deliveries(&tx, &everywhere, &reply_to(rows[0]))
+            .await
+            .unwrap();
+    }
+    tx.execute(
+        &format!("UPDATE {schema}.messages SET state = 'cancelled' WHERE id = $1"),
+        &[&rows[1]],
+    )
+    .await
+    .unwrap();
+    let stop = Some("replied STOP");
+    e.record_message_events(&tx, &rows[1..], EventKind::Cancelled, stop, now_ms())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_reply_and_cancel(&queue, id).await;
 }

@@ -10,6 +10,7 @@ use super::Redis;
 use super::reply::{batch_id, text, unexpected};
 use super::slot::Slot;
 use crate::domain::{BatchId, now_ms};
+use crate::queue::outbox::subscriptions_to_stored;
 use crate::queue::{Accepted, Error, NewBatch, NewMessage, Result};
 
 /// Message hashes written per pipeline while a batch is staged.
@@ -128,7 +129,9 @@ impl Redis {
                     .expires_at_ms
                     .map(|at| at.to_string())
                     .unwrap_or_default(),
-            );
+            )
+            .arg(batch.callback_url.as_deref().unwrap_or(""))
+            .arg(subscriptions_to_stored(&batch.subscriptions).unwrap_or_default());
         for (provider, runs) in &staged.runs {
             call.arg(provider).arg(runs.len());
             for (from, to) in runs {

@@ -1,16 +1,19 @@
 //! The Redis engine's Lua scripts. Every change of state is one script, so readers
 //! and other workers never see half of one; each starts with [`PRELUDE`]. The
 //! claim script is in `scripts/claim.rs`, the settle and receipt scripts in
-//! `scripts/settle.rs`; the rest are here.
+//! `scripts/settle.rs`, the outbox's recording (after the prelude in every script)
+//! and its scripts in `scripts/outbox.rs`; the rest are here.
 
 use redis::Script;
 
 use super::ledger::SUMMARY_FIELDS;
 
 mod claim;
+mod outbox;
 mod settle;
 
 use claim::CLAIM;
+pub(super) use outbox::DELIVERY_ROW;
 use settle::{APPLY_RECEIPTS, RECEIPTS, SETTLE};
 
 /// Shared by every script. `ARGV[1]` is the key prefix (with its `:`), `ARGV[2]` the
@@ -19,27 +22,35 @@ pub(super) const PRELUDE: &str = r"
 local P = ARGV[1]
 local now = ARGV[2]
 local batches = {}
+-- The outbox's (see `scripts/outbox.rs`), defined after this prelude.
+local record_change, record_finished
 local function batch_of(id)
   local b = batches[id]
   if b == nil then
     local key = P .. 'b:' .. id
-    local f = redis.call('HMGET', key, 'control', 'priority', 'channel', 'expires_at')
-    b = { key = key, control = f[1], priority = f[2], channel = f[3], expires_at = tonumber(f[4]),
-      delta = {} }
+    local f = redis.call('HMGET', key, 'control', 'priority', 'channel', 'expires_at',
+      'subscriptions')
+    b = { id = id, key = key, control = f[1], priority = f[2], channel = f[3],
+      expires_at = tonumber(f[4]), subs = f[5], delta = {} }
     batches[id] = b
   end
   return b
 end
--- Counts change in memory and are written once per batch at the end.
-local function count(b, from, to)
+-- Counts change in memory and are written once per batch at the end. A message
+-- `member` of a batch with subscriptions records its event, if `to` has one, with
+-- `code` (nil: what the message says).
+local function count(b, from, to, member, code)
   b.delta[from] = (b.delta[from] or 0) - 1
   b.delta[to] = (b.delta[to] or 0) + 1
+  if b.subs and from ~= to then record_change(b, member, to, code) end
 end
+-- Writes the counts; a subscribed batch a change may have finished is looked at.
 local function flush_counts()
   for _, b in pairs(batches) do
     for state, n in pairs(b.delta) do
       if n ~= 0 then redis.call('HINCRBY', b.key, state, n) end
     end
+    if b.finishing then record_finished(b) end
   end
 end
 -- Whether the batch's deadline has passed: its unsent messages are expired.
@@ -134,7 +145,9 @@ return 1
 /// idempotency key (or ''), request hash, the span its staging entry records, the
 /// batch's template as JSON (or ''), its deadline in ms (or ''), then per provider:
 /// name, the number of runs, and each run of its message indices as `from` and
-/// `to` (exclusive). A batch with a deadline joins `deadlines`.
+/// `to` (exclusive). A batch with a deadline joins `deadlines`. ARGV[17] and
+/// ARGV[18], before the providers: its callback URL and its subscriptions as JSON
+/// (each '' for none).
 const COMMIT: &str = r"
 local id, prio, send_at, seq, span, idem = ARGV[3], ARGV[6], ARGV[7], ARGV[9], ARGV[10], ARGV[12]
 if idem ~= '' then
@@ -158,8 +171,10 @@ if ARGV[16] ~= '' then
   redis.call('HSET', bkey, 'expires_at', ARGV[16])
   redis.call('ZADD', P .. 'deadlines', ARGV[16], id)
 end
+if ARGV[17] ~= '' then redis.call('HSET', bkey, 'callback_url', ARGV[17]) end
+if ARGV[18] ~= '' then redis.call('HSET', bkey, 'subscriptions', ARGV[18]) end
 redis.call('ZADD', P .. 'batches', 0, id)
-local i = 17
+local i = 19
 while i <= #ARGV do
   local provider, runs = ARGV[i], tonumber(ARGV[i + 1])
   local ready = P .. 'ready:' .. prio .. ':' .. provider
@@ -250,7 +265,7 @@ for i = 0, span - 1 do
       redis.call('HSET', key, 'attempts', 0, 'available_at', at)
     end
     if to == 'pending' then make_ready(b, provider, member, at) end
-    count(b, from, to)
+    count(b, from, to, member)
   end
 end
 flush_counts()
@@ -309,7 +324,7 @@ for _, id in ipairs(due) do
         if from == 'pending' then unready(b, m[2], member) end
         if from == 'unknown' then redis.call('ZREM', P .. 'leased:' .. m[2], member) end
         redis.call('HSET', key, 'state', 'expired', 'updated_at', now)
-        count(b, from, 'expired')
+        count(b, from, 'expired', member)
         expired = expired + 1
       end
     end
@@ -335,17 +350,27 @@ pub(super) struct Scripts {
     pub(super) control: Script,
     pub(super) messages: Script,
     pub(super) expire: Script,
+    pub(super) claim_deliveries: Script,
+    pub(super) settle_deliveries: Script,
+    pub(super) list_deliveries: Script,
+    pub(super) replay_deliveries: Script,
+    pub(super) delivery_counts: Script,
+    pub(super) prune_deliveries: Script,
+}
+
+/// A script of `body` after the prelude and the outbox's recording, with
+/// `SUMMARY_FIELDS` filled in.
+pub(super) fn script(body: &str) -> Script {
+    let fields = SUMMARY_FIELDS.map(|f| format!("'{f}'")).join(", ");
+    Script::new(&format!(
+        "{PRELUDE}{}{}",
+        outbox::record(),
+        body.replace("SUMMARY_FIELDS", &fields)
+    ))
 }
 
 impl Scripts {
     pub(super) fn new() -> Scripts {
-        let fields = SUMMARY_FIELDS.map(|f| format!("'{f}'")).join(", ");
-        let script = |body: &str| {
-            Script::new(&format!(
-                "{PRELUDE}{}",
-                body.replace("SUMMARY_FIELDS", &fields)
-            ))
-        };
         Scripts {
             reserve: script(RESERVE),
             lookup: script(LOOKUP),
@@ -359,6 +384,12 @@ impl Scripts {
             control: script(CONTROL),
             messages: script(MESSAGES),
             expire: script(EXPIRE),
+            claim_deliveries: script(outbox::CLAIM_DELIVERIES),
+            settle_deliveries: script(outbox::SETTLE_DELIVERIES),
+            list_deliveries: script(outbox::LIST_DELIVERIES),
+            replay_deliveries: script(outbox::REPLAY_DELIVERIES),
+            delivery_counts: script(outbox::DELIVERY_COUNTS),
+            prune_deliveries: script(outbox::PRUNE_DELIVERIES),
         }
     }
 }

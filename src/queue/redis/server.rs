@@ -10,13 +10,14 @@ use crate::domain::BatchId;
 use crate::queue::{Error, Result};
 
 /// The key layout this build reads and writes.
-const LAYOUT_VERSION: &str = "3";
+const LAYOUT_VERSION: &str = "4";
 
 /// The layouts this one extends: a store of one is upgraded in place when opened
 /// (version 2 stores a template batch's template once and its messages' vars
 /// without their bodies, which a build of version 1 would send empty; version 3
-/// adds batch deadlines and the `expired` state, which older builds cannot read).
-const PREVIOUS_LAYOUT_VERSIONS: [&str; 2] = ["1", "2"];
+/// adds batch deadlines and the `expired` state, which older builds cannot read;
+/// version 4 adds batch subscriptions, whose events older builds would not record).
+const PREVIOUS_LAYOUT_VERSIONS: [&str; 3] = ["1", "2", "3"];
 
 impl Redis {
     pub(super) async fn check_layout(&self) -> Result<()> {

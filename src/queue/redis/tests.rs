@@ -227,7 +227,7 @@ async fn accepting_ten_thousand_messages_is_quick_and_whole() {
 }
 
 #[tokio::test]
-async fn version_1_and_2_layouts_are_upgraded_on_open_and_an_unknown_one_refused() {
+async fn older_layouts_are_upgraded_on_open_and_an_unknown_one_refused() {
     let (queue, url, _guard) = test_store().await;
     drop(queue);
     let store = Redis::open(&parsed(&url)).await.unwrap();
@@ -243,7 +243,7 @@ async fn version_1_and_2_layouts_are_upgraded_on_open_and_an_unknown_one_refused
                 .unwrap();
         }
     };
-    for old in ["1", "2"] {
+    for old in ["1", "2", "3"] {
         version(old).await;
         let upgraded = Redis::open(&parsed(&url)).await.unwrap();
         let now: String = redis::cmd("GET")
@@ -251,14 +251,14 @@ async fn version_1_and_2_layouts_are_upgraded_on_open_and_an_unknown_one_refused
             .query_async(&mut upgraded.conn())
             .await
             .unwrap();
-        assert_eq!(now, "3", "upgraded from {old}");
+        assert_eq!(now, "4", "upgraded from {old}");
     }
-    version("4").await;
+    version("5").await;
     let Err(refused) = Redis::open(&parsed(&url)).await else {
         panic!("a store of an unknown layout opened");
     };
     assert!(
-        refused.to_string().contains("layout version 4"),
+        refused.to_string().contains("layout version 5"),
         "{refused}"
     );
 }
@@ -428,4 +428,49 @@ async fn a_template_batch_is_stored_with_its_template_once_and_claimed_rendered(
         (streamed_id, "Hi N1".to_owned(), Some(vars(1).to_string())),
     ];
     assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn another_script_records_a_reply_and_a_cancel_with_the_outboxs_lua() {
+    use crate::queue::tests::{assert_reply_and_cancel, reply_case, reply_to};
+
+    // What a script storing a reply does: its event, twice, and a message of the
+    // replying number cancelled with the reason.
+    // ARGV: P, now, batch id, provider, member replied to, member cancelled, payload.
+    const REPLY: &str = r"
+local b = batch_of(ARGV[3])
+for _ = 1, 2 do record_event(b, { 'global' }, 'reply.r1', 'reply', ARGV[5], nil, ARGV[7]) end
+local key = P .. 'm:' .. ARGV[6]
+unready(b, ARGV[4], ARGV[6])
+redis.call('HSET', key, 'state', 'cancelled', 'updated_at', now)
+count(b, 'pending', 'cancelled', ARGV[6], 'replied STOP')
+flush_counts()
+return 1
+";
+    let (queue, url, _guard) = test_store().await;
+    let Accepted::New(id) = queue.accept(reply_case()).await.unwrap() else {
+        panic!("a new batch");
+    };
+    let store = Redis::open(&parsed(&url)).await.unwrap();
+    let seq: u32 = redis::cmd("HGET")
+        .arg(store.key(&format!("b:{id}")))
+        .arg("seq")
+        .query_async(&mut store.conn())
+        .await
+        .unwrap();
+    let member = |index| Slot { seq, index }.member();
+    let payload = reply_to(0).payload.expect("a reply's payload");
+    let _: i64 = scripts::script(REPLY)
+        .arg(&store.prefix)
+        .arg(now_ms())
+        .arg(id.to_string())
+        .arg("p")
+        .arg(member(0))
+        .arg(member(1))
+        .arg(payload)
+        .invoke_async(&mut store.conn())
+        .await
+        .unwrap();
+    assert_reply_and_cancel(&queue, id).await;
+    assert_eq!(queue.batch(id).await.unwrap().unwrap().counts.cancelled, 1);
 }

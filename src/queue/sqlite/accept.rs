@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::connection::{unavailable, write_transaction};
 use crate::domain::now_ms;
+use crate::queue::outbox::subscriptions_to_stored;
 use crate::queue::{Accepted, Error, NewBatch, NewMessage, Result, parse_batch_id};
 
 /// Messages inserted by one statement.
@@ -116,8 +117,9 @@ pub(super) fn insert_batch_row(
         .map_err(unavailable)?;
     tx.execute(
         "INSERT INTO batches (id, channel, source, control, priority, send_at, created_at, idempotency_key,
-                              request_hash, report, first_row, size, template_source, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                              request_hash, report, first_row, size, template_source, expires_at,
+                              callback_url, subscriptions)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             batch.id.to_string(),
             batch.channel.as_str(),
@@ -136,6 +138,8 @@ pub(super) fn insert_batch_row(
                 .as_ref()
                 .map(|t| t.to_stored()),
             batch.expires_at_ms,
+            batch.callback_url,
+            subscriptions_to_stored(&batch.subscriptions),
         ],
     )
     .map_err(unavailable)?;

@@ -11,7 +11,7 @@ use super::connection::{light_transaction, unavailable};
 use super::ledger::{BatchRef, batch_by_seq};
 use super::schema::REQUEUED_STATE;
 use crate::domain::{message_id, now_ms};
-use crate::queue::{BatchTemplate, Claim, Claimed, Error, Lease, Result};
+use crate::queue::{BatchTemplate, Claim, Claimed, Error, EventKind, Lease, Result};
 use crate::ratelimit::{Bucket, Candidate, Cap, Limits, longest_window, pick, segment_bucket_key};
 
 /// What one claim asks for: up to `limit` due messages of `provider` under a lease
@@ -84,22 +84,35 @@ pub(super) fn claim(conn: &mut Connection, request: &Request, known: &Known) -> 
 /// outcomes whose time has come. A lapsed lease's request may have reached the
 /// provider: its message comes back as an unknown outcome since its claim
 /// (`updated_at`; renewals leave it).
+/// Those requeued into a cancelled batch end `cancelled`, and are told so.
 fn requeue_due(tx: &Transaction<'_>, now: i64) -> Result<()> {
-    tx.prepare_cached(&format!(
-        "UPDATE messages SET state = {REQUEUED_STATE}, lease = NULL, lease_until = NULL, updated_at = ?1,
-             unknown_since = COALESCE(unknown_since, updated_at)
-         WHERE state = 'sending' AND lease_until <= ?1"
-    ))
-    .and_then(|mut s| s.execute([now]))
-    .map_err(unavailable)?;
-    // Unknown outcomes whose time has come are due again, like a lapsed lease.
-    tx.prepare_cached(&format!(
-        "UPDATE messages SET state = {REQUEUED_STATE}, updated_at = ?1
-         WHERE state = 'unknown' AND available_at <= ?1"
-    ))
-    .and_then(|mut s| s.execute([now]))
-    .map_err(unavailable)?;
-    Ok(())
+    let mut cancelled = Vec::new();
+    for sql in [
+        format!(
+            "UPDATE messages SET state = {REQUEUED_STATE}, lease = NULL, lease_until = NULL, updated_at = ?1,
+                 unknown_since = COALESCE(unknown_since, updated_at)
+             WHERE state = 'sending' AND lease_until <= ?1
+             RETURNING id, state = 'cancelled'"
+        ),
+        // Unknown outcomes whose time has come are due again, like a lapsed lease.
+        format!(
+            "UPDATE messages SET state = {REQUEUED_STATE}, updated_at = ?1
+             WHERE state = 'unknown' AND available_at <= ?1
+             RETURNING id, state = 'cancelled'"
+        ),
+    ] {
+        let mut stmt = tx.prepare_cached(&sql).map_err(unavailable)?;
+        let rows = stmt
+            .query_map([now], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?)))
+            .map_err(unavailable)?;
+        for row in rows {
+            let (id, ended) = row.map_err(unavailable)?;
+            if ended {
+                cancelled.push(id);
+            }
+        }
+    }
+    super::record::record_message_events(tx, &cancelled, EventKind::Cancelled, None, now)
 }
 
 /// What the owner's message rate and segment rate let the claim take, or how long

@@ -4,10 +4,12 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::connection::{unavailable, write_transaction};
+use super::record::record_message_events;
 use super::schema::{REQUEUED_STATE, parse_channel, parse_state};
 use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
 use crate::queue::{
-    BatchAction, BatchSummary, Error, MessageQuery, MessageRecord, Result, parse_batch_id,
+    BatchAction, BatchSummary, Error, EventKind, MessageQuery, MessageRecord, Result,
+    parse_batch_id,
 };
 
 /// What claims and the ledger need to know of a stored batch.
@@ -91,21 +93,7 @@ fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
             })
         })
         .map_err(unavailable)?;
-    let mut counts = Counts::default();
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT state, COUNT(*) FROM messages WHERE id BETWEEN ?1 AND ?2 GROUP BY state",
-        )
-        .map_err(unavailable)?;
-    let rows = stmt
-        .query_map([batch.first_row, batch.last_row()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })
-        .map_err(unavailable)?;
-    for row in rows {
-        let (state, n) = row.map_err(unavailable)?;
-        counts.add(parse_state(&state)?, n.unsigned_abs());
-    }
+    let counts = count_states(conn, batch.first_row, batch.last_row())?;
     let control = BatchControl::parse(&control)
         .ok_or_else(|| Error::Corrupt(format!("unknown control `{control}`")))?;
     Ok(Some(BatchSummary {
@@ -119,6 +107,26 @@ fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
         expires_at_ms,
         counts,
     }))
+}
+
+/// The counts of the messages in rows `first` to `last` (a batch's), by state.
+pub(super) fn count_states(conn: &Connection, first: i64, last: i64) -> Result<Counts> {
+    let mut counts = Counts::default();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT state, COUNT(*) FROM messages WHERE id BETWEEN ?1 AND ?2 GROUP BY state",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([first, last], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(unavailable)?;
+    for row in rows {
+        let (state, n) = row.map_err(unavailable)?;
+        counts.add(parse_state(&state)?, n.unsigned_abs());
+    }
+    Ok(counts)
 }
 
 /// The summary of batch `id`, read in one transaction.
@@ -294,7 +302,18 @@ pub(super) fn control(
         }
         BatchAction::Cancel => {
             set_control(BatchControl::Cancelled)?;
-            move_messages("'cancelled'", "'pending', 'paused'")?;
+            let cancelled: Vec<i64> = tx
+                .prepare_cached(
+                    "UPDATE messages SET state = 'cancelled', updated_at = ?3
+                     WHERE id BETWEEN ?1 AND ?2 AND state IN ('pending', 'paused')
+                     RETURNING id",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![first, last, now], |r| r.get(0))?
+                        .collect()
+                })
+                .map_err(unavailable)?;
+            record_message_events(&tx, &cancelled, EventKind::Cancelled, None, now)?;
         }
         BatchAction::Retry { expires_at_ms } => {
             tx.execute(

@@ -4,11 +4,12 @@
 use rusqlite::{Connection, Transaction, params};
 
 use super::connection::{unavailable, write_transaction};
+use super::record::record_message_events;
 use super::schema::{parse_channel, parse_state};
-use crate::domain::DeliveryReport;
+use crate::domain::{DeliveryReport, MessageState};
 use crate::queue::{
-    AppliedReceipt, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect, ReceiptTarget, Result,
-    receipt_state, receipt_target,
+    AppliedReceipt, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, EventKind, ReceiptEffect,
+    ReceiptTarget, Result, receipt_state, receipt_target,
 };
 
 /// Applies one delivery report to the message it names; `None` when it names none
@@ -57,6 +58,11 @@ fn apply_receipt(
         ])
     })
     .map_err(unavailable)?;
+    let kind = match next {
+        MessageState::Delivered => EventKind::Delivered,
+        _ => EventKind::Undelivered,
+    };
+    record_message_events(tx, &[*id], kind, None, now)?;
     Ok(Some(ReceiptEffect::Applied {
         to: to.clone(),
         channel: parse_channel(channel.clone())?,

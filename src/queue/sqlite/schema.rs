@@ -154,6 +154,39 @@ ALTER TABLE batches ADD COLUMN template_source TEXT;
 ALTER TABLE batches ADD COLUMN expires_at INTEGER;
 ALTER TABLE messages ADD COLUMN expires_at INTEGER;
 CREATE INDEX messages_expiring ON messages(state, expires_at) WHERE expires_at IS NOT NULL;
+", "
+-- Migration 10: the outbox. A batch's own callback URL and its subscriptions (JSON:
+-- endpoint and kinds wanted; NULL when none, so the index of subscribed batches
+-- tells every change at once whether it has anything to record). A delivery is one
+-- event for one endpoint, unique on (endpoint, event_id): recorded in the change's
+-- transaction, claimed under a lease (`due_at` is then the lease's end), posted or
+-- failed. Message events name their message and batch; a reply keeps its payload.
+ALTER TABLE batches ADD COLUMN callback_url TEXT;
+ALTER TABLE batches ADD COLUMN subscriptions TEXT;
+CREATE INDEX batches_subscribed ON batches(seq) WHERE subscriptions IS NOT NULL;
+CREATE TABLE deliveries (
+    seq        INTEGER PRIMARY KEY,
+    endpoint   TEXT NOT NULL,
+    event_id   TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    batch      INTEGER,
+    message    INTEGER,
+    at         INTEGER NOT NULL,
+    code       TEXT,
+    payload    TEXT,
+    state      TEXT NOT NULL DEFAULT 'pending',
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    first_at   INTEGER NOT NULL,
+    due_at     INTEGER,
+    lease      INTEGER,
+    last_error TEXT,
+    posted_at  INTEGER,
+    UNIQUE (endpoint, event_id)
+);
+CREATE INDEX deliveries_due ON deliveries(due_at, seq) WHERE state = 'pending';
+CREATE INDEX deliveries_endpoint ON deliveries(endpoint, seq);
+CREATE INDEX deliveries_failed ON deliveries(endpoint) WHERE state = 'failed';
+CREATE INDEX deliveries_posted ON deliveries(posted_at) WHERE state = 'posted';
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's

@@ -5,9 +5,10 @@ use rusqlite::{Connection, params};
 
 use super::connection::{light_transaction, unavailable};
 use super::receipts::apply_held_receipts;
+use super::record::{ended_cancelled, record_message_events};
 use super::schema::REQUEUED_STATE;
 use crate::domain::now_ms;
-use crate::queue::{AppliedReceipt, Outcome, Result, Settlement};
+use crate::queue::{AppliedReceipt, EventKind, Outcome, Result, Settlement};
 
 /// Settles each claimed message still under its lease as its outcome says; a
 /// settlement whose lease has lapsed changes nothing. Held receipts of the messages
@@ -19,6 +20,7 @@ pub(super) fn settle(
     let now = now_ms();
     let tx = light_transaction(conn)?;
     let mut identified = Vec::new();
+    let (mut sent_rows, mut failed_rows, mut requeued_rows) = (Vec::new(), Vec::new(), Vec::new());
     {
         let mut sent = tx
             .prepare_cached(
@@ -76,6 +78,14 @@ pub(super) fn settle(
                 Outcome::Failed { error } => failed.execute(params![row, token, error, now]),
             }
             .map_err(unavailable)?;
+            if changed > 0 {
+                match outcome {
+                    Outcome::Sent { .. } | Outcome::Confirmed { .. } => sent_rows.push(row),
+                    Outcome::Failed { .. } => failed_rows.push(row),
+                    Outcome::Retry { .. } | Outcome::Release { .. } => requeued_rows.push(row),
+                    Outcome::Unknown { .. } => {}
+                }
+            }
             if changed > 0
                 && matches!(
                     outcome,
@@ -90,6 +100,11 @@ pub(super) fn settle(
             }
         }
     }
+    record_message_events(&tx, &sent_rows, EventKind::Sent, None, now)?;
+    record_message_events(&tx, &failed_rows, EventKind::Failed, None, now)?;
+    // A message requeued into a cancelled batch ends there.
+    let cancelled = ended_cancelled(&tx, &requeued_rows)?;
+    record_message_events(&tx, &cancelled, EventKind::Cancelled, None, now)?;
     let applied = apply_held_receipts(&tx, &identified, now)?;
     tx.commit().map_err(unavailable)?;
     Ok(applied)

@@ -335,3 +335,36 @@ fn accepts_flush_their_commit_and_claims_and_settlements_do_not() {
         .unwrap();
     assert_eq!(rows, 5);
 }
+
+#[tokio::test]
+async fn another_transaction_records_a_reply_and_a_cancel_with_the_engines_helpers() {
+    use crate::queue::EventKind;
+    use crate::queue::tests::{assert_reply_and_cancel, reply_case, reply_to};
+
+    let (_dir, store, queue) = open_queue().await;
+    let Accepted::New(id) = queue.accept(reply_case()).await.unwrap() else {
+        panic!("a new batch");
+    };
+    let mut conn = Connection::open(store.join("herald.db")).unwrap();
+    let tx = conn.transaction().unwrap();
+    let rows: Vec<i64> = tx
+        .prepare("SELECT id FROM messages ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let everywhere = vec!["global".to_owned()];
+    for _ in 0..2 {
+        super::record_deliveries(&tx, &everywhere, &reply_to(rows[0])).unwrap();
+    }
+    tx.execute(
+        "UPDATE messages SET state = 'cancelled' WHERE id = ?1",
+        [rows[1]],
+    )
+    .unwrap();
+    let stop = Some("replied STOP");
+    super::record_message_events(&tx, &rows[1..], EventKind::Cancelled, stop, now_ms()).unwrap();
+    tx.commit().unwrap();
+    assert_reply_and_cancel(&queue, id).await;
+}

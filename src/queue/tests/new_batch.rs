@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::domain::{BatchId, Channel, now_ms};
-use crate::queue::{BatchTemplate, Idempotency, NewBatch, NewMessage};
+use crate::queue::{BatchTemplate, Idempotency, Kinds, NewBatch, NewMessage, Subscription};
 
 /// Builds a [`NewBatch`] for a test.
 ///
@@ -32,6 +32,8 @@ impl TestBatch {
                 report: json!({"accepted": n}),
                 template_id: None,
                 template: None,
+                callback_url: None,
+                subscriptions: Vec::new(),
                 messages: (0..n)
                     .map(|index| NewMessage {
                         index,
@@ -120,6 +122,24 @@ impl TestBatch {
         for m in &mut self.batch.messages {
             m.vars = Some(vars(m.index).to_string());
         }
+        self
+    }
+
+    /// Its events go to each of `subscriptions`: (endpoint, the kinds it wants).
+    pub(crate) fn subscribed(mut self, subscriptions: &[(&str, Kinds)]) -> Self {
+        self.batch.subscriptions = subscriptions
+            .iter()
+            .map(|(endpoint, kinds)| Subscription {
+                endpoint: (*endpoint).to_owned(),
+                kinds: *kinds,
+            })
+            .collect();
+        self
+    }
+
+    /// With its own callback URL `url`.
+    pub(crate) fn callback(mut self, url: &str) -> Self {
+        self.batch.callback_url = Some(url.to_owned());
         self
     }
 

@@ -285,3 +285,68 @@ async fn receipt_answers_fit_the_documented_schemas() {
         .unwrap();
     fits(&router, path, unsigned).await;
 }
+
+#[tokio::test]
+async fn webhook_answers_fit_the_documented_schemas() {
+    let mut config = crate::config::Config::default();
+    config.webhooks = vec![crate::config::WebhookConfig {
+        name: "app".into(),
+        url: crate::domain::HttpUrl::parse("http://127.0.0.1:9/events").unwrap(),
+        secret: crate::domain::SigningSecret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+            .unwrap(),
+        events: crate::queue::Kinds::all(),
+        channels: None,
+        sources: None,
+    }];
+    let (state, _dir) = test_state_with(config).await;
+    let router = router(state, 1 << 20);
+    // A batch due later, cancelled: its message's `message.cancelled` and its
+    // `batch.finished` wait for the endpoint.
+    let later = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(3600)).to_string();
+    let batch = json!({"channel": "sms", "template": {"body": "Hi"}, "send_at": later,
+        "recipients": [{"to": "+8613800000001", "ref": "a"}]});
+    let (_, report) = call(&router, post_json("/v1/batches", &batch)).await;
+    let id = report["batch_id"].as_str().unwrap();
+    call(
+        &router,
+        post_json(&format!("/v1/batches/{id}/cancel"), &json!({})),
+    )
+    .await;
+
+    let listed = fits(&router, "/v1/webhooks", get("/v1/webhooks")).await;
+    assert_eq!(listed["endpoints"][0]["pending"], 2, "{listed}");
+    let path = "/v1/webhooks/{endpoint}/deliveries";
+    let page = fits(&router, path, get("/v1/webhooks/app/deliveries?limit=1")).await;
+    assert_eq!(
+        page["deliveries"][0]["event"]["type"], "batch.finished",
+        "{page}"
+    );
+    let before = page["next_before"].as_i64().expect("a next page");
+    let next = format!("/v1/webhooks/app/deliveries?state=pending&before={before}");
+    let page = fits(&router, path, get(&next)).await;
+    let cancelled = &page["deliveries"][0]["event"];
+    assert_eq!(cancelled["type"], "message.cancelled", "{page}");
+    assert_eq!(cancelled["ref"], "a", "{page}");
+    fits(&router, path, get("/v1/webhooks/app/deliveries?state=lost")).await;
+    fits(&router, path, get("/v1/webhooks/nobody/deliveries")).await;
+
+    let path = "/v1/webhooks/{endpoint}/replay";
+    let event = json!({"event_id": cancelled["id"]});
+    let replayed = fits(&router, path, post_json("/v1/webhooks/app/replay", &event)).await;
+    assert_eq!(replayed["replayed"], 1, "{replayed}");
+    let failed = json!({"failed": true});
+    fits(&router, path, post_json("/v1/webhooks/app/replay", &failed)).await;
+    let unknown = json!({"event_id": "nothing"});
+    fits(
+        &router,
+        path,
+        post_json("/v1/webhooks/app/replay", &unknown),
+    )
+    .await;
+    fits(
+        &router,
+        path,
+        post_json("/v1/webhooks/app/replay", &json!({"all": true})),
+    )
+    .await;
+}

@@ -47,7 +47,7 @@ for _, member in ipairs(expired) do
     local state = requeued_state(b)
     redis.call('HSET', key, 'state', state, 'updated_at', now)
     redis.call('HDEL', key, 'lease', 'lease_until')
-    count(b, m[1], state)
+    count(b, m[1], state, member)
     if state == 'pending' then make_ready(b, provider, member, m[3]) end
   end
 end
@@ -130,7 +130,7 @@ for _, prio in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
     if b ~= nil and past_deadline(b) then
       -- Never claimed after its batch's deadline: it leaves the ready set expired.
       redis.call('HSET', key, 'state', 'expired', 'updated_at', now)
-      count(b, 'pending', 'expired')
+      count(b, 'pending', 'expired', member)
       b = nil
     end
     if b ~= nil and #caps > 0 then until_ = capped_until(m[3]) end
@@ -145,7 +145,7 @@ for _, prio in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
         'updated_at', now)
       lease_args[#lease_args + 1] = lease_until
       lease_args[#lease_args + 1] = member
-      count(b, 'pending', 'sending')
+      count(b, 'pending', 'sending', member)
       if b.template == nil then
         b.template = redis.call('HGET', b.key, 'template_source') or false
         if b.template then

@@ -51,7 +51,7 @@ local function apply_report(provider, pid, to, delivered, code, at)
   if at == '' then at = now end
   redis.call('HSET', key, 'state', next, 'updated_at', now, 'receipt_at', at)
   if code ~= '' then redis.call('HSET', key, 'receipt_code', code) else redis.call('HDEL', key, 'receipt_code') end
-  count(b, state, next)
+  count(b, state, next, member)
   return 'applied', m[3], b.channel
 end
 -- Applies the held reports of a provider id that a message was just sent with;
@@ -150,7 +150,7 @@ for i = 3, #ARGV, 7 do
     end
     -- The lease fields stay until the next claim overwrites them: a settlement only
     -- ever matches a message whose state is 'sending'.
-    count(b, 'sending', state)
+    count(b, 'sending', state, member)
     if state == 'sent' and has_text then
       local by = m[3]
       if sent_by ~= '' then by = sent_by end

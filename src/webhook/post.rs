@@ -1,0 +1,472 @@
+//! The posting loop: claims due deliveries from the store's outbox, posts them per
+//! endpoint as signed JSON arrays of at most `batch_size` events, and settles each
+//! delivery posted, to retry, or failed. Several processes share the outbox by
+//! leases. Posts run concurrently, at most a quarter of them (and one at least)
+//! to any one endpoint (each batch's `callback_url` counting as one); the rest of
+//! an endpoint's claimed deliveries wait their turn in memory, except that an
+//! endpoint whose last post failed keeps no more waiting than it has in flight,
+//! the others being put back for later. So an endpoint that is slow or down
+//! delays only its own deliveries.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::retry::{BACKOFF, Posted, RetryRule};
+use super::sign::{headers, request_id};
+use crate::config::{WebhookConfig, WebhookSettings};
+use crate::domain::{HttpUrl, SigningSecret, millis, now_ms};
+use crate::metrics::Metrics;
+use crate::provider::{exchange, http_client};
+use crate::queue::{CALLBACK, Delivery, DeliveryKey, DeliveryOutcome, Queue};
+
+/// How often the loop looks for due deliveries while it finds some, and at most
+/// how long it waits when it finds none for a while (the wait doubles each time).
+const POLL: Duration = Duration::from_millis(50);
+const IDLE_POLL: Duration = Duration::from_millis(400);
+/// How often posted deliveries older than `keep_posted` are deleted, and how
+/// many at most each time.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const PRUNE_LIMIT: u32 = 10_000;
+
+/// Why the posting loop could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot build the webhooks' HTTP client: {0}")]
+    Client(String),
+}
+
+/// Where an endpoint's posts go and what signs them.
+#[derive(Clone)]
+struct Target {
+    url: reqwest::Url,
+    secret: SigningSecret,
+}
+
+/// The posting loop of one process.
+pub struct Poster {
+    queue: Queue,
+    client: reqwest::Client,
+    endpoints: HashMap<String, Target>,
+    callback_secret: Option<SigningSecret>,
+    batch_size: usize,
+    concurrency: usize,
+    per_endpoint: usize,
+    lease: Duration,
+    timeout: Duration,
+    keep_posted: Duration,
+    rule: RetryRule,
+    metrics: Metrics,
+}
+
+/// Deliveries to post together: one endpoint, one URL, at most `batch_size`.
+struct Group {
+    endpoint: String,
+    /// What the posts in flight are counted by: the endpoint, and for `callback`
+    /// its URL too (each batch's own is an endpoint of its own).
+    lane: String,
+    target: Result<Target, String>,
+    deliveries: Vec<Delivery>,
+}
+
+impl Poster {
+    /// A loop posting to `endpoints` as `settings` say, counting in `metrics`.
+    pub fn new(
+        queue: Queue,
+        endpoints: &[WebhookConfig],
+        settings: &WebhookSettings,
+        metrics: Metrics,
+    ) -> Result<Poster, Error> {
+        let concurrency = settings.concurrency.max(1);
+        let callback = settings.callback_secret.is_some().then_some(CALLBACK);
+        metrics.webhook_endpoints(endpoints.iter().map(|e| e.name.as_str()).chain(callback));
+        Ok(Poster {
+            queue,
+            client: http_client(settings.timeout).map_err(Error::Client)?,
+            endpoints: endpoints
+                .iter()
+                .map(|e| {
+                    let target = Target {
+                        url: e.url.url().clone(),
+                        secret: e.secret.clone(),
+                    };
+                    (e.name.clone(), target)
+                })
+                .collect(),
+            callback_secret: settings.callback_secret.clone(),
+            batch_size: settings.batch_size.max(1) as usize,
+            concurrency,
+            per_endpoint: (concurrency / 4).max(1),
+            // A group may wait for one post of its endpoint, then take its own.
+            lease: settings.timeout * 3 + Duration::from_secs(5),
+            timeout: settings.timeout,
+            keep_posted: settings.keep_posted,
+            rule: RetryRule {
+                retry_for: settings.retry_for,
+                backoff: BACKOFF,
+            },
+            metrics,
+        })
+    }
+
+    /// Posts until `stop`, then lets the posts in flight finish (each is bounded
+    /// by the timeout) and settles them. Deliveries claimed and not posted come
+    /// back when their lease lapses.
+    pub async fn run(self, stop: CancellationToken) {
+        let this = Arc::new(self);
+        let mut in_flight: JoinSet<(Group, Posted)> = JoinSet::new();
+        let mut busy: HashMap<String, usize> = HashMap::new();
+        // The lanes whose last post was refused: a slow or failing endpoint.
+        let mut failing: HashSet<String> = HashSet::new();
+        let mut held: VecDeque<Group> = VecDeque::new();
+        let mut next_prune = tokio::time::Instant::now();
+        let mut poll = POLL;
+        while !stop.is_cancelled() {
+            // Groups held for a busy endpoint go first, as it frees up.
+            for _ in 0..held.len() {
+                let Some(group) = held.pop_front() else { break };
+                if busy.get(&group.lane).copied().unwrap_or(0) < this.per_endpoint {
+                    this.dispatch(group, &mut in_flight, &mut busy);
+                } else {
+                    held.push_back(group);
+                }
+            }
+            let room = this.concurrency.saturating_sub(in_flight.len());
+            let held_events: usize = held.iter().map(|g| g.deliveries.len()).sum();
+            let budget = (room * this.batch_size).saturating_sub(held_events);
+            let mut full = false;
+            if budget > 0 {
+                let limit = u32::try_from(budget).unwrap_or(u32::MAX);
+                match this
+                    .queue
+                    .claim_deliveries(limit, this.lease, now_ms())
+                    .await
+                {
+                    Ok(claimed) => {
+                        full = claimed.len() == budget;
+                        poll = if claimed.is_empty() {
+                            (poll * 2).min(IDLE_POLL)
+                        } else {
+                            POLL
+                        };
+                        let mut turned_away = Vec::new();
+                        for group in this.groups(claimed) {
+                            let sending = busy.get(&group.lane).copied().unwrap_or(0);
+                            let waiting = held.iter().filter(|g| g.lane == group.lane).count();
+                            if sending < this.per_endpoint {
+                                this.dispatch(group, &mut in_flight, &mut busy);
+                            } else if waiting < this.per_endpoint || !failing.contains(&group.lane)
+                            {
+                                // A healthy endpoint drains its queue fast; a
+                                // failing one may hold no more than it posts.
+                                held.push_back(group);
+                            } else {
+                                turned_away.push(group);
+                            }
+                        }
+                        if !turned_away.is_empty() {
+                            let refused = Posted::Refused {
+                                error:
+                                    "not posted: the endpoint's earlier posts are still in flight"
+                                        .into(),
+                                retry_after: Some(this.timeout),
+                            };
+                            let settled = turned_away
+                                .iter()
+                                .flat_map(|g| this.outcomes(g, &refused))
+                                .collect();
+                            this.settle(settled).await;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming webhook deliveries failed; will try again")
+                    }
+                }
+            }
+            if next_prune <= tokio::time::Instant::now() {
+                this.prune().await;
+                next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
+            }
+            if full && in_flight.len() < this.concurrency {
+                continue;
+            }
+            tokio::select! {
+                () = stop.cancelled() => {}
+                Some(done) = in_flight.join_next() => this.finished(done, &mut busy, &mut failing).await,
+                () = tokio::time::sleep(poll) => {}
+            }
+        }
+        while let Some(done) = in_flight.join_next().await {
+            this.finished(done, &mut busy, &mut failing).await;
+        }
+    }
+
+    /// The claimed deliveries in groups: per endpoint and URL, in the order
+    /// claimed, at most `batch_size` each.
+    fn groups(&self, claimed: Vec<Delivery>) -> Vec<Group> {
+        // (endpoint, its URL when a batch's own) and its deliveries
+        type Keyed = ((String, Option<String>), Vec<Delivery>);
+        let mut by_target: Vec<Keyed> = Vec::new();
+        for delivery in claimed {
+            let key = (delivery.endpoint.clone(), delivery.url.clone());
+            match by_target.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, list)) => list.push(delivery),
+                None => by_target.push((key, vec![delivery])),
+            }
+        }
+        let mut groups = Vec::new();
+        for ((endpoint, url), deliveries) in by_target {
+            let target = self.target(&endpoint, url.as_deref());
+            let lane = match &url {
+                Some(url) if endpoint == CALLBACK => format!("{endpoint} {url}"),
+                _ => endpoint.clone(),
+            };
+            let mut deliveries = deliveries.into_iter().peekable();
+            while deliveries.peek().is_some() {
+                groups.push(Group {
+                    endpoint: endpoint.clone(),
+                    lane: lane.clone(),
+                    target: target.clone(),
+                    deliveries: deliveries.by_ref().take(self.batch_size).collect(),
+                });
+            }
+        }
+        groups
+    }
+
+    /// Where `endpoint`'s posts go (`url`: a batch's `callback_url`), or why they
+    /// cannot go anywhere now (the configuration changed since the event was
+    /// recorded): that is retried like a refused post, until the window ends.
+    fn target(&self, endpoint: &str, url: Option<&str>) -> Result<Target, String> {
+        if endpoint != CALLBACK {
+            return self.endpoints.get(endpoint).cloned().ok_or_else(|| {
+                format!("not posted: no [[webhooks]] entry is named `{endpoint}` any more")
+            });
+        }
+        let secret = self.callback_secret.clone().ok_or_else(|| {
+            "not posted: webhook.callback_secret is not set any more, to sign it".to_string()
+        })?;
+        let url = HttpUrl::parse(url.unwrap_or_default())
+            .map_err(|e| format!("not posted: the batch's callback_url {e}"))?;
+        Ok(Target {
+            url: url.url().clone(),
+            secret,
+        })
+    }
+
+    /// Starts posting `group`.
+    fn dispatch(
+        self: &Arc<Self>,
+        group: Group,
+        in_flight: &mut JoinSet<(Group, Posted)>,
+        busy: &mut HashMap<String, usize>,
+    ) {
+        *busy.entry(group.lane.clone()).or_default() += 1;
+        let this = Arc::clone(self);
+        in_flight.spawn(async move {
+            let posted = this.post(&group).await;
+            (group, posted)
+        });
+    }
+
+    /// Posts one group: its events as a JSON array, signed.
+    async fn post(&self, group: &Group) -> Posted {
+        let target = match &group.target {
+            Ok(target) => target,
+            Err(error) => {
+                return Posted::Refused {
+                    error: error.clone(),
+                    retry_after: None,
+                };
+            }
+        };
+        let events: Vec<_> = group.deliveries.iter().map(|d| &d.event).collect();
+        let body = serde_json::to_vec(&events).expect("events serialize");
+        let id = request_id(events.iter().map(|e| e.id.as_str()));
+        let timestamp = jiff::Timestamp::now().as_second();
+        let mut request = self
+            .client
+            .post(target.url.clone())
+            .header("content-type", "application/json")
+            .header("user-agent", concat!("herald/", env!("CARGO_PKG_VERSION")));
+        for (name, value) in headers(&target.secret, &id, timestamp, &body) {
+            request = request.header(name, value);
+        }
+        let who = format!("webhook `{}`", group.endpoint);
+        match exchange(request.body(body), &who).await {
+            Ok(answer) if answer.status.is_success() => Posted::Taken,
+            Ok(answer) => Posted::Refused {
+                error: format!("{who}: {}", answer.unexplained()),
+                retry_after: answer.retry_after,
+            },
+            Err(e) => Posted::Refused {
+                error: e.to_string(),
+                retry_after: None,
+            },
+        }
+    }
+
+    /// Settles a post that ended.
+    async fn finished(
+        &self,
+        done: Result<(Group, Posted), tokio::task::JoinError>,
+        busy: &mut HashMap<String, usize>,
+        failing: &mut HashSet<String>,
+    ) {
+        let (group, posted) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                // Its deliveries come back when their lease lapses.
+                tracing::error!(error = %e, "a webhook post panicked");
+                return;
+            }
+        };
+        if let Some(n) = busy.get_mut(&group.lane) {
+            *n = n.saturating_sub(1);
+        }
+        match &posted {
+            Posted::Taken => {
+                failing.remove(&group.lane);
+                self.metrics
+                    .webhook_posted(&group.endpoint, group.deliveries.len() as u64);
+            }
+            Posted::Refused { error, .. } => {
+                failing.insert(group.lane.clone());
+                tracing::warn!(endpoint = %group.endpoint, events = group.deliveries.len(), %error, "a webhook post failed");
+            }
+        }
+        let settled = self.outcomes(&group, &posted);
+        self.settle(settled).await;
+    }
+
+    /// What `posted` makes of each of `group`'s deliveries.
+    fn outcomes(&self, group: &Group, posted: &Posted) -> Vec<(DeliveryKey, DeliveryOutcome)> {
+        let now = now_ms();
+        group
+            .deliveries
+            .iter()
+            .map(|d| {
+                let outcome =
+                    self.rule
+                        .outcome(posted, d.attempts, d.first_at_ms, now, fastrand::f64());
+                if let DeliveryOutcome::Failed { error } = &outcome {
+                    tracing::warn!(endpoint = %group.endpoint, event = %d.event.id, %error, "a webhook event failed: its retry window is over");
+                }
+                (d.key, outcome)
+            })
+            .collect()
+    }
+
+    async fn settle(&self, settled: Vec<(DeliveryKey, DeliveryOutcome)>) {
+        if let Err(e) = self.queue.settle_deliveries(settled, now_ms()).await {
+            // Their leases lapse and they are posted again: at least once.
+            tracing::warn!(error = %e, "settling webhook deliveries failed; they will be posted again");
+        }
+    }
+
+    async fn prune(&self) {
+        let before = now_ms() - millis(self.keep_posted);
+        match self.queue.prune_deliveries(before, PRUNE_LIMIT).await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(deleted = n, "old posted webhook deliveries deleted"),
+            Err(e) => {
+                tracing::warn!(error = %e, "pruning posted webhook deliveries failed; will try again")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::domain::StoreUrl;
+    use crate::queue::{Event, EventKind};
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    async fn poster(toml: &str) -> (Poster, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let queue = Queue::open(&StoreUrl::Sqlite(dir.path().join("store")))
+            .await
+            .expect("a store");
+        let config = Config::from_toml(toml).expect("a configuration");
+        let poster = Poster::new(queue, &config.webhooks, &config.webhook, Metrics::default())
+            .expect("a poster");
+        (poster, dir)
+    }
+
+    fn delivery(row: i64, endpoint: &str, url: Option<&str>) -> Delivery {
+        Delivery {
+            key: DeliveryKey { row, token: 1 },
+            endpoint: endpoint.into(),
+            url: url.map(String::from),
+            event: Event {
+                id: format!("m{row}.sent"),
+                kind: EventKind::Sent,
+                at_ms: 0,
+                batch_id: None,
+                message_id: None,
+                channel: None,
+                source: None,
+                to: None,
+                reference: None,
+                provider: None,
+                provider_message_id: None,
+                code: None,
+                counts: None,
+                data: None,
+            },
+            attempts: 0,
+            first_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn claimed_deliveries_go_in_groups_per_endpoint_and_url_of_at_most_batch_size() {
+        let (poster, _dir) = poster(&format!(
+            "[webhook]\nbatch_size = 2\ncallback_secret = \"{SECRET}\"\n\
+             [[webhooks]]\nname = \"app\"\nurl = \"http://127.0.0.1:1/app\"\nsecret = \"{SECRET}\""
+        ))
+        .await;
+        let (a, b) = (Some("http://127.0.0.1:2/a"), Some("http://127.0.0.1:2/b"));
+        let claimed = vec![
+            delivery(1, "app", None),
+            delivery(2, CALLBACK, a),
+            delivery(3, "app", None),
+            delivery(4, CALLBACK, b),
+            delivery(5, "app", None),
+            delivery(6, CALLBACK, a),
+        ];
+        let groups: Vec<(String, Vec<i64>)> = poster
+            .groups(claimed)
+            .into_iter()
+            .map(|g| (g.lane, g.deliveries.iter().map(|d| d.key.row).collect()))
+            .collect();
+        let lane = |url: Option<&str>| format!("callback {}", url.unwrap());
+        assert_eq!(
+            groups,
+            [
+                ("app".to_string(), vec![1, 3]),
+                ("app".to_string(), vec![5]),
+                (lane(a), vec![2, 6]),
+                (lane(b), vec![4]),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_no_longer_configured_or_an_unsigned_callback_has_no_target() {
+        let (poster, _dir) = poster("").await;
+        let gone = poster.target("app", None).err().unwrap_or_default();
+        assert!(gone.contains("`app`"), "{gone}");
+        let unsigned = poster
+            .target(CALLBACK, Some("http://127.0.0.1:2/a"))
+            .err()
+            .unwrap_or_default();
+        assert!(unsigned.contains("callback_secret"), "{unsigned}");
+    }
+}
