@@ -13,7 +13,7 @@ mod http_url;
 mod secret;
 mod signing_secret;
 mod store_url;
-pub use deadline::{Deadline, InvalidDeadline};
+pub use deadline::{Deadline, InvalidDeadline, MAX_VALID_FOR_SECS};
 pub use http_url::HttpUrl;
 pub use secret::Secret;
 pub use signing_secret::{MIN_SECRET_BYTES, SigningSecret};

@@ -33,7 +33,9 @@ use crate::webhook::Subscribers;
 use check::*;
 use intaking::*;
 pub use report::{Cost, EncodingCount, Group, Preview, Rejection, Report, SmsSummary};
-pub use request::{BatchRequest, Body, RecipientSpec, TemplateSpec};
+pub use request::{
+    BatchRequest, Body, NOT_BLANK, ONE_LINE, RecipientSpec, TemplateSpec, whole_number,
+};
 
 /// Priorities run from -100 (last) to 100 (first); 0 is the default.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
@@ -296,6 +298,18 @@ impl Intake {
             subject: stored.subject,
             stored_id: Some(stored.id),
         }))
+    }
+
+    /// The stored SMS template `id`, as a classic SMS job names it: `None` when no
+    /// SMS template has that id (an e-mail template's id is, to an SMS job, the
+    /// producer's own label like any other).
+    pub async fn stored_sms_template(&self, id: &str) -> Result<Option<TemplateSpec>, Error> {
+        match self.queue.records().template(id).await? {
+            Some(stored) if stored.channel == Channel::Sms => {
+                self.stored_template(Channel::Sms, id).await
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Checks every recipient, renders every message, and stores the batch whole.

@@ -61,7 +61,16 @@ pub struct Template {
 
 impl Template {
     /// Compiles `body` (and `subject`, for e-mail). Errors name the failing field.
+    /// A subject is one line: a line break in its source would be in every
+    /// message's subject, which no message may have (but a final `\n`, which a
+    /// template drops).
     pub fn compile(body: &str, subject: Option<&str>) -> Result<Self, CompileError> {
+        if subject.is_some_and(|s| s.strip_suffix('\n').unwrap_or(s).contains(['\r', '\n'])) {
+            return Err(CompileError {
+                field: "template.subject",
+                message: "must be one line, without a line break".into(),
+            });
+        }
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_fuel(Some(FUEL));
@@ -261,6 +270,25 @@ mod tests {
             .unwrap();
         assert_eq!(r.body, "Hello Li, code 1234");
         assert_eq!(r.subject.as_deref(), Some("For Li"));
+    }
+
+    #[test]
+    fn a_subject_with_a_line_break_is_refused_when_compiled() {
+        for subject in [
+            "Hi\nthere",
+            "Hi\r",
+            "Hi\r\n",
+            "Hi\n\n",
+            "{# a\ncomment #}Hi",
+        ] {
+            let err = Template::compile("ok", Some(subject)).err().unwrap();
+            assert_eq!(err.field, "template.subject");
+            assert!(err.message.contains("one line"), "{err:?}");
+        }
+        // A template drops its final line break.
+        let t = Template::compile("ok", Some("Hi {{name}}\n")).unwrap();
+        let r = t.render(&vars(json!({"name": "Li"}))).unwrap();
+        assert_eq!(r.subject.as_deref(), Some("Hi Li"));
     }
 
     #[test]

@@ -74,6 +74,7 @@ pub(super) fn not_found(id: BatchId) -> Error {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct BatchesParams {
     /// A page's `next_before`: only batches older than it.
+    #[schemars(extend("format" = "uuid"))]
     before: Option<String>,
     #[schemars(range(min = 1, max = MAX_BATCH_PAGE), extend("default" = DEFAULT_BATCH_PAGE))]
     limit: Option<u32>,
@@ -126,6 +127,7 @@ pub(super) struct MessagesParams {
     #[schemars(with = "Option<MessageState>")]
     state: Option<String>,
     /// A page's `next_after`.
+    #[schemars(range(max = u32::MAX))]
     after: Option<u32>,
     #[schemars(range(min = 1, max = MAX_PAGE), extend("default" = DEFAULT_PAGE))]
     limit: Option<u32>,
@@ -243,12 +245,14 @@ pub(super) const ACTIONS: [(&str, BatchAction); 4] = [
 /// or channel, if any; else the batch has no deadline after the retry.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("not" = {"required": ["expires_at", "valid_for"]}))]
 pub struct RetryRequest {
-    /// RFC 3339.
+    /// RFC 3339, in the future. Give this or `valid_for`, not both.
     #[schemars(extend("format" = "date-time"))]
     expires_at: Option<String>,
     /// Seconds from now.
-    #[schemars(range(min = 1))]
+    #[serde(default, deserialize_with = "crate::intake::whole_number")]
+    #[schemars(range(min = 1, max = crate::domain::MAX_VALID_FOR_SECS))]
     valid_for: Option<i64>,
 }
 

@@ -6,7 +6,9 @@
 //! serialize), so a field added to one is in the document with no edit here.
 //! Tests hold it to the router: it describes every route and method served and no
 //! other, real answers of every operation fit the schema it documents for their
-//! status, and the JSON requests accepted fit their schemas.
+//! status, and the JSON requests accepted fit their schemas; the requests refused
+//! for their shape are refused by the document too. A property-based run
+//! (`tests/e2e/contract.rs`) holds it to a running server.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +66,17 @@ pub(super) fn build(routes: impl IntoIterator<Item = (&'static str, Access, Desc
                 },
                 "Unauthorized": {
                     "description": "No API token, or not one this server accepts.",
+                    "content": {"application/json": {"schema": error}},
+                },
+                "Unavailable": {
+                    "description": "The store cannot be reached: nothing was done; try again after `Retry-After`.",
+                    "headers": {
+                        "Retry-After": {
+                            "description": "Seconds to wait before trying again.",
+                            "required": true,
+                            "schema": {"type": "integer", "minimum": 0},
+                        },
+                    },
                     "content": {"application/json": {"schema": error}},
                 },
             },
@@ -204,12 +217,19 @@ fn closed(schema: &mut Schema) {
     transform_subschemas(&mut closed, schema);
 }
 
-/// `schema` without its `null` alternative.
+/// `schema` without its `null` alternative (nor a `null` default).
 fn not_null(mut schema: Value) -> Value {
-    if let Some(types) = schema["type"].as_array_mut() {
+    let Some(object) = schema.as_object_mut() else {
+        return schema;
+    };
+    if object.get("default") == Some(&Value::Null) {
+        object.remove("default");
+    }
+    if let Some(types) = object.get_mut("type").and_then(Value::as_array_mut) {
         types.retain(|t| t != "null");
         if let [one] = types.as_slice() {
-            schema["type"] = one.clone();
+            let one = one.clone();
+            object.insert("type".into(), one);
         }
     }
     if let Some(alternatives) = schema["anyOf"].as_array() {
@@ -288,13 +308,16 @@ impl Operation {
         self
     }
 
-    /// Error answers of these statuses, with the one error body.
+    /// Error answers of these statuses, with the one error body (and, on `503`,
+    /// `Retry-After`).
     fn errors(mut self, statuses: &[u16]) -> Operation {
         for status in statuses {
-            self.responses().insert(
-                status.to_string(),
-                json!({"$ref": "#/components/responses/Error"}),
-            );
+            let answer = match status {
+                503 => "#/components/responses/Unavailable",
+                _ => "#/components/responses/Error",
+            };
+            self.responses()
+                .insert(status.to_string(), json!({"$ref": answer}));
         }
         self
     }

@@ -6,7 +6,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::Error;
@@ -53,8 +52,10 @@ pub(super) fn accepted_response(submitted: Submitted, body: impl Serialize) -> R
     response
 }
 
-/// `POST /v1/batches?dry_run=true` checks and reports without storing.
-#[derive(Debug, Deserialize, JsonSchema)]
+/// `POST /v1/batches?dry_run=true` checks and reports without storing. (The
+/// document describes the query by [`super::upload::CsvOptions`], which holds
+/// `dry_run` and a CSV upload's other options.)
+#[derive(Debug, Deserialize)]
 pub(super) struct SubmitParams {
     /// Check and report only; store nothing (`200`).
     #[serde(default)]

@@ -20,6 +20,7 @@ use super::request::{
 use super::state::AppState;
 use crate::csv_input;
 use crate::domain::{Channel, format_ms};
+use crate::intake::NOT_BLANK;
 use crate::queue::Suppression;
 
 /// The reason recorded when a request gives none.
@@ -31,6 +32,7 @@ const DEFAULT_REASON: &str = "added by request";
 #[schemars(rename = "SuppressionsAdd")]
 pub(super) struct AddRequest {
     channel: Channel,
+    #[schemars(inner(pattern(NOT_BLANK)))]
     addresses: Vec<String>,
     /// Recorded with each address; `added by request` when absent.
     #[serde(default)]
@@ -43,13 +45,17 @@ pub(super) struct AddRequest {
 #[schemars(rename = "SuppressionsRemove")]
 pub(super) struct RemoveRequest {
     channel: Channel,
+    /// Each must be an address of the channel.
+    #[schemars(inner(pattern(NOT_BLANK)))]
     addresses: Vec<String>,
 }
 
 /// `?channel=sms&reason=…` for a CSV upload; `?channel=&after=&limit=` for a listing.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct Params {
-    /// Required for a listing and a CSV upload.
+    /// The listing's channel; a CSV upload's. (A JSON body names its own, which
+    /// is the one read.)
+    #[schemars(required)]
     channel: Option<Channel>,
     /// A CSV upload's reason for lines that give none.
     reason: Option<String>,

@@ -25,20 +25,80 @@ use crate::queue::StoredTemplate;
 /// The longest template id.
 const MAX_ID: usize = 64;
 
-/// A template as the API takes it; `id` only on `POST`.
+/// What a template id is: 1 to 64 letters, digits, `_`, `-` or `.`.
+const ID_PATTERN: &str = r"^[A-Za-z0-9_.-]{1,64}$";
+
+/// A template as `PUT /v1/templates/{id}` takes it, and `POST /v1/templates` with
+/// its `id`. An e-mail template has a subject.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend(
+    "anyOf" = [
+        {"properties": {"channel": {"const": "sms"}}},
+        {"required": ["subject"], "properties": {"subject": {"type": "string"}}},
+    ],
+))]
 pub(super) struct TemplateRequest {
-    /// On `POST` only: 1 to 64 letters, digits, `_`, `-` or `.`.
+    /// Read on `POST`; a `PUT` may repeat the path's, which the document leaves out.
     #[serde(default)]
+    #[schemars(skip)]
     id: Option<String>,
     channel: Channel,
     #[serde(default)]
+    #[schemars(pattern(crate::intake::ONE_LINE))]
     subject: Option<String>,
+    #[schemars(pattern(crate::intake::NOT_BLANK))]
     body: String,
-    /// Per provider: its pre-approved template code and sign name.
+    /// Per provider (by its configured name): its pre-approved template code and
+    /// sign name.
     #[serde(default)]
+    #[schemars(extend("propertyNames" = {"minLength": 1}))]
     providers: BTreeMap<String, ProviderTemplate>,
+}
+
+/// `POST /v1/templates`' body, in the document: a [`TemplateRequest`] whose `id`
+/// is required (the handler reads a `TemplateRequest` and checks it is there).
+pub(super) struct NewTemplate;
+
+impl JsonSchema for NewTemplate {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NewTemplate".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = TemplateRequest::json_schema(generator);
+        schema.insert(
+            "description".into(),
+            "A template to store, with its id. An e-mail template has a subject.".into(),
+        );
+        let id = template_id();
+        if let Some(properties) = schema
+            .ensure_object()
+            .entry("properties")
+            .or_insert_with(|| serde_json::json!({}))
+            .as_object_mut()
+        {
+            properties.insert("id".into(), id.to_value());
+        }
+        if let Some(required) = schema
+            .ensure_object()
+            .entry("required")
+            .or_insert_with(|| serde_json::json!([]))
+            .as_array_mut()
+        {
+            required.insert(0, "id".into());
+        }
+        schema
+    }
+}
+
+/// The schema of a template's id, in a body or a path.
+pub(super) fn template_id() -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "pattern": ID_PATTERN,
+        "description": "1 to 64 letters, digits, `_`, `-` or `.`.",
+    })
 }
 
 /// A template as the API shows it.

@@ -127,30 +127,41 @@ impl Parse for Ndjson {
     }
 }
 
-/// A CSV upload's options, from the query string.
-#[derive(Debug, Deserialize)]
+/// A CSV upload's options, from the query string; in the document, the query of
+/// `POST /v1/batches` (whose JSON and NDJSON bodies carry their own options and
+/// take only `dry_run` from it).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CsvOptions {
+    /// A CSV upload's channel (a JSON or NDJSON body names its own).
     channel: Channel,
-    /// An inline template's body (and `subject`, for e-mail).
+    /// A CSV upload's inline template body (and `subject`, for e-mail); or
+    /// `template_id`, not both.
     #[serde(default)]
+    #[schemars(pattern(intake::NOT_BLANK))]
     template: Option<String>,
     #[serde(default)]
+    #[schemars(pattern(intake::ONE_LINE))]
     subject: Option<String>,
     #[serde(default)]
     template_id: Option<String>,
     #[serde(default)]
     provider: Option<String>,
     #[serde(default)]
+    #[schemars(range(min = *intake::PRIORITY_RANGE.start(), max = *intake::PRIORITY_RANGE.end()))]
     priority: Option<i32>,
     #[serde(default)]
+    #[schemars(extend("format" = "date-time"))]
     send_at: Option<String>,
     #[serde(default)]
+    #[schemars(extend("format" = "date-time"))]
     expires_at: Option<String>,
     #[serde(default)]
+    #[schemars(range(min = 1, max = crate::domain::MAX_VALID_FOR_SECS))]
     valid_for: Option<i64>,
     #[serde(default)]
     reject_recent_duplicates: bool,
+    /// Check and report only; store nothing (`200`). Read whatever the body.
     #[serde(default)]
     callback_url: Option<String>,
     #[serde(default)]

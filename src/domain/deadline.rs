@@ -7,6 +7,11 @@ use jiff::Timestamp;
 
 use super::millis;
 
+/// The longest `valid_for`, in seconds: ten years, as far ahead as a batch may be
+/// scheduled. (A span so long that its end is no time at all would be a deadline
+/// no answer could show.)
+pub const MAX_VALID_FOR_SECS: i64 = 10 * 366 * 24 * 3600;
+
 /// When a batch's unsent messages stop being sent and become `expired`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deadline {
@@ -42,6 +47,10 @@ impl Deadline {
             (None, Some(secs)) if secs <= 0 => invalid(
                 "valid_for",
                 format!("must be a positive number of seconds, not {secs}"),
+            ),
+            (None, Some(secs)) if secs > MAX_VALID_FOR_SECS => invalid(
+                "valid_for",
+                format!("must be at most {MAX_VALID_FOR_SECS} seconds (ten years), not {secs}"),
             ),
             (None, Some(secs)) => Ok(Some(Deadline::After(Duration::from_secs(
                 secs.unsigned_abs(),
@@ -100,5 +109,16 @@ mod tests {
         assert!(past.message.contains("in the past"), "{past:?}");
         let bad = Deadline::parse(Some("tomorrow"), None, NOW).unwrap_err();
         assert!(bad.message.contains("RFC 3339"), "{bad:?}");
+    }
+
+    #[test]
+    fn a_span_longer_than_ten_years_is_refused_so_every_deadline_is_a_time() {
+        let longest = Deadline::parse(None, Some(MAX_VALID_FOR_SECS), NOW)
+            .unwrap()
+            .unwrap();
+        assert!(!crate::domain::format_ms(longest.at_ms(NOW)).is_empty());
+        let e = Deadline::parse(None, Some(6_286_930_450_339_738), NOW).unwrap_err();
+        assert_eq!(e.field, "valid_for");
+        assert!(e.message.contains("at most"), "{e:?}");
     }
 }

@@ -116,6 +116,9 @@ impl schemars::JsonSchema for SmsJob {
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "type": "object",
+            // `content` may be left out when `template_id` names a stored template
+            // that does not read it, which no schema can tell.
+            "required": ["mobiles", "content"],
             "properties": {
                 "template_id": {
                     "type": ["string", "number", "null"],
@@ -124,13 +127,17 @@ impl schemars::JsonSchema for SmsJob {
                 "mobiles": {
                     "description": "An array of strings or numbers, or one comma-separated string (form-encoded: `mobiles[]` repeated, or `mobiles=a,b`).",
                     "anyOf": [
-                        {"type": "array", "items": {"type": ["string", "number"]}},
-                        {"type": "string"},
-                        {"type": "null"},
+                        {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"anyOf": [{"type": "string", "pattern": crate::intake::NOT_BLANK}, {"type": "number"}]},
+                        },
+                        {"type": "string", "pattern": "[^,\\s]"},
                     ],
                 },
                 "content": {
-                    "type": ["string", "null"],
+                    "type": "string",
+                    "pattern": crate::intake::NOT_BLANK,
                     "description": "The text, or the stored template's variable `content`.",
                 },
                 "callback_url": {
@@ -191,7 +198,7 @@ impl SmsJob {
             return Err(invalid("mobiles", "must list at least one mobile"));
         }
         let stored = match self.template_id.as_deref() {
-            Some(id) => intake.stored_template(Channel::Sms, id).await?,
+            Some(id) => intake.stored_sms_template(id).await?,
             None => fallback(intake, Channel::Sms, fallback_template).await?,
         };
         let mut vars = Map::new();

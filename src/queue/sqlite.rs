@@ -227,6 +227,9 @@ impl Outbox for Sqlite {
         lease: Duration,
         now: i64,
     ) -> Result<Vec<Delivery>> {
+        if !self.read(move |conn| outbox::any_due(conn, now)).await? {
+            return Ok(Vec::new());
+        }
         let until = now.saturating_add(crate::domain::millis(lease));
         self.write(move |conn| outbox::claim(conn, limit, until, now))
             .await

@@ -8,6 +8,7 @@ mod auth;
 mod batching;
 mod circuit;
 mod cli;
+mod contract;
 mod deadline;
 mod delivery;
 mod dysmsapi;

@@ -1,7 +1,8 @@
 //! Status webhooks end to end: batches sent through a local webhook provider, their
 //! events posted to local receivers on 127.0.0.1 (a configured endpoint and a
 //! batch's `callback_url`), signed, verified with the `standardwebhooks` package;
-//! receivers that fail and recover; the retry window, the API and replay.
+//! receivers that fail and recover; the retry window, the API and replay; a
+//! shutdown and a kill -9 mid-posting.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -151,14 +152,18 @@ async fn every_kind_of_event_reaches_the_receivers_signed_as_standard_webhooks_o
 async fn every_kind_of_event_reaches_the_receivers(store: &str) {
     let provider = ProviderServer::start().await;
     // The third recipient is refused for good: `message.failed`.
+    // The third recipient is refused for good: `message.failed`; another is
+    // refused for now until its deadline passes: `message.expired`.
     provider.behave(|n, json| match json["to"].as_str() {
         Some("+8613800000002") => Reply::status(400).body(r#"{"error":"rejected"}"#),
+        Some("+8613800000099") => Reply::status(503),
         _ => Reply::ok().body(&format!(r#"{{"id":"p-{n}"}}"#)),
     });
     let receiver = ProviderServer::start().await;
     let callback = ProviderServer::start().await;
     let herald = herald_posting_to(&provider, &receiver, |config| {
         config.store = store.parse().expect("a store URL");
+        config.retry.max_attempts = 1_000;
     })
     .await;
 
@@ -167,15 +172,19 @@ async fn every_kind_of_event_reaches_the_receivers(store: &str) {
     let sent = herald.submit(&batch).await;
     herald.wait_finished(&sent, Duration::from_secs(10)).await;
     let ledger = herald.messages(&sent).await;
-    let provider_id = ledger[0]["provider_message_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let provider_id = |i: usize| {
+        ledger[i]["provider_message_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     receipt(
         &herald,
-        json!({"id": provider_id, "status": "delivered", "code": "DELIVRD"}),
+        json!([{"id": provider_id(0), "status": "delivered", "code": "DELIVRD"},
+               {"id": provider_id(1), "status": "undelivered", "code": "UNDELIV"}]),
     )
     .await;
+    let provider_id = provider_id(0);
 
     let mut later = sms_batch(1);
     later["send_at"] = json!(rfc3339_from_now(3_600_000));
@@ -184,16 +193,25 @@ async fn every_kind_of_event_reaches_the_receivers(store: &str) {
         .post(&format!("/v1/batches/{cancelled}/cancel"), &json!({}))
         .await;
     assert_eq!(status, 200, "{answer}");
+    let expiring = herald
+        .submit(
+            &json!({"channel": "sms", "template": {"body": "Hi"}, "valid_for": 1,
+                        "recipients": [{"to": "+8613800000099"}]}),
+        )
+        .await;
 
     let id = |batch: &str, suffix: &str| format!("{batch}{suffix}");
     let expected = [
         id(&sent, "-0.sent"),
         id(&sent, "-0.delivered"),
         id(&sent, "-1.sent"),
+        id(&sent, "-1.undelivered"),
         id(&sent, "-2.failed"),
         id(&sent, ".finished"),
         id(&cancelled, "-0.cancelled"),
         id(&cancelled, ".finished"),
+        id(&expiring, "-0.expired"),
+        id(&expiring, ".finished"),
     ];
     let got = wait_for_events(&receiver, &expected).await;
     assert_eq!(
@@ -213,6 +231,15 @@ async fn every_kind_of_event_reaches_the_receivers(store: &str) {
     assert_eq!(delivered["code"], "DELIVRD");
     assert_eq!(delivered["channel"], "sms");
     assert!(delivered["at_ms"].as_i64().unwrap() > 0, "{delivered}");
+    let undelivered = &got[&id(&sent, "-1.undelivered")];
+    assert_eq!(undelivered["type"], "message.undelivered");
+    assert_eq!(undelivered["code"], "UNDELIV");
+    let expired = &got[&id(&expiring, "-0.expired")];
+    assert_eq!(expired["type"], "message.expired");
+    assert!(
+        expired["code"].as_str().unwrap_or_default().contains("503"),
+        "{expired}"
+    );
     let failed = &got[&id(&sent, "-2.failed")];
     assert_eq!(failed["type"], "message.failed");
     assert!(failed["code"].as_str().unwrap().contains("400"), "{failed}");
@@ -230,6 +257,7 @@ async fn every_kind_of_event_reaches_the_receivers(store: &str) {
         id(&sent, "-0.sent"),
         id(&sent, "-0.delivered"),
         id(&sent, "-1.sent"),
+        id(&sent, "-1.undelivered"),
         id(&sent, "-2.failed"),
         id(&sent, ".finished"),
     ];
@@ -474,4 +502,43 @@ async fn a_kill_9_mid_posting_loses_no_event() {
         metrics.sample("herald_webhook_events_failed{endpoint=\"app\"}"),
         "0"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_lets_the_posts_in_flight_finish_and_records_them_posted() {
+    let provider = ProviderServer::start().await;
+    let receiver = ProviderServer::start().await;
+    receiver.behave(|_, _| Reply::ok().delayed(Duration::from_millis(700)));
+    let mut herald = herald_posting_to(&provider, &receiver, |_| {}).await;
+    let store = herald.dir.path().join("store");
+    let batch = herald.submit(&sms_batch(1)).await;
+    wait_for(Duration::from_secs(10), "a post in flight", || async {
+        (receiver.count() >= 1).then_some(())
+    })
+    .await;
+    herald.stop().await;
+    let in_flight = by_id(&events(&receiver.received()[..1]));
+    assert!(
+        in_flight.contains_key(&format!("{batch}-0.sent")),
+        "{in_flight:?}"
+    );
+
+    // Restarted on the same store, before any lease could lapse: what was in
+    // flight at the shutdown is recorded posted, not left claimed.
+    let restarted = herald_posting_to(&provider, &receiver, |config| {
+        config.store = herald::domain::StoreUrl::Sqlite(store.clone());
+    })
+    .await;
+    let (_, page) = restarted
+        .get("/v1/webhooks/app/deliveries?state=posted")
+        .await;
+    let posted: BTreeSet<&str> = page["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event"]["id"].as_str().unwrap())
+        .collect();
+    for id in in_flight.keys() {
+        assert!(posted.contains(id.as_str()), "{id} not posted: {page}");
+    }
 }

@@ -13,9 +13,10 @@ use crate::api::inbound::Tally as ReplyTally;
 use crate::api::receipts::Tally;
 use crate::api::replies;
 use crate::api::seed::SeedAnswer;
-use crate::api::submit::{MAX_IDEMPOTENCY_KEY, SubmitParams};
+use crate::api::submit::MAX_IDEMPOTENCY_KEY;
 use crate::api::suppressions::{self, AddRequest, RemoveRequest};
-use crate::api::templates::{self, TemplatePage, TemplateRequest, TemplateView};
+use crate::api::templates::{self, NewTemplate, TemplatePage, TemplateRequest, TemplateView};
+use crate::api::upload::CsvOptions;
 use crate::api::webhooks::{self, Endpoints, ReplayRequest, Replayed};
 use crate::ingest::job::SmsJob;
 use crate::intake::{BatchRequest, Report};
@@ -55,7 +56,7 @@ pub(in crate::api) fn assets(_s: &mut Schemas) -> Vec<Operation> {
                 assets.iter().map(|(_, media)| (*media, text())),
             )
             .answer(304, "The browser's copy is current.", [])
-            .answer(404, "No asset has that name.", [("text/plain", text())]),
+            .errors(&[404]),
     ]
 }
 
@@ -64,10 +65,10 @@ pub(in crate::api) fn batches(s: &mut Schemas) -> Vec<Operation> {
     vec![
         op("post", "Accept a batch")
             .description("JSON (`application/json`), NDJSON (`application/x-ndjson` or `application/jsonl`: the batch without `recipients`, then a recipient per line) or CSV (`text/csv`: the batch's options in the query — channel, template or template_id, subject, provider, priority, send_at, reject_recent_duplicates, dry_run —, a header row `to`, optional `ref`, then variables). `202` once stored; nothing is stored on any other answer.")
-            .parameters(s.query::<SubmitParams>(&[]))
+            .parameters(s.query::<CsvOptions>(&[]))
             .parameters([
-                header("Idempotency-Key", json!({"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY}), "A replay with the same key and body answers what the first did; another body, `409`."),
-                header("Content-Digest", json!({"type": "string"}), "`sha-256=:<base64>:` of an upload's body (RFC 9530)."),
+                header("Idempotency-Key", json!({"type": "string", "pattern": "^[!-~]+$", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY}), "A replay with the same key and body answers what the first did; another body, `409`."),
+                header("Content-Digest", json!({"type": "string", "pattern": "^sha-256=:[A-Za-z0-9+/]{43}=:$"}), "`sha-256=:<base64>:` of an upload's body (RFC 9530)."),
             ])
             .body([
                 json_of(s.request::<BatchRequest>()),
@@ -77,11 +78,11 @@ pub(in crate::api) fn batches(s: &mut Schemas) -> Vec<Operation> {
             ])
             .answer(202, "Stored; a replay of an idempotent submit also carries `Idempotent-Replayed: true`.", [json_of(s.answer::<Report>())])
             .answer(200, "The report of a dry run.", [json_of(s.answer::<Report>())])
-            .errors(&[400, 409, 413, 422]),
+            .errors(&[400, 409, 413, 422, 503]),
         op("get", "List batches, newest first")
             .parameters(s.query::<BatchesParams>(&[]))
             .answer(200, "A page of batches.", [json_of(s.answer::<BatchPage>())])
-            .errors(&[400, 422]),
+            .errors(&[400, 422, 503]),
     ]
 }
 
@@ -91,7 +92,7 @@ pub(in crate::api) fn batch(s: &mut Schemas) -> Vec<Operation> {
         op("get", "A batch's state and counts")
             .parameters([batch_id()])
             .answer(200, "The batch.", [json_of(s.answer::<BatchView>())])
-            .errors(&[404]),
+            .errors(&[404, 503]),
     ]
 }
 
@@ -106,7 +107,7 @@ pub(in crate::api) fn messages(s: &mut Schemas) -> Vec<Operation> {
                 "A page of messages.",
                 [json_of(s.answer::<MessagePage>())],
             )
-            .errors(&[400, 404, 422]),
+            .errors(&[400, 404, 422, 503]),
     ]
 }
 
@@ -116,8 +117,16 @@ pub(in crate::api) fn events(s: &mut Schemas) -> Vec<Operation> {
         op("get", "A batch's progress as server-sent events")
             .description("`event: progress` at once and on every change (at most four a second), then, when nothing is left pending, sending, paused or of unknown outcome, the final `event: progress` and `event: end` with the same data, and the stream closes (a finished batch's stream is just those two). Each event's `data` is one line of JSON, a `Progress`. A `: keep-alive` comment comes every 15 s.")
             .parameters([batch_id()])
-            .answer(200, "The event stream; each event's data is a Progress.", [("text/event-stream", s.answer::<Progress>())])
-            .errors(&[404]),
+            .answer(200, "The event stream; each event's data is a Progress.", [("text/event-stream", json!({
+                "description": "One event: its name and its data, a Progress as JSON.",
+                "type": "object",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"enum": ["progress", "end"]},
+                    "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": s.answer::<Progress>()},
+                },
+            }))])
+            .errors(&[404, 503]),
     ]
 }
 
@@ -130,7 +139,7 @@ pub(in crate::api) fn control(s: &mut Schemas) -> Vec<Operation> {
                 .parameters([batch_id(), path_parameter("action", json!({"type": "string", "enum": actions}), "")])
                 .optional_body([json_of(s.request::<RetryRequest>())])
                 .answer(200, "The batch after the action.", [json_of(s.answer::<BatchView>())])
-                .errors(&[400, 404, 409]),
+                .errors(&[400, 404, 409, 503]),
         ]
 }
 
@@ -138,13 +147,13 @@ pub(in crate::api) fn control(s: &mut Schemas) -> Vec<Operation> {
 pub(in crate::api) fn templates(s: &mut Schemas) -> Vec<Operation> {
     vec![
         op("post", "Store a template")
-            .body([json_of(s.request::<TemplateRequest>())])
+            .body([json_of(s.request::<NewTemplate>())])
             .answer(
                 201,
                 "Stored as version 1.",
                 [json_of(s.answer::<TemplateView>())],
             )
-            .errors(&[400, 409, 422]),
+            .errors(&[400, 409, 422, 503]),
         op("get", "List templates by id")
             .parameters(s.query::<templates::ListParams>(&[]))
             .answer(
@@ -152,18 +161,18 @@ pub(in crate::api) fn templates(s: &mut Schemas) -> Vec<Operation> {
                 "A page of templates.",
                 [json_of(s.answer::<TemplatePage>())],
             )
-            .errors(&[400, 422]),
+            .errors(&[400, 422, 503]),
     ]
 }
 
 /// What `/v1/templates/{id}` takes and answers.
 pub(in crate::api) fn template(s: &mut Schemas) -> Vec<Operation> {
-    let id = path_parameter("id", json!({"type": "string"}), "");
+    let id = path_parameter("id", templates::template_id().to_value(), "");
     vec![
         op("get", "Read a template")
             .parameters([id.clone()])
             .answer(200, "The template.", [json_of(s.answer::<TemplateView>())])
-            .errors(&[404]),
+            .errors(&[404, 503]),
         op("put", "Replace a template (its version goes up)")
             .parameters([id.clone()])
             .body([json_of(s.request::<TemplateRequest>())])
@@ -172,14 +181,14 @@ pub(in crate::api) fn template(s: &mut Schemas) -> Vec<Operation> {
                 "The new version.",
                 [json_of(s.answer::<TemplateView>())],
             )
-            .errors(&[400, 404, 422]),
+            .errors(&[400, 404, 422, 503]),
         op(
             "delete",
             "Delete a template; accepted batches keep their text",
         )
         .parameters([id])
         .answer(204, "Deleted.", [])
-        .errors(&[404]),
+        .errors(&[404, 503]),
     ]
 }
 
@@ -191,15 +200,15 @@ pub(in crate::api) fn suppressions(s: &mut Schemas) -> Vec<Operation> {
             .parameters(s.query::<suppressions::Params>(&["channel", "reason"]))
             .body([json_of(s.request::<AddRequest>()), ("text/csv", text())])
             .answer(200, "What was added, updated and refused.", [json_of(s.answer::<suppressions::Added>())])
-            .errors(&[400, 413, 422]),
+            .errors(&[400, 413, 422, 503]),
         op("get", "List suppressions")
             .parameters(s.query::<suppressions::Params>(&["channel", "after", "limit"]))
             .answer(200, "A page of suppressions.", [json_of(s.answer::<suppressions::Page>())])
-            .errors(&[400, 422]),
+            .errors(&[400, 422, 503]),
         op("delete", "Remove suppressions")
             .body([json_of(s.request::<RemoveRequest>())])
             .answer(200, "How many were removed.", [json_of(s.answer::<suppressions::Removed>())])
-            .errors(&[400, 422]),
+            .errors(&[400, 422, 503]),
     ]
 }
 
@@ -213,7 +222,7 @@ pub(in crate::api) fn send_sms(s: &mut Schemas) -> Vec<Operation> {
                 json_of(s.request::<SmsJob>()),
             ])
             .answer(202, "Queued.", [json_of(s.answer::<SeedAnswer>())])
-            .errors(&[400, 422]),
+            .errors(&[400, 422, 503]),
     ]
 }
 
@@ -267,7 +276,7 @@ pub(in crate::api) fn receipts(s: &mut Schemas) -> Vec<Operation> {
                     acknowledgement(TENCENT_ANSWER, "Tencent Cloud's acknowledgement."),
                 ]}))])
                 .answer(204, "Applied (Twilio, which reads only the status).", [])
-                .errors(&[400, 413])
+                .errors(&[400, 413, 503])
                 .answer(401, "The provider's signature is missing or wrong.", [json_of(s.answer::<ErrorBody>())])
                 .answer(404, "No provider has that name, or it takes no receipts (a webhook without `secret`, Twilio without `status_callback_url` and `auth_token`, log, SMTP).", [json_of(s.answer::<ErrorBody>())]),
         ]

@@ -3,6 +3,7 @@
 //! (`answers`) with a strict JSON Schema checker (`schema`).
 
 mod answers;
+mod refusals;
 mod schema;
 
 use std::collections::BTreeSet;

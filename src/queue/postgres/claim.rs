@@ -71,6 +71,20 @@ SELECT EXISTS (SELECT 1 FROM {s}.batches WHERE subscriptions IS NOT NULL) AND (
     OR EXISTS (SELECT 1 FROM {s}.messages d
                WHERE d.state = 'pending' AND d.expires_at <= $1 AND d.provider = $2 AND {subscribed}))";
 
+impl Postgres {
+    /// [`Postgres::requeue_and_expire`] in a transaction of its own.
+    async fn requeue_in_transaction(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        provider: &str,
+        now: i64,
+    ) -> Result<()> {
+        let tx = client.transaction().await.map_err(db)?;
+        self.requeue_and_expire(&tx, provider, now).await?;
+        tx.commit().await.map_err(db)
+    }
+}
+
 /// What `{claimed}` stands for: the end of both claims, the leased rows with their
 /// batch's id, channel and template id, and its template's sources on the first
 /// row of each batch only, so that a template crosses the wire once per claim. The
@@ -163,10 +177,21 @@ impl Postgres {
                     tracing::warn!(error = %db(e), "requeueing expired leases failed; will try again");
                 }
                 let rows = rows.map_err(db)?;
-                if subscribed_due.map_err(db)?.get::<_, bool>(0) {
-                    let tx = client.transaction().await.map_err(db)?;
-                    self.requeue_and_expire(&tx, provider, now).await?;
-                    tx.commit().await.map_err(db)?;
+                let subscribed_due = match subscribed_due {
+                    Ok(row) => row.get::<_, bool>(0),
+                    Err(e) => {
+                        tracing::warn!(error = %db(e), "looking for due messages of subscribed batches failed; will try again");
+                        false
+                    }
+                };
+                if subscribed_due {
+                    // As with the requeue above, the claim stands whatever becomes of this.
+                    if let Err(e) = self
+                        .requeue_in_transaction(&mut client, provider, now)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "requeueing messages of subscribed batches failed; will try again");
+                    }
                 }
                 rows
             }

@@ -83,8 +83,8 @@ pub(super) fn claim(conn: &mut Connection, request: &Request, known: &Known) -> 
 /// Returns to the queue the messages whose lease has lapsed and the unknown
 /// outcomes whose time has come. A lapsed lease's request may have reached the
 /// provider: its message comes back as an unknown outcome since its claim
-/// (`updated_at`; renewals leave it).
-/// Those requeued into a cancelled batch end `cancelled`, and are told so.
+/// (`updated_at`; renewals leave it). Those requeued into a cancelled batch end
+/// `cancelled`, and are told so.
 fn requeue_due(tx: &Transaction<'_>, now: i64) -> Result<()> {
     let mut cancelled = Vec::new();
     for sql in [

@@ -135,6 +135,16 @@ fn select(
     rows.into_iter().map(|row| row.complete(conn)).collect()
 }
 
+/// Whether any delivery is due at `now`: read first, so that a poll of an empty
+/// outbox never waits for the writer nor makes others wait for it.
+pub(super) fn any_due(conn: &mut Connection, now: i64) -> Result<bool> {
+    conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending' AND due_at <= ?1)",
+    )
+    .and_then(|mut s| s.query_row([now], |r| r.get(0)))
+    .map_err(unavailable)
+}
+
 /// Claims up to `limit` due deliveries, oldest due first, under a fresh lease
 /// until `until`: a leased delivery's `due_at` is its lease's end.
 pub(super) fn claim(

@@ -128,8 +128,9 @@ async fn real_answers_fit_the_documented_schemas() {
         .unwrap();
     let events = read_events(stream.into_body(), 1).await;
     let doc = document();
-    let progress = &doc["paths"]["/v1/batches/{id}/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
+    let event = &doc["paths"]["/v1/batches/{id}/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]
         ["schema"];
+    let progress = &event["properties"]["data"]["contentSchema"];
     check(&doc, progress, &events[0].1, "event").unwrap();
 
     let template = json!({"id": "hello", "channel": "sms", "body": "Hi {{name}}", "providers": {"ali": {"code": "SMS_1"}}});

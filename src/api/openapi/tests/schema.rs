@@ -12,7 +12,16 @@ pub(super) fn resolve<'a>(doc: &'a Value, reference: &str) -> &'a Value {
 }
 
 /// Keywords that only annotate: they constrain nothing `check` must test.
-const ANNOTATIONS: [&str; 5] = ["description", "title", "format", "default", "examples"];
+const ANNOTATIONS: [&str; 7] = [
+    "description",
+    "title",
+    "format",
+    "default",
+    "examples",
+    // In 2020-12 these annotate a string's content; they assert nothing.
+    "contentMediaType",
+    "contentSchema",
+];
 
 /// Checks `value` against `schema` (JSON Schema 2020-12). A keyword it does not
 /// know fails the test rather than being skipped, so what the document states
@@ -43,6 +52,10 @@ pub(super) fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Res
                     "maximum",
                     "minLength",
                     "maxLength",
+                    "pattern",
+                    "minItems",
+                    "not",
+                    "propertyNames",
                 ]
                 .contains(&keyword.as_str()),
             "{at}: the check does not know `{keyword}`"
@@ -69,6 +82,11 @@ pub(super) fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Res
     {
         return Err(format!("{at}: {value} fits none of the anyOf alternatives"));
     }
+    if let Some(negated) = schema.get("not")
+        && check(doc, negated, value, at).is_ok()
+    {
+        return Err(format!("{at}: {value} fits what `not` refuses"));
+    }
     for part in schema
         .get("allOf")
         .and_then(Value::as_array)
@@ -91,7 +109,8 @@ pub(super) fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Res
             "object" => value.is_object(),
             "array" => value.is_array(),
             "string" => value.is_string(),
-            "integer" => value.is_i64() || value.is_u64(),
+            // JSON Schema's integer is any number without a fraction, `4.0` too.
+            "integer" => value.as_f64().is_some_and(|n| n.fract() == 0.0),
             "number" => value.is_number(),
             "boolean" => value.is_boolean(),
             "null" => value.is_null(),
@@ -136,6 +155,12 @@ pub(super) fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Res
         {
             return Err(format!("{at}: {value} has a length out of bounds"));
         }
+        if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+            let regex = regex::Regex::new(pattern).expect("the pattern is a regex");
+            if !regex.is_match(text) {
+                return Err(format!("{at}: {value} does not match `{pattern}`"));
+            }
+        }
     }
     if let Some(object) = value.as_object() {
         for required in schema
@@ -147,6 +172,16 @@ pub(super) fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Res
             let name = required.as_str().unwrap();
             if !object.contains_key(name) {
                 return Err(format!("{at}: `{name}` is missing"));
+            }
+        }
+        if let Some(names) = schema.get("propertyNames") {
+            for key in object.keys() {
+                check(
+                    doc,
+                    names,
+                    &Value::String(key.clone()),
+                    &format!("{at} key"),
+                )?;
             }
         }
         let properties = schema.get("properties");
@@ -162,6 +197,13 @@ pub(super) fn check(doc: &Value, schema: &Value, value: &Value, at: &str) -> Res
                 (None, None) => {}
             }
         }
+    }
+    if let (Some(min), Some(array)) = (
+        schema.get("minItems").and_then(Value::as_u64),
+        value.as_array(),
+    ) && (array.len() as u64) < min
+    {
+        return Err(format!("{at}: {value} has fewer than {min} items"));
     }
     if let (Some(items), Some(array)) = (schema.get("items"), value.as_array()) {
         for (i, item) in array.iter().enumerate() {
