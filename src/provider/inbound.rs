@@ -50,12 +50,13 @@ pub fn reply_id(provider: &str, key: &str) -> String {
 /// One uplink message of Aliyun's `SmsUp` HTTP batch push.
 #[derive(Deserialize, schemars::JsonSchema)]
 pub(crate) struct AliyunUplink {
+    #[schemars(regex(pattern = r"^(\+|00)?[0-9]+$"))]
     phone_number: String,
     content: String,
     send_time: Option<String>,
     dest_code: Option<String>,
     /// A number in older documentation, a string in newer.
-    #[schemars(extend("type" = ["string", "integer"]))]
+    #[schemars(extend("type" = ["string", "integer"], "pattern" = "\\S"))]
     sequence_id: serde_json::Value,
 }
 
@@ -96,12 +97,15 @@ pub fn parse_aliyun_uplink(body: &[u8]) -> Result<Vec<InboundReply>, String> {
 pub(crate) struct TencentReply {
     #[serde(default)]
     extend: Option<String>,
+    #[schemars(regex(pattern = r"^[0-9]+$"))]
     mobile: String,
+    #[schemars(regex(pattern = r"^[0-9]+$"))]
     nationcode: String,
     #[serde(default)]
     sign: Option<String>,
     text: String,
-    time: i64,
+    /// Unix seconds; read as any JSON number.
+    time: serde_json::Number,
 }
 
 /// Reads Tencent Cloud's reply callback `{extend, mobile, nationcode, sign, text,
@@ -141,7 +145,7 @@ pub fn parse_tencent_reply(body: &[u8]) -> Result<Vec<InboundReply>, String> {
                 from: format!("+{code}{mobile}"),
                 to: r.extend.filter(|e| !e.is_empty()),
                 body: r.text,
-                at_ms: r.time.checked_mul(1000),
+                at_ms: unix_ms(&r.time),
             })
         })
         .collect()
@@ -154,8 +158,10 @@ pub fn parse_tencent_reply(body: &[u8]) -> Result<Vec<InboundReply>, String> {
 pub(crate) struct WireReply {
     /// The receiver's id for the reply: a reply posted again with the same id is
     /// stored once.
+    #[schemars(regex(pattern = r"\S"))]
     id: String,
     /// The sender, E.164 (`+8613800138000`).
+    #[schemars(regex(pattern = r"^\+[0-9]+$"))]
     from: String,
     /// The number it was sent to, if the receiver says.
     #[serde(default)]
@@ -237,6 +243,19 @@ fn parse_array<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, St
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de)
         .map_err(|e| format!("not an uplink array (at `{}`): {}", e.path(), e.inner()))
+}
+
+/// Unix seconds, a whole number or not, in ms; `None` beyond an `i64` of ms.
+fn unix_ms(seconds: &serde_json::Number) -> Option<i64> {
+    match seconds.as_i64() {
+        Some(s) => s.checked_mul(1000),
+        None => seconds
+            .as_f64()
+            .map(|s| s * 1000.0)
+            .filter(|ms| ms.is_finite() && ms.abs() < 9.0e18)
+            // In range, checked above.
+            .map(|ms| ms as i64),
+    }
 }
 
 fn hash_of(parts: &[&str]) -> String {

@@ -167,6 +167,15 @@ def before_call(context, case, kwargs):
             elif all("sid" in item for item in body):
                 provider = "tc"
         case.path_parameters = {**(case.path_parameters or {}), "provider": provider}
+    elif path == "/v1/inbound/{provider}":
+        # The same for replies: Aliyun's uplink array, Tencent's reply object, else
+        # the webhook provider's (unsigned: 401).
+        provider = "hook"
+        if isinstance(body, list) and body and all(isinstance(i, dict) and "sequence_id" in i for i in body):
+            provider = "ali"
+        elif isinstance(body, dict) and "nationcode" in body:
+            provider = "tc"
+        case.path_parameters = {**(case.path_parameters or {}), "provider": provider}
     if case.headers and "Content-Digest" in case.headers:
         # The digest must be the body's own: of an upload's text, computed here.
         if isinstance(case.body, str):
