@@ -7,6 +7,7 @@
 //!   a batch's `send_at` read.
 //! - `intaking`: a batch being taken in, chunk by chunk, and the batch it makes.
 //! - `report`: the pre-flight report a submit answers with.
+//! - `auto_reply`: the answer to an opt-out or opt-in reply, as a batch of one.
 //! - here: [`Intake`], which plans a batch, takes its chunks and stores it.
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use crate::config::ValidForConfig;
 use crate::domain::{BatchId, Channel, Deadline, now_ms};
 use crate::metrics::Metrics;
 use crate::provider::Registry;
+mod auto_reply;
 mod check;
 mod intaking;
 mod report;

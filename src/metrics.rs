@@ -115,7 +115,7 @@ impl Metrics {
                 // An unknown outcome is tried again (after asking the provider).
                 Outcome::Retry { .. } | Outcome::Unknown { .. } => s.retried += 1,
                 Outcome::Release { error: Some(_), .. } => s.throttled += 1,
-                Outcome::Release { error: None, .. } => return,
+                Outcome::Release { error: None, .. } | Outcome::Cancelled { .. } => return,
             }
             let seconds = took.as_secs_f64();
             let bucket = LATENCY_BUCKETS

@@ -11,8 +11,9 @@
 //!   pauses, resumes, cancels or retries; `events` streams one's progress.
 //! - `templates` and `suppressions` keep stored templates and the addresses never
 //!   to message; `seed` keeps the seed recipe's `POST /send-sms` working;
-//!   `receipts` takes the providers' delivery receipts; `webhooks` lists and
-//!   replays the status webhooks' deliveries.
+//!   `receipts` takes the providers' delivery receipts, `inbound` their replies,
+//!   `replies` lists them; `webhooks` lists and replays the status webhooks'
+//!   deliveries.
 //! - `GET /` and `/assets/{name}` serve the web page (`crate::web`).
 //! - `openapi` builds the OpenAPI document from the table and the handlers'
 //!   types; its `path` says what each route's methods take and answer.
@@ -22,8 +23,10 @@
 mod batch;
 mod error;
 mod events;
+mod inbound;
 mod openapi;
 mod receipts;
+mod replies;
 mod request;
 mod route;
 mod seed;

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::Error;
 use super::request::body_bytes;
 use super::state::AppState;
-use crate::provider::{ReceiptAnswer, ReceiptError, ReceiptRequest};
+use crate::provider::{Provider, ReceiptAnswer, ReceiptError, ReceiptRequest};
 use crate::queue::ReceiptEffect;
 use crate::queue::suppress::{self, Word};
 
@@ -26,26 +26,13 @@ pub(super) async fn receive(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let route = state
-        .intake
-        .registry()
-        .route(&name)
-        .ok_or_else(|| Error::NotFound(format!("no provider is named `{name}`")))?
-        .clone();
     let body = body_bytes(body)?;
-    let receipts = route
-        .provider
-        .read_receipts(&ReceiptRequest {
+    let receipts = read(&state, &name, "delivery receipts", |provider| {
+        provider.read_receipts(&ReceiptRequest {
             headers: &headers,
             body: &body,
         })
-        .map_err(|e| match e {
-            ReceiptError::NotTaken(why) => Error::NotFound(format!(
-                "provider `{name}` takes no delivery receipts: {why}"
-            )),
-            ReceiptError::Unauthorized(why) => Error::Unauthorized(why),
-            ReceiptError::Malformed { field, message } => Error::Malformed { message, field },
-        })?;
+    })?;
     let effects = state
         .queue
         .apply_receipts(&name, receipts.reports.clone())
@@ -62,14 +49,50 @@ pub(super) async fn receive(
     let tally = Tally::of(&effects);
     tracing::debug!(provider = %name, received = effects.len(), applied = tally.applied, held = tally.held, "delivery receipts");
     Ok(match receipts.answer {
+        ReceiptAnswer::Tally => axum::Json(tally).into_response(),
+        answer => fixed_answer(answer),
+    })
+}
+
+/// The answer a provider expects that says nothing of what was done: its own
+/// acknowledgement, or none. The webhook's tally is the caller's.
+pub(super) fn fixed_answer(answer: ReceiptAnswer) -> Response {
+    match answer {
         ReceiptAnswer::Json(body) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, "application/json")],
             body,
         )
             .into_response(),
-        ReceiptAnswer::Empty => StatusCode::NO_CONTENT.into_response(),
-        ReceiptAnswer::Tally => axum::Json(tally).into_response(),
+        ReceiptAnswer::Xml(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        ReceiptAnswer::Empty | ReceiptAnswer::Tally => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+/// What provider `name` reads from its request with `read`, or why it is refused:
+/// no such provider, or one that takes no `what`, is a 404.
+pub(super) fn read<T>(
+    state: &AppState,
+    name: &str,
+    what: &str,
+    read: impl FnOnce(&dyn Provider) -> Result<T, ReceiptError>,
+) -> Result<T, Error> {
+    let route = state
+        .intake
+        .registry()
+        .route(name)
+        .ok_or_else(|| Error::NotFound(format!("no provider is named `{name}`")))?;
+    read(route.provider.as_ref()).map_err(|e| match e {
+        ReceiptError::NotTaken(why) => {
+            Error::NotFound(format!("provider `{name}` takes no {what}: {why}"))
+        }
+        ReceiptError::Unauthorized(why) => Error::Unauthorized(why),
+        ReceiptError::Malformed { field, message } => Error::Malformed { message, field },
     })
 }
 

@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use super::error::Error;
 use super::openapi::{self, Describe, Operation, Schemas, json_of, op, path, text};
 use super::state::AppState;
-use super::{batch, events, receipts, seed, submit, suppressions, templates, webhooks};
+use super::{
+    batch, events, inbound, receipts, replies, seed, submit, suppressions, templates, webhooks,
+};
 use crate::auth::{Access, Tokens};
 
 /// Every route: its path, who may call it, its handlers and what they take and
@@ -94,6 +96,7 @@ pub(super) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>, Des
                 .delete(suppressions::remove),
             path::suppressions,
         ),
+        ("/v1/replies", Token, get(replies::list), path::replies),
         ("/v1/webhooks", Token, get(webhooks::list), path::webhooks),
         (
             "/v1/webhooks/{endpoint}/deliveries",
@@ -115,6 +118,12 @@ pub(super) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>, Des
             Public,
             post(receipts::receive),
             path::receipts,
+        ),
+        (
+            "/v1/inbound/{provider}",
+            Public,
+            post(inbound::receive),
+            path::inbound,
         ),
         ("/metrics", Token, get(metrics), metrics_operations),
         ("/openapi.json", Public, get(document), document_operations),

@@ -1,7 +1,11 @@
 //! What every handler shares: the intake, the queue, the limits, the tokens,
 //! the metrics and the shutdown signal.
 
+use std::sync::Arc;
+
 use tokio_util::sync::CancellationToken;
+
+use super::inbound::Replying;
 
 use crate::auth::Tokens;
 use crate::config::{Config, WebhookConfig};
@@ -23,6 +27,8 @@ pub struct AppState {
     pub max_upload_bytes: u64,
     /// The API tokens accepted; none asked for when empty.
     pub tokens: Tokens,
+    /// What replies do: keywords and auto-replies.
+    pub replying: Arc<Replying>,
     /// What `/metrics` shows; shared with the workers.
     pub metrics: Metrics,
     /// The configured status webhooks (`[[webhooks]]`).
@@ -60,6 +66,7 @@ impl AppState {
             max_body_bytes: config.limits.max_body_bytes,
             max_upload_bytes: config.limits.max_upload_bytes,
             tokens: Tokens::new(&config.auth.tokens),
+            replying: Arc::new(Replying::new(&config.replies.sms)),
             webhooks: config.webhooks.clone().into(),
             signs_callbacks: config.webhook.callback_secret.is_some(),
             stop,

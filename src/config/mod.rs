@@ -4,12 +4,13 @@
 //! `HERALD_WORKER__MAX_IN_FLIGHT=64`; `HERALD_PROVIDERS` takes an inline array).
 //!
 //! This file holds the tree's root, its loading and its checks; `delivery`,
-//! `intake`, `ingest` and `webhook` hold the sections; `[[providers]]` entries are
+//! `intake`, `ingest`, `replies` and `webhook` hold the sections; `[[providers]]` entries are
 //! [`crate::provider::ProviderConfig`], read beside the providers.
 
 mod delivery;
 mod ingest;
 mod intake;
+mod replies;
 mod unknown;
 mod webhook;
 
@@ -25,6 +26,7 @@ use serde::Deserialize;
 pub use self::delivery::{CircuitConfig, RetryConfig, WorkerConfig};
 pub use self::ingest::{IngestConfig, IngestKind};
 pub use self::intake::{IntakeLimits, RecipientsConfig, ValidForConfig};
+pub use self::replies::{RepliesConfig, ReplyRules};
 pub use self::unknown::UnknownKey;
 pub use self::webhook::{MAX_BATCH_SIZE, WebhookConfig, WebhookSettings};
 use crate::auth::TokenHash;
@@ -79,6 +81,8 @@ pub struct Config {
     pub ingest: Vec<IngestConfig>,
     /// Who may call the API (`[auth]`).
     pub auth: AuthConfig,
+    /// What replies do: keywords and auto-replies (`[replies.sms]`).
+    pub replies: RepliesConfig,
     /// The application's endpoints told of batches' events (`[[webhooks]]`).
     pub webhooks: Vec<WebhookConfig>,
     /// How events are posted (`[webhook]`).
@@ -113,6 +117,7 @@ impl Default for Config {
             providers: Vec::new(),
             ingest: Vec::new(),
             auth: AuthConfig::default(),
+            replies: RepliesConfig::default(),
             webhooks: Vec::new(),
             webhook: WebhookSettings::default(),
         }
@@ -235,6 +240,7 @@ impl Config {
             return Err("limits.max_recipients must be at least 1".into());
         }
         self.circuit.validate()?;
+        self.replies.sms.validate("replies.sms")?;
         self.webhook.validate(&self.webhooks)?;
         self.valid_for.validate(
             self.providers

@@ -372,6 +372,8 @@ fn unknown_keys_are_refused_in_every_table() {
             "processing",
         ),
         ("[auth]\ntoken = []", "token"),
+        ("[replies.sms]\nopt_outs = [\"STOP\"]", "opt_outs"),
+        ("[replies]\nemail = {}", "email"),
     ] {
         let err = refusal(text, &[]);
         assert!(
@@ -402,6 +404,37 @@ fn an_unknown_environment_variable_is_refused_by_its_name_and_others_still_work(
     .expect("the variables are Herald's");
     let region = parsed.recipients.default_region.map(|r| r.to_string());
     assert_eq!(region.as_deref(), Some("CN"));
+}
+
+#[test]
+fn reply_keywords_default_to_the_common_words_and_are_checked() {
+    let config = Config::from_toml("").unwrap();
+    let keywords = config.replies.sms.keywords();
+    assert_eq!(
+        keywords.of("+8613800138000", "退订"),
+        Some(crate::provider::Keyword::OptOut)
+    );
+    let config = Config::from_toml(
+        "[replies.sms]\nopt_out = [\"ARRET\"]\nopt_out_reply = \"Vous êtes désinscrit.\"",
+    )
+    .unwrap();
+    assert_eq!(config.replies.sms.opt_out, ["ARRET"]);
+    assert_eq!(config.replies.sms.opt_in, ["START", "UNSTOP"]);
+    config.validate().unwrap();
+    for (text, says) in [
+        (
+            "[replies.sms]\nopt_out = [\"!!\"]",
+            "replies.sms.opt_out: `!!`",
+        ),
+        ("[replies.sms]\nopt_in = [\"stop\"]", "`stop` is both"),
+        (
+            "[replies.sms]\nopt_in_reply = \" \"",
+            "replies.sms.opt_in_reply must not be empty",
+        ),
+    ] {
+        let err = Config::from_toml(text).unwrap().validate().unwrap_err();
+        assert!(err.contains(says), "{text}: {err}");
+    }
 }
 
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

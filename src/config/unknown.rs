@@ -6,7 +6,7 @@ use figment::error::Kind;
 use serde::de::{self, Deserialize, Visitor};
 
 use super::{AuthConfig, CircuitConfig, IntakeLimits, RecipientsConfig, RetryConfig};
-use super::{ValidForConfig, WebhookSettings, WorkerConfig};
+use super::{RepliesConfig, ValidForConfig, WebhookSettings, WorkerConfig};
 
 /// A key no table of the configuration reads.
 #[derive(Debug)]
@@ -142,6 +142,7 @@ fn section_taking(key: &str) -> Option<String> {
         ("valid_for", keys_of::<ValidForConfig>()),
         ("circuit", keys_of::<CircuitConfig>()),
         ("auth", keys_of::<AuthConfig>()),
+        ("replies", keys_of::<RepliesConfig>()),
         ("webhook", keys_of::<WebhookSettings>()),
     ];
     sections

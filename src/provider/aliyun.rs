@@ -27,8 +27,8 @@ use self::signature::{canonicalize, percent_encode, signature, string_to_sign};
 use super::Answer;
 use super::call::{self, BALANCE_WAIT, FAN_OUT, Outcomes, THROTTLE_WAIT};
 use super::{
-    Error, Lookup, Message, Provider, Receipt, ReceiptError, ReceiptRequest, Receipts, http_client,
-    receipt,
+    Error, Inbound, Lookup, Message, Provider, Receipt, ReceiptError, ReceiptRequest, Receipts,
+    http_client, inbound, receipt,
 };
 use crate::domain::Channel;
 use crate::domain::Secret;
@@ -301,6 +301,15 @@ impl Provider for AliyunProvider {
     /// Aliyun's `SmsReport` push (a JSON array, unsigned).
     fn read_receipts(&self, request: &ReceiptRequest<'_>) -> Result<Receipts, ReceiptError> {
         receipt::read_pushed(request, receipt::parse_aliyun, receipt::ALIYUN_ANSWER)
+    }
+
+    /// Aliyun's `SmsUp` HTTP batch push (a JSON array, unsigned, as its receipts).
+    fn read_inbound(&self, request: &ReceiptRequest<'_>) -> Result<Inbound, ReceiptError> {
+        receipt::read_pushed_replies(
+            request,
+            inbound::parse_aliyun_uplink,
+            receipt::ALIYUN_ANSWER,
+        )
     }
 
     fn needs_template_code(&self) -> bool {

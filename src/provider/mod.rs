@@ -14,13 +14,20 @@
 //! - `aliyun` and `tencent` send provider-approved SMS templates through Aliyun
 //!   and Tencent Cloud, many numbers per request (`call` holds what they share).
 //! - `receipt` holds what a delivery receipt request reads into
-//!   ([`Provider::read_receipts`]) and Aliyun's and Tencent's push parsers.
+//!   ([`Provider::read_receipts`]) and Aliyun's and Tencent's push parsers;
+//!   `inbound` what an inbound request (replies) reads into
+//!   ([`Provider::read_inbound`]) and the reply parsers; `keyword` the opt-out
+//!   and opt-in words a reply may be.
 //!
 //! Adapters never sleep or retry: the worker decides, from the error's class.
 
 mod aliyun;
 mod call;
 mod http;
+/// Inbound messages (replies): what an inbound request reads into, and the parsers.
+pub mod inbound;
+/// Opt-out and opt-in keywords, and how a reply is folded to match them.
+pub mod keyword;
 mod log;
 /// Delivery receipts: what a receipt request reads into, and the push parsers.
 pub mod receipt;
@@ -38,6 +45,9 @@ use async_trait::async_trait;
 
 pub use self::aliyun::{AliyunConfig, AliyunProvider};
 pub use self::http::{Answer, classify_status, exchange, http_client, parse_retry_after};
+pub(crate) use self::inbound::{AliyunUplink, TencentReply, WireReply};
+pub use self::inbound::{Inbound, InboundReply, reply_id};
+pub use self::keyword::{Keyword, Keywords};
 pub use self::log::LogProvider;
 pub use self::receipt::{DeliveryReport, ReceiptAnswer, ReceiptError, ReceiptRequest, Receipts};
 pub use self::registry::{ConfigError, Price, Registry, Route};
@@ -207,6 +217,17 @@ pub trait Provider: Send + Sync + 'static {
         let _ = request;
         Err(ReceiptError::NotTaken(
             "this kind of provider sends no delivery receipts".into(),
+        ))
+    }
+
+    /// Reads an inbound request (replies people sent to the provider's numbers)
+    /// the provider made to `POST /v1/inbound/{name}`: checks that it comes from
+    /// the provider, as its receipts are checked, and parses its replies. By
+    /// default the provider passes on none.
+    fn read_inbound(&self, request: &ReceiptRequest<'_>) -> Result<Inbound, ReceiptError> {
+        let _ = request;
+        Err(ReceiptError::NotTaken(
+            "this kind of provider passes on no replies".into(),
         ))
     }
 

@@ -42,6 +42,8 @@ pub enum ReceiptAnswer {
     Json(&'static str),
     /// 204, no body: Twilio reads only the status.
     Empty,
+    /// 200 with this XML body: Twilio's empty TwiML, for an incoming message.
+    Xml(&'static str),
     /// 200 with what was done to each report, in counts: for the webhook's receivers.
     Tally,
 }
@@ -85,6 +87,19 @@ pub(super) fn read_pushed(
 ) -> Result<Receipts, ReceiptError> {
     Ok(Receipts {
         reports: parse(request.body).map_err(ReceiptError::malformed)?,
+        answer: ReceiptAnswer::Json(answer),
+    })
+}
+
+/// Reads a JSON push of replies from Aliyun or Tencent (neither signs it, as
+/// neither signs its receipts).
+pub(super) fn read_pushed_replies(
+    request: &ReceiptRequest<'_>,
+    parse: fn(&[u8]) -> Result<Vec<super::InboundReply>, String>,
+    answer: &'static str,
+) -> Result<super::Inbound, ReceiptError> {
+    Ok(super::Inbound {
+        replies: parse(request.body).map_err(ReceiptError::malformed)?,
         answer: ReceiptAnswer::Json(answer),
     })
 }
@@ -162,7 +177,7 @@ fn all_digits(s: &str) -> bool {
 /// Aliyun writes mainland numbers without the country code (`13800138000`) and
 /// others with it but without `+`. An 11-digit number starting with 1 is read as a
 /// mainland mobile number.
-fn aliyun_number_to_e164(number: &str) -> Option<String> {
+pub(super) fn aliyun_number_to_e164(number: &str) -> Option<String> {
     let number = number.trim();
     let digits = number
         .strip_prefix('+')

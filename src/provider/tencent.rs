@@ -21,8 +21,8 @@ use sha2::{Digest, Sha256};
 use super::Answer;
 use super::call::{self, BALANCE_WAIT, Outcomes, THROTTLE_WAIT};
 use super::{
-    Error, Lookup, Message, Provider, Receipt, ReceiptError, ReceiptRequest, Receipts, http_client,
-    receipt,
+    Error, Inbound, Lookup, Message, Provider, Receipt, ReceiptError, ReceiptRequest, Receipts,
+    http_client, inbound, receipt,
 };
 use crate::domain::Channel;
 use crate::domain::Secret;
@@ -242,6 +242,15 @@ impl Provider for TencentProvider {
     /// Tencent Cloud's status callback (a JSON array, unsigned).
     fn read_receipts(&self, request: &ReceiptRequest<'_>) -> Result<Receipts, ReceiptError> {
         receipt::read_pushed(request, receipt::parse_tencent, receipt::TENCENT_ANSWER)
+    }
+
+    /// Tencent Cloud's reply callback (a JSON object, unsigned, as its receipts).
+    fn read_inbound(&self, request: &ReceiptRequest<'_>) -> Result<Inbound, ReceiptError> {
+        receipt::read_pushed_replies(
+            request,
+            inbound::parse_tencent_reply,
+            receipt::TENCENT_ANSWER,
+        )
     }
 
     fn needs_template_code(&self) -> bool {

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use sha1::Sha1;
 
 use super::{
-    DeliveryReport, Error, Message, Provider, Receipt, ReceiptAnswer, ReceiptError, ReceiptRequest,
-    Receipts, classify_status, exchange, http_client,
+    DeliveryReport, Error, Inbound, InboundReply, Message, Provider, Receipt, ReceiptAnswer,
+    ReceiptError, ReceiptRequest, Receipts, classify_status, exchange, http_client,
 };
 use crate::domain::Channel;
 use crate::domain::Secret;
@@ -53,6 +53,11 @@ pub struct TwilioConfig {
     /// Where Twilio POSTs delivery status, e.g. `https://herald.example/v1/receipts/twilio`.
     #[serde(default)]
     pub status_callback_url: Option<String>,
+    /// The URL given in the console as the number's "A message comes in" webhook,
+    /// e.g. `https://herald.example/v1/inbound/twilio`: Twilio signs incoming
+    /// messages over it, so it must be exactly as given there.
+    #[serde(default)]
+    pub inbound_url: Option<String>,
 }
 
 /// The header that carries Twilio's signature of a callback.
@@ -71,6 +76,8 @@ pub struct TwilioProvider {
     /// Sent as configured, not normalized: Twilio signs its callbacks over this
     /// exact string, so the receipt route must verify against the same one.
     status_callback: Option<String>,
+    /// What incoming messages are signed over, as configured.
+    inbound_url: Option<String>,
     /// What Twilio signs its callbacks with.
     auth_token: Option<Secret>,
     client: reqwest::Client,
@@ -121,13 +128,17 @@ impl TwilioProvider {
             .expect("an http(s) URL has a path")
             .pop_if_empty()
             .extend(["2010-04-01", "Accounts", sid, "Messages.json"]);
-        if let Some(url) = &config.status_callback_url {
-            http_url("status_callback_url", url)?;
-            if config.auth_token.is_none() {
-                return Err(
-                    "status_callback_url needs auth_token: Twilio signs its callbacks with it"
-                        .into(),
-                );
+        for (key, url) in [
+            ("status_callback_url", &config.status_callback_url),
+            ("inbound_url", &config.inbound_url),
+        ] {
+            if let Some(url) = url {
+                http_url(key, url)?;
+                if config.auth_token.is_none() {
+                    return Err(format!(
+                        "{key} needs auth_token: Twilio signs its callbacks with it"
+                    ));
+                }
             }
         }
         Ok(TwilioProvider {
@@ -137,6 +148,7 @@ impl TwilioProvider {
             from: config.from.clone(),
             messaging_service_sid: config.messaging_service_sid.clone(),
             status_callback: config.status_callback_url.clone(),
+            inbound_url: config.inbound_url.clone(),
             auth_token: config.auth_token.clone(),
             client: http_client(timeout)?,
         })
@@ -213,18 +225,7 @@ impl Provider for TwilioProvider {
                     .into(),
             ));
         };
-        let params: Vec<(String, String)> =
-            form_urlencoded::parse(request.body).into_owned().collect();
-        let signature = request
-            .headers
-            .get(SIGNATURE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ReceiptError::Unauthorized(format!("no {SIGNATURE_HEADER} header")))?;
-        if !verify_twilio_signature(token.expose(), url, &params, signature) {
-            return Err(ReceiptError::Unauthorized(format!(
-                "{SIGNATURE_HEADER} does not match the body and status_callback_url `{url}`"
-            )));
-        }
+        let params = signed_params(request, token, url, "status_callback_url")?;
         let report = parse_twilio_callback(&params).map_err(|message| {
             let field = ["MessageSid", "MessageStatus"]
                 .into_iter()
@@ -238,9 +239,87 @@ impl Provider for TwilioProvider {
         })
     }
 
+    /// An incoming message: form parameters (`From`, `To`, `Body`, `MessageSid`)
+    /// signed in `X-Twilio-Signature` over the configured `inbound_url`, as status
+    /// callbacks are. Answered with empty TwiML: Herald sends no reply of its own
+    /// in the answer (an auto-reply goes as a message of its own).
+    fn read_inbound(&self, request: &ReceiptRequest<'_>) -> Result<Inbound, ReceiptError> {
+        let (Some(url), Some(token)) = (&self.inbound_url, &self.auth_token) else {
+            return Err(ReceiptError::NotTaken(
+                "set inbound_url (and auth_token) on this provider to take Twilio's incoming messages"
+                    .into(),
+            ));
+        };
+        let params = signed_params(request, token, url, "inbound_url")?;
+        let reply = parse_twilio_incoming(&params).map_err(|message| {
+            let field = ["MessageSid", "From", "Body"]
+                .into_iter()
+                .find(|f| message.contains(f))
+                .map(str::to_string);
+            ReceiptError::Malformed { field, message }
+        })?;
+        Ok(Inbound {
+            replies: vec![reply],
+            answer: ReceiptAnswer::Xml(EMPTY_TWIML),
+        })
+    }
+
     fn receipt_names_the_recipient(&self, code: &str) -> bool {
         code_names_the_recipient(code)
     }
+}
+
+/// What answers an incoming message without replying to it.
+const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>";
+
+/// A callback's form parameters, once its `X-Twilio-Signature` is found to be
+/// Twilio's over `url` (the setting `key`, named when it is not).
+fn signed_params(
+    request: &ReceiptRequest<'_>,
+    token: &Secret,
+    url: &str,
+    key: &str,
+) -> Result<Vec<(String, String)>, ReceiptError> {
+    let params: Vec<(String, String)> = form_urlencoded::parse(request.body).into_owned().collect();
+    let signature = request
+        .headers
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ReceiptError::Unauthorized(format!("no {SIGNATURE_HEADER} header")))?;
+    if !verify_twilio_signature(token.expose(), url, &params, signature) {
+        return Err(ReceiptError::Unauthorized(format!(
+            "{SIGNATURE_HEADER} does not match the body and {key} `{url}`"
+        )));
+    }
+    Ok(params)
+}
+
+/// Reads an incoming message's form parameters: `MessageSid` (the key), `From`
+/// (E.164), `To` and `Body` (may be empty, for a picture alone).
+pub fn parse_twilio_incoming(params: &[(String, String)]) -> Result<InboundReply, String> {
+    let get = |name: &str| {
+        params
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let sid = get("MessageSid")
+        .or_else(|| get("SmsMessageSid"))
+        .map(str::trim)
+        .filter(|sid| !sid.is_empty())
+        .ok_or("a Twilio incoming message must have MessageSid")?;
+    let from = get("From")
+        .map(str::trim)
+        .filter(|from| from.starts_with('+'))
+        .ok_or("a Twilio incoming message must have From, an E.164 number")?;
+    Ok(InboundReply {
+        key: sid.to_string(),
+        from: from.to_string(),
+        to: get("To").map(str::trim).map(str::to_string),
+        body: get("Body").unwrap_or_default().to_string(),
+        // Twilio's incoming messages carry no time of their own.
+        at_ms: None,
+    })
 }
 
 /// What a Twilio error code says about retrying.

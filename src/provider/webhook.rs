@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use super::{
-    DeliveryReport, Error, Message, Provider, Receipt, ReceiptAnswer, ReceiptError, ReceiptRequest,
-    Receipts, classify_status, exchange, http_client,
+    DeliveryReport, Error, Inbound, Message, Provider, Receipt, ReceiptAnswer, ReceiptError,
+    ReceiptRequest, Receipts, classify_status, exchange, http_client, inbound,
 };
 use crate::domain::Secret;
 use crate::domain::{HttpUrl, ProviderTemplate};
@@ -122,10 +122,40 @@ impl Provider for WebhookProvider {
     /// Receipts signed like the sends: `X-Herald-Signature` over the raw body,
     /// with the provider's `secret` (required: unsigned receipts are refused).
     fn read_receipts(&self, request: &ReceiptRequest<'_>) -> Result<Receipts, ReceiptError> {
+        self.check_signed(request, "receipts")?;
+        Ok(Receipts {
+            reports: parse_webhook_receipts(request.body).map_err(receipt_field)?,
+            answer: ReceiptAnswer::Tally,
+        })
+    }
+
+    /// Replies signed like the receipts, with the provider's `secret` (required).
+    fn read_inbound(&self, request: &ReceiptRequest<'_>) -> Result<Inbound, ReceiptError> {
+        self.check_signed(request, "replies")?;
+        Ok(Inbound {
+            replies: inbound::parse_webhook_replies(request.body).map_err(|message| {
+                ReceiptError::Malformed {
+                    field: inbound::field_of(&message),
+                    message,
+                }
+            })?,
+            answer: ReceiptAnswer::Tally,
+        })
+    }
+
+    fn receipt_names_the_recipient(&self, code: &str) -> bool {
+        code == INVALID_RECIPIENT
+    }
+}
+
+impl WebhookProvider {
+    /// Checks that a request of the receiver (its `what`) is signed with the
+    /// provider's secret, which it needs to take them.
+    fn check_signed(&self, request: &ReceiptRequest<'_>, what: &str) -> Result<(), ReceiptError> {
         let Some(secret) = &self.secret else {
-            return Err(ReceiptError::NotTaken(
-                "set `secret` on this provider to take its receipts: they must be signed".into(),
-            ));
+            return Err(ReceiptError::NotTaken(format!(
+                "set `secret` on this provider to take its {what}: they must be signed"
+            )));
         };
         let signature = request
             .headers
@@ -137,14 +167,7 @@ impl Provider for WebhookProvider {
                 "{SIGNATURE_HEADER} is not the body's HMAC-SHA256 with the provider's secret"
             )));
         }
-        Ok(Receipts {
-            reports: parse_webhook_receipts(request.body).map_err(receipt_field)?,
-            answer: ReceiptAnswer::Tally,
-        })
-    }
-
-    fn receipt_names_the_recipient(&self, code: &str) -> bool {
-        code == INVALID_RECIPIENT
+        Ok(())
     }
 }
 

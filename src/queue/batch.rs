@@ -181,6 +181,12 @@ pub enum Outcome {
         at_ms: i64,
         error: Option<String>,
     },
+    /// Never to be sent: its recipient was suppressed after it was queued (an
+    /// opt-out reply, say). It ends `cancelled` with `error` as its last error; no
+    /// attempt is counted.
+    Cancelled {
+        error: String,
+    },
 }
 
 /// One claimed message's outcome, for [`Queue::settle`].

@@ -18,7 +18,8 @@
 //!   crate-private [`Outbox`] seam and the [`Queue`] methods over it.
 //! - `batch`: the types that cross the seam; `receipt`: the rules every engine
 //!   applies delivery receipts by; `suppress`: the one place that decides an
-//!   address is undeliverable and suppresses it.
+//!   address is undeliverable and suppresses it; `replies`: the replies ledger
+//!   ([`Reply`]) over the crate-private `ReplyStore` trait.
 //! - `sqlite` is the embedded engine (the default: a directory on local disk);
 //!   `postgres` and `redis` keep the store on a server shared by many processes.
 //!   Each is a folder of files named for what they own. The engine is chosen at
@@ -37,6 +38,7 @@ mod receipt;
 mod records;
 mod redis;
 mod render;
+pub mod replies;
 mod sqlite;
 mod staging;
 pub mod suppress;
@@ -56,6 +58,8 @@ pub(crate) use receipt::{ReceiptTarget, receipt_state, receipt_target};
 pub(crate) use records::RecordStore;
 pub use records::{Records, StoredTemplate, Suppression, Unacked};
 pub(crate) use records::{parse_providers, providers_json, suppression_ranges};
+pub(crate) use replies::ReplyStore;
+pub use replies::{AUTO_REPLY_SOURCE, Answered, NewReply, Recorded, Reply, ReplyQuery, ReplyView};
 pub(crate) use staging::Stage;
 pub use staging::{Arrival, Begun, Staging};
 
@@ -91,6 +95,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 pub struct Queue {
     engine: Arc<dyn Engine>,
     records: Records,
+    replies: Arc<dyn ReplyStore>,
     outbox: Arc<dyn Outbox>,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
@@ -99,17 +104,28 @@ pub struct Queue {
     templates: render::Compiled,
 }
 
+/// An engine as each of its seams.
+type Seams = (
+    Arc<dyn Engine>,
+    Records,
+    Arc<dyn ReplyStore>,
+    Arc<dyn Outbox>,
+);
+
 /// One engine as each of its seams.
-fn seams<E: Engine + RecordStore + Outbox>(
-    engine: Arc<E>,
-) -> (Arc<dyn Engine>, Records, Arc<dyn Outbox>) {
-    (engine.clone(), Records::new(engine.clone()), engine)
+fn seams<E: Engine + RecordStore + ReplyStore + Outbox>(engine: Arc<E>) -> Seams {
+    (
+        engine.clone(),
+        Records::new(engine.clone()),
+        engine.clone(),
+        engine,
+    )
 }
 
 impl Queue {
     /// Opens the store at `store`, with the engine its URL names.
     pub async fn open(store: &StoreUrl) -> Result<Queue> {
-        let (engine, records, outbox) = match store {
+        let (engine, records, replies, outbox) = match store {
             StoreUrl::Sqlite(dir) => seams(Arc::new(sqlite::Sqlite::open(dir).await?)),
             StoreUrl::Postgres(url) => seams(postgres::open(url).await?),
             StoreUrl::Redis(url) => seams(redis::open(url).await?),
@@ -117,6 +133,7 @@ impl Queue {
         Ok(Queue {
             engine,
             records,
+            replies,
             outbox,
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
@@ -130,6 +147,7 @@ impl Queue {
         Queue {
             engine: wrap(self.engine.clone()),
             records: self.records.clone(),
+            replies: self.replies.clone(),
             outbox: self.outbox.clone(),
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
@@ -191,7 +209,9 @@ impl Queue {
 
     /// Claims up to `limit` due messages for `provider` within `limits` (its own, or
     /// those of the provider they fail over to), which hold across every process on
-    /// this store.
+    /// this store. A claimed SMS message whose recipient was suppressed since it was
+    /// queued (an opt-out reply) is not answered: it ends `cancelled`, with the
+    /// suppression's reason.
     pub async fn claim_within(
         &self,
         provider: &str,
@@ -204,8 +224,9 @@ impl Queue {
         }
         let mut claim = self.engine.claim(provider, limit, lease, limits).await?;
         if let Claim::Messages(claimed) = &mut claim {
-            let unrenderable = self.templates.render(claimed);
-            self.settle(unrenderable).await?;
+            let mut ended = self.templates.render(claimed);
+            ended.extend(self.cancel_suppressed(claimed).await?);
+            self.settle(ended).await?;
         }
         Ok(claim)
     }
@@ -293,6 +314,33 @@ impl Queue {
     /// (see [`Engine::expire`]); answers how many.
     pub async fn expire(&self, limit: u64) -> Result<u64> {
         self.engine.expire(crate::domain::now_ms(), limit).await
+    }
+
+    /// Records `replies` in one transaction, each once, as
+    /// [`ReplyStore::record_replies`] says: linked to the latest message sent to
+    /// the sender through its provider, an opt-out suppressing the sender and an
+    /// opt-in lifting a suppression a reply made, and its `reply` event recorded
+    /// for `endpoints` (the configured webhooks that want replies) and for the
+    /// answered batch's subscriptions. One answer per reply, in order.
+    pub async fn record_replies(
+        &self,
+        replies: Vec<NewReply>,
+        endpoints: Vec<String>,
+    ) -> Result<Vec<Recorded>> {
+        if replies.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.replies
+            .record_replies(replies, endpoints, crate::domain::now_ms())
+            .await
+    }
+
+    /// One page of the replies ledger, oldest first.
+    pub async fn replies(&self, query: ReplyQuery) -> Result<Vec<Reply>> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.replies.replies(query).await
     }
 
     /// The store's templates, suppressions, fingerprints and ingest markers.

@@ -18,7 +18,8 @@
 //!   deliveries;
 //! - `ledger`: summaries, message pages, pending counts and batch controls;
 //! - `prune`: removing finished batches past retention;
-//! - `records`: templates, suppressions, send fingerprints and ingest markers.
+//! - `records`: templates, suppressions, send fingerprints and ingest markers;
+//! - `replies`: the replies ledger.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,7 @@ mod prune;
 mod receipts;
 mod record;
 mod records;
+mod replies;
 mod schema;
 mod settle;
 mod sql;

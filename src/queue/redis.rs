@@ -62,6 +62,9 @@
 //! - `fingerprints:{channel}` sorted set: the fingerprints of recent sends on the
 //!   channel, scored by when each was last remembered (ms). `ZMSCORE` answers
 //!   membership and time at once, and the oldest are the lowest ranks to remove.
+//! - `reply:{id}`, `replies`, `replies-from:{number}`, `reply-seq` and
+//!   `last:{provider}:{to}`: the replies ledger and what links a reply to the
+//!   message it answers (see `replies.rs`).
 //! - `unacked:{source}:{hash}` sorted set: the idempotency keys of messages an
 //!   ingest source stored but may not have acknowledged, scored by when (ms);
 //!   expires a day after its last marker.
@@ -89,7 +92,8 @@
 //! abandoned ones), `claim`, `settle` (outcomes and delivery receipts), `ledger`
 //! (summaries, messages, pending counts, batch control), `outbox` (deliveries
 //! claimed, settled, listed, replayed, counted, pruned), `records` (templates,
-//! suppressions, fingerprints, ingest markers), `scripts` (the Lua), `server` (what
+//! suppressions, fingerprints, ingest markers), `replies` (the replies ledger),
+//! `scripts` (the Lua), `server` (what
 //! `open` checks), `expiry` (the deadline sweep), `keyspace` (walking and deleting keys), `url` ([`Target`]),
 //! `slot` (a message's place), `reply` (reading replies) and `tests`.
 
@@ -116,6 +120,7 @@ mod lease;
 mod ledger;
 mod outbox;
 mod records;
+mod replies;
 mod reply;
 mod scripts;
 mod server;
@@ -148,6 +153,7 @@ pub(crate) struct Redis {
     place: String,
     scripts: Scripts,
     records: records::Scripts,
+    replies: replies::Scripts,
     /// When `accept` next sweeps abandoned staging (ms since the epoch).
     next_sweep_ms: Arc<AtomicI64>,
 }
@@ -186,6 +192,7 @@ impl Redis {
             place,
             scripts: Scripts::new(),
             records: records::Scripts::new(),
+            replies: replies::Scripts::new(),
             next_sweep_ms: Arc::new(AtomicI64::new(0)),
         };
         store.check_layout().await?;

@@ -17,7 +17,8 @@
 //! - `expiry`: deadlines, at claim and by the sweep;
 //! - `record`: events recorded as deliveries in the transactions of the changes;
 //!   `outbox`: claiming, settling, listing, replaying and pruning deliveries;
-//! - `records`: stored templates, suppressions, fingerprints, unacked markers.
+//! - `records`: stored templates, suppressions, fingerprints, unacked markers;
+//! - `replies`: the replies ledger.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,7 @@ mod outbox;
 mod receipts;
 mod record;
 mod records;
+mod replies;
 mod schema;
 mod settle;
 mod staging;

@@ -87,3 +87,24 @@ pub async fn undeliverable(
         }
     }
 }
+
+/// What a suppression made by an opt-out reply says, before the reply's id.
+pub const REPLIED_STOP: &str = "replied STOP";
+
+/// The suppression of an opt-out reply's sender on the SMS channel: the reason
+/// names the reply, `replied STOP (reply {id})`. An opt-in reply lifts only a
+/// suppression whose reason [`made_by_reply`] says a reply made, so that one an
+/// operator added, or a number a provider called undeliverable, stays.
+pub fn opted_out(from: &str, reply_id: &str) -> Suppression {
+    Suppression {
+        channel: Channel::Sms,
+        address: recipient::address_key(Channel::Sms, from),
+        reason: format!("{REPLIED_STOP} (reply {reply_id})"),
+        created_at_ms: 0,
+    }
+}
+
+/// Whether a suppression's `reason` is one an opt-out reply made ([`opted_out`]).
+pub fn made_by_reply(reason: &str) -> bool {
+    reason.starts_with(REPLIED_STOP)
+}

@@ -3,7 +3,7 @@
 //!
 //! Each topic file (`accept`, `claim`, `lease`, `settle`, `control`, `deadline`, `ledger`,
 //! `limit`, `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`,
-//! `unacked`, `outbox`, `deliveries`)
+//! `unacked`, `outbox`, `deliveries`, `replies`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
 //! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
@@ -150,6 +150,12 @@ macro_rules! conformance {
             #[tokio::test] fingerprint::recently_sent_returns_the_remembered_subset_since_the_given_time_per_channel;
             #[tokio::test] fingerprint::forgetting_removes_only_the_fingerprints_older_than_the_cutoff;
             #[tokio::test] fingerprint::five_thousand_fingerprints_are_remembered_and_found_in_one_call;
+            #[tokio::test] replies::a_reply_is_stored_once_and_linked_to_the_latest_message_sent_to_its_sender;
+            #[tokio::test] replies::replies_page_by_seq_and_filter_by_sender;
+            #[tokio::test] replies::an_opt_out_suppresses_its_sender_and_an_opt_in_lifts_only_what_a_reply_made;
+            #[tokio::test] replies::a_reply_records_its_event_for_the_answered_batch_and_the_endpoints_wanting_replies;
+            #[tokio::test] replies::a_message_of_unknown_outcome_to_a_number_that_opted_out_ends_cancelled_saying_so;
+            #[tokio::test] replies::queued_messages_to_a_number_that_opted_out_end_cancelled_but_its_auto_reply_goes;
             #[tokio::test] unacked::unacked_markers_are_found_oldest_first_by_source_and_body_and_expire_after_a_day;
             #[tokio::test] outbox::settlements_record_sent_and_failed_for_a_subscribed_batch_and_nothing_for_another;
             #[tokio::test] outbox::receipts_on_arrival_and_held_record_delivered_and_undelivered_with_their_codes;
@@ -187,6 +193,7 @@ mod limit;
 mod new_batch;
 mod outbox;
 mod receipts;
+mod replies;
 mod settle;
 mod store;
 mod suppression;

@@ -569,6 +569,40 @@ async function loadBatches(more) {
   }
 }
 
+// ---------------------------------------------------------------- replies
+
+const replies = { after: null };
+const keywordNames = { opt_out: 'opted out', opt_in: 'opted in' };
+
+async function loadReplies(more) {
+  const body = $('#replies-body');
+  const status = $('#replies-status');
+  clearError($('#replies-error'));
+  if (!more) {
+    replies.after = null;
+    body.replaceChildren();
+  }
+  status.textContent = 'Loading…';
+  try {
+    const after = replies.after ? `&after=${replies.after}` : '';
+    const page = await api(`/v1/replies?limit=50${after}`);
+    body.append(...page.replies.map((r) => h('tr', {},
+      h('td', {}, when(r.received_at)),
+      h('td', {}, r.from),
+      h('td', {}, r.body),
+      h('td', {}, keywordNames[r.keyword] || ''),
+      h('td', {}, r.answers
+        ? h('a', { href: `#/batches/${r.answers.batch_id}` }, r.answers.ref || r.answers.message_id)
+        : ''))));
+    replies.after = page.next_after;
+    $('#replies-more').hidden = !page.next_after;
+    status.textContent = body.children.length ? '' : 'No replies yet.';
+  } catch (e) {
+    status.textContent = '';
+    showError($('#replies-error'), e);
+  }
+}
+
 // ---------------------------------------------------------------- one batch
 
 const view = { id: null, abort: null, widget: null, failedAfter: null, failedState: 'failed', failedCount: null, failedLoads: 0, watching: false };
@@ -684,7 +718,7 @@ let routeAbort = null;
 function route() {
   const path = location.hash.replace(/^#/, '') || '/';
   const batch = path.match(/^\/batches\/([^/]+)$/);
-  const name = batch ? 'batch' : path === '/batches' ? 'batches' : 'compose';
+  const name = batch ? 'batch' : path === '/batches' ? 'batches' : path === '/replies' ? 'replies' : 'compose';
   routeAbort?.abort();
   routeAbort = new AbortController();
   view.watching = false;
@@ -699,6 +733,9 @@ function route() {
   } else if (name === 'batches') {
     document.title = 'Batches · Herald';
     loadBatches(false);
+  } else if (name === 'replies') {
+    document.title = 'Replies · Herald';
+    loadReplies(false);
   } else {
     document.title = 'New batch · Herald';
   }
@@ -706,6 +743,7 @@ function route() {
 
 setUpCompose();
 $('#batches-more').addEventListener('click', () => loadBatches(true));
+$('#replies-more').addEventListener('click', () => loadReplies(true));
 $('#failed-more').addEventListener('click', () => loadFailed(true));
 for (const button of document.querySelectorAll('#view-batch [data-action]')) {
   button.addEventListener('click', () => control(button.dataset.action, button));

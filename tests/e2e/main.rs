@@ -17,6 +17,7 @@ mod failover;
 mod first_hour_input;
 mod first_hour_ops;
 mod helpers;
+mod inbound;
 mod ingest;
 mod logs;
 mod page;

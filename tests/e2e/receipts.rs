@@ -10,12 +10,11 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
-use base64::Engine as _;
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ProviderServer, Reply, TestApp, route_all_to, sms_batch, spawn_app, wait_for,
+    ProviderServer, Reply, TestApp, route_all_to, sms_batch, spawn_app, twilio_signed, wait_for,
 };
 use herald::domain::Channel;
 use herald::domain::Secret;
@@ -454,6 +453,7 @@ async fn twilio_status_callbacks_are_verified_and_only_final_statuses_count() {
             messaging_service_sid: None,
             base_url: Some(base_url),
             status_callback_url: Some(callback.into()),
+            inbound_url: None,
         });
         tw.channels = vec![Channel::Sms];
         sms_through(config, tw);
@@ -484,21 +484,7 @@ async fn twilio_status_callbacks_are_verified_and_only_final_statuses_count() {
         if let Some(code) = error {
             params.push(("ErrorCode", code.to_string()));
         }
-        // Twilio's signature: the URL, then each parameter's name and value by name.
-        let mut sorted = params.clone();
-        sorted.sort();
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"twilio-token").unwrap();
-        mac.update(callback.as_bytes());
-        for (name, value) in &sorted {
-            mac.update(name.as_bytes());
-            mac.update(value.as_bytes());
-        }
-        let signature =
-            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(params)
-            .finish();
-        (body, signature)
+        twilio_signed(callback, params)
     };
     for (i, status, error) in [
         (0, "sent", None),

@@ -9,7 +9,9 @@ use crate::api::batch::{
 };
 use crate::api::error::ErrorBody;
 use crate::api::events::Progress;
+use crate::api::inbound::Tally as ReplyTally;
 use crate::api::receipts::Tally;
+use crate::api::replies;
 use crate::api::seed::SeedAnswer;
 use crate::api::submit::MAX_IDEMPOTENCY_KEY;
 use crate::api::suppressions::{self, AddRequest, RemoveRequest};
@@ -18,8 +20,8 @@ use crate::api::upload::CsvOptions;
 use crate::api::webhooks::{self, Endpoints, ReplayRequest, Replayed};
 use crate::ingest::job::SmsJob;
 use crate::intake::{BatchRequest, Report};
-use crate::provider::WireReceipt;
 use crate::provider::receipt::{ALIYUN_ANSWER, AliyunReport, TENCENT_ANSWER, TencentReport};
+use crate::provider::{AliyunUplink, TencentReply, WireReceipt, WireReply};
 
 /// A batch's id, in its path.
 fn batch_id() -> Value {
@@ -224,21 +226,41 @@ pub(in crate::api) fn send_sms(s: &mut Schemas) -> Vec<Operation> {
     ]
 }
 
+/// What a provider's own requests (receipts, replies) name: the provider, and
+/// the signatures of those that sign.
+fn provider_parameters() -> [Value; 3] {
+    [
+        path_parameter(
+            "provider",
+            json!({"type": "string"}),
+            "A configured provider's `name`.",
+        ),
+        header(
+            "X-Herald-Signature",
+            json!({"type": "string"}),
+            "For a webhook provider: `sha256=<hex>`, required.",
+        ),
+        header(
+            "X-Twilio-Signature",
+            json!({"type": "string"}),
+            "For a Twilio provider: required.",
+        ),
+    ]
+}
+
+/// A provider's fixed acknowledgement `text`, as a schema.
+fn acknowledgement(text: &str, description: &str) -> Value {
+    let body: Value = serde_json::from_str(text).expect("the acknowledgements are JSON");
+    json!({"const": body, "description": description})
+}
+
 /// What `/v1/receipts/{provider}` takes and answers.
 pub(in crate::api) fn receipts(s: &mut Schemas) -> Vec<Operation> {
     let webhook = s.request::<WireReceipt>();
-    let acknowledgement = |text: &str, description: &str| {
-        let body: Value = serde_json::from_str(text).expect("the acknowledgements are JSON");
-        json!({"const": body, "description": description})
-    };
     vec![
             op("post", "Delivery receipts from a provider")
                 .description("Each provider, by its configured name, in its own format: the webhook's receipts (one object or an array of them, signed with `X-Herald-Signature: sha256=<hex of HMAC-SHA256(secret, raw body)>`; the provider needs a `secret`), Twilio's status callbacks (form-encoded, signed with `X-Twilio-Signature`; the provider needs `status_callback_url` and `auth_token`), Aliyun's `SmsReport` push and Tencent Cloud's status callback (JSON arrays, not signed). Providers cannot present a bearer token: the route needs none, and each request is checked by its provider's signature where it has one. A report moves a `sent` message to `delivered` or `undelivered`; one naming an id not recorded yet is held for a day.")
-                .parameters([
-                    path_parameter("provider", json!({"type": "string"}), "A configured provider's `name`."),
-                    header("X-Herald-Signature", json!({"type": "string"}), "For a webhook provider: `sha256=<hex>`, required."),
-                    header("X-Twilio-Signature", json!({"type": "string"}), "For a Twilio provider: required."),
-                ])
+                .parameters(provider_parameters())
                 .body([
                     json_of(json!({"anyOf": [
                         webhook,
@@ -258,6 +280,47 @@ pub(in crate::api) fn receipts(s: &mut Schemas) -> Vec<Operation> {
                 .answer(401, "The provider's signature is missing or wrong.", [json_of(s.answer::<ErrorBody>())])
                 .answer(404, "No provider has that name, or it takes no receipts (a webhook without `secret`, Twilio without `status_callback_url` and `auth_token`, log, SMTP).", [json_of(s.answer::<ErrorBody>())]),
         ]
+}
+
+/// What `/v1/inbound/{provider}` takes and answers.
+pub(in crate::api) fn inbound(s: &mut Schemas) -> Vec<Operation> {
+    let webhook = s.request::<WireReply>();
+    vec![
+        op("post", "Replies from a provider")
+            .description("What people text back to a provider's numbers, each provider, by its configured name, in its own format: the webhook's replies (one object or an array of them, signed with `X-Herald-Signature: sha256=<hex of HMAC-SHA256(secret, raw body)>`; the provider needs a `secret`), Twilio's incoming-message webhook (form-encoded, signed with `X-Twilio-Signature` over the provider's `inbound_url`, which it needs with `auth_token`), Aliyun's `SmsUp` push (a JSON array) and Tencent Cloud's reply callback (a JSON object), neither signed. The route needs no bearer token. Each reply is recorded once (`GET /v1/replies`), linked to the latest message sent to its sender through that provider; a reply that is only an opt-out keyword suppresses the sender on the SMS channel, an opt-in keyword lifts a suppression a reply made, and either is answered with the configured auto-reply.")
+            .parameters(provider_parameters())
+            .body([
+                json_of(json!({"anyOf": [
+                    webhook,
+                    {"type": "array", "items": webhook},
+                    {"type": "array", "items": s.request::<AliyunUplink>(), "description": "Aliyun's SmsUp push."},
+                    s.request::<TencentReply>(),
+                ]})),
+                ("application/x-www-form-urlencoded", json!({"type": "object", "description": "Twilio's incoming message: `MessageSid`, `From`, `To`, `Body`, …"})),
+            ])
+            .answer(200, "Recorded: the webhook's receivers get counts; Aliyun and Tencent Cloud the acknowledgement they expect; Twilio empty TwiML (`text/xml`).", [json_of(json!({"oneOf": [
+                s.answer::<ReplyTally>(),
+                acknowledgement(ALIYUN_ANSWER, "Aliyun's acknowledgement."),
+                acknowledgement(TENCENT_ANSWER, "Tencent Cloud's acknowledgement."),
+            ]})), ("text/xml", json!({"type": "string"}))])
+            .errors(&[400, 413])
+            .answer(401, "The provider's signature is missing or wrong.", [json_of(s.answer::<ErrorBody>())])
+            .answer(404, "No provider has that name, or it takes no replies (a webhook without `secret`, Twilio without `inbound_url` and `auth_token`, log, SMTP).", [json_of(s.answer::<ErrorBody>())]),
+    ]
+}
+
+/// What `/v1/replies` takes and answers.
+pub(in crate::api) fn replies(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("get", "List replies, oldest first")
+            .parameters(s.query::<replies::Params>(&["from", "after", "limit"]))
+            .answer(
+                200,
+                "A page of replies.",
+                [json_of(s.answer::<replies::Page>())],
+            )
+            .errors(&[400, 422]),
+    ]
 }
 
 /// A webhook endpoint's name, in its path.

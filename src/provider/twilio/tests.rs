@@ -186,6 +186,7 @@ fn config() -> TwilioConfig {
         messaging_service_sid: None,
         base_url: None,
         status_callback_url: None,
+        inbound_url: None,
     }
 }
 

@@ -178,7 +178,6 @@ impl Postgres {
     /// id `reply.{reply id}`, the reply record as JSON in `payload`, the linked
     /// message's id as `message_row`, and as `endpoints` the configured webhooks
     /// that want replies.
-    #[allow(dead_code)] // until replies are stored
     pub(crate) async fn record_deliveries(
         &self,
         tx: &Transaction<'_>,

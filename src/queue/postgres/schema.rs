@@ -192,6 +192,26 @@ CREATE INDEX deliveries_due ON {s}.deliveries (due_at, seq) WHERE state = 'pendi
 CREATE INDEX deliveries_endpoint ON {s}.deliveries (endpoint, seq);
 CREATE INDEX deliveries_failed ON {s}.deliveries (endpoint) WHERE state = 'failed';
 CREATE INDEX deliveries_posted ON {s}.deliveries (posted_at) WHERE state = 'posted';
+", "
+-- Migration 11: replies, each once by its id (a hash of its provider and the
+-- provider's key for it), with the message it answers; the index of sent messages
+-- by provider and recipient finds that message.
+CREATE TABLE {s}.replies (
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    provider    TEXT NOT NULL,
+    from_addr   TEXT NOT NULL,
+    to_addr     TEXT,
+    body        TEXT NOT NULL,
+    sent_at     BIGINT,
+    received_at BIGINT NOT NULL,
+    keyword     TEXT,
+    batch_id    TEXT,
+    message_id  TEXT,
+    ref         TEXT
+);
+CREATE INDEX replies_from ON {s}.replies (from_addr, seq);
+CREATE INDEX messages_sent_to ON {s}.messages (provider, to_addr, sent_at) WHERE sent_at IS NOT NULL;
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

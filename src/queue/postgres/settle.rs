@@ -11,14 +11,15 @@ use super::{Postgres, db};
 /// sent by another provider than its own (`sent_by`, failover) records that one,
 /// which `RETURNING` then names.
 /// Records the events of the settled messages: `sent`, `failed`, and `cancelled` for
-/// one requeued into a cancelled batch; each row says last which batch may have
+/// one requeued into a cancelled batch or cancelled as its recipient is suppressed; each row says last which batch may have
 /// finished.
 pub(super) const SETTLE: &str = "
 WITH settled AS (
 UPDATE {s}.messages m SET
     state = CASE s.kind WHEN 'sent' THEN 'sent' WHEN 'confirmed' THEN 'sent' WHEN 'failed' THEN 'failed'
-        WHEN 'unknown' THEN 'unknown' ELSE {requeued} END,
-    attempts = m.attempts + CASE s.kind WHEN 'release' THEN 0 WHEN 'confirmed' THEN 0 ELSE 1 END,
+        WHEN 'unknown' THEN 'unknown' WHEN 'cancelled' THEN 'cancelled' ELSE {requeued} END,
+    attempts = m.attempts + CASE s.kind WHEN 'release' THEN 0 WHEN 'confirmed' THEN 0
+        WHEN 'cancelled' THEN 0 ELSE 1 END,
     available_at = COALESCE(s.at, m.available_at),
     last_error = CASE WHEN s.kind IN ('sent', 'confirmed') THEN NULL ELSE COALESCE(s.error, m.last_error) END,
     provider_message_id = CASE WHEN s.kind IN ('sent', 'confirmed') THEN s.provider_message_id
@@ -32,12 +33,13 @@ UPDATE {s}.messages m SET
 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $8::text[])
      AS s(id, token, kind, at, error, provider_message_id, sent_by)
 WHERE m.id = s.id AND m.lease = s.token AND m.state = 'sending'
-RETURNING m.id, m.state, m.last_error,
+RETURNING m.id, m.state, m.last_error, s.kind AS settled,
     CASE WHEN s.kind IN ('sent', 'confirmed') THEN m.provider END AS provider, s.provider_message_id
 ), changed AS (
     SELECT id, CASE state WHEN 'sent' THEN 'message.sent' WHEN 'failed' THEN 'message.failed'
                           WHEN 'cancelled' THEN 'message.cancelled' END AS kind,
-           CASE WHEN state = 'failed' THEN last_error END AS code, $7::bigint AS at
+           CASE WHEN state = 'failed' OR settled = 'cancelled' THEN last_error END AS code,
+           $7::bigint AS at
     FROM settled
 ), {record}
 SELECT st.provider, st.provider_message_id, f.seq
@@ -82,6 +84,7 @@ impl Postgres {
                     ("unknown", Some(*at_ms), Some(error.as_str()), None)
                 }
                 Outcome::Failed { error } => ("failed", None, Some(error.as_str()), None),
+                Outcome::Cancelled { error } => ("cancelled", None, Some(error.as_str()), None),
                 Outcome::Release { at_ms, error } => {
                     ("release", Some(*at_ms), error.as_deref(), None)
                 }

@@ -3,8 +3,8 @@
 //! fragments statements share.
 
 use super::{
-    accept, claim, expiry, lease, ledger, limit, outbox, prune, receipts, record, records, settle,
-    staging,
+    accept, claim, expiry, lease, ledger, limit, outbox, prune, receipts, record, records, replies,
+    settle, staging,
 };
 
 /// The state a message `m` returns to when it goes back to the queue: its batch's
@@ -89,6 +89,7 @@ pub(super) struct Sql {
     pub(super) mark_unacked: String,
     pub(super) unacked: String,
     pub(super) unmark_unacked: String,
+    pub(super) replies: replies::ReplySql,
 }
 
 impl Sql {
@@ -182,6 +183,7 @@ impl Sql {
             mark_unacked: fill(records::MARK_UNACKED),
             unacked: fill(records::UNACKED),
             unmark_unacked: fill(records::UNMARK_UNACKED),
+            replies: replies::ReplySql::new(&fill),
         }
     }
 }

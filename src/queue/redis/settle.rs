@@ -39,6 +39,7 @@ impl Redis {
                 Outcome::Unknown { at_ms, error } => ("unknown", *at_ms, Some(error.as_str())),
                 Outcome::Release { at_ms, error } => ("release", *at_ms, error.as_deref()),
                 Outcome::Failed { error } => ("failed", 0, Some(error.as_str())),
+                Outcome::Cancelled { error } => ("cancelled", 0, Some(error.as_str())),
             };
             call.arg(slot.member())
                 .arg(lease.token)

@@ -139,7 +139,6 @@ fn record_finished(tx: &Transaction<'_>, rows: &str, now: i64) -> Result<()> {
 /// id `reply.{reply id}`, the reply record as JSON in `payload`, the linked
 /// message's row as `message_row`, and as `endpoints` the configured webhooks
 /// that want replies.
-#[allow(dead_code)] // until replies are stored
 pub(crate) fn record_deliveries(
     tx: &Transaction<'_>,
     endpoints: &[String],

@@ -187,6 +187,26 @@ CREATE INDEX deliveries_due ON deliveries(due_at, seq) WHERE state = 'pending';
 CREATE INDEX deliveries_endpoint ON deliveries(endpoint, seq);
 CREATE INDEX deliveries_failed ON deliveries(endpoint) WHERE state = 'failed';
 CREATE INDEX deliveries_posted ON deliveries(posted_at) WHERE state = 'posted';
+", "
+-- Migration 11: replies, each once by its id (a hash of its provider and the
+-- provider's key for it), with the message it answers; the index of sent messages
+-- by provider and recipient finds that message.
+CREATE TABLE replies (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    provider    TEXT NOT NULL,
+    from_addr   TEXT NOT NULL,
+    to_addr     TEXT,
+    body        TEXT NOT NULL,
+    sent_at     INTEGER,
+    received_at INTEGER NOT NULL,
+    keyword     TEXT,
+    batch_id    TEXT,
+    message_id  TEXT,
+    ref         TEXT
+);
+CREATE INDEX replies_from ON replies(from_addr, seq);
+CREATE INDEX messages_sent_to ON messages(provider, to_addr, sent_at) WHERE sent_at IS NOT NULL;
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's

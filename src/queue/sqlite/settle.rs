@@ -21,6 +21,8 @@ pub(super) fn settle(
     let tx = light_transaction(conn)?;
     let mut identified = Vec::new();
     let (mut sent_rows, mut failed_rows, mut requeued_rows) = (Vec::new(), Vec::new(), Vec::new());
+    // Cancelled as their recipients opted out, by reason: each event's code.
+    let mut suppressed: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
     {
         let mut sent = tx
             .prepare_cached(
@@ -52,6 +54,13 @@ pub(super) fn settle(
                  WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
             )
             .map_err(unavailable)?;
+        let mut cancelled = tx
+            .prepare_cached(
+                "UPDATE messages SET state = 'cancelled', last_error = ?3, updated_at = ?4,
+                     lease = NULL, lease_until = NULL
+                 WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
+            )
+            .map_err(unavailable)?;
         for Settlement {
             lease,
             outcome,
@@ -76,6 +85,7 @@ pub(super) fn settle(
                     unknown.execute(params![row, token, at_ms, now, error])
                 }
                 Outcome::Failed { error } => failed.execute(params![row, token, error, now]),
+                Outcome::Cancelled { error } => cancelled.execute(params![row, token, error, now]),
             }
             .map_err(unavailable)?;
             if changed > 0 {
@@ -83,6 +93,9 @@ pub(super) fn settle(
                     Outcome::Sent { .. } | Outcome::Confirmed { .. } => sent_rows.push(row),
                     Outcome::Failed { .. } => failed_rows.push(row),
                     Outcome::Retry { .. } | Outcome::Release { .. } => requeued_rows.push(row),
+                    Outcome::Cancelled { error } => {
+                        suppressed.entry(error.as_str()).or_default().push(row);
+                    }
                     Outcome::Unknown { .. } => {}
                 }
             }
@@ -105,6 +118,9 @@ pub(super) fn settle(
     // A message requeued into a cancelled batch ends there.
     let cancelled = ended_cancelled(&tx, &requeued_rows)?;
     record_message_events(&tx, &cancelled, EventKind::Cancelled, None, now)?;
+    for (reason, rows) in suppressed {
+        record_message_events(&tx, &rows, EventKind::Cancelled, Some(reason), now)?;
+    }
     let applied = apply_held_receipts(&tx, &identified, now)?;
     tx.commit().map_err(unavailable)?;
     Ok(applied)

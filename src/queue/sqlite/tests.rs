@@ -274,6 +274,7 @@ async fn an_older_store_is_migrated_and_a_newer_one_refused() {
         "suppressions",
         "send_fingerprints",
         "early_receipts",
+        "replies",
     ] {
         let tables: i64 = conn
             .query_row(

@@ -67,6 +67,11 @@ impl TestBatch {
     }
 
     /// Higher goes first.
+    pub(crate) fn source(mut self, source: &str) -> Self {
+        self.batch.source = source.into();
+        self
+    }
+
     pub(crate) fn priority(mut self, priority: i32) -> Self {
         self.batch.priority = priority;
         self

@@ -16,7 +16,7 @@ pub(super) fn report(id: &str, to: Option<&str>, delivered: bool, code: &str) ->
 
 /// Claims every message of provider "p" and settles each as sent with the id
 /// `id_of(index)`.
-async fn send_all(q: &Queue, id_of: impl Fn(u32) -> String) -> Vec<Claimed> {
+pub(super) async fn send_all(q: &Queue, id_of: impl Fn(u32) -> String) -> Vec<Claimed> {
     let claimed = q.claim("p", 100, LEASE).await.unwrap();
     q.settle(sent_as(&claimed, id_of)).await.unwrap();
     claimed
@@ -40,7 +40,7 @@ fn index_of(c: &Claimed) -> u32 {
     c.id.rsplit('-').next().unwrap().parse().unwrap()
 }
 
-async fn message(q: &Queue, id: BatchId, index: u32) -> MessageRecord {
+pub(super) async fn message(q: &Queue, id: BatchId, index: u32) -> MessageRecord {
     q.messages(
         id,
         MessageQuery {

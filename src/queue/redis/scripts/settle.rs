@@ -81,11 +81,12 @@ end
 
 /// Settles leased messages; a settlement whose lease is no longer current is ignored.
 /// A message sent with a provider id is indexed by it under the provider that sent
-/// it, and receipts held for the id are applied. Returns those that moved a
+/// it, and receipts held for the id are applied; every message sent is what a
+/// reply from its recipient through that provider is linked to (`last:`). Returns those that moved a
 /// message, 5 values each (see `apply_held`). An unknown outcome stays in
 /// `leased:{provider}`, scored by when it is due again.
 /// ARGV: P, now, then per settlement: member, token, kind (sent, confirmed, retry,
-/// unknown, release, failed), at, has text ('1' or '0'), text (error or provider
+/// unknown, release, failed, cancelled), at, has text ('1' or '0'), text (error or provider
 /// message id), the provider that sent it when not its own (else empty).
 pub(super) const SETTLE: &str = r"
 local done, applied = {}, {}
@@ -105,7 +106,9 @@ for i = 3, #ARGV, 7 do
     -- A release is no attempt, nor is asking the provider; the rest count one,
     -- written with the state.
     local attempts = tonumber(m[5])
-    if kind ~= 'release' and kind ~= 'confirmed' then attempts = attempts + 1 end
+    if kind ~= 'release' and kind ~= 'confirmed' and kind ~= 'cancelled' then
+      attempts = attempts + 1
+    end
     local state
     if kind == 'sent' or kind == 'confirmed' then
       members[#members + 1] = member
@@ -120,9 +123,9 @@ for i = 3, #ARGV, 7 do
         redis.call('HSET', key, 'state', state, 'attempts', attempts, 'sent_at', now,
           'updated_at', now)
       end
-    elseif kind == 'failed' then
+    elseif kind == 'failed' or kind == 'cancelled' then
       members[#members + 1] = member
-      state = 'failed'
+      state = kind
       redis.call('HSET', key, 'state', state, 'attempts', attempts, 'error', text,
         'updated_at', now)
     elseif kind == 'unknown' and past_deadline(b) then
@@ -150,7 +153,16 @@ for i = 3, #ARGV, 7 do
     end
     -- The lease fields stay until the next claim overwrites them: a settlement only
     -- ever matches a message whose state is 'sending'.
-    count(b, 'sending', state, member)
+    -- A message cancelled because its recipient opted out is told with the reason.
+    local code = nil
+    if kind == 'cancelled' then code = text end
+    count(b, 'sending', state, member, code)
+    if state == 'sent' then
+      local by = m[3]
+      if sent_by ~= '' then by = sent_by end
+      -- What a reply from the recipient is linked to (see `replies.rs`).
+      redis.call('SET', P .. 'last:' .. by .. ':' .. m[6], member)
+    end
     if state == 'sent' and has_text then
       local by = m[3]
       if sent_by ~= '' then by = sent_by end
