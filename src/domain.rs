@@ -14,7 +14,7 @@ mod secret;
 mod signing_secret;
 mod store_url;
 pub use deadline::{Deadline, InvalidDeadline, MAX_VALID_FOR_SECS};
-pub use http_url::HttpUrl;
+pub use http_url::{HTTP_URL_PATTERN, HttpUrl};
 pub use secret::Secret;
 pub use signing_secret::{MIN_SECRET_BYTES, SigningSecret};
 pub use store_url::{InvalidStoreUrl, StoreUrl};

@@ -161,9 +161,12 @@ pub struct CsvOptions {
     valid_for: Option<i64>,
     #[serde(default)]
     reject_recent_duplicates: bool,
-    /// Check and report only; store nothing (`200`). Read whatever the body.
+    /// An http(s) URL that every event of this batch is posted to, signed with
+    /// `webhook.callback_secret` (which must be set).
     #[serde(default)]
+    #[schemars(extend("format" = "uri"), pattern(crate::domain::HTTP_URL_PATTERN))]
     callback_url: Option<String>,
+    /// Check and report only; store nothing (`200`). Read whatever the body.
     #[serde(default)]
     pub dry_run: bool,
 }

@@ -79,7 +79,12 @@ pub(super) struct Page {
 /// What to post again: one event by its id, or every failed one.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "WebhookReplay")]
+#[schemars(rename = "WebhookReplay", extend(
+    "oneOf" = [
+        {"required": ["event_id"], "properties": {"event_id": {"type": "string"}, "failed": {"const": false}}},
+        {"required": ["failed"], "properties": {"event_id": {"type": "null"}, "failed": {"const": true}}},
+    ],
+))]
 pub(super) struct ReplayRequest {
     event_id: Option<String>,
     #[serde(default)]

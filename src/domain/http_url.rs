@@ -7,6 +7,12 @@ use std::fmt;
 use serde::Deserialize;
 use url::Url;
 
+/// What the API's documents say of an [`HttpUrl`]: a pattern every string of
+/// which parses as one (narrower than what [`HttpUrl::parse`] takes, so a value
+/// the document allows is never refused).
+pub const HTTP_URL_PATTERN: &str =
+    "^https?://[a-z0-9]+(\\.[a-z0-9]+)*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~/-]*)?$";
+
 /// An absolute `http://` or `https://` URL with a host.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]

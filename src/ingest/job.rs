@@ -141,8 +141,9 @@ impl schemars::JsonSchema for SmsJob {
                     "description": "The text, or the stored template's variable `content`.",
                 },
                 "callback_url": {
-                    "type": ["string", "null"],
+                    "type": "string",
                     "format": "uri",
+                    "pattern": crate::domain::HTTP_URL_PATTERN,
                     "description": "An http(s) URL the batch's status events are posted to, signed with `webhook.callback_secret` (which must be set).",
                 },
             },

@@ -75,7 +75,7 @@ pub struct BatchRequest {
     /// `webhook.callback_secret` (which must be set), besides the configured
     /// `[[webhooks]]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("format" = "uri"))]
+    #[schemars(extend("format" = "uri"), pattern(crate::domain::HTTP_URL_PATTERN))]
     pub callback_url: Option<String>,
 }
 

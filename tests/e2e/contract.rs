@@ -25,7 +25,9 @@ const RUN_WITHIN: Duration = Duration::from_secs(240);
 
 /// Log provider for both channels; Aliyun and Tencent Cloud for their receipts,
 /// a signed webhook for its (their sends would go to a closed loopback port, but
-/// batches go to the log provider unless they name one of these).
+/// batches go to the log provider unless they name one of these); a status
+/// webhook `app` and a callback secret, so that batches may give a `callback_url`
+/// (their events' posts fail on closed ports, and are retried, as they would be).
 fn config(dir: &Path, token_hash: &str) -> Config {
     let text = format!(
         r#"listen = "127.0.0.1:0"
@@ -41,6 +43,14 @@ email = "log"
 
 [auth]
 tokens = ["{token_hash}"]
+
+[webhook]
+callback_secret = "whsec_Y29udHJhY3QtcnVuLXNpZ25pbmctc2VjcmV0LTAxMjM="
+
+[[webhooks]]
+name = "app"
+url = "http://127.0.0.1:9/events"
+secret = "whsec_Y29udHJhY3QtcnVuLXNpZ25pbmctc2VjcmV0LTAxMjM="
 
 [[providers]]
 name = "log"

@@ -14,6 +14,7 @@ these hooks set those values, and only those, to ones that meet them:
   `template_id` (an either-or of query parameters no schema can state);
 - a value a stateful link carries from one operation into another's path
   still fits that path's schema;
+- a status webhook's endpoint in a path must be a configured one (`app`);
 - `send_at` and `expires_at` must lie in the next ten years, in that order;
 - a template's text must be valid template syntax (braces are replaced);
 - an upload body (CSV, NDJSON) must be an upload, its `Content-Digest` its
@@ -128,6 +129,9 @@ def before_call(context, case, kwargs):
             _batch(body)
     elif path == "/v1/batches/{id}/{action}" and isinstance(body, dict):
         _times(body)
+    if path.startswith("/v1/webhooks/{endpoint}"):
+        # The one configured status webhook: no schema can name it.
+        case.path_parameters = {**(case.path_parameters or {}), "endpoint": "app"}
     if path == "/v1/templates/{id}":
         template = (case.path_parameters or {}).get("id")
         # The stored templates the batches name stay as they are; and a stateful
