@@ -3,7 +3,8 @@
 //   node tests/browser/page.spec.mjs <herald base url> [<API token>]
 //
 // Run by the end-to-end test `the_page_…` (tests/e2e/page.rs), which starts a
-// Herald whose provider refuses numbers ending in 7 on their first attempt. With a
+// Herald whose provider refuses numbers ending in 7 on their first attempt, and
+// which holds one reply from +8613900000001. With a
 // token, Herald is expected to ask for it, and the page to ask the user once.
 // Exits 0 when every check passes; otherwise prints what failed and exits 1.
 // Chromium is Debian's (`apt-get install chromium`); CHROMIUM_PATH names another.
@@ -251,6 +252,15 @@ try {
   await page.waitForFunction(() => document.querySelector('#batch-progress .bar').getAttribute('aria-valuenow') === '100', null, WAIT);
   assert.match(await text(page, '#batch-progress .counts'), /cancelled 2\b/);
   assert.match(await text(page, '#batch-action-status'), /The batch is cancelled/);
+
+  step('the Replies view lists the reply the test posted, with its sender and text');
+  await page.getByRole('link', { name: 'Replies' }).click();
+  await page.getByRole('heading', { name: 'Replies' }).waitFor(WAIT);
+  assert.equal(await page.title(), 'Replies · Herald');
+  const row = page.locator('#replies-body tr', { hasText: '+8613900000001' });
+  await row.waitFor(WAIT);
+  assert.match(await row.innerText(), /收到，谢谢/);
+  await shot(page, 'replies');
 
   step('a phone-sized screen gets one column and no sideways scrolling');
   const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });

@@ -14,9 +14,11 @@ use crate::helpers::{
 use herald::domain::{Channel, Secret};
 use herald::provider::{AliyunConfig, ProviderConfig, ProviderKind, TencentConfig, TwilioConfig};
 
-const SECRET: &str = "inbound-secret";
+pub(crate) const SECRET: &str = "inbound-secret";
 
-fn signed(body: &str) -> String {
+/// `body`'s signature by the webhook provider's secret [`SECRET`], as its
+/// receiver signs a request.
+pub(crate) fn signed(body: &str) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(body.as_bytes());
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
@@ -48,7 +50,7 @@ impl TestApp {
     }
 
     /// POSTs a webhook reply body signed with `signature`.
-    async fn webhook_reply(&self, body: &str, signature: &str) -> (u16, Value) {
+    pub(crate) async fn webhook_reply(&self, body: &str, signature: &str) -> (u16, Value) {
         let (status, _, answer) = self
             .post_raw(
                 "/v1/inbound/hook",

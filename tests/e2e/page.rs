@@ -1,7 +1,7 @@
 //! The web page in a real browser: `tests/browser/page.spec.mjs` drives headless
 //! Chromium through Playwright against a Herald that asks for an API token and
 //! whose provider refuses the numbers ending in 7 on their first attempt, so the
-//! page has failures to show and retry.
+//! page has failures to show and retry, and a reply it lists.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::helpers::{ProviderServer, Reply, route_all_to, spawn_app};
+use crate::inbound::{SECRET, signed};
 
 /// The browser script's whole run, Chromium's start included.
 const BROWSER_RUN: Duration = Duration::from_secs(180);
@@ -29,12 +30,18 @@ async fn the_page_sends_200_shows_the_bar_reach_100_retries_failures_and_control
     let (token, hash) = herald::auth::new_token().unwrap();
     let app = spawn_app(|config| {
         config.auth.tokens = vec![hash];
-        let mut provider = server.provider(None);
+        // Signed, so that it takes replies.
+        let mut provider = server.provider(Some(SECRET));
         // Slow enough (about 2 s for the batch) for the bar to be seen on its way.
         provider.rate_per_sec = Some(100.0);
         route_all_to(config, provider);
     })
     .await;
+
+    // A reply for the Replies view, from a number the page never messages.
+    let reply = r#"{"id":"page-1","from":"+8613900000001","to":"+15550001111","body":"收到，谢谢","at":"2025-06-01T08:30:00Z"}"#;
+    let (status, answer) = app.webhook_reply(reply, &signed(reply)).await;
+    assert_eq!(status, 200, "{answer}");
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/page.spec.mjs");
     let run = tokio::process::Command::new("node")
