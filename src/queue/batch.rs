@@ -87,6 +87,17 @@ pub struct NewMessage {
     /// [template](NewBatch::template), which renders the body from them at claim;
     /// `None` otherwise.
     pub vars: Option<String>,
+    /// Not before this time (ms since the epoch), when later than the batch's
+    /// [`send_at_ms`](NewBatch::send_at_ms): when the recipient's sending window
+    /// opens. Every engine stores it as the message's due time.
+    pub due_ms: Option<i64>,
+}
+
+impl NewMessage {
+    /// When the message is first due, in a batch due at `send_at_ms`.
+    pub(crate) fn due_at(&self, send_at_ms: i64) -> i64 {
+        self.due_ms.map_or(send_at_ms, |due| due.max(send_at_ms))
+    }
 }
 
 /// The answer to [`Queue::accept`].

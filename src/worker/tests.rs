@@ -182,6 +182,7 @@ fn batch(id: BatchId, provider: &str, count: u32) -> NewBatch {
             body: "hi".into(),
             segments: 1,
             vars: None,
+            due_ms: None,
         })
         .collect();
     NewBatch {

@@ -23,11 +23,11 @@ WITH batch AS (
 ), inserted AS (
     INSERT INTO {s}.messages (id, provider, state, priority, available_at, to_addr, ref, subject, body,
                               segments, vars, created_at, updated_at, expires_at)
-    SELECT (batch.seq << 32) | m.idx, m.provider, 'pending', $4, $5, m.to_addr, m.ref, m.subject, m.body,
+    SELECT (batch.seq << 32) | m.idx, m.provider, 'pending', $4, GREATEST(m.due, $5), m.to_addr, m.ref, m.subject, m.body,
            m.segments, m.vars, $6, $6, $20::bigint
     FROM batch, UNNEST($10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                       $16::integer[], $17::text[])
-         AS m(idx, provider, to_addr, ref, subject, body, segments, vars)
+                       $16::integer[], $17::text[], $23::bigint[])
+         AS m(idx, provider, to_addr, ref, subject, body, segments, vars, due)
 )
 SELECT seq FROM batch";
 
@@ -57,6 +57,7 @@ impl Postgres {
             params.push(&batch.expires_at_ms);
             params.push(&batch.callback_url);
             params.push(&head.subscriptions);
+            params.push(&columns.due);
             let stored = client.query_opt(&insert, &params).await.map_err(db)?;
             if stored.is_some() {
                 return Ok(Accepted::New(batch.id));
@@ -156,6 +157,8 @@ pub(super) struct Columns<'a> {
     body: Vec<&'a str>,
     segments: Vec<i32>,
     vars: Vec<Option<&'a str>>,
+    /// Each message's due time, bound after the others: see [`NewMessage::due_ms`].
+    pub(super) due: Vec<i64>,
 }
 
 impl<'a> Columns<'a> {
@@ -172,6 +175,7 @@ impl<'a> Columns<'a> {
             body: Vec::with_capacity(n),
             segments: Vec::with_capacity(n),
             vars: Vec::with_capacity(n),
+            due: Vec::with_capacity(n),
         };
         for m in messages {
             c.idx.push(i64::from(m.index));
@@ -186,6 +190,7 @@ impl<'a> Columns<'a> {
             c.segments
                 .push(i32::try_from(m.segments).unwrap_or(i32::MAX));
             c.vars.push(m.vars.as_deref());
+            c.due.push(m.due_at(batch.send_at_ms));
         }
         c
     }

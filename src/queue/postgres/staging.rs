@@ -28,12 +28,12 @@ RETURNING seq";
 pub(super) const STAGE_MESSAGES: &str = "
 INSERT INTO {s}.messages (id, provider, state, priority, available_at, to_addr, ref, subject, body,
                           segments, vars, created_at, updated_at, expires_at)
-SELECT ($1::bigint << 32) | m.idx, m.provider, 'pending', $2::integer, $3::bigint, m.to_addr, m.ref,
+SELECT ($1::bigint << 32) | m.idx, m.provider, 'pending', $2::integer, GREATEST(m.due, $3::bigint), m.to_addr, m.ref,
        m.subject, m.body, m.segments, m.vars, $4::bigint, $4::bigint,
        (SELECT expires_at FROM {s}.batches WHERE seq = $1::bigint)
 FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-            $11::integer[], $12::text[])
-     AS m(idx, provider, to_addr, ref, subject, body, segments, vars)";
+            $11::integer[], $12::text[], $13::bigint[])
+     AS m(idx, provider, to_addr, ref, subject, body, segments, vars, due)";
 
 pub(super) const STAGE_REPORT: &str = "UPDATE {s}.batches SET report = $2 WHERE seq = $1";
 
@@ -113,6 +113,7 @@ impl Stage for PgStaging {
             &now,
         ];
         params.extend(columns.params());
+        params.push(&columns.due);
         self.client
             .execute(&self.sql.stage_messages, &params)
             .await

@@ -44,6 +44,7 @@ impl TestBatch {
                         body: format!("body {index}"),
                         segments: 1,
                         vars: None,
+                        due_ms: None,
                     })
                     .collect(),
             },
@@ -63,6 +64,13 @@ impl TestBatch {
     /// On `channel` instead of SMS (addresses stay as they are).
     pub(crate) fn channel(mut self, channel: Channel) -> Self {
         self.batch.channel = channel;
+        self
+    }
+
+    /// Message `index` due at `due_ms` (ms since the epoch) rather than with the batch.
+    pub(crate) fn due(mut self, index: u32, due_ms: i64) -> Self {
+        let m = self.batch.messages.iter_mut().find(|m| m.index == index);
+        m.expect("a message with that index").due_ms = Some(due_ms);
         self
     }
 
