@@ -37,3 +37,32 @@ pub(super) async fn a_message_due_later_than_its_batch_waits_for_its_own_time_wh
     assert_eq!(counts(&q, staged_id).await.pending, 1);
     assert_eq!(q.pending("p", 10).await.unwrap(), 2);
 }
+
+pub(super) async fn a_waiting_message_outlives_a_restart_and_is_claimed_when_its_time_comes(
+    store: TestStore,
+) {
+    let (q, url, _guard) = store;
+    let soon = now_ms() + 1_500;
+    let id = accept(&q, TestBatch::sms(2).due(1, soon).build()).await;
+    assert_eq!(q.claim("p", 10, LEASE).await.unwrap().len(), 1);
+    drop(q);
+
+    let reopened = Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let claimed = loop {
+        let claimed = reopened.claim("p", 10, LEASE).await.unwrap();
+        if !claimed.is_empty() {
+            break claimed;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiting message never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(now_ms() >= soon, "claimed before its time");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, message_id(id, 1));
+}
