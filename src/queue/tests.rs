@@ -46,8 +46,8 @@ fn settle_all(claimed: &[Claimed], outcome: Outcome) -> Vec<Settlement> {
         .collect()
 }
 
-/// Claims `p`'s messages again until some come back (a lease lapsed), for at
-/// most 5 s.
+/// Claims `p`'s messages again until some come due (a lease lapsed, a wait
+/// ended), for at most 5 s.
 async fn claim_when_due(q: &Queue) -> Vec<Claimed> {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
@@ -57,7 +57,7 @@ async fn claim_when_due(q: &Queue) -> Vec<Claimed> {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the lease never expired"
+            "nothing came due within 5 s"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

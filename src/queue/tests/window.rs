@@ -50,18 +50,7 @@ pub(super) async fn a_waiting_message_outlives_a_restart_and_is_claimed_when_its
     let reopened = Queue::open(&url.parse().expect("a store URL"))
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let claimed = loop {
-        let claimed = reopened.claim("p", 10, LEASE).await.unwrap();
-        if !claimed.is_empty() {
-            break claimed;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the waiting message never came"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let claimed = claim_when_due(&reopened).await;
     assert!(now_ms() >= soon, "claimed before its time");
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].id, message_id(id, 1));
