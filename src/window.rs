@@ -166,6 +166,45 @@ impl Window {
     }
 }
 
+/// A batch's window as stored with it: the window, and the zone of recipients a
+/// number does not place. Workers read it at claim, so that a message still
+/// queued when its window closes (a backlog, a retry) waits for the next opening.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchWindow {
+    pub window: Window,
+    /// An IANA name.
+    pub timezone: String,
+}
+
+impl BatchWindow {
+    /// The text every engine stores it as: one JSON object.
+    pub fn to_stored(&self) -> String {
+        serde_json::to_string(self).expect("strings serialize")
+    }
+
+    /// A window as [`BatchWindow::to_stored`] wrote it; `None` when unreadable.
+    pub fn from_stored(stored: &str) -> Option<BatchWindow> {
+        serde_json::from_str(stored).ok()
+    }
+
+    /// When a message to `to` on `channel` may go, at or after `at`: `at` itself
+    /// when its window is open then.
+    pub fn opening_for(
+        &self,
+        channel: crate::domain::Channel,
+        to: &str,
+        at: Timestamp,
+    ) -> Timestamp {
+        let zones = match channel {
+            crate::domain::Channel::Sms => zones_of_number(to).map(ZoneSet::zones),
+            crate::domain::Channel::Email => None,
+        };
+        let fallback = time_zone(&self.timezone).unwrap_or(TimeZone::UTC);
+        self.window
+            .opening(at, zones.as_deref().unwrap_or_default(), &fallback)
+    }
+}
+
 /// Minutes after midnight of `HH:MM`, up to `24:00`.
 fn parse_time(text: &str) -> Result<u16, Error> {
     let bad = || Error::Time(text.to_string());

@@ -318,6 +318,7 @@ impl Intaking {
             template: self.stored_template.clone(),
             callback_url: self.callback_url.clone(),
             subscriptions: self.subscriptions.clone(),
+            window: self.quiet.as_ref().map(|q| q.stored.clone()),
             messages,
         }
     }

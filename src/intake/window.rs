@@ -6,13 +6,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use jiff::Timestamp;
-use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
 use super::{Error, invalid};
 use crate::config::WindowsConfig;
 use crate::domain::Channel;
-use crate::window::{Window, ZoneSet, time_zone, zones_of_number};
+use crate::window::{BatchWindow, Window, ZoneSet, time_zone, zones_of_number};
 
 /// What a submit says of its window: all optional.
 #[derive(Debug, Clone, Copy, Default)]
@@ -27,9 +26,8 @@ pub struct WindowRequest<'a> {
 
 /// A batch's window as intake applies it to each recipient.
 pub(super) struct Quiet {
-    window: Window,
-    fallback: TimeZone,
-    fallback_name: String,
+    /// The window and fallback zone, as the batch stores them.
+    pub(super) stored: BatchWindow,
     channel: Channel,
     /// When the batch is due: no message goes before it anyway.
     from: Timestamp,
@@ -80,7 +78,7 @@ pub(super) fn plan(
         .timezone
         .or(config.timezone.as_deref())
         .unwrap_or("UTC");
-    let fallback = time_zone(fallback_name).map_err(|e| invalid("timezone", e.to_string()))?;
+    time_zone(fallback_name).map_err(|e| invalid("timezone", e.to_string()))?;
     let window = match asked.window {
         _ if asked.ignore_window => return Ok(None),
         Some(text) => Window::parse(text).map_err(|e| invalid("window", e.to_string()))?,
@@ -92,9 +90,10 @@ pub(super) fn plan(
     let from = Timestamp::from_millisecond(send_at_ms)
         .map_err(|e| invalid("send_at", format!("is out of range: {e}")))?;
     Ok(Some(Quiet {
-        window,
-        fallback,
-        fallback_name: fallback_name.to_string(),
+        stored: BatchWindow {
+            window,
+            timezone: fallback_name.to_string(),
+        },
         channel,
         from,
         openings: HashMap::new(),
@@ -110,10 +109,10 @@ impl Quiet {
             Channel::Sms => zones_of_number(to),
             Channel::Email => None,
         };
+        // Numbers of one set of zones open together: worked out once.
         let opening = *self.openings.entry(zones).or_insert_with(|| {
-            let tzs = zones.map(ZoneSet::zones).unwrap_or_default();
-            self.window
-                .opening(self.from, &tzs, &self.fallback)
+            self.stored
+                .opening_for(self.channel, to, self.from)
                 .as_millisecond()
         });
         (opening > self.from.as_millisecond()).then_some(opening)
@@ -129,8 +128,8 @@ impl Quiet {
     /// The report's window part.
     pub(super) fn report(&self) -> WindowReport {
         WindowReport {
-            window: self.window.to_string(),
-            timezone: self.fallback_name.clone(),
+            window: self.stored.window.to_string(),
+            timezone: self.stored.timezone.clone(),
             waiting: self.waiting.values().sum(),
             opens: self
                 .waiting

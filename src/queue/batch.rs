@@ -40,6 +40,10 @@ pub struct NewBatch {
     /// The endpoints the batch's events are recorded for, and the kinds each
     /// wants (see [`outbox`](super::outbox)); none: nothing is recorded.
     pub subscriptions: Vec<super::Subscription>,
+    /// The batch's sending window, if it has one: each message is stored due when
+    /// it opens (see [`NewMessage::due_ms`]), and one claimed after it closed
+    /// again waits for the next opening.
+    pub window: Option<crate::window::BatchWindow>,
     pub messages: Vec<NewMessage>,
 }
 

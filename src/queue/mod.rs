@@ -16,6 +16,8 @@
 //!   transaction of the change that causes them, for each of the batch's
 //!   subscriptions wanting it; claimed, settled, listed and replayed through the
 //!   crate-private [`Outbox`] seam and the [`Queue`] methods over it.
+//! - `window`: a claimed message whose sending window has closed meanwhile goes
+//!   back to wait for the next opening.
 //! - `batch`: the types that cross the seam; `receipt`: the rules every engine
 //!   applies delivery receipts by; `suppress`: the one place that decides an
 //!   address is undeliverable and suppresses it.
@@ -40,6 +42,7 @@ mod render;
 mod sqlite;
 mod staging;
 pub mod suppress;
+mod window;
 
 pub use batch::{
     Accepted, BatchAction, BatchSummary, BatchTemplate, Claim, Claimed, Idempotency, Lease,
@@ -97,6 +100,8 @@ pub struct Queue {
     /// Compiled templates of recently claimed batches: a batch is claimed a few
     /// messages at a time, and its template compiles once, not once a claim.
     templates: render::Compiled,
+    /// The sending windows of recently claimed batches.
+    windows: window::Windows,
 }
 
 /// One engine as each of its seams.
@@ -120,6 +125,7 @@ impl Queue {
             outbox,
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
+            windows: window::Windows::default(),
         })
     }
 
@@ -133,6 +139,7 @@ impl Queue {
             outbox: self.outbox.clone(),
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
+            windows: window::Windows::default(),
         }
     }
 
@@ -206,6 +213,11 @@ impl Queue {
         if let Claim::Messages(claimed) = &mut claim {
             let unrenderable = self.templates.render(claimed);
             self.settle(unrenderable).await?;
+            let held = self
+                .windows
+                .hold_closed(self.engine.as_ref(), claimed, jiff::Timestamp::now())
+                .await?;
+            self.settle(held).await?;
         }
         Ok(claim)
     }

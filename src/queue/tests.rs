@@ -124,6 +124,7 @@ macro_rules! conformance {
             #[tokio::test] deadline::a_release_with_an_error_keeps_it_as_the_last_error_and_spends_no_attempt;
             #[tokio::test] deadline::a_send_that_ends_after_the_deadline_leaves_its_message_expired;
             #[tokio::test] window::a_message_due_later_than_its_batch_waits_for_its_own_time_whole_or_staged;
+            #[tokio::test] window::a_message_claimed_outside_its_window_goes_back_with_no_attempt_spent;
             #[tokio::test] window::a_waiting_message_outlives_a_restart_and_is_claimed_when_its_time_comes;
             #[tokio::test] ledger::batches_are_listed_newest_first_in_pages_without_those_being_staged;
             #[tokio::test] ledger::ledger_pages_follow_index_order_and_filter_by_state;

@@ -15,9 +15,9 @@ pub(super) const ACCEPT: &str = "
 WITH batch AS (
     INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
                              request_hash, report, template, template_source, expires_at,
-                             callback_url, subscriptions)
+                             callback_url, subscriptions, send_window)
     VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, $9, $18, $19, $20::bigint,
-            $21, $22::text::jsonb)
+            $21, $22::text::jsonb, $24)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING seq
 ), inserted AS (
@@ -58,6 +58,7 @@ impl Postgres {
             params.push(&batch.callback_url);
             params.push(&head.subscriptions);
             params.push(&columns.due);
+            params.push(&head.window);
             let stored = client.query_opt(&insert, &params).await.map_err(db)?;
             if stored.is_some() {
                 return Ok(Accepted::New(batch.id));
@@ -116,6 +117,8 @@ pub(super) struct BatchHead<'a> {
     pub(super) template: Option<String>,
     /// The batch's subscriptions as stored (JSON), none when it has none.
     pub(super) subscriptions: Option<String>,
+    /// The batch's sending window as stored (JSON), none when it has none.
+    pub(super) window: Option<String>,
 }
 
 impl<'a> BatchHead<'a> {
@@ -128,6 +131,7 @@ impl<'a> BatchHead<'a> {
             hash: batch.idempotency.as_ref().map(|i| i.request_hash.as_str()),
             template: batch.template.as_ref().map(|t| t.to_stored()),
             subscriptions: subscriptions_to_stored(&batch.subscriptions),
+            window: batch.window.as_ref().map(|w| w.to_stored()),
         }
     }
 

@@ -192,6 +192,10 @@ CREATE INDEX deliveries_due ON {s}.deliveries (due_at, seq) WHERE state = 'pendi
 CREATE INDEX deliveries_endpoint ON {s}.deliveries (endpoint, seq);
 CREATE INDEX deliveries_failed ON {s}.deliveries (endpoint) WHERE state = 'failed';
 CREATE INDEX deliveries_posted ON {s}.deliveries (posted_at) WHERE state = 'posted';
+", "
+-- A batch's sending window (JSON: window, timezone), which its messages are held
+-- to at claim.
+ALTER TABLE {s}.batches ADD COLUMN send_window TEXT;
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

@@ -229,13 +229,14 @@ async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
         .unwrap();
     queue.accept(batch(1)).await.unwrap();
     drop(queue);
-    // The store as the herald before migration 8 left it (and so without 9 or 10).
+    // The store as the herald before migration 8 left it (and so without 9 to 11).
     let e = engine(&url).await;
     e.client()
         .await
         .unwrap()
         .batch_execute(&format!(
-            "DROP TABLE {schema}.deliveries;
+            "ALTER TABLE {schema}.batches DROP COLUMN send_window;
+             DROP TABLE {schema}.deliveries;
              DROP INDEX {schema}.batches_subscribed;
              ALTER TABLE {schema}.batches DROP COLUMN callback_url;
              ALTER TABLE {schema}.batches DROP COLUMN subscriptions;

@@ -133,7 +133,13 @@ impl Redis {
             )
             .arg(batch.callback_url.as_deref().unwrap_or(""))
             .arg(subscriptions_to_stored(&batch.subscriptions).unwrap_or_default())
-            .arg(if staged.own_due { "1" } else { "0" });
+            .arg(if staged.own_due { "1" } else { "0" })
+            .arg(
+                batch
+                    .window
+                    .as_ref()
+                    .map_or_else(String::new, |w| w.to_stored()),
+            );
         for (provider, runs) in &staged.runs {
             call.arg(provider).arg(runs.len());
             for (from, to) in runs {

@@ -149,7 +149,7 @@ return 1
 /// ARGV[18], before the providers: its callback URL and its subscriptions as JSON
 /// (each '' for none). ARGV[19]: '1' when some messages are due later than the
 /// batch (their sending window opens later): each joins its ready set scored by
-/// its own `available_at`.
+/// its own `available_at`. ARGV[20]: its sending window as JSON (or '').
 const COMMIT: &str = r"
 local id, prio, send_at, seq, span, idem = ARGV[3], ARGV[6], ARGV[7], ARGV[9], ARGV[10], ARGV[12]
 if idem ~= '' then
@@ -177,7 +177,8 @@ if ARGV[17] ~= '' then redis.call('HSET', bkey, 'callback_url', ARGV[17]) end
 if ARGV[18] ~= '' then redis.call('HSET', bkey, 'subscriptions', ARGV[18]) end
 redis.call('ZADD', P .. 'batches', 0, id)
 local own_due = ARGV[19] == '1'
-local i = 20
+if ARGV[20] ~= '' then redis.call('HSET', bkey, 'window', ARGV[20]) end
+local i = 21
 while i <= #ARGV do
   local provider, runs = ARGV[i], tonumber(ARGV[i + 1])
   local ready = P .. 'ready:' .. prio .. ':' .. provider

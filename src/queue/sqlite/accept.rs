@@ -119,8 +119,8 @@ pub(super) fn insert_batch_row(
     tx.execute(
         "INSERT INTO batches (id, channel, source, control, priority, send_at, created_at, idempotency_key,
                               request_hash, report, first_row, size, template_source, expires_at,
-                              callback_url, subscriptions)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                              callback_url, subscriptions, send_window)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             batch.id.to_string(),
             batch.channel.as_str(),
@@ -141,6 +141,7 @@ pub(super) fn insert_batch_row(
             batch.expires_at_ms,
             batch.callback_url,
             subscriptions_to_stored(&batch.subscriptions),
+            batch.window.as_ref().map(|w| w.to_stored()),
         ],
     )
     .map_err(unavailable)?;

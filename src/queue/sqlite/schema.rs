@@ -187,6 +187,10 @@ CREATE INDEX deliveries_due ON deliveries(due_at, seq) WHERE state = 'pending';
 CREATE INDEX deliveries_endpoint ON deliveries(endpoint, seq);
 CREATE INDEX deliveries_failed ON deliveries(endpoint) WHERE state = 'failed';
 CREATE INDEX deliveries_posted ON deliveries(posted_at) WHERE state = 'posted';
+", "
+-- A batch's sending window (JSON: window, timezone), which its messages are held
+-- to at claim.
+ALTER TABLE batches ADD COLUMN send_window TEXT;
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's

@@ -55,3 +55,48 @@ pub(super) async fn a_waiting_message_outlives_a_restart_and_is_claimed_when_its
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].id, message_id(id, 1));
 }
+
+/// A window of one hour that opens two hours from now in Shanghai, where the
+/// suite's numbers (`+86…`) are.
+fn window_opening_later() -> String {
+    let shanghai = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+    let hour = jiff::Timestamp::now().to_zoned(shanghai).hour();
+    format!("{:02}:00-{:02}:00", (hour + 2) % 24, (hour + 3) % 24)
+}
+
+pub(super) async fn a_message_claimed_outside_its_window_goes_back_with_no_attempt_spent(
+    store: TestStore,
+) {
+    let (q, url, _guard) = store;
+    // Queued due now (a backlog, a retry), but its window is closed.
+    let closed = TestBatch::sms(2)
+        .window(&window_opening_later(), "UTC")
+        .build();
+    let closed_id = accept(&q, closed).await;
+    let open = TestBatch::sms(1).window("00:00-24:00", "UTC").build();
+    let open_id = accept(&q, open).await;
+
+    let claimed = q.claim("p", 10, LEASE).await.unwrap();
+    let ids: Vec<&str> = claimed.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, [message_id(open_id, 0)]);
+    assert_eq!(counts(&q, closed_id).await.pending, 2);
+    let records = q
+        .messages(
+            closed_id,
+            MessageQuery {
+                state: None,
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(records.iter().all(|m| m.attempts == 0), "{records:?}");
+
+    // Held until the opening, on this handle and on a fresh one.
+    assert!(q.claim("p", 10, LEASE).await.unwrap().is_empty());
+    let reopened = Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .unwrap();
+    assert!(reopened.claim("p", 10, LEASE).await.unwrap().is_empty());
+}
