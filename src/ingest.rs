@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::{Backoff, Jitter, Streak};
 use crate::config::{IngestConfig, IngestKind};
 use crate::domain::Channel;
-use crate::intake::{self, Body, Envelope, Intake, RecipientSpec, Rejection, Submitted};
+use crate::intake::{
+    self, Body, Envelope, Intake, RecipientSpec, Rejection, Submitted, WindowRequest,
+};
 use crate::provider::{ProviderConfig, ProviderKind};
 use crate::queue;
 use job::Job;
@@ -337,6 +339,7 @@ impl Handler {
             dry_run: false,
             reject_recent_duplicates: false,
             callback_url: callback_url.as_deref(),
+            window: WindowRequest::default(),
         };
         self.intake.submit(envelope, body, recipients).await
     }

@@ -8,6 +8,7 @@
 //! - `intaking`: a batch being taken in, chunk by chunk, and the batch it makes.
 //! - `report`: the pre-flight report a submit answers with.
 //! - `auto_reply`: the answer to an opt-out or opt-in reply, as a batch of one.
+//! - `window`: quiet hours: each recipient's first due time in its local window.
 //! - here: [`Intake`], which plans a batch, takes its chunks and stores it.
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ mod check;
 mod intaking;
 mod report;
 mod request;
+mod window;
 
 use crate::queue::{self, Accepted, Arrival, BatchTemplate, Begun, Queue};
 use crate::recipient::{self, Rules};
@@ -36,6 +38,7 @@ pub use report::{Cost, EncodingCount, Group, Preview, Rejection, Report, SmsSumm
 pub use request::{
     BatchRequest, Body, NOT_BLANK, ONE_LINE, RecipientSpec, TemplateSpec, whole_number,
 };
+pub use window::{Opening, WindowReport, WindowRequest};
 
 /// Priorities run from -100 (last) to 100 (first); 0 is the default.
 pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
@@ -95,6 +98,8 @@ pub struct Intake {
     valid_for: ValidForConfig,
     /// Who is told of each batch's events.
     subscribers: Subscribers,
+    /// The sending windows of batches that give none.
+    windows: crate::config::WindowsConfig,
 }
 
 /// A submit's options besides the recipients.
@@ -117,6 +122,8 @@ pub struct Envelope<'a> {
     pub reject_recent_duplicates: bool,
     /// Where the batch's events are posted besides the configured webhooks.
     pub callback_url: Option<&'a str>,
+    /// The batch's sending window, if it gives one (or ignores the configured one).
+    pub window: WindowRequest<'a>,
 }
 
 impl Intake {
@@ -138,7 +145,14 @@ impl Intake {
             metrics,
             valid_for,
             subscribers: Subscribers::default(),
+            windows: crate::config::WindowsConfig::default(),
         }
+    }
+
+    /// This intake, giving batches that name no window those of `windows`.
+    pub fn with_windows(mut self, windows: crate::config::WindowsConfig) -> Self {
+        self.windows = windows;
+        self
     }
 
     /// This intake, with each batch's events going to `subscribers`.
@@ -242,6 +256,11 @@ impl Intake {
             dry_run,
             reject_recent_duplicates: request.reject_recent_duplicates,
             callback_url: request.callback_url.as_deref(),
+            window: WindowRequest {
+                window: request.window.as_deref(),
+                ignore_window: request.ignore_window,
+                timezone: request.timezone.as_deref(),
+            },
         };
         let template = match (request.template.clone(), &request.template_id) {
             (Some(_), Some(_)) => {
@@ -518,6 +537,13 @@ impl Intake {
                 message: "must be after send_at: the batch would expire before it is due".into(),
             });
         }
+        let quiet = window::plan(
+            &self.windows,
+            envelope.window,
+            channel,
+            &route.name,
+            send_at_ms,
+        )?;
         let template_id = match &body {
             Body::Template(spec) => spec.stored_id.clone(),
             Body::Literal { .. } => None,
@@ -576,6 +602,7 @@ impl Intake {
             sms: (channel == Channel::Sms).then(SmsSummary::default),
             remember: Vec::new(),
             preview: Vec::new(),
+            quiet,
         })
     }
 }

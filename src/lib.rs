@@ -18,7 +18,8 @@
 //! makes and checks API tokens; [`metrics`] counts what the API and the workers do.
 //! [`webhook`] posts status events to the application's endpoints, signed.
 //! [`backoff`] is the one schedule of waits after failures that retries, ingest
-//! and the circuits share. [`web`] is the page served at `/`, which drives the API from a browser.
+//! and the circuits share. [`window`] holds quiet hours: a sending window in each
+//! recipient's local time, and when it next opens. [`web`] is the page served at `/`, which drives the API from a browser.
 
 pub mod api;
 pub mod app;
@@ -41,4 +42,5 @@ pub mod telemetry;
 pub mod template;
 pub mod web;
 pub mod webhook;
+pub mod window;
 pub mod worker;

@@ -18,7 +18,7 @@ use super::state::AppState;
 use super::submit::accepted_response;
 use crate::domain::Channel;
 use crate::ingest::job::SmsJob;
-use crate::intake::{Envelope, Rejection, Report};
+use crate::intake::{Envelope, Rejection, Report, WindowRequest};
 
 fn parse_json_request(bytes: &[u8]) -> Result<SmsJob, Error> {
     let value: Value = parse_json(bytes)?;
@@ -64,6 +64,7 @@ pub(super) async fn send_sms(
         dry_run: false,
         reject_recent_duplicates: false,
         callback_url: callback_url.as_deref(),
+        window: WindowRequest::default(),
     };
     let submitted = state
         .intake

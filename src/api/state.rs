@@ -60,7 +60,8 @@ impl AppState {
                 config.valid_for.clone(),
                 metrics.clone(),
             )
-            .with_subscribers(Subscribers::new(&config.webhooks, &config.webhook)),
+            .with_subscribers(Subscribers::new(&config.webhooks, &config.webhook))
+            .with_windows(config.windows.clone()),
             metrics,
             queue,
             max_body_bytes: config.limits.max_body_bytes,

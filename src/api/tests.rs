@@ -513,3 +513,5 @@ async fn a_callback_url_is_taken_in_every_request_form_when_a_secret_signs_its_p
     let (url, status) = ("http://127.0.0.1:9/herald", StatusCode::ACCEPTED);
     check_callback_answers(signing_callbacks(), url, status, "").await;
 }
+
+mod window;

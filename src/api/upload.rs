@@ -169,6 +169,12 @@ pub struct CsvOptions {
     /// Check and report only; store nothing (`200`). Read whatever the body.
     #[serde(default)]
     pub dry_run: bool,
+    #[serde(default)]
+    window: Option<String>,
+    #[serde(default)]
+    ignore_window: bool,
+    #[serde(default)]
+    timezone: Option<String>,
 }
 
 impl CsvOptions {
@@ -193,7 +199,8 @@ impl CsvOptions {
             message: format!(
                 "{e}: a CSV upload takes the batch's options in the query string \
                  (channel, template or template_id, subject, provider, priority, send_at, \
-                 expires_at, valid_for, reject_recent_duplicates, callback_url, dry_run)"
+                 expires_at, valid_for, reject_recent_duplicates, callback_url, window, \
+                 ignore_window, timezone, dry_run)"
             ),
         })
     }
@@ -215,6 +222,9 @@ impl CsvOptions {
             valid_for: self.valid_for,
             reject_recent_duplicates: self.reject_recent_duplicates,
             callback_url: self.callback_url,
+            window: self.window,
+            ignore_window: self.ignore_window,
+            timezone: self.timezone,
         }
     }
 }

@@ -63,6 +63,9 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         valid_for: args.deadline.valid_for,
         reject_recent_duplicates: args.reject_recent_duplicates,
         callback_url: args.callback_url,
+        window: None,
+        ignore_window: false,
+        timezone: None,
     };
     let bar = upload_bar(
         csv.recipients.len() as u64,

@@ -13,6 +13,7 @@ mod intake;
 mod replies;
 mod unknown;
 mod webhook;
+mod window;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,6 +30,7 @@ pub use self::intake::{IntakeLimits, RecipientsConfig, ValidForConfig};
 pub use self::replies::{RepliesConfig, ReplyRules};
 pub use self::unknown::UnknownKey;
 pub use self::webhook::{MAX_BATCH_SIZE, WebhookConfig, WebhookSettings};
+pub use self::window::WindowsConfig;
 use crate::auth::TokenHash;
 use crate::domain::{Channel, StoreUrl};
 use crate::provider::ProviderConfig;
@@ -66,6 +68,9 @@ pub struct Config {
     /// How long a batch's messages may wait to be sent when it gives no deadline
     /// (`[valid_for]`).
     pub valid_for: ValidForConfig,
+    /// Quiet hours: the sending window in each recipient's local time a batch gets
+    /// when it gives none (`[windows]`).
+    pub windows: WindowsConfig,
     /// The provider each channel uses when a batch names none.
     pub defaults: HashMap<Channel, String>,
     /// Per channel, providers in order of preference: the first is the channel's
@@ -111,6 +116,7 @@ impl Default for Config {
             limits: IntakeLimits::default(),
             recipients: RecipientsConfig::default(),
             valid_for: ValidForConfig::default(),
+            windows: WindowsConfig::default(),
             defaults: HashMap::new(),
             failover: HashMap::new(),
             circuit: CircuitConfig::default(),
@@ -242,12 +248,13 @@ impl Config {
         self.circuit.validate()?;
         self.replies.sms.validate("replies.sms")?;
         self.webhook.validate(&self.webhooks)?;
-        self.valid_for.validate(
-            self.providers
-                .iter()
-                .map(|p| p.name.as_str())
-                .chain(["log"]),
-        )?;
+        let names = self
+            .providers
+            .iter()
+            .map(|p| p.name.as_str())
+            .chain(["log"]);
+        self.valid_for.validate(names.clone())?;
+        self.windows.validate(names)?;
         let mut names = std::collections::HashSet::new();
         for ingest in &self.ingest {
             if ingest.name.is_empty() || !names.insert(ingest.name.as_str()) {

@@ -6,7 +6,7 @@ use figment::error::Kind;
 use serde::de::{self, Deserialize, Visitor};
 
 use super::{AuthConfig, CircuitConfig, IntakeLimits, RecipientsConfig, RetryConfig};
-use super::{RepliesConfig, ValidForConfig, WebhookSettings, WorkerConfig};
+use super::{RepliesConfig, ValidForConfig, WebhookSettings, WindowsConfig, WorkerConfig};
 
 /// A key no table of the configuration reads.
 #[derive(Debug)]
@@ -140,6 +140,7 @@ fn section_taking(key: &str) -> Option<String> {
         ("limits", keys_of::<IntakeLimits>()),
         ("recipients", keys_of::<RecipientsConfig>()),
         ("valid_for", keys_of::<ValidForConfig>()),
+        ("windows", keys_of::<WindowsConfig>()),
         ("circuit", keys_of::<CircuitConfig>()),
         ("auth", keys_of::<AuthConfig>()),
         ("replies", keys_of::<RepliesConfig>()),

@@ -52,6 +52,9 @@ impl Intake {
             report: json!({"accepted": 1, "reply": reply_id}),
             template_id: None,
             template: None,
+            // The sender has just written: the answer goes at once, whatever the
+            // quiet hours (carriers expect an opt-out confirmed without delay).
+            window: None,
             callback_url: None,
             subscriptions: self
                 .subscribers
@@ -65,6 +68,7 @@ impl Intake {
                 body: body.into(),
                 segments: u32::try_from(crate::sms::measure(body).segments).unwrap_or(u32::MAX),
                 vars: None,
+                due_ms: None,
             }],
         };
         match self.queue.accept(batch).await? {

@@ -45,6 +45,8 @@ pub(super) struct Intaking {
     pub(super) remember: Vec<String>,
     /// The first accepted messages, for a dry run's report.
     pub(super) preview: Vec<Preview>,
+    /// The batch's sending window, when it has one.
+    pub(super) quiet: Option<window::Quiet>,
 }
 
 /// The first index of each recipient key, found by a hash of the key rather than
@@ -163,6 +165,7 @@ impl Intaking {
                 Ok(c) => {
                     keys.push(c.key);
                     measures.push(c.segments);
+                    let due_ms = self.quiet.as_mut().and_then(|q| q.due(&c.to));
                     messages.push(NewMessage {
                         index: index32,
                         provider: self.route.name.clone(),
@@ -174,6 +177,7 @@ impl Intaking {
                             .segments
                             .map_or(1, |m| u32::try_from(m.segments).unwrap_or(u32::MAX)),
                         vars: c.vars,
+                        due_ms,
                     });
                 }
                 Err(r) => rejected.push(Rejection { index, ..r }),
@@ -253,6 +257,9 @@ impl Intaking {
                     segments: measured.map(|m| m.segments),
                 });
             }
+            if let Some(quiet) = &mut self.quiet {
+                quiet.count(message.due_ms);
+            }
             self.remember.extend(fingerprint);
             self.last_index = Some(message.index);
             kept.push(message);
@@ -284,6 +291,7 @@ impl Intaking {
             preview,
         );
         report.expires_at = self.expires_at_ms.map(crate::domain::format_ms);
+        report.window = self.quiet.as_ref().map(window::Quiet::report);
         Ok(serde_json::to_value(&report).expect("a report always serializes"))
     }
 
@@ -310,6 +318,7 @@ impl Intaking {
             template: self.stored_template.clone(),
             callback_url: self.callback_url.clone(),
             subscriptions: self.subscriptions.clone(),
+            window: self.quiet.as_ref().map(|q| q.stored.clone()),
             messages,
         }
     }

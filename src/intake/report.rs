@@ -56,6 +56,10 @@ pub struct Report {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub expires_at: Option<String>,
+    /// The batch's sending window, when it has one, and how many recipients wait
+    /// for it to open, by when it opens. Absent when messages go at any hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<super::WindowReport>,
     /// On a dry run: the first [`PREVIEW_MESSAGES`] accepted messages as they
     /// would be sent. Absent from a stored batch's report, which would otherwise
     /// keep message bodies in every idempotent replay.
@@ -152,6 +156,7 @@ impl Report {
             }),
             eta_seconds: eta_seconds(&route.limits, accepted, segments),
             expires_at: None,
+            window: None,
             sms,
             preview: if batch_id.is_none() {
                 preview

@@ -77,6 +77,21 @@ pub struct BatchRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "uri"), pattern(crate::domain::HTTP_URL_PATTERN))]
     pub callback_url: Option<String>,
+    /// Quiet hours: the sending window in each recipient's local time, `HH:MM-HH:MM`
+    /// optionally after days (`mon-fri 08:00-21:00`); overrides the configured
+    /// `[windows]`. A message outside it waits until it opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = "08:00-21:00")]
+    pub window: Option<String>,
+    /// Send at any hour, whatever window is configured (login codes and other
+    /// transactional messages). Not with `window`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_window: bool,
+    /// The IANA time zone (`Europe/London`) of recipients a number does not
+    /// place: e-mail, and numbers of no known zone. Default `[windows] timezone`,
+    /// else UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
 }
 
 /// A batch body's `recipients` are required, though an upload's options, which

@@ -40,6 +40,10 @@ pub struct NewBatch {
     /// The endpoints the batch's events are recorded for, and the kinds each
     /// wants (see [`outbox`](super::outbox)); none: nothing is recorded.
     pub subscriptions: Vec<super::Subscription>,
+    /// The batch's sending window, if it has one: each message is stored due when
+    /// it opens (see [`NewMessage::due_ms`]), and one claimed after it closed
+    /// again waits for the next opening.
+    pub window: Option<crate::window::BatchWindow>,
     pub messages: Vec<NewMessage>,
 }
 
@@ -87,6 +91,17 @@ pub struct NewMessage {
     /// [template](NewBatch::template), which renders the body from them at claim;
     /// `None` otherwise.
     pub vars: Option<String>,
+    /// Not before this time (ms since the epoch), when later than the batch's
+    /// [`send_at_ms`](NewBatch::send_at_ms): when the recipient's sending window
+    /// opens. Every engine stores it as the message's due time.
+    pub due_ms: Option<i64>,
+}
+
+impl NewMessage {
+    /// When the message is first due, in a batch due at `send_at_ms`.
+    pub(crate) fn due_at(&self, send_at_ms: i64) -> i64 {
+        self.due_ms.map_or(send_at_ms, |due| due.max(send_at_ms))
+    }
 }
 
 /// The answer to [`Queue::accept`].

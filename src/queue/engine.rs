@@ -47,6 +47,10 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// Settles leased messages; answers the held delivery reports it applied to
     /// the messages now sent (see [`Engine::apply_receipts`]), in order.
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<AppliedReceipt>>;
+    /// The sending window batch `id` was stored with (as
+    /// [`BatchWindow::to_stored`](crate::window::BatchWindow::to_stored) wrote it),
+    /// if it has one and exists.
+    async fn window(&self, id: BatchId) -> Result<Option<String>>;
     async fn batch(&self, id: BatchId) -> Result<Option<BatchSummary>>;
     /// Up to `limit` batches with ids below `before` (all when `None`), newest
     /// first: batch ids are UUIDv7, so id order is creation order. Batches being

@@ -16,6 +16,8 @@
 //!   transaction of the change that causes them, for each of the batch's
 //!   subscriptions wanting it; claimed, settled, listed and replayed through the
 //!   crate-private [`Outbox`] seam and the [`Queue`] methods over it.
+//! - `window`: a claimed message whose sending window has closed meanwhile goes
+//!   back to wait for the next opening.
 //! - `batch`: the types that cross the seam; `receipt`: the rules every engine
 //!   applies delivery receipts by; `suppress`: the one place that decides an
 //!   address is undeliverable and suppresses it; `replies`: the replies ledger
@@ -42,6 +44,7 @@ pub mod replies;
 mod sqlite;
 mod staging;
 pub mod suppress;
+mod window;
 
 pub use batch::{
     Accepted, BatchAction, BatchSummary, BatchTemplate, Claim, Claimed, Idempotency, Lease,
@@ -102,6 +105,8 @@ pub struct Queue {
     /// Compiled templates of recently claimed batches: a batch is claimed a few
     /// messages at a time, and its template compiles once, not once a claim.
     templates: render::Compiled,
+    /// The sending windows of recently claimed batches.
+    windows: window::Windows,
 }
 
 /// An engine as each of its seams.
@@ -137,6 +142,7 @@ impl Queue {
             outbox,
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
+            windows: window::Windows::default(),
         })
     }
 
@@ -151,6 +157,7 @@ impl Queue {
             outbox: self.outbox.clone(),
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
+            windows: window::Windows::default(),
         }
     }
 
@@ -226,6 +233,11 @@ impl Queue {
         if let Claim::Messages(claimed) = &mut claim {
             let mut ended = self.templates.render(claimed);
             ended.extend(self.cancel_suppressed(claimed).await?);
+            ended.extend(
+                self.windows
+                    .hold_closed(self.engine.as_ref(), claimed, jiff::Timestamp::now())
+                    .await?,
+            );
             self.settle(ended).await?;
         }
         Ok(claim)

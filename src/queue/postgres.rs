@@ -160,6 +160,10 @@ impl Engine for Postgres {
         self.summary(id).await
     }
 
+    async fn window(&self, id: BatchId) -> Result<Option<String>> {
+        self.stored_window(id).await
+    }
+
     async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>> {
         self.summaries(before, limit).await
     }

@@ -20,8 +20,9 @@
 //! **Keys** (every key starts with the URL's `?prefix=NAME`, default `herald`, then `:`):
 //! - `b:{batch id}` hash: the batch (`seq`, `span`, `channel`, `source`, `control`,
 //!   `priority`, `send_at`, `created_at`, `report`, `template_source`, the JSON
-//!   template it was rendered from, if any, and `expires_at`, its deadline in ms, if
-//!   it has one) and its message counts by state.
+//!   template it was rendered from, if any, `expires_at`, its deadline in ms, if
+//!   it has one, and `window`, its sending window as JSON, if it has one) and its
+//!   message counts by state.
 //! - `m:{seq}:{index}` hash: one message; `{seq}` is the batch's arrival number and
 //!   both parts are zero-padded to 10 digits, so the member `{seq}:{index}` sorts in
 //!   arrival order and the ledger pages by index (rejected recipients leave gaps).
@@ -254,6 +255,10 @@ impl Engine for Redis {
 
     async fn batch(&self, id: BatchId) -> Result<Option<BatchSummary>> {
         self.summary(id).await
+    }
+
+    async fn window(&self, id: BatchId) -> Result<Option<String>> {
+        self.stored_window(id).await
     }
 
     async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>> {

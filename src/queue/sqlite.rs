@@ -191,6 +191,10 @@ impl Engine for Sqlite {
         self.read(move |conn| ledger::batch(conn, id)).await
     }
 
+    async fn window(&self, id: BatchId) -> Result<Option<String>> {
+        self.read(move |conn| ledger::window(conn, id)).await
+    }
+
     async fn batches(&self, before: Option<BatchId>, limit: u32) -> Result<Vec<BatchSummary>> {
         self.read(move |conn| ledger::batches(conn, before, limit))
             .await

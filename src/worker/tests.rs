@@ -72,6 +72,9 @@ impl Engine for SlowSettle {
     async fn batch(&self, id: BatchId) -> crate::queue::Result<Option<BatchSummary>> {
         self.inner.batch(id).await
     }
+    async fn window(&self, id: BatchId) -> crate::queue::Result<Option<String>> {
+        self.inner.window(id).await
+    }
     async fn batches(
         &self,
         before: Option<BatchId>,
@@ -182,6 +185,7 @@ fn batch(id: BatchId, provider: &str, count: u32) -> NewBatch {
             body: "hi".into(),
             segments: 1,
             vars: None,
+            due_ms: None,
         })
         .collect();
     NewBatch {
@@ -197,6 +201,7 @@ fn batch(id: BatchId, provider: &str, count: u32) -> NewBatch {
         template: None,
         callback_url: None,
         subscriptions: Vec::new(),
+        window: None,
         messages,
     }
 }

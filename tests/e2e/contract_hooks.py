@@ -16,6 +16,8 @@ these hooks set those values, and only those, to ones that meet them:
   still fits that path's schema;
 - a status webhook's endpoint in a path must be a configured one (`app`);
 - `send_at` and `expires_at` must lie in the next ten years, in that order;
+- a batch's `window` must be a window that opens, not with `ignore_window`,
+  and its `timezone` an IANA zone's name;
 - a template's text must be valid template syntax (braces are replaced);
 - an upload body (CSV, NDJSON) must be an upload, its `Content-Digest` its
   own, and a receipt must reach the provider whose format it is.
@@ -63,6 +65,13 @@ def _times(options):
 
 def _batch_options(options, channel):
     _times(options)
+    # A window the grammar reads and that opens, and an IANA zone's name: neither
+    # fits a schema; `window` and `ignore_window` are either-or.
+    if options.get("window") is not None:
+        options["window"] = "mon-fri 08:00-21:00"
+        options.pop("ignore_window", None)
+    if options.get("timezone") is not None:
+        options["timezone"] = "Europe/London"
     if options.get("provider") is not None:
         options["provider"] = PROVIDERS[channel]
     if options.get("template_id") is not None:

@@ -138,6 +138,15 @@ async fn the_documented_batch_answer_lists_every_field_a_report_has_and_no_other
         .into(),
         provider: "log".into(),
         expires_at: Some("2026-01-01T00:00:00Z".into()),
+        window: Some(crate::intake::WindowReport {
+            window: "08:00-21:00".into(),
+            timezone: "UTC".into(),
+            waiting: 1,
+            opens: vec![crate::intake::Opening {
+                at: "2026-01-01T08:00:00Z".into(),
+                count: 1,
+            }],
+        }),
         sms: Some(SmsSummary {
             segments: 1,
             gsm7: EncodingCount {

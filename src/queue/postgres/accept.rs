@@ -15,19 +15,19 @@ pub(super) const ACCEPT: &str = "
 WITH batch AS (
     INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
                              request_hash, report, template, template_source, expires_at,
-                             callback_url, subscriptions)
+                             callback_url, subscriptions, send_window)
     VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, $9, $18, $19, $20::bigint,
-            $21, $22::text::jsonb)
+            $21, $22::text::jsonb, $24)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING seq
 ), inserted AS (
     INSERT INTO {s}.messages (id, provider, state, priority, available_at, to_addr, ref, subject, body,
                               segments, vars, created_at, updated_at, expires_at)
-    SELECT (batch.seq << 32) | m.idx, m.provider, 'pending', $4, $5, m.to_addr, m.ref, m.subject, m.body,
+    SELECT (batch.seq << 32) | m.idx, m.provider, 'pending', $4, GREATEST(m.due, $5), m.to_addr, m.ref, m.subject, m.body,
            m.segments, m.vars, $6, $6, $20::bigint
     FROM batch, UNNEST($10::bigint[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                       $16::integer[], $17::text[])
-         AS m(idx, provider, to_addr, ref, subject, body, segments, vars)
+                       $16::integer[], $17::text[], $23::bigint[])
+         AS m(idx, provider, to_addr, ref, subject, body, segments, vars, due)
 )
 SELECT seq FROM batch";
 
@@ -57,6 +57,8 @@ impl Postgres {
             params.push(&batch.expires_at_ms);
             params.push(&batch.callback_url);
             params.push(&head.subscriptions);
+            params.push(&columns.due);
+            params.push(&head.window);
             let stored = client.query_opt(&insert, &params).await.map_err(db)?;
             if stored.is_some() {
                 return Ok(Accepted::New(batch.id));
@@ -115,6 +117,8 @@ pub(super) struct BatchHead<'a> {
     pub(super) template: Option<String>,
     /// The batch's subscriptions as stored (JSON), none when it has none.
     pub(super) subscriptions: Option<String>,
+    /// The batch's sending window as stored (JSON), none when it has none.
+    pub(super) window: Option<String>,
 }
 
 impl<'a> BatchHead<'a> {
@@ -127,6 +131,7 @@ impl<'a> BatchHead<'a> {
             hash: batch.idempotency.as_ref().map(|i| i.request_hash.as_str()),
             template: batch.template.as_ref().map(|t| t.to_stored()),
             subscriptions: subscriptions_to_stored(&batch.subscriptions),
+            window: batch.window.as_ref().map(|w| w.to_stored()),
         }
     }
 
@@ -156,6 +161,8 @@ pub(super) struct Columns<'a> {
     body: Vec<&'a str>,
     segments: Vec<i32>,
     vars: Vec<Option<&'a str>>,
+    /// Each message's due time, bound after the others: see [`NewMessage::due_ms`].
+    pub(super) due: Vec<i64>,
 }
 
 impl<'a> Columns<'a> {
@@ -172,6 +179,7 @@ impl<'a> Columns<'a> {
             body: Vec::with_capacity(n),
             segments: Vec::with_capacity(n),
             vars: Vec::with_capacity(n),
+            due: Vec::with_capacity(n),
         };
         for m in messages {
             c.idx.push(i64::from(m.index));
@@ -186,6 +194,7 @@ impl<'a> Columns<'a> {
             c.segments
                 .push(i32::try_from(m.segments).unwrap_or(i32::MAX));
             c.vars.push(m.vars.as_deref());
+            c.due.push(m.due_at(batch.send_at_ms));
         }
         c
     }

@@ -9,6 +9,9 @@ use crate::queue::{
     BatchAction, BatchSummary, Error, MessageQuery, MessageRecord, Result, parse_batch_id,
 };
 
+/// A batch's stored sending window: `$1` its id.
+pub(super) const WINDOW: &str = "SELECT send_window FROM {s}.batches WHERE id = $1";
+
 pub(super) const SUMMARY: &str = "
 SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, b.expires_at, c.state, c.n
 FROM {s}.batches b
@@ -87,6 +90,17 @@ impl Postgres {
         let stmt = client.prepare_cached(&self.sql.summary).await.map_err(db)?;
         let rows = client.query(&stmt, &[&id.to_string()]).await.map_err(db)?;
         summary(id, &rows)
+    }
+
+    /// [`Engine::window`](crate::queue::Engine::window).
+    pub(super) async fn stored_window(&self, id: BatchId) -> Result<Option<String>> {
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&self.sql.window).await.map_err(db)?;
+        let row = client
+            .query_opt(&stmt, &[&id.to_string()])
+            .await
+            .map_err(db)?;
+        Ok(row.and_then(|r| r.get(0)))
     }
 
     /// [`Engine::batches`](crate::queue::Engine::batches).

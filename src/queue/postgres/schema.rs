@@ -212,6 +212,10 @@ CREATE TABLE {s}.replies (
 );
 CREATE INDEX replies_from ON {s}.replies (from_addr, seq);
 CREATE INDEX messages_sent_to ON {s}.messages (provider, to_addr, sent_at) WHERE sent_at IS NOT NULL;
+", "
+-- Migration 12: a batch's sending window (JSON: window, timezone), which its
+-- messages are held to at claim.
+ALTER TABLE {s}.batches ADD COLUMN send_window TEXT;
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

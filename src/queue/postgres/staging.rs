@@ -18,9 +18,9 @@ use crate::queue::{Accepted, Arrival, Begun, Error, NewBatch, NewMessage, Result
 pub(super) const STAGE_BATCH: &str = "
 INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
                          request_hash, report, template, template_source, expires_at,
-                         callback_url, subscriptions)
+                         callback_url, subscriptions, send_window)
 VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, '{}', $9, $10, $11::bigint,
-        $12, $13::text::jsonb)
+        $12, $13::text::jsonb, $14)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING seq";
 
@@ -28,12 +28,12 @@ RETURNING seq";
 pub(super) const STAGE_MESSAGES: &str = "
 INSERT INTO {s}.messages (id, provider, state, priority, available_at, to_addr, ref, subject, body,
                           segments, vars, created_at, updated_at, expires_at)
-SELECT ($1::bigint << 32) | m.idx, m.provider, 'pending', $2::integer, $3::bigint, m.to_addr, m.ref,
+SELECT ($1::bigint << 32) | m.idx, m.provider, 'pending', $2::integer, GREATEST(m.due, $3::bigint), m.to_addr, m.ref,
        m.subject, m.body, m.segments, m.vars, $4::bigint, $4::bigint,
        (SELECT expires_at FROM {s}.batches WHERE seq = $1::bigint)
 FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-            $11::integer[], $12::text[])
-     AS m(idx, provider, to_addr, ref, subject, body, segments, vars)";
+            $11::integer[], $12::text[], $13::bigint[])
+     AS m(idx, provider, to_addr, ref, subject, body, segments, vars, due)";
 
 pub(super) const STAGE_REPORT: &str = "UPDATE {s}.batches SET report = $2 WHERE seq = $1";
 
@@ -65,6 +65,7 @@ impl Postgres {
         params.push(&batch.expires_at_ms);
         params.push(&batch.callback_url);
         params.push(&head.subscriptions);
+        params.push(&head.window);
         let row = client
             .query_opt(&self.sql.stage_batch, &params)
             .await
@@ -113,6 +114,7 @@ impl Stage for PgStaging {
             &now,
         ];
         params.extend(columns.params());
+        params.push(&columns.due);
         self.client
             .execute(&self.sql.stage_messages, &params)
             .await

@@ -235,7 +235,8 @@ async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
         .await
         .unwrap()
         .batch_execute(&format!(
-            "DROP TABLE {schema}.replies;
+            "ALTER TABLE {schema}.batches DROP COLUMN send_window;
+             DROP TABLE {schema}.replies;
              DROP INDEX {schema}.messages_sent_to;
              DROP TABLE {schema}.deliveries;
              DROP INDEX {schema}.batches_subscribed;

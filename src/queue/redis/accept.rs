@@ -80,7 +80,8 @@ impl Redis {
                 .arg(has)
                 .arg(m.reference.as_deref().unwrap_or(""))
                 .arg(m.subject.as_deref().unwrap_or(""))
-                .arg(m.vars.as_deref().unwrap_or(""));
+                .arg(m.vars.as_deref().unwrap_or(""))
+                .arg(m.due_at(batch.send_at_ms));
             }
             let mut conn = self.conn();
             async move { call.invoke_async::<()>(&mut conn).await }
@@ -131,7 +132,14 @@ impl Redis {
                     .unwrap_or_default(),
             )
             .arg(batch.callback_url.as_deref().unwrap_or(""))
-            .arg(subscriptions_to_stored(&batch.subscriptions).unwrap_or_default());
+            .arg(subscriptions_to_stored(&batch.subscriptions).unwrap_or_default())
+            .arg(if staged.own_due { "1" } else { "0" })
+            .arg(
+                batch
+                    .window
+                    .as_ref()
+                    .map_or_else(String::new, |w| w.to_stored()),
+            );
         for (provider, runs) in &staged.runs {
             call.arg(provider).arg(runs.len());
             for (from, to) in runs {
@@ -208,7 +216,7 @@ impl Redis {
         }
         let mut layout = Layout::default();
         for m in &batch.messages {
-            layout.add(m);
+            layout.add(m, batch.send_at_ms);
         }
         layout.seq = self.reserve(layout.span).await?;
         layout.reserved = layout.span;
@@ -236,11 +244,14 @@ pub(super) struct Layout {
     pub(super) reserved: u32,
     pub(super) total: usize,
     pub(super) runs: Vec<(String, Vec<(u32, u32)>)>,
+    /// Some message is due later than the batch: see [`NewMessage::due_ms`].
+    pub(super) own_due: bool,
 }
 
 impl Layout {
     /// Counts `m` in; messages come in index order.
-    pub(super) fn add(&mut self, m: &NewMessage) {
+    pub(super) fn add(&mut self, m: &NewMessage, send_at_ms: i64) {
+        self.own_due |= m.due_at(send_at_ms) > send_at_ms;
         self.span = m.index + 1;
         self.total += 1;
         let runs = match self.runs.iter_mut().find(|(p, _)| *p == m.provider) {

@@ -42,6 +42,16 @@ impl Redis {
         parse_summary(id, &fields)
     }
 
+    /// [`Engine::window`](crate::queue::Engine::window): the batch hash's `window`.
+    pub(super) async fn stored_window(&self, id: BatchId) -> Result<Option<String>> {
+        redis::cmd("HGET")
+            .arg(self.key(&format!("b:{id}")))
+            .arg("window")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
     pub(super) async fn summaries(
         &self,
         before: Option<BatchId>,

@@ -110,14 +110,14 @@ return { seen[1], seen[2], redis.call('HGET', P .. 'b:' .. seen[1], 'report') }
 /// ARGV: P, now, batch id, send_at, the batch's stored template (or ''), then per
 /// message: member, provider, to, body ('' when the batch's template renders it),
 /// segments, which optional fields follow (a
-/// sum of 1: ref, 2: subject, 4: vars), ref, subject, vars.
+/// sum of 1: ref, 2: subject, 4: vars), ref, subject, vars, and when it is due.
 const STAGE: &str = r"
-local batch, send_at, template = ARGV[3], ARGV[4], ARGV[5]
-for i = 6, #ARGV, 9 do
+local batch, template = ARGV[3], ARGV[5]
+for i = 6, #ARGV, 10 do
   local has = tonumber(ARGV[i + 5])
   local fields = { P .. 'm:' .. ARGV[i], 'batch', batch, 'provider', ARGV[i + 1], 'state', 'pending',
     'attempts', 0, 'to', ARGV[i + 2], 'body', ARGV[i + 3], 'segments', ARGV[i + 4],
-    'available_at', send_at, 'created_at', now, 'updated_at', now }
+    'available_at', ARGV[i + 9], 'created_at', now, 'updated_at', now }
   if has % 2 == 1 then
     fields[#fields + 1] = 'ref'
     fields[#fields + 1] = ARGV[i + 6]
@@ -147,7 +147,9 @@ return 1
 /// name, the number of runs, and each run of its message indices as `from` and
 /// `to` (exclusive). A batch with a deadline joins `deadlines`. ARGV[17] and
 /// ARGV[18], before the providers: its callback URL and its subscriptions as JSON
-/// (each '' for none).
+/// (each '' for none). ARGV[19]: '1' when some messages are due later than the
+/// batch (their sending window opens later): each joins its ready set scored by
+/// its own `available_at`. ARGV[20]: its sending window as JSON (or '').
 const COMMIT: &str = r"
 local id, prio, send_at, seq, span, idem = ARGV[3], ARGV[6], ARGV[7], ARGV[9], ARGV[10], ARGV[12]
 if idem ~= '' then
@@ -174,15 +176,18 @@ end
 if ARGV[17] ~= '' then redis.call('HSET', bkey, 'callback_url', ARGV[17]) end
 if ARGV[18] ~= '' then redis.call('HSET', bkey, 'subscriptions', ARGV[18]) end
 redis.call('ZADD', P .. 'batches', 0, id)
-local i = 19
+local own_due = ARGV[19] == '1'
+if ARGV[20] ~= '' then redis.call('HSET', bkey, 'window', ARGV[20]) end
+local i = 21
 while i <= #ARGV do
   local provider, runs = ARGV[i], tonumber(ARGV[i + 1])
   local ready = P .. 'ready:' .. prio .. ':' .. provider
   local args = {}
   for r = 0, runs - 1 do
     for index = tonumber(ARGV[i + 2 + 2 * r]), tonumber(ARGV[i + 3 + 2 * r]) - 1 do
-      args[#args + 1] = send_at
-      args[#args + 1] = member_of(seq, index)
+      local member = member_of(seq, index)
+      args[#args + 1] = own_due and redis.call('HGET', P .. 'm:' .. member, 'available_at') or send_at
+      args[#args + 1] = member
       if #args >= 2000 then
         redis.call('ZADD', ready, unpack(args))
         args = {}

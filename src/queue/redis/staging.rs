@@ -141,7 +141,7 @@ impl Stage for RedisStaging {
             .stage(&self.batch, &messages, self.layout.seq, now_ms())
             .await?;
         for m in &messages {
-            self.layout.add(m);
+            self.layout.add(m, self.batch.send_at_ms);
         }
         Ok(())
     }

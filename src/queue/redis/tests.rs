@@ -331,7 +331,7 @@ async fn abandoned_staging_is_swept_and_a_late_commit_refused() {
     assert_eq!(exists(&store).await, 0, "the staged messages are gone");
     let mut layout = Layout::default();
     for m in &batch.messages {
-        layout.add(m);
+        layout.add(m, batch.send_at_ms);
     }
     layout.seq = seq;
     layout.reserved = 3;

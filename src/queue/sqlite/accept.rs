@@ -14,11 +14,11 @@ use crate::queue::{Accepted, Error, NewBatch, NewMessage, Result, parse_batch_id
 const ROWS_PER_INSERT: usize = 100;
 
 /// Parameters of [`insert_sql`] the same for every row: the batch, provider,
-/// state, priority, due time, template, creation time and deadline.
-const SHARED_PARAMS: usize = 8;
+/// state, priority, template, creation time and deadline.
+const SHARED_PARAMS: usize = 7;
 /// Parameters of [`insert_sql`] of each row: id, address, ref, subject, body,
-/// segments and vars.
-const ROW_PARAMS: usize = 7;
+/// segments, vars and due time.
+const ROW_PARAMS: usize = 8;
 
 /// `INSERT INTO messages … VALUES (…), (…), …` for `rows` rows. What every row
 /// shares is bound once, as parameters 1 to [`SHARED_PARAMS`]; each row then has
@@ -28,8 +28,9 @@ fn insert_sql(rows: usize) -> String {
         .map(|row| {
             let p = SHARED_PARAMS + row * ROW_PARAMS;
             format!(
-                "(?{}, ?1, ?2, ?3, ?4, ?5, ?{}, ?{}, ?{}, ?{}, ?{}, ?6, ?{}, ?7, ?7, ?8)",
+                "(?{}, ?1, ?2, ?3, ?4, ?{}, ?{}, ?{}, ?{}, ?{}, ?{}, ?5, ?{}, ?6, ?6, ?7)",
                 p + 1,
+                p + 8,
                 p + 2,
                 p + 3,
                 p + 4,
@@ -118,8 +119,8 @@ pub(super) fn insert_batch_row(
     tx.execute(
         "INSERT INTO batches (id, channel, source, control, priority, send_at, created_at, idempotency_key,
                               request_hash, report, first_row, size, template_source, expires_at,
-                              callback_url, subscriptions)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                              callback_url, subscriptions, send_window)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             batch.id.to_string(),
             batch.channel.as_str(),
@@ -140,6 +141,7 @@ pub(super) fn insert_batch_row(
             batch.expires_at_ms,
             batch.callback_url,
             subscriptions_to_stored(&batch.subscriptions),
+            batch.window.as_ref().map(|w| w.to_stored()),
         ],
     )
     .map_err(unavailable)?;
@@ -160,12 +162,16 @@ pub(super) fn insert_messages(
     let now = now_ms();
     // Due order is priority, then send time, then arrival: a send_at in the past
     // keeps its place ahead of later ones.
-    let available_at = batch.send_at_ms;
+    let due: Vec<i64> = messages
+        .iter()
+        .map(|m| m.due_at(batch.send_at_ms))
+        .collect();
     // Many rows per INSERT: statement steps are far fewer (about a quarter off the
     // insert time of a 10,000-message batch). A statement's rows share a provider.
     static FULL_SQL: LazyLock<String> = LazyLock::new(|| insert_sql(ROWS_PER_INSERT));
     let mut full = tx.prepare_cached(&FULL_SQL).map_err(unavailable)?;
     let mut rest = messages;
+    let mut rest_due = due.as_slice();
     while let Some(first) = rest.first() {
         let run = rest
             .iter()
@@ -187,6 +193,8 @@ pub(super) fn insert_messages(
             .iter()
             .map(|m| head.first_row + i64::from(m.index))
             .collect();
+        let (row_due, later) = rest_due.split_at(rows.len());
+        rest_due = later;
         let mut values: Vec<&dyn rusqlite::ToSql> =
             Vec::with_capacity(SHARED_PARAMS + rows.len() * ROW_PARAMS);
         values.extend([
@@ -194,12 +202,11 @@ pub(super) fn insert_messages(
             &first.provider,
             &state,
             &batch.priority,
-            &available_at,
             &batch.template_id,
             &now,
             &batch.expires_at_ms,
         ]);
-        for (m, id) in rows.iter().zip(&ids) {
+        for ((m, id), due) in rows.iter().zip(&ids).zip(row_due) {
             // With the batch's template stored, each body is rendered at claim.
             let body: &dyn rusqlite::ToSql = match batch.template {
                 Some(_) if m.vars.is_some() => &"",
@@ -213,6 +220,7 @@ pub(super) fn insert_messages(
                 body,
                 &m.segments,
                 &m.vars,
+                due,
             ]);
         }
         stmt.execute(values.as_slice()).map_err(unavailable)?;

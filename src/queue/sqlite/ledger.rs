@@ -137,6 +137,14 @@ pub(super) fn batch(conn: &mut Connection, id: BatchId) -> Result<Option<BatchSu
     Ok(summary)
 }
 
+/// The stored sending window of batch `id`, if it has one.
+pub(super) fn window(conn: &mut Connection, id: BatchId) -> Result<Option<String>> {
+    conn.prepare_cached("SELECT send_window FROM batches WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.to_string()], |r| r.get(0)).optional())
+        .map(Option::flatten)
+        .map_err(unavailable)
+}
+
 /// Up to `limit` summaries of batches with ids below `before`, newest first.
 pub(super) fn batches(
     conn: &mut Connection,

@@ -207,6 +207,10 @@ CREATE TABLE replies (
 );
 CREATE INDEX replies_from ON replies(from_addr, seq);
 CREATE INDEX messages_sent_to ON messages(provider, to_addr, sent_at) WHERE sent_at IS NOT NULL;
+", "
+-- Migration 12: a batch's sending window (JSON: window, timezone), which its
+-- messages are held to at claim.
+ALTER TABLE batches ADD COLUMN send_window TEXT;
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's

@@ -34,6 +34,7 @@ impl TestBatch {
                 template: None,
                 callback_url: None,
                 subscriptions: Vec::new(),
+                window: None,
                 messages: (0..n)
                     .map(|index| NewMessage {
                         index,
@@ -44,6 +45,7 @@ impl TestBatch {
                         body: format!("body {index}"),
                         segments: 1,
                         vars: None,
+                        due_ms: None,
                     })
                     .collect(),
             },
@@ -63,6 +65,22 @@ impl TestBatch {
     /// On `channel` instead of SMS (addresses stay as they are).
     pub(crate) fn channel(mut self, channel: Channel) -> Self {
         self.batch.channel = channel;
+        self
+    }
+
+    /// Message `index` due at `due_ms` (ms since the epoch) rather than with the batch.
+    pub(crate) fn due(mut self, index: u32, due_ms: i64) -> Self {
+        let m = self.batch.messages.iter_mut().find(|m| m.index == index);
+        m.expect("a message with that index").due_ms = Some(due_ms);
+        self
+    }
+
+    /// With the sending window `window` (in `timezone` for unplaced recipients).
+    pub(crate) fn window(mut self, window: &str, timezone: &str) -> Self {
+        self.batch.window = Some(crate::window::BatchWindow {
+            window: crate::window::Window::parse(window).expect("a valid window"),
+            timezone: timezone.into(),
+        });
         self
     }
 
