@@ -129,12 +129,9 @@ impl Pool {
                         .send(routing, probe.take(), group, results.clone()),
                 );
             }
-            if idle {
-                tokio::select! {
-                    () = &mut work => {}
-                    () = tokio::time::sleep(self.inner.poll) => {}
-                    () = shutdown.cancelled() => return,
-                }
+            // Nothing was due: wait for the next due time without claiming.
+            if idle && !self.until_due(&route.name, work.as_mut(), &shutdown).await {
+                return;
             }
         }
     }

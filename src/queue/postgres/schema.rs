@@ -192,6 +192,11 @@ CREATE INDEX deliveries_due ON {s}.deliveries (due_at, seq) WHERE state = 'pendi
 CREATE INDEX deliveries_endpoint ON {s}.deliveries (endpoint, seq);
 CREATE INDEX deliveries_failed ON {s}.deliveries (endpoint) WHERE state = 'failed';
 CREATE INDEX deliveries_posted ON {s}.deliveries (posted_at) WHERE state = 'posted';
+", "
+-- Migration 14: idle claimers. The pending messages by provider and due time, so
+-- that a claimer finds when its provider's next message is due with one index
+-- read, however many wait (the ready index orders by priority first).
+CREATE INDEX messages_due ON {s}.messages (provider, available_at) WHERE state = 'pending';
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

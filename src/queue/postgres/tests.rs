@@ -408,3 +408,20 @@ async fn another_transaction_records_a_reply_and_a_cancel_with_the_engines_helpe
     tx.commit().await.unwrap();
     assert_reply_and_cancel(&queue, id).await;
 }
+
+/// Every stored version of the rows of the test store at `url` whose writes a
+/// claim makes (messages, batches, rate buckets): a write of any of them changes
+/// it, a read does not.
+pub(crate) async fn row_versions(url: &str) -> String {
+    let location = location(url).expect("a PostgreSQL URL");
+    let (client, connection) = location.config.connect(NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let s = quote_ident(&location.schema);
+    let sql = format!(
+        "SELECT coalesce(string_agg(v, ',' ORDER BY v), '') FROM (
+             SELECT 'm' || ctid::text || xmin::text AS v FROM {s}.messages
+             UNION ALL SELECT 'b' || ctid::text || xmin::text FROM {s}.batches
+             UNION ALL SELECT 'r' || ctid::text || xmin::text FROM {s}.rate_buckets) rows"
+    );
+    client.query_one(&sql, &[]).await.expect("read").get(0)
+}

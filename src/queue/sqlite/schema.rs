@@ -187,6 +187,11 @@ CREATE INDEX deliveries_due ON deliveries(due_at, seq) WHERE state = 'pending';
 CREATE INDEX deliveries_endpoint ON deliveries(endpoint, seq);
 CREATE INDEX deliveries_failed ON deliveries(endpoint) WHERE state = 'failed';
 CREATE INDEX deliveries_posted ON deliveries(posted_at) WHERE state = 'posted';
+", "
+-- Migration 14: idle claimers. The pending messages by provider and due time, so
+-- that a claimer finds when its provider's next message is due with one index
+-- read, however many wait (the ready index orders by priority first).
+CREATE INDEX messages_due ON messages(provider, available_at) WHERE state = 'pending';
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's
