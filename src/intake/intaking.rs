@@ -269,7 +269,7 @@ impl Intaking {
     }
 
     /// The report of everything taken, as JSON; an error when nothing was accepted.
-    pub(super) fn report(&mut self, id: Option<BatchId>) -> Result<Value, Error> {
+    pub(super) fn report(&mut self, id: Option<BatchId>, ahead: &Ahead) -> Result<Value, Error> {
         let rejected = std::mem::take(&mut self.rejected);
         if self.accepted == 0 {
             return Err(Error::NoneAccepted(rejected));
@@ -284,6 +284,8 @@ impl Intaking {
             preview,
         );
         report.expires_at = self.expires_at_ms.map(crate::domain::format_ms);
+        let segments = self.sms.as_ref().map_or(0, |s| s.segments);
+        report.eta_seconds = eta_seconds(&self.route.limits, self.accepted, segments, ahead);
         Ok(serde_json::to_value(&report).expect("a report always serializes"))
     }
 
