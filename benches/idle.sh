@@ -8,7 +8,8 @@
 #   benches/idle.sh [HERALD_BINARY]
 #
 # Settings (environment): IDLE_STORE (default: a fresh SQLite directory; or a
-# postgres:// or redis:// URL with its own schema or prefix), IDLE_WAITING (how many
+# postgres:// or redis:// URL with its own schema or prefix), IDLE_RATE (each
+# provider's rate_per_sec; default none), IDLE_WAITING (how many
 # far-future messages wait, default 1; more are sent in batches of 100,000),
 # IDLE_RUNS (windows, default 5), IDLE_SECONDS (each window, default 30).
 set -eu
@@ -30,9 +31,11 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 providers=""
+# IDLE_RATE gives each provider that rate_per_sec (a claim then pays a rate bucket).
+rate=${IDLE_RATE:+,rate_per_sec=$IDLE_RATE}
 for i in 1 2 3 4 5 6; do
-    providers="$providers{name=\"log$i\",kind=\"log\"},"
-    providers="$providers{name=\"hook$i\",kind=\"webhook\",url=\"http://127.0.0.1:9/hook$i\"},"
+    providers="$providers{name=\"log$i\",kind=\"log\"$rate},"
+    providers="$providers{name=\"hook$i\",kind=\"webhook\",url=\"http://127.0.0.1:9/hook$i\"$rate},"
 done
 HERALD_LISTEN=127.0.0.1:$PORT \
 HERALD_STORE=${IDLE_STORE:-$WORK/store} \
@@ -77,7 +80,7 @@ for run in $(seq "$RUNS"); do
         END { printf "%.1f %.1f %.0f\n", total / s, syncs / s, bytes / s }' "$WORK/strace.$run" >>"$WORK/rates"
     echo "run $run: $(tail -n 1 "$WORK/rates") (syscalls/s fsyncs/s bytes-written/s)" >&2
 done
-echo "store: ${IDLE_STORE:-sqlite}, waiting messages: $WAITING, $RUNS windows of $SECONDS_EACH s"
+echo "store: ${IDLE_STORE:-sqlite}, rate: ${IDLE_RATE:-none}, waiting messages: $WAITING, $RUNS windows of $SECONDS_EACH s"
 echo "syscalls/s (median): $(cut -d' ' -f1 "$WORK/rates" | median)"
 echo "fsyncs/s (median): $(cut -d' ' -f2 "$WORK/rates" | median)"
 echo "bytes written/s (median): $(cut -d' ' -f3 "$WORK/rates" | median)"
