@@ -129,9 +129,13 @@ impl Pool {
                         .send(routing, probe.take(), group, results.clone()),
                 );
             }
-            // Nothing was due: wait for the next due time without claiming.
-            if idle && !self.until_due(&route.name, work.as_mut(), &shutdown).await {
-                return;
+            // Nothing was due: wait for the next due time without claiming, and
+            // without holding a probe that was not used.
+            if idle {
+                drop(probe);
+                if !self.until_due(&route.name, work.as_mut(), &shutdown).await {
+                    return;
+                }
             }
         }
     }
