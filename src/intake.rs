@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::provider::Registry;
 mod auto_reply;
 mod check;
+mod eta;
 mod intaking;
 mod report;
 mod request;
@@ -33,6 +34,7 @@ use crate::recipient::{self, Rules};
 use crate::template::Template;
 use crate::webhook::Subscribers;
 use check::*;
+use eta::{Ahead, eta_seconds};
 use intaking::*;
 pub use report::{Cost, EncodingCount, Group, Preview, Rejection, Report, SmsSummary};
 pub use request::{
@@ -397,7 +399,8 @@ impl Intake {
                 };
                 tracing::debug!(?taken, ?handed, waited = ?(started.elapsed() - handed), "chunk taken");
             }
-            intaking.report((!envelope.dry_run).then_some(id))
+            let ahead = self.ahead(&intaking.route.name).await;
+            intaking.report((!envelope.dry_run).then_some(id), &ahead)
         }
         .await;
         let report = match (taken, sink) {
@@ -434,7 +437,8 @@ impl Intake {
         let started = std::time::Instant::now();
         let messages = intaking.take(self, envelope, recipients).await?;
         let id = BatchId::new();
-        let report = intaking.report((!envelope.dry_run).then_some(id))?;
+        let ahead = self.ahead(&intaking.route.name).await;
+        let report = intaking.report((!envelope.dry_run).then_some(id), &ahead)?;
         let prepared = started.elapsed();
         if envelope.dry_run {
             return Ok(answered(Accepted::New(id), report));

@@ -9,8 +9,10 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::domain::Channel;
+use crate::domain::{Channel, now_ms};
 use crate::queue::{Outcome, Queue};
+
+mod rate;
 
 /// The upper bounds of the send latency histogram's buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 12] = [
@@ -45,6 +47,8 @@ struct Inner {
     series: Mutex<BTreeMap<(String, &'static str), Series>>,
     /// Events posted per webhook endpoint.
     webhooks_posted: Mutex<BTreeMap<String, u64>>,
+    /// Per provider, the messages sent through it lately, per second.
+    recent: Mutex<BTreeMap<String, rate::Recent>>,
     sections: RwLock<Vec<Arc<dyn Section>>>,
 }
 
@@ -79,6 +83,7 @@ impl Metrics {
                 providers: names,
                 series: Mutex::new(series),
                 webhooks_posted: Mutex::default(),
+                recent: Mutex::default(),
                 sections: RwLock::default(),
             }),
         }
@@ -102,6 +107,15 @@ impl Metrics {
     /// Messages released unattempted count nowhere; a throttled one (released
     /// with the throttle's error) counts as throttled.
     pub fn attempted(&self, provider: &str, channel: Channel, outcome: &Outcome, took: Duration) {
+        if matches!(outcome, Outcome::Sent { .. } | Outcome::Confirmed { .. }) {
+            self.inner
+                .recent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(provider.to_owned())
+                .or_default()
+                .add(now_ms().div_euclid(1000), 1);
+        }
         self.update(provider, channel, |s| {
             match outcome {
                 Outcome::Sent { .. } => s.sent += 1,
@@ -125,6 +139,13 @@ impl Metrics {
             s.latency[bucket] += 1;
             s.latency_sum += seconds;
         });
+    }
+
+    /// The messages a second this process sent through `provider` over the last
+    /// minute (from the first second of it that sent any); `None` when it sent none.
+    pub fn sending_rate(&self, provider: &str) -> Option<f64> {
+        let recent = self.inner.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.get(provider)?.per_sec(now_ms().div_euclid(1000))
     }
 
     /// Shows the webhook `endpoints` in every scrape, at zero until they have

@@ -34,7 +34,8 @@
 //! unknown outcomes looked up first, each decision carried out); `decide` (what
 //! becomes of a message after its turn: one pure function from the answer, the
 //! attempts, the policy and the routing); `expiry` (the sweep of messages past
-//! their batch's deadline); `lease` (the leases held and their renewal); `retry`
+//! their batch's deadline); `idle` (a claimer with nothing due waits for the next
+//! due time, reading, never claiming); `lease` (the leases held and their renewal); `retry`
 //! ([`RetryPolicy`]: when to try
 //! again); `settle` (the settler writing outcomes back in bulk); `template_code`
 //! (stored templates' provider codes, kept briefly).
@@ -43,6 +44,7 @@ mod claim;
 mod decide;
 mod expiry;
 mod failover;
+mod idle;
 mod lease;
 mod retry;
 mod send;

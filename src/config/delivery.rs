@@ -17,8 +17,11 @@ pub struct WorkerConfig {
     pub lease_ms: u64,
     /// The longest one delivery attempt may take.
     pub send_timeout_ms: u64,
-    /// How often an idle worker looks for due messages (retries, scheduled sends,
-    /// expired leases); new batches wake it at once.
+    /// How soon an idle worker looks again for due messages (retries, scheduled
+    /// sends, expired leases). While nothing is due it reads when the next message
+    /// is due and sleeps until then, looking again after this interval, doubling up
+    /// to a second (how late it sees another process's work); new batches, resumes
+    /// and retries in this process wake it at once.
     pub poll_interval_ms: u64,
     /// On shutdown, how long in-flight sends may take to finish.
     pub shutdown_grace_ms: u64,

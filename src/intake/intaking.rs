@@ -276,7 +276,7 @@ impl Intaking {
     }
 
     /// The report of everything taken, as JSON; an error when nothing was accepted.
-    pub(super) fn report(&mut self, id: Option<BatchId>) -> Result<Value, Error> {
+    pub(super) fn report(&mut self, id: Option<BatchId>, ahead: &Ahead) -> Result<Value, Error> {
         let rejected = std::mem::take(&mut self.rejected);
         if self.accepted == 0 {
             return Err(Error::NoneAccepted(rejected));
@@ -292,6 +292,8 @@ impl Intaking {
         );
         report.expires_at = self.expires_at_ms.map(crate::domain::format_ms);
         report.window = self.quiet.as_ref().map(window::Quiet::report);
+        let segments = self.sms.as_ref().map_or(0, |s| s.segments);
+        report.eta_seconds = eta_seconds(&self.route.limits, self.accepted, segments, ahead);
         Ok(serde_json::to_value(&report).expect("a report always serializes"))
     }
 

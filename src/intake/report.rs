@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::BatchId;
 use crate::provider::Route;
-use crate::ratelimit::Limits;
 use crate::sms::{Encoding, Segments};
 
 /// One recipient that will not be sent to, and why.
@@ -47,8 +46,10 @@ pub struct Report {
     /// The estimated cost, when the provider has prices configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<Cost>,
-    /// How long sending the accepted messages takes at the provider's rate limit;
-    /// absent when the provider has none.
+    /// How long until the accepted messages are sent: the messages already queued
+    /// on the provider (up to 100,000) and then these, at the provider's rate limits
+    /// or, without any, at the rate this process sent through it over the last
+    /// minute; absent when it has neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<f64>,
     /// The batch's deadline (RFC 3339): a message not sent by then is `expired`.
@@ -154,7 +155,8 @@ impl Report {
                 amount: (p.cost(accepted, segments) * 1e6).round() / 1e6,
                 currency: p.currency.clone(),
             }),
-            eta_seconds: eta_seconds(&route.limits, accepted, segments),
+            // Set by the caller, who knows what the batch waits behind (`eta`).
+            eta_seconds: None,
             expires_at: None,
             window: None,
             sms,
@@ -165,16 +167,4 @@ impl Report {
             },
         }
     }
-}
-
-/// How long the provider's rates take to let `messages` messages of `segments`
-/// SMS segments through (to a tenth of a second); `None` without a rate.
-pub(super) fn eta_seconds(limits: &Limits, messages: usize, segments: usize) -> Option<f64> {
-    let by_messages = limits.rate.map(|r| messages as f64 / r.per_sec);
-    let by_segments = limits.segments.map(|r| segments as f64 / r.per_sec);
-    let slowest = match (by_messages, by_segments) {
-        (Some(a), Some(b)) => a.max(b),
-        (a, b) => a.or(b)?,
-    };
-    Some((slowest * 10.0).round() / 10.0)
 }

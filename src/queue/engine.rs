@@ -60,6 +60,11 @@ pub(crate) trait Engine: Send + Sync + 'static {
     /// How many messages for `provider` are pending (due now or later), counting no
     /// further than `cap`: the work is bounded by `cap`, whatever the queue holds.
     async fn pending(&self, provider: &str, cap: u64) -> Result<u64>;
+    /// When a claim for `provider` could next take a message: the earliest of its
+    /// pending messages' due times, its leases' ends and its unknown outcomes' next
+    /// checks; `None` when it has none of them. A read through indexes, whatever
+    /// the queue holds: it writes nothing, so an idle claimer may ask it often.
+    async fn next_due(&self, provider: &str) -> Result<Option<i64>>;
     /// Expires up to `limit` unsent messages (pending, paused, or of unknown
     /// outcome) whose batch's deadline is at or before `now_ms`, keeping their last
     /// error; answers how many. Claims expire their own provider's pending ones

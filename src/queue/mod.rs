@@ -262,7 +262,18 @@ impl Queue {
         if settlements.is_empty() {
             return Ok(Vec::new());
         }
-        self.engine.settle(settlements).await
+        // A message put back for later gives idle claimers a new due time.
+        let later = settlements.iter().any(|s| {
+            matches!(
+                s.outcome,
+                Outcome::Retry { .. } | Outcome::Unknown { .. } | Outcome::Release { .. }
+            )
+        });
+        let applied = self.engine.settle(settlements).await?;
+        if later {
+            self.accepted.notify_waiters();
+        }
+        Ok(applied)
     }
 
     pub async fn batch(&self, id: BatchId) -> Result<Option<BatchSummary>> {
@@ -314,6 +325,13 @@ impl Queue {
         self.engine.pending(provider, cap).await
     }
 
+    /// When a claim for `provider` could next take a message (ms since the epoch),
+    /// or `None` when it has nothing waiting; see [`Engine::next_due`]. Only reads:
+    /// idle claimers ask it instead of claiming, so waiting messages cost no writes.
+    pub async fn next_due(&self, provider: &str) -> Result<Option<i64>> {
+        self.engine.next_due(provider).await
+    }
+
     pub async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>> {
         let summary = self.engine.control(id, action).await?;
         if matches!(action, BatchAction::Resume | BatchAction::Retry { .. }) {
@@ -360,7 +378,8 @@ impl Queue {
         &self.records
     }
 
-    /// Resolves when work may have arrived in this process (a batch accepted or resumed).
+    /// Resolves when work may have arrived in this process (a batch accepted or
+    /// resumed, a message put back for later).
     pub fn work_arrived(&self) -> &Notify {
         &self.accepted
     }
@@ -372,4 +391,4 @@ fn parse_batch_id(s: &str) -> Result<BatchId> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -39,6 +39,7 @@ use crate::ratelimit::Limits;
 
 mod accept;
 mod claim;
+mod due;
 mod expiry;
 mod lease;
 mod ledger;
@@ -176,6 +177,10 @@ impl Engine for Postgres {
         self.count_pending(provider, cap).await
     }
 
+    async fn next_due(&self, provider: &str) -> Result<Option<i64>> {
+        self.earliest_due(provider).await
+    }
+
     async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>> {
         self.apply_control(id, action).await
     }
@@ -253,4 +258,4 @@ fn pool_error(e: PoolError) -> Error {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-pub(crate) use tests::test_store;
+pub(crate) use tests::{row_versions, test_store};

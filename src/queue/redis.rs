@@ -115,6 +115,7 @@ use crate::ratelimit::Limits;
 
 mod accept;
 mod claim;
+mod due;
 mod expiry;
 mod keyspace;
 mod lease;
@@ -137,7 +138,7 @@ use server::failure;
 use url::Target;
 
 #[cfg(test)]
-pub(crate) use tests::test_store;
+pub(crate) use tests::{stored_keys, test_store};
 
 /// Long enough for the largest script (accepting or pausing a 100,000-message batch
 /// with an fsync); the crate's default of 500 ms is not.
@@ -271,6 +272,10 @@ impl Engine for Redis {
 
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {
         self.ledger_page(id, query).await
+    }
+
+    async fn next_due(&self, provider: &str) -> Result<Option<i64>> {
+        self.earliest_due(provider).await
     }
 
     async fn control(&self, id: BatchId, action: BatchAction) -> Result<Option<BatchSummary>> {

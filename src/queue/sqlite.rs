@@ -38,6 +38,7 @@ use crate::ratelimit::Limits;
 mod accept;
 mod claim;
 mod connection;
+mod due;
 mod expiry;
 mod lease;
 mod ledger;
@@ -205,6 +206,11 @@ impl Engine for Sqlite {
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
         self.read(move |conn| ledger::pending(conn, provider, cap))
             .await
+    }
+
+    async fn next_due(&self, provider: &str) -> Result<Option<i64>> {
+        let provider = provider.to_owned();
+        self.read(move |conn| due::next_due(conn, &provider)).await
     }
 
     async fn messages(&self, id: BatchId, query: MessageQuery) -> Result<Vec<MessageRecord>> {

@@ -101,6 +101,7 @@ macro_rules! conformance {
             #[tokio::test] claim::a_claim_carries_the_segments_template_and_vars_stored_with_the_message;
             #[tokio::test] claim::a_batch_rendered_from_a_template_is_claimed_with_each_body_and_its_vars;
             #[tokio::test] claim::pending_counts_a_providers_waiting_messages_up_to_the_cap;
+            #[tokio::test] claim::next_due_is_the_earliest_pending_lease_end_or_unknown_check_of_a_provider;
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)] claim::concurrent_claims_never_hand_out_a_message_twice;
             #[tokio::test] claim::claims_go_by_priority_then_send_time_then_arrival;
             #[tokio::test] claim::claims_only_take_the_named_providers_messages;
@@ -198,7 +199,7 @@ mod outbox;
 mod receipts;
 mod replies;
 mod settle;
-mod store;
+pub(crate) mod store;
 mod suppression;
 mod template;
 mod unacked;

@@ -129,11 +129,12 @@ impl Pool {
                         .send(routing, probe.take(), group, results.clone()),
                 );
             }
+            // Nothing was due: wait for the next due time without claiming, and
+            // without holding a probe that was not used.
             if idle {
-                tokio::select! {
-                    () = &mut work => {}
-                    () = tokio::time::sleep(self.inner.poll) => {}
-                    () = shutdown.cancelled() => return,
+                drop(probe);
+                if !self.until_due(&route.name, work.as_mut(), &shutdown).await {
+                    return;
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! The worker pool's unit tests: the in-flight bound on a real store here, and in
 //! `turns` what the send path makes of each answer of a scripted stub provider.
 
+mod idle;
 mod turns;
 
 use std::sync::Mutex;
@@ -91,6 +92,9 @@ impl Engine for SlowSettle {
     }
     async fn pending(&self, provider: &str, cap: u64) -> crate::queue::Result<u64> {
         self.inner.pending(provider, cap).await
+    }
+    async fn next_due(&self, provider: &str) -> crate::queue::Result<Option<i64>> {
+        self.inner.next_due(provider).await
     }
     async fn control(
         &self,

@@ -183,6 +183,30 @@ async fn the_report_counts_segments_by_encoding_and_estimates_cost_and_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_eta_counts_the_messages_already_queued_on_the_provider() {
+    let app = priced_app().await;
+    let batch = json!({
+        "channel": "sms",
+        "template": {"body": "{{ text }}"},
+        "recipients": [
+            {"to": "13800138000", "vars": {"text": "Hello"}},
+            {"to": "13800138001", "vars": {"text": "x".repeat(200)}},
+            {"to": "13800138002", "vars": {"text": "您的验证码是1234"}},
+        ],
+    });
+    let (_, first) = app.post("/v1/batches?dry_run=true", &batch).await;
+    // 4 segments at 2 a second, with nothing queued.
+    assert_eq!(first["eta_seconds"], 2.0, "{first}");
+    let (status, stored) = app.post("/v1/batches", &batch).await;
+    assert_eq!(status, 202, "{stored}");
+    assert_eq!(stored["eta_seconds"], 2.0, "{stored}");
+    // The stored batch's 3 messages wait ahead (the workers are off), taken at
+    // this batch's segments per message: 8 segments at 2 a second.
+    let (_, behind) = app.post("/v1/batches?dry_run=true", &batch).await;
+    assert_eq!(behind["eta_seconds"], 4.0, "{behind}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn numbers_are_stored_in_e164_and_mailboxes_keep_their_names() {
     let app = priced_app().await;
     let (_, report) = app

@@ -216,6 +216,11 @@ CREATE INDEX messages_sent_to ON {s}.messages (provider, to_addr, sent_at) WHERE
 -- Migration 12: a batch's sending window (JSON: window, timezone), which its
 -- messages are held to at claim.
 ALTER TABLE {s}.batches ADD COLUMN send_window TEXT;
+", "
+-- Migration 13: idle claimers. The pending messages by provider and due time, so
+-- that a claimer finds when its provider's next message is due with one index
+-- read, however many wait (the ready index orders by priority first).
+CREATE INDEX messages_due ON {s}.messages (provider, available_at) WHERE state = 'pending';
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

@@ -3,8 +3,8 @@
 //! fragments statements share.
 
 use super::{
-    accept, claim, expiry, lease, ledger, limit, outbox, prune, receipts, record, records, replies,
-    settle, staging,
+    accept, claim, due, expiry, lease, ledger, limit, outbox, prune, receipts, record, records,
+    replies, settle, staging,
 };
 
 /// The state a message `m` returns to when it goes back to the queue: its batch's
@@ -65,6 +65,7 @@ pub(super) struct Sql {
     pub(super) window: String,
     pub(super) batches: String,
     pub(super) pending: String,
+    pub(super) next_due: String,
     pub(super) messages: String,
     pub(super) lock_batch: String,
     pub(super) set_control: String,
@@ -160,6 +161,7 @@ impl Sql {
             window: fill(ledger::WINDOW),
             batches: fill(ledger::BATCHES),
             pending: fill(ledger::PENDING),
+            next_due: fill(due::NEXT_DUE),
             messages: fill(ledger::MESSAGES),
             lock_batch: fill(ledger::LOCK_BATCH),
             set_control: fill(ledger::SET_CONTROL),

@@ -235,7 +235,8 @@ async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
         .await
         .unwrap()
         .batch_execute(&format!(
-            "ALTER TABLE {schema}.batches DROP COLUMN send_window;
+            "DROP INDEX {schema}.messages_due;
+             ALTER TABLE {schema}.batches DROP COLUMN send_window;
              DROP TABLE {schema}.replies;
              DROP INDEX {schema}.messages_sent_to;
              DROP TABLE {schema}.deliveries;
@@ -410,4 +411,21 @@ async fn another_transaction_records_a_reply_and_a_cancel_with_the_engines_helpe
         .unwrap();
     tx.commit().await.unwrap();
     assert_reply_and_cancel(&queue, id).await;
+}
+
+/// Every stored version of the rows of the test store at `url` whose writes a
+/// claim makes (messages, batches, rate buckets): a write of any of them changes
+/// it, a read does not.
+pub(crate) async fn row_versions(url: &str) -> String {
+    let location = location(url).expect("a PostgreSQL URL");
+    let (client, connection) = location.config.connect(NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let s = quote_ident(&location.schema);
+    let sql = format!(
+        "SELECT coalesce(string_agg(v, ',' ORDER BY v), '') FROM (
+             SELECT 'm' || ctid::text || xmin::text AS v FROM {s}.messages
+             UNION ALL SELECT 'b' || ctid::text || xmin::text FROM {s}.batches
+             UNION ALL SELECT 'r' || ctid::text || xmin::text FROM {s}.rate_buckets) rows"
+    );
+    client.query_one(&sql, &[]).await.expect("read").get(0)
 }

@@ -87,16 +87,21 @@ impl Redis {
         Ok(summaries)
     }
 
-    pub(super) async fn count_pending(&self, provider: &str, cap: u64) -> Result<u64> {
-        // The ready sets hold exactly the pending messages, one per priority: as
-        // many commands as priorities in use, whatever their sizes.
-        let priorities: Vec<String> = redis::cmd("ZRANGE")
+    /// The priorities `provider`'s pending messages are of: one ready set each.
+    pub(super) async fn priorities(&self, provider: &str) -> Result<Vec<String>> {
+        redis::cmd("ZRANGE")
             .arg(self.key(&format!("prios:{provider}")))
             .arg(0)
             .arg(-1)
             .query_async(&mut self.conn())
             .await
-            .map_err(|e| self.fail(e))?;
+            .map_err(|e| self.fail(e))
+    }
+
+    pub(super) async fn count_pending(&self, provider: &str, cap: u64) -> Result<u64> {
+        // The ready sets hold exactly the pending messages, one per priority: as
+        // many commands as priorities in use, whatever their sizes.
+        let priorities = self.priorities(provider).await?;
         if priorities.is_empty() {
             return Ok(0);
         }

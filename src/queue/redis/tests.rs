@@ -474,3 +474,30 @@ return 1
     assert_reply_and_cancel(&queue, id).await;
     assert_eq!(queue.batch(id).await.unwrap().unwrap().counts.cancelled, 1);
 }
+
+/// Every key of the test store at `url` with its serialized value, in key order:
+/// a write of any of them changes it, a read does not.
+pub(crate) async fn stored_keys(url: &str) -> Vec<(String, Vec<u8>)> {
+    let target = Target::parse(&::url::Url::parse(url).expect("a Redis URL")).expect("a target");
+    let client = redis::Client::open(target.connect.as_str()).expect("a client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let mut scan = Scan::new(format!("{}:*", glob_escape(&target.prefix)));
+    let mut keys = Vec::new();
+    while let Some(page) = scan.next_page(&mut conn).await.expect("scan") {
+        keys.extend(page);
+    }
+    keys.sort();
+    let mut stored = Vec::new();
+    for key in keys {
+        let value: Vec<u8> = redis::cmd("DUMP")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("dump");
+        stored.push((key, value));
+    }
+    stored
+}

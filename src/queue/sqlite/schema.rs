@@ -211,6 +211,11 @@ CREATE INDEX messages_sent_to ON messages(provider, to_addr, sent_at) WHERE sent
 -- Migration 12: a batch's sending window (JSON: window, timezone), which its
 -- messages are held to at claim.
 ALTER TABLE batches ADD COLUMN send_window TEXT;
+", "
+-- Migration 13: idle claimers. The pending messages by provider and due time, so
+-- that a claimer finds when its provider's next message is due with one index
+-- read, however many wait (the ready index orders by priority first).
+CREATE INDEX messages_due ON messages(provider, available_at) WHERE state = 'pending';
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's

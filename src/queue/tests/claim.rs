@@ -201,3 +201,40 @@ pub(super) async fn two_handles_on_one_store_never_claim_the_same_message(store:
     assert_eq!(all.len(), 600, "every message claimed once");
     assert_eq!(distinct.len(), 600, "no message claimed twice");
 }
+
+pub(super) async fn next_due_is_the_earliest_pending_lease_end_or_unknown_check_of_a_provider(
+    store: TestStore,
+) {
+    let (q, url, _guard) = store;
+    assert_eq!(q.next_due("p").await.unwrap(), None, "{url}");
+    let now = now_ms();
+    accept(&q, batch(1, 9, now + 7_200_000)).await;
+    // Of a lower priority, but due sooner: the earliest counts, whatever its priority.
+    accept(&q, batch(1, 0, now + 3_600_000)).await;
+    assert_eq!(
+        q.next_due("p").await.unwrap(),
+        Some(now + 3_600_000),
+        "{url}"
+    );
+    assert_eq!(q.next_due("other").await.unwrap(), None, "{url}");
+    accept(&q, batch(1, 0, now)).await;
+    let claimed = q.claim("p", 1, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1, "{url}");
+    // The claimed message's lease ends before the others are due.
+    let due = q.next_due("p").await.unwrap().expect("something is due");
+    assert!(
+        (now + LEASE.as_millis() as i64..now_ms() + LEASE.as_millis() as i64 + 1).contains(&due),
+        "{url}: {due}"
+    );
+    let at_ms = now + 60_000;
+    q.settle(settle_all(
+        &claimed,
+        Outcome::Unknown {
+            at_ms,
+            error: "no answer".into(),
+        },
+    ))
+    .await
+    .unwrap();
+    assert_eq!(q.next_due("p").await.unwrap(), Some(at_ms), "{url}");
+}

@@ -3,13 +3,14 @@
 //! never skips it.
 
 use crate::queue::Queue;
+pub(crate) use crate::queue::{postgres::row_versions, redis::stored_keys};
 
 /// A store for one test: the handle, its URL (to open it again) and a guard that
 /// keeps it alive and cleans it up when dropped.
 pub(crate) type TestStore = (Queue, String, Box<dyn std::any::Any + Send>);
 
 /// A fresh SQLite store in a temp dir, removed with the guard.
-pub(super) async fn sqlite() -> TestStore {
+pub(crate) async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("store").display());
     let queue = Queue::open(&url.parse().expect("a store URL"))
@@ -20,12 +21,12 @@ pub(super) async fn sqlite() -> TestStore {
 
 /// A fresh schema on the PostgreSQL test server (`HERALD_TEST_POSTGRES`), dropped
 /// with the guard.
-pub(super) async fn postgres() -> TestStore {
+pub(crate) async fn postgres() -> TestStore {
     crate::queue::postgres::test_store().await
 }
 
 /// A fresh key prefix on the Redis test server (`HERALD_TEST_REDIS`), deleted with
 /// the guard.
-pub(super) async fn redis() -> TestStore {
+pub(crate) async fn redis() -> TestStore {
     crate::queue::redis::test_store().await
 }
