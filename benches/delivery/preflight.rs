@@ -104,7 +104,9 @@ impl Preflight {
     }
 
     /// Fails unless `answer` is the report this batch implies, stored.
-    fn check(&self, answer: &str) -> anyhow::Result<()> {
+    /// Checks the report of this request's submit, made after `submitted` others
+    /// of it that wait unsent (the phase's herald does not deliver).
+    fn check(&self, answer: &str, submitted: usize) -> anyhow::Result<()> {
         let report: Value =
             serde_json::from_str(answer).context("the submit answer is not JSON")?;
         let segments = self.ucs2 * UCS2_SEGMENTS + self.gsm7 * GSM7_SEGMENTS;
@@ -151,7 +153,10 @@ impl Preflight {
             "the batch is meant to cost more segments than messages"
         );
         let cost = self.accepted as f64 * PRICE_PER_MESSAGE + segments as f64 * PRICE_PER_SEGMENT;
-        let eta = self.accepted as f64 / PREFLIGHT_RATE;
+        // The estimate counts the messages already queued on the provider, as far
+        // as herald counts them.
+        let ahead = (submitted * self.accepted).min(ETA_AHEAD_CAP);
+        let eta = (self.accepted + ahead) as f64 / PREFLIGHT_RATE;
         for (pointer, want, within) in [("/cost/amount", cost, 1e-6), ("/eta_seconds", eta, 0.05)] {
             let got = report.pointer(pointer).and_then(Value::as_f64);
             ensure!(
@@ -169,6 +174,9 @@ impl Preflight {
 
 /// An 11-digit Chinese mobile number as people write it: `138 0013 8000`; a shorter
 /// one keeps its last group short.
+/// How many queued messages herald's `eta_seconds` counts at most.
+const ETA_AHEAD_CAP: usize = 100_000;
+
 fn national(digits: &str) -> String {
     format!("{} {} {}", &digits[..3], &digits[3..7], &digits[7..])
 }
@@ -219,8 +227,11 @@ pub(crate) async fn preflight_phase(
         timed: submits,
         timeout: SUBMIT_PHASE_TIMEOUT,
     };
+    let submitted = std::cell::Cell::new(0);
     timed_submits(client, &herald, engine, &preflight.body, timing, |answer| {
-        preflight.check(answer)
+        let checked = preflight.check(answer, submitted.get());
+        submitted.set(submitted.get() + 1);
+        checked
     })
     .await
 }
