@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::connection::unavailable;
 use crate::queue::outbox::{finished_event_id, subscriptions_from_stored};
-use crate::queue::{EventKind, NewEvent, Result, parse_batch_id};
+use crate::queue::{EventKind, NewEvent, Result, Subscription, parse_batch_id};
 
 /// Whether any batch has subscriptions: one probe of their partial index. When
 /// none has, there is nothing to record and a change pays no more than this.
@@ -13,6 +13,44 @@ fn any_subscribed(tx: &Transaction<'_>) -> Result<bool> {
     tx.prepare_cached("SELECT EXISTS (SELECT 1 FROM batches WHERE subscriptions IS NOT NULL)")
         .and_then(|mut s| s.query_row([], |r| r.get(0)))
         .map_err(unavailable)
+}
+
+/// A subscribed batch that messages of a change belong to.
+struct Subscribed {
+    seq: i64,
+    id: String,
+    first_row: i64,
+    size: i64,
+    subscriptions: Vec<Subscription>,
+}
+
+/// The subscribed batches of the messages `rows` (a JSON array).
+fn subscribed_batches(tx: &Transaction<'_>, rows: &str) -> Result<Vec<Subscribed>> {
+    let stored: Vec<(i64, String, i64, i64, String)> = tx
+        .prepare_cached(
+            "SELECT DISTINCT b.seq, b.id, b.first_row, b.size, b.subscriptions
+             FROM json_each(?1) r JOIN messages m ON m.id = r.value JOIN batches b ON b.seq = m.batch
+             WHERE b.subscriptions IS NOT NULL",
+        )
+        .and_then(|mut s| {
+            s.query_map([rows], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+        })
+        .map_err(unavailable)?;
+    stored
+        .into_iter()
+        .map(|(seq, id, first_row, size, subscriptions)| {
+            Ok(Subscribed {
+                seq,
+                id,
+                first_row,
+                size,
+                subscriptions: subscriptions_from_stored(&subscriptions)?,
+            })
+        })
+        .collect()
 }
 
 /// Records an event of `kind` for each message of `rows` that just changed (in
@@ -38,27 +76,51 @@ pub(crate) fn record_message_events(
         .message_suffix()
         .expect("a message's event has a message suffix");
     let rows = serde_json::to_string(rows).expect("numbers serialize");
+    let batches = subscribed_batches(tx, &rows)?;
+    // The subscriptions are read once per batch here, so that each message costs
+    // one plain insert per endpoint: no JSON is taken apart per row.
+    let stored_code = match kind {
+        EventKind::Delivered | EventKind::Undelivered => "m.receipt_code",
+        EventKind::Failed | EventKind::Expired => "m.last_error",
+        _ => "NULL",
+    };
     // The event id is `message_id(batch, index)` and the kind's suffix, as
     // `outbox::message_event_id` writes it.
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO deliveries (endpoint, event_id, kind, batch, message, at, code, first_at, due_at)
-         SELECT json_extract(s.value, '$.endpoint'), b.id || '-' || (m.id - b.first_row) || '.' || ?2,
-                ?3, b.seq, m.id, ?5,
-                COALESCE(?4, CASE WHEN ?3 IN ('message.delivered', 'message.undelivered') THEN m.receipt_code
-                                  WHEN ?3 IN ('message.failed', 'message.expired') THEN m.last_error END),
-                ?5, ?5
-         FROM json_each(?1) r
-         JOIN messages m ON m.id = r.value
-         JOIN batches b ON b.seq = m.batch, json_each(b.subscriptions) s
-         WHERE b.subscriptions IS NOT NULL AND (json_extract(s.value, '$.kinds') & ?6) != 0",
-    )
-    .and_then(|mut s| s.execute(params![rows, suffix, kind.as_str(), code, now, kind.bit()]))
-    .map_err(unavailable)?;
+    let mut insert = tx
+        .prepare_cached(&format!(
+            "INSERT OR IGNORE INTO deliveries (endpoint, event_id, kind, batch, message, at, code, first_at, due_at)
+             SELECT ?2, ?3 || '-' || (m.id - ?4) || '.' || ?5, ?6, ?7, m.id, ?8,
+                    COALESCE(?9, {stored_code}), ?8, ?8
+             FROM json_each(?1) r JOIN messages m ON m.id = r.value
+             WHERE m.batch = ?7"
+        ))
+        .map_err(unavailable)?;
+    for batch in &batches {
+        for subscription in batch
+            .subscriptions
+            .iter()
+            .filter(|s| s.kinds.contains(kind))
+        {
+            insert
+                .execute(params![
+                    rows,
+                    subscription.endpoint,
+                    batch.id,
+                    batch.first_row,
+                    suffix,
+                    kind.as_str(),
+                    batch.seq,
+                    now,
+                    code
+                ])
+                .map_err(unavailable)?;
+        }
+    }
     if matches!(
         kind,
         EventKind::Sent | EventKind::Failed | EventKind::Expired | EventKind::Cancelled
     ) {
-        record_finished(tx, &rows, now)?;
+        record_finished(tx, &batches, now)?;
     }
     Ok(())
 }
@@ -77,27 +139,15 @@ pub(super) fn ended_cancelled(tx: &Transaction<'_>, rows: &[i64]) -> Result<Vec<
     .map_err(unavailable)
 }
 
-/// Records `batch.finished` for each subscribed batch of the messages `rows` (a
-/// JSON array) that wants it and has no unfinished message left.
-fn record_finished(tx: &Transaction<'_>, rows: &str, now: i64) -> Result<()> {
-    let batches: Vec<(i64, String, i64, i64, String)> = tx
-        .prepare_cached(
-            "SELECT DISTINCT b.seq, b.id, b.first_row, b.size, b.subscriptions
-             FROM json_each(?1) r JOIN messages m ON m.id = r.value JOIN batches b ON b.seq = m.batch
-             WHERE b.subscriptions IS NOT NULL",
-        )
-        .and_then(|mut s| {
-            s.query_map([rows], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-            })?
-            .collect()
-        })
-        .map_err(unavailable)?;
-    for (seq, id, first_row, size, subscriptions) in batches {
-        let wanting: Vec<String> = subscriptions_from_stored(&subscriptions)?
-            .into_iter()
+/// Records `batch.finished` for each of `batches` that wants it and has no
+/// unfinished message left.
+fn record_finished(tx: &Transaction<'_>, batches: &[Subscribed], now: i64) -> Result<()> {
+    for batch in batches {
+        let wanting: Vec<String> = batch
+            .subscriptions
+            .iter()
             .filter(|s| s.kinds.contains(EventKind::BatchFinished))
-            .map(|s| s.endpoint)
+            .map(|s| s.endpoint.clone())
             .collect();
         if wanting.is_empty() {
             continue;
@@ -111,22 +161,25 @@ fn record_finished(tx: &Transaction<'_>, rows: &str, now: i64) -> Result<()> {
                  ORDER BY id DESC LIMIT 1",
             )
             .and_then(|mut s| {
-                s.query_row(params![first_row, first_row + size - 1], |r| r.get(0))
-                    .optional()
+                s.query_row(
+                    params![batch.first_row, batch.first_row + batch.size - 1],
+                    |r| r.get(0),
+                )
+                .optional()
             })
             .map_err(unavailable)?;
         if unfinished.is_some() {
             continue;
         }
         let event = NewEvent {
-            id: finished_event_id(parse_batch_id(&id)?),
+            id: finished_event_id(parse_batch_id(&batch.id)?),
             kind: EventKind::BatchFinished,
             at_ms: now,
             message_row: None,
             code: None,
             payload: None,
         };
-        insert(tx, &wanting, &event, Some(seq))?;
+        insert(tx, &wanting, &event, Some(batch.seq))?;
     }
     Ok(())
 }
