@@ -65,6 +65,7 @@ pub(super) async fn send_sms(
         reject_recent_duplicates: false,
         callback_url: callback_url.as_deref(),
         window: WindowRequest::default(),
+        max_cost: None,
     };
     let submitted = state
         .intake

@@ -37,6 +37,22 @@ pub(super) async fn control(args: ControlArgs, action: &str) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// `POST /v1/batches/{id}/resume`, with the raised spend cap when asked for, then
+/// the batch.
+pub(super) async fn resume(args: crate::cli::ResumeArgs) -> anyhow::Result<ExitCode> {
+    let id = resolve(&args.server, &args.batch_id).await?;
+    let path = format!("/v1/batches/{id}/resume");
+    let body = args
+        .max_cost
+        .map(|max_cost| serde_json::json!({ "max_cost": max_cost }));
+    let Some(answer) = call_with(&args.server, reqwest::Method::POST, &path, body.as_ref()).await?
+    else {
+        return Ok(ExitCode::FAILURE);
+    };
+    print_batch(&serde_json::from_str(&answer).context("the server's answer is not a batch")?);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `POST /v1/batches/{id}/retry` with the deadline asked for, then the batch.
 pub(super) async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
     let id = resolve(&args.server, &args.batch_id).await?;

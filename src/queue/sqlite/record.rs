@@ -107,7 +107,7 @@ fn record_finished(tx: &Transaction<'_>, rows: &str, now: i64) -> Result<()> {
         let unfinished: Option<i64> = tx
             .prepare_cached(
                 "SELECT id FROM messages
-                 WHERE id BETWEEN ?1 AND ?2 AND state IN ('pending', 'sending', 'unknown', 'paused')
+                 WHERE id BETWEEN ?1 AND ?2 AND state IN ('pending', 'sending', 'unknown', 'paused', 'held')
                  ORDER BY id DESC LIMIT 1",
             )
             .and_then(|mut s| {
