@@ -203,6 +203,39 @@ impl Pauses {
     }
 }
 
+/// A provider's spend on its local day.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Today {
+    /// The local day (`2026-12-06`), in its budget's time zone (UTC without one).
+    pub day: String,
+    pub spent: Micros,
+    /// Until when its sending is paused (ms since the epoch): its day's budget is
+    /// spent, as this process found or the store says.
+    pub paused_until: Option<i64>,
+}
+
+impl super::Queue {
+    /// What the provider of `tariff` has spent on its local day at `now`, and
+    /// whether its sending is paused for its budget.
+    pub async fn today(&self, tariff: &Tariff, now: Timestamp) -> super::Result<Today> {
+        let day = match &tariff.daily {
+            Some(budget) => budget.day(now),
+            None => now.to_zoned(TimeZone::UTC).date().to_string(),
+        };
+        let spent = self.spent(&tariff.provider, &day).await?;
+        let now_ms = now.as_millisecond();
+        let paused_until = self.pauses().until(&tariff.provider, now_ms).or_else(|| {
+            let budget = tariff.daily.as_ref()?;
+            (spent >= budget.amount).then(|| budget.next_day(now).as_millisecond())
+        });
+        Ok(Today {
+            day,
+            spent,
+            paused_until,
+        })
+    }
+}
+
 /// The charges `claimed` needs under `tariff` at `now`: one for each message not
 /// charged yet whose batch has a cap or whose provider has a budget. Empty (no
 /// store call) for any other.

@@ -365,3 +365,13 @@ pub(in crate::api) fn webhook_replay(s: &mut Schemas) -> Vec<Operation> {
             .errors(&[400, 404, 422]),
     ]
 }
+
+/// What `/v1/spend` takes and answers.
+pub(in crate::api) fn spend(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("get", "Each provider's spend today")
+            .description("Every provider with prices: what its messages were charged on its local day (`budget_time_zone`, else UTC), its `daily_budget`, and, when that is spent, until when its sending pauses. A batch's own spend and cap are in the batch (`spent`, `max_cost`).")
+            .answer(200, "The providers' spend.", [json_of(s.answer::<crate::api::spend::Spend>())])
+            .errors(&[503]),
+    ]
+}
