@@ -203,3 +203,42 @@ async fn a_spent_daily_budget_pauses_the_provider_and_says_so_in_spend_and_metri
     );
     assert_eq!(server.count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_classic_send_sms_takes_max_cost_as_a_batch_does() {
+    let server = ProviderServer::start().await;
+    let app = spawn_app(|config| route_all_to(config, priced(&server, 0.05, None))).await;
+    let form = |max_cost: &str| {
+        format!(
+            "mobiles%5B%5D=%2B8613800138001&mobiles%5B%5D=%2B8613800138002&content=hi&max_cost={max_cost}"
+        )
+    };
+
+    let (status, _, refused) = app
+        .post_raw(
+            "/send-sms",
+            "application/x-www-form-urlencoded",
+            &[],
+            form("0.05"),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused.to_string().contains("max_cost"), "{refused}");
+
+    let (status, _, accepted) = app
+        .post_raw(
+            "/send-sms",
+            "application/x-www-form-urlencoded",
+            &[],
+            form("0.1"),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["batch_id"].as_str().expect("a batch id");
+    let done = app.wait_finished(id, FINISH).await;
+    assert_eq!(
+        (done["max_cost"].as_f64(), done["spent"].as_f64()),
+        (Some(0.1), Some(0.1)),
+        "{done}"
+    );
+}
