@@ -57,6 +57,17 @@ async fn an_estimate_over_max_cost_is_refused_naming_it_and_nothing_is_stored() 
         message.contains("estimated cost 0.15 CNY") && message.contains("max_cost 0.10 CNY"),
         "{answer}"
     );
+    // The same for an upload, whose options come in the query.
+    let (status, _, answer) = app
+        .post_raw(
+            "/v1/batches?channel=sms&template=hi&max_cost=0.01",
+            "text/csv",
+            &[],
+            "to\n+8613800138001\n",
+        )
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "max_cost", "{answer}");
     assert!(app.batches().await.is_empty(), "a refused batch was stored");
 }
 
@@ -240,5 +251,40 @@ async fn the_classic_send_sms_takes_max_cost_as_a_batch_does() {
         (done["max_cost"].as_f64(), done["spent"].as_f64()),
         (Some(0.1), Some(0.1)),
         "{done}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_over_its_budget_hands_its_messages_to_the_next_on_its_failover_list() {
+    let (first, second) = (ProviderServer::start().await, ProviderServer::start().await);
+    let app = spawn_app(|config| {
+        let mut budgeted = priced(&first, 1.0, Some(1.5));
+        budgeted.name = "first".into();
+        let mut fallback = second.provider(None);
+        fallback.name = "second".into();
+        config.providers = vec![budgeted, fallback];
+        config.failover.insert(
+            herald::domain::Channel::Sms,
+            vec!["first".into(), "second".into()],
+        );
+        config.worker.max_in_flight = 1;
+    })
+    .await;
+
+    let id = app.submit(&sms_batch(4)).await;
+
+    let done = app.wait_finished(&id, FINISH).await;
+    assert_eq!(done["counts"]["sent"], 4, "{done}");
+    assert_eq!((first.count(), second.count()), (1, 3));
+    let providers: Vec<Value> = app
+        .messages(&id)
+        .await
+        .into_iter()
+        .map(|m| m["provider"].clone())
+        .collect();
+    assert_eq!(
+        providers.iter().filter(|p| **p == "second").count(),
+        3,
+        "{providers:?}"
     );
 }
