@@ -168,7 +168,7 @@ fn batch_table(batches: &[BatchView]) -> String {
             c.sent.to_string(),
             c.failed.to_string(),
             c.expired.to_string(),
-            (c.pending + c.sending + c.paused).to_string(),
+            (c.pending + c.sending + c.paused + c.held).to_string(),
         ]);
     }
     let widths: Vec<usize> = (0..9)
@@ -206,6 +206,12 @@ fn print_batch(batch: &BatchView) {
     );
     if let Some(at) = &batch.expires_at {
         println!("  not sent after {at}");
+    }
+    if let Some(cap) = batch.max_cost {
+        println!(
+            "  spent {} of its cap of {cap}  held {}",
+            batch.spent, c.held
+        );
     }
     // Only once receipts or unknown outcomes make them matter.
     if c.delivered + c.undelivered + c.unknown > 0 {

@@ -165,6 +165,8 @@ async fn a_batch_held_at_its_cap_resumes_with_a_higher_one_through_the_api_and_t
         "stderr: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("of its cap of 5"), "{printed}");
     let done = app.wait_finished(&ids[1], FINISH).await;
     assert_eq!(done["counts"]["sent"], 4, "{done}");
     assert_eq!(server.count(), 8, "each message went once");
