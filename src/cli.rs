@@ -56,7 +56,7 @@ pub enum Command {
     /// Run only the delivery workers, against a shared store; no HTTP listener.
     Worker(ServeArgs),
     /// Submit a batch from a CSV file (header: to, optional ref, then variables).
-    Send(SendArgs),
+    Send(Box<SendArgs>),
     /// Show a batch's state and counts.
     Status(StatusArgs),
     /// List the batches, newest first.
@@ -67,8 +67,8 @@ pub enum Command {
     Cancel(ControlArgs),
     /// Hold a batch's unsent messages.
     Pause(ControlArgs),
-    /// Release a paused batch.
-    Resume(ControlArgs),
+    /// Release a paused batch, or one held at its spend cap (with a higher --max-cost).
+    Resume(ResumeArgs),
     /// Make a new API token: prints the token, for clients, and its hash, for the
     /// server's `[auth] tokens`.
     Token,
@@ -115,6 +115,10 @@ pub struct SendArgs {
     /// webhook.callback_secret).
     #[arg(long)]
     pub callback_url: Option<String>,
+    /// The most the batch may spend, in its provider's currency: refused when the
+    /// estimate is over it; held when sending would pass it.
+    #[arg(long)]
+    pub max_cost: Option<f64>,
     /// Provider name [default: the channel's default].
     #[arg(long)]
     pub provider: Option<String>,
@@ -156,6 +160,19 @@ pub struct BatchesArgs {
 pub struct ControlArgs {
     /// The batch's id, or a start of it (8 or more characters) only it has.
     pub batch_id: String,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+/// `herald resume ID [--max-cost N]`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The batch's id, or a start of it (8 or more characters) only it has.
+    pub batch_id: String,
+    /// Raise the batch's spend cap to this (in its provider's currency), putting
+    /// the messages held at the cap back to send.
+    #[arg(long)]
+    pub max_cost: Option<f64>,
     #[command(flatten)]
     pub server: ServerArg,
 }
@@ -203,13 +220,13 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Serve(_) | Command::Api(_) | Command::Worker(_) => {
             unreachable!("serve, api and worker are handled by main")
         }
-        Command::Send(args) => send::send(args).await,
+        Command::Send(args) => send::send(*args).await,
         Command::Status(args) => batch::status(args).await,
         Command::Batches(args) => batch::batches(args).await,
         Command::Retry(args) => batch::retry(args).await,
         Command::Cancel(args) => batch::control(args, "cancel").await,
         Command::Pause(args) => batch::control(args, "pause").await,
-        Command::Resume(args) => batch::control(args, "resume").await,
+        Command::Resume(args) => batch::resume(args).await,
         Command::Token => token(),
     }
 }

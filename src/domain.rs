@@ -127,10 +127,13 @@ pub enum MessageState {
     Undelivered,
     Unknown,
     Expired,
+    /// Stopped at its batch's spend cap (`max_cost`): waits, like a paused
+    /// message, until the batch is resumed with a higher cap.
+    Held,
 }
 
 impl MessageState {
-    pub const ALL: [MessageState; 10] = [
+    pub const ALL: [MessageState; 11] = [
         MessageState::Pending,
         MessageState::Sending,
         MessageState::Sent,
@@ -141,6 +144,7 @@ impl MessageState {
         MessageState::Undelivered,
         MessageState::Unknown,
         MessageState::Expired,
+        MessageState::Held,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -155,6 +159,7 @@ impl MessageState {
             MessageState::Undelivered => "undelivered",
             MessageState::Unknown => "unknown",
             MessageState::Expired => "expired",
+            MessageState::Held => "held",
         }
     }
 
@@ -212,6 +217,9 @@ pub struct Counts {
     /// Not sent by the batch's deadline.
     #[serde(default)]
     pub expired: u64,
+    /// Stopped at the batch's spend cap, until it is resumed with a higher one.
+    #[serde(default)]
+    pub held: u64,
 }
 
 impl Counts {
@@ -228,14 +236,20 @@ impl Counts {
             MessageState::Undelivered => self.undelivered += n,
             MessageState::Unknown => self.unknown += n,
             MessageState::Expired => self.expired += n,
+            MessageState::Held => self.held += n,
         }
     }
 
     /// True when no message can still change state without the sender acting
     /// (delivery receipts aside: they move `sent` messages on at any time). An
-    /// expired message is settled, as a failed one is.
+    /// expired message is settled, as a failed one is; a held one waits, as a
+    /// paused one does.
     pub fn is_finished(&self) -> bool {
-        self.pending == 0 && self.sending == 0 && self.paused == 0 && self.unknown == 0
+        self.pending == 0
+            && self.sending == 0
+            && self.paused == 0
+            && self.unknown == 0
+            && self.held == 0
     }
 
     /// Messages that have been handed to a provider at least once, as far as
@@ -260,6 +274,8 @@ pub fn batch_state(control: BatchControl, counts: &Counts) -> &'static str {
         BatchControl::Cancelled => "cancelling",
         BatchControl::Paused => "paused",
         BatchControl::Active if counts.is_finished() => "done",
+        // Only held messages are left to send: the batch waits for a higher cap.
+        BatchControl::Active if counts.pending + counts.sending + counts.unknown == 0 => "held",
         BatchControl::Active if counts.attempted() == 0 => "queued",
         BatchControl::Active => "sending",
     }

@@ -340,6 +340,7 @@ impl Handler {
             reject_recent_duplicates: false,
             callback_url: callback_url.as_deref(),
             window: WindowRequest::default(),
+            max_cost: None,
         };
         self.intake.submit(envelope, body, recipients).await
     }

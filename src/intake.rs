@@ -126,6 +126,9 @@ pub struct Envelope<'a> {
     pub callback_url: Option<&'a str>,
     /// The batch's sending window, if it gives one (or ignores the configured one).
     pub window: WindowRequest<'a>,
+    /// The most the batch may spend, in its provider's currency (see
+    /// [`crate::queue::spend`]); `None`: no cap.
+    pub max_cost: Option<f64>,
 }
 
 impl Intake {
@@ -263,6 +266,7 @@ impl Intake {
                 ignore_window: request.ignore_window,
                 timezone: request.timezone.as_deref(),
             },
+            max_cost: request.max_cost,
         };
         let template = match (request.template.clone(), &request.template_id) {
             (Some(_), Some(_)) => {

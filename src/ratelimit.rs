@@ -37,6 +37,9 @@ pub struct Limits {
     /// claims (another's, when they fail over to this one). `None`: the claiming
     /// provider's own.
     pub owner: Option<String>,
+    /// What a message through the owner costs and its daily budget, when it has
+    /// prices (see [`crate::queue::spend`]).
+    pub tariff: Option<std::sync::Arc<crate::queue::spend::Tariff>>,
 }
 
 impl Limits {

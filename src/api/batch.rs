@@ -31,8 +31,9 @@ pub struct BatchView {
     /// Where the batch came from: `api`, `send-sms`, or `ingest:<name>` for an
     /// ingest source.
     pub source: String,
-    /// `queued`, `sending`, `paused`, `cancelling`, `cancelled` or `done` (every
-    /// message settled: sent, failed, expired, cancelled, …).
+    /// `queued`, `sending`, `paused`, `held` (only messages held at the spend cap
+    /// are left), `cancelling`, `cancelled` or `done` (every message settled:
+    /// sent, failed, expired, cancelled, …).
     pub state: String,
     pub priority: i32,
     #[schemars(extend("format" = "date-time"))]
@@ -45,6 +46,12 @@ pub struct BatchView {
     #[schemars(extend("format" = "date-time"))]
     pub expires_at: Option<String>,
     pub counts: Counts,
+    /// What its messages have been charged, in its provider's currency: counted
+    /// when the batch has a `max_cost` or its provider a `daily_budget`.
+    pub spent: f64,
+    /// Its spend cap, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
 }
 
 impl From<BatchSummary> for BatchView {
@@ -59,6 +66,8 @@ impl From<BatchSummary> for BatchView {
             send_at: format_ms(b.send_at_ms),
             expires_at: b.expires_at_ms.map(format_ms),
             counts: b.counts,
+            spent: crate::queue::spend::from_micros(b.spent),
+            max_cost: b.max_cost.map(crate::queue::spend::from_micros),
         }
     }
 }
@@ -240,13 +249,15 @@ pub(super) const ACTIONS: [(&str, BatchAction); 4] = [
     ),
 ];
 
-/// What a retry may say (an empty body says nothing): the batch's fresh deadline,
-/// as a submit gives it. Neither: the configured default for the batch's provider
-/// or channel, if any; else the batch has no deadline after the retry.
+/// What an action may say (an empty body says nothing). A retry: the batch's
+/// fresh deadline, as a submit gives it; neither: the configured default for the
+/// batch's provider or channel, if any, else the batch has no deadline after the
+/// retry. A resume: a higher spend cap (`max_cost`) for a batch held at its cap.
+/// The other actions read nothing of it.
 #[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(extend("not" = {"required": ["expires_at", "valid_for"]}))]
-pub struct RetryRequest {
+pub struct ControlRequest {
     /// RFC 3339, in the future. Give this or `valid_for`, not both.
     #[schemars(extend("format" = "date-time"))]
     expires_at: Option<String>,
@@ -254,6 +265,20 @@ pub struct RetryRequest {
     #[serde(default, deserialize_with = "crate::intake::whole_number")]
     #[schemars(range(min = 1, max = crate::domain::MAX_VALID_FOR_SECS))]
     valid_for: Option<i64>,
+    /// A resume's new spend cap, in the batch's provider's currency: above what
+    /// the batch has spent. Its held messages go back to be sent.
+    #[schemars(range(min = 0.000001))]
+    max_cost: Option<f64>,
+}
+
+impl ControlRequest {
+    fn of(body: &[u8]) -> Result<ControlRequest, Error> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            Ok(ControlRequest::default())
+        } else {
+            parse_json(body)
+        }
+    }
 }
 
 pub(super) async fn control_batch(
@@ -270,21 +295,27 @@ pub(super) async fn control_batch(
     if let BatchAction::Retry { expires_at_ms } = &mut action {
         *expires_at_ms = retry_deadline(&state, id, &body).await?;
     }
-    let summary = state
-        .queue
-        .control(id, action)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let max_cost = match action {
+        BatchAction::Resume => ControlRequest::of(&body)?.max_cost,
+        _ => None,
+    };
+    let summary = match max_cost {
+        Some(cost) if !(cost > 0.0 && cost.is_finite()) => {
+            return Err(Error::Invalid {
+                field: "max_cost".into(),
+                message: format!("must be a number above 0, not {cost}"),
+            });
+        }
+        Some(cost) => state.queue.resume_with_cap(id, cost).await?,
+        None => state.queue.control(id, action).await?,
+    }
+    .ok_or_else(|| not_found(id))?;
     Ok(Json(summary.into()))
 }
 
 /// The deadline a retry of batch `id` gives it, from the retry's `body`.
 async fn retry_deadline(state: &AppState, id: BatchId, body: &[u8]) -> Result<Option<i64>, Error> {
-    let request: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RetryRequest::default()
-    } else {
-        parse_json(body)?
-    };
+    let request = ControlRequest::of(body)?;
     let now = now_ms();
     let asked =
         Deadline::parse(request.expires_at.as_deref(), request.valid_for, now).map_err(|e| {

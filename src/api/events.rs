@@ -230,6 +230,8 @@ mod tests {
             send_at_ms: 0,
             expires_at_ms: None,
             counts,
+            spent: 0,
+            max_cost: None,
         }
     }
 

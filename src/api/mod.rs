@@ -13,7 +13,8 @@
 //!   to message; `seed` keeps the seed recipe's `POST /send-sms` working;
 //!   `receipts` takes the providers' delivery receipts, `inbound` their replies,
 //!   `replies` lists them; `webhooks` lists and replays the status webhooks'
-//!   deliveries.
+//!   deliveries; `spend` answers `GET /v1/spend`, each provider's spend today
+//!   against its daily budget, and the spend families of `/metrics`.
 //! - `GET /` and `/assets/{name}` serve the web page (`crate::web`).
 //! - `openapi` builds the OpenAPI document from the table and the handlers'
 //!   types; its `path` says what each route's methods take and answer.
@@ -30,6 +31,7 @@ mod replies;
 mod request;
 mod route;
 mod seed;
+mod spend;
 mod state;
 mod submit;
 mod suppressions;

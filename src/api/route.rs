@@ -19,7 +19,8 @@ use super::error::Error;
 use super::openapi::{self, Describe, Operation, Schemas, json_of, op, path, text};
 use super::state::AppState;
 use super::{
-    batch, events, inbound, receipts, replies, seed, submit, suppressions, templates, webhooks,
+    batch, events, inbound, receipts, replies, seed, spend, submit, suppressions, templates,
+    webhooks,
 };
 use crate::auth::{Access, Tokens};
 
@@ -127,6 +128,7 @@ pub(super) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>, Des
         ),
         ("/metrics", Token, get(metrics), metrics_operations),
         ("/openapi.json", Public, get(document), document_operations),
+        ("/v1/spend", Token, get(spend::spend), path::spend),
     ]
 }
 
@@ -246,7 +248,8 @@ async fn require_token(
 
 /// `GET /metrics`: Prometheus's text format.
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(&state.queue).await;
+    let mut text = state.metrics.render(&state.queue).await;
+    text.push_str(&spend::metrics(&state).await);
     (
         [(
             axum::http::header::CONTENT_TYPE,

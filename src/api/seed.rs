@@ -48,6 +48,16 @@ pub(super) async fn send_sms(
     };
     let template_id = request.template_id.clone();
     let callback_url = request.callback_url.clone();
+    let max_cost = request
+        .max_cost
+        .as_deref()
+        .map(|raw| {
+            raw.trim().parse::<f64>().map_err(|_| Error::Invalid {
+                field: "max_cost".into(),
+                message: format!("must be a number, not `{raw}`"),
+            })
+        })
+        .transpose()?;
     let (body, recipients) = request
         .submission(&state.intake, None)
         .await
@@ -65,6 +75,7 @@ pub(super) async fn send_sms(
         reject_recent_duplicates: false,
         callback_url: callback_url.as_deref(),
         window: WindowRequest::default(),
+        max_cost,
     };
     let submitted = state
         .intake

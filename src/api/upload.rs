@@ -175,6 +175,8 @@ pub struct CsvOptions {
     ignore_window: bool,
     #[serde(default)]
     timezone: Option<String>,
+    #[serde(default)]
+    max_cost: Option<f64>,
 }
 
 impl CsvOptions {
@@ -200,7 +202,7 @@ impl CsvOptions {
                 "{e}: a CSV upload takes the batch's options in the query string \
                  (channel, template or template_id, subject, provider, priority, send_at, \
                  expires_at, valid_for, reject_recent_duplicates, callback_url, window, \
-                 ignore_window, timezone, dry_run)"
+                 ignore_window, timezone, max_cost, dry_run)"
             ),
         })
     }
@@ -225,6 +227,7 @@ impl CsvOptions {
             window: self.window,
             ignore_window: self.ignore_window,
             timezone: self.timezone,
+            max_cost: self.max_cost,
         }
     }
 }

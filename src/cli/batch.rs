@@ -37,6 +37,22 @@ pub(super) async fn control(args: ControlArgs, action: &str) -> anyhow::Result<E
     Ok(ExitCode::SUCCESS)
 }
 
+/// `POST /v1/batches/{id}/resume`, with the raised spend cap when asked for, then
+/// the batch.
+pub(super) async fn resume(args: crate::cli::ResumeArgs) -> anyhow::Result<ExitCode> {
+    let id = resolve(&args.server, &args.batch_id).await?;
+    let path = format!("/v1/batches/{id}/resume");
+    let body = args
+        .max_cost
+        .map(|max_cost| serde_json::json!({ "max_cost": max_cost }));
+    let Some(answer) = call_with(&args.server, reqwest::Method::POST, &path, body.as_ref()).await?
+    else {
+        return Ok(ExitCode::FAILURE);
+    };
+    print_batch(&serde_json::from_str(&answer).context("the server's answer is not a batch")?);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `POST /v1/batches/{id}/retry` with the deadline asked for, then the batch.
 pub(super) async fn retry(args: RetryArgs) -> anyhow::Result<ExitCode> {
     let id = resolve(&args.server, &args.batch_id).await?;
@@ -152,7 +168,7 @@ fn batch_table(batches: &[BatchView]) -> String {
             c.sent.to_string(),
             c.failed.to_string(),
             c.expired.to_string(),
-            (c.pending + c.sending + c.paused).to_string(),
+            (c.pending + c.sending + c.paused + c.held).to_string(),
         ]);
     }
     let widths: Vec<usize> = (0..9)
@@ -190,6 +206,12 @@ fn print_batch(batch: &BatchView) {
     );
     if let Some(at) = &batch.expires_at {
         println!("  not sent after {at}");
+    }
+    if let Some(cap) = batch.max_cost {
+        println!(
+            "  spent {} of its cap of {cap}  held {}",
+            batch.spent, c.held
+        );
     }
     // Only once receipts or unknown outcomes make them matter.
     if c.delivered + c.undelivered + c.unknown > 0 {

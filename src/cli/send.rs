@@ -66,6 +66,7 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         window: None,
         ignore_window: false,
         timezone: None,
+        max_cost: args.max_cost,
     };
     let bar = upload_bar(
         csv.recipients.len() as u64,

@@ -22,6 +22,8 @@ pub struct SmsJob {
     pub content: Option<String>,
     /// Where the batch's status events are posted (see intake's `callback_url`).
     pub callback_url: Option<String>,
+    /// The batch's spend cap (see intake's `max_cost`), as written: a number.
+    pub max_cost: Option<String>,
 }
 
 /// The classic e-mail job: one subject and text to one or several addresses.
@@ -146,6 +148,10 @@ impl schemars::JsonSchema for SmsJob {
                     "pattern": crate::domain::HTTP_URL_PATTERN,
                     "description": "An http(s) URL the batch's status events are posted to, signed with `webhook.callback_secret` (which must be set).",
                 },
+                "max_cost": {
+                    "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}],
+                    "description": "The most the batch may spend, in its provider's currency (a number; in a form, as text). The provider needs prices, and the estimate must be within it.",
+                },
             },
         })
     }
@@ -165,6 +171,10 @@ impl SmsJob {
             mobiles: list(map, "mobiles")?,
             content: optional_string(map, "content")?,
             callback_url: optional_string(map, "callback_url")?,
+            max_cost: match map.get("max_cost") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(scalar(v).ok_or_else(|| invalid("max_cost", "must be a number"))?),
+            },
         })
     }
 
@@ -177,6 +187,7 @@ impl SmsJob {
                 "template_id" => job.template_id = Some(value.into_owned()),
                 "content" => job.content = Some(value.into_owned()),
                 "callback_url" => job.callback_url = Some(value.into_owned()),
+                "max_cost" => job.max_cost = Some(value.into_owned()),
                 k if k == "mobiles" || (k.starts_with("mobiles[") && k.ends_with(']')) => {
                     split_list(&value, &mut job.mobiles)
                 }

@@ -55,6 +55,7 @@ impl Intake {
             // The sender has just written: the answer goes at once, whatever the
             // quiet hours (carriers expect an opt-out confirmed without delay).
             window: None,
+            max_cost: None,
             callback_url: None,
             subscriptions: self
                 .subscribers

@@ -47,6 +47,8 @@ pub(super) struct Intaking {
     pub(super) preview: Vec<Preview>,
     /// The batch's sending window, when it has one.
     pub(super) quiet: Option<window::Quiet>,
+    /// The batch's spend cap, if it has one.
+    pub(super) max_cost: Option<crate::queue::spend::Micros>,
 }
 
 /// The first index of each recipient key, found by a hash of the key rather than
@@ -294,6 +296,20 @@ impl Intaking {
         report.window = self.quiet.as_ref().map(window::Quiet::report);
         let segments = self.sms.as_ref().map_or(0, |s| s.segments);
         report.eta_seconds = eta_seconds(&self.route.limits, self.accepted, segments, ahead);
+        if let (Some(max_cost), Some(cost)) = (self.max_cost, &report.cost)
+            && crate::queue::spend::to_micros(cost.amount) > max_cost
+        {
+            use crate::queue::spend::format_amount;
+            let currency = cost.currency.as_deref();
+            return Err(invalid(
+                "max_cost",
+                format!(
+                    "the estimated cost {} is over max_cost {}: raise max_cost or send to fewer recipients",
+                    format_amount(crate::queue::spend::to_micros(cost.amount), currency),
+                    format_amount(max_cost, currency),
+                ),
+            ));
+        }
         Ok(serde_json::to_value(&report).expect("a report always serializes"))
     }
 
@@ -321,6 +337,7 @@ impl Intaking {
             callback_url: self.callback_url.clone(),
             subscriptions: self.subscriptions.clone(),
             window: self.quiet.as_ref().map(|q| q.stored.clone()),
+            max_cost: self.max_cost,
             messages,
         }
     }

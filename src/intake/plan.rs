@@ -62,6 +62,26 @@ impl Intake {
             &route.name,
             send_at_ms,
         )?;
+        let max_cost = match envelope.max_cost {
+            None => None,
+            Some(cost) if !(cost > 0.0 && cost.is_finite()) => {
+                return Err(invalid(
+                    "max_cost",
+                    format!("must be a number above 0, not {cost}"),
+                ));
+            }
+            Some(_) if route.price.is_none() => {
+                return Err(invalid(
+                    "max_cost",
+                    format!(
+                        "provider `{}` has no prices configured (price_per_message, \
+                         price_per_segment): a spend cap cannot be enforced",
+                        route.name
+                    ),
+                ));
+            }
+            Some(cost) => Some(crate::queue::spend::to_micros(cost)),
+        };
         let template_id = match &body {
             Body::Template(spec) => spec.stored_id.clone(),
             Body::Literal { .. } => None,
@@ -121,6 +141,7 @@ impl Intake {
             remember: Vec::new(),
             preview: Vec::new(),
             quiet,
+            max_cost,
         })
     }
 }

@@ -92,6 +92,12 @@ pub struct BatchRequest {
     /// else UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
+    /// The most the batch may spend, in its provider's currency (which must have
+    /// prices): refused when the estimate is over it, and held when sending would
+    /// pass it, until resumed with a higher one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.000001))]
+    pub max_cost: Option<f64>,
 }
 
 /// A batch body's `recipients` are required, though an upload's options, which

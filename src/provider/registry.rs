@@ -12,6 +12,7 @@ use super::{
     TencentProvider, TwilioProvider, WebhookProvider,
 };
 use crate::domain::Channel;
+use crate::queue::spend::{DailyBudget, Tariff, to_micros};
 use crate::ratelimit::{Limits, Rate};
 
 /// A provider with its name, channels and rate limit, as configured.
@@ -60,6 +61,47 @@ impl Price {
             per_message: config.price_per_message.unwrap_or(0.0),
             per_segment: config.price_per_segment.unwrap_or(0.0),
             currency: config.currency.clone(),
+        }))
+    }
+
+    /// What sending through provider `config` costs, with its daily budget, as
+    /// claims charge it; `None` without prices (a budget needs them).
+    fn tariff(config: &ProviderConfig, price: Option<&Price>) -> Result<Option<Tariff>, String> {
+        let daily = match config.daily_budget {
+            None => {
+                if config.budget_time_zone.is_some() {
+                    return Err("budget_time_zone needs daily_budget".into());
+                }
+                None
+            }
+            Some(amount) if !(amount > 0.0 && amount.is_finite()) => {
+                return Err(format!(
+                    "daily_budget must be a positive number, not {amount}"
+                ));
+            }
+            Some(_) if price.is_none() => {
+                return Err(
+                    "daily_budget needs price_per_message or price_per_segment to count spend"
+                        .into(),
+                );
+            }
+            Some(amount) => {
+                let name = config.budget_time_zone.as_deref().unwrap_or("UTC");
+                let zone =
+                    crate::window::time_zone(name).map_err(|e| format!("budget_time_zone: {e}"))?;
+                Some(DailyBudget {
+                    amount: to_micros(amount),
+                    zone,
+                })
+            }
+        };
+        Ok(price.map(|p| Tariff {
+            provider: config.name.clone(),
+            per_message: to_micros(p.per_message),
+            per_segment: to_micros(p.per_segment),
+            currency: p.currency.clone(),
+            daily,
+            fails_over: false,
         }))
     }
 
@@ -146,6 +188,8 @@ impl Registry {
                         .into(),
                 ));
             }
+            let price = Price::from_config(config).map_err(err)?;
+            let tariff = Price::tariff(config, price.as_ref()).map_err(err)?;
             let route = Route {
                 name: config.name.clone(),
                 channels: config.channels.clone(),
@@ -155,8 +199,9 @@ impl Registry {
                     segments,
                     per_recipient,
                     owner: Some(config.name.clone()),
+                    tariff: tariff.map(Arc::new),
                 },
-                price: Price::from_config(config).map_err(err)?,
+                price,
             };
             if routes.insert(config.name.clone(), route).is_some() {
                 return Err(err("is declared twice".into()));
@@ -215,10 +260,26 @@ impl Registry {
             }
             chosen.insert(channel, names);
         }
-        Ok(Registry {
+        let mut registry = Registry {
             routes,
             failover: chosen,
-        })
+        };
+        // A provider over its day's budget sends its messages through a fallback
+        // at once, when it has one.
+        let failing_over: Vec<String> = registry
+            .routes
+            .keys()
+            .filter(|name| !registry.fallbacks(name).is_empty())
+            .cloned()
+            .collect();
+        for name in failing_over {
+            if let Some(route) = registry.routes.get_mut(&name)
+                && let Some(tariff) = &mut route.limits.tariff
+            {
+                Arc::make_mut(tariff).fails_over = true;
+            }
+        }
+        Ok(registry)
     }
 
     /// The same registry with provider `name`'s adapter replaced by `provider`,

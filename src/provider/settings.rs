@@ -44,6 +44,13 @@ pub struct ProviderConfig {
     /// The prices' currency, e.g. `CNY`; shown with the estimate.
     #[serde(default)]
     pub currency: Option<String>,
+    /// The most it may be charged in one local day (see `budget_time_zone`), in
+    /// its currency: past it, its sending pauses until the next day. Needs prices.
+    #[serde(default)]
+    pub daily_budget: Option<f64>,
+    /// The IANA time zone whose days `daily_budget` counts; default UTC.
+    #[serde(default)]
+    pub budget_time_zone: Option<String>,
 }
 
 /// `per_recipient = { per_minute = 1, per_day = 10 }`: each given cap must hold.
@@ -92,6 +99,8 @@ impl ProviderConfig {
             price_per_message: None,
             price_per_segment: None,
             currency: None,
+            daily_budget: None,
+            budget_time_zone: None,
         }
     }
 }

@@ -44,6 +44,9 @@ pub struct NewBatch {
     /// it opens (see [`NewMessage::due_ms`]), and one claimed after it closed
     /// again waits for the next opening.
     pub window: Option<crate::window::BatchWindow>,
+    /// The most the batch may spend (see [`spend`](super::spend)), if capped: a
+    /// message whose charge would pass it is held, with every other waiting one.
+    pub max_cost: Option<super::spend::Micros>,
     pub messages: Vec<NewMessage>,
 }
 
@@ -151,6 +154,11 @@ pub struct Claimed {
     /// rather than its body: set by the engine, taken by the handle, which renders
     /// the body from it before the claim is answered.
     pub(crate) template: Option<Arc<BatchTemplate>>,
+    /// The message carries a charge already (see [`spend`](super::spend)): it is
+    /// not charged again.
+    pub(crate) charged: bool,
+    /// Its batch has a `max_cost`: the message is charged before it is sent.
+    pub(crate) capped: bool,
 }
 
 /// The answer to a rate-limited claim.
@@ -229,6 +237,11 @@ pub struct BatchSummary {
     /// The batch's deadline (ms since the epoch), if it has one.
     pub expires_at_ms: Option<i64>,
     pub counts: Counts,
+    /// What its messages have been charged (see [`spend`](super::spend)), in the
+    /// currency of the providers that carry them.
+    pub spent: super::spend::Micros,
+    /// Its spend cap, if it has one.
+    pub max_cost: Option<super::spend::Micros>,
 }
 
 /// One message's row in the ledger.
@@ -306,6 +319,11 @@ impl BatchAction {
             (BatchAction::Retry { .. }, _) => {
                 (counts.is_finished() && counts.failed + counts.expired == 0).then(finished)
             }
+            (BatchAction::Resume, _) if counts.held > 0 => Some(format!(
+                "the batch is held at its spend cap ({} messages held): resume it with a \
+                 higher max_cost",
+                counts.held
+            )),
             (BatchAction::Resume, BatchControl::Paused) => None,
             _ => counts.is_finished().then(finished),
         }

@@ -18,6 +18,8 @@
 //!   crate-private [`Outbox`] seam and the [`Queue`] methods over it.
 //! - `window`: a claimed message whose sending window has closed meanwhile goes
 //!   back to wait for the next opening.
+//! - `spend`: spend caps and daily budgets: each claimed message charged in the
+//!   store before it is sent, when its batch or provider asks for it.
 //! - `batch`: the types that cross the seam; `receipt`: the rules every engine
 //!   applies delivery receipts by; `suppress`: the one place that decides an
 //!   address is undeliverable and suppresses it; `replies`: the replies ledger
@@ -41,6 +43,7 @@ mod records;
 mod redis;
 mod render;
 pub mod replies;
+pub mod spend;
 mod sqlite;
 mod staging;
 pub mod suppress;
@@ -107,6 +110,8 @@ pub struct Queue {
     templates: render::Compiled,
     /// The sending windows of recently claimed batches.
     windows: window::Windows,
+    /// The providers this process found over their daily budget.
+    pauses: spend::Pauses,
 }
 
 /// An engine as each of its seams.
@@ -143,6 +148,7 @@ impl Queue {
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
             windows: window::Windows::default(),
+            pauses: spend::Pauses::default(),
         })
     }
 
@@ -158,6 +164,7 @@ impl Queue {
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
             windows: window::Windows::default(),
+            pauses: self.pauses.clone(),
         }
     }
 
@@ -238,9 +245,31 @@ impl Queue {
                     .hold_closed(self.engine.as_ref(), claimed, jiff::Timestamp::now())
                     .await?,
             );
+            ended.extend(self.charge(claimed, limits).await?);
             self.settle(ended).await?;
         }
         Ok(claim)
+    }
+
+    /// Charges the messages of `claimed` that need it (see [`spend`]) and takes
+    /// out those the store did not charge; answers the releases of those over
+    /// their provider's daily budget.
+    async fn charge(&self, claimed: &mut Vec<Claimed>, limits: &Limits) -> Result<Vec<Settlement>> {
+        let now = jiff::Timestamp::now();
+        let tariff = limits.tariff.as_deref();
+        let charges = spend::charges(claimed, tariff, now);
+        if charges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let answers = self.engine.charge(charges.clone()).await?;
+        Ok(spend::keep_charged(
+            claimed,
+            &charges,
+            answers,
+            tariff,
+            &self.pauses,
+            now,
+        ))
     }
 
     /// Extends each of `leases` still held to `lease` from now, in one engine call;
@@ -338,6 +367,36 @@ impl Queue {
             self.accepted.notify_waiters();
         }
         Ok(summary)
+    }
+
+    /// Resumes batch `id` with its spend cap raised to `max_cost` (in its
+    /// provider's currency): its held messages go back to pending, then it resumes
+    /// as [`Queue::control`] does. `Ok(None)` when there is no such batch;
+    /// `Error::Conflict` when the cap cannot be raised so (see [`Engine::raise_cap`]).
+    pub async fn resume_with_cap(
+        &self,
+        id: BatchId,
+        max_cost: f64,
+    ) -> Result<Option<BatchSummary>> {
+        if self
+            .engine
+            .raise_cap(id, spend::to_micros(max_cost))
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        self.control(id, BatchAction::Resume).await
+    }
+
+    /// What `provider` has been charged on local day `day` (`2026-12-06`).
+    pub async fn spent(&self, provider: &str, day: &str) -> Result<spend::Micros> {
+        self.engine.spent(provider, day).await
+    }
+
+    /// The providers this process found over their daily budget, and until when.
+    pub fn pauses(&self) -> &spend::Pauses {
+        &self.pauses
     }
 
     /// Expires up to `limit` unsent messages whose batch's deadline has passed

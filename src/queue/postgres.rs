@@ -18,6 +18,7 @@
 //!   deliveries;
 //! - `ledger`: summaries, message pages, pending counts and batch controls;
 //! - `prune`: removing finished batches past retention;
+//! - `spend`: charges against batches' caps and providers' days;
 //! - `records`: templates, suppressions, send fingerprints and ingest markers;
 //! - `replies`: the replies ledger.
 
@@ -30,6 +31,7 @@ use deadpool_postgres::{
 };
 use tokio_postgres::NoTls;
 
+use super::spend::{Charge, Charged, Micros};
 use super::{
     Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, Lease, MessageQuery,
     MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
@@ -53,6 +55,7 @@ mod records;
 mod replies;
 mod schema;
 mod settle;
+mod spend;
 mod sql;
 mod staging;
 
@@ -187,6 +190,18 @@ impl Engine for Postgres {
 
     async fn expire(&self, now_ms: i64, limit: u64) -> Result<u64> {
         self.sweep_expired(now_ms, limit).await
+    }
+
+    async fn charge(&self, charges: Vec<Charge>) -> Result<Vec<Charged>> {
+        self.charge_claimed(charges).await
+    }
+
+    async fn raise_cap(&self, id: BatchId, max_cost: Micros) -> Result<Option<()>> {
+        self.raise_batch_cap(id, max_cost).await
+    }
+
+    async fn spent(&self, provider: &str, day: &str) -> Result<Micros> {
+        self.spent_on(provider, day).await
     }
 
     async fn apply_receipts(

@@ -39,6 +39,9 @@
 //!   receipts; `early:{provider}` hash and `early-at` sorted set: receipts that came
 //!   before their send was recorded (see `scripts.rs`).
 //! - `idem:{key}` hash: an idempotency key's batch and request hash.
+//! - `spend:{provider}` hash: local day → what the provider was charged that day;
+//!   a batch's hash keeps its `max_cost` and `spent`, a message's its `charge`
+//!   (see `spend.rs`).
 //! - `rate:{provider}` hash: a rate-limited provider's token bucket (`tokens`, `at`).
 //! - `sent:{provider}:{to}` sorted set: a capped recipient's recent sends, scored by
 //!   time; it expires after the provider's longest cap window.
@@ -85,7 +88,9 @@
 //! deadlines) is upgraded in place. Version 4 added batch subscriptions, whose
 //! events every change records in its script: an older build would change their
 //! messages without telling, so it refuses a version 4 store, and an older store
-//! (with none) is upgraded in place.
+//! (with none) is upgraded in place. Version 5 added spend caps, charges and the
+//! `held` state: an older build would neither read the state nor give a charge
+//! back, so it refuses a version 5 store, and an older one is upgraded in place.
 //!
 //! **Files.** This one holds the engine, `open` and the [`Engine`] methods, each
 //! handed to the file that owns it: `accept` (idempotency, arrival numbers, writing
@@ -96,7 +101,7 @@
 //! suppressions, fingerprints, ingest markers), `replies` (the replies ledger),
 //! `scripts` (the Lua), `server` (what
 //! `open` checks), `expiry` (the deadline sweep), `keyspace` (walking and deleting keys), `url` ([`Target`]),
-//! `slot` (a message's place), `reply` (reading replies) and `tests`.
+//! `spend` (charges, caps and days), `slot` (a message's place), `reply` (reading replies) and `tests`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -106,6 +111,7 @@ use async_trait::async_trait;
 use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::spend::{Charge, Charged, Micros};
 use super::{
     Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, Lease, MessageQuery,
     MessageRecord, NewBatch, ReceiptEffect, Result, Settlement,
@@ -128,6 +134,7 @@ mod scripts;
 mod server;
 mod settle;
 mod slot;
+mod spend;
 mod staging;
 #[cfg(test)]
 mod tests;
@@ -243,6 +250,18 @@ impl Engine for Redis {
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<Vec<super::AppliedReceipt>> {
         self.settle_leases(settlements).await
+    }
+
+    async fn charge(&self, charges: Vec<Charge>) -> Result<Vec<Charged>> {
+        self.charge_claimed(charges).await
+    }
+
+    async fn raise_cap(&self, id: BatchId, max_cost: Micros) -> Result<Option<()>> {
+        self.raise_batch_cap(id, max_cost).await
+    }
+
+    async fn spent(&self, provider: &str, day: &str) -> Result<Micros> {
+        self.spent_on(provider, day).await
     }
 
     async fn apply_receipts(

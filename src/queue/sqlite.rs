@@ -15,6 +15,7 @@
 //! - `settle`, `receipts`: what becomes of a claimed message and its receipts;
 //! - `ledger`: batch summaries and pages of messages, control of a batch;
 //! - `expiry`: deadlines, at claim and by the sweep;
+//! - `spend`: charges against batches' caps and providers' days;
 //! - `record`: events recorded as deliveries in the transactions of the changes;
 //!   `outbox`: claiming, settling, listing, replaying and pruning deliveries;
 //! - `records`: stored templates, suppressions, fingerprints, unacked markers;
@@ -27,6 +28,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::Connection;
 
+use super::spend::{Charge, Charged, Micros};
 use super::{
     Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Delivery, DeliveryKey,
     DeliveryOutcome, DeliveryRecord, DeliveryState, Engine, Error, Lease, MessageQuery,
@@ -49,6 +51,7 @@ mod records;
 mod replies;
 mod schema;
 mod settle;
+mod spend;
 mod staging;
 #[cfg(test)]
 mod tests;
@@ -225,6 +228,21 @@ impl Engine for Sqlite {
 
     async fn expire(&self, now_ms: i64, limit: u64) -> Result<u64> {
         self.write(move |conn| expiry::sweep(conn, now_ms, limit))
+            .await
+    }
+
+    async fn charge(&self, charges: Vec<Charge>) -> Result<Vec<Charged>> {
+        self.write(move |conn| spend::charge(conn, charges)).await
+    }
+
+    async fn raise_cap(&self, id: BatchId, max_cost: Micros) -> Result<Option<()>> {
+        self.write(move |conn| spend::raise_cap(conn, id, max_cost))
+            .await
+    }
+
+    async fn spent(&self, provider: &str, day: &str) -> Result<Micros> {
+        let (provider, day) = (provider.to_owned(), day.to_owned());
+        self.read(move |conn| spend::spent(conn, &provider, &day))
             .await
     }
 }

@@ -540,6 +540,26 @@ function setUpCompose() {
 
 const list = { before: null };
 
+/** An amount in a provider's currency, when it has one. */
+function money(amount, currency) {
+  return currency ? `${amount} ${currency}` : String(amount);
+}
+
+/** Each priced provider's spend today, and whether its daily budget pauses it. */
+async function loadSpend() {
+  try {
+    const { providers } = await api('/v1/spend');
+    $('#spend').replaceChildren(...providers.map((p) => {
+      let text = `${p.provider}: ${money(p.spent, p.currency)} spent on ${p.day}`;
+      if (p.daily_budget !== undefined) text += ` of a daily budget of ${money(p.daily_budget, p.currency)}`;
+      if (p.paused_until) text += ` — budget spent, sending paused until ${when(p.paused_until)}`;
+      return h('p', { class: p.paused_until ? 'warn' : 'hint' }, text);
+    }));
+  } catch (e) {
+    showError($('#batches-error'), e);
+  }
+}
+
 async function loadBatches(more) {
   const body = $('#batches-body');
   const status = $('#batches-status');
@@ -549,6 +569,7 @@ async function loadBatches(more) {
     body.replaceChildren();
   }
   status.textContent = 'Loading…';
+  if (!more) loadSpend();
   try {
     const before = list.before ? `&before=${encodeURIComponent(list.before)}` : '';
     const page = await api(`/v1/batches?limit=25${before}`);
@@ -616,6 +637,7 @@ function renderBatch(batch, finished = false) {
   const facts = [['State', batch.state], ['Channel', batch.channel], ['Created', when(batch.created_at)],
     ['Sends from', when(batch.send_at)], ['Priority', String(batch.priority)], ['Source', batch.source]];
   if (batch.expires_at) facts.splice(4, 0, ['Not sent after', when(batch.expires_at)]);
+  if (batch.max_cost !== undefined) facts.push(['Spent', `${batch.spent} of its cap of ${batch.max_cost}`]);
   $('#batch-facts').replaceChildren(...facts.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]).flat());
   view.widget.update(batch, finished);
   const live = ['queued', 'sending'].includes(batch.state);

@@ -1,5 +1,6 @@
 //! Failover choice: which provider carries a provider's messages while its
-//! circuit is open, and which messages a fallback may carry.
+//! circuit is open (or its day's budget is spent), and which messages a fallback
+//! may carry.
 
 use std::time::Duration;
 
@@ -19,7 +20,14 @@ impl Pool {
             .get(&own.name)
             .map_or(&[][..], Vec::as_slice);
         let mut wait = self.inner.poll;
+        let now = crate::domain::now_ms();
         for route in std::iter::once(own).chain(fallbacks) {
+            // Over its day's budget: skipped until its next day, like an open circuit.
+            if let Some(until) = self.inner.queue.pauses().until(&route.name, now) {
+                let left = u64::try_from(until - now).unwrap_or(0);
+                wait = wait.min(Duration::from_millis(left.max(1)));
+                continue;
+            }
             match self.inner.circuits.admit(&route.name) {
                 Admission::Closed => {
                     return Choice::Send {

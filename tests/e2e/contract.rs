@@ -55,6 +55,8 @@ secret = "whsec_Y29udHJhY3QtcnVuLXNpZ25pbmctc2VjcmV0LTAxMjM="
 [[providers]]
 name = "log"
 kind = "log"
+price_per_message = 0.001
+currency = "CNY"
 
 [[providers]]
 name = "ali"

@@ -18,6 +18,7 @@ these hooks set those values, and only those, to ones that meet them:
 - `send_at` and `expires_at` must lie in the next ten years, in that order;
 - a batch's `window` must be a window that opens, not with `ignore_window`,
   and its `timezone` an IANA zone's name;
+- a batch's `max_cost` must be at least its estimated cost;
 - a template's text must be valid template syntax (braces are replaced);
 - an upload body (CSV, NDJSON) must be an upload, its `Content-Digest` its
   own, and a receipt must reach the provider whose format it is.
@@ -72,6 +73,9 @@ def _batch_options(options, channel):
         options.pop("ignore_window", None)
     if options.get("timezone") is not None:
         options["timezone"] = "Europe/London"
+    # A cap at least the batch's estimate, which depends on its recipients.
+    if options.get("max_cost") is not None:
+        options["max_cost"] = 1000000000
     if options.get("provider") is not None:
         options["provider"] = PROVIDERS[channel]
     if options.get("template_id") is not None:
@@ -165,6 +169,8 @@ def before_call(context, case, kwargs):
             if isinstance(addresses, list):
                 body["addresses"] = [_address(_channel(body)) for _ in addresses]
     elif path == "/send-sms" and isinstance(body, dict):
+        if body.get("max_cost") is not None:
+            body["max_cost"] = 1000000000
         mobiles = body.get("mobiles")
         if isinstance(mobiles, list):
             body["mobiles"] = [_address("sms") for _ in mobiles]

@@ -158,6 +158,8 @@ impl ProviderServer {
             price_per_message: None,
             price_per_segment: None,
             currency: None,
+            daily_budget: None,
+            budget_time_zone: None,
         }
     }
 }

@@ -25,6 +25,7 @@ mod preflight;
 mod process;
 mod receipts;
 mod smtp;
+mod spend;
 mod store;
 mod template_sms;
 mod upload;

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::{Operation, Schemas, header, if_none_match, json_of, op, path_parameter, text};
 use crate::api::batch::{
-    ACTIONS, BatchPage, BatchView, BatchesParams, MessagePage, MessagesParams, RetryRequest,
+    ACTIONS, BatchPage, BatchView, BatchesParams, ControlRequest, MessagePage, MessagesParams,
 };
 use crate::api::error::ErrorBody;
 use crate::api::events::Progress;
@@ -135,11 +135,11 @@ pub(in crate::api) fn control(s: &mut Schemas) -> Vec<Operation> {
     let actions: Vec<_> = ACTIONS.iter().map(|(name, _)| *name).collect();
     vec![
             op("post", "Pause, resume, cancel or retry a batch")
-                .description("`retry` requeues the failed and expired messages, and only those, with a fresh attempt budget, and gives the batch a fresh deadline: its body's `expires_at` or `valid_for`, else the configured default (none when none is configured). The other actions take no body. `409` when the batch's state makes the action meaningless: a finished batch has nothing to pause, resume or cancel, and only failed or expired messages to retry; a cancelled batch can only be cancelled again.")
+                .description("`retry` requeues the failed and expired messages, and only those, with a fresh attempt budget, and gives the batch a fresh deadline: its body's `expires_at` or `valid_for`, else the configured default (none when none is configured). `resume` may give a higher `max_cost`, putting the messages held at the batch's spend cap back to be sent. The other actions take no body. `409` when the batch's state makes the action meaningless: a finished batch has nothing to pause, resume or cancel, and only failed or expired messages to retry; a cancelled batch can only be cancelled again; a batch held at its spend cap resumes only with a `max_cost` above what it has spent.")
                 .parameters([batch_id(), path_parameter("action", json!({"type": "string", "enum": actions}), "")])
-                .optional_body([json_of(s.request::<RetryRequest>())])
+                .optional_body([json_of(s.request::<ControlRequest>())])
                 .answer(200, "The batch after the action.", [json_of(s.answer::<BatchView>())])
-                .errors(&[400, 404, 409, 503]),
+                .errors(&[400, 404, 409, 422, 503]),
         ]
 }
 
@@ -363,5 +363,15 @@ pub(in crate::api) fn webhook_replay(s: &mut Schemas) -> Vec<Operation> {
             .body([json_of(s.request::<ReplayRequest>())])
             .answer(200, "How many deliveries are pending again.", [json_of(s.answer::<Replayed>())])
             .errors(&[400, 404, 422]),
+    ]
+}
+
+/// What `/v1/spend` takes and answers.
+pub(in crate::api) fn spend(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("get", "Each provider's spend today")
+            .description("Every provider with prices: what its messages were charged on its local day (`budget_time_zone`, else UTC), its `daily_budget`, and, when that is spent, until when its sending pauses. A batch's own spend and cap are in the batch (`spent`, `max_cost`).")
+            .answer(200, "The providers' spend.", [json_of(s.answer::<crate::api::spend::Spend>())])
+            .errors(&[503]),
     ]
 }

@@ -15,9 +15,9 @@ pub(super) const ACCEPT: &str = "
 WITH batch AS (
     INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
                              request_hash, report, template, template_source, expires_at,
-                             callback_url, subscriptions, send_window)
+                             callback_url, subscriptions, send_window, max_cost)
     VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, $9, $18, $19, $20::bigint,
-            $21, $22::text::jsonb, $24)
+            $21, $22::text::jsonb, $24, $25::bigint)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING seq
 ), inserted AS (
@@ -59,6 +59,7 @@ impl Postgres {
             params.push(&head.subscriptions);
             params.push(&columns.due);
             params.push(&head.window);
+            params.push(&batch.max_cost);
             let stored = client.query_opt(&insert, &params).await.map_err(db)?;
             if stored.is_some() {
                 return Ok(Accepted::New(batch.id));

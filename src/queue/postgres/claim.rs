@@ -92,14 +92,16 @@ impl Postgres {
 /// over all batches.
 pub(super) const CLAIMED: &str = "
     RETURNING m.id, m.priority, m.available_at, m.to_addr, m.ref, m.subject, m.body, m.attempts,
-              m.segments, m.vars, m.unknown_since
+              m.segments, m.vars, m.unknown_since, m.charge IS NOT NULL AS charged
 )
 SELECT c.id, c.priority, c.available_at, c.to_addr, c.ref, c.subject, c.body, c.attempts, b.id, b.channel,
        c.segments, b.template, c.vars, c.unknown_since,
-       CASE WHEN row_number() OVER (PARTITION BY b.id) = 1 THEN b.template_source END
+       CASE WHEN row_number() OVER (PARTITION BY b.id) = 1 THEN b.template_source END,
+       c.charged, b.max_cost IS NOT NULL
 FROM claimed c
 CROSS JOIN LATERAL (
-    SELECT id, channel, template, template_source FROM {s}.batches WHERE seq = c.id >> 32 LIMIT 1
+    SELECT id, channel, template, template_source, max_cost FROM {s}.batches
+    WHERE seq = c.id >> 32 LIMIT 1
 ) b";
 
 /// Leases up to `$3` due messages of provider `$1`; none past its deadline, even
@@ -298,6 +300,8 @@ fn claimed(rows: &[Row], provider: &str, token: i64) -> Result<Vec<Claimed>> {
             vars: row.get(12),
             unknown_since_ms: row.get(13),
             template: templates.get(&batch_id).cloned(),
+            charged: row.get(15),
+            capped: row.get(16),
         };
         let order = (
             std::cmp::Reverse(row.get::<_, i32>(1)),

@@ -34,10 +34,10 @@ WITH expired AS (
     UPDATE {s}.messages SET state = 'expired', updated_at = $1
     WHERE id = ANY(ARRAY(
         SELECT id FROM {s}.messages
-        WHERE state IN ('pending', 'paused', 'unknown') AND expires_at <= $1
+        WHERE state IN ('pending', 'paused', 'unknown', 'held') AND expires_at <= $1
         LIMIT $2
         FOR UPDATE SKIP LOCKED))
-      AND state IN ('pending', 'paused', 'unknown')
+      AND state IN ('pending', 'paused', 'unknown', 'held')
     RETURNING id, last_error
 ), changed AS (
     SELECT id, 'message.expired' AS kind, last_error AS code, $1::bigint AS at FROM expired

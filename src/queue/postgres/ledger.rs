@@ -13,7 +13,8 @@ use crate::queue::{
 pub(super) const WINDOW: &str = "SELECT send_window FROM {s}.batches WHERE id = $1";
 
 pub(super) const SUMMARY: &str = "
-SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, b.expires_at, c.state, c.n
+SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, b.expires_at, c.state, c.n,
+       b.id, b.spent, b.max_cost
 FROM {s}.batches b
 LEFT JOIN LATERAL (
     SELECT state, COUNT(*) AS n FROM {s}.messages
@@ -28,7 +29,7 @@ WHERE b.id = $1";
 /// on `id` serves the order.
 pub(super) const BATCHES: &str = "
 SELECT b.channel, b.source, b.control, b.priority, b.created_at, b.send_at, b.expires_at, c.state, c.n,
-       b.id
+       b.id, b.spent, b.max_cost
 FROM (
     SELECT * FROM {s}.batches WHERE $1::text IS NULL OR id < $1 ORDER BY id DESC LIMIT $2
 ) b
@@ -213,7 +214,7 @@ impl Postgres {
             BatchAction::Cancel => Some((
                 BatchControl::Cancelled,
                 "cancelled",
-                &["pending", "paused"][..],
+                &["pending", "paused", "held"][..],
             )),
             BatchAction::Retry { expires_at_ms: at } => {
                 expires_at_ms = at;
@@ -278,5 +279,7 @@ fn summary(id: BatchId, rows: &[Row]) -> Result<Option<BatchSummary>> {
         send_at_ms: first.get(5),
         expires_at_ms: first.get(6),
         counts,
+        spent: first.get(10),
+        max_cost: first.get(11),
     }))
 }

@@ -81,7 +81,7 @@ WITH doomed AS (
       AND NOT EXISTS (
           SELECT 1 FROM {s}.messages m
           WHERE m.id >= b.seq << 32 AND m.id < (b.seq + 1) << 32
-            AND (m.state IN ('pending', 'sending', 'paused', 'unknown') OR m.updated_at >= $1))
+            AND (m.state IN ('pending', 'sending', 'paused', 'unknown', 'held') OR m.updated_at >= $1))
     ORDER BY b.seq
     LIMIT $2
     FOR UPDATE SKIP LOCKED

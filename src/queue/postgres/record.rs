@@ -72,7 +72,7 @@ CROSS JOIN LATERAL jsonb_array_elements(b.subscriptions) sub
 WHERE b.seq = ANY($1::bigint[]) AND ((sub.value->>'kinds')::int & {finished_bit}) <> 0
   AND (SELECT m.id FROM {s}.messages m
        WHERE m.id >= b.seq << 32 AND m.id < (b.seq + 1) << 32
-         AND m.state IN ('pending', 'sending', 'unknown', 'paused')
+         AND m.state IN ('pending', 'sending', 'unknown', 'paused', 'held')
        ORDER BY m.id DESC LIMIT 1) IS NULL
 ON CONFLICT (endpoint, event_id) DO NOTHING";
 

@@ -221,6 +221,33 @@ ALTER TABLE {s}.batches ADD COLUMN send_window TEXT;
 -- that a claimer finds when its provider's next message is due with one index
 -- read, however many wait (the ready index orders by priority first).
 CREATE INDEX messages_due ON {s}.messages (provider, available_at) WHERE state = 'pending';
+", "
+-- Migration 14: spend caps and daily budgets, in millionths of the currency. A
+-- batch's cap and what it has spent; each message's charge, with the provider and
+-- local day it counts on; each provider's spend per local day. A charge cleared
+-- (the attempt never reached the provider) is taken off both sums by the trigger.
+ALTER TABLE {s}.batches ADD COLUMN max_cost BIGINT;
+ALTER TABLE {s}.batches ADD COLUMN spent BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE {s}.messages ADD COLUMN charge BIGINT;
+ALTER TABLE {s}.messages ADD COLUMN charge_provider TEXT;
+ALTER TABLE {s}.messages ADD COLUMN charge_day TEXT;
+CREATE TABLE {s}.provider_spend (
+    provider TEXT NOT NULL,
+    day      TEXT NOT NULL,
+    amount   BIGINT NOT NULL,
+    PRIMARY KEY (provider, day)
+);
+CREATE FUNCTION {s}.messages_refund() RETURNS trigger LANGUAGE plpgsql AS $refund$
+BEGIN
+    UPDATE {s}.batches SET spent = spent - OLD.charge WHERE seq = OLD.id >> 32;
+    UPDATE {s}.provider_spend SET amount = amount - OLD.charge
+    WHERE provider = OLD.charge_provider AND day = OLD.charge_day;
+    RETURN NULL;
+END
+$refund$;
+CREATE TRIGGER messages_refund AFTER UPDATE OF charge ON {s}.messages
+FOR EACH ROW WHEN (OLD.charge IS NOT NULL AND NEW.charge IS NULL)
+EXECUTE FUNCTION {s}.messages_refund();
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

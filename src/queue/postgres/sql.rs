@@ -4,7 +4,7 @@
 
 use super::{
     accept, claim, due, expiry, lease, ledger, limit, outbox, prune, receipts, record, records,
-    replies, settle, staging,
+    replies, settle, spend, staging,
 };
 
 /// The state a message `m` returns to when it goes back to the queue: its batch's
@@ -92,6 +92,7 @@ pub(super) struct Sql {
     pub(super) unacked: String,
     pub(super) unmark_unacked: String,
     pub(super) replies: replies::ReplySql,
+    pub(super) spend: spend::SpendSql,
 }
 
 impl Sql {
@@ -188,6 +189,7 @@ impl Sql {
             unacked: fill(records::UNACKED),
             unmark_unacked: fill(records::UNMARK_UNACKED),
             replies: replies::ReplySql::new(&fill),
+            spend: spend::SpendSql::new(&fill),
         }
     }
 }

@@ -18,9 +18,9 @@ use crate::queue::{Accepted, Arrival, Begun, Error, NewBatch, NewMessage, Result
 pub(super) const STAGE_BATCH: &str = "
 INSERT INTO {s}.batches (id, channel, source, priority, send_at, created_at, idempotency_key,
                          request_hash, report, template, template_source, expires_at,
-                         callback_url, subscriptions, send_window)
+                         callback_url, subscriptions, send_window, max_cost)
 VALUES ($1, $2, $3, $4::integer, $5::bigint, $6::bigint, $7, $8, '{}', $9, $10, $11::bigint,
-        $12, $13::text::jsonb, $14)
+        $12, $13::text::jsonb, $14, $15::bigint)
 ON CONFLICT (idempotency_key) DO NOTHING
 RETURNING seq";
 
@@ -66,6 +66,7 @@ impl Postgres {
         params.push(&batch.callback_url);
         params.push(&head.subscriptions);
         params.push(&head.window);
+        params.push(&batch.max_cost);
         let row = client
             .query_opt(&self.sql.stage_batch, &params)
             .await

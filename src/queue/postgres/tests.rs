@@ -235,7 +235,15 @@ async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
         .await
         .unwrap()
         .batch_execute(&format!(
-            "DROP INDEX {schema}.messages_due;
+            "DROP TRIGGER messages_refund ON {schema}.messages;
+             DROP FUNCTION {schema}.messages_refund();
+             DROP TABLE {schema}.provider_spend;
+             ALTER TABLE {schema}.messages DROP COLUMN charge_day;
+             ALTER TABLE {schema}.messages DROP COLUMN charge_provider;
+             ALTER TABLE {schema}.messages DROP COLUMN charge;
+             ALTER TABLE {schema}.batches DROP COLUMN spent;
+             ALTER TABLE {schema}.batches DROP COLUMN max_cost;
+             DROP INDEX {schema}.messages_due;
              ALTER TABLE {schema}.batches DROP COLUMN send_window;
              DROP TABLE {schema}.replies;
              DROP INDEX {schema}.messages_sent_to;

@@ -139,7 +139,8 @@ impl Redis {
                     .window
                     .as_ref()
                     .map_or_else(String::new, |w| w.to_stored()),
-            );
+            )
+            .arg(batch.max_cost.map_or_else(String::new, |m| m.to_string()));
         for (provider, runs) in &staged.runs {
             call.arg(provider).arg(runs.len());
             for (from, to) in runs {

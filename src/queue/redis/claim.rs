@@ -87,11 +87,11 @@ fn parse_claimed(
     reply: &[Value],
     templates: &HashMap<BatchId, Arc<BatchTemplate>>,
 ) -> Result<Vec<Claimed>> {
-    if !reply.len().is_multiple_of(12) {
+    if !reply.len().is_multiple_of(14) {
         return Err(unexpected("a claim"));
     }
     reply
-        .chunks_exact(12)
+        .chunks_exact(14)
         .map(|m| {
             let member = required(&m[0], "message member")?;
             let slot = Slot::parse_member(&member)
@@ -120,6 +120,8 @@ fn parse_claimed(
                 vars: text(&m[10])?,
                 unknown_since_ms: optional_number(&m[11], "unknown outcome time")?,
                 template: templates.get(&batch).cloned(),
+                charged: number::<u8>(&m[12], "charged")? == 1,
+                capped: number::<u8>(&m[13], "capped")? == 1,
             })
         })
         .collect()

@@ -11,7 +11,7 @@ use crate::queue::{
 };
 
 /// The batch hash fields a summary reads, in this order (scripts use the same list).
-pub(super) const SUMMARY_FIELDS: [&str; 17] = [
+pub(super) const SUMMARY_FIELDS: [&str; 20] = [
     "channel",
     "source",
     "control",
@@ -29,6 +29,9 @@ pub(super) const SUMMARY_FIELDS: [&str; 17] = [
     "unknown",
     "expired",
     "expires_at",
+    "held",
+    "spent",
+    "max_cost",
 ];
 
 impl Redis {
@@ -204,6 +207,9 @@ fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
         unknown,
         expired,
         expires_at,
+        held,
+        spent,
+        max_cost,
     ] = f
     else {
         return Err(unexpected("a batch summary"));
@@ -235,6 +241,7 @@ fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
     );
     counts.add(MessageState::Unknown, count(unknown, "unknown count")?);
     counts.add(MessageState::Expired, count(expired, "expired count")?);
+    counts.add(MessageState::Held, count(held, "held count")?);
     Ok(Some(BatchSummary {
         id,
         channel: channel.parse::<Channel>().map_err(Error::Corrupt)?,
@@ -246,6 +253,8 @@ fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
         send_at_ms: number(send_at, "batch send time")?,
         expires_at_ms: optional_number(expires_at, "batch deadline")?,
         counts,
+        spent: optional_number(spent, "batch spend")?.unwrap_or(0),
+        max_cost: optional_number(max_cost, "batch spend cap")?,
     }))
 }
 

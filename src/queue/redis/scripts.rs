@@ -29,9 +29,9 @@ local function batch_of(id)
   if b == nil then
     local key = P .. 'b:' .. id
     local f = redis.call('HMGET', key, 'control', 'priority', 'channel', 'expires_at',
-      'subscriptions')
+      'subscriptions', 'max_cost')
     b = { id = id, key = key, control = f[1], priority = f[2], channel = f[3],
-      expires_at = tonumber(f[4]), subs = f[5], delta = {} }
+      expires_at = tonumber(f[4]), subs = f[5], max_cost = tonumber(f[6]), delta = {} }
     batches[id] = b
   end
   return b
@@ -149,7 +149,8 @@ return 1
 /// ARGV[18], before the providers: its callback URL and its subscriptions as JSON
 /// (each '' for none). ARGV[19]: '1' when some messages are due later than the
 /// batch (their sending window opens later): each joins its ready set scored by
-/// its own `available_at`. ARGV[20]: its sending window as JSON (or '').
+/// its own `available_at`. ARGV[20]: its sending window as JSON (or ''). ARGV[21]:
+/// its spend cap in millionths (or '').
 const COMMIT: &str = r"
 local id, prio, send_at, seq, span, idem = ARGV[3], ARGV[6], ARGV[7], ARGV[9], ARGV[10], ARGV[12]
 if idem ~= '' then
@@ -178,7 +179,8 @@ if ARGV[18] ~= '' then redis.call('HSET', bkey, 'subscriptions', ARGV[18]) end
 redis.call('ZADD', P .. 'batches', 0, id)
 local own_due = ARGV[19] == '1'
 if ARGV[20] ~= '' then redis.call('HSET', bkey, 'window', ARGV[20]) end
-local i = 21
+if ARGV[21] ~= '' then redis.call('HSET', bkey, 'max_cost', ARGV[21], 'spent', 0) end
+local i = 22
 while i <= #ARGV do
   local provider, runs = ARGV[i], tonumber(ARGV[i + 1])
   local ready = P .. 'ready:' .. prio .. ':' .. provider
@@ -219,12 +221,14 @@ const CONTROL: &str = r"
 local action = ARGV[4]
 local b = batch_of(ARGV[3])
 if not b.control then return { 'none' } end
-local c = redis.call('HMGET', b.key, 'pending', 'sending', 'paused', 'unknown', 'failed', 'expired')
-for i = 1, 6 do c[i] = tonumber(c[i]) or 0 end
-local open = c[1] + c[2] + c[3] + c[4]
+local c = redis.call('HMGET', b.key, 'pending', 'sending', 'paused', 'unknown', 'failed', 'expired',
+  'held')
+for i = 1, 7 do c[i] = tonumber(c[i]) or 0 end
+local open = c[1] + c[2] + c[3] + c[4] + c[7]
 local refused
 if b.control == 'cancelled' then refused = action ~= 'cancel'
 elseif action == 'retry' then refused = open == 0 and c[5] + c[6] == 0
+elseif action == 'resume' and c[7] > 0 then refused = true
 elseif action == 'resume' and b.control == 'paused' then refused = false
 else refused = open == 0 end
 if refused then
@@ -257,7 +261,8 @@ for i = 0, span - 1 do
   local from, provider, to = m[1], m[2], nil
   if action == 'pause' and from == 'pending' then to = 'paused'
   elseif action == 'resume' and from == 'paused' then to = requeued_state(b)
-  elseif action == 'cancel' and (from == 'pending' or from == 'paused') then to = 'cancelled'
+  elseif action == 'cancel' and (from == 'pending' or from == 'paused' or from == 'held') then
+    to = 'cancelled'
   elseif action == 'retry' and (from == 'failed' or from == 'expired') then
     to = requeued_state(b)
   end
@@ -325,7 +330,7 @@ for _, id in ipairs(due) do
       local key = P .. 'm:' .. member
       local m = redis.call('HMGET', key, 'state', 'provider')
       local from = m[1]
-      if from == 'pending' or from == 'paused' or from == 'unknown' then
+      if from == 'pending' or from == 'paused' or from == 'unknown' or from == 'held' then
         if from == 'pending' then unready(b, m[2], member) end
         if from == 'unknown' then redis.call('ZREM', P .. 'leased:' .. m[2], member) end
         redis.call('HSET', key, 'state', 'expired', 'updated_at', now)
@@ -361,6 +366,8 @@ pub(super) struct Scripts {
     pub(super) replay_deliveries: Script,
     pub(super) delivery_counts: Script,
     pub(super) prune_deliveries: Script,
+    pub(super) charge: Script,
+    pub(super) raise_cap: Script,
 }
 
 /// A script of `body` after the prelude and the outbox's recording, with
@@ -395,6 +402,8 @@ impl Scripts {
             replay_deliveries: script(outbox::REPLAY_DELIVERIES),
             delivery_counts: script(outbox::DELIVERY_COUNTS),
             prune_deliveries: script(outbox::PRUNE_DELIVERIES),
+            charge: script(super::spend::CHARGE),
+            raise_cap: script(super::spend::RAISE_CAP),
         }
     }
 }

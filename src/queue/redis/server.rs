@@ -10,14 +10,16 @@ use crate::domain::BatchId;
 use crate::queue::{Error, Result};
 
 /// The key layout this build reads and writes.
-const LAYOUT_VERSION: &str = "4";
+const LAYOUT_VERSION: &str = "5";
 
 /// The layouts this one extends: a store of one is upgraded in place when opened
 /// (version 2 stores a template batch's template once and its messages' vars
 /// without their bodies, which a build of version 1 would send empty; version 3
 /// adds batch deadlines and the `expired` state, which older builds cannot read;
-/// version 4 adds batch subscriptions, whose events older builds would not record).
-const PREVIOUS_LAYOUT_VERSIONS: [&str; 3] = ["1", "2", "3"];
+/// version 4 adds batch subscriptions, whose events older builds would not record;
+/// version 5 adds spend caps and charges, and the `held` state, which older builds
+/// would neither refund nor read).
+const PREVIOUS_LAYOUT_VERSIONS: [&str; 4] = ["1", "2", "3", "4"];
 
 impl Redis {
     pub(super) async fn check_layout(&self) -> Result<()> {

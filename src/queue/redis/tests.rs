@@ -243,7 +243,7 @@ async fn older_layouts_are_upgraded_on_open_and_an_unknown_one_refused() {
                 .unwrap();
         }
     };
-    for old in ["1", "2", "3"] {
+    for old in ["1", "2", "3", "4"] {
         version(old).await;
         let upgraded = Redis::open(&parsed(&url)).await.unwrap();
         let now: String = redis::cmd("GET")
@@ -251,14 +251,14 @@ async fn older_layouts_are_upgraded_on_open_and_an_unknown_one_refused() {
             .query_async(&mut upgraded.conn())
             .await
             .unwrap();
-        assert_eq!(now, "4", "upgraded from {old}");
+        assert_eq!(now, "5", "upgraded from {old}");
     }
-    version("5").await;
+    version("6").await;
     let Err(refused) = Redis::open(&parsed(&url)).await else {
         panic!("a store of an unknown layout opened");
     };
     assert!(
-        refused.to_string().contains("layout version 5"),
+        refused.to_string().contains("layout version 6"),
         "{refused}"
     );
 }

@@ -119,8 +119,8 @@ pub(super) fn insert_batch_row(
     tx.execute(
         "INSERT INTO batches (id, channel, source, control, priority, send_at, created_at, idempotency_key,
                               request_hash, report, first_row, size, template_source, expires_at,
-                              callback_url, subscriptions, send_window)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                              callback_url, subscriptions, send_window, max_cost)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         params![
             batch.id.to_string(),
             batch.channel.as_str(),
@@ -142,6 +142,7 @@ pub(super) fn insert_batch_row(
             batch.callback_url,
             subscriptions_to_stored(&batch.subscriptions),
             batch.window.as_ref().map(|w| w.to_stored()),
+            batch.max_cost,
         ],
     )
     .map_err(unavailable)?;

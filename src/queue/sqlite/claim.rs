@@ -192,7 +192,8 @@ fn lease_rows(
                      SELECT id FROM messages
                      WHERE state = 'pending' AND provider = ?4 AND available_at <= ?3
                      ORDER BY priority DESC, available_at, id LIMIT ?5)
-                 RETURNING id, batch, to_addr, ref, subject, body, attempts, segments, template, vars, unknown_since",
+                 RETURNING id, batch, to_addr, ref, subject, body, attempts, segments, template, vars, unknown_since,
+                     charge IS NOT NULL",
             )
             .map_err(unavailable)?;
         let rows = stmt
@@ -210,7 +211,8 @@ fn lease_rows(
             .prepare_cached(
                 "UPDATE messages SET state = 'sending', lease = ?1, lease_until = ?2, updated_at = ?3
                  WHERE id IN (SELECT value FROM json_each(?4))
-                 RETURNING id, batch, to_addr, ref, subject, body, attempts, segments, template, vars, unknown_since",
+                 RETURNING id, batch, to_addr, ref, subject, body, attempts, segments, template, vars, unknown_since,
+                     charge IS NOT NULL",
             )
             .map_err(unavailable)?;
         let ids = serde_json::to_string(&ids).map_err(|e| Error::Corrupt(e.to_string()))?;
@@ -267,6 +269,8 @@ fn to_claimed(
             attempts: r.attempts,
             unknown_since_ms: r.unknown_since,
             template: template_of(tx, &mut templates, r.batch)?,
+            charged: r.charged,
+            capped: known.capped,
         });
     }
     Ok(claimed)
@@ -285,6 +289,7 @@ struct ClaimedRow {
     template: Option<String>,
     vars: Option<String>,
     unknown_since: Option<i64>,
+    charged: bool,
 }
 
 fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
@@ -300,6 +305,7 @@ fn claimed_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClaimedRow> {
         template: r.get(8)?,
         vars: r.get(9)?,
         unknown_since: r.get(10)?,
+        charged: r.get(11)?,
     })
 }
 

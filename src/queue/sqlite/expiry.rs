@@ -32,7 +32,7 @@ pub(super) fn sweep(conn: &mut Connection, now: i64, limit: u64) -> Result<u64> 
         .prepare_cached(
             "UPDATE messages SET state = 'expired', updated_at = ?1
              WHERE id IN (SELECT id FROM messages
-                          WHERE state IN ('pending', 'paused', 'unknown') AND expires_at <= ?1
+                          WHERE state IN ('pending', 'paused', 'unknown', 'held') AND expires_at <= ?1
                           LIMIT ?2)
              RETURNING id",
         )

@@ -20,9 +20,21 @@ pub(super) struct BatchRef {
     pub(super) channel: Channel,
     first_row: i64,
     size: i64,
+    /// It has a spend cap (a cap is raised, never added or taken away).
+    pub(super) capped: bool,
 }
 
 impl BatchRef {
+    /// The batch's row in `batches`.
+    pub(super) fn seq(&self) -> i64 {
+        self.seq
+    }
+
+    /// The rows of its first and last messages.
+    pub(super) fn rows(&self) -> (i64, i64) {
+        (self.first_row, self.last_row())
+    }
+
     fn last_row(&self) -> i64 {
         self.first_row + self.size - 1
     }
@@ -33,15 +45,23 @@ impl BatchRef {
     }
 }
 
-const BATCH_REF: &str = "SELECT seq, id, channel, first_row, size FROM batches";
+const BATCH_REF: &str =
+    "SELECT seq, id, channel, first_row, size, max_cost IS NOT NULL FROM batches";
 
-fn batch_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, String, String, i64, i64)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+type BatchRow = (i64, String, String, i64, i64, bool);
+
+fn batch_ref(r: &rusqlite::Row<'_>) -> rusqlite::Result<BatchRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
-fn to_batch_ref(
-    (seq, id, channel, first_row, size): (i64, String, String, i64, i64),
-) -> Result<BatchRef> {
+fn to_batch_ref((seq, id, channel, first_row, size, capped): BatchRow) -> Result<BatchRef> {
     let id = parse_batch_id(&id)?;
     Ok(BatchRef {
         seq,
@@ -49,11 +69,12 @@ fn to_batch_ref(
         channel: parse_channel(channel)?,
         first_row,
         size,
+        capped,
     })
 }
 
 /// A stored batch; one still being staged is not there yet.
-fn batch_by_id(conn: &Connection, id: BatchId) -> Result<Option<BatchRef>> {
+pub(super) fn batch_by_id(conn: &Connection, id: BatchId) -> Result<Option<BatchRef>> {
     conn.prepare_cached(&format!(
         "{BATCH_REF} WHERE id = ?1 AND control != 'staging'"
     ))
@@ -76,9 +97,10 @@ fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
     let Some(batch) = batch_by_id(conn, id)? else {
         return Ok(None);
     };
-    let (source, control, priority, created_at_ms, send_at_ms, expires_at_ms) = conn
+    let (source, control, priority, created_at_ms, send_at_ms, expires_at_ms, spend) = conn
         .prepare_cached(
-            "SELECT source, control, priority, created_at, send_at, expires_at FROM batches WHERE seq = ?1",
+            "SELECT source, control, priority, created_at, send_at, expires_at, spent, max_cost
+             FROM batches WHERE seq = ?1",
         )
         .and_then(|mut s| {
             s.query_row([batch.seq], |r| {
@@ -89,6 +111,7 @@ fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, Option<i64>>(5)?,
+                    (r.get::<_, i64>(6)?, r.get::<_, Option<i64>>(7)?),
                 ))
             })
         })
@@ -106,6 +129,8 @@ fn summary(conn: &Connection, id: BatchId) -> Result<Option<BatchSummary>> {
         send_at_ms,
         expires_at_ms,
         counts,
+        spent: spend.0,
+        max_cost: spend.1,
     }))
 }
 
@@ -313,7 +338,7 @@ pub(super) fn control(
             let cancelled: Vec<i64> = tx
                 .prepare_cached(
                     "UPDATE messages SET state = 'cancelled', updated_at = ?3
-                     WHERE id BETWEEN ?1 AND ?2 AND state IN ('pending', 'paused')
+                     WHERE id BETWEEN ?1 AND ?2 AND state IN ('pending', 'paused', 'held')
                      RETURNING id",
                 )
                 .and_then(|mut s| {

@@ -157,7 +157,7 @@ fn record_finished(tx: &Transaction<'_>, batches: &[Subscribed], now: i64) -> Re
         let unfinished: Option<i64> = tx
             .prepare_cached(
                 "SELECT id FROM messages
-                 WHERE id BETWEEN ?1 AND ?2 AND state IN ('pending', 'sending', 'unknown', 'paused')
+                 WHERE id BETWEEN ?1 AND ?2 AND state IN ('pending', 'sending', 'unknown', 'paused', 'held')
                  ORDER BY id DESC LIMIT 1",
             )
             .and_then(|mut s| {

@@ -216,6 +216,29 @@ ALTER TABLE batches ADD COLUMN send_window TEXT;
 -- that a claimer finds when its provider's next message is due with one index
 -- read, however many wait (the ready index orders by priority first).
 CREATE INDEX messages_due ON messages(provider, available_at) WHERE state = 'pending';
+", "
+-- Migration 14: spend caps and daily budgets, in millionths of the currency. A
+-- batch's cap and what it has spent; each message's charge, with the provider and
+-- local day it counts on; each provider's spend per local day. A charge cleared
+-- (the attempt never reached the provider) is taken off both sums by the trigger.
+ALTER TABLE batches ADD COLUMN max_cost INTEGER;
+ALTER TABLE batches ADD COLUMN spent INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN charge INTEGER;
+ALTER TABLE messages ADD COLUMN charge_provider TEXT;
+ALTER TABLE messages ADD COLUMN charge_day TEXT;
+CREATE TABLE provider_spend (
+    provider TEXT NOT NULL,
+    day      TEXT NOT NULL,
+    amount   INTEGER NOT NULL,
+    PRIMARY KEY (provider, day)
+);
+CREATE TRIGGER messages_refund AFTER UPDATE OF charge ON messages
+WHEN OLD.charge IS NOT NULL AND NEW.charge IS NULL
+BEGIN
+    UPDATE batches SET spent = spent - OLD.charge WHERE seq = OLD.batch;
+    UPDATE provider_spend SET amount = amount - OLD.charge
+    WHERE provider = OLD.charge_provider AND day = OLD.charge_day;
+END;
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's

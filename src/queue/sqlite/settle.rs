@@ -35,7 +35,8 @@ pub(super) fn settle(
         let mut retry = tx
             .prepare_cached(&format!(
                 "UPDATE messages SET state = {REQUEUED_STATE}, attempts = attempts + ?5, available_at = ?3,
-                     last_error = COALESCE(?6, last_error), updated_at = ?4, lease = NULL, lease_until = NULL
+                     last_error = COALESCE(?6, last_error), updated_at = ?4, lease = NULL, lease_until = NULL,
+                     charge = NULL
                  WHERE id = ?1 AND lease = ?2 AND state = 'sending'"
             ))
             .map_err(unavailable)?;
@@ -50,14 +51,14 @@ pub(super) fn settle(
         let mut failed = tx
             .prepare_cached(
                 "UPDATE messages SET state = 'failed', attempts = attempts + 1, last_error = ?3,
-                     updated_at = ?4, lease = NULL, lease_until = NULL
+                     updated_at = ?4, lease = NULL, lease_until = NULL, charge = NULL
                  WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
             )
             .map_err(unavailable)?;
         let mut cancelled = tx
             .prepare_cached(
                 "UPDATE messages SET state = 'cancelled', last_error = ?3, updated_at = ?4,
-                     lease = NULL, lease_until = NULL
+                     lease = NULL, lease_until = NULL, charge = NULL
                  WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
             )
             .map_err(unavailable)?;

@@ -35,6 +35,7 @@ impl TestBatch {
                 callback_url: None,
                 subscriptions: Vec::new(),
                 window: None,
+                max_cost: None,
                 messages: (0..n)
                     .map(|index| NewMessage {
                         index,
@@ -85,6 +86,12 @@ impl TestBatch {
     }
 
     /// Higher goes first.
+    /// With a spend cap of `max_cost` millionths.
+    pub(crate) fn max_cost(mut self, max_cost: i64) -> Self {
+        self.batch.max_cost = Some(max_cost);
+        self
+    }
+
     pub(crate) fn source(mut self, source: &str) -> Self {
         self.batch.source = source.into();
         self

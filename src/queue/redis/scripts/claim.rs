@@ -116,7 +116,7 @@ for _, prio in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
   for _, member in ipairs(members) do
     local key = P .. 'm:' .. member
     local m = redis.call('HMGET', key, 'state', 'batch', 'to', 'ref', 'subject', 'body', 'attempts',
-      'segments', 'template', 'vars', 'unknown_since')
+      'segments', 'template', 'vars', 'unknown_since', 'charge')
     local cost = tonumber(m[8]) or 1
     if m[1] == 'pending' and seg_bucket and seg_taken + cost > seg_tokens
       and not (seg_taken == 0 and seg_tokens >= seg_burst) then
@@ -166,6 +166,8 @@ for _, prio in ipairs(redis.call('ZRANGE', prios, 0, -1)) do
       out[n + 10] = m[9]
       out[n + 11] = m[10]
       out[n + 12] = m[11]
+      out[n + 13] = m[12] and 1 or 0
+      out[n + 14] = b.max_cost and 1 or 0
       want = want - 1
       taken = taken + 1
       seg_taken = seg_taken + cost

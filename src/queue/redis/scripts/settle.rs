@@ -94,9 +94,18 @@ for i = 3, #ARGV, 7 do
   local member, token, kind, at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local has_text, text, sent_by = ARGV[i + 4] == '1', ARGV[i + 5], ARGV[i + 6]
   local key = P .. 'm:' .. member
-  local m = redis.call('HMGET', key, 'state', 'lease', 'provider', 'batch', 'attempts', 'to')
+  local m = redis.call('HMGET', key, 'state', 'lease', 'provider', 'batch', 'attempts', 'to',
+    'charge', 'charge_provider', 'charge_day')
   if m[1] == 'sending' and m[2] == token then
     local b = batch_of(m[4])
+    -- An attempt that never reached the provider, or that it refused, is not
+    -- billed: its charge is given back (see `spend.rs`).
+    if m[7] and (kind == 'retry' or kind == 'release' or kind == 'failed'
+        or kind == 'cancelled') then
+      redis.call('HINCRBY', b.key, 'spent', -tonumber(m[7]))
+      redis.call('HINCRBY', P .. 'spend:' .. m[8], m[9], -tonumber(m[7]))
+      redis.call('HDEL', key, 'charge', 'charge_provider', 'charge_day')
+    end
     local leased = P .. 'leased:' .. m[3]
     local members = done[leased]
     if members == nil then
