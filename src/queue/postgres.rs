@@ -19,7 +19,9 @@
 //! - `ledger`: summaries, message pages, pending counts and batch controls;
 //! - `prune`: removing finished batches past retention;
 //! - `records`: templates, suppressions, send fingerprints and ingest markers;
-//! - `replies`: the replies ledger.
+//! - `replies`: the replies ledger;
+//! - `search`: messages across batches by recipient or ref; `erase`: a person's
+//!   address hashed everywhere but the suppression list.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +42,7 @@ use crate::ratelimit::Limits;
 mod accept;
 mod claim;
 mod due;
+mod erase;
 mod expiry;
 mod lease;
 mod ledger;
@@ -52,6 +55,7 @@ mod record;
 mod records;
 mod replies;
 mod schema;
+mod search;
 mod settle;
 mod sql;
 mod staging;

@@ -221,6 +221,19 @@ ALTER TABLE {s}.batches ADD COLUMN send_window TEXT;
 -- that a claimer finds when its provider's next message is due with one index
 -- read, however many wait (the ready index orders by priority first).
 CREATE INDEX messages_due ON {s}.messages (provider, available_at) WHERE state = 'pending';
+", "
+-- Migration 16: finding and erasing a person. Messages by recipient (the address
+-- without a mailbox's display name: `search::TO_KEY`, written the same here) and by
+-- ref, in id order; the stored payloads of reply events by their event id; the
+-- salt that erased addresses are hashed with, made once per store.
+CREATE INDEX messages_to ON {s}.messages ((CASE WHEN right(to_addr, 1) = '>' \
+    THEN substring(to_addr from '<([^<]*)>$') ELSE to_addr END), id);
+CREATE INDEX messages_ref ON {s}.messages (ref, id) WHERE ref IS NOT NULL;
+CREATE INDEX deliveries_reply ON {s}.deliveries (event_id) WHERE kind = 'reply';
+CREATE TABLE {s}.erase_salt (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    salt BYTEA NOT NULL
+);
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

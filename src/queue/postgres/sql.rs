@@ -3,8 +3,8 @@
 //! fragments statements share.
 
 use super::{
-    accept, claim, due, expiry, lease, ledger, limit, outbox, prune, receipts, record, records,
-    replies, settle, staging,
+    accept, claim, due, erase, expiry, lease, ledger, limit, outbox, prune, receipts, record,
+    records, replies, search, settle, staging,
 };
 
 /// The state a message `m` returns to when it goes back to the queue: its batch's
@@ -92,6 +92,8 @@ pub(super) struct Sql {
     pub(super) unacked: String,
     pub(super) unmark_unacked: String,
     pub(super) replies: replies::ReplySql,
+    pub(super) search: search::SearchSql,
+    pub(super) erase: erase::EraseSql,
 }
 
 impl Sql {
@@ -188,6 +190,8 @@ impl Sql {
             unacked: fill(records::UNACKED),
             unmark_unacked: fill(records::UNMARK_UNACKED),
             replies: replies::ReplySql::new(&fill),
+            search: search::SearchSql::new(&fill),
+            erase: erase::EraseSql::new(&fill),
         }
     }
 }

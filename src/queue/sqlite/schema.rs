@@ -216,6 +216,20 @@ ALTER TABLE batches ADD COLUMN send_window TEXT;
 -- that a claimer finds when its provider's next message is due with one index
 -- read, however many wait (the ready index orders by priority first).
 CREATE INDEX messages_due ON messages(provider, available_at) WHERE state = 'pending';
+", "
+-- Migration 16: finding and erasing a person. Messages by recipient (the address
+-- without a mailbox's display name: `search::TO_KEY`, written the same here) and by
+-- ref, newest row last; the stored payloads of reply events by their event id; the
+-- salt that erased addresses are hashed with, made once per store.
+CREATE INDEX messages_to ON messages((CASE WHEN substr(to_addr, -1) = '>' \
+     THEN rtrim(substr(to_addr, length(rtrim(to_addr, replace(to_addr, '<', ''))) + 1), '>') \
+     ELSE to_addr END), id);
+CREATE INDEX messages_ref ON messages(ref, id) WHERE ref IS NOT NULL;
+CREATE INDEX deliveries_reply ON deliveries(event_id) WHERE kind = 'reply';
+CREATE TABLE erase_salt (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    salt BLOB NOT NULL
+);
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's
