@@ -48,7 +48,7 @@ SELECT COUNT(*) FROM (
 
 pub(super) const MESSAGES: &str = "
 SELECT m.id, m.to_addr, m.ref, m.state, m.provider, m.attempts, m.last_error, m.provider_message_id,
-       m.created_at, m.updated_at, m.sent_at, m.receipt_code, m.receipt_at
+       m.created_at, m.updated_at, m.sent_at, m.receipt_code, m.receipt_at, m.segments
 FROM {s}.batches b
 JOIN {s}.messages m ON m.id >= (b.seq << 32) + $2 AND m.id < (b.seq + 1) << 32
 WHERE b.id = $1 AND ($3::text IS NULL OR m.state = $3)

@@ -20,7 +20,7 @@ pub(super) const TO_KEY: &str = "(CASE WHEN right(to_addr, 1) = '>' \
 /// below id `$3`, by state `$4` and created in [`$5`, `$6`), newest first.
 const SEARCH: &str = "
 SELECT b.id, m.id, m.to_addr, m.ref, m.state, m.provider, m.attempts, m.last_error,
-       m.provider_message_id, m.created_at, m.updated_at, m.sent_at, m.receipt_code, m.receipt_at
+       m.provider_message_id, m.created_at, m.updated_at, m.sent_at, m.receipt_code, m.receipt_at, m.segments
 FROM {s}.messages m JOIN {s}.batches b ON b.seq = m.id >> 32
 WHERE {key} = $1 AND ($2::text IS NULL OR {other} = $2) AND m.id < $3
   AND ($4::text IS NULL OR m.state = $4) AND ($5::bigint IS NULL OR m.created_at >= $5)
@@ -85,7 +85,8 @@ fn found(r: &Row) -> Result<Found> {
 
 /// A message of batch `batch` from the columns of a row starting at `at`: id,
 /// to, ref, state, provider, attempts, last error, provider message id, created,
-/// updated, sent, receipt code, receipt time (as searches and batch pages read).
+/// updated, sent, receipt code, receipt time, segments (as searches and batch
+/// pages read).
 pub(super) fn message_record(r: &Row, at: usize, batch: BatchId) -> Result<MessageRecord> {
     let index = index_of(r.get(at));
     Ok(MessageRecord {
@@ -103,6 +104,7 @@ pub(super) fn message_record(r: &Row, at: usize, batch: BatchId) -> Result<Messa
         sent_at_ms: r.get(at + 10),
         receipt_code: r.get(at + 11),
         receipt_at_ms: r.get(at + 12),
+        segments: u32::try_from(r.get::<_, i32>(at + 13)).unwrap_or(1),
     })
 }
 

@@ -250,18 +250,18 @@ fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
 }
 
 fn parse_records(id: BatchId, reply: &[Value]) -> Result<Vec<MessageRecord>> {
-    if !reply.len().is_multiple_of(13) {
+    if !reply.len().is_multiple_of(14) {
         return Err(unexpected("a ledger page"));
     }
     reply
-        .chunks_exact(13)
+        .chunks_exact(14)
         .map(|m| parse_record(id, m))
         .collect()
 }
 
-/// One message of batch `id` as the ledger's scripts answer it: 13 values (index,
+/// One message of batch `id` as the ledger's scripts answer it: 14 values (index,
 /// to, ref, state, provider, attempts, error, provider message id, created,
-/// updated, sent, receipt code, receipt time).
+/// updated, sent, receipt code, receipt time, segments).
 pub(super) fn parse_record(id: BatchId, m: &[Value]) -> Result<MessageRecord> {
     let [
         index,
@@ -277,6 +277,7 @@ pub(super) fn parse_record(id: BatchId, m: &[Value]) -> Result<MessageRecord> {
         sent,
         code,
         at,
+        segments,
     ] = m
     else {
         return Err(unexpected("a message of the ledger"));
@@ -299,5 +300,8 @@ pub(super) fn parse_record(id: BatchId, m: &[Value]) -> Result<MessageRecord> {
         sent_at_ms: optional_number(sent, "message sent time")?,
         receipt_code: text(code)?,
         receipt_at_ms: optional_number(at, "receipt time")?,
+        segments: optional_number(segments, "segment count")?
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1),
     })
 }

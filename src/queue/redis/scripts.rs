@@ -284,9 +284,9 @@ table.insert(out, 1, 'ok')
 return out
 ";
 
-/// One page of a batch's ledger: 13 values per message (index, to, ref, state,
+/// One page of a batch's ledger: 14 values per message (index, to, ref, state,
 /// provider, attempts, error, provider message id, created, updated, sent, receipt
-/// code, receipt time).
+/// code, receipt time, segments).
 /// ARGV: P, now, batch id, first index, limit, state ('' for any).
 const MESSAGES: &str = r"
 local f = redis.call('HMGET', P .. 'b:' .. ARGV[3], 'seq', 'span')
@@ -296,7 +296,7 @@ local out, n, i = {}, 0, tonumber(ARGV[4])
 while i < span and n < limit do
   local m = redis.call('HMGET', P .. 'm:' .. member_of(seq, i), 'state', 'to', 'ref', 'provider',
     'attempts', 'error', 'provider_message_id', 'created_at', 'updated_at', 'sent_at',
-    'receipt_code', 'receipt_at')
+    'receipt_code', 'receipt_at', 'segments')
   if m[1] and (want == '' or m[1] == want) then
     n = n + 1
     local k = #out
@@ -304,7 +304,7 @@ while i < span and n < limit do
     out[k + 2] = m[2]
     out[k + 3] = m[3]
     out[k + 4] = m[1]
-    for j = 4, 12 do out[k + j + 1] = m[j] end
+    for j = 4, 13 do out[k + j + 1] = m[j] end
   end
   i = i + 1
 end

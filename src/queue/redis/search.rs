@@ -28,9 +28,9 @@ const STEP: usize = 500;
 /// Calls per search, at most (so up to `STEP` times this many members looked at).
 const MAX_CALLS: usize = 200;
 
-/// Values per message a search answers: member, batch id, then the 13 of a ledger
+/// Values per message a search answers: member, batch id, then the 14 of a ledger
 /// page (see `MESSAGES`).
-const FOUND_VALUES: usize = 15;
+const FOUND_VALUES: usize = 16;
 
 /// Up to `limit` messages of the index `key`, below `max` (`+`, or `(member`),
 /// looking at no more than `step` members: `{next max or '', values…}`, the values
@@ -46,22 +46,22 @@ for _, member in ipairs(members) do
   looked = looked + 1
   local m = redis.call('HMGET', P .. 'm:' .. member, 'state', 'to', 'ref', 'provider',
     'attempts', 'error', 'provider_message_id', 'created_at', 'updated_at', 'sent_at',
-    'receipt_code', 'receipt_at', 'batch')
+    'receipt_code', 'receipt_at', 'segments', 'batch')
   if not m[1] then
     gone[#gone + 1] = member
-  elseif redis.call('HEXISTS', P .. 'b:' .. m[13], 'seq') == 1
+  elseif redis.call('HEXISTS', P .. 'b:' .. m[14], 'seq') == 1
       and (want == '' or m[1] == want) and (ref == '' or m[3] == ref)
       and (since == nil or tonumber(m[8]) >= since)
       and (before == nil or tonumber(m[8]) < before) then
     n = n + 1
     local k = #out
     out[k + 1] = member
-    out[k + 2] = m[13]
+    out[k + 2] = m[14]
     out[k + 3] = tonumber(string.sub(member, 12))
     out[k + 4] = m[2]
     out[k + 5] = m[3]
     out[k + 6] = m[1]
-    for j = 4, 12 do out[k + j + 3] = m[j] end
+    for j = 4, 13 do out[k + j + 3] = m[j] end
   end
   if n >= limit then break end
 end

@@ -23,7 +23,7 @@ pub(super) const TO_KEY: &str = "(CASE WHEN substr(to_addr, -1) = '>' \
 /// A message's ledger columns, in the order [`read_message`] reads them from.
 pub(super) const LEDGER_COLUMNS: &str = "m.id, m.to_addr, m.ref, m.state, m.provider, m.attempts, \
      m.last_error, m.provider_message_id, m.created_at, m.updated_at, m.sent_at, m.receipt_code, \
-     m.receipt_at";
+     m.receipt_at, m.segments";
 
 /// A message's ledger columns as read, before its id and index are known.
 pub(super) struct LedgerRow {
@@ -53,6 +53,7 @@ pub(super) fn read_message(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result
             sent_at_ms: r.get(at + 10)?,
             receipt_code: r.get(at + 11)?,
             receipt_at_ms: r.get(at + 12)?,
+            segments: r.get(at + 13)?,
         },
     })
 }
