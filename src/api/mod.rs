@@ -44,6 +44,7 @@ mod upload;
 mod webhooks;
 
 pub use self::batch::{BatchPage, BatchView, MessagePage, MessageView};
+pub use self::csv_out::HEADER as CSV_COLUMNS;
 pub use self::erase::ErasureView;
 pub use self::error::Error;
 pub use self::events::Progress;
