@@ -2,8 +2,8 @@
 # What exporting a big ledger as CSV costs: a `herald serve` without workers takes
 # one NDJSON upload of EXPORT_ROWS recipients (due in ten years, all with the ref
 # `campaign`), is restarted on the same store (so that the upload's own peak is not
-# counted), then `herald export BATCH -o FILE` and `herald export --ref campaign -o
-# FILE` stream the batch's ledger and the search's result. The script prints the
+# counted), then `herald export --ref campaign -o FILE` and `herald export BATCH -o
+# FILE` stream the search's result and the batch's ledger. The script prints the
 # rows and bytes written, the time each took, herald's peak RSS (`VmHWM`) after the
 # restart and after each export, and the client's peak RSS (`/usr/bin/time -v`).
 #
@@ -63,7 +63,7 @@ start
 echo "store: ${EXPORT_STORE:-sqlite}, rows: $ROWS, batch $BATCH"
 echo "herald peak RSS after the restart: $(hwm)"
 
-for what in "$BATCH" "--ref campaign"; do
+for what in "--ref campaign" "$BATCH"; do
     # shellcheck disable=SC2086 # `--ref campaign` is two arguments.
     /usr/bin/time -v "$BIN" export $what -o "$WORK/out.csv" --server "http://127.0.0.1:$PORT" \
         2>"$WORK/time.txt" || { cat "$WORK/time.txt" >&2; exit 1; }

@@ -208,16 +208,28 @@ pub(super) async fn list_messages(
     let state_filter = message_state(params.state.as_deref())?;
     let csv = wants_csv(params.format.as_deref())?;
     let limit = page_limit(params.limit)?;
-    if state.queue.batch(id).await?.is_none() {
-        return Err(not_found(id));
-    }
     if csv {
+        // A message found says the batch exists without counting its messages,
+        // which for a big batch costs memory in proportion to its size.
+        let probe = MessageQuery {
+            state: state_filter,
+            after: params.after,
+            limit: 1,
+        };
+        if state.queue.messages(id, probe).await?.is_empty()
+            && state.queue.batch(id).await?.is_none()
+        {
+            return Err(not_found(id));
+        }
         let source = Source::Batch {
             id,
             state: state_filter,
             after: params.after,
         };
         return Ok(csv_out::respond(state, source, &format!("batch-{id}.csv")));
+    }
+    if state.queue.batch(id).await?.is_none() {
+        return Err(not_found(id));
     }
     let query = MessageQuery {
         state: state_filter,

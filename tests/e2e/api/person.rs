@@ -149,6 +149,10 @@ async fn messages_to_an_address_are_found_across_batches_and_exported_as_csv() {
         lines[1].starts_with(&format!("{older}-0,{older},0,+8613800000001,订单-1,sent")),
         "{batch_csv}"
     );
+    let (status, unknown) = app
+        .get("/v1/batches/01a2b3c4-0000-7000-8000-000000000000/messages?format=csv")
+        .await;
+    assert_eq!(status, 404, "{unknown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
