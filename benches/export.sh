@@ -12,7 +12,7 @@
 #
 # Settings (environment): EXPORT_ROWS (default 1000000), EXPORT_STORE (default: a
 # fresh SQLite directory; or a postgres:// or redis:// URL with its own schema or
-# prefix), EXPORT_PORT (default 18329).
+# prefix, which the script leaves for you to drop), EXPORT_PORT (default 18329).
 set -eu
 
 BIN=${1:-${CARGO_TARGET_DIR:-target}/release/herald}

@@ -52,9 +52,18 @@ impl SearchStore for Postgres {
             (None, Some(reference)) => (&self.sql.search.by_ref, reference, None),
             (None, None) => return Ok(Vec::new()),
         };
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         let stmt = client.prepare_cached(sql).await.map_err(db)?;
-        let rows = client
+        let tx = client.transaction().await.map_err(db)?;
+        // The order asked for is the index's, so a page reads `limit` entries. A
+        // planner misled by stale statistics (a million messages with one ref, just
+        // stored, estimated at a few hundred) gathered every match and sorted it
+        // instead: 0.7 s a page rather than 1.4 ms. Without sorts it has only the
+        // index's order to take.
+        tx.batch_execute("SET LOCAL enable_sort = off")
+            .await
+            .map_err(db)?;
+        let rows = tx
             .query(
                 &stmt,
                 &[
@@ -69,6 +78,7 @@ impl SearchStore for Postgres {
             )
             .await
             .map_err(db)?;
+        tx.commit().await.map_err(db)?;
         rows.iter().map(found).collect()
     }
 }
