@@ -5,12 +5,17 @@
 //!   the report; with `--wait` it follows the batch to its end (`watch`).
 //! - `batch`: `herald status` shows a batch, `herald batches` lists them,
 //!   `herald retry`, `cancel`, `pause` and `resume` control one.
+//! - `person`: `herald messages` finds messages across batches by address or
+//!   ref, `herald erase` forgets a person; `export`: `herald export` writes a
+//!   batch's ledger or a search's result as CSV.
 //! - `server`: the server to talk to (`--server`, `--token`) and the exchange
 //!   with it.
 //!
 //! `herald token` makes an API token.
 
 mod batch;
+mod export;
+mod person;
 #[cfg(test)]
 mod screen;
 mod send;
@@ -72,6 +77,74 @@ pub enum Command {
     /// Make a new API token: prints the token, for clients, and its hash, for the
     /// server's `[auth] tokens`.
     Token,
+    /// Find the messages to an address or with a ref, across batches, newest first.
+    Messages(MessagesArgs),
+    /// Write a batch's ledger, or the messages to an address or with a ref, as CSV.
+    Export(ExportArgs),
+    /// Forget a person: cancel their queued messages, then replace their address by
+    /// a hash in every message, reply and webhook event (the suppression list keeps it).
+    Erase(EraseArgs),
+}
+
+/// Which messages to find: to an address and/or with a ref, narrowed.
+#[derive(Debug, Args)]
+pub struct FindArgs {
+    /// The recipient: a phone number or an e-mail address (or an `erased:…` value).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// The messages' ref.
+    #[arg(long = "ref")]
+    pub reference: Option<String>,
+    /// Only messages in this state (sent, failed, cancelled, …).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Only messages created at or after this RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only messages created before this RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("key").required(true).multiple(true).args(["to", "reference"]))]
+pub struct MessagesArgs {
+    #[command(flatten)]
+    pub find: FindArgs,
+    /// How many messages, 1 to 1000.
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+    /// Only messages older than this position (the `next page` hint gives it).
+    #[arg(long)]
+    pub before: Option<i64>,
+    /// Print the API's JSON answer.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).multiple(true).args(["batch_id", "to", "reference"]))]
+pub struct ExportArgs {
+    /// The batch's id, or a start of it (8 or more characters) only it has.
+    #[arg(conflicts_with_all = ["to", "reference", "since", "until"])]
+    pub batch_id: Option<String>,
+    #[command(flatten)]
+    pub find: FindArgs,
+    /// The file to write [default: standard output].
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub server: ServerArg,
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    /// The person's phone number or e-mail address.
+    pub address: String,
+    #[command(flatten)]
+    pub server: ServerArg,
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +301,9 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Pause(args) => batch::control(args, "pause").await,
         Command::Resume(args) => batch::resume(args).await,
         Command::Token => token(),
+        Command::Messages(args) => person::messages(args).await,
+        Command::Export(args) => export::export(args).await,
+        Command::Erase(args) => person::erase(args).await,
     }
 }
 

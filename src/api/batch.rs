@@ -6,10 +6,13 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::csv_out::{self, Source};
 use super::error::Error;
+use super::messages::{message_state, wants_csv};
 use super::request::{DEFAULT_PAGE, MAX_PAGE, limit_within, page_limit, parse_json, query_params};
 use super::state::AppState;
 use crate::domain::{BatchId, Counts, Deadline, MessageState, batch_state, format_ms, now_ms};
@@ -140,6 +143,10 @@ pub(super) struct MessagesParams {
     after: Option<u32>,
     #[schemars(range(min = 1, max = MAX_PAGE), extend("default" = DEFAULT_PAGE))]
     limit: Option<u32>,
+    /// `csv` for the whole ledger (from `after`, in the state asked for) as a CSV
+    /// file, streamed; `limit` does not apply.
+    #[schemars(with = "Option<super::messages::Format>")]
+    format: Option<String>,
 }
 
 /// One message as the API shows it.
@@ -204,19 +211,32 @@ pub(super) async fn list_messages(
     State(state): State<AppState>,
     Path(id): Path<String>,
     params: Result<Query<MessagesParams>, QueryRejection>,
-) -> Result<Json<MessagePage>, Error> {
+) -> Result<Response, Error> {
     let id = batch_id(&id)?;
     let params = query_params(params)?;
-    let state_filter = match params.state.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(MessageState::parse(s).ok_or_else(|| Error::Invalid {
-            field: "state".into(),
-            message: format!(
-                "`{s}` is not a state: use pending, sending, sent, delivered, undelivered, unknown, failed, expired, cancelled or paused"
-            ),
-        })?),
-    };
+    let state_filter = message_state(params.state.as_deref())?;
+    let csv = wants_csv(params.format.as_deref())?;
     let limit = page_limit(params.limit)?;
+    if csv {
+        // A message found says the batch exists without counting its messages,
+        // which for a big batch costs memory in proportion to its size.
+        let probe = MessageQuery {
+            state: state_filter,
+            after: params.after,
+            limit: 1,
+        };
+        if state.queue.messages(id, probe).await?.is_empty()
+            && state.queue.batch(id).await?.is_none()
+        {
+            return Err(not_found(id));
+        }
+        let source = Source::Batch {
+            id,
+            state: state_filter,
+            after: params.after,
+        };
+        return Ok(csv_out::respond(state, source, &format!("batch-{id}.csv")));
+    }
     if state.queue.batch(id).await?.is_none() {
         return Err(not_found(id));
     }
@@ -232,7 +252,8 @@ pub(super) async fn list_messages(
     Ok(Json(MessagePage {
         messages: records.into_iter().map(MessageView::from).collect(),
         next_after,
-    }))
+    })
+    .into_response())
 }
 
 /// What `POST /v1/batches/{id}/{action}` does, by `action`; a retry's deadline

@@ -16,15 +16,21 @@
 //!   deliveries; `spend` answers `GET /v1/spend`, each provider's spend today
 //!   against its daily budget, and the spend families of `/metrics`.
 //! - `GET /` and `/assets/{name}` serve the web page (`crate::web`).
+//! - `messages`: `GET /v1/messages` finds messages across batches by address or
+//!   ref; `erase`: `DELETE /v1/recipients/{address}` forgets a person; `csv_out`
+//!   streams a batch's ledger or a search's result as CSV (`?format=csv`).
 //! - `openapi` builds the OpenAPI document from the table and the handlers'
 //!   types; its `path` says what each route's methods take and answer.
 //! - `request` reads query strings, bodies and JSON; `error` holds the one error
 //!   type every route answers with.
 
 mod batch;
+mod csv_out;
+mod erase;
 mod error;
 mod events;
 mod inbound;
+mod messages;
 mod openapi;
 mod receipts;
 mod replies;
@@ -40,8 +46,11 @@ mod upload;
 mod webhooks;
 
 pub use self::batch::{BatchPage, BatchView, MessagePage, MessageView};
+pub use self::csv_out::HEADER as CSV_COLUMNS;
+pub use self::erase::ErasureView;
 pub use self::error::Error;
 pub use self::events::Progress;
+pub use self::messages::{FoundPage, FoundView};
 pub use self::route::router;
 pub use self::state::AppState;
 

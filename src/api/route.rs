@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -19,8 +19,8 @@ use super::error::Error;
 use super::openapi::{self, Describe, Operation, Schemas, json_of, op, path, text};
 use super::state::AppState;
 use super::{
-    batch, events, inbound, receipts, replies, seed, spend, submit, suppressions, templates,
-    webhooks,
+    batch, erase, events, inbound, messages, receipts, replies, seed, spend, submit, suppressions,
+    templates, webhooks,
 };
 use crate::auth::{Access, Tokens};
 
@@ -129,6 +129,18 @@ pub(super) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>, Des
         ("/metrics", Token, get(metrics), metrics_operations),
         ("/openapi.json", Public, get(document), document_operations),
         ("/v1/spend", Token, get(spend::spend), path::spend),
+        (
+            "/v1/messages",
+            Token,
+            get(messages::search),
+            path::search_messages,
+        ),
+        (
+            "/v1/recipients/{address}",
+            Token,
+            delete(erase::erase),
+            path::recipient,
+        ),
     ]
 }
 

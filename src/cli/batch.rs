@@ -79,7 +79,7 @@ const MIN_PREFIX: usize = 8;
 /// The whole id of the batch `id` names: the id itself, or a unique prefix of at
 /// least [`MIN_PREFIX`] characters (`01a2b3c4…` as Herald prints ids short, the
 /// ellipsis optional), looked up in the server's listing.
-async fn resolve(server: &ServerArg, id: &str) -> anyhow::Result<String> {
+pub(super) async fn resolve(server: &ServerArg, id: &str) -> anyhow::Result<String> {
     if BatchId::parse(id).is_some() {
         return Ok(id.to_owned());
     }

@@ -263,6 +263,9 @@ pub struct MessageRecord {
     pub receipt_code: Option<String>,
     /// When that receipt says it happened, or when it came (ms since the epoch).
     pub receipt_at_ms: Option<i64>,
+    /// SMS segments of the body (1 for e-mail): what a per-segment price counts.
+    #[serde(skip)]
+    pub segments: u32,
 }
 
 /// Which page of a batch's messages to read: indices after `after`, in index order.

@@ -24,6 +24,9 @@
 //!   applies delivery receipts by; `suppress`: the one place that decides an
 //!   address is undeliverable and suppresses it; `replies`: the replies ledger
 //!   ([`Reply`]) over the crate-private `ReplyStore` trait.
+//! - `search`: messages found across batches by address or ref, and `erase`: a
+//!   person's address replaced by a salted hash, over the crate-private
+//!   `SearchStore` and `EraseStore` traits.
 //! - `sqlite` is the embedded engine (the default: a directory on local disk);
 //!   `postgres` and `redis` keep the store on a server shared by many processes.
 //!   Each is a folder of files named for what they own. The engine is chosen at
@@ -36,6 +39,7 @@
 
 mod batch;
 mod engine;
+pub mod erase;
 pub mod outbox;
 mod postgres;
 mod receipt;
@@ -43,6 +47,7 @@ mod records;
 mod redis;
 mod render;
 pub mod replies;
+mod search;
 pub mod spend;
 mod sqlite;
 mod staging;
@@ -54,6 +59,8 @@ pub use batch::{
     MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome, Settlement,
 };
 pub(crate) use engine::Engine;
+pub(crate) use erase::EraseStore;
+pub use erase::{ERASED_PREFIX, Erased};
 pub(crate) use outbox::Outbox;
 pub use outbox::{
     CALLBACK, Delivery, DeliveryKey, DeliveryOutcome, DeliveryRecord, DeliveryState, Event,
@@ -66,6 +73,8 @@ pub use records::{Records, StoredTemplate, Suppression, Unacked};
 pub(crate) use records::{parse_providers, providers_json, suppression_ranges};
 pub(crate) use replies::ReplyStore;
 pub use replies::{AUTO_REPLY_SOURCE, Answered, NewReply, Recorded, Reply, ReplyQuery, ReplyView};
+pub(crate) use search::SearchStore;
+pub use search::{Found, SearchQuery};
 pub(crate) use staging::Stage;
 pub use staging::{Arrival, Begun, Staging};
 
@@ -103,6 +112,8 @@ pub struct Queue {
     records: Records,
     replies: Arc<dyn ReplyStore>,
     outbox: Arc<dyn Outbox>,
+    searcher: Arc<dyn SearchStore>,
+    eraser: Arc<dyn EraseStore>,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
     /// Compiled templates of recently claimed batches: a batch is claimed a few
@@ -120,22 +131,26 @@ type Seams = (
     Records,
     Arc<dyn ReplyStore>,
     Arc<dyn Outbox>,
+    (Arc<dyn SearchStore>, Arc<dyn EraseStore>),
 );
 
 /// One engine as each of its seams.
-fn seams<E: Engine + RecordStore + ReplyStore + Outbox>(engine: Arc<E>) -> Seams {
+fn seams<E: Engine + RecordStore + ReplyStore + Outbox + SearchStore + EraseStore>(
+    engine: Arc<E>,
+) -> Seams {
     (
         engine.clone(),
         Records::new(engine.clone()),
         engine.clone(),
-        engine,
+        engine.clone(),
+        (engine.clone(), engine),
     )
 }
 
 impl Queue {
     /// Opens the store at `store`, with the engine its URL names.
     pub async fn open(store: &StoreUrl) -> Result<Queue> {
-        let (engine, records, replies, outbox) = match store {
+        let (engine, records, replies, outbox, (searcher, eraser)) = match store {
             StoreUrl::Sqlite(dir) => seams(Arc::new(sqlite::Sqlite::open(dir).await?)),
             StoreUrl::Postgres(url) => seams(postgres::open(url).await?),
             StoreUrl::Redis(url) => seams(redis::open(url).await?),
@@ -145,6 +160,8 @@ impl Queue {
             records,
             replies,
             outbox,
+            searcher,
+            eraser,
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
             windows: window::Windows::default(),
@@ -161,6 +178,8 @@ impl Queue {
             records: self.records.clone(),
             replies: self.replies.clone(),
             outbox: self.outbox.clone(),
+            searcher: self.searcher.clone(),
+            eraser: self.eraser.clone(),
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
             windows: window::Windows::default(),

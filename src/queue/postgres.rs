@@ -20,7 +20,9 @@
 //! - `prune`: removing finished batches past retention;
 //! - `spend`: charges against batches' caps and providers' days;
 //! - `records`: templates, suppressions, send fingerprints and ingest markers;
-//! - `replies`: the replies ledger.
+//! - `replies`: the replies ledger;
+//! - `search`: messages across batches by recipient or ref; `erase`: a person's
+//!   address hashed everywhere but the suppression list.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +44,7 @@ use crate::ratelimit::Limits;
 mod accept;
 mod claim;
 mod due;
+mod erase;
 mod expiry;
 mod lease;
 mod ledger;
@@ -54,6 +57,7 @@ mod record;
 mod records;
 mod replies;
 mod schema;
+mod search;
 mod settle;
 mod spend;
 mod sql;

@@ -72,6 +72,10 @@
 //! - `unacked:{source}:{hash}` sorted set: the idempotency keys of messages an
 //!   ingest source stored but may not have acknowledged, scored by when (ms);
 //!   expires a day after its last marker.
+//! - `to:{address}` and `ref:{ref}` sorted sets: the messages to an address and
+//!   with a ref, for searches (see `search.rs`); `erase-salt` string: the salt
+//!   erased addresses are hashed with (see `erase.rs`); `messages-indexed` says
+//!   the messages stored before version 6 were added to the search indexes.
 //! - `dlv:{seq}` hashes and the `dlv-…` keys beside them: the outbox's deliveries
 //!   (see `scripts/outbox.rs`); a batch's `callback_url` and `subscriptions` (JSON)
 //!   are fields of its hash.
@@ -91,6 +95,10 @@
 //! (with none) is upgraded in place. Version 5 added spend caps, charges and the
 //! `held` state: an older build would neither read the state nor give a charge
 //! back, so it refuses a version 5 store, and an older one is upgraded in place.
+//! Version 6 added the search indexes, which
+//! every staged message joins: an older build would store messages that cannot
+//! be found nor erased, so it refuses a version 6 store, and an older store is
+//! upgraded in place (its messages indexed once, when opened).
 //!
 //! **Files.** This one holds the engine, `open` and the [`Engine`] methods, each
 //! handed to the file that owns it: `accept` (idempotency, arrival numbers, writing
@@ -99,6 +107,8 @@
 //! (summaries, messages, pending counts, batch control), `outbox` (deliveries
 //! claimed, settled, listed, replayed, counted, pruned), `records` (templates,
 //! suppressions, fingerprints, ingest markers), `replies` (the replies ledger),
+//! `search` (messages across batches by address or ref), `erase` (a person's
+//! address hashed),
 //! `scripts` (the Lua), `server` (what
 //! `open` checks), `expiry` (the deadline sweep), `keyspace` (walking and deleting keys), `url` ([`Target`]),
 //! `spend` (charges, caps and days), `slot` (a message's place), `reply` (reading replies) and `tests`.
@@ -122,6 +132,7 @@ use crate::ratelimit::Limits;
 mod accept;
 mod claim;
 mod due;
+mod erase;
 mod expiry;
 mod keyspace;
 mod lease;
@@ -131,6 +142,7 @@ mod records;
 mod replies;
 mod reply;
 mod scripts;
+mod search;
 mod server;
 mod settle;
 mod slot;
@@ -163,6 +175,8 @@ pub(crate) struct Redis {
     scripts: Scripts,
     records: records::Scripts,
     replies: replies::Scripts,
+    /// Searching and erasing a person's messages.
+    person: search::Scripts,
     /// When `accept` next sweeps abandoned staging (ms since the epoch).
     next_sweep_ms: Arc<AtomicI64>,
 }
@@ -202,10 +216,12 @@ impl Redis {
             scripts: Scripts::new(),
             records: records::Scripts::new(),
             replies: replies::Scripts::new(),
+            person: search::Scripts::new(),
             next_sweep_ms: Arc::new(AtomicI64::new(0)),
         };
         store.check_layout().await?;
         store.index_batches().await?;
+        store.index_messages().await?;
         store.check_durability().await;
         store.sweep_staging().await?;
         Ok(store)

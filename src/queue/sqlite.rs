@@ -19,7 +19,9 @@
 //! - `record`: events recorded as deliveries in the transactions of the changes;
 //!   `outbox`: claiming, settling, listing, replaying and pruning deliveries;
 //! - `records`: stored templates, suppressions, fingerprints, unacked markers;
-//! - `replies`: the replies ledger.
+//! - `replies`: the replies ledger;
+//! - `search`: messages across batches by recipient or ref; `erase`: a person's
+//!   address hashed everywhere but the suppression list.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -41,6 +43,7 @@ mod accept;
 mod claim;
 mod connection;
 mod due;
+mod erase;
 mod expiry;
 mod lease;
 mod ledger;
@@ -50,6 +53,7 @@ mod record;
 mod records;
 mod replies;
 mod schema;
+mod search;
 mod settle;
 mod spend;
 mod staging;
@@ -296,6 +300,29 @@ impl Outbox for Sqlite {
 
     async fn prune_deliveries(&self, before_ms: i64, limit: u32) -> Result<u64> {
         self.write(move |conn| outbox::prune(conn, before_ms, limit))
+            .await
+    }
+}
+
+#[async_trait]
+impl super::SearchStore for Sqlite {
+    async fn search(&self, query: super::SearchQuery) -> Result<Vec<super::Found>> {
+        self.read(move |conn| search::search(conn, &query)).await
+    }
+}
+
+#[async_trait]
+impl super::EraseStore for Sqlite {
+    async fn erase_salt(&self) -> Result<Vec<u8>> {
+        match self.read(erase::read_salt).await? {
+            Some(salt) => Ok(salt),
+            None => self.write(erase::make_salt).await,
+        }
+    }
+
+    async fn erase(&self, address: &str, erased_as: &str, now_ms: i64) -> Result<super::Erased> {
+        let (address, erased_as) = (address.to_owned(), erased_as.to_owned());
+        self.write(move |conn| erase::erase(conn, &address, &erased_as, now_ms))
             .await
     }
 }

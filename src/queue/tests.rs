@@ -3,7 +3,7 @@
 //!
 //! Each topic file (`accept`, `claim`, `lease`, `settle`, `control`, `deadline`, `ledger`,
 //! `limit`, `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`,
-//! `unacked`, `outbox`, `deliveries`, `replies`, `window`, `spend`)
+//! `unacked`, `outbox`, `deliveries`, `replies`, `window`, `spend`, `search`, `erase`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
 //! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
@@ -182,6 +182,11 @@ macro_rules! conformance {
             #[tokio::test] deliveries::replay_makes_one_event_or_every_failed_one_due_again_afresh;
             #[tokio::test] deliveries::delivery_counts_are_pending_and_failed_per_endpoint;
             #[tokio::test] deliveries::pruning_deletes_only_deliveries_posted_before_the_cutoff;
+            #[tokio::test] search::a_search_by_recipient_pages_newest_first_across_batches_without_staged_ones;
+            #[tokio::test] search::a_search_by_ref_narrows_by_recipient_state_and_creation_time;
+            #[tokio::test] search::a_mailbox_with_a_display_name_is_found_by_its_address;
+            #[tokio::test] erase::erasing_cancels_queued_messages_hashes_the_rest_and_keeps_the_suppression;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)] erase::erasing_while_a_batch_to_the_address_is_sending_waits_for_the_send_then_hashes_it;
         }
     )+};
 }
@@ -193,6 +198,7 @@ mod claim;
 mod control;
 mod deadline;
 mod deliveries;
+mod erase;
 mod failover;
 mod fingerprint;
 mod held;
@@ -203,6 +209,7 @@ mod new_batch;
 mod outbox;
 mod receipts;
 mod replies;
+mod search;
 mod settle;
 mod spend;
 pub(crate) mod store;

@@ -1,5 +1,6 @@
 // Herald's page: compose a batch, watch it go out, manage batches. It talks to the
-// API like any client; routes are in the URL's hash (#/, #/batches, #/batches/<id>)
+// API like any client; routes are in the URL's hash (#/, #/batches, #/batches/<id>,
+// #/replies, #/messages to find a person's messages)
 // so a batch has its own address without server routes.
 
 const $ = (selector, root = document) => root.querySelector(selector);
@@ -624,6 +625,49 @@ async function loadReplies(more) {
   }
 }
 
+// ---------------------------------------------------------------- finding messages
+
+const found = { query: '', before: null };
+
+/** Messages to the recipient or with the ref in the search form, newest first. */
+async function findMessages(more) {
+  const body = $('#messages-body');
+  const status = $('#messages-status');
+  clearError($('#messages-error'));
+  if (!more) {
+    const query = new URLSearchParams();
+    for (const name of ['to', 'ref']) {
+      const value = $(`#find-${name}`).value.trim();
+      if (value) query.set(name, value);
+    }
+    found.query = query.toString();
+    found.before = null;
+    body.replaceChildren();
+  }
+  if (!found.query) {
+    status.textContent = 'Give a recipient, a ref, or both.';
+    return;
+  }
+  status.textContent = 'Searching…';
+  try {
+    const before = found.before ? `&before=${found.before}` : '';
+    const page = await api(`/v1/messages?limit=50&${found.query}${before}`);
+    body.append(...page.messages.map((m) => h('tr', {},
+      h('td', {}, when(m.created_at)),
+      h('td', {}, h('a', { href: `#/batches/${m.batch_id}` }, h('code', {}, m.batch_id.slice(0, 8)))),
+      h('td', {}, m.to),
+      h('td', {}, m.ref || ''),
+      h('td', {}, m.state),
+      h('td', {}, m.provider))));
+    found.before = page.next_before;
+    $('#messages-more').hidden = !page.next_before;
+    status.textContent = body.children.length ? '' : 'No messages found.';
+  } catch (e) {
+    status.textContent = '';
+    showError($('#messages-error'), e);
+  }
+}
+
 // ---------------------------------------------------------------- one batch
 
 const view = { id: null, abort: null, widget: null, failedAfter: null, failedState: 'failed', failedCount: null, failedLoads: 0, watching: false };
@@ -740,7 +784,8 @@ let routeAbort = null;
 function route() {
   const path = location.hash.replace(/^#/, '') || '/';
   const batch = path.match(/^\/batches\/([^/]+)$/);
-  const name = batch ? 'batch' : path === '/batches' ? 'batches' : path === '/replies' ? 'replies' : 'compose';
+  const views = { '/batches': 'batches', '/replies': 'replies', '/messages': 'messages' };
+  const name = batch ? 'batch' : views[path] || 'compose';
   routeAbort?.abort();
   routeAbort = new AbortController();
   view.watching = false;
@@ -758,6 +803,8 @@ function route() {
   } else if (name === 'replies') {
     document.title = 'Replies · Herald';
     loadReplies(false);
+  } else if (name === 'messages') {
+    document.title = 'Find messages · Herald';
   } else {
     document.title = 'New batch · Herald';
   }
@@ -766,6 +813,11 @@ function route() {
 setUpCompose();
 $('#batches-more').addEventListener('click', () => loadBatches(true));
 $('#replies-more').addEventListener('click', () => loadReplies(true));
+$('#find').addEventListener('submit', (event) => {
+  event.preventDefault();
+  findMessages(false);
+});
+$('#messages-more').addEventListener('click', () => findMessages(true));
 $('#failed-more').addEventListener('click', () => loadFailed(true));
 for (const button of document.querySelectorAll('#view-batch [data-action]')) {
   button.addEventListener('click', () => control(button.dataset.action, button));

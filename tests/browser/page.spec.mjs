@@ -262,6 +262,17 @@ try {
   assert.match(await row.innerText(), /收到，谢谢/);
   await shot(page, 'replies');
 
+  step('Find messages lists the messages to a recipient across batches, linked to their batch');
+  await page.getByRole('link', { name: 'Find messages' }).click();
+  await page.getByRole('heading', { name: 'Find messages' }).waitFor(WAIT);
+  assert.equal(await page.title(), 'Find messages · Herald');
+  await page.locator('#find-to').fill('+8613900000001');
+  await page.getByRole('button', { name: 'Find', exact: true }).click();
+  const found = page.locator('#messages-body tr', { hasText: later.slice(0, 8) });
+  await found.waitFor(WAIT);
+  assert.match(await found.innerText(), /\+8613900000001[\s\S]*cancelled/);
+  await shot(page, 'messages');
+
   step('a phone-sized screen gets one column and no sideways scrolling');
   const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
   // A new browser profile: give it the token the first one saved.

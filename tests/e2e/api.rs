@@ -1,5 +1,6 @@
 //! The HTTP API end to end: the accept report, every refusal with its status, code
-//! and field, idempotency, the ledger, batch control and the seed's `/send-sms`.
+//! and field, idempotency, the ledger, batch control, a person's messages found,
+//! exported and erased, and the seed's `/send-sms`.
 //! This file holds what the parts share: an app with small limits and the
 //! provider's delivery counts.
 
@@ -7,6 +8,7 @@ mod accept;
 mod control;
 mod idempotency;
 mod ledger;
+mod person;
 mod refusals;
 mod send_sms;
 

@@ -1,7 +1,10 @@
 //! The client commands (`herald send` with and without `--wait`, `status`,
 //! `batches`, `retry`, `cancel`, `token`), run as the real executable against an
 //! in-process Herald: what they print, the CSV line numbers in their messages,
-//! their exit codes, and what reaches the provider.
+//! their exit codes, and what reaches the provider. `person` holds `messages`,
+//! `export` and `erase`.
+
+mod person;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

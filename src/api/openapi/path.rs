@@ -7,9 +7,11 @@ use super::{Operation, Schemas, header, if_none_match, json_of, op, path_paramet
 use crate::api::batch::{
     ACTIONS, BatchPage, BatchView, BatchesParams, ControlRequest, MessagePage, MessagesParams,
 };
+use crate::api::erase::ErasureView;
 use crate::api::error::ErrorBody;
 use crate::api::events::Progress;
 use crate::api::inbound::Tally as ReplyTally;
+use crate::api::messages::{FoundPage, SearchParams};
 use crate::api::receipts::Tally;
 use crate::api::replies;
 use crate::api::seed::SeedAnswer;
@@ -104,8 +106,8 @@ pub(in crate::api) fn messages(s: &mut Schemas) -> Vec<Operation> {
             .parameters(s.query::<MessagesParams>(&[]))
             .answer(
                 200,
-                "A page of messages.",
-                [json_of(s.answer::<MessagePage>())],
+                "A page of messages; with `format=csv`, the whole ledger as CSV (UTF-8 with a byte-order mark).",
+                [json_of(s.answer::<MessagePage>()), ("text/csv", text())],
             )
             .errors(&[400, 404, 422, 503]),
     ]
@@ -373,5 +375,35 @@ pub(in crate::api) fn spend(s: &mut Schemas) -> Vec<Operation> {
             .description("Every provider with prices: what its messages were charged on its local day (`budget_time_zone`, else UTC), its `daily_budget`, and, when that is spent, until when its sending pauses. A batch's own spend and cap are in the batch (`spent`, `max_cost`).")
             .answer(200, "The providers' spend.", [json_of(s.answer::<crate::api::spend::Spend>())])
             .errors(&[503]),
+    ]
+}
+
+/// What `/v1/messages` takes and answers.
+pub(in crate::api) fn search_messages(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("get", "Messages to an address or with a ref, across batches")
+            .description("Newest first, through an index on each engine. `to` is normalised as batch recipients are (E.164; an e-mail address without its display name); an erased address is found by the `erased:…` value its erasure answered, not by the address.")
+            .parameters(s.query::<SearchParams>(&[]))
+            .answer(
+                200,
+                "A page of messages; with `format=csv`, every message found as CSV (UTF-8 with a byte-order mark).",
+                [json_of(s.answer::<FoundPage>()), ("text/csv", text())],
+            )
+            .errors(&[400, 422, 503]),
+    ]
+}
+
+/// What `/v1/recipients/{address}` takes and answers.
+pub(in crate::api) fn recipient(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("delete", "Erase a person")
+            .description("Cancels the messages still queued to the address, then replaces it by `erased:<HMAC-SHA256 of the store's salt and the address>` in every message, reply and stored webhook event. The suppression list keeps the address. Waits for sends in flight to the address to settle; erasing again answers zeros.")
+            .parameters([path_parameter(
+                "address",
+                json!({"type": "string"}),
+                "A phone number or an e-mail address, normalised as batch recipients are.",
+            )])
+            .answer(200, "What was erased.", [json_of(s.answer::<ErasureView>())])
+            .errors(&[409, 422, 503]),
     ]
 }

@@ -3,8 +3,8 @@
 
 use tokio_postgres::Row;
 
-use super::{Postgres, attempts, db, index_of, parse_channel, parse_control, parse_state};
-use crate::domain::{BatchControl, BatchId, Counts, MessageState, message_id, now_ms};
+use super::{Postgres, db, parse_channel, parse_control, parse_state};
+use crate::domain::{BatchControl, BatchId, Counts, MessageState, now_ms};
 use crate::queue::{
     BatchAction, BatchSummary, Error, MessageQuery, MessageRecord, Result, parse_batch_id,
 };
@@ -49,7 +49,7 @@ SELECT COUNT(*) FROM (
 
 pub(super) const MESSAGES: &str = "
 SELECT m.id, m.to_addr, m.ref, m.state, m.provider, m.attempts, m.last_error, m.provider_message_id,
-       m.created_at, m.updated_at, m.sent_at, m.receipt_code, m.receipt_at
+       m.created_at, m.updated_at, m.sent_at, m.receipt_code, m.receipt_at, m.segments
 FROM {s}.batches b
 JOIN {s}.messages m ON m.id >= (b.seq << 32) + $2 AND m.id < (b.seq + 1) << 32
 WHERE b.id = $1 AND ($3::text IS NULL OR m.state = $3)
@@ -156,25 +156,7 @@ impl Postgres {
             .await
             .map_err(db)?;
         rows.iter()
-            .map(|r| {
-                let index = index_of(r.get(0));
-                Ok(MessageRecord {
-                    id: message_id(id, index),
-                    index,
-                    to: r.get(1),
-                    reference: r.get(2),
-                    state: parse_state(r.get(3))?,
-                    provider: r.get(4),
-                    attempts: attempts(r.get(5))?,
-                    last_error: r.get(6),
-                    provider_message_id: r.get(7),
-                    created_at_ms: r.get(8),
-                    updated_at_ms: r.get(9),
-                    sent_at_ms: r.get(10),
-                    receipt_code: r.get(11),
-                    receipt_at_ms: r.get(12),
-                })
-            })
+            .map(|r| super::search::message_record(r, 0, id))
             .collect()
     }
 

@@ -248,6 +248,19 @@ $refund$;
 CREATE TRIGGER messages_refund AFTER UPDATE OF charge ON {s}.messages
 FOR EACH ROW WHEN (OLD.charge IS NOT NULL AND NEW.charge IS NULL)
 EXECUTE FUNCTION {s}.messages_refund();
+", "
+-- Migration 15: finding and erasing a person. Messages by recipient (the address
+-- without a mailbox's display name: `search::TO_KEY`, written the same here) and by
+-- ref, in id order; the stored payloads of reply events by their event id; the
+-- salt that erased addresses are hashed with, made once per store.
+CREATE INDEX messages_to ON {s}.messages ((CASE WHEN right(to_addr, 1) = '>' \
+    THEN substring(to_addr from '<([^<]*)>$') ELSE to_addr END), id);
+CREATE INDEX messages_ref ON {s}.messages (ref, id) WHERE ref IS NOT NULL;
+CREATE INDEX deliveries_reply ON {s}.deliveries (event_id) WHERE kind = 'reply';
+CREATE TABLE {s}.erase_salt (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    salt BYTEA NOT NULL
+);
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

@@ -3,8 +3,8 @@
 //! fragments statements share.
 
 use super::{
-    accept, claim, due, expiry, lease, ledger, limit, outbox, prune, receipts, record, records,
-    replies, settle, spend, staging,
+    accept, claim, due, erase, expiry, lease, ledger, limit, outbox, prune, receipts, record,
+    records, replies, search, settle, spend, staging,
 };
 
 /// The state a message `m` returns to when it goes back to the queue: its batch's
@@ -93,6 +93,8 @@ pub(super) struct Sql {
     pub(super) unmark_unacked: String,
     pub(super) replies: replies::ReplySql,
     pub(super) spend: spend::SpendSql,
+    pub(super) search: search::SearchSql,
+    pub(super) erase: erase::EraseSql,
 }
 
 impl Sql {
@@ -190,6 +192,8 @@ impl Sql {
             unmark_unacked: fill(records::UNMARK_UNACKED),
             replies: replies::ReplySql::new(&fill),
             spend: spend::SpendSql::new(&fill),
+            search: search::SearchSql::new(&fill),
+            erase: erase::EraseSql::new(&fill),
         }
     }
 }

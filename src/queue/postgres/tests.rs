@@ -235,7 +235,11 @@ async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
         .await
         .unwrap()
         .batch_execute(&format!(
-            "DROP TRIGGER messages_refund ON {schema}.messages;
+            "DROP TABLE {schema}.erase_salt;
+             DROP INDEX {schema}.deliveries_reply;
+             DROP INDEX {schema}.messages_ref;
+             DROP INDEX {schema}.messages_to;
+             DROP TRIGGER messages_refund ON {schema}.messages;
              DROP FUNCTION {schema}.messages_refund();
              DROP TABLE {schema}.provider_spend;
              ALTER TABLE {schema}.messages DROP COLUMN charge_day;
@@ -436,4 +440,18 @@ pub(crate) async fn row_versions(url: &str) -> String {
              UNION ALL SELECT 'r' || ctid::text || xmin::text FROM {s}.rate_buckets) rows"
     );
     client.query_one(&sql, &[]).await.expect("read").get(0)
+}
+
+#[tokio::test]
+async fn searches_by_recipient_and_by_ref_read_their_indexes_not_the_ledger() {
+    let (url, _guard) = test_schema();
+    let e = engine(&url).await;
+    for (by_ref, index) in [(false, "messages_to"), (true, "messages_ref")] {
+        let plan = super::search::plan(&e, by_ref).await;
+        assert!(
+            plan.contains(&format!("Index Scan Backward using {index}")),
+            "{plan}"
+        );
+        assert!(!plan.contains("Seq Scan on messages"), "{plan}");
+    }
 }

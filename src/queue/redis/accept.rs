@@ -11,6 +11,7 @@ use super::reply::{batch_id, text, unexpected};
 use super::slot::Slot;
 use crate::domain::{BatchId, now_ms};
 use crate::queue::outbox::subscriptions_to_stored;
+use crate::queue::search::recipient_key;
 use crate::queue::{Accepted, Error, NewBatch, NewMessage, Result};
 
 /// Message hashes written per pipeline while a batch is staged.
@@ -81,7 +82,8 @@ impl Redis {
                 .arg(m.reference.as_deref().unwrap_or(""))
                 .arg(m.subject.as_deref().unwrap_or(""))
                 .arg(m.vars.as_deref().unwrap_or(""))
-                .arg(m.due_at(batch.send_at_ms));
+                .arg(m.due_at(batch.send_at_ms))
+                .arg(recipient_key(&m.to));
             }
             let mut conn = self.conn();
             async move { call.invoke_async::<()>(&mut conn).await }

@@ -259,31 +259,58 @@ fn parse_summary(id: BatchId, f: &[Value]) -> Result<Option<BatchSummary>> {
 }
 
 fn parse_records(id: BatchId, reply: &[Value]) -> Result<Vec<MessageRecord>> {
-    if !reply.len().is_multiple_of(13) {
+    if !reply.len().is_multiple_of(14) {
         return Err(unexpected("a ledger page"));
     }
     reply
-        .chunks_exact(13)
-        .map(|m| {
-            let index: u32 = number(&m[0], "message index")?;
-            let state = required(&m[3], "message state")?;
-            Ok(MessageRecord {
-                id: message_id(id, index),
-                index,
-                to: required(&m[1], "recipient")?,
-                reference: text(&m[2])?,
-                state: MessageState::parse(&state)
-                    .ok_or_else(|| Error::Corrupt(format!("unknown message state `{state}`")))?,
-                provider: required(&m[4], "provider")?,
-                attempts: number(&m[5], "attempt count")?,
-                last_error: text(&m[6])?,
-                provider_message_id: text(&m[7])?,
-                created_at_ms: number(&m[8], "message creation time")?,
-                updated_at_ms: number(&m[9], "message update time")?,
-                sent_at_ms: optional_number(&m[10], "message sent time")?,
-                receipt_code: text(&m[11])?,
-                receipt_at_ms: optional_number(&m[12], "receipt time")?,
-            })
-        })
+        .chunks_exact(14)
+        .map(|m| parse_record(id, m))
         .collect()
+}
+
+/// One message of batch `id` as the ledger's scripts answer it: 14 values (index,
+/// to, ref, state, provider, attempts, error, provider message id, created,
+/// updated, sent, receipt code, receipt time, segments).
+pub(super) fn parse_record(id: BatchId, m: &[Value]) -> Result<MessageRecord> {
+    let [
+        index,
+        to,
+        reference,
+        state,
+        provider,
+        attempts,
+        error,
+        pid,
+        created,
+        updated,
+        sent,
+        code,
+        at,
+        segments,
+    ] = m
+    else {
+        return Err(unexpected("a message of the ledger"));
+    };
+    let index: u32 = number(index, "message index")?;
+    let state = required(state, "message state")?;
+    Ok(MessageRecord {
+        id: message_id(id, index),
+        index,
+        to: required(to, "recipient")?,
+        reference: text(reference)?,
+        state: MessageState::parse(&state)
+            .ok_or_else(|| Error::Corrupt(format!("unknown message state `{state}`")))?,
+        provider: required(provider, "provider")?,
+        attempts: number(attempts, "attempt count")?,
+        last_error: text(error)?,
+        provider_message_id: text(pid)?,
+        created_at_ms: number(created, "message creation time")?,
+        updated_at_ms: number(updated, "message update time")?,
+        sent_at_ms: optional_number(sent, "message sent time")?,
+        receipt_code: text(code)?,
+        receipt_at_ms: optional_number(at, "receipt time")?,
+        segments: optional_number(segments, "segment count")?
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1),
+    })
 }

@@ -110,10 +110,13 @@ return { seen[1], seen[2], redis.call('HGET', P .. 'b:' .. seen[1], 'report') }
 /// ARGV: P, now, batch id, send_at, the batch's stored template (or ''), then per
 /// message: member, provider, to, body ('' when the batch's template renders it),
 /// segments, which optional fields follow (a
-/// sum of 1: ref, 2: subject, 4: vars), ref, subject, vars, and when it is due.
+/// sum of 1: ref, 2: subject, 4: vars), ref, subject, vars, when it is due, and
+/// the recipient's key for searches (`search::recipient_key`). The message joins
+/// the search indexes `to:{key}` and `ref:{ref}` now: a search skips it until its
+/// batch is committed, and drops it if its staging is discarded.
 const STAGE: &str = r"
 local batch, template = ARGV[3], ARGV[5]
-for i = 6, #ARGV, 10 do
+for i = 6, #ARGV, 11 do
   local has = tonumber(ARGV[i + 5])
   local fields = { P .. 'm:' .. ARGV[i], 'batch', batch, 'provider', ARGV[i + 1], 'state', 'pending',
     'attempts', 0, 'to', ARGV[i + 2], 'body', ARGV[i + 3], 'segments', ARGV[i + 4],
@@ -135,6 +138,8 @@ for i = 6, #ARGV, 10 do
     fields[#fields + 1] = template
   end
   redis.call('HSET', unpack(fields))
+  redis.call('ZADD', P .. 'to:' .. ARGV[i + 10], 0, ARGV[i])
+  if has % 2 == 1 then redis.call('ZADD', P .. 'ref:' .. ARGV[i + 6], 0, ARGV[i]) end
 end
 return 1
 ";
@@ -284,9 +289,9 @@ table.insert(out, 1, 'ok')
 return out
 ";
 
-/// One page of a batch's ledger: 13 values per message (index, to, ref, state,
+/// One page of a batch's ledger: 14 values per message (index, to, ref, state,
 /// provider, attempts, error, provider message id, created, updated, sent, receipt
-/// code, receipt time).
+/// code, receipt time, segments).
 /// ARGV: P, now, batch id, first index, limit, state ('' for any).
 const MESSAGES: &str = r"
 local f = redis.call('HMGET', P .. 'b:' .. ARGV[3], 'seq', 'span')
@@ -296,7 +301,7 @@ local out, n, i = {}, 0, tonumber(ARGV[4])
 while i < span and n < limit do
   local m = redis.call('HMGET', P .. 'm:' .. member_of(seq, i), 'state', 'to', 'ref', 'provider',
     'attempts', 'error', 'provider_message_id', 'created_at', 'updated_at', 'sent_at',
-    'receipt_code', 'receipt_at')
+    'receipt_code', 'receipt_at', 'segments')
   if m[1] and (want == '' or m[1] == want) then
     n = n + 1
     local k = #out
@@ -304,7 +309,7 @@ while i < span and n < limit do
     out[k + 2] = m[2]
     out[k + 3] = m[3]
     out[k + 4] = m[1]
-    for j = 4, 12 do out[k + j + 1] = m[j] end
+    for j = 4, 13 do out[k + j + 1] = m[j] end
   end
   i = i + 1
 end

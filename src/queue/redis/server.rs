@@ -7,10 +7,11 @@ use redis::RedisError;
 use super::Redis;
 use super::keyspace::{Scan, glob_escape};
 use crate::domain::BatchId;
+use crate::queue::search::recipient_key;
 use crate::queue::{Error, Result};
 
 /// The key layout this build reads and writes.
-const LAYOUT_VERSION: &str = "5";
+const LAYOUT_VERSION: &str = "6";
 
 /// The layouts this one extends: a store of one is upgraded in place when opened
 /// (version 2 stores a template batch's template once and its messages' vars
@@ -18,23 +19,14 @@ const LAYOUT_VERSION: &str = "5";
 /// adds batch deadlines and the `expired` state, which older builds cannot read;
 /// version 4 adds batch subscriptions, whose events older builds would not record;
 /// version 5 adds spend caps and charges, and the `held` state, which older builds
-/// would neither refund nor read).
-const PREVIOUS_LAYOUT_VERSIONS: [&str; 4] = ["1", "2", "3", "4"];
+/// would neither refund nor read; version 6 adds the search indexes `to:` and `ref:`, which older builds would
+/// not fill, so their messages could not be found nor erased).
+const PREVIOUS_LAYOUT_VERSIONS: [&str; 5] = ["1", "2", "3", "4", "5"];
 
 impl Redis {
     pub(super) async fn check_layout(&self) -> Result<()> {
         let key = self.key("version");
-        let (version,): (Option<String>,) = redis::pipe()
-            .cmd("SET")
-            .arg(&key)
-            .arg(LAYOUT_VERSION)
-            .arg("NX")
-            .ignore()
-            .cmd("GET")
-            .arg(&key)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.fail(e))?;
+        let version = self.set_once(&key, LAYOUT_VERSION).await?;
         match version.as_deref() {
             Some(LAYOUT_VERSION) => Ok(()),
             Some(old) if PREVIOUS_LAYOUT_VERSIONS.contains(&old) => {
@@ -62,12 +54,7 @@ impl Redis {
     /// themselves.
     pub(super) async fn index_batches(&self) -> Result<()> {
         let marker = self.key("batches-indexed");
-        let indexed: bool = redis::cmd("EXISTS")
-            .arg(&marker)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.fail(e))?;
-        if indexed {
+        if self.marked(&marker).await? {
             return Ok(());
         }
         let head = self.key("b:");
@@ -90,8 +77,90 @@ impl Redis {
                     .map_err(|e| self.fail(e))?;
             }
         }
+        self.mark(&marker).await
+    }
+
+    /// Adds the messages stored before the search indexes existed (layout 6) to
+    /// `to:{address}` and `ref:{ref}`, once per store: their hashes are found by
+    /// `SCAN`, a page at a time. Messages staged meanwhile add themselves.
+    pub(super) async fn index_messages(&self) -> Result<()> {
+        let marker = self.key("messages-indexed");
+        if self.marked(&marker).await? {
+            return Ok(());
+        }
+        let head = self.key("m:");
+        let mut conn = self.conn();
+        let mut scan = Scan::new(format!("{}*", glob_escape(&head)));
+        while let Some(keys) = scan.next_page(&mut conn).await.map_err(|e| self.fail(e))? {
+            if keys.is_empty() {
+                continue;
+            }
+            let mut read = redis::pipe();
+            for key in &keys {
+                read.cmd("HMGET").arg(key).arg("to").arg("ref");
+            }
+            let fields: Vec<(Option<String>, Option<String>)> = read
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+            let mut write = redis::pipe();
+            let mut added = 0;
+            for (key, (to, reference)) in keys.iter().zip(fields) {
+                let Some(member) = key.strip_prefix(&head) else {
+                    continue;
+                };
+                if let Some(to) = to {
+                    let index = self.key(&format!("to:{}", recipient_key(&to)));
+                    write.cmd("ZADD").arg(index).arg(0).arg(member).ignore();
+                    added += 1;
+                }
+                if let Some(reference) = reference {
+                    let index = self.key(&format!("ref:{reference}"));
+                    write.cmd("ZADD").arg(index).arg(0).arg(member).ignore();
+                    added += 1;
+                }
+            }
+            if added == 0 {
+                continue;
+            }
+            write
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(|e| self.fail(e))?;
+        }
+        self.mark(&marker).await
+    }
+
+    /// The value of `key`, set to `value` first when it had none: of processes
+    /// racing to set it, the first wins and all read its value.
+    pub(super) async fn set_once(&self, key: &str, value: &str) -> Result<Option<String>> {
+        let (stored,): (Option<String>,) = redis::pipe()
+            .cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .ignore()
+            .cmd("GET")
+            .arg(key)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(stored)
+    }
+
+    /// Whether the once-per-store step `marker` names was done.
+    async fn marked(&self, marker: &str) -> Result<bool> {
+        redis::cmd("EXISTS")
+            .arg(marker)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Records that the once-per-store step `marker` names was done.
+    async fn mark(&self, marker: &str) -> Result<()> {
         redis::cmd("SET")
-            .arg(&marker)
+            .arg(marker)
             .arg(1)
             .query_async::<()>(&mut self.conn())
             .await

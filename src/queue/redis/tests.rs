@@ -243,7 +243,7 @@ async fn older_layouts_are_upgraded_on_open_and_an_unknown_one_refused() {
                 .unwrap();
         }
     };
-    for old in ["1", "2", "3", "4"] {
+    for old in ["1", "2", "3", "4", "5"] {
         version(old).await;
         let upgraded = Redis::open(&parsed(&url)).await.unwrap();
         let now: String = redis::cmd("GET")
@@ -251,14 +251,14 @@ async fn older_layouts_are_upgraded_on_open_and_an_unknown_one_refused() {
             .query_async(&mut upgraded.conn())
             .await
             .unwrap();
-        assert_eq!(now, "5", "upgraded from {old}");
+        assert_eq!(now, "6", "upgraded from {old}");
     }
-    version("6").await;
+    version("7").await;
     let Err(refused) = Redis::open(&parsed(&url)).await else {
         panic!("a store of an unknown layout opened");
     };
     assert!(
-        refused.to_string().contains("layout version 6"),
+        refused.to_string().contains("layout version 7"),
         "{refused}"
     );
 }
@@ -290,6 +290,66 @@ async fn batches_stored_before_the_batch_index_existed_are_indexed_on_open() {
         .map(|b| b.id)
         .collect();
     assert_eq!(listed, ids);
+}
+
+/// The members of the search index `index` (`to:…` or `ref:…`).
+async fn index_members(store: &Redis, index: &str) -> Vec<String> {
+    redis::cmd("ZRANGE")
+        .arg(store.key(index))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut store.conn())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn messages_stored_before_the_search_indexes_existed_are_indexed_on_open() {
+    let (queue, url, _guard) = test_store().await;
+    queue.accept(big_batch(2)).await.unwrap();
+    drop(queue);
+    let store = Redis::open(&parsed(&url)).await.unwrap();
+    let to = "to:+8613800000001";
+    assert_eq!(index_members(&store, to).await.len(), 1);
+    // As a store written by a build without the indexes.
+    redis::cmd("DEL")
+        .arg(store.key(to))
+        .arg(store.key("ref:r1"))
+        .arg(store.key("messages-indexed"))
+        .query_async::<()>(&mut store.conn())
+        .await
+        .unwrap();
+    let reopened = Redis::open(&parsed(&url)).await.unwrap();
+    assert_eq!(index_members(&reopened, to).await.len(), 1);
+    assert_eq!(index_members(&reopened, "ref:r1").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_search_skips_and_drops_index_entries_whose_message_is_gone() {
+    let (queue, url, _guard) = test_store().await;
+    let batch = TestBatch::sms_to(&["+8613900000001", "+8613900000001"]).build();
+    queue.accept(batch).await.unwrap();
+    let store = Redis::open(&parsed(&url)).await.unwrap();
+    let index = "to:+8613900000001";
+    let members = index_members(&store, index).await;
+    assert_eq!(members.len(), 2);
+    // As retention leaves it: the message gone, its index entry not.
+    redis::cmd("DEL")
+        .arg(store.key(&format!("m:{}", members[1])))
+        .query_async::<()>(&mut store.conn())
+        .await
+        .unwrap();
+    let found = queue
+        .search(crate::queue::SearchQuery {
+            to: Some("+8613900000001".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].message.index, 0);
+    assert_eq!(index_members(&store, index).await, members[..1]);
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::connection::{unavailable, write_transaction};
 use super::record::record_message_events;
 use super::schema::{REQUEUED_STATE, parse_channel, parse_state};
-use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, message_id, now_ms};
+use super::search::{LEDGER_COLUMNS, read_message};
+use crate::domain::{BatchControl, BatchId, Channel, Counts, MessageState, now_ms};
 use crate::queue::{
     BatchAction, BatchSummary, Error, EventKind, MessageQuery, MessageRecord, Result,
     parse_batch_id,
@@ -219,75 +220,29 @@ pub(super) fn messages(
     let Some(batch) = batch_by_id(conn, id)? else {
         return Ok(Vec::new());
     };
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT id, to_addr, ref, state, provider, attempts, last_error, provider_message_id,
-                    created_at, updated_at, sent_at, receipt_code, receipt_at
-             FROM messages
-             WHERE id BETWEEN ?1 AND ?2 AND (?3 IS NULL OR state = ?3)
-             ORDER BY id LIMIT ?4",
-        )
-        .map_err(unavailable)?;
     let state = query.state.map(MessageState::as_str);
     let from = query.after.map_or(batch.first_row, |after| {
         batch.first_row + i64::from(after) + 1
     });
-    let rows = stmt
-        .query_map(params![from, batch.last_row(), state, query.limit], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, u32>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, i64>(8)?,
-                r.get::<_, i64>(9)?,
-                r.get::<_, Option<i64>>(10)?,
-                (
-                    r.get::<_, Option<String>>(11)?,
-                    r.get::<_, Option<i64>>(12)?,
-                ),
-            ))
+    let rows = conn
+        .prepare_cached(&format!(
+            "SELECT {LEDGER_COLUMNS} FROM messages m
+             WHERE m.id BETWEEN ?1 AND ?2 AND (?3 IS NULL OR m.state = ?3)
+             ORDER BY m.id LIMIT ?4"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![from, batch.last_row(), state, query.limit], |r| {
+                read_message(r, 0)
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(unavailable)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (
-            row,
-            to,
-            reference,
-            state,
-            provider,
-            attempts,
-            last_error,
-            pid,
-            created,
-            updated,
-            sent,
-            receipt,
-        ) = row.map_err(unavailable)?;
-        let index = batch.index_of(row);
-        out.push(MessageRecord {
-            id: message_id(id, index),
-            index,
-            to,
-            reference,
-            state: parse_state(&state)?,
-            provider,
-            attempts,
-            last_error,
-            provider_message_id: pid,
-            created_at_ms: created,
-            updated_at_ms: updated,
-            sent_at_ms: sent,
-            receipt_code: receipt.0,
-            receipt_at_ms: receipt.1,
-        });
-    }
-    Ok(out)
+    rows.into_iter()
+        .map(|row| {
+            let index = batch.index_of(row.row);
+            row.record(id, index)
+        })
+        .collect()
 }
 
 /// Applies `action` to batch `id` and answers its summary; `None` when there is

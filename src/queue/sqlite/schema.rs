@@ -239,6 +239,20 @@ BEGIN
     UPDATE provider_spend SET amount = amount - OLD.charge
     WHERE provider = OLD.charge_provider AND day = OLD.charge_day;
 END;
+", "
+-- Migration 15: finding and erasing a person. Messages by recipient (the address
+-- without a mailbox's display name: `search::TO_KEY`, written the same here) and by
+-- ref, newest row last; the stored payloads of reply events by their event id; the
+-- salt that erased addresses are hashed with, made once per store.
+CREATE INDEX messages_to ON messages((CASE WHEN substr(to_addr, -1) = '>' \
+     THEN rtrim(substr(to_addr, length(rtrim(to_addr, replace(to_addr, '<', ''))) + 1), '>') \
+     ELSE to_addr END), id);
+CREATE INDEX messages_ref ON messages(ref, id) WHERE ref IS NOT NULL;
+CREATE INDEX deliveries_reply ON deliveries(event_id) WHERE kind = 'reply';
+CREATE TABLE erase_salt (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    salt BLOB NOT NULL
+);
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's

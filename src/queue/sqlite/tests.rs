@@ -369,3 +369,23 @@ async fn another_transaction_records_a_reply_and_a_cancel_with_the_engines_helpe
     tx.commit().unwrap();
     assert_reply_and_cancel(&queue, id).await;
 }
+
+#[tokio::test]
+async fn searches_by_recipient_and_by_ref_read_their_indexes_not_the_ledger() {
+    let (_dir, store, queue) = open_queue().await;
+    queue.accept(TestBatch::sms(3).build()).await.unwrap();
+    let conn = Connection::open(store.join("herald.db")).unwrap();
+    for (by_ref, index) in [(false, "messages_to"), (true, "messages_ref")] {
+        let plan = super::search::plan(&conn, by_ref);
+        let scan = &plan[0];
+        assert!(
+            scan.starts_with("SEARCH m USING INDEX") && scan.contains(index),
+            "{plan:?}"
+        );
+        assert!(
+            plan.iter()
+                .all(|step| !step.starts_with("SCAN") && !step.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+    }
+}
