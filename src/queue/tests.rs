@@ -133,6 +133,7 @@ macro_rules! conformance {
             #[tokio::test] spend::a_spent_daily_budget_releases_to_the_providers_next_local_midnight;
             #[tokio::test] spend::each_providers_budget_rolls_over_at_its_own_local_midnight;
             #[tokio::test] spend::a_days_spend_outlives_a_restart_and_still_holds_the_budget;
+            #[tokio::test] spend::a_batch_stored_in_chunks_keeps_its_cap;
             #[tokio::test] ledger::batches_are_listed_newest_first_in_pages_without_those_being_staged;
             #[tokio::test] ledger::ledger_pages_follow_index_order_and_filter_by_state;
             #[tokio::test] limit::a_segment_rate_pays_for_each_messages_segments;
