@@ -289,9 +289,14 @@ impl Handler {
             }
             Job::Sms(sms) => {
                 let callback_url = sms.callback_url.clone();
-                let parts = sms
-                    .submission(&self.intake, self.template_id.as_deref())
-                    .await;
+                let parts = async {
+                    let max_cost = sms.max_cost()?;
+                    let (body, recipients) = sms
+                        .submission(&self.intake, self.template_id.as_deref())
+                        .await?;
+                    Ok((body, recipients, max_cost))
+                }
+                .await;
                 let provider = self.provider.as_deref();
                 self.submit(Channel::Sms, provider, idempotency, callback_url, parts)
                     .await
@@ -308,7 +313,8 @@ impl Handler {
                 };
                 let parts = email
                     .submission(&self.intake, self.template_id.as_deref())
-                    .await;
+                    .await
+                    .map(|(body, recipients)| (body, recipients, None));
                 self.submit(Channel::Email, provider, idempotency, None, parts)
                     .await
             }
@@ -316,17 +322,17 @@ impl Handler {
         disposition(submitted)
     }
 
-    /// Stores a classic job's messages, once they could be made; their events go
-    /// to `callback_url` too, when the job names one.
+    /// Stores a classic job's messages, once they could be made, under the spend
+    /// cap it gives; their events go to `callback_url` too, when the job names one.
     async fn submit(
         &self,
         channel: Channel,
         provider: Option<&str>,
         idempotency: Option<(&str, &[u8])>,
         callback_url: Option<String>,
-        parts: Result<(Body, Vec<RecipientSpec>), intake::Error>,
+        parts: Result<(Body, Vec<RecipientSpec>, Option<f64>), intake::Error>,
     ) -> Result<Submitted, intake::Error> {
-        let (body, recipients) = parts?;
+        let (body, recipients, max_cost) = parts?;
         let envelope = Envelope {
             channel,
             provider,
@@ -340,7 +346,7 @@ impl Handler {
             reject_recent_duplicates: false,
             callback_url: callback_url.as_deref(),
             window: WindowRequest::default(),
-            max_cost: None,
+            max_cost,
         };
         self.intake.submit(envelope, body, recipients).await
     }

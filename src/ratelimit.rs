@@ -229,6 +229,12 @@ pub fn pick<K>(
     picked
 }
 
+/// Whether a recipient with earlier sends at `sends` (any order) is at one of
+/// `caps` at `now_ms`: a message to it now would wait.
+pub fn at_cap(caps: &[Cap], sends: &mut [i64], now_ms: i64) -> bool {
+    allowed_at(caps, sends, now_ms).is_some()
+}
+
 /// `None` when one more send at `now_ms` keeps every cap; otherwise the earliest
 /// time one would.
 fn allowed_at(caps: &[Cap], sends: &mut [i64], now_ms: i64) -> Option<i64> {

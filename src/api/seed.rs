@@ -48,16 +48,7 @@ pub(super) async fn send_sms(
     };
     let template_id = request.template_id.clone();
     let callback_url = request.callback_url.clone();
-    let max_cost = request
-        .max_cost
-        .as_deref()
-        .map(|raw| {
-            raw.trim().parse::<f64>().map_err(|_| Error::Invalid {
-                field: "max_cost".into(),
-                message: format!("must be a number, not `{raw}`"),
-            })
-        })
-        .transpose()?;
+    let max_cost = request.max_cost().map_err(Error::from)?;
     let (body, recipients) = request
         .submission(&state.intake, None)
         .await

@@ -543,3 +543,21 @@ fn unknown_webhook_keys_are_refused_naming_the_endpoint_or_the_section() {
     let err = refusal("retry_for = \"1h\"", &[]);
     assert!(err.contains("`retry_for` under [webhook]"), "{err}");
 }
+
+#[test]
+fn a_providers_daily_budget_and_its_time_zone_come_from_toml() {
+    let config = parse(
+        r#"
+[[providers]]
+name = "ali"
+kind = "log"
+price_per_message = 0.045
+currency = "CNY"
+daily_budget = 500
+budget_time_zone = "Asia/Shanghai"
+"#,
+    );
+    let ali = &config.providers[0];
+    assert_eq!(ali.daily_budget, Some(500.0));
+    assert_eq!(ali.budget_time_zone.as_deref(), Some("Asia/Shanghai"));
+}

@@ -178,6 +178,18 @@ impl SmsJob {
         })
     }
 
+    /// The job's `max_cost` as a number; an error naming it when it is not one.
+    pub fn max_cost(&self) -> Result<Option<f64>, intake::Error> {
+        self.max_cost
+            .as_deref()
+            .map(|raw| {
+                raw.trim()
+                    .parse::<f64>()
+                    .map_err(|_| invalid("max_cost", format!("must be a number, not `{raw}`")))
+            })
+            .transpose()
+    }
+
     /// Reads the job from a form body as jQuery posts it: `mobiles[]=…` repeated,
     /// or `mobiles=a,b`.
     pub fn from_form(bytes: &[u8]) -> SmsJob {
@@ -357,6 +369,24 @@ mod tests {
 
     fn parse(item: &str, channel: Option<Channel>) -> Result<Job, String> {
         Job::parse(item.as_bytes(), channel)
+    }
+
+    #[test]
+    fn a_jobs_max_cost_is_read_as_a_number_from_json_or_a_form_and_refused_otherwise() {
+        let map = |v: Value| v.as_object().cloned().expect("an object");
+        let json = SmsJob::from_json(&map(serde_json::json!({"mobiles": ["1"], "max_cost": 2.5})));
+        assert_eq!(json.expect("read").max_cost().expect("a number"), Some(2.5));
+        let form = SmsJob::from_form(b"mobiles=1&content=x&max_cost=0.75");
+        assert_eq!(form.max_cost().expect("a number"), Some(0.75));
+        let bad = SmsJob::from_form(b"mobiles=1&content=x&max_cost=lots");
+        match bad.max_cost() {
+            Err(intake::Error::Invalid { field, .. }) => assert_eq!(field, "max_cost"),
+            other => panic!("expected max_cost refused, got {other:?}"),
+        }
+        assert_eq!(
+            SmsJob::from_form(b"mobiles=1").max_cost().expect("none"),
+            None
+        );
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub(super) struct Intaking {
     pub(super) quiet: Option<window::Quiet>,
     /// The batch's spend cap, if it has one.
     pub(super) max_cost: Option<crate::queue::spend::Micros>,
+    /// The accepted recipients at one of the provider's per-recipient caps now,
+    /// counted when it has caps.
+    pub(super) held_by_caps: Option<usize>,
 }
 
 /// The first index of each recipient key, found by a hash of the key rather than
@@ -266,6 +269,14 @@ impl Intaking {
             self.last_index = Some(message.index);
             kept.push(message);
         }
+        if let Some(held) = &mut self.held_by_caps {
+            let tos = kept.iter().map(|m| m.to.clone()).collect();
+            let route = &self.route;
+            *held += intake
+                .queue
+                .at_caps(&route.name, &route.limits, tos)
+                .await?;
+        }
         rejected.sort_unstable_by_key(|r| r.index);
         self.rejected.extend(rejected);
         self.accepted += kept.len();
@@ -296,6 +307,7 @@ impl Intaking {
         report.window = self.quiet.as_ref().map(window::Quiet::report);
         let segments = self.sms.as_ref().map_or(0, |s| s.segments);
         report.eta_seconds = eta_seconds(&self.route.limits, self.accepted, segments, ahead);
+        report.held_by_recipient_caps = self.held_by_caps;
         if let (Some(max_cost), Some(cost)) = (self.max_cost, &report.cost)
             && crate::queue::spend::to_micros(cost.amount) > max_cost
         {

@@ -142,6 +142,7 @@ impl Intake {
             preview: Vec::new(),
             quiet,
             max_cost,
+            held_by_caps: (!route.limits.per_recipient.is_empty()).then_some(0),
         })
     }
 }

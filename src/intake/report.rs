@@ -52,6 +52,11 @@ pub struct Report {
     /// minute; absent when it has neither.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eta_seconds: Option<f64>,
+    /// How many accepted recipients are at one of the provider's per-recipient
+    /// caps now (`per_recipient`), so their messages wait for it; absent when the
+    /// provider has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by_recipient_caps: Option<usize>,
     /// The batch's deadline (RFC 3339): a message not sent by then is `expired`.
     /// Absent when it has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,6 +162,7 @@ impl Report {
             }),
             // Set by the caller, who knows what the batch waits behind (`eta`).
             eta_seconds: None,
+            held_by_recipient_caps: None,
             expires_at: None,
             window: None,
             sms,

@@ -404,6 +404,50 @@ mod tests {
     }
 
     #[test]
+    fn a_daily_budget_is_counted_in_its_time_zone_and_needs_prices() {
+        let priced = |budget: Option<f64>, zone: Option<&str>, price: Option<f64>| {
+            let mut a = hook("a", &[Channel::Sms]);
+            a.price_per_message = price;
+            a.currency = Some("CNY".into());
+            a.daily_budget = budget;
+            a.budget_time_zone = zone.map(String::from);
+            let failover = [(Channel::Sms, vec!["a".to_string(), "b".to_string()])].into();
+            Registry::build(
+                &[a, hook("b", &[Channel::Sms])],
+                &HashMap::new(),
+                &failover,
+                Duration::from_secs(1),
+            )
+        };
+        let r = priced(Some(100.0), Some("Asia/Shanghai"), Some(0.05)).unwrap();
+        let tariff = r
+            .route("a")
+            .unwrap()
+            .limits
+            .tariff
+            .clone()
+            .expect("a tariff");
+        assert_eq!(
+            (tariff.per_message, tariff.currency.as_deref()),
+            (50_000, Some("CNY"))
+        );
+        let daily = tariff.daily.as_ref().expect("a budget");
+        assert_eq!(daily.amount, 100_000_000);
+        assert_eq!(daily.zone.iana_name(), Some("Asia/Shanghai"));
+        assert!(tariff.fails_over, "`a` has `b` after it");
+        assert!(r.route("b").unwrap().limits.tariff.is_none(), "no prices");
+
+        let refusal = |e: Result<Registry, ConfigError>| e.err().expect("refused").to_string();
+        assert!(refusal(priced(Some(100.0), None, None)).contains("daily_budget needs price"));
+        assert!(
+            refusal(priced(Some(100.0), Some("Mars/Base"), Some(0.05)))
+                .contains("budget_time_zone")
+        );
+        assert!(refusal(priced(Some(-1.0), None, Some(0.05))).contains("daily_budget must be"));
+        assert!(refusal(priced(None, Some("UTC"), Some(0.05))).contains("needs daily_budget"));
+    }
+
+    #[test]
     fn a_failover_list_sets_the_default_and_each_providers_fallbacks_in_order() {
         let r = build(
             &[

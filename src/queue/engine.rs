@@ -97,4 +97,13 @@ pub(crate) trait Engine: Send + Sync + 'static {
     async fn raise_cap(&self, id: BatchId, max_cost: Micros) -> Result<Option<()>>;
     /// What `provider` has been charged on local day `day`.
     async fn spent(&self, provider: &str, day: &str) -> Result<Micros>;
+    /// The times (ms since the epoch) of the sends after `since_ms` that `owner`'s
+    /// per-recipient caps count for each of `addresses`, for those that had any.
+    /// Only reads: the pre-flight report counts the recipients at a cap with it.
+    async fn recent_sends(
+        &self,
+        owner: &str,
+        since_ms: i64,
+        addresses: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, Vec<i64>>>;
 }

@@ -18,6 +18,8 @@
 //!   crate-private [`Outbox`] seam and the [`Queue`] methods over it.
 //! - `window`: a claimed message whose sending window has closed meanwhile goes
 //!   back to wait for the next opening.
+//! - `capped`: how many recipients are at a per-recipient cap now, for the
+//!   pre-flight report.
 //! - `spend`: spend caps and daily budgets: each claimed message charged in the
 //!   store before it is sent, when its batch or provider asks for it.
 //! - `batch`: the types that cross the seam; `receipt`: the rules every engine
@@ -38,6 +40,7 @@
 //! outcome (its request may have reached the provider).
 
 mod batch;
+mod capped;
 mod engine;
 pub mod erase;
 pub mod outbox;

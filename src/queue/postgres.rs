@@ -204,6 +204,15 @@ impl Engine for Postgres {
         self.raise_batch_cap(id, max_cost).await
     }
 
+    async fn recent_sends(
+        &self,
+        owner: &str,
+        since_ms: i64,
+        addresses: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, Vec<i64>>> {
+        self.sends_since(owner, since_ms, addresses).await
+    }
+
     async fn spent(&self, provider: &str, day: &str) -> Result<Micros> {
         self.spent_on(provider, day).await
     }

@@ -77,6 +77,15 @@ pub struct DailyBudget {
 }
 
 impl Tariff {
+    /// The provider's local day at `now`, which its spend is recorded under: in
+    /// its budget's time zone, else UTC.
+    pub fn day(&self, now: Timestamp) -> String {
+        match &self.daily {
+            Some(budget) => budget.day(now),
+            None => utc_day(now),
+        }
+    }
+
     /// What a message of `segments` SMS segments (1 for e-mail) costs.
     pub fn cost(&self, segments: u32) -> Micros {
         self.per_message
@@ -102,6 +111,11 @@ impl DailyBudget {
                 |z| z.timestamp(),
             )
     }
+}
+
+/// The UTC day `now` falls on.
+fn utc_day(now: Timestamp) -> String {
+    now.to_zoned(TimeZone::UTC).date().to_string()
 }
 
 /// One claimed message to charge, for [`Engine::charge`](super::Engine::charge).
@@ -218,10 +232,7 @@ impl super::Queue {
     /// What the provider of `tariff` has spent on its local day at `now`, and
     /// whether its sending is paused for its budget.
     pub async fn today(&self, tariff: &Tariff, now: Timestamp) -> super::Result<Today> {
-        let day = match &tariff.daily {
-            Some(budget) => budget.day(now),
-            None => now.to_zoned(TimeZone::UTC).date().to_string(),
-        };
+        let day = tariff.day(now);
         let spent = self.spent(&tariff.provider, &day).await?;
         let now_ms = now.as_millisecond();
         let paused_until = self.pauses().until(&tariff.provider, now_ms).or_else(|| {
@@ -240,16 +251,17 @@ impl super::Queue {
 /// charged yet whose batch has a cap or whose provider has a budget. Empty (no
 /// store call) for any other.
 pub(super) fn charges(claimed: &[Claimed], tariff: Option<&Tariff>, now: Timestamp) -> Vec<Charge> {
-    let day = tariff.and_then(|t| t.daily.as_ref()).map(|d| d.day(now));
+    let budgeted = tariff.is_some_and(|t| t.daily.is_some());
+    let day = tariff.map_or_else(|| utc_day(now), |t| t.day(now));
     claimed
         .iter()
-        .filter(|c| !c.charged && (c.capped || day.is_some()))
+        .filter(|c| !c.charged && (c.capped || budgeted))
         .map(|c| Charge {
             lease: c.lease,
             batch_id: c.batch_id,
             amount: tariff.map_or(0, |t| t.cost(segments(c))),
             provider: tariff.map_or_else(|| c.provider.clone(), |t| t.provider.clone()),
-            day: day.clone().unwrap_or_default(),
+            day: day.clone(),
             budget: tariff.and_then(|t| t.daily.as_ref()).map(|d| d.amount),
             currency: tariff.and_then(|t| t.currency.clone()),
         })

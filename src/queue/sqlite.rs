@@ -244,6 +244,20 @@ impl Engine for Sqlite {
             .await
     }
 
+    async fn recent_sends(
+        &self,
+        owner: &str,
+        since_ms: i64,
+        addresses: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, Vec<i64>>> {
+        let owner = owner.to_owned();
+        self.read(move |conn| {
+            let tos: Vec<&str> = addresses.iter().map(String::as_str).collect();
+            claim::recent_sends(conn, &owner, since_ms, &tos)
+        })
+        .await
+    }
+
     async fn spent(&self, provider: &str, day: &str) -> Result<Micros> {
         let (provider, day) = (provider.to_owned(), day.to_owned());
         self.read(move |conn| spend::spent(conn, &provider, &day))

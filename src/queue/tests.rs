@@ -3,7 +3,8 @@
 //!
 //! Each topic file (`accept`, `claim`, `lease`, `settle`, `control`, `deadline`, `ledger`,
 //! `limit`, `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`,
-//! `unacked`, `outbox`, `deliveries`, `replies`, `window`, `spend`, `search`, `erase`)
+//! `unacked`, `outbox`, `deliveries`, `replies`, `window`, `spend`, `capped`, `search`,
+//! `erase`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
 //! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
@@ -127,11 +128,13 @@ macro_rules! conformance {
             #[tokio::test] window::a_message_due_later_than_its_batch_waits_for_its_own_time_whole_or_staged;
             #[tokio::test] window::a_message_claimed_outside_its_window_goes_back_with_no_attempt_spent;
             #[tokio::test] window::a_waiting_message_outlives_a_restart_and_is_claimed_when_its_time_comes;
+            #[tokio::test] capped::recipients_at_a_cap_are_counted_from_the_sends_claims_recorded;
             #[tokio::test] spend::a_batch_at_its_cap_holds_the_rest_with_why_until_resumed_with_a_higher_cap;
             #[tokio::test] spend::a_charge_outlives_a_lapsed_lease_and_is_given_back_when_not_sent;
             #[tokio::test] spend::a_spent_daily_budget_releases_to_the_providers_next_local_midnight;
             #[tokio::test] spend::each_providers_budget_rolls_over_at_its_own_local_midnight;
             #[tokio::test] spend::a_days_spend_outlives_a_restart_and_still_holds_the_budget;
+            #[tokio::test] spend::a_batch_stored_in_chunks_keeps_its_cap;
             #[tokio::test] ledger::batches_are_listed_newest_first_in_pages_without_those_being_staged;
             #[tokio::test] ledger::ledger_pages_follow_index_order_and_filter_by_state;
             #[tokio::test] limit::a_segment_rate_pays_for_each_messages_segments;
@@ -194,6 +197,7 @@ macro_rules! conformance {
 conformance!(sqlite, postgres, redis);
 
 mod accept;
+mod capped;
 mod claim;
 mod control;
 mod deadline;

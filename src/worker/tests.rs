@@ -122,6 +122,14 @@ impl Engine for SlowSettle {
     async fn spent(&self, provider: &str, day: &str) -> crate::queue::Result<i64> {
         self.inner.spent(provider, day).await
     }
+    async fn recent_sends(
+        &self,
+        owner: &str,
+        since_ms: i64,
+        addresses: Vec<String>,
+    ) -> crate::queue::Result<std::collections::HashMap<String, Vec<i64>>> {
+        self.inner.recent_sends(owner, since_ms, addresses).await
+    }
     async fn apply_receipts(
         &self,
         provider: &str,

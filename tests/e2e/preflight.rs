@@ -515,3 +515,25 @@ async fn a_batch_can_refuse_recipients_sent_the_same_message_recently() {
     assert_eq!(status, 422, "{refused}");
     assert_eq!(refused["field"], "reject_recent_duplicates", "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_counts_the_recipients_at_a_per_recipient_cap_now() {
+    let server = ProviderServer::start().await;
+    let app = spawn_app(|config| {
+        let mut provider = server.provider(None);
+        provider.per_recipient.per_day = Some(1);
+        route_all_to(config, provider);
+    })
+    .await;
+    let sent = json!({"channel": "sms", "template": {"body": "Hi {{ name }}"},
+        "recipients": recipients(&["+8613800000001"])});
+    let id = app.submit(&sent).await;
+    app.wait_finished(&id, FINISH).await;
+
+    let again = json!({"channel": "sms", "template": {"body": "Hi again {{ name }}"},
+        "recipients": recipients(&["+8613800000001", "+8613800000002"])});
+    let (status, report) = app.post("/v1/batches?dry_run=true", &again).await;
+
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["held_by_recipient_caps"], 1, "{report}");
+}

@@ -170,6 +170,17 @@ async fn a_batch_held_at_its_cap_resumes_with_a_higher_one_through_the_api_and_t
     let done = app.wait_finished(&ids[1], FINISH).await;
     assert_eq!(done["counts"]["sent"], 4, "{done}");
     assert_eq!(server.count(), 8, "each message went once");
+    // The provider's day counts what the capped batches spent through it.
+    let (_, spend) = app.get("/v1/spend").await;
+    assert_eq!(
+        spend["providers"][0]["spent"].as_f64(),
+        Some(8.0),
+        "{spend}"
+    );
+    assert!(
+        spend["providers"][0].get("paused_until").is_none(),
+        "{spend}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

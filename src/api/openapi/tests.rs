@@ -137,6 +137,7 @@ async fn the_documented_batch_answer_lists_every_field_a_report_has_and_no_other
         )]
         .into(),
         provider: "log".into(),
+        held_by_recipient_caps: Some(1),
         expires_at: Some("2026-01-01T00:00:00Z".into()),
         window: Some(crate::intake::WindowReport {
             window: "08:00-21:00".into(),

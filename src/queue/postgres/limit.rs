@@ -46,6 +46,31 @@ pub(super) const RECENT_SENDS: &str = "
 SELECT to_addr, at FROM {s}.recipient_sends
 WHERE provider = $1 AND at > $2 AND to_addr = ANY($3::text[])";
 
+impl Postgres {
+    /// [`Engine::recent_sends`](crate::queue::Engine::recent_sends).
+    pub(super) async fn sends_since(
+        &self,
+        owner: &str,
+        since: i64,
+        tos: Vec<String>,
+    ) -> Result<HashMap<String, Vec<i64>>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&self.sql.recent_sends)
+            .await
+            .map_err(db)?;
+        let mut recent: HashMap<String, Vec<i64>> = HashMap::new();
+        for row in client
+            .query(&stmt, &[&owner, &since, &tos])
+            .await
+            .map_err(db)?
+        {
+            recent.entry(row.get(0)).or_default().push(row.get(1));
+        }
+        Ok(recent)
+    }
+}
+
 pub(super) const DEFER: &str = "
 UPDATE {s}.messages m SET available_at = d.at, updated_at = $3
 FROM UNNEST($1::bigint[], $2::bigint[]) AS d(id, at)

@@ -49,10 +49,13 @@ ON CONFLICT (provider, day) DO UPDATE SET amount = {s}.provider_spend.amount + e
 const BATCH: &str =
     "SELECT seq, control, spent, max_cost FROM {s}.batches WHERE id = $1 FOR UPDATE";
 
+/// Sets batch `$1`'s cap to `$2` and puts its held messages back to pending (to
+/// paused in a paused batch), due at `$3` at the soonest.
 const RAISE: &str = "
 WITH batch AS (UPDATE {s}.batches SET max_cost = $2 WHERE seq = $1)
-UPDATE {s}.messages SET state = 'pending', available_at = GREATEST(available_at, $3), updated_at = $3
-WHERE id >= $1 << 32 AND id < ($1 + 1) << 32 AND state = 'held'";
+UPDATE {s}.messages m SET state = {requeued}, available_at = GREATEST(m.available_at, $3),
+    updated_at = $3
+WHERE m.id >= $1 << 32 AND m.id < ($1 + 1) << 32 AND m.state = 'held'";
 
 const SPENT: &str = "SELECT amount FROM {s}.provider_spend WHERE provider = $1 AND day = $2";
 

@@ -66,6 +66,36 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// [`Engine::recent_sends`](crate::queue::Engine::recent_sends): each
+    /// recipient's `sent:{owner}:{to}` after `since`, in one pipeline.
+    pub(super) async fn sends_since(
+        &self,
+        owner: &str,
+        since: i64,
+        tos: Vec<String>,
+    ) -> Result<HashMap<String, Vec<i64>>> {
+        let mut pipe = redis::pipe();
+        for to in &tos {
+            pipe.cmd("ZRANGEBYSCORE")
+                .arg(self.key(&format!("sent:{owner}:{to}")))
+                .arg(format!("({since}"))
+                .arg("+inf")
+                .arg("WITHSCORES");
+        }
+        let sends: Vec<Vec<(String, i64)>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.fail(e))?;
+        Ok(tos
+            .into_iter()
+            .zip(sends)
+            .filter(|(_, sends)| !sends.is_empty())
+            .map(|(to, sends)| (to, sends.into_iter().map(|(_, at)| at).collect()))
+            .collect())
+    }
+}
+
 /// The templates of the claimed messages' batches, from the claim script's pairs of
 /// batch id and `template_source`: one `Arc` per batch, shared by its messages.
 fn parse_templates(pairs: &[Value]) -> Result<HashMap<BatchId, Arc<BatchTemplate>>> {

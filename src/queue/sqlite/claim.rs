@@ -370,6 +370,34 @@ fn due_segments(tx: &Transaction<'_>, provider: &str, limit: usize, now: i64) ->
     .map_err(unavailable)
 }
 
+/// The times of the sends after `since` that `owner`'s caps count for each of
+/// `tos`, for those that had any.
+pub(super) fn recent_sends(
+    conn: &Connection,
+    owner: &str,
+    since: i64,
+    tos: &[&str],
+) -> Result<HashMap<String, Vec<i64>>> {
+    let tos = serde_json::to_string(tos).map_err(|e| Error::Corrupt(e.to_string()))?;
+    let mut recent: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT to_addr, at FROM recipient_sends
+             WHERE provider = ?1 AND at > ?2 AND to_addr IN (SELECT value FROM json_each(?3))",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map(params![owner, since, tos], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(unavailable)?;
+    for row in rows {
+        let (to, at) = row.map_err(unavailable)?;
+        recent.entry(to).or_default().push(at);
+    }
+    Ok(recent)
+}
+
 /// The rows of up to `limit` due messages of `provider` that their recipients' caps
 /// at `owner` allow (see [`Limits::owner`]), in due order. Defers the others to when
 /// their caps allow and records a send to each chosen recipient. The caller's write
@@ -402,26 +430,8 @@ fn pick_capped(
         return Ok(Vec::new());
     }
     let since = now - longest_window(caps);
-    let tos = serde_json::to_string(&candidates.iter().map(|c| &c.to).collect::<Vec<_>>())
-        .map_err(|e| Error::Corrupt(e.to_string()))?;
-    let mut recent: HashMap<String, Vec<i64>> = HashMap::new();
-    {
-        let mut stmt = tx
-            .prepare_cached(
-                "SELECT to_addr, at FROM recipient_sends
-                 WHERE provider = ?1 AND at > ?2 AND to_addr IN (SELECT value FROM json_each(?3))",
-            )
-            .map_err(unavailable)?;
-        let rows = stmt
-            .query_map(params![owner, since, tos], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(unavailable)?;
-        for row in rows {
-            let (to, at) = row.map_err(unavailable)?;
-            recent.entry(to).or_default().push(at);
-        }
-    }
+    let tos: Vec<&str> = candidates.iter().map(|c| c.to.as_str()).collect();
+    let recent = recent_sends(tx, owner, since, &tos)?;
     let picked = pick(caps, candidates, recent, now);
     {
         let mut defer = tx

@@ -6,6 +6,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::connection::{unavailable, write_transaction};
 use super::ledger::batch_by_id;
+use super::schema::REQUEUED_STATE;
 use crate::domain::{BatchId, now_ms};
 use crate::queue::spend::{Charge, Charged, Micros, cap_refusal, held_reason};
 use crate::queue::{Error, Result};
@@ -119,9 +120,13 @@ pub(super) fn raise_cap(
         params![seq, max_cost],
     )
     .map_err(unavailable)?;
+    // Back to pending, or to paused in a paused batch.
     tx.execute(
-        "UPDATE messages SET state = 'pending', available_at = MAX(available_at, ?3), updated_at = ?3
-         WHERE id BETWEEN ?1 AND ?2 AND state = 'held'",
+        &format!(
+            "UPDATE messages SET state = {REQUEUED_STATE}, available_at = MAX(available_at, ?3),
+                 updated_at = ?3
+             WHERE id BETWEEN ?1 AND ?2 AND state = 'held'"
+        ),
         params![first, last, now_ms()],
     )
     .map_err(unavailable)?;

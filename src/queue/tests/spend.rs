@@ -280,3 +280,20 @@ fn sent() -> Outcome {
         provider_message_id: None,
     }
 }
+
+pub(super) async fn a_batch_stored_in_chunks_keeps_its_cap(store: TestStore) {
+    let (q, _url, _guard) = store;
+    let mut staged = TestBatch::sms(3).max_cost(to_micros(7.5)).build();
+    let messages = std::mem::take(&mut staged.messages);
+    let id = staged.id;
+    let mut staging = begin(&q, staged).await;
+    for chunk in messages.chunks(2) {
+        staging.add(chunk.to_vec()).await.unwrap();
+    }
+    q.commit(staging, json!({"accepted": 3}), 3).await.unwrap();
+    let stored = summary(&q, id).await;
+    assert_eq!((stored.max_cost, stored.spent), (Some(7_500_000), 0));
+    let claimed = claim_priced(&q, 10, LEASE, &priced("p", 1.0, None)).await;
+    assert_eq!(claimed.len(), 3);
+    assert_eq!(summary(&q, id).await.spent, 3_000_000);
+}
