@@ -15,6 +15,8 @@ these hooks set those values, and only those, to ones that meet them:
 - a value a stateful link carries from one operation into another's path
   still fits that path's schema;
 - a status webhook's endpoint in a path must be a configured one (`app`);
+- a search names a real address as `to`, or a `ref` (at least one of them, an
+  either-or of query parameters), and an erasure a real address;
 - `send_at` and `expires_at` must lie in the next ten years, in that order;
 - a batch's `window` must be a window that opens, not with `ignore_window`,
   and its `timezone` an IANA zone's name;
@@ -142,6 +144,15 @@ def before_call(context, case, kwargs):
             _batch(body)
     elif path == "/v1/batches/{id}/{action}" and isinstance(body, dict):
         _times(body)
+    if path == "/v1/messages":
+        query = case.query if case.query is not None else {}
+        if query.get("to"):
+            query["to"] = _address("sms")
+        if not query.get("to") and not query.get("ref"):
+            query["ref"] = "r0"
+        case.query = query
+    if path == "/v1/recipients/{address}":
+        case.path_parameters = {**(case.path_parameters or {}), "address": _address("sms")}
     if path.startswith("/v1/webhooks/{endpoint}"):
         # The one configured status webhook: no schema can name it.
         case.path_parameters = {**(case.path_parameters or {}), "endpoint": "app"}

@@ -47,12 +47,18 @@ SELECT COUNT(*) FROM (
     SELECT 1 FROM {s}.messages WHERE provider = $1 AND state = 'pending' LIMIT $2
 ) p";
 
+/// A page of batch `$1`'s messages from index `$2`, in state `$3` if given. The
+/// batch's range is read first (the subqueries run once), so the page is one
+/// range of the primary key: joined to the batch instead, a planner with stale
+/// statistics walked the key from the batch's start on every page (0.28 s for a
+/// page half-way through a million, rather than 0.4 ms).
 pub(super) const MESSAGES: &str = "
 SELECT m.id, m.to_addr, m.ref, m.state, m.provider, m.attempts, m.last_error, m.provider_message_id,
        m.created_at, m.updated_at, m.sent_at, m.receipt_code, m.receipt_at, m.segments
-FROM {s}.batches b
-JOIN {s}.messages m ON m.id >= (b.seq << 32) + $2 AND m.id < (b.seq + 1) << 32
-WHERE b.id = $1 AND ($3::text IS NULL OR m.state = $3)
+FROM {s}.messages m
+WHERE m.id >= ((SELECT seq FROM {s}.batches WHERE id = $1) << 32) + $2
+  AND m.id < ((SELECT seq FROM {s}.batches WHERE id = $1) + 1) << 32
+  AND ($3::text IS NULL OR m.state = $3)
 ORDER BY m.id
 LIMIT $4";
 
