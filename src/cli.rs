@@ -192,6 +192,17 @@ pub struct SendArgs {
     /// estimate is over it; held when sending would pass it.
     #[arg(long)]
     pub max_cost: Option<f64>,
+    /// The batch's sending window in each recipient's local time, e.g.
+    /// '08:00-21:00' or 'mon-fri 09:00-18:00', instead of the configured one.
+    #[arg(long, conflicts_with = "ignore_window")]
+    pub window: Option<String>,
+    /// Send at any hour, whatever window is configured (login codes and the like).
+    #[arg(long)]
+    pub ignore_window: bool,
+    /// The IANA time zone of recipients without one of their own (e-mail, numbers of
+    /// no known zone), e.g. 'Asia/Shanghai'.
+    #[arg(long)]
+    pub timezone: Option<String>,
     /// Provider name [default: the channel's default].
     #[arg(long)]
     pub provider: Option<String>,

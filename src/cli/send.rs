@@ -63,9 +63,9 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         valid_for: args.deadline.valid_for,
         reject_recent_duplicates: args.reject_recent_duplicates,
         callback_url: args.callback_url,
-        window: None,
-        ignore_window: false,
-        timezone: None,
+        window: args.window,
+        ignore_window: args.ignore_window,
+        timezone: args.timezone,
         max_cost: args.max_cost,
     };
     let bar = upload_bar(
@@ -108,6 +108,13 @@ pub(super) async fn send(args: SendArgs) -> anyhow::Result<ExitCode> {
         report.accepted,
         report.accepted + report.rejected.len()
     );
+    if let Some(window) = report.window.as_ref().filter(|w| w.waiting > 0) {
+        let first = window.opens.first().map_or("", |o| o.at.as_str());
+        println!(
+            "{} wait for their sending window ({} in the recipient's time), the first at {first}",
+            window.waiting, window.window
+        );
+    }
     print_rejections(&args.csv, &report.rejected, line_of);
     if !args.wait {
         return Ok(ExitCode::SUCCESS);

@@ -511,3 +511,58 @@ async fn client_commands_send_the_token_from_herald_token() {
     let flag = herald(&["batches", "--server", &app.url, "--token", &token], &[]).await;
     assert!(flag.success, "{}", flag.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_takes_a_window_and_says_who_waits_for_it_or_ignores_the_configured_one() {
+    let server = ProviderServer::start().await;
+    let app = spawn_app(|config| {
+        route_all_to(config, server.provider(None));
+        config.windows.sms = Some(
+            herald::window::Window::parse(&window_closed_in_shanghai_now()).expect("a window"),
+        );
+    })
+    .await;
+    let csv = write_csv(&app, "people.csv", "to,name\n+8613800000001,Li\n");
+
+    let closed = window_closed_in_shanghai_now();
+    let waiting = send(&app, "Hi {{name}}", &csv, &["--window", &closed]).await;
+    waiting.assert_succeeded();
+    let line = waiting
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.starts_with(&format!("1 wait for their sending window ({closed} in")),
+        "{}",
+        waiting.stdout
+    );
+    let waiting_id = accepted_batch(&waiting);
+
+    let now = send(&app, "Hi {{name}}", &csv, &["--ignore-window"]).await;
+    now.assert_succeeded();
+    let batch = app.wait_finished(&accepted_batch(&now), FINISH).await;
+    assert_eq!(batch["counts"]["sent"], 1, "{batch}");
+    // Sent one at a time in stored order: the windowed batch, stored first, is
+    // still waiting once the later one went out.
+    let (_, held) = app.get(&format!("/v1/batches/{waiting_id}")).await;
+    assert_eq!(held["counts"]["pending"], 1, "{held}");
+    assert_eq!(server.received().len(), 1);
+
+    let both = send(&app, "Hi", &csv, &["--window", &closed, "--ignore-window"]).await;
+    assert!(
+        !both.success && both.stderr.contains("--ignore-window"),
+        "{}",
+        both.stderr
+    );
+}
+
+/// A half-hour window twelve hours away from now in Shanghai (where +86 numbers
+/// are), so closed for a good while.
+fn window_closed_in_shanghai_now() -> String {
+    let now = jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::get("Asia/Shanghai").expect("a zone"));
+    let hour = (i32::from(now.hour()) + 12) % 24;
+    format!("{hour:02}:00-{hour:02}:30")
+}
