@@ -25,6 +25,7 @@ mod error;
 mod events;
 mod inbound;
 mod openapi;
+mod pushed;
 mod receipts;
 mod replies;
 mod request;
@@ -40,6 +41,7 @@ mod webhooks;
 pub use self::batch::{BatchPage, BatchView, MessagePage, MessageView};
 pub use self::error::Error;
 pub use self::events::Progress;
+pub use self::pushed::Pushing;
 pub use self::route::router;
 pub use self::state::AppState;
 
