@@ -73,6 +73,41 @@ pub struct SmppConfig {
     pub registered_delivery: bool,
 }
 
+impl SmppConfig {
+    /// The account `system_id`/`password` at `host:port`, sending as
+    /// `source_addr`, every other key at its default.
+    pub fn new(
+        host: &str,
+        port: u16,
+        system_id: &str,
+        password: Secret,
+        source_addr: &str,
+    ) -> SmppConfig {
+        SmppConfig {
+            host: host.into(),
+            port,
+            tls: false,
+            system_id: system_id.into(),
+            password,
+            system_type: String::new(),
+            bind: BindMode::default(),
+            address_range: String::new(),
+            source_addr: source_addr.into(),
+            source_ton: None,
+            source_npi: None,
+            dest_ton: international(),
+            dest_npi: international(),
+            binds: one(),
+            window: default_window(),
+            submit_timeout_ms: None,
+            enquire_link_interval_ms: default_enquire_link(),
+            gsm7_packed: false,
+            long_messages: LongMessages::default(),
+            registered_delivery: yes(),
+        }
+    }
+}
+
 /// How a session binds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

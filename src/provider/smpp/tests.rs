@@ -13,26 +13,14 @@ use crate::provider::Pushed;
 
 fn config(port: u16) -> SmppConfig {
     SmppConfig {
-        host: "127.0.0.1".into(),
-        port,
-        tls: false,
-        system_id: "herald".into(),
-        password: Secret::new("secret"),
-        system_type: String::new(),
-        bind: BindMode::Transceiver,
-        address_range: String::new(),
-        source_addr: "+447700900000".into(),
-        source_ton: None,
-        source_npi: None,
-        dest_ton: 1,
-        dest_npi: 1,
-        binds: 1,
-        window: 10,
         submit_timeout_ms: Some(1_000),
-        enquire_link_interval_ms: 30_000,
-        gsm7_packed: false,
-        long_messages: LongMessages::Udh,
-        registered_delivery: true,
+        ..SmppConfig::new(
+            "127.0.0.1",
+            port,
+            "herald",
+            Secret::new("secret"),
+            "+447700900000",
+        )
     }
 }
 
