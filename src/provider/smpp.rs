@@ -117,8 +117,8 @@ impl SmppProvider {
         }
     }
 
-    /// A bound link, the binds taken in turn; waits for one to come up within
-    /// the submit timeout.
+    /// A bound link, the binds taken in turn; when none is bound, waits for the
+    /// first to come up, within the submit timeout.
     async fn link(&self) -> Result<Arc<Link>, Error> {
         let start = self.next_bind.fetch_add(1, Ordering::Relaxed);
         let n = self.links.len();
@@ -128,9 +128,15 @@ impl SmppProvider {
             }
         }
         let wait = self.shared.settings.submit_timeout;
-        let mut waiting = self.links[start % n].clone();
-        match tokio::time::timeout(wait, waiting.wait_for(Option::is_some)).await {
-            Ok(Ok(link)) => Ok(link.clone().expect("waited for Some")),
+        let any_bound = futures_util::future::select_all(self.links.iter().map(|link| {
+            let mut link = link.clone();
+            Box::pin(async move {
+                let bound = link.wait_for(Option::is_some).await;
+                bound.ok().and_then(|link| link.clone())
+            })
+        }));
+        match tokio::time::timeout(wait, any_bound).await {
+            Ok((Some(link), _, _)) => Ok(link),
             _ => Err(Error::Transient {
                 reason: format!(
                     "not bound to the SMSC {}:{} (binding again)",
