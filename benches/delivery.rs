@@ -23,6 +23,8 @@
 // it; they live in `benches/delivery/` instead, out of the way of other benches.
 #[path = "delivery/cpu.rs"]
 mod cpu;
+#[path = "common/env.rs"]
+mod env;
 #[path = "delivery/preflight.rs"]
 mod preflight;
 #[path = "delivery/process.rs"]
@@ -51,6 +53,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use axum::body::Bytes;
+use env::env_usize;
 
 #[path = "../tests/e2e/store.rs"]
 mod store;
@@ -180,15 +183,6 @@ impl Plan {
             "BENCH_MESSAGES must be a positive multiple of {BATCH_SIZE}"
         );
         Ok(plan)
-    }
-}
-
-fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}=`{v}` is not a whole number")),
-        Err(_) => Ok(default),
     }
 }
 

@@ -15,6 +15,8 @@
 //! over the bench's worker settings (50 in flight, a 2 s send timeout).
 //! `BENCH_HERALD` runs another build of herald instead of the one cargo built.
 
+#[path = "common/env.rs"]
+mod env;
 #[path = "faults/process.rs"]
 mod process;
 #[path = "faults/provider.rs"]
@@ -28,6 +30,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use env::env_usize;
 use serde_json::{Value, json};
 
 use process::Herald;
@@ -190,15 +193,6 @@ impl Plan {
             );
         }
         Ok(plan)
-    }
-}
-
-fn env_usize(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .with_context(|| format!("{name}=`{v}` is not a whole number")),
-        Err(_) => Ok(default),
     }
 }
 

@@ -142,6 +142,8 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
                 .context("invalid ingest configuration")?,
         ),
     };
+    // Receipts and replies pushed on providers' own connections (SMPP binds).
+    let pushing = api::Pushing::start(&state);
     let router = api::router(state, config.limits.max_body_bytes);
     let workers = match role {
         Role::All => config.worker.enabled,
@@ -167,7 +169,15 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
     let pool = workers.then(|| Pool::new(queue, registry, circuits.clone(), &config, metrics));
     let grace = Duration::from_millis(config.worker.shutdown_grace_ms);
     let http = listener.map(|listener| (listener, router));
-    let task = tokio::spawn(run(http, ingest, pool, poster, grace, shutdown.clone()));
+    let task = tokio::spawn(run(
+        http,
+        ingest,
+        pool,
+        pushing,
+        poster,
+        grace,
+        shutdown.clone(),
+    ));
     match addr {
         Some(addr) => {
             tracing::info!(%addr, store = %config.store, workers, "herald listening on http://{addr}");
@@ -192,6 +202,7 @@ async fn run(
     http: Option<(tokio::net::TcpListener, axum::Router)>,
     ingest: Option<Ingest>,
     pool: Option<Pool>,
+    pushing: api::Pushing,
     poster: Poster,
     grace: Duration,
     shutdown: CancellationToken,
@@ -214,6 +225,8 @@ async fn run(
     if let Some(workers) = workers {
         workers.await.context("the worker pool panicked")?;
     }
+    // After the workers: their last submits are answered on the binds it closes.
+    pushing.stop().await;
     // Last: its posts in flight end within the webhook timeout, and are settled.
     posting
         .await

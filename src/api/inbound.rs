@@ -17,7 +17,7 @@ use super::receipts::{self, fixed_answer};
 use super::request::body_bytes;
 use super::state::AppState;
 use crate::config::ReplyRules;
-use crate::provider::{Keyword, Keywords, ReceiptAnswer, ReceiptRequest, reply_id};
+use crate::provider::{InboundReply, Keyword, Keywords, ReceiptAnswer, ReceiptRequest, reply_id};
 use crate::queue::{EventKind, NewReply, Recorded};
 
 /// What replies do: the keywords and the auto-replies to them.
@@ -70,37 +70,7 @@ pub(super) async fn receive(
             body: &body,
         })
     })?;
-    let replies: Vec<NewReply> = inbound
-        .replies
-        .into_iter()
-        .map(|r| NewReply {
-            id: reply_id(&name, &r.key),
-            provider: name.clone(),
-            keyword: state.replying.keywords.of(&r.from, &r.body),
-            from: r.from,
-            to: r.to,
-            body: r.body,
-            sent_at_ms: r.at_ms,
-        })
-        .collect();
-    let recorded = state
-        .queue
-        .record_replies(replies, reply_endpoints(&state))
-        .await?;
-    // Before the answer, repeats included: a crash between the reply and its
-    // auto-reply makes the provider post the reply again, which stores it now.
-    for Recorded { reply, .. } in &recorded {
-        let Some(text) = reply.keyword.and_then(|k| state.replying.auto_reply(k)) else {
-            continue;
-        };
-        let stored = state
-            .intake
-            .auto_reply(&name, &reply.from, text, &reply.id)
-            .await?;
-        if stored.is_none() {
-            tracing::warn!(provider = %name, reply = %reply.id, "no auto-reply: the provider sends only its approved templates");
-        }
-    }
+    let recorded = record(&state, &name, inbound.replies).await?;
     let tally = Tally {
         received: recorded.len(),
         recorded: recorded.iter().filter(|r| r.new).count(),
@@ -111,6 +81,46 @@ pub(super) async fn receive(
         ReceiptAnswer::Tally => axum::Json(tally).into_response(),
         answer => fixed_answer(answer),
     })
+}
+
+/// Records provider `name`'s `replies` once each, their keywords applied, and
+/// stores the auto-reply to an opt-out or opt-in.
+pub(super) async fn record(
+    state: &AppState,
+    name: &str,
+    replies: Vec<InboundReply>,
+) -> Result<Vec<Recorded>, Error> {
+    let replies: Vec<NewReply> = replies
+        .into_iter()
+        .map(|r| NewReply {
+            id: reply_id(name, &r.key),
+            provider: name.to_string(),
+            keyword: state.replying.keywords.of(&r.from, &r.body),
+            from: r.from,
+            to: r.to,
+            body: r.body,
+            sent_at_ms: r.at_ms,
+        })
+        .collect();
+    let recorded = state
+        .queue
+        .record_replies(replies, reply_endpoints(state))
+        .await?;
+    // Before the answer, repeats included: a crash between the reply and its
+    // auto-reply makes the provider post the reply again, which stores it now.
+    for Recorded { reply, .. } in &recorded {
+        let Some(text) = reply.keyword.and_then(|k| state.replying.auto_reply(k)) else {
+            continue;
+        };
+        let stored = state
+            .intake
+            .auto_reply(name, &reply.from, text, &reply.id)
+            .await?;
+        if stored.is_none() {
+            tracing::warn!(provider = %name, reply = %reply.id, "no auto-reply: the provider sends only its approved templates");
+        }
+    }
+    Ok(recorded)
 }
 
 /// The configured webhooks that want `reply` events, besides the subscriptions of

@@ -32,6 +32,7 @@ mod events;
 mod inbound;
 mod messages;
 mod openapi;
+mod pushed;
 mod receipts;
 mod replies;
 mod request;
@@ -51,6 +52,7 @@ pub use self::erase::ErasureView;
 pub use self::error::Error;
 pub use self::events::Progress;
 pub use self::messages::{FoundPage, FoundView};
+pub use self::pushed::Pushing;
 pub use self::route::router;
 pub use self::state::AppState;
 

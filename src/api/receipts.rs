@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::Error;
 use super::request::body_bytes;
 use super::state::AppState;
+use crate::domain::DeliveryReport;
 use crate::provider::{Provider, ReceiptAnswer, ReceiptError, ReceiptRequest};
 use crate::queue::ReceiptEffect;
 use crate::queue::suppress::{self, Word};
@@ -33,25 +34,32 @@ pub(super) async fn receive(
             body: &body,
         })
     })?;
-    let effects = state
-        .queue
-        .apply_receipts(&name, receipts.reports.clone())
-        .await?;
-    // The receipts are applied: a failure to suppress is logged, not answered, as
-    // the provider would only send them again, to no effect.
-    let applied = receipts
-        .reports
-        .into_iter()
-        .zip(effects.iter().cloned())
-        .filter_map(|(report, effect)| effect.applied(name.clone(), report))
-        .map(Word::Receipt);
-    suppress::undeliverable(state.queue.records(), state.intake.registry(), applied).await;
+    let effects = apply(&state, &name, receipts.reports).await?;
     let tally = Tally::of(&effects);
     tracing::debug!(provider = %name, received = effects.len(), applied = tally.applied, held = tally.held, "delivery receipts");
     Ok(match receipts.answer {
         ReceiptAnswer::Tally => axum::Json(tally).into_response(),
         answer => fixed_answer(answer),
     })
+}
+
+/// Applies provider `name`'s `reports`, and suppresses the addresses whose
+/// reports say they cannot receive messages.
+pub(super) async fn apply(
+    state: &AppState,
+    name: &str,
+    reports: Vec<DeliveryReport>,
+) -> Result<Vec<ReceiptEffect>, Error> {
+    let effects = state.queue.apply_receipts(name, reports.clone()).await?;
+    // The receipts are applied: a failure to suppress is logged, not answered, as
+    // the provider would only send them again, to no effect.
+    let applied = reports
+        .into_iter()
+        .zip(effects.iter().cloned())
+        .filter_map(|(report, effect)| effect.applied(name.to_string(), report))
+        .map(Word::Receipt);
+    suppress::undeliverable(state.queue.records(), state.intake.registry(), applied).await;
+    Ok(effects)
 }
 
 /// The answer a provider expects that says nothing of what was done: its own

@@ -29,10 +29,12 @@ pub mod inbound;
 /// Opt-out and opt-in keywords, and how a reply is folded to match them.
 pub mod keyword;
 mod log;
+mod push;
 /// Delivery receipts: what a receipt request reads into, and the push parsers.
 pub mod receipt;
 mod registry;
 mod settings;
+mod smpp;
 mod smtp;
 mod tencent;
 mod twilio;
@@ -49,9 +51,11 @@ pub(crate) use self::inbound::{AliyunUplink, TencentReply, WireReply};
 pub use self::inbound::{Inbound, InboundReply, reply_id};
 pub use self::keyword::{Keyword, Keywords};
 pub use self::log::LogProvider;
+pub use self::push::{Push, Pushed, Pushes};
 pub use self::receipt::{DeliveryReport, ReceiptAnswer, ReceiptError, ReceiptRequest, Receipts};
 pub use self::registry::{ConfigError, Price, Registry, Route};
 pub use self::settings::{PerRecipient, ProviderConfig, ProviderKind};
+pub use self::smpp::{BindMode, LongMessages, SmppConfig, SmppProvider};
 pub use self::smtp::{SmtpConfig, SmtpProvider};
 pub use self::tencent::{TencentConfig, TencentProvider};
 pub use self::twilio::{
@@ -244,4 +248,16 @@ pub trait Provider: Send + Sync + 'static {
     fn needs_template_code(&self) -> bool {
         false
     }
+
+    /// Takes what the provider pushes on connections of its own (SMPP's
+    /// `deliver_sm`: receipts and replies), to be stored as the receipt and
+    /// inbound routes store theirs. `None` for providers that push nothing, and
+    /// after the first call.
+    fn take_pushes(&self) -> Option<Pushes> {
+        None
+    }
+
+    /// Closes the provider's own connections cleanly (SMPP's `unbind`): called
+    /// once at shutdown, after the workers have stopped. By default there are none.
+    async fn close(&self) {}
 }

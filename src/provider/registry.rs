@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    AliyunProvider, LogProvider, Provider, ProviderConfig, ProviderKind, SmtpProvider,
-    TencentProvider, TwilioProvider, WebhookProvider,
+    AliyunProvider, LogProvider, Provider, ProviderConfig, ProviderKind, SmppProvider,
+    SmtpProvider, TencentProvider, TwilioProvider, WebhookProvider,
 };
 use crate::domain::Channel;
 use crate::queue::spend::{DailyBudget, Tariff, to_micros};
@@ -170,6 +170,10 @@ impl Registry {
                 ),
                 ProviderKind::Tencent(tencent) => Arc::new(
                     TencentProvider::new(&config.name, tencent, &config.channels, send_timeout)
+                        .map_err(err)?,
+                ),
+                ProviderKind::Smpp(smpp) => Arc::new(
+                    SmppProvider::new(&config.name, smpp, &config.channels, send_timeout)
                         .map_err(err)?,
                 ),
             };

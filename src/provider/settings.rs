@@ -133,4 +133,6 @@ pub enum ProviderKind {
     Aliyun(crate::provider::AliyunConfig),
     /// Tencent Cloud SMS: provider-approved templates.
     Tencent(crate::provider::TencentConfig),
+    /// An SMSC over SMPP 3.4; its keys are in [`crate::provider::SmppConfig`].
+    Smpp(crate::provider::SmppConfig),
 }

@@ -24,6 +24,7 @@ mod page;
 mod preflight;
 mod process;
 mod receipts;
+mod smpp;
 mod smtp;
 mod spend;
 mod store;

@@ -1,0 +1,107 @@
+#!/usr/bin/env node
+// An SMSC for Herald's SMPP tests, built on the `smpp` package's server (a
+// parser Herald does not share). Listens on 127.0.0.1 (a free port) and prints
+// `READY <port>`; then one JSON line per PDU it receives, as the package decoded
+// it. Each accepted submit_sm gets a delivery receipt (a deliver_sm with
+// esm_class 0x04, the `id: … stat: … err: …` text and the receipted_message_id
+// and message_state TLVs): DELIVRD, or UNDELIV for the numbers given with
+// --undeliverable. A JSON line on stdin, {"from": …, "to": …, "text": …},
+// sends that message to every bound session as a person's reply.
+//
+//   smsc.js --system-id herald --password secret [--undeliverable 447700900999]
+
+'use strict';
+
+const readline = require('readline');
+const smpp = require('smpp');
+
+const args = process.argv.slice(2);
+const option = (name) => {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+};
+const systemId = option('--system-id') || 'herald';
+const password = option('--password') || 'secret';
+const undeliverable = new Set(
+  args.flatMap((a, i) => (a === '--undeliverable' ? [args[i + 1]] : [])),
+);
+
+const bound = new Set();
+let nextId = 1;
+
+const print = (line) => process.stdout.write(`${JSON.stringify(line)}\n`);
+const hex = (buffers) => (buffers || []).map((b) => Buffer.from(b).toString('hex'));
+
+const server = smpp.createServer((session) => {
+  session.on('error', () => {});
+  session.on('close', () => bound.delete(session));
+  const bind = (pdu) => {
+    const ok = pdu.system_id === systemId && pdu.password === password;
+    print({ pdu: pdu.command, system_id: pdu.system_id, ok, interface_version: pdu.interface_version });
+    session.send(pdu.response({ command_status: ok ? 0 : smpp.ESME_RBINDFAIL, system_id: 'smsc' }));
+    if (ok) bound.add(session);
+  };
+  session.on('bind_transceiver', bind);
+  session.on('bind_transmitter', bind);
+  session.on('enquire_link', (pdu) => session.send(pdu.response()));
+  session.on('unbind', (pdu) => {
+    print({ pdu: 'unbind' });
+    session.send(pdu.response());
+    bound.delete(session);
+  });
+  session.on('deliver_sm_resp', (pdu) => print({ pdu: 'deliver_sm_resp', status: pdu.command_status }));
+  session.on('submit_sm', (pdu) => {
+    const id = `smsc-${nextId++}`;
+    const sm = pdu.short_message || {};
+    print({
+      pdu: 'submit_sm',
+      message_id: id,
+      source_addr: pdu.source_addr,
+      source_addr_ton: pdu.source_addr_ton,
+      source_addr_npi: pdu.source_addr_npi,
+      destination_addr: pdu.destination_addr,
+      dest_addr_ton: pdu.dest_addr_ton,
+      dest_addr_npi: pdu.dest_addr_npi,
+      esm_class: pdu.esm_class,
+      registered_delivery: pdu.registered_delivery,
+      data_coding: pdu.data_coding,
+      udh: hex(sm.udh),
+      message: typeof sm.message === 'string' ? sm.message : Buffer.from(sm.message || []).toString('hex'),
+      sar_msg_ref_num: pdu.sar_msg_ref_num,
+      sar_total_segments: pdu.sar_total_segments,
+      sar_segment_seqnum: pdu.sar_segment_seqnum,
+    });
+    session.send(pdu.response({ message_id: id }));
+    if (!(pdu.registered_delivery & 0x01)) return;
+    const failed = undeliverable.has(pdu.destination_addr);
+    const stat = failed ? 'UNDELIV' : 'DELIVRD';
+    session.deliver_sm({
+      source_addr: pdu.destination_addr,
+      source_addr_ton: pdu.dest_addr_ton,
+      destination_addr: pdu.source_addr,
+      esm_class: smpp.ESM_CLASS.MC_DELIVERY_RECEIPT,
+      short_message: `id:${id} sub:001 dlvrd:${failed ? '000' : '001'} submit date:2506011200 done date:2506011201 stat:${stat} err:${failed ? '001' : '000'} text:`,
+      receipted_message_id: id,
+      message_state: failed ? smpp.MESSAGE_STATE.UNDELIVERABLE : smpp.MESSAGE_STATE.DELIVERED,
+    });
+  });
+});
+
+server.listen(0, '127.0.0.1', () => {
+  process.stdout.write(`READY ${server.address().port}\n`);
+});
+
+readline.createInterface({ input: process.stdin }).on('line', (line) => {
+  if (!line.trim()) return;
+  const reply = JSON.parse(line);
+  for (const session of bound) {
+    session.deliver_sm({
+      source_addr: reply.from,
+      source_addr_ton: 1,
+      source_addr_npi: 1,
+      destination_addr: reply.to,
+      short_message: reply.text,
+    });
+  }
+});
+process.stdin.on('end', () => process.exit(0));
