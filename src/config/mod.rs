@@ -4,13 +4,14 @@
 //! `HERALD_WORKER__MAX_IN_FLIGHT=64`; `HERALD_PROVIDERS` takes an inline array).
 //!
 //! This file holds the tree's root, its loading and its checks; `delivery`,
-//! `intake`, `ingest`, `replies` and `webhook` hold the sections; `[[providers]]` entries are
+//! `intake`, `ingest`, `replies`, `retention` and `webhook` hold the sections; `[[providers]]` entries are
 //! [`crate::provider::ProviderConfig`], read beside the providers.
 
 mod delivery;
 mod ingest;
 mod intake;
 mod replies;
+mod retention;
 mod unknown;
 mod webhook;
 mod window;
@@ -28,6 +29,7 @@ pub use self::delivery::{CircuitConfig, RetryConfig, WorkerConfig};
 pub use self::ingest::{IngestConfig, IngestKind};
 pub use self::intake::{IntakeLimits, RecipientsConfig, ValidForConfig};
 pub use self::replies::{RepliesConfig, ReplyRules};
+pub use self::retention::{AuditConfig, RetentionConfig};
 pub use self::unknown::UnknownKey;
 pub use self::webhook::{MAX_BATCH_SIZE, WebhookConfig, WebhookSettings};
 pub use self::window::WindowsConfig;
@@ -92,6 +94,10 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// How events are posted (`[webhook]`).
     pub webhook: WebhookSettings,
+    /// How long the ledger is kept (`[retention]`).
+    pub retention: RetentionConfig,
+    /// How long the audit trail is kept (`[audit]`).
+    pub audit: AuditConfig,
 }
 
 /// Who may call the API.
@@ -126,6 +132,8 @@ impl Default for Config {
             replies: RepliesConfig::default(),
             webhooks: Vec::new(),
             webhook: WebhookSettings::default(),
+            retention: RetentionConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

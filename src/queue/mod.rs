@@ -32,10 +32,12 @@
 //! the message is claimed again with the same message id, marked as an unknown
 //! outcome (its request may have reached the provider).
 
+mod audit;
 mod batch;
 mod engine;
 pub mod outbox;
 mod postgres;
+pub mod prune;
 mod receipt;
 mod records;
 mod redis;
@@ -46,6 +48,8 @@ mod staging;
 pub mod suppress;
 mod window;
 
+pub(crate) use audit::AuditStore;
+pub use audit::{AuditAction, AuditEntry, AuditQuery, NewAuditEntry};
 pub use batch::{
     Accepted, BatchAction, BatchSummary, BatchTemplate, Claim, Claimed, Idempotency, Lease,
     MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome, Settlement,
@@ -56,6 +60,8 @@ pub use outbox::{
     CALLBACK, Delivery, DeliveryKey, DeliveryOutcome, DeliveryRecord, DeliveryState, Event,
     EventKind, Kinds, NewEvent, Replay, Subscription,
 };
+pub(crate) use prune::Prune;
+pub use prune::{Cutoffs, Pace, Pruned};
 pub use receipt::{AppliedReceipt, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect};
 pub(crate) use receipt::{ReceiptTarget, receipt_state, receipt_target};
 pub(crate) use records::RecordStore;
@@ -100,6 +106,10 @@ pub struct Queue {
     records: Records,
     replies: Arc<dyn ReplyStore>,
     outbox: Arc<dyn Outbox>,
+    /// Retention: removing what is past its age (see `prune`).
+    prune: Arc<dyn Prune>,
+    /// The audit trail's entries.
+    audit: Arc<dyn AuditStore>,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
     /// Compiled templates of recently claimed batches: a batch is claimed a few
@@ -115,13 +125,19 @@ type Seams = (
     Records,
     Arc<dyn ReplyStore>,
     Arc<dyn Outbox>,
+    Arc<dyn Prune>,
+    Arc<dyn AuditStore>,
 );
 
 /// One engine as each of its seams.
-fn seams<E: Engine + RecordStore + ReplyStore + Outbox>(engine: Arc<E>) -> Seams {
+fn seams<E: Engine + RecordStore + ReplyStore + Outbox + Prune + AuditStore>(
+    engine: Arc<E>,
+) -> Seams {
     (
         engine.clone(),
         Records::new(engine.clone()),
+        engine.clone(),
+        engine.clone(),
         engine.clone(),
         engine,
     )
@@ -130,7 +146,7 @@ fn seams<E: Engine + RecordStore + ReplyStore + Outbox>(engine: Arc<E>) -> Seams
 impl Queue {
     /// Opens the store at `store`, with the engine its URL names.
     pub async fn open(store: &StoreUrl) -> Result<Queue> {
-        let (engine, records, replies, outbox) = match store {
+        let (engine, records, replies, outbox, prune, audit) = match store {
             StoreUrl::Sqlite(dir) => seams(Arc::new(sqlite::Sqlite::open(dir).await?)),
             StoreUrl::Postgres(url) => seams(postgres::open(url).await?),
             StoreUrl::Redis(url) => seams(redis::open(url).await?),
@@ -140,6 +156,8 @@ impl Queue {
             records,
             replies,
             outbox,
+            prune,
+            audit,
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
             windows: window::Windows::default(),
@@ -155,6 +173,8 @@ impl Queue {
             records: self.records.clone(),
             replies: self.replies.clone(),
             outbox: self.outbox.clone(),
+            prune: self.prune.clone(),
+            audit: self.audit.clone(),
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
             windows: window::Windows::default(),

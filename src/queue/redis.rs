@@ -72,6 +72,12 @@
 //! - `dlv:{seq}` hashes and the `dlv-…` keys beside them: the outbox's deliveries
 //!   (see `scripts/outbox.rs`); a batch's `callback_url` and `subscriptions` (JSON)
 //!   are fields of its hash.
+//! - `finished` sorted set: the batches with nothing left to send, scored by when
+//!   they last changed, which retention prunes oldest first; `finished-indexed`
+//!   says it holds the batches finished before it existed too (see `prune.rs`).
+//! - `audit:{seq}` hashes, `audit`, `audit-actor:{name}` and
+//!   `audit-action:{action}` sorted sets and the `audit-seq` counter: the audit
+//!   trail (see `audit.rs`).
 //!
 //! A message is in `ready:…` exactly when pending and in `leased:…` exactly when
 //! sending or unknown; every script keeps that and the batch counts in step. Keys
@@ -94,6 +100,7 @@
 //! (summaries, messages, pending counts, batch control), `outbox` (deliveries
 //! claimed, settled, listed, replayed, counted, pruned), `records` (templates,
 //! suppressions, fingerprints, ingest markers), `replies` (the replies ledger),
+//! `prune` (retention), `audit` (the audit trail),
 //! `scripts` (the Lua), `server` (what
 //! `open` checks), `expiry` (the deadline sweep), `keyspace` (walking and deleting keys), `url` ([`Target`]),
 //! `slot` (a message's place), `reply` (reading replies) and `tests`.
@@ -114,6 +121,7 @@ use crate::domain::{BatchId, DeliveryReport};
 use crate::ratelimit::Limits;
 
 mod accept;
+mod audit;
 mod claim;
 mod due;
 mod expiry;
@@ -121,6 +129,7 @@ mod keyspace;
 mod lease;
 mod ledger;
 mod outbox;
+mod prune;
 mod records;
 mod replies;
 mod reply;
@@ -156,6 +165,8 @@ pub(crate) struct Redis {
     scripts: Scripts,
     records: records::Scripts,
     replies: replies::Scripts,
+    prunes: prune::Scripts,
+    audits: audit::Scripts,
     /// When `accept` next sweeps abandoned staging (ms since the epoch).
     next_sweep_ms: Arc<AtomicI64>,
 }
@@ -195,10 +206,13 @@ impl Redis {
             scripts: Scripts::new(),
             records: records::Scripts::new(),
             replies: replies::Scripts::new(),
+            prunes: prune::Scripts::new(),
+            audits: audit::Scripts::new(),
             next_sweep_ms: Arc::new(AtomicI64::new(0)),
         };
         store.check_layout().await?;
         store.index_batches().await?;
+        store.index_finished().await?;
         store.check_durability().await;
         store.sweep_staging().await?;
         Ok(store)

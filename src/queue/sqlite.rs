@@ -18,7 +18,8 @@
 //! - `record`: events recorded as deliveries in the transactions of the changes;
 //!   `outbox`: claiming, settling, listing, replaying and pruning deliveries;
 //! - `records`: stored templates, suppressions, fingerprints, unacked markers;
-//! - `replies`: the replies ledger.
+//! - `replies`: the replies ledger;
+//! - `prune`: retention, and handing freed pages back; `audit`: the audit trail.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -36,6 +37,7 @@ use crate::domain::{BatchId, DeliveryReport, now_ms};
 use crate::ratelimit::Limits;
 
 mod accept;
+mod audit;
 mod claim;
 mod connection;
 mod due;
@@ -43,6 +45,7 @@ mod expiry;
 mod lease;
 mod ledger;
 mod outbox;
+mod prune;
 mod receipts;
 mod record;
 mod records;
@@ -84,6 +87,7 @@ impl Sqlite {
             })?;
             let path = dir.join("herald.db");
             let mut writer = connect(&path)?;
+            prune::use_incremental_vacuum(&writer)?;
             migrate(&mut writer)?;
             // Uploads a dead process left in staging go now, not only at the next
             // upload (other processes' live ones are younger than the deadline).

@@ -3,7 +3,7 @@
 //!
 //! Each topic file (`accept`, `claim`, `lease`, `settle`, `control`, `deadline`, `ledger`,
 //! `limit`, `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`,
-//! `unacked`, `outbox`, `deliveries`, `replies`)
+//! `unacked`, `outbox`, `deliveries`, `replies`, `prune`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
 //! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
@@ -177,6 +177,8 @@ macro_rules! conformance {
             #[tokio::test] deliveries::replay_makes_one_event_or_every_failed_one_due_again_afresh;
             #[tokio::test] deliveries::delivery_counts_are_pending_and_failed_per_endpoint;
             #[tokio::test] deliveries::pruning_deletes_only_deliveries_posted_before_the_cutoff;
+            #[tokio::test] prune::pruning_removes_exactly_what_is_old_and_finished;
+            #[tokio::test] prune::audit_entries_page_newest_first_by_filter_and_keep_their_own_age;
         }
     )+};
 }
@@ -196,6 +198,7 @@ mod ledger;
 mod limit;
 mod new_batch;
 mod outbox;
+mod prune;
 mod receipts;
 mod replies;
 mod settle;
