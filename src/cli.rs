@@ -70,8 +70,16 @@ pub enum Command {
     /// Release a paused batch.
     Resume(ControlArgs),
     /// Make a new API token: prints the token, for clients, and its hash, for the
-    /// server's `[auth] tokens`.
-    Token,
+    /// server's `[auth] tokens` (with `--name`, the `[[auth.tokens]]` entry).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Who holds the token, as the audit trail names what it does (letters,
+    /// digits, `.`, `-`, `_`).
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -210,14 +218,30 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => batch::control(args, "cancel").await,
         Command::Pause(args) => batch::control(args, "pause").await,
         Command::Resume(args) => batch::control(args, "resume").await,
-        Command::Token => token(),
+        Command::Token(args) => token(args),
     }
 }
 
-fn token() -> anyhow::Result<ExitCode> {
+fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &args.name {
+        crate::auth::check_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    }
     let (token, hash) = crate::auth::new_token().context("reading the system's random numbers")?;
     println!("token: {token}");
     println!("hash:  {hash}");
+    if let Some(name) = args.name {
+        println!();
+        println!("[[auth.tokens]]");
+        println!("name = \"{name}\"");
+        println!("hash = \"{hash}\"");
+        eprintln!(
+            "Add the [[auth.tokens]] entry above to the server's configuration, and give the token to \
+             its clients (Authorization: Bearer <token>; herald's commands take --token or HERALD_TOKEN). \
+             The audit trail names what it does `{name}`. The token is shown only now; the server keeps \
+             only its hash."
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!(
         "Add the hash to the server's configuration, under [auth]: tokens = [\"{hash}\"], \
          and give the token to its clients (Authorization: Bearer <token>; herald's commands take \

@@ -33,7 +33,7 @@ pub use self::retention::{AuditConfig, RetentionConfig};
 pub use self::unknown::UnknownKey;
 pub use self::webhook::{MAX_BATCH_SIZE, WebhookConfig, WebhookSettings};
 pub use self::window::WindowsConfig;
-use crate::auth::TokenHash;
+use crate::auth::ApiToken;
 use crate::domain::{Channel, StoreUrl};
 use crate::provider::ProviderConfig;
 
@@ -104,12 +104,13 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// The hashes of the API tokens accepted (`sha256:<hex>`, printed by
-    /// `herald token`). When there are any, every `/v1/…` route (but the providers'
+    /// The API tokens accepted, each a hash (`sha256:<hex>`, printed by
+    /// `herald token`) or a table `{ name, hash }` naming its holder for the
+    /// audit trail (`herald token --name`). When there are any, every `/v1/…` route (but the providers'
     /// `/v1/receipts/{provider}`, checked by their signatures), `/send-sms` and
     /// `/metrics` need `Authorization: Bearer <token>`; when there are none, Herald
     /// asks for no token and listens on loopback addresses only.
-    pub tokens: Vec<TokenHash>,
+    pub tokens: Vec<ApiToken>,
 }
 
 impl Default for Config {
@@ -254,6 +255,7 @@ impl Config {
             return Err("limits.max_recipients must be at least 1".into());
         }
         self.circuit.validate()?;
+        crate::auth::check_tokens(&self.auth.tokens)?;
         self.replies.sms.validate("replies.sms")?;
         self.webhook.validate(&self.webhooks)?;
         let names = self

@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{Operation, Schemas, header, if_none_match, json_of, op, path_parameter, text};
+use crate::api::audit;
 use crate::api::batch::{
     ACTIONS, BatchPage, BatchView, BatchesParams, MessagePage, MessagesParams, RetryRequest,
 };
@@ -363,5 +364,19 @@ pub(in crate::api) fn webhook_replay(s: &mut Schemas) -> Vec<Operation> {
             .body([json_of(s.request::<ReplayRequest>())])
             .answer(200, "How many deliveries are pending again.", [json_of(s.answer::<Replayed>())])
             .errors(&[400, 404, 422]),
+    ]
+}
+
+/// What `/v1/audit` takes and answers.
+pub(in crate::api) fn audit(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("get", "List the audit trail, newest first")
+            .parameters(s.query::<audit::Params>(&["action", "actor", "before", "limit"]))
+            .answer(
+                200,
+                "A page of the audit trail: who did what to which batch, template or address, when, and how it ended.",
+                [json_of(s.answer::<audit::Page>())],
+            )
+            .errors(&[400, 422]),
     ]
 }
