@@ -603,6 +603,40 @@ async function loadReplies(more) {
   }
 }
 
+// ---------------------------------------------------------------- audit trail
+
+const audit = { before: null };
+
+async function loadAudit(more) {
+  const body = $('#audit-body');
+  const status = $('#audit-status');
+  clearError($('#audit-error'));
+  if (!more) {
+    audit.before = null;
+    body.replaceChildren();
+  }
+  status.textContent = 'Loading…';
+  try {
+    const before = audit.before ? `&before=${audit.before}` : '';
+    const page = await api(`/v1/audit?limit=50${before}`);
+    const batchAction = new Set(['submit', 'pause', 'resume', 'cancel', 'retry']);
+    body.append(...page.entries.map((e) => h('tr', {},
+      h('td', {}, when(e.at)),
+      h('td', {}, e.actor),
+      h('td', {}, e.action),
+      h('td', {}, batchAction.has(e.action) && e.target
+        ? h('a', { href: `#/batches/${e.target}` }, e.target)
+        : e.target),
+      h('td', {}, e.result))));
+    audit.before = page.next_before;
+    $('#audit-more').hidden = !page.next_before;
+    status.textContent = body.children.length ? '' : 'No actions recorded yet.';
+  } catch (e) {
+    status.textContent = '';
+    showError($('#audit-error'), e);
+  }
+}
+
 // ---------------------------------------------------------------- one batch
 
 const view = { id: null, abort: null, widget: null, failedAfter: null, failedState: 'failed', failedCount: null, failedLoads: 0, watching: false };
@@ -718,7 +752,8 @@ let routeAbort = null;
 function route() {
   const path = location.hash.replace(/^#/, '') || '/';
   const batch = path.match(/^\/batches\/([^/]+)$/);
-  const name = batch ? 'batch' : path === '/batches' ? 'batches' : path === '/replies' ? 'replies' : 'compose';
+  const named = { '/batches': 'batches', '/replies': 'replies', '/audit': 'audit' };
+  const name = batch ? 'batch' : named[path] || 'compose';
   routeAbort?.abort();
   routeAbort = new AbortController();
   view.watching = false;
@@ -736,6 +771,9 @@ function route() {
   } else if (name === 'replies') {
     document.title = 'Replies · Herald';
     loadReplies(false);
+  } else if (name === 'audit') {
+    document.title = 'Audit · Herald';
+    loadAudit(false);
   } else {
     document.title = 'New batch · Herald';
   }
@@ -744,6 +782,7 @@ function route() {
 setUpCompose();
 $('#batches-more').addEventListener('click', () => loadBatches(true));
 $('#replies-more').addEventListener('click', () => loadReplies(true));
+$('#audit-more').addEventListener('click', () => loadAudit(true));
 $('#failed-more').addEventListener('click', () => loadFailed(true));
 for (const button of document.querySelectorAll('#view-batch [data-action]')) {
   button.addEventListener('click', () => control(button.dataset.action, button));
