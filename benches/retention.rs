@@ -13,6 +13,8 @@
 //! 1,000,000), `BENCH_BACKLOG` the pending ones per phase (default 200,000). Run
 //! it with `cargo bench --bench retention`.
 
+// Only its percentiles are used here.
+#[allow(dead_code)]
 #[path = "delivery/stats.rs"]
 mod stats;
 #[path = "../tests/e2e/store.rs"]
@@ -92,8 +94,8 @@ struct Phase {
 }
 
 /// Submits batches one after another until `stop`, timing each.
-async fn submit_until(url: &str, stop: CancellationToken) -> anyhow::Result<Vec<f64>> {
-    let client = herald::provider::http_client(Duration::from_secs(30))?;
+async fn submit_until(url: String, stop: CancellationToken) -> anyhow::Result<Vec<f64>> {
+    let client = herald::provider::http_client(Duration::from_secs(30)).map_err(|e| anyhow!(e))?;
     let mut latencies = Vec::new();
     let mut n = 0_usize;
     while !stop.is_cancelled() {
@@ -104,12 +106,18 @@ async fn submit_until(url: &str, stop: CancellationToken) -> anyhow::Result<Vec<
         let started = Instant::now();
         let response = client
             .post(format!("{url}/v1/batches"))
-            .json(&json!({"channel": "sms", "body": "Hello", "recipients": recipients}))
+            .json(
+                &json!({"channel": "sms", "template": {"body": "Hello"}, "recipients": recipients}),
+            )
             .send()
             .await?;
         let status = response.status();
-        response.bytes().await?;
-        anyhow::ensure!(status == 202, "a submit answered {status}");
+        let answer = response.bytes().await?;
+        anyhow::ensure!(
+            status == 202,
+            "a submit answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
         latencies.push(ms(started.elapsed()));
     }
     Ok(latencies)

@@ -179,6 +179,7 @@ macro_rules! conformance {
             #[tokio::test] deliveries::pruning_deletes_only_deliveries_posted_before_the_cutoff;
             #[tokio::test] prune::pruning_removes_exactly_what_is_old_and_finished;
             #[tokio::test] prune::audit_entries_page_newest_first_by_filter_and_keep_their_own_age;
+            #[tokio::test] prune::pruning_removes_posted_and_failed_deliveries_and_leaves_pending_ones;
         }
     )+};
 }

@@ -11,7 +11,7 @@ use super::{Postgres, db};
 use crate::queue::Result;
 use crate::queue::prune::{Prune, Pruned};
 
-/// How many old batches one step looks at, at most.
+/// How many batches one step prunes from, at most.
 const BATCHES_PER_STEP: i64 = 100;
 
 /// The statements, with the schema filled in.
@@ -58,18 +58,19 @@ impl PruneSql {
     }
 }
 
-/// Finished batches created before `$1` whose messages were all last touched
-/// before it, oldest first, up to `$2`, locked; one another process prunes is
-/// skipped.
+/// The oldest finished batch after seq `$2` created before `$1` whose messages
+/// were all last touched before it, locked; one another process prunes is
+/// skipped. One at a time: telling that a batch has finished reads its
+/// messages, so a step reads no more batches than it prunes.
 const DOOMED: &str = "
 SELECT b.seq FROM {s}.batches b
-WHERE b.created_at < $1
+WHERE b.created_at < $1 AND b.seq > $2
   AND NOT EXISTS (
       SELECT 1 FROM {s}.messages m
       WHERE m.id >= b.seq << 32 AND m.id < (b.seq + 1) << 32
         AND (m.state IN ('pending', 'sending', 'paused', 'unknown') OR m.updated_at >= $1))
 ORDER BY b.seq
-LIMIT $2
+LIMIT 1
 FOR UPDATE SKIP LOCKED";
 
 #[async_trait]
@@ -78,19 +79,22 @@ impl Prune for Postgres {
         let sql = &self.sql.prune;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db)?;
-        let doomed: Vec<i64> = tx
-            .query(&sql.doomed, &[&before_ms, &BATCHES_PER_STEP])
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
         let mut pruned = Pruned::default();
         let mut budget = i64::from(limit);
-        for seq in doomed {
+        let mut after = 0_i64;
+        for _ in 0..BATCHES_PER_STEP {
             if budget <= 0 {
                 break;
             }
+            let Some(row) = tx
+                .query_opt(&sql.doomed, &[&before_ms, &after])
+                .await
+                .map_err(db)?
+            else {
+                break;
+            };
+            let seq: i64 = row.get(0);
+            after = seq;
             let removed = tx
                 .execute(&sql.messages, &[&seq, &budget])
                 .await

@@ -9,7 +9,7 @@
 //! (seconds a GB) and as much free disk again, and holds the write lock meanwhile.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Sqlite;
 use super::connection::{unavailable, write_transaction};
@@ -19,20 +19,21 @@ use crate::queue::{Error, Result};
 /// `PRAGMA auto_vacuum`'s value for INCREMENTAL.
 const INCREMENTAL: i64 = 2;
 
-/// How many old batches one step looks at, at most.
+/// How many batches one step prunes from, at most.
 const BATCHES_PER_STEP: u32 = 100;
 
-/// Finished batches created before `?1` whose messages were all last touched
-/// before it, oldest first, up to `?2`.
+/// The oldest finished batch after seq `?2` created before `?1` whose messages
+/// were all last touched before it. One at a time: telling that a batch has
+/// finished reads its messages, so a step reads no more batches than it prunes.
 const DOOMED: &str = "
 SELECT b.seq, b.first_row, b.first_row + b.size FROM batches b
-WHERE b.created_at < ?1 AND b.control <> 'staging'
+WHERE b.created_at < ?1 AND b.seq > ?2 AND b.control <> 'staging'
   AND NOT EXISTS (
       SELECT 1 FROM messages m
       WHERE m.id >= b.first_row AND m.id < b.first_row + b.size
         AND (m.state IN ('pending', 'sending', 'paused', 'unknown') OR m.updated_at >= ?1))
 ORDER BY b.seq
-LIMIT ?2";
+LIMIT 1";
 
 /// Makes a store whose tables predate incremental vacuum use it: one `VACUUM`,
 /// once (see the module's doc); a new store's is instant.
@@ -75,21 +76,26 @@ pub(super) fn use_incremental_vacuum(conn: &Connection) -> Result<()> {
 /// One step of [`Prune::prune_ledger`].
 fn prune_ledger(conn: &mut Connection, before: i64, limit: u32) -> Result<Pruned> {
     let tx = write_transaction(conn)?;
-    let doomed: Vec<(i64, i64, i64)> = tx
-        .prepare_cached(DOOMED)
-        .and_then(|mut s| {
-            s.query_map(params![before, BATCHES_PER_STEP], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
-            .collect()
-        })
-        .map_err(unavailable)?;
     let mut pruned = Pruned::default();
     let mut budget = i64::from(limit);
-    for (seq, first, end) in doomed {
+    let mut after = i64::MIN;
+    for _ in 0..BATCHES_PER_STEP {
         if budget <= 0 {
             break;
         }
+        let doomed: Option<(i64, i64, i64)> = tx
+            .prepare_cached(DOOMED)
+            .and_then(|mut s| {
+                s.query_row(params![before, after], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+            })
+            .map_err(unavailable)?;
+        let Some((seq, first, end)) = doomed else {
+            break;
+        };
+        after = seq;
         let removed = tx
             .prepare_cached(
                 "DELETE FROM messages WHERE id IN (

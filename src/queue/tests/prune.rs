@@ -227,3 +227,29 @@ pub(super) async fn audit_entries_page_newest_first_by_filter_and_keep_their_own
         .unwrap();
     assert!(cancels.is_empty(), "{url}");
 }
+
+pub(super) async fn pruning_removes_posted_and_failed_deliveries_and_leaves_pending_ones(
+    store: TestStore,
+) {
+    let (q, url, _guard) = store;
+    super::outbox::sent_events(&q, 3).await;
+    let now = now_ms();
+    let claimed = q.claim_deliveries(10, LEASE, now).await.unwrap();
+    assert_eq!(claimed.len(), 3, "{url}");
+    let settled = vec![
+        (claimed[0].key, DeliveryOutcome::Posted),
+        (
+            claimed[1].key,
+            DeliveryOutcome::Failed {
+                error: "410 Gone".into(),
+            },
+        ),
+    ];
+    q.settle_deliveries(settled, now).await.unwrap();
+    let cut = cutoff().await;
+    let pruned = prune(&q, cut, i64::MIN).await;
+    assert_eq!(pruned.deliveries, 2, "{url}: {pruned:?}");
+    let left = q.deliveries(None, None, None, 10).await.unwrap();
+    assert_eq!(left.len(), 1, "{url}");
+    assert_eq!(left[0].state, DeliveryState::Pending, "{url}");
+}
