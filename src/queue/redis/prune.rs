@@ -12,7 +12,9 @@
 //!   are removed up to, a step at a time.
 //!
 //! Older builds never read these keys, so they leave the layout's version alone;
-//! a batch an older build finishes meanwhile waits for the next opening's walk.
+//! but an older build sharing the store does not keep `finished`, so a batch it
+//! finishes after this one first opened the store is never pruned: upgrade every
+//! process on a store together.
 //! A pruned message takes with it its provider id (`pids:…`) and its reply link
 //! (`last:…`) when they still name it; a pruned batch its idempotency key.
 
