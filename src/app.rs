@@ -83,6 +83,13 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         .validate()
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
+    let url_days =
+        crate::queue::prune::url_retention_days(&config.store).context("invalid store URL")?;
+    config
+        .audit
+        .validate(config.retention.effective_days(url_days))
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration")?;
     let queue = Queue::open(&config.store)
         .await
         .with_context(|| format!("opening the store `{}`", config.store))?;
@@ -166,6 +173,13 @@ pub async fn start_as(config: Config, role: Role) -> anyhow::Result<Running> {
         metrics.clone(),
     )
     .context("starting the webhooks' posting loop")?;
+    // Every process prunes, whatever its role: each step is its own transaction.
+    crate::queue::prune::spawn_pruner(
+        queue.clone(),
+        config.retention.age(url_days),
+        config.audit.age(),
+        shutdown.clone(),
+    );
     let pool = workers.then(|| Pool::new(queue, registry, circuits.clone(), &config, metrics));
     let grace = Duration::from_millis(config.worker.shutdown_grace_ms);
     let http = listener.map(|listener| (listener, router));

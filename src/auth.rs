@@ -1,12 +1,16 @@
 //! Who may call a route ([`Access`]), and API tokens: made at random by
-//! `herald token`, configured as their SHA-256 hashes
-//! (`[auth] tokens = ["sha256:<hex>"]`), so that the configuration holds nothing
-//! a reader could present, and checked in constant time.
+//! `herald token`, configured as their SHA-256 hashes, so that the configuration
+//! holds nothing a reader could present, and checked in constant time. A token
+//! has a name, which the audit trail records for what it does: written
+//! `[[auth.tokens]] name = "ops" hash = "sha256:<hex>"`, or as the bare hash
+//! (`[auth] tokens = ["sha256:<hex>"]`), which is named by its first eight hex
+//! digits (`sha256:1a2b3c4d`).
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -74,13 +78,118 @@ impl fmt::Debug for TokenHash {
     }
 }
 
+/// How many hex digits of its hash name a token written without a name.
+const SHORT_HASH: usize = 8;
+
+/// One configured API token: its name and hash. Read from a bare hash string
+/// (named by the hash's first eight hex digits) or a table `{ name, hash }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    /// What the audit trail calls its holder: letters, digits, `.`, `-`, `_`.
+    pub name: String,
+    pub hash: TokenHash,
+}
+
+impl From<TokenHash> for ApiToken {
+    fn from(hash: TokenHash) -> Self {
+        let name = hash.to_string()[..SCHEME.len() + SHORT_HASH].to_owned();
+        ApiToken { name, hash }
+    }
+}
+
+impl ApiToken {
+    /// The token `hash`, named `name`.
+    pub fn named(name: &str, hash: TokenHash) -> ApiToken {
+        ApiToken {
+            name: name.to_owned(),
+            hash,
+        }
+    }
+}
+
+/// Why `name` cannot name a token, if it cannot.
+pub fn check_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "a token name is 1 to 64 letters, digits, `.`, `-` and `_`, not `{name}`"
+        ))
+    }
+}
+
+/// Refuses two tokens with one name or one hash, and a name that is not valid.
+pub fn check_tokens(tokens: &[ApiToken]) -> Result<(), String> {
+    let mut names = std::collections::HashSet::new();
+    let mut hashes = std::collections::HashSet::new();
+    for token in tokens {
+        check_name(&token.name).map_err(|e| format!("auth.tokens: {e}"))?;
+        if !names.insert(token.name.as_str()) {
+            return Err(format!(
+                "auth.tokens: two tokens are named `{}`: each needs a name of its own",
+                token.name
+            ));
+        }
+        if !hashes.insert(token.hash.0) {
+            return Err(format!(
+                "auth.tokens: the token named `{}` is configured twice",
+                token.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for ApiToken {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Written;
+
+        impl<'de> Visitor<'de> for Written {
+            type Value = ApiToken;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a token hash `sha256:<hex>` or a table { name, hash }")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<ApiToken, E> {
+                TokenHash::parse(text)
+                    .map(ApiToken::from)
+                    .map_err(E::custom)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ApiToken, A::Error> {
+                let (mut name, mut hash) = (None::<String>, None::<TokenHash>);
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "name" => name = Some(map.next_value()?),
+                        "hash" => hash = Some(map.next_value()?),
+                        other => return Err(de::Error::unknown_field(other, &["name", "hash"])),
+                    }
+                }
+                let hash = hash.ok_or_else(|| de::Error::missing_field("hash"))?;
+                Ok(match name {
+                    Some(name) => ApiToken { name, hash },
+                    None => ApiToken::from(hash),
+                })
+            }
+        }
+
+        deserializer.deserialize_any(Written)
+    }
+}
+
 /// The tokens a server accepts; cheap to clone. Empty: none is asked for.
 #[derive(Debug, Clone, Default)]
-pub struct Tokens(Arc<[TokenHash]>);
+pub struct Tokens(Arc<[ApiToken]>);
 
 impl Tokens {
-    pub fn new(hashes: &[TokenHash]) -> Tokens {
-        Tokens(hashes.into())
+    pub fn new(tokens: &[ApiToken]) -> Tokens {
+        Tokens(tokens.into())
     }
 
     /// True when no token is configured.
@@ -88,17 +197,23 @@ impl Tokens {
         self.0.is_empty()
     }
 
-    /// Whether `token` is one of them. Its hash is compared with every configured
-    /// one, each in constant time, so the answer's timing says nothing of which
-    /// bytes matched.
+    /// Whether `token` is one of them.
     pub fn accept(&self, token: &str) -> bool {
+        self.name_of(token).is_some()
+    }
+
+    /// The name of `token` if it is one of them. Its hash is compared with every
+    /// configured one, each in constant time, so the answer's timing says nothing
+    /// of which bytes matched.
+    pub fn name_of(&self, token: &str) -> Option<&str> {
         let presented = TokenHash::of(token);
-        self.0
-            .iter()
-            .fold(subtle::Choice::from(0), |found, hash| {
-                found | hash.0.ct_eq(&presented.0)
-            })
-            .into()
+        let mut found = None;
+        for configured in self.0.iter() {
+            if bool::from(configured.hash.0.ct_eq(&presented.0)) {
+                found = Some(configured.name.as_str());
+            }
+        }
+        found
     }
 }
 
@@ -125,12 +240,42 @@ mod tests {
         let parsed = TokenHash::parse(&hash.to_string()).unwrap();
         let (other, other_hash) = new_token().unwrap();
         assert_ne!(token, other);
-        let tokens = Tokens::new(&[other_hash, parsed]);
+        let tokens = Tokens::new(&[other_hash.into(), ApiToken::named("ops", parsed)]);
         assert!(tokens.accept(&token));
         assert!(tokens.accept(&other));
         assert!(!tokens.accept(&token[..token.len() - 1]));
         assert!(!tokens.accept(""));
         assert!(!Tokens::default().accept(&token));
+        assert_eq!(tokens.name_of(&token), Some("ops"));
+        assert_eq!(tokens.name_of("nope"), None);
+    }
+
+    #[test]
+    fn a_token_is_written_as_a_bare_hash_named_by_its_prefix_or_as_a_named_table() {
+        #[derive(Deserialize)]
+        struct Auth {
+            tokens: Vec<ApiToken>,
+        }
+        let hash = TokenHash::of("secret");
+        use figment::providers::{Format, Toml};
+        let auth: Auth = figment::Figment::from(Toml::string(&format!(
+            "tokens = [\"{hash}\", {{ name = \"ops\", hash = \"{}\" }}]",
+            TokenHash::of("other")
+        )))
+        .extract()
+        .unwrap();
+        assert_eq!(auth.tokens[0].name, "sha256:2bb80d53");
+        assert_eq!(auth.tokens[0].hash, hash);
+        assert_eq!(auth.tokens[1].name, "ops");
+        let twice = [auth.tokens[1].clone(), ApiToken::named("ops", hash.clone())];
+        assert!(check_tokens(&twice).unwrap_err().contains("named `ops`"));
+        let same = [
+            ApiToken::named("a", hash.clone()),
+            ApiToken::named("b", hash),
+        ];
+        assert!(check_tokens(&same).unwrap_err().contains("twice"));
+        assert!(check_name("ops team").is_err());
+        assert!(check_tokens(&auth.tokens).is_ok());
     }
 
     #[test]

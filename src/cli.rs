@@ -75,8 +75,8 @@ pub enum Command {
     /// Release a paused batch, or one held at its spend cap (with a higher --max-cost).
     Resume(ResumeArgs),
     /// Make a new API token: prints the token, for clients, and its hash, for the
-    /// server's `[auth] tokens`.
-    Token,
+    /// server's `[auth] tokens` (with `--name`, the `[[auth.tokens]]` entry).
+    Token(TokenArgs),
     /// Find the messages to an address or with a ref, across batches, newest first.
     Messages(MessagesArgs),
     /// Write a batch's ledger, or the messages to an address or with a ref, as CSV.
@@ -145,6 +145,14 @@ pub struct EraseArgs {
     pub address: String,
     #[command(flatten)]
     pub server: ServerArg,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Who holds the token, as the audit trail names what it does (letters,
+    /// digits, `.`, `-`, `_`).
+    #[arg(long)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -311,17 +319,33 @@ pub async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Cancel(args) => batch::control(args, "cancel").await,
         Command::Pause(args) => batch::control(args, "pause").await,
         Command::Resume(args) => batch::resume(args).await,
-        Command::Token => token(),
+        Command::Token(args) => token(args),
         Command::Messages(args) => person::messages(args).await,
         Command::Export(args) => export::export(args).await,
         Command::Erase(args) => person::erase(args).await,
     }
 }
 
-fn token() -> anyhow::Result<ExitCode> {
+fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &args.name {
+        crate::auth::check_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    }
     let (token, hash) = crate::auth::new_token().context("reading the system's random numbers")?;
     println!("token: {token}");
     println!("hash:  {hash}");
+    if let Some(name) = args.name {
+        println!();
+        println!("[[auth.tokens]]");
+        println!("name = \"{name}\"");
+        println!("hash = \"{hash}\"");
+        eprintln!(
+            "Add the [[auth.tokens]] entry above to the server's configuration, and give the token to \
+             its clients (Authorization: Bearer <token>; herald's commands take --token or HERALD_TOKEN). \
+             The audit trail names what it does `{name}`. The token is shown only now; the server keeps \
+             only its hash."
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     eprintln!(
         "Add the hash to the server's configuration, under [auth]: tokens = [\"{hash}\"], \
          and give the token to its clients (Authorization: Bearer <token>; herald's commands take \

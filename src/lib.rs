@@ -23,6 +23,7 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod backoff;
 pub mod circuit;

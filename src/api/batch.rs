@@ -10,11 +10,13 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::audit::audited;
 use super::csv_out::{self, Source};
 use super::error::Error;
 use super::messages::{message_state, wants_csv};
 use super::request::{DEFAULT_PAGE, MAX_PAGE, limit_within, page_limit, parse_json, query_params};
 use super::state::AppState;
+use crate::audit::{Actor, AuditAction};
 use crate::domain::{BatchId, Counts, Deadline, MessageState, batch_state, format_ms, now_ms};
 use crate::queue::{BatchAction, BatchSummary, MessageQuery, MessageRecord};
 
@@ -304,20 +306,38 @@ impl ControlRequest {
 
 pub(super) async fn control_batch(
     State(state): State<AppState>,
+    actor: Actor,
     Path((id, action)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<BatchView>, Error> {
-    let Some(&(_, mut action)) = ACTIONS.iter().find(|(name, _)| *name == action) else {
+    let Some(&(_, action)) = ACTIONS.iter().find(|(name, _)| *name == action) else {
         return Err(Error::NotFound(format!(
             "no action `{action}`: use pause, resume, cancel or retry"
         )));
     };
-    let id = batch_id(&id)?;
+    let audit_action = match action {
+        BatchAction::Pause => AuditAction::Pause,
+        BatchAction::Resume => AuditAction::Resume,
+        BatchAction::Cancel => AuditAction::Cancel,
+        BatchAction::Retry { .. } => AuditAction::Retry,
+    };
+    let result = control(&state, &id, action, &body).await;
+    audited(&state, &actor, audit_action, &id, result).await
+}
+
+/// Applies `action` to batch `id`, as `body` asks for a retry.
+async fn control(
+    state: &AppState,
+    id: &str,
+    mut action: BatchAction,
+    body: &[u8],
+) -> Result<Json<BatchView>, Error> {
+    let id = batch_id(id)?;
     if let BatchAction::Retry { expires_at_ms } = &mut action {
-        *expires_at_ms = retry_deadline(&state, id, &body).await?;
+        *expires_at_ms = retry_deadline(state, id, body).await?;
     }
     let max_cost = match action {
-        BatchAction::Resume => ControlRequest::of(&body)?.max_cost,
+        BatchAction::Resume => ControlRequest::of(body)?.max_cost,
         _ => None,
     };
     let summary = match max_cost {

@@ -10,9 +10,11 @@ use axum::extract::{Path, State};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::audit::audited;
 use super::error::Error;
 use super::messages::recipient;
 use super::state::AppState;
+use crate::audit::{Actor, AuditAction};
 use crate::queue::ERASED_PREFIX;
 
 /// How long an erasure waits for sends in flight to the address to settle (a
@@ -37,20 +39,41 @@ pub struct ErasureView {
     pub cancelled: u64,
 }
 
-/// `DELETE /v1/recipients/{address}`.
+/// `DELETE /v1/recipients/{address}`. The audit trail names the person by the
+/// value they are erased as, never by the address it forgets.
 pub(super) async fn erase(
     State(state): State<AppState>,
+    actor: Actor,
     Path(raw): Path<String>,
 ) -> Result<Json<ErasureView>, Error> {
+    let (target, result) = match address_to_erase(&state, &raw) {
+        Ok(address) => match state.queue.erased_as(&address).await {
+            Ok(erased_as) => (erased_as.clone(), forget(&state, address, erased_as).await),
+            Err(e) => (String::new(), Err(e.into())),
+        },
+        Err(e) => (String::new(), Err(e)),
+    };
+    audited(&state, &actor, AuditAction::Erase, &target, result).await
+}
+
+/// The address `raw` names, normalised; an erased value is refused.
+fn address_to_erase(state: &AppState, raw: &str) -> Result<String, Error> {
     if raw.trim().starts_with(ERASED_PREFIX) {
         return Err(Error::Invalid {
             field: "address".into(),
             message: "is an erased value already: there is nothing more to erase".into(),
         });
     }
-    let address = recipient(&state, &raw, "address")?;
+    recipient(state, raw, "address")
+}
+
+/// Erases `address`, which becomes `erased_as`.
+async fn forget(
+    state: &AppState,
+    address: String,
+    erased_as: String,
+) -> Result<Json<ErasureView>, Error> {
     let erased = state.queue.erase(&address, WAIT_FOR_SENDS).await?;
-    let erased_as = state.queue.erased_as(&address).await?;
     tracing::info!(
         messages = erased.messages,
         replies = erased.replies,

@@ -21,9 +21,11 @@
 //!   streams a batch's ledger or a search's result as CSV (`?format=csv`).
 //! - `openapi` builds the OpenAPI document from the table and the handlers'
 //!   types; its `path` says what each route's methods take and answer.
+//! - `audit`: who the caller is, recording operator actions and `GET /v1/audit`.
 //! - `request` reads query strings, bodies and JSON; `error` holds the one error
 //!   type every route answers with.
 
+mod audit;
 mod batch;
 mod csv_out;
 mod erase;

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::error::Error;
-use super::request::{DEFAULT_PAGE, MAX_PAGE, page_limit, query_params};
+use super::request::{DEFAULT_PAGE, MAX_PAGE, next_cursor, page_limit, query_params};
 use super::state::AppState;
 use crate::queue::{ReplyQuery, ReplyView};
 
@@ -47,9 +47,7 @@ pub(super) async fn list(
             limit,
         })
         .await?;
-    let next_after = (page.len() == limit as usize)
-        .then(|| page.last().map(|r| r.seq))
-        .flatten();
+    let next_after = next_cursor(&page, limit, |r| r.seq);
     Ok(Json(Page {
         replies: page.into_iter().map(ReplyView::from).collect(),
         next_after,

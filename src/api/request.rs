@@ -17,6 +17,14 @@ pub(crate) fn page_limit(limit: Option<u32>) -> Result<u32, Error> {
     limit_within(limit, DEFAULT_PAGE, MAX_PAGE)
 }
 
+/// The cursor of the page after `page` (one of `limit` items), read from its
+/// last item by `cursor`; none when the page is not full, so was the last.
+pub(super) fn next_cursor<T, C>(page: &[T], limit: u32, cursor: impl Fn(&T) -> C) -> Option<C> {
+    (page.len() == limit as usize)
+        .then(|| page.last().map(cursor))
+        .flatten()
+}
+
 /// `limit`, or `default` when absent; an error naming the field unless 1 to `max`.
 pub(super) fn limit_within(limit: Option<u32>, default: u32, max: u32) -> Result<u32, Error> {
     let limit = limit.unwrap_or(default);

@@ -19,10 +19,11 @@ use super::error::Error;
 use super::openapi::{self, Describe, Operation, Schemas, json_of, op, path, text};
 use super::state::AppState;
 use super::{
-    batch, erase, events, inbound, messages, receipts, replies, seed, spend, submit, suppressions,
-    templates, webhooks,
+    audit, batch, erase, events, inbound, messages, receipts, replies, seed, spend, submit,
+    suppressions, templates, webhooks,
 };
-use crate::auth::{Access, Tokens};
+use crate::audit::{Actor, AuditAction, Outcome};
+use crate::auth::Access;
 
 /// Every route: its path, who may call it, its handlers and what they take and
 /// answer. [`router`] serves exactly these, the OpenAPI document lists exactly
@@ -141,13 +142,14 @@ pub(super) fn routes() -> Vec<(&'static str, Access, MethodRouter<AppState>, Des
             delete(erase::erase),
             path::recipient,
         ),
+        ("/v1/audit", Token, get(audit::list), path::audit),
     ]
 }
 
 /// The whole API. `max_body_bytes` bounds every request body. With API tokens
 /// configured, every route of [`Access::Token`] needs one.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    let check = axum::middleware::from_fn_with_state(state.tokens.clone(), require_token);
+    let check = axum::middleware::from_fn_with_state(state.clone(), require_token);
     let mut router = Router::new();
     for (path, access, handlers, _) in routes() {
         router = router.route(
@@ -230,14 +232,17 @@ async fn json_errors(response: Response) -> Response {
     answer
 }
 
-/// Lets the request through when it carries one of `tokens` as
-/// `Authorization: Bearer <token>`, or when there are none; else `401`.
+/// Lets the request through when it carries one of the configured tokens as
+/// `Authorization: Bearer <token>`, naming its caller for the audit trail, or
+/// when there are none (the caller is `anonymous`); else `401`, and a token that
+/// was presented and refused is recorded (never the token itself).
 async fn require_token(
-    State(tokens): State<Tokens>,
-    request: axum::extract::Request,
+    State(state): State<AppState>,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if tokens.is_empty() {
+    if state.tokens.is_empty() {
+        request.extensions_mut().insert(Actor::anonymous());
         return next.run(request).await;
     }
     let presented = request
@@ -247,15 +252,29 @@ async fn require_token(
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
-    match presented {
-        Some(token) if tokens.accept(token) => next.run(request).await,
-        Some(_) => Error::Unauthorized("the API token is not one this server accepts".into())
-            .into_response(),
-        None => Error::Unauthorized(
+    let Some(token) = presented else {
+        return Error::Unauthorized(
             "this server needs an API token: send `Authorization: Bearer <token>`".into(),
         )
-        .into_response(),
+        .into_response();
+    };
+    if let Some(name) = state.tokens.name_of(token) {
+        let actor = Actor::token(name);
+        request.extensions_mut().insert(actor);
+        return next.run(request).await;
     }
+    let refused = Error::Unauthorized("the API token is not one this server accepts".into());
+    let target = format!("{} {}", request.method(), request.uri().path());
+    state
+        .audit
+        .record(
+            &Actor::unknown(),
+            AuditAction::TokenRejected,
+            target,
+            Outcome::Status(refused.status().as_u16()),
+        )
+        .await;
+    refused.into_response()
 }
 
 /// `GET /metrics`: Prometheus's text format.

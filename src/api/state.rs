@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::inbound::Replying;
 
+use crate::audit::Audit;
 use crate::auth::Tokens;
 use crate::config::{Config, WebhookConfig};
 use crate::intake::Intake;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub max_upload_bytes: u64,
     /// The API tokens accepted; none asked for when empty.
     pub tokens: Tokens,
+    /// Where operator actions are recorded.
+    pub audit: Audit,
     /// What replies do: keywords and auto-replies.
     pub replying: Arc<Replying>,
     /// What `/metrics` shows; shared with the workers.
@@ -63,6 +66,7 @@ impl AppState {
             .with_subscribers(Subscribers::new(&config.webhooks, &config.webhook))
             .with_windows(config.windows.clone()),
             metrics,
+            audit: Audit::new(queue.clone()),
             queue,
             max_body_bytes: config.limits.max_body_bytes,
             max_upload_bytes: config.limits.max_upload_bytes,

@@ -8,10 +8,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
+use super::audit::audited;
 use super::error::Error;
 use super::request::{accept_content, charset, media_type, parse_json};
 use super::state::AppState;
 use super::upload;
+use crate::audit::{Actor, AuditAction};
 use crate::intake::{BatchRequest, Submitted};
 use crate::queue::Arrival;
 
@@ -64,34 +66,60 @@ pub(super) struct SubmitParams {
 
 pub(super) async fn create_batch(
     State(state): State<AppState>,
+    actor: Actor,
     headers: HeaderMap,
     query: axum::extract::RawQuery,
     body: axum::body::Body,
 ) -> Result<Response, Error> {
+    let result = submit(&state, &headers, query, body).await;
+    // A dry run stores nothing: there is no action to record.
+    if matches!(result, Ok((_, true))) {
+        return result.map(|(submitted, dry_run)| answer(submitted, dry_run));
+    }
+    let target = match &result {
+        Ok((submitted, _)) => submitted.report["batch_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        Err(_) => String::new(),
+    };
+    audited(&state, &actor, AuditAction::Submit, &target, result)
+        .await
+        .map(|(submitted, dry_run)| answer(submitted, dry_run))
+}
+
+/// Reads, checks and stores the batch of a request: what intake answered, and
+/// whether it was a dry run.
+async fn submit(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: axum::extract::RawQuery,
+    body: axum::body::Body,
+) -> Result<(Submitted, bool), Error> {
     accept_content(
-        &headers,
+        headers,
         &["application/x-ndjson", "application/jsonl", "text/csv"],
     )?;
     let query = query.0.unwrap_or_default();
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(headers)?;
     let digest = headers
         .get("content-digest")
         .map(|v| upload::content_digest(v.to_str().unwrap_or("")))
         .transpose()?;
     let mut body = Some(body);
     let mut take_body = || body.take().expect("the body is read once");
-    let (request, identity, dry_run, chunks, arrival) = match media_type(&headers).as_deref() {
+    let (request, identity, dry_run, chunks, arrival) = match media_type(headers).as_deref() {
         Some("application/x-ndjson" | "application/jsonl") => {
             let dry_run = submit_params(&query)?.dry_run;
             let mut lines = upload::Lines::new(take_body(), digest.clone(), state.max_upload_bytes);
             let (request, options) = upload::ndjson_options(&mut lines).await?;
             let chunks: upload::Chunks = Box::pin(upload::ndjson_recipients(lines));
-            let identity = Bytes::from(upload_identity(&headers, &options));
+            let identity = Bytes::from(upload_identity(headers, &options));
             (request, identity, dry_run, chunks, Arrival::Streamed)
         }
         Some("text/csv") => {
             let options = upload::CsvOptions::from_query(&query)?;
-            let charset = charset(&headers).map(|c| upload::charset(&c)).transpose()?;
+            let charset = charset(headers).map(|c| upload::charset(&c)).transpose()?;
             let dry_run = options.dry_run;
             let chunks: upload::Chunks = Box::pin(
                 upload::csv_recipients(
@@ -100,7 +128,7 @@ pub(super) async fn create_batch(
                 )
                 .await?,
             );
-            let identity = Bytes::from(upload_identity(&headers, query.as_bytes()));
+            let identity = Bytes::from(upload_identity(headers, query.as_bytes()));
             (
                 options.request(),
                 identity,
@@ -139,7 +167,7 @@ pub(super) async fn create_batch(
                         .intake
                         .submit_request(request, "api", key.map(|k| (k, bytes.as_ref())), dry_run)
                         .await?;
-                    return Ok(answer(submitted, dry_run));
+                    return Ok((submitted, dry_run));
                 }
                 upload::JsonBody::Spooled(spool) => {
                     let request = upload::json_options(&spool).await?;
@@ -161,7 +189,7 @@ pub(super) async fn create_batch(
             arrival,
         )
         .await?;
-    Ok(answer(submitted, dry_run))
+    Ok((submitted, dry_run))
 }
 
 /// JSON bodies up to this size are parsed whole; bigger ones in chunks, each

@@ -12,12 +12,14 @@ use axum::http::HeaderMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::audit::{addresses_target, audited};
 use super::error::Error;
 use super::request::{
-    DEFAULT_PAGE, MAX_PAGE, accept_content, body_bytes, charset, media_type, page_limit,
-    parse_json, query_params,
+    DEFAULT_PAGE, MAX_PAGE, accept_content, body_bytes, charset, media_type, next_cursor,
+    page_limit, parse_json, query_params,
 };
 use super::state::AppState;
+use crate::audit::{Actor, AuditAction};
 use crate::csv_input;
 use crate::domain::{Channel, format_ms};
 use crate::intake::NOT_BLANK;
@@ -90,6 +92,7 @@ pub(super) struct Added {
 
 pub(super) async fn add(
     State(state): State<AppState>,
+    actor: Actor,
     headers: HeaderMap,
     query: Result<Query<Params>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -142,7 +145,16 @@ pub(super) async fn add(
         .map(|e| &e.address)
         .collect::<std::collections::HashSet<_>>()
         .len();
-    let added = state.queue.records().suppress(entries).await?;
+    let target = addresses_target(&entries.iter().map(|e| &e.address).collect::<Vec<_>>());
+    let stored = state.queue.records().suppress(entries).await;
+    let added = audited(
+        &state,
+        &actor,
+        AuditAction::SuppressionAdd,
+        &target,
+        stored.map_err(Error::from),
+    )
+    .await?;
     Ok(Json(Added {
         added,
         updated: distinct - added,
@@ -208,6 +220,7 @@ pub(super) struct Removed {
 
 pub(super) async fn remove(
     State(state): State<AppState>,
+    actor: Actor,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Removed>, Error> {
     let request: RemoveRequest = parse_json(&body_bytes(body)?)?;
@@ -223,11 +236,21 @@ pub(super) async fn remove(
                 })?;
         addresses.push(recipient.key);
     }
+    let target = addresses_target(&addresses);
     let removed = state
         .queue
         .records()
         .unsuppress(request.channel, addresses)
-        .await?;
+        .await
+        .map_err(Error::from);
+    let removed = audited(
+        &state,
+        &actor,
+        AuditAction::SuppressionRemove,
+        &target,
+        removed,
+    )
+    .await?;
     Ok(Json(Removed { removed }))
 }
 
@@ -269,9 +292,7 @@ pub(super) async fn list(
         .records()
         .suppressions(Some(channel), after, limit)
         .await?;
-    let next_after = (page.len() == limit as usize)
-        .then(|| page.last().map(|s| s.address.clone()))
-        .flatten();
+    let next_after = next_cursor(&page, limit, |s| s.address.clone());
     Ok(Json(Page {
         suppressions: page
             .into_iter()

@@ -13,11 +13,13 @@ use axum::response::{IntoResponse, Response};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::audit::audited;
 use super::error::Error;
 use super::request::{
     DEFAULT_PAGE, MAX_PAGE, accept_content, body_bytes, page_limit, parse_json, query_params,
 };
 use super::state::AppState;
+use crate::audit::{Actor, AuditAction};
 use crate::domain::ProviderTemplate;
 use crate::domain::{Channel, format_ms};
 use crate::queue::StoredTemplate;
@@ -194,6 +196,7 @@ fn checked(id: String, request: TemplateRequest) -> Result<StoredTemplate, Error
 
 pub(super) async fn create(
     State(state): State<AppState>,
+    actor: Actor,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
@@ -203,18 +206,37 @@ pub(super) async fn create(
         .id
         .take()
         .ok_or_else(|| invalid("id", "is required"))?;
+    let target = id.clone();
     let template = checked(id, request)?;
-    let stored = state.queue.records().create_template(template).await?;
+    let stored = state
+        .queue
+        .records()
+        .create_template(template)
+        .await
+        .map_err(Error::from);
+    let stored = audited(&state, &actor, AuditAction::TemplateCreate, &target, stored).await?;
     Ok((StatusCode::CREATED, Json(TemplateView::from(stored))).into_response())
 }
 
 pub(super) async fn replace(
     State(state): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
     headers: axum::http::HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<TemplateView>, Error> {
-    accept_content(&headers, &[])?;
+    let result = replace_template(&state, id.clone(), &headers, body).await;
+    audited(&state, &actor, AuditAction::TemplateUpdate, &id, result).await
+}
+
+/// Replaces template `id` with the one `body` describes.
+async fn replace_template(
+    state: &AppState,
+    id: String,
+    headers: &axum::http::HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<TemplateView>, Error> {
+    accept_content(headers, &[])?;
     let mut request: TemplateRequest = parse_json(&body_bytes(body)?)?;
     if let Some(named) = request.id.take()
         && named != id
@@ -249,13 +271,15 @@ pub(super) async fn get(
 
 pub(super) async fn delete(
     State(state): State<AppState>,
+    actor: Actor,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
-    if state.queue.records().delete_template(&id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(not_found(&id))
-    }
+    let result = match state.queue.records().delete_template(&id).await {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(not_found(&id)),
+        Err(e) => Err(e.into()),
+    };
+    audited(&state, &actor, AuditAction::TemplateDelete, &id, result).await
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -284,7 +284,7 @@ pub(crate) async fn served() -> Vec<(&'static str, Access, Vec<Method>)> {
 async fn every_protected_route_answers_401_without_a_right_token_and_serves_with_one() {
     let (mut state, _dir) = test_state().await;
     let (token, hash) = crate::auth::new_token().unwrap();
-    state.tokens = Tokens::new(&[hash]);
+    state.tokens = Tokens::new(&[hash.into()]);
     let router = router(state, 1 << 20);
     let mut protected = 0;
     for (path, access, methods) in served().await {

@@ -10,9 +10,13 @@ use axum::extract::{Path, Query, State};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::audit::audited;
 use super::error::Error;
-use super::request::{DEFAULT_PAGE, MAX_PAGE, body_bytes, page_limit, parse_json, query_params};
+use super::request::{
+    DEFAULT_PAGE, MAX_PAGE, body_bytes, next_cursor, page_limit, parse_json, query_params,
+};
 use super::state::AppState;
+use crate::audit::{Actor, AuditAction};
 use crate::domain::{format_ms, now_ms};
 use crate::queue::{CALLBACK, DeliveryRecord, DeliveryState, Event, Kinds, Replay};
 
@@ -176,9 +180,7 @@ pub(super) async fn deliveries(
         .queue
         .deliveries(Some(&endpoint), query.state, query.before, limit)
         .await?;
-    let next_before = (page.len() == limit as usize)
-        .then(|| page.last().map(|d| d.seq))
-        .flatten();
+    let next_before = next_cursor(&page, limit, |d| d.seq);
     Ok(Json(Page {
         deliveries: page.into_iter().map(view).collect(),
         next_before,
@@ -198,7 +200,25 @@ fn view(d: DeliveryRecord) -> DeliveryView {
 
 pub(super) async fn replay(
     State(state): State<AppState>,
+    actor: Actor,
     Path(endpoint): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Replayed>, Error> {
+    let result = replay_deliveries(&state, &endpoint, body).await;
+    audited(
+        &state,
+        &actor,
+        AuditAction::WebhookReplay,
+        &endpoint,
+        result,
+    )
+    .await
+}
+
+/// Makes the deliveries to `endpoint` that `body` names due again.
+async fn replay_deliveries(
+    state: &AppState,
+    endpoint: &str,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Replayed>, Error> {
     let request: ReplayRequest = parse_json(&body_bytes(body)?)?;
@@ -212,11 +232,11 @@ pub(super) async fn replay(
             });
         }
     };
-    known(&state, &endpoint).await?;
+    known(state, endpoint).await?;
     let one = matches!(which, Replay::Event(_));
     let replayed = state
         .queue
-        .replay_deliveries(&endpoint, which, now_ms())
+        .replay_deliveries(endpoint, which, now_ms())
         .await?;
     if one && replayed == 0 {
         return Err(Error::NotFound(format!(

@@ -4,13 +4,14 @@
 //! `HERALD_WORKER__MAX_IN_FLIGHT=64`; `HERALD_PROVIDERS` takes an inline array).
 //!
 //! This file holds the tree's root, its loading and its checks; `delivery`,
-//! `intake`, `ingest`, `replies` and `webhook` hold the sections; `[[providers]]` entries are
+//! `intake`, `ingest`, `replies`, `retention` and `webhook` hold the sections; `[[providers]]` entries are
 //! [`crate::provider::ProviderConfig`], read beside the providers.
 
 mod delivery;
 mod ingest;
 mod intake;
 mod replies;
+mod retention;
 mod unknown;
 mod webhook;
 mod window;
@@ -28,10 +29,11 @@ pub use self::delivery::{CircuitConfig, RetryConfig, WorkerConfig};
 pub use self::ingest::{IngestConfig, IngestKind};
 pub use self::intake::{IntakeLimits, RecipientsConfig, ValidForConfig};
 pub use self::replies::{RepliesConfig, ReplyRules};
+pub use self::retention::{AuditConfig, RetentionConfig};
 pub use self::unknown::UnknownKey;
 pub use self::webhook::{MAX_BATCH_SIZE, WebhookConfig, WebhookSettings};
 pub use self::window::WindowsConfig;
-use crate::auth::TokenHash;
+use crate::auth::ApiToken;
 use crate::domain::{Channel, StoreUrl};
 use crate::provider::ProviderConfig;
 
@@ -92,18 +94,23 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
     /// How events are posted (`[webhook]`).
     pub webhook: WebhookSettings,
+    /// How long the ledger is kept (`[retention]`).
+    pub retention: RetentionConfig,
+    /// How long the audit trail is kept (`[audit]`).
+    pub audit: AuditConfig,
 }
 
 /// Who may call the API.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// The hashes of the API tokens accepted (`sha256:<hex>`, printed by
-    /// `herald token`). When there are any, every `/v1/…` route (but the providers'
+    /// The API tokens accepted, each a hash (`sha256:<hex>`, printed by
+    /// `herald token`) or a table `{ name, hash }` naming its holder for the
+    /// audit trail (`herald token --name`). When there are any, every `/v1/…` route (but the providers'
     /// `/v1/receipts/{provider}`, checked by their signatures), `/send-sms` and
     /// `/metrics` need `Authorization: Bearer <token>`; when there are none, Herald
     /// asks for no token and listens on loopback addresses only.
-    pub tokens: Vec<TokenHash>,
+    pub tokens: Vec<ApiToken>,
 }
 
 impl Default for Config {
@@ -126,6 +133,8 @@ impl Default for Config {
             replies: RepliesConfig::default(),
             webhooks: Vec::new(),
             webhook: WebhookSettings::default(),
+            retention: RetentionConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -246,6 +255,7 @@ impl Config {
             return Err("limits.max_recipients must be at least 1".into());
         }
         self.circuit.validate()?;
+        crate::auth::check_tokens(&self.auth.tokens)?;
         self.replies.sms.validate("replies.sms")?;
         self.webhook.validate(&self.webhooks)?;
         let names = self

@@ -98,7 +98,7 @@ fn a_public_address_without_tokens_is_refused_and_with_one_allowed() {
         "listen = \"0.0.0.0:8080\"\n[auth]\ntokens = [\"{hash}\"]"
     ));
     c.check_listen().unwrap();
-    assert_eq!(c.auth.tokens[0].to_string(), hash);
+    assert_eq!(c.auth.tokens[0].hash.to_string(), hash);
     parse("listen = \"[::1]:8080\"").check_listen().unwrap();
 }
 

@@ -39,12 +39,14 @@
 //! the message is claimed again with the same message id, marked as an unknown
 //! outcome (its request may have reached the provider).
 
+mod audit;
 mod batch;
 mod capped;
 mod engine;
 pub mod erase;
 pub mod outbox;
 mod postgres;
+pub mod prune;
 mod receipt;
 mod records;
 mod redis;
@@ -57,6 +59,8 @@ mod staging;
 pub mod suppress;
 mod window;
 
+pub(crate) use audit::AuditStore;
+pub use audit::{AuditAction, AuditEntry, AuditQuery, NewAuditEntry};
 pub use batch::{
     Accepted, BatchAction, BatchSummary, BatchTemplate, Claim, Claimed, Idempotency, Lease,
     MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome, Settlement,
@@ -69,6 +73,8 @@ pub use outbox::{
     CALLBACK, Delivery, DeliveryKey, DeliveryOutcome, DeliveryRecord, DeliveryState, Event,
     EventKind, Kinds, NewEvent, Replay, Subscription,
 };
+pub(crate) use prune::Prune;
+pub use prune::{Cutoffs, Pace, Pruned};
 pub use receipt::{AppliedReceipt, EARLY_RECEIPT_TTL_MS, EARLY_RECEIPTS_MAX, ReceiptEffect};
 pub(crate) use receipt::{ReceiptTarget, receipt_state, receipt_target};
 pub(crate) use records::RecordStore;
@@ -117,6 +123,10 @@ pub struct Queue {
     outbox: Arc<dyn Outbox>,
     searcher: Arc<dyn SearchStore>,
     eraser: Arc<dyn EraseStore>,
+    /// Retention: removing what is past its age (see `prune`).
+    prune: Arc<dyn Prune>,
+    /// The audit trail's entries.
+    audit: Arc<dyn AuditStore>,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
     /// Compiled templates of recently claimed batches: a batch is claimed a few
@@ -135,10 +145,13 @@ type Seams = (
     Arc<dyn ReplyStore>,
     Arc<dyn Outbox>,
     (Arc<dyn SearchStore>, Arc<dyn EraseStore>),
+    (Arc<dyn Prune>, Arc<dyn AuditStore>),
 );
 
 /// One engine as each of its seams.
-fn seams<E: Engine + RecordStore + ReplyStore + Outbox + SearchStore + EraseStore>(
+fn seams<
+    E: Engine + RecordStore + ReplyStore + Outbox + SearchStore + EraseStore + Prune + AuditStore,
+>(
     engine: Arc<E>,
 ) -> Seams {
     (
@@ -146,6 +159,7 @@ fn seams<E: Engine + RecordStore + ReplyStore + Outbox + SearchStore + EraseStor
         Records::new(engine.clone()),
         engine.clone(),
         engine.clone(),
+        (engine.clone(), engine.clone()),
         (engine.clone(), engine),
     )
 }
@@ -153,7 +167,7 @@ fn seams<E: Engine + RecordStore + ReplyStore + Outbox + SearchStore + EraseStor
 impl Queue {
     /// Opens the store at `store`, with the engine its URL names.
     pub async fn open(store: &StoreUrl) -> Result<Queue> {
-        let (engine, records, replies, outbox, (searcher, eraser)) = match store {
+        let (engine, records, replies, outbox, (searcher, eraser), (prune, audit)) = match store {
             StoreUrl::Sqlite(dir) => seams(Arc::new(sqlite::Sqlite::open(dir).await?)),
             StoreUrl::Postgres(url) => seams(postgres::open(url).await?),
             StoreUrl::Redis(url) => seams(redis::open(url).await?),
@@ -165,6 +179,8 @@ impl Queue {
             outbox,
             searcher,
             eraser,
+            prune,
+            audit,
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
             windows: window::Windows::default(),
@@ -183,6 +199,8 @@ impl Queue {
             outbox: self.outbox.clone(),
             searcher: self.searcher.clone(),
             eraser: self.eraser.clone(),
+            prune: self.prune.clone(),
+            audit: self.audit.clone(),
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
             windows: window::Windows::default(),

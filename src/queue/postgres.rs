@@ -1,8 +1,7 @@
 //! The PostgreSQL engine: Herald's tables in one schema of a PostgreSQL database,
 //! shared by any number of Herald processes. Every engine call is one statement or
 //! one transaction; claims take rows with `FOR UPDATE SKIP LOCKED`, so concurrent
-//! claimers never wait on each other nor take the same message. Finished batches
-//! are pruned in the background after a retention period.
+//! claimers never wait on each other nor take the same message.
 //!
 //! This file holds the engine, its connection pool and the [`Engine`] impl; each
 //! call is written in the room named for it, beside the SQL it runs:
@@ -17,7 +16,8 @@
 //!   `batch.finished`; `outbox`: claiming, settling, listing, replaying and pruning
 //!   deliveries;
 //! - `ledger`: summaries, message pages, pending counts and batch controls;
-//! - `prune`: removing finished batches past retention;
+//! - `prune`: removing finished batches and the records beside them past
+//!   retention; `audit`: the audit trail;
 //! - `spend`: charges against batches' caps and providers' days;
 //! - `records`: templates, suppressions, send fingerprints and ingest markers;
 //! - `replies`: the replies ledger;
@@ -42,6 +42,7 @@ use crate::domain::{BatchControl, BatchId, Channel, DeliveryReport, MessageState
 use crate::ratelimit::Limits;
 
 mod accept;
+mod audit;
 mod claim;
 mod due;
 mod erase;
@@ -64,7 +65,6 @@ mod sql;
 mod staging;
 
 use location::{Location, describe};
-use prune::spawn_pruner;
 use schema::migrate;
 use sql::Sql;
 
@@ -78,15 +78,16 @@ pub(crate) struct Postgres {
 }
 
 /// Opens the PostgreSQL store at `url` (`postgres://user[:password]@host[:port]/db`,
-/// optionally `?schema=NAME&retention_days=N`), applying migrations, and starts the
-/// background pruner unless retention is 0.
+/// optionally `?schema=NAME`), applying migrations.
 pub(crate) async fn open(url: &url::Url) -> Result<Arc<Postgres>> {
     let location = Location::parse(url)?;
-    let engine = Arc::new(Postgres::connect(&location).await?);
-    if let Some(retention) = location.retention {
-        spawn_pruner(Arc::downgrade(&engine), retention);
-    }
-    Ok(engine)
+    Ok(Arc::new(Postgres::connect(&location).await?))
+}
+
+/// The retention the store URL gives in its older spelling, `retention_days=N`
+/// (`Some(0)`: keep everything), if it gives one; `[retention] days` replaced it.
+pub(crate) fn url_retention_days(url: &url::Url) -> Result<Option<u32>> {
+    Ok(Location::parse(url)?.retention_days)
 }
 
 impl Postgres {

@@ -79,6 +79,12 @@
 //! - `dlv:{seq}` hashes and the `dlv-…` keys beside them: the outbox's deliveries
 //!   (see `scripts/outbox.rs`); a batch's `callback_url` and `subscriptions` (JSON)
 //!   are fields of its hash.
+//! - `finished` sorted set: the batches with nothing left to send, scored by when
+//!   they last changed, which retention prunes oldest first; `finished-indexed`
+//!   says it holds the batches finished before it existed too (see `prune.rs`).
+//! - `audit:{seq}` hashes, `audit`, `audit-actor:{name}` and
+//!   `audit-action:{action}` sorted sets and the `audit-seq` counter: the audit
+//!   trail (see `audit.rs`).
 //!
 //! A message is in `ready:…` exactly when pending and in `leased:…` exactly when
 //! sending or unknown; every script keeps that and the batch counts in step. Keys
@@ -109,6 +115,7 @@
 //! suppressions, fingerprints, ingest markers), `replies` (the replies ledger),
 //! `search` (messages across batches by address or ref), `erase` (a person's
 //! address hashed),
+//! `prune` (retention), `audit` (the audit trail),
 //! `scripts` (the Lua), `server` (what
 //! `open` checks), `expiry` (the deadline sweep), `keyspace` (walking and deleting keys), `url` ([`Target`]),
 //! `spend` (charges, caps and days), `slot` (a message's place), `reply` (reading replies) and `tests`.
@@ -130,6 +137,7 @@ use crate::domain::{BatchId, DeliveryReport};
 use crate::ratelimit::Limits;
 
 mod accept;
+mod audit;
 mod claim;
 mod due;
 mod erase;
@@ -138,6 +146,7 @@ mod keyspace;
 mod lease;
 mod ledger;
 mod outbox;
+mod prune;
 mod records;
 mod replies;
 mod reply;
@@ -177,6 +186,8 @@ pub(crate) struct Redis {
     replies: replies::Scripts,
     /// Searching and erasing a person's messages.
     person: search::Scripts,
+    prunes: prune::Scripts,
+    audits: audit::Scripts,
     /// When `accept` next sweeps abandoned staging (ms since the epoch).
     next_sweep_ms: Arc<AtomicI64>,
 }
@@ -217,11 +228,14 @@ impl Redis {
             records: records::Scripts::new(),
             replies: replies::Scripts::new(),
             person: search::Scripts::new(),
+            prunes: prune::Scripts::new(),
+            audits: audit::Scripts::new(),
             next_sweep_ms: Arc::new(AtomicI64::new(0)),
         };
         store.check_layout().await?;
         store.index_batches().await?;
         store.index_messages().await?;
+        store.index_finished().await?;
         store.check_durability().await;
         store.sweep_staging().await?;
         Ok(store)

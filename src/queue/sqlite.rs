@@ -22,6 +22,7 @@
 //! - `replies`: the replies ledger;
 //! - `search`: messages across batches by recipient or ref; `erase`: a person's
 //!   address hashed everywhere but the suppression list.
+//! - `prune`: retention, and handing freed pages back; `audit`: the audit trail.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,7 @@ use crate::domain::{BatchId, DeliveryReport, now_ms};
 use crate::ratelimit::Limits;
 
 mod accept;
+mod audit;
 mod claim;
 mod connection;
 mod due;
@@ -48,6 +50,7 @@ mod expiry;
 mod lease;
 mod ledger;
 mod outbox;
+mod prune;
 mod receipts;
 mod record;
 mod records;
@@ -91,6 +94,7 @@ impl Sqlite {
             })?;
             let path = dir.join("herald.db");
             let mut writer = connect(&path)?;
+            prune::use_incremental_vacuum(&writer)?;
             migrate(&mut writer)?;
             // Uploads a dead process left in staging go now, not only at the next
             // upload (other processes' live ones are younger than the deadline).

@@ -4,7 +4,7 @@
 //! Each topic file (`accept`, `claim`, `lease`, `settle`, `control`, `deadline`, `ledger`,
 //! `limit`, `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`,
 //! `unacked`, `outbox`, `deliveries`, `replies`, `window`, `spend`, `capped`, `search`,
-//! `erase`)
+//! `erase`, `prune`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
 //! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
@@ -190,6 +190,9 @@ macro_rules! conformance {
             #[tokio::test] search::a_mailbox_with_a_display_name_is_found_by_its_address;
             #[tokio::test] erase::erasing_cancels_queued_messages_hashes_the_rest_and_keeps_the_suppression;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)] erase::erasing_while_a_batch_to_the_address_is_sending_waits_for_the_send_then_hashes_it;
+            #[tokio::test] prune::pruning_removes_exactly_what_is_old_and_finished;
+            #[tokio::test] prune::audit_entries_page_newest_first_by_filter_and_keep_their_own_age;
+            #[tokio::test] prune::pruning_removes_posted_and_failed_deliveries_and_leaves_pending_ones;
         }
     )+};
 }
@@ -211,6 +214,7 @@ mod ledger;
 mod limit;
 mod new_batch;
 mod outbox;
+mod prune;
 mod receipts;
 mod replies;
 mod search;

@@ -668,6 +668,40 @@ async function findMessages(more) {
   }
 }
 
+// ---------------------------------------------------------------- audit trail
+
+const audit = { before: null };
+
+async function loadAudit(more) {
+  const body = $('#audit-body');
+  const status = $('#audit-status');
+  clearError($('#audit-error'));
+  if (!more) {
+    audit.before = null;
+    body.replaceChildren();
+  }
+  status.textContent = 'Loading…';
+  try {
+    const before = audit.before ? `&before=${audit.before}` : '';
+    const page = await api(`/v1/audit?limit=50${before}`);
+    const batchAction = new Set(['submit', 'pause', 'resume', 'cancel', 'retry']);
+    body.append(...page.entries.map((e) => h('tr', {},
+      h('td', {}, when(e.at)),
+      h('td', {}, e.actor),
+      h('td', {}, e.action),
+      h('td', {}, batchAction.has(e.action) && e.target
+        ? h('a', { href: `#/batches/${e.target}` }, e.target)
+        : e.target),
+      h('td', {}, e.result))));
+    audit.before = page.next_before;
+    $('#audit-more').hidden = !page.next_before;
+    status.textContent = body.children.length ? '' : 'No actions recorded yet.';
+  } catch (e) {
+    status.textContent = '';
+    showError($('#audit-error'), e);
+  }
+}
+
 // ---------------------------------------------------------------- one batch
 
 const view = { id: null, abort: null, widget: null, failedAfter: null, failedState: 'failed', failedCount: null, failedLoads: 0, watching: false };
@@ -784,7 +818,7 @@ let routeAbort = null;
 function route() {
   const path = location.hash.replace(/^#/, '') || '/';
   const batch = path.match(/^\/batches\/([^/]+)$/);
-  const views = { '/batches': 'batches', '/replies': 'replies', '/messages': 'messages' };
+  const views = { '/batches': 'batches', '/replies': 'replies', '/messages': 'messages', '/audit': 'audit' };
   const name = batch ? 'batch' : views[path] || 'compose';
   routeAbort?.abort();
   routeAbort = new AbortController();
@@ -805,6 +839,9 @@ function route() {
     loadReplies(false);
   } else if (name === 'messages') {
     document.title = 'Find messages · Herald';
+  } else if (name === 'audit') {
+    document.title = 'Audit · Herald';
+    loadAudit(false);
   } else {
     document.title = 'New batch · Herald';
   }
@@ -818,6 +855,7 @@ $('#find').addEventListener('submit', (event) => {
   findMessages(false);
 });
 $('#messages-more').addEventListener('click', () => findMessages(true));
+$('#audit-more').addEventListener('click', () => loadAudit(true));
 $('#failed-more').addEventListener('click', () => loadFailed(true));
 for (const button of document.querySelectorAll('#view-batch [data-action]')) {
   button.addEventListener('click', () => control(button.dataset.action, button));

@@ -273,6 +273,15 @@ try {
   assert.match(await found.innerText(), /\+8613900000001[\s\S]*cancelled/);
   await shot(page, 'messages');
 
+  step('the Audit view lists the cancel the page made, newest first, linked to its batch');
+  await page.getByRole('link', { name: 'Audit' }).click();
+  await page.getByRole('heading', { name: 'Audit trail' }).waitFor(WAIT);
+  assert.equal(await page.title(), 'Audit · Herald');
+  const cancelled = page.locator('#audit-body tr', { hasText: later }).filter({ hasText: 'cancel' });
+  await cancelled.first().waitFor(WAIT);
+  assert.match(await cancelled.first().innerText(), /\bok\b/);
+  await shot(page, 'audit');
+
   step('a phone-sized screen gets one column and no sideways scrolling');
   const phone = await browser.newContext({ viewport: { width: 375, height: 740 }, isMobile: true, hasTouch: true });
   // A new browser profile: give it the token the first one saved.

@@ -25,7 +25,7 @@ async fn without_tokens_herald_refuses_to_listen_beyond_loopback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tokens_the_api_and_the_event_stream_need_one_and_health_does_not() {
     let (token, hash) = new_token().unwrap();
-    let app = spawn_app(|config| config.auth.tokens = vec![hash]).await;
+    let app = spawn_app(|config| config.auth.tokens = vec![hash.into()]).await;
     let url = |path: &str| format!("{}{path}", app.url);
 
     let refused = app

@@ -493,7 +493,7 @@ async fn client_commands_send_the_token_from_herald_token() {
     };
     let (token, hash) = (field("token:"), field("hash:"));
     let hash = herald::auth::TokenHash::parse(&hash).expect("a hash herald token printed");
-    let app = spawn_app(|config| config.auth.tokens = vec![hash]).await;
+    let app = spawn_app(|config| config.auth.tokens = vec![hash.into()]).await;
 
     let refused = herald(&["batches", "--server", &app.url], &[]).await;
     assert!(!refused.success);

@@ -4,6 +4,7 @@
 //! servers on 127.0.0.1.
 
 mod api;
+mod audit;
 mod auth;
 mod batching;
 mod circuit;

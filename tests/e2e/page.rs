@@ -29,7 +29,7 @@ async fn the_page_sends_200_shows_the_bar_reach_100_retries_failures_and_control
     });
     let (token, hash) = herald::auth::new_token().unwrap();
     let app = spawn_app(|config| {
-        config.auth.tokens = vec![hash];
+        config.auth.tokens = vec![hash.into()];
         // Signed, so that it takes replies.
         let mut provider = server.provider(Some(SECRET));
         // Slow enough (about 2 s for the batch) for the bar to be seen on its way.

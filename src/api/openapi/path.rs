@@ -4,6 +4,7 @@
 use serde_json::{Value, json};
 
 use super::{Operation, Schemas, header, if_none_match, json_of, op, path_parameter, text};
+use crate::api::audit;
 use crate::api::batch::{
     ACTIONS, BatchPage, BatchView, BatchesParams, ControlRequest, MessagePage, MessagesParams,
 };
@@ -405,5 +406,19 @@ pub(in crate::api) fn recipient(s: &mut Schemas) -> Vec<Operation> {
             )])
             .answer(200, "What was erased.", [json_of(s.answer::<ErasureView>())])
             .errors(&[409, 422, 503]),
+    ]
+}
+
+/// What `/v1/audit` takes and answers.
+pub(in crate::api) fn audit(s: &mut Schemas) -> Vec<Operation> {
+    vec![
+        op("get", "List the audit trail, newest first")
+            .parameters(s.query::<audit::Params>(&["action", "actor", "before", "limit"]))
+            .answer(
+                200,
+                "A page of the audit trail: who did what to which batch, template or address, when, and how it ended.",
+                [json_of(s.answer::<audit::Page>())],
+            )
+            .errors(&[400, 422]),
     ]
 }

@@ -1,8 +1,9 @@
 //! The PostgreSQL store's URL: tokio-postgres connection settings plus Herald's own
 //! `schema` and `retention_days` parameters, which are taken off before connecting.
+//! `retention_days` is the older spelling of `[retention] days`, read when the
+//! configuration does not set that.
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use tokio_postgres::Config;
 use tokio_postgres::config::Host;
@@ -14,16 +15,13 @@ use crate::queue::{Error, Result};
 /// The schema Herald's tables live in when the URL names none.
 const DEFAULT_SCHEMA: &str = "herald";
 
-/// How long finished batches are kept when the URL does not say.
-const DEFAULT_RETENTION_DAYS: u32 = 30;
-
-/// Where the store is: the connection settings, Herald's schema and how long
-/// finished batches are kept (`None`: forever).
+/// Where the store is: the connection settings, Herald's schema and, if the URL
+/// says, how many days finished batches are kept (0: forever).
 #[derive(Debug)]
 pub(super) struct Location {
     pub(super) config: Config,
     pub(super) schema: String,
-    pub(super) retention: Option<Duration>,
+    pub(super) retention_days: Option<u32>,
 }
 
 impl Location {
@@ -39,16 +37,16 @@ impl Location {
             ))
         };
         let mut schema = DEFAULT_SCHEMA.to_owned();
-        let mut retention_days = DEFAULT_RETENTION_DAYS;
+        let mut retention_days = None;
         for (key, value) in url.query_pairs() {
             match &*key {
                 "schema" => schema = value.into_owned(),
                 "retention_days" => {
-                    retention_days = value.parse().map_err(|_| {
+                    retention_days = Some(value.parse().map_err(|_| {
                         invalid(format!(
                             "`retention_days={value}` is not a whole number of days (0 keeps everything)"
                         ))
-                    })?;
+                    })?);
                 }
                 _ => {}
             }
@@ -68,8 +66,7 @@ impl Location {
         Ok(Location {
             config,
             schema,
-            retention: (retention_days > 0)
-                .then(|| Duration::from_secs(u64::from(retention_days) * 24 * 3600)),
+            retention_days,
         })
     }
 }
@@ -120,6 +117,8 @@ pub(super) fn describe(config: &Config) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn parse_location(url: &str) -> Result<Location> {
@@ -133,7 +132,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(l.schema, "Tenant_1");
-        assert_eq!(l.retention, Some(Duration::from_secs(7 * 86_400)));
+        assert_eq!(l.retention_days, Some(7));
         assert_eq!(l.config.get_dbname(), Some("mail"));
         assert_eq!(l.config.get_ports(), &[6543]);
         assert_eq!(
@@ -143,16 +142,16 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_schema_herald_and_thirty_days() {
+    fn defaults_are_schema_herald_and_no_retention_of_the_urls_own() {
         let l = parse_location("postgresql://u@localhost/db").unwrap();
         assert_eq!(l.schema, "herald");
-        assert_eq!(l.retention, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(l.retention_days, None);
     }
 
     #[test]
-    fn zero_retention_days_keeps_everything() {
+    fn zero_retention_days_is_read_as_written() {
         let l = parse_location("postgres://u@localhost/db?retention_days=0").unwrap();
-        assert_eq!(l.retention, None);
+        assert_eq!(l.retention_days, Some(0));
     }
 
     #[test]

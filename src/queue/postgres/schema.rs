@@ -261,6 +261,23 @@ CREATE TABLE {s}.erase_salt (
     id   INTEGER PRIMARY KEY CHECK (id = 1),
     salt BYTEA NOT NULL
 );
+", "
+-- Migration 16: retention and the audit trail. Replies and webhook deliveries by
+-- age, which the pruner removes oldest first; the audit trail in order, by age
+-- for its own pruning, and by actor and action for its filters.
+CREATE INDEX replies_received ON {s}.replies (received_at);
+CREATE INDEX deliveries_first ON {s}.deliveries (first_at);
+CREATE TABLE {s}.audit (
+    seq    BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at     BIGINT NOT NULL,
+    actor  TEXT COLLATE \"C\" NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    result TEXT NOT NULL
+);
+CREATE INDEX audit_at ON {s}.audit (at);
+CREATE INDEX audit_actor ON {s}.audit (actor, seq);
+CREATE INDEX audit_action ON {s}.audit (action, seq);
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

@@ -3,8 +3,8 @@
 //! fragments statements share.
 
 use super::{
-    accept, claim, due, erase, expiry, lease, ledger, limit, outbox, prune, receipts, record,
-    records, replies, search, settle, spend, staging,
+    accept, audit, claim, due, erase, expiry, lease, ledger, limit, outbox, prune, receipts,
+    record, records, replies, search, settle, spend, staging,
 };
 
 /// The state a message `m` returns to when it goes back to the queue: its batch's
@@ -70,7 +70,8 @@ pub(super) struct Sql {
     pub(super) lock_batch: String,
     pub(super) set_control: String,
     pub(super) retry_failed: String,
-    pub(super) prune: String,
+    pub(super) prune: prune::PruneSql,
+    pub(super) audit: audit::AuditSql,
     pub(super) create_template: String,
     pub(super) replace_template: String,
     pub(super) template: String,
@@ -169,7 +170,8 @@ impl Sql {
             lock_batch: fill(ledger::LOCK_BATCH),
             set_control: fill(ledger::SET_CONTROL),
             retry_failed: fill(ledger::RETRY_FAILED),
-            prune: fill(prune::PRUNE),
+            prune: prune::PruneSql::new(&fill),
+            audit: audit::AuditSql::new(&fill),
             create_template: fill(records::CREATE_TEMPLATE),
             replace_template: fill(records::REPLACE_TEMPLATE),
             template: fill(records::TEMPLATE),

@@ -6,11 +6,10 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_postgres::{Config, NoTls};
 
-use super::prune::Pruned;
 use super::sql::quote_ident;
 use super::*;
 use crate::queue::tests::{TestBatch, TestStore};
-use crate::queue::{Arrival, BatchTemplate, Begun, Outcome, Queue};
+use crate::queue::{Arrival, BatchTemplate, Begun, Queue};
 
 /// The server the conformance suite uses unless `HERALD_TEST_POSTGRES` names another.
 const TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -235,7 +234,10 @@ async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
         .await
         .unwrap()
         .batch_execute(&format!(
-            "DROP TABLE {schema}.erase_salt;
+            "DROP TABLE {schema}.audit;
+             DROP INDEX {schema}.deliveries_first;
+             DROP INDEX {schema}.replies_received;
+             DROP TABLE {schema}.erase_salt;
              DROP INDEX {schema}.deliveries_reply;
              DROP INDEX {schema}.messages_ref;
              DROP INDEX {schema}.messages_to;
@@ -315,52 +317,6 @@ async fn a_schema_from_a_newer_herald_is_refused_naming_both_versions() {
         Ok(_) => panic!("a newer schema was accepted"),
         Err(other) => panic!("expected Corrupt, got {other}"),
     }
-}
-
-#[tokio::test]
-async fn pruning_removes_only_batches_finished_before_the_cutoff() {
-    let (url, _guard) = test_schema();
-    let e = engine(&url).await;
-    let done = e.accept(batch(3)).await.unwrap();
-    let Claim::Messages(claimed) = e
-        .claim("p", 10, Duration::from_secs(30), &Default::default())
-        .await
-        .unwrap()
-    else {
-        panic!("an unlimited claim never waits")
-    };
-    let settlements = claimed
-        .iter()
-        .map(|c| Settlement {
-            lease: c.lease,
-            outcome: Outcome::Sent {
-                provider_message_id: None,
-            },
-            sent_by: None,
-        })
-        .collect();
-    e.settle(settlements).await.unwrap();
-    let Accepted::New(waiting) = e.accept(batch(2)).await.unwrap() else {
-        panic!("a new batch")
-    };
-    let Accepted::New(done) = done else {
-        panic!("a new batch")
-    };
-    assert_eq!(
-        e.prune(Duration::from_secs(3600)).await.unwrap(),
-        Pruned::default(),
-        "nothing is older than an hour"
-    );
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(
-        e.prune(Duration::ZERO).await.unwrap(),
-        Pruned {
-            batches: 1,
-            messages: 3
-        }
-    );
-    assert!(e.batch(done).await.unwrap().is_none());
-    assert_eq!(e.batch(waiting).await.unwrap().unwrap().counts.pending, 2);
 }
 
 #[tokio::test]

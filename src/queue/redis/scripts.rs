@@ -44,13 +44,30 @@ local function count(b, from, to, member, code)
   b.delta[to] = (b.delta[to] or 0) + 1
   if b.subs and from ~= to then record_change(b, member, to, code) end
 end
+-- Keeps `finished` (see `prune.rs`): a batch with no message left to send is in
+-- it, scored by this change's time.
+local function file_finished(b)
+  local c = redis.call('HMGET', b.key, 'pending', 'sending', 'paused', 'unknown')
+  for i = 1, 4 do
+    if (tonumber(c[i]) or 0) ~= 0 then
+      redis.call('ZREM', P .. 'finished', b.id)
+      return
+    end
+  end
+  redis.call('ZADD', P .. 'finished', now, b.id)
+end
 -- Writes the counts; a subscribed batch a change may have finished is looked at.
 local function flush_counts()
   for _, b in pairs(batches) do
+    local changed = false
     for state, n in pairs(b.delta) do
-      if n ~= 0 then redis.call('HINCRBY', b.key, state, n) end
+      if n ~= 0 then
+        redis.call('HINCRBY', b.key, state, n)
+        changed = true
+      end
     end
     if b.finishing then record_finished(b) end
+    if changed then file_finished(b) end
   end
 end
 -- Whether the batch's deadline has passed: its unsent messages are expired.
@@ -182,6 +199,7 @@ end
 if ARGV[17] ~= '' then redis.call('HSET', bkey, 'callback_url', ARGV[17]) end
 if ARGV[18] ~= '' then redis.call('HSET', bkey, 'subscriptions', ARGV[18]) end
 redis.call('ZADD', P .. 'batches', 0, id)
+if tonumber(ARGV[11]) == 0 then redis.call('ZADD', P .. 'finished', now, id) end
 local own_due = ARGV[19] == '1'
 if ARGV[20] ~= '' then redis.call('HSET', bkey, 'window', ARGV[20]) end
 if ARGV[21] ~= '' then redis.call('HSET', bkey, 'max_cost', ARGV[21], 'spent', 0) end

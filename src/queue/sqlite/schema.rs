@@ -253,6 +253,23 @@ CREATE TABLE erase_salt (
     id   INTEGER PRIMARY KEY CHECK (id = 1),
     salt BLOB NOT NULL
 );
+", "
+-- Migration 16: retention and the audit trail. Replies and webhook deliveries by
+-- age, which the pruner removes oldest first; the audit trail in order, by age
+-- for its own pruning, and by actor and action for its filters.
+CREATE INDEX replies_received ON replies(received_at);
+CREATE INDEX deliveries_first ON deliveries(first_at);
+CREATE TABLE audit (
+    seq    INTEGER PRIMARY KEY,
+    at     INTEGER NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    result TEXT NOT NULL
+);
+CREATE INDEX audit_at ON audit(at);
+CREATE INDEX audit_actor ON audit(actor, seq);
+CREATE INDEX audit_action ON audit(action, seq);
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's

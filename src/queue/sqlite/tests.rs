@@ -389,3 +389,70 @@ async fn searches_by_recipient_and_by_ref_read_their_indexes_not_the_ledger() {
         );
     }
 }
+
+/// The store's file size once the WAL is copied in.
+fn checkpointed_size(store: &Path) -> u64 {
+    let db = Connection::open(store.join("herald.db")).unwrap();
+    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    std::fs::metadata(store.join("herald.db")).unwrap().len()
+}
+
+#[tokio::test]
+async fn pruning_hands_the_freed_pages_back_so_the_file_shrinks() {
+    let (_dir, store, queue) = open_queue().await;
+    for _ in 0..4 {
+        let batch = TestBatch::sms(2_000).bodies(|_| "x".repeat(400)).build();
+        let Accepted::New(id) = queue.accept(batch).await.unwrap() else {
+            panic!("a new batch")
+        };
+        queue
+            .control(id, crate::queue::BatchAction::Cancel)
+            .await
+            .unwrap();
+    }
+    let full = checkpointed_size(&store);
+    assert!(full > 3_000_000, "{full} bytes");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let pruned = queue
+        .prune(
+            crate::queue::Cutoffs {
+                ledger_before_ms: Some(now_ms()),
+                audit_before_ms: None,
+            },
+            crate::queue::Pace::default(),
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((pruned.batches, pruned.messages), (4, 8_000));
+    let shrunk = checkpointed_size(&store);
+    assert!(shrunk < full / 4, "{full} bytes became {shrunk}");
+}
+
+#[tokio::test]
+async fn a_store_made_before_incremental_vacuum_is_rewritten_once_to_use_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    {
+        let db = Connection::open(store.join("herald.db")).unwrap();
+        db.execute_batch(&format!("{} PRAGMA user_version = 1;", MIGRATIONS[0]))
+            .unwrap();
+        let mode: i64 = db
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, 0, "made without it");
+    }
+    let url = format!("sqlite://{}", store.display());
+    let queue = Queue::open(&url.parse().expect("a store URL"))
+        .await
+        .unwrap();
+    queue.accept(TestBatch::sms(2).build()).await.unwrap();
+    drop(queue);
+    let db = Connection::open(store.join("herald.db")).unwrap();
+    let mode: i64 = db
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, 2, "incremental");
+}

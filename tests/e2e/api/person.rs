@@ -243,4 +243,21 @@ async fn erasing_a_recipient_cancels_what_is_queued_hashes_the_rest_and_keeps_th
         (422, Some("address")),
         "{refused}"
     );
+    // The audit trail names the person by their erased value, never the address.
+    let (_, audit) = app.get("/v1/audit?action=erase").await;
+    let targets: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["target"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            ("", "422"),
+            (hashed.as_str(), "ok"),
+            (hashed.as_str(), "ok")
+        ],
+        "{audit}"
+    );
 }
