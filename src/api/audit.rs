@@ -71,8 +71,9 @@ pub(super) struct Params {
     /// `template.create`, `template.update`, `template.delete`,
     /// `suppression.add`, `suppression.remove`, `erase`, `webhook.replay`,
     /// `token.rejected`.
+    #[schemars(with = "Option<AuditAction>")]
     action: Option<String>,
-    /// Only this actor: a token's name, `anonymous`, `cli` or `unknown`.
+    /// Only this actor: a token's name, `anonymous` or `unknown`.
     actor: Option<String>,
     /// A page's `next_before`: the entries recorded before that one.
     before: Option<i64>,
