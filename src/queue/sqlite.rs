@@ -79,6 +79,8 @@ pub(crate) struct Sqlite {
     known: claim::Known,
     /// This process's place among the store's claimers, taken at the first claim.
     claimers: lease::Claimers,
+    /// The store's one poster of webhook deliveries, and its leases.
+    posting: outbox::Posting,
 }
 
 impl Sqlite {
@@ -121,6 +123,7 @@ impl Sqlite {
                 reader: Arc::new(Mutex::new(reader)),
                 known: claim::Known::default(),
                 claimers: lease::Claimers::new(&dir),
+                posting: outbox::Posting::new(&dir),
             })
         })
         .await
@@ -277,11 +280,9 @@ impl Outbox for Sqlite {
         lease: Duration,
         now: i64,
     ) -> Result<Vec<Delivery>> {
-        if !self.read(move |conn| outbox::any_due(conn, now)).await? {
-            return Ok(Vec::new());
-        }
         let until = now.saturating_add(crate::domain::millis(lease));
-        self.write(move |conn| outbox::claim(conn, limit, until, now))
+        let posting = self.posting.clone();
+        self.read(move |conn| outbox::claim(conn, &posting, limit, until, now))
             .await
     }
 
@@ -290,7 +291,8 @@ impl Outbox for Sqlite {
         settled: Vec<(DeliveryKey, DeliveryOutcome)>,
         now: i64,
     ) -> Result<()> {
-        self.write(move |conn| outbox::settle(conn, settled, now))
+        let posting = self.posting.clone();
+        self.write(move |conn| outbox::settle(conn, &posting, settled, now))
             .await
     }
 
@@ -307,8 +309,8 @@ impl Outbox for Sqlite {
     }
 
     async fn replay(&self, endpoint: &str, which: Replay, now: i64) -> Result<u64> {
-        let endpoint = endpoint.to_owned();
-        self.write(move |conn| outbox::replay(conn, endpoint, which, now))
+        let (endpoint, posting) = (endpoint.to_owned(), self.posting.clone());
+        self.write(move |conn| outbox::replay(conn, &posting, endpoint, which, now))
             .await
     }
 

@@ -183,6 +183,7 @@ macro_rules! conformance {
             #[tokio::test] deliveries::settlements_post_retry_or_fail_and_a_lapsed_lease_settles_nothing;
             #[tokio::test] deliveries::deliveries_are_listed_newest_first_in_pages_and_by_state;
             #[tokio::test] deliveries::replay_makes_one_event_or_every_failed_one_due_again_afresh;
+            #[tokio::test] deliveries::a_replay_while_a_post_is_in_flight_makes_that_post_settle_nothing;
             #[tokio::test] deliveries::delivery_counts_are_pending_and_failed_per_endpoint;
             #[tokio::test] deliveries::pruning_deletes_only_deliveries_posted_before_the_cutoff;
             #[tokio::test] search::a_search_by_recipient_pages_newest_first_across_batches_without_staged_ones;
@@ -213,7 +214,7 @@ mod lease;
 mod ledger;
 mod limit;
 mod new_batch;
-mod outbox;
+pub(in crate::queue) mod outbox;
 mod prune;
 mod receipts;
 mod replies;

@@ -1,7 +1,7 @@
 //! The posting loop: claims due deliveries from the store's outbox, posts them per
 //! endpoint as signed JSON arrays of at most `batch_size` events, and settles each
 //! delivery posted, to retry, or failed. Several processes share the outbox by
-//! leases. Posts run concurrently, at most a quarter of them (and one at least)
+//! leases (the embedded store lets one process post at a time). Posts run concurrently, at most a quarter of them (and one at least)
 //! to any one endpoint (each batch's `callback_url` counting as one); the rest of
 //! an endpoint's claimed deliveries wait their turn in memory, except that an
 //! endpoint whose last post failed keeps no more waiting than it has in flight,

@@ -463,8 +463,9 @@ async fn a_kill_9_mid_posting_loses_no_event() {
         receiver.url
     ));
     std::fs::write(&config, text).unwrap();
-    // Small posts, and a short timeout: the lease of what the crash left claimed
-    // lapses a few seconds after the restart.
+    // Small posts, so that the kill falls among them. What the crash left claimed
+    // is due again at once: on the embedded store the leases were the dead
+    // process's, in its memory (the short timeout keeps a server store's short).
     let env = [
         ("HERALD_WEBHOOK__BATCH_SIZE", "10"),
         ("HERALD_WEBHOOK__TIMEOUT", "1"),

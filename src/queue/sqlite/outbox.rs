@@ -1,6 +1,9 @@
 //! The embedded engine's outbox reads and upkeep: claiming due deliveries under a
 //! lease, settling them, listing, replaying, counting and pruning them. Recording
-//! them is `record`'s, in the transactions of the changes.
+//! them is `record`'s, in the transactions of the changes; `posting` is the
+//! store's one poster and its leases.
+
+mod posting;
 
 use rusqlite::{Connection, params};
 
@@ -13,6 +16,7 @@ use crate::queue::{
     Delivery, DeliveryKey, DeliveryOutcome, DeliveryRecord, DeliveryState, Error, Event, EventKind,
     Replay, Result, parse_batch_id,
 };
+pub(super) use posting::Posting;
 
 /// A delivery with what the ledger says of its batch and message, for [`read_row`].
 const DELIVERY: &str = "
@@ -135,96 +139,100 @@ fn select(
     rows.into_iter().map(|row| row.complete(conn)).collect()
 }
 
-/// Whether any delivery is due at `now`: read first, so that a poll of an empty
-/// outbox never waits for the writer nor makes others wait for it.
-pub(super) fn any_due(conn: &mut Connection, now: i64) -> Result<bool> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE state = 'pending' AND due_at <= ?1)",
-    )
-    .and_then(|mut s| s.query_row([now], |r| r.get(0)))
-    .map_err(unavailable)
-}
-
-/// Claims up to `limit` due deliveries, oldest due first, under a fresh lease
-/// until `until`: a leased delivery's `due_at` is its lease's end.
+/// Claims up to `limit` due deliveries, oldest due first, under fresh leases
+/// until `until`, when this process is the store's poster. A read: the leases
+/// are the poster's, in memory, and the deliveries it holds leased are passed
+/// over.
 pub(super) fn claim(
     conn: &mut Connection,
+    posting: &Posting,
     limit: u32,
     until: i64,
     now: i64,
 ) -> Result<Vec<Delivery>> {
-    let token = fastrand::i64(..);
-    let tx = light_transaction(conn)?;
+    let Some(mut leases) = posting.claiming(now)? else {
+        return Ok(Vec::new());
+    };
+    let tx = conn.transaction().map_err(unavailable)?;
+    let wanted = i64::from(limit) + i64::try_from(leases.len()).unwrap_or(i64::MAX);
     let seqs: Vec<i64> = tx
         .prepare_cached(
-            "UPDATE deliveries SET lease = ?1, due_at = ?2
-             WHERE seq IN (SELECT seq FROM deliveries WHERE state = 'pending' AND due_at <= ?3
-                           ORDER BY due_at, seq LIMIT ?4)
-             RETURNING seq",
+            "SELECT seq FROM deliveries WHERE state = 'pending' AND due_at <= ?1
+             ORDER BY due_at, seq LIMIT ?2",
         )
         .and_then(|mut s| {
-            s.query_map(params![token, until, now, limit], |r| r.get(0))?
-                .collect()
+            s.query_map(params![now, wanted], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<i64>>>()
         })
-        .map_err(unavailable)?;
+        .map_err(unavailable)?
+        .into_iter()
+        .filter(|&seq| !leases.holds(seq))
+        .take(limit as usize)
+        .collect();
     if seqs.is_empty() {
         return Ok(Vec::new());
     }
-    let seqs = serde_json::to_string(&seqs).expect("numbers serialize");
     let rows = select(
         &tx,
         &format!("{DELIVERY} WHERE d.seq IN (SELECT value FROM json_each(?1)) ORDER BY d.seq"),
-        [seqs],
+        [serde_json::to_string(&seqs).expect("numbers serialize")],
     )?;
     tx.commit().map_err(unavailable)?;
+    let token = fastrand::i64(..);
+    leases.lease(&seqs, token, until);
     Ok(rows.into_iter().map(|row| row.claimed(token)).collect())
 }
 
-/// Settles claimed deliveries still under their lease, in one transaction. The
-/// posted ones (nearly all, when endpoints answer) are settled per claim token by
-/// one statement over their rows; the others one by one.
+/// Settles claimed deliveries whose leases are still the poster's, in one
+/// transaction. The posted ones (nearly all, when endpoints answer) are settled
+/// by one statement over their rows; the others one by one.
 pub(super) fn settle(
     conn: &mut Connection,
+    posting: &Posting,
     settled: Vec<(DeliveryKey, DeliveryOutcome)>,
     now: i64,
 ) -> Result<()> {
-    let mut posted: Vec<(i64, Vec<i64>)> = Vec::new();
+    let mut posted: Vec<i64> = Vec::new();
     let mut others = Vec::new();
-    for (key, outcome) in &settled {
-        match outcome {
-            DeliveryOutcome::Posted => match posted.iter_mut().find(|(t, _)| *t == key.token) {
-                Some((_, rows)) => rows.push(key.row),
-                None => posted.push((key.token, vec![key.row])),
-            },
-            _ => others.push((key, outcome)),
+    {
+        let mut leases = posting.settling();
+        for (key, outcome) in &settled {
+            if !leases.end(key) {
+                continue;
+            }
+            match outcome {
+                DeliveryOutcome::Posted => posted.push(key.row),
+                _ => others.push((key, outcome)),
+            }
         }
+    }
+    if posted.is_empty() && others.is_empty() {
+        return Ok(());
     }
     let tx = light_transaction(conn)?;
     {
         let mut stmt = tx
             .prepare_cached(
                 "UPDATE deliveries SET state = 'posted', attempts = attempts + 1, lease = NULL,
-                     due_at = NULL, posted_at = ?3
-                 WHERE seq IN (SELECT value FROM json_each(?1)) AND lease = ?2 AND state = 'pending'",
+                     due_at = NULL, posted_at = ?2
+                 WHERE seq IN (SELECT value FROM json_each(?1)) AND state = 'pending'",
             )
             .map_err(unavailable)?;
-        for (token, rows) in &posted {
-            let rows = serde_json::to_string(rows).expect("numbers serialize");
-            stmt.execute(params![rows, token, now])
-                .map_err(unavailable)?;
+        if !posted.is_empty() {
+            let rows = serde_json::to_string(&posted).expect("numbers serialize");
+            stmt.execute(params![rows, now]).map_err(unavailable)?;
         }
         let mut stmt = tx
             .prepare_cached(
-                "UPDATE deliveries SET state = ?3, attempts = attempts + 1, lease = NULL,
-                     due_at = ?4, last_error = COALESCE(?5, last_error), posted_at = ?6
-                 WHERE seq = ?1 AND lease = ?2 AND state = 'pending'",
+                "UPDATE deliveries SET state = ?2, attempts = attempts + 1, lease = NULL,
+                     due_at = ?3, last_error = COALESCE(?4, last_error), posted_at = ?5
+                 WHERE seq = ?1 AND state = 'pending'",
             )
             .map_err(unavailable)?;
         for (key, outcome) in others {
             let settled = outcome.settled(now);
             stmt.execute(params![
                 key.row,
-                key.token,
                 settled.state.as_str(),
                 settled.due_at_ms,
                 settled.error,
@@ -265,8 +273,11 @@ pub(super) fn list(
 }
 
 /// Makes the chosen deliveries of `endpoint` pending and due at `now`, afresh.
+/// Those the poster holds leased are freed, so a post in flight settles nothing
+/// and the replay posts them again.
 pub(super) fn replay(
     conn: &mut Connection,
+    posting: &Posting,
     endpoint: String,
     which: Replay,
     now: i64,
@@ -276,18 +287,21 @@ pub(super) fn replay(
         Replay::Failed => ("state = 'failed' AND ?3 IS NULL", None),
     };
     let tx = write_transaction(conn)?;
-    let n = tx
-        .execute(
-            &format!(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, first_at = ?2, due_at = ?2,
-                     lease = NULL, posted_at = NULL
-                 WHERE endpoint = ?1 AND {condition}"
-            ),
-            params![endpoint, now, event],
-        )
+    let rows: Vec<i64> = tx
+        .prepare(&format!(
+            "UPDATE deliveries SET state = 'pending', attempts = 0, first_at = ?2, due_at = ?2,
+                 lease = NULL, posted_at = NULL
+             WHERE endpoint = ?1 AND {condition}
+             RETURNING seq"
+        ))
+        .and_then(|mut s| {
+            s.query_map(params![endpoint, now, event], |r| r.get(0))?
+                .collect()
+        })
         .map_err(unavailable)?;
     tx.commit().map_err(unavailable)?;
-    Ok(n as u64)
+    posting.settling().forget(&rows);
+    Ok(rows.len() as u64)
 }
 
 /// Per endpoint with any: its pending and failed deliveries.

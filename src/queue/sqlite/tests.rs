@@ -470,3 +470,45 @@ async fn a_store_made_before_incremental_vacuum_is_rewritten_once_to_use_it() {
         .unwrap();
     assert_eq!(mode, 2, "incremental");
 }
+
+#[tokio::test]
+async fn only_the_process_holding_the_poster_lock_claims_deliveries() {
+    let (_dir, store, queue) = open_queue().await;
+    crate::queue::tests::outbox::sent_events(&queue, 3).await;
+    let lease = Duration::from_secs(30);
+    // Another process holds the lock: this one claims nothing.
+    let other = std::fs::File::create(store.join("poster.lock")).unwrap();
+    other.try_lock().unwrap();
+    assert!(
+        queue
+            .claim_deliveries(10, lease, now_ms())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // It ended: this one takes the lock and posts, each delivery once.
+    drop(other);
+    let now = now_ms();
+    let claimed = queue.claim_deliveries(10, lease, now).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(
+        queue
+            .claim_deliveries(10, lease, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // The lock is this process's now, whatever its handles.
+    let again = std::fs::File::create(store.join("poster.lock")).unwrap();
+    assert!(again.try_lock().is_err());
+    // A claim is a read: the store holds no lease.
+    let db = Connection::open(store.join("herald.db")).unwrap();
+    let leased: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM deliveries WHERE lease IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(leased, 0);
+}

@@ -275,3 +275,29 @@ pub(super) async fn pruning_deletes_only_deliveries_posted_before_the_cutoff(sto
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].state, DeliveryState::Failed, "failed ones are kept");
 }
+
+pub(super) async fn a_replay_while_a_post_is_in_flight_makes_that_post_settle_nothing(
+    store: TestStore,
+) {
+    let (q, _url, _guard) = store;
+    sent_events(&q, 2).await;
+    let now = now_ms();
+    let claimed = q.claim_deliveries(10, LEASE, now).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let replayed = Replay::Event(claimed[0].event.id.clone());
+    assert_eq!(q.replay_deliveries("crm", replayed, now).await.unwrap(), 1);
+    let settled = claimed
+        .iter()
+        .map(|d| (d.key, DeliveryOutcome::Posted))
+        .collect();
+    q.settle_deliveries(settled, now).await.unwrap();
+    let again = q.claim_deliveries(10, LEASE, now).await.unwrap();
+    assert_eq!(again.len(), 1, "the replayed delivery is posted again");
+    assert_eq!(again[0].event.id, claimed[0].event.id);
+    let posted = q
+        .deliveries(None, Some(DeliveryState::Posted), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].event.id, claimed[1].event.id);
+}

@@ -8,7 +8,7 @@ pub(super) async fn an_expired_lease_is_claimed_again_and_the_old_lease_cannot_s
 ) {
     let (q, _url, _guard) = store;
     let id = accept(&q, batch(3, 0, now_ms())).await;
-    let first = q.claim("p", 10, Duration::from_millis(50)).await.unwrap();
+    let first = q.claim("p", 10, Duration::from_millis(500)).await.unwrap();
     assert_eq!(first.len(), 3);
     assert!(
         q.claim("p", 10, LEASE).await.unwrap().is_empty(),
