@@ -5,10 +5,13 @@
 // it. Each accepted submit_sm gets a delivery receipt (a deliver_sm with
 // esm_class 0x04, the `id: … stat: … err: …` text and the receipted_message_id
 // and message_state TLVs): DELIVRD, or UNDELIV for the numbers given with
-// --undeliverable. A JSON line on stdin, {"from": …, "to": …, "text": …},
-// sends that message to every bound session as a person's reply.
+// --undeliverable. With --hold-receipts no receipt goes until a JSON line on
+// stdin, {"receipt": <message_id>}, asks for that one; it goes on a session
+// bound then. A JSON line {"from": …, "to": …, "text": …} sends that message to
+// every bound session as a person's reply.
 //
 //   smsc.js --system-id herald --password secret [--undeliverable 447700900999]
+//           [--hold-receipts]
 
 'use strict';
 
@@ -26,7 +29,11 @@ const undeliverable = new Set(
   args.flatMap((a, i) => (a === '--undeliverable' ? [args[i + 1]] : [])),
 );
 
+const holdReceipts = args.includes('--hold-receipts');
+
 const bound = new Set();
+// Receipts not sent yet (with --hold-receipts), by message_id.
+const heldReceipts = new Map();
 let nextId = 1;
 
 const print = (line) => process.stdout.write(`${JSON.stringify(line)}\n`);
@@ -75,7 +82,7 @@ const server = smpp.createServer((session) => {
     if (!(pdu.registered_delivery & 0x01)) return;
     const failed = undeliverable.has(pdu.destination_addr);
     const stat = failed ? 'UNDELIV' : 'DELIVRD';
-    session.deliver_sm({
+    const receipt = {
       source_addr: pdu.destination_addr,
       source_addr_ton: pdu.dest_addr_ton,
       destination_addr: pdu.source_addr,
@@ -83,7 +90,12 @@ const server = smpp.createServer((session) => {
       short_message: `id:${id} sub:001 dlvrd:${failed ? '000' : '001'} submit date:2506011200 done date:2506011201 stat:${stat} err:${failed ? '001' : '000'} text:`,
       receipted_message_id: id,
       message_state: failed ? smpp.MESSAGE_STATE.UNDELIVERABLE : smpp.MESSAGE_STATE.DELIVERED,
-    });
+    };
+    if (holdReceipts) {
+      heldReceipts.set(id, receipt);
+    } else {
+      session.deliver_sm(receipt);
+    }
   });
 });
 
@@ -94,6 +106,14 @@ server.listen(0, '127.0.0.1', () => {
 readline.createInterface({ input: process.stdin }).on('line', (line) => {
   if (!line.trim()) return;
   const reply = JSON.parse(line);
+  if (reply.receipt !== undefined) {
+    const receipt = heldReceipts.get(reply.receipt);
+    const session = bound.values().next().value;
+    if (!receipt || !session) throw new Error(`cannot send the receipt of ${reply.receipt}`);
+    heldReceipts.delete(reply.receipt);
+    session.deliver_sm(receipt);
+    return;
+  }
   for (const session of bound) {
     session.deliver_sm({
       source_addr: reply.from,

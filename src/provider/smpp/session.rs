@@ -19,7 +19,6 @@ use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use super::aliases::Aliases;
 use super::receipt::{self, Delivered, Incoming};
 use super::settings::{BindMode, Settings};
 use super::window::Link;
@@ -48,7 +47,6 @@ pub(crate) type Bound = watch::Receiver<Option<Arc<Link>>>;
 pub(crate) struct Shared {
     pub settings: Arc<Settings>,
     pub pushes: mpsc::Sender<Push>,
-    pub aliases: Arc<Aliases>,
     pub stop: CancellationToken,
 }
 
@@ -327,10 +325,7 @@ fn handle(command: Command, link: &Arc<Link>, shared: &Shared) -> Option<String>
 fn deliver_sm(incoming: &Incoming, sequence: u32, link: &Arc<Link>, shared: &Shared) {
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let pushed = match receipt::read(incoming, now_ms) {
-        Delivered::Receipt(Some(mut report)) => {
-            report.provider_message_id = shared.aliases.message_of(&report.provider_message_id);
-            Pushed::Receipt(report)
-        }
+        Delivered::Receipt(Some(report)) => Pushed::Receipt(report),
         Delivered::Reply(reply) => Pushed::Reply(reply),
         Delivered::Receipt(None) => return ok(link, sequence),
         Delivered::Unreadable(why) => {

@@ -81,7 +81,7 @@ async fn a_short_text_is_one_submit_with_the_configured_addresses_and_a_receipt_
 }
 
 #[tokio::test]
-async fn a_long_text_with_sar_carries_the_tlvs_and_is_recorded_under_its_first_id() {
+async fn a_long_text_with_sar_carries_the_tlvs_and_answers_every_segments_id() {
     let smsc = Smsc::start(Script::default()).await;
     let provider = provider(&SmppConfig {
         long_messages: LongMessages::Sar,
@@ -99,7 +99,7 @@ async fn a_long_text_with_sar_carries_the_tlvs_and_is_recorded_under_its_first_i
         assert!(sar.contains(&&TlvValue::SarTotalSegments(2)), "{sar:?}");
         assert!(sar.contains(&&TlvValue::SarSegmentSeqnum(i as u8 + 1)));
     }
-    assert_eq!(provider.shared.aliases.message_of("m2"), "m1");
+    assert_eq!(receipt.segment_ids, ["m2"]);
 }
 
 #[tokio::test]
@@ -274,7 +274,7 @@ async fn an_early_receipt_is_pushed_and_answered_once_stored() {
 }
 
 #[tokio::test]
-async fn a_receipt_for_a_later_segment_names_the_first() {
+async fn a_long_message_answers_every_segments_id_and_a_receipt_keeps_the_id_it_names() {
     let (smsc, provider) = smsc(Script::default()).await;
     let mut pushes = provider.take_pushes().expect("SMPP pushes");
     let sent = provider
@@ -282,12 +282,14 @@ async fn a_receipt_for_a_later_segment_names_the_first() {
         .await
         .unwrap();
     assert_eq!(sent.provider_message_id.as_deref(), Some("m1"));
+    assert_eq!(sent.segment_ids, ["m2", "m3"]);
     smsc.deliver(smsc::receipt("m3", "447700900123", "UNDELIV"));
     let push = next(&mut pushes).await;
     let Pushed::Receipt(report) = &push.pushed else {
         panic!("a receipt");
     };
-    assert_eq!(report.provider_message_id, "m1");
+    // The store finds the message by any of its segments' ids.
+    assert_eq!(report.provider_message_id, "m3");
     assert!(!report.delivered);
 }
 

@@ -456,3 +456,17 @@ async fn a_store_made_before_incremental_vacuum_is_rewritten_once_to_use_it() {
         .unwrap();
     assert_eq!(mode, 2, "incremental");
 }
+
+/// How many segment ids the store at `url` (`sqlite://{dir}`) records
+/// (`message_segments`).
+pub(crate) fn segment_rows(url: &str) -> u64 {
+    let dir = url.strip_prefix("sqlite://").expect("an SQLite store URL");
+    Connection::open(Path::new(dir).join("herald.db"))
+        .and_then(|conn| {
+            conn.query_row("SELECT COUNT(*) FROM message_segments", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .expect("read the store")
+        .unsigned_abs()
+}
