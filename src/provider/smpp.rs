@@ -86,6 +86,7 @@ impl SmppProvider {
             shared: Shared {
                 settings: Arc::new(settings),
                 pushes: pushes_tx,
+                failure: Arc::default(),
                 stop: CancellationToken::new(),
             },
             links,
@@ -118,7 +119,8 @@ impl SmppProvider {
     }
 
     /// A bound link, the binds taken in turn; when none is bound, waits for the
-    /// first to come up, within the submit timeout.
+    /// first to come up (see `Settings::bind_wait`), and else says why the last
+    /// bind failed.
     async fn link(&self) -> Result<Arc<Link>, Error> {
         let start = self.next_bind.fetch_add(1, Ordering::Relaxed);
         let n = self.links.len();
@@ -127,7 +129,7 @@ impl SmppProvider {
                 return Ok(link);
             }
         }
-        let wait = self.shared.settings.submit_timeout;
+        let wait = self.shared.settings.bind_wait;
         let any_bound = futures_util::future::select_all(self.links.iter().map(|link| {
             let mut link = link.clone();
             Box::pin(async move {
@@ -137,13 +139,20 @@ impl SmppProvider {
         }));
         match tokio::time::timeout(wait, any_bound).await {
             Ok((Some(link), _, _)) => Ok(link),
-            _ => Err(Error::Transient {
-                reason: format!(
-                    "not bound to the SMSC {}:{} (binding again)",
-                    self.shared.settings.host, self.shared.settings.port
-                ),
-                retry_after: None,
-            }),
+            _ => {
+                let s = &self.shared.settings;
+                let why = match self.shared.failure() {
+                    Some(why) => format!(": the last bind failed: {why}"),
+                    None => String::new(),
+                };
+                Err(Error::Transient {
+                    reason: format!(
+                        "not bound to the SMSC {}:{} (binding again){why}",
+                        s.host, s.port
+                    ),
+                    retry_after: None,
+                })
+            }
         }
     }
 

@@ -3,9 +3,10 @@
 //! own parser and prints what it saw. Short and long GSM 7-bit and UCS-2 texts go
 //! out as the SMSC reads them, its delivery receipts move the messages (a long
 //! one's by a later segment's id after Herald restarted, too), a person's reply
-//! reaches the replies ledger, and Herald unbinds on shutdown.
+//! reaches the replies ledger, and Herald unbinds on shutdown. Over TLS, Herald
+//! trusts the SMSC's self-signed certificate (`tests/smpp/tls`) only as `ca_file`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -126,6 +127,21 @@ impl Smsc {
                 )
             }),
         )
+    }
+}
+
+/// The test SMSC's certificate and key (see `tests/smpp/tls/README.md`).
+fn tls_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/smpp/tls")
+        .join(name)
+}
+
+/// The SMPP settings of the one provider `herald_on` configures.
+fn smpp_of(config: &mut Config) -> &mut SmppConfig {
+    match &mut config.providers[0].kind {
+        ProviderKind::Smpp(smpp) => smpp,
+        _ => unreachable!("herald_on configures an SMPP provider"),
     }
 }
 
@@ -330,4 +346,62 @@ async fn a_receipt_for_a_later_segment_after_a_restart_settles_the_long_message(
     assert_eq!(ledger[0]["state"], "delivered", "{ledger:?}");
     assert_eq!(ledger[0]["provider_message_id"], submits[0]["message_id"]);
     assert_eq!(ledger[0]["receipt_code"], "DELIVRD", "{ledger:?}");
+}
+
+/// The SMSC listening with TLS, on the test certificate.
+async fn tls_smsc() -> Smsc {
+    let (key, cert) = (tls_file("key.pem"), tls_file("cert.pem"));
+    Smsc::start(&[
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+    ])
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_the_smscs_certificate_as_ca_file_a_message_is_delivered() {
+    let smsc = tls_smsc().await;
+    let herald = herald_on(&smsc, LongMessages::Udh, |config| {
+        let smpp = smpp_of(config);
+        smpp.host = "localhost".into();
+        smpp.tls = true;
+        smpp.ca_file = Some(tls_file("cert.pem"));
+    })
+    .await;
+    let batch_id = herald
+        .submit(&batch(&[("+8613800000001", "Over TLS".to_string())]))
+        .await;
+    let ledger = wait_receipted(&herald, &batch_id).await;
+    assert_eq!(ledger[0]["state"], "delivered", "{ledger:?}");
+    let submits = smsc.submits_to("8613800000001");
+    assert_eq!(submits.len(), 1);
+    assert_eq!(submits[0]["message"], "Over TLS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_without_ca_file_the_handshake_fails_and_the_message_waits_saying_why() {
+    let smsc = tls_smsc().await;
+    let herald = herald_on(&smsc, LongMessages::Udh, |config| {
+        smpp_of(config).tls = true;
+    })
+    .await;
+    let batch_id = herald
+        .submit(&batch(&[("+8613800000001", "Over TLS".to_string())]))
+        .await;
+    let message = wait_for(Duration::from_secs(20), "an attempt's error", || async {
+        let ledger = herald.messages(&batch_id).await;
+        ledger[0]["last_error"]
+            .is_string()
+            .then(|| ledger[0].clone())
+    })
+    .await;
+    let error = message["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("TLS handshake failed: invalid peer certificate"),
+        "{message}"
+    );
+    assert_eq!(message["state"], "pending", "tried again: {message}");
+    assert!(smsc.pdus("bind_transceiver").is_empty(), "never bound");
 }

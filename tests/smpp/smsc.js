@@ -10,11 +10,14 @@
 // bound then. A JSON line {"from": …, "to": …, "text": …} sends that message to
 // every bound session as a person's reply.
 //
+// With --tls-key and --tls-cert (PEM files) it speaks TLS from the first byte.
+//
 //   smsc.js --system-id herald --password secret [--undeliverable 447700900999]
-//           [--hold-receipts]
+//           [--hold-receipts] [--tls-key key.pem --tls-cert cert.pem]
 
 'use strict';
 
+const fs = require('fs');
 const readline = require('readline');
 const smpp = require('smpp');
 
@@ -30,6 +33,9 @@ const undeliverable = new Set(
 );
 
 const holdReceipts = args.includes('--hold-receipts');
+const tlsKey = option('--tls-key');
+const tlsCert = option('--tls-cert');
+const tls = tlsKey && tlsCert ? { key: fs.readFileSync(tlsKey), cert: fs.readFileSync(tlsCert) } : {};
 
 const bound = new Set();
 // Receipts not sent yet (with --hold-receipts), by message_id.
@@ -39,7 +45,7 @@ let nextId = 1;
 const print = (line) => process.stdout.write(`${JSON.stringify(line)}\n`);
 const hex = (buffers) => (buffers || []).map((b) => Buffer.from(b).toString('hex'));
 
-const server = smpp.createServer((session) => {
+const server = smpp.createServer(tls, (session) => {
   session.on('error', () => {});
   session.on('close', () => bound.delete(session));
   const bind = (pdu) => {

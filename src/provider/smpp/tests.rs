@@ -369,6 +369,53 @@ fn settings_are_checked_and_name_the_key() {
 }
 
 #[test]
+fn a_ca_file_needs_tls_and_must_hold_pem_certificates() {
+    let settings = |tls: bool, ca_file: Option<std::path::PathBuf>| {
+        let config = SmppConfig {
+            tls,
+            ca_file,
+            ..config(1)
+        };
+        Settings::new(&config, Duration::from_secs(1))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smpp/tls");
+    let error = settings(false, Some(fixture.join("cert.pem"))).unwrap_err();
+    assert!(error.contains("ca_file needs tls = true"), "{error}");
+    let missing = dir.path().join("missing.pem");
+    let error = settings(true, Some(missing.clone())).unwrap_err();
+    assert!(
+        error.contains(&format!("ca_file {}", missing.display())),
+        "{error}"
+    );
+    let error = settings(true, Some(fixture.join("README.md"))).unwrap_err();
+    assert!(error.contains("holds no PEM certificate"), "{error}");
+    assert!(
+        settings(true, Some(fixture.join("cert.pem")))
+            .unwrap()
+            .tls
+            .is_some()
+    );
+    assert!(settings(false, None).unwrap().tls.is_none());
+}
+
+#[test]
+fn a_send_waits_for_a_bind_half_the_time_it_has_at_most() {
+    let settings = |submit_timeout_ms: Option<u64>, send_timeout_ms: u64| {
+        let config = SmppConfig {
+            submit_timeout_ms,
+            ..config(1)
+        };
+        Settings::new(&config, Duration::from_millis(send_timeout_ms))
+            .unwrap()
+            .bind_wait
+    };
+    assert_eq!(settings(None, 2_000), Duration::from_millis(1_000));
+    assert_eq!(settings(Some(500), 2_000), Duration::from_millis(250));
+    assert_eq!(settings(Some(5_000), 2_000), Duration::from_millis(1_000));
+}
+
+#[test]
 fn an_unknown_smpp_key_is_refused() {
     let toml = r#"
         name = "smsc"
