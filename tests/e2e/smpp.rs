@@ -1,7 +1,7 @@
 //! The SMPP provider against an SMSC Herald did not write: `tests/smpp/smsc.js`,
 //! the npm `smpp` package's server on 127.0.0.1, which decodes each PDU with its
-//! own parser and prints what it saw. Short and long GSM 7-bit and UCS-2 texts go
-//! out as the SMSC reads them, its delivery receipts move the messages (a long
+//! own parser and prints what it saw. Short and long GSM 7-bit (packed or not)
+//! and UCS-2 texts go out as the SMSC reads them, its delivery receipts move the messages (a long
 //! one's by a later segment's id after Herald restarted, too), a person's reply
 //! reaches the replies ledger, and Herald unbinds on shutdown. Over TLS, Herald
 //! trusts the SMSC's self-signed certificate (`tests/smpp/tls`) only as `ca_file`.
@@ -404,4 +404,40 @@ async fn over_tls_without_ca_file_the_handshake_fails_and_the_message_waits_sayi
     );
     assert_eq!(message["state"], "pending", "tried again: {message}");
     assert!(smsc.pdus("bind_transceiver").is_empty(), "never bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_gsm_texts_short_and_long_read_back_whole_at_an_smsc_that_unpacks_them() {
+    let smsc = Smsc::start(&["--gsm7-packed"]).await;
+    let herald = herald_on(&smsc, LongMessages::Udh, |config| {
+        smpp_of(config).gsm7_packed = true;
+    })
+    .await;
+    // 15 and 16 septets: 15 leave the last octet 7 bits to fill. The long text is
+    // 153 + 16 septets: its last segment, after the header, does as well.
+    let long = format!("{}Thanks!", "Your parcel is on its way. ".repeat(6));
+    let texts = [
+        ("+8613800000001", "Packed GSM text".to_string()),
+        ("+8613800000002", "Hi {you}, 5€ off".to_string()),
+        ("+8613800000003", long),
+    ];
+    let batch_id = herald.submit(&batch(&texts)).await;
+    let ledger = wait_receipted(&herald, &batch_id).await;
+    assert!(
+        ledger.iter().all(|m| m["state"] == "delivered"),
+        "{ledger:?}"
+    );
+    for (to, text) in &texts {
+        let submits = smsc.submits_to(&to[1..]);
+        assert_eq!(submits.len(), herald::sms::measure(text).segments, "{to}");
+        let mut whole = String::new();
+        for s in &submits {
+            assert_eq!(s["data_coding"], 0, "{s}");
+            let octets = s["short_message"].as_str().unwrap().len() / 2;
+            assert!(octets <= 140, "packed into at most 140 octets: {s}");
+            whole.push_str(s["message"].as_str().unwrap());
+        }
+        assert_eq!(&whole, text, "{to}: {submits:?}");
+    }
+    assert_eq!(smsc.submits_to("8613800000003").len(), 2);
 }

@@ -11,15 +11,19 @@
 // every bound session as a person's reply.
 //
 // With --tls-key and --tls-cert (PEM files) it speaks TLS from the first byte.
+// Each submit's short_message is printed as the octets received (hex) and as
+// text; with --gsm7-packed, data_coding 0 is read as packed GSM 7-bit septets
+// (GSM 03.38), decoded with the package's own GSM table.
 //
 //   smsc.js --system-id herald --password secret [--undeliverable 447700900999]
-//           [--hold-receipts] [--tls-key key.pem --tls-cert cert.pem]
+//           [--hold-receipts] [--tls-key key.pem --tls-cert cert.pem] [--gsm7-packed]
 
 'use strict';
 
 const fs = require('fs');
 const readline = require('readline');
 const smpp = require('smpp');
+const { gsmCoder } = require('smpp/lib/defs');
 
 const args = process.argv.slice(2);
 const option = (name) => {
@@ -33,6 +37,7 @@ const undeliverable = new Set(
 );
 
 const holdReceipts = args.includes('--hold-receipts');
+const gsm7Packed = args.includes('--gsm7-packed');
 const tlsKey = option('--tls-key');
 const tlsCert = option('--tls-cert');
 const tls = tlsKey && tlsCert ? { key: fs.readFileSync(tlsKey), cert: fs.readFileSync(tlsCert) } : {};
@@ -41,6 +46,42 @@ const bound = new Set();
 // Receipts not sent yet (with --hold-receipts), by message_id.
 const heldReceipts = new Map();
 let nextId = 1;
+
+// Keeps each short_message's octets as received, before the package decodes them.
+const filter = smpp.PDU.prototype._filter;
+smpp.PDU.prototype._filter = function (func) {
+  if (func === 'decode' && Buffer.isBuffer(this.short_message)) {
+    this.received_short_message = Buffer.from(this.short_message);
+  }
+  return filter.call(this, func);
+};
+
+// The text of GSM 7-bit septets packed after a header of `headerLength` octets,
+// the first septet on a septet boundary. Octets hold no septet count: a last
+// septet that only fills the last octet is read too, and GSM 03.38 has the
+// sender make it a CR, which is dropped here as padding.
+const unpackGsm7 = (octets, headerLength) => {
+  const start = Math.ceil((headerLength * 8) / 7) * 7;
+  const bits = octets.length * 8 - start;
+  const septets = [];
+  for (let i = 0; i < Math.floor(bits / 7); i++) {
+    const bit = start + i * 7;
+    const pair = octets[bit >> 3] | ((octets[(bit >> 3) + 1] || 0) << 8);
+    septets.push((pair >> (bit & 7)) & 0x7f);
+  }
+  if (bits % 7 === 0 && septets[septets.length - 1] === 0x0d) septets.pop();
+  return gsmCoder.decode(Buffer.from(septets), 0);
+};
+
+// The text of a submit's short_message, as this SMSC reads it.
+const text = (pdu) => {
+  const sm = pdu.short_message || {};
+  const octets = pdu.received_short_message || Buffer.alloc(0);
+  if (gsm7Packed && (pdu.data_coding & 0x0f) === 0) {
+    return unpackGsm7(octets, pdu.esm_class & 0x40 && octets.length ? octets[0] + 1 : 0);
+  }
+  return typeof sm.message === 'string' ? sm.message : Buffer.from(sm.message || []).toString('hex');
+};
 
 const print = (line) => process.stdout.write(`${JSON.stringify(line)}\n`);
 const hex = (buffers) => (buffers || []).map((b) => Buffer.from(b).toString('hex'));
@@ -79,7 +120,8 @@ const server = smpp.createServer(tls, (session) => {
       registered_delivery: pdu.registered_delivery,
       data_coding: pdu.data_coding,
       udh: hex(sm.udh),
-      message: typeof sm.message === 'string' ? sm.message : Buffer.from(sm.message || []).toString('hex'),
+      short_message: (pdu.received_short_message || Buffer.alloc(0)).toString('hex'),
+      message: text(pdu),
       sar_msg_ref_num: pdu.sar_msg_ref_num,
       sar_total_segments: pdu.sar_total_segments,
       sar_segment_seqnum: pdu.sar_segment_seqnum,
