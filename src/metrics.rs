@@ -373,6 +373,7 @@ mod tests {
         metrics.accepted("hook", Channel::Sms, 3);
         let sent = Outcome::Sent {
             provider_message_id: None,
+            segment_ids: Vec::new(),
         };
         metrics.attempted("hook", Channel::Sms, &sent, Duration::from_millis(30));
         let retry = Outcome::Retry {

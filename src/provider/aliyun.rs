@@ -134,6 +134,7 @@ impl AliyunProvider {
                 .map(|&i| {
                     let receipt = Receipt {
                         provider_message_id: biz_id.clone(),
+                        segment_ids: Vec::new(),
                     };
                     (i, Ok(receipt))
                 })
@@ -151,6 +152,7 @@ impl AliyunProvider {
                         let result = result
                             .map(|id| Receipt {
                                 provider_message_id: id,
+                                segment_ids: Vec::new(),
                             })
                             .map_err(|refusal| refusal.error);
                         (i, result)

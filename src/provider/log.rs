@@ -38,6 +38,7 @@ impl Provider for LogProvider {
         );
         Ok(Receipt {
             provider_message_id: None,
+            segment_ids: Vec::new(),
         })
     }
 }

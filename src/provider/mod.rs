@@ -101,6 +101,10 @@ pub struct Message {
 pub struct Receipt {
     /// The provider's own id for the message, when it gives one.
     pub provider_message_id: Option<String>,
+    /// The provider's ids of the message's other parts, when it sent it in
+    /// several (an SMPP long message's later segments, whose receipts may come
+    /// under any of them); empty for every other provider.
+    pub segment_ids: Vec<String>,
 }
 
 /// Why a send did not succeed, classified for the retry decision: the worker

@@ -8,13 +8,15 @@
 //! - `session`: one bind kept up (bind, `enquire_link`, rebind with backoff,
 //!   `unbind`); `window`: its outstanding requests, each with a deadline.
 //! - `codes`: what the SMSC's `command_status` means for the message.
-//! - `receipt`: what a `deliver_sm` is (a receipt, or a reply); `aliases`: which
-//!   message a later segment's id belongs to.
+//! - `receipt`: what a `deliver_sm` is (a receipt, or a reply).
+//!
+//! A long message's segments each get an id from the SMSC, and its receipts may
+//! come under any of them: the [`Receipt`] carries them all, for the store to
+//! match a receipt by any.
 //!
 //! SMPP has no idempotency key: a submit whose answer never came is `unknown`,
 //! and sending it again may deliver it twice.
 
-mod aliases;
 mod codes;
 mod receipt;
 mod session;
@@ -37,7 +39,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::settings::{BindMode, LongMessages, SmppConfig};
 
-use self::aliases::Aliases;
 use self::session::{Bound, Publish, Shared};
 use self::settings::Settings;
 use self::submit::Segment;
@@ -85,7 +86,7 @@ impl SmppProvider {
             shared: Shared {
                 settings: Arc::new(settings),
                 pushes: pushes_tx,
-                aliases: Arc::new(Aliases::default()),
+                failure: Arc::default(),
                 stop: CancellationToken::new(),
             },
             links,
@@ -118,7 +119,8 @@ impl SmppProvider {
     }
 
     /// A bound link, the binds taken in turn; when none is bound, waits for the
-    /// first to come up, within the submit timeout.
+    /// first to come up (see `Settings::bind_wait`), and else says why the last
+    /// bind failed.
     async fn link(&self) -> Result<Arc<Link>, Error> {
         let start = self.next_bind.fetch_add(1, Ordering::Relaxed);
         let n = self.links.len();
@@ -127,7 +129,7 @@ impl SmppProvider {
                 return Ok(link);
             }
         }
-        let wait = self.shared.settings.submit_timeout;
+        let wait = self.shared.settings.bind_wait;
         let any_bound = futures_util::future::select_all(self.links.iter().map(|link| {
             let mut link = link.clone();
             Box::pin(async move {
@@ -137,13 +139,20 @@ impl SmppProvider {
         }));
         match tokio::time::timeout(wait, any_bound).await {
             Ok((Some(link), _, _)) => Ok(link),
-            _ => Err(Error::Transient {
-                reason: format!(
-                    "not bound to the SMSC {}:{} (binding again)",
-                    self.shared.settings.host, self.shared.settings.port
-                ),
-                retry_after: None,
-            }),
+            _ => {
+                let s = &self.shared.settings;
+                let why = match self.shared.failure() {
+                    Some(why) => format!(": the last bind failed: {why}"),
+                    None => String::new(),
+                };
+                Err(Error::Transient {
+                    reason: format!(
+                        "not bound to the SMSC {}:{} (binding again){why}",
+                        s.host, s.port
+                    ),
+                    retry_after: None,
+                })
+            }
         }
     }
 
@@ -193,8 +202,9 @@ fn destination(to: &str) -> Result<COctetString<1, 21>, Error> {
 #[async_trait]
 impl Provider for SmppProvider {
     /// Submits each segment in turn on one bind. The message is recorded under
-    /// its first segment's id; a refusal of a later segment is classified as the
-    /// first's would be, and a retry sends every segment again.
+    /// its first segment's id, with the others' ids beside it; a refusal of a
+    /// later segment is classified as the first's would be, and a retry sends
+    /// every segment again.
     async fn send(&self, message: &Message) -> Result<Receipt, Error> {
         if message.channel != Channel::Sms {
             return Err(Error::Permanent {
@@ -237,13 +247,13 @@ impl Provider for SmppProvider {
             };
             return Err(partly(outcome, i, total));
         }
-        let first = ids.first().cloned().unwrap_or_default();
-        self.shared.aliases.record(&first, &ids[1..]);
         if total > 1 {
             tracing::debug!(message = %message.id, segments = ?ids, "SMPP segments accepted");
         }
+        let mut ids = ids.into_iter();
         Ok(Receipt {
-            provider_message_id: Some(first).filter(|id| !id.is_empty()),
+            provider_message_id: ids.next().filter(|id| !id.is_empty()),
+            segment_ids: ids.filter(|id| !id.is_empty()).collect(),
         })
     }
 

@@ -314,6 +314,7 @@ impl Provider for SmtpProvider {
         match tokio::time::timeout(self.timeout, self.deliver(email.envelope(), &bytes)).await {
             Ok(Ok(())) => Ok(Receipt {
                 provider_message_id: Some(self.message_id(message)),
+                segment_ids: Vec::new(),
             }),
             Ok(Err(error)) => Err(error),
             Err(_) => Err(Error::Transient {

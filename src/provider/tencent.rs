@@ -403,6 +403,7 @@ fn read_answer(
             let outcome = if s.code == "Ok" {
                 Ok(Receipt {
                     provider_message_id: Some(s.serial_no).filter(|id| !id.is_empty()),
+                    segment_ids: Vec::new(),
                 })
             } else {
                 Err(classify(&s.code, &s.message, now))

@@ -213,6 +213,7 @@ impl Provider for TwilioProvider {
             provider_message_id: serde_json::from_slice::<Created>(&answer.body)
                 .ok()
                 .and_then(|created| created.sid),
+            segment_ids: Vec::new(),
         })
     }
 

@@ -116,6 +116,7 @@ impl Provider for WebhookProvider {
         // receiver's delivery receipts can then use it.
         Ok(Receipt {
             provider_message_id: response_id(&bytes).or_else(|| Some(message.id.clone())),
+            segment_ids: Vec::new(),
         })
     }
 

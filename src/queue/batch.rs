@@ -173,43 +173,33 @@ pub enum Claim {
 /// What became of one claimed message.
 #[derive(Debug, Clone)]
 pub enum Outcome {
+    /// Accepted by the provider, with its id for the message when it gave one and
+    /// the ids of the message's other parts (an SMPP long message's later
+    /// segments; empty for the rest): a delivery receipt under any of them is
+    /// the message's.
     Sent {
         provider_message_id: Option<String>,
+        segment_ids: Vec<String>,
     },
     /// The provider says an earlier attempt, whose outcome was unknown, reached it:
     /// sent, with the id it gave that attempt. No attempt is counted (asking is none).
-    Confirmed {
-        provider_message_id: Option<String>,
-    },
+    Confirmed { provider_message_id: Option<String> },
     /// The request may have reached the provider but no answer came back: the
     /// message is `unknown` until `at_ms`, then due again; this attempt counts.
-    Unknown {
-        at_ms: i64,
-        error: String,
-    },
+    Unknown { at_ms: i64, error: String },
     /// Try again at `at_ms`; this attempt counts.
-    Retry {
-        at_ms: i64,
-        error: String,
-    },
+    Retry { at_ms: i64, error: String },
     /// Given up; this attempt counts.
-    Failed {
-        error: String,
-    },
+    Failed { error: String },
     /// Not attempted (shutdown, rate limit, a recipient's cap) or throttled: back
     /// to the queue until `at_ms`, no attempt counted. An `error` (a throttle's
     /// answer) is kept as the message's last error, so the ledger says why it
     /// waits; without one the last error stays as it was.
-    Release {
-        at_ms: i64,
-        error: Option<String>,
-    },
+    Release { at_ms: i64, error: Option<String> },
     /// Never to be sent: its recipient was suppressed after it was queued (an
     /// opt-out reply, say). It ends `cancelled` with `error` as its last error; no
     /// attempt is counted.
-    Cancelled {
-        error: String,
-    },
+    Cancelled { error: String },
 }
 
 /// One claimed message's outcome, for [`Queue::settle`].

@@ -365,8 +365,8 @@ impl Queue {
 
     /// Applies delivery reports that provider `provider` (its configured name) sent,
     /// in one transaction. A report matches the messages of that provider whose
-    /// `provider_message_id` is its id and, when it names a recipient, whose `to`
-    /// is that recipient. A `sent` message moves to `delivered` or `undelivered`
+    /// `provider_message_id`, or one of whose segment ids ([`Outcome::Sent`]), is
+    /// its id and, when it names a recipient, whose `to` is that recipient. A `sent` message moves to `delivered` or `undelivered`
     /// with the report's code; an `undelivered` one can still become `delivered`
     /// (a carrier's later success), while `delivered` is final: a report that
     /// arrives twice, or late, changes nothing and counts nothing twice. A report

@@ -287,4 +287,4 @@ fn pool_error(e: PoolError) -> Error {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-pub(crate) use tests::{row_versions, test_store};
+pub(crate) use tests::{row_versions, segment_rows, test_store};

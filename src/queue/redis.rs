@@ -166,7 +166,7 @@ use server::failure;
 use url::Target;
 
 #[cfg(test)]
-pub(crate) use tests::{stored_keys, test_store};
+pub(crate) use tests::{indexed_ids, stored_keys, test_store};
 
 /// Long enough for the largest script (accepting or pausing a 100,000-message batch
 /// with an fsync); the crate's default of 500 ms is not.

@@ -402,6 +402,7 @@ mod tests {
         let kept = [
             Outcome::Sent {
                 provider_message_id: None,
+                segment_ids: Vec::new(),
             },
             Outcome::Confirmed {
                 provider_message_id: None,

@@ -62,6 +62,8 @@ mod spend;
 mod staging;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) use tests::segment_rows;
 
 use connection::{connect, run_blocking, spawn_checkpointer, unavailable, write_transaction};
 // For the transactions of other modules' stores (replies), as `outbox` documents.

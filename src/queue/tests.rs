@@ -4,7 +4,7 @@
 //! Each topic file (`accept`, `claim`, `lease`, `settle`, `control`, `deadline`, `ledger`,
 //! `limit`, `failover`, `receipts`, `held`, `template`, `suppression`, `fingerprint`,
 //! `unacked`, `outbox`, `deliveries`, `replies`, `window`, `spend`, `capped`, `search`,
-//! `erase`, `prune`)
+//! `erase`, `prune`, `segments`)
 //! writes its tests once, as functions of a [`TestStore`]; [`conformance!`] makes
 //! one test of each per engine, named `queue::tests::<engine>::<test>`, so
 //! `cargo test --lib queue::tests::redis` runs Redis's alone and a failure names
@@ -152,6 +152,9 @@ macro_rules! conformance {
             #[tokio::test] receipts::an_unknown_outcome_in_a_cancelled_batch_ends_cancelled;
             #[tokio::test] receipts::held_receipts_expire_after_a_day;
             #[tokio::test] held::a_settlement_answers_the_held_receipts_it_applied_and_only_those;
+            #[tokio::test] segments::a_receipt_for_a_later_segment_settles_its_message_before_and_after_reopening;
+            #[tokio::test] segments::an_early_receipt_for_a_later_segment_is_held_and_applied_at_settle;
+            #[tokio::test] segments::pruning_takes_a_messages_segment_ids_with_it;
             #[tokio::test] template::a_template_is_created_once_and_each_replace_is_a_new_version;
             #[tokio::test] template::templates_page_in_id_order_and_a_deleted_one_is_gone;
             #[tokio::test] suppression::suppressing_counts_the_new_and_an_existing_one_keeps_its_time_but_takes_the_reason;
@@ -219,6 +222,7 @@ mod prune;
 mod receipts;
 mod replies;
 mod search;
+mod segments;
 mod settle;
 mod spend;
 pub(crate) mod store;

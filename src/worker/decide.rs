@@ -120,6 +120,7 @@ pub(super) fn decide(turn: Turn, cx: Context<'_>) -> Decision {
         Turn::Attempted(Ok(receipt)) => {
             decision.outcome = Outcome::Sent {
                 provider_message_id: receipt.provider_message_id,
+                segment_ids: receipt.segment_ids,
             };
             return decision;
         }

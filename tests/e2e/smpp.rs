@@ -1,15 +1,18 @@
 //! The SMPP provider against an SMSC Herald did not write: `tests/smpp/smsc.js`,
 //! the npm `smpp` package's server on 127.0.0.1, which decodes each PDU with its
-//! own parser and prints what it saw. Short and long GSM 7-bit and UCS-2 texts go
-//! out as the SMSC reads them, its delivery receipts move the messages, a
-//! person's reply reaches the replies ledger, and Herald unbinds on shutdown.
+//! own parser and prints what it saw. Short and long GSM 7-bit (packed or not)
+//! and UCS-2 texts go out as the SMSC reads them, its delivery receipts move the messages (a long
+//! one's by a later segment's id after Herald restarted, too), a person's reply
+//! reaches the replies ledger, and Herald unbinds on shutdown. Over TLS, Herald
+//! trusts the SMSC's self-signed certificate (`tests/smpp/tls`) only as `ca_file`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald::domain::{Channel, Secret};
+use herald::config::Config;
+use herald::domain::{Channel, Secret, StoreUrl};
 use herald::provider::{LongMessages, ProviderKind, SmppConfig};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -27,13 +30,14 @@ struct Smsc {
 }
 
 impl Smsc {
-    /// Starts the SMSC; numbers in `undeliverable` get an `UNDELIV` receipt.
-    async fn start(undeliverable: &[&str]) -> Smsc {
+    /// Starts the SMSC with `options` besides its account (`--undeliverable
+    /// <number>`, `--hold-receipts`: see `smsc.js`).
+    async fn start(options: &[&str]) -> Smsc {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smpp/smsc.js");
         let mut child = Command::new("node")
             .arg(script)
             .args(["--system-id", "herald", "--password", "secret"])
-            .args(undeliverable.iter().flat_map(|n| ["--undeliverable", n]))
+            .args(options)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -85,9 +89,26 @@ impl Smsc {
 
     /// Has the SMSC send a person's message to Herald.
     async fn reply(&mut self, from: &str, text: &str) {
-        let line = json!({"from": from, "to": "8613800000000", "text": text}).to_string() + "\n";
+        self.tell(json!({"from": from, "to": "8613800000000", "text": text}))
+            .await;
+    }
+
+    /// Has the SMSC send the receipt it held for `message_id` (`--hold-receipts`).
+    async fn release_receipt(&mut self, message_id: &str) {
+        self.tell(json!({ "receipt": message_id })).await;
+    }
+
+    /// Writes `command` to the SMSC's stdin, as one line.
+    async fn tell(&mut self, command: Value) {
+        let line = command.to_string() + "\n";
         self.stdin.write_all(line.as_bytes()).await.unwrap();
         self.stdin.flush().await.unwrap();
+    }
+
+    /// How many binds it accepted so far.
+    fn binds(&self) -> usize {
+        let binds = self.pdus("bind_transceiver");
+        binds.iter().filter(|b| b["ok"] == true).count()
     }
 
     /// A provider bound to it with `long_messages`.
@@ -109,12 +130,33 @@ impl Smsc {
     }
 }
 
-/// Herald sending SMS through `smsc` alone.
-async fn herald_on(smsc: &Smsc, long_messages: LongMessages) -> TestApp {
+/// The test SMSC's certificate and key (see `tests/smpp/tls/README.md`).
+fn tls_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/smpp/tls")
+        .join(name)
+}
+
+/// The SMPP settings of the one provider `herald_on` configures.
+fn smpp_of(config: &mut Config) -> &mut SmppConfig {
+    match &mut config.providers[0].kind {
+        ProviderKind::Smpp(smpp) => smpp,
+        _ => unreachable!("herald_on configures an SMPP provider"),
+    }
+}
+
+/// Herald sending SMS through `smsc` alone, its configuration then changed by
+/// `tweak`.
+async fn herald_on(
+    smsc: &Smsc,
+    long_messages: LongMessages,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     let provider = smsc.provider(long_messages);
     spawn_app(|config| {
         config.defaults.insert(Channel::Sms, provider.name.clone());
         config.providers = vec![provider];
+        tweak(config);
     })
     .await
 }
@@ -143,8 +185,8 @@ async fn wait_receipted(herald: &TestApp, batch_id: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gsm_and_ucs2_texts_short_and_long_reach_the_smsc_as_it_reads_them_and_its_receipts_settle_them()
  {
-    let smsc = Smsc::start(&["8613800000999"]).await;
-    let herald = herald_on(&smsc, LongMessages::Udh).await;
+    let smsc = Smsc::start(&["--undeliverable", "8613800000999"]).await;
+    let herald = herald_on(&smsc, LongMessages::Udh, |_| {}).await;
     let long_gsm = format!("{} [price: 5€]", "Your parcel is on its way. ".repeat(7));
     let long_ucs2 = "您的包裹已发出，请注意查收。".repeat(8);
     let texts = [
@@ -228,7 +270,7 @@ async fn gsm_and_ucs2_texts_short_and_long_reach_the_smsc_as_it_reads_them_and_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sar_segments_reach_the_smsc_and_a_reply_on_the_bind_reaches_the_replies_ledger() {
     let mut smsc = Smsc::start(&[]).await;
-    let mut herald = herald_on(&smsc, LongMessages::Sar).await;
+    let mut herald = herald_on(&smsc, LongMessages::Sar, |_| {}).await;
     let text = "a".repeat(200);
     let batch_id = herald
         .submit(&batch(&[("+8613800000001", text.clone())]))
@@ -266,4 +308,136 @@ async fn sar_segments_reach_the_smsc_and_a_reply_on_the_bind_reaches_the_replies
         "{binds:?}"
     );
     assert_eq!(binds[0]["interface_version"], 0x34);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_for_a_later_segment_after_a_restart_settles_the_long_message() {
+    let mut smsc = Smsc::start(&["--hold-receipts"]).await;
+    let mut herald = herald_on(&smsc, LongMessages::Udh, |_| {}).await;
+    let store = herald.dir.path().join("store");
+    let text = "Your parcel is on its way. ".repeat(8);
+    let batch_id = herald
+        .submit(&batch(&[("+8613800000001", text.clone())]))
+        .await;
+    wait_for(Duration::from_secs(10), "the message sent", || async {
+        let ledger = herald.messages(&batch_id).await;
+        (ledger[0]["state"] == "sent").then_some(())
+    })
+    .await;
+    herald.stop().await;
+    let submits = smsc.submits_to("8613800000001");
+    assert_eq!(submits.len(), herald::sms::measure(&text).segments);
+    assert_eq!(submits.len(), 2, "{submits:?}");
+
+    let binds = smsc.binds();
+    let restarted = herald_on(&smsc, LongMessages::Udh, |config| {
+        config.store = StoreUrl::Sqlite(store.clone());
+    })
+    .await;
+    wait_for(
+        Duration::from_secs(10),
+        "the restarted Herald bound",
+        || async { (smsc.binds() >= binds + 2).then_some(()) },
+    )
+    .await;
+    let later = submits[1]["message_id"].as_str().unwrap();
+    smsc.release_receipt(later).await;
+    let ledger = wait_receipted(&restarted, &batch_id).await;
+    assert_eq!(ledger[0]["state"], "delivered", "{ledger:?}");
+    assert_eq!(ledger[0]["provider_message_id"], submits[0]["message_id"]);
+    assert_eq!(ledger[0]["receipt_code"], "DELIVRD", "{ledger:?}");
+}
+
+/// The SMSC listening with TLS, on the test certificate.
+async fn tls_smsc() -> Smsc {
+    let (key, cert) = (tls_file("key.pem"), tls_file("cert.pem"));
+    Smsc::start(&[
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+    ])
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_the_smscs_certificate_as_ca_file_a_message_is_delivered() {
+    let smsc = tls_smsc().await;
+    let herald = herald_on(&smsc, LongMessages::Udh, |config| {
+        let smpp = smpp_of(config);
+        smpp.host = "localhost".into();
+        smpp.tls = true;
+        smpp.ca_file = Some(tls_file("cert.pem"));
+    })
+    .await;
+    let batch_id = herald
+        .submit(&batch(&[("+8613800000001", "Over TLS".to_string())]))
+        .await;
+    let ledger = wait_receipted(&herald, &batch_id).await;
+    assert_eq!(ledger[0]["state"], "delivered", "{ledger:?}");
+    let submits = smsc.submits_to("8613800000001");
+    assert_eq!(submits.len(), 1);
+    assert_eq!(submits[0]["message"], "Over TLS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_without_ca_file_the_handshake_fails_and_the_message_waits_saying_why() {
+    let smsc = tls_smsc().await;
+    let herald = herald_on(&smsc, LongMessages::Udh, |config| {
+        smpp_of(config).tls = true;
+    })
+    .await;
+    let batch_id = herald
+        .submit(&batch(&[("+8613800000001", "Over TLS".to_string())]))
+        .await;
+    let message = wait_for(Duration::from_secs(20), "an attempt's error", || async {
+        let ledger = herald.messages(&batch_id).await;
+        ledger[0]["last_error"]
+            .is_string()
+            .then(|| ledger[0].clone())
+    })
+    .await;
+    let error = message["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("TLS handshake failed: invalid peer certificate"),
+        "{message}"
+    );
+    assert_eq!(message["state"], "pending", "tried again: {message}");
+    assert!(smsc.pdus("bind_transceiver").is_empty(), "never bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_gsm_texts_short_and_long_read_back_whole_at_an_smsc_that_unpacks_them() {
+    let smsc = Smsc::start(&["--gsm7-packed"]).await;
+    let herald = herald_on(&smsc, LongMessages::Udh, |config| {
+        smpp_of(config).gsm7_packed = true;
+    })
+    .await;
+    // 15 and 16 septets: 15 leave the last octet 7 bits to fill. The long text is
+    // 153 + 16 septets: its last segment, after the header, does as well.
+    let long = format!("{}Thanks!", "Your parcel is on its way. ".repeat(6));
+    let texts = [
+        ("+8613800000001", "Packed GSM text".to_string()),
+        ("+8613800000002", "Hi {you}, 5€ off".to_string()),
+        ("+8613800000003", long),
+    ];
+    let batch_id = herald.submit(&batch(&texts)).await;
+    let ledger = wait_receipted(&herald, &batch_id).await;
+    assert!(
+        ledger.iter().all(|m| m["state"] == "delivered"),
+        "{ledger:?}"
+    );
+    for (to, text) in &texts {
+        let submits = smsc.submits_to(&to[1..]);
+        assert_eq!(submits.len(), herald::sms::measure(text).segments, "{to}");
+        let mut whole = String::new();
+        for s in &submits {
+            assert_eq!(s["data_coding"], 0, "{s}");
+            let octets = s["short_message"].as_str().unwrap().len() / 2;
+            assert!(octets <= 140, "packed into at most 140 octets: {s}");
+            whole.push_str(s["message"].as_str().unwrap());
+        }
+        assert_eq!(&whole, text, "{to}: {submits:?}");
+    }
+    assert_eq!(smsc.submits_to("8613800000003").len(), 2);
 }

@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::submit::{gsm_decode, unpack_after};
+use super::submit::{gsm_decode, unpack_all};
 use crate::domain::DeliveryReport;
 use crate::provider::InboundReply;
 
@@ -139,9 +139,8 @@ fn text_of(incoming: &Incoming) -> String {
     let body = &raw[header..];
     match incoming.data_coding {
         0 if body.iter().any(|&b| b > 0x7F) => {
-            // Octets above 0x7F: the septets are packed. As many as the bits hold.
-            let count = (raw.len() * 8 - (header * 8).div_ceil(7) * 7) / 7;
-            gsm_decode(&unpack_after(raw, header, count))
+            // Octets above 0x7F: the septets are packed.
+            gsm_decode(&unpack_all(raw, header))
         }
         0 => gsm_decode(body),
         3 => body.iter().map(|&b| char::from(b)).collect(),
@@ -294,5 +293,20 @@ mod tests {
         };
         assert_eq!(reply.body, "Hi€_");
         assert_eq!(reply.from, "Alice");
+    }
+
+    #[test]
+    fn a_packed_reply_drops_the_cr_that_fills_its_last_octet() {
+        let septets: Vec<u8> = "Reply ok".bytes().take(7).collect();
+        let incoming = Incoming {
+            source: "Alice".into(),
+            source_ton: 5,
+            short_message: super::super::submit::pack_after(&[], &septets),
+            ..Incoming::default()
+        };
+        let Delivered::Reply(reply) = read(&incoming, 0) else {
+            panic!("a reply");
+        };
+        assert_eq!(reply.body, "Reply o");
     }
 }

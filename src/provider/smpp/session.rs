@@ -3,7 +3,7 @@
 //! check an idle link with `enquire_link`, and bind again with backoff after an
 //! unbind, a lost connection or a refused bind. `unbind` on shutdown.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -19,7 +19,6 @@ use tokio_util::bytes::BytesMut;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use super::aliases::Aliases;
 use super::receipt::{self, Delivered, Incoming};
 use super::settings::{BindMode, Settings};
 use super::window::Link;
@@ -48,8 +47,25 @@ pub(crate) type Bound = watch::Receiver<Option<Arc<Link>>>;
 pub(crate) struct Shared {
     pub settings: Arc<Settings>,
     pub pushes: mpsc::Sender<Push>,
-    pub aliases: Arc<Aliases>,
+    /// Why the last attempt to bind failed, until one succeeds: what a send
+    /// that finds no bind up says.
+    pub failure: Arc<Mutex<Option<String>>>,
     pub stop: CancellationToken,
+}
+
+impl Shared {
+    /// Records why the last bind attempt failed (`None`: it succeeded).
+    fn failed(&self, why: Option<String>) {
+        *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
+    /// Why the last bind attempt failed, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 /// Keeps bind `index` up until `shared.stop`, publishing each bound link on `link`.
@@ -64,12 +80,14 @@ pub(crate) async fn run(index: usize, shared: Shared, link: Publish) {
         match bound {
             Ok(connection) => {
                 streak.reset();
+                shared.failed(None);
                 tracing::info!(host = %settings.host, port = settings.port, bind = index, "SMPP bound");
                 let why = serve(connection, &shared, &link).await;
                 tracing::warn!(host = %settings.host, bind = index, "SMPP bind ended: {why}");
             }
             Err(why) => {
                 tracing::warn!(host = %settings.host, port = settings.port, bind = index, "SMPP bind failed: {why}");
+                shared.failed(Some(why));
             }
         }
         link.send_replace(None);
@@ -92,13 +110,14 @@ async fn bind(settings: &Settings) -> Result<(Reader, Writer), String> {
         .map_err(|_| format!("no connection within {wait:?}"))?
         .map_err(|e| format!("cannot connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let (read, mut write): (Box<dyn AsyncRead + Send + Unpin>, Writer) = if settings.tls {
-        let (r, w) = tokio::io::split(tls(settings, tcp).await?);
-        (Box::new(r), Box::new(w))
-    } else {
-        let (r, w) = tcp.into_split();
-        (Box::new(r), Box::new(w))
-    };
+    let (read, mut write): (Box<dyn AsyncRead + Send + Unpin>, Writer) =
+        if let Some(tls) = &settings.tls {
+            let (r, w) = tokio::io::split(secure(tls, &settings.host, tcp).await?);
+            (Box::new(r), Box::new(w))
+        } else {
+            let (r, w) = tcp.into_split();
+            (Box::new(r), Box::new(w))
+        };
     let mut reader = FramedRead::new(read, CommandCodec::new());
     let pdu = match settings.bind {
         BindMode::Transceiver => bind_pdu(BindTransceiver::new, settings)?,
@@ -154,19 +173,16 @@ pub(crate) fn c_text<const N: usize>(value: &str, key: &str) -> Result<COctetStr
     COctetString::from_vec(format!("{value}\0").into_bytes()).map_err(|e| format!("{key}: {e}"))
 }
 
-/// A TLS session over `tcp`, the SMSC's certificate checked against the
-/// system's roots.
-async fn tls(
-    settings: &Settings,
+/// A TLS session over `tcp` with `host`, its certificate checked as `config`
+/// says (see `Settings::tls`).
+async fn secure(
+    config: &Arc<rustls::ClientConfig>,
+    host: &str,
     tcp: tokio::net::TcpStream,
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    use rustls_platform_verifier::ConfigVerifierExt;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = rustls::ClientConfig::with_platform_verifier()
-        .map_err(|e| format!("cannot set up TLS: {e}"))?;
-    let name = rustls::pki_types::ServerName::try_from(settings.host.clone())
-        .map_err(|e| format!("host `{}` is not a TLS name: {e}", settings.host))?;
-    tokio_rustls::TlsConnector::from(Arc::new(config))
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("host `{host}` is not a TLS name: {e}"))?;
+    tokio_rustls::TlsConnector::from(config.clone())
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS handshake failed: {e}"))
@@ -327,10 +343,7 @@ fn handle(command: Command, link: &Arc<Link>, shared: &Shared) -> Option<String>
 fn deliver_sm(incoming: &Incoming, sequence: u32, link: &Arc<Link>, shared: &Shared) {
     let now_ms = jiff::Timestamp::now().as_millisecond();
     let pushed = match receipt::read(incoming, now_ms) {
-        Delivered::Receipt(Some(mut report)) => {
-            report.provider_message_id = shared.aliases.message_of(&report.provider_message_id);
-            Pushed::Receipt(report)
-        }
+        Delivered::Receipt(Some(report)) => Pushed::Receipt(report),
         Delivered::Reply(reply) => Pushed::Reply(reply),
         Delivered::Receipt(None) => return ok(link, sequence),
         Delivered::Unreadable(why) => {

@@ -1,8 +1,12 @@
 //! `kind = "smpp"` settings as the configuration file writes them
 //! ([`SmppConfig`]), and the checked form a session runs on ([`Settings`]).
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::Deserialize;
 
 use crate::domain::Secret;
@@ -16,9 +20,14 @@ pub struct SmppConfig {
     /// Its port; default 2775.
     #[serde(default = "default_port")]
     pub port: u16,
-    /// Speak TLS on the connection (the system's root certificates).
+    /// Speak TLS on the connection, the SMSC's certificate checked against the
+    /// system's root certificates and those of `ca_file`.
     #[serde(default)]
     pub tls: bool,
+    /// A PEM file of certificates to trust besides the system's, for an SMSC
+    /// with a private CA or a self-signed certificate; needs `tls`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The account's `system_id` (at most 15 characters).
     pub system_id: String,
     /// The account's password (at most 8 characters).
@@ -87,6 +96,7 @@ impl SmppConfig {
             host: host.into(),
             port,
             tls: false,
+            ca_file: None,
             system_id: system_id.into(),
             password,
             system_type: String::new(),
@@ -152,7 +162,8 @@ fn yes() -> bool {
 pub(crate) struct Settings {
     pub host: String,
     pub port: u16,
-    pub tls: bool,
+    /// How the connection speaks TLS, when it does: the roots it trusts.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     pub system_id: String,
     pub password: Secret,
     pub system_type: String,
@@ -164,6 +175,10 @@ pub(crate) struct Settings {
     pub binds: usize,
     pub window: usize,
     pub submit_timeout: Duration,
+    /// How long a send waits for a bind to come up: half the submit or send
+    /// timeout, whichever is shorter, so that it says it found no bind before
+    /// the worker gives the send up as of unknown outcome.
+    pub bind_wait: Duration,
     pub enquire_link_interval: Duration,
     pub gsm7_packed: bool,
     pub long_messages: LongMessages,
@@ -215,7 +230,7 @@ impl Settings {
         Ok(Settings {
             host: config.host.trim().to_string(),
             port: config.port,
-            tls: config.tls,
+            tls: tls_config(config)?,
             system_id: config.system_id.clone(),
             password: config.password.clone(),
             system_type: config.system_type.clone(),
@@ -227,12 +242,51 @@ impl Settings {
             binds: config.binds as usize,
             window: config.window as usize,
             submit_timeout,
+            bind_wait: submit_timeout.min(send_timeout) / 2,
             enquire_link_interval: Duration::from_millis(config.enquire_link_interval_ms),
             gsm7_packed: config.gsm7_packed,
             long_messages: config.long_messages,
             registered_delivery: config.registered_delivery,
         })
     }
+}
+
+/// The TLS client of `config`, when it asks for TLS: the system's roots and
+/// those of `ca_file`, read now so that a bad file stops the start.
+fn tls_config(config: &SmppConfig) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+    if !config.tls {
+        return match &config.ca_file {
+            Some(_) => Err("ca_file needs tls = true".into()),
+            None => Ok(None),
+        };
+    }
+    let mut roots = Vec::new();
+    if let Some(path) = &config.ca_file {
+        let unreadable = |e: &dyn std::fmt::Display| {
+            format!("ca_file {} is not a readable PEM file: {e}", path.display())
+        };
+        let pem = std::fs::read(path).map_err(|e| unreadable(&e))?;
+        for certificate in CertificateDer::pem_slice_iter(&pem) {
+            roots.push(certificate.map_err(|e| unreadable(&e))?);
+        }
+        if roots.is_empty() {
+            return Err(format!(
+                "ca_file {} holds no PEM certificate",
+                path.display()
+            ));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(roots, provider.clone())
+            .map_err(|e| format!("TLS cannot be set up: {e}"))?;
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS cannot be set up: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(Some(Arc::new(client)))
 }
 
 /// The sender as submitted: `+` is dropped from a number, and TON/NPI follow from

@@ -31,6 +31,8 @@ const UCS2_SINGLE: usize = 70;
 const UCS2_SEGMENT: usize = 67;
 /// The escape septet before an extension-table character.
 const ESCAPE: u8 = 0x1B;
+/// CR, the septet that fills a packed text's last octet (GSM 03.38 6.1.2.3.1).
+const PADDING: u8 = 0x0D;
 
 /// Splits `text` into segments as [`sms::measure`] counts them. `reference` ties
 /// a long message's segments together (its low 8 bits in a header, all 16 in
@@ -129,14 +131,17 @@ pub(crate) fn segments(
 
 /// `header` followed by `septets` packed 7 bits at a time, least significant
 /// bit first, the first septet starting on a septet boundary after the header
-/// (so 1 fill bit after a 6-octet header).
+/// (so 1 fill bit after a 6-octet header). When the septets leave 7 bits of the
+/// last octet, room for one more that a reader would take for `@`, those bits
+/// are a CR, which GSM 03.38 has readers drop as padding.
 pub(crate) fn pack_after(header: &[u8], septets: &[u8]) -> Vec<u8> {
     let header_bits = header.len() * 8;
     let start = header_bits.div_ceil(7) * 7;
     let total_bits = start + septets.len() * 7;
     let mut out = vec![0u8; total_bits.div_ceil(8)];
     out[..header.len()].copy_from_slice(header);
-    for (i, &septet) in septets.iter().enumerate() {
+    let padding = (out.len() * 8 - total_bits == 7).then_some(PADDING);
+    for (i, &septet) in septets.iter().chain(&padding).enumerate() {
         let bit = start + i * 7;
         let (byte, shift) = (bit / 8, bit % 8);
         let value = u16::from(septet & 0x7F) << shift;
@@ -146,6 +151,17 @@ pub(crate) fn pack_after(header: &[u8], septets: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Every septet packed after `header_len` octets, as many as the octets hold,
+/// without a CR that only fills the last octet (see [`pack_after`]).
+pub(crate) fn unpack_all(octets: &[u8], header_len: usize) -> Vec<u8> {
+    let bits = (octets.len() * 8).saturating_sub((header_len * 8).div_ceil(7) * 7);
+    let mut septets = unpack_after(octets, header_len, bits / 7);
+    if bits.is_multiple_of(7) && septets.last() == Some(&PADDING) {
+        septets.pop();
+    }
+    septets
 }
 
 /// Unpacks `count` septets packed after `header_len` octets: [`pack_after`]'s inverse.

@@ -81,7 +81,7 @@ async fn a_short_text_is_one_submit_with_the_configured_addresses_and_a_receipt_
 }
 
 #[tokio::test]
-async fn a_long_text_with_sar_carries_the_tlvs_and_is_recorded_under_its_first_id() {
+async fn a_long_text_with_sar_carries_the_tlvs_and_answers_every_segments_id() {
     let smsc = Smsc::start(Script::default()).await;
     let provider = provider(&SmppConfig {
         long_messages: LongMessages::Sar,
@@ -99,7 +99,7 @@ async fn a_long_text_with_sar_carries_the_tlvs_and_is_recorded_under_its_first_i
         assert!(sar.contains(&&TlvValue::SarTotalSegments(2)), "{sar:?}");
         assert!(sar.contains(&&TlvValue::SarSegmentSeqnum(i as u8 + 1)));
     }
-    assert_eq!(provider.shared.aliases.message_of("m2"), "m1");
+    assert_eq!(receipt.segment_ids, ["m2"]);
 }
 
 #[tokio::test]
@@ -274,7 +274,7 @@ async fn an_early_receipt_is_pushed_and_answered_once_stored() {
 }
 
 #[tokio::test]
-async fn a_receipt_for_a_later_segment_names_the_first() {
+async fn a_long_message_answers_every_segments_id_and_a_receipt_keeps_the_id_it_names() {
     let (smsc, provider) = smsc(Script::default()).await;
     let mut pushes = provider.take_pushes().expect("SMPP pushes");
     let sent = provider
@@ -282,12 +282,14 @@ async fn a_receipt_for_a_later_segment_names_the_first() {
         .await
         .unwrap();
     assert_eq!(sent.provider_message_id.as_deref(), Some("m1"));
+    assert_eq!(sent.segment_ids, ["m2", "m3"]);
     smsc.deliver(smsc::receipt("m3", "447700900123", "UNDELIV"));
     let push = next(&mut pushes).await;
     let Pushed::Receipt(report) = &push.pushed else {
         panic!("a receipt");
     };
-    assert_eq!(report.provider_message_id, "m1");
+    // The store finds the message by any of its segments' ids.
+    assert_eq!(report.provider_message_id, "m3");
     assert!(!report.delivered);
 }
 
@@ -364,6 +366,53 @@ fn settings_are_checked_and_name_the_key() {
     )
     .unwrap();
     assert_eq!((name.source.ton, name.source.npi), (5, 0));
+}
+
+#[test]
+fn a_ca_file_needs_tls_and_must_hold_pem_certificates() {
+    let settings = |tls: bool, ca_file: Option<std::path::PathBuf>| {
+        let config = SmppConfig {
+            tls,
+            ca_file,
+            ..config(1)
+        };
+        Settings::new(&config, Duration::from_secs(1))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smpp/tls");
+    let error = settings(false, Some(fixture.join("cert.pem"))).unwrap_err();
+    assert!(error.contains("ca_file needs tls = true"), "{error}");
+    let missing = dir.path().join("missing.pem");
+    let error = settings(true, Some(missing.clone())).unwrap_err();
+    assert!(
+        error.contains(&format!("ca_file {}", missing.display())),
+        "{error}"
+    );
+    let error = settings(true, Some(fixture.join("README.md"))).unwrap_err();
+    assert!(error.contains("holds no PEM certificate"), "{error}");
+    assert!(
+        settings(true, Some(fixture.join("cert.pem")))
+            .unwrap()
+            .tls
+            .is_some()
+    );
+    assert!(settings(false, None).unwrap().tls.is_none());
+}
+
+#[test]
+fn a_send_waits_for_a_bind_half_the_time_it_has_at_most() {
+    let settings = |submit_timeout_ms: Option<u64>, send_timeout_ms: u64| {
+        let config = SmppConfig {
+            submit_timeout_ms,
+            ..config(1)
+        };
+        Settings::new(&config, Duration::from_millis(send_timeout_ms))
+            .unwrap()
+            .bind_wait
+    };
+    assert_eq!(settings(None, 2_000), Duration::from_millis(1_000));
+    assert_eq!(settings(Some(500), 2_000), Duration::from_millis(250));
+    assert_eq!(settings(Some(5_000), 2_000), Duration::from_millis(1_000));
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! The PostgreSQL engine's retention (see [`crate::queue::prune`]): finished
-//! batches past the age and their messages, a bounded number of messages per
-//! transaction, then replies, deliveries and held receipts. Doomed batches are
-//! locked `FOR UPDATE SKIP LOCKED`, so processes pruning at once split the work
-//! and a batch control waits for one short step at most. PostgreSQL reuses the
-//! freed space itself (autovacuum).
+//! batches past the age and their messages (with their segments' ids), a
+//! bounded number of messages per transaction, then replies, deliveries and held
+//! receipts. Doomed batches are locked `FOR UPDATE SKIP LOCKED`, so processes
+//! pruning at once split the work and a batch control waits for one short step
+//! at most. PostgreSQL reuses the freed space itself (autovacuum).
 
 use async_trait::async_trait;
 
@@ -30,9 +30,13 @@ impl PruneSql {
         PruneSql {
             doomed: fill(DOOMED),
             messages: fill(
-                "DELETE FROM {s}.messages WHERE id = ANY(ARRAY(
+                "WITH doomed AS (
                      SELECT id FROM {s}.messages WHERE id >= $1::bigint << 32 AND id < ($1::bigint + 1) << 32
-                     ORDER BY id LIMIT $2))",
+                     ORDER BY id LIMIT $2
+                 ), segments AS (
+                     DELETE FROM {s}.message_segments WHERE message IN (SELECT id FROM doomed)
+                 )
+                 DELETE FROM {s}.messages WHERE id IN (SELECT id FROM doomed)",
             ),
             left: fill(
                 "SELECT EXISTS (SELECT 1 FROM {s}.messages

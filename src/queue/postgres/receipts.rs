@@ -19,11 +19,16 @@ pub(super) const LOCK_RECEIPTS: &str =
 pub(super) const LOCK_RECEIPTS_SHARED: &str =
     "SELECT pg_advisory_xact_lock_shared(hashtextextended({schema} || ':receipts', 0))";
 
-/// The messages of provider `$1` with the provider id `$2`, with their batch's channel.
+/// The messages of provider `$1` with the provider id `$2`, or a segment of that
+/// id, with their batch's channel.
 pub(super) const RECEIPT_CANDIDATES: &str = "
-SELECT m.id, m.state, m.to_addr, b.channel FROM {s}.messages m
-CROSS JOIN LATERAL (SELECT channel FROM {s}.batches WHERE seq = m.id >> 32 LIMIT 1) b
-WHERE m.provider = $1 AND m.provider_message_id = $2";
+SELECT m.id, m.state, m.to_addr, b.channel FROM (
+    SELECT id FROM {s}.messages WHERE provider = $1 AND provider_message_id = $2
+    UNION ALL
+    SELECT message FROM {s}.message_segments WHERE provider = $1 AND segment_id = $2
+) k
+JOIN {s}.messages m ON m.id = k.id
+CROSS JOIN LATERAL (SELECT channel FROM {s}.batches WHERE seq = m.id >> 32 LIMIT 1) b";
 
 /// Moves message `$1` from state `$6` to `$2` with the receipt's code and time, and
 /// records its event.

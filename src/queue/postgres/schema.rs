@@ -278,6 +278,17 @@ CREATE TABLE {s}.audit (
 CREATE INDEX audit_at ON {s}.audit (at);
 CREATE INDEX audit_actor ON {s}.audit (actor, seq);
 CREATE INDEX audit_action ON {s}.audit (action, seq);
+", "
+-- Migration 17: the provider's ids of a message's other parts (an SMPP long
+-- message's segments after the first), which its delivery receipts may name as
+-- they name `provider_message_id`; by message, for pruning.
+CREATE TABLE {s}.message_segments (
+    provider   TEXT NOT NULL,
+    segment_id TEXT NOT NULL,
+    message    BIGINT NOT NULL,
+    PRIMARY KEY (provider, segment_id, message)
+);
+CREATE INDEX message_segments_message ON {s}.message_segments (message);
 "];
 
 pub(super) async fn migrate(client: &mut Object, schema: &str) -> Result<()> {

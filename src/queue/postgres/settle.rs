@@ -44,8 +44,15 @@ RETURNING m.id, m.state, m.last_error, s.kind AS settled,
            $7::bigint AS at
     FROM settled
 ), {record}
-SELECT st.provider, st.provider_message_id, f.seq
+SELECT st.provider, st.provider_message_id, f.seq, st.id
 FROM settled st LEFT JOIN finishing f ON f.seq = st.id >> 32";
+
+/// Records the segment ids `$2` of the messages `$3` just sent by the providers
+/// `$1` (see `message_segments`).
+pub(super) const RECORD_SEGMENTS: &str = "
+INSERT INTO {s}.message_segments (provider, segment_id, message)
+SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
+ON CONFLICT DO NOTHING";
 
 impl Postgres {
     /// [`Engine::settle`](crate::queue::Engine::settle).
@@ -75,6 +82,7 @@ impl Postgres {
             let (kind, when, error, provider_id) = match outcome {
                 Outcome::Sent {
                     provider_message_id,
+                    ..
                 } => ("sent", None, None, provider_message_id.as_deref()),
                 Outcome::Confirmed {
                     provider_message_id,
@@ -125,10 +133,25 @@ impl Postgres {
         finishing.sort_unstable();
         finishing.dedup();
         self.finish(&tx, &finishing, now).await?;
-        let (providers, sent_ids): (Vec<&str>, Vec<&str>) = rows
+        let (mut providers, mut sent_ids): (Vec<&str>, Vec<&str>) = rows
             .iter()
             .filter_map(|r| Some((r.get::<_, Option<&str>>(0)?, r.get::<_, Option<&str>>(1)?)))
             .unzip();
+        let segments = sent_segments(&settlements, &rows);
+        if !segments.is_empty() {
+            let (by, ids): (Vec<&str>, Vec<&str>) =
+                segments.iter().map(|(by, id, _)| (*by, *id)).unzip();
+            let messages: Vec<i64> = segments.iter().map(|s| s.2).collect();
+            let record = tx
+                .prepare_cached(&self.sql.record_segments)
+                .await
+                .map_err(db)?;
+            tx.execute(&record, &[&by, &ids, &messages])
+                .await
+                .map_err(db)?;
+            providers.extend(by);
+            sent_ids.extend(ids);
+        }
         let mut applied = Vec::new();
         if !providers.is_empty() {
             let held = tx
@@ -164,4 +187,34 @@ impl Postgres {
         tx.commit().await.map_err(db)?;
         Ok(applied)
     }
+}
+
+/// The segment ids of the messages `rows` (as [`SETTLE`] answers them) says were
+/// just sent with a provider, each with that provider and its message.
+fn sent_segments<'a>(
+    settlements: &'a [Settlement],
+    rows: &'a [tokio_postgres::Row],
+) -> Vec<(&'a str, &'a str, i64)> {
+    let of: std::collections::HashMap<i64, &[String]> = settlements
+        .iter()
+        .filter_map(|s| match &s.outcome {
+            Outcome::Sent { segment_ids, .. } if !segment_ids.is_empty() => {
+                Some((s.lease.row, segment_ids.as_slice()))
+            }
+            _ => None,
+        })
+        .collect();
+    if of.is_empty() {
+        return Vec::new();
+    }
+    rows.iter()
+        .filter_map(|r| {
+            let provider: &str = r.get::<_, Option<&str>>(0)?;
+            let message: i64 = r.get(3);
+            Some((provider, *of.get(&message)?, message))
+        })
+        .flat_map(|(provider, ids, message)| {
+            ids.iter().map(move |id| (provider, id.as_str(), message))
+        })
+        .collect()
 }

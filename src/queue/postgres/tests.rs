@@ -234,7 +234,8 @@ async fn a_store_from_before_stored_templates_migrates_and_keeps_its_bodies() {
         .await
         .unwrap()
         .batch_execute(&format!(
-            "DROP TABLE {schema}.audit;
+            "DROP TABLE {schema}.message_segments;
+             DROP TABLE {schema}.audit;
              DROP INDEX {schema}.deliveries_first;
              DROP INDEX {schema}.replies_received;
              DROP TABLE {schema}.erase_salt;
@@ -410,4 +411,15 @@ async fn searches_by_recipient_and_by_ref_read_their_indexes_not_the_ledger() {
         );
         assert!(!plan.contains("Seq Scan on messages"), "{plan}");
     }
+}
+
+/// How many segment ids the store at `url` records (`message_segments`).
+pub(crate) async fn segment_rows(url: &str) -> u64 {
+    let location = location(url).expect("a PostgreSQL URL");
+    let (client, connection) = location.config.connect(NoTls).await.expect("connect");
+    tokio::spawn(connection);
+    let s = quote_ident(&location.schema);
+    let sql = format!("SELECT COUNT(*) FROM {s}.message_segments");
+    let rows: i64 = client.query_one(&sql, &[]).await.expect("read").get(0);
+    rows.unsigned_abs()
 }

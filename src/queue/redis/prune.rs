@@ -15,8 +15,11 @@
 //! but an older build sharing the store does not keep `finished`, so a batch it
 //! finishes after this one first opened the store is never pruned: upgrade every
 //! process on a store together.
-//! A pruned message takes with it its provider id (`pids:…`) and its reply link
-//! (`last:…`) when they still name it; a pruned batch its idempotency key.
+//! A pruned message takes with it its provider id and its segment ids (`pids:…`)
+//! and its reply link (`last:…`) when they still name it; a pruned batch its
+//! idempotency key. An older build does not know segment ids, and leaves them in
+//! `pids:…` when it prunes: harmless (a receipt that names one finds no message),
+//! but another reason to upgrade every process together.
 
 use async_trait::async_trait;
 use redis::Script;
@@ -52,13 +55,19 @@ for _, id in ipairs(ids) do
     for index = from, to - 1 do
       local member = member_of(seq, index)
       local mkey = P .. 'm:' .. member
-      local m = redis.call('HMGET', mkey, 'provider', 'provider_message_id', 'to')
+      local m = redis.call('HMGET', mkey, 'provider', 'provider_message_id', 'to', 'segment_ids')
       if m[1] then
         if m[2] then
           local pids = P .. 'pids:' .. m[1]
-          if redis.call('HGET', pids, m[2]) == member then redis.call('HDEL', pids, m[2]) end
-          if m[3] and redis.call('HGET', pids, m[2] .. '\n' .. m[3]) == member then
-            redis.call('HDEL', pids, m[2] .. '\n' .. m[3])
+          local ids = { m[2] }
+          if m[4] then
+            for _, segment in ipairs(cjson.decode(m[4])) do ids[#ids + 1] = segment end
+          end
+          for _, pid in ipairs(ids) do
+            if redis.call('HGET', pids, pid) == member then redis.call('HDEL', pids, pid) end
+            if m[3] and redis.call('HGET', pids, pid .. '\n' .. m[3]) == member then
+              redis.call('HDEL', pids, pid .. '\n' .. m[3])
+            end
           end
         end
         if m[3] then

@@ -28,10 +28,18 @@ impl Redis {
             let Some(slot) = Slot::from_row(lease.row) else {
                 continue;
             };
+            let mut segments = String::new();
             let (kind, at, text) = match outcome {
                 Outcome::Sent {
                     provider_message_id,
-                } => ("sent", 0, provider_message_id.as_deref()),
+                    segment_ids,
+                } => {
+                    if !segment_ids.is_empty() {
+                        segments =
+                            serde_json::to_string(segment_ids).expect("a list of strings is JSON");
+                    }
+                    ("sent", 0, provider_message_id.as_deref())
+                }
                 Outcome::Confirmed {
                     provider_message_id,
                 } => ("confirmed", 0, provider_message_id.as_deref()),
@@ -47,7 +55,8 @@ impl Redis {
                 .arg(at)
                 .arg(if text.is_some() { "1" } else { "0" })
                 .arg(text.unwrap_or(""))
-                .arg(sent_by.as_deref().unwrap_or(""));
+                .arg(sent_by.as_deref().unwrap_or(""))
+                .arg(segments);
         }
         let reply: Vec<Value> = call
             .invoke_async(&mut self.conn())

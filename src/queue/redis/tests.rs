@@ -535,15 +535,21 @@ return 1
     assert_eq!(queue.batch(id).await.unwrap().unwrap().counts.cancelled, 1);
 }
 
-/// Every key of the test store at `url` with its serialized value, in key order:
-/// a write of any of them changes it, a read does not.
-pub(crate) async fn stored_keys(url: &str) -> Vec<(String, Vec<u8>)> {
+/// The test store at `url`, and a connection to its server.
+async fn connect(url: &str) -> (Target, redis::aio::MultiplexedConnection) {
     let target = Target::parse(&::url::Url::parse(url).expect("a Redis URL")).expect("a target");
     let client = redis::Client::open(target.connect.as_str()).expect("a client");
-    let mut conn = client
+    let conn = client
         .get_multiplexed_async_connection()
         .await
         .expect("connect");
+    (target, conn)
+}
+
+/// Every key of the test store at `url` with its serialized value, in key order:
+/// a write of any of them changes it, a read does not.
+pub(crate) async fn stored_keys(url: &str) -> Vec<(String, Vec<u8>)> {
+    let (target, mut conn) = connect(url).await;
     let mut scan = Scan::new(format!("{}:*", glob_escape(&target.prefix)));
     let mut keys = Vec::new();
     while let Some(page) = scan.next_page(&mut conn).await.expect("scan") {
@@ -560,4 +566,15 @@ pub(crate) async fn stored_keys(url: &str) -> Vec<(String, Vec<u8>)> {
         stored.push((key, value));
     }
     stored
+}
+
+/// How many provider ids of `provider` the store at `url` indexes (`pids:…`, where
+/// segment ids are indexed beside the messages' own).
+pub(crate) async fn indexed_ids(url: &str, provider: &str) -> u64 {
+    let (target, mut conn) = connect(url).await;
+    redis::cmd("HLEN")
+        .arg(format!("{}pids:{provider}", target.prefix))
+        .query_async(&mut conn)
+        .await
+        .expect("read")
 }

@@ -1,6 +1,7 @@
 //! The embedded engine's retention (see [`crate::queue::prune`]): finished batches
-//! and their messages, replies, deliveries and held receipts past the age, a step
-//! per write transaction; and handing freed pages back to the file system.
+//! and their messages (with their segments' ids), replies, deliveries and held
+//! receipts past the age, a step per write transaction; and handing freed pages
+//! back to the file system.
 //!
 //! The store's file shrinks only with `auto_vacuum = INCREMENTAL`, which SQLite
 //! takes only before the first table exists or at a `VACUUM`. A new store gets it
@@ -96,6 +97,12 @@ fn prune_ledger(conn: &mut Connection, before: i64, limit: u32) -> Result<Pruned
             break;
         };
         after = seq;
+        tx.prepare_cached(
+            "DELETE FROM message_segments WHERE message IN (
+                 SELECT id FROM messages WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3)",
+        )
+        .and_then(|mut s| s.execute(params![first, end, budget]))
+        .map_err(unavailable)?;
         let removed = tx
             .prepare_cached(
                 "DELETE FROM messages WHERE id IN (

@@ -12,8 +12,8 @@ use crate::queue::{
     ReceiptTarget, Result, receipt_state, receipt_target,
 };
 
-/// Applies one delivery report to the message it names; `None` when it names none
-/// (yet).
+/// Applies one delivery report to the message it names, by its provider id or
+/// one of its segments' ids; `None` when it names none (yet).
 fn apply_receipt(
     tx: &Transaction<'_>,
     provider: &str,
@@ -23,7 +23,11 @@ fn apply_receipt(
     let candidates: Vec<(i64, String, String, String)> = tx
         .prepare_cached(
             "SELECT m.id, m.state, m.to_addr, b.channel FROM messages m JOIN batches b ON b.seq = m.batch
-             WHERE m.provider = ?1 AND m.provider_message_id = ?2",
+             WHERE m.provider = ?1 AND m.provider_message_id = ?2
+             UNION ALL
+             SELECT m.id, m.state, m.to_addr, b.channel FROM message_segments s
+             JOIN messages m ON m.id = s.message JOIN batches b ON b.seq = m.batch
+             WHERE s.provider = ?1 AND s.segment_id = ?2",
         )
         .and_then(|mut s| {
             s.query_map(params![provider, report.provider_message_id], |r| {
@@ -70,7 +74,7 @@ fn apply_receipt(
 }
 
 /// Applies the held delivery reports that name the just-sent messages `rows` by
-/// their provider id, and forgets them; those that still match nothing stay held.
+/// their provider id or a segment's id, and forgets them; those that still match nothing stay held.
 /// Answers those that moved a message, in order.
 pub(super) fn apply_held_receipts(
     tx: &Transaction<'_>,
@@ -89,9 +93,11 @@ pub(super) fn apply_held_receipts(
         let held: Vec<(i64, String, DeliveryReport)> = tx
             .prepare_cached(
                 "SELECT e.rowid, e.provider, e.provider_message_id, e.to_addr, e.delivered, e.code, e.at
-                 FROM messages m JOIN early_receipts e
-                   ON e.provider = m.provider AND e.provider_message_id = m.provider_message_id
-                 WHERE m.id = ?1
+                 FROM early_receipts e JOIN (
+                     SELECT provider, provider_message_id AS id FROM messages WHERE id = ?1
+                     UNION ALL
+                     SELECT provider, segment_id FROM message_segments WHERE message = ?1
+                 ) k ON e.provider = k.provider AND e.provider_message_id = k.id
                  ORDER BY e.received_at",
             )
             .and_then(|mut s| {

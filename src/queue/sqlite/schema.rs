@@ -270,6 +270,17 @@ CREATE TABLE audit (
 CREATE INDEX audit_at ON audit(at);
 CREATE INDEX audit_actor ON audit(actor, seq);
 CREATE INDEX audit_action ON audit(action, seq);
+", "
+-- Migration 17: the provider's ids of a message's other parts (an SMPP long
+-- message's segments after the first), which its delivery receipts may name as
+-- they name `provider_message_id`; by message, for pruning.
+CREATE TABLE message_segments (
+    provider   TEXT NOT NULL,
+    segment_id TEXT NOT NULL,
+    message    INTEGER NOT NULL,
+    PRIMARY KEY (provider, segment_id, message)
+) WITHOUT ROWID;
+CREATE INDEX message_segments_message ON message_segments(message);
 "];
 
 /// The state a message returns to when it goes back to the queue: its batch's

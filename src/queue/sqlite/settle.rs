@@ -62,6 +62,12 @@ pub(super) fn settle(
                  WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
             )
             .map_err(unavailable)?;
+        let mut segment = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO message_segments (provider, segment_id, message)
+                 SELECT provider, ?2, id FROM messages WHERE id = ?1",
+            )
+            .map_err(unavailable)?;
         for Settlement {
             lease,
             outcome,
@@ -72,7 +78,17 @@ pub(super) fn settle(
             let changed = match outcome {
                 Outcome::Sent {
                     provider_message_id,
-                } => sent.execute(params![row, token, provider_message_id, now, 1, sent_by]),
+                    segment_ids,
+                } => sent
+                    .execute(params![row, token, provider_message_id, now, 1, sent_by])
+                    .and_then(|changed| {
+                        if changed > 0 {
+                            for id in segment_ids {
+                                segment.execute(params![row, id])?;
+                            }
+                        }
+                        Ok(changed)
+                    }),
                 Outcome::Confirmed {
                     provider_message_id,
                 } => sent.execute(params![row, token, provider_message_id, now, 0, sent_by]),
@@ -104,7 +120,8 @@ pub(super) fn settle(
                 && matches!(
                     outcome,
                     Outcome::Sent {
-                        provider_message_id: Some(_)
+                        provider_message_id: Some(_),
+                        ..
                     } | Outcome::Confirmed {
                         provider_message_id: Some(_)
                     }

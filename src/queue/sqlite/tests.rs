@@ -512,3 +512,17 @@ async fn only_the_process_holding_the_poster_lock_claims_deliveries() {
         .unwrap();
     assert_eq!(leased, 0);
 }
+
+/// How many segment ids the store at `url` (`sqlite://{dir}`) records
+/// (`message_segments`).
+pub(crate) fn segment_rows(url: &str) -> u64 {
+    let dir = url.strip_prefix("sqlite://").expect("an SQLite store URL");
+    Connection::open(Path::new(dir).join("herald.db"))
+        .and_then(|conn| {
+            conn.query_row("SELECT COUNT(*) FROM message_segments", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .expect("read the store")
+        .unsigned_abs()
+}

@@ -188,6 +188,7 @@ pub(super) async fn a_finished_batch_refuses_every_control_and_keeps_its_history
     let claimed = q.claim("p", 10, LEASE).await.unwrap();
     let sent = Outcome::Sent {
         provider_message_id: None,
+        segment_ids: Vec::new(),
     };
     q.settle(settle_all(&claimed, sent)).await.unwrap();
     refused_all_but(

@@ -32,6 +32,7 @@ fn each(claimed: &[Claimed], outcomes: impl IntoIterator<Item = Outcome>) -> Vec
 fn sent() -> Outcome {
     Outcome::Sent {
         provider_message_id: None,
+        segment_ids: Vec::new(),
     }
 }
 

@@ -155,6 +155,7 @@ pub(super) async fn erasing_while_a_batch_to_the_address_is_sending_waits_for_th
         &in_flight,
         Outcome::Sent {
             provider_message_id: Some("SM0".into()),
+            segment_ids: Vec::new(),
         },
     ))
     .await

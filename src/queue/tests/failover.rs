@@ -84,6 +84,7 @@ pub(super) async fn a_message_sent_through_another_provider_names_it_and_a_retry
             &claimed[0],
             Outcome::Sent {
                 provider_message_id: Some("q-1".into()),
+                segment_ids: Vec::new(),
             },
         ),
         through_q(
@@ -97,6 +98,7 @@ pub(super) async fn a_message_sent_through_another_provider_names_it_and_a_retry
             lease: claimed[2].lease,
             outcome: Outcome::Sent {
                 provider_message_id: None,
+                segment_ids: Vec::new(),
             },
             sent_by: None,
         },

@@ -50,6 +50,7 @@ pub(super) async fn a_lost_lease_is_not_renewed_back_nor_a_settled_one(store: Te
         &second[..1],
         Outcome::Sent {
             provider_message_id: None,
+            segment_ids: Vec::new(),
         },
     ))
     .await

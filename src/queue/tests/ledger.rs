@@ -15,6 +15,7 @@ pub(super) async fn batches_are_listed_newest_first_in_pages_without_those_being
         &claimed,
         Outcome::Sent {
             provider_message_id: None,
+            segment_ids: Vec::new(),
         },
     ))
     .await

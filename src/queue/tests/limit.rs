@@ -245,6 +245,7 @@ pub(super) async fn a_recipient_cap_holds_across_handles_and_defers_the_rest(sto
         &claimed,
         Outcome::Sent {
             provider_message_id: None,
+            segment_ids: Vec::new(),
         },
     ))
     .await

@@ -66,6 +66,7 @@ pub(super) async fn settle_each(q: &Queue, outcome: impl Fn(u32) -> Outcome) {
 pub(super) fn sent(index: u32) -> Outcome {
     Outcome::Sent {
         provider_message_id: Some(format!("pid-{index}")),
+        segment_ids: Vec::new(),
     }
 }
 

@@ -30,6 +30,7 @@ pub(super) fn sent_as(claimed: &[Claimed], id_of: impl Fn(u32) -> String) -> Vec
             lease: c.lease,
             outcome: Outcome::Sent {
                 provider_message_id: Some(id_of(index_of(c))),
+                segment_ids: Vec::new(),
             },
             sent_by: None,
         })
@@ -208,6 +209,7 @@ pub(super) async fn a_message_sent_or_confirmed_through_another_provider_takes_t
             lease: claimed[0].lease,
             outcome: Outcome::Sent {
                 provider_message_id: Some("Q0".into()),
+                segment_ids: Vec::new(),
             },
             sent_by: Some("q".into()),
         },

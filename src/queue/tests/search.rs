@@ -97,6 +97,7 @@ pub(super) async fn a_search_by_ref_narrows_by_recipient_state_and_creation_time
         &claimed,
         Outcome::Sent {
             provider_message_id: Some("pid".into()),
+            segment_ids: Vec::new(),
         },
     ))
     .await

@@ -38,6 +38,7 @@ pub(super) async fn an_expired_lease_is_claimed_again_and_the_old_lease_cannot_s
         &second,
         Outcome::Sent {
             provider_message_id: Some("x".into()),
+            segment_ids: Vec::new(),
         },
     ))
     .await
@@ -104,6 +105,7 @@ pub(super) async fn failures_are_recorded_and_retry_requeues_only_the_failed(sto
         &claimed[2..],
         Outcome::Sent {
             provider_message_id: None,
+            segment_ids: Vec::new(),
         },
     ));
     q.settle(settlements).await.unwrap();

@@ -147,6 +147,7 @@ pub(super) async fn a_charge_outlives_a_lapsed_lease_and_is_given_back_when_not_
             c.lease,
             Outcome::Sent {
                 provider_message_id: None,
+                segment_ids: Vec::new(),
             },
         ),
     ])
@@ -278,6 +279,7 @@ pub(super) async fn a_days_spend_outlives_a_restart_and_still_holds_the_budget(s
 fn sent() -> Outcome {
     Outcome::Sent {
         provider_message_id: None,
+        segment_ids: Vec::new(),
     }
 }
 

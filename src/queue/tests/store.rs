@@ -30,3 +30,16 @@ pub(crate) async fn postgres() -> TestStore {
 pub(crate) async fn redis() -> TestStore {
     crate::queue::redis::test_store().await
 }
+
+/// How many segment ids the store at `url` keeps beside its messages: the rows of
+/// `message_segments` (SQLite, PostgreSQL), or every provider id of provider `p`
+/// (Redis indexes them together).
+pub(crate) async fn segment_ids_kept(url: &str) -> u64 {
+    if url.starts_with("sqlite:") {
+        crate::queue::sqlite::segment_rows(url)
+    } else if url.starts_with("redis") {
+        crate::queue::redis::indexed_ids(url, "p").await
+    } else {
+        crate::queue::postgres::segment_rows(url).await
+    }
+}

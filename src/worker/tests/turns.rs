@@ -102,6 +102,7 @@ fn transient(reason: &str) -> Step {
 fn sent(id: &str) -> Step {
     Step::Answer(Ok(Receipt {
         provider_message_id: Some(id.into()),
+        segment_ids: Vec::new(),
     }))
 }
 

@@ -14,6 +14,26 @@ fn seven_septets_pack_into_the_documented_octets() {
 }
 
 #[test]
+fn seven_septets_fill_their_last_octet_with_a_cr_not_an_at_sign() {
+    let septets: Vec<u8> = "hellohe".bytes().collect();
+    let packed = pack_after(&[], &septets);
+    assert_eq!(packed.len(), 7);
+    // A reader takes 8 septets from 7 octets: the eighth is CR, padding.
+    assert_eq!(unpack_after(&packed, 0, 8), b"hellohe\r");
+    let packed = pack_after(&[], &septets[..6]);
+    assert_eq!(unpack_after(&packed, 0, 6), b"helloh");
+    assert_eq!(
+        packed.len(),
+        6,
+        "6 septets leave 6 bits, too few for another"
+    );
+    // After a header, 8 septets leave the last octet 7 bits.
+    let header = [0x05, 0x00, 0x03, 0x2A, 0x02, 0x02];
+    let packed = pack_after(&header, &[0x41; 8]);
+    assert_eq!(unpack_after(&packed, 6, 9), b"AAAAAAAA\r");
+}
+
+#[test]
 fn septets_after_a_header_start_on_a_septet_boundary() {
     let header = [0x05, 0x00, 0x03, 0x2A, 0x02, 0x01];
     let packed = pack_after(&header, &[0x41; 8]);

@@ -5,7 +5,9 @@
 /// delivery reports.
 /// - `pids:{provider}` hash: provider message id → member, or `*` when several
 ///   messages share the id (an Aliyun request's `BizId`); then `{id}\n{to}` →
-///   member for each of them.
+///   member for each of them. A message's segment ids (an SMPP long message's
+///   later segments, kept in its hash as `segment_ids`, a JSON array) are
+///   indexed here as its provider id is.
 /// - `early:{provider}` hash: provider message id → JSON array of the reports that
 ///   matched no message yet (`[to, delivered, code, at]`, '' for none);
 ///   `early-at` sorted set: `{provider}\n{id}` scored by when first held.
@@ -13,11 +15,13 @@ pub(super) const RECEIPTS: &str = r"
 local function index_pid(provider, pid, to, member)
   local key = P .. 'pids:' .. provider
   local seen = redis.call('HGET', key, pid)
-  if not seen then
+  local seen_to = seen and seen ~= '*' and redis.call('HGET', P .. 'm:' .. seen, 'to')
+  -- A message pruned by a build that left its ids behind names nothing.
+  if not seen or (seen ~= '*' and not seen_to) then
     redis.call('HSET', key, pid, member)
   elseif seen ~= member then
     if seen ~= '*' then
-      redis.call('HSET', key, pid .. '\n' .. redis.call('HGET', P .. 'm:' .. seen, 'to'), seen)
+      redis.call('HSET', key, pid .. '\n' .. seen_to, seen)
       redis.call('HSET', key, pid, '*')
     end
     redis.call('HSET', key, pid .. '\n' .. to, member)
@@ -80,19 +84,21 @@ end
 ";
 
 /// Settles leased messages; a settlement whose lease is no longer current is ignored.
-/// A message sent with a provider id is indexed by it under the provider that sent
-/// it, and receipts held for the id are applied; every message sent is what a
+/// A message sent with a provider id is indexed by it, and by its segment ids, under
+/// the provider that sent it, and receipts held for those ids are applied; every message sent is what a
 /// reply from its recipient through that provider is linked to (`last:`). Returns those that moved a
 /// message, 5 values each (see `apply_held`). An unknown outcome stays in
 /// `leased:{provider}`, scored by when it is due again.
 /// ARGV: P, now, then per settlement: member, token, kind (sent, confirmed, retry,
 /// unknown, release, failed, cancelled), at, has text ('1' or '0'), text (error or provider
-/// message id), the provider that sent it when not its own (else empty).
+/// message id), the provider that sent it when not its own (else empty), the segment
+/// ids of a message sent (a JSON array, else empty).
 pub(super) const SETTLE: &str = r"
 local done, applied = {}, {}
-for i = 3, #ARGV, 7 do
+for i = 3, #ARGV, 8 do
   local member, token, kind, at = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local has_text, text, sent_by = ARGV[i + 4] == '1', ARGV[i + 5], ARGV[i + 6]
+  local segments = ARGV[i + 7]
   local key = P .. 'm:' .. member
   local m = redis.call('HMGET', key, 'state', 'lease', 'provider', 'batch', 'attempts', 'to',
     'charge', 'charge_provider', 'charge_day')
@@ -177,6 +183,13 @@ for i = 3, #ARGV, 7 do
       if sent_by ~= '' then by = sent_by end
       index_pid(by, text, m[6], member)
       apply_held(by, text, applied)
+      if kind == 'sent' and segments ~= '' then
+        redis.call('HSET', key, 'segment_ids', segments)
+        for _, segment in ipairs(cjson.decode(segments)) do
+          index_pid(by, segment, m[6], member)
+          apply_held(by, segment, applied)
+        end
+      end
     end
   end
 end
