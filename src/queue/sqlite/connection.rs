@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, Transaction};
 
 use crate::queue::{Error, Result};
@@ -27,8 +28,17 @@ pub(super) const WHOLE_BATCH_CACHE_KIB: i64 = 2000;
 const STATEMENT_CACHE: usize = 256;
 
 /// A connection to the database at `path`, in WAL mode with `synchronous = FULL`.
+///
+/// The query planner's stability guarantee is on: otherwise SQLite plans with the
+/// values bound to some parameters (a `LIMIT ?`, a value a partial index's
+/// condition is compared with) and compiles the statement again whenever one of
+/// them is bound anew — every claim, and every recording of events, would pay
+/// for a compilation. The engine's statements do not need those values to find
+/// their indexes.
 pub(super) fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(unavailable)?;
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(unavailable)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(Duration::from_secs(10))
         .map_err(unavailable)?;

@@ -337,6 +337,46 @@ fn accepts_flush_their_commit_and_claims_and_settlements_do_not() {
     assert_eq!(rows, 5);
 }
 
+#[test]
+fn statements_are_not_compiled_again_when_their_values_change() {
+    use super::connection::connect;
+    use rusqlite::StatementStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = connect(&dir.path().join("herald.db")).unwrap();
+    super::schema::migrate(&mut conn).unwrap();
+    // A bound LIMIT, as claims have, and a bound value that a partial index's
+    // condition (`deliveries_reply`: kind = 'reply') is compared with, as the
+    // recording of events has.
+    let mut claim = conn
+        .prepare(
+            "SELECT seq FROM deliveries WHERE state = 'pending' AND due_at <= ?1
+             ORDER BY due_at, seq LIMIT ?2",
+        )
+        .unwrap();
+    for limit in 1..=5 {
+        claim
+            .query_map(rusqlite::params![now_ms(), limit], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .for_each(drop);
+    }
+    assert_eq!(claim.get_status(StatementStatus::RePrepare), 0);
+    let mut record = conn
+        .prepare(
+            "INSERT OR IGNORE INTO deliveries (endpoint, event_id, kind, at, first_at, due_at)
+             VALUES (?1, ?2, ?3, 0, 0, 0)",
+        )
+        .unwrap();
+    for (i, kind) in ["message.sent", "reply", "message.delivered"]
+        .iter()
+        .enumerate()
+    {
+        record
+            .execute(rusqlite::params!["crm", format!("e{i}"), kind])
+            .unwrap();
+    }
+    assert_eq!(record.get_status(StatementStatus::RePrepare), 0);
+}
+
 #[tokio::test]
 async fn another_transaction_records_a_reply_and_a_cancel_with_the_engines_helpers() {
     use crate::queue::EventKind;
