@@ -22,7 +22,7 @@ impl Queue {
         let now = now_ms();
         let since = now - longest_window(caps);
         let mut recent = self
-            .engine
+            .caps
             .recent_sends(limits.owner_or(provider), since, addresses)
             .await?;
         Ok(recent

@@ -21,7 +21,9 @@
 //! - `capped`: how many recipients are at a per-recipient cap now, for the
 //!   pre-flight report.
 //! - `spend`: spend caps and daily budgets: each claimed message charged in the
-//!   store before it is sent, when its batch or provider asks for it.
+//!   store before it is sent, when its batch or provider asks for it; the store's
+//!   side of them and of per-recipient caps is the crate-private `CapStore` seam
+//!   (`caps`).
 //! - `batch`: the types that cross the seam; `receipt`: the rules every engine
 //!   applies delivery receipts by; `suppress`: the one place that decides an
 //!   address is undeliverable and suppresses it; `replies`: the replies ledger
@@ -42,6 +44,7 @@
 mod audit;
 mod batch;
 mod capped;
+mod caps;
 mod engine;
 pub mod erase;
 pub mod outbox;
@@ -65,6 +68,7 @@ pub use batch::{
     Accepted, BatchAction, BatchSummary, BatchTemplate, Claim, Claimed, Idempotency, Lease,
     MessageQuery, MessageRecord, NewBatch, NewMessage, Outcome, Settlement,
 };
+pub(crate) use caps::CapStore;
 pub(crate) use engine::Engine;
 pub(crate) use erase::EraseStore;
 pub use erase::{ERASED_PREFIX, Erased};
@@ -127,6 +131,8 @@ pub struct Queue {
     prune: Arc<dyn Prune>,
     /// The audit trail's entries.
     audit: Arc<dyn AuditStore>,
+    /// Spend caps, budgets and per-recipient caps.
+    caps: Arc<dyn CapStore>,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
     /// Compiled templates of recently claimed batches: a batch is claimed a few
@@ -145,12 +151,20 @@ type Seams = (
     Arc<dyn ReplyStore>,
     Arc<dyn Outbox>,
     (Arc<dyn SearchStore>, Arc<dyn EraseStore>),
-    (Arc<dyn Prune>, Arc<dyn AuditStore>),
+    (Arc<dyn Prune>, Arc<dyn AuditStore>, Arc<dyn CapStore>),
 );
 
 /// One engine as each of its seams.
 fn seams<
-    E: Engine + RecordStore + ReplyStore + Outbox + SearchStore + EraseStore + Prune + AuditStore,
+    E: Engine
+        + RecordStore
+        + ReplyStore
+        + Outbox
+        + SearchStore
+        + EraseStore
+        + Prune
+        + AuditStore
+        + CapStore,
 >(
     engine: Arc<E>,
 ) -> Seams {
@@ -160,18 +174,19 @@ fn seams<
         engine.clone(),
         engine.clone(),
         (engine.clone(), engine.clone()),
-        (engine.clone(), engine),
+        (engine.clone(), engine.clone(), engine),
     )
 }
 
 impl Queue {
     /// Opens the store at `store`, with the engine its URL names.
     pub async fn open(store: &StoreUrl) -> Result<Queue> {
-        let (engine, records, replies, outbox, (searcher, eraser), (prune, audit)) = match store {
-            StoreUrl::Sqlite(dir) => seams(Arc::new(sqlite::Sqlite::open(dir).await?)),
-            StoreUrl::Postgres(url) => seams(postgres::open(url).await?),
-            StoreUrl::Redis(url) => seams(redis::open(url).await?),
-        };
+        let (engine, records, replies, outbox, (searcher, eraser), (prune, audit, caps)) =
+            match store {
+                StoreUrl::Sqlite(dir) => seams(Arc::new(sqlite::Sqlite::open(dir).await?)),
+                StoreUrl::Postgres(url) => seams(postgres::open(url).await?),
+                StoreUrl::Redis(url) => seams(redis::open(url).await?),
+            };
         Ok(Queue {
             engine,
             records,
@@ -181,6 +196,7 @@ impl Queue {
             eraser,
             prune,
             audit,
+            caps,
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
             windows: window::Windows::default(),
@@ -201,6 +217,7 @@ impl Queue {
             eraser: self.eraser.clone(),
             prune: self.prune.clone(),
             audit: self.audit.clone(),
+            caps: self.caps.clone(),
             accepted: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
             windows: window::Windows::default(),
@@ -212,6 +229,12 @@ impl Queue {
     #[cfg(test)]
     pub(crate) fn engine(&self) -> Arc<dyn Engine> {
         self.engine.clone()
+    }
+
+    /// The engine's caps seam, for a test that calls it below the handle.
+    #[cfg(test)]
+    pub(crate) fn caps(&self) -> Arc<dyn CapStore> {
+        self.caps.clone()
     }
 
     /// Stores a whole batch in one transaction, or nothing. Returns once it is on disk.
@@ -301,7 +324,7 @@ impl Queue {
         if charges.is_empty() {
             return Ok(Vec::new());
         }
-        let answers = self.engine.charge(charges.clone()).await?;
+        let answers = self.caps.charge(charges.clone()).await?;
         Ok(spend::keep_charged(
             claimed,
             &charges,
@@ -412,14 +435,14 @@ impl Queue {
     /// Resumes batch `id` with its spend cap raised to `max_cost` (in its
     /// provider's currency): its held messages go back to pending, then it resumes
     /// as [`Queue::control`] does. `Ok(None)` when there is no such batch;
-    /// `Error::Conflict` when the cap cannot be raised so (see [`Engine::raise_cap`]).
+    /// `Error::Conflict` when the cap cannot be raised so (see [`CapStore::raise_cap`]).
     pub async fn resume_with_cap(
         &self,
         id: BatchId,
         max_cost: f64,
     ) -> Result<Option<BatchSummary>> {
         if self
-            .engine
+            .caps
             .raise_cap(id, spend::to_micros(max_cost))
             .await?
             .is_none()
@@ -431,7 +454,7 @@ impl Queue {
 
     /// What `provider` has been charged on local day `day` (`2026-12-06`).
     pub async fn spent(&self, provider: &str, day: &str) -> Result<spend::Micros> {
-        self.engine.spent(provider, day).await
+        self.caps.spent(provider, day).await
     }
 
     /// The providers this process found over their daily budget, and until when.

@@ -33,6 +33,7 @@ use deadpool_postgres::{
 };
 use tokio_postgres::NoTls;
 
+use super::CapStore;
 use super::spend::{Charge, Charged, Micros};
 use super::{
     Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, Lease, MessageQuery,
@@ -197,6 +198,18 @@ impl Engine for Postgres {
         self.sweep_expired(now_ms, limit).await
     }
 
+    async fn apply_receipts(
+        &self,
+        provider: &str,
+        reports: Vec<DeliveryReport>,
+        now: i64,
+    ) -> Result<Vec<ReceiptEffect>> {
+        self.apply_reports(provider, reports, now).await
+    }
+}
+
+#[async_trait]
+impl CapStore for Postgres {
     async fn charge(&self, charges: Vec<Charge>) -> Result<Vec<Charged>> {
         self.charge_claimed(charges).await
     }
@@ -216,15 +229,6 @@ impl Engine for Postgres {
 
     async fn spent(&self, provider: &str, day: &str) -> Result<Micros> {
         self.spent_on(provider, day).await
-    }
-
-    async fn apply_receipts(
-        &self,
-        provider: &str,
-        reports: Vec<DeliveryReport>,
-        now: i64,
-    ) -> Result<Vec<ReceiptEffect>> {
-        self.apply_reports(provider, reports, now).await
     }
 }
 

@@ -128,6 +128,7 @@ use async_trait::async_trait;
 use redis::RedisError;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use super::CapStore;
 use super::spend::{Charge, Charged, Micros};
 use super::{
     Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Engine, Error, Lease, MessageQuery,
@@ -282,27 +283,6 @@ impl Engine for Redis {
         self.settle_leases(settlements).await
     }
 
-    async fn charge(&self, charges: Vec<Charge>) -> Result<Vec<Charged>> {
-        self.charge_claimed(charges).await
-    }
-
-    async fn raise_cap(&self, id: BatchId, max_cost: Micros) -> Result<Option<()>> {
-        self.raise_batch_cap(id, max_cost).await
-    }
-
-    async fn recent_sends(
-        &self,
-        owner: &str,
-        since_ms: i64,
-        addresses: Vec<String>,
-    ) -> Result<std::collections::HashMap<String, Vec<i64>>> {
-        self.sends_since(owner, since_ms, addresses).await
-    }
-
-    async fn spent(&self, provider: &str, day: &str) -> Result<Micros> {
-        self.spent_on(provider, day).await
-    }
-
     async fn apply_receipts(
         &self,
         provider: &str,
@@ -342,5 +322,29 @@ impl Engine for Redis {
 
     async fn expire(&self, now_ms: i64, limit: u64) -> Result<u64> {
         self.sweep_expired(now_ms, limit).await
+    }
+}
+
+#[async_trait]
+impl CapStore for Redis {
+    async fn charge(&self, charges: Vec<Charge>) -> Result<Vec<Charged>> {
+        self.charge_claimed(charges).await
+    }
+
+    async fn raise_cap(&self, id: BatchId, max_cost: Micros) -> Result<Option<()>> {
+        self.raise_batch_cap(id, max_cost).await
+    }
+
+    async fn recent_sends(
+        &self,
+        owner: &str,
+        since_ms: i64,
+        addresses: Vec<String>,
+    ) -> Result<std::collections::HashMap<String, Vec<i64>>> {
+        self.sends_since(owner, since_ms, addresses).await
+    }
+
+    async fn spent(&self, provider: &str, day: &str) -> Result<Micros> {
+        self.spent_on(provider, day).await
     }
 }

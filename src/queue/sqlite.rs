@@ -31,6 +31,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::Connection;
 
+use super::CapStore;
 use super::spend::{Charge, Charged, Micros};
 use super::{
     Accepted, Arrival, BatchAction, BatchSummary, Begun, Claim, Delivery, DeliveryKey,
@@ -243,7 +244,10 @@ impl Engine for Sqlite {
         self.write(move |conn| expiry::sweep(conn, now_ms, limit))
             .await
     }
+}
 
+#[async_trait]
+impl CapStore for Sqlite {
     async fn charge(&self, charges: Vec<Charge>) -> Result<Vec<Charged>> {
         self.write(move |conn| spend::charge(conn, charges)).await
     }

@@ -106,30 +106,6 @@ impl Engine for SlowSettle {
     async fn expire(&self, now_ms: i64, limit: u64) -> crate::queue::Result<u64> {
         self.inner.expire(now_ms, limit).await
     }
-    async fn charge(
-        &self,
-        charges: Vec<crate::queue::spend::Charge>,
-    ) -> crate::queue::Result<Vec<crate::queue::spend::Charged>> {
-        self.inner.charge(charges).await
-    }
-    async fn raise_cap(
-        &self,
-        id: BatchId,
-        max_cost: crate::queue::spend::Micros,
-    ) -> crate::queue::Result<Option<()>> {
-        self.inner.raise_cap(id, max_cost).await
-    }
-    async fn spent(&self, provider: &str, day: &str) -> crate::queue::Result<i64> {
-        self.inner.spent(provider, day).await
-    }
-    async fn recent_sends(
-        &self,
-        owner: &str,
-        since_ms: i64,
-        addresses: Vec<String>,
-    ) -> crate::queue::Result<std::collections::HashMap<String, Vec<i64>>> {
-        self.inner.recent_sends(owner, since_ms, addresses).await
-    }
     async fn apply_receipts(
         &self,
         provider: &str,

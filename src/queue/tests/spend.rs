@@ -212,7 +212,7 @@ async fn charge_on(q: &Queue, claimed: &[Claimed], provider: &str, day: &str) ->
             currency: Some("CNY".into()),
         })
         .collect();
-    q.engine().charge(charges).await.unwrap()
+    q.caps().charge(charges).await.unwrap()
 }
 
 pub(super) async fn each_providers_budget_rolls_over_at_its_own_local_midnight(store: TestStore) {
