@@ -195,13 +195,22 @@ impl Poster {
             }
             tokio::select! {
                 () = stop.cancelled() => {}
-                Some(done) = in_flight.join_next() => this.finished(done, &mut busy, &mut failing).await,
+                Some(done) = in_flight.join_next() => {
+                    let mut settled = this.finished(done, &mut busy, &mut failing);
+                    // Posts that ended meanwhile settle with it, in one write.
+                    while let Some(done) = in_flight.try_join_next() {
+                        settled.extend(this.finished(done, &mut busy, &mut failing));
+                    }
+                    this.settle(settled).await;
+                }
                 () = tokio::time::sleep(poll) => {}
             }
         }
+        let mut settled = Vec::new();
         while let Some(done) = in_flight.join_next().await {
-            this.finished(done, &mut busy, &mut failing).await;
+            settled.extend(this.finished(done, &mut busy, &mut failing));
         }
+        this.settle(settled).await;
     }
 
     /// The claimed deliveries in groups: per endpoint and URL, in the order
@@ -309,19 +318,20 @@ impl Poster {
         }
     }
 
-    /// Settles a post that ended.
-    async fn finished(
+    /// Counts a post that ended and answers what it makes of its deliveries, to
+    /// settle.
+    fn finished(
         &self,
         done: Result<(Group, Posted), tokio::task::JoinError>,
         busy: &mut HashMap<String, usize>,
         failing: &mut HashSet<String>,
-    ) {
+    ) -> Vec<(DeliveryKey, DeliveryOutcome)> {
         let (group, posted) = match done {
             Ok(done) => done,
             Err(e) => {
                 // Its deliveries come back when their lease lapses.
                 tracing::error!(error = %e, "a webhook post panicked");
-                return;
+                return Vec::new();
             }
         };
         if let Some(n) = busy.get_mut(&group.lane) {
@@ -338,8 +348,7 @@ impl Poster {
                 tracing::warn!(endpoint = %group.endpoint, events = group.deliveries.len(), %error, "a webhook post failed");
             }
         }
-        let settled = self.outcomes(&group, &posted);
-        self.settle(settled).await;
+        self.outcomes(&group, &posted)
     }
 
     /// What `posted` makes of each of `group`'s deliveries.
@@ -361,6 +370,9 @@ impl Poster {
     }
 
     async fn settle(&self, settled: Vec<(DeliveryKey, DeliveryOutcome)>) {
+        if settled.is_empty() {
+            return;
+        }
         if let Err(e) = self.queue.settle_deliveries(settled, now_ms()).await {
             // Their leases lapse and they are posted again: at least once.
             tracing::warn!(error = %e, "settling webhook deliveries failed; they will be posted again");
