@@ -11,8 +11,10 @@
 //!
 //! A charge is refunded (cleared, and taken off both sums) when the attempt did
 //! not reach the provider: released (a rate limit, a cap, a window, a shutdown),
-//! retried or failed on the provider's refusal, or cancelled. A sent, confirmed or
-//! unknown outcome keeps it. Every engine refunds in its settlement's transaction.
+//! retried or failed on the provider's refusal, or cancelled — unless an earlier
+//! attempt of the message had an unknown outcome (a lapsed lease, a lost answer),
+//! whose request may have been billed. A sent, confirmed or unknown outcome keeps
+//! it. Every engine refunds in its settlement's transaction.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -182,7 +184,8 @@ pub(crate) fn cap_refusal(
 }
 
 /// Whether `outcome` gives a charge back: the attempt did not reach the provider,
-/// or the provider refused it, so nothing was billed.
+/// or the provider refused it, so nothing was billed (when no earlier attempt of
+/// the message had an unknown outcome).
 pub fn refunds(outcome: &Outcome) -> bool {
     matches!(
         outcome,

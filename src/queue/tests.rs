@@ -130,7 +130,7 @@ macro_rules! conformance {
             #[tokio::test] window::a_waiting_message_outlives_a_restart_and_is_claimed_when_its_time_comes;
             #[tokio::test] capped::recipients_at_a_cap_are_counted_from_the_sends_claims_recorded;
             #[tokio::test] spend::a_batch_at_its_cap_holds_the_rest_with_why_until_resumed_with_a_higher_cap;
-            #[tokio::test] spend::a_charge_outlives_a_lapsed_lease_and_is_given_back_when_not_sent;
+            #[tokio::test] spend::a_charge_is_given_back_when_not_sent_unless_an_attempt_was_unknown;
             #[tokio::test] spend::a_spent_daily_budget_releases_to_the_providers_next_local_midnight;
             #[tokio::test] spend::each_providers_budget_rolls_over_at_its_own_local_midnight;
             #[tokio::test] spend::a_days_spend_outlives_a_restart_and_still_holds_the_budget;

@@ -29,8 +29,8 @@ UPDATE {s}.messages m SET
         WHEN s.kind = 'unknown' THEN COALESCE(m.unknown_since, $7) ELSE m.unknown_since END,
     provider = CASE WHEN s.kind IN ('sent', 'confirmed') THEN COALESCE(s.sent_by, m.provider)
         ELSE m.provider END,
-    charge = CASE WHEN s.kind IN ('retry', 'release', 'failed', 'cancelled') THEN NULL
-        ELSE m.charge END,
+    charge = CASE WHEN s.kind IN ('retry', 'release', 'failed', 'cancelled')
+        AND m.unknown_since IS NULL THEN NULL ELSE m.charge END,
     lease = NULL, lease_until = NULL, updated_at = $7
 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::text[], $6::text[], $8::text[])
      AS s(id, token, kind, at, error, provider_message_id, sent_by)

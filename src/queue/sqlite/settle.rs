@@ -10,6 +10,11 @@ use super::schema::REQUEUED_STATE;
 use crate::domain::now_ms;
 use crate::queue::{AppliedReceipt, EventKind, Outcome, Result, Settlement};
 
+/// A message's charge after an attempt that did not reach the provider or that it
+/// refused: none (the `messages_refund` trigger gives it back), unless an earlier
+/// attempt's outcome was unknown — that request may have been billed.
+const REFUND: &str = "CASE WHEN unknown_since IS NULL THEN NULL ELSE charge END";
+
 /// Settles each claimed message still under its lease as its outcome says; a
 /// settlement whose lease has lapsed changes nothing. Held receipts of the messages
 /// just sent with a provider id are applied, and answered.
@@ -36,7 +41,7 @@ pub(super) fn settle(
             .prepare_cached(&format!(
                 "UPDATE messages SET state = {REQUEUED_STATE}, attempts = attempts + ?5, available_at = ?3,
                      last_error = COALESCE(?6, last_error), updated_at = ?4, lease = NULL, lease_until = NULL,
-                     charge = NULL
+                     charge = {REFUND}
                  WHERE id = ?1 AND lease = ?2 AND state = 'sending'"
             ))
             .map_err(unavailable)?;
@@ -49,18 +54,18 @@ pub(super) fn settle(
             )
             .map_err(unavailable)?;
         let mut failed = tx
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "UPDATE messages SET state = 'failed', attempts = attempts + 1, last_error = ?3,
-                     updated_at = ?4, lease = NULL, lease_until = NULL, charge = NULL
-                 WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
-            )
+                     updated_at = ?4, lease = NULL, lease_until = NULL, charge = {REFUND}
+                 WHERE id = ?1 AND lease = ?2 AND state = 'sending'"
+            ))
             .map_err(unavailable)?;
         let mut cancelled = tx
-            .prepare_cached(
+            .prepare_cached(&format!(
                 "UPDATE messages SET state = 'cancelled', last_error = ?3, updated_at = ?4,
-                     lease = NULL, lease_until = NULL, charge = NULL
-                 WHERE id = ?1 AND lease = ?2 AND state = 'sending'",
-            )
+                     lease = NULL, lease_until = NULL, charge = {REFUND}
+                 WHERE id = ?1 AND lease = ?2 AND state = 'sending'"
+            ))
             .map_err(unavailable)?;
         let mut segment = tx
             .prepare_cached(

@@ -97,11 +97,46 @@ pub(super) async fn a_batch_at_its_cap_holds_the_rest_with_why_until_resumed_wit
     assert!(done.counts.is_finished());
 }
 
-pub(super) async fn a_charge_outlives_a_lapsed_lease_and_is_given_back_when_not_sent(
+pub(super) async fn a_charge_is_given_back_when_not_sent_unless_an_attempt_was_unknown(
     store: TestStore,
 ) {
     let (q, _url, _guard) = store;
     let limits = priced("p", 1.0, None);
+    let outcome = |lease: Lease, outcome: Outcome| Settlement {
+        lease,
+        outcome,
+        sent_by: None,
+    };
+    let released = || Outcome::Release {
+        at_ms: now_ms(),
+        error: None,
+    };
+    let refused = || Outcome::Failed {
+        error: "refused".into(),
+    };
+
+    // Released and failed attempts never reached the provider: given back.
+    let fresh = accept(&q, TestBatch::sms(2).max_cost(to_micros(10.0)).build()).await;
+    let claimed = claim_priced(&q, 10, LEASE, &limits).await;
+    assert_eq!(summary(&q, fresh).await.spent, 2_000_000);
+    let [a, b] = claimed.as_slice() else {
+        panic!("two claimed")
+    };
+    q.settle(vec![
+        outcome(a.lease, released()),
+        outcome(b.lease, refused()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(summary(&q, fresh).await.spent, 0);
+    // The released one is charged again when it goes.
+    let last = claim_priced(&q, 10, LEASE, &limits).await;
+    assert_eq!(last.len(), 1);
+    assert_eq!(summary(&q, fresh).await.spent, 1_000_000);
+    q.settle(vec![outcome(last[0].lease, sent())])
+        .await
+        .unwrap();
+
     let id = accept(&q, TestBatch::sms(3).max_cost(to_micros(10.0)).build()).await;
     let claimed = claim_priced(&q, 10, Duration::from_millis(50), &limits).await;
     assert_eq!(claimed.len(), 3);
@@ -118,46 +153,26 @@ pub(super) async fn a_charge_outlives_a_lapsed_lease_and_is_given_back_when_not_
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert_eq!(again.len(), 3);
+    assert!(again.iter().all(|c| c.unknown_since_ms.is_some()));
     assert_eq!(summary(&q, id).await.spent, 3_000_000, "charged twice");
 
-    // Released and failed attempts never reached the provider: given back.
+    // Their first requests may have been billed: a release or a failure after
+    // them gives nothing back.
     let [a, b, c] = again.as_slice() else {
         panic!("three claimed")
     };
-    let outcome = |lease: Lease, outcome: Outcome| Settlement {
-        lease,
-        outcome,
-        sent_by: None,
-    };
     q.settle(vec![
-        outcome(
-            a.lease,
-            Outcome::Release {
-                at_ms: now_ms(),
-                error: None,
-            },
-        ),
-        outcome(
-            b.lease,
-            Outcome::Failed {
-                error: "refused".into(),
-            },
-        ),
-        outcome(
-            c.lease,
-            Outcome::Sent {
-                provider_message_id: None,
-                segment_ids: Vec::new(),
-            },
-        ),
+        outcome(a.lease, released()),
+        outcome(b.lease, refused()),
+        outcome(c.lease, sent()),
     ])
     .await
     .unwrap();
-    assert_eq!(summary(&q, id).await.spent, 1_000_000);
-    // The released one is charged again when it goes.
+    assert_eq!(summary(&q, id).await.spent, 3_000_000);
+    // The released one still carries its charge: not charged again when it goes.
     let last = claim_priced(&q, 10, LEASE, &limits).await;
     assert_eq!(last.len(), 1);
-    assert_eq!(summary(&q, id).await.spent, 2_000_000);
+    assert_eq!(summary(&q, id).await.spent, 3_000_000);
 }
 
 pub(super) async fn a_spent_daily_budget_releases_to_the_providers_next_local_midnight(

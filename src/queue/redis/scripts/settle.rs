@@ -101,12 +101,13 @@ for i = 3, #ARGV, 8 do
   local segments = ARGV[i + 7]
   local key = P .. 'm:' .. member
   local m = redis.call('HMGET', key, 'state', 'lease', 'provider', 'batch', 'attempts', 'to',
-    'charge', 'charge_provider', 'charge_day')
+    'charge', 'charge_provider', 'charge_day', 'unknown_since')
   if m[1] == 'sending' and m[2] == token then
     local b = batch_of(m[4])
     -- An attempt that never reached the provider, or that it refused, is not
-    -- billed: its charge is given back (see `spend.rs`).
-    if m[7] and (kind == 'retry' or kind == 'release' or kind == 'failed'
+    -- billed: its charge is given back (see `spend.rs`), unless an earlier
+    -- attempt's outcome was unknown, whose request may have been billed.
+    if m[7] and not m[10] and (kind == 'retry' or kind == 'release' or kind == 'failed'
         or kind == 'cancelled') then
       redis.call('HINCRBY', b.key, 'spent', -tonumber(m[7]))
       redis.call('HINCRBY', P .. 'spend:' .. m[8], m[9], -tonumber(m[7]))
