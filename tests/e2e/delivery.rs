@@ -212,14 +212,18 @@ async fn a_provider_that_throttles_is_paced_down_instead_of_failing_messages() {
     let answers = answers.lock().unwrap().clone();
     // The first burst is refused by the hundreds; two halvings later the pace is
     // under the provider's rate and throttles are rare (a few at each probe past
-    // it), not a stream of retries.
-    let refused_late = answers
+    // it, about 4 % of the requests on a quiet machine, under 10 % on a loaded
+    // one), not a stream of retries (most of the requests).
+    let late: Vec<bool> = answers
         .iter()
-        .filter(|(at, ok)| !ok && *at > Duration::from_secs(3))
-        .count();
+        .filter(|(at, _)| *at > Duration::from_secs(3))
+        .map(|(_, ok)| *ok)
+        .collect();
+    let refused_late = late.iter().filter(|ok| !**ok).count();
     assert!(
-        refused_late <= 20,
-        "{refused_late} throttled after the first 3 s; {} requests in all",
+        refused_late * 100 <= late.len() * 15,
+        "{refused_late} of {} requests throttled after the first 3 s; {} requests in all",
+        late.len(),
         answers.len()
     );
 }
