@@ -135,6 +135,9 @@ pub struct Queue {
     caps: Arc<dyn CapStore>,
     /// Wakes this process's idle workers when a batch is accepted here.
     accepted: Arc<Notify>,
+    /// Wakes this process's idle webhook poster when a change here may have
+    /// recorded events.
+    changed: Arc<Notify>,
     /// Compiled templates of recently claimed batches: a batch is claimed a few
     /// messages at a time, and its template compiles once, not once a claim.
     templates: render::Compiled,
@@ -198,6 +201,7 @@ impl Queue {
             audit,
             caps,
             accepted: Arc::new(Notify::new()),
+            changed: Arc::new(Notify::new()),
             templates: render::Compiled::default(),
             windows: window::Windows::default(),
             pauses: spend::Pauses::default(),
@@ -219,6 +223,7 @@ impl Queue {
             audit: self.audit.clone(),
             caps: self.caps.clone(),
             accepted: Arc::new(Notify::new()),
+            changed: self.changed.clone(),
             templates: render::Compiled::default(),
             windows: window::Windows::default(),
             pauses: self.pauses.clone(),
@@ -365,6 +370,7 @@ impl Queue {
         if later {
             self.accepted.notify_waiters();
         }
+        self.changed.notify_one();
         Ok(applied)
     }
 
@@ -403,9 +409,12 @@ impl Queue {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
-        self.engine
+        let effects = self
+            .engine
             .apply_receipts(provider, reports, crate::domain::now_ms())
-            .await
+            .await?;
+        self.changed.notify_one();
+        Ok(effects)
     }
 
     /// How many messages wait for `provider` (pending, due now or later), or `cap`
@@ -429,6 +438,7 @@ impl Queue {
         if matches!(action, BatchAction::Resume | BatchAction::Retry { .. }) {
             self.accepted.notify_waiters();
         }
+        self.changed.notify_one();
         Ok(summary)
     }
 
@@ -465,7 +475,11 @@ impl Queue {
     /// Expires up to `limit` unsent messages whose batch's deadline has passed
     /// (see [`Engine::expire`]); answers how many.
     pub async fn expire(&self, limit: u64) -> Result<u64> {
-        self.engine.expire(crate::domain::now_ms(), limit).await
+        let expired = self.engine.expire(crate::domain::now_ms(), limit).await?;
+        if expired > 0 {
+            self.changed.notify_one();
+        }
+        Ok(expired)
     }
 
     /// Records `replies` in one transaction, each once, as
@@ -482,9 +496,12 @@ impl Queue {
         if replies.is_empty() {
             return Ok(Vec::new());
         }
-        self.replies
+        let recorded = self
+            .replies
             .record_replies(replies, endpoints, crate::domain::now_ms())
-            .await
+            .await?;
+        self.changed.notify_one();
+        Ok(recorded)
     }
 
     /// One page of the replies ledger, oldest first.
@@ -504,6 +521,14 @@ impl Queue {
     /// resumed, a message put back for later).
     pub fn work_arrived(&self) -> &Notify {
         &self.accepted
+    }
+
+    /// Resolves when a change in this process may have recorded webhook events (a
+    /// settlement, receipts, a control, an expiry, replies); holds one wake-up
+    /// when nothing waits. Changes in other processes are not told here: their
+    /// events are found by polling.
+    pub fn events_recorded(&self) -> &Notify {
+        &self.changed
     }
 }
 

@@ -217,7 +217,7 @@ mod lease;
 mod ledger;
 mod limit;
 mod new_batch;
-pub(in crate::queue) mod outbox;
+pub(crate) mod outbox;
 mod prune;
 mod receipts;
 mod replies;

@@ -25,6 +25,7 @@ use crate::queue::{CALLBACK, Delivery, DeliveryKey, DeliveryOutcome, Queue};
 
 /// How often the loop looks for due deliveries while it finds some, and at most
 /// how long it waits when it finds none for a while (the wait doubles each time).
+/// A change in this process that may record events ends an idle wait at once.
 const POLL: Duration = Duration::from_millis(50);
 const IDLE_POLL: Duration = Duration::from_millis(400);
 /// How often posted deliveries older than `keep_posted` are deleted, and how
@@ -60,6 +61,9 @@ pub struct Poster {
     keep_posted: Duration,
     rule: RetryRule,
     metrics: Metrics,
+    /// [`POLL`] and [`IDLE_POLL`]; a test lengthens them.
+    poll: Duration,
+    idle_poll: Duration,
 }
 
 /// Deliveries to post together: one endpoint, one URL, at most `batch_size`.
@@ -109,6 +113,8 @@ impl Poster {
                 backoff: BACKOFF,
             },
             metrics,
+            poll: POLL,
+            idle_poll: IDLE_POLL,
         })
     }
 
@@ -123,7 +129,7 @@ impl Poster {
         let mut failing: HashSet<String> = HashSet::new();
         let mut held: VecDeque<Group> = VecDeque::new();
         let mut next_prune = tokio::time::Instant::now();
-        let mut poll = POLL;
+        let mut poll = this.poll;
         while !stop.is_cancelled() {
             // Groups held for a busy endpoint go first, as it frees up.
             for _ in 0..held.len() {
@@ -148,9 +154,9 @@ impl Poster {
                     Ok(claimed) => {
                         full = claimed.len() == budget;
                         poll = if claimed.is_empty() {
-                            (poll * 2).min(IDLE_POLL)
+                            (poll * 2).min(this.idle_poll)
                         } else {
-                            POLL
+                            this.poll
                         };
                         let mut turned_away = Vec::new();
                         for group in this.groups(claimed) {
@@ -204,6 +210,9 @@ impl Poster {
                     this.settle(settled).await;
                 }
                 () = tokio::time::sleep(poll) => {}
+                // Idle, it looks again as soon as a change here records events;
+                // while busy, it keeps its pace, so claims stay large.
+                () = this.queue.events_recorded().notified(), if poll > this.poll => {}
             }
         }
         let mut settled = Vec::new();
@@ -480,5 +489,49 @@ mod tests {
             .err()
             .unwrap_or_default();
         assert!(unsigned.contains("callback_secret"), "{unsigned}");
+    }
+
+    #[tokio::test]
+    async fn an_idle_poster_posts_an_event_recorded_in_its_process_at_once() {
+        let (tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+        let receiver = axum::Router::new().route(
+            "/events",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(serde_json::from_slice(&body).unwrap_or_default());
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, receiver).await });
+        let (mut poster, _dir) = poster(&format!(
+            "[[webhooks]]\nname = \"crm\"\nurl = \"http://{addr}/events\"\nsecret = \"{SECRET}\""
+        ))
+        .await;
+        // Idle, it would next look a minute later.
+        (poster.poll, poster.idle_poll) = (Duration::from_secs(30), Duration::from_secs(60));
+        let queue = poster.queue.clone();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(poster.run(stop.clone()));
+        // Its first claim found nothing: it waits.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        crate::queue::tests::outbox::sent_events(&queue, 2).await;
+        let posted = tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+            .await
+            .expect("posted long before the idle wait ends")
+            .unwrap();
+        let kinds: Vec<_> = posted
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(kinds, ["message.sent", "message.sent"]);
+        stop.cancel();
+        running.await.unwrap();
+        server.abort();
     }
 }

@@ -78,7 +78,7 @@ fn failed(error: &str) -> Outcome {
 
 /// A batch of `n` messages, each sent, whose `message.sent` events go to `crm`:
 /// `n` pending deliveries.
-pub(in crate::queue) async fn sent_events(q: &Queue, n: u32) -> BatchId {
+pub(crate) async fn sent_events(q: &Queue, n: u32) -> BatchId {
     let id = subscribed(q, n, &[("crm", kinds(&[EventKind::Sent]))]).await;
     settle_each(q, sent).await;
     id
