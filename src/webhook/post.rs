@@ -1,12 +1,14 @@
 //! The posting loop: claims due deliveries from the store's outbox, posts them per
 //! endpoint as signed JSON arrays of at most `batch_size` events, and settles each
 //! delivery posted, to retry, or failed. Several processes share the outbox by
-//! leases (the embedded store lets one process post at a time). Posts run concurrently, at most a quarter of them (and one at least)
-//! to any one endpoint (each batch's `callback_url` counting as one); the rest of
-//! an endpoint's claimed deliveries wait their turn in memory, except that an
-//! endpoint whose last post failed keeps no more waiting than it has in flight,
-//! the others being put back for later. So an endpoint that is slow or down
-//! delays only its own deliveries.
+//! leases (the embedded store lets one process post at a time). Posts run
+//! concurrently, at most a quarter of them (and one at least) to any one endpoint
+//! (each batch's `callback_url` counting as one), and only full ones while that
+//! endpoint has a post in flight. The rest of an endpoint's claimed deliveries
+//! wait their turn in memory, gathering into full posts, except that an endpoint
+//! whose last post failed keeps no more waiting than it has in flight, the others
+//! being put back for later. So an endpoint that is slow or down delays only its
+//! own deliveries, and a busy one gets full posts.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -134,7 +136,7 @@ impl Poster {
             // Groups held for a busy endpoint go first, as it frees up.
             for _ in 0..held.len() {
                 let Some(group) = held.pop_front() else { break };
-                if busy.get(&group.lane).copied().unwrap_or(0) < this.per_endpoint {
+                if this.may_post(&group, &busy) {
                     this.dispatch(group, &mut in_flight, &mut busy);
                 } else {
                     held.push_back(group);
@@ -159,10 +161,19 @@ impl Poster {
                             this.poll
                         };
                         let mut turned_away = Vec::new();
-                        for group in this.groups(claimed) {
-                            let sending = busy.get(&group.lane).copied().unwrap_or(0);
+                        for mut group in this.groups(claimed) {
+                            // The last group held for the lane fills up first.
+                            if let Some(last) = held.iter_mut().rev().find(|g| g.lane == group.lane)
+                            {
+                                let room = this.batch_size.saturating_sub(last.deliveries.len());
+                                let n = room.min(group.deliveries.len());
+                                last.deliveries.extend(group.deliveries.drain(..n));
+                                if group.deliveries.is_empty() {
+                                    continue;
+                                }
+                            }
                             let waiting = held.iter().filter(|g| g.lane == group.lane).count();
-                            if sending < this.per_endpoint {
+                            if this.may_post(&group, &busy) {
                                 this.dispatch(group, &mut in_flight, &mut busy);
                             } else if waiting < this.per_endpoint || !failing.contains(&group.lane)
                             {
@@ -273,6 +284,15 @@ impl Poster {
             url: url.url().clone(),
             secret,
         })
+    }
+
+    /// Whether `group` may be posted now: its lane has a post to spare, and the
+    /// group is full or the lane has nothing in flight. A smaller group waits for
+    /// the lane's posts to end, gathering what is claimed meanwhile, so a busy
+    /// endpoint gets full posts and an idle one gets each event at once.
+    fn may_post(&self, group: &Group, busy: &HashMap<String, usize>) -> bool {
+        let sending = busy.get(&group.lane).copied().unwrap_or(0);
+        sending < self.per_endpoint && (sending == 0 || group.deliveries.len() >= self.batch_size)
     }
 
     /// Starts posting `group`.
@@ -491,15 +511,28 @@ mod tests {
         assert!(unsigned.contains("callback_secret"), "{unsigned}");
     }
 
-    #[tokio::test]
-    async fn an_idle_poster_posts_an_event_recorded_in_its_process_at_once() {
-        let (tx, mut arrived) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+    /// A receiver on 127.0.0.1 that sends each POST's events on a channel; its
+    /// first answer waits for `gate`.
+    async fn receiver(
+        gate: Arc<tokio::sync::Semaphore>,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::mpsc::UnboundedReceiver<Vec<serde_json::Value>>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+        let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let receiver = axum::Router::new().route(
             "/events",
             axum::routing::post(move |body: axum::body::Bytes| {
-                let tx = tx.clone();
+                let (tx, gate, first) = (tx.clone(), gate.clone(), first.clone());
                 async move {
-                    let _ = tx.send(serde_json::from_slice(&body).unwrap_or_default());
+                    let events: Vec<serde_json::Value> =
+                        serde_json::from_slice(&body).unwrap_or_default();
+                    let _ = tx.send(events);
+                    if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                        let _ = gate.acquire().await;
+                    }
                     "ok"
                 }
             }),
@@ -507,10 +540,21 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move { axum::serve(listener, receiver).await });
-        let (mut poster, _dir) = poster(&format!(
+        (addr, arrived, server)
+    }
+
+    /// A poster of one endpoint, `crm`, at `addr`.
+    async fn crm_poster(addr: std::net::SocketAddr) -> (Poster, tempfile::TempDir) {
+        poster(&format!(
             "[[webhooks]]\nname = \"crm\"\nurl = \"http://{addr}/events\"\nsecret = \"{SECRET}\""
         ))
-        .await;
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_idle_poster_posts_an_event_recorded_in_its_process_at_once() {
+        let (addr, mut arrived, server) = receiver(Arc::new(tokio::sync::Semaphore::new(1))).await;
+        let (mut poster, _dir) = crm_poster(addr).await;
         // Idle, it would next look a minute later.
         (poster.poll, poster.idle_poll) = (Duration::from_secs(30), Duration::from_secs(60));
         let queue = poster.queue.clone();
@@ -524,8 +568,6 @@ mod tests {
             .expect("posted long before the idle wait ends")
             .unwrap();
         let kinds: Vec<_> = posted
-            .as_array()
-            .unwrap()
             .iter()
             .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
             .collect();
@@ -533,5 +575,37 @@ mod tests {
         stop.cancel();
         running.await.unwrap();
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn events_claimed_while_an_endpoint_has_a_post_in_flight_gather_into_one_post() {
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let (addr, mut arrived, server) = receiver(gate.clone()).await;
+        let (mut poster, _dir) = crm_poster(addr).await;
+        (poster.poll, poster.idle_poll) = (Duration::from_millis(10), Duration::from_millis(20));
+        let queue = poster.queue.clone();
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(poster.run(stop.clone()));
+        crate::queue::tests::outbox::sent_events(&queue, 1).await;
+        let first = tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        // Its answer waits: three more events, each settled and claimed apart.
+        for _ in 0..3 {
+            crate::queue::tests::outbox::sent_events(&queue, 1).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        gate.add_permits(1);
+        let second = tokio::time::timeout(Duration::from_secs(10), arrived.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(second.len(), 3, "one post once the endpoint answered");
+        stop.cancel();
+        running.await.unwrap();
+        server.abort();
+        assert!(arrived.recv().await.is_none(), "no other post");
     }
 }
