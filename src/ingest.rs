@@ -24,12 +24,10 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::{Backoff, Jitter, Streak};
 use crate::config::{IngestConfig, IngestKind};
 use crate::domain::Channel;
-use crate::intake::{
-    self, Body, Envelope, Intake, RecipientSpec, Rejection, Submitted, WindowRequest,
-};
+use crate::intake::{self, Body, Envelope, Intake, RecipientSpec, Rejection, Submitted};
 use crate::provider::{ProviderConfig, ProviderKind};
 use crate::queue;
-use job::Job;
+use job::{Job, JobWindow};
 
 /// Why ingest could not start.
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +244,14 @@ enum Disposition {
     Dead { reason: String, rejected: bool },
 }
 
+/// What a classic job sets of its batch besides its messages: an SMS job's spend
+/// cap and window (an e-mail job sets neither).
+#[derive(Default)]
+struct Extras {
+    max_cost: Option<f64>,
+    window: JobWindow,
+}
+
 /// Turns items into batches for one source, whichever transport they came by.
 #[derive(Clone)]
 struct Handler {
@@ -291,10 +297,11 @@ impl Handler {
                 let callback_url = sms.callback_url.clone();
                 let parts = async {
                     let max_cost = sms.max_cost()?;
+                    let window = sms.window()?;
                     let (body, recipients) = sms
                         .submission(&self.intake, self.template_id.as_deref())
                         .await?;
-                    Ok((body, recipients, max_cost))
+                    Ok((body, recipients, Extras { max_cost, window }))
                 }
                 .await;
                 let provider = self.provider.as_deref();
@@ -314,7 +321,7 @@ impl Handler {
                 let parts = email
                     .submission(&self.intake, self.template_id.as_deref())
                     .await
-                    .map(|(body, recipients)| (body, recipients, None));
+                    .map(|(body, recipients)| (body, recipients, Extras::default()));
                 self.submit(Channel::Email, provider, idempotency, None, parts)
                     .await
             }
@@ -330,9 +337,9 @@ impl Handler {
         provider: Option<&str>,
         idempotency: Option<(&str, &[u8])>,
         callback_url: Option<String>,
-        parts: Result<(Body, Vec<RecipientSpec>, Option<f64>), intake::Error>,
+        parts: Result<(Body, Vec<RecipientSpec>, Extras), intake::Error>,
     ) -> Result<Submitted, intake::Error> {
-        let (body, recipients, max_cost) = parts?;
+        let (body, recipients, Extras { max_cost, window }) = parts?;
         let envelope = Envelope {
             channel,
             provider,
@@ -345,7 +352,7 @@ impl Handler {
             dry_run: false,
             reject_recent_duplicates: false,
             callback_url: callback_url.as_deref(),
-            window: WindowRequest::default(),
+            window: window.request(),
             max_cost,
         };
         self.intake.submit(envelope, body, recipients).await

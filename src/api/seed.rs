@@ -18,7 +18,7 @@ use super::state::AppState;
 use super::submit::accepted_response;
 use crate::domain::Channel;
 use crate::ingest::job::SmsJob;
-use crate::intake::{Envelope, Rejection, Report, WindowRequest};
+use crate::intake::{Envelope, Rejection, Report};
 
 fn parse_json_request(bytes: &[u8]) -> Result<SmsJob, Error> {
     let value: Value = parse_json(bytes)?;
@@ -49,6 +49,7 @@ pub(super) async fn send_sms(
     let template_id = request.template_id.clone();
     let callback_url = request.callback_url.clone();
     let max_cost = request.max_cost().map_err(Error::from)?;
+    let window = request.window().map_err(Error::from)?;
     let (body, recipients) = request
         .submission(&state.intake, None)
         .await
@@ -65,7 +66,7 @@ pub(super) async fn send_sms(
         dry_run: false,
         reject_recent_duplicates: false,
         callback_url: callback_url.as_deref(),
-        window: WindowRequest::default(),
+        window: window.request(),
         max_cost,
     };
     let submitted = state

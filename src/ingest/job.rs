@@ -7,7 +7,7 @@
 use serde_json::{Map, Value};
 
 use crate::domain::Channel;
-use crate::intake::{self, BatchRequest, Body, Intake, RecipientSpec, TemplateSpec};
+use crate::intake::{self, BatchRequest, Body, Intake, RecipientSpec, TemplateSpec, WindowRequest};
 use crate::template::Vars;
 
 /// The classic SMS job: one text to many mobiles.
@@ -24,6 +24,32 @@ pub struct SmsJob {
     pub callback_url: Option<String>,
     /// The batch's spend cap (see intake's `max_cost`), as written: a number.
     pub max_cost: Option<String>,
+    /// Quiet hours (see intake's `window`): `08:00-21:00`, optionally after days.
+    pub window: Option<String>,
+    /// Send at any hour (see intake's `ignore_window`), as written: `true` or
+    /// `false` (in a form also `1` or `0`).
+    pub ignore_window: Option<String>,
+    /// The IANA time zone of numbers of no known zone (see intake's `timezone`).
+    pub timezone: Option<String>,
+}
+
+/// What an SMS job says of its window, read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct JobWindow {
+    pub window: Option<String>,
+    pub ignore_window: bool,
+    pub timezone: Option<String>,
+}
+
+impl JobWindow {
+    /// As intake takes it.
+    pub fn request(&self) -> WindowRequest<'_> {
+        WindowRequest {
+            window: self.window.as_deref(),
+            ignore_window: self.ignore_window,
+            timezone: self.timezone.as_deref(),
+        }
+    }
 }
 
 /// The classic e-mail job: one subject and text to one or several addresses.
@@ -152,6 +178,20 @@ impl schemars::JsonSchema for SmsJob {
                     "anyOf": [{"type": "number", "exclusiveMinimum": 0}, {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"}],
                     "description": "The most the batch may spend, in its provider's currency (a number; in a form, as text). The provider needs prices, and the estimate must be within it.",
                 },
+                "window": {
+                    "type": "string",
+                    "examples": ["08:00-21:00", "mon-fri 08:00-21:00"],
+                    "description": "Quiet hours: the sending window in each recipient's local time, `HH:MM-HH:MM` optionally after days; overrides the configured `[windows]`. A message outside it waits until it opens. Not with `ignore_window`.",
+                },
+                "ignore_window": {
+                    "anyOf": [{"type": "boolean"}, {"type": "string", "enum": ["true", "false", "1", "0"]}],
+                    "description": "Send at any hour, whatever window is configured (in a form: `true`, `false`, `1` or `0`).",
+                },
+                "timezone": {
+                    "type": "string",
+                    "examples": ["Asia/Shanghai"],
+                    "description": "The IANA time zone of numbers of no known zone. Default `[windows] timezone`, else UTC.",
+                },
             },
         })
     }
@@ -175,6 +215,34 @@ impl SmsJob {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(scalar(v).ok_or_else(|| invalid("max_cost", "must be a number"))?),
             },
+            window: optional_string(map, "window")?,
+            ignore_window: match map.get("ignore_window") {
+                None | Some(Value::Null) => None,
+                Some(Value::Bool(b)) => Some(b.to_string()),
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => return Err(invalid("ignore_window", "must be true or false")),
+            },
+            timezone: optional_string(map, "timezone")?,
+        })
+    }
+
+    /// What the job says of its window; an error naming `ignore_window` when it is
+    /// neither true nor false.
+    pub fn window(&self) -> Result<JobWindow, intake::Error> {
+        let ignore_window = match self.ignore_window.as_deref().map(str::trim) {
+            None | Some("false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => {
+                return Err(invalid(
+                    "ignore_window",
+                    format!("must be true or false, not `{other}`"),
+                ));
+            }
+        };
+        Ok(JobWindow {
+            window: self.window.clone(),
+            ignore_window,
+            timezone: self.timezone.clone(),
         })
     }
 
@@ -200,6 +268,9 @@ impl SmsJob {
                 "content" => job.content = Some(value.into_owned()),
                 "callback_url" => job.callback_url = Some(value.into_owned()),
                 "max_cost" => job.max_cost = Some(value.into_owned()),
+                "window" => job.window = Some(value.into_owned()),
+                "ignore_window" => job.ignore_window = Some(value.into_owned()),
+                "timezone" => job.timezone = Some(value.into_owned()),
                 k if k == "mobiles" || (k.starts_with("mobiles[") && k.ends_with(']')) => {
                     split_list(&value, &mut job.mobiles)
                 }
@@ -387,6 +458,55 @@ mod tests {
             SmsJob::from_form(b"mobiles=1").max_cost().expect("none"),
             None
         );
+    }
+
+    #[test]
+    fn a_jobs_window_is_read_from_json_or_a_form_and_a_bad_ignore_window_refused() {
+        let map = |v: Value| v.as_object().cloned().expect("an object");
+        let json = SmsJob::from_json(&map(serde_json::json!({
+            "mobiles": ["1"],
+            "window": "mon-fri 08:00-21:00",
+            "timezone": "Asia/Shanghai",
+        })))
+        .expect("read");
+        let window = json.window().expect("a window");
+        assert_eq!(window.window.as_deref(), Some("mon-fri 08:00-21:00"));
+        assert_eq!(window.timezone.as_deref(), Some("Asia/Shanghai"));
+        assert!(!window.ignore_window);
+        let ignoring = SmsJob::from_json(&map(
+            serde_json::json!({"mobiles": ["1"], "ignore_window": true}),
+        ));
+        assert!(
+            ignoring
+                .expect("read")
+                .window()
+                .expect("read")
+                .ignore_window
+        );
+        let form = SmsJob::from_form(b"mobiles=1&content=x&window=09%3A00-18%3A00&ignore_window=0");
+        let window = form.window().expect("read");
+        assert_eq!(window.window.as_deref(), Some("09:00-18:00"));
+        assert!(!window.ignore_window);
+        assert!(
+            SmsJob::from_form(b"mobiles=1&ignore_window=1")
+                .window()
+                .expect("read")
+                .ignore_window
+        );
+        for bad in [
+            SmsJob::from_form(b"mobiles=1&ignore_window=sometimes")
+                .window()
+                .err(),
+            SmsJob::from_json(&map(
+                serde_json::json!({"mobiles": ["1"], "ignore_window": 2}),
+            ))
+            .err(),
+        ] {
+            match bad {
+                Some(intake::Error::Invalid { field, .. }) => assert_eq!(field, "ignore_window"),
+                other => panic!("expected ignore_window refused, got {other:?}"),
+            }
+        }
     }
 
     #[test]

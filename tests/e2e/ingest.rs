@@ -331,6 +331,32 @@ async fn an_ingested_job_gets_the_configured_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingested_sms_job_with_a_window_waits_for_it_to_open() {
+    let keys = RedisKeys::new("window");
+    let server = ProviderServer::start().await;
+    let app = herald_with(&server, vec![keys.source("quiet")]).await;
+    // A window that opens two hours from now in Shanghai, where the number is.
+    let tz = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+    let opens = jiff::Timestamp::now()
+        .to_zoned(tz)
+        .checked_add(jiff::Span::new().hours(2))
+        .unwrap();
+    let window = format!("{:02}:00-{:02}:00", opens.hour(), (opens.hour() + 1) % 24);
+    let waiting = json!({"mobiles": ["13800000041"], "content": "later", "window": window});
+    let now = json!({"mobiles": ["13800000042"], "content": "now", "ignore_window": true});
+    keys.lpush(&[waiting.to_string(), now.to_string()]);
+    delivered_to(&server, &["+8613800000042"]).await;
+    let batches = wait_for(WITHIN, "both jobs stored", || async {
+        let batches = app.batches_of("ingest:quiet").await;
+        (batches.len() == 2).then_some(batches)
+    })
+    .await;
+    let pending: Vec<&Value> = batches.iter().map(|b| &b["counts"]["pending"]).collect();
+    assert!(pending.contains(&&json!(1)), "{batches:?}");
+    received_exactly(&server, &HashSet::from(["+8613800000042".to_string()])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_items_land_in_the_dead_letter_list_with_the_reason_and_ingestion_goes_on() {
     let keys = RedisKeys::new("dead");
     let server = ProviderServer::start().await;

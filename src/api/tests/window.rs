@@ -20,6 +20,27 @@ fn batch(to: &[&str], extra: Value) -> Value {
     batch
 }
 
+/// A window of an hour that opens two hours from now in `zone`, whatever the
+/// time is.
+fn opening_in_two_hours(zone: &str) -> String {
+    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::get(zone).unwrap());
+    let opens = now.checked_add(jiff::Span::new().hours(2)).unwrap();
+    format!("{:02}:00-{:02}:00", opens.hour(), (opens.hour() + 1) % 24)
+}
+
+/// Checks the two messages submitted wait: pending, and none is claimed.
+async fn two_wait(queue: &crate::queue::Queue) {
+    let claimed = queue
+        .claim("log", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        claimed.is_empty(),
+        "a message outside its window was claimed"
+    );
+    assert_eq!(queue.pending("log", 10).await.unwrap(), 2);
+}
+
 #[tokio::test]
 async fn a_batch_to_china_the_us_and_britain_reports_who_waits_until_when() {
     let (state, _dir) = test_state().await;
@@ -123,10 +144,7 @@ async fn a_batch_outside_its_window_is_stored_waiting_and_not_claimed() {
     let (state, _dir) = test_state().await;
     let queue = state.queue.clone();
     let router = router(state, 1 << 20);
-    // A window that opens two hours from now in UTC, whatever the time is.
-    let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC);
-    let opens = now.checked_add(jiff::Span::new().hours(2)).unwrap();
-    let window = format!("{:02}:00-{:02}:00", opens.hour(), (opens.hour() + 1) % 24);
+    let window = opening_in_two_hours("UTC");
     let request = json!({
         "channel": "email",
         "template": {"subject": "Hi", "body": "Hi"},
@@ -136,13 +154,50 @@ async fn a_batch_outside_its_window_is_stored_waiting_and_not_claimed() {
     let (status, report) = call(&router, post_json("/v1/batches", &request)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{report}");
     assert_eq!(report["window"]["waiting"], 2, "{report}");
-    let claimed = queue
-        .claim("log", 10, Duration::from_secs(30))
-        .await
-        .unwrap();
-    assert!(
-        claimed.is_empty(),
-        "a message outside its window was claimed"
+    two_wait(&queue).await;
+}
+
+#[tokio::test]
+async fn send_sms_takes_a_window_as_json_or_a_form_and_refuses_one_that_cannot_be_used() {
+    let (state, _dir) = test_state().await;
+    let queue = state.queue.clone();
+    let router = router(state, 1 << 20);
+    // Shanghai's, where the numbers are.
+    let window = opening_in_two_hours("Asia/Shanghai");
+    let json = post_json(
+        "/send-sms",
+        &json!({"mobiles": ["+8613800138000"], "content": "Hi", "window": window}),
     );
-    assert_eq!(queue.pending("log", 10).await.unwrap(), 2);
+    let encoded: String = form_urlencoded::byte_serialize(window.as_bytes()).collect();
+    let form = Request::post("/send-sms")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "mobiles[]=%2B8613800138001&content=Hi&window={encoded}&ignore_window=0"
+        )))
+        .expect("a request");
+    for request in [json, form] {
+        let (status, answer) = call(&router, request).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    }
+    two_wait(&queue).await;
+    for (extra, field) in [
+        (json!({"window": "8 till 9"}), "window"),
+        (
+            json!({"window": "08:00-21:00", "ignore_window": true}),
+            "ignore_window",
+        ),
+        (json!({"ignore_window": "sometimes"}), "ignore_window"),
+        (
+            json!({"window": "08:00-21:00", "timezone": "Mars/Olympus"}),
+            "timezone",
+        ),
+    ] {
+        let mut request = json!({"mobiles": ["+8613800138002"], "content": "Hi"});
+        for (key, value) in extra.as_object().expect("an object") {
+            request[key] = value.clone();
+        }
+        let (status, body) = call(&router, post_json("/send-sms", &request)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{extra}: {body}");
+        assert_eq!(body["field"], field, "{extra}: {body}");
+    }
 }
